@@ -1,0 +1,167 @@
+import path from 'node:path';
+
+/**
+ * Configuration is read once, at start-up, from the environment, validated and frozen; it is
+ * passed down explicitly, never read from a global. A wrong value stops start-up with an error
+ * that names the variable (and never echoes a secret value back).
+ */
+export type Env = 'development' | 'production';
+
+export interface Config {
+  readonly env: Env;
+  readonly host: string;
+  readonly port: number;
+  readonly dataDir: string;
+  readonly policyFile: string;
+  readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
+  /** `null` for the zero-config embedded PostgreSQL under `dataDir`. */
+  readonly database: { readonly appUrl: string; readonly migrateUrl: string | null } | null;
+  readonly embeddedPgPort: number;
+  readonly oidc: {
+    /** `null`: the built-in development issuer served by this process (development only). */
+    readonly issuer: string | null;
+    readonly audience: string;
+    readonly rolesClaim: string;
+    readonly clinicsClaim: string;
+    readonly mfaAcrValues: readonly string[];
+    readonly algorithms: readonly string[];
+    readonly clockToleranceSeconds: number;
+  };
+  readonly kms:
+    | { readonly provider: 'local'; readonly masterKeyBase64: string | null }
+    | { readonly provider: 'aws'; readonly keyId: string; readonly region: string; readonly endpoint: string | null };
+  readonly redisUrl: string | null;
+  readonly maxPageSize: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly variable: string, message: string) {
+    super(`${variable}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+type Source = Readonly<Record<string, string | undefined>>;
+
+const ASYMMETRIC_ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+
+function text(src: Source, name: string): string | null {
+  const v = src[name];
+  if (v === undefined) return null;
+  const t = v.trim();
+  if (t === '') throw new ConfigError(name, 'is set but empty');
+  return t;
+}
+
+function oneOf<T extends string>(src: Source, name: string, allowed: readonly T[], fallback: T): T {
+  const v = text(src, name) ?? fallback;
+  if (!(allowed as readonly string[]).includes(v)) throw new ConfigError(name, `must be one of ${allowed.join(', ')}`);
+  return v as T;
+}
+
+function int(src: Source, name: string, fallback: number, min: number, max: number): number {
+  const v = text(src, name);
+  if (v === null) return fallback;
+  if (!/^\d+$/.test(v)) throw new ConfigError(name, 'must be a whole number');
+  const n = Number(v);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}`);
+  return n;
+}
+
+function list(src: Source, name: string, fallback: readonly string[]): string[] {
+  const v = text(src, name);
+  if (v === null) return [...fallback];
+  return v.split(',').map((s) => s.trim()).filter(Boolean);
+}
+
+function url(src: Source, name: string, protocols: readonly string[]): string | null {
+  const v = text(src, name);
+  if (v === null) return null;
+  let parsed: URL;
+  try {
+    parsed = new URL(v);
+  } catch {
+    throw new ConfigError(name, 'is not a valid URL');
+  }
+  if (!protocols.includes(parsed.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}`);
+  return v;
+}
+
+function requireTls(name: string, dbUrl: string): void {
+  const mode = new URL(dbUrl).searchParams.get('sslmode');
+  if (mode !== 'verify-full' && mode !== 'verify-ca') {
+    throw new ConfigError(name, 'production requires sslmode=verify-full (or verify-ca) on the database connection');
+  }
+}
+
+export function loadConfig(src: Source = process.env, cwd: string = process.cwd()): Config {
+  const env = oneOf(src, 'PHIGATE_ENV', ['development', 'production'] as const, 'development');
+  const production = env === 'production';
+  const dataDir = path.resolve(cwd, text(src, 'PHIGATE_DATA_DIR') ?? '.phigate');
+
+  const appUrl = url(src, 'DATABASE_URL', ['postgres:', 'postgresql:']);
+  const migrateUrl = url(src, 'PHIGATE_MIGRATE_URL', ['postgres:', 'postgresql:']);
+  if (appUrl === null && migrateUrl !== null) throw new ConfigError('DATABASE_URL', 'must be set when PHIGATE_MIGRATE_URL is');
+  if (production) {
+    if (appUrl === null) throw new ConfigError('DATABASE_URL', 'is required in production (the embedded database is for development)');
+    requireTls('DATABASE_URL', appUrl);
+  }
+
+  const issuer = url(src, 'PHIGATE_OIDC_ISSUER', production ? ['https:'] : ['https:', 'http:']);
+  if (production && issuer === null) throw new ConfigError('PHIGATE_OIDC_ISSUER', 'is required in production (the development issuer is refused)');
+
+  const algorithms = list(src, 'PHIGATE_OIDC_ALGORITHMS', ['RS256', 'PS256', 'ES256', 'EdDSA']);
+  for (const a of algorithms) {
+    if (!ASYMMETRIC_ALGS.includes(a)) throw new ConfigError('PHIGATE_OIDC_ALGORITHMS', `only asymmetric algorithms are allowed (${ASYMMETRIC_ALGS.join(', ')})`);
+  }
+  if (algorithms.length === 0) throw new ConfigError('PHIGATE_OIDC_ALGORITHMS', 'must name at least one algorithm');
+
+  const provider = oneOf(src, 'PHIGATE_KMS', ['local', 'aws'] as const, 'local');
+  let kms: Config['kms'];
+  if (provider === 'aws') {
+    const keyId = text(src, 'PHIGATE_KMS_KEY_ID');
+    if (keyId === null) throw new ConfigError('PHIGATE_KMS_KEY_ID', 'is required when PHIGATE_KMS=aws');
+    const region = text(src, 'AWS_REGION');
+    if (region === null) throw new ConfigError('AWS_REGION', 'is required when PHIGATE_KMS=aws');
+    kms = { provider, keyId, region, endpoint: url(src, 'PHIGATE_KMS_ENDPOINT', ['https:', 'http:']) };
+  } else {
+    if (production) throw new ConfigError('PHIGATE_KMS', 'production refuses the local key provider; use aws');
+    const masterKeyBase64 = text(src, 'PHIGATE_LOCAL_MASTER_KEY');
+    if (masterKeyBase64 !== null && Buffer.from(masterKeyBase64, 'base64').length !== 32) {
+      throw new ConfigError('PHIGATE_LOCAL_MASTER_KEY', 'must be 32 bytes, base64-encoded');
+    }
+    kms = { provider, masterKeyBase64 };
+  }
+
+  const config: Config = {
+    env,
+    host: text(src, 'PHIGATE_HOST') ?? '127.0.0.1',
+    port: int(src, 'PHIGATE_PORT', 4000, 0, 65535),
+    dataDir,
+    policyFile: path.resolve(cwd, text(src, 'PHIGATE_POLICY_FILE') ?? 'policies/default.yaml'),
+    logLevel: oneOf(src, 'PHIGATE_LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, 'info'),
+    database: appUrl === null ? null : { appUrl, migrateUrl },
+    embeddedPgPort: int(src, 'PHIGATE_EMBEDDED_PG_PORT', 54329, 1024, 65535),
+    oidc: {
+      issuer,
+      audience: text(src, 'PHIGATE_OIDC_AUDIENCE') ?? 'phigate',
+      rolesClaim: text(src, 'PHIGATE_OIDC_ROLES_CLAIM') ?? 'roles',
+      clinicsClaim: text(src, 'PHIGATE_OIDC_CLINICS_CLAIM') ?? 'clinics',
+      mfaAcrValues: list(src, 'PHIGATE_OIDC_MFA_ACR', []),
+      algorithms,
+      clockToleranceSeconds: int(src, 'PHIGATE_OIDC_CLOCK_SKEW_SECONDS', 30, 0, 300),
+    },
+    kms,
+    redisUrl: url(src, 'REDIS_URL', ['redis:', 'rediss:']),
+    maxPageSize: int(src, 'PHIGATE_MAX_PAGE_SIZE', 100, 1, 1000),
+  };
+  return deepFreeze(config);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o && typeof o === 'object') {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}
