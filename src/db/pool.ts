@@ -1,0 +1,62 @@
+import pg from 'pg';
+
+export type Pool = pg.Pool;
+
+export interface PoolOptions {
+  readonly max?: number;
+  readonly applicationName?: string;
+}
+
+/** The gateway's pool, connected as its own login role. */
+export function createPool(url: string, opts: PoolOptions = {}): Pool {
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: opts.max ?? 10,
+    application_name: opts.applicationName ?? 'phigate',
+    idleTimeoutMillis: 30_000,
+    connectionTimeoutMillis: 5_000,
+  });
+  // An idle client that errors (server restart, network) must not crash the process; the pool
+  // drops it and the next request gets a fresh connection.
+  pool.on('error', () => undefined);
+  return pool;
+}
+
+export class UnsafeRoleError extends Error {
+  constructor(readonly problems: readonly string[]) {
+    super(`DATABASE_URL: the gateway's role is unsafe: ${problems.join('; ')}`);
+    this.name = 'UnsafeRoleError';
+  }
+}
+
+/**
+ * Fail closed at start-up: row security only protects anything if the gateway's role cannot
+ * bypass it. Refuse a superuser, BYPASSRLS, the owner of a PHI table, membership in the owner
+ * role, and PHI tables without FORCE ROW LEVEL SECURITY.
+ */
+export async function assertSafeAppRole(pool: Pool): Promise<void> {
+  const { rows } = await pool.query<{
+    rolsuper: boolean;
+    rolbypassrls: boolean;
+    owner_member: boolean;
+    owns_phi: boolean;
+    unforced: string[];
+  }>(`
+    SELECT r.rolsuper, r.rolbypassrls,
+           pg_has_role(current_user, 'phigate_owner', 'MEMBER') AS owner_member,
+           EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   WHERE n.nspname = 'phigate' AND pg_has_role(current_user, c.relowner, 'MEMBER')) AS owns_phi,
+           ARRAY(SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = 'phigate' AND c.relname IN ('patients', 'encounters', 'care_team')
+                   AND NOT (c.relrowsecurity AND c.relforcerowsecurity)) AS unforced
+    FROM pg_roles r WHERE r.rolname = current_user`);
+  const r = rows[0];
+  if (!r) throw new UnsafeRoleError(['role not found']);
+  const problems: string[] = [];
+  if (r.rolsuper) problems.push('it is a superuser');
+  if (r.rolbypassrls) problems.push('it has BYPASSRLS');
+  if (r.owner_member) problems.push('it is a member of phigate_owner');
+  if (r.owns_phi) problems.push('it owns phigate tables');
+  if (r.unforced.length) problems.push(`row security is not forced on ${r.unforced.join(', ')}`);
+  if (problems.length) throw new UnsafeRoleError(problems);
+}

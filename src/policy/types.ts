@@ -1,0 +1,25 @@
+/** What a role may do with one PHI field: show it, show a masked form of it, or withhold it. */
+export type Effect = 'allow' | 'mask' | 'deny';
+
+/**
+ * Which patient rows a role may see. PostgreSQL row security enforces the same scope again,
+ * so a policy mistake here cannot widen what the database returns.
+ */
+export type RowScope = 'care_team' | 'clinic' | 'none';
+
+export interface RolePolicy {
+  readonly name: string;
+  /** Purpose of use written into every audit row the role causes. */
+  readonly purpose: string;
+  readonly mfaRequired: boolean;
+  readonly rows: RowScope;
+  /** Mutations the role may call. */
+  readonly operations: ReadonlySet<string>;
+  /** Keyed `Type.field`; holds every PHI field of the catalog, so a missing key is a bug, not a default. */
+  readonly fields: ReadonlyMap<string, Effect>;
+}
+
+export interface PolicySet {
+  readonly roles: ReadonlyMap<string, RolePolicy>;
+  readonly version: number;
+}

@@ -1,0 +1,214 @@
+import { randomUUID } from 'node:crypto';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createPool, assertSafeAppRole, type Pool } from '../../src/db/pool.ts';
+import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+
+// Row security at the database level, with no gateway in between: these hold even if every line
+// of TypeScript were wrong.
+
+let db: TestDatabase;
+let pool: Pool;
+const ids = { a1: randomUUID(), a2: randomUUID(), b1: randomUUID() };
+
+const ctx = (over: Partial<SecurityContext>): SecurityContext => ({
+  actor: 'nobody',
+  actorKind: 'user',
+  roles: [],
+  clinics: [],
+  requestId: randomUUID(),
+  purpose: 'test',
+  ...over,
+});
+
+async function visiblePatients(c: SecurityContext): Promise<string[]> {
+  return withRequestTransaction(pool, c, async (tx) =>
+    (await tx.query<{ id: string }>('SELECT id FROM phigate.patients ORDER BY id')).rows.map((r) => r.id),
+  );
+}
+
+async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: db.adminUrl });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = createPool(db.appUrl, { max: 2 });
+  await admin(async (c) => {
+    await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-a', 'A'), ('c-b', 'B')`);
+    const ins = `INSERT INTO phigate.patients (id, clinic_id, key_version, mrn_bidx, mrn) VALUES ($1, $2, 1, $3, '\\x00')`;
+    await c.query(ins, [ids.a1, 'c-a', Buffer.from('a1')]);
+    await c.query(ins, [ids.a2, 'c-a', Buffer.from('a2')]);
+    await c.query(ins, [ids.b1, 'c-b', Buffer.from('b1')]);
+    await c.query(`INSERT INTO phigate.care_team (patient_id, subject, clinic_id) VALUES ($1, 'dr-a', 'c-a'), ($1, 'nurse-a', 'c-a')`, [ids.a1]);
+    await c.query(
+      `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, key_version) VALUES ($1, $2, 'c-a', now(), 'visit', 1), ($3, $4, 'c-a', now(), 'visit', 1)`,
+      [randomUUID(), ids.a1, randomUUID(), ids.a2],
+    );
+  });
+});
+
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+});
+
+describe('row security without the gateway', () => {
+  it('the gateway role passes the start-up safety check', async () => {
+    await expect(assertSafeAppRole(pool)).resolves.toBeUndefined();
+  });
+
+  it('with no context at all, the app role sees zero rows', async () => {
+    expect((await pool.query('SELECT id FROM phigate.patients')).rowCount).toBe(0);
+    expect((await pool.query('SELECT id FROM phigate.encounters')).rowCount).toBe(0);
+    expect((await pool.query('SELECT patient_id FROM phigate.care_team')).rowCount).toBe(0);
+  });
+
+  it('clinic A context sees clinic A rows and none of clinic B', async () => {
+    expect(await visiblePatients(ctx({ roles: ['registrar'], clinics: ['c-a'] }))).toEqual([ids.a1, ids.a2].sort());
+    expect(await visiblePatients(ctx({ roles: ['registrar'], clinics: ['c-b'] }))).toEqual([ids.b1]);
+  });
+
+  it('physicians and nurses see only care-team patients; outside the team, nothing', async () => {
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['physician'], clinics: ['c-a'] }))).toEqual([ids.a1]);
+    expect(await visiblePatients(ctx({ actor: 'nurse-a', roles: ['nurse'], clinics: ['c-a'] }))).toEqual([ids.a1]);
+    expect(await visiblePatients(ctx({ actor: 'nurse-x', roles: ['nurse'], clinics: ['c-a'] }))).toEqual([]);
+    // Being on a care team does not open another clinic.
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['physician'], clinics: ['c-b'] }))).toEqual([]);
+  });
+
+  it('a role with no row scope (compliance, or MFA not met: no roles) sees nothing', async () => {
+    expect(await visiblePatients(ctx({ roles: ['compliance'], clinics: ['c-a'] }))).toEqual([]);
+    expect(await visiblePatients(ctx({ roles: [], clinics: ['c-a'] }))).toEqual([]);
+  });
+
+  it('encounters are visible exactly when their patient is', async () => {
+    const seen = await withRequestTransaction(pool, ctx({ actor: 'dr-a', roles: ['physician'], clinics: ['c-a'] }), async (tx) =>
+      (await tx.query<{ patient_id: string }>('SELECT patient_id FROM phigate.encounters')).rows.map((r) => r.patient_id),
+    );
+    expect(seen).toEqual([ids.a1]);
+  });
+
+  it('the context does not outlive its transaction on a pooled connection', async () => {
+    await visiblePatients(ctx({ roles: ['registrar'], clinics: ['c-a'] }));
+    const c = await pool.connect();
+    try {
+      const { rows } = await c.query("SELECT current_setting('phigate.clinics', true) AS clinics, count(*)::int AS n FROM phigate.patients");
+      expect(rows[0]).toEqual({ clinics: '', n: 0 });
+    } finally {
+      c.release();
+    }
+  });
+
+  it('the owner is bound too (FORCE ROW LEVEL SECURITY)', async () => {
+    const n = await admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query("SELECT set_config('phigate.clinics', 'c-a', true), set_config('phigate.roles', 'registrar', true)");
+      await c.query('SET LOCAL ROLE phigate_owner');
+      const { rows } = await c.query<{ n: number }>('SELECT count(*)::int AS n FROM phigate.patients');
+      await c.query('ROLLBACK');
+      return rows[0]!.n;
+    });
+    expect(n).toBe(0);
+  });
+
+  it.each([
+    ['SET ROLE phigate_owner', /permission denied/],
+    ['SET ROLE postgres', /permission denied/],
+    ['SET SESSION AUTHORIZATION postgres', /permission denied/],
+    ['ALTER TABLE phigate.patients DISABLE ROW LEVEL SECURITY', /must be owner/],
+    ['ALTER ROLE CURRENT_USER BYPASSRLS', /permission denied/],
+    ['DROP POLICY patients_select ON phigate.patients', /must be owner/],
+  ])('the app role cannot escape with %s', async (sql, error) => {
+    await expect(pool.query(sql)).rejects.toThrow(error);
+  });
+
+  it('SET row_security = off makes a protected query fail rather than bypass', async () => {
+    const c = await pool.connect();
+    try {
+      await c.query('SET row_security = off');
+      await expect(c.query('SELECT id FROM phigate.patients')).rejects.toThrow(/row-level security/);
+    } finally {
+      c.release(true);
+    }
+  });
+
+  it('SET ROLE phigate_app then RESET ROLE changes nothing', async () => {
+    const c = await pool.connect();
+    try {
+      await c.query('SET ROLE phigate_app');
+      await c.query('RESET ROLE');
+      expect((await c.query('SELECT id FROM phigate.patients')).rowCount).toBe(0);
+    } finally {
+      c.release(true);
+    }
+  });
+
+  it('writes are bound: no insert into another clinic, no moving a patient, no audit tampering', async () => {
+    const registrarA = ctx({ roles: ['registrar'], clinics: ['c-a'] });
+    await expect(
+      withRequestTransaction(pool, registrarA, (tx) =>
+        tx.query(`INSERT INTO phigate.patients (id, clinic_id, key_version, mrn_bidx, mrn) VALUES ($1, 'c-b', 1, '\\x01', '\\x00')`, [randomUUID()]),
+      ),
+    ).rejects.toThrow(/row-level security/);
+    await expect(
+      withRequestTransaction(pool, registrarA, (tx) => tx.query(`UPDATE phigate.patients SET clinic_id = 'c-b' WHERE id = $1`, [ids.a1])),
+    ).rejects.toThrow(/permission denied/);
+    await withRequestTransaction(pool, registrarA, (tx) =>
+      tx.query(
+        `INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name) VALUES ('r', 'a', 'user', 'p', 'read', 'Patient')`,
+      ),
+    );
+    await expect(pool.query('SELECT * FROM phigate.audit_events')).rejects.toThrow(/permission denied/);
+    await expect(pool.query('UPDATE phigate.audit_events SET actor = $1', ['x'])).rejects.toThrow(/permission denied/);
+    await expect(pool.query('DELETE FROM phigate.audit_events')).rejects.toThrow(/permission denied/);
+  });
+
+  it('nobody, not even a superuser through the table, updates or deletes audit rows', async () => {
+    await admin(async (c) => {
+      await expect(c.query("UPDATE phigate.audit_events SET actor = 'x'")).rejects.toThrow(/append-only/);
+      await expect(c.query('DELETE FROM phigate.audit_events')).rejects.toThrow(/append-only/);
+      await expect(c.query('TRUNCATE phigate.audit_events')).rejects.toThrow(/append-only/);
+    });
+  });
+
+  it('analytics reads non-PHI columns only; the auditor reads audit only', async () => {
+    await admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query('SET LOCAL ROLE phigate_analytics');
+      expect((await c.query('SELECT id, clinic_id FROM phigate.patients')).rowCount).toBe(3);
+      await expect(c.query('SELECT ssn FROM phigate.patients')).rejects.toThrow(/permission denied/);
+      await c.query('ROLLBACK');
+      await c.query('BEGIN');
+      await c.query('SET LOCAL ROLE phigate_auditor');
+      expect((await c.query('SELECT id FROM phigate.audit_events')).rowCount).toBeGreaterThan(0);
+      await expect(c.query('SELECT id FROM phigate.patients')).rejects.toThrow(/permission denied/);
+      await c.query('ROLLBACK');
+    });
+  });
+
+  it('a superuser or BYPASSRLS login is refused at start-up', async () => {
+    const superPool = createPool(db.adminUrl, { max: 1 });
+    try {
+      await expect(assertSafeAppRole(superPool)).rejects.toThrow(/superuser/);
+    } finally {
+      await superPool.end();
+    }
+    const role = `phigate_bypass_${Date.now()}`;
+    await admin((c) => c.query(`CREATE ROLE ${role} LOGIN PASSWORD 'x' BYPASSRLS IN ROLE phigate_app`));
+    const bypassPool = createPool(db.urlAs(role, 'x'), { max: 1 });
+    try {
+      await expect(assertSafeAppRole(bypassPool)).rejects.toThrow(/BYPASSRLS/);
+    } finally {
+      await bypassPool.end();
+      await admin((c) => c.query(`DROP ROLE ${role}`));
+    }
+  });
+});
