@@ -1,6 +1,8 @@
 -- Tables only; who may touch them is in 003_grants.sql and 004_row_security.sql.
 -- PHI columns are bytea ciphertext (AES-256-GCM, see src/crypto/envelope.ts); the database never
--- holds a PHI value or a key in plaintext. mrn and ssn also have HMAC blind indexes for lookup.
+-- holds a PHI value or a key in plaintext; each ciphertext names its key version in its header, so
+-- fields of one row may be under different versions during rotation. mrn and ssn also have HMAC
+-- blind indexes for lookup.
 
 CREATE TABLE phigate.clinics (
   id         text PRIMARY KEY CHECK (id ~ '^[a-z0-9][a-z0-9-]{0,62}$'),
@@ -24,7 +26,6 @@ CREATE TABLE phigate.keyring (
 CREATE TABLE phigate.patients (
   id          uuid PRIMARY KEY,
   clinic_id   text NOT NULL REFERENCES phigate.clinics (id),
-  key_version integer NOT NULL CHECK (key_version > 0),
   mrn_bidx    bytea NOT NULL,
   ssn_bidx    bytea,
   mrn         bytea NOT NULL,
@@ -59,7 +60,6 @@ CREATE TABLE phigate.encounters (
   clinic_id       text NOT NULL REFERENCES phigate.clinics (id),
   occurred_at     timestamptz NOT NULL,
   kind            text NOT NULL CHECK (kind ~ '^[a-z][a-z_]{0,31}$'),
-  key_version     integer NOT NULL CHECK (key_version > 0),
   reason          bytea,
   diagnosis_codes bytea,
   notes           bytea,

@@ -9,7 +9,7 @@ GRANT SELECT ON phigate.clinics TO phigate_app, phigate_analytics;
 GRANT SELECT, INSERT ON phigate.keyring TO phigate_app;
 
 GRANT SELECT, INSERT ON phigate.patients TO phigate_app;
-GRANT UPDATE (key_version, mrn_bidx, ssn_bidx, mrn, ssn, given_name, family_name, birth_date, phone, email, address, updated_at)
+GRANT UPDATE (mrn_bidx, ssn_bidx, mrn, ssn, given_name, family_name, birth_date, phone, email, address, updated_at)
   ON phigate.patients TO phigate_app;
 GRANT SELECT, INSERT, DELETE ON phigate.care_team TO phigate_app;
 GRANT SELECT, INSERT ON phigate.encounters TO phigate_app;

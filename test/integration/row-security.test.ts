@@ -43,13 +43,13 @@ beforeAll(async () => {
   pool = createPool(db.appUrl, { max: 2 });
   await admin(async (c) => {
     await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-a', 'A'), ('c-b', 'B')`);
-    const ins = `INSERT INTO phigate.patients (id, clinic_id, key_version, mrn_bidx, mrn) VALUES ($1, $2, 1, $3, '\\x00')`;
+    const ins = `INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1, $2, $3, '\\x00')`;
     await c.query(ins, [ids.a1, 'c-a', Buffer.from('a1')]);
     await c.query(ins, [ids.a2, 'c-a', Buffer.from('a2')]);
     await c.query(ins, [ids.b1, 'c-b', Buffer.from('b1')]);
     await c.query(`INSERT INTO phigate.care_team (patient_id, subject, clinic_id) VALUES ($1, 'dr-a', 'c-a'), ($1, 'nurse-a', 'c-a')`, [ids.a1]);
     await c.query(
-      `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, key_version) VALUES ($1, $2, 'c-a', now(), 'visit', 1), ($3, $4, 'c-a', now(), 'visit', 1)`,
+      `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind) VALUES ($1, $2, 'c-a', now(), 'visit'), ($3, $4, 'c-a', now(), 'visit')`,
       [randomUUID(), ids.a1, randomUUID(), ids.a2],
     );
   });
@@ -155,7 +155,7 @@ describe('row security without the gateway', () => {
     const registrarA = ctx({ roles: ['registrar'], clinics: ['c-a'] });
     await expect(
       withRequestTransaction(pool, registrarA, (tx) =>
-        tx.query(`INSERT INTO phigate.patients (id, clinic_id, key_version, mrn_bidx, mrn) VALUES ($1, 'c-b', 1, '\\x01', '\\x00')`, [randomUUID()]),
+        tx.query(`INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1, 'c-b', '\\x01', '\\x00')`, [randomUUID()]),
       ),
     ).rejects.toThrow(/row-level security/);
     await expect(
