@@ -1,0 +1,39 @@
+import { keyVersionOf, openField, sealField } from './envelope.ts';
+import type { FieldAad } from './envelope.ts';
+import type { Keyring } from './keys/keyring.ts';
+
+export interface FieldCipherStats {
+  encrypts: number;
+  decrypts: number;
+  /** keyed by 'table.column' */
+  decryptsByColumn: Map<string, number>;
+}
+
+export interface FieldCipher {
+  encrypt(scope: string, aad: FieldAad, plaintext: string): Promise<Buffer>;
+  decrypt(scope: string, aad: FieldAad, ciphertext: Buffer): Promise<string>;
+  readonly stats: FieldCipherStats;
+}
+
+/**
+ * Field encryption for resolvers: new values under the clinic's current key, old values under
+ * the version recorded in their header. Calls are counted on entry, before any key is fetched,
+ * so a zero count proves a field was never even attempted.
+ */
+export function createFieldCipher(keyring: Keyring): FieldCipher {
+  const stats: FieldCipherStats = { encrypts: 0, decrypts: 0, decryptsByColumn: new Map() };
+  return {
+    stats,
+    async encrypt(scope, aad, plaintext) {
+      stats.encrypts++;
+      return sealField(await keyring.writeKey(scope), aad, plaintext);
+    },
+    async decrypt(scope, aad, ciphertext) {
+      stats.decrypts++;
+      const column = `${aad.table}.${aad.column}`;
+      stats.decryptsByColumn.set(column, (stats.decryptsByColumn.get(column) ?? 0) + 1);
+      const key = await keyring.readKey(scope, keyVersionOf(ciphertext));
+      return openField(key, aad, ciphertext);
+    },
+  };
+}

@@ -1,0 +1,122 @@
+/**
+ * Stands in for AWS KMS, which cannot run on this machine. Everything on the client side is real:
+ * the @aws-sdk/client-kms SDK signs and sends genuine HTTP requests, and this server answers them
+ * in the KMS JSON 1.1 protocol (X-Amz-Target TrentService.*, base64 blobs in JSON bodies, errors
+ * as `__type`). Like KMS it refuses a Decrypt whose EncryptionContext differs from the one given
+ * at GenerateDataKey. Wrapped blobs are opaque handles into memory, not encryptions: what is under
+ * test is the client, not this stand-in.
+ */
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** 'http500': answer every request with an internal error; 'refuse': stop listening; 'hang': accept and never answer. */
+export type FakeKmsFailure = 'http500' | 'refuse' | 'hang' | null;
+
+export interface FakeKms {
+  readonly endpoint: string;
+  /** Requests received, by operation, failed ones included. */
+  readonly calls: { GenerateDataKey: number; Decrypt: number };
+  fail(mode: FakeKmsFailure): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Issued {
+  readonly keyArn: string;
+  readonly plaintext: Buffer;
+  readonly context: Record<string, string>;
+}
+
+const JSON_11 = 'application/x-amz-json-1.1';
+
+const arnOf = (keyId: string): string => (keyId.startsWith('arn:') ? keyId : `arn:aws:kms:us-east-1:000000000000:key/${keyId}`);
+
+function sameContext(a: Record<string, string>, b: Record<string, string>): boolean {
+  const ak = Object.keys(a).sort();
+  const bk = Object.keys(b).sort();
+  return ak.length === bk.length && ak.every((k, i) => k === bk[i] && a[k] === b[k]);
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': JSON_11 });
+  res.end(JSON.stringify(body));
+}
+
+const kmsError = (res: ServerResponse, type: string, message: string): void => send(res, 400, { __type: type, message });
+
+async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) chunks.push(chunk as Buffer);
+  return JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}') as Record<string, unknown>;
+}
+
+export async function startFakeKms(): Promise<FakeKms> {
+  const issued = new Map<string, Issued>();
+  const calls = { GenerateDataKey: 0, Decrypt: 0 };
+  let failure: FakeKmsFailure = null;
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const target = req.headers['x-amz-target'];
+    const op = typeof target === 'string' && target.startsWith('TrentService.') ? target.slice('TrentService.'.length) : '';
+    if (op === 'GenerateDataKey' || op === 'Decrypt') calls[op]++;
+    if (failure === 'hang') return;
+    if (failure === 'http500') return send(res, 500, { __type: 'KMSInternalException', message: 'injected failure' });
+
+    if (req.method !== 'POST' || req.headers['content-type'] !== JSON_11) {
+      return kmsError(res, 'SerializationException', 'expected a JSON 1.1 POST');
+    }
+    if (!String(req.headers.authorization ?? '').startsWith('AWS4-HMAC-SHA256 Credential=')) {
+      return kmsError(res, 'MissingAuthenticationTokenException', 'request is not signed');
+    }
+    const body = await readJson(req);
+    const context = (body.EncryptionContext ?? {}) as Record<string, string>;
+
+    if (op === 'GenerateDataKey') {
+      if (typeof body.KeyId !== 'string' || body.KeySpec !== 'AES_256') {
+        return kmsError(res, 'ValidationException', 'KeyId and KeySpec AES_256 are required');
+      }
+      const handle = randomBytes(32);
+      const entry: Issued = { keyArn: arnOf(body.KeyId), plaintext: randomBytes(32), context };
+      issued.set(handle.toString('base64'), entry);
+      return send(res, 200, { CiphertextBlob: handle.toString('base64'), Plaintext: entry.plaintext.toString('base64'), KeyId: entry.keyArn });
+    }
+    if (op === 'Decrypt') {
+      const entry = typeof body.CiphertextBlob === 'string' ? issued.get(body.CiphertextBlob) : undefined;
+      // KMS gives the same answer for an unknown blob and a wrong context, and so do we.
+      if (!entry || !sameContext(entry.context, context)) return kmsError(res, 'InvalidCiphertextException', '');
+      if (typeof body.KeyId === 'string' && arnOf(body.KeyId) !== entry.keyArn) {
+        return kmsError(res, 'IncorrectKeyException', 'the ciphertext was not encrypted under this key');
+      }
+      return send(res, 200, { KeyId: entry.keyArn, Plaintext: entry.plaintext.toString('base64'), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
+    }
+    return kmsError(res, 'UnknownOperationException', 'operation not supported by the fake');
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch(() => send(res, 500, { __type: 'KMSInternalException', message: 'fake failed' }));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+
+  const stop = (): Promise<void> =>
+    new Promise((resolve) => {
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+
+  return {
+    endpoint: `http://127.0.0.1:${port}`,
+    calls,
+    async fail(mode) {
+      const previous = failure;
+      failure = mode;
+      if (mode === 'refuse') return stop();
+      // Requests left hanging are dropped so that no client waits on them forever.
+      if (previous === 'hang') server.closeAllConnections();
+      if (!server.listening) await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+    },
+    close: stop,
+  };
+}

@@ -1,0 +1,113 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { keyVersionOf, openField, sealField } from '../../../src/crypto/envelope.ts';
+import type { DataKey, FieldAad } from '../../../src/crypto/envelope.ts';
+import { thrown } from './expect-error.ts';
+
+const key: DataKey = { scope: 'clinic-a', version: 3, key: randomBytes(32) };
+const aad: FieldAad = { table: 'patients', column: 'ssn', rowId: '7f9c1e4a-0000-4000-8000-000000000001' };
+const secret = '123-45-6789';
+
+describe('sealField / openField', () => {
+  it('round-trips text, including empty, non-ASCII and a leading byte-order mark', () => {
+    for (const text of [secret, '', 'Zoë Ångström 李小龙 🩺', '\uFEFFstarts with a BOM', 'x'.repeat(100_000)]) {
+      expect(openField(key, aad, sealField(key, aad, text))).toBe(text);
+    }
+  });
+
+  it('writes format 1, the key version, a 12-byte nonce and a 16-byte tag', () => {
+    const sealed = sealField(key, aad, secret);
+    expect(sealed.length).toBe(1 + 4 + 12 + Buffer.byteLength(secret) + 16);
+    expect(sealed[0]).toBe(0x01);
+    expect(sealed.readUInt32BE(1)).toBe(3);
+    expect(keyVersionOf(sealed)).toBe(3);
+    expect(sealed.includes(Buffer.from(secret))).toBe(false);
+  });
+
+  it('uses a fresh nonce each time', () => {
+    const a = sealField(key, aad, secret);
+    const b = sealField(key, aad, secret);
+    expect(a.equals(b)).toBe(false);
+    expect(a.subarray(5, 17).equals(b.subarray(5, 17))).toBe(false);
+  });
+
+  it('opens a ciphertext written by format 1 (pinned: existing data must stay readable)', () => {
+    // Produced once and cross-checked with an independent AES-GCM implementation.
+    const pinnedKey: DataKey = { scope: 'clinic-1', version: 7, key: Buffer.from(Array.from({ length: 32 }, (_, i) => i)) };
+    const pinned = Buffer.from('0100000007abe0e8ad0180e633ad15510fe30e48123333d31d4bc25973d4dafd4df872d4eae47fc2e3df99e4b7', 'hex');
+    expect(openField(pinnedKey, { table: 'patients', column: 'ssn', rowId: 'row-1' }, pinned)).toBe('pinned value');
+  });
+
+  it.each([
+    ['row id', { ...aad, rowId: '7f9c1e4a-0000-4000-8000-000000000002' }],
+    ['column', { ...aad, column: 'mrn' }],
+    ['table', { ...aad, table: 'encounters' }],
+  ])('refuses a ciphertext moved to another %s', (_, moved) => {
+    const sealed = sealField(key, aad, secret);
+    thrown(() => openField(key, moved, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
+  it('refuses a ciphertext moved to another clinic, even under the same key bytes', () => {
+    const sealed = sealField(key, aad, secret);
+    thrown(() => openField({ ...key, scope: 'clinic-b' }, aad, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
+  it('keeps the AAD fields apart: ("ab", "c") is not ("a", "bc")', () => {
+    const sealed = sealField(key, { table: 'ab', column: 'c', rowId: 'r' }, secret);
+    thrown(() => openField(key, { table: 'a', column: 'bc', rowId: 'r' }, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
+  it('refuses a different key', () => {
+    const sealed = sealField(key, aad, secret);
+    thrown(() => openField({ ...key, key: randomBytes(32) }, aad, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
+  it('detects a flipped bit anywhere: header, nonce, body or tag', () => {
+    const sealed = sealField(key, aad, 'short');
+    for (let byte = 0; byte < sealed.length; byte++) {
+      for (let bit = 0; bit < 8; bit++) {
+        const tampered = Buffer.from(sealed);
+        tampered[byte]! ^= 1 << bit;
+        thrown(() => openField(key, aad, tampered), 'KEY_UNAVAILABLE');
+      }
+    }
+  });
+
+  it('refuses a changed key version, whichever key is then used', () => {
+    const sealed = sealField(key, aad, secret);
+    const relabelled = Buffer.from(sealed);
+    relabelled.writeUInt32BE(4, 1);
+    expect(keyVersionOf(relabelled)).toBe(4);
+    thrown(() => openField(key, aad, relabelled), 'KEY_UNAVAILABLE', 'decrypt_failed');
+    // Same key bytes filed under the new version: the version is bound into the AAD too.
+    thrown(() => openField({ ...key, version: 4 }, aad, relabelled), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
+  it('reports an unknown format or a truncated ciphertext as malformed', () => {
+    const sealed = sealField(key, aad, secret);
+    const v2 = Buffer.from(sealed);
+    v2[0] = 0x02;
+    thrown(() => openField(key, aad, v2), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
+    thrown(() => keyVersionOf(v2), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
+    thrown(() => keyVersionOf(sealed.subarray(0, 32)), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
+    thrown(() => keyVersionOf(Buffer.alloc(0)), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
+  });
+
+  it('puts neither plaintext nor key material in its errors', () => {
+    const sealed = sealField(key, aad, secret);
+    const e = thrown(() => openField(key, { ...aad, rowId: 'other' }, sealed), 'KEY_UNAVAILABLE');
+    const shown = JSON.stringify({ message: e.message, extensions: e.extensions });
+    expect(shown).not.toContain(secret);
+    expect(shown).not.toContain(key.key.toString('hex'));
+    expect(shown).not.toContain(key.key.toString('base64'));
+  });
+
+  it('refuses text that would not round-trip (a lone surrogate)', () => {
+    thrown(() => sealField(key, aad, 'abc\uD800'), 'BAD_USER_INPUT');
+  });
+
+  it('refuses an unusable key', () => {
+    thrown(() => sealField({ ...key, key: randomBytes(16) }, aad, secret), 'KEY_UNAVAILABLE', 'invalid_key');
+    thrown(() => sealField({ ...key, version: 0 }, aad, secret), 'KEY_UNAVAILABLE', 'invalid_key');
+  });
+});
