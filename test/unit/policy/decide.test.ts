@@ -1,0 +1,195 @@
+import { describe, expect, it } from 'vitest';
+import {
+  canPerform,
+  decideField,
+  knownRoles,
+  mfaBlocks,
+  purposeFor,
+  rolesForRow,
+} from '../../../src/policy/decide.ts';
+import { loadPolicy } from '../../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
+import type { Effect, PolicySet, RolePolicy } from '../../../src/policy/types.ts';
+import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, principal } from './fixtures.ts';
+
+const policy = await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS);
+
+const ON_TEAM = { clinicId: CLINIC, onCareTeam: true };
+const OFF_TEAM = { clinicId: CLINIC, onCareTeam: false };
+const ELSEWHERE = { clinicId: OTHER_CLINIC, onCareTeam: true };
+
+const names = (roles: readonly RolePolicy[]): string[] => roles.map((role) => role.name);
+
+describe('a principal with several roles', () => {
+  const registrarPhysician = principal(['registrar', 'physician']);
+
+  it.each([
+    // Off the care team only the registrar's rules apply: identity yes, clinical content no.
+    [OFF_TEAM, 'Patient', 'ssn', 'allow', 'registrar'],
+    [OFF_TEAM, 'Patient', 'givenName', 'allow', 'registrar'],
+    [OFF_TEAM, 'Encounter', 'notes', 'deny', null],
+    [OFF_TEAM, 'Encounter', 'reason', 'deny', null],
+    [OFF_TEAM, 'Encounter', 'diagnosisCodes', 'deny', null],
+    // On the care team the union: the registrar's full SSN beats the physician's mask.
+    [ON_TEAM, 'Patient', 'ssn', 'allow', 'registrar'],
+    [ON_TEAM, 'Patient', 'givenName', 'allow', 'physician'],
+    [ON_TEAM, 'Encounter', 'notes', 'allow', 'physician'],
+    [ON_TEAM, 'Encounter', 'reason', 'allow', 'physician'],
+    [ELSEWHERE, 'Patient', 'givenName', 'deny', null],
+    [ELSEWHERE, 'Encounter', 'notes', 'deny', null],
+  ] as const)('registrar + physician, row %o: %s.%s is %s by %s', (row, type, field, effect, role) => {
+    expect(decideField(policy, registrarPhysician, row, type, field)).toEqual({ effect, role });
+  });
+
+  it('registrar + physician: the covering roles depend on the row', () => {
+    expect(names(rolesForRow(policy, registrarPhysician, ON_TEAM))).toEqual(['physician', 'registrar']);
+    expect(names(rolesForRow(policy, registrarPhysician, OFF_TEAM))).toEqual(['registrar']);
+    expect(rolesForRow(policy, registrarPhysician, ELSEWHERE)).toEqual([]);
+  });
+
+  it.each([
+    [ON_TEAM, 'Patient', 'ssn', 'mask', 'nurse'],
+    [ON_TEAM, 'Encounter', 'diagnosisCodes', 'allow', 'nurse'],
+    [ON_TEAM, 'Encounter', 'notes', 'deny', null],
+    [OFF_TEAM, 'Patient', 'ssn', 'deny', null],
+    [OFF_TEAM, 'Patient', 'mrn', 'allow', 'billing'],
+    [OFF_TEAM, 'Encounter', 'diagnosisCodes', 'allow', 'billing'],
+    [OFF_TEAM, 'Encounter', 'reason', 'deny', null],
+  ] as const)('nurse + billing, row %o: %s.%s is %s by %s', (row, type, field, effect, role) => {
+    expect(decideField(policy, principal(['nurse', 'billing']), row, type, field)).toEqual({ effect, role });
+  });
+
+  it('physician + clinic_admin sees a patient off its care team, but none of its PHI', () => {
+    const both = principal(['physician', 'clinic_admin']);
+    expect(names(rolesForRow(policy, both, OFF_TEAM))).toEqual(['clinic_admin']);
+    for (const [type, fields] of Object.entries(PHI_FIELDS)) {
+      for (const field of fields) expect(decideField(policy, both, OFF_TEAM, type, field).effect).toBe('deny');
+    }
+    expect(decideField(policy, both, ON_TEAM, 'Encounter', 'notes')).toEqual({ effect: 'allow', role: 'physician' });
+  });
+
+  it('may perform what any of its roles may', () => {
+    const both = principal(['nurse', 'clinic_admin']);
+    expect(canPerform(policy, both, 'addEncounter')).toBe(true);
+    expect(canPerform(policy, both, 'setCareTeam')).toBe(true);
+    expect(canPerform(policy, both, 'createPatient')).toBe(false);
+  });
+
+  it('gets a row only for clinics in its token, whatever the care team says', () => {
+    const elsewhere = principal(['physician', 'registrar'], { clinics: [OTHER_CLINIC] });
+    expect(rolesForRow(policy, elsewhere, ON_TEAM)).toEqual([]);
+    expect(names(rolesForRow(policy, elsewhere, ELSEWHERE))).toEqual(['physician', 'registrar']);
+    expect(rolesForRow(policy, principal(['physician'], { clinics: [] }), ON_TEAM)).toEqual([]);
+  });
+});
+
+describe('roles the policy does not know', () => {
+  it('are ignored', () => {
+    const withUnknown = principal(['superuser', 'physician', 'PHYSICIAN']);
+    expect(names(knownRoles(policy, withUnknown))).toEqual(['physician']);
+    expect(decideField(policy, withUnknown, OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null });
+    expect(canPerform(policy, withUnknown, 'createPatient')).toBe(false);
+  });
+
+  it('grant nothing on their own', () => {
+    const stranger = principal(['admin', 'root'], { mfa: false });
+    expect(knownRoles(policy, stranger)).toEqual([]);
+    expect(decideField(policy, stranger, ON_TEAM, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null });
+    expect(canPerform(policy, stranger, 'setCareTeam')).toBe(false);
+    expect(mfaBlocks(policy, stranger)).toBe(false);
+    expect(purposeFor(policy, stranger, 'admin')).toBe('unspecified');
+  });
+});
+
+describe('knownRoles', () => {
+  it('follows the policy order and lists each role once, however the token lists them', () => {
+    expect(names(knownRoles(policy, principal(['billing', 'nurse', 'billing', 'physician'])))).toEqual([
+      'physician',
+      'nurse',
+      'billing',
+    ]);
+  });
+});
+
+describe('decideField', () => {
+  it('denies a field the policy does not name', () => {
+    expect(decideField(policy, principal(['physician']), ON_TEAM, 'Patient', 'favouriteColour')).toEqual({ effect: 'deny', role: null });
+    expect(decideField(policy, principal(['physician']), ON_TEAM, 'Invoice', 'amount').effect).toBe('deny');
+  });
+});
+
+describe('MFA', () => {
+  it.each(['physician', 'nurse', 'registrar', 'billing', 'clinic_admin'])('%s without MFA gets nothing and is told MFA would help', (role) => {
+    const noMfa = principal([role], { mfa: false });
+    for (const row of [ON_TEAM, OFF_TEAM]) {
+      for (const [type, fields] of Object.entries(PHI_FIELDS)) {
+        for (const field of fields) expect(decideField(policy, noMfa, row, type, field)).toEqual({ effect: 'deny', role: null });
+      }
+    }
+    expect(mfaBlocks(policy, noMfa)).toBe(true);
+    expect(mfaBlocks(policy, principal([role]))).toBe(false);
+  });
+
+  it('compliance without MFA is told MFA would help, since its role requires it', () => {
+    expect(mfaBlocks(policy, principal(['compliance'], { mfa: false }))).toBe(true);
+  });
+
+  it('a principal with MFA is never blocked by MFA', () => {
+    expect(mfaBlocks(policy, principal(['physician', 'billing', 'compliance']))).toBe(false);
+  });
+
+  // The loader forbids PHI-reading roles without MFA; these hand-built policies check that the
+  // decisions themselves do not rely on that.
+  const handBuilt = (roles: Array<Pick<RolePolicy, 'name' | 'mfaRequired' | 'rows'> & { effect: Effect; operations?: string[] }>): PolicySet => ({
+    version: 1,
+    roles: new Map(
+      roles.map((role) => [
+        role.name,
+        {
+          name: role.name,
+          purpose: 'treatment',
+          mfaRequired: role.mfaRequired,
+          rows: role.rows,
+          operations: new Set(role.operations ?? []),
+          fields: new Map([['Patient.givenName', role.effect]]),
+        },
+      ]),
+    ),
+  });
+
+  it('a role that does not require MFA counts without it, one that does is skipped', () => {
+    const mixed = handBuilt([
+      { name: 'strict', mfaRequired: true, rows: 'clinic', effect: 'allow', operations: ['setCareTeam'] },
+      { name: 'lax', mfaRequired: false, rows: 'clinic', effect: 'mask', operations: ['addEncounter'] },
+    ]);
+    const noMfa = principal(['strict', 'lax'], { mfa: false });
+    expect(decideField(mixed, noMfa, OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'mask', role: 'lax' });
+    expect(decideField(mixed, principal(['strict', 'lax']), OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'allow', role: 'strict' });
+    expect(canPerform(mixed, noMfa, 'addEncounter')).toBe(true);
+    expect(canPerform(mixed, noMfa, 'setCareTeam')).toBe(false);
+    // It can read PHI without MFA, so a refusal is about permission, not about MFA.
+    expect(mfaBlocks(mixed, noMfa)).toBe(false);
+  });
+
+  it('a role that needs no MFA and reads no PHI does not stop MFA_REQUIRED for the roles that do', () => {
+    const policyWithViewer = handBuilt([
+      { name: 'viewer', mfaRequired: false, rows: 'none', effect: 'deny' },
+      { name: 'doctor', mfaRequired: true, rows: 'care_team', effect: 'allow' },
+    ]);
+    expect(mfaBlocks(policyWithViewer, principal(['viewer', 'doctor'], { mfa: false }))).toBe(true);
+    expect(mfaBlocks(policyWithViewer, principal(['viewer'], { mfa: false }))).toBe(false);
+  });
+});
+
+describe('purposeFor', () => {
+  it.each([
+    [['physician'], 'physician', 'treatment'],
+    [['billing', 'physician'], 'billing', 'payment'],
+    [['registrar'], 'registrar', 'healthcare_operations'],
+    [['physician'], null, 'unspecified'],
+    [['physician'], 'billing', 'unspecified'],
+    [['physician', 'admin'], 'admin', 'unspecified'],
+  ] as const)('roles %j, role %j: %s', (roles, role, purpose) => {
+    expect(purposeFor(policy, principal(roles), role)).toBe(purpose);
+  });
+});
