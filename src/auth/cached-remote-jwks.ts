@@ -1,0 +1,55 @@
+import { createLocalJWKSet, createRemoteJWKSet, errors } from 'jose';
+import type { JWTVerifyGetKey } from 'jose';
+import { tokenRefused } from './token-refused.ts';
+
+/** After this, an unknown `kid` may fetch the JWKS again (a key rotation is picked up this fast). */
+const COOLDOWN_MS = 30_000;
+/** Keys older than this are refetched before use; if that fails, they are used anyway (below). */
+const MAX_AGE_MS = 10 * 60_000;
+const TIMEOUT_MS = 5_000;
+/** After a failed fetch, no other is tried for this long: requests use the keys we already have. */
+const RETRY_MS = 5_000;
+
+/** Errors from jose's JWKS resolver that mean "could not fetch the set", not "no key fits". */
+const FETCH_FAILURES = new Set([errors.JOSEError.code, errors.JWKSTimeout.code, errors.JWKSInvalid.code]);
+
+/**
+ * The issuer's JWKS, fetched with jose and kept usable while the endpoint is down.
+ *
+ * jose alone would refuse every token once its cache is older than `cacheMaxAge` and a refetch
+ * fails, and when fetches fail its cooldown never starts, so every token with an unknown `kid`
+ * would trigger another fetch. So a failed fetch switches to the last keys fetched, for RETRY_MS:
+ * an IdP outage neither locks users out nor turns each request into a request to the IdP. The
+ * price is that a key the IdP has just withdrawn stays trusted until the JWKS can be read again.
+ */
+export function createCachedRemoteJwks(jwksUri: URL, now: () => number): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(jwksUri, {
+    cooldownDuration: COOLDOWN_MS,
+    cacheMaxAge: MAX_AGE_MS,
+    timeoutDuration: TIMEOUT_MS,
+  });
+  let offlineUntil = -Infinity;
+  let lastKnown: JWTVerifyGetKey | undefined;
+  let lastFailure: unknown;
+
+  return async (header, token) => {
+    if (now() >= offlineUntil) {
+      try {
+        return await remote(header, token);
+      } catch (e) {
+        if (!isFetchFailure(e)) throw e;
+        offlineUntil = now() + RETRY_MS;
+        lastFailure = e;
+        const cached = remote.jwks();
+        lastKnown = cached && createLocalJWKSet(cached);
+      }
+    }
+    if (!lastKnown) throw tokenRefused('issuer_unreachable', lastFailure);
+    return lastKnown(header, token);
+  };
+}
+
+function isFetchFailure(e: unknown): boolean {
+  // fetch() itself rejects with a TypeError when the connection fails.
+  return !(e instanceof errors.JOSEError) || FETCH_FAILURES.has(e.code);
+}

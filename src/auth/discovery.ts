@@ -1,0 +1,39 @@
+import { tokenRefused } from './token-refused.ts';
+
+const TIMEOUT_MS = 5_000;
+
+/**
+ * Fetches the issuer's OpenID Connect discovery document and returns its `jwks_uri`.
+ *
+ * The document must name exactly the configured issuer: otherwise a document (or a redirect, which
+ * is refused for the same reason) could make us trust keys published for some other issuer.
+ */
+export async function discoverJwksUri(issuer: string): Promise<URL> {
+  // OpenID Connect Discovery 1.0, section 4: drop a terminating '/' before appending the path.
+  const url = new URL(`${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`);
+  let document: unknown;
+  try {
+    const response = await fetch(url, {
+      redirect: 'manual',
+      signal: AbortSignal.timeout(TIMEOUT_MS),
+      headers: { accept: 'application/json' },
+    });
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      throw new Error(`discovery answered HTTP ${response.status}`);
+    }
+    document = await response.json();
+  } catch (cause) {
+    throw tokenRefused('issuer_unreachable', cause);
+  }
+
+  if (typeof document !== 'object' || document === null || !('issuer' in document) || document.issuer !== issuer) {
+    throw tokenRefused('issuer_misconfigured', new Error('the discovery document does not name the configured issuer'));
+  }
+  const jwksUri = 'jwks_uri' in document && typeof document.jwks_uri === 'string' ? URL.parse(document.jwks_uri) : null;
+  // Plain http only where the issuer itself is plain http (the development issuer on loopback).
+  if (jwksUri === null || (jwksUri.protocol !== 'https:' && jwksUri.protocol !== url.protocol)) {
+    throw tokenRefused('issuer_misconfigured', new Error('the discovery document has no usable jwks_uri'));
+  }
+  return jwksUri;
+}
