@@ -1,6 +1,9 @@
 import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
+  // Resolve `graphql` the way Node does (its CommonJS main), as Pothos and Yoga do when loaded by
+  // Node; Vite would otherwise pick the `.mjs` build and the schema would mix two graphql realms.
+  resolve: { alias: [{ find: /^graphql$/, replacement: 'graphql/index.js' }] },
   test: {
     include: ['test/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],

@@ -14,9 +14,9 @@ export type ErrorCode =
   | 'BREAK_GLASS_DENIED'
   | 'INTERNAL';
 
-const httpStatus: Partial<Record<ErrorCode, number>> = {
-  UNAUTHENTICATED: 401,
-  RATE_LIMITED: 429,
+const http: Partial<Record<ErrorCode, { status: number; headers?: Record<string, string> }>> = {
+  UNAUTHENTICATED: { status: 401, headers: { 'WWW-Authenticate': 'Bearer realm="phigate", ApiKey realm="phigate"' } },
+  RATE_LIMITED: { status: 429 },
 };
 
 /**
@@ -29,12 +29,12 @@ export class PhigateError extends GraphQLError {
   readonly reason: string | undefined;
 
   constructor(code: ErrorCode, message: string, options: { reason?: string; cause?: unknown } = {}) {
-    const status = httpStatus[code];
+    const status = http[code];
     super(message, {
       extensions: {
         code,
         ...(options.reason ? { reason: options.reason } : {}),
-        ...(status ? { http: { status } } : {}),
+        ...(status ? { http: status } : {}),
       },
     });
     this.name = 'PhigateError';

@@ -1,0 +1,151 @@
+import type { RequestTransaction } from './transaction.ts';
+
+/**
+ * SQL for the patient aggregate. Every statement runs inside the request transaction, so row
+ * security has already narrowed what it can see; these functions never filter by clinic or role
+ * themselves. They return raw rows: ciphertext stays ciphertext until a field resolver decides.
+ */
+export interface PatientRow {
+  readonly id: string;
+  readonly clinic_id: string;
+  readonly on_care_team: boolean;
+  readonly mrn: Buffer;
+  readonly ssn: Buffer | null;
+  readonly given_name: Buffer | null;
+  readonly family_name: Buffer | null;
+  readonly birth_date: Buffer | null;
+  readonly phone: Buffer | null;
+  readonly email: Buffer | null;
+  readonly address: Buffer | null;
+}
+
+export interface EncounterRow {
+  readonly id: string;
+  readonly patient_id: string;
+  readonly clinic_id: string;
+  readonly on_care_team: boolean;
+  readonly occurred_at: Date;
+  readonly kind: string;
+  readonly reason: Buffer | null;
+  readonly diagnosis_codes: Buffer | null;
+  readonly notes: Buffer | null;
+}
+
+/** Patient column name for each encrypted GraphQL field. */
+export const PATIENT_COLUMNS = {
+  mrn: 'mrn',
+  ssn: 'ssn',
+  givenName: 'given_name',
+  familyName: 'family_name',
+  birthDate: 'birth_date',
+  phone: 'phone',
+  email: 'email',
+  address: 'address',
+} as const;
+
+export const ENCOUNTER_COLUMNS = { reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
+
+// on_care_team decides which of the principal's roles apply to the row (src/policy/decide.ts).
+const PATIENT_SELECT = `
+  SELECT p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address,
+         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team
+  FROM phigate.patients p`;
+
+export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
+  return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows;
+}
+
+/** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
+export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
+  return (
+    await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE ($1::uuid IS NULL OR p.id > $1::uuid) ORDER BY p.id LIMIT $2`, [after, limit])
+  ).rows;
+}
+
+export async function patientsByBlindIndex(
+  tx: RequestTransaction,
+  column: 'mrn_bidx' | 'ssn_bidx',
+  indexes: readonly Buffer[],
+): Promise<PatientRow[]> {
+  return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes])).rows;
+}
+
+export async function encountersByPatientIds(tx: RequestTransaction, patientIds: readonly string[]): Promise<EncounterRow[]> {
+  return (
+    await tx.query<EncounterRow>(
+      `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
+              EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team
+       FROM phigate.encounters e WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`,
+      [patientIds],
+    )
+  ).rows;
+}
+
+export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {
+  const { rows } = await tx.query<EncounterRow>(
+    `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
+            EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team
+     FROM phigate.encounters e WHERE e.id = $1`,
+    [id],
+  );
+  return rows[0] ?? null;
+}
+
+const INSERTABLE = ['mrn_bidx', 'ssn_bidx', ...Object.values(PATIENT_COLUMNS)];
+
+/** `columns` keys are column names produced by our code (PATIENT_COLUMNS and the blind indexes). */
+export async function insertPatient(tx: RequestTransaction, id: string, clinicId: string, columns: Readonly<Record<string, Buffer | null>>): Promise<void> {
+  const names = INSERTABLE.filter((c) => c in columns);
+  await tx.query(
+    `INSERT INTO phigate.patients (id, clinic_id, ${names.join(', ')}) VALUES ($1, $2, ${names.map((_, i) => `$${i + 3}`).join(', ')})`,
+    [id, clinicId, ...names.map((n) => columns[n])],
+  );
+}
+
+/** Updates the given columns (names come from PATIENT_COLUMNS / blind-index names, never from input). */
+export async function updatePatientColumns(
+  tx: RequestTransaction,
+  id: string,
+  set: Readonly<Record<string, Buffer | null>>,
+): Promise<boolean> {
+  const names = INSERTABLE.filter((c) => c in set);
+  const assignments = names.map((n, i) => `${n} = $${i + 2}`);
+  const res = await tx.query(
+    `UPDATE phigate.patients SET ${[...assignments, 'updated_at = now()'].join(', ')} WHERE id = $1`,
+    [id, ...names.map((n) => set[n])],
+  );
+  return res.rowCount === 1;
+}
+
+export interface EncounterInsert {
+  readonly id: string;
+  readonly patientId: string;
+  readonly clinicId: string;
+  readonly occurredAt: Date;
+  readonly kind: string;
+  readonly reason: Buffer | null;
+  readonly diagnosisCodes: Buffer | null;
+  readonly notes: Buffer | null;
+}
+
+export async function insertEncounter(tx: RequestTransaction, e: EncounterInsert): Promise<void> {
+  await tx.query(
+    `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+    [e.id, e.patientId, e.clinicId, e.occurredAt, e.kind, e.reason, e.diagnosisCodes, e.notes],
+  );
+}
+
+export async function replaceCareTeam(tx: RequestTransaction, patientId: string, clinicId: string, subjects: readonly string[]): Promise<void> {
+  await tx.query('DELETE FROM phigate.care_team WHERE patient_id = $1', [patientId]);
+  if (subjects.length === 0) return;
+  await tx.query(
+    `INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT $1, s, $2 FROM unnest($3::text[]) AS s`,
+    [patientId, clinicId, subjects],
+  );
+}
+
+export async function careTeamOf(tx: RequestTransaction, patientId: string): Promise<string[]> {
+  const { rows } = await tx.query<{ subject: string }>('SELECT subject FROM phigate.care_team WHERE patient_id = $1 ORDER BY subject', [patientId]);
+  return rows.map((r) => r.subject);
+}

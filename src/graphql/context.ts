@@ -1,0 +1,7 @@
+import type { RequestScope } from '../records/scope.ts';
+import type { Loaders } from './loaders.ts';
+
+export interface GraphQLContext extends RequestScope {
+  readonly loaders: Loaders;
+  readonly maxPageSize: number;
+}

@@ -1,0 +1,22 @@
+import type { EncounterRow } from '../../db/patients.ts';
+import { builder } from '../builder.ts';
+import { PHI_EXTENSION, resolveEncounterPhi } from '../phi-field.ts';
+
+export const Encounter = builder.objectRef<EncounterRow>('Encounter').implement({
+  fields: (t) => ({
+    id: t.exposeID('id'),
+    patientId: t.exposeID('patient_id'),
+    occurredAt: t.string({ resolve: (e) => e.occurred_at.toISOString() }),
+    kind: t.exposeString('kind'),
+    reason: t.string({ nullable: true, extensions: PHI_EXTENSION, resolve: (e, _a, ctx) => resolveEncounterPhi(ctx, e, 'reason') }),
+    diagnosisCodes: t.stringList({
+      nullable: true,
+      extensions: PHI_EXTENSION,
+      resolve: async (e, _a, ctx) => {
+        const json = await resolveEncounterPhi(ctx, e, 'diagnosisCodes');
+        return json === null ? null : (JSON.parse(json) as string[]);
+      },
+    }),
+    notes: t.string({ nullable: true, extensions: PHI_EXTENSION, resolve: (e, _a, ctx) => resolveEncounterPhi(ctx, e, 'notes') }),
+  }),
+});

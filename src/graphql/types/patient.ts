@@ -1,0 +1,63 @@
+import type { PatientRow } from '../../db/patients.ts';
+import { builder } from '../builder.ts';
+import { PHI_EXTENSION, resolvePatientPhi } from '../phi-field.ts';
+import { Encounter } from './encounter.ts';
+
+export const Patient = builder.objectRef<PatientRow>('Patient').implement({
+  fields: (t) => {
+    const phi = (field: Parameters<typeof resolvePatientPhi>[2]) =>
+      t.string({ nullable: true, extensions: PHI_EXTENSION, resolve: (p, _a, ctx) => resolvePatientPhi(ctx, p, field) });
+    return {
+      id: t.exposeID('id'),
+      clinicId: t.exposeID('clinic_id'),
+      mrn: phi('mrn'),
+      ssn: phi('ssn'),
+      givenName: phi('givenName'),
+      familyName: phi('familyName'),
+      birthDate: phi('birthDate'),
+      phone: phi('phone'),
+      email: phi('email'),
+      address: phi('address'),
+      encounters: t.field({
+        type: [Encounter],
+        nullable: true,
+        resolve: (p, _a, ctx) => ctx.loaders.encounters.load(p.id),
+      }),
+    };
+  },
+});
+
+interface PatientPage {
+  readonly rows: readonly PatientRow[];
+  readonly hasNextPage: boolean;
+}
+
+const PatientEdge = builder.objectRef<PatientRow>('PatientEdge').implement({
+  fields: (t) => ({
+    cursor: t.string({ resolve: (p) => encodeCursor(p.id) }),
+    node: t.field({ type: Patient, resolve: (p) => p }),
+  }),
+});
+
+const PageInfo = builder.objectRef<PatientPage>('PageInfo').implement({
+  fields: (t) => ({
+    hasNextPage: t.exposeBoolean('hasNextPage'),
+    endCursor: t.string({ nullable: true, resolve: (page) => (page.rows.length ? encodeCursor(page.rows.at(-1)!.id) : null) }),
+  }),
+});
+
+export const PatientConnection = builder.objectRef<PatientPage>('PatientConnection').implement({
+  fields: (t) => ({
+    edges: t.field({ type: [PatientEdge], resolve: (page) => page.rows }),
+    pageInfo: t.field({ type: PageInfo, resolve: (page) => page }),
+  }),
+});
+
+export type { PatientPage };
+
+// Opaque to clients; carries only a row id, which row security checks again on use.
+export const encodeCursor = (id: string): string => Buffer.from(`patient:${id}`).toString('base64url');
+export const decodeCursor = (cursor: string): string | null => {
+  const m = /^patient:([0-9a-f-]{36})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  return m ? m[1]! : null;
+};

@@ -1,0 +1,64 @@
+import { patientPage, patientsByBlindIndex } from '../../db/patients.ts';
+import { PhigateError } from '../../errors.ts';
+import { identifierIndexes } from '../../records/identifiers.ts';
+import * as v from '../../records/validate.ts';
+import { builder } from '../builder.ts';
+import type { GraphQLContext } from '../context.ts';
+import { decodeCursor, Patient, PatientConnection } from './patient.ts';
+import { Viewer } from './viewer.ts';
+
+async function byIdentifier(ctx: GraphQLContext, column: 'patients.mrn' | 'patients.ssn', raw: string) {
+  const indexes = await identifierIndexes(ctx.keyring, column, ctx.principal.clinics, raw);
+  const rows = await patientsByBlindIndex(ctx.tx, column === 'patients.mrn' ? 'mrn_bidx' : 'ssn_bidx', indexes);
+  if (rows.length > 1) throw new PhigateError('BAD_USER_INPUT', 'More than one patient matches; use patient(id).');
+  const row = rows[0] ?? null;
+  if (row) ctx.loaders.patient.prime(row.id, row);
+  return row;
+}
+
+builder.queryFields((t) => ({
+  me: t.field({ type: Viewer, resolve: (_r, _a, ctx) => ctx.principal }),
+
+  patient: t.field({
+    type: Patient,
+    nullable: true,
+    description: 'null where the patient does not exist or row security hides it.',
+    authScopes: { patientReader: true },
+    args: { id: t.arg.id({ required: true }) },
+    resolve: (_r, args, ctx) => ctx.loaders.patient.load(v.id('id', String(args.id))),
+  }),
+
+  patients: t.field({
+    type: PatientConnection,
+    authScopes: { patientReader: true },
+    args: { first: t.arg.int(), after: t.arg.string() },
+    resolve: async (_r, args, ctx) => {
+      const first = args.first ?? 20;
+      if (first < 1 || first > ctx.maxPageSize) throw new PhigateError('BAD_USER_INPUT', `first must be between 1 and ${ctx.maxPageSize}.`);
+      const after = args.after == null ? null : decodeCursor(args.after);
+      if (args.after != null && after === null) throw new PhigateError('BAD_USER_INPUT', 'after is not a cursor this API issued.');
+      const rows = await patientPage(ctx.tx, after, first + 1);
+      const page = rows.slice(0, first);
+      for (const r of page) ctx.loaders.patient.prime(r.id, r);
+      return { rows: page, hasNextPage: rows.length > first };
+    },
+  }),
+
+  patientByMrn: t.field({
+    type: Patient,
+    nullable: true,
+    description: 'Exact match through the blind index; nothing is decrypted to search.',
+    authScopes: { patientReader: true },
+    args: { mrn: t.arg.string({ required: true }) },
+    resolve: (_r, args, ctx) => byIdentifier(ctx, 'patients.mrn', args.mrn),
+  }),
+
+  patientBySsn: t.field({
+    type: Patient,
+    nullable: true,
+    description: 'Exact match through the blind index; nothing is decrypted to search.',
+    authScopes: { patientReader: true },
+    args: { ssn: t.arg.string({ required: true }) },
+    resolve: (_r, args, ctx) => byIdentifier(ctx, 'patients.ssn', args.ssn),
+  }),
+}));

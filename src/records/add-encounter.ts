@@ -1,0 +1,43 @@
+import { randomUUID } from 'node:crypto';
+import { insertEncounter } from '../db/patients.ts';
+import { loadPatientForWrite } from './load-patient.ts';
+import { mayWrite } from './may-write.ts';
+import type { RequestScope } from './scope.ts';
+import * as v from './validate.ts';
+import { auditWrites, rethrowRefusal } from './write-helpers.ts';
+
+export interface AddEncounterInput {
+  readonly occurredAt: string;
+  readonly kind: string;
+  readonly reason?: string | null;
+  readonly diagnosisCodes?: readonly string[] | null;
+  readonly notes?: string | null;
+}
+
+export async function addEncounter(scope: RequestScope, rawPatientId: string, input: AddEncounterInput): Promise<string> {
+  const patient = await loadPatientForWrite(scope, rawPatientId, 'patientId');
+  const occurredAt = v.timestamp('occurredAt', input.occurredAt);
+  const kind = v.kind('kind', input.kind);
+  const plain: Record<'reason' | 'diagnosisCodes' | 'notes', string | null> = {
+    reason: input.reason == null ? null : v.text('reason', input.reason, 2000),
+    diagnosisCodes: input.diagnosisCodes == null ? null : JSON.stringify(v.diagnosisCodes('diagnosisCodes', input.diagnosisCodes)),
+    notes: input.notes == null ? null : v.text('notes', input.notes, 20_000),
+  };
+  const given = (Object.keys(plain) as (keyof typeof plain)[]).filter((k) => plain[k] !== null);
+  const grants = mayWrite(scope, { clinicId: patient.clinic_id, onCareTeam: patient.on_care_team }, 'Encounter', given);
+  const id = randomUUID();
+  const seal = (column: string, value: string | null) =>
+    value === null ? Promise.resolve(null) : scope.cipher.encrypt(patient.clinic_id, { table: 'encounters', column, rowId: id }, value);
+  await insertEncounter(scope.tx, {
+    id,
+    patientId: patient.id,
+    clinicId: patient.clinic_id,
+    occurredAt,
+    kind,
+    reason: await seal('reason', plain.reason),
+    diagnosisCodes: await seal('diagnosis_codes', plain.diagnosisCodes),
+    notes: await seal('notes', plain.notes),
+  }).catch(rethrowRefusal);
+  auditWrites(scope, 'create', 'Encounter', patient.id, id, grants);
+  return id;
+}

@@ -1,0 +1,27 @@
+import { randomUUID } from 'node:crypto';
+import { insertPatient } from '../db/patients.ts';
+import { PhigateError } from '../errors.ts';
+import { encryptPatient } from './encrypt-patient.ts';
+import { mayWrite } from './may-write.ts';
+import { checkPatientValues, type PatientValues } from './patient-values.ts';
+import type { RequestScope } from './scope.ts';
+import { auditWrites, rethrowUniqueMrn } from './write-helpers.ts';
+
+export interface CreatePatientInput extends PatientValues {
+  readonly clinicId: string;
+  readonly mrn: string;
+}
+
+export async function createPatient(scope: RequestScope, input: CreatePatientInput): Promise<string> {
+  const { clinicId } = input;
+  if (!scope.principal.clinics.includes(clinicId)) throw new PhigateError('FORBIDDEN', 'You may not create patients in that clinic.');
+  const { clinicId: _clinic, ...given } = input;
+  const values = checkPatientValues(given);
+  const fields = Object.keys(values).filter((f) => values[f as keyof typeof values] !== null);
+  const grants = mayWrite(scope, { clinicId, onCareTeam: false }, 'Patient', fields);
+  const id = randomUUID();
+  const columns = await encryptPatient(scope, clinicId, id, values);
+  await insertPatient(scope.tx, id, clinicId, columns).catch(rethrowUniqueMrn);
+  auditWrites(scope, 'create', 'Patient', id, null, grants);
+  return id;
+}

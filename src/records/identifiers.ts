@@ -1,0 +1,20 @@
+import { blindIndex, normaliseMrn, normaliseSsn, type BlindIndexColumn } from '../crypto/blind-index.ts';
+import type { Keyring } from '../crypto/keys/keyring.ts';
+
+const NORMALISE: Record<BlindIndexColumn, (v: string) => string> = {
+  'patients.ssn': normaliseSsn,
+  'patients.mrn': normaliseMrn,
+};
+
+/** The blind index of an identifier in one clinic (keys are per clinic, so one per clinic asked). */
+export async function identifierIndex(keyring: Keyring, column: BlindIndexColumn, clinicId: string, normalised: string): Promise<Buffer> {
+  return blindIndex(await keyring.blindIndexKey(column, clinicId), normalised);
+}
+
+/** Indexes of one identifier across clinics, for lookups: the database compares, nothing is decrypted. */
+export async function identifierIndexes(keyring: Keyring, column: BlindIndexColumn, clinics: readonly string[], raw: string): Promise<Buffer[]> {
+  const normalised = NORMALISE[column](raw);
+  return Promise.all(clinics.map((c) => identifierIndex(keyring, column, c, normalised)));
+}
+
+export { normaliseMrn, normaliseSsn };

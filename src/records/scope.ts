@@ -1,0 +1,20 @@
+import type { AuditBuffer } from '../audit/buffer.ts';
+import type { Principal } from '../auth/principal.ts';
+import type { FieldCipher } from '../crypto/field-cipher.ts';
+import type { Keyring } from '../crypto/keys/keyring.ts';
+import type { RequestTransaction } from '../db/transaction.ts';
+import type { PolicySet } from '../policy/types.ts';
+
+/**
+ * Everything one request needs to touch records, with no GraphQL in it: who asks, the policy,
+ * the request's transaction, the cipher and the audit buffer that will be flushed before commit.
+ */
+export interface RequestScope {
+  readonly requestId: string;
+  readonly principal: Principal;
+  readonly policy: PolicySet;
+  readonly tx: RequestTransaction;
+  readonly cipher: FieldCipher;
+  readonly keyring: Keyring;
+  readonly audit: AuditBuffer;
+}

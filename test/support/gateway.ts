@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import pg from 'pg';
+import { createAuthenticator } from '../../src/auth/authenticate.ts';
+import { createOidcVerifier } from '../../src/auth/oidc.ts';
+import { createFieldCipher, type FieldCipher } from '../../src/crypto/field-cipher.ts';
+import { createKeyring, type Keyring } from '../../src/crypto/keys/keyring.ts';
+import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
+import { createPgKeyStore } from '../../src/db/key-store.ts';
+import { assertSafeAppRole, createPool, type Pool } from '../../src/db/pool.ts';
+import { createGateway, type Gateway } from '../../src/http/gateway.ts';
+import { createLogger } from '../../src/log.ts';
+import { loadPolicy } from '../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+import { generateDataset, type Dataset, type SeedStaff } from '../../src/seed/dataset.ts';
+import { writeDataset } from '../../src/seed/write.ts';
+import { createTestDatabase, type TestDatabase } from './db.ts';
+import { startTestIssuer, type TestIssuer } from './oidc-issuer.ts';
+
+export const POLICY_FILE = path.resolve(import.meta.dirname, '../../policies/default.yaml');
+
+export interface GqlResponse {
+  readonly status: number;
+  readonly headers: Headers;
+  readonly body: { data?: Record<string, any> | null; errors?: { message: string; path?: (string | number)[]; extensions?: Record<string, any> }[] };
+  readonly text: string;
+}
+
+export interface TestGateway {
+  readonly url: string;
+  readonly db: TestDatabase;
+  readonly pool: Pool;
+  readonly issuer: TestIssuer;
+  readonly data: Dataset;
+  readonly cipher: FieldCipher;
+  readonly keyring: Keyring;
+  readonly gateway: Gateway;
+  /** Every log line the gateway wrote, parsed. */
+  readonly logs: Record<string, any>[];
+  /** The per-request summary line of the last request. */
+  lastRequestLog(): Record<string, any> | undefined;
+  staff(sub: string): SeedStaff;
+  /** A token for a seeded staff member (MFA unless said otherwise). */
+  tokenFor(sub: string, over?: { mfa?: boolean; roles?: string[]; clinics?: string[] }): Promise<string>;
+  gql(token: string | null, query: string, variables?: Record<string, unknown>, headers?: Record<string, string>): Promise<GqlResponse>;
+  /** Audit rows as the auditor sees them. */
+  auditRows(where?: string, params?: unknown[]): Promise<Record<string, any>[]>;
+  admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** The real gateway on port 0: real PostgreSQL, real issuer over HTTP, real keys, seeded synthetic data. */
+export async function startTestGateway(opts: { patients?: number; poolSize?: number } = {}): Promise<TestGateway> {
+  const db = await createTestDatabase();
+  const pool = createPool(db.appUrl, { max: opts.poolSize ?? 4 });
+  await assertSafeAppRole(pool);
+  const issuer = await startTestIssuer();
+  const keyring = createKeyring({ provider: createLocalKeyProvider(randomBytes(32)), store: createPgKeyStore(pool) });
+  const cipher = createFieldCipher(keyring);
+  const data = generateDataset({ patients: opts.patients ?? 12, seed: 42 });
+  const admin = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
+    const c = new pg.Client({ connectionString: db.adminUrl });
+    await c.connect();
+    try {
+      return await fn(c);
+    } finally {
+      await c.end();
+    }
+  };
+  await admin((c) => writeDataset(c, keyring, cipher, data));
+  // Seeding encrypted through this cipher; tests count only what requests decrypt.
+  cipher.stats.decrypts = 0;
+  cipher.stats.decryptsByColumn.clear();
+
+  const logs: Record<string, any>[] = [];
+  const oidc = createOidcVerifier({
+    issuer: issuer.issuer,
+    audience: 'phigate',
+    algorithms: ['ES256', 'RS256'],
+    clockToleranceSeconds: 30,
+    rolesClaim: 'roles',
+    clinicsClaim: 'clinics',
+    mfaAcrValues: [],
+  });
+  const gateway = createGateway({
+    pool,
+    policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
+    keyring,
+    cipher,
+    authenticate: createAuthenticator({ oidc }),
+    logger: createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) }),
+    maxPageSize: 100,
+  });
+  const { port } = await gateway.listen(0, '127.0.0.1');
+  const url = `http://127.0.0.1:${port}/graphql`;
+
+  const staff = (sub: string) => {
+    const s = data.staff.find((x) => x.sub === sub);
+    if (!s) throw new Error(`no seeded staff ${sub}`);
+    return s;
+  };
+  return {
+    url,
+    db,
+    pool,
+    issuer,
+    data,
+    cipher,
+    keyring,
+    gateway,
+    logs,
+    lastRequestLog: () => logs.filter((l) => l.msg === 'request').at(-1),
+    staff,
+    tokenFor: (sub, over = {}) => {
+      const s = data.staff.find((x) => x.sub === sub);
+      return issuer.token({ sub, roles: over.roles ?? [...(s?.roles ?? [])], clinics: over.clinics ?? [...(s?.clinics ?? [])], mfa: over.mfa ?? true });
+    },
+    async gql(token, query, variables, headers = {}) {
+      const res = await fetch(url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}), ...headers },
+        body: JSON.stringify({ query, variables }),
+      });
+      const text = await res.text();
+      return { status: res.status, headers: res.headers, body: JSON.parse(text), text };
+    },
+    auditRows: (where = 'true', params = []) =>
+      admin(async (c) => {
+        await c.query('SET ROLE phigate_auditor');
+        return (await c.query(`SELECT * FROM phigate.audit_events WHERE ${where} ORDER BY id`, params)).rows;
+      }),
+    admin,
+    async close() {
+      await gateway.close();
+      await pool.end();
+      await issuer.close();
+      await db.drop();
+    },
+  };
+}
