@@ -1,0 +1,35 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../config.ts';
+import { CommandError, commands } from './commands.ts';
+
+const USAGE = `usage: phigate <command> [options]
+
+commands:
+  migrate                       apply schema/ migrations as the migrator (PHIGATE_MIGRATE_URL)
+  seed --patients N [--manifest FILE] [--seed N]
+                                add N synthetic patients; write who-sees-what to the manifest
+  token --sub S --roles r1,r2 --clinics c1 [--mfa] [--auth-age SECONDS] [--ttl SECONDS]
+                                development issuer only: print an access token
+  print-schema [--check]        print the GraphQL SDL (or check schema/schema.graphql is current)
+`;
+
+async function run(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  const command = name ? commands[name] : undefined;
+  if (!command) {
+    process.stderr.write(name && name !== '--help' && name !== 'help' ? `phigate: unknown command '${name}'\n\n${USAGE}` : USAGE);
+    return name && name !== '--help' && name !== 'help' ? 2 : 0;
+  }
+  const { values } = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: false });
+  const config = loadConfig();
+  return command.run(values as Record<string, string | boolean | undefined>, config);
+}
+
+run(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    const known = err instanceof ConfigError || err instanceof CommandError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    process.stderr.write(`phigate: ${known ? (err as Error).message : `failed: ${(err as Error).message ?? String(err)}`}\n`);
+    process.exit(known ? 2 : 1);
+  },
+);

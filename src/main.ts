@@ -1,0 +1,63 @@
+import { assembleApp } from './app.ts';
+import { ConfigError, loadConfig } from './config.ts';
+import { databaseUrls } from './dev/embedded-stack.ts';
+import { createLogger } from './log.ts';
+import { isSeeded, seed } from './seed/seed.ts';
+import path from 'node:path';
+
+// Start-up: configuration -> database -> keys, policy, issuer -> listen. Anything wrong stops here
+// with one line naming the problem; the gateway never starts half-configured.
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const say = (msg: string) => logger.info(msg);
+  const db = await databaseUrls(config, say);
+  const app = await assembleApp(config, db.appUrl, logger).catch(async (err: unknown) => {
+    await db.stop();
+    throw err;
+  });
+  if (!config.database && db.migrateUrl && !(await isSeeded(db.migrateUrl))) {
+    const manifest = path.join(config.dataDir, 'seed.json');
+    say('first start: seeding a synthetic data set (200 patients)');
+    await seed({ migrateUrl: db.migrateUrl, keyring: app.keyring, cipher: app.cipher, patients: 200, manifest });
+    say(`seeded; who sees what: ${manifest}`);
+  }
+  const { port } = await app.gateway.listen(config.port, config.host);
+  logger.info({ url: `http://${config.host}:${port}/graphql`, issuer: app.issuer, env: config.env }, 'phigate listening');
+  if (!config.oidc.issuer) {
+    // For the person at the terminal, not for log collectors.
+    process.stderr.write(`
+  phigate (development) is listening on http://${config.host}:${port}/graphql
+
+  Get a token from the built-in development issuer, e.g. a physician of clinic c-north:
+    TOKEN=$(npx phigate token --sub dr-north-1 --roles physician --clinics c-north --mfa)
+  then:
+    curl -s http://${config.host}:${port}/graphql -H "Authorization: Bearer $TOKEN" \\
+      -H 'content-type: application/json' -d '{"query":"{ me { subject roles } patients(first: 5) { edges { node { id givenName ssn } } } }"}'
+
+  Who is on which care team: ${path.join(config.dataDir, 'seed.json')}
+
+`);
+  }
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'stopping: finishing in-flight requests');
+    await app.gateway.close();
+    await app.pool.end();
+    await db.stop();
+    logger.info('stopped');
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  // One line, naming what is wrong; never a stack of internals to an operator's terminal.
+  const message = err instanceof ConfigError ? err.message : `start-up failed: ${(err as Error).message ?? String(err)}`;
+  process.stderr.write(`phigate: ${message}\n`);
+  process.exit(1);
+});
