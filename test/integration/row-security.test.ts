@@ -2,6 +2,9 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, assertSafeAppRole, type Pool } from '../../src/db/pool.ts';
+import { loadPolicy } from '../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+import { POLICY_FILE } from '../support/gateway.ts';
 import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
 
@@ -209,6 +212,19 @@ describe('row security without the gateway', () => {
     } finally {
       await bypassPool.end();
       await admin((c) => c.query(`DROP ROLE ${role}`));
+    }
+  });
+});
+
+describe('policies/default.yaml and the SQL policies agree on row scopes', () => {
+  it('each role sees exactly what its declared row scope allows', async () => {
+    const policy = await loadPolicy(POLICY_FILE, PHI_FIELDS);
+    expect(policy.roles.size).toBeGreaterThan(0);
+    for (const [name, role] of policy.roles) {
+      // dr-a is on a1's care team; a2 has no team; b1 is in another clinic.
+      const seen = await visiblePatients(ctx({ actor: 'dr-a', roles: [name], clinics: ['c-a'] }));
+      const expected = { care_team: [ids.a1], clinic: [ids.a1, ids.a2].sort(), none: [] }[role.rows];
+      expect(seen, `role ${name} (rows: ${role.rows})`).toEqual(expected);
     }
   });
 });
