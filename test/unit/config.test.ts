@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from '../../src/config.ts';
+
+const prodBase = {
+  PHIGATE_ENV: 'production',
+  DATABASE_URL: 'postgres://gw:pw@db.internal:5432/phigate?sslmode=verify-full',
+  PHIGATE_OIDC_ISSUER: 'https://idp.example.org/realms/phigate',
+  PHIGATE_KMS: 'aws',
+  PHIGATE_KMS_KEY_ID: 'alias/phigate',
+  AWS_REGION: 'eu-west-1',
+};
+
+function refusal(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env, '/srv');
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw err;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('loadConfig', () => {
+  it('gives the zero-config development defaults', () => {
+    const c = loadConfig({}, '/srv');
+    expect(c.env).toBe('development');
+    expect(c.database).toBeNull();
+    expect(c.oidc.issuer).toBeNull();
+    expect(c.kms.provider).toBe('local');
+    expect([c.host, c.port, c.dataDir, c.oidc.audience]).toEqual(['127.0.0.1', 4000, '/srv/.phigate', 'phigate']);
+  });
+
+  it('is frozen all the way down', () => {
+    const c = loadConfig({}, '/srv');
+    expect(Object.isFrozen(c) && Object.isFrozen(c.oidc) && Object.isFrozen(c.oidc.algorithms)).toBe(true);
+    expect(() => ((c as { port: number }).port = 1)).toThrow();
+  });
+
+  it('accepts a complete production configuration', () => {
+    const c = loadConfig(prodBase, '/srv');
+    expect(c.env).toBe('production');
+    expect(c.kms).toEqual({ provider: 'aws', keyId: 'alias/phigate', region: 'eu-west-1', endpoint: null });
+  });
+
+  it.each([
+    [{ PHIGATE_PORT: 'http' }, 'PHIGATE_PORT'],
+    [{ PHIGATE_PORT: '70000' }, 'PHIGATE_PORT'],
+    [{ PHIGATE_ENV: 'staging' }, 'PHIGATE_ENV'],
+    [{ DATABASE_URL: 'not a url' }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'mysql://x@y/z' }, 'DATABASE_URL'],
+    [{ PHIGATE_MIGRATE_URL: 'postgres://m@h/d' }, 'DATABASE_URL'],
+    [{ PHIGATE_KMS: 'vault' }, 'PHIGATE_KMS'],
+    [{ PHIGATE_KMS: 'aws', AWS_REGION: 'eu-west-1' }, 'PHIGATE_KMS_KEY_ID'],
+    [{ PHIGATE_KMS: 'aws', PHIGATE_KMS_KEY_ID: 'k' }, 'AWS_REGION'],
+    [{ PHIGATE_LOCAL_MASTER_KEY: Buffer.alloc(16).toString('base64') }, 'PHIGATE_LOCAL_MASTER_KEY'],
+    [{ PHIGATE_OIDC_ALGORITHMS: 'RS256,HS256' }, 'PHIGATE_OIDC_ALGORITHMS'],
+    [{ PHIGATE_OIDC_ALGORITHMS: 'none' }, 'PHIGATE_OIDC_ALGORITHMS'],
+    [{ PHIGATE_OIDC_CLOCK_SKEW_SECONDS: '3600' }, 'PHIGATE_OIDC_CLOCK_SKEW_SECONDS'],
+    [{ PHIGATE_OIDC_AUDIENCE: '  ' }, 'PHIGATE_OIDC_AUDIENCE'],
+    [{ REDIS_URL: 'http://cache' }, 'REDIS_URL'],
+    [{ PHIGATE_LOG_LEVEL: 'verbose' }, 'PHIGATE_LOG_LEVEL'],
+  ])('refuses %j naming %s', (env, variable) => {
+    const e = refusal(env as Record<string, string>);
+    expect(e.variable).toBe(variable);
+    expect(e.message.startsWith(`${variable}: `)).toBe(true);
+  });
+
+  it.each([
+    [{ DATABASE_URL: undefined }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'postgres://gw:pw@db/phigate' }, 'DATABASE_URL'],
+    [{ DATABASE_URL: 'postgres://gw:pw@db/phigate?sslmode=require' }, 'DATABASE_URL'],
+    [{ PHIGATE_OIDC_ISSUER: undefined }, 'PHIGATE_OIDC_ISSUER'],
+    [{ PHIGATE_OIDC_ISSUER: 'http://idp.example.org' }, 'PHIGATE_OIDC_ISSUER'],
+    [{ PHIGATE_KMS: 'local' }, 'PHIGATE_KMS'],
+  ])('production refuses %j (naming %s)', (over, variable) => {
+    const env = { ...prodBase, ...over } as Record<string, string | undefined>;
+    for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+    expect(refusal(env as Record<string, string>).variable).toBe(variable);
+  });
+
+  it('never echoes a secret value in its message', () => {
+    const secret = 'postgres://gw:s3cr3t-pw@db/phigate';
+    const e = refusal({ ...prodBase, DATABASE_URL: secret });
+    expect(e.message).not.toContain('s3cr3t');
+  });
+});
