@@ -25,6 +25,8 @@ export interface RequestTransaction {
   rollback(): Promise<void>;
   /** Round trips sent to PostgreSQL, including BEGIN + context and COMMIT: tests and the bench assert on it. */
   readonly roundTrips: number;
+  /** A statement failed: PostgreSQL has aborted the transaction and nothing more can be written in it. */
+  readonly failed: boolean;
 }
 
 const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -137,6 +139,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     },
     get roundTrips() {
       return roundTrips;
+    },
+    get failed() {
+      return failed;
     },
   };
 }

@@ -55,8 +55,7 @@ export async function startTestGateway(opts: { patients?: number; poolSize?: num
   const pool = createPool(db.appUrl, { max: opts.poolSize ?? 4 });
   await assertSafeAppRole(pool);
   const issuer = await startTestIssuer();
-  const keyring = createKeyring({ provider: createLocalKeyProvider(randomBytes(32)), store: createPgKeyStore(pool) });
-  const cipher = createFieldCipher(keyring);
+  const provider = createLocalKeyProvider(randomBytes(32));
   const data = generateDataset({ patients: opts.patients ?? 12, seed: 42 });
   const admin = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
     const c = new pg.Client({ connectionString: db.adminUrl });
@@ -67,10 +66,12 @@ export async function startTestGateway(opts: { patients?: number; poolSize?: num
       await c.end();
     }
   };
-  await admin((c) => writeDataset(c, keyring, cipher, data));
-  // Seeding encrypted through this cipher; tests count only what requests decrypt.
-  cipher.stats.decrypts = 0;
-  cipher.stats.decryptsByColumn.clear();
+  const seedKeyring = createKeyring({ provider, store: createPgKeyStore(pool) });
+  await admin((c) => writeDataset(c, seedKeyring, createFieldCipher(seedKeyring), data));
+  // The gateway gets its own keyring and cipher, cold like a freshly started replica: its stats
+  // count only what requests do, and a test may tamper with stored keys before first use.
+  const keyring = createKeyring({ provider, store: createPgKeyStore(pool) });
+  const cipher = createFieldCipher(keyring);
 
   const logs: Record<string, any>[] = [];
   const oidc = createOidcVerifier({

@@ -45,6 +45,13 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
     done('rolled_back');
     return { data: null, errors };
   }
+  // The database aborted the transaction: the audit rows of what was already resolved cannot be
+  // written, so that data must not leave either.
+  if (ctx.tx.failed) {
+    await ctx.tx.rollback();
+    done('transaction_failed');
+    return { data: null, errors: errors.length ? errors : [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+  }
   try {
     await ctx.audit.flush(ctx.tx);
   } catch (cause) {
