@@ -27,7 +27,7 @@ export const devIssuerUrl = (config: Config): string => `http://${config.host}:$
 /** Everything the gateway needs, checked before it listens: any failure here stops start-up. */
 export async function assembleApp(config: Config, appUrl: string, logger: Logger): Promise<App> {
   const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
-  const pool = createPool(appUrl);
+  const pool = createPool(appUrl, { max: config.pool.size });
   try {
     await assertSafeAppRole(pool);
     const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(pool) });
@@ -49,6 +49,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       authenticate: createAuthenticator({ oidc }),
       logger,
       maxPageSize: config.maxPageSize,
+      transaction: { statementTimeoutMs: config.timeouts.statementMs, idleInTransactionTimeoutMs: config.timeouts.idleInTransactionMs },
       graphiql: config.env === 'development',
       routes,
     });

@@ -32,6 +32,35 @@ export interface Config {
     | { readonly provider: 'aws'; readonly keyId: string; readonly region: string; readonly endpoint: string | null };
   readonly redisUrl: string | null;
   readonly maxPageSize: number;
+  /** GraphQL abuse limits: anything over them is refused with QUERY_TOO_COMPLEX before database work. */
+  readonly limits: {
+    readonly maxDepth: number;
+    readonly maxAliases: number;
+    readonly maxDirectives: number;
+    readonly maxTokens: number;
+    readonly maxFields: number;
+    /** Query cost, where a list field multiplies its selection by its `first`. */
+    readonly maxCost: number;
+    /** 0: batching off; N: at most N operations per HTTP request. */
+    readonly maxBatch: number;
+    readonly maxBodyBytes: number;
+  };
+  /** Roles that may introspect the schema; `*` for everyone. */
+  readonly introspectionRoles: readonly string[];
+  /** When set, only operations of this allow-list (hash -> document) are executed. */
+  readonly trustedDocumentsFile: string | null;
+  readonly corsOrigins: readonly string[];
+  readonly timeouts: {
+    readonly requestMs: number;
+    readonly statementMs: number;
+    readonly idleInTransactionMs: number;
+    readonly shutdownGraceMs: number;
+  };
+  readonly pool: { readonly size: number; readonly queueLimit: number };
+  /** CA bundle that verifies the database's certificate (sslmode=verify-full). */
+  readonly databaseCaFile: string | null;
+  /** OTLP/HTTP traces endpoint; no spans are exported when unset. */
+  readonly otelExporterUrl: string | null;
 }
 
 export class ConfigError extends Error {
@@ -154,7 +183,42 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     kms,
     redisUrl: url(src, 'REDIS_URL', ['redis:', 'rediss:']),
     maxPageSize: int(src, 'PHIGATE_MAX_PAGE_SIZE', 100, 1, 1000),
+    limits: {
+      maxDepth: int(src, 'PHIGATE_MAX_DEPTH', 8, 2, 64),
+      maxAliases: int(src, 'PHIGATE_MAX_ALIASES', 15, 0, 1000),
+      maxDirectives: int(src, 'PHIGATE_MAX_DIRECTIVES', 10, 0, 1000),
+      maxTokens: int(src, 'PHIGATE_MAX_TOKENS', 2000, 50, 100_000),
+      maxFields: int(src, 'PHIGATE_MAX_FIELDS', 300, 10, 100_000),
+      maxCost: int(src, 'PHIGATE_MAX_COST', 20_000, 10, 10_000_000),
+      maxBatch: int(src, 'PHIGATE_MAX_BATCH', 0, 0, 50),
+      maxBodyBytes: int(src, 'PHIGATE_MAX_BODY_BYTES', 100_000, 1_000, 10_000_000),
+    },
+    introspectionRoles: list(src, 'PHIGATE_INTROSPECTION_ROLES', production ? [] : ['*']),
+    trustedDocumentsFile: (() => {
+      const f = text(src, 'PHIGATE_TRUSTED_DOCUMENTS_FILE');
+      return f === null ? null : path.resolve(cwd, f);
+    })(),
+    corsOrigins: list(src, 'PHIGATE_CORS_ORIGINS', []),
+    timeouts: {
+      requestMs: int(src, 'PHIGATE_REQUEST_TIMEOUT_MS', 15_000, 100, 300_000),
+      statementMs: int(src, 'PHIGATE_STATEMENT_TIMEOUT_MS', 5_000, 100, 300_000),
+      idleInTransactionMs: int(src, 'PHIGATE_IDLE_TX_TIMEOUT_MS', 10_000, 100, 300_000),
+      shutdownGraceMs: int(src, 'PHIGATE_SHUTDOWN_GRACE_MS', 10_000, 0, 300_000),
+    },
+    pool: {
+      size: int(src, 'PHIGATE_POOL_SIZE', 10, 1, 500),
+      queueLimit: int(src, 'PHIGATE_POOL_QUEUE_LIMIT', 100, 0, 100_000),
+    },
+    databaseCaFile: (() => {
+      const f = text(src, 'PHIGATE_DATABASE_CA_FILE');
+      return f === null ? null : path.resolve(cwd, f);
+    })(),
+    otelExporterUrl: url(src, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']),
   };
+  for (const o of config.corsOrigins) {
+    if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'must list origins like https://app.example.org (scheme and host, no path)');
+  }
+  if (production && config.corsOrigins.includes('*')) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'production refuses * for a PHI API');
   return deepFreeze(config);
 }
 

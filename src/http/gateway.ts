@@ -5,7 +5,7 @@ import type { Principal } from '../auth/principal.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { Pool } from '../db/pool.ts';
-import { openRequestTransaction } from '../db/transaction.ts';
+import { openRequestTransaction, type TransactionOptions } from '../db/transaction.ts';
 import type { GraphQLContext } from '../graphql/context.ts';
 import { createLoaders } from '../graphql/loaders.ts';
 import { buildSchema } from '../graphql/schema.ts';
@@ -24,6 +24,7 @@ export interface GatewayDeps {
   readonly authenticate: (authorization: string | null) => Promise<Principal>;
   readonly logger: Logger;
   readonly maxPageSize: number;
+  readonly transaction?: TransactionOptions;
   readonly graphiql?: boolean;
   /** Extra routes tried before GraphQL (the development issuer); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
@@ -49,7 +50,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     context: async ({ request, req }: YogaInitialContext & { req: http.IncomingMessage }): Promise<GraphQLContext> => {
       const principal = await deps.authenticate(request.headers.get('authorization'));
       const requestId = requestIdFrom(request.headers.get('x-request-id'));
-      const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId));
+      const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction);
       return {
         requestId,
         principal,
