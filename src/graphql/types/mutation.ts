@@ -9,32 +9,25 @@ import type { GraphQLContext } from '../context.ts';
 import { Encounter } from './encounter.ts';
 import { Patient } from './patient.ts';
 
+// The PHI fields a patient input may carry; create and update differ only in what is required.
+type Types = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T : never;
+const patientInputFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, 'InputObject'>) => ({
+  ssn: t.string(),
+  givenName: t.string(),
+  familyName: t.string(),
+  birthDate: t.string({ description: 'YYYY-MM-DD' }),
+  phone: t.string(),
+  email: t.string(),
+  address: t.string(),
+});
+
 const CreatePatientInput = builder.inputType('CreatePatientInput', {
-  fields: (t) => ({
-    clinicId: t.id({ required: true }),
-    mrn: t.string({ required: true }),
-    ssn: t.string(),
-    givenName: t.string(),
-    familyName: t.string(),
-    birthDate: t.string({ description: 'YYYY-MM-DD' }),
-    phone: t.string(),
-    email: t.string(),
-    address: t.string(),
-  }),
+  fields: (t) => ({ clinicId: t.id({ required: true }), mrn: t.string({ required: true }), ...patientInputFields(t) }),
 });
 
 const UpdatePatientInput = builder.inputType('UpdatePatientInput', {
   description: 'Only the fields given change; null clears a field (except mrn).',
-  fields: (t) => ({
-    mrn: t.string(),
-    ssn: t.string(),
-    givenName: t.string(),
-    familyName: t.string(),
-    birthDate: t.string({ description: 'YYYY-MM-DD' }),
-    phone: t.string(),
-    email: t.string(),
-    address: t.string(),
-  }),
+  fields: (t) => ({ mrn: t.string(), ...patientInputFields(t) }),
 });
 
 const AddEncounterInput = builder.inputType('AddEncounterInput', {
