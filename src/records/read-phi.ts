@@ -1,5 +1,5 @@
 import { PhigateError } from '../errors.ts';
-import { decideField, purposeFor, type RowFacts } from '../policy/decide.ts';
+import { decideField, purposeFor, rolesForRow, type RowFacts } from '../policy/decide.ts';
 import { MASKERS } from '../policy/mask.ts';
 import type { RequestScope } from './scope.ts';
 
@@ -20,13 +20,16 @@ export interface PhiRef {
  */
 export async function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): Promise<string | null> {
   const decision = decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field);
+  // A refusal is recorded in the capacity the attempt was made in, so an auditor can tell a
+  // nurse reaching for notes from a stranger doing so.
+  const role = decision.role ?? rolesForRow(scope.policy, scope.principal, ref.row)[0]?.name ?? null;
   const event = {
     typeName: ref.typeName,
     field: ref.field,
     patientId: ref.patientId,
     recordId: ref.rowId === ref.patientId ? null : ref.rowId,
-    role: decision.role,
-    purpose: purposeFor(scope.policy, scope.principal, decision.role),
+    role,
+    purpose: purposeFor(scope.policy, scope.principal, role),
     breakGlass: false,
   };
   if (decision.effect === 'deny') {
