@@ -3,6 +3,23 @@ import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
 
+// graphql-js quotes a variable's value when it does not fit its type ('Variable "$input" got
+// invalid value {...}; String cannot represent a non string value: ...'). The value may be PHI, so
+// the answer names the variable (and an unknown input field) but never repeats what was sent; it
+// is the client's mistake, BAD_USER_INPUT, not INTERNAL.
+const INVALID_VARIABLE = /^Variable "(\$\w+)" got invalid value /;
+const UNKNOWN_INPUT_FIELD = /^Field "\w+" is not defined by type "\w+"\./;
+
+function invalidVariable(located: GraphQLError): GraphQLError | null {
+  const variable = located.path ? null : INVALID_VARIABLE.exec(located.message);
+  if (!variable) return null;
+  const field = UNKNOWN_INPUT_FIELD.exec(located.originalError?.message ?? '');
+  return new GraphQLError(`Variable "${variable[1]}" has a value that does not fit its type.${field ? ` ${field[0]}` : ''}`, {
+    nodes: located.nodes,
+    extensions: { code: 'BAD_USER_INPUT' },
+  });
+}
+
 /**
  * What a client may learn from an error: our own PhigateErrors pass with their code and message
  * (written to be safe); GraphQL's own parse and validation errors pass (they describe the query);
@@ -15,6 +32,8 @@ export function createMaskError(logger: Logger) {
     if (original instanceof PhigateError) {
       return new GraphQLError(original.message, { nodes: located?.nodes, path: located?.path, extensions: original.extensions });
     }
+    const variable = located ? invalidVariable(located) : null;
+    if (variable) return variable;
     if (located && !located.originalError) {
       return new GraphQLError(located.message, {
         nodes: located.nodes,

@@ -9,6 +9,8 @@ const bad = (message: string) => new PhigateError('BAD_USER_INPUT', message);
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // C0/C1 controls, bidi overrides and zero-width characters have no business in a record.
 const INVISIBLE = /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/u;
+// With the u flag a surrogate pair is one code point, so this matches unpaired halves only.
+const LONE_SURROGATE = /[\ud800-\udfff]/u;
 
 export function id(name: string, value: string): string {
   if (!UUID.test(value)) throw bad(`${name} must be an id (a UUID).`);
@@ -20,6 +22,7 @@ export function text(name: string, value: string, max: number): string {
   if (v.length === 0) throw bad(`${name} must not be empty.`);
   if (v.length > max) throw bad(`${name} must be at most ${max} characters.`);
   if (INVISIBLE.test(v)) throw bad(`${name} must not contain control or invisible characters.`);
+  if (LONE_SURROGATE.test(v)) throw bad(`${name} must be well-formed Unicode text.`);
   return v;
 }
 
@@ -37,8 +40,15 @@ export function timestamp(name: string, value: string): Date {
   if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})$/.test(v)) {
     throw bad(`${name} must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T09:30:00Z.`);
   }
+  // Date accepts days a month does not have (2024-02-30 becomes 2024-03-01) and 24:00; refuse
+  // them rather than record a different date of service than the one given.
+  const [y, mo, da, h] = [v.slice(0, 4), v.slice(5, 7), v.slice(8, 10), v.slice(11, 13)].map(Number) as [number, number, number, number];
+  const day = new Date(Date.UTC(y, mo - 1, da));
   const d = new Date(v);
-  if (Number.isNaN(d.getTime())) throw bad(`${name} must be a valid date-time.`);
+  if (Number.isNaN(d.getTime()) || day.getUTCMonth() !== mo - 1 || day.getUTCDate() !== da || h > 23) {
+    throw bad(`${name} must be a valid date-time.`);
+  }
+  if (y < 1880) throw bad(`${name} must be after 1880.`);
   return d;
 }
 

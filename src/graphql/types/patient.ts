@@ -55,9 +55,11 @@ export const PatientConnection = builder.objectRef<PatientPage>('PatientConnecti
 
 export type { PatientPage };
 
-// Opaque to clients; carries only a row id, which row security checks again on use.
+// Opaque to clients; carries only a row id, which row security checks again on use. The id must
+// be a well-formed UUID: anything looser reaches PostgreSQL's uuid cast and aborts the request's
+// transaction (INTERNAL) instead of answering BAD_USER_INPUT.
 export const encodeCursor = (id: string): string => Buffer.from(`patient:${id}`).toString('base64url');
 export const decodeCursor = (cursor: string): string | null => {
-  const m = /^patient:([0-9a-f-]{36})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
+  const m = /^patient:([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$/.exec(Buffer.from(cursor, 'base64url').toString('utf8'));
   return m ? m[1]! : null;
 };
