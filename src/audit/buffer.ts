@@ -1,4 +1,5 @@
 import type { RequestTransaction } from '../db/transaction.ts';
+import { inSpan } from '../telemetry/tracing.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
 
 export interface AuditBuffer {
@@ -36,7 +37,7 @@ export function createAuditBuffer(request: AuditRequest): AuditBuffer {
       flushed = true;
       if (events.length === 0) return 0;
       const col = <K extends keyof AuditEvent>(k: K) => events.map((e) => e[k]);
-      await tx.query(INSERT, [
+      const insert = () => tx.query(INSERT, [
         request.requestId,
         request.actor,
         request.actorKind,
@@ -50,6 +51,7 @@ export function createAuditBuffer(request: AuditRequest): AuditBuffer {
         col('purpose'),
         col('breakGlass'),
       ]);
+      await inSpan('phigate.audit', { 'phigate.audit.events': events.length }, insert);
       return events.length;
     },
   };

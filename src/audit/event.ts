@@ -1,5 +1,8 @@
-/** What happened to one PHI field (or one write, or one key event): one audit row each. */
-export type AuditAction = 'read' | 'masked' | 'denied' | 'create' | 'update' | 'key';
+/**
+ * What happened to one PHI field (or one write, or one key event): one audit row each. `limited`:
+ * withheld, or the whole request refused, because the principal's PHI limits were reached.
+ */
+export type AuditAction = 'read' | 'masked' | 'denied' | 'create' | 'update' | 'key' | 'limited';
 
 export interface AuditEvent {
   readonly action: AuditAction;

@@ -1,6 +1,13 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
+import { inSpan } from '../telemetry/tracing.ts';
 import type { Pool } from './pool.ts';
+
+/** One round trip, traced by its first keyword only: statement text can carry escaped values. */
+function send<R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> {
+  const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
+  return inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () => c.query<R>(text, values as unknown[] | undefined));
+}
 
 /** What row security reads (see schema/migrations/004_row_security.sql). */
 export interface SecurityContext {
@@ -23,6 +30,12 @@ export interface RequestTransaction {
   /** Commits when anything was sent; throws when the transaction cannot commit (then it is rolled back). */
   commit(): Promise<void>;
   rollback(): Promise<void>;
+  /**
+   * Ends the transaction from outside the request (timeout, shutdown): rolls back now, and the
+   * request can neither query nor commit afterwards. false when a commit had already begun: then
+   * the commit decides, and the request's own answer stands.
+   */
+  abort(): Promise<boolean>;
   /** Round trips sent to PostgreSQL, including BEGIN + context and COMMIT: tests and the bench assert on it. */
   readonly roundTrips: number;
   /** A statement failed: PostgreSQL has aborted the transaction and nothing more can be written in it. */
@@ -59,18 +72,31 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   let opening: Promise<pg.PoolClient> | null = null;
   let failed = false;
   let finished = false;
+  // Set the moment COMMIT or ROLLBACK is decided, before anything is awaited: a statement queued
+  // behind either would run outside this transaction, or inside the next request's once the
+  // connection is back in the pool. abort() ends a transaction while resolvers may still query.
+  let ending: 'commit' | 'rollback' | null = null;
+  let rollingBack: Promise<void> | null = null;
   let roundTrips = 0;
+  // The pool listens for errors of idle clients only. Without this, the server ending the session
+  // between two statements (idle_in_transaction_session_timeout, a restart) would be an uncaught
+  // exception that takes the whole gateway down; instead the transaction fails and cannot commit.
+  const lost = () => {
+    failed = true;
+  };
 
   const open = (): Promise<pg.PoolClient> => {
-    if (finished) return Promise.reject(new PhigateError('INTERNAL', 'The request transaction has already ended.'));
+    if (finished || ending) return Promise.reject(new PhigateError('INTERNAL', 'The request transaction has already ended.'));
     opening ??= (async () => {
       const c = await pool.connect().catch((cause: unknown) => {
         throw new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
       });
+      c.on('error', lost);
       try {
         roundTrips++;
-        await c.query(contextSql(c, ctx, opts));
+        await send(c, contextSql(c, ctx, opts));
       } catch (err) {
+        c.off('error', lost);
         c.release(true);
         throw err instanceof PhigateError ? err : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause: err });
       }
@@ -82,16 +108,18 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
 
   const release = (destroy: boolean) => {
     finished = true;
-    if (client) client.release(destroy);
+    client?.off('error', lost);
+    client?.release(destroy);
     client = null;
   };
 
   return {
     async query(text, values) {
       const c = await open();
+      if (ending) throw new PhigateError('INTERNAL', 'The request transaction has already ended.', { reason: 'transaction_ended' });
       roundTrips++;
       try {
-        return await c.query(text, values as unknown[] | undefined);
+        return await send(c, text, values);
       } catch (err) {
         failed = true;
         throw err;
@@ -107,9 +135,11 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         await this.rollback();
         throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'transaction_failed' });
       }
+      if (ending) throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'transaction_ended' });
+      ending = 'commit';
       roundTrips++;
       try {
-        const res = await c.query('COMMIT');
+        const res = await send(c, 'COMMIT');
         // PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK, not an error.
         if (res.command !== 'COMMIT') throw new Error('transaction was rolled back by the server');
         release(false);
@@ -118,24 +148,35 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'commit_failed', cause });
       }
     },
-    async rollback() {
-      if (opening === null || finished) {
-        finished = true;
-        return;
-      }
-      const c = await opening.catch(() => null);
-      if (!c) {
-        finished = true;
-        return;
-      }
-      roundTrips++;
-      try {
-        await c.query('ROLLBACK');
-        release(false);
-      } catch {
-        // A connection that cannot roll back is not returned to the pool.
-        release(true);
-      }
+    rollback() {
+      ending ??= 'rollback';
+      // Once only, however many callers: a second ROLLBACK would reach the connection after release.
+      rollingBack ??= (async () => {
+        if (opening === null || finished) {
+          finished = true;
+          return;
+        }
+        const c = await opening.catch(() => null);
+        if (!c) {
+          finished = true;
+          return;
+        }
+        roundTrips++;
+        try {
+          await send(c, 'ROLLBACK');
+          release(false);
+        } catch {
+          // A connection that cannot roll back is not returned to the pool.
+          release(true);
+        }
+      })();
+      return rollingBack;
+    },
+    async abort() {
+      if (ending === 'commit') return false;
+      failed = true;
+      await this.rollback();
+      return true;
     },
     get roundTrips() {
       return roundTrips;

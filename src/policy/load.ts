@@ -6,10 +6,14 @@ import { MASKERS } from './mask.ts';
 import { OPERATIONS } from './operations.ts';
 import { PolicyError } from './policy-error.ts';
 import { readsPhi } from './reads-phi.ts';
-import type { Effect, PolicySet, RolePolicy, RowScope } from './types.ts';
+import type { Effect, PhiLimits, PolicySet, RolePolicy, RowScope } from './types.ts';
 
 const TOP_KEYS = ['version', 'roles'];
-const ROLE_KEYS = ['purpose', 'mfa', 'rows', 'operations', 'fields'];
+const ROLE_KEYS = ['purpose', 'mfa', 'rows', 'operations', 'fields', 'limits'];
+const OPTIONAL_ROLE_KEYS = ['fields', 'limits'];
+const LIMIT_KEYS = ['rowsPerRequest', 'phiValuesPerRequest', 'rowsPerMinute', 'phiValuesPerMinute'] as const;
+// The usage counters are 32-bit integers in PostgreSQL (schema/migrations/006_phi_usage.sql).
+const MAX_LIMIT = 1_000_000_000;
 const EFFECTS: readonly Effect[] = ['allow', 'mask', 'deny'];
 const ROW_SCOPES: readonly RowScope[] = ['care_team', 'clinic', 'none'];
 const MFA_VALUES = ['required', 'not_required'];
@@ -121,26 +125,59 @@ function parseRole(name: string, value: unknown, catalog: PhiFieldCatalog, fail:
   if (!isMapping(value)) fail(path, `must be a mapping with ${ROLE_KEYS.join(', ')}`);
   rejectUnknownKeys(value, ROLE_KEYS, path, fail);
   for (const key of ROLE_KEYS) {
-    if (key !== 'fields' && !own(value, key)) fail(at(path, key), 'is required');
+    if (!OPTIONAL_ROLE_KEYS.includes(key) && !own(value, key)) fail(at(path, key), 'is required');
   }
 
   const { purpose } = value;
   if (typeof purpose !== 'string' || purpose.trim() === '') fail(at(path, 'purpose'), 'must be a non-empty purpose of use');
   const rows = oneOf(value.rows, ROW_SCOPES, at(path, 'rows'), fail);
   const mfa = oneOf(value.mfa, MFA_VALUES, at(path, 'mfa'), fail);
-  const role: RolePolicy = Object.freeze({
+  const rules = {
     name,
     purpose,
     mfaRequired: mfa === 'required',
     rows,
     operations: parseOperations(value.operations, at(path, 'operations'), fail),
     fields: parseFields(value.fields, rows, catalog, at(path, 'fields'), fail),
-  });
+    limits: null,
+  };
 
-  if (!role.mfaRequired && readsPhi(role)) {
+  if (!rules.mfaRequired && readsPhi(rules)) {
     fail(at(path, 'mfa'), 'must be required: this role can see patient rows or PHI fields');
   }
-  return role;
+  return Object.freeze({ ...rules, limits: parseLimits(value.limits, readsPhi(rules), at(path, 'limits'), fail) });
+}
+
+/**
+ * A role that reads PHI must say how much of it one principal may take out; a role that reads
+ * none may not carry limits, which could never apply and would only mislead whoever reads the file.
+ */
+function parseLimits(value: unknown, readsAny: boolean, path: string, fail: Fail): PhiLimits | null {
+  if (!readsAny) {
+    if (value !== undefined) fail(path, 'cannot apply: this role sees no patient rows and no PHI fields; remove it');
+    return null;
+  }
+  if (value === undefined) fail(path, `is required: this role can see patient rows or PHI fields (give ${LIMIT_KEYS.join(', ')})`);
+  if (!isMapping(value)) fail(path, `must map ${LIMIT_KEYS.join(', ')} to whole numbers`);
+  rejectUnknownKeys(value, LIMIT_KEYS, path, fail);
+  const limit = (key: (typeof LIMIT_KEYS)[number]): number => {
+    if (!own(value, key)) fail(at(path, key), 'is required');
+    const n = value[key];
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_LIMIT) {
+      fail(at(path, key), `${show(n)} is not a whole number from 1 to ${MAX_LIMIT}`);
+    }
+    return n;
+  };
+  const limits: PhiLimits = Object.freeze({
+    rowsPerRequest: limit('rowsPerRequest'),
+    phiValuesPerRequest: limit('phiValuesPerRequest'),
+    rowsPerMinute: limit('rowsPerMinute'),
+    phiValuesPerMinute: limit('phiValuesPerMinute'),
+  });
+  // Otherwise the per-minute limit silently wins and the per-request figure is a promise nobody keeps.
+  if (limits.rowsPerRequest > limits.rowsPerMinute) fail(at(path, 'rowsPerRequest'), 'is larger than rowsPerMinute');
+  if (limits.phiValuesPerRequest > limits.phiValuesPerMinute) fail(at(path, 'phiValuesPerRequest'), 'is larger than phiValuesPerMinute');
+  return limits;
 }
 
 /** Parses and validates a policy; any doubt about its meaning is a PolicyError, never a default. */

@@ -7,6 +7,18 @@ export type Effect = 'allow' | 'mask' | 'deny';
  */
 export type RowScope = 'care_team' | 'clinic' | 'none';
 
+/**
+ * How much PHI one principal may take out: patient rows and PHI field values (each value shown,
+ * masked or not), per request and per minute. Minimum necessary as a number: a role that needs
+ * one patient at a time cannot page through a clinic.
+ */
+export interface PhiLimits {
+  readonly rowsPerRequest: number;
+  readonly phiValuesPerRequest: number;
+  readonly rowsPerMinute: number;
+  readonly phiValuesPerMinute: number;
+}
+
 export interface RolePolicy {
   readonly name: string;
   /** Purpose of use written into every audit row the role causes. */
@@ -17,6 +29,8 @@ export interface RolePolicy {
   readonly operations: ReadonlySet<string>;
   /** Keyed `Type.field`; holds every PHI field of the catalog, so a missing key is a bug, not a default. */
   readonly fields: ReadonlyMap<string, Effect>;
+  /** Present exactly when the role reads PHI (see reads-phi.ts). */
+  readonly limits: PhiLimits | null;
 }
 
 export interface PolicySet {

@@ -1,6 +1,7 @@
 import { PhigateError } from '../errors.ts';
 import { decideField, purposeFor, rolesForRow, type RowFacts } from '../policy/decide.ts';
 import { MASKERS } from '../policy/mask.ts';
+import { inSpan } from '../telemetry/tracing.ts';
 import type { RequestScope } from './scope.ts';
 
 export interface PhiRef {
@@ -14,12 +15,14 @@ export interface PhiRef {
 }
 
 /**
- * The one path by which a PHI value leaves the database: decide, and only then decrypt; mask
- * when the policy says so; record an audit event either way. A denied field is never decrypted.
+ * The one path by which a PHI value leaves the database: decide, count it against the principal's
+ * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
+ * way. A denied field, or one past a limit, is never decrypted.
  * Audit events are buffered and written in the request's transaction before the response leaves.
  */
 export async function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): Promise<string | null> {
-  const decision = decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field);
+  const field = { 'phigate.field': `${ref.typeName}.${ref.field}` };
+  const decision = inSpan('phigate.policy', field, () => decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field));
   // A refusal is recorded in the capacity the attempt was made in, so an auditor can tell a
   // nurse reaching for notes from a stranger doing so.
   const role = decision.role ?? rolesForRow(scope.policy, scope.principal, ref.row)[0]?.name ?? null;
@@ -36,9 +39,17 @@ export async function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buff
     scope.audit.add({ ...event, action: 'denied' });
     throw new PhigateError('FIELD_DENIED', `You may not see ${ref.typeName}.${ref.field}.`);
   }
+  const capped = scope.budget.take(ref.patientId);
+  if (capped !== null) {
+    scope.audit.add({ ...event, action: 'limited' });
+    const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
+    // No HTTP status: the rest of the answer stands, as it does around a denied field.
+    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${ref.typeName}.${ref.field} is withheld.`, { reason: capped, http: null });
+  }
   let value: string | null = null;
   if (ciphertext !== null) {
-    const plain = await scope.cipher.decrypt(ref.row.clinicId, { table: ref.table, column: ref.column, rowId: ref.rowId }, ciphertext);
+    const aad = { table: ref.table, column: ref.column, rowId: ref.rowId };
+    const plain = await inSpan('phigate.decrypt', field, () => scope.cipher.decrypt(ref.row.clinicId, aad, ciphertext));
     if (decision.effect === 'mask') {
       const mask = MASKERS[`${ref.typeName}.${ref.field}`];
       // The policy loader refuses `mask` without a masker; this guards against a bypassed loader.

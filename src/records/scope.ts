@@ -4,10 +4,12 @@ import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { RequestTransaction } from '../db/transaction.ts';
 import type { PolicySet } from '../policy/types.ts';
+import type { PhiBudget } from './phi-budget.ts';
 
 /**
  * Everything one request needs to touch records, with no GraphQL in it: who asks, the policy,
- * the request's transaction, the cipher and the audit buffer that will be flushed before commit.
+ * the request's transaction, the cipher, the audit buffer that will be flushed before commit and
+ * the PHI this request may still show.
  */
 export interface RequestScope {
   readonly requestId: string;
@@ -17,4 +19,5 @@ export interface RequestScope {
   readonly cipher: FieldCipher;
   readonly keyring: Keyring;
   readonly audit: AuditBuffer;
+  readonly budget: PhiBudget;
 }

@@ -152,6 +152,7 @@ describe('MFA', () => {
           rows: role.rows,
           operations: new Set(role.operations ?? []),
           fields: new Map([['Patient.givenName', role.effect]]),
+          limits: null,
         },
       ]),
     ),

@@ -1,0 +1,60 @@
+import { PhigateError } from '../errors.ts';
+
+/** Which limit stopped a value: the request's own, or what was left of the principal's minute. */
+export type CapReason = 'phi_request_cap' | 'phi_minute_cap';
+
+export const isCapReason = (reason: unknown): reason is CapReason => reason === 'phi_request_cap' || reason === 'phi_minute_cap';
+
+export interface Allowance {
+  readonly rows: number;
+  readonly values: number;
+  readonly rowsReason: CapReason;
+  readonly valuesReason: CapReason;
+}
+
+/**
+ * How many patient rows and PHI values this request may still show (policies/default.yaml,
+ * `limits`). A row counts with the first value shown of that patient; a value is one field shown,
+ * masked or not. Denied fields show nothing and count nothing.
+ */
+export interface PhiBudget {
+  /** Set once per request by the limits plugin; until then nothing may be shown. */
+  allow(allowance: Allowance): void;
+  /**
+   * Counts one value of `patientId`, to be called before it is decrypted. Returns the limit that
+   * withholds it, or null. Throws once the request has ended, so that an execution abandoned on
+   * timeout or shutdown decrypts nothing more.
+   */
+  take(patientId: string): CapReason | null;
+  end(): void;
+  readonly used: { readonly rows: number; readonly values: number };
+}
+
+const NOTHING: Allowance = { rows: 0, values: 0, rowsReason: 'phi_request_cap', valuesReason: 'phi_request_cap' };
+
+export function createPhiBudget(): PhiBudget {
+  let allowance = NOTHING;
+  const rows = new Set<string>();
+  let values = 0;
+  let ended = false;
+  return {
+    allow(next) {
+      allowance = next;
+    },
+    take(patientId) {
+      if (ended) throw new PhigateError('INTERNAL', 'The request has ended.', { reason: 'request_ended' });
+      const newRow = !rows.has(patientId);
+      if (newRow && rows.size >= allowance.rows) return allowance.rowsReason;
+      if (values >= allowance.values) return allowance.valuesReason;
+      rows.add(patientId);
+      values++;
+      return null;
+    },
+    end() {
+      ended = true;
+    },
+    get used() {
+      return { rows: rows.size, values };
+    },
+  };
+}

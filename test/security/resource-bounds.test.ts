@@ -1,0 +1,337 @@
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FieldCipher } from '../../src/crypto/field-cipher.ts';
+import { createPool, type Pool } from '../../src/db/pool.ts';
+import { openRequestTransaction, withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
+import type { SeedPatient } from '../../src/seed/dataset.ts';
+import { startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
+
+// Resource bounds: statement and idle-in-transaction timeouts per transaction, a request deadline
+// that abandons and rolls back, admission in front of execution (503 when the pool and its queue
+// are full), and a graceful shutdown that finishes what is in flight and refuses what is new.
+// Slowness is made where the gateway really waits: a decryption held at a gate, a row lock held
+// by another session, pg_sleep at the transaction level.
+
+let gw: TestGateway;
+beforeAll(async () => {
+  gw = await startTestGateway({ patients: 24 });
+});
+afterAll(async () => gw?.close());
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');
+const READ_SSN = `query($id: ID!) { patient(id: $id) { id ssn } }`;
+
+async function send(on: TestGateway, token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
+  const requestId = `rb-${randomBytes(8).toString('hex')}`;
+  return { ...(await on.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+}
+
+/** Holds every decryption of `cipher` until open() is called: a request parked mid-execution, its transaction open. */
+function gateDecrypts(cipher: FieldCipher) {
+  const decrypt = cipher.decrypt.bind(cipher);
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => (open = resolve));
+  let waiting = 0;
+  cipher.decrypt = async (...args) => {
+    waiting++;
+    await opened;
+    return decrypt(...args);
+  };
+  return {
+    open,
+    get waiting() {
+      return waiting;
+    },
+  };
+}
+
+async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** Sessions of the app role that sit in an open transaction: a leaked one would hold locks and a connection. */
+const openTransactions = async () =>
+  Number(
+    (await gw.admin((c) => c.query(`SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state LIKE 'idle in transaction%'`)))
+      .rows[0].n,
+  );
+
+const auditOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
+
+const refusedConnection = (port: number) =>
+  new Promise<string>((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve('connected');
+    });
+    socket.once('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+  });
+
+function expectNoPhi(r: { text: string }): void {
+  for (const p of gw.data.patients) for (const v of [p.ssn, p.mrn, p.givenName, p.familyName]) expect(r.text).not.toContain(v);
+}
+
+const context = (requestId: string): SecurityContext => ({
+  actor: 'bounds-test',
+  actorKind: 'user',
+  roles: ['registrar'],
+  clinics: ['c-north'],
+  requestId,
+  purpose: 'healthcare_operations',
+});
+
+// An audit row is the one thing the app role may insert without a patient; whether it survived
+// tells whether the transaction committed.
+const INSERT_MARK = `INSERT INTO phigate.audit_events (request_id, actor, actor_kind, action, type_name, purpose)
+  VALUES (current_setting('phigate.request_id'), 'bounds-test', 'user', 'key', 'BoundsTest', 'healthcare_operations')`;
+
+// ---- per transaction -----------------------------------------------------------------------------
+
+describe('transaction timeouts', () => {
+  let pool: Pool;
+  beforeAll(() => {
+    // One connection, so the next transaction provably reuses the one that timed out (or replaces it).
+    pool = createPool(gw.db.appUrl, { max: 1 });
+  });
+  afterAll(async () => pool?.end());
+
+  it('a statement over statement_timeout fails (57014), and the connection is clean for the next transaction', async () => {
+    const requestId = `rb-${randomBytes(8).toString('hex')}`;
+    const started = Date.now();
+    const error = await withRequestTransaction(
+      pool,
+      context(requestId),
+      async (tx) => {
+        await tx.query(INSERT_MARK);
+        await tx.query('SELECT pg_sleep(2)');
+      },
+      { statementTimeoutMs: 200 },
+    ).catch((e: unknown) => e);
+    expect((error as { code?: string }).code).toBe('57014');
+    expect(Date.now() - started).toBeLessThan(1_500);
+    expect(await auditOf(requestId)).toEqual([]);
+
+    // Same connection, outside any request: no transaction left open, no setting of the last one.
+    const { rows } = await pool.query(
+      `SELECT now() = statement_timestamp() AS own_transaction, current_setting('statement_timeout') AS statement_timeout,
+              coalesce(current_setting('phigate.actor', true), '') AS actor, coalesce(current_setting('phigate.roles', true), '') AS roles`,
+    );
+    expect(rows[0]).toEqual({ own_transaction: true, statement_timeout: '0', actor: '', roles: '' });
+    expect(pool.totalCount).toBe(1);
+    await expect(withRequestTransaction(pool, context('rb-after-timeout'), (tx) => tx.query('SELECT 1 AS ok'))).resolves.toMatchObject({ rows: [{ ok: 1 }] });
+  });
+
+  it('a transaction left idle past idle_in_transaction_session_timeout is ended by the server and never commits', async () => {
+    const requestId = `rb-${randomBytes(8).toString('hex')}`;
+    const error = await withRequestTransaction(
+      pool,
+      context(requestId),
+      async (tx) => {
+        await tx.query(INSERT_MARK);
+        await new Promise((resolve) => setTimeout(resolve, 700));
+        await tx.query('SELECT 1');
+      },
+      { idleInTransactionTimeoutMs: 200 },
+    ).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(Error);
+    expect(await auditOf(requestId)).toEqual([]);
+    // The dead connection was dropped, not handed to the next request.
+    await expect(withRequestTransaction(pool, context('rb-after-idle'), (tx) => tx.query('SELECT 1 AS ok'))).resolves.toMatchObject({ rows: [{ ok: 1 }] });
+  });
+
+  it('an aborted transaction rolls back at once, then can neither query nor commit', async () => {
+    const requestId = `rb-${randomBytes(8).toString('hex')}`;
+    const tx = openRequestTransaction(pool, context(requestId));
+    await tx.query(INSERT_MARK);
+    expect(await tx.abort()).toBe(true);
+    expect(tx.failed).toBe(true);
+    expect(pool.idleCount).toBe(1);
+    await expect(tx.query('SELECT 1')).rejects.toMatchObject({ code: 'INTERNAL' });
+    await expect(tx.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
+    expect(await auditOf(requestId)).toEqual([]);
+  });
+
+  it('a statement a resolver sends while an abort is rolling back is refused, never run after the ROLLBACK', async () => {
+    const requestId = `rb-${randomBytes(8).toString('hex')}`;
+    const tx = openRequestTransaction(pool, context(requestId));
+    await tx.query('SELECT 1');
+    const busy = tx.query('SELECT pg_sleep(0.3)');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const aborting = tx.abort();
+    // On the wire this would follow the ROLLBACK: in autocommit, or in the next request's transaction.
+    const stray = tx.query(`INSERT INTO phigate.audit_events (request_id, actor, actor_kind, action, type_name, purpose)
+      VALUES ('${requestId}', 'bounds-test', 'user', 'key', 'BoundsTest', 'healthcare_operations')`);
+    await expect(stray).rejects.toMatchObject({ code: 'INTERNAL' });
+    await busy;
+    expect(await aborting).toBe(true);
+    expect(await auditOf(requestId)).toEqual([]);
+    expect(pool.idleCount).toBe(1);
+  });
+});
+
+// ---- per request ---------------------------------------------------------------------------------
+
+describe('request timeout', () => {
+  let slow: TestGateway;
+  beforeAll(async () => {
+    slow = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: 300 } });
+  });
+  afterAll(async () => slow?.close());
+
+  it('a read past the deadline is abandoned: 503 with Retry-After, no PHI, no audit row, transaction rolled back', async () => {
+    const token = await gw.tokenFor('reg-north');
+    const gate = gateDecrypts(slow.cipher);
+    const started = Date.now();
+    const r = await send(slow, token, READ_SSN, { id: north()[0]!.id });
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(r.status, r.text).toBe(503);
+    expect(r.headers.get('retry-after')).toBe('1');
+    expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'request_timeout']]);
+    expect(r.body.data ?? null).toBeNull();
+    expectNoPhi(r);
+    expect(await openTransactions()).toBe(0);
+
+    // The abandoned execution, released, still cannot audit, commit or decrypt any further.
+    gate.open();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(await auditOf(r.requestId)).toEqual([]);
+    expect(slow.logs.some((l) => l.requestId === r.requestId && l.msg === 'request' && l.outcome === 'transaction_failed')).toBe(true);
+  });
+
+  it('a write past the deadline is rolled back: the database is unchanged and no write is audited', async () => {
+    const token = await gw.tokenFor('reg-north');
+    const patient = north()[1]!;
+    const stored = async () => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id]))).rows[0];
+    const before = await stored();
+
+    // Another session holds the row, so the gateway's UPDATE waits past the request's deadline.
+    const locker = await gw.admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [patient.id]);
+      const answer = send(slow, token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0177" }) { id } }`, { id: patient.id });
+      await new Promise((resolve) => setTimeout(resolve, 800));
+      await c.query('COMMIT');
+      return answer;
+    });
+    expect(locker.status, locker.text).toBe(503);
+    expect(locker.body.errors![0]!.extensions).toMatchObject({ code: 'INTERNAL', reason: 'request_timeout' });
+    expect(await stored()).toEqual(before);
+    expect(await auditOf(locker.requestId)).toEqual([]);
+    expect(await openTransactions()).toBe(0);
+  });
+
+  it('a request within the deadline is untouched by it', async () => {
+    const r = await send(slow, await gw.tokenFor('reg-north'), READ_SSN, { id: north()[2]!.id });
+    expect(r.status, r.text).toBe(200);
+    expect(r.body.data!.patient.ssn).toBe(north()[2]!.ssn);
+    expect((await auditOf(r.requestId)).map((a) => a.action)).toEqual(['read']);
+  });
+});
+
+// ---- admission -----------------------------------------------------------------------------------
+
+describe('saturation', () => {
+  it('with every connection busy and the queue full, the next request gets 503 and Retry-After at once; the others complete', async () => {
+    // 2 connections + 1 waiting = 3 executions at once.
+    const busy = await startTestGateway({ replicaOf: gw, poolSize: 2, gatewayOptions: { queueLimit: 1 } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const [a, b, c, d] = north();
+      // Warm the key cache: a cold one would want a connection of its own mid-request.
+      expect((await send(busy, token, READ_SSN, { id: a!.id })).status).toBe(200);
+
+      const gate = gateDecrypts(busy.cipher);
+      const running = [send(busy, token, READ_SSN, { id: a!.id }), send(busy, token, READ_SSN, { id: b!.id })];
+      await until(() => gate.waiting === 2, 'two requests holding both connections');
+      running.push(send(busy, token, READ_SSN, { id: c!.id }));
+      await until(() => busy.pool.waitingCount === 1, 'a third request queued for a connection');
+
+      const started = Date.now();
+      const refused = await send(busy, token, READ_SSN, { id: d!.id });
+      expect(Date.now() - started).toBeLessThan(1_000);
+      expect(refused.status, refused.text).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('1');
+      expect(refused.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'overloaded']]);
+      expectNoPhi(refused);
+      expect(await auditOf(refused.requestId)).toEqual([]);
+
+      gate.open();
+      const done = await Promise.all(running);
+      expect(done.map((r) => r.status)).toEqual([200, 200, 200]);
+      expect(done.map((r) => r.body.data!.patient.ssn)).toEqual([a!.ssn, b!.ssn, c!.ssn]);
+
+      // Every slot came back: the refused and the finished alike.
+      const again = await Promise.all([a, b, c].map((p) => send(busy, token, READ_SSN, { id: p!.id })));
+      expect(again.map((r) => r.status)).toEqual([200, 200, 200]);
+    } finally {
+      await busy.close();
+    }
+  });
+});
+
+// ---- shutdown ------------------------------------------------------------------------------------
+
+describe('graceful shutdown', () => {
+  it('close() refuses new connections at once, lets an in-flight request finish with its audit rows committed, then resolves', async () => {
+    const sd = await startTestGateway({ replicaOf: gw, gatewayOptions: { shutdownGraceMs: 5_000 } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const patient = north()[3]!;
+      const port = Number(new URL(sd.url).port);
+      const gate = gateDecrypts(sd.cipher);
+      const inFlight = send(sd, token, READ_SSN, { id: patient.id });
+      await until(() => gate.waiting === 1, 'the request to be mid-execution');
+
+      let closed = false;
+      const closing = sd.gateway.close().then(() => (closed = true));
+      expect(await refusedConnection(port)).toBe('ECONNREFUSED');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(closed).toBe(false);
+
+      gate.open();
+      const r = await inFlight;
+      expect(r.status, r.text).toBe(200);
+      expect(r.body.data!.patient.ssn).toBe(patient.ssn);
+      await closing;
+      expect((await auditOf(r.requestId)).map((a) => [a.action, a.field])).toEqual([['read', 'ssn']]);
+    } finally {
+      await sd.close();
+    }
+  });
+
+  it('a request still running when the grace period ends is abandoned: rolled back, no audit row, and close() resolves', async () => {
+    const sd = await startTestGateway({ replicaOf: gw, gatewayOptions: { shutdownGraceMs: 300 } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const gate = gateDecrypts(sd.cipher);
+      const inFlight = send(sd, token, READ_SSN, { id: north()[4]!.id }).then(
+        (r) => r,
+        (err: unknown) => err as Error,
+      );
+      await until(() => gate.waiting === 1, 'the request to be mid-execution');
+
+      const started = Date.now();
+      await sd.gateway.close();
+      expect(Date.now() - started).toBeLessThan(3_000);
+      const outcome = await inFlight;
+      // Its connection was dropped: whatever the client got, it was no PHI.
+      if (!(outcome instanceof Error)) {
+        expect(outcome.status).toBe(503);
+        expectNoPhi(outcome);
+      }
+      gate.open();
+      await until(async () => (await openTransactions()) === 0, 'the abandoned transaction to roll back');
+      expect(await gw.auditRows(`actor = 'reg-north' AND occurred_at > now() - interval '5 seconds' AND action = 'read' AND patient_id = $1`, [north()[4]!.id])).toEqual([]);
+    } finally {
+      await sd.close();
+    }
+  });
+});
