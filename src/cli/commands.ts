@@ -76,7 +76,7 @@ export const commands: Record<string, Command> = {
       const seedNumber = v.seed === undefined ? undefined : positiveInt('seed', v.seed, 2 ** 31 - 1);
       const manifest = path.resolve(typeof v.manifest === 'string' ? v.manifest : path.join(config.dataDir, 'seed.json'));
       const urls = await databaseUrls(config, err);
-      const pool = createPool(urls.appUrl, { max: 2 });
+      const pool = createPool(urls.appUrl, { max: 2, caFile: config.databaseCaFile });
       try {
         const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(pool) });
         const bar = progressBar('patients', process.stderr);

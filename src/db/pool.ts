@@ -1,16 +1,19 @@
 import pg from 'pg';
+import { pgConnection } from './tls.ts';
 
 export type Pool = pg.Pool;
 
 export interface PoolOptions {
   readonly max?: number;
   readonly applicationName?: string;
+  /** PHIGATE_DATABASE_CA_FILE: the CA that verifies the server when the URL asks for TLS. */
+  readonly caFile?: string | null;
 }
 
 /** The gateway's pool, connected as its own login role. */
 export function createPool(url: string, opts: PoolOptions = {}): Pool {
   const pool = new pg.Pool({
-    connectionString: url,
+    ...pgConnection(url, opts.caFile ?? null),
     max: opts.max ?? 10,
     application_name: opts.applicationName ?? 'phigate',
     idleTimeoutMillis: 30_000,

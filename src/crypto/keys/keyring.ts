@@ -1,4 +1,5 @@
 import { PhigateError } from '../../errors.ts';
+import { inSpan } from '../../telemetry/tracing.ts';
 import { deriveBlindIndexKey } from '../blind-index.ts';
 import type { BlindIndexColumn } from '../blind-index.ts';
 import type { DataKey } from '../envelope.ts';
@@ -38,6 +39,12 @@ export interface Keyring {
   blindIndexKey(column: BlindIndexColumn, scope: string): Promise<Buffer>;
   /** new version for a scope (key rotation); old versions stay readable */
   rotate(purpose: KeyPurpose, scope: string): Promise<number>;
+  /**
+   * Readiness: can this replica open data? Unwraps the blind-index root key unless it is cached
+   * already (then the answer is yes without a KMS call). Never creates a key: with none stored
+   * yet, reaching the key store is the whole check.
+   */
+  probe(): Promise<void>;
   readonly stats: Readonly<KeyringStats>;
 }
 
@@ -128,7 +135,9 @@ export function createKeyring(opts: KeyringOptions): Keyring {
         throw unavailable('data key is wrapped under a different master key', 'wrong_master_key');
       }
       stats.kmsCalls++;
-      const key = await provider.decryptDataKey(record.wrapped, contextFor(purpose, scope, version));
+      const key = await inSpan('phigate.kms', { 'phigate.kms.operation': 'decrypt' }, () =>
+        provider.decryptDataKey(record.wrapped, contextFor(purpose, scope, version)),
+      );
       keys.set(id, key);
       return key;
     });
@@ -137,7 +146,9 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   /** Generates and stores `version`; returns the version now current, which is another replica's when it won the race. */
   async function create(purpose: KeyPurpose, scope: string, version: number): Promise<number> {
     stats.kmsCalls++;
-    const { plaintext, wrapped } = await provider.generateDataKey(contextFor(purpose, scope, version));
+    const { plaintext, wrapped } = await inSpan('phigate.kms', { 'phigate.kms.operation': 'generate' }, () =>
+      provider.generateDataKey(contextFor(purpose, scope, version)),
+    );
     let inserted: boolean;
     try {
       inserted = await fromStore(store.insert({ purpose, scope, version, wrapped, provider: provider.name, keyRef: provider.keyRef }));
@@ -185,6 +196,13 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       checkScope(scope);
       const version = await currentVersion('index', INDEX_ROOT_SCOPE);
       return deriveBlindIndexKey(await unwrap('index', INDEX_ROOT_SCOPE, version), column, scope);
+    },
+    async probe() {
+      const known = latest.get(idOf('index', INDEX_ROOT_SCOPE))?.version;
+      const version = known ?? (await fromStore(store.latest('index', INDEX_ROOT_SCOPE)))?.version;
+      // Looked up directly, not through unwrap(): probes must not inflate the cache-hit statistics.
+      if (version === undefined || keys.get(idOf('index', INDEX_ROOT_SCOPE, version))) return;
+      await unwrap('index', INDEX_ROOT_SCOPE, version);
     },
     async rotate(purpose, scope) {
       // Blind indexes are stored, not recomputed: a new root would silently stop every lookup

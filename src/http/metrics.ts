@@ -1,0 +1,108 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { FieldCipher } from '../crypto/field-cipher.ts';
+import type { Keyring } from '../crypto/keys/keyring.ts';
+import type { Pool } from '../db/pool.ts';
+import type { GraphQLContext } from '../graphql/context.ts';
+
+/**
+ * The gateway's Prometheus metrics, in a registry of its own (several gateways in one process,
+ * as in tests, must not share counters). Labels are operation types, outcomes, error codes and
+ * field names: a bounded set chosen by this code, never a value a client sent.
+ */
+export interface GatewayMetrics {
+  readonly registry: Registry;
+  readonly requests: Counter<'operation' | 'outcome'>;
+  readonly duration: Histogram<'operation'>;
+  readonly errors: Counter<'code'>;
+  /** An executed operation ended (committed, rolled back, withheld...): see use-request-transaction. */
+  settled(ctx: GraphQLContext, outcome: string, operation: string | undefined): void;
+}
+
+export interface MetricsSources {
+  readonly pool: Pool;
+  readonly keyring: Keyring;
+  readonly cipher: FieldCipher;
+}
+
+/** Counters kept elsewhere (keyring, cipher) are read at scrape time rather than mirrored. */
+function setCounter(counter: Counter, value: number): void {
+  counter.reset();
+  counter.inc(value);
+}
+
+export function createGatewayMetrics({ pool, keyring, cipher }: MetricsSources): GatewayMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  collectDefaultMetrics({ register: registry });
+
+  const requests = new Counter({
+    name: 'phigate_graphql_requests_total',
+    help: 'GraphQL operations by type and outcome (refused: stopped before execution, e.g. authentication, validation, limits)',
+    labelNames: ['operation', 'outcome'] as const,
+    registers,
+  });
+  const duration = new Histogram({
+    name: 'phigate_graphql_request_duration_seconds',
+    help: 'Time from request to response, by operation type',
+    labelNames: ['operation'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    registers,
+  });
+  const errors = new Counter({
+    name: 'phigate_graphql_errors_total',
+    help: 'Errors in GraphQL responses by extensions.code (RATE_LIMITED counts rate-limit rejections)',
+    labelNames: ['code'] as const,
+    registers,
+  });
+  const denied = new Counter({
+    name: 'phigate_fields_denied_total',
+    help: 'PHI fields refused by policy (never decrypted)',
+    labelNames: ['field'] as const,
+    registers,
+  });
+  const auditRows = new Counter({ name: 'phigate_audit_rows_written_total', help: 'Audit rows committed', registers });
+  const auditFailures = new Counter({
+    name: 'phigate_audit_failures_total',
+    help: 'Requests whose audit rows could not be written (their result was withheld)',
+    registers,
+  });
+
+  new Counter({
+    name: 'phigate_fields_decrypted_total',
+    help: 'PHI field decryptions attempted, by table.column',
+    labelNames: ['column'] as const,
+    registers,
+    collect() {
+      this.reset();
+      for (const [column, n] of cipher.stats.decryptsByColumn) this.inc({ column }, n);
+    },
+  });
+  new Counter({ name: 'phigate_kms_calls_total', help: 'Calls to the key provider (generate or unwrap a data key)', registers, collect() { setCounter(this, keyring.stats.kmsCalls); } });
+  new Counter({ name: 'phigate_key_cache_hits_total', help: 'Data-key lookups answered from the cache', registers, collect() { setCounter(this, keyring.stats.cacheHits); } });
+  new Counter({ name: 'phigate_key_cache_misses_total', help: 'Data-key lookups that needed the key store and provider', registers, collect() { setCounter(this, keyring.stats.cacheMisses); } });
+  new Gauge({
+    name: 'phigate_key_cache_hit_ratio',
+    help: 'Share of data-key lookups answered from the cache since start (for a recent rate, use the _total counters)',
+    registers,
+    collect() {
+      const { cacheHits, cacheMisses } = keyring.stats;
+      this.set(cacheHits + cacheMisses === 0 ? 0 : cacheHits / (cacheHits + cacheMisses));
+    },
+  });
+  new Gauge({ name: 'phigate_db_pool_clients', help: 'Connections the pool holds', registers, collect() { this.set(pool.totalCount); } });
+  new Gauge({ name: 'phigate_db_pool_idle_clients', help: 'Connections idle in the pool', registers, collect() { this.set(pool.idleCount); } });
+  new Gauge({ name: 'phigate_db_pool_waiting', help: 'Requests waiting for a connection', registers, collect() { this.set(pool.waitingCount); } });
+
+  return {
+    registry,
+    requests,
+    duration,
+    errors,
+    settled(ctx, outcome, operation) {
+      requests.inc({ operation: operation ?? 'none', outcome });
+      for (const e of ctx.audit.events) if (e.action === 'denied') denied.inc({ field: `${e.typeName}.${e.field}` });
+      if (outcome === 'committed') auditRows.inc(ctx.audit.size);
+      if (outcome === 'audit_failed') auditFailures.inc();
+    },
+  };
+}

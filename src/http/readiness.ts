@@ -1,0 +1,26 @@
+export type ReadinessCheck = () => Promise<unknown>;
+
+export interface Readiness {
+  readonly ready: boolean;
+  /** Per dependency, `ok` or `unavailable`; never the error itself (it can name hosts, roles or keys). */
+  readonly checks: Readonly<Record<string, 'ok' | 'unavailable'>>;
+}
+
+/** A hung dependency must not hang the probe: the orchestrator would time it out and learn nothing. */
+const TIMEOUT_MS = 3_000;
+
+function within<T>(ms: number, work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error('readiness check timed out')), ms);
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Runs every check at once; ready only when all pass. */
+export async function checkReadiness(checks: Readonly<Record<string, ReadinessCheck>>, timeoutMs = TIMEOUT_MS): Promise<Readiness> {
+  const entries = Object.entries(checks);
+  const outcomes = await Promise.allSettled(entries.map(([, check]) => within(timeoutMs, Promise.resolve().then(check))));
+  const results = Object.fromEntries(entries.map(([name], i) => [name, outcomes[i]?.status === 'fulfilled' ? 'ok' : 'unavailable'] as const));
+  return { ready: outcomes.every((o) => o.status === 'fulfilled'), checks: results };
+}

@@ -1,0 +1,142 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { assembleApp } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createPool, type Pool } from '../../src/db/pool.ts';
+import { assertTlsConnection, InsecureDatabaseConnectionError, pgConnection } from '../../src/db/tls.ts';
+import { createLogger } from '../../src/log.ts';
+import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { startTlsPostgres, type TlsPostgres } from '../support/tls-postgres.ts';
+
+// Transport security to the database, against a real PostgreSQL that accepts only TLS >= 1.2 and
+// SCRAM-SHA-256: the gateway's pool verifies the server, and production refuses anything weaker.
+
+const ROLE = 'phigate_tls_gateway';
+const PASSWORD = 'tls-test-only';
+
+let server: TlsPostgres;
+const pools: Pool[] = [];
+
+const pool = (url: string, caFile: string | null = null): Pool => {
+  const p = createPool(url, { max: 1, caFile });
+  pools.push(p);
+  return p;
+};
+
+/** The error a first query on `p` fails with. */
+const refusal = (p: Pool): Promise<Error> => p.query('SELECT 1').then(() => Promise.reject(new Error('connected')), (e: Error) => e);
+
+beforeAll(async () => {
+  server = await startTlsPostgres();
+  const admin = new pg.Client(pgConnection(server.url('postgres', server.superuserPassword, 'localhost', 'sslmode=verify-full'), server.caFile));
+  await admin.connect();
+  try {
+    await admin.query(`CREATE ROLE ${ROLE} LOGIN PASSWORD '${PASSWORD}'`);
+  } finally {
+    await admin.end();
+  }
+}, 30_000);
+
+afterAll(async () => {
+  await Promise.all(pools.map((p) => p.end()));
+  await server?.stop();
+});
+
+describe('database TLS', () => {
+  it('the gateway pool connects with verify-full, over TLS >= 1.2, with a SCRAM-SHA-256 password', async () => {
+    const p = pool(server.url(ROLE, PASSWORD, 'localhost', 'sslmode=verify-full'), server.caFile);
+    const { rows } = await p.query<{ ssl: boolean; version: string; user: string }>(
+      'SELECT s.ssl, s.version, current_user AS user FROM pg_stat_ssl s WHERE s.pid = pg_backend_pid()',
+    );
+    expect(rows[0]).toMatchObject({ ssl: true, user: ROLE });
+    expect(['TLSv1.2', 'TLSv1.3']).toContain(rows[0]!.version);
+    await expect(assertTlsConnection(p)).resolves.toBeUndefined();
+
+    const admin = pool(server.url('postgres', server.superuserPassword, 'localhost', 'sslmode=verify-full'), server.caFile);
+    const stored = await admin.query<{ scram: boolean }>(`SELECT rolpassword LIKE 'SCRAM-SHA-256$%' AS scram FROM pg_authid WHERE rolname = $1`, [ROLE]);
+    expect(stored.rows[0]?.scram).toBe(true);
+  });
+
+  it('the CA may also come from the URL (sslrootcert), as libpq reads it', async () => {
+    const query = `sslmode=verify-full&sslrootcert=${encodeURIComponent(server.caFile)}`;
+    await expect(assertTlsConnection(pool(server.url(ROLE, PASSWORD, 'localhost', query)))).resolves.toBeUndefined();
+  });
+
+  it('a plaintext connection is refused by the server', async () => {
+    const e = await refusal(pool(server.url(ROLE, PASSWORD, 'localhost', 'sslmode=disable')));
+    expect(e.message).toMatch(/no pg_hba\.conf entry.*no encryption/);
+  });
+
+  it('a server whose certificate another CA signed is refused', async () => {
+    const e = await refusal(pool(server.url(ROLE, PASSWORD, 'localhost', 'sslmode=verify-full'), server.otherCaFile));
+    expect((e as NodeJS.ErrnoException).code).toMatch(/SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT/);
+  });
+
+  it('a certificate that does not name the host connected to is refused', async () => {
+    // Same server, same CA, but reached as 127.0.0.1: the certificate names only localhost.
+    const e = await refusal(pool(server.url(ROLE, PASSWORD, '127.0.0.1', 'sslmode=verify-full'), server.caFile));
+    expect((e as NodeJS.ErrnoException).code).toBe('ERR_TLS_CERT_ALTNAME_INVALID');
+  });
+
+  it('verify-ca checks the chain but not the name; require still verifies', async () => {
+    await expect(assertTlsConnection(pool(server.url(ROLE, PASSWORD, '127.0.0.1', 'sslmode=verify-ca'), server.caFile))).resolves.toBeUndefined();
+    const e = await refusal(pool(server.url(ROLE, PASSWORD, '127.0.0.1', 'sslmode=require'), server.caFile));
+    expect((e as NodeJS.ErrnoException).code).toBe('ERR_TLS_CERT_ALTNAME_INVALID');
+  });
+
+  it('a client that offers at most TLS 1.1 is refused by the server', async () => {
+    const { connectionString } = pgConnection(server.url(ROLE, PASSWORD, 'localhost', 'sslmode=verify-full'));
+    // The weakest client Node can still be made into: TLS 1.0-1.1 and security level 0, so the
+    // refusal below is the server's (ssl_min_protocol_version), not the client's own.
+    const old = new pg.Client({
+      connectionString,
+      ssl: { ca: await readFile(server.caFile, 'utf8'), minVersion: 'TLSv1', maxVersion: 'TLSv1.1', ciphers: 'DEFAULT@SECLEVEL=0' },
+    });
+    old.on('error', () => undefined);
+    const e = await old.connect().then(() => Promise.reject(new Error('connected')), (err: NodeJS.ErrnoException) => err);
+    await old.end().catch(() => undefined);
+    // Alert 70 (protocol_version) is sent by the server: the client did offer TLS 1.1.
+    expect(e.message).toMatch(/alert protocol version/);
+  });
+
+  it('URLs that would connect without verifying the server are refused before connecting', () => {
+    const base = server.url(ROLE, PASSWORD, 'localhost', '');
+    for (const mode of ['prefer', 'allow', 'no-verify']) expect(() => pgConnection(`${base}sslmode=${mode}`)).toThrow(/DATABASE_URL: sslmode must be/);
+    expect(() => pgConnection(`${base}sslmode=verify-ca`)).toThrow(/PHIGATE_DATABASE_CA_FILE/);
+    expect(() => pgConnection(`${base}sslmode=verify-full`, path.join(server.caFile, 'missing'))).toThrow(/PHIGATE_DATABASE_CA_FILE: the CA file .* cannot be read/);
+    const { connectionString, ssl } = pgConnection(`${base}sslmode=verify-full&sslrootcert=${encodeURIComponent(server.caFile)}`);
+    expect(connectionString).not.toMatch(/ssl/);
+    expect(ssl).toMatchObject({ rejectUnauthorized: true, minVersion: 'TLSv1.2' });
+  });
+});
+
+describe('production refuses a database connection without TLS', () => {
+  let plain: TestDatabase;
+  beforeAll(async () => {
+    plain = await createTestDatabase();
+  });
+  afterAll(async () => plain?.drop());
+
+  it('the check passes over TLS and fails on a server without TLS', async () => {
+    await expect(assertTlsConnection(pool(server.url(ROLE, PASSWORD, 'localhost', 'sslmode=verify-full'), server.caFile))).resolves.toBeUndefined();
+    await expect(assertTlsConnection(pool(plain.appUrl))).rejects.toThrow(InsecureDatabaseConnectionError);
+  });
+
+  it('assembleApp in production stops start-up on a plaintext connection, naming DATABASE_URL', async () => {
+    const config = loadConfig(
+      {
+        PHIGATE_ENV: 'production',
+        DATABASE_URL: 'postgres://gw:pw@db.internal:5432/phigate?sslmode=verify-full',
+        PHIGATE_OIDC_ISSUER: 'https://idp.example.org/realms/phigate',
+        PHIGATE_KMS: 'aws',
+        PHIGATE_KMS_KEY_ID: 'alias/phigate',
+        AWS_REGION: 'eu-west-1',
+      },
+      path.resolve(import.meta.dirname, '../..'),
+    );
+    // The URL a misbehaving proxy or a wrong setting might really lead to: plaintext.
+    await expect(assembleApp(config, plain.appUrl, createLogger('silent'))).rejects.toThrow(/^DATABASE_URL: production requires TLS 1\.2/);
+  });
+});

@@ -1,0 +1,210 @@
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { parse } from 'yaml';
+import { hasMfa } from '../../src/auth/mfa.ts';
+import { loadConfig } from '../../src/config.ts';
+
+// No Docker engine runs in CI, so the production-shaped stack is checked as files: that the
+// gateway gets every setting production insists on and that those settings pass loadConfig,
+// that services, volumes and mounted files exist, that the image runs as a non-root user without
+// development dependencies, and that Keycloak issues the claims the gateway and its policy read.
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const read = (file: string) => readFileSync(path.join(ROOT, file), 'utf8');
+
+type Service = {
+  image?: string;
+  build?: unknown;
+  command?: unknown;
+  environment?: Record<string, string> | string[];
+  volumes?: string[];
+  depends_on?: string[] | Record<string, unknown>;
+  user?: string;
+};
+
+/** deploy/example.env, with a stand-in for each secret the operator must fill in. */
+function exampleEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of read('deploy/example.env').split('\n')) {
+    const m = /^([A-Z][A-Z0-9_]*)=(.*)$/.exec(line.trim());
+    if (m) env[m[1]!] = m[2] || `${m[1]!.toLowerCase().replace(/_/g, '')}0123456789abcdef`;
+  }
+  return env;
+}
+
+/** Compose's interpolation: ${VAR}, ${VAR:?message}, ${VAR:-default}, $$. */
+function interpolate(text: string, env: Record<string, string>, used: Set<string>): string {
+  return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[?-])([^}]*))?\}/g, (whole, name: string | undefined, op: string | undefined, arg: string | undefined) => {
+    if (whole === '$$') return '$';
+    used.add(name!);
+    const value = env[name!];
+    if (value !== undefined && value !== '') return value;
+    if (op?.endsWith('-')) return arg ?? '';
+    throw new Error(`compose needs ${name}, which deploy/example.env does not set`);
+  });
+}
+
+const env = exampleEnv();
+const used = new Set<string>();
+const compose = parse(interpolate(read('docker-compose.yml'), env, used), { merge: true }) as {
+  services: Record<string, Service>;
+  volumes?: Record<string, unknown>;
+};
+const services = compose.services;
+const environmentOf = (s: Service): Record<string, string> =>
+  Array.isArray(s.environment)
+    ? Object.fromEntries(s.environment.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+    : Object.fromEntries(Object.entries(s.environment ?? {}).map(([k, v]) => [k, String(v)]));
+const gateway = services.gateway!;
+const gatewayEnv = environmentOf(gateway);
+
+describe('docker-compose.yml', () => {
+  it('sets every variable the gateway needs in production', () => {
+    expect(gatewayEnv.PHIGATE_ENV).toBe('production');
+    expect(new URL(gatewayEnv.DATABASE_URL!).searchParams.get('sslmode')).toBe('verify-full');
+    expect(gatewayEnv.PHIGATE_DATABASE_CA_FILE).toMatch(/^\/.+\.crt$/);
+    expect(gatewayEnv.PHIGATE_OIDC_ISSUER).toMatch(/^https:\/\//);
+    expect(gatewayEnv.PHIGATE_KMS).toBe('aws');
+    expect(gatewayEnv.PHIGATE_KMS_KEY_ID).toBeTruthy();
+    expect(gatewayEnv.AWS_REGION).toBeTruthy();
+    expect(gatewayEnv.PHIGATE_KMS_ENDPOINT).toMatch(/^https?:\/\//);
+  });
+
+  it("the gateway's and the migrator's environments pass loadConfig as production", () => {
+    const config = loadConfig(gatewayEnv, '/app');
+    expect(config.env).toBe('production');
+    expect(config.kms).toMatchObject({ provider: 'aws', keyId: env.PHIGATE_KMS_KEY_ID, endpoint: gatewayEnv.PHIGATE_KMS_ENDPOINT });
+    expect(config.databaseCaFile).toBe(gatewayEnv.PHIGATE_DATABASE_CA_FILE);
+    const migrator = loadConfig(environmentOf(services.migrate!), '/app');
+    expect(new URL(migrator.database!.migrateUrl!).searchParams.get('sslmode')).toBe('verify-full');
+    // The migrator's client reads its CA from the URL (sslrootcert), as libpq does.
+    expect(new URL(migrator.database!.migrateUrl!).searchParams.get('sslrootcert')).toBe(gatewayEnv.PHIGATE_DATABASE_CA_FILE);
+  });
+
+  it('every variable it interpolates is listed in deploy/example.env', () => {
+    expect([...used].filter((v) => !(v in env))).toEqual([]);
+    expect(used.size).toBeGreaterThan(0);
+  });
+
+  it('every service named in depends_on exists, and every named volume is declared', () => {
+    for (const [name, s] of Object.entries(services)) {
+      const deps = Array.isArray(s.depends_on) ? s.depends_on : Object.keys(s.depends_on ?? {});
+      for (const d of deps) expect(Object.keys(services), `${name} depends on ${d}`).toContain(d);
+      for (const v of s.volumes ?? []) {
+        const source = v.split(':')[0]!;
+        if (source.startsWith('.')) expect(existsSync(path.join(ROOT, source)), `${name} mounts ${source}`).toBe(true);
+        else expect(Object.keys(compose.volumes ?? {}), `${name} mounts volume ${source}`).toContain(source);
+      }
+    }
+  });
+
+  it('the CA file the gateway reads is in a volume the certs service fills, and the certificate names the host of DATABASE_URL', () => {
+    const caDir = path.posix.dirname(gatewayEnv.PHIGATE_DATABASE_CA_FILE!);
+    const mount = (gateway.volumes ?? []).find((v) => v.split(':')[1] === caDir);
+    expect(mount, `a volume mounted at ${caDir}`).toBeDefined();
+    expect(services.certs!.volumes).toContain(`${mount!.split(':')[0]}:${caDir}`);
+    const script = read('deploy/certs/generate.sh');
+    expect(script).toContain(`issue "$PG" ${new URL(gatewayEnv.DATABASE_URL!).hostname} `);
+    expect(script).toContain(`issue "$KC" ${new URL(gatewayEnv.PHIGATE_OIDC_ISSUER!).hostname} `);
+  });
+
+  it('PostgreSQL accepts only TLS >= 1.2 with SCRAM', () => {
+    const args = (services.postgres!.command as string[]).join(' ');
+    for (const flag of ['ssl=on', 'ssl_min_protocol_version=TLSv1.2', 'password_encryption=scram-sha-256', 'hba_file=']) expect(args).toContain(flag);
+    const rules = read('deploy/postgres/pg_hba.conf').split('\n').filter((l) => l.trim() && !l.trim().startsWith('#'));
+    for (const rule of rules) {
+      const [type, , , ...rest] = rule.trim().split(/\s+/);
+      expect(['local', 'hostssl'], rule).toContain(type);
+      expect(rest.at(-1), rule).toBe('scram-sha-256');
+    }
+  });
+});
+
+describe('Dockerfile', () => {
+  const stages = read('Dockerfile')
+    .split('\n')
+    .filter((l) => l.trim() && !l.trim().startsWith('#'))
+    .reduce<string[][]>((acc, line) => {
+      if (/^FROM\s/i.test(line)) acc.push([]);
+      acc.at(-1)?.push(line.trim());
+      return acc;
+    }, []);
+  const final = stages.at(-1)!;
+
+  it('is multi-stage, and its final stage runs as a non-root user', () => {
+    expect(stages.length).toBeGreaterThanOrEqual(2);
+    const users = final.filter((l) => /^USER\s/i.test(l)).map((l) => l.split(/\s+/)[1]);
+    expect(users.length).toBeGreaterThan(0);
+    expect(['root', '0', '0:0']).not.toContain(users.at(-1));
+  });
+
+  it('installs no development dependencies and starts node itself, not npm', () => {
+    const installs = stages.flat().filter((l) => /\bnpm (ci|install|i)\b/.test(l));
+    expect(installs.length).toBeGreaterThan(0);
+    for (const l of installs) expect(l).toMatch(/--omit=dev/);
+    expect(final.some((l) => /\bnpm (ci|install|i)\b/.test(l))).toBe(false);
+    expect(final.join('\n')).toMatch(/ENV NODE_ENV=production/);
+    expect(final.find((l) => /^CMD\s/i.test(l))).toMatch(/^CMD \["node",/);
+    // tsx runs the sources at runtime: it must be a runtime dependency, not a development one.
+    const pkg = JSON.parse(read('package.json')) as { dependencies: Record<string, string> };
+    expect(Object.keys(pkg.dependencies)).toContain('tsx');
+  });
+});
+
+describe('deploy/keycloak/phigate-realm.json', () => {
+  type Mapper = { protocolMapper: string; config: Record<string, string> };
+  type Execution = { authenticator?: string; requirement: string; authenticatorConfig?: string; flowAlias?: string };
+  const realm = JSON.parse(read('deploy/keycloak/phigate-realm.json')) as {
+    realm: string;
+    roles: { realm: { name: string }[] };
+    clients: { clientId: string; protocolMappers?: Mapper[] }[];
+    authenticatorConfig: { alias: string; config: Record<string, string> }[];
+    authenticationFlows: { alias: string; authenticationExecutions: Execution[] }[];
+    browserFlow: string;
+    directGrantFlow: string;
+  };
+  const policyRoles = Object.keys((parse(read('policies/default.yaml')) as { roles: Record<string, unknown> }).roles);
+  const config = loadConfig(gatewayEnv, '/app');
+  const mappers = realm.clients.flatMap((c) => c.protocolMappers ?? []);
+  const mapper = (kind: string) => mappers.find((m) => m.protocolMapper === kind);
+
+  it('is the realm of the configured issuer', () => {
+    expect(config.oidc.issuer).toMatch(new RegExp(`/realms/${realm.realm}$`));
+    expect(config.oidc.issuer!.startsWith(environmentOf(services.keycloak!).KC_HOSTNAME!)).toBe(true);
+  });
+
+  it('defines every role of policies/default.yaml', () => {
+    const defined = realm.roles.realm.map((r) => r.name);
+    for (const role of policyRoles) expect(defined).toContain(role);
+  });
+
+  it('puts roles, clinics and the phigate audience into access tokens, under the names the gateway reads', () => {
+    expect(mapper('oidc-usermodel-realm-role-mapper')?.config).toMatchObject({ 'claim.name': config.oidc.rolesClaim, multivalued: 'true', 'access.token.claim': 'true' });
+    expect(mapper('oidc-usermodel-attribute-mapper')?.config).toMatchObject({
+      'user.attribute': 'clinics',
+      'claim.name': config.oidc.clinicsClaim,
+      multivalued: 'true',
+      'access.token.claim': 'true',
+    });
+    expect(mapper('oidc-audience-mapper')?.config).toMatchObject({ 'included.client.audience': config.oidc.audience, 'access.token.claim': 'true' });
+    expect(realm.clients.map((c) => c.clientId)).toContain(config.oidc.audience);
+  });
+
+  it('requires a one-time code after the password, and says so in amr in a way the gateway counts as MFA', () => {
+    expect(mapper('oidc-amr-mapper')?.config['access.token.claim']).toBe('true');
+    const flow = (alias: string) => realm.authenticationFlows.find((f) => f.alias === alias);
+    const configs = new Map(realm.authenticatorConfig.map((c) => [c.alias, c.config['default.reference.value']]));
+    for (const [top, factor] of [[realm.browserFlow, 'auth-otp-form'], [realm.directGrantFlow, 'direct-grant-validate-otp']] as const) {
+      // Every execution of the top-level flow and of its sub-flows that a login must pass.
+      const executions = (alias: string): Execution[] =>
+        (flow(alias)?.authenticationExecutions ?? []).flatMap((e) => (e.flowAlias ? executions(e.flowAlias) : [e]));
+      const all = executions(top);
+      const otp = all.find((e) => e.authenticator === factor);
+      expect(otp?.requirement, `${top}: ${factor}`).toBe('REQUIRED');
+      const amr = all.filter((e) => e.requirement === 'REQUIRED' && e.authenticatorConfig).map((e) => configs.get(e.authenticatorConfig!));
+      expect(amr).toEqual(['pwd', 'otp']);
+      expect(hasMfa({ amr }, config.oidc.mfaAcrValues)).toBe(true);
+    }
+  });
+});

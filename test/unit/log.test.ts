@@ -1,0 +1,48 @@
+import { describe, expect, it } from 'vitest';
+import { withRequestId } from '../../src/http/request-id.ts';
+import { createLogger } from '../../src/log.ts';
+
+function capture() {
+  const lines: Record<string, any>[] = [];
+  const logger = createLogger('debug', { write: (l: string) => void lines.push(JSON.parse(l)) });
+  return { logger, lines };
+}
+
+describe('logger', () => {
+  it('censors credentials, documents, SQL and PHI fields at the top level and one level down', () => {
+    const { logger, lines } = capture();
+    const secrets = {
+      authorization: 'Bearer eyJ.secret.sig',
+      token: 'tok-secret',
+      password: 'pw-secret',
+      secret: 's-secret',
+      apiKey: 'k-secret',
+      query: '{ patientBySsn(ssn: "900-12-3456") { id } }',
+      variables: { ssn: '900-12-3456' },
+      sql: 'SELECT 1',
+      values: ['900-12-3456'],
+      ssn: '900-12-3456',
+      givenName: 'Wrenna',
+      notes: 'private',
+    };
+    logger.info(secrets, 'top');
+    logger.info({ nested: secrets, req: { headers: { authorization: 'Bearer eyJ.secret.sig', cookie: 'sid=1' } } }, 'nested');
+    const text = JSON.stringify(lines);
+    for (const v of ['eyJ.secret.sig', 'tok-secret', 'pw-secret', 's-secret', 'k-secret', '900-12-3456', 'SELECT 1', 'Wrenna', 'private', 'sid=1']) {
+      expect(text).not.toContain(v);
+    }
+    expect(lines[0]!.ssn).toBe('[redacted]');
+    expect(lines[1]!.nested.givenName).toBe('[redacted]');
+  });
+
+  it('names the request on every line written while it is handled, and only then', async () => {
+    const { logger, lines } = capture();
+    await withRequestId('req-abcdef12', async () => {
+      await new Promise((r) => setImmediate(r));
+      logger.error({ err: { code: '42501' } }, 'from code that never saw the request');
+    });
+    logger.info('outside any request');
+    expect(lines[0]).toMatchObject({ requestId: 'req-abcdef12', msg: 'from code that never saw the request' });
+    expect(lines[1]!.requestId).toBeUndefined();
+  });
+});
