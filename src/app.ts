@@ -8,13 +8,18 @@ import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
 import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
 import { createPgKeyStore } from './db/key-store.ts';
 import { assertSafeAppRole, createPool, type Pool } from './db/pool.ts';
+import { assertTlsConnection } from './db/tls.ts';
 import { createGateway, type Gateway } from './http/gateway.ts';
+import { enableTracing } from './telemetry/tracing.ts';
+import { loadTrustedDocuments } from './http/plugins/use-trusted-documents.ts';
 import type { Logger } from './log.ts';
 import { loadPolicy } from './policy/load.ts';
 import { PHI_FIELDS } from './policy/phi-fields.ts';
 
 export interface App {
   readonly pool: Pool;
+  /** Wrapped-key reads and writes only; see assembleApp. */
+  readonly keyPool: Pool;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
   readonly gateway: Gateway;
@@ -27,10 +32,17 @@ export const devIssuerUrl = (config: Config): string => `http://${config.host}:$
 /** Everything the gateway needs, checked before it listens: any failure here stops start-up. */
 export async function assembleApp(config: Config, appUrl: string, logger: Logger): Promise<App> {
   const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
-  const pool = createPool(appUrl, { max: config.pool.size });
+  // Spans are exported by the OpenTelemetry SDK an operator preloads (see src/telemetry/tracing.ts).
+  enableTracing(config.otelExporterUrl !== null);
+  const pool = createPool(appUrl, { max: config.pool.size, caFile: config.databaseCaFile });
+  const keyPool = createPool(appUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
   try {
+    if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);
-    const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(pool) });
+    // Keys load through a pool of their own: a request holding one of the main pool's connections
+    // may wait for a key, and if every connection were held that way, a key load queued behind
+    // them would never get one.
+    const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(keyPool) });
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;
@@ -50,12 +62,20 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       logger,
       maxPageSize: config.maxPageSize,
       transaction: { statementTimeoutMs: config.timeouts.statementMs, idleInTransactionTimeoutMs: config.timeouts.idleInTransactionMs },
+      requestTimeoutMs: config.timeouts.requestMs,
+      shutdownGraceMs: config.timeouts.shutdownGraceMs,
+      queueLimit: config.pool.queueLimit,
       graphiql: config.env === 'development',
       routes,
+      limits: config.limits,
+      introspectionRoles: config.introspectionRoles,
+      trustedDocuments: config.trustedDocumentsFile === null ? null : await loadTrustedDocuments(config.trustedDocumentsFile),
+      corsOrigins: config.corsOrigins,
+      issuer,
     });
-    return { pool, keyring, cipher, gateway, issuer };
+    return { pool, keyPool, keyring, cipher, gateway, issuer };
   } catch (err) {
-    await pool.end();
+    await Promise.all([pool.end(), keyPool.end()]);
     throw err;
   }
 }

@@ -14,9 +14,15 @@ export type ErrorCode =
   | 'BREAK_GLASS_DENIED'
   | 'INTERNAL';
 
-const http: Partial<Record<ErrorCode, { status: number; headers?: Record<string, string> }>> = {
+interface HttpStatus {
+  readonly status: number;
+  readonly headers?: Record<string, string>;
+}
+
+const http: Partial<Record<ErrorCode, HttpStatus>> = {
   UNAUTHENTICATED: { status: 401, headers: { 'WWW-Authenticate': 'Bearer realm="phigate", ApiKey realm="phigate"' } },
   RATE_LIMITED: { status: 429 },
+  QUERY_TOO_COMPLEX: { status: 400 },
 };
 
 /**
@@ -28,13 +34,18 @@ export class PhigateError extends GraphQLError {
   readonly code: ErrorCode;
   readonly reason: string | undefined;
 
-  constructor(code: ErrorCode, message: string, options: { reason?: string; cause?: unknown } = {}) {
-    const status = http[code];
+  /**
+   * `http` overrides the code's usual status, for refusals that HTTP has a better word for (413, 405, 415);
+   * `null` drops it, for a field refused inside an answer that otherwise stands (HTTP 200).
+   */
+  constructor(code: ErrorCode, message: string, options: { reason?: string; cause?: unknown; http?: HttpStatus | null } = {}) {
+    const status = options.http === undefined ? http[code] : options.http;
     super(message, {
       extensions: {
         code,
         ...(options.reason ? { reason: options.reason } : {}),
-        ...(status ? { http: status } : {}),
+        // A copy: yoga marks validation errors' `http` in place, which must not leak into the table.
+        ...(status ? { http: { ...status } } : {}),
       },
     });
     this.name = 'PhigateError';

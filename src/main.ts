@@ -42,12 +42,22 @@ async function main(): Promise<void> {
 
   let stopping = false;
   const stop = async (signal: string) => {
-    if (stopping) return;
+    // A second signal means now: open transactions die with their connections and roll back.
+    if (stopping) {
+      logger.warn({ signal }, 'stopping now, without waiting for in-flight requests');
+      process.exit(1);
+    }
     stopping = true;
-    logger.info({ signal }, 'stopping: finishing in-flight requests');
-    await app.gateway.close();
-    await app.pool.end();
-    await db.stop();
+    logger.info({ signal, graceMs: config.timeouts.shutdownGraceMs }, 'stopping: no new connections; finishing in-flight requests');
+    try {
+      // Requests still running after the grace period are rolled back; only then may the pool end.
+      await app.gateway.close();
+      await Promise.all([app.pool.end(), app.keyPool.end()]);
+      await db.stop();
+    } catch (err) {
+      logger.error({ err: (err as Error).message }, 'shutdown failed');
+      process.exit(1);
+    }
     logger.info('stopped');
     process.exit(0);
   };

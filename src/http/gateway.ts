@@ -1,7 +1,9 @@
 import http from 'node:http';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
+import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
+import type { Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { Pool } from '../db/pool.ts';
@@ -11,9 +13,21 @@ import { createLoaders } from '../graphql/loaders.ts';
 import { buildSchema } from '../graphql/schema.ts';
 import type { Logger } from '../log.ts';
 import type { PolicySet } from '../policy/types.ts';
+import { createPhiBudget } from '../records/phi-budget.ts';
+import { inSpan } from '../telemetry/tracing.ts';
 import { createMaskError } from './mask-error.ts';
+import { createGatewayMetrics } from './metrics.ts';
+import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
+import { useMetrics } from './plugins/use-metrics.ts';
+import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
+import { usePhiLimits } from './plugins/use-phi-limits.ts';
+import { useQueryLimits } from './plugins/use-query-limits.ts';
+import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
-import { requestIdFrom } from './request-id.ts';
+import { useSaturation } from './plugins/use-saturation.ts';
+import { useTrustedDocuments, type TrustedDocuments } from './plugins/use-trusted-documents.ts';
+import { checkReadiness } from './readiness.ts';
+import { currentRequestId, requestIdFrom, withRequestId } from './request-id.ts';
 import { securityContextFor } from './security-context.ts';
 
 export interface GatewayDeps {
@@ -26,6 +40,18 @@ export interface GatewayDeps {
   readonly maxPageSize: number;
   readonly transaction?: TransactionOptions;
   readonly graphiql?: boolean;
+  readonly limits: Config['limits'];
+  readonly introspectionRoles: readonly string[];
+  /** `null`: any document may run; else only these (see use-trusted-documents.ts). */
+  readonly trustedDocuments: TrustedDocuments | null;
+  readonly corsOrigins: readonly string[];
+  /** Bounds of each request and of shutdown (config.timeouts, config.pool); unset, the config's defaults. */
+  readonly requestTimeoutMs?: number;
+  readonly shutdownGraceMs?: number;
+  /** Executions that may wait for a connection when the pool is busy; past that, 503 at once. */
+  readonly queueLimit?: number;
+  /** The issuer whose discovery document /readyz fetches; unset, readiness does not check one. */
+  readonly issuer?: string;
   /** Extra routes tried before GraphQL (the development issuer); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
 }
@@ -38,6 +64,8 @@ export interface Gateway {
 
 export function createGateway(deps: GatewayDeps): Gateway {
   const { pool, policy, keyring, cipher, logger } = deps;
+  const shutdown = new AbortController();
+  const metrics = createGatewayMetrics({ pool, keyring, cipher });
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -46,10 +74,25 @@ export function createGateway(deps: GatewayDeps): Gateway {
     landingPage: false,
     logging: false,
     maskedErrors: { maskError: createMaskError(logger) },
-    plugins: [useRequestTransaction(logger)],
+    // CORS is use-http-hygiene's: yoga's default reflects any origin, with credentials.
+    cors: false,
+    batching: deps.limits.maxBatch === 0 ? false : { limit: deps.limits.maxBatch },
+    plugins: [
+      useHttpHygiene({ corsOrigins: deps.corsOrigins, graphiql: deps.graphiql ?? false }),
+      useMetrics(metrics),
+      useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
+      ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
+      useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
+      // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
+      // order: admission, PHI limits, the deadline, the transaction.
+      useRequestTransaction(logger, metrics.settled),
+      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
+      usePhiLimits({ pool, logger }),
+      useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
+    ],
     context: async ({ request, req }: YogaInitialContext & { req: http.IncomingMessage }): Promise<GraphQLContext> => {
-      const principal = await deps.authenticate(request.headers.get('authorization'));
-      const requestId = requestIdFrom(request.headers.get('x-request-id'));
+      const principal = await inSpan('phigate.auth', {}, () => deps.authenticate(request.headers.get('authorization')));
+      const requestId = currentRequestId() ?? requestIdFrom(request.headers.get('x-request-id'));
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction);
       return {
         requestId,
@@ -60,25 +103,45 @@ export function createGateway(deps: GatewayDeps): Gateway {
         keyring,
         audit: createAuditBuffer({ requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null }),
         loaders: createLoaders(tx),
+        budget: createPhiBudget(),
         maxPageSize: deps.maxPageSize,
       };
     },
   });
 
+  // Requests being answered, so that close() can let them finish.
+  let inFlight = 0;
+  let drained: (() => void) | null = null;
   const server = http.createServer((req, res) => {
+    inFlight++;
+    res.once('close', () => {
+      if (--inFlight === 0) drained?.();
+    });
+    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
     for (const route of deps.routes ?? []) if (route(req, res)) return;
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     if (path === '/readyz') {
-      pool.query('SELECT 1').then(
-        () => res.writeHead(200, { 'content-type': 'text/plain' }).end('ready\n'),
-        () => res.writeHead(503, { 'content-type': 'text/plain' }).end('database unavailable\n'),
+      const { issuer } = deps;
+      void checkReadiness({
+        database: () => pool.query('SELECT 1'),
+        keys: () => keyring.probe(),
+        ...(issuer !== undefined ? { issuer: () => discoverJwksUri(issuer) } : {}),
+      }).then((r) => res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)));
+      return;
+    }
+    if (path === '/metrics') {
+      void metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
       );
       return;
     }
-    void yoga(req, res);
+    const header = req.headers['x-request-id'];
+    withRequestId(requestIdFrom(typeof header === 'string' ? header : null), () => void yoga(req, res));
   });
 
+  let closing: Promise<void> | null = null;
   return {
     server,
     listen: (port, host) =>
@@ -86,10 +149,26 @@ export function createGateway(deps: GatewayDeps): Gateway {
         server.once('error', reject);
         server.listen(port, host, () => resolve({ port: (server.address() as import('node:net').AddressInfo).port }));
       }),
-    close: () =>
-      new Promise((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      }),
+    close: () => (closing ??= closeGracefully()),
   };
+
+  /**
+   * Stops accepting at once, lets requests in flight finish for up to the grace period, then
+   * abandons what still runs (rolled back, see use-request-timeout.ts) and drops every connection.
+   * The pool is the caller's to end afterwards.
+   */
+  async function closeGracefully(): Promise<void> {
+    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    server.closeIdleConnections();
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([
+      new Promise<void>((resolve) => (inFlight === 0 ? resolve() : (drained = resolve))),
+      new Promise<void>((resolve) => (grace = setTimeout(resolve, deps.shutdownGraceMs ?? 10_000))),
+    ]);
+    clearTimeout(grace);
+    if (inFlight > 0) logger.warn({ inFlight }, 'shutdown grace period over; abandoning requests still running');
+    shutdown.abort();
+    server.closeAllConnections();
+    await stopped;
+  }
 }

@@ -6,9 +6,11 @@ import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { createFieldCipher, type FieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createKeyring, type Keyring } from '../../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
+import type { KeyProvider } from '../../src/crypto/keys/provider.ts';
 import { createPgKeyStore } from '../../src/db/key-store.ts';
 import { assertSafeAppRole, createPool, type Pool } from '../../src/db/pool.ts';
-import { createGateway, type Gateway } from '../../src/http/gateway.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createGateway, type Gateway, type GatewayDeps } from '../../src/http/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
@@ -34,6 +36,7 @@ export interface TestGateway {
   readonly data: Dataset;
   readonly cipher: FieldCipher;
   readonly keyring: Keyring;
+  readonly keyProvider: KeyProvider;
   readonly gateway: Gateway;
   /** Every log line the gateway wrote, parsed. */
   readonly logs: Record<string, any>[];
@@ -49,14 +52,27 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-/** The real gateway on port 0: real PostgreSQL, real issuer over HTTP, real keys, seeded synthetic data. */
-export async function startTestGateway(opts: { patients?: number; poolSize?: number } = {}): Promise<TestGateway> {
-  const db = await createTestDatabase();
+/**
+ * The real gateway on port 0: real PostgreSQL, real issuer over HTTP, real keys, seeded synthetic
+ * data. Its edge settings (limits, introspection roles, CORS) are a fresh development deployment's
+ * defaults; `gatewayOptions` overrides any of the gateway's dependencies.
+ */
+export async function startTestGateway(
+  opts: {
+    patients?: number;
+    poolSize?: number;
+    gatewayOptions?: Partial<GatewayDeps>;
+    /** Another replica of that gateway: same database, data, issuer and keys, which its close() leaves alone. */
+    replicaOf?: TestGateway;
+  } = {},
+): Promise<TestGateway> {
+  const base = opts.replicaOf;
+  const db = base?.db ?? (await createTestDatabase());
   const pool = createPool(db.appUrl, { max: opts.poolSize ?? 4 });
   await assertSafeAppRole(pool);
-  const issuer = await startTestIssuer();
-  const provider = createLocalKeyProvider(randomBytes(32));
-  const data = generateDataset({ patients: opts.patients ?? 12, seed: 42 });
+  const issuer = base?.issuer ?? (await startTestIssuer());
+  const provider = base?.keyProvider ?? createLocalKeyProvider(randomBytes(32));
+  const data = base?.data ?? generateDataset({ patients: opts.patients ?? 12, seed: 42 });
   const admin = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
     const c = new pg.Client({ connectionString: db.adminUrl });
     await c.connect();
@@ -67,13 +83,16 @@ export async function startTestGateway(opts: { patients?: number; poolSize?: num
     }
   };
   const seedKeyring = createKeyring({ provider, store: createPgKeyStore(pool) });
-  await admin((c) => writeDataset(c, seedKeyring, createFieldCipher(seedKeyring), data));
+  if (!base) await admin((c) => writeDataset(c, seedKeyring, createFieldCipher(seedKeyring), data));
   // The gateway gets its own keyring and cipher, cold like a freshly started replica: its stats
   // count only what requests do, and a test may tamper with stored keys before first use.
-  const keyring = createKeyring({ provider, store: createPgKeyStore(pool) });
+  // Keys load through their own pool, as in src/app.ts.
+  const keyPool = createPool(db.appUrl, { max: 2 });
+  const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
   const cipher = createFieldCipher(keyring);
 
   const logs: Record<string, any>[] = [];
+  const defaults = loadConfig({});
   const oidc = createOidcVerifier({
     issuer: issuer.issuer,
     audience: 'phigate',
@@ -91,6 +110,12 @@ export async function startTestGateway(opts: { patients?: number; poolSize?: num
     authenticate: createAuthenticator({ oidc }),
     logger: createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) }),
     maxPageSize: 100,
+    limits: defaults.limits,
+    introspectionRoles: defaults.introspectionRoles,
+    trustedDocuments: null,
+    corsOrigins: defaults.corsOrigins,
+    issuer: issuer.issuer,
+    ...opts.gatewayOptions,
   });
   const { port } = await gateway.listen(0, '127.0.0.1');
   const url = `http://127.0.0.1:${port}/graphql`;
@@ -108,6 +133,7 @@ export async function startTestGateway(opts: { patients?: number; poolSize?: num
     data,
     cipher,
     keyring,
+    keyProvider: provider,
     gateway,
     logs,
     lastRequestLog: () => logs.filter((l) => l.msg === 'request').at(-1),
@@ -133,7 +159,8 @@ export async function startTestGateway(opts: { patients?: number; poolSize?: num
     admin,
     async close() {
       await gateway.close();
-      await pool.end();
+      await Promise.all([pool.end(), keyPool.end()]);
+      if (base) return;
       await issuer.close();
       await db.drop();
     },
