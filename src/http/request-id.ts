@@ -1,9 +1,13 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomUUID } from 'node:crypto';
 
-/** A caller's X-Request-Id is kept when it is a plain token (it ends up in logs and audit rows). */
+// A caller's id ends up in logs and audit rows: a plain token of 8 to 64 characters with at least
+// one letter, so that an identifier-shaped value (an SSN, a phone number) is never kept.
+const ACCEPTED = /^(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9._-]{8,64}$/;
+
+/** The caller's X-Request-Id when it is acceptable, else a fresh UUID. */
 export function requestIdFrom(header: string | null): string {
-  return header && /^[A-Za-z0-9._-]{8,64}$/.test(header) ? header : randomUUID();
+  return header && ACCEPTED.test(header) ? header : randomUUID();
 }
 
 const current = new AsyncLocalStorage<string>();

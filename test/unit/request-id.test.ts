@@ -1,0 +1,25 @@
+import { describe, expect, it } from 'vitest';
+import { requestIdFrom } from '../../src/http/request-id.ts';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+describe('requestIdFrom', () => {
+  it.each(['audit-test.1234', 'a1b2c3d4', 'f47ac10b-58cc-4372-a567-0e02b2c3d479'])('keeps the caller id %s', (id) => {
+    expect(requestIdFrom(id)).toBe(id);
+  });
+
+  it.each([
+    ['an SSN', '123-45-6789'],
+    ['an SSN without dashes', '123456789'],
+    ['a phone number', '555.0142.11'],
+    ['too short', 'abc'],
+    ['too long', `a${'b'.repeat(64)}`],
+    ['spaces', 'request id 1'],
+    ['a header injection attempt', 'abc\r\nx-evil: 1'],
+    ['absent', null],
+  ])('replaces %s with a fresh UUID', (_what, id) => {
+    const out = requestIdFrom(id);
+    expect(out).not.toBe(id);
+    expect(out).toMatch(UUID);
+  });
+});
