@@ -3,10 +3,19 @@ import { PhigateError } from '../errors.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import type { Pool } from './pool.ts';
 
+// Resolvers issue statements concurrently; one connection runs them one after another. node-postgres
+// used to queue them itself, but deprecates that (removed in pg 9), so each connection keeps its own
+// queue here. A failed statement does not stop the queue: the next one meets the aborted transaction.
+const queues = new WeakMap<pg.PoolClient, Promise<unknown>>();
+
 /** One round trip, traced by its first keyword only: statement text can carry escaped values. */
 function send<R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> {
   const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
-  return inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () => c.query<R>(text, values as unknown[] | undefined));
+  const run = (queues.get(c) ?? Promise.resolve()).then(() =>
+    inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () => c.query<R>(text, values as unknown[] | undefined)),
+  );
+  queues.set(c, run.catch(() => undefined));
+  return run;
 }
 
 /** What row security reads (see schema/migrations/004_row_security.sql). */
