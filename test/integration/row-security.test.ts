@@ -6,7 +6,7 @@ import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { POLICY_FILE } from '../support/gateway.ts';
 import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
-import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
 
 // Row security at the database level, with no gateway in between: these hold even if every line
 // of TypeScript were wrong.
@@ -31,15 +31,7 @@ async function visiblePatients(c: SecurityContext): Promise<string[]> {
   );
 }
 
-async function admin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: db.adminUrl });
-  await c.connect();
-  try {
-    return await fn(c);
-  } finally {
-    await c.end();
-  }
-}
+const admin = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => withClient(db.adminUrl, fn);
 
 beforeAll(async () => {
   db = await createTestDatabase();

@@ -16,7 +16,7 @@ import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { generateDataset, type Dataset, type SeedStaff } from '../../src/seed/dataset.ts';
 import { writeDataset } from '../../src/seed/write.ts';
-import { createTestDatabase, type TestDatabase } from './db.ts';
+import { createTestDatabase, withClient, type TestDatabase } from './db.ts';
 import { startTestIssuer, type TestIssuer } from './oidc-issuer.ts';
 
 export const POLICY_FILE = path.resolve(import.meta.dirname, '../../policies/default.yaml');
@@ -73,15 +73,7 @@ export async function startTestGateway(
   const issuer = base?.issuer ?? (await startTestIssuer());
   const provider = base?.keyProvider ?? createLocalKeyProvider(randomBytes(32));
   const data = base?.data ?? generateDataset({ patients: opts.patients ?? 12, seed: 42 });
-  const admin = async <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => {
-    const c = new pg.Client({ connectionString: db.adminUrl });
-    await c.connect();
-    try {
-      return await fn(c);
-    } finally {
-      await c.end();
-    }
-  };
+  const admin = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => withClient(db.adminUrl, fn);
   const seedKeyring = createKeyring({ provider, store: createPgKeyStore(pool) });
   if (!base) await admin((c) => writeDataset(c, seedKeyring, createFieldCipher(seedKeyring), data));
   // The gateway gets its own keyring and cipher, cold like a freshly started replica: its stats

@@ -1,11 +1,11 @@
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded.ts';
 import { ensureAppLogin, migrate } from '../../src/db/migrate.ts';
+import { freePort } from './free-port.ts';
 
 export const TEST_APP_ROLE = 'phigate_test_gateway';
 export const TEST_APP_PASSWORD = 'phigate-test-only';
@@ -16,16 +16,6 @@ declare module 'vitest' {
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export function withDatabase(url: string, db: string): string {
   const u = new URL(url);

