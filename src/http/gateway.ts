@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
@@ -65,6 +66,9 @@ export interface Gateway {
 export function createGateway(deps: GatewayDeps): Gateway {
   const { pool, policy, keyring, cipher, logger } = deps;
   const shutdown = new AbortController();
+  // Every execution in flight listens for shutdown until it ends; their number is bounded by
+  // useSaturation, not by Node's default warning threshold of 10.
+  setMaxListeners(0, shutdown.signal);
   const metrics = createGatewayMetrics({ pool, keyring, cipher });
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
