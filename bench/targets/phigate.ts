@@ -1,0 +1,98 @@
+/**
+ * The real gateway, assembled as test/support/gateway.ts does: app login role under row security,
+ * the policy (bench/results/policy.yaml: policies/default.yaml with its PHI limits raised, see
+ * bench/README.md), AES-GCM decryption under a local KMS, audit rows in the request's transaction,
+ * tokens verified against the loopback dev issuer's discovery document and JWKS.
+ *
+ * Run by bench/run.ts as a child process; config in BENCH_TARGET (JSON). Reports its port over IPC.
+ * GET /__bench/round-trips answers the `roundTrips` of every `msg: 'request'` log line since the
+ * last call, per operation, and resets.
+ */
+import type http from 'node:http';
+import { createAuthenticator } from '../../src/auth/authenticate.ts';
+import { createOidcVerifier } from '../../src/auth/oidc.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createFieldCipher } from '../../src/crypto/field-cipher.ts';
+import { createKeyring } from '../../src/crypto/keys/keyring.ts';
+import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
+import { createPgKeyStore } from '../../src/db/key-store.ts';
+import { assertSafeAppRole, createPool } from '../../src/db/pool.ts';
+import { createGateway } from '../../src/http/gateway.ts';
+import { createLogger } from '../../src/log.ts';
+import { loadPolicy } from '../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+
+interface PhigateTargetConfig {
+  appUrl: string;
+  issuer: string;
+  masterKeyHex: string;
+  policyFile: string;
+  poolSize: number;
+}
+
+const cfg = JSON.parse(process.env.BENCH_TARGET ?? '{}') as PhigateTargetConfig;
+const defaults = loadConfig({});
+const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
+await assertSafeAppRole(pool);
+const keyPool = createPool(cfg.appUrl, { max: 2, applicationName: 'phigate-keys' });
+const keyring = createKeyring({ provider: createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex')), store: createPgKeyStore(keyPool) });
+const cipher = createFieldCipher(keyring);
+
+// operation -> roundTrips -> count
+let roundTrips: Record<string, Record<number, number>> = {};
+let otherLines = 0;
+const logger = createLogger('info', {
+  write: (line: string) => {
+    const l = JSON.parse(line) as { msg?: string; operation?: string; roundTrips?: number; level?: number };
+    if (l.msg === 'request' && typeof l.roundTrips === 'number') {
+      const op = (roundTrips[l.operation ?? '?'] ??= {});
+      op[l.roundTrips] = (op[l.roundTrips] ?? 0) + 1;
+    } else if ((l.level ?? 0) >= 40) {
+      otherLines++;
+      if (otherLines <= 5) process.stderr.write(`phigate: ${line}`);
+    }
+  },
+});
+
+const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
+  if (req.url !== '/__bench/round-trips') return false;
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roundTrips, warnings: otherLines }));
+  roundTrips = {};
+  otherLines = 0;
+  return true;
+};
+
+const gateway = createGateway({
+  pool,
+  policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
+  keyring,
+  cipher,
+  authenticate: createAuthenticator({
+    oidc: createOidcVerifier({
+      issuer: cfg.issuer,
+      audience: 'phigate',
+      algorithms: ['ES256'],
+      clockToleranceSeconds: 30,
+      rolesClaim: 'roles',
+      clinicsClaim: 'clinics',
+      mfaAcrValues: [],
+    }),
+  }),
+  logger,
+  maxPageSize: 100,
+  limits: defaults.limits,
+  introspectionRoles: defaults.introspectionRoles,
+  trustedDocuments: null,
+  corsOrigins: defaults.corsOrigins,
+  issuer: cfg.issuer,
+  queueLimit: 1000,
+  routes: [statsRoute],
+});
+const { port } = await gateway.listen(0, '127.0.0.1');
+process.send?.({ port });
+process.on('SIGTERM', () => {
+  void gateway
+    .close()
+    .then(() => Promise.all([pool.end(), keyPool.end()]))
+    .finally(() => process.exit(0));
+});
