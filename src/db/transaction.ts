@@ -105,6 +105,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         roundTrips++;
         await send(c, contextSql(c, ctx, opts));
       } catch (err) {
+        failed = true; // nothing can run in it: settle answers with the refusal, not a failed commit
         c.off('error', lost);
         c.release(true);
         throw err instanceof PhigateError ? err : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause: err });

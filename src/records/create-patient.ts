@@ -19,6 +19,8 @@ export async function createPatient(scope: RequestScope, input: CreatePatientInp
   const values = checkPatientValues(given);
   const fields = Object.keys(values).filter((f) => values[f as keyof typeof values] !== null);
   const grants = mayWrite(scope, { clinicId, onCareTeam: false }, 'Patient', fields);
+  // Only a clinic that exists (and, through the request context, valid clinic claims) gets a data key created for it.
+  if (!(await scope.tx.query('SELECT 1 FROM phigate.clinics WHERE id = $1', [clinicId])).rowCount) throw new PhigateError('FORBIDDEN', 'You may not create patients in that clinic.');
   const id = randomUUID();
   const columns = await encryptPatient(scope, clinicId, id, values);
   await insertPatient(scope.tx, id, clinicId, columns).catch(rethrowUniqueMrn);
