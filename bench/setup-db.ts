@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
@@ -13,6 +12,7 @@ import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
 import type { Dataset } from '../src/seed/dataset.ts';
 import { writeDataset } from '../src/seed/write.ts';
+import { freePort } from '../test/support/free-port.ts';
 
 export const APP_ROLE = 'phigate_bench_gateway';
 const APP_PASSWORD = 'phigate-bench-only';
@@ -22,17 +22,6 @@ export interface BenchDatabase {
   readonly appUrl: string;
   readonly kind: 'embedded' | 'external';
   close(): Promise<void>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 const withDb = (url: string, db: string, user?: string, password?: string): string => {
