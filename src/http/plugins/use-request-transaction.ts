@@ -14,15 +14,15 @@ const codeOf = (e: GraphQLError): unknown => e.extensions?.code ?? (e.originalEr
 const withholdsField = (e: GraphQLError): boolean =>
   codeOf(e) === 'FIELD_DENIED' || (codeOf(e) === 'RATE_LIMITED' && isCapReason(e.extensions?.reason));
 
+/** Told how each executed operation ended (the summary line's outcome); metrics count from it. */
+export type OnSettled = (ctx: GraphQLContext, outcome: string, operation: string | undefined) => void;
+
 /**
  * Ends each request's transaction, and it is the only place that does: the audit rows of every
  * PHI value in the result are inserted, then the transaction commits, and only then does the
  * result leave. If the audit insert or the commit fails, the client receives an error and no data.
  * A mutation with any error other than a withheld field rolls back whole.
  */
-/** Told how each executed operation ended (the summary line's outcome); metrics count from it. */
-export type OnSettled = (ctx: GraphQLContext, outcome: string, operation: string | undefined) => void;
-
 export function useRequestTransaction(logger: Logger, onSettled: OnSettled = () => undefined): Plugin<GraphQLContext> {
   return {
     onExecute({ setExecuteFn, executeFn }) {
