@@ -1,16 +1,23 @@
-import type { RequestTransaction } from '../db/transaction.ts';
-import { inSpan } from '../telemetry/tracing.ts';
+import type { Statement } from '../db/transaction.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
 
 export interface AuditBuffer {
   add(event: AuditEvent): void;
   readonly size: number;
-  /** Writes every buffered event with ONE statement inside the request's transaction. */
-  flush(tx: RequestTransaction): Promise<number>;
+  /**
+   * Closes the buffer and gives the ONE statement that writes every event, for the request's
+   * transaction to send with its COMMIT; null when there is nothing to write.
+   */
+  seal(): Statement | null;
   readonly events: readonly AuditEvent[];
+  /**
+   * A request refused whole shows nothing, so its events give way to the one that says why; the
+   * buffer can be sealed again, for the transaction that records the refusal.
+   */
+  refuseWith(event: AuditEvent): void;
 }
 
-// unnest() of parallel arrays: one round trip and one statement however many fields were read.
+// unnest() of parallel arrays: one statement however many fields were read.
 const INSERT = `
   INSERT INTO phigate.audit_events
     (request_id, actor, actor_kind, client_addr, action, type_name, field, patient_id, record_id, role, purpose, break_glass)
@@ -33,26 +40,32 @@ export function createAuditBuffer(request: AuditRequest): AuditBuffer {
     get events() {
       return events;
     },
-    async flush(tx) {
+    refuseWith(event) {
+      events.length = 0;
+      events.push(event);
+      flushed = false;
+    },
+    seal() {
       flushed = true;
-      if (events.length === 0) return 0;
+      if (events.length === 0) return null;
       const col = <K extends keyof AuditEvent>(k: K) => events.map((e) => e[k]);
-      const insert = () => tx.query(INSERT, [
-        request.requestId,
-        request.actor,
-        request.actorKind,
-        request.clientAddr,
-        col('action'),
-        col('typeName'),
-        col('field'),
-        col('patientId'),
-        col('recordId'),
-        col('role'),
-        col('purpose'),
-        col('breakGlass'),
-      ]);
-      await inSpan('phigate.audit', { 'phigate.audit.events': events.length }, insert);
-      return events.length;
+      return {
+        text: INSERT,
+        values: [
+          request.requestId,
+          request.actor,
+          request.actorKind,
+          request.clientAddr,
+          col('action'),
+          col('typeName'),
+          col('field'),
+          col('patientId'),
+          col('recordId'),
+          col('role'),
+          col('purpose'),
+          col('breakGlass'),
+        ],
+      };
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { Pool } from './pool.ts';
+import type { Statement } from './transaction.ts';
 
 /** Whose window: the actor the audit trail names. */
 export interface UsageOwner {
@@ -11,33 +11,45 @@ export interface RowsAndValues {
   readonly values: number;
 }
 
-export interface Reservation extends RowsAndValues {
-  /** The minute the reservation was taken from; what is not used goes back to it. */
-  readonly minute: Date;
-  /** Seconds until that minute ends, by the database clock. */
+export interface UsageLeft extends RowsAndValues {
+  /** Seconds until the current minute ends, by the database clock. */
   readonly retryAfterSeconds: number;
 }
 
-/**
- * Takes up to `want` from the owner's current minute, never past `cap` (see
- * schema/migrations/006_phi_usage.sql). Runs on its own, outside the request's transaction:
- * the reservation must hold for the other replicas at once, not when the request commits.
- */
-export async function reservePhiUsage(pool: Pool, owner: UsageOwner, want: RowsAndValues, cap: RowsAndValues): Promise<Reservation> {
-  const { rows } = await pool.query<{ window_minute: Date; granted_rows: number; granted_values: number; retry_after_seconds: number }>(
-    'SELECT * FROM phigate.reserve_phi_usage($1, $2, $3, $4, $5, $6)',
-    [owner.kind, owner.subject, want.rows, want.values, cap.rows, cap.values],
-  );
-  const r = rows[0]!;
-  return { minute: r.window_minute, rows: r.granted_rows, values: r.granted_values, retryAfterSeconds: r.retry_after_seconds };
+/** SQLSTATE of consume_phi_usage's refusal (schema/migrations/007_phi_usage_at_commit.sql). */
+const MINUTE_CAP_SQLSTATE = 'PH429';
+
+/** What is left of the owner's current minute; read without a lock, so it may be spent by others meanwhile. */
+export function usageLeftStatement(owner: UsageOwner, cap: RowsAndValues): Statement {
+  return {
+    text: 'SELECT rows_left, values_left, retry_after_seconds FROM phigate.phi_usage_left($1, $2, $3, $4)',
+    values: [owner.kind, owner.subject, cap.rows, cap.values],
+  };
 }
 
-/** Gives back what a request reserved and did not show. */
-export async function releasePhiUsage(pool: Pool, owner: UsageOwner, minute: Date, unused: RowsAndValues): Promise<void> {
-  if (unused.rows === 0 && unused.values === 0) return;
-  await pool.query(
-    `UPDATE phigate.phi_usage SET rows_used = greatest(rows_used - $4, 0), values_used = greatest(values_used - $5, 0)
-     WHERE actor_kind = $1 AND actor = $2 AND minute = $3`,
-    [owner.kind, owner.subject, minute, unused.rows, unused.values],
-  );
+export function usageLeftFrom(rows: readonly Record<string, unknown>[]): UsageLeft {
+  const r = rows[0] as { rows_left: number; values_left: number; retry_after_seconds: number };
+  return { rows: r.rows_left, values: r.values_left, retryAfterSeconds: r.retry_after_seconds };
+}
+
+/**
+ * Charges what the request showed to the owner's current minute, as the request's last statement
+ * before COMMIT: the charge commits with the audit rows of what it counts, or not at all.
+ */
+export function consumeStatement(owner: UsageOwner, shown: RowsAndValues, cap: RowsAndValues): Statement {
+  return {
+    text: 'SELECT phigate.consume_phi_usage($1, $2, $3, $4, $5, $6)',
+    values: [owner.kind, owner.subject, shown.rows, shown.values, cap.rows, cap.values],
+  };
+}
+
+/**
+ * Seconds to wait when `err` is consume_phi_usage's refusal (the minute would go past its cap),
+ * else null. The detail is the function's own number, never text from a request.
+ */
+export function minuteCapRetryAfter(err: unknown): number | null {
+  const e = err as { code?: unknown; detail?: unknown } | null;
+  if (e?.code !== MINUTE_CAP_SQLSTATE) return null;
+  const seconds = Number(e.detail);
+  return Number.isInteger(seconds) && seconds >= 1 && seconds <= 60 ? seconds : 60;
 }

@@ -18,6 +18,8 @@ export function createPool(url: string, opts: PoolOptions = {}): Pool {
     application_name: opts.applicationName ?? 'phigate',
     idleTimeoutMillis: 30_000,
     connectionTimeoutMillis: 5_000,
+    // A request's statements go out without waiting for the one before (src/db/transaction.ts).
+    pipeline: true,
   });
   // An idle client that errors (server restart, network) must not crash the process; the pool
   // drops it and the next request gets a fresh connection.

@@ -1,21 +1,17 @@
-import type pg from 'pg';
+import pg from 'pg';
 import { PhigateError } from '../errors.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import type { Pool } from './pool.ts';
 
-// Resolvers issue statements concurrently; one connection runs them one after another. node-postgres
-// used to queue them itself, but deprecates that (removed in pg 9), so each connection keeps its own
-// queue here. A failed statement does not stop the queue: the next one meets the aborted transaction.
-const queues = new WeakMap<pg.PoolClient, Promise<unknown>>();
+/** One statement and its parameters, for a caller that wants it sent in a later round trip. */
+export interface Statement {
+  readonly text: string;
+  readonly values?: readonly unknown[];
+}
 
-/** One round trip, traced by its first keyword only: statement text can carry escaped values. */
-function send<R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> {
-  const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
-  const run = (queues.get(c) ?? Promise.resolve()).then(() =>
-    inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () => c.query<R>(text, values as unknown[] | undefined)),
-  );
-  queues.set(c, run.catch(() => undefined));
-  return run;
+/** Read with BEGIN and the context, in their round trip; `onRows` sees its rows before any statement's caller does. */
+export interface Preamble extends Statement {
+  readonly onRows: (rows: readonly pg.QueryResultRow[]) => void;
 }
 
 /** What row security reads (see schema/migrations/004_row_security.sql). */
@@ -36,8 +32,11 @@ export interface TransactionOptions {
 
 export interface RequestTransaction {
   query<R extends pg.QueryResultRow = pg.QueryResultRow>(text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>>;
-  /** Commits when anything was sent; throws when the transaction cannot commit (then it is rolled back). */
-  commit(): Promise<void>;
+  /**
+   * Sends `final` (in order) and COMMIT in one round trip. Throws when the transaction cannot
+   * commit, CommitFailed naming the final statement that failed; then it is rolled back.
+   */
+  commit(final?: readonly Statement[]): Promise<void>;
   rollback(): Promise<void>;
   /**
    * Ends the transaction from outside the request (timeout, shutdown): rolls back now, and the
@@ -45,15 +44,20 @@ export interface RequestTransaction {
    * the commit decides, and the request's own answer stands.
    */
   abort(): Promise<boolean>;
-  /** Round trips sent to PostgreSQL, including BEGIN + context and COMMIT: tests and the bench assert on it. */
+  /**
+   * Round trips to PostgreSQL, BEGIN + context and COMMIT included, i.e. the times the request
+   * waited for the database with nothing else in flight: tests and the bench assert on it.
+   */
   readonly roundTrips: number;
   /** A statement failed: PostgreSQL has aborted the transaction and nothing more can be written in it. */
   readonly failed: boolean;
+  /** A new transaction in the same context (without the preamble), to record why this one was rolled back. */
+  successor(): RequestTransaction;
 }
 
 const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
-function contextSql(client: pg.PoolClient, ctx: SecurityContext, opts: TransactionOptions): string {
+function contextSql(ctx: SecurityContext, opts: TransactionOptions): string {
   for (const c of ctx.clinics) if (!IDENT.test(c)) throw new PhigateError('FORBIDDEN', 'A clinic id in the credentials is not valid.');
   for (const r of ctx.roles) if (!IDENT.test(r)) throw new PhigateError('FORBIDDEN', 'A role in the credentials is not valid.');
   const settings: [string, string][] = [
@@ -66,19 +70,36 @@ function contextSql(client: pg.PoolClient, ctx: SecurityContext, opts: Transacti
     ['phigate.request_id', ctx.requestId],
     ['phigate.purpose', ctx.purpose],
   ];
-  // One round trip: BEGIN and every setting travel as one simple-protocol message. Values are
-  // escaped literals; is_local = true scopes them to this transaction only.
-  const calls = settings.map(([k, v]) => `set_config(${client.escapeLiteral(k)}, ${client.escapeLiteral(v)}, true)`);
+  // BEGIN and every setting travel as one simple-protocol message. Values are escaped literals;
+  // is_local = true scopes them to this transaction only.
+  const calls = settings.map(([k, v]) => `set_config(${pg.escapeLiteral(k)}, ${pg.escapeLiteral(v)}, true)`);
   return `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT ${calls.join(', ')}`;
+}
+
+/** commit() failed: `statement` is the index of the final statement that failed, null when COMMIT itself did. */
+export class CommitFailed extends PhigateError {
+  constructor(
+    readonly statement: number | null,
+    cause: unknown,
+  ) {
+    super('INTERNAL', 'The request could not be completed.', { reason: 'commit_failed', cause });
+  }
 }
 
 /**
  * One transaction per GraphQL request, opened lazily on the first query so that requests which
  * touch no data cost nothing. Queries issued concurrently by resolvers share the one connection.
+ *
+ * Statements are pipelined (the pool's clients run in pg's pipeline mode): BEGIN and the context
+ * travel with the first query, and the final statements (audit rows, PHI usage) with COMMIT, so a
+ * read by id costs two round trips. A statement that fails aborts the transaction, and every
+ * statement behind it fails too: nothing sent after a failure can be committed.
  */
-export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: TransactionOptions = {}): RequestTransaction {
+export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: TransactionOptions = {}, preamble?: Preamble): RequestTransaction {
   let client: pg.PoolClient | null = null;
   let opening: Promise<pg.PoolClient> | null = null;
+  // Settles when BEGIN, the context and the preamble have: no result reaches a caller before.
+  let ready: Promise<unknown> = Promise.resolve();
   let failed = false;
   let finished = false;
   // Set the moment COMMIT or ROLLBACK is decided, before anything is awaited: a statement queued
@@ -87,6 +108,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   let ending: 'commit' | 'rollback' | null = null;
   let rollingBack: Promise<void> | null = null;
   let roundTrips = 0;
+  let inFlight = 0;
   // The pool listens for errors of idle clients only. Without this, the server ending the session
   // between two statements (idle_in_transaction_session_timeout, a restart) would be an uncaught
   // exception that takes the whole gateway down; instead the transaction fails and cannot commit.
@@ -94,23 +116,46 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     failed = true;
   };
 
+  /** Sends at once; a statement sent while others are unanswered rides in their round trip. */
+  const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
+    if (inFlight++ === 0) roundTrips++;
+    // Traced by the first keyword only: statement text can carry escaped values.
+    const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
+    const sent = inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () =>
+      c.query<R>(text, values as unknown[] | undefined),
+    );
+    void sent.then(
+      () => inFlight--,
+      () => inFlight--,
+    );
+    return sent;
+  };
+
   const open = (): Promise<pg.PoolClient> => {
     if (finished || ending) return Promise.reject(new PhigateError('INTERNAL', 'The request transaction has already ended.'));
     opening ??= (async () => {
+      let context: string;
+      try {
+        context = contextSql(ctx, opts);
+      } catch (err) {
+        failed = true;
+        throw err;
+      }
       const c = await pool.connect().catch((cause: unknown) => {
+        failed = true;
         throw new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
       });
       c.on('error', lost);
-      try {
-        roundTrips++;
-        await send(c, contextSql(c, ctx, opts));
-      } catch (err) {
-        failed = true; // nothing can run in it: settle answers with the refusal, not a failed commit
-        c.off('error', lost);
-        c.release(true);
-        throw err instanceof PhigateError ? err : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause: err });
-      }
       client = c;
+      ready = Promise.all([
+        send(c, context),
+        preamble ? send(c, preamble.text, preamble.values).then((r) => preamble.onRows(r.rows)) : undefined,
+      ]).catch((cause: unknown) => {
+        // Nothing can run in it: settle answers with the refusal, not a failed commit.
+        failed = true;
+        throw cause instanceof PhigateError ? cause : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
+      });
+      ready.catch(() => undefined);
       return c;
     })();
     return opening;
@@ -124,39 +169,46 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   };
 
   return {
-    async query(text, values) {
+    async query<R extends pg.QueryResultRow>(text: string, values?: readonly unknown[]) {
       const c = await open();
       if (ending) throw new PhigateError('INTERNAL', 'The request transaction has already ended.', { reason: 'transaction_ended' });
-      roundTrips++;
+      const result = send<R>(c, text, values);
+      result.catch(() => undefined);
       try {
-        return await send(c, text, values);
+        await ready;
+        return await result;
       } catch (err) {
         failed = true;
         throw err;
       }
     },
-    async commit() {
-      if (opening === null) {
+    async commit(final = []) {
+      if (opening === null && final.length === 0) {
         finished = true;
         return;
       }
-      const c = await opening;
+      const c = await open();
       if (failed) {
         await this.rollback();
         throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'transaction_failed' });
       }
       if (ending) throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'transaction_ended' });
       ending = 'commit';
-      roundTrips++;
-      try {
-        const res = await send(c, 'COMMIT');
-        // PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK, not an error.
-        if (res.command !== 'COMMIT') throw new Error('transaction was rolled back by the server');
-        release(false);
-      } catch (cause) {
-        release(true);
-        throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'commit_failed', cause });
+      const finals = final.map((s) => send(c, s.text, s.values));
+      const committing = send(c, 'COMMIT');
+      const [opened, commit, ...outcomes] = await Promise.allSettled([ready, committing, ...finals]);
+      const failedAt = outcomes.findIndex((o) => o.status === 'rejected');
+      if (opened.status === 'rejected' || failedAt !== -1) {
+        // PostgreSQL answers COMMIT of an aborted transaction with ROLLBACK: the connection is clean.
+        release(commit.status === 'rejected');
+        const cause = opened.status === 'rejected' ? opened.reason : (outcomes[failedAt] as PromiseRejectedResult).reason;
+        throw new CommitFailed(opened.status === 'rejected' ? null : failedAt, cause);
       }
+      if (commit.status === 'rejected' || commit.value.command !== 'COMMIT') {
+        release(true);
+        throw new CommitFailed(null, commit.status === 'rejected' ? commit.reason : new Error('transaction was rolled back by the server'));
+      }
+      release(false);
     },
     rollback() {
       ending ??= 'rollback';
@@ -171,7 +223,6 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
           finished = true;
           return;
         }
-        roundTrips++;
         try {
           await send(c, 'ROLLBACK');
           release(false);
@@ -194,6 +245,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     get failed() {
       return failed;
     },
+    successor: () => openRequestTransaction(pool, ctx, opts),
   };
 }
 

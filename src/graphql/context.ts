@@ -4,4 +4,6 @@ import type { Loaders } from './loaders.ts';
 export interface GraphQLContext extends RequestScope {
   readonly loaders: Loaders;
   readonly maxPageSize: number;
+  /** performance.now() when the request's context was made: its `durationMs` counts from here. */
+  readonly startedAt: number;
 }

@@ -13,15 +13,16 @@ import type { GraphQLContext } from '../graphql/context.ts';
 import { createLoaders } from '../graphql/loaders.ts';
 import { buildSchema } from '../graphql/schema.ts';
 import type { Logger } from '../log.ts';
+import { effectiveLimits } from '../policy/limits.ts';
 import type { PolicySet } from '../policy/types.ts';
 import { createPhiBudget } from '../records/phi-budget.ts';
+import { phiMinuteFor } from '../records/phi-minute.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import { createMaskError } from './mask-error.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
 import { useMetrics } from './plugins/use-metrics.ts';
 import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
-import { usePhiLimits } from './plugins/use-phi-limits.ts';
 import { useQueryLimits } from './plugins/use-query-limits.ts';
 import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
@@ -88,17 +89,20 @@ export function createGateway(deps: GatewayDeps): Gateway {
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
-      // order: admission, PHI limits, the deadline, the transaction.
+      // order: admission, the deadline, the transaction.
       useRequestTransaction(logger, metrics.settled),
       useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
-      usePhiLimits({ pool, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
     ],
     context: async ({ request, req }: YogaInitialContext & { req: http.IncomingMessage }): Promise<GraphQLContext> => {
+      const startedAt = performance.now();
       const principal = await inSpan('phigate.auth', {}, () => deps.authenticate(request.headers.get('authorization')));
       const requestId = currentRequestId() ?? requestIdFrom(request.headers.get('x-request-id'));
-      const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction);
+      const budget = createPhiBudget();
+      const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
+      const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
       return {
+        startedAt,
         requestId,
         principal,
         policy,
@@ -107,7 +111,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         keyring,
         audit: createAuditBuffer({ requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null }),
         loaders: createLoaders(tx),
-        budget: createPhiBudget(),
+        budget,
+        minute,
         maxPageSize: deps.maxPageSize,
       };
     },

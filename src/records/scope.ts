@@ -5,11 +5,12 @@ import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { RequestTransaction } from '../db/transaction.ts';
 import type { PolicySet } from '../policy/types.ts';
 import type { PhiBudget } from './phi-budget.ts';
+import type { PhiMinute } from './phi-minute.ts';
 
 /**
  * Everything one request needs to touch records, with no GraphQL in it: who asks, the policy,
  * the request's transaction, the cipher, the audit buffer that will be flushed before commit and
- * the PHI this request may still show.
+ * the PHI this request may still show and its share of the principal's minute.
  */
 export interface RequestScope {
   readonly requestId: string;
@@ -20,4 +21,5 @@ export interface RequestScope {
   readonly keyring: Keyring;
   readonly audit: AuditBuffer;
   readonly budget: PhiBudget;
+  readonly minute: PhiMinute;
 }

@@ -150,7 +150,7 @@ describe('per-request caps', () => {
       expect(capErrors(r)).toEqual([]);
       expect((r.body.errors ?? []).every((e) => e.extensions?.code === 'FIELD_DENIED')).toBe(true);
     }
-    expect(await usageOf(sub)).toEqual({ rows_used: 0, values_used: 0 });
+    expect(await usageOf(sub)).toBeNull();
   });
 
   it('the minute is charged what was shown, not what was reserved', async () => {
@@ -161,7 +161,7 @@ describe('per-request caps', () => {
     expect(await usageOf(sub)).toEqual({ rows_used: 3, values_used: 3 });
   });
 
-  it('an answer withheld whole (a mutation rolled back) gives its reservation back', async () => {
+  it('an answer withheld whole (a mutation rolled back) charges nothing to the minute', async () => {
     const { sub, token } = await freshRegistrar();
     const [p] = north();
     await withinOneMinute();
@@ -176,7 +176,7 @@ describe('per-request caps', () => {
       { id: p!.id },
     );
     expect(r.body.data ?? null, r.text).toBeNull();
-    expect(await usageOf(sub)).toEqual({ rows_used: 0, values_used: 0 });
+    expect(await usageOf(sub)).toBeNull();
     expect((await gw.admin((c) => c.query('SELECT phone FROM phigate.patients WHERE id = $1', [p!.id]))).rows[0]).toEqual(before);
   });
 
@@ -277,6 +277,43 @@ describe('per-minute caps', () => {
     expect(shown.length).toBeLessThanOrEqual(REGISTRAR_LIMITS.rowsPerMinute);
     expect(answers.some((r) => r.status === 429)).toBe(true);
     expect((await usageOf(sub))!.rows_used).toBe(shown.length);
+    // A request refused at its commit (the others took the minute meanwhile) keeps none of its
+    // read rows, only the refusal; one that committed keeps its reads.
+    for (const r of answers) {
+      const actions = (await auditOf(r.requestId)).map((a) => a.action);
+      if (r.status === 429) {
+        expectMinuteRefusal(r);
+        expect(actions).toEqual(['limited']);
+      } else {
+        expect(actions.filter((a) => a === 'read').length, r.text).toBeGreaterThan(0);
+        expect(actions).not.toContain('limited');
+      }
+    }
+  });
+
+  it('the charge at commit refuses past the cap with SQLSTATE PH429 and the seconds left, and keeps nothing', async () => {
+    const sub = `reg-cap-${randomBytes(4).toString('hex')}`;
+    const charge = (rows: number) =>
+      gw.admin(async (c) => {
+        await c.query('BEGIN');
+        try {
+          await c.query('SELECT phigate.consume_phi_usage($1, $2, $3, $3, 8, 10)', ['user', sub, rows]);
+          await c.query('COMMIT');
+          return null;
+        } catch (err) {
+          await c.query('ROLLBACK');
+          return err as { code: string; detail: string };
+        }
+      });
+    await withinOneMinute();
+    expect(await charge(5)).toBeNull();
+    const refused = await charge(4);
+    expect(refused?.code).toBe('PH429');
+    expect(Number(refused?.detail)).toBeGreaterThanOrEqual(1);
+    expect(Number(refused?.detail)).toBeLessThanOrEqual(60);
+    expect(await usageOf(sub)).toEqual({ rows_used: 5, values_used: 5 });
+    expect(await charge(3)).toBeNull();
+    expect(await usageOf(sub)).toEqual({ rows_used: 8, values_used: 8 });
   });
 
   it('a principal with a second role gets the larger caps of the two (registrar + billing)', async () => {

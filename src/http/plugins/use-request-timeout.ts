@@ -39,6 +39,7 @@ export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeou
           // Whatever the abandoned execution still does ends in an error nobody awaits.
           running.catch(() => undefined);
           if (!(await ctx.tx.abort())) return await running;
+          ctx.budget.end();
           logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
           const message = first === 'request_timeout' ? 'The request took too long and was abandoned; nothing of it was kept.' : 'The gateway is shutting down; nothing of this request was kept.';
           return { errors: [new PhigateError('INTERNAL', message, { reason: first, http: { status: 503, headers: { 'Retry-After': '1' } } })] };

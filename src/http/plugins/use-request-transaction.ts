@@ -1,9 +1,12 @@
 import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
+import { CommitFailed } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
 import type { Logger } from '../../log.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
+import { inSpan } from '../../telemetry/tracing.ts';
 
 const isAsyncIterable = (x: unknown): x is AsyncIterable<unknown> => typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
 
@@ -19,9 +22,10 @@ export type OnSettled = (ctx: GraphQLContext, outcome: string, operation: string
 
 /**
  * Ends each request's transaction, and it is the only place that does: the audit rows of every
- * PHI value in the result are inserted, then the transaction commits, and only then does the
- * result leave. If the audit insert or the commit fails, the client receives an error and no data.
- * A mutation with any error other than a withheld field rolls back whole.
+ * PHI value in the result are inserted and the PHI shown is charged to the principal's minute,
+ * then the transaction commits, and only then does the result leave. If any of it fails, the
+ * client receives an error and no data. A mutation with any error other than a withheld field
+ * rolls back whole.
  */
 export function useRequestTransaction(logger: Logger, onSettled: OnSettled = () => undefined): Plugin<GraphQLContext> {
   return {
@@ -46,11 +50,18 @@ export function useRequestTransaction(logger: Logger, onSettled: OnSettled = () 
 }
 
 async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: string | undefined, logger: Logger, onSettled: OnSettled): Promise<ExecutionResult> {
+  // Execution is over: nothing more may be counted or decrypted for this request.
+  ctx.budget.end();
   const errors = result.errors ?? [];
   const done = (outcome: string) => {
-    logger.info({ requestId: ctx.requestId, operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, errors: errors.map(codeOf) }, 'request');
+    logger.info(
+      { requestId: ctx.requestId, operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, durationMs: durationSince(ctx.startedAt), errors: errors.map(codeOf) },
+      'request',
+    );
     onSettled(ctx, outcome, operation);
   };
+  const usedUp = ctx.minute.usedUp();
+  if (usedUp !== null) return refuseWhole(ctx, operation, usedUp, logger, done);
   if (operation === 'mutation' && !errors.every(withholdsField)) {
     await ctx.tx.rollback();
     done('rolled_back');
@@ -63,17 +74,24 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
     done('transaction_failed');
     return { data: null, errors: errors.length ? errors : [new PhigateError('INTERNAL', 'The request could not be completed.')] };
   }
+  // The audit rows, the PHI usage charge and COMMIT go in one round trip, in that order: the
+  // charge takes the principal's row lock last, so it is held for the commit only.
+  const audit = ctx.audit.seal();
+  const charge = ctx.minute.charge(ctx.budget.used);
+  const final = [audit, charge].filter((s) => s !== null);
   try {
-    await ctx.audit.flush(ctx.tx);
+    await inSpan('phigate.audit', { 'phigate.audit.events': ctx.audit.size }, () => ctx.tx.commit(final));
   } catch (cause) {
-    await ctx.tx.rollback();
-    logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
-    done('audit_failed');
-    return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.')] };
-  }
-  try {
-    await ctx.tx.commit();
-  } catch (cause) {
+    const failedStatement = cause instanceof CommitFailed && cause.statement !== null ? final[cause.statement] : undefined;
+    if (failedStatement !== undefined && failedStatement === charge) {
+      const retryAfter = minuteCapRetryAfter((cause as CommitFailed).cause);
+      if (retryAfter !== null) return refuseWhole(ctx, operation, retryAfter, logger, done);
+    }
+    if (failedStatement !== undefined && failedStatement === audit) {
+      logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
+      done('audit_failed');
+      return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.')] };
+    }
     logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
     done('commit_failed');
     return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };
@@ -81,6 +99,50 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
   done('committed');
   return result;
 }
+
+/**
+ * The principal's minute of PHI is used up: before the request began, or by concurrent requests
+ * that committed first. Nothing of the request is kept or shown (429, Retry-After); the refusal
+ * itself is audited, in a transaction of its own since the request's was rolled back.
+ */
+async function refuseWhole(
+  ctx: GraphQLContext,
+  operation: string | undefined,
+  retryAfterSeconds: number,
+  logger: Logger,
+  done: (outcome: string) => void,
+): Promise<ExecutionResult> {
+  await ctx.tx.rollback();
+  ctx.audit.refuseWith({
+    action: 'limited',
+    typeName: operation === 'mutation' ? 'Mutation' : 'Query',
+    field: null,
+    patientId: null,
+    recordId: null,
+    role: null,
+    purpose: 'unspecified',
+    breakGlass: false,
+  });
+  const audit = ctx.audit.seal();
+  try {
+    await ctx.tx.successor().commit(audit ? [audit] : []);
+  } catch (cause) {
+    // Refusing stays right without its audit row; the log says the row is missing.
+    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'audit of a PHI limit refusal failed');
+  }
+  logger.warn({ requestId: ctx.requestId, refusal: 'phi_minute_cap', retryAfterSeconds }, 'PHI limit per minute reached; request refused');
+  done('limited');
+  return {
+    errors: [
+      new PhigateError('RATE_LIMITED', 'Your limit of PHI per minute is used up; retry when the minute ends.', {
+        reason: 'phi_minute_cap',
+        http: { status: 429, headers: { 'Retry-After': String(retryAfterSeconds) } },
+      }),
+    ],
+  };
+}
+
+const durationSince = (startedAt: number): number => Math.round((performance.now() - startedAt) * 100) / 100;
 
 /** Enough to diagnose (type, SQLSTATE, our code), nothing that could carry PHI or SQL text. */
 export function errorSummary(err: unknown): Record<string, unknown> {

@@ -1,0 +1,49 @@
+import type { Principal } from '../auth/principal.ts';
+import { consumeStatement, usageLeftFrom, usageLeftStatement, type RowsAndValues } from '../db/phi-usage.ts';
+import type { Preamble, Statement } from '../db/transaction.ts';
+import type { PhiLimits } from '../policy/types.ts';
+import type { PhiBudget } from './phi-budget.ts';
+
+/**
+ * One request's share of the principal's per-minute PHI limits (policies/default.yaml, `limits`).
+ * What is left of the minute is read with BEGIN, before any record reaches a resolver, and sets
+ * the request's budget; what was shown is charged with COMMIT, and the charge refuses the whole
+ * request if concurrent requests took the minute past its cap meanwhile
+ * (schema/migrations/007_phi_usage_at_commit.sql).
+ */
+export interface PhiMinute {
+  /** For the request transaction; undefined when no role of the principal can show PHI. */
+  readonly preamble: Preamble | undefined;
+  /** Seconds until the minute ends when it was used up before the request began, else null. */
+  usedUp(): number | null;
+  /** The statement that charges `shown`; null when there is nothing to charge. */
+  charge(shown: RowsAndValues): Statement | null;
+}
+
+/** `limits` null: no role of the principal reads PHI, so the budget stays at nothing. */
+export function phiMinuteFor(principal: Principal, limits: PhiLimits | null, budget: PhiBudget): PhiMinute {
+  if (limits === null) return { preamble: undefined, usedUp: () => null, charge: () => null };
+  const cap = { rows: limits.rowsPerMinute, values: limits.phiValuesPerMinute };
+  let usedUp: number | null = null;
+  return {
+    preamble: {
+      ...usageLeftStatement(principal, cap),
+      onRows(rows) {
+        const left = usageLeftFrom(rows);
+        if (left.rows === 0 || left.values === 0) {
+          usedUp = left.retryAfterSeconds;
+          budget.allow({ rows: 0, values: 0, rowsReason: 'phi_minute_cap', valuesReason: 'phi_minute_cap' });
+          return;
+        }
+        budget.allow({
+          rows: Math.min(left.rows, limits.rowsPerRequest),
+          values: Math.min(left.values, limits.phiValuesPerRequest),
+          rowsReason: left.rows < limits.rowsPerRequest ? 'phi_minute_cap' : 'phi_request_cap',
+          valuesReason: left.values < limits.phiValuesPerRequest ? 'phi_minute_cap' : 'phi_request_cap',
+        });
+      },
+    },
+    usedUp: () => usedUp,
+    charge: (shown) => (shown.rows === 0 && shown.values === 0 ? null : consumeStatement(principal, shown, cap)),
+  };
+}
