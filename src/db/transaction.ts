@@ -57,6 +57,20 @@ export interface RequestTransaction {
 
 const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
+// On loopback a write costs far more than its bytes (the kernel delivers it to the server inside
+// the syscall): statements sent in the same tick leave in one write. process.nextTick runs after
+// the microtasks queued meanwhile, so a query sent right after `await open()` still makes it.
+const corked = new WeakSet<pg.PoolClient>();
+function coalesceWrites(c: pg.PoolClient): void {
+  if (corked.has(c)) return;
+  corked.add(c);
+  c.connection.stream.cork();
+  process.nextTick(() => {
+    corked.delete(c);
+    c.connection.stream.uncork();
+  });
+}
+
 function contextSql(ctx: SecurityContext, opts: TransactionOptions): string {
   for (const c of ctx.clinics) if (!IDENT.test(c)) throw new PhigateError('FORBIDDEN', 'A clinic id in the credentials is not valid.');
   for (const r of ctx.roles) if (!IDENT.test(r)) throw new PhigateError('FORBIDDEN', 'A role in the credentials is not valid.');
@@ -119,6 +133,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   /** Sends at once; a statement sent while others are unanswered rides in their round trip. */
   const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
     if (inFlight++ === 0) roundTrips++;
+    coalesceWrites(c);
     // Traced by the first keyword only: statement text can carry escaped values.
     const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
     const sent = inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () =>
