@@ -1,5 +1,7 @@
+import { createHash } from 'node:crypto';
 import { errors, jwtVerify } from 'jose';
 import type { JWTHeaderParameters, JWTPayload } from 'jose';
+import { createLru } from '../cache/lru.ts';
 import { PhigateError } from '../errors.ts';
 import { createIssuerKeys } from './issuer-keys.ts';
 import { hasMfa } from './mfa.ts';
@@ -19,6 +21,8 @@ export interface OidcVerifierOptions {
   mfaAcrValues: readonly string[];
   /** Milliseconds since the epoch; for tests. */
   now?: () => number;
+  /** How long a verified token is taken on trust without checking its signature again (default 60 s, never past `exp`); 0 turns the cache off. */
+  verifiedTokenTtlMs?: number;
 }
 
 export interface OidcVerifier {
@@ -27,6 +31,9 @@ export interface OidcVerifier {
 
 /** Real access tokens are a few kB; refusing larger ones bounds the work an anonymous caller can cause. */
 const MAX_TOKEN_LENGTH = 8192;
+
+/** Distinct verified tokens remembered; beyond that the least recently used is verified again. */
+const VERIFIED_TOKENS_KEPT = 10_000;
 
 const ASYMMETRIC_ALGORITHMS = new Set(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519']);
 
@@ -72,25 +79,40 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
   const now = opts.now ?? (() => Date.now());
   const keys = createIssuerKeys(opts.issuer, now);
 
+  const verifySignedToken = async (token: string, at: number): Promise<UserPrincipal> => {
+    let result: { payload: JWTPayload; protectedHeader: JWTHeaderParameters };
+    try {
+      result = await jwtVerify(token, keys, {
+        algorithms,
+        issuer: opts.issuer,
+        audience: opts.audience,
+        clockTolerance: opts.clockToleranceSeconds,
+        requiredClaims: ['exp', 'iat', 'sub'],
+        currentDate: new Date(at),
+      });
+    } catch (e) {
+      throw refusal(e);
+    }
+    if (!isAccessTokenType(result.protectedHeader.typ)) throw tokenRefused('bad_token_type');
+    return principalFrom(result.payload, opts, Math.floor(at / 1000));
+  };
+
+  // A client sends the same token with every request until it expires, and checking its
+  // signature each time was most of authentication's cost. Only successes are kept, under a
+  // digest of the token so the heap holds no bearer credential, and never past `exp`.
+  const ttlMs = opts.verifiedTokenTtlMs ?? 60_000;
+  const verified = createLru<{ principal: UserPrincipal; until: number }>(VERIFIED_TOKENS_KEPT);
   return {
     async verify(token) {
       if (token.length > MAX_TOKEN_LENGTH) throw tokenRefused('token_too_large');
       const at = now();
-      let verified: { payload: JWTPayload; protectedHeader: JWTHeaderParameters };
-      try {
-        verified = await jwtVerify(token, keys, {
-          algorithms,
-          issuer: opts.issuer,
-          audience: opts.audience,
-          clockTolerance: opts.clockToleranceSeconds,
-          requiredClaims: ['exp', 'iat', 'sub'],
-          currentDate: new Date(at),
-        });
-      } catch (e) {
-        throw refusal(e);
-      }
-      if (!isAccessTokenType(verified.protectedHeader.typ)) throw tokenRefused('bad_token_type');
-      return principalFrom(verified.payload, opts, Math.floor(at / 1000));
+      if (ttlMs <= 0) return verifySignedToken(token, at);
+      const digest = createHash('sha256').update(token).digest('base64url');
+      const known = verified.get(digest);
+      if (known !== undefined && at < known.until) return known.principal;
+      const principal = await verifySignedToken(token, at);
+      verified.set(digest, { principal, until: Math.min(at + ttlMs, principal.expiresAt * 1000) });
+      return principal;
     },
   };
 }

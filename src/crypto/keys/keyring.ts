@@ -3,7 +3,7 @@ import { inSpan } from '../../telemetry/tracing.ts';
 import { deriveBlindIndexKey } from '../blind-index.ts';
 import type { BlindIndexColumn } from '../blind-index.ts';
 import type { DataKey } from '../envelope.ts';
-import { createLru } from './lru.ts';
+import { createLru } from '../../cache/lru.ts';
 import type { EncryptionContext, KeyProvider } from './provider.ts';
 
 export type KeyPurpose = 'data' | 'index';

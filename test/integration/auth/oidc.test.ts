@@ -456,3 +456,55 @@ describe('configuration', () => {
     await refused(await signed(), 'bad_algorithm', verifierFor(A.issuer, { algorithms: ['RS256'] }));
   });
 });
+
+describe('verified tokens', () => {
+  // jose checks signatures through WebCrypto; counting its calls counts real verifications.
+  const signatureChecks = () => vi.spyOn(globalThis.crypto.subtle, 'verify');
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  it('are signature-checked once, then taken on trust until the TTL runs out', async () => {
+    let clock = Date.now();
+    const verifier = verifierFor(A.issuer, { now: () => clock });
+    const token = await signed();
+    await verifier.verify(token); // keys fetched and imported
+    const checks = signatureChecks();
+    for (let i = 0; i < 5; i += 1) await expect(verifier.verify(token)).resolves.toMatchObject({ subject: SUB });
+    expect(checks).toHaveBeenCalledTimes(0);
+
+    clock += 61_000;
+    await expect(verifier.verify(token)).resolves.toMatchObject({ subject: SUB });
+    expect(checks).toHaveBeenCalledTimes(1);
+  });
+
+  it('are never taken on trust past exp', async () => {
+    let clock = Date.now();
+    const verifier = verifierFor(A.issuer, { now: () => clock, verifiedTokenTtlMs: 3_600_000 });
+    const token = await signed({ exp: nowSeconds() + 20 });
+    await expect(verifier.verify(token)).resolves.toMatchObject({ subject: SUB });
+    clock += 55_000; // past exp and the 30 s clock tolerance
+    await refused(token, 'token_expired', verifier);
+  });
+
+  it('are remembered per exact token: one with a changed signature is checked, and refused', async () => {
+    const verifier = verifierFor(A.issuer);
+    const token = await signed();
+    await verifier.verify(token);
+    const [h, p, sig] = token.split('.');
+    const tampered = `${h}.${p}.${sig!.startsWith('A') ? 'B' : 'A'}${sig!.slice(1)}`;
+    const checks = signatureChecks();
+    await refused(tampered, 'bad_signature', verifier);
+    await refused(tampered, 'bad_signature', verifier);
+    expect(checks).toHaveBeenCalledTimes(2);
+  });
+
+  it('are checked every time with a TTL of 0', async () => {
+    const verifier = verifierFor(A.issuer, { verifiedTokenTtlMs: 0 });
+    const token = await signed();
+    await verifier.verify(token);
+    const checks = signatureChecks();
+    for (let i = 0; i < 3; i += 1) await verifier.verify(token);
+    expect(checks).toHaveBeenCalledTimes(3);
+  });
+});
