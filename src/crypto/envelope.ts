@@ -25,6 +25,9 @@ const MAX_KEY_VERSION = 0xffff_ffff;
 const AAD_LABEL = 'phigate/field/v1';
 // Lone surrogates would be silently replaced by U+FFFD and the value would not round-trip.
 const LONE_SURROGATE = /\p{Cs}/u;
+// ignoreBOM keeps a leading U+FEFF that was part of the value; fatal refuses bytes that sealField
+// could not have produced. Not streaming, so one decoder serves every call.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'invalid_key', cause?: unknown): PhigateError {
   const message =
@@ -86,10 +89,10 @@ export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer): stri
     const decipher = createDecipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
     decipher.setAAD(aadFor(key, aad, header));
     decipher.setAuthTag(tag);
-    const plain = Buffer.concat([decipher.update(body), decipher.final()]);
-    // ignoreBOM keeps a leading U+FEFF that was part of the value; fatal refuses bytes that
-    // sealField could not have produced.
-    return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(plain);
+    const plain = decipher.update(body);
+    // GCM's final() yields no bytes; it checks the tag and throws when the value was tampered with.
+    decipher.final();
+    return UTF8.decode(plain);
   } catch (e) {
     if (e instanceof PhigateError) throw e;
     throw keyUnavailable('decrypt_failed', e);

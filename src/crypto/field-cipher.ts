@@ -11,7 +11,8 @@ export interface FieldCipherStats {
 
 export interface FieldCipher {
   encrypt(scope: string, aad: FieldAad, plaintext: string): Promise<Buffer>;
-  decrypt(scope: string, aad: FieldAad, ciphertext: Buffer): Promise<string>;
+  /** Synchronous when the key is cached (steady state), so a page of values costs no promise each. */
+  decrypt(scope: string, aad: FieldAad, ciphertext: Buffer): string | Promise<string>;
   readonly stats: FieldCipherStats;
 }
 
@@ -28,12 +29,12 @@ export function createFieldCipher(keyring: Keyring): FieldCipher {
       stats.encrypts++;
       return sealField(await keyring.writeKey(scope), aad, plaintext);
     },
-    async decrypt(scope, aad, ciphertext) {
+    decrypt(scope, aad, ciphertext) {
       stats.decrypts++;
       const column = `${aad.table}.${aad.column}`;
       stats.decryptsByColumn.set(column, (stats.decryptsByColumn.get(column) ?? 0) + 1);
-      const key = await keyring.readKey(scope, keyVersionOf(ciphertext));
-      return openField(key, aad, ciphertext);
+      const key = keyring.readKey(scope, keyVersionOf(ciphertext));
+      return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext)) : openField(key, aad, ciphertext);
     },
   };
 }

@@ -5,7 +5,7 @@ import type { GraphQLContext } from './context.ts';
 /** Marks a field as PHI in the schema; start-up checks the marks against src/policy/phi-fields.ts. */
 export const PHI_EXTENSION = { phigatePhi: true } as const;
 
-export function resolvePatientPhi(ctx: GraphQLContext, row: PatientRow, field: keyof typeof PATIENT_COLUMNS): Promise<string | null> {
+export function resolvePatientPhi(ctx: GraphQLContext, row: PatientRow, field: keyof typeof PATIENT_COLUMNS): string | null | Promise<string | null> {
   const column = PATIENT_COLUMNS[field];
   return readPhi(
     ctx,
@@ -14,7 +14,7 @@ export function resolvePatientPhi(ctx: GraphQLContext, row: PatientRow, field: k
   );
 }
 
-export function resolveEncounterPhi(ctx: GraphQLContext, row: EncounterRow, field: keyof typeof ENCOUNTER_COLUMNS): Promise<string | null> {
+export function resolveEncounterPhi(ctx: GraphQLContext, row: EncounterRow, field: keyof typeof ENCOUNTER_COLUMNS): string | null | Promise<string | null> {
   const column = ENCOUNTER_COLUMNS[field];
   return readPhi(
     ctx,

@@ -33,8 +33,8 @@ export interface KeyringStats {
 export interface Keyring {
   /** the current data key for a clinic, creating version 1 (wrapped via the provider, stored) when the clinic has none */
   writeKey(scope: string): Promise<DataKey>;
-  /** a specific version, for decryption */
-  readKey(scope: string, version: number): Promise<DataKey>;
+  /** A specific version, for decryption: synchronously when it is cached, as it is in steady state. */
+  readKey(scope: string, version: number): DataKey | Promise<DataKey>;
   /** the per-column per-clinic blind-index key, derived from a single 'index' root key (purpose 'index', scope '*'), created on first use */
   blindIndexKey(column: BlindIndexColumn, scope: string): Promise<Buffer>;
   /** new version for a scope (key rotation); old versions stay readable */
@@ -96,7 +96,9 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   const unwrapping = new Map<string, Promise<Buffer>>();
   const resolving = new Map<string, Promise<number>>();
 
-  const idOf = (...parts: (string | number)[]): string => JSON.stringify(parts);
+  // Looked up once per decrypted field: a plain string, unambiguous because only the scope,
+  // which comes last, is free text.
+  const idOf = (purpose: KeyPurpose, scope: string, version?: number): string => `${purpose}:${version ?? ''}:${scope}`;
   const contextFor = (purpose: KeyPurpose, scope: string, version: number): EncryptionContext => ({
     purpose,
     scope,
@@ -120,13 +122,16 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     latest.set(id, { version: Math.max(known, version), expiresAt: Date.now() + latestTtlMs });
   }
 
+  function cachedKey(purpose: KeyPurpose, scope: string, version: number): Buffer | undefined {
+    const cached = keys.get(idOf(purpose, scope, version));
+    if (cached) stats.cacheHits++;
+    return cached;
+  }
+
   function unwrap(purpose: KeyPurpose, scope: string, version: number): Promise<Buffer> {
+    const cached = cachedKey(purpose, scope, version);
+    if (cached) return Promise.resolve(cached);
     const id = idOf(purpose, scope, version);
-    const cached = keys.get(id);
-    if (cached) {
-      stats.cacheHits++;
-      return Promise.resolve(cached);
-    }
     stats.cacheMisses++;
     return singleFlight(unwrapping, id, async () => {
       const record = await fromStore(store.get(purpose, scope, version));
@@ -185,12 +190,14 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       const version = await currentVersion('data', scope);
       return { scope, version, key: await unwrap('data', scope, version) };
     },
-    async readKey(scope, version) {
+    readKey(scope, version) {
       checkScope(scope);
       if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) {
         throw unavailable('data key not found', 'key_not_found');
       }
-      return { scope, version, key: await unwrap('data', scope, version) };
+      const cached = cachedKey('data', scope, version);
+      if (cached) return { scope, version, key: cached };
+      return unwrap('data', scope, version).then((key) => ({ scope, version, key }));
     },
     async blindIndexKey(column, scope) {
       checkScope(scope);

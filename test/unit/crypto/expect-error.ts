@@ -15,9 +15,14 @@ export function thrown(fn: () => unknown, code: ErrorCode, reason?: string): Phi
 
 /** As `thrown`, for a promise that must reject. */
 export async function rejected(promise: Promise<unknown>, code: ErrorCode, reason?: string): Promise<PhigateError> {
+  return failed(() => promise, code, reason);
+}
+
+/** As `rejected`, for a call that may fail either way: by throwing, or by returning a promise that rejects. */
+export async function failed(fn: () => unknown, code: ErrorCode, reason?: string): Promise<PhigateError> {
   let error: unknown;
   try {
-    await promise;
+    await fn();
   } catch (e) {
     error = e;
   }

@@ -3,7 +3,7 @@ import { openField, sealField } from '../../../src/crypto/envelope.ts';
 import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
 import type { KeyPurpose, KeyStore, WrappedKeyRecord } from '../../../src/crypto/keys/keyring.ts';
 import type { KeyProvider } from '../../../src/crypto/keys/provider.ts';
-import { rejected } from './expect-error.ts';
+import { failed, rejected } from './expect-error.ts';
 
 /**
  * Test double for the phigate.keyring table (PK purpose, scope, version): the same contract as
@@ -154,7 +154,7 @@ export function describeKeyring(name: string, setup: () => Promise<ProviderHarne
         await breakKms();
         const failures = await Promise.allSettled(Array.from({ length: 5 }, () => replica.readKey('clinic-a', 1)));
         expect(failures.every((f) => f.status === 'rejected')).toBe(true);
-        await rejected(replica.readKey('clinic-a', 1), 'KEY_UNAVAILABLE');
+        await failed(() => replica.readKey('clinic-a', 1), 'KEY_UNAVAILABLE');
         await rejected(createKeyring({ provider, store }).writeKey('clinic-new'), 'KEY_UNAVAILABLE');
         await repairKms();
         expect((await replica.readKey('clinic-a', 1)).key.equals(original.key)).toBe(true);
@@ -192,9 +192,9 @@ export function describeKeyring(name: string, setup: () => Promise<ProviderHarne
         store.put({ ...record!, scope: 'clinic-b' });
         store.put({ ...record!, version: 2 });
         const keyring = createKeyring({ provider, store });
-        await rejected(keyring.readKey('clinic-b', 1), 'KEY_UNAVAILABLE', 'unwrap_failed');
+        await failed(() => keyring.readKey('clinic-b', 1), 'KEY_UNAVAILABLE', 'unwrap_failed');
         await rejected(keyring.writeKey('clinic-b'), 'KEY_UNAVAILABLE', 'unwrap_failed');
-        await rejected(keyring.readKey('clinic-a', 2), 'KEY_UNAVAILABLE', 'unwrap_failed');
+        await failed(() => keyring.readKey('clinic-a', 2), 'KEY_UNAVAILABLE', 'unwrap_failed');
       }));
 
     it('refuses a wrapped key recorded under another master key without asking KMS', () =>
@@ -203,15 +203,15 @@ export function describeKeyring(name: string, setup: () => Promise<ProviderHarne
         const [record] = store.records();
         store.put({ ...record!, keyRef: 'some-other-master-key' });
         const keyring = createKeyring({ provider, store });
-        await rejected(keyring.readKey('clinic-a', 1), 'KEY_UNAVAILABLE', 'wrong_master_key');
+        await failed(() => keyring.readKey('clinic-a', 1), 'KEY_UNAVAILABLE', 'wrong_master_key');
         expect(keyring.stats.kmsCalls).toBe(0);
       }));
 
     it('reports a missing version or a failing key store as KEY_UNAVAILABLE', () =>
       withHarness(async ({ provider }, store) => {
         const keyring = createKeyring({ provider, store });
-        await rejected(keyring.readKey('clinic-a', 9), 'KEY_UNAVAILABLE', 'key_not_found');
-        await rejected(keyring.readKey('clinic-a', 0), 'KEY_UNAVAILABLE', 'key_not_found');
+        await failed(() => keyring.readKey('clinic-a', 9), 'KEY_UNAVAILABLE', 'key_not_found');
+        await failed(() => keyring.readKey('clinic-a', 0), 'KEY_UNAVAILABLE', 'key_not_found');
         expect(keyring.stats.kmsCalls).toBe(0);
         store.failing = true;
         const e = await rejected(keyring.writeKey('clinic-a'), 'KEY_UNAVAILABLE', 'key_store_error');
