@@ -10,11 +10,11 @@ import { createPgKeyStore } from './db/key-store.ts';
 import { assertSafeAppRole, createPool, type Pool } from './db/pool.ts';
 import { assertTlsConnection } from './db/tls.ts';
 import { createGateway, type Gateway } from './http/gateway.ts';
-import { enableTracing } from './telemetry/tracing.ts';
 import { loadTrustedDocuments } from './http/plugins/use-trusted-documents.ts';
 import type { Logger } from './log.ts';
 import { loadPolicy } from './policy/load.ts';
 import { PHI_FIELDS } from './policy/phi-fields.ts';
+import type { Tracing } from './telemetry/start-tracing.ts';
 
 export interface App {
   readonly pool: Pool;
@@ -25,6 +25,8 @@ export interface App {
   readonly gateway: Gateway;
   /** The issuer tokens must come from (the built-in one in development when none is configured). */
   readonly issuer: string;
+  /** Span export; `null` when no OTLP endpoint is configured. */
+  readonly tracing: Tracing | null;
 }
 
 export const devIssuerUrl = (config: Config): string => `http://${config.host}:${config.port}/dev-issuer`;
@@ -32,8 +34,12 @@ export const devIssuerUrl = (config: Config): string => `http://${config.host}:$
 /** Everything the gateway needs, checked before it listens: any failure here stops start-up. */
 export async function assembleApp(config: Config, appUrl: string, logger: Logger): Promise<App> {
   const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
-  // Spans are exported by the OpenTelemetry SDK an operator preloads (see src/telemetry/tracing.ts).
-  enableTracing(config.otelExporterUrl !== null);
+  // Imported only when configured: without an endpoint the SDK is never loaded, and no provider is registered.
+  const endpoint = config.otelExporterUrl;
+  const tracing =
+    endpoint === null
+      ? null
+      : await import('./telemetry/start-tracing.ts').then((t) => t.startTracing({ endpoint, scheduleDelayMs: config.otelScheduleDelayMs, logger }));
   const pool = createPool(appUrl, { max: config.pool.size, caFile: config.databaseCaFile });
   const keyPool = createPool(appUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
   try {
@@ -73,9 +79,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       corsOrigins: config.corsOrigins,
       issuer,
     });
-    return { pool, keyPool, keyring, cipher, gateway, issuer };
+    return { pool, keyPool, keyring, cipher, gateway, issuer, tracing };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end()]);
+    await Promise.all([pool.end(), keyPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }

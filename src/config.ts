@@ -61,6 +61,8 @@ export interface Config {
   readonly databaseCaFile: string | null;
   /** OTLP/HTTP traces endpoint; no spans are exported when unset. */
   readonly otelExporterUrl: string | null;
+  /** How long finished spans wait to be exported together. */
+  readonly otelScheduleDelayMs: number;
 }
 
 export class ConfigError extends Error {
@@ -114,6 +116,14 @@ function url(src: Source, name: string, protocols: readonly string[]): string | 
   }
   if (!protocols.includes(parsed.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}`);
   return v;
+}
+
+/**
+ * OpenTelemetry's own variables follow its specification, where an empty value means unset: an
+ * operator (or compose's `${VAR:-}`) may pass one through empty.
+ */
+function otelVariable(src: Source, name: string): Source {
+  return src[name]?.trim() === '' ? { ...src, [name]: undefined } : src;
 }
 
 function requireTls(name: string, dbUrl: string): void {
@@ -213,7 +223,9 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       const f = text(src, 'PHIGATE_DATABASE_CA_FILE');
       return f === null ? null : path.resolve(cwd, f);
     })(),
-    otelExporterUrl: url(src, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']),
+    otelExporterUrl: url(otelVariable(src, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'), 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']),
+    // The specification's variable and default; the SDK no longer reads it itself.
+    otelScheduleDelayMs: int(otelVariable(src, 'OTEL_BSP_SCHEDULE_DELAY'), 'OTEL_BSP_SCHEDULE_DELAY', 5_000, 1, 300_000),
   };
   for (const o of config.corsOrigins) {
     if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'must list origins like https://app.example.org (scheme and host, no path)');

@@ -52,7 +52,8 @@ async function main(): Promise<void> {
     try {
       // Requests still running after the grace period are rolled back; only then may the pool end.
       await app.gateway.close();
-      await Promise.all([app.pool.end(), app.keyPool.end()]);
+      // Every request's spans have ended by now; the last of them leave with this flush.
+      await Promise.all([app.pool.end(), app.keyPool.end(), app.tracing?.shutdown()]);
       await db.stop();
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'shutdown failed');

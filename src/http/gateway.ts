@@ -1,5 +1,6 @@
 import { setMaxListeners } from 'node:events';
 import http from 'node:http';
+import { SpanStatusCode } from '@opentelemetry/api';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
@@ -147,7 +148,18 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return;
     }
     const header = req.headers['x-request-id'];
-    withRequestId(requestIdFrom(typeof header === 'string' ? header : null), () => void yoga(req, res));
+    const requestId = requestIdFrom(typeof header === 'string' ? header : null);
+    // The root of the request's trace: the seams' spans (auth, SQL, policy, decryption, audit) join
+    // it through the active context. The id is the one in the logs and audit rows, never PHI-shaped.
+    const attributes = { 'http.request.method': req.method ?? 'UNKNOWN', 'phigate.request_id': requestId };
+    withRequestId(requestId, () =>
+      void inSpan('phigate.request', attributes, async (span) => {
+        await yoga(req, res);
+        span.setAttribute('http.response.status_code', res.statusCode);
+        // As OpenTelemetry's HTTP conventions say for a server: a 4xx is the client's, a 5xx ours.
+        if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+      }),
+    );
   });
 
   let closing: Promise<void> | null = null;

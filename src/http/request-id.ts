@@ -24,3 +24,11 @@ export function withRequestId<T>(requestId: string, fn: () => T): T {
 export function currentRequestId(): string | undefined {
   return current.getStore();
 }
+
+/**
+ * Runs `fn` outside any request, for background work a request merely set off (a batch of spans
+ * exported after it ended), so that its log lines are not taken for that request's.
+ */
+export function outsideRequests<T>(fn: () => T): T {
+  return current.exit(fn);
+}

@@ -33,11 +33,11 @@ function exampleEnv(): Record<string, string> {
   return env;
 }
 
-/** Compose's interpolation: ${VAR}, ${VAR:?message}, ${VAR:-default}, $$. */
+/** Compose's interpolation: ${VAR}, ${VAR:?message}, ${VAR:-default}, $$. `used` collects the variables without a default. */
 function interpolate(text: string, env: Record<string, string>, used: Set<string>): string {
   return text.replace(/\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[?-])([^}]*))?\}/g, (whole, name: string | undefined, op: string | undefined, arg: string | undefined) => {
     if (whole === '$$') return '$';
-    used.add(name!);
+    if (!op?.endsWith('-')) used.add(name!);
     const value = env[name!];
     if (value !== undefined && value !== '') return value;
     if (op?.endsWith('-')) return arg ?? '';
@@ -82,9 +82,17 @@ describe('docker-compose.yml', () => {
     expect(new URL(migrator.database!.migrateUrl!).searchParams.get('sslrootcert')).toBe(gatewayEnv.PHIGATE_DATABASE_CA_FILE);
   });
 
-  it('every variable it interpolates is listed in deploy/example.env', () => {
+  it('every variable it requires is listed in deploy/example.env', () => {
     expect([...used].filter((v) => !(v in env))).toEqual([]);
     expect(used.size).toBeGreaterThan(0);
+  });
+
+  it('passes an optional tracing endpoint to the gateway, off while it is unset', () => {
+    expect(gatewayEnv).toHaveProperty('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', '');
+    expect(loadConfig(gatewayEnv, '/app').otelExporterUrl).toBeNull();
+    const endpoint = 'http://otel-collector:4318/v1/traces';
+    const traced = parse(interpolate(read('docker-compose.yml'), { ...env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint }, new Set()), { merge: true }) as typeof compose;
+    expect(loadConfig(environmentOf(traced.services.gateway!), '/app').otelExporterUrl).toBe(endpoint);
   });
 
   it('every service named in depends_on exists, and every named volume is declared', () => {

@@ -59,6 +59,10 @@ describe('loadConfig', () => {
     [{ PHIGATE_OIDC_AUDIENCE: '  ' }, 'PHIGATE_OIDC_AUDIENCE'],
     [{ REDIS_URL: 'http://cache' }, 'REDIS_URL'],
     [{ PHIGATE_LOG_LEVEL: 'verbose' }, 'PHIGATE_LOG_LEVEL'],
+    [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'collector:4318' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
+    [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'grpc://collector:4317' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
+    [{ OTEL_BSP_SCHEDULE_DELAY: '5s' }, 'OTEL_BSP_SCHEDULE_DELAY'],
+    [{ OTEL_BSP_SCHEDULE_DELAY: '0' }, 'OTEL_BSP_SCHEDULE_DELAY'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
@@ -76,6 +80,13 @@ describe('loadConfig', () => {
     const env = { ...prodBase, ...over } as Record<string, string | undefined>;
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     expect(refusal(env as Record<string, string>).variable).toBe(variable);
+  });
+
+  it('reads span export from the OpenTelemetry variables, where an empty value means unset', () => {
+    expect(loadConfig({}, '/srv')).toMatchObject({ otelExporterUrl: null, otelScheduleDelayMs: 5_000 });
+    expect(loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: '', OTEL_BSP_SCHEDULE_DELAY: ' ' }, '/srv')).toMatchObject({ otelExporterUrl: null, otelScheduleDelayMs: 5_000 });
+    const c = loadConfig({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'https://collector.internal:4318/v1/traces', OTEL_BSP_SCHEDULE_DELAY: '1000' }, '/srv');
+    expect(c).toMatchObject({ otelExporterUrl: 'https://collector.internal:4318/v1/traces', otelScheduleDelayMs: 1_000 });
   });
 
   it('never echoes a secret value in its message', () => {

@@ -1,0 +1,289 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createFieldCipher } from '../../src/crypto/field-cipher.ts';
+import { createKeyring } from '../../src/crypto/keys/keyring.ts';
+import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
+import { createPgKeyStore } from '../../src/db/key-store.ts';
+import { createPool } from '../../src/db/pool.ts';
+import { generateDataset, type Dataset } from '../../src/seed/dataset.ts';
+import { writeDataset } from '../../src/seed/write.ts';
+import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { freePort } from '../support/free-port.ts';
+import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
+import { startOtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
+import { seededSecrets } from '../support/phi-expect.ts';
+
+// Span export as an operator gets it: `phigate` started the way the image starts it (node --import
+// tsx src/main.ts) with OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, a real OTLP/HTTP collector endpoint
+// on loopback, real patient reads, SIGTERM. No SDK is stubbed: what arrives is what a collector gets.
+
+const ROOT = path.resolve(import.meta.dirname, '../..');
+const VERSION = (JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+// Read by the exporter itself (OTEL_EXPORTER_OTLP_HEADERS): a collector credential, which must reach
+// the collector and nothing else.
+const COLLECTOR_SECRET = 'collector-credential-7f3a9c2e';
+const READ = '{ patients(first: 10) { edges { node { id mrn ssn givenName encounters { reason notes } } } } }';
+const SEAMS = ['phigate.auth', 'phigate.policy', 'phigate.sql', 'phigate.decrypt', 'phigate.audit'];
+
+let db: TestDatabase;
+let issuer: TestIssuer;
+let dataDir: string;
+let data: Dataset;
+const masterKey = randomBytes(32);
+const tokens: string[] = [];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  issuer = await startTestIssuer();
+  dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-otlp-'));
+  data = generateDataset({ patients: 6, seed: 11 });
+  // Sealed under the master key the gateway process is given, as `phigate seed` would.
+  const pool = createPool(db.appUrl, { max: 2 });
+  try {
+    const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
+    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, createFieldCipher(keyring), data));
+  } finally {
+    await pool.end();
+  }
+});
+afterAll(async () => {
+  await issuer?.close();
+  await db?.drop();
+  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+});
+
+async function tokenFor(sub: string): Promise<string> {
+  const s = data.staff.find((x) => x.sub === sub)!;
+  const t = await issuer.token({ sub, roles: [...s.roles], clinics: [...s.clinics], mfa: true });
+  tokens.push(t);
+  return t;
+}
+
+async function read(url: string, token: string, requestId: string): Promise<{ status: number; patients: number; ms: number }> {
+  const started = performance.now();
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': requestId },
+    body: JSON.stringify({ query: READ }),
+  });
+  const body = (await res.json()) as { data?: { patients: { edges: unknown[] } } };
+  return { status: res.status, patients: body.data?.patients.edges.length ?? 0, ms: performance.now() - started };
+}
+
+async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+interface GatewayProcess {
+  readonly url: string;
+  /** Everything it wrote to stdout and stderr so far. */
+  output(): string;
+  logs(): Record<string, any>[];
+  /** SIGTERM, as an orchestrator stops it; resolves when it has exited. */
+  stop(): Promise<{ code: number | null; ms: number }>;
+}
+
+/** The gateway as its own process, configured through the environment only, as in production. */
+async function startGatewayProcess(env: Record<string, string>): Promise<GatewayProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    cwd: ROOT,
+    // Nothing inherited but PATH: no OTEL_* or PHIGATE_* of the machine running the tests.
+    env: {
+      PATH: process.env.PATH ?? '',
+      PHIGATE_ENV: 'development',
+      PHIGATE_HOST: '127.0.0.1',
+      PHIGATE_PORT: '0',
+      PHIGATE_DATA_DIR: dataDir,
+      DATABASE_URL: db.appUrl,
+      PHIGATE_OIDC_ISSUER: issuer.issuer,
+      PHIGATE_LOCAL_MASTER_KEY: masterKey.toString('base64'),
+      PHIGATE_SHUTDOWN_GRACE_MS: '1000',
+      OTEL_EXPORTER_OTLP_HEADERS: `x-collector-key=${COLLECTOR_SECRET}`,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  const logs = () =>
+    stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, any>);
+  let gone = false;
+  void exited.then(() => (gone = true));
+  try {
+    await until('the gateway to listen', () => gone || logs().some((l) => l.msg === 'phigate listening'), 30_000);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  if (gone) throw new Error(`the gateway exited before listening:\n${stdout}${stderr}`);
+  return {
+    url: logs().find((l) => l.msg === 'phigate listening')!.url as string,
+    output: () => stdout + stderr,
+    logs,
+    async stop() {
+      const started = performance.now();
+      child.kill('SIGTERM');
+      const code = await exited;
+      return { code, ms: performance.now() - started };
+    },
+  };
+}
+
+/** Nothing a collector receives, or the gateway logs, may carry PHI, a token, a key or SQL text. */
+function expectNoSecrets(text: string): void {
+  for (const [secret, what] of seededSecrets(data.patients)) {
+    if (text.includes(secret)) throw new Error(`carries ${what}`);
+  }
+  for (const t of tokens) {
+    expect(text).not.toContain(t);
+    expect(text).not.toContain(t.split('.')[2]!);
+  }
+  expect(text).not.toContain(masterKey.toString('base64'));
+  expect(text).not.toMatch(/\b(SELECT|INSERT INTO|UPDATE|DELETE FROM)\s|\bFROM phigate\.|\bWHERE\b|set_config|unnest\(/);
+}
+
+// Every attribute a span may carry, and the shape of its value: names, codes and counts. A new
+// attribute fails here until someone has decided that it carries no value a client sent or PHI.
+const ATTRIBUTE_SHAPES: Record<string, RegExp> = {
+  'http.request.method': /^POST$/,
+  'http.response.status_code': /^\d{3}$/,
+  'phigate.request_id': /^trace-[a-z-]+$/,
+  'phigate.field': /^(Patient|Encounter)\.[a-zA-Z]+$/,
+  'db.system.name': /^postgresql$/,
+  'db.operation.name': /^[A-Z]+$/,
+  'phigate.audit.events': /^\d+$/,
+  'phigate.kms.operation': /^(decrypt|generate)$/,
+  'error.type': /^[A-Za-z_]+$/,
+};
+
+describe('span export over OTLP/HTTP', () => {
+  it('sends one trace per request, rooted in phigate.request, with every seam, flushed on SIGTERM, carrying no PHI, token or SQL', { timeout: 60_000 }, async () => {
+    const receiver = await startOtlpReceiver();
+    // A batch delay no test outlives: whatever arrives was flushed by the graceful shutdown.
+    const gw = await startGatewayProcess({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '300000' });
+    try {
+      const ids = ['trace-first-read', 'trace-second-read'];
+      for (const id of ids) {
+        const r = await read(gw.url, await tokenFor('reg-north'), id);
+        expect(r.status).toBe(200);
+        expect(r.patients).toBeGreaterThan(0);
+      }
+      expect(receiver.requests).toEqual([]);
+      expect((await gw.stop()).code).toBe(0);
+
+      expect(receiver.requests.length).toBeGreaterThan(0);
+      for (const { headers } of receiver.requests) {
+        expect(headers['content-type']).toBe('application/json');
+        expect(headers['x-collector-key']).toBe(COLLECTOR_SECRET);
+      }
+      const spans = receiver.spans();
+      for (const s of spans) expect(s.resource).toMatchObject({ 'service.name': 'phigate', 'service.version': VERSION });
+
+      const traces = new Map<string, ReceivedSpan[]>();
+      for (const s of spans) traces.set(s.traceId, [...(traces.get(s.traceId) ?? []), s]);
+      // Every span belongs to one request's trace: none of the seams started a trace of its own.
+      expect(traces.size).toBe(ids.length);
+      const rootIds: unknown[] = [];
+      for (const trace of traces.values()) {
+        const roots = trace.filter((s) => s.parentSpanId === undefined);
+        expect(roots.map((s) => s.name)).toEqual(['phigate.request']);
+        expect(roots[0]!.attributes).toMatchObject({ 'http.request.method': 'POST', 'http.response.status_code': 200 });
+        rootIds.push(roots[0]!.attributes['phigate.request_id']);
+        const inTrace = new Set(trace.map((s) => s.spanId));
+        for (const s of trace) if (s !== roots[0]) expect(inTrace.has(s.parentSpanId!), `${s.name} has its parent in its trace`).toBe(true);
+        const names = new Set(trace.map((s) => s.name));
+        for (const seam of SEAMS) expect(names, `a ${seam} span in each request`).toContain(seam);
+        // The registrar may not read notes: the decision is traced, and no decryption follows it.
+        expect(trace.some((s) => s.name === 'phigate.policy' && s.attributes['phigate.field'] === 'Encounter.notes')).toBe(true);
+        expect(trace.some((s) => s.name === 'phigate.decrypt' && s.attributes['phigate.field'] === 'Encounter.notes')).toBe(false);
+      }
+      expect(rootIds.sort()).toEqual(ids);
+
+      for (const s of spans) {
+        for (const [key, value] of Object.entries(s.attributes)) expect(String(value), `${s.name} ${key}`).toMatch(ATTRIBUTE_SHAPES[key] ?? /^(?!)/);
+      }
+      expectNoSecrets(receiver.requests.map((r) => r.body).join('\n'));
+      expect(gw.logs().filter((l) => l.level >= 40)).toEqual([]);
+    } finally {
+      await gw.stop();
+      await receiver.close();
+    }
+  });
+
+  it('a collector that refuses connections costs requests nothing; the failure is logged by code, without secrets', { timeout: 60_000 }, async () => {
+    const gw = await startGatewayProcess({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${await freePort()}/v1/traces`,
+      OTEL_BSP_SCHEDULE_DELAY: '20',
+      // The exporter's own variable: give up retrying soon, so the failure shows within the test.
+      OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '300',
+    });
+    try {
+      const first = await read(gw.url, await tokenFor('reg-north'), 'trace-refused-first');
+      expect(first).toMatchObject({ status: 200 });
+      expect(first.patients).toBeGreaterThan(0);
+      await until('the export failure to be logged', () => gw.logs().some((l) => l.msg === 'spans could not be exported; they are dropped'));
+      const line = gw.logs().find((l) => l.msg === 'spans could not be exported; they are dropped')!;
+      expect(line).toMatchObject({ level: 40, err: { code: 'ECONNREFUSED' } });
+      // Background work, not the request whose spans it carried.
+      expect(line.requestId).toBeUndefined();
+      expect(line.spans).toBeGreaterThan(0);
+      // Still answering, as fast as ever.
+      const second = await read(gw.url, await tokenFor('reg-north'), 'trace-refused-second');
+      expect(second).toMatchObject({ status: 200, patients: first.patients });
+      expect(second.ms).toBeLessThan(2_000);
+      expect((await gw.stop()).code).toBe(0);
+      expectNoSecrets(gw.output());
+      expect(gw.output()).not.toContain(COLLECTOR_SECRET);
+    } finally {
+      await gw.stop();
+    }
+  });
+
+  it('a collector that accepts and never answers delays no request, and shutdown gives up on it within its bound', { timeout: 60_000 }, async () => {
+    const hung = new Set<net.Socket>();
+    const hole = net.createServer((s) => void hung.add(s));
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    // The exporter's default timeout (10 s) stands: an export that blocked a request would show.
+    const gw = await startGatewayProcess({
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${(hole.address() as net.AddressInfo).port}/v1/traces`,
+      OTEL_BSP_SCHEDULE_DELAY: '20',
+    });
+    try {
+      const first = await read(gw.url, await tokenFor('reg-north'), 'trace-hung-first');
+      expect(first).toMatchObject({ status: 200 });
+      await until('an export to be stuck at the collector', () => hung.size > 0);
+      for (const id of ['trace-hung-second', 'trace-hung-third']) {
+        const r = await read(gw.url, await tokenFor('reg-north'), id);
+        expect(r).toMatchObject({ status: 200, patients: first.patients });
+        expect(r.ms).toBeLessThan(2_000);
+      }
+      const stopped = await gw.stop();
+      expect(stopped.code).toBe(0);
+      // Grace (1 s, nothing in flight) + the 5 s bound on the last flush, with room for a slow machine.
+      expect(stopped.ms).toBeLessThan(9_000);
+      expect(gw.logs().some((l) => l.msg === 'span export still running at shutdown; its spans are lost')).toBe(true);
+      expectNoSecrets(gw.output());
+      expect(gw.output()).not.toContain(COLLECTOR_SECRET);
+    } finally {
+      await gw.stop();
+      for (const s of hung) s.destroy();
+      await new Promise((r) => hole.close(r));
+    }
+  });
+});
