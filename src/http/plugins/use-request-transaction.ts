@@ -1,7 +1,7 @@
 import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
-import { CommitFailed } from '../../db/transaction.ts';
+import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
 import type { Logger } from '../../log.ts';
@@ -76,7 +76,18 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
   }
   // The audit rows, the PHI usage charge and COMMIT go in one round trip, in that order: the
   // charge takes the principal's row lock last, so it is held for the commit only.
-  const audit = ctx.audit.seal();
+  const auditFailed = (cause: unknown): ExecutionResult => {
+    logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
+    done('audit_failed');
+    return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.')] };
+  };
+  let audit: Statement | null;
+  try {
+    audit = ctx.audit.seal();
+  } catch (cause) {
+    await ctx.tx.rollback();
+    return auditFailed(cause);
+  }
   const charge = ctx.minute.charge(ctx.budget.used);
   const final = [audit, charge].filter((s) => s !== null);
   try {
@@ -87,11 +98,7 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
       const retryAfter = minuteCapRetryAfter((cause as CommitFailed).cause);
       if (retryAfter !== null) return refuseWhole(ctx, operation, retryAfter, logger, done);
     }
-    if (failedStatement !== undefined && failedStatement === audit) {
-      logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
-      done('audit_failed');
-      return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.')] };
-    }
+    if (failedStatement !== undefined && failedStatement === audit) return auditFailed(cause);
     logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
     done('commit_failed');
     return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };

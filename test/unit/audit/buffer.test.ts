@@ -1,0 +1,43 @@
+import { describe, expect, it } from 'vitest';
+import { createAuditBuffer } from '../../../src/audit/buffer.ts';
+import type { AuditEvent } from '../../../src/audit/event.ts';
+
+const request = { requestId: 'req-1', actor: 'reg-north', actorKind: 'user' as const, clientAddr: null };
+const P1 = '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b';
+const P2 = '1c7a8b4f-3d2e-4f60-9b0c-1d2e3f4a5b6c';
+const read = (patientId: string, field: string, recordId: string | null = null): AuditEvent => ({
+  action: 'read', typeName: 'Patient', field, patientId, recordId, role: 'registrar', purpose: 'operations', breakGlass: false,
+});
+
+describe('the audit buffer', () => {
+  it('seals into one statement: each distinct event shape once, each event an index into them, in order', () => {
+    const buffer = createAuditBuffer(request);
+    buffer.add(read(P1, 'ssn'));
+    buffer.add(read(P1, 'mrn'));
+    buffer.add(read(P2, 'ssn'));
+    buffer.add({ ...read(P2, 'notes', P1), action: 'denied', typeName: 'Encounter', role: null });
+    const statement = buffer.seal()!;
+    const [, , , , kinds, patients, records, actions, types, fields, roles] = statement.values!;
+    expect(kinds).toBe('{1,2,1,3}');
+    expect(patients).toBe(`{${P1},${P1},${P2},${P2}}`);
+    expect(records).toBe(`{NULL,NULL,NULL,${P1}}`);
+    expect([actions, types, fields, roles]).toEqual([
+      ['read', 'read', 'denied'],
+      ['Patient', 'Patient', 'Encounter'],
+      ['ssn', 'mrn', 'notes'],
+      ['registrar', 'registrar', null],
+    ]);
+  });
+
+  it('refuses to put an id that is not a uuid into the statement', () => {
+    const buffer = createAuditBuffer(request);
+    buffer.add(read(`${P1}},{${P2}`, 'ssn'));
+    expect(() => buffer.seal()).toThrow('not a uuid');
+  });
+
+  it('refuses events after it was sealed, and has nothing to write when empty', () => {
+    const buffer = createAuditBuffer(request);
+    expect(buffer.seal()).toBeNull();
+    expect(() => buffer.add(read(P1, 'ssn'))).toThrow();
+  });
+});
