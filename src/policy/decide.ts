@@ -47,12 +47,38 @@ export function decideField(
   type: string,
   field: string,
 ): FieldDecision {
+  // Asked once per PHI value, 800 times for a page, with a handful of distinct answers. The
+  // answer depends only on these arguments and both policy and principal are immutable, so it
+  // is kept for as long as the principal object lives (one request, or a cached token's life).
+  const decisions = memoFor(decisionMemo, policy, principal);
+  const key = `${row.clinicId}\u0000${row.onCareTeam ? 1 : 0}\u0000${type}.${field}`;
+  let decision = decisions.get(key);
+  if (decision === undefined) {
+    decision = decide(policy, principal, row, `${type}.${field}`);
+    decisions.set(key, decision);
+  }
+  return decision;
+}
+
+type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
+const decisionMemo: Memo<FieldDecision> = new WeakMap();
+const purposeMemo: Memo<string> = new WeakMap();
+
+function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
+  let byPrincipal = memo.get(policy);
+  if (byPrincipal === undefined) memo.set(policy, (byPrincipal = new WeakMap()));
+  let entries = byPrincipal.get(principal);
+  if (entries === undefined) byPrincipal.set(principal, (entries = new Map()));
+  return entries;
+}
+
+function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldDecision {
   let decision = DENIED;
   for (const role of rolesForRow(policy, principal, row)) {
     if (!mfaSatisfied(role, principal)) continue;
     // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed.
-    const effect = role.fields.get(`${type}.${field}`) ?? 'deny';
-    if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = { effect, role: role.name };
+    const effect = role.fields.get(name) ?? 'deny';
+    if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name });
   }
   return decision;
 }
@@ -76,6 +102,13 @@ export function mfaBlocks(policy: PolicySet, principal: Principal): boolean {
 
 /** The purpose of use for the audit row; 'unspecified' when the role is not one the principal holds. */
 export function purposeFor(policy: PolicySet, principal: Principal, role: string | null): string {
-  const held = role === null ? undefined : knownRoles(policy, principal).find((known) => known.name === role);
-  return held?.purpose ?? 'unspecified';
+  if (role === null) return 'unspecified';
+  // Asked for every audit row; memoised like decideField.
+  const purposes = memoFor(purposeMemo, policy, principal);
+  let purpose = purposes.get(role);
+  if (purpose === undefined) {
+    purpose = knownRoles(policy, principal).find((known) => known.name === role)?.purpose ?? 'unspecified';
+    purposes.set(role, purpose);
+  }
+  return purpose;
 }
