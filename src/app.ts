@@ -67,7 +67,11 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       authenticate: createAuthenticator({ oidc }),
       logger,
       maxPageSize: config.maxPageSize,
-      transaction: { statementTimeoutMs: config.timeouts.statementMs, idleInTransactionTimeoutMs: config.timeouts.idleInTransactionMs },
+      transaction: {
+        statementTimeoutMs: config.timeouts.statementMs,
+        idleInTransactionTimeoutMs: config.timeouts.idleInTransactionMs,
+        preparedStatements: config.preparedStatements,
+      },
       requestTimeoutMs: config.timeouts.requestMs,
       shutdownGraceMs: config.timeouts.shutdownGraceMs,
       queueLimit: config.pool.queueLimit,

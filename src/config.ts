@@ -57,6 +57,8 @@ export interface Config {
     readonly shutdownGraceMs: number;
   };
   readonly pool: { readonly size: number; readonly queueLimit: number };
+  /** Named prepared statements; off only for a pooler that cannot keep them (PgBouncer < 1.21). */
+  readonly preparedStatements: boolean;
   /** CA bundle that verifies the database's certificate (sslmode=verify-full). */
   readonly databaseCaFile: string | null;
   /** OTLP/HTTP traces endpoint; no spans are exported when unset. */
@@ -219,6 +221,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       size: int(src, 'PHIGATE_POOL_SIZE', 10, 1, 500),
       queueLimit: int(src, 'PHIGATE_POOL_QUEUE_LIMIT', 100, 0, 100_000),
     },
+    preparedStatements: oneOf(src, 'PHIGATE_PREPARED_STATEMENTS', ['on', 'off'] as const, 'on') === 'on',
     databaseCaFile: (() => {
       const f = text(src, 'PHIGATE_DATABASE_CA_FILE');
       return f === null ? null : path.resolve(cwd, f);

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import type { Pool } from './pool.ts';
@@ -28,6 +28,11 @@ export interface SecurityContext {
 export interface TransactionOptions {
   readonly statementTimeoutMs?: number;
   readonly idleInTransactionTimeoutMs?: number;
+  /**
+   * Named prepared statements (default on). Off for a connection pooler that cannot keep them
+   * per client, e.g. PgBouncer in transaction mode before 1.21 or without max_prepared_statements.
+   */
+  readonly preparedStatements?: boolean;
 }
 
 export interface RequestTransaction {
@@ -71,23 +76,44 @@ function coalesceWrites(c: pg.PoolClient): void {
   });
 }
 
-function contextSql(ctx: SecurityContext, opts: TransactionOptions): string {
+const CONTEXT_SETTINGS = [
+  'statement_timeout',
+  'idle_in_transaction_session_timeout',
+  'phigate.actor',
+  'phigate.actor_kind',
+  'phigate.roles',
+  'phigate.clinics',
+  'phigate.request_id',
+  'phigate.purpose',
+] as const;
+// is_local = true scopes every setting to this transaction only.
+const CONTEXT_SQL = `SELECT ${CONTEXT_SETTINGS.map((name, i) => `set_config('${name}', $${i + 1}, true)`).join(', ')}`;
+
+function contextValues(ctx: SecurityContext, opts: TransactionOptions): string[] {
   for (const c of ctx.clinics) if (!IDENT.test(c)) throw new PhigateError('FORBIDDEN', 'A clinic id in the credentials is not valid.');
   for (const r of ctx.roles) if (!IDENT.test(r)) throw new PhigateError('FORBIDDEN', 'A role in the credentials is not valid.');
-  const settings: [string, string][] = [
-    ['statement_timeout', String(opts.statementTimeoutMs ?? 5_000)],
-    ['idle_in_transaction_session_timeout', String(opts.idleInTransactionTimeoutMs ?? 10_000)],
-    ['phigate.actor', ctx.actor],
-    ['phigate.actor_kind', ctx.actorKind],
-    ['phigate.roles', ctx.roles.join(',')],
-    ['phigate.clinics', ctx.clinics.join(',')],
-    ['phigate.request_id', ctx.requestId],
-    ['phigate.purpose', ctx.purpose],
+  return [
+    String(opts.statementTimeoutMs ?? 5_000),
+    String(opts.idleInTransactionTimeoutMs ?? 10_000),
+    ctx.actor,
+    ctx.actorKind,
+    ctx.roles.join(','),
+    ctx.clinics.join(','),
+    ctx.requestId,
+    ctx.purpose,
   ];
-  // BEGIN and every setting travel as one simple-protocol message. Values are escaped literals;
-  // is_local = true scopes them to this transaction only.
-  const calls = settings.map(([k, v]) => `set_config(${pg.escapeLiteral(k)}, ${pg.escapeLiteral(v)}, true)`);
-  return `BEGIN ISOLATION LEVEL READ COMMITTED; SELECT ${calls.join(', ')}`;
+}
+
+// Parsing and planning a statement again for every request was a large part of PostgreSQL's CPU
+// per request. Parameterised statements are prepared once per connection under a name derived
+// from their text. The texts are the code's own (a few hundred at most, counting the column
+// subsets of writes); past the bound a text simply goes unnamed.
+const MAX_NAMED_STATEMENTS = 512;
+const statementNames = new Map<string, string>();
+function nameFor(text: string): string | undefined {
+  let name = statementNames.get(text);
+  if (name === undefined && statementNames.size < MAX_NAMED_STATEMENTS) statementNames.set(text, (name = `phigate_${statementNames.size + 1}`));
+  return name;
 }
 
 /** commit() failed: `statement` is the index of the final statement that failed, null when COMMIT itself did. */
@@ -136,8 +162,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     coalesceWrites(c);
     // Traced by the first keyword only: statement text can carry escaped values.
     const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
+    const name = values !== undefined && opts.preparedStatements !== false ? nameFor(text) : undefined;
     const sent = inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () =>
-      c.query<R>(text, values as unknown[] | undefined),
+      c.query<R>({ text, values: values as unknown[] | undefined, ...(name !== undefined ? { name } : {}) }),
     );
     void sent.then(
       () => inFlight--,
@@ -149,9 +176,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   const open = (): Promise<pg.PoolClient> => {
     if (finished || ending) return Promise.reject(new PhigateError('INTERNAL', 'The request transaction has already ended.'));
     opening ??= (async () => {
-      let context: string;
+      let context: string[];
       try {
-        context = contextSql(ctx, opts);
+        context = contextValues(ctx, opts);
       } catch (err) {
         failed = true;
         throw err;
@@ -163,7 +190,8 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       c.on('error', lost);
       client = c;
       ready = Promise.all([
-        send(c, context),
+        send(c, 'BEGIN ISOLATION LEVEL READ COMMITTED'),
+        send(c, CONTEXT_SQL, context),
         preamble ? send(c, preamble.text, preamble.values).then((r) => preamble.onRows(r.rows)) : undefined,
       ]).catch((cause: unknown) => {
         // Nothing can run in it: settle answers with the refusal, not a failed commit.

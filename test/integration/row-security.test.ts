@@ -55,6 +55,44 @@ afterAll(async () => {
   await db?.drop();
 });
 
+describe('prepared statements and row security', () => {
+  // One connection, so both requests reuse the same prepared statement; a generic plan, so the
+  // plan itself is reused: the context must still be read when each request executes it.
+  it('a statement prepared under one request answers the next one in its own context', async () => {
+    const one = createPool(db.appUrl, { max: 1 });
+    try {
+      const seen = (c: SecurityContext) =>
+        withRequestTransaction(one, c, async (tx) => {
+          await tx.query(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`);
+          return (await tx.query<{ id: string }>('SELECT id FROM phigate.patients WHERE clinic_id = ANY($1::text[]) ORDER BY id', [['c-a', 'c-b']])).rows.map((r) => r.id);
+        });
+      const a = ctx({ actor: 'reg-a', roles: ['registrar'], clinics: ['c-a'] });
+      const b = ctx({ actor: 'reg-b', roles: ['registrar'], clinics: ['c-b'] });
+      for (let i = 0; i < 3; i++) {
+        expect(await seen(a)).toEqual([ids.a1, ids.a2].sort());
+        expect(await seen(b)).toEqual([ids.b1]);
+      }
+      const prepared = await withRequestTransaction(one, a, (tx) => tx.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'phigate_%'`));
+      expect(prepared.rows.length).toBeGreaterThan(0);
+    } finally {
+      await one.end();
+    }
+  });
+
+  it('with preparedStatements off nothing is prepared', async () => {
+    const one = createPool(db.appUrl, { max: 1 });
+    try {
+      const off = { preparedStatements: false };
+      const a = ctx({ actor: 'reg-a', roles: ['registrar'], clinics: ['c-a'] });
+      await withRequestTransaction(one, a, (tx) => tx.query('SELECT id FROM phigate.patients WHERE id = $1', [ids.a1]), off);
+      const prepared = await withRequestTransaction(one, a, (tx) => tx.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_prepared_statements`, []), off);
+      expect(prepared.rows[0]!.n).toBe(0);
+    } finally {
+      await one.end();
+    }
+  });
+});
+
 describe('row security without the gateway', () => {
   it('the gateway role passes the start-up safety check', async () => {
     await expect(assertSafeAppRole(pool)).resolves.toBeUndefined();

@@ -63,6 +63,7 @@ describe('loadConfig', () => {
     [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'grpc://collector:4317' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
     [{ OTEL_BSP_SCHEDULE_DELAY: '5s' }, 'OTEL_BSP_SCHEDULE_DELAY'],
     [{ OTEL_BSP_SCHEDULE_DELAY: '0' }, 'OTEL_BSP_SCHEDULE_DELAY'],
+    [{ PHIGATE_PREPARED_STATEMENTS: 'yes' }, 'PHIGATE_PREPARED_STATEMENTS'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
@@ -80,6 +81,11 @@ describe('loadConfig', () => {
     const env = { ...prodBase, ...over } as Record<string, string | undefined>;
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     expect(refusal(env as Record<string, string>).variable).toBe(variable);
+  });
+
+  it('prepares statements unless told off', () => {
+    expect(loadConfig({}, '/srv').preparedStatements).toBe(true);
+    expect(loadConfig({ PHIGATE_PREPARED_STATEMENTS: 'off' }, '/srv').preparedStatements).toBe(false);
   });
 
   it('reads span export from the OpenTelemetry variables, where an empty value means unset', () => {
