@@ -27,8 +27,8 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- The minute and Retry-After come from the database clock, the one clock all replicas share.
--- Past minutes of the principal are dropped on the way, so the table holds about one row per
--- active principal.
+-- Past minutes of the principal are dropped when its first request of a new minute is charged,
+-- so the table holds about one row per active principal.
 CREATE FUNCTION phigate.consume_phi_usage(
   p_actor_kind text, p_actor text, p_rows integer, p_values integer, cap_rows integer, cap_values integer)
 RETURNS void
@@ -41,12 +41,19 @@ BEGIN
   IF p_rows = 0 AND p_values = 0 THEN
     RETURN;
   END IF;
-  DELETE FROM phigate.phi_usage u WHERE u.actor_kind = p_actor_kind AND u.actor = p_actor AND u.minute < window_minute;
-  INSERT INTO phigate.phi_usage AS u (actor_kind, actor, minute, rows_used, values_used)
-    VALUES (p_actor_kind, p_actor, window_minute, p_rows, p_values)
-    ON CONFLICT (actor_kind, actor, minute) DO UPDATE
-      SET rows_used = u.rows_used + excluded.rows_used, values_used = u.values_used + excluded.values_used
+  -- The principal's row of this minute usually exists: one UPDATE. The first request of a minute
+  -- drops the principal's past minutes and inserts; ON CONFLICT covers a concurrent first.
+  UPDATE phigate.phi_usage u SET rows_used = u.rows_used + p_rows, values_used = u.values_used + p_values
+    WHERE u.actor_kind = p_actor_kind AND u.actor = p_actor AND u.minute = window_minute
     RETURNING u.rows_used, u.values_used INTO used_rows, used_values;
+  IF NOT FOUND THEN
+    DELETE FROM phigate.phi_usage u WHERE u.actor_kind = p_actor_kind AND u.actor = p_actor AND u.minute < window_minute;
+    INSERT INTO phigate.phi_usage AS u (actor_kind, actor, minute, rows_used, values_used)
+      VALUES (p_actor_kind, p_actor, window_minute, p_rows, p_values)
+      ON CONFLICT (actor_kind, actor, minute) DO UPDATE
+        SET rows_used = u.rows_used + excluded.rows_used, values_used = u.values_used + excluded.values_used
+      RETURNING u.rows_used, u.values_used INTO used_rows, used_values;
+  END IF;
   IF used_rows > cap_rows OR used_values > cap_values THEN
     RAISE EXCEPTION 'PHI limit per minute reached'
       USING ERRCODE = 'PH429',

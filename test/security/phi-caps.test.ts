@@ -306,7 +306,13 @@ describe('per-minute caps', () => {
         }
       });
     await withinOneMinute();
+    await gw.admin((c) =>
+      c.query(`INSERT INTO phigate.phi_usage VALUES ('user', $1, date_trunc('minute', now()) - interval '2 minutes', 8, 10)`, [sub]),
+    );
     expect(await charge(5)).toBeNull();
+    // The first charge of a minute drops the principal's past minutes.
+    const minutes = await gw.admin((c) => c.query('SELECT minute FROM phigate.phi_usage WHERE actor = $1', [sub]));
+    expect(minutes.rowCount).toBe(1);
     const refused = await charge(4);
     expect(refused?.code).toBe('PH429');
     expect(Number(refused?.detail)).toBeGreaterThanOrEqual(1);
