@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --patients N --duration S --warmup S --connections C --targets a,b --workloads i,j --cpu-prof]`
+ * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
+ *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -13,15 +14,15 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import { progressBar } from '../src/cli/progress.ts';
-import { generateDataset } from '../src/seed/dataset.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
-import { migrateAndSeed, newMasterKey, openBenchDatabase, writePlainCopy } from './setup-db.ts';
+import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
+import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 const { values: args } = parseArgs({
   options: {
-    patients: { type: 'string', default: '50000' },
+    patients: { type: 'string', default: '100000' },
     duration: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
     connections: { type: 'string', default: '32' },
@@ -29,6 +30,9 @@ const { values: args } = parseArgs({
     targets: { type: 'string', default: 'phigate,postgraphile,floor' },
     workloads: { type: 'string' },
     'cpu-prof': { type: 'boolean', default: false },
+    'seed-batch': { type: 'string', default: '2000' },
+    'seed-workers': { type: 'string', default: String(os.cpus().length) },
+    'seed-only': { type: 'boolean', default: false },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -41,6 +45,7 @@ const DURATION = num(args.duration, 'duration');
 const WARMUP = num(args.warmup, 'warmup');
 const CONNECTIONS = num(args.connections, 'connections');
 const POOL_SIZE = num(args['pool-size'], 'pool-size');
+const BATCH = num(args['seed-batch'], 'seed-batch');
 const TARGETS = args.targets.split(',') as TargetName[];
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -55,6 +60,18 @@ interface Row {
   peakRssMb: number;
   runtime: string;
   roundTripsPerRequest?: Record<string, number>;
+  /** phigate: the gateway's own time per request over the measured run (see server-stats.ts) */
+  serverP50Ms?: number | null;
+  serverP99Ms?: number | null;
+  serverTiming?: ServerTiming['source'];
+  serverSamples?: number;
+  /** histogram only: the bucket (ms) the quantile fell in */
+  serverP50RangeMs?: readonly [number, number];
+  serverP99RangeMs?: readonly [number, number];
+  serverByOperation?: ServerTiming['byOperation'];
+  /** phigate: key provider calls (phigate_kms_calls_total) and data-key cache misses during the measured run */
+  kmsCalls?: number | null;
+  keyCacheMisses?: number | null;
   skipped?: string;
 }
 
@@ -167,8 +184,14 @@ async function load(target: Target, w: Workload, seconds: number): Promise<{ res
   return { result, gqlErrors };
 }
 
-async function roundTrips(target: Target): Promise<{ roundTrips: Record<string, Record<string, number>>; warnings: number }> {
-  return (await fetch(`${target.url}/__bench/round-trips`)).json() as Promise<{ roundTrips: Record<string, Record<string, number>>; warnings: number }>;
+async function roundTrips(target: Target): Promise<BenchLogStats> {
+  return (await fetch(`${target.url}/__bench/round-trips`)).json() as Promise<BenchLogStats>;
+}
+
+async function scrape(target: Target): Promise<Scrape> {
+  const res = await fetch(`${target.url}/metrics`);
+  if (!res.ok) throw new Error(`phigate /metrics: HTTP ${res.status}`);
+  return parseMetrics(await res.text());
 }
 
 // ---------- main ----------
@@ -181,17 +204,15 @@ async function main(): Promise<void> {
   let issuer: Awaited<ReturnType<typeof startTestIssuer>> | null = null;
   try {
     const masterKey = newMasterKey();
-    let t0 = Date.now();
-    const data = generateDataset({ patients: N, seed: 42 });
-    const encounters = data.patients.reduce((n, p) => n + p.encounters.length, 0);
-    log(`data set: ${N} patients, ${encounters} encounters (${Date.now() - t0} ms)`);
-    t0 = Date.now();
-    await migrateAndSeed(db, data, masterKey, progressBar('seeding phigate (encrypted)', process.stderr));
-    const seedMs = Date.now() - t0;
-    t0 = Date.now();
-    await writePlainCopy(db, data, progressBar('plaintext copy (bench_plain)', process.stderr));
-    const plainMs = Date.now() - t0;
-    log(`seeded in ${(seedMs / 1000).toFixed(1)} s (encrypted) + ${(plainMs / 1000).toFixed(1)} s (plaintext copy)`);
+    const seeded = await seedBenchDatabase(db, { patients: N, seed: 42, masterKey, batchSize: BATCH, workers: num(args['seed-workers'], 'seed-workers'), onProgress: progressBar('seeding (phigate encrypted + bench_plain)', process.stderr) });
+    const { encounters, timings } = seeded;
+    log(
+      `seeded ${N} patients, ${encounters} encounters in ${timings.totalS} s (${timings.patientsPerS} patients/s, ${timings.workers} sealing threads): ` +
+        `prepare ${timings.prepareS} s, load ${timings.loadS} s (worker busy ${timings.workerBusyS} s, INSERTs ${timings.insertS} s), ` +
+        `plaintext care team ${timings.plainCareTeamS} s, keys, indexes and row security ${timings.indexesS} s, VACUUM ANALYZE ${timings.vacuumS} s`,
+    );
+
+    if (args['seed-only']) return;
 
     // The default policy, its per-request and per-minute PHI limits raised out of the way: at
     // hundreds of requests a second from 8 users they would answer 429 within the first second.
@@ -204,9 +225,9 @@ async function main(): Promise<void> {
 
     issuer = await startTestIssuer({ dir: work });
     const iss = issuer;
-    const actors = await actorsFrom(data, (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }));
+    const actors = await actorsFrom(seeded.actors, (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }));
     const all = workloads(actors);
-    const chosen = args.workloads ? args.workloads.split(',').map((i) => all[Number(i)]!).filter(Boolean) : all;
+    const chosen = args.workloads ? args.workloads.split(',').map((k) => pickWorkload(all, k.trim())) : all;
     const profDir = args['cpu-prof'] ? path.join(ROOT, 'bench/results/profiles') : null;
     if (profDir) await mkdir(profDir, { recursive: true });
 
@@ -235,7 +256,8 @@ async function main(): Promise<void> {
         }
         log(`${name} / ${w.name}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
         if (WARMUP > 0) await load(target, w, WARMUP);
-        if (name === 'phigate') await roundTrips(target); // reset: count the measured run only
+        // phigate: reset its log counts and scrape /metrics, so both cover the measured run only.
+        const metricsBefore = name === 'phigate' ? (await roundTrips(target), await scrape(target)) : null;
         const rss = sampleRss(target.child.pid!);
         const { result, gqlErrors } = await load(target, w, DURATION);
         const peakRssMb = rss();
@@ -262,9 +284,26 @@ async function main(): Promise<void> {
           }
           const logged = Object.values(rt.roundTrips).reduce((n, c) => n + Object.values(c).reduce((a, b) => a + b, 0), 0);
           if (logged < result.requests.total * 0.9) throw new Error(`phigate / ${w.name}: only ${logged} request lines logged for ${result.requests.total} requests`);
+          // Server-side time: each request line's durationMs when the target reports them, else
+          // an estimate from the duration histogram of /metrics (request to response, coarse buckets).
+          const metricsAfter = await scrape(target);
+          const timing = rt.durationsMs ? timingFromLog(rt.durationsMs) : timingFromHistogram(metricsBefore!, metricsAfter, 'phigate_graphql_request_duration_seconds');
+          // A histogram only knows the bucket: no made-up number from interpolating inside it.
+          row.serverP50Ms = timing.source === 'log' ? round2n(timing.p50Ms) : null;
+          row.serverP99Ms = timing.source === 'log' ? round2n(timing.p99Ms) : null;
+          row.serverTiming = timing.source;
+          row.serverSamples = timing.samples;
+          if (timing.p50RangeMs) row.serverP50RangeMs = timing.p50RangeMs;
+          if (timing.p99RangeMs) row.serverP99RangeMs = timing.p99RangeMs;
+          if (timing.byOperation) row.serverByOperation = timing.byOperation;
+          row.kmsCalls = counterDelta(metricsBefore!, metricsAfter, 'phigate_kms_calls_total');
+          row.keyCacheMisses = counterDelta(metricsBefore!, metricsAfter, 'phigate_key_cache_misses_total');
         }
         rows.push(row);
-        log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}`);
+        const inside = row.serverTiming
+          ? `, server p50 ${srv(row, row.serverP50Ms, row.serverP50RangeMs)} ms p99 ${srv(row, row.serverP99Ms, row.serverP99RangeMs)} ms, KMS calls ${row.kmsCalls ?? 'n/a'}`
+          : '';
+        log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}${inside}`);
       }
       await stopTarget(target);
     }
@@ -272,7 +311,8 @@ async function main(): Promise<void> {
     const report = {
       date: new Date().toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.versions.node },
-      settings: { patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, seedS: seedMs / 1000, plainCopyS: plainMs / 1000 },
+      settings: { patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS },
+      seeding: timings,
       rows,
       ratios: ratios(rows),
       totalS: Math.round((Date.now() - started) / 1000),
@@ -302,13 +342,39 @@ function ratios(rows: Row[]): Record<string, { 'phigate/postgraphile': number | 
   return out;
 }
 const round2 = (x: number) => Math.round(x * 100) / 100;
+const round2n = (x: number | null) => (x === null ? null : round2(x));
+const fmtMs = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : x < 10 ? x.toFixed(2) : x.toFixed(1));
+
+// From the histogram, only the bucket is known: show it, not an interpolated number.
+const srv = (x: Row, v: number | null | undefined, range: readonly [number, number] | undefined) =>
+  !x.serverTiming ? '' : x.serverTiming === 'histogram' ? (range ? `${range[0]}-${range[1]} (hist.)` : 'n/a') : fmtMs(v);
+
+/** A workload by index (0..3) or id (by-id, page, by-ssn, write-mix). */
+function pickWorkload(all: Workload[], key: string): Workload {
+  const w = /^\d+$/.test(key) ? all[Number(key)] : all.find((x) => x.id === key);
+  if (!w) throw new Error(`--workloads: no workload ${JSON.stringify(key)} (indexes 0-${all.length - 1} or ${all.map((x) => x.id).join(', ')})`);
+  return w;
+}
 
 function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
-  const head = ['workload', 'target', 'runtime', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'peak RSS MB', 'round trips'];
+  const head = ['workload', 'target', 'runtime', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'peak RSS MB', 'round trips', 'server p50 ms', 'server p99 ms', 'KMS calls'];
   const body = rows.map((x) =>
     x.skipped
-      ? [x.workload, x.target, x.runtime, 'skipped', '', '', '', '', x.skipped.slice(0, 60)]
-      : [x.workload, x.target, x.runtime, String(x.reqPerSec), String(x.p50Ms), String(x.p99Ms), String(x.errors), String(x.peakRssMb), x.roundTripsPerRequest ? JSON.stringify(x.roundTripsPerRequest) : ''],
+      ? [x.workload, x.target, x.runtime, 'skipped', '', '', '', '', x.skipped.slice(0, 60), '', '', '']
+      : [
+          x.workload,
+          x.target,
+          x.runtime,
+          String(x.reqPerSec),
+          String(x.p50Ms),
+          String(x.p99Ms),
+          String(x.errors),
+          String(x.peakRssMb),
+          x.roundTripsPerRequest ? JSON.stringify(x.roundTripsPerRequest) : '',
+          srv(x, x.serverP50Ms, x.serverP50RangeMs),
+          srv(x, x.serverP99Ms, x.serverP99RangeMs),
+          x.kmsCalls === undefined ? '' : String(x.kmsCalls ?? 'n/a'),
+        ],
   );
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;

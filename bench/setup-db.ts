@@ -2,17 +2,20 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import pg from 'pg';
-import { createFieldCipher } from '../src/crypto/field-cipher.ts';
 import { createKeyring } from '../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../src/crypto/keys/local.ts';
 import { startEmbeddedPostgres } from '../src/db/embedded.ts';
 import { createPgKeyStore } from '../src/db/key-store.ts';
 import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
-import type { Dataset } from '../src/seed/dataset.ts';
-import { writeDataset } from '../src/seed/write.ts';
+import { CLINICS } from '../src/seed/dataset.ts';
+import { insertClinics, insertSealed, seedKeys } from '../src/seed/write.ts';
 import { freePort } from '../test/support/free-port.ts';
+import type { SeedWorkerInput, SeedWorkerMessage } from './seed-worker.ts';
+import { ActorIndex } from './workloads.ts';
 
 export const APP_ROLE = 'phigate_bench_gateway';
 const APP_PASSWORD = 'phigate-bench-only';
@@ -71,41 +74,225 @@ export async function openBenchDatabase(log: (s: string) => void): Promise<Bench
   };
 }
 
-/** Migrations (src/db/migrate.ts), the app login role, then the encrypted data set (src/seed/write.ts). */
-export async function migrateAndSeed(db: BenchDatabase, data: Dataset, masterKey: Buffer, onProgress: (done: number, total: number) => void): Promise<void> {
+const LOADED_TABLES = ['phigate.patients', 'phigate.encounters', 'phigate.care_team', 'bench_plain.patients', 'bench_plain.encounters', 'bench_plain.care_team'];
+
+export interface SeedTimings {
+  /** migrations, login role, keys, the empty plaintext tables */
+  readonly prepareS: number;
+  /** generate + seal (worker threads) overlapped with the INSERTs (main thread) */
+  readonly loadS: number;
+  /** bench_plain.care_team from phigate.care_team (one INSERT ... SELECT) */
+  readonly plainCareTeamS: number;
+  /** primary keys, unique and foreign keys, indexes back (and checked); row security on bench_plain */
+  readonly indexesS: number;
+  /** VACUUM (ANALYZE) of the loaded tables */
+  readonly vacuumS: number;
+  readonly totalS: number;
+  /** sealing threads */
+  readonly workers: number;
+  /** time the sealing threads spent generating and sealing (summed over threads) */
+  readonly workerBusyS: number;
+  /** time the main thread spent in INSERTs */
+  readonly insertS: number;
+  readonly patientsPerS: number;
+}
+
+export interface SeededData {
+  readonly patients: number;
+  readonly encounters: number;
+  readonly actors: ActorIndex;
+  readonly timings: SeedTimings;
+}
+
+/**
+ * Seeds a fresh bench database: migrations (src/db/migrate.ts), the app login role, then
+ * `patients` synthetic patients (`patientsOf({ patients, seed })`, src/seed/dataset.ts) written
+ * twice: encrypted into phigate.* exactly as src/seed/write.ts writes them (`sealBatch`,
+ * `insertSealed`), and in plaintext into bench_plain.* for PostGraphile and the floor.
+ *
+ * How it is fast (bench/README.md, "Seeding"): worker threads (one per core by default) generate
+ * and seal the next batches while this thread INSERTs the previous one; the six tables are
+ * loaded without their indexes, primary, unique and foreign keys, which are put back afterwards
+ * from their own definitions (so every constraint is checked over all rows, and the schema is
+ * compared with what it was); the loading session commits asynchronously (its own
+ * `synchronous_commit = off`: a crash would lose the seed, which is thrown away anyway, and the
+ * gateway's sessions keep the server's setting).
+ */
+export async function seedBenchDatabase(
+  db: BenchDatabase,
+  opts: { patients: number; seed: number; masterKey: Buffer; batchSize?: number; workers?: number; onProgress?: (done: number, total: number) => void },
+): Promise<SeededData> {
+  const t0 = performance.now();
+  const since = (t: number) => (performance.now() - t) / 1000;
+  const batchSize = opts.batchSize ?? 2000;
   await migrate(db.adminUrl);
-  // The login role is cluster-wide: recreate it so a previous run's password cannot linger.
-  const c = new pg.Client({ connectionString: db.adminUrl });
+  const c = new pg.Client({ connectionString: db.adminUrl, application_name: 'phigate-bench-seed' });
   await c.connect();
+  const pool = createPool(db.appUrl, { max: 2 });
+  const threads: Worker[] = [];
   try {
+    // The login role is cluster-wide: reset its password so a previous run's cannot linger.
     const exists = await c.query('SELECT 1 FROM pg_roles WHERE rolname = $1', [APP_ROLE]);
     if (exists.rowCount) await c.query(`ALTER ROLE ${APP_ROLE} PASSWORD '${APP_PASSWORD}'`);
+    await ensureAppLogin(db.adminUrl, db.appUrl);
+    await c.query(`${PLAIN_TABLES}`);
+    await insertClinics(c, CLINICS);
+    // Keys through the keyring as the gateway would make them (local KMS, stored wrapped in
+    // phigate.keyring as the app role), then handed to the sealing threads unwrapped.
+    const keyring = createKeyring({ provider: createLocalKeyProvider(opts.masterKey), store: createPgKeyStore(pool) });
+    const keys = await seedKeys(keyring, CLINICS.map((x) => x.id));
+    await c.query("SET synchronous_commit = off; SET maintenance_work_mem = '512MB'");
+    const saved = await dropKeysAndIndexes(c, LOADED_TABLES);
+    const prepareS = since(t0);
+
+    const t1 = performance.now();
+    const actors = new ActorIndex();
+    let done = 0;
+    let encounters = 0;
+    let workerBusyMs = 0;
+    let insertMs = 0;
+    const workers = Math.max(1, opts.workers ?? os.cpus().length);
+    for (let k = 0; k < workers; k++) {
+      const input: SeedWorkerInput = { patients: opts.patients, seed: opts.seed, batchSize, credit: 2, keys, worker: k, workers };
+      threads.push(startTsWorker(new URL('./seed-worker.ts', import.meta.url), input));
+    }
+    await new Promise<void>((resolve, reject) => {
+      // Batches are written one at a time, in the order they arrive.
+      let writing = Promise.resolve();
+      let finished = 0;
+      for (const w of threads) {
+        w.on('error', reject);
+        w.on('exit', (code) => (code === 0 ? undefined : reject(new Error(`seed worker exited with ${code}`))));
+        w.on('message', (m: SeedWorkerMessage) => {
+          if (m.kind === 'done') {
+            if (++finished === threads.length) writing.then(resolve, reject);
+            return;
+          }
+          writing = writing.then(async () => {
+            const s = performance.now();
+            await insertSealed(c, m.sealed);
+            await c.query(PLAIN_PATIENTS_INSERT, m.plain.patientParams as string[]);
+            await c.query(PLAIN_ENCOUNTERS_INSERT, m.plain.encounterParams as string[]);
+            insertMs += performance.now() - s;
+            w.postMessage('more');
+            actors.addBatch(m.actors);
+            done += m.sealed.patients;
+            encounters += m.encounters;
+            workerBusyMs += m.busyMs;
+            opts.onProgress?.(done, opts.patients);
+          });
+          writing.catch(reject);
+        });
+      }
+    });
+    if (done !== opts.patients) throw new Error(`seeded ${done} patients, expected ${opts.patients}`);
+    const loadS = since(t1);
+
+    // The plaintext care team is phigate's without change: copied in the database, before the keys are back.
+    const t2 = performance.now();
+    await c.query('INSERT INTO bench_plain.care_team (patient_id, subject, clinic_id) SELECT patient_id, subject, clinic_id FROM phigate.care_team');
+    const plainCareTeamS = since(t2);
+
+    const t3 = performance.now();
+    await restoreKeysAndIndexes(c, LOADED_TABLES, saved);
+    await c.query(`${PLAIN_ROW_SECURITY}`);
+    await c.query('SET synchronous_commit TO DEFAULT');
+    const indexesS = since(t3);
+    const t4 = performance.now();
+    // Visibility map and hint bits now, statistics for the planner: otherwise autovacuum does
+    // this to the freshly inserted tables during the measured runs.
+    await c.query(`VACUUM (ANALYZE) ${[...LOADED_TABLES, 'phigate.clinics', 'phigate.keyring'].join(', ')}`);
+    const vacuumS = since(t4);
+    const totalS = since(t0);
+    return {
+      patients: done,
+      encounters,
+      actors,
+      timings: {
+        prepareS: round1(prepareS),
+        loadS: round1(loadS),
+        indexesS: round1(indexesS),
+        plainCareTeamS: round1(plainCareTeamS),
+        vacuumS: round1(vacuumS),
+        totalS: round1(totalS),
+        workers: threads.length,
+        workerBusyS: round1(workerBusyMs / 1000),
+        insertS: round1(insertMs / 1000),
+        patientsPerS: Math.round(done / totalS),
+      },
+    };
   } finally {
+    await Promise.all(threads.map((w) => w.terminate()));
     await c.end();
-  }
-  await ensureAppLogin(db.adminUrl, db.appUrl);
-  const pool = createPool(db.appUrl, { max: 2 });
-  const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
-  const admin = new pg.Client({ connectionString: db.adminUrl });
-  await admin.connect();
-  try {
-    await writeDataset(admin, keyring, createFieldCipher(keyring), data, { batchSize: 1000, onProgress });
-    await admin.query('ANALYZE');
-  } finally {
-    await admin.end();
     await pool.end();
   }
 }
 
 /**
- * The same rows in plaintext in schema bench_plain, for PostGraphile and the floor: same row
- * security as phigate.* (the policies read the same phigate.* settings through phigate.ctx_*).
+ * A worker thread running a TypeScript module: tsx's loader hooks are not inherited by worker
+ * threads on Node 20, so the thread registers them itself before importing the module.
  */
-export async function writePlainCopy(db: BenchDatabase, data: Dataset, onProgress: (done: number, total: number) => void): Promise<void> {
-  const c = new pg.Client({ connectionString: db.adminUrl });
-  await c.connect();
-  try {
-    await c.query(`
+function startTsWorker(module: URL, workerData: unknown): Worker {
+  const api = import.meta.resolve('tsx/esm/api');
+  const code = `import(${JSON.stringify(api)}).then(({ register }) => { register(); return import(${JSON.stringify(module.href)}); })`;
+  return new Worker(code, { eval: true, workerData });
+}
+
+const round1 = (x: number) => Math.round(x * 10) / 10;
+
+interface SavedSchema {
+  readonly constraints: { table: string; name: string; type: string; def: string }[];
+  readonly indexes: { name: string; def: string }[];
+}
+
+async function schemaOf(c: pg.Client, tables: readonly string[]): Promise<SavedSchema> {
+  const constraints = (
+    await c.query<{ table: string; name: string; type: string; def: string }>(
+      `SELECT conrelid::regclass::text AS table, conname AS name, contype AS type, pg_get_constraintdef(oid) AS def
+         FROM pg_constraint
+        WHERE contype IN ('p', 'u', 'f') AND (conrelid = ANY ($1::regclass[]) OR confrelid = ANY ($1::regclass[]))
+        ORDER BY 1, 2`,
+      [tables],
+    )
+  ).rows;
+  // Indexes that no primary key, unique or exclusion constraint owns.
+  const indexes = (
+    await c.query<{ name: string; def: string }>(
+      `SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def
+         FROM pg_index i
+        WHERE i.indrelid = ANY ($1::regclass[])
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid AND k.contype IN ('p', 'u', 'x'))
+        ORDER BY 1`,
+      [tables],
+    )
+  ).rows;
+  return { constraints, indexes };
+}
+
+/** Drops the tables' foreign keys (both ways), primary and unique keys and plain indexes; returns their definitions. */
+async function dropKeysAndIndexes(c: pg.Client, tables: readonly string[]): Promise<SavedSchema> {
+  const saved = await schemaOf(c, tables);
+  const q = (s: string) => c.escapeIdentifier(s);
+  for (const k of saved.constraints.filter((x) => x.type === 'f')) await c.query(`ALTER TABLE ${k.table} DROP CONSTRAINT ${q(k.name)}`);
+  for (const k of saved.constraints.filter((x) => x.type !== 'f')) await c.query(`ALTER TABLE ${k.table} DROP CONSTRAINT ${q(k.name)}`);
+  for (const i of saved.indexes) await c.query(`DROP INDEX ${i.name}`);
+  return saved;
+}
+
+/** Puts them back from their own definitions (each checked over every row) and verifies the schema is as it was. */
+async function restoreKeysAndIndexes(c: pg.Client, tables: readonly string[], saved: SavedSchema): Promise<void> {
+  const q = (s: string) => c.escapeIdentifier(s);
+  for (const k of saved.constraints.filter((x) => x.type !== 'f')) await c.query(`ALTER TABLE ${k.table} ADD CONSTRAINT ${q(k.name)} ${k.def}`);
+  for (const i of saved.indexes) await c.query(i.def);
+  for (const k of saved.constraints.filter((x) => x.type === 'f')) await c.query(`ALTER TABLE ${k.table} ADD CONSTRAINT ${q(k.name)} ${k.def}`);
+  const now = await schemaOf(c, tables);
+  if (JSON.stringify(now) !== JSON.stringify(saved)) {
+    throw new Error(`schema after the bulk load differs from before: ${JSON.stringify({ before: saved, after: now })}`);
+  }
+}
+
+/** The plaintext tables of PostGraphile and the floor: phigate.*'s shape with text instead of ciphertext. */
+const PLAIN_TABLES = `
       CREATE SCHEMA bench_plain;
       CREATE TABLE bench_plain.patients (
         id uuid PRIMARY KEY, clinic_id text NOT NULL, mrn text NOT NULL, ssn text, given_name text, family_name text,
@@ -121,26 +308,18 @@ export async function writePlainCopy(db: BenchDatabase, data: Dataset, onProgres
         occurred_at timestamptz NOT NULL, kind text NOT NULL, reason text, diagnosis_codes text, notes text);
       CREATE INDEX ON bench_plain.encounters (patient_id, occurred_at DESC);
       COMMENT ON TABLE bench_plain.care_team IS '@omit';
-    `);
-    const batch = 2000;
-    for (let s = 0; s < data.patients.length; s += batch) {
-      const ps = data.patients.slice(s, s + batch);
-      const col = <T>(f: (p: (typeof ps)[number]) => T) => ps.map(f);
-      await c.query(
-        `INSERT INTO bench_plain.patients SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])`,
-        [col((p) => p.id), col((p) => p.clinicId), col((p) => p.mrn), col((p) => p.ssn), col((p) => p.givenName), col((p) => p.familyName), col((p) => p.birthDate), col((p) => p.phone), col((p) => p.email), col((p) => p.address)],
-      );
-      const ct = ps.flatMap((p) => p.careTeam.map((sub) => [p.id, sub, p.clinicId] as const));
-      await c.query('INSERT INTO bench_plain.care_team SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])', [ct.map((x) => x[0]), ct.map((x) => x[1]), ct.map((x) => x[2])]);
-      const es = ps.flatMap((p) => p.encounters.map((e) => ({ p, e })));
-      await c.query(
-        `INSERT INTO bench_plain.encounters SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[])`,
-        [es.map((x) => x.e.id), es.map((x) => x.p.id), es.map((x) => x.p.clinicId), es.map((x) => x.e.occurredAt), es.map((x) => x.e.kind), es.map((x) => x.e.reason), es.map((x) => JSON.stringify(x.e.diagnosisCodes)), es.map((x) => x.e.notes)],
-      );
-      onProgress(Math.min(s + batch, data.patients.length), data.patients.length);
-    }
-    // Row security: the policies of schema/migrations/004_row_security.sql, on the plaintext tables.
-    await c.query(`
+`;
+const PLAIN_PATIENTS_INSERT = `INSERT INTO bench_plain.patients (id, clinic_id, mrn, ssn, given_name, family_name, birth_date, phone, email, address)
+  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])`;
+const PLAIN_ENCOUNTERS_INSERT = `INSERT INTO bench_plain.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[])`;
+
+/**
+ * Row security on bench_plain: the policies of schema/migrations/004_row_security.sql on the
+ * plaintext tables (they read the same phigate.* settings through phigate.ctx_*), so PostGraphile
+ * and the floor see what phigate's row security lets through.
+ */
+const PLAIN_ROW_SECURITY = `
       ALTER TABLE bench_plain.patients OWNER TO phigate_owner;
       ALTER TABLE bench_plain.care_team OWNER TO phigate_owner;
       ALTER TABLE bench_plain.encounters OWNER TO phigate_owner;
@@ -171,10 +350,6 @@ export async function writePlainCopy(db: BenchDatabase, data: Dataset, onProgres
       GRANT SELECT ON bench_plain.patients, bench_plain.encounters, bench_plain.care_team TO phigate_app;
       GRANT UPDATE (ssn, given_name, family_name, birth_date, phone, email, address) ON bench_plain.patients TO phigate_app;
       ANALYZE bench_plain.patients; ANALYZE bench_plain.encounters; ANALYZE bench_plain.care_team;
-    `);
-  } finally {
-    await c.end();
-  }
-}
+`;
 
 export const newMasterKey = (): Buffer => randomBytes(32);

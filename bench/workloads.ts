@@ -1,4 +1,5 @@
 import type { Dataset } from '../src/seed/dataset.ts';
+import type { BatchActors } from './seed-worker.ts';
 
 export type TargetName = 'phigate' | 'postgraphile' | 'floor';
 
@@ -19,6 +20,8 @@ export interface Actors {
 }
 
 export interface Workload {
+  /** for --workloads */
+  readonly id: string;
   readonly name: string;
   readonly description: string;
   /** A fresh request each call (random actor and row). */
@@ -86,12 +89,14 @@ function checkPatient(p: any): string | null {
 export function workloads(a: Actors): Workload[] {
   return [
     {
+      id: 'by-id',
       name: 'patient(id)',
       description: 'physician reads one care-team patient: id, clinicId and the 8 PHI fields',
       next: (t) => readById(t, a),
       check: (t, j) => errorsOf(j) ?? checkPatient(t === 'floor' ? j.patient : t === 'phigate' ? j.data?.patient : j.data?.patientByRowId),
     },
     {
+      id: 'page',
       name: 'patients(first: 100)',
       description: "registrar pages 100 of the clinic's patients with their encounters (id, date, kind)",
       next: (t) => {
@@ -110,6 +115,7 @@ export function workloads(a: Actors): Workload[] {
       },
     },
     {
+      id: 'by-ssn',
       name: 'patientBySsn',
       description: "registrar finds a patient of the clinic by full SSN (phigate: HMAC blind index)",
       next: (t) => {
@@ -126,6 +132,7 @@ export function workloads(a: Actors): Workload[] {
       },
     },
     {
+      id: 'write-mix',
       name: 'write mix 10%',
       description: 'physician: 90% patient(id), 10% updatePatient(phone) on a care-team patient',
       next: (t) => (Math.random() < 0.1 ? writeOne(t, a) : readById(t, a)),
@@ -134,28 +141,50 @@ export function workloads(a: Actors): Workload[] {
   ];
 }
 
-/** Physicians with their care-team patients, registrars with their clinic's SSNs (from the data set). */
-export function actorsFrom(data: Dataset, token: (sub: string, roles: string[], clinics: string[]) => Promise<string>): Promise<Actors> {
-  const byPhysician = new Map<string, { clinic: string; ids: string[] }>();
-  const ssnsByClinic = new Map<string, string[]>();
-  for (const p of data.patients) {
-    for (const sub of p.careTeam) {
-      if (!sub.startsWith('dr-')) continue;
-      const e = byPhysician.get(sub) ?? { clinic: p.clinicId, ids: [] };
-      e.ids.push(p.id);
-      byPhysician.set(sub, e);
+/**
+ * What the workloads need from the data set, collected batch by batch while it is seeded (a
+ * million patients are never all in memory): each physician's care-team patient ids, each
+ * clinic's SSNs.
+ */
+export class ActorIndex {
+  readonly physicians = new Map<string, { clinic: string; ids: string[] }>();
+  readonly ssnsByClinic = new Map<string, string[]>();
+
+  addBatch(b: BatchActors): void {
+    for (let i = 0; i < b.ids.length; i++) {
+      const clinic = b.clinicIds[i]!;
+      for (const sub of b.careTeams[i]!) {
+        if (!sub.startsWith('dr-')) continue;
+        const e = this.physicians.get(sub) ?? { clinic, ids: [] };
+        e.ids.push(b.ids[i]!);
+        this.physicians.set(sub, e);
+      }
+      const l = this.ssnsByClinic.get(clinic) ?? [];
+      l.push(b.ssns[i]!);
+      this.ssnsByClinic.set(clinic, l);
     }
-    const l = ssnsByClinic.get(p.clinicId) ?? [];
-    l.push(p.ssn);
-    ssnsByClinic.set(p.clinicId, l);
   }
+
+  static of(data: Dataset): ActorIndex {
+    const index = new ActorIndex();
+    index.addBatch({ ids: data.patients.map((p) => p.id), clinicIds: data.patients.map((p) => p.clinicId), ssns: data.patients.map((p) => p.ssn), careTeams: data.patients.map((p) => p.careTeam) });
+    return index;
+  }
+}
+
+/**
+ * Tokens for the physicians (with their care-team patients) and registrars (with their clinic's
+ * SSNs). Every SSN that is unique within its clinic is kept, so `patientBySsn` looks up rows
+ * spread over the whole table, not the first few thousand inserted.
+ */
+export function actorsFrom(index: ActorIndex, token: (sub: string, roles: string[], clinics: string[]) => Promise<string>): Promise<Actors> {
   return (async () => ({
-    physicians: await Promise.all([...byPhysician].map(async ([sub, e]) => ({ token: await token(sub, ['physician'], [e.clinic]), patientIds: e.ids }))),
+    physicians: await Promise.all([...index.physicians].map(async ([sub, e]) => ({ token: await token(sub, ['physician'], [e.clinic]), patientIds: e.ids }))),
     registrars: await Promise.all(
-      [...ssnsByClinic].map(async ([clinic, ssns]) => ({
+      [...index.ssnsByClinic].map(async ([clinic, ssns]) => ({
         token: await token(`reg-${clinic.replace(/^c-/, '')}`, ['registrar'], [clinic]),
         // SSNs that are unique within the clinic: the synthetic generator can repeat one.
-        ssns: uniques(ssns).slice(0, 5000),
+        ssns: uniques(ssns),
       })),
     ),
   }))();

@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   if (!config.database && db.migrateUrl && !(await isSeeded(db.migrateUrl))) {
     const manifest = path.join(config.dataDir, 'seed.json');
     say('first start: seeding a synthetic data set (200 patients)');
-    await seed({ migrateUrl: db.migrateUrl, keyring: app.keyring, cipher: app.cipher, patients: 200, manifest });
+    await seed({ migrateUrl: db.migrateUrl, keyring: app.keyring, patients: 200, manifest });
     say(`seeded; who sees what: ${manifest}`);
   }
   const { port } = await app.gateway.listen(config.port, config.host);

@@ -6,7 +6,6 @@ import { devIssuerUrl } from '../app.ts';
 import { loadOrCreateDevIssuerKeys } from '../auth/dev-issuer-keys.ts';
 import { mintDevToken } from '../auth/dev-token.ts';
 import type { Config } from '../config.ts';
-import { createFieldCipher } from '../crypto/field-cipher.ts';
 import { keyProviderFromConfig } from '../crypto/keys/from-config.ts';
 import { createKeyring } from '../crypto/keys/keyring.ts';
 import { createPgKeyStore } from '../db/key-store.ts';
@@ -80,7 +79,7 @@ export const commands: Record<string, Command> = {
       try {
         const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(pool) });
         const bar = progressBar('patients', process.stderr);
-        await seed({ migrateUrl: migratorUrl(config, urls), keyring, cipher: createFieldCipher(keyring), patients, manifest, seed: seedNumber, onProgress: bar });
+        await seed({ migrateUrl: migratorUrl(config, urls), keyring, patients, manifest, seed: seedNumber, onProgress: bar });
         out(`seeded ${patients} patients; manifest: ${manifest}`);
         return 0;
       } finally {

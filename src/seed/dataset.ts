@@ -32,7 +32,8 @@ export interface Dataset {
   readonly patients: readonly SeedPatient[];
 }
 
-const CLINICS: SeedClinic[] = [
+/** The clinics of every generated data set unless `clinics` says otherwise. */
+export const CLINICS: readonly SeedClinic[] = [
   { id: 'c-north', name: 'Northside Family Clinic' },
   { id: 'c-south', name: 'Southbank Health Centre' },
   { id: 'c-east', name: 'Eastgate Medical Practice' },
@@ -56,8 +57,12 @@ function prng(seed: number): () => number {
   };
 }
 
+const HEX = '0123456789abcdef';
+
+/** A version-4-shaped UUID from 33 draws of `rand` (the same draws, in the same order, as ever). */
 function uuidFrom(rand: () => number): string {
-  const hex = Array.from({ length: 32 }, () => Math.floor(rand() * 16).toString(16)).join('');
+  let hex = '';
+  for (let i = 0; i < 32; i++) hex += HEX[Math.floor(rand() * 16)];
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-4${hex.slice(13, 16)}-${'89ab'[Math.floor(rand() * 4)]}${hex.slice(17, 20)}-${hex.slice(20, 32)}`;
 }
 
@@ -79,12 +84,26 @@ export function staffFor(clinics: readonly SeedClinic[]): SeedStaff[] {
   return staff;
 }
 
-export function generateDataset(opts: { patients: number; seed: number; firstMrn?: number; clinics?: readonly SeedClinic[] }): Dataset {
+export interface DatasetOptions {
+  readonly patients: number;
+  readonly seed: number;
+  readonly firstMrn?: number;
+  readonly clinics?: readonly SeedClinic[];
+}
+
+export function generateDataset(opts: DatasetOptions): Dataset {
+  const clinics = opts.clinics ?? CLINICS;
+  return { clinics, staff: staffFor(clinics), patients: [...patientsOf(opts)] };
+}
+
+/**
+ * The patients of `generateDataset(opts)`, one at a time, so a million of them can be written
+ * without holding them all: the same seed yields the same patients in the same order.
+ */
+export function* patientsOf(opts: DatasetOptions): Generator<SeedPatient> {
   const rand = prng(opts.seed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rand() * xs.length)]!;
   const clinics = opts.clinics ?? CLINICS;
-  const staff = staffFor(clinics);
-  const patients: SeedPatient[] = [];
   for (let i = 0; i < opts.patients; i++) {
     const clinic = clinics[i % clinics.length]!;
     const short = clinic.id.replace(/^c-/, '');
@@ -101,7 +120,7 @@ export function generateDataset(opts: { patients: number; seed: number; firstMrn
       diagnosisCodes: [pick(CODES)],
       notes: `Synthetic note ${i}: patient reports feeling ${pick(['better', 'the same', 'tired', 'well'])}.`,
     }));
-    patients.push({
+    yield {
       id: uuidFrom(rand),
       clinicId: clinic.id,
       mrn: `MRN-${short.toUpperCase()}-${String(n).padStart(7, '0')}`,
@@ -114,7 +133,6 @@ export function generateDataset(opts: { patients: number; seed: number; firstMrn
       address: `${1 + Math.floor(rand() * 200)} ${pick(STREETS)}, Testville`,
       careTeam: [`dr-${short}-${1 + (i % 2)}`, `rn-${short}-${1 + (Math.floor(i / 2) % 2)}`],
       encounters,
-    });
+    };
   }
-  return { clinics, staff, patients };
 }

@@ -1,7 +1,6 @@
 import { writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import pg from 'pg';
-import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { generateDataset, type Dataset } from './dataset.ts';
 import { writeDataset } from './write.ts';
@@ -9,7 +8,6 @@ import { writeDataset } from './write.ts';
 export interface SeedOptions {
   readonly migrateUrl: string;
   readonly keyring: Keyring;
-  readonly cipher: FieldCipher;
   readonly patients: number;
   readonly manifest: string;
   readonly seed?: number;
@@ -29,7 +27,7 @@ export async function seed(opts: SeedOptions): Promise<Dataset> {
     const data = generateDataset({ patients: opts.patients, seed: opts.seed ?? Date.now() % 2 ** 31, firstMrn: rows[0]!.n + 1 });
     await client.query('BEGIN');
     try {
-      await writeDataset(client, opts.keyring, opts.cipher, data, { onProgress: opts.onProgress });
+      await writeDataset(client, opts.keyring, data, { onProgress: opts.onProgress });
       await client.query('COMMIT');
     } catch (err) {
       await client.query('ROLLBACK');

@@ -1,77 +1,155 @@
 import type pg from 'pg';
-import type { FieldCipher } from '../crypto/field-cipher.ts';
+import { blindIndex, normaliseMrn, normaliseSsn } from '../crypto/blind-index.ts';
+import { sealField, type DataKey } from '../crypto/envelope.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { PATIENT_COLUMNS } from '../db/patients.ts';
-import { identifierIndex, normaliseMrn, normaliseSsn } from '../records/identifiers.ts';
-import type { Dataset } from './dataset.ts';
+import type { Dataset, SeedPatient } from './dataset.ts';
+
+/**
+ * The keys a data set is sealed with, resolved once per clinic instead of once per value: each
+ * clinic's current data key and its two blind-index keys. Plain buffers, so they can be handed
+ * to a worker thread (bench/seed-worker.ts) that seals while the main thread writes.
+ */
+export interface SeedKeys {
+  readonly data: Readonly<Record<string, DataKey>>;
+  readonly mrnIndex: Readonly<Record<string, Buffer>>;
+  readonly ssnIndex: Readonly<Record<string, Buffer>>;
+}
+
+export async function seedKeys(keyring: Keyring, clinicIds: readonly string[]): Promise<SeedKeys> {
+  const data: Record<string, DataKey> = {};
+  const mrnIndex: Record<string, Buffer> = {};
+  const ssnIndex: Record<string, Buffer> = {};
+  for (const id of clinicIds) {
+    data[id] = await keyring.writeKey(id);
+    mrnIndex[id] = await keyring.blindIndexKey('patients.mrn', id);
+    ssnIndex[id] = await keyring.blindIndexKey('patients.ssn', id);
+  }
+  return { data, mrnIndex, ssnIndex };
+}
+
+/**
+ * One batch, sealed and encoded as the parameters of the three INSERTs of `insertSealed`: every
+ * parameter is a PostgreSQL array literal (what node-postgres itself sends for a JS array), so a
+ * batch is a handful of strings, cheap to pass between threads.
+ */
+export interface SealedBatch {
+  readonly patients: number;
+  readonly patientParams: readonly string[];
+  readonly encounterParams: readonly string[];
+  readonly careTeamParams: readonly string[];
+}
+
+const PATIENT_PHI = Object.entries(PATIENT_COLUMNS) as [keyof typeof PATIENT_COLUMNS, string][];
+const PATIENT_INSERT_SQL = `INSERT INTO phigate.patients (id, clinic_id, ${PATIENT_PHI.map(([, c]) => c).join(', ')}, mrn_bidx, ssn_bidx)
+  SELECT * FROM unnest($1::uuid[], $2::text[], ${Array.from({ length: PATIENT_PHI.length + 2 }, (_, i) => `$${i + 3}::bytea[]`).join(', ')})`;
+const ENCOUNTER_INSERT_SQL = `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[])`;
+const CARE_TEAM_INSERT_SQL = 'INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])';
+
+/** Elements of a PostgreSQL array literal, as node-postgres writes them (lib/utils.js arrayString). */
+export const arrayLiteral = {
+  text(values: readonly (string | null)[]): string {
+    let out = '{';
+    for (let i = 0; i < values.length; i++) {
+      const v = values[i];
+      if (i) out += ',';
+      out += v === null || v === undefined ? 'NULL' : `"${v.replace(/\\/g, '\\\\').replace(/"/g, '\\"')}"`;
+    }
+    return `${out}}`;
+  },
+  bytea(values: readonly Buffer[]): string {
+    let out = '{';
+    for (let i = 0; i < values.length; i++) out += `${i ? ',' : ''}"\\\\x${values[i]!.toString('hex')}"`;
+    return `${out}}`;
+  },
+};
+
+/**
+ * Seals a batch: every PHI value with AES-256-GCM under its clinic's current data key, bound to its
+ * table, column and row (`sealField`, which is what FieldCipher.encrypt calls), and the MRN and SSN
+ * blind indexes (`blindIndex` over the normalised value, as lookups compute them). Synchronous and
+ * free of I/O, so it runs as well in a worker thread as inline.
+ */
+export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): SealedBatch {
+  const ids: string[] = [];
+  const clinicIds: string[] = [];
+  const mrnBidx: Buffer[] = [];
+  const ssnBidx: Buffer[] = [];
+  const phi: Buffer[][] = PATIENT_PHI.map(() => []);
+  const enc = { id: [] as string[], patientId: [] as string[], clinicId: [] as string[], occurredAt: [] as string[], kind: [] as string[], reason: [] as Buffer[], codes: [] as Buffer[], notes: [] as Buffer[] };
+  const team = { patientId: [] as string[], subject: [] as string[], clinicId: [] as string[] };
+  for (const p of batch) {
+    const key = keys.data[p.clinicId];
+    const mrnKey = keys.mrnIndex[p.clinicId];
+    const ssnKey = keys.ssnIndex[p.clinicId];
+    if (!key || !mrnKey || !ssnKey) throw new Error(`no seed keys for clinic ${p.clinicId}`);
+    ids.push(p.id);
+    clinicIds.push(p.clinicId);
+    mrnBidx.push(blindIndex(mrnKey, normaliseMrn(p.mrn)));
+    ssnBidx.push(blindIndex(ssnKey, normaliseSsn(p.ssn)));
+    for (let i = 0; i < PATIENT_PHI.length; i++) {
+      const [field, column] = PATIENT_PHI[i]!;
+      phi[i]!.push(sealField(key, { table: 'patients', column, rowId: p.id }, p[field]));
+    }
+    for (const e of p.encounters) {
+      enc.id.push(e.id);
+      enc.patientId.push(p.id);
+      enc.clinicId.push(p.clinicId);
+      enc.occurredAt.push(e.occurredAt);
+      enc.kind.push(e.kind);
+      enc.reason.push(sealField(key, { table: 'encounters', column: 'reason', rowId: e.id }, e.reason));
+      enc.codes.push(sealField(key, { table: 'encounters', column: 'diagnosis_codes', rowId: e.id }, JSON.stringify(e.diagnosisCodes)));
+      enc.notes.push(sealField(key, { table: 'encounters', column: 'notes', rowId: e.id }, e.notes));
+    }
+    for (const s of p.careTeam) {
+      team.patientId.push(p.id);
+      team.subject.push(s);
+      team.clinicId.push(p.clinicId);
+    }
+  }
+  const { text, bytea } = arrayLiteral;
+  return {
+    patients: batch.length,
+    patientParams: [text(ids), text(clinicIds), ...phi.map(bytea), bytea(mrnBidx), bytea(ssnBidx)],
+    encounterParams: [text(enc.id), text(enc.patientId), text(enc.clinicId), text(enc.occurredAt), text(enc.kind), bytea(enc.reason), bytea(enc.codes), bytea(enc.notes)],
+    careTeamParams: [text(team.patientId), text(team.subject), text(team.clinicId)],
+  };
+}
+
+/** Writes a sealed batch: one INSERT ... SELECT FROM unnest(...) per table. */
+export async function insertSealed(client: pg.ClientBase, batch: SealedBatch): Promise<void> {
+  await client.query(PATIENT_INSERT_SQL, batch.patientParams as string[]);
+  await client.query(ENCOUNTER_INSERT_SQL, batch.encounterParams as string[]);
+  await client.query(CARE_TEAM_INSERT_SQL, batch.careTeamParams as string[]);
+}
+
+export async function insertClinics(client: pg.ClientBase, clinics: Dataset['clinics']): Promise<void> {
+  await client.query(
+    'INSERT INTO phigate.clinics (id, name) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (id) DO NOTHING',
+    [clinics.map((c) => c.id), clinics.map((c) => c.name)],
+  );
+}
 
 /**
  * Writes a data set with the migrator's connection in batches (one statement per table per batch).
  * The migrator of development is a superuser, which row security does not bind; the gateway
- * itself never connects that way.
+ * itself never connects that way. Values are sealed by `sealBatch` under the keyring's current
+ * keys, as FieldCipher.encrypt would. The bench (bench/setup-db.ts, bench/seed-worker.ts) writes
+ * large data sets with the same `sealBatch` and `insertSealed`, sealing in worker threads.
  */
 export async function writeDataset(
   client: pg.ClientBase,
   keyring: Keyring,
-  cipher: FieldCipher,
   data: Dataset,
   opts: { batchSize?: number; onProgress?: (done: number, total: number) => void } = {},
 ): Promise<void> {
   const batchSize = opts.batchSize ?? 500;
-  await client.query(
-    'INSERT INTO phigate.clinics (id, name) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (id) DO NOTHING',
-    [data.clinics.map((c) => c.id), data.clinics.map((c) => c.name)],
-  );
+  await insertClinics(client, data.clinics);
+  const keys = await seedKeys(keyring, [...new Set(data.patients.map((p) => p.clinicId))]);
   const total = data.patients.length;
   for (let start = 0; start < total; start += batchSize) {
-    const batch = data.patients.slice(start, start + batchSize);
-    const cols: Record<string, (Buffer | string | null)[]> = { id: [], clinic_id: [], mrn_bidx: [], ssn_bidx: [] };
-    for (const c of Object.values(PATIENT_COLUMNS)) cols[c] = [];
-    const enc: Record<string, (Buffer | string | null)[]> = { id: [], patient_id: [], clinic_id: [], occurred_at: [], kind: [], reason: [], diagnosis_codes: [], notes: [] };
-    const team: Record<string, string[]> = { patient_id: [], subject: [], clinic_id: [] };
-    for (const p of batch) {
-      cols.id!.push(p.id);
-      cols.clinic_id!.push(p.clinicId);
-      cols.mrn_bidx!.push(await identifierIndex(keyring, 'patients.mrn', p.clinicId, normaliseMrn(p.mrn)));
-      cols.ssn_bidx!.push(await identifierIndex(keyring, 'patients.ssn', p.clinicId, normaliseSsn(p.ssn)));
-      for (const [field, column] of Object.entries(PATIENT_COLUMNS)) {
-        const plain = p[field as keyof typeof PATIENT_COLUMNS];
-        cols[column]!.push(await cipher.encrypt(p.clinicId, { table: 'patients', column, rowId: p.id }, plain));
-      }
-      for (const e of p.encounters) {
-        const seal = (column: string, v: string) => cipher.encrypt(p.clinicId, { table: 'encounters', column, rowId: e.id }, v);
-        enc.id!.push(e.id);
-        enc.patient_id!.push(p.id);
-        enc.clinic_id!.push(p.clinicId);
-        enc.occurred_at!.push(e.occurredAt);
-        enc.kind!.push(e.kind);
-        enc.reason!.push(await seal('reason', e.reason));
-        enc.diagnosis_codes!.push(await seal('diagnosis_codes', JSON.stringify(e.diagnosisCodes)));
-        enc.notes!.push(await seal('notes', e.notes));
-      }
-      for (const s of p.careTeam) {
-        team.patient_id!.push(p.id);
-        team.subject!.push(s);
-        team.clinic_id!.push(p.clinicId);
-      }
-    }
-    const pNames = Object.keys(cols);
-    await client.query(
-      `INSERT INTO phigate.patients (${pNames.join(', ')}) SELECT * FROM unnest($1::uuid[], $2::text[], ${pNames
-        .slice(2)
-        .map((_, i) => `$${i + 3}::bytea[]`)
-        .join(', ')})`,
-      pNames.map((n) => cols[n]),
-    );
-    await client.query(
-      `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
-       SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[])`,
-      Object.values(enc),
-    );
-    await client.query(
-      'INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])',
-      Object.values(team),
-    );
+    await insertSealed(client, sealBatch(keys, data.patients.slice(start, start + batchSize)));
     opts.onProgress?.(Math.min(start + batchSize, total), total);
   }
 }

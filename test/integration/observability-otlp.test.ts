@@ -6,7 +6,6 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createFieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createKeyring } from '../../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
 import { createPgKeyStore } from '../../src/db/key-store.ts';
@@ -47,7 +46,7 @@ beforeAll(async () => {
   const pool = createPool(db.appUrl, { max: 2 });
   try {
     const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
-    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, createFieldCipher(keyring), data));
+    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, data));
   } finally {
     await pool.end();
   }

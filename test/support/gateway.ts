@@ -75,7 +75,7 @@ export async function startTestGateway(
   const data = base?.data ?? generateDataset({ patients: opts.patients ?? 12, seed: 42 });
   const admin = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => withClient(db.adminUrl, fn);
   const seedKeyring = createKeyring({ provider, store: createPgKeyStore(pool) });
-  if (!base) await admin((c) => writeDataset(c, seedKeyring, createFieldCipher(seedKeyring), data));
+  if (!base) await admin((c) => writeDataset(c, seedKeyring, data));
   // The gateway gets its own keyring and cipher, cold like a freshly started replica: its stats
   // count only what requests do, and a test may tamper with stored keys before first use.
   // Keys load through their own pool, as in src/app.ts.
