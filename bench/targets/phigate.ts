@@ -5,8 +5,8 @@
  * tokens verified against the loopback dev issuer's discovery document and JWKS.
  *
  * Run by bench/run.ts as a child process; config in BENCH_TARGET (JSON). Reports its port over IPC.
- * GET /__bench/round-trips answers the `roundTrips` of every `msg: 'request'` log line since the
- * last call, per operation, and resets.
+ * GET /__bench/round-trips answers the `roundTrips` and `durationMs` of every `msg: 'request'` log
+ * line since the last call, per operation, and resets.
  */
 import type http from 'node:http';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
@@ -40,13 +40,16 @@ const cipher = createFieldCipher(keyring);
 
 // operation -> roundTrips -> count
 let roundTrips: Record<string, Record<number, number>> = {};
+// operation -> durationMs of every request line (server-side time, context creation to commit)
+let durationsMs: Record<string, number[]> = {};
 let otherLines = 0;
 const logger = createLogger('info', {
   write: (line: string) => {
-    const l = JSON.parse(line) as { msg?: string; operation?: string; roundTrips?: number; level?: number };
+    const l = JSON.parse(line) as { msg?: string; operation?: string; roundTrips?: number; durationMs?: number; level?: number };
     if (l.msg === 'request' && typeof l.roundTrips === 'number') {
       const op = (roundTrips[l.operation ?? '?'] ??= {});
       op[l.roundTrips] = (op[l.roundTrips] ?? 0) + 1;
+      if (typeof l.durationMs === 'number') (durationsMs[l.operation ?? '?'] ??= []).push(l.durationMs);
     } else if ((l.level ?? 0) >= 40) {
       otherLines++;
       if (otherLines <= 5) process.stderr.write(`phigate: ${line}`);
@@ -56,8 +59,9 @@ const logger = createLogger('info', {
 
 const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
   if (req.url !== '/__bench/round-trips') return false;
-  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roundTrips, warnings: otherLines }));
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roundTrips, warnings: otherLines, durationsMs }));
   roundTrips = {};
+  durationsMs = {};
   otherLines = 0;
   return true;
 };
