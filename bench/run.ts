@@ -13,8 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
+import pg from 'pg';
 import { progressBar } from '../src/cli/progress.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
+import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
@@ -72,6 +74,8 @@ interface Row {
   /** phigate: key provider calls (phigate_kms_calls_total) and data-key cache misses during the measured run */
   kmsCalls?: number | null;
   keyCacheMisses?: number | null;
+  /** CPU ms per request over the measured run: the target, PostgreSQL (null if not on this machine), the runner */
+  cpuMsPerRequest?: CpuPerRequest;
   skipped?: string;
 }
 
@@ -150,6 +154,18 @@ function sampleRss(pid: number): () => number {
   };
 }
 
+/** The postmaster's pid when PostgreSQL runs on this machine (the parent of our own backend), else null. */
+async function postmasterPid(url: string): Promise<number | null> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+    return procStat(rows[0]!.pid)?.ppid ?? null;
+  } finally {
+    await c.end();
+  }
+}
+
 async function sample(target: Target, w: Workload): Promise<void> {
   for (let i = 0; i < 3; i++) {
     const r = w.next(target.name);
@@ -213,6 +229,7 @@ async function main(): Promise<void> {
     );
 
     if (args['seed-only']) return;
+    const postmaster = await postmasterPid(db.adminUrl);
 
     // The default policy, its per-request and per-minute PHI limits raised out of the way: at
     // hundreds of requests a second from 8 users they would answer 429 within the first second.
@@ -259,7 +276,9 @@ async function main(): Promise<void> {
         // phigate: reset its log counts and scrape /metrics, so both cover the measured run only.
         const metricsBefore = name === 'phigate' ? (await roundTrips(target), await scrape(target)) : null;
         const rss = sampleRss(target.child.pid!);
+        const cpu = cpuMeter(target.child.pid!, postmaster);
         const { result, gqlErrors } = await load(target, w, DURATION);
+        const cpuMsPerRequest = cpu(result.requests.total);
         const peakRssMb = rss();
         const row: Row = {
           target: name,
@@ -271,6 +290,7 @@ async function main(): Promise<void> {
           errors: result.errors + result.timeouts + result.non2xx + gqlErrors,
           peakRssMb,
           runtime: target.runtime,
+          cpuMsPerRequest,
         };
         if (name === 'phigate') {
           // The gateway's own count (src/db/transaction.ts): each operation must cost the same
@@ -303,7 +323,7 @@ async function main(): Promise<void> {
         const inside = row.serverTiming
           ? `, server p50 ${srv(row, row.serverP50Ms, row.serverP50RangeMs)} ms p99 ${srv(row, row.serverP99Ms, row.serverP99RangeMs)} ms, KMS calls ${row.kmsCalls ?? 'n/a'}`
           : '';
-        log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}${inside}`);
+        log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB, CPU ms/request ${cpuText(cpuMsPerRequest)}${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}${inside}`);
       }
       await stopTarget(target);
     }
@@ -341,6 +361,7 @@ function ratios(rows: Row[]): Record<string, { 'phigate/postgraphile': number | 
   }
   return out;
 }
+const cpuText = (c: CpuPerRequest | undefined) => (c ? `${c.targetMs ?? 'n/a'} + ${c.postgresMs ?? 'n/a'} pg` : '');
 const round2 = (x: number) => Math.round(x * 100) / 100;
 const round2n = (x: number | null) => (x === null ? null : round2(x));
 const fmtMs = (x: number | null | undefined) => (x === null || x === undefined ? 'n/a' : x < 10 ? x.toFixed(2) : x.toFixed(1));
@@ -357,10 +378,10 @@ function pickWorkload(all: Workload[], key: string): Workload {
 }
 
 function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
-  const head = ['workload', 'target', 'runtime', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'peak RSS MB', 'round trips', 'server p50 ms', 'server p99 ms', 'KMS calls'];
+  const head = ['workload', 'target', 'runtime', 'req/s', 'p50 ms', 'p99 ms', 'errors', 'peak RSS MB', 'CPU ms/req target + pg', 'round trips', 'server p50 ms', 'server p99 ms', 'KMS calls'];
   const body = rows.map((x) =>
     x.skipped
-      ? [x.workload, x.target, x.runtime, 'skipped', '', '', '', '', x.skipped.slice(0, 60), '', '', '']
+      ? [x.workload, x.target, x.runtime, 'skipped', '', '', '', '', '', x.skipped.slice(0, 60), '', '', '']
       : [
           x.workload,
           x.target,
@@ -370,6 +391,7 @@ function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
           String(x.p99Ms),
           String(x.errors),
           String(x.peakRssMb),
+          cpuText(x.cpuMsPerRequest),
           x.roundTripsPerRequest ? JSON.stringify(x.roundTripsPerRequest) : '',
           srv(x, x.serverP50Ms, x.serverP50RangeMs),
           srv(x, x.serverP99Ms, x.serverP99RangeMs),

@@ -1,0 +1,68 @@
+/**
+ * CPU time spent per request by each side of a run: the target process, the PostgreSQL server (its
+ * postmaster and every process it forked) and the runner (autocannon). On 2 shared cores req/s
+ * moves with whatever else runs; CPU milliseconds per request move much less, so they say where a
+ * change saved work. Read from /proc: a PostgreSQL that is not a process on this machine reports null.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+
+const TICKS_PER_S = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+/** utime + stime of one process (ms) and its parent pid, or null once it has gone. */
+export function procStat(pid: number): { cpuMs: number; ppid: number } | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return null;
+  }
+  // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / TICKS_PER_S, ppid: Number(f[1]) };
+}
+
+/** CPU ms of a process and its direct children (PostgreSQL's process tree is one level deep). */
+export function treeCpuMs(root: number): number | null {
+  const self = procStat(root);
+  if (!self) return null;
+  let ms = self.cpuMs;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const s = procStat(Number(name));
+    if (s && s.ppid === root) ms += s.cpuMs;
+  }
+  return ms;
+}
+
+export interface CpuPerRequest {
+  readonly targetMs: number | null;
+  readonly postgresMs: number | null;
+  readonly runnerMs: number;
+}
+
+/**
+ * Starts counting; the returned function stops and divides by the requests completed. Backends that
+ * exit in between take their time with them, so the PostgreSQL figure is a lower bound (the targets'
+ * pools keep their connections open for a run).
+ */
+export function cpuMeter(targetPid: number, postmasterPid: number | null): (requests: number) => CpuPerRequest {
+  const t0 = procStat(targetPid)?.cpuMs ?? null;
+  const p0 = postmasterPid === null ? null : treeCpuMs(postmasterPid);
+  const r0 = process.cpuUsage();
+  return (requests) => {
+    const per = (a: number | null, b: number | null) => (a === null || b === null || requests === 0 ? null : Math.round(((b - a) / requests) * 100) / 100);
+    const r = process.cpuUsage(r0);
+    return {
+      targetMs: per(t0, procStat(targetPid)?.cpuMs ?? null),
+      postgresMs: per(p0, postmasterPid === null ? null : treeCpuMs(postmasterPid)),
+      runnerMs: requests === 0 ? 0 : Math.round(((r.user + r.system) / 1000 / requests) * 100) / 100,
+    };
+  };
+}

@@ -1,0 +1,28 @@
+import { describe, expect, it } from 'vitest';
+import { cpuMeter, procStat, treeCpuMs } from '../../bench/cpu.ts';
+
+describe('bench CPU per request', () => {
+  it('reads this process from /proc: its parent, and CPU time that grows with work', () => {
+    const before = procStat(process.pid)!;
+    expect(before.ppid).toBe(process.ppid);
+    const until = Date.now() + 60;
+    while (Date.now() < until) Math.sqrt(Math.random());
+    expect(procStat(process.pid)!.cpuMs).toBeGreaterThan(before.cpuMs);
+  });
+
+  it('a process that is not there reads as null, and so does its tree', () => {
+    expect(procStat(2 ** 22 + 1)).toBeNull();
+    expect(treeCpuMs(2 ** 22 + 1)).toBeNull();
+  });
+
+  it('divides the time spent by the requests; no PostgreSQL on this machine gives null, not 0', () => {
+    const stop = cpuMeter(process.pid, null);
+    const until = Date.now() + 60;
+    while (Date.now() < until) Math.sqrt(Math.random());
+    const per = stop(2);
+    expect(per.postgresMs).toBeNull();
+    expect(per.targetMs).toBeGreaterThan(0);
+    expect(per.runnerMs).toBeGreaterThan(0);
+    expect(stop(0).targetMs).toBeNull();
+  });
+});
