@@ -83,6 +83,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // CORS is use-http-hygiene's: yoga's default reflects any origin, with credentials.
     cors: false,
     batching: deps.limits.maxBatch === 0 ? false : { limit: deps.limits.maxBatch },
+    // useQueryLimits bounds the body (maxBodyBytes, far below yoga's 25 MB); a second counting
+    // stream on every body would only cost CPU.
+    maxRequestBodySize: false,
     plugins: [
       useHttpHygiene({ corsOrigins: deps.corsOrigins, graphiql: deps.graphiql ?? false }),
       useMetrics(metrics),
