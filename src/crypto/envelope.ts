@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
-import { lengthPrefixed } from './length-prefixed.ts';
+import { lengthPrefixed, lengthPrefixedSize, writeLengthPrefixed } from './length-prefixed.ts';
 
 /** A clinic's unwrapped data key. `key` is 32 bytes and must never leave the process. */
 export interface DataKey {
@@ -45,8 +45,50 @@ function checkKey(key: DataKey): void {
 
 // The header goes into the AAD as well as the explicit fields, so editing any header byte
 // breaks the tag even if a later format were to parse the header differently.
-function aadFor(key: DataKey, aad: FieldAad, header: Buffer): Buffer {
-  return lengthPrefixed([AAD_LABEL, header, aad.table, aad.column, aad.rowId, key.scope, String(key.version)]);
+//   AAD = lengthPrefixed([AAD_LABEL, header, table, column, rowId, scope, version])
+// Only the row id changes from one value of a column to the next: the parts before and after it
+// are encoded once per key and column, and the AAD is written into one reused buffer (setAAD
+// consumes it before returning). Building it afresh was a quarter of the cost of opening a field.
+interface AadParts {
+  readonly before: Buffer;
+  readonly after: Buffer;
+}
+// Keyed by the key's bytes: the keyring hands out a new DataKey object per call but the same
+// cached Buffer, and an entry goes when the key leaves the keyring's cache.
+const aadParts = new WeakMap<Buffer, Map<string, AadParts>>();
+let scratch = Buffer.alloc(512);
+
+function headerFor(version: number): Buffer {
+  const header = Buffer.alloc(HEADER_BYTES);
+  header.writeUInt8(FORMAT_V1, 0);
+  header.writeUInt32BE(version, 1);
+  return header;
+}
+
+function partsFor(key: DataKey, aad: FieldAad): AadParts {
+  let byColumn = aadParts.get(key.key);
+  if (!byColumn) aadParts.set(key.key, (byColumn = new Map()));
+  const id = `${key.scope}\u0000${key.version}\u0000${aad.table}\u0000${aad.column}`;
+  let parts = byColumn.get(id);
+  if (!parts) {
+    parts = {
+      before: lengthPrefixed([AAD_LABEL, headerFor(key.version), aad.table, aad.column]),
+      after: lengthPrefixed([key.scope, String(key.version)]),
+    };
+    byColumn.set(id, parts);
+  }
+  return parts;
+}
+
+/** The AAD of one value, in a buffer that the next call overwrites. */
+function aadFor(key: DataKey, aad: FieldAad): Buffer {
+  const { before, after } = partsFor(key, aad);
+  const size = before.length + lengthPrefixedSize(aad.rowId) + after.length;
+  if (scratch.length < size) scratch = Buffer.alloc(size * 2);
+  before.copy(scratch, 0);
+  const at = writeLengthPrefixed(scratch, before.length, aad.rowId);
+  after.copy(scratch, at);
+  return scratch.subarray(0, size);
 }
 
 /** Encrypts one field value with AES-256-GCM under `key`, bound to its table, column, row and clinic. */
@@ -55,12 +97,10 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   if (LONE_SURROGATE.test(plaintext)) {
     throw new PhigateError('BAD_USER_INPUT', 'value is not well-formed unicode text', { reason: 'malformed_text' });
   }
-  const header = Buffer.alloc(HEADER_BYTES);
-  header.writeUInt8(FORMAT_V1, 0);
-  header.writeUInt32BE(key.version, 1);
+  const header = headerFor(key.version);
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
-  cipher.setAAD(aadFor(key, aad, header));
+  cipher.setAAD(aadFor(key, aad));
   const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
   return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
 }
@@ -81,13 +121,14 @@ export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer): stri
   const version = keyVersionOf(ciphertext);
   // The AAD would catch this too; checking first keeps the failure cheap and explicit.
   if (version !== key.version) throw keyUnavailable('decrypt_failed');
-  const header = ciphertext.subarray(0, HEADER_BYTES);
   const nonce = ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES);
   const body = ciphertext.subarray(HEADER_BYTES + NONCE_BYTES, ciphertext.length - TAG_BYTES);
   const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
   try {
     const decipher = createDecipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
-    decipher.setAAD(aadFor(key, aad, header));
+    // keyVersionOf checked the format byte and the version equals the key's: the header in the
+    // AAD is the ciphertext's own.
+    decipher.setAAD(aadFor(key, aad));
     decipher.setAuthTag(tag);
     const plain = decipher.update(body);
     // GCM's final() yields no bytes; it checks the tag and throws when the value was tampered with.

@@ -57,6 +57,21 @@ describe('sealField / openField', () => {
     thrown(() => openField(key, { table: 'a', column: 'bc', rowId: 'r' }, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
   });
 
+  it('binds each value to its own row and column when one key opens many, interleaved (the AAD is built in a reused buffer)', () => {
+    const places = Array.from({ length: 60 }, (_, i) => ({ table: 'patients', column: ['ssn', 'mrn', 'phone'][i % 3]!, rowId: `7f9c1e4a-0000-4000-8000-${String(i).padStart(12, '0')}` }));
+    const sealed = places.map((p, i) => sealField(key, p, `value ${i}`));
+    expect(places.map((p, i) => openField(key, p, sealed[i]!))).toEqual(places.map((_, i) => `value ${i}`));
+    for (let i = 1; i < places.length; i++) thrown(() => openField(key, places[i - 1]!, sealed[i]!), 'KEY_UNAVAILABLE', 'decrypt_failed');
+    // A long row id after short ones: the buffer grows, the bytes stay right.
+    const long = { ...aad, rowId: 'r'.repeat(5_000) };
+    expect(openField(key, long, sealField(key, long, secret))).toBe(secret);
+    expect(openField(key, aad, sealField(key, aad, secret))).toBe(secret);
+  });
+
+  it('refuses a row id that would not encode unambiguously (a lone surrogate)', () => {
+    thrown(() => openField(key, { ...aad, rowId: 'row-\uD800' }, sealField(key, aad, secret)), 'BAD_USER_INPUT', 'malformed_identifier');
+  });
+
   it('refuses a different key', () => {
     const sealed = sealField(key, aad, secret);
     thrown(() => openField({ ...key, key: randomBytes(32) }, aad, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
