@@ -18,6 +18,7 @@ import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
 import { createPgKeyStore } from '../../src/db/key-store.ts';
 import { assertSafeAppRole, createPool } from '../../src/db/pool.ts';
 import { createGateway } from '../../src/http/gateway.ts';
+import { limitHeapGrowth } from '../../src/heap.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
@@ -30,6 +31,8 @@ interface PhigateTargetConfig {
   poolSize: number;
 }
 
+// As src/main.ts does: the gateway process caps V8's old-generation growth (src/heap.ts).
+limitHeapGrowth();
 const cfg = JSON.parse(process.env.BENCH_TARGET ?? '{}') as PhigateTargetConfig;
 const defaults = loadConfig({});
 const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
