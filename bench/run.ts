@@ -154,6 +154,31 @@ function sampleRss(pid: number): () => number {
   };
 }
 
+/**
+ * What one durable commit costs on this database: the median of 50 single-row INSERTs, each its
+ * own transaction under the server's synchronous_commit. phigate commits its audit rows before
+ * answering, so this is a floor under its server-side time that PostGraphile's and the floor's
+ * read-only transactions do not have.
+ */
+async function durableCommitMs(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('CREATE TABLE IF NOT EXISTS public.bench_commit_probe (n integer)');
+    const ms: number[] = [];
+    for (let i = 0; i < 50; i++) {
+      const t = performance.now();
+      await c.query('INSERT INTO public.bench_commit_probe VALUES ($1)', [i]);
+      ms.push(performance.now() - t);
+    }
+    await c.query('DROP TABLE public.bench_commit_probe');
+    ms.sort((a, b) => a - b);
+    return round2(ms[25]!);
+  } finally {
+    await c.end();
+  }
+}
+
 /** The postmaster's pid when PostgreSQL runs on this machine (the parent of our own backend), else null. */
 async function postmasterPid(url: string): Promise<number | null> {
   const c = new pg.Client({ connectionString: url });
@@ -230,6 +255,8 @@ async function main(): Promise<void> {
 
     if (args['seed-only']) return;
     const postmaster = await postmasterPid(db.adminUrl);
+    const commitMs = await durableCommitMs(db.adminUrl);
+    log(`a durable commit on this database takes ${commitMs} ms (median of 50)`);
 
     // The default policy, its per-request and per-minute PHI limits raised out of the way: at
     // hundreds of requests a second from 8 users they would answer 429 within the first second.
@@ -331,7 +358,7 @@ async function main(): Promise<void> {
     const report = {
       date: new Date().toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.versions.node },
-      settings: { patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS },
+      settings: { patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
       seeding: timings,
       rows,
       ratios: ratios(rows),
