@@ -18,6 +18,11 @@ export function enableTracing(on: boolean): void {
   enabled = on;
 }
 
+/** Whether spans are being made; lets a path run per PHI value skip making inSpan's closure. */
+export function tracing(): boolean {
+  return enabled;
+}
+
 function fail(span: Span, err: unknown): void {
   const code = (err as { code?: unknown } | null)?.code;
   span.setStatus({ code: SpanStatusCode.ERROR });
