@@ -50,12 +50,16 @@ function checkKey(key: DataKey): void {
 // are encoded once per key and column, and the AAD is written into one reused buffer (setAAD
 // consumes it before returning). Building it afresh was a quarter of the cost of opening a field.
 interface AadParts {
+  readonly scope: string;
+  readonly version: number;
   readonly before: Buffer;
   readonly after: Buffer;
 }
-// Keyed by the key's bytes: the keyring hands out a new DataKey object per call but the same
-// cached Buffer, and an entry goes when the key leaves the keyring's cache.
-const aadParts = new WeakMap<Buffer, Map<string, AadParts>>();
+// Keyed by the key's bytes (the keyring hands out a new DataKey object per call but the same
+// cached Buffer, and an entry goes when the key leaves the keyring's cache), then table and
+// column. The parts remember the scope and version they encode: the same bytes under another
+// scope get parts of their own, never these.
+const aadParts = new WeakMap<Buffer, Map<string, Map<string, AadParts>>>();
 let scratch = Buffer.alloc(512);
 
 function headerFor(version: number): Buffer {
@@ -66,16 +70,19 @@ function headerFor(version: number): Buffer {
 }
 
 function partsFor(key: DataKey, aad: FieldAad): AadParts {
-  let byColumn = aadParts.get(key.key);
-  if (!byColumn) aadParts.set(key.key, (byColumn = new Map()));
-  const id = `${key.scope}\u0000${key.version}\u0000${aad.table}\u0000${aad.column}`;
-  let parts = byColumn.get(id);
-  if (!parts) {
+  let byTable = aadParts.get(key.key);
+  if (!byTable) aadParts.set(key.key, (byTable = new Map()));
+  let byColumn = byTable.get(aad.table);
+  if (!byColumn) byTable.set(aad.table, (byColumn = new Map()));
+  let parts = byColumn.get(aad.column);
+  if (!parts || parts.scope !== key.scope || parts.version !== key.version) {
     parts = {
+      scope: key.scope,
+      version: key.version,
       before: lengthPrefixed([AAD_LABEL, headerFor(key.version), aad.table, aad.column]),
       after: lengthPrefixed([key.scope, String(key.version)]),
     };
-    byColumn.set(id, parts);
+    byColumn.set(aad.column, parts);
   }
   return parts;
 }
