@@ -15,8 +15,11 @@ const TICKS_PER_S = (() => {
   }
 })();
 
-/** utime + stime of one process (ms) and its parent pid, or null once it has gone. */
-export function procStat(pid: number): { cpuMs: number; ppid: number } | null {
+/**
+ * utime + stime of one process (ms), the same for its children that have exited and been waited
+ * for (cutime + cstime), and its parent pid; null once it has gone.
+ */
+export function procStat(pid: number): { cpuMs: number; reapedChildrenMs: number; ppid: number } | null {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -25,14 +28,19 @@ export function procStat(pid: number): { cpuMs: number; ppid: number } | null {
   }
   // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { cpuMs: ((Number(f[11]) + Number(f[12])) * 1000) / TICKS_PER_S, ppid: Number(f[1]) };
+  const ms = (ticks: number) => (ticks * 1000) / TICKS_PER_S;
+  return { cpuMs: ms(Number(f[11]) + Number(f[12])), reapedChildrenMs: ms(Number(f[13]) + Number(f[14])), ppid: Number(f[1]) };
 }
 
-/** CPU ms of a process and its direct children (PostgreSQL's process tree is one level deep). */
+/**
+ * CPU ms of a process and its direct children (PostgreSQL's process tree is one level deep), live
+ * or exited: a backend that ends (a pool closing an idle connection) keeps counting through its
+ * parent's cutime, so the sum never goes down.
+ */
 export function treeCpuMs(root: number): number | null {
   const self = procStat(root);
   if (!self) return null;
-  let ms = self.cpuMs;
+  let ms = self.cpuMs + self.reapedChildrenMs;
   for (const name of readdirSync('/proc')) {
     if (!/^\d+$/.test(name)) continue;
     const s = procStat(Number(name));
@@ -48,9 +56,9 @@ export interface CpuPerRequest {
 }
 
 /**
- * Starts counting; the returned function stops and divides by the requests completed. Backends that
- * exit in between take their time with them, so the PostgreSQL figure is a lower bound (the targets'
- * pools keep their connections open for a run).
+ * Starts counting; the returned function stops and divides by the requests completed. PostgreSQL's
+ * figure is the whole server's: the idle connections of the targets not being measured cost it
+ * next to nothing.
  */
 export function cpuMeter(targetPid: number, postmasterPid: number | null): (requests: number) => CpuPerRequest {
   const t0 = procStat(targetPid)?.cpuMs ?? null;

@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
- *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof]`
+ *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -17,6 +17,7 @@ import pg from 'pg';
 import { progressBar } from '../src/cli/progress.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
 import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
+import { medianRun } from './median-run.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
@@ -35,6 +36,7 @@ const { values: args } = parseArgs({
     'seed-batch': { type: 'string', default: '2000' },
     'seed-workers': { type: 'string', default: String(os.cpus().length) },
     'seed-only': { type: 'boolean', default: false },
+    repeat: { type: 'string', default: '1' },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -49,6 +51,10 @@ const CONNECTIONS = num(args.connections, 'connections');
 const POOL_SIZE = num(args['pool-size'], 'pool-size');
 const BATCH = num(args['seed-batch'], 'seed-batch');
 const TARGETS = args.targets.split(',') as TargetName[];
+const REPEAT = num(args.repeat, 'repeat');
+if (!Number.isInteger(REPEAT) || REPEAT < 1) throw new Error('--repeat must be a whole number of at least 1');
+/** Set once the database is up: PostgreSQL's postmaster, for its CPU per request (null if not on this machine). */
+let postmaster: number | null = null;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 interface Row {
@@ -76,6 +82,8 @@ interface Row {
   keyCacheMisses?: number | null;
   /** CPU ms per request over the measured run: the target, PostgreSQL (null if not on this machine), the runner */
   cpuMsPerRequest?: CpuPerRequest;
+  /** --repeat: every run's req/s; the row is the run of median req/s (peak RSS: the largest) */
+  runsReqPerSec?: number[];
   skipped?: string;
 }
 
@@ -235,6 +243,68 @@ async function scrape(target: Target): Promise<Scrape> {
   return parseMetrics(await res.text());
 }
 
+/** One measured run of `w` on `target` (after its warm-up), with phigate's own figures. */
+async function measure(target: Target, w: Workload, round: number): Promise<Row> {
+  const name = target.name;
+  log(`${name} / ${w.name}${REPEAT > 1 ? ` (round ${round + 1} of ${REPEAT})` : ''}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
+  if (WARMUP > 0) await load(target, w, WARMUP);
+  // phigate: reset its log counts and scrape /metrics, so both cover the measured run only.
+  const metricsBefore = name === 'phigate' ? (await roundTrips(target), await scrape(target)) : null;
+  const rss = sampleRss(target.child.pid!);
+  const cpu = cpuMeter(target.child.pid!, postmaster);
+  const { result, gqlErrors } = await load(target, w, DURATION);
+  const cpuMsPerRequest = cpu(result.requests.total);
+  const peakRssMb = rss();
+  const row: Row = {
+    target: name,
+    workload: w.name,
+    requests: result.requests.total,
+    reqPerSec: Math.round(result.requests.total / DURATION),
+    p50Ms: result.latency.p50,
+    p99Ms: result.latency.p99,
+    errors: result.errors + result.timeouts + result.non2xx + gqlErrors,
+    peakRssMb,
+    runtime: target.runtime,
+    cpuMsPerRequest,
+  };
+  if (name === 'phigate') {
+    // The gateway's own count (src/db/transaction.ts): each operation must cost the same
+    // number of round trips whatever the rows, or a page would be N+1.
+    const rt = await roundTrips(target);
+    row.roundTripsPerRequest = {};
+    for (const [op, counts] of Object.entries(rt.roundTrips)) {
+      const distinct = Object.keys(counts);
+      if (distinct.length !== 1) throw new Error(`phigate / ${w.name}: ${op} round trips per request not constant: ${JSON.stringify(counts)}`);
+      row.roundTripsPerRequest[op] = Number(distinct[0]);
+    }
+    const logged = Object.values(rt.roundTrips).reduce((n, c) => n + Object.values(c).reduce((a, b) => a + b, 0), 0);
+    if (logged < result.requests.total * 0.9) throw new Error(`phigate / ${w.name}: only ${logged} request lines logged for ${result.requests.total} requests`);
+    // Server-side time: each request line's durationMs when the target reports them, else
+    // an estimate from the duration histogram of /metrics (request to response, coarse buckets).
+    const metricsAfter = await scrape(target);
+    const timing = rt.durationsMs ? timingFromLog(rt.durationsMs) : timingFromHistogram(metricsBefore!, metricsAfter, 'phigate_graphql_request_duration_seconds');
+    // A histogram only knows the bucket: no made-up number from interpolating inside it.
+    row.serverP50Ms = timing.source === 'log' ? round2n(timing.p50Ms) : null;
+    row.serverP99Ms = timing.source === 'log' ? round2n(timing.p99Ms) : null;
+    row.serverTiming = timing.source;
+    row.serverSamples = timing.samples;
+    if (timing.p50RangeMs) row.serverP50RangeMs = timing.p50RangeMs;
+    if (timing.p99RangeMs) row.serverP99RangeMs = timing.p99RangeMs;
+    if (timing.byOperation) row.serverByOperation = timing.byOperation;
+    row.kmsCalls = counterDelta(metricsBefore!, metricsAfter, 'phigate_kms_calls_total');
+    row.keyCacheMisses = counterDelta(metricsBefore!, metricsAfter, 'phigate_key_cache_misses_total');
+  }
+  const inside = row.serverTiming
+    ? `, server p50 ${srv(row, row.serverP50Ms, row.serverP50RangeMs)} ms p99 ${srv(row, row.serverP99Ms, row.serverP99RangeMs)} ms, KMS calls ${row.kmsCalls ?? 'n/a'}`
+    : '';
+  log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB, CPU ms/request ${cpuText(cpuMsPerRequest)}${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}${inside}`);
+  return row;
+}
+
+function skippedRow(target: TargetName, w: Workload, runtime: string, why: string): Row {
+  return { target, workload: w.name, requests: 0, reqPerSec: 0, p50Ms: 0, p99Ms: 0, errors: 0, peakRssMb: 0, runtime, skipped: why };
+}
+
 // ---------- main ----------
 async function main(): Promise<void> {
   const started = Date.now();
@@ -250,11 +320,11 @@ async function main(): Promise<void> {
     log(
       `seeded ${N} patients, ${encounters} encounters in ${timings.totalS} s (${timings.patientsPerS} patients/s, ${timings.workers} sealing threads): ` +
         `prepare ${timings.prepareS} s, load ${timings.loadS} s (worker busy ${timings.workerBusyS} s, INSERTs ${timings.insertS} s), ` +
-        `plaintext care team ${timings.plainCareTeamS} s, keys, indexes and row security ${timings.indexesS} s, VACUUM ANALYZE ${timings.vacuumS} s`,
+        `plaintext care team ${timings.plainCareTeamS} s, keys, indexes and row security ${timings.indexesS} s, VACUUM ANALYZE ${timings.vacuumS} s, CHECKPOINT ${timings.checkpointS} s`,
     );
 
     if (args['seed-only']) return;
-    const postmaster = await postmasterPid(db.adminUrl);
+    postmaster = await postmasterPid(db.adminUrl);
     const commitMs = await durableCommitMs(db.adminUrl);
     log(`a durable commit on this database takes ${commitMs} ms (median of 50)`);
 
@@ -280,85 +350,47 @@ async function main(): Promise<void> {
       postgraphile: { appUrl: db.appUrl, issuer: iss.issuer, poolSize: POOL_SIZE },
       floor: { appUrl: db.appUrl, poolSize: POOL_SIZE },
     };
+    // Every target runs at once (idle but for the one measured), and each workload is measured
+    // on one target after another: a ratio then compares runs minutes apart at most, not a whole
+    // target's series apart, on a machine whose speed drifts by 20% and more. With --repeat the
+    // order rotates each round and the table shows each cell's median.
+    const up: Target[] = [];
     for (const name of TARGETS) {
-      let target: Target;
       try {
-        target = await startTarget(name, configs[name], profDir);
+        const target = await startTarget(name, configs[name], profDir);
+        targets.push(target);
+        up.push(target);
       } catch (err) {
         log(`${name}: could not start: ${(err as Error).message}`);
-        for (const w of chosen) rows.push({ target: name, workload: w.name, requests: 0, reqPerSec: 0, p50Ms: 0, p99Ms: 0, errors: 0, peakRssMb: 0, runtime: '', skipped: (err as Error).message });
-        continue;
+        for (const w of chosen) rows.push(skippedRow(name, w, '', (err as Error).message));
       }
-      targets.push(target);
-      for (const w of chosen) {
+    }
+    for (const w of chosen) {
+      const runnable: Target[] = [];
+      for (const target of up) {
         try {
           await sample(target, w);
+          runnable.push(target);
         } catch (err) {
           log(`SKIP ${(err as Error).message}`);
-          rows.push({ target: name, workload: w.name, requests: 0, reqPerSec: 0, p50Ms: 0, p99Ms: 0, errors: 0, peakRssMb: 0, runtime: target.runtime, skipped: (err as Error).message });
-          continue;
+          rows.push(skippedRow(target.name, w, target.runtime, (err as Error).message));
         }
-        log(`${name} / ${w.name}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
-        if (WARMUP > 0) await load(target, w, WARMUP);
-        // phigate: reset its log counts and scrape /metrics, so both cover the measured run only.
-        const metricsBefore = name === 'phigate' ? (await roundTrips(target), await scrape(target)) : null;
-        const rss = sampleRss(target.child.pid!);
-        const cpu = cpuMeter(target.child.pid!, postmaster);
-        const { result, gqlErrors } = await load(target, w, DURATION);
-        const cpuMsPerRequest = cpu(result.requests.total);
-        const peakRssMb = rss();
-        const row: Row = {
-          target: name,
-          workload: w.name,
-          requests: result.requests.total,
-          reqPerSec: Math.round(result.requests.total / DURATION),
-          p50Ms: result.latency.p50,
-          p99Ms: result.latency.p99,
-          errors: result.errors + result.timeouts + result.non2xx + gqlErrors,
-          peakRssMb,
-          runtime: target.runtime,
-          cpuMsPerRequest,
-        };
-        if (name === 'phigate') {
-          // The gateway's own count (src/db/transaction.ts): each operation must cost the same
-          // number of round trips whatever the rows, or a page would be N+1.
-          const rt = await roundTrips(target);
-          row.roundTripsPerRequest = {};
-          for (const [op, counts] of Object.entries(rt.roundTrips)) {
-            const distinct = Object.keys(counts);
-            if (distinct.length !== 1) throw new Error(`phigate / ${w.name}: ${op} round trips per request not constant: ${JSON.stringify(counts)}`);
-            row.roundTripsPerRequest[op] = Number(distinct[0]);
-          }
-          const logged = Object.values(rt.roundTrips).reduce((n, c) => n + Object.values(c).reduce((a, b) => a + b, 0), 0);
-          if (logged < result.requests.total * 0.9) throw new Error(`phigate / ${w.name}: only ${logged} request lines logged for ${result.requests.total} requests`);
-          // Server-side time: each request line's durationMs when the target reports them, else
-          // an estimate from the duration histogram of /metrics (request to response, coarse buckets).
-          const metricsAfter = await scrape(target);
-          const timing = rt.durationsMs ? timingFromLog(rt.durationsMs) : timingFromHistogram(metricsBefore!, metricsAfter, 'phigate_graphql_request_duration_seconds');
-          // A histogram only knows the bucket: no made-up number from interpolating inside it.
-          row.serverP50Ms = timing.source === 'log' ? round2n(timing.p50Ms) : null;
-          row.serverP99Ms = timing.source === 'log' ? round2n(timing.p99Ms) : null;
-          row.serverTiming = timing.source;
-          row.serverSamples = timing.samples;
-          if (timing.p50RangeMs) row.serverP50RangeMs = timing.p50RangeMs;
-          if (timing.p99RangeMs) row.serverP99RangeMs = timing.p99RangeMs;
-          if (timing.byOperation) row.serverByOperation = timing.byOperation;
-          row.kmsCalls = counterDelta(metricsBefore!, metricsAfter, 'phigate_kms_calls_total');
-          row.keyCacheMisses = counterDelta(metricsBefore!, metricsAfter, 'phigate_key_cache_misses_total');
-        }
-        rows.push(row);
-        const inside = row.serverTiming
-          ? `, server p50 ${srv(row, row.serverP50Ms, row.serverP50RangeMs)} ms p99 ${srv(row, row.serverP99Ms, row.serverP99RangeMs)} ms, KMS calls ${row.kmsCalls ?? 'n/a'}`
-          : '';
-        log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB, CPU ms/request ${cpuText(cpuMsPerRequest)}${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}${inside}`);
       }
-      await stopTarget(target);
+      const runs = new Map<Target, Row[]>(runnable.map((t) => [t, []]));
+      for (let round = 0; round < REPEAT; round++) {
+        for (let i = 0; i < runnable.length; i++) {
+          const target = runnable[(i + round) % runnable.length]!;
+          runs.get(target)!.push(await measure(target, w, round));
+        }
+      }
+      for (const target of runnable) rows.push(medianRun(runs.get(target)!));
     }
+    for (const t of up) await stopTarget(t);
 
     const report = {
       date: new Date().toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.versions.node },
-      settings: { patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
+      settings: { repeat: REPEAT, patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
       seeding: timings,
       rows,
       ratios: ratios(rows),
@@ -413,7 +445,7 @@ function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
           x.workload,
           x.target,
           x.runtime,
-          String(x.reqPerSec),
+          x.runsReqPerSec ? `${x.reqPerSec} (${x.runsReqPerSec.join(', ')})` : String(x.reqPerSec),
           String(x.p50Ms),
           String(x.p99Ms),
           String(x.errors),
