@@ -18,6 +18,7 @@ import { progressBar } from '../src/cli/progress.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
 import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
 import { medianRun } from './median-run.ts';
+import { verdictLines, verdicts } from './verdict.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
@@ -394,9 +395,11 @@ async function main(): Promise<void> {
       seeding: timings,
       rows,
       ratios: ratios(rows),
+      verdicts: verdicts(rows, N),
       totalS: Math.round((Date.now() - started) / 1000),
     };
     printTable(rows, report.ratios);
+    process.stdout.write(`\nThe issue's targets (#4):\n${verdictLines(report.verdicts).join('\n')}\n`);
     await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });
     const file = path.join(ROOT, 'bench/results', `${report.date.replace(/[:.]/g, '-')}.json`);
     await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);

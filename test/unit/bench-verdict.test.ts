@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { verdictLines, verdicts, type VerdictRow } from '../../bench/verdict.ts';
+
+const row = (target: string, workload: string, extra: Partial<VerdictRow> = {}): VerdictRow => ({ target, workload, reqPerSec: 100, p99Ms: 50, peakRssMb: 100, ...extra });
+const byTarget = (all: ReturnType<typeof verdicts>) => Object.fromEntries(all.map((v) => [v.target, v]));
+
+describe("bench: the issue's targets judged on a run", () => {
+  const rows = [
+    row('phigate', 'patient(id)', { reqPerSec: 452, p99Ms: 160, peakRssMb: 169, kmsCalls: 0, roundTripsPerRequest: { query: 2 } }),
+    row('postgraphile', 'patient(id)', { reqPerSec: 1069, p99Ms: 74 }),
+    row('phigate', 'patients(first: 100)', { reqPerSec: 240, peakRssMb: 176, kmsCalls: 0, roundTripsPerRequest: { query: 3 } }),
+    row('postgraphile', 'patients(first: 100)', { reqPerSec: 182 }),
+    row('phigate', 'patientBySsn', { serverP50Ms: 1.8, kmsCalls: 0, peakRssMb: 161 }),
+  ];
+
+  it('states each target met or not with the numbers it was judged on', () => {
+    const v = byTarget(verdicts(rows, 1_000_000));
+    expect(v["patient(id): at least 1.5x PostGraphile's req/s"]).toEqual({ target: "patient(id): at least 1.5x PostGraphile's req/s", met: false, detail: '0.42x (452 against 1069)' });
+    expect(v['patient(id): a lower p99 than PostGraphile']!.met).toBe(false);
+    expect(v["patients(first: 100): at least 1.2x PostGraphile's req/s"]!.met).toBe(true);
+    expect(v['patients(first: 100): a constant number of round trips']).toMatchObject({ met: true, detail: '{"query":3}' });
+    expect(v['patientBySsn on 1,000,000 patients: p50 under 2 ms inside the gateway']).toMatchObject({ met: true, detail: '1.8 ms' });
+    expect(v['zero KMS calls per request in steady state']!.met).toBe(true);
+    expect(v['RSS under 250 MB']).toMatchObject({ met: true, detail: 'peak 176 MB' });
+  });
+
+  it('a target the run did not measure is neither met nor missed', () => {
+    const v = byTarget(verdicts(rows.filter((r) => r.target === 'phigate'), 100_000));
+    expect(v["patient(id): at least 1.5x PostGraphile's req/s"]!.met).toBeNull();
+    expect(v['patientBySsn on 1,000,000 patients: p50 under 2 ms inside the gateway']).toMatchObject({ met: null, detail: 'this run has 100,000 patients' });
+  });
+
+  it('one KMS call or one process over 250 MB fails its target; skipped rows do not count', () => {
+    const v = byTarget(verdicts([...rows, row('phigate', 'write mix 10%', { kmsCalls: 1, peakRssMb: 251 }), row('phigate', 'x', { skipped: 'down', peakRssMb: 900 })], 100_000));
+    expect(v['zero KMS calls per request in steady state']).toMatchObject({ met: false, detail: '1 call in the measured runs' });
+    expect(v['RSS under 250 MB']).toMatchObject({ met: false, detail: 'peak 251 MB' });
+  });
+
+  it('prints one line per target, marked', () => {
+    const lines = verdictLines(verdicts(rows, 100_000));
+    expect(lines[0]).toMatch(/^ NOT  patient\(id\)/);
+    expect(lines.some((l) => l.startsWith(' met '))).toBe(true);
+    expect(lines.some((l) => l.startsWith('  -  '))).toBe(true);
+  });
+});
