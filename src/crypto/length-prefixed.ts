@@ -12,12 +12,15 @@ function checked(part: string): string {
   return part;
 }
 
-/** Bytes `part` takes once length-prefixed. */
+/** Bytes `part` takes once length-prefixed (checked when written, not here: once per value is enough). */
 export function lengthPrefixedSize(part: string | Uint8Array): number {
-  return 4 + (typeof part === 'string' ? Buffer.byteLength(checked(part), 'utf8') : part.byteLength);
+  return 4 + (typeof part === 'string' ? Buffer.byteLength(part, 'utf8') : part.byteLength);
 }
 
-/** Writes one length-prefixed part at `at` (room for lengthPrefixedSize(part) bytes); returns the next offset. */
+/**
+ * Writes one length-prefixed part at `at` (room for lengthPrefixedSize(part) bytes); returns the
+ * next offset. Refuses a lone surrogate before writing anything of that part.
+ */
 export function writeLengthPrefixed(out: Buffer, at: number, part: string | Uint8Array): number {
   let length: number;
   if (typeof part === 'string') {
