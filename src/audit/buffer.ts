@@ -22,11 +22,11 @@ export interface AuditBuffer {
 // parallel arrays, and each event is an index into them plus its patient and record ids.
 const INSERT = `
   INSERT INTO phigate.audit_events
-    (request_id, actor, actor_kind, client_addr, action, type_name, field, patient_id, record_id, role, purpose, break_glass)
-  SELECT $1, $2, $3, $4, d.action, d.type_name, d.field, e.patient_id, e.record_id, d.role, d.purpose, d.break_glass
-  FROM unnest($5::int[], $6::uuid[], $7::uuid[]) WITH ORDINALITY AS e(kind, patient_id, record_id, n)
-  JOIN unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::boolean[]) WITH ORDINALITY
-    AS d(action, type_name, field, role, purpose, break_glass, kind) USING (kind)
+    (request_id, actor, actor_kind, client_addr, credential_id, action, type_name, field, patient_id, record_id, role, purpose, break_glass, detail, grant_id)
+  SELECT $1, $2, $3, $4, $5, d.action, d.type_name, d.field, e.patient_id, e.record_id, d.role, d.purpose, d.break_glass, d.detail, d.grant_id
+  FROM unnest($6::int[], $7::uuid[], $8::uuid[]) WITH ORDINALITY AS e(kind, patient_id, record_id, n)
+  JOIN unnest($9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::boolean[], $15::text[], $16::uuid[]) WITH ORDINALITY
+    AS d(action, type_name, field, role, purpose, break_glass, detail, grant_id, kind) USING (kind)
   ORDER BY e.n`;
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -43,10 +43,19 @@ function uuidArray(ids: readonly (string | null)[]): string {
 
 function encode(events: readonly AuditEvent[]) {
   const kinds = new Map<string, number>();
-  const dictionary = { action: [] as string[], typeName: [] as string[], field: [] as (string | null)[], role: [] as (string | null)[], purpose: [] as string[], breakGlass: [] as boolean[] };
+  const dictionary = {
+    action: [] as string[],
+    typeName: [] as string[],
+    field: [] as (string | null)[],
+    role: [] as (string | null)[],
+    purpose: [] as string[],
+    breakGlass: [] as boolean[],
+    detail: [] as (string | null)[],
+    grantId: [] as (string | null)[],
+  };
   const kindOf: number[] = [];
   for (const e of events) {
-    const key = `${e.action}\u0000${e.typeName}\u0000${e.field ?? '\u0001'}\u0000${e.role ?? '\u0001'}\u0000${e.purpose}\u0000${e.breakGlass}`;
+    const key = `${e.action}\u0000${e.typeName}\u0000${e.field ?? '\u0001'}\u0000${e.role ?? '\u0001'}\u0000${e.purpose}\u0000${e.breakGlass}\u0000${e.detail ?? '\u0001'}\u0000${e.grantId ?? '\u0001'}`;
     let kind = kinds.get(key);
     if (kind === undefined) {
       kind = kinds.size + 1;
@@ -57,6 +66,8 @@ function encode(events: readonly AuditEvent[]) {
       dictionary.role.push(e.role);
       dictionary.purpose.push(e.purpose);
       dictionary.breakGlass.push(e.breakGlass);
+      dictionary.detail.push(e.detail ?? null);
+      dictionary.grantId.push(e.grantId ?? null);
     }
     kindOf.push(kind);
   }
@@ -64,6 +75,7 @@ function encode(events: readonly AuditEvent[]) {
     kinds: `{${kindOf.join(',')}}`,
     patientIds: uuidArray(events.map((e) => e.patientId)),
     recordIds: uuidArray(events.map((e) => e.recordId)),
+    grantIds: uuidArray(dictionary.grantId),
     dictionary,
   };
 }
@@ -91,7 +103,7 @@ export function createAuditBuffer(request: AuditRequest): AuditBuffer {
     seal() {
       flushed = true;
       if (events.length === 0) return null;
-      const { kinds, patientIds, recordIds, dictionary: d } = encode(events);
+      const { kinds, patientIds, recordIds, grantIds, dictionary: d } = encode(events);
       return {
         text: INSERT,
         values: [
@@ -99,6 +111,7 @@ export function createAuditBuffer(request: AuditRequest): AuditBuffer {
           request.actor,
           request.actorKind,
           request.clientAddr,
+          request.credentialId ?? null,
           kinds,
           patientIds,
           recordIds,
@@ -108,6 +121,8 @@ export function createAuditBuffer(request: AuditRequest): AuditBuffer {
           d.role,
           d.purpose,
           d.breakGlass,
+          d.detail,
+          grantIds,
         ],
       };
     },

@@ -3,6 +3,7 @@ import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
+import { createDirectRecorder, type AuditRecorder } from '../audit/recorder.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { Config } from '../config.ts';
@@ -39,6 +40,8 @@ export interface GatewayDeps {
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
   readonly authenticate: (authorization: string | null) => Promise<Principal>;
+  /** Durable writer of audit events outside a request's transaction; default: a direct INSERT on `pool`. */
+  readonly recorder?: AuditRecorder;
   readonly logger: Logger;
   readonly maxPageSize: number;
   readonly transaction?: TransactionOptions;
@@ -72,6 +75,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // useSaturation, not by Node's default warning threshold of 10.
   setMaxListeners(0, shutdown.signal);
   const metrics = createGatewayMetrics({ pool, keyring, cipher });
+  const recorder = deps.recorder ?? createDirectRecorder(pool);
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -114,6 +118,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         cipher,
         keyring,
         audit: createAuditBuffer({ requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null }),
+        recorder,
         loaders: createLoaders(tx),
         budget,
         minute,

@@ -1,4 +1,5 @@
 import type { AuditBuffer } from '../audit/buffer.ts';
+import type { AuditRecorder } from '../audit/recorder.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
@@ -20,6 +21,8 @@ export interface RequestScope {
   readonly cipher: FieldCipher;
   readonly keyring: Keyring;
   readonly audit: AuditBuffer;
+  /** For events outside the request's transaction (e.g. an alert that must outlive a rollback). */
+  readonly recorder: AuditRecorder;
   readonly budget: PhiBudget;
   readonly minute: PhiMinute;
 }

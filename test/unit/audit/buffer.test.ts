@@ -17,7 +17,8 @@ describe('the audit buffer', () => {
     buffer.add(read(P2, 'ssn'));
     buffer.add({ ...read(P2, 'notes', P1), action: 'denied', typeName: 'Encounter', role: null });
     const statement = buffer.seal()!;
-    const [, , , , kinds, patients, records, actions, types, fields, roles] = statement.values!;
+    const [, , , , credential, kinds, patients, records, actions, types, fields, roles] = statement.values!;
+    expect(credential).toBeNull();
     expect(kinds).toBe('{1,2,1,3}');
     expect(patients).toBe(`{${P1},${P1},${P2},${P2}}`);
     expect(records).toBe(`{NULL,NULL,NULL,${P1}}`);
