@@ -1,3 +1,4 @@
+import { createAlerts } from './audit/alerts.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys } from './auth/dev-issuer-keys.ts';
@@ -82,6 +83,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       trustedDocuments: config.trustedDocumentsFile === null ? null : await loadTrustedDocuments(config.trustedDocumentsFile),
       corsOrigins: config.corsOrigins,
       issuer,
+      breakGlass: config.breakGlass,
+      alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
     });
     return { pool, keyPool, keyring, cipher, gateway, issuer, tracing };
   } catch (err) {

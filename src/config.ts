@@ -65,7 +65,30 @@ export interface Config {
   readonly otelExporterUrl: string | null;
   /** How long finished spans wait to be exported together. */
   readonly otelScheduleDelayMs: number;
+  /** Emergency access (breakGlass): what it takes to open a grant and how long one lasts. */
+  readonly breakGlass: BreakGlassSettings;
+  /** Where alerts (break-glass grants, ...) are POSTed as JSON; they are logged either way. */
+  readonly alertWebhookUrl: string | null;
 }
+
+export interface BreakGlassSettings {
+  readonly grantMinutes: number;
+  /** How recent the multi-factor sign-in must be. */
+  readonly maxAuthAgeSeconds: number;
+  readonly minReasonLength: number;
+  /** Grants one user may open in any 24 hours. */
+  readonly dailyLimit: number;
+  /** A grant unreviewed for longer is reported as overdue in /metrics. */
+  readonly reviewAfterHours: number;
+}
+
+export const BREAK_GLASS_DEFAULTS: BreakGlassSettings = Object.freeze({
+  grantMinutes: 60,
+  maxAuthAgeSeconds: 600,
+  minReasonLength: 20,
+  dailyLimit: 3,
+  reviewAfterHours: 72,
+});
 
 export class ConfigError extends Error {
   constructor(readonly variable: string, message: string) {
@@ -229,6 +252,14 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     otelExporterUrl: url(otelVariable(src, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'), 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', ['http:', 'https:']),
     // The specification's variable and default; the SDK no longer reads it itself.
     otelScheduleDelayMs: int(otelVariable(src, 'OTEL_BSP_SCHEDULE_DELAY'), 'OTEL_BSP_SCHEDULE_DELAY', 5_000, 1, 300_000),
+    breakGlass: {
+      grantMinutes: int(src, 'PHIGATE_BREAK_GLASS_MINUTES', BREAK_GLASS_DEFAULTS.grantMinutes, 1, 1440),
+      maxAuthAgeSeconds: int(src, 'PHIGATE_BREAK_GLASS_MAX_AUTH_AGE_SECONDS', BREAK_GLASS_DEFAULTS.maxAuthAgeSeconds, 30, 86_400),
+      minReasonLength: int(src, 'PHIGATE_BREAK_GLASS_MIN_REASON_LENGTH', BREAK_GLASS_DEFAULTS.minReasonLength, 1, 500),
+      dailyLimit: int(src, 'PHIGATE_BREAK_GLASS_DAILY_LIMIT', BREAK_GLASS_DEFAULTS.dailyLimit, 1, 100),
+      reviewAfterHours: int(src, 'PHIGATE_BREAK_GLASS_REVIEW_HOURS', BREAK_GLASS_DEFAULTS.reviewAfterHours, 1, 8_760),
+    },
+    alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
   };
   for (const o of config.corsOrigins) {
     if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'must list origins like https://app.example.org (scheme and host, no path)');

@@ -5,7 +5,13 @@ import type { RequestTransaction } from './transaction.ts';
  * security has already narrowed what it can see; these functions never filter by clinic or role
  * themselves. They return raw rows: ciphertext stays ciphertext until a field resolver decides.
  */
-export interface PatientRow {
+/** The principal's live break-glass grant on the row's patient, when row security shows the row through one. */
+export interface GrantColumns {
+  readonly grant_id: string | null;
+  readonly grant_role: string | null;
+}
+
+export interface PatientRow extends GrantColumns {
   readonly id: string;
   readonly clinic_id: string;
   readonly on_care_team: boolean;
@@ -19,7 +25,7 @@ export interface PatientRow {
   readonly address: Buffer | null;
 }
 
-export interface EncounterRow {
+export interface EncounterRow extends GrantColumns {
   readonly id: string;
   readonly patient_id: string;
   readonly clinic_id: string;
@@ -45,11 +51,26 @@ export const PATIENT_COLUMNS = {
 
 export const ENCOUNTER_COLUMNS = { reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
 
-// on_care_team decides which of the principal's roles apply to the row (src/policy/decide.ts).
+// The live grant, judged like row security judges it (schema/migrations/012_break_glass.sql).
+const LIVE_GRANT = (patientId: string) => `
+  LEFT JOIN LATERAL (
+    SELECT g.id AS grant_id, g.role AS grant_role FROM phigate.break_glass_grants g
+    WHERE g.patient_id = ${patientId} AND g.actor = phigate.ctx_actor() AND g.revoked_at IS NULL
+      AND g.expires_at > clock_timestamp() AND g.role = ANY (phigate.ctx_roles())
+    ORDER BY g.expires_at DESC LIMIT 1) g ON true`;
+
+// on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
 const PATIENT_SELECT = `
   SELECT p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address,
-         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team
-  FROM phigate.patients p`;
+         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
+         g.grant_id, g.grant_role
+  FROM phigate.patients p${LIVE_GRANT('p.id')}`;
+
+const ENCOUNTER_SELECT = `
+  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
+         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
+         g.grant_id, g.grant_role
+  FROM phigate.encounters e${LIVE_GRANT('e.patient_id')}`;
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
   return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows;
@@ -72,22 +93,12 @@ export async function patientsByBlindIndex(
 
 export async function encountersByPatientIds(tx: RequestTransaction, patientIds: readonly string[]): Promise<EncounterRow[]> {
   return (
-    await tx.query<EncounterRow>(
-      `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
-              EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team
-       FROM phigate.encounters e WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`,
-      [patientIds],
-    )
+    await tx.query<EncounterRow>(`${ENCOUNTER_SELECT} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`, [patientIds])
   ).rows;
 }
 
 export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {
-  const { rows } = await tx.query<EncounterRow>(
-    `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
-            EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team
-     FROM phigate.encounters e WHERE e.id = $1`,
-    [id],
-  );
+  const { rows } = await tx.query<EncounterRow>(`${ENCOUNTER_SELECT} WHERE e.id = $1`, [id]);
   return rows[0] ?? null;
 }
 

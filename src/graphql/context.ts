@@ -1,9 +1,11 @@
-import type { RequestScope } from '../records/scope.ts';
+import type { BreakGlassScope } from '../records/break-glass.ts';
 import type { Loaders } from './loaders.ts';
 
-export interface GraphQLContext extends RequestScope {
+export interface GraphQLContext extends BreakGlassScope {
   readonly loaders: Loaders;
   readonly maxPageSize: number;
   /** performance.now() when the request's context was made: its `durationMs` counts from here. */
   readonly startedAt: number;
+  /** Run by the request-transaction plugin once the request committed (alerts); never on rollback. */
+  readonly committed: ReadonlyArray<() => void>;
 }

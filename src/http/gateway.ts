@@ -3,10 +3,12 @@ import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
+import { createAlerts, type Alerts } from '../audit/alerts.ts';
+import type { AuditRequest } from '../audit/event.ts';
 import { createDirectRecorder, type AuditRecorder } from '../audit/recorder.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
-import type { Config } from '../config.ts';
+import { BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { Pool } from '../db/pool.ts';
@@ -42,6 +44,10 @@ export interface GatewayDeps {
   readonly authenticate: (authorization: string | null) => Promise<Principal>;
   /** Durable writer of audit events outside a request's transaction; default: a direct INSERT on `pool`. */
   readonly recorder?: AuditRecorder;
+  /** Break-glass settings (config.breakGlass); unset, the defaults. */
+  readonly breakGlass?: BreakGlassSettings;
+  /** Where alerts go; unset, the log only. */
+  readonly alerts?: Alerts;
   readonly logger: Logger;
   readonly maxPageSize: number;
   readonly transaction?: TransactionOptions;
@@ -74,8 +80,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // Every execution in flight listens for shutdown until it ends; their number is bounded by
   // useSaturation, not by Node's default warning threshold of 10.
   setMaxListeners(0, shutdown.signal);
-  const metrics = createGatewayMetrics({ pool, keyring, cipher });
   const recorder = deps.recorder ?? createDirectRecorder(pool);
+  const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
+  const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
+  const metrics = createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -98,7 +106,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
       // order: admission, the deadline, the transaction.
-      useRequestTransaction(logger, metrics.settled),
+      useRequestTransaction(logger, (ctx, outcome, operation) => {
+        metrics.settled(ctx, outcome, operation);
+        if (outcome === 'committed') for (const fn of ctx.committed) fn();
+      }),
       useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
     ],
@@ -109,6 +120,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
+      const auditRequest: AuditRequest = { requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null };
+      const committed: Array<() => void> = [];
       return {
         startedAt,
         requestId,
@@ -117,8 +130,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
         tx,
         cipher,
         keyring,
-        audit: createAuditBuffer({ requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null }),
+        audit: createAuditBuffer(auditRequest),
+        auditRequest,
         recorder,
+        alerts,
+        breakGlass,
+        committed,
+        afterCommit: (fn) => void committed.push(fn),
         loaders: createLoaders(tx),
         budget,
         minute,

@@ -1,4 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Alerts } from '../audit/alerts.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { Pool } from '../db/pool.ts';
@@ -22,6 +23,9 @@ export interface MetricsSources {
   readonly pool: Pool;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
+  readonly alerts: Alerts;
+  /** Break-glass grants unreviewed for longer are overdue. */
+  readonly overdueReviewHours: number;
 }
 
 /** Counters kept elsewhere (keyring, cipher) are read at scrape time rather than mirrored. */
@@ -30,7 +34,7 @@ function setCounter(counter: Counter, value: number): void {
   counter.inc(value);
 }
 
-export function createGatewayMetrics({ pool, keyring, cipher }: MetricsSources): GatewayMetrics {
+export function createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours }: MetricsSources): GatewayMetrics {
   const registry = new Registry();
   const registers = [registry];
   collectDefaultMetrics({ register: registry });
@@ -89,9 +93,32 @@ export function createGatewayMetrics({ pool, keyring, cipher }: MetricsSources):
       this.set(cacheHits + cacheMisses === 0 ? 0 : cacheHits / (cacheHits + cacheMisses));
     },
   });
+  new Counter({ name: 'phigate_alerts_sent_total', help: 'Alerts delivered to the webhook', registers, collect() { setCounter(this, alerts.stats.sent); } });
+  new Counter({
+    name: 'phigate_alert_delivery_failures_total',
+    help: 'Alerts the webhook did not take after every retry (each is also in the log)',
+    registers,
+    collect() {
+      setCounter(this, alerts.stats.failed);
+    },
+  });
   new Gauge({ name: 'phigate_db_pool_clients', help: 'Connections the pool holds', registers, collect() { this.set(pool.totalCount); } });
   new Gauge({ name: 'phigate_db_pool_idle_clients', help: 'Connections idle in the pool', registers, collect() { this.set(pool.idleCount); } });
   new Gauge({ name: 'phigate_db_pool_waiting', help: 'Requests waiting for a connection', registers, collect() { this.set(pool.waitingCount); } });
+  // After the pool's gauges: a scrape reads them before its own query takes a connection.
+  new Gauge({
+    name: 'phigate_break_glass_overdue_reviews',
+    help: `Break-glass grants unreviewed for more than ${overdueReviewHours} hours (PHIGATE_BREAK_GLASS_REVIEW_HOURS); -1 when the database could not be asked`,
+    registers,
+    async collect() {
+      try {
+        const { rows } = await pool.query<{ n: string }>('SELECT phigate.overdue_break_glass($1) AS n', [overdueReviewHours]);
+        this.set(Number(rows[0]!.n));
+      } catch {
+        this.set(-1);
+      }
+    },
+  });
 
   return {
     registry,

@@ -2,20 +2,30 @@ import type { Principal } from '../auth/principal.ts';
 import { readsPhi } from './reads-phi.ts';
 import type { Effect, PolicySet, RolePolicy } from './types.ts';
 
-/** What the database says about the row being resolved; both come from the row, not the request. */
+/** A live break-glass grant of the principal on the row's patient, as row security found it. */
+export interface RowGrant {
+  readonly id: string;
+  /** The role the grant was opened in. */
+  readonly role: string;
+}
+
+/** What the database says about the row being resolved; all of it comes from the row, not the request. */
 export interface RowFacts {
   readonly clinicId: string;
   readonly onCareTeam: boolean;
+  readonly grant?: RowGrant | null;
 }
 
 export interface FieldDecision {
   readonly effect: Effect;
   /** The role that granted the effect, for the audit row; null when every role denied. */
   readonly role: string | null;
+  /** The effect is owed to a break-glass grant: no role of the principal's usual scope gave as much. */
+  readonly viaGrant: boolean;
 }
 
 const PERMISSIVENESS: Readonly<Record<Effect, number>> = { deny: 0, mask: 1, allow: 2 };
-const DENIED: FieldDecision = Object.freeze({ effect: 'deny', role: null });
+const DENIED: FieldDecision = Object.freeze({ effect: 'deny', role: null, viaGrant: false });
 
 const mfaSatisfied = (role: RolePolicy, principal: Principal): boolean => !role.mfaRequired || principal.mfa;
 
@@ -29,14 +39,31 @@ export function knownRoles(policy: PolicySet, principal: Principal): RolePolicy[
 }
 
 /**
- * The roles whose rules apply to this row. Roles are not pooled across rows: a registrar who is
- * also a physician sees a patient outside their care team only as a registrar.
+ * The roles whose rules apply to this row by the principal's usual scope. Roles are not pooled
+ * across rows: a registrar who is also a physician sees a patient outside their care team only as
+ * a registrar.
  */
 export function rolesForRow(policy: PolicySet, principal: Principal, row: RowFacts): RolePolicy[] {
   if (!principal.clinics.includes(row.clinicId)) return [];
   return knownRoles(policy, principal).filter(
     (role) => role.rows === 'clinic' || (role.rows === 'care_team' && row.onCareTeam),
   );
+}
+
+/**
+ * The role a live break-glass grant adds for this row, when it adds one: the role the grant was
+ * opened in, while the principal holds it and the policy still lets it break the glass.
+ */
+export function grantRoleForRow(policy: PolicySet, principal: Principal, row: RowFacts): RolePolicy | null {
+  if (!row.grant) return null;
+  const role = knownRoles(policy, principal).find((r) => r.name === row.grant!.role);
+  if (!role || !role.operations.has('breakGlass')) return null;
+  return rolesForRow(policy, principal, row).includes(role) ? null : role;
+}
+
+/** Every event about this row is a break-glass one: the principal sees the row only through a grant. */
+export function onlyThroughGrant(policy: PolicySet, principal: Principal, row: RowFacts): boolean {
+  return grantRoleForRow(policy, principal, row) !== null && rolesForRow(policy, principal, row).length === 0;
 }
 
 /** The most permissive effect among the roles that cover the row and whose MFA demand is met. */
@@ -51,7 +78,7 @@ export function decideField(
   // answer depends only on these arguments and both policy and principal are immutable, so it
   // is kept for as long as the principal object lives (one request, or a cached token's life).
   const decisions = memoFor(decisionMemo, policy, principal);
-  const key = `${row.clinicId}\u0000${row.onCareTeam ? 1 : 0}\u0000${type}.${field}`;
+  const key = `${row.clinicId}\u0000${row.onCareTeam ? 1 : 0}\u0000${row.grant?.role ?? ''}\u0000${type}.${field}`;
   let decision = decisions.get(key);
   if (decision === undefined) {
     decision = decide(policy, principal, row, `${type}.${field}`);
@@ -74,11 +101,13 @@ function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map
 
 function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldDecision {
   let decision = DENIED;
-  for (const role of rolesForRow(policy, principal, row)) {
+  const granted = grantRoleForRow(policy, principal, row);
+  // The usual roles first: a grant is credited only with what they would not have shown anyway.
+  for (const role of [...rolesForRow(policy, principal, row), ...(granted ? [granted] : [])]) {
     if (!mfaSatisfied(role, principal)) continue;
     // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed.
     const effect = role.fields.get(name) ?? 'deny';
-    if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name });
+    if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name, viaGrant: role === granted });
   }
   return decision;
 }

@@ -6,9 +6,11 @@ import { MASKERS } from './mask.ts';
 import { OPERATIONS } from './operations.ts';
 import { PolicyError } from './policy-error.ts';
 import { readsPhi } from './reads-phi.ts';
-import type { Effect, PhiLimits, PolicySet, RolePolicy, RowScope } from './types.ts';
+import type { BreakGlassReach, Effect, PhiLimits, PolicySet, RolePolicy, RowScope } from './types.ts';
 
-const TOP_KEYS = ['version', 'roles'];
+const TOP_KEYS = ['version', 'roles', 'breakGlass'];
+const BREAK_GLASS_KEYS = ['reach'];
+const REACHES: readonly BreakGlassReach[] = ['own_clinics', 'all_clinics'];
 const ROLE_KEYS = ['purpose', 'mfa', 'rows', 'operations', 'fields', 'limits'];
 const OPTIONAL_ROLE_KEYS = ['fields', 'limits'];
 const LIMIT_KEYS = ['rowsPerRequest', 'phiValuesPerRequest', 'rowsPerMinute', 'phiValuesPerMinute'] as const;
@@ -199,7 +201,15 @@ export function parsePolicy(yamlText: string, catalog: PhiFieldCatalog, source?:
   if (!isMapping(top.roles)) fail('roles', 'must map each role name to its rules');
 
   const roles = Object.entries(top.roles).map(([name, value]) => [name, parseRole(name, value, catalog, fail)] as const);
-  return Object.freeze({ roles: immutableMap(roles), version: SUPPORTED_VERSION });
+  return Object.freeze({ roles: immutableMap(roles), breakGlass: parseBreakGlass(top.breakGlass, fail), version: SUPPORTED_VERSION });
+}
+
+/** Absent: a grant reaches only the clinics of the clinician's own credentials. */
+function parseBreakGlass(value: unknown, fail: Fail): PolicySet['breakGlass'] {
+  if (value === undefined) return Object.freeze({ reach: 'own_clinics' });
+  if (!isMapping(value)) fail('breakGlass', `must be a mapping with ${BREAK_GLASS_KEYS.join(', ')}`);
+  rejectUnknownKeys(value, BREAK_GLASS_KEYS, 'breakGlass', fail);
+  return Object.freeze({ reach: oneOf(value.reach, REACHES, 'breakGlass.reach', fail) });
 }
 
 export async function loadPolicy(file: string, catalog: PhiFieldCatalog): Promise<PolicySet> {

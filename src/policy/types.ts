@@ -33,7 +33,15 @@ export interface RolePolicy {
   readonly limits: PhiLimits | null;
 }
 
+/**
+ * Whom a break-glass grant may reach: patients of the clinics in the clinician's credentials, or
+ * any clinic's. Who may break the glass and who reviews it are role operations
+ * (`breakGlass`, `reviewBreakGlass`).
+ */
+export type BreakGlassReach = 'own_clinics' | 'all_clinics';
+
 export interface PolicySet {
   readonly roles: ReadonlyMap<string, RolePolicy>;
+  readonly breakGlass: { readonly reach: BreakGlassReach };
   readonly version: number;
 }

@@ -38,7 +38,7 @@ describe('a principal with several roles', () => {
     [ELSEWHERE, 'Patient', 'givenName', 'deny', null],
     [ELSEWHERE, 'Encounter', 'notes', 'deny', null],
   ] as const)('registrar + physician, row %o: %s.%s is %s by %s', (row, type, field, effect, role) => {
-    expect(decideField(policy, registrarPhysician, row, type, field)).toEqual({ effect, role });
+    expect(decideField(policy, registrarPhysician, row, type, field)).toEqual({ effect, role, viaGrant: false });
   });
 
   it('registrar + physician: the covering roles depend on the row', () => {
@@ -56,7 +56,7 @@ describe('a principal with several roles', () => {
     [OFF_TEAM, 'Encounter', 'diagnosisCodes', 'allow', 'billing'],
     [OFF_TEAM, 'Encounter', 'reason', 'deny', null],
   ] as const)('nurse + billing, row %o: %s.%s is %s by %s', (row, type, field, effect, role) => {
-    expect(decideField(policy, principal(['nurse', 'billing']), row, type, field)).toEqual({ effect, role });
+    expect(decideField(policy, principal(['nurse', 'billing']), row, type, field)).toEqual({ effect, role, viaGrant: false });
   });
 
   it('physician + clinic_admin sees a patient off its care team, but none of its PHI', () => {
@@ -65,7 +65,7 @@ describe('a principal with several roles', () => {
     for (const [type, fields] of Object.entries(PHI_FIELDS)) {
       for (const field of fields) expect(decideField(policy, both, OFF_TEAM, type, field).effect).toBe('deny');
     }
-    expect(decideField(policy, both, ON_TEAM, 'Encounter', 'notes')).toEqual({ effect: 'allow', role: 'physician' });
+    expect(decideField(policy, both, ON_TEAM, 'Encounter', 'notes')).toEqual({ effect: 'allow', role: 'physician', viaGrant: false });
   });
 
   it('may perform what any of its roles may', () => {
@@ -87,14 +87,14 @@ describe('roles the policy does not know', () => {
   it('are ignored', () => {
     const withUnknown = principal(['superuser', 'physician', 'PHYSICIAN']);
     expect(names(knownRoles(policy, withUnknown))).toEqual(['physician']);
-    expect(decideField(policy, withUnknown, OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null });
+    expect(decideField(policy, withUnknown, OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null, viaGrant: false });
     expect(canPerform(policy, withUnknown, 'createPatient')).toBe(false);
   });
 
   it('grant nothing on their own', () => {
     const stranger = principal(['admin', 'root'], { mfa: false });
     expect(knownRoles(policy, stranger)).toEqual([]);
-    expect(decideField(policy, stranger, ON_TEAM, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null });
+    expect(decideField(policy, stranger, ON_TEAM, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
     expect(canPerform(policy, stranger, 'setCareTeam')).toBe(false);
     expect(mfaBlocks(policy, stranger)).toBe(false);
     expect(purposeFor(policy, stranger, 'admin')).toBe('unspecified');
@@ -113,7 +113,7 @@ describe('knownRoles', () => {
 
 describe('decideField', () => {
   it('denies a field the policy does not name', () => {
-    expect(decideField(policy, principal(['physician']), ON_TEAM, 'Patient', 'favouriteColour')).toEqual({ effect: 'deny', role: null });
+    expect(decideField(policy, principal(['physician']), ON_TEAM, 'Patient', 'favouriteColour')).toEqual({ effect: 'deny', role: null, viaGrant: false });
     expect(decideField(policy, principal(['physician']), ON_TEAM, 'Invoice', 'amount').effect).toBe('deny');
   });
 });
@@ -123,7 +123,7 @@ describe('MFA', () => {
     const noMfa = principal([role], { mfa: false });
     for (const row of [ON_TEAM, OFF_TEAM]) {
       for (const [type, fields] of Object.entries(PHI_FIELDS)) {
-        for (const field of fields) expect(decideField(policy, noMfa, row, type, field)).toEqual({ effect: 'deny', role: null });
+        for (const field of fields) expect(decideField(policy, noMfa, row, type, field)).toEqual({ effect: 'deny', role: null, viaGrant: false });
       }
     }
     expect(mfaBlocks(policy, noMfa)).toBe(true);
@@ -142,6 +142,7 @@ describe('MFA', () => {
   // decisions themselves do not rely on that.
   const handBuilt = (roles: Array<Pick<RolePolicy, 'name' | 'mfaRequired' | 'rows'> & { effect: Effect; operations?: string[] }>): PolicySet => ({
     version: 1,
+    breakGlass: { reach: 'own_clinics' },
     roles: new Map(
       roles.map((role) => [
         role.name,
@@ -164,8 +165,8 @@ describe('MFA', () => {
       { name: 'lax', mfaRequired: false, rows: 'clinic', effect: 'mask', operations: ['addEncounter'] },
     ]);
     const noMfa = principal(['strict', 'lax'], { mfa: false });
-    expect(decideField(mixed, noMfa, OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'mask', role: 'lax' });
-    expect(decideField(mixed, principal(['strict', 'lax']), OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'allow', role: 'strict' });
+    expect(decideField(mixed, noMfa, OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'mask', role: 'lax', viaGrant: false });
+    expect(decideField(mixed, principal(['strict', 'lax']), OFF_TEAM, 'Patient', 'givenName')).toEqual({ effect: 'allow', role: 'strict', viaGrant: false });
     expect(canPerform(mixed, noMfa, 'addEncounter')).toBe(true);
     expect(canPerform(mixed, noMfa, 'setCareTeam')).toBe(false);
     // It can read PHI without MFA, so a refusal is about permission, not about MFA.

@@ -60,7 +60,7 @@ describe('policies/default.yaml', () => {
 
   it.each(matrix)('$role, patient $rowName: $type.$field is $effect', ({ role, row, type, field, effect }) => {
     const decision = decideField(policy, principal([role]), row, type, field);
-    expect(decision).toEqual({ effect, role: effect === D ? null : role });
+    expect(decision).toEqual({ effect, role: effect === D ? null : role, viaGrant: false });
   });
 
   it.each(Object.keys(EXPECTED))('%s sees a row only within its scope', (role) => {
@@ -71,11 +71,11 @@ describe('policies/default.yaml', () => {
   });
 
   const OPERATIONS_BY_ROLE: Record<string, readonly string[]> = {
-    physician: ['updatePatient', 'addEncounter'],
-    nurse: ['addEncounter'],
+    physician: ['updatePatient', 'addEncounter', 'breakGlass'],
+    nurse: ['addEncounter', 'breakGlass'],
     registrar: ['createPatient', 'updatePatient'],
     billing: [],
-    compliance: [],
+    compliance: ['reviewBreakGlass'],
     clinic_admin: ['setCareTeam'],
   };
   const operationMatrix = Object.entries(OPERATIONS_BY_ROLE).flatMap(([role, granted]) =>

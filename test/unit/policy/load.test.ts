@@ -160,7 +160,7 @@ describe('the parsed policy', () => {
   it('still reads like a map and a set', () => {
     expect(nurse.fields.size).toBe(11);
     expect(new Map(nurse.fields).get('Patient.ssn')).toBe('mask');
-    expect([...nurse.operations]).toEqual(['addEncounter']);
+    expect([...nurse.operations]).toEqual(['addEncounter', 'breakGlass']);
     const seen: string[] = [];
     policy.roles.forEach((_value, key) => seen.push(key));
     expect(seen).toHaveLength(6);

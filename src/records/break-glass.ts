@@ -1,0 +1,188 @@
+import type { AuditEvent, AuditRequest } from '../audit/event.ts';
+import type { Alerts } from '../audit/alerts.ts';
+import type { BreakGlassSettings } from '../config.ts';
+import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, setGrantClinic, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
+import { PhigateError } from '../errors.ts';
+import { knownRoles } from '../policy/decide.ts';
+import type { RolePolicy } from '../policy/types.ts';
+import { EMERGENCY_PURPOSE } from './read-phi.ts';
+import type { RequestScope } from './scope.ts';
+import * as v from './validate.ts';
+
+/** What break-glass needs beyond an ordinary request: its settings, the alert channel, and a hook run once the request committed. */
+export interface BreakGlassScope extends RequestScope {
+  /** The facts every audit row of this request repeats, for a refusal recorded outside its transaction. */
+  readonly auditRequest: AuditRequest;
+  readonly breakGlass: BreakGlassSettings;
+  readonly alerts: Alerts;
+  afterCommit(fn: () => void): void;
+}
+
+export const REVIEW_OUTCOMES = ['justified', 'unjustified', 'needs_follow_up'] as const;
+const MAX_REASON = 1000;
+const MAX_COMMENT = 2000;
+const MAX_LISTED = 500;
+const FOREIGN_KEY_VIOLATION = '23503';
+const CHECK_VIOLATION = '23514';
+
+// One answer whether the patient does not exist or lies beyond the grant's reach: breaking the
+// glass must not become a way to learn which ids are patients elsewhere.
+const UNAVAILABLE = 'There is no patient with this id that you may break the glass for.';
+
+const mfaMet = (role: RolePolicy, scope: RequestScope) => !role.mfaRequired || scope.principal.mfa;
+
+function event(action: 'break_glass' | 'review', detail: string, grant: { id: string | null; patientId: string | null; role: string | null }): AuditEvent {
+  return {
+    action,
+    typeName: 'BreakGlassGrant',
+    field: null,
+    patientId: grant.patientId,
+    recordId: null,
+    role: grant.role,
+    purpose: action === 'review' ? 'healthcare_operations' : EMERGENCY_PURPOSE,
+    breakGlass: action === 'break_glass',
+    detail,
+    grantId: grant.id,
+  };
+}
+
+/**
+ * A refused attempt is itself evidence: it is recorded outside the request's transaction, which
+ * rolls back, and the refusal is then thrown.
+ */
+async function refuse(scope: BreakGlassScope, error: PhigateError, patientId: string | null, role: string | null): Promise<never> {
+  await scope.recorder.record(scope.auditRequest, [event('break_glass', `denied:${error.reason ?? 'refused'}`, { id: null, patientId, role })]);
+  throw error;
+}
+
+/**
+ * Opens an emergency grant on one patient: fresh MFA, a reason, a daily limit, a patient within
+ * the policy's reach that the clinician cannot already see. Row security then shows that patient
+ * to this actor alone until the grant ends by the database clock. The grant is a high-severity
+ * audit event, and an alert leaves once it is committed.
+ */
+export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: string, rawReason: string): Promise<GrantRow> {
+  const patientId = v.id('patientId', rawPatientId);
+  const { principal, policy, breakGlass: settings } = scope;
+  const roles = principal.kind === 'user' ? knownRoles(policy, principal).filter((r) => r.operations.has('breakGlass')) : [];
+  if (roles.length === 0) {
+    return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', 'Your role may not break the glass.', { reason: 'role' }), patientId, null);
+  }
+  const role = roles.find((r) => mfaMet(r, scope));
+  const authAge = principal.authTime === null ? null : Math.floor(Date.now() / 1000) - principal.authTime;
+  if (!role || !principal.mfa || authAge === null || authAge > settings.maxAuthAgeSeconds) {
+    const minutes = Math.round(settings.maxAuthAgeSeconds / 60);
+    const error = new PhigateError(
+      'MFA_REQUIRED',
+      `Breaking the glass needs a multi-factor sign-in within the last ${minutes} minutes${authAge === null ? ' (your token has no auth_time)' : ''}; sign in again.`,
+      { reason: 'stale_auth' },
+    );
+    return refuse(scope, error, patientId, roles[0]!.name);
+  }
+  const reason = v.text('reason', rawReason, MAX_REASON);
+  if ([...reason].length < settings.minReasonLength) {
+    const error = new PhigateError('BREAK_GLASS_DENIED', `Give a reason of at least ${settings.minReasonLength} characters: why this patient, why now.`, { reason: 'reason_too_short' });
+    return refuse(scope, error, patientId, role.name);
+  }
+  if ((await visiblePatientClinic(scope.tx, patientId)) !== null) {
+    const error = new PhigateError('BREAK_GLASS_DENIED', 'You can already see this patient; no emergency access is needed.', { reason: 'already_permitted' });
+    return refuse(scope, error, patientId, role.name);
+  }
+  if ((await grantsInLastDay(scope.tx)) >= settings.dailyLimit) {
+    const error = new PhigateError('BREAK_GLASS_DENIED', `You have opened ${settings.dailyLimit} emergency grants in the last 24 hours; ask a colleague or your privacy officer.`, { reason: 'daily_limit' });
+    return refuse(scope, error, patientId, role.name);
+  }
+  let id: string;
+  try {
+    id = await insertGrant(scope.tx, {
+      role: role.name,
+      patientId,
+      crossClinic: policy.breakGlass.reach === 'all_clinics',
+      reason,
+      requestId: scope.requestId,
+      minutes: settings.grantMinutes,
+    });
+  } catch (err) {
+    if ((err as { code?: string }).code !== FOREIGN_KEY_VIOLATION) throw err;
+    return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', UNAVAILABLE, { reason: 'patient_unavailable' }), patientId, role.name);
+  }
+  // The grant is in place: row security now shows the patient if, and only if, it is within reach.
+  const clinicId = await visiblePatientClinic(scope.tx, patientId);
+  if (clinicId === null) {
+    return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', UNAVAILABLE, { reason: 'patient_unavailable' }), patientId, role.name);
+  }
+  const grant = await setGrantClinic(scope.tx, id, clinicId);
+  scope.audit.add(event('break_glass', 'granted', { id, patientId, role: role.name }));
+  scope.afterCommit(() =>
+    scope.alerts.send({
+      kind: 'break_glass',
+      severity: 'high',
+      requestId: scope.requestId,
+      actor: principal.subject,
+      patientId,
+      grantId: id,
+      expiresAt: grant.expires_at.toISOString(),
+    }),
+  );
+  return grant;
+}
+
+/** Ends a live grant early: its actor may, and so may a reviewer of its clinic. */
+export async function endBreakGlass(scope: RequestScope, rawId: string): Promise<GrantRow> {
+  const id = v.id('id', rawId);
+  const ended = await endGrant(scope.tx, id);
+  if (!ended) {
+    const seen = await grantById(scope.tx, id);
+    throw new PhigateError('BAD_USER_INPUT', seen ? 'This grant has already ended.' : 'There is no grant with this id that you may end.');
+  }
+  scope.audit.add(event('break_glass', 'revoked', { id, patientId: ended.patient_id, role: ended.role }));
+  return ended;
+}
+
+function reviewerRole(scope: RequestScope): RolePolicy {
+  const roles = knownRoles(scope.policy, scope.principal).filter((r) => r.operations.has('reviewBreakGlass'));
+  const role = roles.find((r) => mfaMet(r, scope));
+  if (role) return role;
+  throw roles.length > 0
+    ? new PhigateError('MFA_REQUIRED', 'Reviewing emergency access requires a sign-in with multi-factor authentication.')
+    : new PhigateError('FORBIDDEN', 'You may not review emergency access.');
+}
+
+/** A reviewer's verdict on a grant of its clinics; once per grant, never by the grant's own actor. */
+export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOutcome: string, rawComment: string | null | undefined): Promise<GrantRow> {
+  const role = reviewerRole(scope);
+  const id = v.id('id', rawId);
+  const outcome = REVIEW_OUTCOMES.find((o) => o === rawOutcome);
+  if (outcome === undefined) throw new PhigateError('BAD_USER_INPUT', `outcome must be one of ${REVIEW_OUTCOMES.join(', ')}.`);
+  const comment = rawComment == null ? null : v.text('comment', rawComment, MAX_COMMENT);
+  let reviewed: GrantRow | null;
+  try {
+    reviewed = await reviewGrant(scope.tx, id, outcome, comment);
+  } catch (err) {
+    if ((err as { code?: string }).code === CHECK_VIOLATION) throw new PhigateError('FORBIDDEN', 'Nobody reviews their own emergency access.');
+    throw err;
+  }
+  if (!reviewed) {
+    const seen = await grantById(scope.tx, id);
+    throw new PhigateError('BAD_USER_INPUT', seen ? 'This grant has already been reviewed.' : 'There is no grant with this id that you may review.');
+  }
+  scope.audit.add({ ...event('review', outcome, { id, patientId: reviewed.patient_id, role: role.name }), breakGlass: false });
+  return reviewed;
+}
+
+/**
+ * Grants this request may see: a reviewer's clinics' grants, a clinician's own. Grant facts
+ * only, no PHI value; the listing is itself an audit event.
+ */
+export async function listBreakGlass(scope: RequestScope, unreviewedOnly: boolean): Promise<GrantRow[]> {
+  const roles = knownRoles(scope.policy, scope.principal).filter((r) => r.operations.has('reviewBreakGlass') || r.operations.has('breakGlass'));
+  const role = roles.find((r) => mfaMet(r, scope));
+  if (!role) {
+    throw roles.length > 0
+      ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
+      : new PhigateError('FORBIDDEN', 'You may not list emergency access grants.');
+  }
+  const rows = await listGrants(scope.tx, unreviewedOnly, MAX_LISTED);
+  scope.audit.add({ ...event('break_glass', 'listed', { id: null, patientId: null, role: role.name }), action: 'view', breakGlass: false, purpose: 'healthcare_operations' });
+  return rows;
+}

@@ -1,0 +1,232 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAlerts, type Alerts } from '../../../src/audit/alerts.ts';
+import { createLogger } from '../../../src/log.ts';
+import { parsePolicy } from '../../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
+import type { SeedPatient } from '../../../src/seed/dataset.ts';
+import { readFileSync } from 'node:fs';
+import { POLICY_FILE, startTestGateway, type TestGateway } from '../../support/gateway.ts';
+import { codesOf } from '../../support/gql-expect.ts';
+
+// Break-glass end to end, as the seeds' exercise walks it: a clinician sees its own patients and
+// not a colleague's; it breaks the glass for one with a reason and a fresh multi-factor sign-in;
+// the reads are flagged in the audit trail under the grant; an alert leaves; compliance sees the
+// grant facts (no PHI) and reviews it; the grant lapses by the database clock and the clinician is
+// refused again. Around it: each refusal says what is missing and is itself audited.
+
+const BREAK = `mutation($id: ID!, $reason: String!) { breakGlass(patientId: $id, reason: $reason) { id actor role patientId clinicId reason active expiresAt grantedAt } }`;
+const READ = `query($id: ID!) { patient(id: $id) { id givenName familyName encounters { notes reason } } }`;
+const GRANTS = `query($u: Boolean) { breakGlassGrants(unreviewedOnly: $u) { id actor patientId clinicId reason active reviewedAt reviewedBy reviewOutcome reviewComment } }`;
+const REVIEW = `mutation($id: ID!, $o: String!, $c: String) { reviewBreakGlass(id: $id, outcome: $o, comment: $c) { id reviewOutcome reviewedBy reviewComment } }`;
+const REVOKE = `mutation($id: ID!) { revokeBreakGlass(id: $id) { id active revokedBy } }`;
+const REASON = 'Unconscious in the emergency department, no care-team physician reachable';
+
+let gw: TestGateway;
+let webhook: Server;
+let webhookUrl: string;
+const received: Record<string, unknown>[] = [];
+let alerts: Alerts;
+
+beforeAll(async () => {
+  webhook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      received.push(JSON.parse(body));
+      res.writeHead(204).end();
+    });
+  });
+  await new Promise<void>((resolve) => webhook.listen(0, '127.0.0.1', resolve));
+  webhookUrl = `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/alerts`;
+  alerts = createAlerts({ webhookUrl, logger: createLogger('silent') });
+  gw = await startTestGateway({ patients: 24, gatewayOptions: { alerts, breakGlass: { grantMinutes: 60, maxAuthAgeSeconds: 600, minReasonLength: 20, dailyLimit: 3, reviewAfterHours: 72 } } });
+});
+afterAll(async () => {
+  await gw?.close();
+  await new Promise((resolve) => webhook?.close(resolve));
+});
+
+const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');
+/** c-north patients whose care team does not include `sub`. */
+const notOnTeamOf = (sub: string) => north().filter((p) => !p.careTeam.includes(sub));
+const auditOf = (where: string, params: unknown[]) => gw.auditRows(where, params);
+
+describe('break-glass', () => {
+  it('walks the exercise: refused, granted with an alert, flagged reads, reviewed, lapsed by the database clock', async () => {
+    const dr = 'dr-north-1';
+    const patient = notOnTeamOf(dr)[0]!;
+    const token = await gw.tokenFor(dr);
+
+    // Not on the care team: row security hides the patient.
+    expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient).toBeNull();
+
+    // A reason too short says what is missing, and the attempt is on record.
+    const short = await gw.gql(token, BREAK, { id: patient.id, reason: 'urgent' });
+    expect(codesOf(short)).toEqual(['BREAK_GLASS_DENIED']);
+    expect(short.body.errors![0]!.message).toMatch(/at least 20 characters/);
+    expect((await auditOf("actor = $1 AND action = 'break_glass' AND detail = 'denied:reason_too_short'", [dr])).length).toBe(1);
+
+    // A sign-in older than the window: MFA_REQUIRED, saying how recent it must be.
+    const stale = await gw.issuer.token({ sub: dr, roles: ['physician'], clinics: ['c-north'], mfa: true, authAgeSeconds: 3600 });
+    const refusedStale = await gw.gql(stale, BREAK, { id: patient.id, reason: REASON });
+    expect(codesOf(refusedStale)).toEqual(['MFA_REQUIRED']);
+    expect(refusedStale.body.errors![0]!.message).toMatch(/within the last 10 minutes/);
+
+    // Granted.
+    const opened = await gw.gql(token, BREAK, { id: patient.id, reason: REASON });
+    expect(opened.body.errors, opened.text).toBeUndefined();
+    const grant = opened.body.data!.breakGlass;
+    expect(grant).toMatchObject({ actor: dr, role: 'physician', patientId: patient.id, clinicId: 'c-north', reason: REASON, active: true });
+    const minutes = (Date.parse(grant.expiresAt) - Date.parse(grant.grantedAt)) / 60_000;
+    expect(minutes).toBeCloseTo(60, 3);
+    const [granted] = await auditOf("action = 'break_glass' AND detail = 'granted' AND grant_id = $1", [grant.id]);
+    expect(granted).toMatchObject({ actor: dr, patient_id: patient.id, break_glass: true, purpose: 'emergency_treatment', role: 'physician' });
+    await alerts.settled();
+    expect(received).toContainEqual(expect.objectContaining({ kind: 'break_glass', severity: 'high', actor: dr, patientId: patient.id, grantId: grant.id }));
+    expect(JSON.stringify(received)).not.toContain(REASON);
+
+    // Reads under the grant: data, and every audit row flagged with the grant.
+    const read = await gw.gql(token, READ, { id: patient.id });
+    expect(read.body.data?.patient?.givenName).toBe(patient.givenName);
+    const notes = (read.body.data!.patient.encounters as { notes: string }[]).map((e) => e.notes).sort();
+    expect(notes).toEqual(patient.encounters.map((e) => e.notes).sort());
+    const reads = await auditOf("actor = $1 AND patient_id = $2 AND action IN ('read', 'masked')", [dr, patient.id]);
+    expect(reads.length).toBeGreaterThanOrEqual(3);
+    for (const r of reads) expect(r).toMatchObject({ break_glass: true, grant_id: grant.id, purpose: 'emergency_treatment' });
+    // ... and reads of the clinician's own patients are not.
+    const own = north().find((p) => p.careTeam.includes(dr))!;
+    await gw.gql(token, READ, { id: own.id });
+    for (const r of await auditOf("actor = $1 AND patient_id = $2 AND action = 'read'", [dr, own.id])) expect(r.break_glass).toBe(false);
+
+    // The patient is visible to that actor alone: the other physician off its team still sees nothing.
+    const other = ['dr-north-1', 'dr-north-2', 'rn-north-1', 'rn-north-2'].find((s) => s !== dr && !patient.careTeam.includes(s))!;
+    expect((await gw.gql(await gw.tokenFor(other), READ, { id: patient.id })).body.data?.patient).toBeNull();
+
+    // Compliance: grant facts, no PHI; reviews it; the review is audited; nobody reviews their own.
+    const compliance = await gw.tokenFor('compliance-1');
+    const queue = await gw.gql(compliance, GRANTS, { u: true });
+    expect(queue.body.data!.breakGlassGrants.map((g: { id: string }) => g.id)).toContain(grant.id);
+    expect(codesOf(await gw.gql(compliance, READ, { id: patient.id }))).toEqual(['FORBIDDEN']);
+    const own_review = await gw.gql(token, REVIEW, { id: grant.id, o: 'justified' });
+    expect(codesOf(own_review)).toEqual(['FORBIDDEN']);
+    const badOutcome = await gw.gql(compliance, REVIEW, { id: grant.id, o: 'fine' });
+    expect(badOutcome.body.errors![0]!.message).toMatch(/justified, unjustified, needs_follow_up/);
+    const review = await gw.gql(compliance, REVIEW, { id: grant.id, o: 'justified', c: 'Confirmed with the ED charge nurse.' });
+    expect(review.body.data?.reviewBreakGlass).toMatchObject({ reviewOutcome: 'justified', reviewedBy: 'compliance-1' });
+    expect(await auditOf("action = 'review' AND grant_id = $1", [grant.id])).toEqual([expect.objectContaining({ actor: 'compliance-1', detail: 'justified' })]);
+    expect(codesOf(await gw.gql(compliance, REVIEW, { id: grant.id, o: 'unjustified' }))).toEqual(['BAD_USER_INPUT']);
+    expect((await gw.gql(compliance, GRANTS, { u: true })).body.data!.breakGlassGrants.map((g: { id: string }) => g.id)).not.toContain(grant.id);
+
+    // The grant lapses by the database clock: a second from now, then refused again.
+    await gw.admin((c) => c.query("UPDATE phigate.break_glass_grants SET expires_at = clock_timestamp() + interval '1 second' WHERE id = $1", [grant.id]));
+    expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient?.id).toBe(patient.id);
+    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient).toBeNull();
+  });
+
+  it('answers alike for a patient that does not exist and one beyond the reach of the policy', async () => {
+    const token = await gw.tokenFor('rn-north-1');
+    const south = gw.data.patients.find((p) => p.clinicId === 'c-south')!;
+    const beyond = await gw.gql(token, BREAK, { id: south.id, reason: REASON });
+    const missing = await gw.gql(token, BREAK, { id: '00000000-0000-4000-8000-000000000000', reason: REASON });
+    expect(codesOf(beyond)).toEqual(['BREAK_GLASS_DENIED']);
+    expect(beyond.body.errors![0]).toEqual(missing.body.errors![0]);
+    expect(await gw.admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.break_glass_grants WHERE patient_id = $1', [south.id])).rows[0].n)).toBe(0);
+  });
+
+  it('refuses a clinician who can already see the patient, a role that may not, and a partner-like token without the role', async () => {
+    const dr = 'dr-north-2';
+    const own = north().find((p) => p.careTeam.includes(dr))!;
+    const r = await gw.gql(await gw.tokenFor(dr), BREAK, { id: own.id, reason: REASON });
+    expect(r.body.errors![0]!.extensions).toMatchObject({ code: 'BREAK_GLASS_DENIED', reason: 'already_permitted' });
+    const registrar = await gw.gql(await gw.tokenFor('reg-north'), BREAK, { id: own.id, reason: REASON });
+    expect(registrar.body.errors![0]!.extensions).toMatchObject({ code: 'BREAK_GLASS_DENIED', reason: 'role' });
+    const noMfa = await gw.gql(await gw.tokenFor('rn-north-2', { mfa: false }), BREAK, { id: notOnTeamOf('rn-north-2')[0]!.id, reason: REASON });
+    expect(codesOf(noMfa)).toEqual(['MFA_REQUIRED']);
+  });
+
+  it('holds a daily limit per clinician, counted in the database', async () => {
+    const nurse = 'rn-north-2';
+    const token = await gw.tokenFor(nurse);
+    const targets = notOnTeamOf(nurse);
+    expect(targets.length).toBeGreaterThanOrEqual(4);
+    for (const p of targets.slice(0, 3)) expect((await gw.gql(token, BREAK, { id: p.id, reason: REASON })).body.errors).toBeUndefined();
+    const fourth = await gw.gql(token, BREAK, { id: targets[3]!.id, reason: REASON });
+    expect(fourth.body.errors![0]!.extensions).toMatchObject({ code: 'BREAK_GLASS_DENIED', reason: 'daily_limit' });
+  });
+
+  it('ends a grant early on revokeBreakGlass, and never extends one', async () => {
+    const dr = 'dr-north-2';
+    const token = await gw.tokenFor(dr);
+    const patient = notOnTeamOf(dr)[1]!;
+    const grant = (await gw.gql(token, BREAK, { id: patient.id, reason: REASON })).body.data!.breakGlass;
+    expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient?.id).toBe(patient.id);
+    const revoked = await gw.gql(token, REVOKE, { id: grant.id });
+    expect(revoked.body.data?.revokeBreakGlass).toMatchObject({ active: false, revokedBy: dr });
+    expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient).toBeNull();
+    expect(codesOf(await gw.gql(token, REVOKE, { id: grant.id }))).toEqual(['BAD_USER_INPUT']);
+    // The gateway's own role has no privilege to move an expiry.
+    await expect(
+      gw.admin(async (c) => {
+        await c.query('BEGIN');
+        try {
+          await c.query('SET LOCAL ROLE phigate_app');
+          await c.query("UPDATE phigate.break_glass_grants SET expires_at = expires_at + interval '1 hour' WHERE id = $1", [grant.id]);
+        } finally {
+          await c.query('ROLLBACK');
+        }
+      }),
+    ).rejects.toMatchObject({ code: '42501' });
+  });
+
+  it('fails closed when the grants cannot be read: an error, never wider access', async () => {
+    const dr = 'dr-north-1';
+    const own = north().find((p) => p.careTeam.includes(dr))!;
+    await gw.admin((c) => c.query('REVOKE SELECT ON phigate.break_glass_grants FROM phigate_app'));
+    try {
+      const r = await gw.gql(await gw.tokenFor(dr), READ, { id: own.id });
+      expect(r.body.data?.patient ?? null).toBeNull();
+      expect(codesOf(r)).toEqual(['INTERNAL']);
+    } finally {
+      await gw.admin((c) => c.query('GRANT SELECT ON phigate.break_glass_grants TO phigate_app'));
+    }
+  });
+
+  it('reports grants unreviewed past the review window in /metrics', async () => {
+    const patient = north()[0]!;
+    await gw.admin((c) =>
+      c.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, granted_at, expires_at)
+         VALUES ('dr-old', 'physician', $1, 'c-north', false, 'an old emergency that nobody reviewed', 'old', now() - interval '80 hours', now() - interval '79 hours')`,
+        [patient.id],
+      ),
+    );
+    const metrics = await (await fetch(gw.url.replace('/graphql', '/metrics'))).text();
+    expect(metrics).toMatch(/^phigate_break_glass_overdue_reviews 1$/m);
+    expect(metrics).toMatch(/^phigate_alert_delivery_failures_total 0$/m);
+  });
+});
+
+describe('break-glass across clinics, when the policy says so', () => {
+  let wide: TestGateway;
+  beforeAll(async () => {
+    const yaml = readFileSync(POLICY_FILE, 'utf8').replace('reach: own_clinics', 'reach: all_clinics');
+    wide = await startTestGateway({ patients: 12, gatewayOptions: { policy: parsePolicy(yaml, PHI_FIELDS) } });
+  });
+  afterAll(async () => wide?.close());
+
+  it('reaches another clinic\'s patient for that actor alone, flagged', async () => {
+    const south = wide.data.patients.find((p) => p.clinicId === 'c-south')!;
+    const token = await wide.tokenFor('dr-north-1');
+    const opened = await wide.gql(token, BREAK, { id: south.id, reason: REASON });
+    expect(opened.body.data?.breakGlass).toMatchObject({ clinicId: 'c-south', active: true });
+    const read = await wide.gql(token, READ, { id: south.id });
+    expect(read.body.data?.patient?.givenName).toBe(south.givenName);
+    expect((await wide.gql(await wide.tokenFor('dr-north-2'), READ, { id: south.id })).body.data?.patient).toBeNull();
+    const rows = await wide.auditRows("actor = 'dr-north-1' AND patient_id = $1 AND action = 'read'", [south.id]);
+    expect(rows.length).toBeGreaterThan(0);
+    for (const r of rows) expect(r.break_glass).toBe(true);
+  });
+});
