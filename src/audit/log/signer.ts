@@ -1,0 +1,57 @@
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as signWith, type KeyObject } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
+import type { NoteSigner } from './note.ts';
+
+/**
+ * Who signs the audit log's checkpoints: a key the database never holds. In development an
+ * Ed25519 key in a 0600 file; in production a KMS asymmetric key (ECC_NIST_EDWARDS25519), whose
+ * private half never leaves the KMS.
+ */
+const rawPublicKey = (key: KeyObject): Buffer => Buffer.from(key.export({ format: 'jwk' }).x as string, 'base64url');
+
+/** Reads the key at `file`, creating it (0600, its folder 0700) when there is none. */
+export async function fileSigner(file: string, name: string): Promise<NoteSigner> {
+  let pem: string;
+  try {
+    pem = await readFile(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+    pem = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
+    await writeFile(file, pem, { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
+      // Another process created it first: use theirs.
+      if (e.code !== 'EEXIST') throw e;
+      pem = await readFile(file, 'utf8');
+    });
+  }
+  await chmod(file, 0o600);
+  const privateKey = createPrivateKey(pem);
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`${file} is not an Ed25519 private key`);
+  return { name, publicKey: rawPublicKey(createPublicKey(privateKey)), sign: async (message) => signWith(null, message, privateKey) };
+}
+
+export interface KmsSignerOptions {
+  readonly keyId: string;
+  readonly region: string;
+  readonly endpoint: string | null;
+  readonly name: string;
+}
+
+/** Signs through AWS KMS `Sign` (ED25519_SHA_512, message RAW); the public key comes from `GetPublicKey`. */
+export async function kmsSigner(opts: KmsSignerOptions): Promise<NoteSigner> {
+  const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
+  const got = await client.send(new GetPublicKeyCommand({ KeyId: opts.keyId }));
+  if (got.KeySpec !== 'ECC_NIST_EDWARDS25519' || !got.PublicKey) throw new Error('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: the key is not an Ed25519 signing key');
+  const publicKey = createPublicKey({ key: Buffer.from(got.PublicKey), format: 'der', type: 'spki' });
+  return {
+    name: opts.name,
+    publicKey: rawPublicKey(publicKey),
+    async sign(message) {
+      const out = await client.send(new SignCommand({ KeyId: opts.keyId, Message: message, MessageType: 'RAW', SigningAlgorithm: 'ED25519_SHA_512' }));
+      if (!out.Signature) throw new Error('KMS returned no signature');
+      return Buffer.from(out.Signature);
+    },
+  };
+}
