@@ -1,16 +1,15 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 
 // `npm start` as a developer runs it, in a process group of its own as a terminal's foreground job
 // is: Ctrl-C is SIGINT to the whole group (npm, and the gateway, which npm also relays the signal
 // to); `kill -INT <npm>` reaches npm alone.
 
-const ROOT = path.resolve(import.meta.dirname, '../..');
 let db: TestDatabase;
 let dataDir: string;
 
@@ -23,47 +22,16 @@ afterAll(async () => {
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
 
-interface NpmStart {
-  readonly pid: number;
-  output(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-async function npmStart(): Promise<NpmStart> {
-  const env: Record<string, string> = {};
-  for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('PHIGATE_') && !k.startsWith('npm_')) env[k] = v;
-  const child = spawn('npm', ['start'], {
-    cwd: ROOT,
-    detached: true,
-    env: {
-      ...env,
-      PHIGATE_ENV: 'development',
-      PHIGATE_PORT: '0',
-      PHIGATE_DATA_DIR: dataDir,
-      DATABASE_URL: db.appUrl,
-      PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  child.stdout.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  let gone = false;
-  void exited.then(() => (gone = true));
-  const deadline = Date.now() + 60_000;
-  while (!output.includes('"msg":"phigate listening"')) {
-    if (gone || Date.now() > deadline) {
-      if (!gone) process.kill(-child.pid!, 'SIGKILL');
-      throw new Error(`npm start did not listen:\n${output}`);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { pid: child.pid!, output: () => output, exited };
-}
+const npmStart = (): Promise<GatewayProcess> =>
+  startGatewayProcess(
+    'npm',
+    ['start'],
+    { PHIGATE_ENV: 'development', PHIGATE_PORT: '0', PHIGATE_DATA_DIR: dataDir, DATABASE_URL: db.appUrl, PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64') },
+    { detached: true },
+  );
 
 /** Resolves with the exit, or with null after `ms` (then kills the group so nothing lingers). */
-async function exitWithin(run: NpmStart, ms: number) {
+async function exitWithin(run: GatewayProcess, ms: number) {
   let timer: NodeJS.Timeout | undefined;
   const result = await Promise.race([run.exited, new Promise<null>((r) => (timer = setTimeout(() => r(null), ms)))]);
   clearTimeout(timer);
