@@ -21,7 +21,7 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 # container's init (compose sets init: true), with no npm in between, so SIGTERM reaches the
 # gateway and its graceful shutdown.
 FROM node:24-bookworm-slim
-ENV NODE_ENV=production PHIGATE_ENV=production
+ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
