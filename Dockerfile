@@ -1,28 +1,36 @@
 # syntax=docker/dockerfile:1
-# The gateway image. There is no compile step: the gateway runs its TypeScript sources through
-# tsx, which is therefore a runtime dependency (package.json "dependencies").
+# The gateway image: the compiled JavaScript of `npm run build` and the production dependencies,
+# nothing else. No TypeScript, tsx, test runner or embedded PostgreSQL (development dependencies).
 
-# Dependencies exactly as locked, without the development ones (test runner, compiler, codegen).
+# Compiles src/ to dist/ with the locked compiler.
+FROM node:24-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
+RUN npm ci --no-audit --no-fund
+COPY src ./src
+RUN npm run build
+
+# Dependencies exactly as locked, without the development ones.
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 
-# What runs: sources, policies, migrations and those dependencies, owned by root and read-only
-# to the unprivileged `node` user the process runs as. node is PID 1's child of the container's
-# init (compose sets init: true), with no npm in between, so SIGTERM reaches the gateway and its
-# graceful shutdown.
+# What runs: compiled code, policies, migrations and those dependencies, owned by root and
+# read-only to the unprivileged `node` user the process runs as. node is PID 1's child of the
+# container's init (compose sets init: true), with no npm in between, so SIGTERM reaches the
+# gateway and its graceful shutdown.
 FROM node:24-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
+COPY --from=build /app/dist ./dist
 COPY package.json ./
 COPY bin ./bin
-COPY src ./src
 COPY schema ./schema
 COPY policies ./policies
 USER node
 EXPOSE 4000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:' + (process.env.PHIGATE_PORT ?? 4000) + '/healthz').then((r) => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
-CMD ["node", "--import", "tsx", "src/main.ts"]
+CMD ["node", "dist/main.js"]

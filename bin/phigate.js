@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-// The CLI runs the TypeScript sources directly through tsx, so `npx phigate` needs no build step.
-import { register } from 'tsx/esm/api';
+import { runEntry } from './entry.js';
 
-register();
-await import('../src/cli/main.ts');
+await runEntry('cli/main');

@@ -1,7 +1,8 @@
 import { createAlerts } from './audit/alerts.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
-import { loadOrCreateDevIssuerKeys } from './auth/dev-issuer-keys.ts';
+import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer-keys.ts';
+import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
 import type { Config } from './config.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
@@ -11,6 +12,7 @@ import { createPgKeyStore } from './db/key-store.ts';
 import { assertSafeAppRole, createPool, type Pool } from './db/pool.ts';
 import { assertTlsConnection } from './db/tls.ts';
 import { createGateway, type Gateway } from './http/gateway.ts';
+import { createGraphiqlRoute } from './http/graphiql.ts';
 import { loadTrustedDocuments } from './http/plugins/use-trusted-documents.ts';
 import type { Logger } from './log.ts';
 import { loadPolicy } from './policy/load.ts';
@@ -53,12 +55,15 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;
+    let devKeys: DevIssuerKeys | null = null;
     if (issuer === null) {
       // Only reachable in development: loadConfig refuses production without PHIGATE_OIDC_ISSUER.
       issuer = devIssuerUrl(config);
       const devIssuer = issuer;
-      routes.push(createDevIssuerHandler({ issuer: () => devIssuer, keys: await loadOrCreateDevIssuerKeys(config.dataDir) }));
+      devKeys = await loadOrCreateDevIssuerKeys(config.dataDir);
+      routes.push(createDevIssuerHandler({ issuer: () => devIssuer, keys: devKeys }));
     }
+    if (config.env === 'development') routes.push(await createGraphiqlRoute(graphiqlOptions(config, issuer, devKeys)));
     const oidc = createOidcVerifier({ ...config.oidc, issuer });
     const gateway = createGateway({
       pool,
@@ -76,7 +81,6 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       requestTimeoutMs: config.timeouts.requestMs,
       shutdownGraceMs: config.timeouts.shutdownGraceMs,
       queueLimit: config.pool.queueLimit,
-      graphiql: config.env === 'development',
       routes,
       limits: config.limits,
       introspectionRoles: config.introspectionRoles,
@@ -91,4 +95,33 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     await Promise.all([pool.end(), keyPool.end(), tracing?.shutdown()]);
     throw err;
   }
+}
+
+/** The seeded physician GraphiQL signs in as with the development issuer (see `.phigate/seed.json`). */
+const GRAPHIQL_DEV_USER = { subject: 'dr-north-1', roles: ['physician'], clinics: ['c-north'] };
+
+/**
+ * GraphiQL's starting headers: with the development issuer, a fresh token of a seeded physician on
+ * every page load; with a real issuer, where its access token goes.
+ */
+function graphiqlOptions(config: Config, issuer: string, devKeys: DevIssuerKeys | null) {
+  const headers =
+    devKeys === null
+      ? async () => ({ Authorization: `Bearer <an access token from ${issuer} for audience ${config.oidc.audience}>` })
+      : async () => {
+          const token = await mintDevToken(devKeys, {
+            ...GRAPHIQL_DEV_USER,
+            issuer,
+            audience: config.oidc.audience,
+            mfa: true,
+            rolesClaim: config.oidc.rolesClaim,
+            clinicsClaim: config.oidc.clinicsClaim,
+          });
+          return { Authorization: `Bearer ${token}` };
+        };
+  return {
+    endpoint: '/graphql',
+    headers,
+    defaultQuery: '{\n  me { subject roles mfa }\n  patients(first: 5) { edges { node { id mrn ssn givenName familyName encounters { kind reason } } } }\n}\n',
+  };
 }

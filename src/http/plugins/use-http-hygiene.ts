@@ -14,25 +14,19 @@ export const SECURITY_HEADERS: Readonly<Record<string, string>> = {
   'X-Frame-Options': 'DENY',
 };
 
-/** What yoga's GraphiQL page loads (from unpkg) and does (workers from blobs, queries to this origin). */
-const GRAPHIQL_CSP = [
-  "default-src 'none'",
-  "script-src 'unsafe-inline' https://unpkg.com",
-  "style-src 'unsafe-inline' https://unpkg.com",
-  'font-src https://unpkg.com data:',
-  'img-src https://raw.githubusercontent.com data:',
-  "connect-src 'self' https://unpkg.com",
-  'worker-src blob:',
-  "frame-ancestors 'none'",
-].join('; ');
+/**
+ * Said to every client that sends GET (urql's default for queries): what to change, and why GET stays
+ * refused. A query and its variables in a URL (`patientBySsn(ssn: ...)`) land in proxy, load-balancer
+ * and server access logs, browser history and Referer headers, none of which the audit controls.
+ */
+export const GET_REFUSED =
+  'Use POST: GraphQL is served over POST with content-type application/json only, because queries and variables in URLs end up in proxy and server logs. urql: createClient({ preferGetMethod: false }); Apollo Client: HttpLink({ useGETForQueries: false }).';
 
 const CORS_ALLOWED_HEADERS = 'authorization, content-type, x-request-id';
 
 export interface HttpHygieneOptions {
   /** Origins a browser may call from; `*` (refused in production) for any. Empty: no CORS headers at all. */
   readonly corsOrigins: readonly string[];
-  /** The GraphiQL page is served (development): it gets a CSP it can run under. */
-  readonly graphiql: boolean;
 }
 
 /**
@@ -45,7 +39,7 @@ export interface HttpHygieneOptions {
  * the gateway sends no Access-Control-Allow-Credentials at all, tokens travel in Authorization).
  * yoga's own CORS is off: it reflects any origin, with credentials, when left to its defaults.
  */
-export function useHttpHygiene({ corsOrigins, graphiql }: HttpHygieneOptions): Plugin {
+export function useHttpHygiene({ corsOrigins }: HttpHygieneOptions): Plugin {
   const anyOrigin = corsOrigins.includes('*');
   const allowOrigin = (origin: string | null): string | null => {
     if (origin === null || corsOrigins.length === 0) return null;
@@ -81,13 +75,12 @@ export function useHttpHygiene({ corsOrigins, graphiql }: HttpHygieneOptions): P
             headers: { 'Content-Type': 'application/json; charset=utf-8', ...headers },
           }),
         );
-      if (request.method !== 'POST') return refuse(405, 'method_not_allowed', 'GraphQL is served over POST only.', { Allow: 'POST' });
+      if (request.method !== 'POST') return refuse(405, 'method_not_allowed', GET_REFUSED, { Allow: 'POST' });
       const mediaType = request.headers.get('content-type')?.split(';')[0]?.trim().toLowerCase();
       if (mediaType !== 'application/json') return refuse(415, 'unsupported_media_type', 'GraphQL requests must be sent as content-type application/json.');
     },
     onResponse({ request, response }) {
       if (request.method !== 'OPTIONS') corsHeaders(response.headers, request.headers.get('origin'));
-      if (graphiql && response.headers.get('content-type')?.startsWith('text/html')) response.headers.set('Content-Security-Policy', GRAPHIQL_CSP);
     },
   };
 }
