@@ -22,6 +22,7 @@ import { inSpan } from '../telemetry/tracing.ts';
 import { createMaskError } from './mask-error.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
+import { useGraphQlJitExecution } from './plugins/use-graphql-jit.ts';
 import { useMetrics } from './plugins/use-metrics.ts';
 import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
 import { useQueryLimits } from './plugins/use-query-limits.ts';
@@ -92,6 +93,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
+      // Sets the execute function, so it must come before the plugins that wrap it.
+      useGraphQlJitExecution(logger),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
       // order: admission, the deadline, the transaction.
       useRequestTransaction(logger, metrics.settled),
