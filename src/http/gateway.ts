@@ -125,6 +125,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     },
   });
 
+  const securityHeaders = Object.entries(SECURITY_HEADERS);
   // Requests being answered, so that close() can let them finish.
   let inFlight = 0;
   let drained: (() => void) | null = null;
@@ -133,7 +134,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     res.once('close', () => {
       if (--inFlight === 0) drained?.();
     });
-    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+    for (const [name, value] of securityHeaders) res.setHeader(name, value);
     for (const route of deps.routes ?? []) if (route(req, res)) return;
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
