@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
- *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R]`
+ *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
