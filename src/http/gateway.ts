@@ -25,6 +25,7 @@ import { inSpan } from '../telemetry/tracing.ts';
 import { createMaskError } from './mask-error.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
+import { useGraphQlJitExecution } from './plugins/use-graphql-jit.ts';
 import { useMetrics } from './plugins/use-metrics.ts';
 import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
 import { useQueryLimits } from './plugins/use-query-limits.ts';
@@ -104,6 +105,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
+      // Sets the execute function, so it must come before the plugins that wrap it.
+      useGraphQlJitExecution(logger),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
       // order: admission, the deadline, the transaction.
       useRequestTransaction(logger, (ctx, outcome, operation) => {
@@ -145,6 +148,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     },
   });
 
+  const securityHeaders = Object.entries(SECURITY_HEADERS);
   // Requests being answered, so that close() can let them finish.
   let inFlight = 0;
   let drained: (() => void) | null = null;
@@ -153,7 +157,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     res.once('close', () => {
       if (--inFlight === 0) drained?.();
     });
-    for (const [name, value] of Object.entries(SECURITY_HEADERS)) res.setHeader(name, value);
+    for (const [name, value] of securityHeaders) res.setHeader(name, value);
     for (const route of deps.routes ?? []) if (route(req, res)) return;
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');

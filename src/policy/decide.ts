@@ -24,6 +24,9 @@ export interface FieldDecision {
   readonly viaGrant: boolean;
 }
 
+/** The purpose of use of whatever is shown through a break-glass grant (HL7 PurposeOfUse ETREAT). */
+export const EMERGENCY_PURPOSE = 'emergency_treatment';
+
 const PERMISSIVENESS: Readonly<Record<Effect, number>> = { deny: 0, mask: 1, allow: 2 };
 const DENIED: FieldDecision = Object.freeze({ effect: 'deny', role: null, viaGrant: false });
 
@@ -74,21 +77,55 @@ export function decideField(
   type: string,
   field: string,
 ): FieldDecision {
-  // Asked once per PHI value, 800 times for a page, with a handful of distinct answers. The
-  // answer depends only on these arguments and both policy and principal are immutable, so it
-  // is kept for as long as the principal object lives (one request, or a cached token's life).
-  const decisions = memoFor(decisionMemo, policy, principal);
-  const key = `${row.clinicId}\u0000${row.onCareTeam ? 1 : 0}\u0000${row.grant?.role ?? ''}\u0000${type}.${field}`;
-  let decision = decisions.get(key);
-  if (decision === undefined) {
-    decision = decide(policy, principal, row, `${type}.${field}`);
-    decisions.set(key, decision);
+  return decide(policy, principal, row, `${type}.${field}`);
+}
+
+/**
+ * A field's decision for rows like `row`, with what its audit rows record: the role the read is
+ * attributed to (the granting role, or for a refusal the capacity the attempt was made in, so an
+ * auditor can tell a nurse reaching for notes from a stranger doing so) and that role's purpose.
+ */
+export interface FieldVerdict extends FieldDecision {
+  readonly recordedRole: string | null;
+  readonly purpose: string;
+  /** Its audit rows are break-glass ones: the grant showed it, or only the grant shows the row. */
+  readonly breakGlass: boolean;
+}
+
+/**
+ * The verdict on `name` ('Type.field') for rows of `row`'s clinic and care-team standing. Asked
+ * once per PHI value, 800 times for a page, with a handful of distinct answers: it depends only
+ * on these arguments and both policy and principal are immutable, so it is worked out once per
+ * (clinic, care team, field) and kept for as long as the principal object lives (one request, or
+ * a cached token's life). Looked up without building a key per value.
+ */
+export function fieldVerdict(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldVerdict {
+  // Rows under a break-glass grant are rare and their verdict depends on the grant: not memoised.
+  if (row.grant) return verdictOf(policy, principal, row, name);
+  const byClinic = memoFor(verdictMemo, policy, principal);
+  let byStanding = byClinic.get(row.clinicId);
+  if (byStanding === undefined) byClinic.set(row.clinicId, (byStanding = [new Map(), new Map()]));
+  const verdicts = byStanding[row.onCareTeam ? 1 : 0]!;
+  let verdict = verdicts.get(name);
+  if (verdict === undefined) {
+    verdict = verdictOf(policy, principal, row, name);
+    verdicts.set(name, verdict);
   }
-  return decision;
+  return verdict;
+}
+
+function verdictOf(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldVerdict {
+  const decision = decide(policy, principal, row, name);
+  const recordedRole =
+    decision.role ?? rolesForRow(policy, principal, row)[0]?.name ?? grantRoleForRow(policy, principal, row)?.name ?? null;
+  const breakGlass = decision.viaGrant || onlyThroughGrant(policy, principal, row);
+  const purpose = breakGlass ? EMERGENCY_PURPOSE : purposeFor(policy, principal, recordedRole);
+  return Object.freeze({ ...decision, recordedRole, purpose, breakGlass });
 }
 
 type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
-const decisionMemo: Memo<FieldDecision> = new WeakMap();
+/** clinic -> [off the care team, on it] -> 'Type.field' -> verdict */
+const verdictMemo: Memo<[Map<string, FieldVerdict>, Map<string, FieldVerdict>]> = new WeakMap();
 const purposeMemo: Memo<string> = new WeakMap();
 
 function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
@@ -132,7 +169,7 @@ export function mfaBlocks(policy: PolicySet, principal: Principal): boolean {
 /** The purpose of use for the audit row; 'unspecified' when the role is not one the principal holds. */
 export function purposeFor(policy: PolicySet, principal: Principal, role: string | null): string {
   if (role === null) return 'unspecified';
-  // Asked for every audit row; memoised like decideField.
+  // Asked for every audit row of a write, and once per verdict; memoised like fieldVerdict.
   const purposes = memoFor(purposeMemo, policy, principal);
   let purpose = purposes.get(role);
   if (purpose === undefined) {

@@ -3,9 +3,8 @@ import type { Alerts } from '../audit/alerts.ts';
 import type { BreakGlassSettings } from '../config.ts';
 import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, setGrantClinic, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
-import { knownRoles } from '../policy/decide.ts';
+import { EMERGENCY_PURPOSE, knownRoles } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
-import { EMERGENCY_PURPOSE } from './read-phi.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
 

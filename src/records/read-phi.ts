@@ -1,7 +1,7 @@
 import type { Attributes } from '@opentelemetry/api';
 import type { AuditAction } from '../audit/event.ts';
 import { PhigateError } from '../errors.ts';
-import { decideField, grantRoleForRow, onlyThroughGrant, purposeFor, rolesForRow, type FieldDecision, type RowFacts } from '../policy/decide.ts';
+import { fieldVerdict, type FieldVerdict, type RowFacts } from '../policy/decide.ts';
 import { MASKERS } from '../policy/mask.ts';
 import { inSpan, tracing } from '../telemetry/tracing.ts';
 import type { RequestScope } from './scope.ts';
@@ -9,6 +9,8 @@ import type { RequestScope } from './scope.ts';
 export interface PhiRef {
   readonly typeName: 'Patient' | 'Encounter';
   readonly field: string;
+  /** `${typeName}.${field}`, the policy's name for the field: made once per field, not per value. */
+  readonly name: string;
   readonly table: 'patients' | 'encounters';
   readonly column: string;
   readonly rowId: string;
@@ -19,40 +21,34 @@ export interface PhiRef {
 // Span attributes of each PHI field, made once: readPhi runs for every value of a page.
 const fieldAttributes = new Map<string, Attributes>();
 function attributesOf(ref: PhiRef): Attributes {
-  const name = `${ref.typeName}.${ref.field}`;
-  let attributes = fieldAttributes.get(name);
-  if (attributes === undefined) fieldAttributes.set(name, (attributes = { 'phigate.field': name }));
+  let attributes = fieldAttributes.get(ref.name);
+  if (attributes === undefined) fieldAttributes.set(ref.name, (attributes = { 'phigate.field': ref.name }));
   return attributes;
 }
 
-/** The purpose of use of whatever is shown through a break-glass grant (HL7 PurposeOfUse ETREAT). */
-export const EMERGENCY_PURPOSE = 'emergency_treatment';
-
-function record(scope: RequestScope, ref: PhiRef, decision: FieldDecision, role: string | null, action: AuditAction): void {
-  // Under a grant: what the grant showed, and anything about a row only the grant shows.
-  const breakGlass = decision.viaGrant || onlyThroughGrant(scope.policy, scope.principal, ref.row);
+function record(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict, action: AuditAction): void {
   scope.audit.add({
     action,
     typeName: ref.typeName,
     field: ref.field,
     patientId: ref.patientId,
     recordId: ref.rowId === ref.patientId ? null : ref.rowId,
-    role,
-    purpose: breakGlass ? EMERGENCY_PURPOSE : purposeFor(scope.policy, scope.principal, role),
-    breakGlass,
-    grantId: breakGlass ? (ref.row.grant?.id ?? null) : null,
+    role: verdict.recordedRole,
+    purpose: verdict.purpose,
+    breakGlass: verdict.breakGlass,
+    grantId: verdict.breakGlass ? (ref.row.grant?.id ?? null) : null,
   });
 }
 
-function shown(scope: RequestScope, ref: PhiRef, decision: FieldDecision, role: string | null, effect: 'allow' | 'mask', plain: string): string {
+function shown(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict, plain: string): string {
   let value = plain;
-  if (effect === 'mask') {
-    const mask = MASKERS[`${ref.typeName}.${ref.field}`];
+  if (verdict.effect === 'mask') {
+    const mask = MASKERS[ref.name];
     // The policy loader refuses `mask` without a masker; this guards against a bypassed loader.
     if (!mask) throw new PhigateError('INTERNAL', 'The field cannot be masked.', { reason: 'no_masker' });
     value = mask(plain);
   }
-  record(scope, ref, decision, role, effect === 'mask' ? 'masked' : 'read');
+  record(scope, ref, verdict, verdict.effect === 'mask' ? 'masked' : 'read');
   return value;
 }
 
@@ -65,32 +61,27 @@ function shown(scope: RequestScope, ref: PhiRef, decision: FieldDecision, role: 
  * costs no promise per value, and no closure either unless tracing is on.
  */
 export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): string | null | Promise<string | null> {
-  const decision = tracing()
-    ? inSpan('phigate.policy', attributesOf(ref), () => decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field))
-    : decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field);
-  // A refusal is recorded in the capacity the attempt was made in, so an auditor can tell a
-  // nurse reaching for notes from a stranger doing so.
-  const role =
-    decision.role ?? rolesForRow(scope.policy, scope.principal, ref.row)[0]?.name ?? grantRoleForRow(scope.policy, scope.principal, ref.row)?.name ?? null;
-  if (decision.effect === 'deny') {
-    record(scope, ref, decision, role, 'denied');
-    throw new PhigateError('FIELD_DENIED', `You may not see ${ref.typeName}.${ref.field}.`);
+  const verdict = tracing()
+    ? inSpan('phigate.policy', attributesOf(ref), () => fieldVerdict(scope.policy, scope.principal, ref.row, ref.name))
+    : fieldVerdict(scope.policy, scope.principal, ref.row, ref.name);
+  if (verdict.effect === 'deny') {
+    record(scope, ref, verdict, 'denied');
+    throw new PhigateError('FIELD_DENIED', `You may not see ${ref.name}.`);
   }
   const capped = scope.budget.take(ref.patientId);
   if (capped !== null) {
-    record(scope, ref, decision, role, 'limited');
+    record(scope, ref, verdict, 'limited');
     const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
     // No HTTP status: the rest of the answer stands, as it does around a denied field.
-    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${ref.typeName}.${ref.field} is withheld.`, { reason: capped, http: null });
+    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${ref.name} is withheld.`, { reason: capped, http: null });
   }
-  const effect = decision.effect;
   if (ciphertext === null) {
-    record(scope, ref, decision, role, effect === 'mask' ? 'masked' : 'read');
+    record(scope, ref, verdict, verdict.effect === 'mask' ? 'masked' : 'read');
     return null;
   }
-  const aad = { table: ref.table, column: ref.column, rowId: ref.rowId };
+  // The ref names its table, column and row: it is the AAD, with no object made per value.
   const plain = tracing()
-    ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, aad, ciphertext))
-    : scope.cipher.decrypt(ref.row.clinicId, aad, ciphertext);
-  return plain instanceof Promise ? plain.then((p) => shown(scope, ref, decision, role, effect, p)) : shown(scope, ref, decision, role, effect, plain);
+    ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext))
+    : scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext);
+  return plain instanceof Promise ? plain.then((p) => shown(scope, ref, verdict, p)) : shown(scope, ref, verdict, plain);
 }

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { hasMfa } from '../../src/auth/mfa.ts';
 import { loadConfig } from '../../src/config.ts';
+import { MAX_SEMI_SPACE_MB } from '../../src/heap.ts';
 
 // No Docker engine runs in CI, so the production-shaped stack is checked as files: that the
 // gateway gets every setting production insists on and that those settings pass loadConfig,
@@ -169,6 +170,11 @@ describe('Dockerfile', () => {
       expect(Object.keys(pkg.dependencies)).not.toContain(dev);
       expect(Object.keys(pkg.devDependencies)).toContain(dev);
     }
+  });
+
+  it("caps the young generation on node's command line, where V8 still honours it", () => {
+    // The last CMD: the first is HEALTHCHECK's.
+    expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toMatch(new RegExp(`^CMD \\["node", "--max-semi-space-size=${MAX_SEMI_SPACE_MB}",`));
   });
 });
 

@@ -46,3 +46,19 @@ describe('logger', () => {
     expect(lines[1]!.requestId).toBeUndefined();
   });
 });
+
+describe('logger on standard output', () => {
+  it('writes off the caller\'s path yet loses no line when the process exits right after', async () => {
+    const { execFile } = await import('node:child_process');
+    const script = `
+      import { createLogger } from ${JSON.stringify(new URL('../../src/log.ts', import.meta.url).pathname)};
+      const logger = createLogger('info');
+      for (let i = 0; i < 2000; i++) logger.info({ i }, 'line');
+      process.exit(0);`;
+    const stdout = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { maxBuffer: 64 << 20 }, (err, out) => (err ? reject(err) : resolve(out))),
+    );
+    const lines = stdout.trim().split('\n').map((l) => JSON.parse(l) as { i: number });
+    expect(lines.map((l) => l.i)).toEqual(Array.from({ length: 2000 }, (_, i) => i));
+  });
+});

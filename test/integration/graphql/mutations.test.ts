@@ -346,6 +346,15 @@ describe('updatePatient', () => {
     expect(await snapshot([p.id])).toEqual(before);
     expect((await storedRow(p.id))!.clinic_id).toBe('c-north');
   });
+
+  it('a variable of the wrong type is named as the client declared it', async () => {
+    // graphql-jit would name "$phone", a variable the client never declared; the gateway answers
+    // with graphql-js's coercion message instead.
+    const p = patientFor(6);
+    const r = await send(await gw.tokenFor('reg-north'), UPDATE, { id: p.id, input: { phone: 5550104 } });
+    expectBadInput(r, 'updatePatient', 'Variable "$input"', '5550104');
+    expect(r.body.errors![0]!.message).not.toContain('$phone');
+  });
 });
 
 describe('variables that do not fit their type', () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   canPerform,
   decideField,
+  fieldVerdict,
   knownRoles,
   mfaBlocks,
   purposeFor,
@@ -115,6 +116,39 @@ describe('decideField', () => {
   it('denies a field the policy does not name', () => {
     expect(decideField(policy, principal(['physician']), ON_TEAM, 'Patient', 'favouriteColour')).toEqual({ effect: 'deny', role: null, viaGrant: false });
     expect(decideField(policy, principal(['physician']), ON_TEAM, 'Invoice', 'amount').effect).toBe('deny');
+  });
+});
+
+describe('fieldVerdict', () => {
+  const registrarPhysician = principal(['registrar', 'physician']);
+
+  it.each([
+    [ON_TEAM, 'Patient.givenName', 'allow', 'physician', 'physician', 'treatment'],
+    [OFF_TEAM, 'Patient.ssn', 'allow', 'registrar', 'registrar', 'healthcare_operations'],
+    // A refusal is recorded in the first role that covers the row: the capacity of the attempt.
+    [OFF_TEAM, 'Encounter.notes', 'deny', null, 'registrar', 'healthcare_operations'],
+    // A row outside the principal's clinics is covered by no role at all.
+    [ELSEWHERE, 'Patient.givenName', 'deny', null, null, 'unspecified'],
+  ] as const)('registrar + physician, row %o: %s is %s by %s, recorded as %s for %s', (row, name, effect, role, recordedRole, purpose) => {
+    expect(fieldVerdict(policy, registrarPhysician, row, name)).toEqual({ effect, role, viaGrant: false, recordedRole, purpose, breakGlass: false });
+  });
+
+  it('agrees with decideField on every field and row', () => {
+    const nurseBilling = principal(['nurse', 'billing']);
+    for (const row of [ON_TEAM, OFF_TEAM, ELSEWHERE]) {
+      for (const [type, fields] of Object.entries(PHI_FIELDS)) for (const field of fields) {
+        const { effect, role, viaGrant } = fieldVerdict(policy, nurseBilling, row, `${type}.${field}`);
+        expect({ effect, role, viaGrant }).toEqual(decideField(policy, nurseBilling, row, type, field));
+      }
+    }
+  });
+
+  it('keeps one verdict per clinic, care-team standing and field, apart for each principal', () => {
+    const first = fieldVerdict(policy, registrarPhysician, ON_TEAM, 'Encounter.notes');
+    expect(fieldVerdict(policy, registrarPhysician, { ...ON_TEAM }, 'Encounter.notes')).toBe(first);
+    expect(fieldVerdict(policy, registrarPhysician, OFF_TEAM, 'Encounter.notes')).not.toEqual(first);
+    expect(fieldVerdict(policy, principal(['registrar']), ON_TEAM, 'Encounter.notes').effect).toBe('deny');
+    expect(first.effect).toBe('allow');
   });
 });
 
