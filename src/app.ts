@@ -1,8 +1,9 @@
 import { createAuthenticator } from './auth/authenticate.ts';
+import { checkIssuer } from './auth/check-issuer.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys } from './auth/dev-issuer-keys.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
-import type { Config } from './config.ts';
+import { ConfigError, type Config } from './config.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
 import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
@@ -52,7 +53,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;
-    if (issuer === null) {
+    if (issuer !== null) await checkConfiguredIssuer(issuer, logger);
+    else {
       // Only reachable in development: loadConfig refuses production without PHIGATE_OIDC_ISSUER.
       issuer = devIssuerUrl(config);
       const devIssuer = issuer;
@@ -88,4 +90,13 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     await Promise.all([pool.end(), keyPool.end(), tracing?.shutdown()]);
     throw err;
   }
+}
+
+async function checkConfiguredIssuer(issuer: string, logger: Logger): Promise<void> {
+  const check = await checkIssuer(issuer);
+  if (check.ok) return;
+  if (!check.unreachable) {
+    throw new ConfigError('PHIGATE_OIDC_ISSUER', check.problem);
+  }
+  logger.warn({ issuer, problem: check.problem }, 'the OIDC issuer does not answer; tokens are refused until it does');
 }

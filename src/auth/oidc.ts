@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { errors, jwtVerify } from 'jose';
+import { decodeJwt, errors, jwtVerify } from 'jose';
 import type { JWTHeaderParameters, JWTPayload } from 'jose';
 import { createLru } from '../cache/lru.ts';
 import { PhigateError } from '../errors.ts';
@@ -82,6 +82,10 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
   const verifySignedToken = async (token: string, at: number): Promise<UserPrincipal> => {
     let result: { payload: JWTPayload; protectedHeader: JWTHeaderParameters };
     try {
+      // `iss` is read before any key is looked up, so a token from another issuer is refused as
+      // such (not as an unknown key) and cannot make us refetch our issuer's JWKS. Unverified
+      // here, it only ever refuses; jwtVerify checks it again under the signature.
+      if (decodeJwt(token).iss !== opts.issuer) throw tokenRefused('bad_issuer');
       result = await jwtVerify(token, keys, {
         algorithms,
         issuer: opts.issuer,
