@@ -2,6 +2,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAuthenticator } from '../../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../../src/auth/oidc.ts';
+import { loadConfig } from '../../../src/config.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { startOidcProvider, type OidcProviderIssuer } from '../../support/oidc-provider.ts';
 
@@ -23,15 +24,8 @@ beforeAll(async () => {
       return undefined;
     }
   });
-  const oidc = createOidcVerifier({
-    issuer: idp.issuer,
-    audience: 'phigate',
-    algorithms: ['ES256'],
-    clockToleranceSeconds: 30,
-    rolesClaim: 'roles',
-    clinicsClaim: 'clinics',
-    mfaAcrValues: [],
-  });
+  // The settings the README gives for oidc-provider: its issuer, everything else the defaults.
+  const oidc = createOidcVerifier({ ...loadConfig({}).oidc, issuer: idp.issuer });
   gw = await startTestGateway({ gatewayOptions: { authenticate: createAuthenticator({ oidc }), issuer: idp.issuer } });
   staff = gw.staff;
 });
