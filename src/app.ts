@@ -1,10 +1,11 @@
 import { createAlerts } from './audit/alerts.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
+import { checkIssuer } from './auth/check-issuer.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer-keys.ts';
 import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
-import type { Config } from './config.ts';
+import { ConfigError, type Config } from './config.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
 import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
@@ -56,7 +57,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const routes = [];
     let issuer = config.oidc.issuer;
     let devKeys: DevIssuerKeys | null = null;
-    if (issuer === null) {
+    if (issuer !== null) await checkConfiguredIssuer(issuer, logger);
+    else {
       // Only reachable in development: loadConfig refuses production without PHIGATE_OIDC_ISSUER.
       issuer = devIssuerUrl(config);
       const devIssuer = issuer;
@@ -124,4 +126,13 @@ function graphiqlOptions(config: Config, issuer: string, devKeys: DevIssuerKeys 
     headers,
     defaultQuery: '{\n  me { subject roles mfa }\n  patients(first: 5) { edges { node { id mrn ssn givenName familyName encounters { kind reason } } } }\n}\n',
   };
+}
+
+async function checkConfiguredIssuer(issuer: string, logger: Logger): Promise<void> {
+  const check = await checkIssuer(issuer);
+  if (check.ok) return;
+  if (!check.unreachable) {
+    throw new ConfigError('PHIGATE_OIDC_ISSUER', check.problem);
+  }
+  logger.warn({ issuer, problem: check.problem }, 'the OIDC issuer does not answer; tokens are refused until it does');
 }

@@ -2,8 +2,13 @@ import { createLocalJWKSet, createRemoteJWKSet, errors } from 'jose';
 import type { JWTVerifyGetKey } from 'jose';
 import { tokenRefused } from './token-refused.ts';
 
-/** After this, an unknown `kid` may fetch the JWKS again (a key rotation is picked up this fast). */
-const COOLDOWN_MS = 30_000;
+/**
+ * An unknown `kid` fetches the JWKS again once the last fetch is this old, so a key the IdP has just
+ * started signing with is accepted within seconds. A storm of made-up kids costs the IdP at most one
+ * fetch per COOLDOWN_MS: jose shares one fetch in flight among all callers and starts the cooldown
+ * when it succeeds (RETRY_MS below covers failures). Tokens naming another issuer never get here.
+ */
+const COOLDOWN_MS = 5_000;
 /** Keys older than this are refetched before use; if that fails, they are used anyway (below). */
 const MAX_AGE_MS = 10 * 60_000;
 const TIMEOUT_MS = 5_000;

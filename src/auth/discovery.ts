@@ -3,6 +3,20 @@ import { tokenRefused } from './token-refused.ts';
 const TIMEOUT_MS = 5_000;
 
 /**
+ * The discovery document names another issuer than the configured one: every token would fail.
+ * Most often the two differ by a trailing slash; both are named so the operator sees which.
+ */
+export class IssuerMismatchError extends Error {
+  constructor(
+    readonly configured: string,
+    readonly documented: unknown,
+  ) {
+    super(`the discovery document names the issuer ${JSON.stringify(documented) ?? 'undefined'}, not the configured ${JSON.stringify(configured)}`);
+    this.name = 'IssuerMismatchError';
+  }
+}
+
+/**
  * Fetches the issuer's OpenID Connect discovery document and returns its `jwks_uri`.
  *
  * The document must name exactly the configured issuer: otherwise a document (or a redirect, which
@@ -27,10 +41,9 @@ export async function discoverJwksUri(issuer: string): Promise<URL> {
     throw tokenRefused('issuer_unreachable', cause);
   }
 
-  if (typeof document !== 'object' || document === null || !('issuer' in document) || document.issuer !== issuer) {
-    throw tokenRefused('issuer_misconfigured', new Error('the discovery document does not name the configured issuer'));
-  }
-  const jwksUri = 'jwks_uri' in document && typeof document.jwks_uri === 'string' ? URL.parse(document.jwks_uri) : null;
+  const fields = (typeof document === 'object' && document !== null ? document : {}) as Record<string, unknown>;
+  if (fields.issuer !== issuer) throw tokenRefused('issuer_misconfigured', new IssuerMismatchError(issuer, fields.issuer));
+  const jwksUri = typeof fields.jwks_uri === 'string' ? URL.parse(fields.jwks_uri) : null;
   // Plain http only where the issuer itself is plain http (the development issuer on loopback).
   if (jwksUri === null || (jwksUri.protocol !== 'https:' && jwksUri.protocol !== url.protocol)) {
     throw tokenRefused('issuer_misconfigured', new Error('the discovery document has no usable jwks_uri'));

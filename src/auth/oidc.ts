@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { errors, jwtVerify } from 'jose';
+import { decodeJwt, errors, jwtVerify } from 'jose';
 import type { JWTHeaderParameters, JWTPayload } from 'jose';
-import { createLru } from '../cache/lru.ts';
+import { LRUCache } from 'lru-cache';
 import { PhigateError } from '../errors.ts';
 import { createIssuerKeys } from './issuer-keys.ts';
 import { hasMfa } from './mfa.ts';
@@ -82,6 +82,10 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
   const verifySignedToken = async (token: string, at: number): Promise<UserPrincipal> => {
     let result: { payload: JWTPayload; protectedHeader: JWTHeaderParameters };
     try {
+      // `iss` is read before any key is looked up, so a token from another issuer is refused as
+      // such (not as an unknown key) and cannot make us refetch our issuer's JWKS. Unverified
+      // here, it only ever refuses; jwtVerify checks it again under the signature.
+      if (decodeJwt(token).iss !== opts.issuer) throw tokenRefused('bad_issuer');
       result = await jwtVerify(token, keys, {
         algorithms,
         issuer: opts.issuer,
@@ -101,7 +105,7 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
   // signature each time was most of authentication's cost. Only successes are kept, under a
   // digest of the token so the heap holds no bearer credential, and never past `exp`.
   const ttlMs = opts.verifiedTokenTtlMs ?? 60_000;
-  const verified = createLru<{ principal: UserPrincipal; until: number }>(VERIFIED_TOKENS_KEPT);
+  const verified = new LRUCache<string, { principal: UserPrincipal; until: number }>({ max: VERIFIED_TOKENS_KEPT });
   return {
     async verify(token) {
       if (token.length > MAX_TOKEN_LENGTH) throw tokenRefused('token_too_large');

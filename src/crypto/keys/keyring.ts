@@ -1,9 +1,9 @@
+import { LRUCache } from 'lru-cache';
 import { PhigateError } from '../../errors.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
 import { deriveBlindIndexKey } from '../blind-index.ts';
 import type { BlindIndexColumn } from '../blind-index.ts';
 import type { DataKey } from '../envelope.ts';
-import { createLru } from '../../cache/lru.ts';
 import type { EncryptionContext, KeyProvider } from './provider.ts';
 
 export type KeyPurpose = 'data' | 'index';
@@ -91,8 +91,8 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   if (!(maxEntries >= 1)) throw new PhigateError('INTERNAL', 'keyring maxEntries must be at least 1');
 
   const stats: KeyringStats = { kmsCalls: 0, cacheHits: 0, cacheMisses: 0 };
-  const keys = createLru<Buffer>(maxEntries);
-  const latest = createLru<{ version: number; expiresAt: number }>(maxEntries);
+  const keys = new LRUCache<string, Buffer>({ max: maxEntries });
+  const latest = new LRUCache<string, { version: number; expiresAt: number }>({ max: maxEntries });
   const unwrapping = new Map<string, Promise<Buffer>>();
   const resolving = new Map<string, Promise<number>>();
 

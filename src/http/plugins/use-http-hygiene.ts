@@ -38,6 +38,9 @@ export interface HttpHygieneOptions {
  * CORS answers only origins of the allow-list, with their own name (never `*` with credentials:
  * the gateway sends no Access-Control-Allow-Credentials at all, tokens travel in Authorization).
  * yoga's own CORS is off: it reflects any origin, with credentials, when left to its defaults.
+ * Its options cannot say ours either: an allow-list of one origin is answered to every origin, an
+ * unlisted origin is answered `Access-Control-Allow-Origin: null` (which a sandboxed iframe's
+ * origin matches), `*` reflects the caller's origin, and `Vary: Origin` is not always sent.
  */
 export function useHttpHygiene({ corsOrigins }: HttpHygieneOptions): Plugin {
   const anyOrigin = corsOrigins.includes('*');

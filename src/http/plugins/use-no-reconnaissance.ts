@@ -12,7 +12,9 @@ export interface NoReconnaissanceOptions {
  * The schema is not a map for strangers: introspection (`__schema`, `__type`; `__typename` is
  * harmless and clients need it) runs only for a principal holding one of `introspectionRoles`,
  * and no error message suggests field, argument, type or enum names ("Did you mean ...?"), which
- * would otherwise rebuild the schema one typo at a time.
+ * would otherwise rebuild the schema one typo at a time. (graphql-armor's block-field-suggestions
+ * does not replace this: it only rewrites validation errors, not the variable errors raised during
+ * execution, and its pattern misses "Did you mean the enum value ...".)
  *
  * Introspection is decided at execution, once the principal is known, and not as a validation
  * rule: yoga caches validation per document, and the answer here depends on who asks. The

@@ -1,9 +1,10 @@
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { CompactSign, exportSPKI, generateKeyPair, importJWK, SignJWT, UnsecuredJWT } from 'jose';
-import type { CryptoKey, JWTHeaderParameters } from 'jose';
+import { CompactSign, exportJWK, exportSPKI, generateKeyPair, importJWK, SignJWT, UnsecuredJWT } from 'jose';
+import type { CryptoKey, JWK, JWTHeaderParameters } from 'jose';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { checkIssuer } from '../../../src/auth/check-issuer.ts';
 import { createDevIssuerHandler } from '../../../src/auth/dev-issuer.ts';
 import { mintDevToken } from '../../../src/auth/dev-token.ts';
 import { createOidcVerifier } from '../../../src/auth/oidc.ts';
@@ -85,6 +86,40 @@ async function serveIssuer(issuerFor: (url: string) => string) {
     setDown: (value: boolean) => {
       down = value;
     },
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A loopback issuer whose JWKS grows as the test adds keys, as an IdP's does before it rotates. */
+async function serveRotatingIssuer() {
+  let url = '';
+  const jwks: JWK[] = [];
+  const requests = { jwks: 0 };
+  const server: Server = createServer((req, res) => {
+    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    let body: unknown;
+    if (pathname.endsWith('/.well-known/openid-configuration')) body = { issuer: url, jwks_uri: `${url}/jwks` };
+    else if (pathname.endsWith('/jwks')) {
+      requests.jwks += 1;
+      body = { keys: jwks };
+    }
+    if (body === undefined) res.writeHead(404).end();
+    else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/rotating`;
+  return {
+    url,
+    requests,
+    async addKey(kid: string) {
+      const { publicKey, privateKey } = await generateKeyPair('ES256', { extractable: true });
+      jwks.push({ ...(await exportJWK(publicKey)), kid, alg: 'ES256', use: 'sig' });
+      return { kid, privateKey };
+    },
+    token: (key: { kid: string; privateKey: CryptoKey }) => signed({ iss: url }, { kid: key.kid }, key.privateKey),
     close: () => {
       server.closeAllConnections();
       return new Promise<void>((resolve) => server.close(() => resolve()));
@@ -279,12 +314,23 @@ describe('refuses', () => {
 
   it("issuer B's token at a verifier for issuer A", async () => {
     const fromB = await B.token({ sub: SUB, roles: [ROLE], clinics: [CLINIC], mfa: true });
-    await refused(fromB, 'unknown_key');
+    await refused(fromB, 'bad_issuer');
     // Even when B writes A's name into iss and A's kid into the header.
     const impersonating = await mintDevToken({ ...B.keys, kid: A.keys.kid }, { issuer: A.issuer, audience: 'phigate', subject: SUB, roles: [ROLE], clinics: [CLINIC], mfa: true });
     await refused(impersonating, 'bad_signature');
     // And B's own verifier refuses A's token in turn.
-    await refused(await signed(), 'unknown_key', verifierFor(B.issuer));
+    await refused(await signed(), 'bad_issuer', verifierFor(B.issuer));
+  });
+
+  it('a token from another issuer as such, before looking up a key or fetching a JWKS', async () => {
+    const verifier = verifierFor(A.issuer);
+    const before = A.jwksRequests();
+    for (let i = 0; i < 3; i += 1) {
+      const fromB = await mintDevToken({ ...B.keys, kid: `kid-of-b-${i}` }, { issuer: B.issuer, audience: 'phigate', subject: SUB, roles: [ROLE], clinics: [CLINIC], mfa: true });
+      await refused(fromB, 'bad_issuer', verifier);
+    }
+    await refused(await signed({ iss: `${A.issuer}/` }, { kid: 'kid-nobody-knows' }), 'bad_issuer', verifier);
+    expect(A.jwksRequests()).toBe(before);
   });
 });
 
@@ -332,7 +378,7 @@ describe('discovery', () => {
     const server = await serveIssuer((url) => url);
     try {
       const verifier = verifierFor(server.url);
-      await refused(await signed({}, { alg: 'HS256' }, new Uint8Array(32)), 'bad_algorithm', verifier);
+      await refused(await signed({ iss: server.url }, { alg: 'HS256' }, new Uint8Array(32)), 'bad_algorithm', verifier);
       await refused('not-a-jwt', 'malformed_token', verifier);
       expect(server.requests).toEqual({ discovery: 0, jwks: 0 });
     } finally {
@@ -372,6 +418,38 @@ describe('discovery', () => {
     const started = Date.now();
     await refused(await signed({ iss: url }), 'issuer_unreachable', verifierFor(url));
     expect(Date.now() - started).toBeLessThan(5_000);
+  });
+});
+
+describe('the start-up check of the issuer', () => {
+  it('passes when the discovery document names the configured issuer', async () => {
+    await expect(checkIssuer(A.issuer)).resolves.toEqual({ ok: true });
+  });
+
+  it('names both values when configured issuer and document differ by a trailing slash, either way', async () => {
+    await expect(checkIssuer(`${A.issuer}/`)).resolves.toEqual({
+      ok: false,
+      unreachable: false,
+      problem: `is "${A.issuer}/" but its discovery document names "${A.issuer}"; tokens carry the document's value, so set exactly that`,
+    });
+    const server = await serveIssuer((url) => `${url}/`);
+    try {
+      const check = await checkIssuer(server.url);
+      expect(check).toMatchObject({ ok: false, unreachable: false });
+      expect(check.ok || check.problem).toContain(`is "${server.url}" but its discovery document names "${server.url}/"`);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('reports an issuer that does not answer as unreachable, not as misconfigured', async () => {
+    const server = await serveIssuer((url) => url);
+    server.setDown(true);
+    try {
+      await expect(checkIssuer(server.url)).resolves.toMatchObject({ ok: false, unreachable: true });
+    } finally {
+      await server.close();
+    }
   });
 });
 
@@ -422,7 +500,7 @@ describe('the JWKS', () => {
       expect(A.jwksRequests()).toBe(before);
 
       // After it, one refetch is tried; it fails, and the next requests do not try again.
-      vi.setSystemTime(Date.now() + 31_000);
+      vi.setSystemTime(Date.now() + 6_000);
       const started = performance.now();
       for (let i = 0; i < 5; i += 1) await refused(rotated, 'unknown_key', verifier);
       expect(performance.now() - started).toBeLessThan(3_000);
@@ -441,9 +519,47 @@ describe('the JWKS', () => {
     for (let i = 0; i < 5; i += 1) await refused(await signed({}, { kid: `kid-unknown-${i}` }, privateKey), 'unknown_key', verifier);
     expect(A.jwksRequests()).toBe(before);
 
-    vi.setSystemTime(Date.now() + 31_000);
+    vi.setSystemTime(Date.now() + 6_000);
     for (let i = 0; i < 5; i += 1) await refused(await signed({}, { kid: `kid-unknown-${i}` }, privateKey), 'unknown_key', verifier);
     expect(A.jwksRequests()).toBe(before + 1);
+  });
+
+  it('is fetched once for a storm of concurrent unknown kids', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const verifier = verifierFor(A.issuer);
+    await verifier.verify(await A.token({ sub: SUB, roles: [ROLE], clinics: [CLINIC] }));
+    vi.setSystemTime(Date.now() + 6_000);
+    const { privateKey } = await generateKeyPair('ES256');
+    const tokens = await Promise.all(Array.from({ length: 50 }, (_, i) => signed({}, { kid: `kid-storm-${i}` }, privateKey)));
+    const before = A.jwksRequests();
+    await Promise.all(tokens.map((token) => refused(token, 'unknown_key', verifier)));
+    expect(A.jwksRequests()).toBe(before + 1);
+  });
+
+  it("accepts a signing key the issuer has just started using, within seconds of the last fetch", async () => {
+    const server = await serveRotatingIssuer();
+    try {
+      let clock = Date.now();
+      vi.useFakeTimers({ toFake: ['Date'] });
+      vi.setSystemTime(clock);
+      const verifier = verifierFor(server.url, { now: () => clock });
+      const first = await server.addKey('kid-first');
+      await verifier.verify(await server.token(first));
+      expect(server.requests.jwks).toBe(1);
+
+      const second = await server.addKey('kid-second');
+      const fresh = await server.token(second);
+      // Right after a fetch, a new kid waits out the few seconds that bound kid storms.
+      clock += 1_000;
+      vi.setSystemTime(clock);
+      await refused(fresh, 'unknown_key', verifier);
+      clock += 5_000;
+      vi.setSystemTime(clock);
+      await expect(verifier.verify(fresh)).resolves.toMatchObject({ subject: SUB });
+      expect(server.requests.jwks).toBe(2);
+    } finally {
+      await server.close();
+    }
   });
 });
 
