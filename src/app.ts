@@ -58,7 +58,12 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       const devIssuer = issuer;
       routes.push(createDevIssuerHandler({ issuer: () => devIssuer, keys: await loadOrCreateDevIssuerKeys(config.dataDir) }));
     }
-    const oidc = createOidcVerifier({ ...config.oidc, issuer });
+    const oidc = createOidcVerifier({
+      ...config.oidc,
+      issuer,
+      maxLifetimeSeconds: config.oidc.maxTokenLifetimeSeconds,
+      maxAuthAgeSeconds: config.oidc.maxAuthAgeSeconds,
+    });
     const gateway = createGateway({
       pool,
       policy,
@@ -74,6 +79,10 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       },
       requestTimeoutMs: config.timeouts.requestMs,
       shutdownGraceMs: config.timeouts.shutdownGraceMs,
+      serverTimeouts: config.timeouts,
+      principals: config.principals,
+      refusals: config.refusals,
+      maxTokenClinics: config.oidc.maxTokenClinics,
       queueLimit: config.pool.queueLimit,
       graphiql: config.env === 'development',
       routes,
