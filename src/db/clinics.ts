@@ -9,6 +9,8 @@ export interface ClinicDirectory {
 /** Clinic ids remembered, known or unknown; clinics are few and rarely change. */
 const IDS_KEPT = 10_000;
 
+const LOOKUP_TIMEOUT_MS = 2_000;
+
 /**
  * Clinic ids checked against `phigate.clinics`, cached (both answers) for `ttlMs` and bounded, so a
  * token's clinics cost one indexed query the first time and nothing after. A clinic created since
@@ -29,7 +31,10 @@ export function createClinicDirectory(pool: Pool, opts: { ttlMs?: number; now?: 
         else if (cached.exists) found.add(id);
       }
       if (unknown.length > 0) {
-        const { rows } = await pool.query<{ id: string }>('SELECT id FROM phigate.clinics WHERE id = ANY($1::text[])', [unknown]);
+        // Runs before the request's deadline can cut it off: a hung database must not hold it
+        // here (pg's per-query timeout, which its typings leave out).
+        const query = { text: 'SELECT id FROM phigate.clinics WHERE id = ANY($1::text[])', values: [unknown], query_timeout: LOOKUP_TIMEOUT_MS };
+        const { rows } = await pool.query<{ id: string }>(query);
         const present = new Set(rows.map((r) => r.id));
         for (const id of unknown) {
           known.set(id, { exists: present.has(id), until: at + ttlMs });

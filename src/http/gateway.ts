@@ -32,6 +32,7 @@ import { useMetrics } from './plugins/use-metrics.ts';
 import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
 import { useQueryLimits } from './plugins/use-query-limits.ts';
 import { useFairShare } from './plugins/use-fair-share.ts';
+import { useNoEcho } from './plugins/use-no-echo.ts';
 import { useRefusalTrace } from './plugins/use-refusal-trace.ts';
 import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
@@ -124,6 +125,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useHttpHygiene({ corsOrigins: deps.corsOrigins, graphiql: deps.graphiql ?? false }),
       useMetrics(metrics),
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
+      useNoEcho(),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
