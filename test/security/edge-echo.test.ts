@@ -90,7 +90,7 @@ describe('X-Request-Id', () => {
   });
 
   it("a client id shaped like one of ours is still only the client's", async () => {
-    const forged = '00000000-0000-4000-8000-000000000000';
+    const forged = 'f47ac10b-58cc-4372-a567-0e02b2c3d479';
     const res = await postJson(gw, { query: '{ me { subject } }' }, await gw.tokenFor('reg-north'), { 'x-request-id': forged });
     expect(res.headers.get('x-request-id')).not.toBe(forged);
     expect(gw.lastRequestLog()).toMatchObject({ requestId: res.headers.get('x-request-id'), clientRequestId: forged });
