@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import type { GqlResponse, TestGateway } from '../support/gateway.ts';
@@ -46,8 +45,9 @@ export async function sendTracked(
   query: string,
   variables?: Record<string, unknown>,
 ): Promise<GqlResponse & { requestId: string }> {
-  const requestId = `sec-${randomBytes(8).toString('hex')}`;
-  return { ...(await gw.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+  const response = await gw.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
 /** Strings that identify one seeded patient and no other: id, MRN, SSN (both forms), email, encounter ids and notes. */

@@ -39,10 +39,10 @@ interface Sent {
 }
 
 async function send(token: string, query: string, variables?: Record<string, unknown>): Promise<Sent> {
-  const requestId = `audit-test.${randomUUID()}`;
   const startedAt = new Date();
-  const r = await gw.gql(token, query, variables, { 'x-request-id': requestId });
-  return { r, requestId, startedAt, endedAt: new Date() };
+  const r = await gw.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { r, requestId: r.headers.get('x-request-id') ?? '', startedAt, endedAt: new Date() };
 }
 
 const rowsOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);

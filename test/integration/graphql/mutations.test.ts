@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SeedPatient } from '../../../src/seed/dataset.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../../support/gateway.ts';
@@ -39,14 +39,14 @@ const physicianOn = (p: SeedPatient) => p.careTeam.find((s) => s.startsWith('dr-
 const nurseOn = (p: SeedPatient) => p.careTeam.find((s) => s.startsWith('rn-'))!;
 const physicianOff = (p: SeedPatient) => ['dr-north-1', 'dr-north-2'].find((s) => !p.careTeam.includes(s))!;
 
-const newRequestId = () => `mut-${randomBytes(8).toString('hex')}`;
 let mrnCounter = 0;
 const freshMrn = () => `NEW-${process.pid}-${++mrnCounter}`;
 
 /** Sends a request with a known X-Request-Id so its audit rows can be found. */
 async function send(token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
-  const requestId = newRequestId();
-  return { ...(await gw.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+  const response = await gw.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
 const storedRow = async (id: string): Promise<Record<string, any> | undefined> =>
