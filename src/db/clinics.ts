@@ -1,4 +1,3 @@
-import { createLru } from '../cache/lru.ts';
 import type { Pool } from './pool.ts';
 
 export interface ClinicDirectory {
@@ -6,42 +5,52 @@ export interface ClinicDirectory {
   existing(ids: readonly string[]): Promise<ReadonlySet<string>>;
 }
 
-/** Clinic ids remembered, known or unknown; clinics are few and rarely change. */
-const IDS_KEPT = 10_000;
+export interface ClinicDirectoryOptions {
+  /** How long the list of clinic ids is trusted. */
+  readonly ttlMs?: number;
+  /** Least time between two reloads caused by ids the list does not have. */
+  readonly missReloadMs?: number;
+  /** Milliseconds; for tests. */
+  readonly now?: () => number;
+}
 
 const LOOKUP_TIMEOUT_MS = 2_000;
 
+const CLINIC_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
 /**
- * Clinic ids checked against `phigate.clinics`, cached (both answers) for `ttlMs` and bounded, so a
- * token's clinics cost one indexed query the first time and nothing after. A clinic created since
- * is seen within `ttlMs`.
+ * The ids of `phigate.clinics`, loaded whole (clinics are few) and kept for `ttlMs`, so checking a
+ * token's clinics costs nothing per request and never waits for one of the pool's connections
+ * behind the requests themselves. An id the list lacks reloads it, at most once per
+ * `missReloadMs`, so a clinic created since is seen soon and made-up ids cannot make a query each.
  */
-export function createClinicDirectory(pool: Pool, opts: { ttlMs?: number; now?: () => number } = {}): ClinicDirectory {
+export function createClinicDirectory(pool: Pool, opts: ClinicDirectoryOptions = {}): ClinicDirectory {
   const ttlMs = opts.ttlMs ?? 60_000;
+  const missReloadMs = opts.missReloadMs ?? 5_000;
   const now = opts.now ?? (() => Date.now());
-  const known = createLru<{ exists: boolean; until: number }>(IDS_KEPT);
+  let loaded: { ids: ReadonlySet<string>; at: number } | null = null;
+  let loading: Promise<ReadonlySet<string>> | null = null;
+
+  const load = (): Promise<ReadonlySet<string>> =>
+    (loading ??= (async () => {
+      try {
+        // pg's per-query timeout (its typings leave it out): a hung database must not hold
+        // authentication, which runs before the request's deadline can cut it off.
+        const query = { text: 'SELECT id FROM phigate.clinics', query_timeout: LOOKUP_TIMEOUT_MS };
+        const { rows } = await pool.query<{ id: string }>(query);
+        loaded = { ids: new Set(rows.map((r) => r.id)), at: now() };
+        return loaded.ids;
+      } finally {
+        loading = null;
+      }
+    })());
+
   return {
     async existing(ids) {
-      const at = now();
-      const found = new Set<string>();
-      const unknown: string[] = [];
-      for (const id of new Set(ids)) {
-        const cached = known.get(id);
-        if (cached === undefined || cached.until <= at) unknown.push(id);
-        else if (cached.exists) found.add(id);
-      }
-      if (unknown.length > 0) {
-        // Runs before the request's deadline can cut it off: a hung database must not hold it
-        // here (pg's per-query timeout, which its typings leave out).
-        const query = { text: 'SELECT id FROM phigate.clinics WHERE id = ANY($1::text[])', values: [unknown], query_timeout: LOOKUP_TIMEOUT_MS };
-        const { rows } = await pool.query<{ id: string }>(query);
-        const present = new Set(rows.map((r) => r.id));
-        for (const id of unknown) {
-          known.set(id, { exists: present.has(id), until: at + ttlMs });
-          if (present.has(id)) found.add(id);
-        }
-      }
-      return found;
+      const wellFormed = ids.filter((id) => CLINIC_ID.test(id));
+      let known = loaded !== null && now() - loaded.at < ttlMs ? loaded.ids : await load();
+      if (wellFormed.some((id) => !known.has(id)) && loaded !== null && now() - loaded.at >= missReloadMs) known = await load();
+      return new Set(wellFormed.filter((id) => known.has(id)));
     },
   };
 }

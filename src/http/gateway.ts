@@ -100,7 +100,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return await withKnownClinics(await deps.authenticate(authorization), { maxClinics, directory: clinics });
     } catch (e) {
       if (isPhigateError(e) && e.code === 'UNAUTHENTICATED') {
-        refusals.refused({ requestId, subject: claimedSubject(authorization), authenticated: false, clientAddr, code: e.code, reason: e.reason, typeName: 'Request', field: null });
+        await refusals.refused({ requestId, subject: claimedSubject(authorization), authenticated: false, clientAddr, code: e.code, reason: e.reason, typeName: 'Request', field: null });
       }
       throw e;
     }

@@ -35,7 +35,8 @@ export interface RefusalTrailOptions {
 }
 
 export interface RefusalTrail {
-  refused(refusal: Refusal): void;
+  /** Settles once the refusal's own event is written (or counted, or the wait bound has passed); never rejects. */
+  refused(refusal: Refusal): Promise<void>;
   /** Writes the counts still held and waits for every write outstanding (shutdown, tests). */
   flush(): Promise<void>;
   close(): Promise<void>;
@@ -48,6 +49,18 @@ const CLAIMED_SUBJECT = /^[\x21-\x7e]{1,128}$/;
 /** Distinct client addresses tracked at once; beyond, the excess share one bucket. */
 const MAX_SOURCES = 10_000;
 const OVERFLOW_SOURCE = '*';
+/**
+ * How long a refusal's answer waits for its event. Written before the 401 or 403 leaves, the event
+ * is there when the client hears of it; but a hung database must not hold refusals for long.
+ */
+const WRITE_WAIT_MS = 1_000;
+
+function boundedWait(written: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, WRITE_WAIT_MS)));
+  return Promise.race([written, bound]).finally(() => clearTimeout(timer));
+}
+
 /** Distinct (subject, reason) counts per address and second. */
 const MAX_COUNTED = 100;
 
@@ -69,8 +82,9 @@ interface Source {
  * outstanding turns any further refusal into a counted one as well. Past `alertPerMinute` refusals
  * of one address in a minute, a warning line and an `alert` event (detail `refusal_burst`).
  *
- * Nothing waits for these writes: a refusal shows no PHI, so the answer need not wait for its
- * record; a write that fails is logged.
+ * A refusal written one by one is answered once its event is written (at most WRITE_WAIT_MS); a
+ * counted one at once. A refusal shows no PHI, so a write that fails does not change the answer;
+ * it is logged.
  */
 export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
   const now = opts.now ?? (() => Date.now());
@@ -78,12 +92,13 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
   const sources = new Map<string, Source>();
   const pending = new Set<Promise<void>>();
 
-  const write = (request: AuditRequest, event: AuditEvent) => {
+  const write = (request: AuditRequest, event: AuditEvent): Promise<void> => {
     const written = opts.recorder.record(request, [event]).catch((cause: unknown) => {
       opts.logger.error({ err: errorSummary(cause), action: event.action }, 'audit of a refusal failed');
     });
     pending.add(written);
     void written.finally(() => pending.delete(written));
+    return written;
   };
   const requestOf = (r: Refusal): AuditRequest => {
     const subject = r.subject !== null && CLAIMED_SUBJECT.test(r.subject) ? r.subject : null;
@@ -152,8 +167,7 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
         write(requestOf(r), eventOf(r, 'alert', 'refusal_burst'));
       }
       if (source.inSecond <= opts.auditedPerSecond && pending.size < maxPending) {
-        write(requestOf(r), eventOf(r, 'refused', detail));
-        return;
+        return boundedWait(write(requestOf(r), eventOf(r, 'refused', detail)));
       }
       let key = `${requestOf(r).actor}\u0000${detail}`;
       // A flood that varies the claimed subject must not grow the counts: past a bound they go unnamed.
@@ -162,6 +176,7 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
       const counted = source.counted.get(key);
       if (counted) counted.count++;
       else source.counted.set(key, { refusal: named ? r : { ...r, subject: null }, detail, count: 1 });
+      return Promise.resolve();
     },
     async flush() {
       for (const source of sources.values()) writeCounted(source);

@@ -108,15 +108,29 @@ describe('clinics a token names', () => {
     expect(res.json?.data?.me.clinics).toEqual(known);
   });
 
-  it('clinic ids are looked up once, then served from a bounded cache, unknown ones included', async () => {
+  it('clinic ids come from one cached list: made-up ids reload it at most every 5 s, a new clinic is seen after that', async () => {
     let queries = 0;
+    let clock = 0;
     const counting = { query: (...args: Parameters<Pool['query']>) => (queries++, (gw.pool.query as (...a: unknown[]) => unknown)(...args)) } as unknown as Pool;
-    const directory = createClinicDirectory(counting);
+    const directory = createClinicDirectory(counting, { now: () => clock, ttlMs: 60_000, missReloadMs: 5_000 });
     expect([...(await directory.existing(['c-north', 'c-nowhere', 'c-north']))]).toEqual(['c-north']);
-    expect([...(await directory.existing(['c-nowhere', 'c-north']))]).toEqual(['c-north']);
     expect(queries).toBe(1);
-    await directory.existing(['c-south', 'c-north']);
+    clock = 1_000;
+    for (let i = 0; i < 100; i++) await directory.existing([`c-made-up-${i}`, 'c-south']);
+    expect(queries).toBe(1);
+    await gw.admin((c) => c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-new-dos', 'New')`));
+    expect([...(await directory.existing(['c-new-dos']))]).toEqual([]);
+    clock = 6_000;
+    expect([...(await directory.existing(['c-new-dos']))]).toEqual(['c-new-dos']);
     expect(queries).toBe(2);
+    clock = 7_000;
+    for (let i = 0; i < 100; i++) await directory.existing([`c-made-up-${i}`]);
+    expect(queries).toBe(2);
+    clock = 70_000;
+    await directory.existing(['c-north']);
+    expect(queries).toBe(3);
+    // Ids that cannot be clinic ids (a NUL, upper case) are never sent to the database at all.
+    expect([...(await directory.existing(['c-north\u0000c-south', 'C-NORTH']))]).toEqual([]);
   });
 });
 

@@ -28,13 +28,14 @@ export function useRefusalTrace(trail: RefusalTrail): Plugin<GraphQLContext> {
         const ctx = args.contextValue as GraphQLContext;
         const operation = getOperationAST(args.document, args.operationName)?.operation;
         const seen = new Set<string>();
+        const traces: Promise<void>[] = [];
         for (const e of refusals) {
           const field = typeof e.path?.[0] === 'string' ? e.path[0] : null;
           const reason = typeof e.extensions?.reason === 'string' ? e.extensions.reason : undefined;
           const key = `${String(e.extensions?.code)}:${reason}:${field}`;
           if (seen.has(key)) continue;
           seen.add(key);
-          trail.refused({
+          traces.push(trail.refused({
             requestId: ctx.requestId,
             subject: ctx.principal.subject,
             authenticated: true,
@@ -43,8 +44,9 @@ export function useRefusalTrace(trail: RefusalTrail): Plugin<GraphQLContext> {
             reason,
             typeName: operation === 'mutation' ? 'Mutation' : 'Query',
             field,
-          });
+          }));
         }
+        await Promise.all(traces);
         return result;
       });
     },

@@ -408,12 +408,14 @@ describe('audit rows of mutations name the changed fields, never their values', 
     expect(read.r.body.data!.patient).toEqual({ phone: input.phone, address: input.address, givenName: seed.givenName });
   });
 
-  it('a refused mutation (physician createPatient: FORBIDDEN) writes nothing', async () => {
+  it('a refused mutation (physician createPatient: FORBIDDEN) writes nothing but its refusal', async () => {
     const sent = await send(await gw.tokenFor('dr-north-1'), 'mutation($input: CreatePatientInput!) { createPatient(input: $input) { id } }', {
       input: { clinicId: 'c-north', mrn: 'MRN-NORTH-REFUSED01', givenName: 'Nobody' },
     });
     expect(sent.r.body.errors?.map((e) => e.extensions?.code)).toEqual(['FORBIDDEN']);
     expect(sent.r.body.data ?? null).toBeNull();
-    expect(await rowsOf(sent.requestId)).toEqual([]);
+    expect(await rowsOf(sent.requestId)).toEqual([
+      expect.objectContaining({ action: 'refused', detail: 'forbidden', actor: 'dr-north-1', type_name: 'Mutation', field: 'createPatient', patient_id: null }),
+    ]);
   });
 });

@@ -60,7 +60,9 @@ const careTeam = async (id: string): Promise<string[]> =>
     (r) => r.subject,
   );
 
-const auditOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
+// A refusal's own `refused` row is the refusal trail's (test/security/refusals.test.ts): "no audit row" here
+// means no row of a record touched.
+const auditOf = (requestId: string) => gw.auditRows(`request_id = $1 AND action <> 'refused'`, [requestId]);
 const writesOf = async (requestId: string) => (await auditOf(requestId)).filter((r) => r.action === 'create' || r.action === 'update');
 
 /** Row counts and every stored byte of the given patients: compare before and after a refused change. */
@@ -68,7 +70,7 @@ const snapshot = (ids: readonly string[]) =>
   gw.admin(async (c) => {
     const counts = (
       await c.query(`SELECT (SELECT count(*) FROM phigate.patients) AS patients, (SELECT count(*) FROM phigate.encounters) AS encounters,
-                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events) AS audit`)
+                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action <> 'refused') AS audit`)
     ).rows[0];
     const rows = (await c.query('SELECT * FROM phigate.patients WHERE id = ANY($1::uuid[]) ORDER BY id', [ids])).rows;
     return { counts, rows };
