@@ -38,7 +38,7 @@ export const careTeamOf = async (gw: TestGateway, patientId: string): Promise<st
 export const storedPatient = async (gw: TestGateway, id: string): Promise<Record<string, any> | undefined> =>
   (await gw.admin((c) => c.query('SELECT * FROM phigate.patients WHERE id = $1', [id]))).rows[0];
 
-/** Sends with a fresh X-Request-Id so the request's audit rows can be found. */
+/** Sends, and gives the gateway's X-Request-Id of the answer so the request's audit rows can be found. */
 export async function sendTracked(
   gw: TestGateway,
   token: string,
