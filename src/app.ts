@@ -66,7 +66,12 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       routes.push(createDevIssuerHandler({ issuer: () => devIssuer, keys: devKeys }));
     }
     if (config.env === 'development') routes.push(await createGraphiqlRoute(graphiqlOptions(config, issuer, devKeys)));
-    const oidc = createOidcVerifier({ ...config.oidc, issuer });
+    const oidc = createOidcVerifier({
+      ...config.oidc,
+      issuer,
+      maxLifetimeSeconds: config.oidc.maxTokenLifetimeSeconds,
+      maxAuthAgeSeconds: config.oidc.maxAuthAgeSeconds,
+    });
     const gateway = createGateway({
       pool,
       policy,
@@ -82,6 +87,10 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       },
       requestTimeoutMs: config.timeouts.requestMs,
       shutdownGraceMs: config.timeouts.shutdownGraceMs,
+      serverTimeouts: config.timeouts,
+      principals: config.principals,
+      refusals: config.refusals,
+      maxTokenClinics: config.oidc.maxTokenClinics,
       queueLimit: config.pool.queueLimit,
       routes,
       limits: config.limits,

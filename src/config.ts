@@ -26,6 +26,12 @@ export interface Config {
     readonly mfaAcrValues: readonly string[];
     readonly algorithms: readonly string[];
     readonly clockToleranceSeconds: number;
+    /** Longest access-token lifetime accepted (`exp - iat`, and `exp` from now). */
+    readonly maxTokenLifetimeSeconds: number;
+    /** Oldest sign-in (`auth_time`) accepted for ordinary reads. */
+    readonly maxAuthAgeSeconds: number;
+    /** Most clinics one token may name; each is checked against the database. */
+    readonly maxTokenClinics: number;
   };
   readonly kms:
     | { readonly provider: 'local'; readonly masterKeyBase64: string | null }
@@ -55,6 +61,21 @@ export interface Config {
     readonly statementMs: number;
     readonly idleInTransactionMs: number;
     readonly shutdownGraceMs: number;
+    /** A client must have sent its request headers within this, and the whole request within `bodyMs`. */
+    readonly headersMs: number;
+    readonly bodyMs: number;
+  };
+  /** Per principal, per replica: executions at once, waiting behind them, and a request rate. */
+  readonly principals: {
+    readonly concurrency: number;
+    readonly queue: number;
+    readonly ratePerSecond: number;
+    readonly burst: number;
+  };
+  /** Refused requests: audited one by one up to a rate per client address, then counted; an alert past a burst. */
+  readonly refusals: {
+    readonly auditedPerSecond: number;
+    readonly alertPerMinute: number;
   };
   readonly pool: { readonly size: number; readonly queueLimit: number };
   /** Named prepared statements; off only for a pooler that cannot keep them (PgBouncer < 1.21). */
@@ -214,6 +235,9 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       mfaAcrValues: list(src, 'PHIGATE_OIDC_MFA_ACR', []),
       algorithms,
       clockToleranceSeconds: int(src, 'PHIGATE_OIDC_CLOCK_SKEW_SECONDS', 30, 0, 300),
+      maxTokenLifetimeSeconds: int(src, 'PHIGATE_OIDC_MAX_TOKEN_LIFETIME_SECONDS', 86_400, 60, 604_800),
+      maxAuthAgeSeconds: int(src, 'PHIGATE_OIDC_MAX_AUTH_AGE_SECONDS', 43_200, 60, 2_592_000),
+      maxTokenClinics: int(src, 'PHIGATE_MAX_TOKEN_CLINICS', 50, 1, 1000),
     },
     kms,
     redisUrl: url(src, 'REDIS_URL', ['redis:', 'rediss:']),
@@ -239,6 +263,18 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       statementMs: int(src, 'PHIGATE_STATEMENT_TIMEOUT_MS', 5_000, 100, 300_000),
       idleInTransactionMs: int(src, 'PHIGATE_IDLE_TX_TIMEOUT_MS', 10_000, 100, 300_000),
       shutdownGraceMs: int(src, 'PHIGATE_SHUTDOWN_GRACE_MS', 10_000, 0, 300_000),
+      headersMs: int(src, 'PHIGATE_HEADERS_TIMEOUT_MS', 10_000, 100, 300_000),
+      bodyMs: int(src, 'PHIGATE_BODY_TIMEOUT_MS', 30_000, 100, 300_000),
+    },
+    principals: {
+      concurrency: int(src, 'PHIGATE_PRINCIPAL_CONCURRENCY', 4, 1, 500),
+      queue: int(src, 'PHIGATE_PRINCIPAL_QUEUE', 32, 0, 10_000),
+      ratePerSecond: int(src, 'PHIGATE_PRINCIPAL_RATE', 20, 1, 100_000),
+      burst: int(src, 'PHIGATE_PRINCIPAL_BURST', 40, 1, 100_000),
+    },
+    refusals: {
+      auditedPerSecond: int(src, 'PHIGATE_REFUSALS_AUDITED_PER_SECOND', 10, 1, 10_000),
+      alertPerMinute: int(src, 'PHIGATE_REFUSAL_ALERT_PER_MINUTE', 60, 1, 1_000_000),
     },
     pool: {
       size: int(src, 'PHIGATE_POOL_SIZE', 10, 1, 500),
@@ -261,6 +297,10 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     },
     alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
   };
+  if (config.timeouts.headersMs > config.timeouts.bodyMs) throw new ConfigError('PHIGATE_HEADERS_TIMEOUT_MS', 'must not exceed PHIGATE_BODY_TIMEOUT_MS');
+  if (config.principals.concurrency >= config.pool.size && config.pool.size > 1) {
+    throw new ConfigError('PHIGATE_PRINCIPAL_CONCURRENCY', 'must be below PHIGATE_POOL_SIZE, or one principal could take every connection');
+  }
   for (const o of config.corsOrigins) {
     if (o !== '*' && !/^https?:\/\/[^/\s]+$/.test(o)) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'must list origins like https://app.example.org (scheme and host, no path)');
   }

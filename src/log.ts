@@ -1,5 +1,5 @@
 import pino, { type Logger } from 'pino';
-import { currentRequestId } from './http/request-id.ts';
+import { currentRequest } from './http/request-id.ts';
 
 export type { Logger };
 
@@ -31,9 +31,17 @@ export function createLogger(level: string, destination: pino.DestinationStream 
       base: { service: 'phigate' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       // Every line written while a request is handled names it, whoever writes the line.
+      // Who and from where, too: log-in monitoring reads these lines (subject, client address).
       mixin: () => {
-        const requestId = currentRequestId();
-        return requestId === undefined ? {} : { requestId };
+        const facts = currentRequest();
+        if (facts === undefined) return {};
+        const { requestId, clientRequestId, clientAddr, subject } = facts;
+        return {
+          requestId,
+          ...(clientRequestId !== null ? { clientRequestId } : {}),
+          ...(clientAddr !== null ? { clientAddr } : {}),
+          ...(subject !== null ? { subject } : {}),
+        };
       },
     },
     destination,

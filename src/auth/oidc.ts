@@ -8,6 +8,7 @@ import { hasMfa } from './mfa.ts';
 import type { UserPrincipal } from './principal.ts';
 import { stringListClaim } from './string-list-claim.ts';
 import { tokenRefused } from './token-refused.ts';
+import { assertNoDuplicateMembers, assertSaneTimes } from './token-hygiene.ts';
 
 export interface OidcVerifierOptions {
   issuer: string;
@@ -21,6 +22,10 @@ export interface OidcVerifierOptions {
   mfaAcrValues: readonly string[];
   /** Milliseconds since the epoch; for tests. */
   now?: () => number;
+  /** Longest token lifetime (`exp - iat`, and `exp` from now); default one day. */
+  maxLifetimeSeconds?: number;
+  /** Oldest `auth_time` accepted; default 12 hours. */
+  maxAuthAgeSeconds?: number;
   /** How long a verified token is taken on trust without checking its signature again (default 60 s, never past `exp`); 0 turns the cache off. */
   verifiedTokenTtlMs?: number;
 }
@@ -78,9 +83,15 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
   }
   const now = opts.now ?? (() => Date.now());
   const keys = createIssuerKeys(opts.issuer, now);
+  const timeLimits = {
+    maxLifetimeSeconds: opts.maxLifetimeSeconds ?? 86_400,
+    maxAuthAgeSeconds: opts.maxAuthAgeSeconds ?? 43_200,
+    clockToleranceSeconds: opts.clockToleranceSeconds,
+  };
 
   const verifySignedToken = async (token: string, at: number): Promise<UserPrincipal> => {
     let result: { payload: JWTPayload; protectedHeader: JWTHeaderParameters };
+    assertNoDuplicateMembers(token);
     try {
       // `iss` is read before any key is looked up, so a token from another issuer is refused as
       // such (not as an unknown key) and cannot make us refetch our issuer's JWKS. Unverified
@@ -98,7 +109,9 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
       throw refusal(e);
     }
     if (!isAccessTokenType(result.protectedHeader.typ)) throw tokenRefused('bad_token_type');
-    return principalFrom(result.payload, opts, Math.floor(at / 1000));
+    const principal = principalFrom(result.payload, opts, Math.floor(at / 1000));
+    assertSaneTimes({ iat: result.payload.iat as number, exp: principal.expiresAt, authTime: principal.authTime }, timeLimits, Math.floor(at / 1000));
+    return principal;
   };
 
   // A client sends the same token with every request until it expires, and checking its

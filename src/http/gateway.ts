@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
@@ -6,12 +7,16 @@ import { createAuditBuffer } from '../audit/buffer.ts';
 import { createAlerts, type Alerts } from '../audit/alerts.ts';
 import type { AuditRequest } from '../audit/event.ts';
 import { createDirectRecorder, type AuditRecorder } from '../audit/recorder.ts';
+import { claimedSubject } from '../auth/claimed-subject.ts';
+import { withKnownClinics } from '../auth/clinic-claims.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
 import { BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
+import { createClinicDirectory, type ClinicDirectory } from '../db/clinics.ts';
 import type { Pool } from '../db/pool.ts';
+import { isPhigateError } from '../errors.ts';
 import { openRequestTransaction, type TransactionOptions } from '../db/transaction.ts';
 import type { GraphQLContext } from '../graphql/context.ts';
 import { createLoaders } from '../graphql/loaders.ts';
@@ -29,12 +34,16 @@ import { useGraphQlJitExecution } from './plugins/use-graphql-jit.ts';
 import { useMetrics } from './plugins/use-metrics.ts';
 import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
 import { useQueryLimits } from './plugins/use-query-limits.ts';
+import { useFairShare } from './plugins/use-fair-share.ts';
+import { useNoEcho } from './plugins/use-no-echo.ts';
+import { useRefusalTrace } from './plugins/use-refusal-trace.ts';
 import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
 import { useSaturation } from './plugins/use-saturation.ts';
 import { useTrustedDocuments, type TrustedDocuments } from './plugins/use-trusted-documents.ts';
-import { checkReadiness } from './readiness.ts';
-import { currentRequestId, requestIdFrom, withRequestId } from './request-id.ts';
+import { cachedCheck, checkReadiness } from './readiness.ts';
+import { createRefusalTrail } from './refusal-trail.ts';
+import { currentRequest, newRequestFacts, withRequest } from './request-id.ts';
 import { securityContextFor } from './security-context.ts';
 
 export interface GatewayDeps {
@@ -64,6 +73,13 @@ export interface GatewayDeps {
   readonly queueLimit?: number;
   /** The issuer whose discovery document /readyz fetches; unset, readiness does not check one. */
   readonly issuer?: string;
+  /** Settings of the same names in config.ts; unset, their defaults. */
+  readonly serverTimeouts?: Pick<Config['timeouts'], 'headersMs' | 'bodyMs'>;
+  readonly principals?: Config['principals'];
+  readonly refusals?: Config['refusals'];
+  readonly maxTokenClinics?: number;
+  /** Which clinic ids exist; default: phigate.clinics through `pool`, cached. */
+  readonly clinics?: ClinicDirectory;
   /** Extra routes tried before GraphQL (the development issuer, GraphiQL); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
 }
@@ -84,6 +100,21 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
   const metrics = createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
+  const refusals = createRefusalTrail({ recorder, logger, ...(deps.refusals ?? DEFAULT_REFUSALS) });
+  const clinics = deps.clinics ?? createClinicDirectory(pool);
+  const maxClinics = deps.maxTokenClinics ?? 50;
+  const authenticate = async (authorization: string | null, clientAddr: string | null, requestId: string): Promise<Principal> => {
+    try {
+      return await withKnownClinics(await deps.authenticate(authorization), { maxClinics, directory: clinics });
+    } catch (e) {
+      if (isPhigateError(e) && e.code === 'UNAUTHENTICATED') {
+        await refusals.refused({ requestId, subject: claimedSubject(authorization), authenticated: false, clientAddr, code: e.code, reason: e.reason, typeName: 'Request', field: null });
+      }
+      throw e;
+    }
+  };
+  // The IdP is asked at most once per ISSUER_READY_TTL_MS however often /readyz is called.
+  const issuerReady = deps.issuer === undefined ? undefined : cachedCheck(() => discoverJwksUri(deps.issuer as string), ISSUER_READY_TTL_MS);
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -103,6 +134,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useHttpHygiene({ corsOrigins: deps.corsOrigins }),
       useMetrics(metrics),
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
+      useNoEcho(),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
       // Sets the execute function, so it must come before the plugins that wrap it.
@@ -113,17 +145,22 @@ export function createGateway(deps: GatewayDeps): Gateway {
         metrics.settled(ctx, outcome, operation);
         if (outcome === 'committed') for (const fn of ctx.committed) fn();
       }),
+      useFairShare(deps.principals ?? DEFAULT_PRINCIPALS),
       useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
+      useRefusalTrace(refusals),
     ],
     context: async ({ request, req }: YogaInitialContext & { req: http.IncomingMessage }): Promise<GraphQLContext> => {
       const startedAt = performance.now();
-      const principal = await inSpan('phigate.auth', {}, () => deps.authenticate(request.headers.get('authorization')));
-      const requestId = currentRequestId() ?? requestIdFrom(request.headers.get('x-request-id'));
+      const facts = currentRequest();
+      const requestId = facts?.requestId ?? randomUUID();
+      const clientAddr = facts?.clientAddr ?? req.socket.remoteAddress ?? null;
+      const principal = await inSpan('phigate.auth', {}, () => authenticate(request.headers.get('authorization'), clientAddr, requestId));
+      if (facts) facts.subject = principal.subject;
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
-      const auditRequest: AuditRequest = { requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null };
+      const auditRequest: AuditRequest = { requestId, actor: principal.subject, actorKind: principal.kind, clientAddr };
       const committed: Array<() => void> = [];
       return {
         startedAt,
@@ -152,21 +189,33 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // Requests being answered, so that close() can let them finish.
   let inFlight = 0;
   let drained: (() => void) | null = null;
-  const server = http.createServer((req, res) => {
+  const timeouts = deps.serverTimeouts ?? DEFAULT_SERVER_TIMEOUTS;
+  const serverOptions: http.ServerOptions = {
+    // A client that trickles its headers or body must not hold a socket and a parser for long.
+    headersTimeout: timeouts.headersMs,
+    requestTimeout: timeouts.bodyMs,
+    // Node checks those timeouts only this often (30 s by default).
+    connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(timeouts.headersMs / 4))),
+  };
+  const server = http.createServer(serverOptions, (req, res) => {
+    const facts = newRequestFacts(singleHeader(req.headers['x-request-id']), req.socket.remoteAddress ?? null);
+    withRequest(facts, () => handle(req, res, facts.requestId));
+  });
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, requestId: string): void => {
     inFlight++;
     res.once('close', () => {
       if (--inFlight === 0) drained?.();
     });
     for (const [name, value] of securityHeaders) res.setHeader(name, value);
+    res.setHeader('X-Request-Id', requestId);
     for (const route of deps.routes ?? []) if (route(req, res)) return;
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     if (path === '/readyz') {
-      const { issuer } = deps;
       void checkReadiness({
         database: () => pool.query('SELECT 1'),
         keys: () => keyring.probe(),
-        ...(issuer !== undefined ? { issuer: () => discoverJwksUri(issuer) } : {}),
+        ...(issuerReady !== undefined ? { issuer: issuerReady } : {}),
       }).then((r) => res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)));
       return;
     }
@@ -177,20 +226,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
       );
       return;
     }
-    const header = req.headers['x-request-id'];
-    const requestId = requestIdFrom(typeof header === 'string' ? header : null);
     // The root of the request's trace: the seams' spans (auth, SQL, policy, decryption, audit) join
     // it through the active context. The id is the one in the logs and audit rows, never PHI-shaped.
     const attributes = { 'http.request.method': req.method ?? 'UNKNOWN', 'phigate.request_id': requestId };
-    withRequestId(requestId, () =>
-      void inSpan('phigate.request', attributes, async (span) => {
-        await yoga(req, res);
-        span.setAttribute('http.response.status_code', res.statusCode);
-        // As OpenTelemetry's HTTP conventions say for a server: a 4xx is the client's, a 5xx ours.
-        if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
-      }),
-    );
-  });
+    void inSpan('phigate.request', attributes, async (span) => {
+      await yoga(req, res);
+      span.setAttribute('http.response.status_code', res.statusCode);
+      // As OpenTelemetry's HTTP conventions say for a server: a 4xx is the client's, a 5xx ours.
+      if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
+    });
+  };
 
   let closing: Promise<void> | null = null;
   return {
@@ -221,5 +266,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
     shutdown.abort();
     server.closeAllConnections();
     await stopped;
+    await refusals.close();
   }
 }
+
+const DEFAULT_SERVER_TIMEOUTS = { headersMs: 10_000, bodyMs: 30_000 };
+const DEFAULT_PRINCIPALS = { concurrency: 4, queue: 32, ratePerSecond: 20, burst: 40 };
+const DEFAULT_REFUSALS = { auditedPerSecond: 10, alertPerMinute: 60 };
+const ISSUER_READY_TTL_MS = 10_000;
+
+const singleHeader = (value: string | string[] | undefined): string | null => (typeof value === 'string' ? value : null);

@@ -24,3 +24,21 @@ export async function checkReadiness(checks: Readonly<Record<string, ReadinessCh
   const results = Object.fromEntries(entries.map(([name], i) => [name, outcomes[i]?.status === 'fulfilled' ? 'ok' : 'unavailable'] as const));
   return { ready: outcomes.every((o) => o.status === 'fulfilled'), checks: results };
 }
+
+/**
+ * The last outcome of `check` for `ttlMs`, shared by every caller meanwhile, and one call in
+ * flight at most: an unauthenticated /readyz flood must not become a flood of requests to the
+ * identity provider.
+ */
+export function cachedCheck(check: ReadinessCheck, ttlMs: number, now: () => number = () => Date.now()): ReadinessCheck {
+  let last: { outcome: Promise<unknown>; at: number } | null = null;
+  return () => {
+    const at = now();
+    if (last === null || at - last.at >= ttlMs) {
+      const outcome = Promise.resolve().then(check);
+      outcome.catch(() => undefined);
+      last = { outcome, at };
+    }
+    return last.outcome;
+  };
+}

@@ -39,14 +39,14 @@ afterAll(async () => gw?.close());
 describe('/metrics', () => {
   it('counts requests, outcomes, decryptions, audit rows, key use and errors as they happen', async () => {
     const m0 = (await scrape()).samples;
-    const first = await gw.gql(await token('reg-north'), IDENTITY, undefined, { 'x-request-id': 'obs-first-request' });
+    const first = await gw.gql(await token('reg-north'), IDENTITY);
     const n = first.body.data!.patients.edges.length;
     expect(n).toBeGreaterThan(0);
     const m1 = (await scrape()).samples;
     expect(delta(m0, m1, 'phigate_graphql_requests_total', { operation: 'query', outcome: 'committed' })).toBe(1);
     expect(delta(m0, m1, 'phigate_fields_decrypted_total', { column: 'patients.mrn' })).toBe(n);
     expect(delta(m0, m1, 'phigate_fields_decrypted_total', { column: 'patients.given_name' })).toBe(n);
-    const rows = await gw.auditRows('request_id = $1', ['obs-first-request']);
+    const rows = await gw.auditRows('request_id = $1', [first.headers.get('x-request-id')]);
     expect(delta(m0, m1, 'phigate_audit_rows_written_total')).toBe(rows.length);
     expect(rows.length).toBe(2 * n);
     // A cold replica: its first request fetched keys through the provider.

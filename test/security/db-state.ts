@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import type { GqlResponse, TestGateway } from '../support/gateway.ts';
@@ -39,15 +38,16 @@ export const careTeamOf = async (gw: TestGateway, patientId: string): Promise<st
 export const storedPatient = async (gw: TestGateway, id: string): Promise<Record<string, any> | undefined> =>
   (await gw.admin((c) => c.query('SELECT * FROM phigate.patients WHERE id = $1', [id]))).rows[0];
 
-/** Sends with a fresh X-Request-Id so the request's audit rows can be found. */
+/** Sends, and gives the gateway's X-Request-Id of the answer so the request's audit rows can be found. */
 export async function sendTracked(
   gw: TestGateway,
   token: string,
   query: string,
   variables?: Record<string, unknown>,
 ): Promise<GqlResponse & { requestId: string }> {
-  const requestId = `sec-${randomBytes(8).toString('hex')}`;
-  return { ...(await gw.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+  const response = await gw.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
 /** Strings that identify one seeded patient and no other: id, MRN, SSN (both forms), email, encounter ids and notes. */

@@ -65,7 +65,9 @@ function expectRefusal(r: GqlResponse, code: string, field: string, name: string
   expectNoSqlOrStack(r.text);
 }
 
-const auditOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
+// A refusal's own `refused` row is the refusal trail's (refusals.test.ts): "no audit row" here means
+// no row of a record touched.
+const auditOf = (requestId: string) => gw.auditRows(`request_id = $1 AND action <> 'refused'`, [requestId]);
 
 // ---- lookups and the cursor ----------------------------------------------------------------------
 

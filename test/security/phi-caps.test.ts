@@ -46,8 +46,9 @@ async function freshRegistrar(roles: string[] = ['registrar']): Promise<{ sub: s
 const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');
 
 async function send(on: TestGateway, token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
-  const requestId = `cap-${randomBytes(8).toString('hex')}`;
-  return { ...(await on.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+  const response = await on.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
 const SSN_PAGE = (first: number) => `{ patients(first: ${first}) { edges { node { id ssn } } } }`;

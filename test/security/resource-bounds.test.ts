@@ -25,8 +25,9 @@ const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId ===
 const READ_SSN = `query($id: ID!) { patient(id: $id) { id ssn } }`;
 
 async function send(on: TestGateway, token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
-  const requestId = `rb-${randomBytes(8).toString('hex')}`;
-  return { ...(await on.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+  const response = await on.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
 /** Holds every decryption of `cipher` until open() is called: a request parked mid-execution, its transaction open. */

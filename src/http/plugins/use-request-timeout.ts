@@ -14,6 +14,17 @@ export interface RequestTimeoutOptions {
 type CutOff = 'request_timeout' | 'shutting_down';
 
 /**
+ * How long an abandoned request may wait for its transaction to end before it is answered. With
+ * PostgreSQL hung, ROLLBACK (or a connection still being opened, up to the pool's 5 s connect
+ * timeout) never answers, and waiting for it is what turned a 15 s deadline into 22 s and more.
+ * Nothing depends on the wait: once aborted the transaction can neither query nor commit.
+ */
+const SETTLE_GRACE_MS = 250;
+
+const after = <T>(ms: number, value: T): Promise<T> =>
+  new Promise((resolve) => setTimeout(resolve, ms, value).unref());
+
+/**
  * Bounds each execution in time. graphql-js cannot stop a running execution, so it is abandoned
  * instead: its transaction is rolled back at once, after which it can neither query nor commit,
  * so nothing it resolved is kept, audited or sent. If its commit has already begun, that commit
@@ -29,7 +40,8 @@ export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeou
         const running = Promise.resolve(executeFn(args));
         let cut!: (why: CutOff) => void;
         const cutOff = new Promise<CutOff>((resolve) => (cut = resolve));
-        const timer = setTimeout(() => cut('request_timeout'), timeoutMs);
+        // The deadline counts from when the request's context began (authentication included).
+        const timer = setTimeout(() => cut('request_timeout'), Math.max(0, timeoutMs - (performance.now() - ctx.startedAt)));
         const onShutdown = () => cut('shutting_down');
         if (shutdown.aborted) onShutdown();
         else shutdown.addEventListener('abort', onShutdown, { once: true });
@@ -38,7 +50,13 @@ export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeou
           if (typeof first !== 'string') return first.result;
           // Whatever the abandoned execution still does ends in an error nobody awaits.
           running.catch(() => undefined);
-          if (!(await ctx.tx.abort())) return await running;
+          // abort() answers false at once when a commit has begun; then that commit decides, but
+          // only within the grace: past it the answer is an error, no data (its audit rows may stand).
+          const aborted = await Promise.race([ctx.tx.abort(), after(SETTLE_GRACE_MS, true)]);
+          if (!aborted) {
+            const settled = await Promise.race([running.then((result) => ({ result })), after(SETTLE_GRACE_MS, null)]);
+            if (settled !== null) return settled.result;
+          }
           ctx.budget.end();
           logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
           const message = first === 'request_timeout' ? 'The request took too long and was abandoned; nothing of it was kept.' : 'The gateway is shutting down; nothing of this request was kept.';

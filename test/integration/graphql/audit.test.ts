@@ -39,10 +39,10 @@ interface Sent {
 }
 
 async function send(token: string, query: string, variables?: Record<string, unknown>): Promise<Sent> {
-  const requestId = `audit-test.${randomUUID()}`;
   const startedAt = new Date();
-  const r = await gw.gql(token, query, variables, { 'x-request-id': requestId });
-  return { r, requestId, startedAt, endedAt: new Date() };
+  const r = await gw.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { r, requestId: r.headers.get('x-request-id') ?? '', startedAt, endedAt: new Date() };
 }
 
 const rowsOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
@@ -408,12 +408,14 @@ describe('audit rows of mutations name the changed fields, never their values', 
     expect(read.r.body.data!.patient).toEqual({ phone: input.phone, address: input.address, givenName: seed.givenName });
   });
 
-  it('a refused mutation (physician createPatient: FORBIDDEN) writes nothing', async () => {
+  it('a refused mutation (physician createPatient: FORBIDDEN) writes nothing but its refusal', async () => {
     const sent = await send(await gw.tokenFor('dr-north-1'), 'mutation($input: CreatePatientInput!) { createPatient(input: $input) { id } }', {
       input: { clinicId: 'c-north', mrn: 'MRN-NORTH-REFUSED01', givenName: 'Nobody' },
     });
     expect(sent.r.body.errors?.map((e) => e.extensions?.code)).toEqual(['FORBIDDEN']);
     expect(sent.r.body.data ?? null).toBeNull();
-    expect(await rowsOf(sent.requestId)).toEqual([]);
+    expect(await rowsOf(sent.requestId)).toEqual([
+      expect.objectContaining({ action: 'refused', detail: 'forbidden', actor: 'dr-north-1', type_name: 'Mutation', field: 'createPatient', patient_id: null }),
+    ]);
   });
 });

@@ -15,11 +15,11 @@ import { codesOf } from '../../support/gql-expect.ts';
 //
 // Failures mid-transaction are real database errors, caused by triggers that the test installs as
 // superuser (the gateway's role cannot create or alter anything):
-//   - an audit row with request id `fault-audit-*` is refused by a BEFORE INSERT trigger: the
+//   - an audit row of an actor `fault-audit-*` is refused by a BEFORE INSERT trigger: the
 //     request has read and decrypted rows, then the audit insert fails inside its transaction
 //     (SQLSTATE P0001), which PostgreSQL aborts; the gateway must roll back and answer
 //     AUDIT_UNAVAILABLE with no data;
-//   - an audit row with request id `fault-commit-*` trips a DEFERRED constraint trigger, so the
+//   - an audit row of an actor `fault-commit-*` trips a DEFERRED constraint trigger, so the
 //     statement succeeds and the failure comes at COMMIT itself;
 //   - an encounter of kind `fault_marker` is refused by a BEFORE INSERT trigger: a mutation that
 //     has already read the patient (and possibly written an earlier field of the same document)
@@ -36,10 +36,10 @@ BEGIN
 END
 $$;
 CREATE TRIGGER isolation_fault_audit BEFORE INSERT ON phigate.audit_events
-  FOR EACH ROW WHEN (NEW.request_id LIKE 'fault-audit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
+  FOR EACH ROW WHEN (NEW.actor LIKE 'fault-audit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
 CREATE CONSTRAINT TRIGGER isolation_fault_commit AFTER INSERT ON phigate.audit_events
   DEFERRABLE INITIALLY DEFERRED
-  FOR EACH ROW WHEN (NEW.request_id LIKE 'fault-commit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
+  FOR EACH ROW WHEN (NEW.actor LIKE 'fault-commit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
 CREATE TRIGGER isolation_fault_encounter BEFORE INSERT ON phigate.encounters
   FOR EACH ROW WHEN (NEW.kind = 'fault_marker') EXECUTE FUNCTION phigate.isolation_test_fault();
 `;
@@ -72,6 +72,12 @@ const PRINCIPALS: Who[] = [
   // Not in the manifest: a registrar of two clinics, the principal an MRN can be ambiguous for.
   { name: 'reg-multi', sub: 'reg-multi', roles: ['registrar'], clinics: ['c-north', 'c-south'] },
 ];
+// The faults' triggers pick their requests by actor (the request id is the gateway's own): registrars
+// of one clinic each, so that their page reads rows and reaches the audit insert.
+const FAULTY = {
+  faultAudit: { name: 'fault-audit-reg', sub: 'fault-audit-reg', roles: ['registrar'], clinics: ['c-south'] },
+  faultCommit: { name: 'fault-commit-reg', sub: 'fault-commit-reg', roles: ['registrar'], clinics: ['c-east'] },
+} as const satisfies Record<string, Who>;
 
 const isClinicWide = (who: Who) => who.roles.some((r) => CLINIC_WIDE.includes(r));
 const isCareTeam = (who: Who) => who.roles.some((r) => CARE_TEAM.includes(r));
@@ -94,7 +100,7 @@ let twin: { northPatient: SeedPatient; southId: string };
 beforeAll(async () => {
   gw = await startTestGateway({ patients: 36, poolSize: 2 });
   await gw.admin((c) => c.query(FAULTS_SQL));
-  for (const who of PRINCIPALS) tokens.set(who.name, await gw.tokenFor(who.sub, { roles: [...who.roles], clinics: [...who.clinics] }));
+  for (const who of [...PRINCIPALS, ...Object.values(FAULTY)]) tokens.set(who.name, await gw.tokenFor(who.sub, { roles: [...who.roles], clinics: [...who.clinics] }));
   // The same MRN in c-south as a c-north patient: unique per clinic, ambiguous for reg-multi.
   const northPatient = gw.data.patients.find((p) => p.clinicId === 'c-north')!;
   const r = await gw.gql(
@@ -233,12 +239,11 @@ describe('connections go back to the pool clean', () => {
     expect(gw.pool.options.max).toBe(2);
     const before = await poolConnections();
     expectClean(before);
-    const reg = tokenOf(PRINCIPALS.find((w) => w.name === 'reg-north')!);
     const dr = PRINCIPALS.find((w) => w.name === 'dr-north-1')!;
     const drPatient = allowedSeeded(dr)[0]!;
 
     // 1. Rows read and decrypted, then the audit insert fails: nothing leaves, the connection is rolled back and reused.
-    const audit = await gw.gql(reg, PAGE, undefined, { 'x-request-id': 'fault-audit-direct-1' });
+    const audit = await gw.gql(tokenOf(FAULTY.faultAudit), PAGE);
     expect(codesOf(audit)).toEqual(['AUDIT_UNAVAILABLE']);
     expect(audit.body.data ?? null).toBeNull();
     const afterAudit = await poolConnections();
@@ -246,7 +251,7 @@ describe('connections go back to the pool clean', () => {
     expect(new Set(afterAudit.map((s) => s.pid))).toEqual(new Set(before.map((s) => s.pid)));
 
     // 2. The failure comes at COMMIT: that connection may be discarded, but none that remains carries the context.
-    const commit = await gw.gql(reg, PAGE, undefined, { 'x-request-id': 'fault-commit-direct-1' });
+    const commit = await gw.gql(tokenOf(FAULTY.faultCommit), PAGE);
     expect(codesOf(commit)).toEqual(['INTERNAL']);
     expect(commit.body.data ?? null).toBeNull();
     expectClean(await poolConnections());
@@ -273,7 +278,7 @@ describe('connections go back to the pool clean', () => {
     expectClean(await poolConnections());
 
     // None of the failed requests left an audit row, an encounter or a session inside a transaction.
-    expect(await gw.auditRows(`request_id LIKE 'fault-%'`)).toEqual([]);
+    expect(await gw.auditRows(`actor LIKE 'fault-%'`)).toEqual([]);
     const { rows } = await gw.admin((c) => c.query(`SELECT count(*)::int AS n FROM phigate.encounters WHERE kind = 'fault_marker'`));
     expect(rows[0].n).toBe(0);
     expect((await appSessionStates()).filter((s) => s !== 'idle')).toEqual([]);
@@ -289,7 +294,6 @@ interface Job {
   readonly n: number;
   readonly who: Who;
   readonly kind: Kind;
-  readonly requestId: string;
   readonly query: string;
   readonly variables?: Record<string, unknown>;
   /** What the answer must be, beyond carrying nothing it may not. */
@@ -320,12 +324,11 @@ function readExpectation(who: Who) {
 function buildJobs(count: number): Job[] {
   const jobs: Job[] = [];
   for (let n = 0; n < count; n++) {
-    const who = PRINCIPALS[n % PRINCIPALS.length]!;
     const kind = KINDS[Math.floor(n / PRINCIPALS.length + n) % KINDS.length]!;
-    const requestId = `${kind === 'faultAudit' ? 'fault-audit' : kind === 'faultCommit' ? 'fault-commit' : `storm-${kind}`}-${String(n).padStart(4, '0')}`;
+    const who = kind === 'faultAudit' || kind === 'faultCommit' ? FAULTY[kind] : PRINCIPALS[n % PRINCIPALS.length]!;
     const mine = allowedSeeded(who);
     const anyPatient = pick(gw.data.patients, n);
-    const base = { n, who, kind, requestId };
+    const base = { n, who, kind };
     switch (kind) {
       case 'read':
         jobs.push({ ...base, query: PAGE, expect: readExpectation(who) });
@@ -390,7 +393,7 @@ function buildJobs(count: number): Job[] {
 const committed = { patients: 0, encounters: 0 };
 const rolledBack = { mrns: [] as string[], phones: new Map<string, string>() };
 
-function writeJob(base: { n: number; who: Who; kind: Kind; requestId: string }, mine: SeedPatient[], rollback: boolean): Job {
+function writeJob(base: { n: number; who: Who; kind: Kind }, mine: SeedPatient[], rollback: boolean): Job {
   const { who, n } = base;
   const target = pick(mine, n);
   const clinic = who.clinics[0]!;
@@ -458,7 +461,7 @@ async function storm(jobs: Job[], width: number): Promise<{ job: Job; r: GqlResp
     Array.from({ length: width }, async () => {
       while (next < jobs.length) {
         const job = jobs[next++]!;
-        out.push({ job, r: await gw.gql(tokenOf(job.who), job.query, job.variables, { 'x-request-id': job.requestId }) });
+        out.push({ job, r: await gw.gql(tokenOf(job.who), job.query, job.variables) });
       }
     }),
   );
@@ -516,12 +519,14 @@ describe('150 interleaved requests of 14 principals over a pool of two connectio
         (SELECT count(*) FROM phigate.encounters WHERE kind = 'fault_marker')::int AS faults`)).rows[0],
     );
     expect(after).toEqual({ p: seededCounts.p + committed.patients, e: seededCounts.e + committed.encounters, faults: 0 });
-    const rolledBackIds = jobs.filter((j) => j.kind === 'rollback' || j.kind.startsWith('fault')).map((j) => j.requestId);
-    expect(await gw.auditRows('request_id = ANY($1::text[])', [rolledBackIds])).toEqual([]);
+    // The gateway's own request id of each answer, the one its audit rows carry.
+    const idOf = (r: GqlResponse) => r.headers.get('x-request-id') ?? '';
+    const rolledBackIds = results.filter(({ job }) => job.kind === 'rollback' || job.kind.startsWith('fault')).map(({ r }) => idOf(r));
+    expect(await gw.auditRows(`request_id = ANY($1::text[]) AND action <> 'refused'`, [rolledBackIds])).toEqual([]);
     // Every request that answered data left its audit rows; none that failed did.
-    const audited = new Set((await gw.auditRows(`request_id LIKE 'storm-%'`)).map((a) => a.request_id));
+    const audited = new Set((await gw.auditRows()).map((a) => a.request_id));
     for (const { job, r } of results) {
-      if (job.kind === 'read' && r.body.data) expect(audited.has(job.requestId)).toBe(true);
+      if (job.kind === 'read' && r.body.data) expect(audited.has(idOf(r))).toBe(true);
     }
     // The rolled-back phone changes and patients are nowhere (read back through the gateway: the values are ciphertext).
     const allClinics = await gw.tokenFor('registrar-all-clinics', { roles: ['registrar'], clinics: ['c-north', 'c-south', 'c-east'] });
@@ -537,7 +542,7 @@ describe('150 interleaved requests of 14 principals over a pool of two connectio
 
     // After the storm, a c-east registrar sees c-east rows and nothing else.
     const east = PRINCIPALS.find((w) => w.name === 'reg-east')!;
-    const r = await gw.gql(tokenOf(east), PAGE, undefined, { 'x-request-id': 'after-storm-east' });
+    const r = await gw.gql(tokenOf(east), PAGE);
     expect(onlyFieldDenied(r)).toBeNull();
     const nodes = r.body.data!.patients.edges.map((e: any) => e.node);
     expect(new Set(nodes.map((n: any) => n.clinicId))).toEqual(new Set(['c-east']));

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SeedPatient } from '../../../src/seed/dataset.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../../support/gateway.ts';
@@ -39,14 +39,14 @@ const physicianOn = (p: SeedPatient) => p.careTeam.find((s) => s.startsWith('dr-
 const nurseOn = (p: SeedPatient) => p.careTeam.find((s) => s.startsWith('rn-'))!;
 const physicianOff = (p: SeedPatient) => ['dr-north-1', 'dr-north-2'].find((s) => !p.careTeam.includes(s))!;
 
-const newRequestId = () => `mut-${randomBytes(8).toString('hex')}`;
 let mrnCounter = 0;
 const freshMrn = () => `NEW-${process.pid}-${++mrnCounter}`;
 
 /** Sends a request with a known X-Request-Id so its audit rows can be found. */
 async function send(token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
-  const requestId = newRequestId();
-  return { ...(await gw.gql(token, query, variables, { 'x-request-id': requestId })), requestId };
+  const response = await gw.gql(token, query, variables);
+  // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
+  return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
 const storedRow = async (id: string): Promise<Record<string, any> | undefined> =>
@@ -60,7 +60,9 @@ const careTeam = async (id: string): Promise<string[]> =>
     (r) => r.subject,
   );
 
-const auditOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
+// A refusal's own `refused` row is the refusal trail's (test/security/refusals.test.ts): "no audit row" here
+// means no row of a record touched.
+const auditOf = (requestId: string) => gw.auditRows(`request_id = $1 AND action <> 'refused'`, [requestId]);
 const writesOf = async (requestId: string) => (await auditOf(requestId)).filter((r) => r.action === 'create' || r.action === 'update');
 
 /** Row counts and every stored byte of the given patients: compare before and after a refused change. */
@@ -68,7 +70,7 @@ const snapshot = (ids: readonly string[]) =>
   gw.admin(async (c) => {
     const counts = (
       await c.query(`SELECT (SELECT count(*) FROM phigate.patients) AS patients, (SELECT count(*) FROM phigate.encounters) AS encounters,
-                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events) AS audit`)
+                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action <> 'refused') AS audit`)
     ).rows[0];
     const rows = (await c.query('SELECT * FROM phigate.patients WHERE id = ANY($1::uuid[]) ORDER BY id', [ids])).rows;
     return { counts, rows };

@@ -1,0 +1,167 @@
+import { UnsecuredJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mintDevToken } from '../../src/auth/dev-token.ts';
+import { startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
+import { postJson } from './http.ts';
+
+// Every refusal leaves a trace (issue 11, item 5): an audit event (`refused`, the reason code, the
+// claimed subject, the client address, never the token) and a log line. Refusal events are
+// written after the answer, so the tests wait for them.
+const QUERY = '{ patients(first: 2) { edges { node { id givenName } } } }';
+const CLAIMED = 'claimed-sub-91d2';
+
+async function eventually<T>(read: () => Promise<T>, done: (value: T) => boolean, ms = 5_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await read();
+    if (done(value) || Date.now() > until) return value;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const refusedRows = (gw: TestGateway, requestId: string) =>
+  eventually(
+    () => gw.auditRows('request_id = $1', [requestId]),
+    (rows) => rows.length > 0,
+  );
+
+describe('refused authentications', () => {
+  let gw: TestGateway;
+  let other: TestIssuer;
+  beforeAll(async () => {
+    [gw, other] = await Promise.all([startTestGateway(), startTestIssuer()]);
+  });
+  afterAll(async () => {
+    await Promise.all([gw.close(), other.close()]);
+  });
+
+  const mint = (over: Partial<Parameters<typeof mintDevToken>[1]> = {}, keys = gw.issuer.keys) =>
+    mintDevToken(keys, { issuer: gw.issuer.issuer, audience: 'phigate', subject: CLAIMED, roles: ['physician'], clinics: ['c-north'], mfa: true, ...over });
+
+  const cases: Array<[string, () => Promise<string | null>, string, string]> = [
+    ['a bad signature', async () => `${(await mint()).slice(0, -6)}AAAAAA`, 'bad_signature', CLAIMED],
+    ['alg: none', async () => new UnsecuredJWT({ sub: CLAIMED, roles: ['physician'], clinics: ['c-north'] }).setIssuer(gw.issuer.issuer).setAudience('phigate').setIssuedAt().setExpirationTime('5m').encode(), 'bad_algorithm', CLAIMED],
+    ['a wrong issuer', () => mint({ issuer: other.issuer }), 'bad_issuer', CLAIMED],
+    ['a wrong audience', () => mint({ audience: 'another-api' }), 'bad_audience', CLAIMED],
+    ['another issuer signing in our name', () => mint({}, other.keys), 'unknown_key', CLAIMED],
+    ['an expired token', () => mint({ ttlSeconds: -120, authAgeSeconds: 300 }), 'token_expired', CLAIMED],
+    ['a lifetime of a year', () => mint({ ttlSeconds: 365 * 86_400 }), 'lifetime_too_long', CLAIMED],
+    ['a sign-in years ago', () => mint({ authAgeSeconds: 3 * 365 * 86_400 }), 'auth_too_old', CLAIMED],
+    ['a malformed token', async () => 'not-a-jwt', 'malformed_token', 'anonymous'],
+    ['no credentials', async () => null, 'missing_credentials', 'anonymous'],
+  ];
+
+  it.each(cases)('%s: 401, one `refused` event and a log line, never the token', async (_what, token, reason, actor) => {
+    const credential = await token();
+    const res = await postJson(gw, { query: QUERY }, credential);
+    expect(res.status).toBe(401);
+    const requestId = res.headers.get('x-request-id') ?? '';
+    const rows = await refusedRows(gw, requestId);
+    expect(rows).toHaveLength(1);
+    expect(rows[0]).toMatchObject({ action: 'refused', detail: reason, actor, actor_kind: 'anonymous', client_addr: '127.0.0.1', type_name: 'Request', patient_id: null });
+    const lines = gw.logs.filter((l) => l.requestId === requestId && l.msg === 'request refused');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({ refusal: reason, code: 'UNAUTHENTICATED', clientAddr: '127.0.0.1', claimedSubject: actor });
+    if (credential !== null) {
+      const signature = credential.split('.')[2] ?? credential;
+      for (const text of [JSON.stringify(rows), JSON.stringify(gw.logs)]) {
+        expect(text).not.toContain(credential);
+        if (signature.length >= 16) expect(text).not.toContain(signature);
+      }
+    }
+  });
+
+  it('a claimed subject that is not plain text is recorded as anonymous', async () => {
+    const res = await postJson(gw, { query: QUERY }, `${(await mint({ subject: 'line\nbreak 123-45-6789' })).slice(0, -6)}AAAAAA`);
+    const rows = await refusedRows(gw, res.headers.get('x-request-id') ?? '');
+    expect(rows[0]).toMatchObject({ actor: 'anonymous', detail: 'bad_signature' });
+    expect(JSON.stringify(rows)).not.toContain('123-45-6789');
+  });
+});
+
+describe('refusals after authentication', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway({ gatewayOptions: { principals: { concurrency: 2, queue: 8, ratePerSecond: 1, burst: 3 } } });
+  });
+  afterAll(async () => {
+    await gw.close();
+  });
+
+  const physician = () => gw.data.staff.find((s) => s.roles.includes('physician') && s.clinics.includes('c-north'))!;
+  const admin = () => gw.data.staff.find((s) => s.roles.includes('clinic_admin'))!;
+
+  it('MFA_REQUIRED is a `refused` event of the user, with the field refused', async () => {
+    const res = await postJson(gw, { query: QUERY }, await gw.tokenFor(physician().sub, { mfa: false }));
+    expect(res.json?.errors?.[0]?.extensions?.code).toBe('MFA_REQUIRED');
+    const rows = await refusedRows(gw, res.headers.get('x-request-id') ?? '');
+    expect(rows).toEqual([expect.objectContaining({ action: 'refused', detail: 'mfa_required', actor: physician().sub, actor_kind: 'user', client_addr: '127.0.0.1', type_name: 'Query', field: 'patients' })]);
+    expect(gw.logs.some((l) => l.msg === 'request refused' && l.refusal === 'mfa_required' && l.subject === physician().sub)).toBe(true);
+  });
+
+  it('FORBIDDEN is one; a mutation refused is one of type Mutation', async () => {
+    const read = await postJson(gw, { query: QUERY }, await gw.tokenFor(admin().sub, { roles: ['visitor'] }));
+    expect(read.json?.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(await refusedRows(gw, read.headers.get('x-request-id') ?? '')).toEqual([
+      expect.objectContaining({ action: 'refused', detail: 'forbidden', actor: admin().sub, actor_kind: 'user', field: 'patients' }),
+    ]);
+    const patient = gw.data.patients.find((p) => p.clinicId === 'c-north')!;
+    const write = await postJson(gw, { query: 'mutation($id: ID!) { setCareTeam(patientId: $id, subjects: ["x"]) { id } }', variables: { id: patient.id } }, await gw.tokenFor(physician().sub));
+    expect(write.json?.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
+    expect(await refusedRows(gw, write.headers.get('x-request-id') ?? '')).toEqual([
+      expect.objectContaining({ action: 'refused', detail: 'forbidden', type_name: 'Mutation', field: 'setCareTeam' }),
+    ]);
+  });
+
+  it('RATE_LIMITED is one, with its reason', async () => {
+    const token = await gw.tokenFor(physician().sub, { roles: ['nurse'] });
+    const answers = [];
+    for (let i = 0; i < 5; i++) answers.push(await postJson(gw, { query: '{ me { subject } }' }, token));
+    const limited = answers.filter((a) => a.status === 429);
+    expect(limited.length).toBeGreaterThan(0);
+    expect(limited[0]!.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
+    const rows = await refusedRows(gw, limited[0]!.headers.get('x-request-id') ?? '');
+    expect(rows).toEqual([expect.objectContaining({ action: 'refused', detail: 'request_rate', actor_kind: 'user' })]);
+  });
+
+  it('request log lines carry the subject, the client address and the id of the response', async () => {
+    const res = await postJson(gw, { query: '{ me { subject } }' }, await gw.tokenFor(admin().sub));
+    expect(res.status).toBe(200);
+    expect(gw.lastRequestLog()).toMatchObject({ requestId: res.headers.get('x-request-id'), subject: admin().sub, clientAddr: '127.0.0.1' });
+  });
+});
+
+describe('a flood of bad tokens', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startTestGateway({ gatewayOptions: { refusals: { auditedPerSecond: 3, alertPerMinute: 40 } } });
+  });
+  afterAll(async () => {
+    await gw.close();
+  });
+
+  it('is audited in full but not row by row: counted per source and second, with one alert', async () => {
+    const token = `${(await gw.issuer.token({ sub: CLAIMED, roles: ['physician'], clinics: ['c-north'], mfa: true })).slice(0, -6)}AAAAAA`;
+    const flood = 120;
+    const started = Date.now();
+    for (let sent = 0; sent < flood; sent += 20) {
+      const batch = await Promise.all(Array.from({ length: 20 }, () => postJson(gw, { query: QUERY }, token)));
+      expect(batch.every((r) => r.status === 401)).toBe(true);
+    }
+    const seconds = Math.ceil((Date.now() - started) / 1000) + 1;
+    const counted = (rows: Record<string, any>[]) =>
+      rows.filter((r) => r.action === 'refused').reduce((n, r) => n + Number(/:x(\d+)$/.exec(r.detail)?.[1] ?? 1), 0);
+    const rows = await eventually(() => gw.auditRows(), (r) => counted(r) >= flood);
+    const refused = rows.filter((r) => r.action === 'refused');
+    expect(counted(rows)).toBe(flood);
+    expect(refused.every((r) => r.actor === CLAIMED && r.client_addr === '127.0.0.1' && /^bad_signature(:x\d+)?$/.test(r.detail))).toBe(true);
+    // At most `auditedPerSecond` single events and one count per second of the flood.
+    expect(refused.length).toBeLessThanOrEqual(4 * seconds);
+    expect(refused.length).toBeLessThan(flood / 4);
+    const alerts = rows.filter((r) => r.action === 'alert');
+    expect(alerts).toEqual([expect.objectContaining({ detail: 'refusal_burst', client_addr: '127.0.0.1' })]);
+    expect(gw.logs.filter((l) => l.msg === 'burst of refusals from one client address')).toHaveLength(1);
+    expect(gw.logs.filter((l) => l.msg === 'request refused')).toHaveLength(flood);
+  });
+});
