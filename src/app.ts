@@ -1,3 +1,4 @@
+import { createAuditWriter, type AuditWriter } from './audit/writer.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys } from './auth/dev-issuer-keys.ts';
@@ -20,6 +21,9 @@ export interface App {
   readonly pool: Pool;
   /** Wrapped-key reads and writes only; see assembleApp. */
   readonly keyPool: Pool;
+  /** The audit writer's own connections. */
+  readonly auditPool: Pool;
+  readonly auditWriter: AuditWriter;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
   readonly gateway: Gateway;
@@ -42,6 +46,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       : await import('./telemetry/start-tracing.ts').then((t) => t.startTracing({ endpoint, scheduleDelayMs: config.otelScheduleDelayMs, logger }));
   const pool = createPool(appUrl, { max: config.pool.size, caFile: config.databaseCaFile });
   const keyPool = createPool(appUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
+  // The writer's batches never wait behind requests for a connection, nor requests behind them.
+  const auditPool = createPool(appUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
+  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger });
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);
@@ -61,6 +68,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const oidc = createOidcVerifier({ ...config.oidc, issuer });
     const gateway = createGateway({
       pool,
+      auditWriter,
       policy,
       keyring,
       cipher,
@@ -83,9 +91,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       corsOrigins: config.corsOrigins,
       issuer,
     });
-    return { pool, keyPool, keyring, cipher, gateway, issuer, tracing };
+    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end(), tracing?.shutdown()]);
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }

@@ -3,7 +3,8 @@ import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
-import { createDirectRecorder, type AuditRecorder } from '../audit/recorder.ts';
+import type { AuditRecorder } from '../audit/recorder.ts';
+import type { AuditWriter } from '../audit/writer.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { Config } from '../config.ts';
@@ -40,7 +41,9 @@ export interface GatewayDeps {
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
   readonly authenticate: (authorization: string | null) => Promise<Principal>;
-  /** Durable writer of audit events outside a request's transaction; default: a direct INSERT on `pool`. */
+  /** Commits reads' audit events in shared batches, on connections of its own; the caller closes it after the gateway. */
+  readonly auditWriter: AuditWriter;
+  /** Durable writer of audit events outside a request's transaction; default: the audit writer. */
   readonly recorder?: AuditRecorder;
   readonly logger: Logger;
   readonly maxPageSize: number;
@@ -75,7 +78,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // useSaturation, not by Node's default warning threshold of 10.
   setMaxListeners(0, shutdown.signal);
   const metrics = createGatewayMetrics({ pool, keyring, cipher });
-  const recorder = deps.recorder ?? createDirectRecorder(pool);
+  const recorder = deps.recorder ?? deps.auditWriter;
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -98,7 +101,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useNoReconnaissance({ introspectionRoles: deps.introspectionRoles }),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
       // order: admission, the deadline, the transaction.
-      useRequestTransaction(logger, metrics.settled),
+      useRequestTransaction(logger, deps.auditWriter, metrics.settled),
       useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
     ],
