@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharge } from '../db/phi-usage.ts';
 import type { Pool } from '../db/pool.ts';
+import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
@@ -95,7 +96,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     while (inFlight < connections && queue.length > 0) {
       const batch = takeBatch();
       inFlight++;
-      void settle(batch).finally(() => {
+      // The batch serves many requests: its log lines belong to none of them.
+      void outsideRequests(() => settle(batch)).finally(() => {
         inFlight--;
         if (queue.length > 0) pump();
         else if (inFlight === 0) idle?.();
