@@ -1,20 +1,13 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, stringify } from 'yaml';
-import { createKeyring } from '../../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
-import { createPgKeyStore } from '../../src/db/key-store.ts';
-import { createPool } from '../../src/db/pool.ts';
-import { generateDataset, type Dataset, type SeedPatient } from '../../src/seed/dataset.ts';
-import { writeDataset } from '../../src/seed/write.ts';
-import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import type { SeedPatient } from '../../src/seed/dataset.ts';
+import { withClient } from '../support/db.ts';
 import { POLICY_FILE } from '../support/gateway.ts';
-import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
+import { startProcessStack, type ProcessStack } from '../support/process-stack.ts';
 
 // Gateway processes as they run in production (node --import tsx src/main.ts, configured through
 // the environment), on one database:
@@ -25,38 +18,22 @@ import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const REGISTRAR_LIMITS = { rowsPerRequest: 4, phiValuesPerRequest: 8, rowsPerMinute: 12, phiValuesPerMinute: 24 };
 
-let db: TestDatabase;
-let issuer: TestIssuer;
-let dataDir: string;
+let stack: ProcessStack;
 let policyFile: string;
-let data: Dataset;
-const masterKey = randomBytes(32);
 const children: ChildProcess[] = [];
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  issuer = await startTestIssuer();
-  dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-audit-proc-'));
+  stack = await startProcessStack({ patients: 20, seed: 7 });
   // Physicians' minute large enough for the load; the registrar's small enough to reach.
   const tree = parse(readFileSync(POLICY_FILE, 'utf8')) as { roles: Record<string, Record<string, unknown>> };
   tree.roles.physician!.limits = { rowsPerRequest: 100, phiValuesPerRequest: 2000, rowsPerMinute: 1_000_000, phiValuesPerMinute: 1_000_000 };
   tree.roles.registrar!.limits = REGISTRAR_LIMITS;
-  policyFile = path.join(dataDir, 'policy.yaml');
+  policyFile = path.join(stack.dataDir, 'policy.yaml');
   writeFileSync(policyFile, stringify(tree));
-  data = generateDataset({ patients: 20, seed: 7 });
-  const pool = createPool(db.appUrl, { max: 2 });
-  try {
-    const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
-    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, data));
-  } finally {
-    await pool.end();
-  }
 });
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
-  await issuer?.close();
-  await db?.drop();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  await stack?.close();
 });
 
 interface GatewayProcess {
@@ -68,18 +45,7 @@ interface GatewayProcess {
 async function startGatewayProcess(): Promise<GatewayProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: {
-      PATH: process.env.PATH ?? '',
-      PHIGATE_ENV: 'development',
-      PHIGATE_HOST: '127.0.0.1',
-      PHIGATE_PORT: '0',
-      PHIGATE_DATA_DIR: dataDir,
-      PHIGATE_POLICY_FILE: policyFile,
-      DATABASE_URL: db.appUrl,
-      PHIGATE_OIDC_ISSUER: issuer.issuer,
-      PHIGATE_LOCAL_MASTER_KEY: masterKey.toString('base64'),
-      PHIGATE_LOG_LEVEL: 'info',
-    },
+    env: { ...stack.env, PHIGATE_POLICY_FILE: policyFile, PHIGATE_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
@@ -103,8 +69,8 @@ async function startGatewayProcess(): Promise<GatewayProcess> {
 }
 
 const tokenFor = (sub: string, roles?: string[], clinics?: string[]) => {
-  const s = data.staff.find((x) => x.sub === sub);
-  return issuer.token({ sub, roles: roles ?? [...s!.roles], clinics: clinics ?? [...s!.clinics], mfa: true });
+  const s = stack.data.staff.find((x) => x.sub === sub);
+  return stack.issuer.token({ sub, roles: roles ?? [...s!.roles], clinics: clinics ?? [...s!.clinics], mfa: true });
 };
 
 interface Answer {
@@ -127,7 +93,7 @@ async function post(url: string, token: string, query: string, variables: Record
 }
 
 const auditCounts = (requestIds: readonly string[]) =>
-  withClient(db.adminUrl, async (c) => {
+  withClient(stack.db.adminUrl, async (c) => {
     const { rows } = await c.query<{ request_id: string; n: number }>(
       'SELECT request_id, count(*)::int AS n FROM phigate.audit_events WHERE request_id = ANY($1) GROUP BY request_id',
       [requestIds],
@@ -140,7 +106,7 @@ describe('gateway processes on one database', () => {
     const gateway = await startGatewayProcess();
     const sub = 'dr-north-1';
     const token = await tokenFor(sub);
-    const patients: SeedPatient[] = data.patients.filter((p) => p.clinicId === 'c-north' && p.careTeam.includes(sub));
+    const patients: SeedPatient[] = stack.data.patients.filter((p) => p.clinicId === 'c-north' && p.careTeam.includes(sub));
     expect(patients.length).toBeGreaterThan(0);
     const ONE = 'query One($id: ID!) { patient(id: $id) { id givenName familyName mrn } }';
     // Warm: the issuer's keys fetched, the clinic's data key unwrapped.
@@ -186,12 +152,12 @@ describe('gateway processes on one database', () => {
       const sub = `reg-proc-${randomBytes(4).toString('hex')}`;
       const token = await tokenFor(sub, ['registrar'], ['c-north']);
       // Not across a minute boundary (the database's clock, which both gateways use).
-      const left = await withClient(db.adminUrl, async (c) => (await c.query(`SELECT extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8 AS s`)).rows[0].s as number);
+      const left = await withClient(stack.db.adminUrl, async (c) => (await c.query(`SELECT extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8 AS s`)).rows[0].s as number);
       if (left < 20) await new Promise((r) => setTimeout(r, left * 1000 + 250));
       const PAGE = `{ patients(first: ${REGISTRAR_LIMITS.rowsPerRequest}) { edges { node { id ssn } } } }`;
       const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => post(i % 2 ? b!.url : a!.url, token, PAGE)));
       const ssns = answers.flatMap((r) => (r.status === 200 ? r.body.data!.patients.edges : [])).filter((e: { node: { ssn: string | null } }) => e.node.ssn !== null);
-      const usage = await withClient(db.adminUrl, async (c) => (await c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [sub])).rows);
+      const usage = await withClient(stack.db.adminUrl, async (c) => (await c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [sub])).rows);
       expect(usage).toHaveLength(1);
       expect(usage[0].rows_used).toBeLessThanOrEqual(REGISTRAR_LIMITS.rowsPerMinute);
       expect(usage[0].rows_used).toBe(ssns.length);
@@ -199,7 +165,7 @@ describe('gateway processes on one database', () => {
       expect(refused.length).toBeGreaterThan(0);
       for (const r of refused) {
         expect(r.body.errors!.map((e) => e.extensions?.reason)).toEqual(['phi_minute_cap']);
-        for (const p of data.patients) expect(r.text).not.toContain(p.ssn);
+        for (const p of stack.data.patients) expect(r.text).not.toContain(p.ssn);
       }
       // Each refused request is audited by its refusal alone; each answered one by its reads.
       const counts = await auditCounts(answers.map((r) => r.requestId));
