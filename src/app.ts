@@ -48,7 +48,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   const keyPool = createPool(appUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
   // The writer's batches never wait behind requests for a connection, nor requests behind them.
   const auditPool = createPool(appUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
-  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger });
+  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger, preparedStatements: config.preparedStatements });
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);

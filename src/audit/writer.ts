@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharge } from '../db/phi-usage.ts';
 import type { Pool } from '../db/pool.ts';
+import type { Statement } from '../db/transaction.ts';
 import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -43,6 +44,8 @@ export interface AuditWriterOptions {
   readonly logger: Logger;
   /** Events per batch at most; a request's events are never split across batches. */
   readonly maxBatchEvents?: number;
+  /** Prepare the batch's two statements once per connection (PHIGATE_PREPARED_STATEMENTS; default on). */
+  readonly preparedStatements?: boolean;
 }
 
 interface Queued {
@@ -79,6 +82,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   let closing = false;
   let idle: (() => void) | null = null;
   const stats = { batches: 0, events: 0, failedBatches: 0 };
+  const statement = (name: string, s: Statement) => ({ text: s.text, values: s.values as unknown[], ...(opts.preparedStatements === false ? {} : { name }) });
 
   const takeBatch = (): Queued[] => {
     const batch: Queued[] = [];
@@ -136,8 +140,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
       const verdicts = new Map<number, ChargeVerdict>();
       if (charged.length > 0) {
-        const statement = chargeBatchStatement(charged.map((c) => c.charge));
-        const result = await settleAll([...begin, client.query({ text: statement.text, values: statement.values as unknown[] })]);
+        const result = await settleAll([...begin, client.query(statement('phigate_audit_charge', chargeBatchStatement(charged.map((c) => c.charge))))]);
         if (result.error !== undefined) throw await abandon(client, result.error);
         const rows = (result.values.at(-1) as pg.QueryResult).rows;
         chargeVerdicts(charged.length, rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
@@ -150,7 +153,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       const insert = auditInsert(batchId, parts);
       const sent = await settleAll([
         ...(charged.length > 0 ? [] : begin),
-        client.query({ text: insert.text, values: insert.values as unknown[] }),
+        client.query(statement('phigate_audit_insert', insert)),
         client.query('COMMIT'),
       ]);
       const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
