@@ -224,7 +224,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       queueLimit: int(src, 'PHIGATE_POOL_QUEUE_LIMIT', 100, 0, 100_000),
     },
     audit: {
-      connections: int(src, 'PHIGATE_AUDIT_CONNECTIONS', 1, 1, 16),
+      connections: int(src, 'PHIGATE_AUDIT_CONNECTIONS', 2, 1, 16),
       queueLimit: int(src, 'PHIGATE_AUDIT_QUEUE_LIMIT', 1_000, 1, 100_000),
     },
     preparedStatements: oneOf(src, 'PHIGATE_PREPARED_STATEMENTS', ['on', 'off'] as const, 'on') === 'on',

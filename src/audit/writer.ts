@@ -75,7 +75,8 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
  */
 export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const { pool, logger } = opts;
-  const maxBatchEvents = opts.maxBatchEvents ?? 20_000;
+  // About six pages of 100 patients: under a surge, batches spread over the writer's connections.
+  const maxBatchEvents = opts.maxBatchEvents ?? 5_000;
   const connections = pool.options.max ?? 1;
   const queue: Queued[] = [];
   let inFlight = 0;

@@ -82,7 +82,7 @@ export async function startTestGateway(
   // count only what requests do, and a test may tamper with stored keys before first use.
   // Keys load through their own pool, as in src/app.ts.
   const keyPool = createPool(db.appUrl, { max: 2 });
-  const auditPool = createPool(db.appUrl, { max: 1, applicationName: 'phigate-audit' });
+  const auditPool = createPool(db.appUrl, { max: loadConfig({}).audit.connections, applicationName: 'phigate-audit' });
   const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
   const cipher = createFieldCipher(keyring);
 
