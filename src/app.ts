@@ -1,4 +1,5 @@
 import { createAlerts } from './audit/alerts.ts';
+import { createAuditWriter, type AuditWriter } from './audit/writer.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { checkIssuer } from './auth/check-issuer.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
@@ -24,6 +25,9 @@ export interface App {
   readonly pool: Pool;
   /** Wrapped-key reads and writes only; see assembleApp. */
   readonly keyPool: Pool;
+  /** The audit writer's own connections. */
+  readonly auditPool: Pool;
+  readonly auditWriter: AuditWriter;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
   readonly gateway: Gateway;
@@ -46,6 +50,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       : await import('./telemetry/start-tracing.ts').then((t) => t.startTracing({ endpoint, scheduleDelayMs: config.otelScheduleDelayMs, logger }));
   const pool = createPool(appUrl, { max: config.pool.size, caFile: config.databaseCaFile });
   const keyPool = createPool(appUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
+  // The writer's batches never wait behind requests for a connection, nor requests behind them.
+  const auditPool = createPool(appUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
+  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger, preparedStatements: config.preparedStatements });
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);
@@ -74,6 +81,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     });
     const gateway = createGateway({
       pool,
+      auditWriter,
       policy,
       keyring,
       cipher,
@@ -101,9 +109,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
     });
-    return { pool, keyPool, keyring, cipher, gateway, issuer, tracing };
+    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end(), tracing?.shutdown()]);
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }

@@ -78,6 +78,8 @@ export interface Config {
     readonly alertPerMinute: number;
   };
   readonly pool: { readonly size: number; readonly queueLimit: number };
+  /** The audit writer's own connections (one batch in flight on each) and the requests that may wait for a batch. */
+  readonly audit: { readonly connections: number; readonly queueLimit: number };
   /** Named prepared statements; off only for a pooler that cannot keep them (PgBouncer < 1.21). */
   readonly preparedStatements: boolean;
   /** CA bundle that verifies the database's certificate (sslmode=verify-full). */
@@ -279,6 +281,10 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     pool: {
       size: int(src, 'PHIGATE_POOL_SIZE', 10, 1, 500),
       queueLimit: int(src, 'PHIGATE_POOL_QUEUE_LIMIT', 100, 0, 100_000),
+    },
+    audit: {
+      connections: int(src, 'PHIGATE_AUDIT_CONNECTIONS', 2, 1, 16),
+      queueLimit: int(src, 'PHIGATE_AUDIT_QUEUE_LIMIT', 1_000, 1, 100_000),
     },
     preparedStatements: oneOf(src, 'PHIGATE_PREPARED_STATEMENTS', ['on', 'off'] as const, 'on') === 'on',
     databaseCaFile: (() => {

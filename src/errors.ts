@@ -30,6 +30,8 @@ const http: Partial<Record<ErrorCode, HttpStatus>> = {
   },
   RATE_LIMITED: { status: 429 },
   QUERY_TOO_COMPLEX: { status: 400 },
+  // Nothing is shown without its audit rows; the client may well succeed a moment later.
+  AUDIT_UNAVAILABLE: { status: 503, headers: { 'Retry-After': '1' } },
 };
 
 /**

@@ -60,8 +60,10 @@ async function main(): Promise<void> {
     try {
       // Requests still running after the grace period are rolled back; only then may the pool end.
       await app.gateway.close();
+      // Events still queued (out-of-band ones) are committed before the writer's connections go.
+      await app.auditWriter.close();
       // Every request's spans have ended by now; the last of them leave with this flush.
-      await Promise.all([app.pool.end(), app.keyPool.end(), app.tracing?.shutdown()]);
+      await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.tracing?.shutdown()]);
       await db.stop();
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'shutdown failed');

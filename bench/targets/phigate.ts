@@ -1,7 +1,7 @@
 /**
  * The real gateway, assembled as test/support/gateway.ts does: app login role under row security,
  * the policy (bench/results/policy.yaml: policies/default.yaml with its PHI limits raised, see
- * bench/README.md), AES-GCM decryption under a local KMS, audit rows in the request's transaction,
+ * bench/README.md), AES-GCM decryption under a local KMS, audit rows through the audit writer (reads) or in the request's transaction (writes),
  * tokens verified against the loopback dev issuer's discovery document and JWKS.
  *
  * Run by bench/run.ts as a child process; config in BENCH_TARGET (JSON). Reports its port over IPC.
@@ -9,6 +9,7 @@
  * line since the last call, per operation, and resets.
  */
 import type http from 'node:http';
+import { createAuditWriter } from '../../src/audit/writer.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -40,6 +41,7 @@ await assertSafeAppRole(pool);
 const keyPool = createPool(cfg.appUrl, { max: 2, applicationName: 'phigate-keys' });
 const keyring = createKeyring({ provider: createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex')), store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
+const auditPool = createPool(cfg.appUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
 
 // operation -> roundTrips -> count
 let roundTrips: Record<string, Record<number, number>> = {};
@@ -69,8 +71,10 @@ const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolea
   return true;
 };
 
+const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger });
 const gateway = createGateway({
   pool,
+  auditWriter,
   policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
   keyring,
   cipher,
@@ -100,6 +104,7 @@ process.send?.({ port });
 process.on('SIGTERM', () => {
   void gateway
     .close()
-    .then(() => Promise.all([pool.end(), keyPool.end()]))
+    .then(() => auditWriter.close())
+    .then(() => Promise.all([pool.end(), keyPool.end(), auditPool.end()]))
     .finally(() => process.exit(0));
 });

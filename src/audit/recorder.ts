@@ -2,6 +2,7 @@ import { PhigateError } from '../errors.ts';
 import type { Pool } from '../db/pool.ts';
 import { createAuditBuffer } from './buffer.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
+import { AUDIT_ROWS_MISMATCH_SQLSTATE } from './insert.ts';
 
 /**
  * Writes audit events that belong to no request transaction: refused authentications, key events,
@@ -13,7 +14,10 @@ export interface AuditRecorder {
   record(request: AuditRequest, events: readonly AuditEvent[]): Promise<void>;
 }
 
-/** One autocommit INSERT per call, on the pool: durable when it answers (synchronous_commit on). */
+/**
+ * One autocommit INSERT per call, on the pool: durable when it answers (synchronous_commit on).
+ * For commands that run without the gateway's audit writer (src/audit/writer.ts).
+ */
 export function createDirectRecorder(pool: Pool): AuditRecorder {
   return {
     async record(request, events) {
@@ -22,11 +26,12 @@ export function createDirectRecorder(pool: Pool): AuditRecorder {
       for (const e of events) buffer.add(e);
       const statement = buffer.seal();
       if (statement === null) return;
-      let written: number | null;
+      let written: number;
       try {
-        written = (await pool.query({ text: statement.text, values: statement.values as unknown[] })).rowCount;
+        written = Number((await pool.query<{ events: number }>({ text: statement.text, values: statement.values as unknown[] })).rows[0]?.events);
       } catch (cause) {
-        throw new PhigateError('AUDIT_UNAVAILABLE', 'The event could not be recorded.', { reason: 'audit_write_failed', cause });
+        const reason = (cause as { code?: unknown }).code === AUDIT_ROWS_MISMATCH_SQLSTATE ? 'audit_rows_mismatch' : 'audit_write_failed';
+        throw new PhigateError('AUDIT_UNAVAILABLE', 'The event could not be recorded.', { reason, cause });
       }
       if (written !== events.length) {
         throw new PhigateError('AUDIT_UNAVAILABLE', 'The event could not be recorded.', { reason: 'audit_rows_mismatch' });

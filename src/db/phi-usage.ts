@@ -53,3 +53,40 @@ export function minuteCapRetryAfter(err: unknown): number | null {
   const seconds = Number(e.detail);
   return Number.isInteger(seconds) && seconds >= 1 && seconds <= 60 ? seconds : 60;
 }
+
+/** What one read showed, to be charged to its principal's minute by the audit writer. */
+export interface PhiCharge extends RowsAndValues {
+  readonly owner: UsageOwner;
+  readonly cap: RowsAndValues;
+}
+
+/** Per charge, in the order given: accepted, or refused with the seconds left in the minute. */
+export type ChargeVerdict = { readonly accepted: true } | { readonly accepted: false; readonly retryAfterSeconds: number };
+
+/**
+ * Charges a batch's reads in one statement that never raises for a cap (charge_phi_usage,
+ * schema/migrations/009_audit_writer.sql): per principal, in order, each charge is accepted while
+ * the minute stays within the cap, else refused and charged nothing.
+ */
+export function chargeBatchStatement(charges: readonly PhiCharge[]): Statement {
+  return {
+    text: 'SELECT n, accepted, retry_after_seconds FROM phigate.charge_phi_usage($1, $2, $3, $4, $5, $6)',
+    values: [
+      charges.map((c) => c.owner.kind),
+      charges.map((c) => c.owner.subject),
+      charges.map((c) => c.rows),
+      charges.map((c) => c.values),
+      charges.map((c) => c.cap.rows),
+      charges.map((c) => c.cap.values),
+    ],
+  };
+}
+
+export function chargeVerdicts(count: number, rows: readonly Record<string, unknown>[]): ChargeVerdict[] {
+  const verdicts: (ChargeVerdict | undefined)[] = new Array(count);
+  for (const r of rows as { n: string | number; accepted: boolean; retry_after_seconds: number }[]) {
+    verdicts[Number(r.n) - 1] = r.accepted ? { accepted: true } : { accepted: false, retryAfterSeconds: r.retry_after_seconds };
+  }
+  if (verdicts.some((v) => v === undefined) || verdicts.length !== count) throw new Error('a PHI charge of the batch has no verdict');
+  return verdicts as ChargeVerdict[];
+}

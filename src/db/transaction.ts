@@ -56,8 +56,12 @@ export interface RequestTransaction {
   readonly roundTrips: number;
   /** A statement failed: PostgreSQL has aborted the transaction and nothing more can be written in it. */
   readonly failed: boolean;
-  /** A new transaction in the same context (without the preamble), to record why this one was rolled back. */
-  successor(): RequestTransaction;
+  /**
+   * Makes the transaction BEGIN READ ONLY when called before its first query (the request is a
+   * query, not a mutation); no effect once it has begun. A read then writes nothing, no WAL and
+   * no durable COMMIT: its audit rows go to the audit writer (src/audit/writer.ts).
+   */
+  readOnly(): void;
 }
 
 const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -149,6 +153,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   let rollingBack: Promise<void> | null = null;
   let roundTrips = 0;
   let inFlight = 0;
+  let begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
   // The pool listens for errors of idle clients only. Without this, the server ending the session
   // between two statements (idle_in_transaction_session_timeout, a restart) would be an uncaught
   // exception that takes the whole gateway down; instead the transaction fails and cannot commit.
@@ -190,7 +195,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       c.on('error', lost);
       client = c;
       ready = Promise.all([
-        send(c, 'BEGIN ISOLATION LEVEL READ COMMITTED'),
+        send(c, begin),
         send(c, CONTEXT_SQL, context),
         preamble ? send(c, preamble.text, preamble.values).then((r) => preamble.onRows(r.rows)) : undefined,
       ]).catch((cause: unknown) => {
@@ -288,7 +293,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     get failed() {
       return failed;
     },
-    successor: () => openRequestTransaction(pool, ctx, opts),
+    readOnly() {
+      if (opening === null) begin = 'BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY';
+    },
   };
 }
 

@@ -6,7 +6,8 @@ import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
 import { createAlerts, type Alerts } from '../audit/alerts.ts';
 import type { AuditRequest } from '../audit/event.ts';
-import { createDirectRecorder, type AuditRecorder } from '../audit/recorder.ts';
+import type { AuditRecorder } from '../audit/recorder.ts';
+import type { AuditWriter } from '../audit/writer.ts';
 import { claimedSubject } from '../auth/claimed-subject.ts';
 import { withKnownClinics } from '../auth/clinic-claims.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
@@ -52,7 +53,9 @@ export interface GatewayDeps {
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
   readonly authenticate: (authorization: string | null) => Promise<Principal>;
-  /** Durable writer of audit events outside a request's transaction; default: a direct INSERT on `pool`. */
+  /** Commits reads' audit events in shared batches, on connections of its own; the caller closes it after the gateway. */
+  readonly auditWriter: AuditWriter;
+  /** Durable writer of audit events outside a request's transaction; default: the audit writer. */
   readonly recorder?: AuditRecorder;
   /** Break-glass settings (config.breakGlass); unset, the defaults. */
   readonly breakGlass?: BreakGlassSettings;
@@ -96,7 +99,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // Every execution in flight listens for shutdown until it ends; their number is bounded by
   // useSaturation, not by Node's default warning threshold of 10.
   setMaxListeners(0, shutdown.signal);
-  const recorder = deps.recorder ?? createDirectRecorder(pool);
+  const recorder = deps.recorder ?? deps.auditWriter;
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
   const metrics = createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
@@ -141,7 +144,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useGraphQlJitExecution(logger),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
       // order: admission, the deadline, the transaction.
-      useRequestTransaction(logger, (ctx, outcome, operation) => {
+      useRequestTransaction(logger, deps.auditWriter, (ctx, outcome, operation) => {
         metrics.settled(ctx, outcome, operation);
         if (outcome === 'committed') for (const fn of ctx.committed) fn();
       }),

@@ -1,20 +1,10 @@
 import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyring } from '../../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
-import { createPgKeyStore } from '../../src/db/key-store.ts';
-import { createPool } from '../../src/db/pool.ts';
-import { generateDataset, type Dataset } from '../../src/seed/dataset.ts';
-import { writeDataset } from '../../src/seed/write.ts';
-import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
 import { freePort } from '../support/free-port.ts';
-import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
+import { startProcessStack, type ProcessStack } from '../support/process-stack.ts';
 import { startOtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
 import { seededSecrets } from '../support/phi-expect.ts';
 
@@ -30,36 +20,17 @@ const COLLECTOR_SECRET = 'collector-credential-7f3a9c2e';
 const READ = '{ patients(first: 10) { edges { node { id mrn ssn givenName encounters { reason notes } } } } }';
 const SEAMS = ['phigate.auth', 'phigate.policy', 'phigate.sql', 'phigate.decrypt', 'phigate.audit'];
 
-let db: TestDatabase;
-let issuer: TestIssuer;
-let dataDir: string;
-let data: Dataset;
-const masterKey = randomBytes(32);
+let stack: ProcessStack;
 const tokens: string[] = [];
 
 beforeAll(async () => {
-  db = await createTestDatabase();
-  issuer = await startTestIssuer();
-  dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-otlp-'));
-  data = generateDataset({ patients: 6, seed: 11 });
-  // Sealed under the master key the gateway process is given, as `phigate seed` would.
-  const pool = createPool(db.appUrl, { max: 2 });
-  try {
-    const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
-    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, data));
-  } finally {
-    await pool.end();
-  }
+  stack = await startProcessStack({ patients: 6, seed: 11 });
 });
-afterAll(async () => {
-  await issuer?.close();
-  await db?.drop();
-  if (dataDir) await rm(dataDir, { recursive: true, force: true });
-});
+afterAll(async () => stack?.close());
 
 async function tokenFor(sub: string): Promise<string> {
-  const s = data.staff.find((x) => x.sub === sub)!;
-  const t = await issuer.token({ sub, roles: [...s.roles], clinics: [...s.clinics], mfa: true });
+  const s = stack.data.staff.find((x) => x.sub === sub)!;
+  const t = await stack.issuer.token({ sub, roles: [...s.roles], clinics: [...s.clinics], mfa: true });
   tokens.push(t);
   return t;
 }
@@ -99,14 +70,7 @@ async function startGatewayProcess(env: Record<string, string>): Promise<Gateway
     cwd: ROOT,
     // Nothing inherited but PATH: no OTEL_* or PHIGATE_* of the machine running the tests.
     env: {
-      PATH: process.env.PATH ?? '',
-      PHIGATE_ENV: 'development',
-      PHIGATE_HOST: '127.0.0.1',
-      PHIGATE_PORT: '0',
-      PHIGATE_DATA_DIR: dataDir,
-      DATABASE_URL: db.appUrl,
-      PHIGATE_OIDC_ISSUER: issuer.issuer,
-      PHIGATE_LOCAL_MASTER_KEY: masterKey.toString('base64'),
+      ...stack.env,
       PHIGATE_SHUTDOWN_GRACE_MS: '1000',
       OTEL_EXPORTER_OTLP_HEADERS: `x-collector-key=${COLLECTOR_SECRET}`,
       ...env,
@@ -147,14 +111,14 @@ async function startGatewayProcess(env: Record<string, string>): Promise<Gateway
 
 /** Nothing a collector receives, or the gateway logs, may carry PHI, a token, a key or SQL text. */
 function expectNoSecrets(text: string): void {
-  for (const [secret, what] of seededSecrets(data.patients)) {
+  for (const [secret, what] of seededSecrets(stack.data.patients)) {
     if (text.includes(secret)) throw new Error(`carries ${what}`);
   }
   for (const t of tokens) {
     expect(text).not.toContain(t);
     expect(text).not.toContain(t.split('.')[2]!);
   }
-  expect(text).not.toContain(masterKey.toString('base64'));
+  expect(text).not.toContain(stack.masterKey.toString('base64'));
   expect(text).not.toMatch(/\b(SELECT|INSERT INTO|UPDATE|DELETE FROM)\s|\bFROM phigate\.|\bWHERE\b|set_config|unnest\(/);
 }
 

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
+import { createAuditWriter, type AuditWriter } from '../../src/audit/writer.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { createFieldCipher, type FieldCipher } from '../../src/crypto/field-cipher.ts';
@@ -38,6 +39,7 @@ export interface TestGateway {
   readonly keyring: Keyring;
   readonly keyProvider: KeyProvider;
   readonly gateway: Gateway;
+  readonly auditWriter: AuditWriter;
   /** Every log line the gateway wrote, parsed. */
   readonly logs: Record<string, any>[];
   /** The per-request summary line of the last request. */
@@ -80,6 +82,7 @@ export async function startTestGateway(
   // count only what requests do, and a test may tamper with stored keys before first use.
   // Keys load through their own pool, as in src/app.ts.
   const keyPool = createPool(db.appUrl, { max: 2 });
+  const auditPool = createPool(db.appUrl, { max: loadConfig({}).audit.connections, applicationName: 'phigate-audit' });
   const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
   const cipher = createFieldCipher(keyring);
 
@@ -94,19 +97,25 @@ export async function startTestGateway(
     clinicsClaim: 'clinics',
     mfaAcrValues: [],
   });
+  const logger = createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) });
+  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger });
   const gateway = createGateway({
     pool,
+    auditWriter,
     policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
     keyring,
     cipher,
     authenticate: createAuthenticator({ oidc }),
-    logger: createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) }),
+    logger,
     maxPageSize: 100,
     limits: defaults.limits,
     introspectionRoles: defaults.introspectionRoles,
     trustedDocuments: null,
     corsOrigins: defaults.corsOrigins,
     issuer: issuer.issuer,
+    // The default concurrency share, but no request-rate share: tests drive one principal far faster
+    // than a person would; test/security/cheap-dos.test.ts sets the shares it tests.
+    principals: { ...defaults.principals, ratePerSecond: 1_000_000, burst: 1_000_000 },
     ...opts.gatewayOptions,
   });
   const { port } = await gateway.listen(0, '127.0.0.1');
@@ -127,6 +136,7 @@ export async function startTestGateway(
     keyring,
     keyProvider: provider,
     gateway,
+    auditWriter,
     logs,
     lastRequestLog: () => logs.filter((l) => l.msg === 'request').at(-1),
     staff,
@@ -151,7 +161,8 @@ export async function startTestGateway(
     admin,
     async close() {
       await gateway.close();
-      await Promise.all([pool.end(), keyPool.end()]);
+      await auditWriter.close();
+      await Promise.all([pool.end(), keyPool.end(), auditPool.end()]);
       if (base) return;
       await issuer.close();
       await db.drop();

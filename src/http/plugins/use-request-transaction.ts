@@ -1,5 +1,7 @@
 import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import type { AuditEvent } from '../../audit/event.ts';
+import type { AuditWriter, Written } from '../../audit/writer.ts';
 import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
@@ -20,18 +22,35 @@ const withholdsField = (e: GraphQLError): boolean =>
 /** Told how each executed operation ended (the summary line's outcome); metrics count from it. */
 export type OnSettled = (ctx: GraphQLContext, outcome: string, operation: string | undefined) => void;
 
+type Done = (outcome: string) => void;
+
 /**
- * Ends each request's transaction, and it is the only place that does: the audit rows of every
- * PHI value in the result are inserted and the PHI shown is charged to the principal's minute,
- * then the transaction commits, and only then does the result leave. If any of it fails, the
- * client receives an error and no data. A mutation with any error other than a withheld field
- * rolls back whole.
+ * Ends each request's transaction, and it is the only place that does; no result leaves before
+ * the audit rows of every PHI value in it are durably committed, and if they are not, the client
+ * receives an error and no data.
+ *
+ * A query runs in a READ ONLY transaction, which writes nothing; its events and the PHI it showed
+ * go to the audit writer, which commits them in a batch shared with concurrent requests and
+ * charges the PHI to the principal's minute there. A mutation writes its audit rows and its charge
+ * in its own transaction, with its COMMIT; with any error other than a withheld field it rolls
+ * back whole.
  */
-export function useRequestTransaction(logger: Logger, onSettled: OnSettled = () => undefined): Plugin<GraphQLContext> {
+export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSettled: OnSettled = () => undefined): Plugin<GraphQLContext> {
   return {
     onExecute({ setExecuteFn, executeFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
         const ctx = args.contextValue as GraphQLContext;
+        const operation = getOperationAST(args.document, args.operationName)?.operation;
+        if (operation === 'query') {
+          // Refused before it reads anything: an answer that cannot be audited soon must not be prepared.
+          if (writer.saturated) {
+            await ctx.tx.rollback();
+            logger.warn({ requestId: ctx.requestId }, 'audit queue full; request refused');
+            onSettled(ctx, 'audit_queue_full', operation);
+            return { errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The gateway cannot record accesses fast enough; retry shortly.', { reason: 'audit_queue_full' })] };
+          }
+          ctx.tx.readOnly();
+        }
         let result: Awaited<ReturnType<typeof executeFn>>;
         try {
           result = await executeFn(args);
@@ -43,17 +62,24 @@ export function useRequestTransaction(logger: Logger, onSettled: OnSettled = () 
           await ctx.tx.rollback();
           return { errors: [new PhigateError('BAD_USER_INPUT', 'Incremental delivery is not supported.')] };
         }
-        return settle(ctx, result as ExecutionResult, getOperationAST(args.document, args.operationName)?.operation, logger, onSettled);
+        return settle(ctx, result as ExecutionResult, operation, logger, writer, onSettled);
       });
     },
   };
 }
 
-async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: string | undefined, logger: Logger, onSettled: OnSettled): Promise<ExecutionResult> {
+async function settle(
+  ctx: GraphQLContext,
+  result: ExecutionResult,
+  operation: string | undefined,
+  logger: Logger,
+  writer: AuditWriter,
+  onSettled: OnSettled,
+): Promise<ExecutionResult> {
   // Execution is over: nothing more may be counted or decrypted for this request.
   ctx.budget.end();
   const errors = result.errors ?? [];
-  const done = (outcome: string) => {
+  const done: Done = (outcome) => {
     logger.info(
       { requestId: ctx.requestId, operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, durationMs: durationSince(ctx.startedAt), errors: errors.map(codeOf) },
       'request',
@@ -74,13 +100,66 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
     done('transaction_failed');
     return { data: null, errors: errors.length ? errors : [new PhigateError('INTERNAL', 'The request could not be completed.')] };
   }
-  // The audit rows, the PHI usage charge and COMMIT go in one round trip, in that order: the
-  // charge takes the principal's row lock last, so it is held for the commit only.
   const auditFailed = (cause: unknown): ExecutionResult => {
     logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
     done('audit_failed');
-    return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.')] };
+    const reason = cause instanceof PhigateError && cause.code === 'AUDIT_UNAVAILABLE' ? cause.reason : undefined;
+    return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.', reason ? { reason } : {})] };
   };
+  const commitFailed = (cause: unknown): ExecutionResult => {
+    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
+    done('commit_failed');
+    return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+  };
+  return operation === 'mutation' ? settleWrite(ctx, result, operation, logger, done, auditFailed, commitFailed) : settleRead(ctx, result, operation, logger, writer, done, auditFailed, commitFailed);
+}
+
+/** A read: its transaction ends with a plain COMMIT, while the audit writer commits its events. */
+async function settleRead(
+  ctx: GraphQLContext,
+  result: ExecutionResult,
+  operation: string | undefined,
+  logger: Logger,
+  writer: AuditWriter,
+  done: Done,
+  auditFailed: (cause: unknown) => ExecutionResult,
+  commitFailed: (cause: unknown) => ExecutionResult,
+): Promise<ExecutionResult> {
+  const events = ctx.audit.close();
+  const charge = ctx.minute.usage(ctx.budget.used);
+  // Nothing to make durable: the COMMIT of a read-only transaction runs beside the audit batch.
+  const ended = ctx.tx.commit();
+  ended.catch(() => undefined);
+  let written: Written = { outcome: 'committed' };
+  if (events.length > 0) {
+    try {
+      written = await inSpan('phigate.audit', { 'phigate.audit.events': events.length }, () =>
+        writer.write({ request: ctx.audit.request, events, charge, refusal: limitedEvent(operation) }),
+      );
+    } catch (cause) {
+      return auditFailed(cause);
+    }
+  }
+  try {
+    await ended;
+  } catch (cause) {
+    return commitFailed(cause);
+  }
+  if (written.outcome === 'limited') return limitedAnswer(ctx, written.retryAfterSeconds, logger, done);
+  done('committed');
+  return result;
+}
+
+/** A write: its audit rows (row count checked in SQL) and its PHI charge go with its COMMIT, in that order. */
+async function settleWrite(
+  ctx: GraphQLContext,
+  result: ExecutionResult,
+  operation: string | undefined,
+  logger: Logger,
+  done: Done,
+  auditFailed: (cause: unknown) => ExecutionResult,
+  commitFailed: (cause: unknown) => ExecutionResult,
+): Promise<ExecutionResult> {
   let audit: Statement | null;
   try {
     audit = ctx.audit.seal();
@@ -88,6 +167,7 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
     await ctx.tx.rollback();
     return auditFailed(cause);
   }
+  // The charge takes the principal's row lock last, so it is held for the commit only.
   const charge = ctx.minute.charge(ctx.budget.used);
   const final = [audit, charge].filter((s) => s !== null);
   try {
@@ -99,44 +179,40 @@ async function settle(ctx: GraphQLContext, result: ExecutionResult, operation: s
       if (retryAfter !== null) return refuseWhole(ctx, operation, retryAfter, logger, done);
     }
     if (failedStatement !== undefined && failedStatement === audit) return auditFailed(cause);
-    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
-    done('commit_failed');
-    return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+    return commitFailed(cause);
   }
   done('committed');
   return result;
 }
 
+const limitedEvent = (operation: string | undefined): AuditEvent => ({
+  action: 'limited',
+  typeName: operation === 'mutation' ? 'Mutation' : 'Query',
+  field: null,
+  patientId: null,
+  recordId: null,
+  role: null,
+  purpose: 'unspecified',
+  breakGlass: false,
+});
+
 /**
  * The principal's minute of PHI is used up: before the request began, or by concurrent requests
  * that committed first. Nothing of the request is kept or shown (429, Retry-After); the refusal
- * itself is audited, in a transaction of its own since the request's was rolled back.
+ * itself is audited, outside the request's transaction, which was rolled back.
  */
-async function refuseWhole(
-  ctx: GraphQLContext,
-  operation: string | undefined,
-  retryAfterSeconds: number,
-  logger: Logger,
-  done: (outcome: string) => void,
-): Promise<ExecutionResult> {
+async function refuseWhole(ctx: GraphQLContext, operation: string | undefined, retryAfterSeconds: number, logger: Logger, done: Done): Promise<ExecutionResult> {
   await ctx.tx.rollback();
-  ctx.audit.refuseWith({
-    action: 'limited',
-    typeName: operation === 'mutation' ? 'Mutation' : 'Query',
-    field: null,
-    patientId: null,
-    recordId: null,
-    role: null,
-    purpose: 'unspecified',
-    breakGlass: false,
-  });
-  const audit = ctx.audit.seal();
   try {
-    await ctx.tx.successor().commit(audit ? [audit] : []);
+    await ctx.recorder.record(ctx.audit.request, [limitedEvent(operation)]);
   } catch (cause) {
     // Refusing stays right without its audit row; the log says the row is missing.
     logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'audit of a PHI limit refusal failed');
   }
+  return limitedAnswer(ctx, retryAfterSeconds, logger, done);
+}
+
+function limitedAnswer(ctx: GraphQLContext, retryAfterSeconds: number, logger: Logger, done: Done): ExecutionResult {
   logger.warn({ requestId: ctx.requestId, refusal: 'phi_minute_cap', retryAfterSeconds }, 'PHI limit per minute reached; request refused');
   done('limited');
   return {

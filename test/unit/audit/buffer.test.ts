@@ -17,9 +17,13 @@ describe('the audit buffer', () => {
     buffer.add(read(P2, 'ssn'));
     buffer.add({ ...read(P2, 'notes', P1), action: 'denied', typeName: 'Encounter', role: null });
     const statement = buffer.seal()!;
-    const [, , , , credential, kinds, patients, records, actions, types, fields, roles] = statement.values!;
-    expect(credential).toBeNull();
+    const [batchId, requestIds, , , , credentials, actions, types, fields, roles, , , , , requests, kinds, patients, records, expected] = statement.values!;
+    expect(batchId).toMatch(/^[0-9a-f-]{36}$/);
+    expect(requestIds).toEqual(['req-1']);
+    expect(credentials).toEqual([null]);
+    expect(requests).toBe('{1,1,1,1}');
     expect(kinds).toBe('{1,2,1,3}');
+    expect(expected).toBe(4);
     expect(patients).toBe(`{${P1},${P1},${P2},${P2}}`);
     expect(records).toBe(`{NULL,NULL,NULL,${P1}}`);
     expect([actions, types, fields, roles]).toEqual([

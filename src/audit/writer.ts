@@ -1,0 +1,235 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharge } from '../db/phi-usage.ts';
+import type { Pool } from '../db/pool.ts';
+import type { Statement } from '../db/transaction.ts';
+import { outsideRequests } from '../http/request-id.ts';
+import { PhigateError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import type { AuditEvent, AuditRequest } from './event.ts';
+import { AUDIT_ROWS_MISMATCH_SQLSTATE, auditInsert, type AuditPart } from './insert.ts';
+import type { AuditRecorder } from './recorder.ts';
+
+/** One request's share of a batch. */
+export interface AuditEntry {
+  readonly request: AuditRequest;
+  readonly events: readonly AuditEvent[];
+  /** PHI the request showed, charged to its principal's minute in the batch's transaction. */
+  readonly charge?: PhiCharge | null;
+  /** Written instead of `events` when the charge would take the minute past its cap. */
+  readonly refusal?: AuditEvent;
+}
+
+/** The batch holding the entry committed: with its events, or (charge refused) with its refusal only. */
+export type Written = { readonly outcome: 'committed' } | { readonly outcome: 'limited'; readonly retryAfterSeconds: number };
+
+export interface AuditWriter extends AuditRecorder {
+  /**
+   * Resolves once a committed batch holds the entry; rejects with AUDIT_UNAVAILABLE (HTTP 503)
+   * when none did, or at once when the queue is full.
+   */
+  write(entry: AuditEntry): Promise<Written>;
+  /** The queue is full: requests that would add to it should be refused before they run. */
+  readonly saturated: boolean;
+  /** Refuses new entries and waits until everything queued has committed or failed. */
+  close(): Promise<void>;
+  readonly stats: { readonly batches: number; readonly events: number; readonly failedBatches: number };
+}
+
+export interface AuditWriterOptions {
+  /** The writer's own connections, not the request pool: one batch in flight on each. */
+  readonly pool: Pool;
+  /** Requests that may wait for a batch; past it, write() refuses at once. */
+  readonly queueLimit: number;
+  readonly logger: Logger;
+  /** Events per batch at most; a request's events are never split across batches. */
+  readonly maxBatchEvents?: number;
+  /** Prepare the batch's two statements once per connection (PHIGATE_PREPARED_STATEMENTS; default on). */
+  readonly preparedStatements?: boolean;
+}
+
+interface Queued {
+  readonly entry: AuditEntry;
+  resolve(w: Written): void;
+  reject(e: unknown): void;
+}
+
+const unavailable = (reason: string, cause?: unknown) =>
+  new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.', { reason, cause });
+
+/** A failure of the statement (it has a SQLSTATE), not of the connection: another batch may pass. */
+const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown })?.code === 'string' && /^[0-9A-Z]{5}$/.test((e as { code: string }).code);
+
+/**
+ * Group commit of audit events. Whatever has queued while a batch was committing goes out as the
+ * next batch the moment that commit returns: no timer, so a lone request waits for one commit
+ * only, and under load each commit carries many requests. A batch is one transaction on the
+ * writer's own connection: BEGIN, synchronous_commit on, the PHI charges of its reads (when any,
+ * answered before the rows are written: a refused charge writes its request's refusal instead of
+ * its events), one INSERT of every row with the batch's own row, checked against the events it
+ * was meant to write, and COMMIT. Only then are the batch's requests answered.
+ *
+ * A batch that fails on a statement is retried request by request, each in a batch of its own,
+ * so one request's bad event fails that request only. A batch whose connection is lost is looked
+ * up by its id on a new connection: committed, its requests are answered; not found, they fail.
+ */
+export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
+  const { pool, logger } = opts;
+  // About six pages of 100 patients: under a surge, batches spread over the writer's connections.
+  const maxBatchEvents = opts.maxBatchEvents ?? 5_000;
+  const connections = pool.options.max ?? 1;
+  const queue: Queued[] = [];
+  let inFlight = 0;
+  let closing = false;
+  let idle: (() => void) | null = null;
+  const stats = { batches: 0, events: 0, failedBatches: 0 };
+  const statement = (name: string, s: Statement) => ({ text: s.text, values: s.values as unknown[], ...(opts.preparedStatements === false ? {} : { name }) });
+
+  const takeBatch = (): Queued[] => {
+    const batch: Queued[] = [];
+    let events = 0;
+    while (queue.length > 0) {
+      const next = queue[0]!;
+      if (batch.length > 0 && events + next.entry.events.length > maxBatchEvents) break;
+      batch.push(queue.shift()!);
+      events += next.entry.events.length;
+    }
+    return batch;
+  };
+
+  const pump = (): void => {
+    while (inFlight < connections && queue.length > 0) {
+      const batch = takeBatch();
+      inFlight++;
+      // The batch serves many requests: its log lines belong to none of them.
+      void outsideRequests(() => settle(batch)).finally(() => {
+        inFlight--;
+        if (queue.length > 0) pump();
+        else if (inFlight === 0) idle?.();
+      });
+    }
+  };
+
+  async function settle(batch: Queued[]): Promise<void> {
+    try {
+      const written = await commit(batch.map((q) => q.entry));
+      batch.forEach((q, i) => q.resolve(written[i]!));
+    } catch (err) {
+      stats.failedBatches++;
+      if (batch.length > 1 && isStatementError(err)) {
+        logger.warn({ requests: batch.length, causeCode: (err as { code?: unknown }).code }, 'audit batch failed; retrying its requests one by one');
+        for (const q of batch) await settle([q]);
+        return;
+      }
+      logger.error({ requests: batch.length, causeCode: (err as { code?: unknown }).code }, 'audit batch not committed; its requests are answered with AUDIT_UNAVAILABLE');
+      const reason = (err as { code?: unknown }).code === AUDIT_ROWS_MISMATCH_SQLSTATE ? 'audit_rows_mismatch' : 'audit_write_failed';
+      for (const q of batch) q.reject(unavailable(reason, err));
+    }
+  }
+
+  /** One batch, one transaction; the outcome of each entry, in order. */
+  async function commit(entries: readonly AuditEntry[]): Promise<Written[]> {
+    const batchId = randomUUID();
+    const client = await pool.connect();
+    let released = false;
+    const release = (destroy: boolean) => {
+      if (!released) client.release(destroy);
+      released = true;
+    };
+    try {
+      const begin = [client.query('BEGIN'), client.query("SELECT set_config('synchronous_commit', 'on', true)")];
+      const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
+      const verdicts = new Map<number, ChargeVerdict>();
+      if (charged.length > 0) {
+        const result = await settleAll([...begin, client.query(statement('phigate_audit_charge', chargeBatchStatement(charged.map((c) => c.charge))))]);
+        if (result.error !== undefined) throw await abandon(client, result.error);
+        const rows = (result.values.at(-1) as pg.QueryResult).rows;
+        chargeVerdicts(charged.length, rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
+      }
+      const parts: AuditPart[] = entries.map((e, i) => {
+        const v = verdicts.get(i);
+        return v !== undefined && !v.accepted && e.refusal ? { request: e.request, events: [e.refusal] } : e;
+      });
+      const expected = parts.reduce((n, p) => n + p.events.length, 0);
+      const insert = auditInsert(batchId, parts);
+      const sent = await settleAll([
+        ...(charged.length > 0 ? [] : begin),
+        client.query(statement('phigate_audit_insert', insert)),
+        client.query('COMMIT'),
+      ]);
+      const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
+      if (sent.error !== undefined || commitResult?.command !== 'COMMIT') {
+        if (sent.error !== undefined && !isStatementError(sent.error)) {
+          // The connection went while COMMIT may have reached the server: ask a new one.
+          release(true);
+          if (await committedAlready(batchId)) return written(entries, verdicts, expected);
+        }
+        throw sent.error ?? Object.assign(new Error('the audit batch was rolled back'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
+      }
+      const count = Number((sent.values.at(-2) as pg.QueryResult).rows[0]?.events);
+      if (count !== expected) throw Object.assign(new Error('audit rows written differ from events'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
+      return written(entries, verdicts, expected);
+    } catch (err) {
+      release(!isStatementError(err));
+      throw err;
+    } finally {
+      release(false);
+    }
+  }
+
+  const written = (entries: readonly AuditEntry[], verdicts: Map<number, ChargeVerdict>, events: number): Written[] => {
+    stats.batches++;
+    stats.events += events;
+    return entries.map((e, i) => {
+      const v = verdicts.get(i);
+      return v !== undefined && !v.accepted && e.refusal ? { outcome: 'limited', retryAfterSeconds: v.retryAfterSeconds } : { outcome: 'committed' };
+    });
+  };
+
+  /** Whether batch `id` committed, asked on another connection; false when that cannot be known. */
+  async function committedAlready(id: string): Promise<boolean> {
+    try {
+      const { rowCount } = await pool.query('SELECT 1 FROM phigate.audit_batches WHERE id = $1', [id]);
+      return rowCount === 1;
+    } catch {
+      return false;
+    }
+  }
+
+  return {
+    write(entry) {
+      if (closing) return Promise.reject(unavailable('audit_writer_closed'));
+      if (queue.length >= opts.queueLimit) return Promise.reject(unavailable('audit_queue_full'));
+      return new Promise<Written>((resolve, reject) => {
+        queue.push({ entry, resolve, reject });
+        pump();
+      });
+    },
+    async record(request, events) {
+      if (events.length === 0) return;
+      await this.write({ request, events });
+    },
+    get saturated() {
+      return queue.length >= opts.queueLimit;
+    },
+    close() {
+      closing = true;
+      if (inFlight === 0 && queue.length === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => (idle = resolve));
+    },
+    stats,
+  };
+}
+
+/** Awaits pipelined statements; the first error, if any, once all have answered. */
+async function settleAll(sent: Promise<unknown>[]): Promise<{ values: unknown[]; error?: unknown }> {
+  const outcomes = await Promise.allSettled(sent);
+  const failed = outcomes.find((o) => o.status === 'rejected');
+  return { values: outcomes.map((o) => (o.status === 'fulfilled' ? o.value : undefined)), ...(failed ? { error: failed.reason } : {}) };
+}
+
+/** After a failed statement inside the batch: roll back so the connection can be reused. */
+async function abandon(client: pg.PoolClient, error: unknown): Promise<unknown> {
+  await client.query('ROLLBACK').catch(() => undefined);
+  return error;
+}

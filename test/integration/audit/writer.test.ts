@@ -1,0 +1,205 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CANONICAL_COLUMNS } from '../../../src/audit/canonical.ts';
+import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
+import { createAuditWriter, type AuditEntry } from '../../../src/audit/writer.ts';
+import { createLogger } from '../../../src/log.ts';
+import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
+
+// The audit writer against a real PostgreSQL: group commit on its own connection, every batch's
+// row count checked, a failed batch retried request by request, a bounded queue, a connection lost
+// during COMMIT, the PHI charges of a batch, and what the gateway's role may do to the trail.
+
+const PATIENT = '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b';
+const logger = createLogger('silent');
+let db: TestDatabase;
+let pools: Pool[] = [];
+beforeAll(async () => {
+  db = await createTestDatabase();
+});
+afterEach(async () => {
+  await Promise.all(pools.map((p) => p.end()));
+  pools = [];
+  await admin(async (c) => {
+    await c.query('DROP TRIGGER IF EXISTS writer_test ON phigate.audit_events');
+    await c.query('DROP TRIGGER IF EXISTS writer_test ON phigate.audit_batches');
+  });
+});
+afterAll(async () => db?.drop());
+
+const admin = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.adminUrl, fn);
+
+function writer(queueLimit = 100, applicationName = 'phigate-audit') {
+  const pool = createPool(db.appUrl, { max: 1, applicationName });
+  pools.push(pool);
+  return createAuditWriter({ pool, queueLimit, logger });
+}
+
+const request = (requestId = `w-${randomUUID()}`, actor = 'reg-north'): AuditRequest => ({ requestId, actor, actorKind: 'user', clientAddr: '127.0.0.1' });
+const read = (field: string, detail: string | null = null): AuditEvent => ({
+  action: 'read',
+  typeName: 'Patient',
+  field,
+  patientId: PATIENT,
+  recordId: null,
+  role: 'registrar',
+  purpose: 'healthcare_operations',
+  breakGlass: false,
+  detail,
+});
+const entry = (fields = ['ssn', 'mrn']): AuditEntry => ({ request: request(), events: fields.map((f) => read(f)) });
+
+const rowsOf = (requestId: string) =>
+  admin(async (c) => (await c.query('SELECT * FROM phigate.audit_events WHERE request_id = $1 ORDER BY id', [requestId])).rows);
+
+describe('group commit', () => {
+  it('commits what queued during the previous commit as one batch, each batch row counting its events', async () => {
+    const w = writer();
+    const entries = Array.from({ length: 20 }, () => entry());
+    const outcomes = await Promise.all(entries.map((e) => w.write(e)));
+    expect(outcomes.every((o) => o.outcome === 'committed')).toBe(true);
+    const rows = await admin(
+      async (c) => (await c.query('SELECT request_id, batch_id FROM phigate.audit_events WHERE request_id = ANY($1)', [entries.map((e) => e.request.requestId)])).rows,
+    );
+    expect(rows).toHaveLength(40);
+    const batches = new Set(rows.map((r) => r.batch_id));
+    // The first write goes out alone; the 19 that queued meanwhile share the next commit.
+    expect(batches.size).toBeLessThanOrEqual(3);
+    expect(w.stats.batches).toBe(batches.size);
+    const counted = await admin(async (c) => (await c.query('SELECT id, events FROM phigate.audit_batches WHERE id = ANY($1)', [[...batches]])).rows);
+    for (const b of counted) expect(b.events).toBe(rows.filter((r) => r.batch_id === b.id).length);
+  });
+
+  it('implements AuditRecorder: record() resolves once the events are committed', async () => {
+    const w = writer();
+    const req = request();
+    await w.record(req, [read('ssn', 'hit')]);
+    expect((await rowsOf(req.requestId)).map((r) => [r.action, r.detail, r.actor])).toEqual([['read', 'hit', 'reg-north']]);
+  });
+});
+
+describe('failures', () => {
+  it('a batch with one bad request is retried request by request: only that request fails', async () => {
+    const w = writer();
+    const first = w.write(entry());
+    // Queued while the first commits, so these three form one batch.
+    const good1 = entry();
+    const bad: AuditEntry = { request: request(), events: [read('ssn', 'NOT A CODE')] };
+    const good2 = entry();
+    const outcomes = await Promise.allSettled([first, w.write(good1), w.write(bad), w.write(good2)]);
+    expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'fulfilled', 'rejected', 'fulfilled']);
+    expect((outcomes[2] as PromiseRejectedResult).reason).toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_write_failed' });
+    expect(await rowsOf(good1.request.requestId)).toHaveLength(2);
+    expect(await rowsOf(good2.request.requestId)).toHaveLength(2);
+    expect(await rowsOf(bad.request.requestId)).toHaveLength(0);
+  });
+
+  it('a trigger that silently drops rows fails every request of the batch, and nothing of it is kept', async () => {
+    await admin(async (c) => {
+      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_drop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
+      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_events FOR EACH ROW WHEN (NEW.field = 'mrn') EXECUTE FUNCTION public.writer_test_drop()`);
+    });
+    const w = writer();
+    const e = entry(['ssn', 'mrn']);
+    await expect(w.write(e)).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_rows_mismatch' });
+    // The ssn row was not dropped, but the batch did not commit, so it is not there either.
+    expect(await rowsOf(e.request.requestId)).toEqual([]);
+  });
+
+  it('a connection lost during COMMIT: the batch is looked up by its id, and not found, its requests fail', async () => {
+    // A deferred constraint trigger runs inside COMMIT: it holds the commit long enough to kill the session.
+    await admin(async (c) => {
+      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`);
+      await c.query(
+        `CREATE CONSTRAINT TRIGGER writer_test AFTER INSERT ON phigate.audit_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.writer_test_slow()`,
+      );
+    });
+    const w = writer(100, 'phigate-audit-killed');
+    const e = entry();
+    const writing = w.write(e);
+    writing.catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 700));
+    const killed = await admin(
+      async (c) => (await c.query(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active'`)).rows,
+    );
+    expect(killed).toEqual([{ ok: true }]);
+    await expect(writing).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+    expect(await rowsOf(e.request.requestId)).toEqual([]);
+    await admin((c) => c.query('DROP TRIGGER writer_test ON phigate.audit_batches'));
+    // The writer carries on, on a new connection.
+    const next = entry();
+    await expect(w.write(next)).resolves.toEqual({ outcome: 'committed' });
+    expect(await rowsOf(next.request.requestId)).toHaveLength(2);
+  });
+
+  it('a full queue refuses at once with AUDIT_UNAVAILABLE, and says it is saturated', async () => {
+    const w = writer(2);
+    const first = w.write(entry()); // taken by the connection at once
+    const queued = [w.write(entry()), w.write(entry())];
+    expect(w.saturated).toBe(true);
+    await expect(w.write(entry())).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_queue_full' });
+    await Promise.all([first, ...queued]);
+    expect(w.saturated).toBe(false);
+  });
+});
+
+describe('PHI charged per batch', () => {
+  it('accepts each principal\'s reads in order while the minute stays within the cap; a refused one writes its refusal only', async () => {
+    const w = writer();
+    const cap = { rows: 5, values: 100 };
+    const sub = `reg-${randomUUID()}`;
+    const other = `reg-${randomUUID()}`;
+    const limited: AuditEvent = { action: 'limited', typeName: 'Query', field: null, patientId: null, recordId: null, role: null, purpose: 'unspecified', breakGlass: false };
+    const charged = (actor: string, rows: number): AuditEntry => ({
+      request: request(undefined, actor),
+      events: [read('ssn')],
+      charge: { owner: { kind: 'user', subject: actor }, rows, values: rows, cap },
+      refusal: limited,
+    });
+    const first = w.write(entry());
+    const batch = [charged(sub, 3), charged(other, 5), charged(sub, 3), charged(sub, 2)];
+    const outcomes = await Promise.all([first, ...batch.map((e) => w.write(e))]);
+    expect(outcomes.slice(1).map((o) => o.outcome)).toEqual(['committed', 'committed', 'limited', 'committed']);
+    const refused = outcomes[3]!;
+    expect(refused.outcome === 'limited' && refused.retryAfterSeconds >= 1 && refused.retryAfterSeconds <= 60).toBe(true);
+    expect((await rowsOf(batch[2]!.request.requestId)).map((r) => r.action)).toEqual(['limited']);
+    expect((await rowsOf(batch[3]!.request.requestId)).map((r) => r.action)).toEqual(['read']);
+    const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[sub, other]])).rows);
+    expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [sub]: 5, [other]: 5 });
+  });
+});
+
+describe('what the gateway role may do to the trail', () => {
+  const asApp = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.appUrl, fn);
+  const refused = (sql: string, params: unknown[] = []) => asApp((c) => c.query(sql, params).then(() => null, (e: { code: string }) => e.code));
+  const COLUMNS = `(request_id, actor, actor_kind, purpose, action, type_name)`;
+  const VALUES = `('forged', 'x', 'user', 'p', 'read', 'Patient')`;
+
+  it('inserts rows, but never chooses their id or time: no OVERRIDING, no occurred_at', async () => {
+    expect(await refused(`INSERT INTO phigate.audit_events ${COLUMNS} VALUES ${VALUES}`)).toBeNull();
+    expect(await refused(`INSERT INTO phigate.audit_events (id, request_id, actor, actor_kind, purpose, action, type_name) OVERRIDING SYSTEM VALUE VALUES (9000000000, 'forged', 'x', 'user', 'p', 'read', 'Patient')`)).toBe('42501');
+    expect(await refused(`INSERT INTO phigate.audit_events (id, request_id, actor, actor_kind, purpose, action, type_name) VALUES (9000000000, 'forged', 'x', 'user', 'p', 'read', 'Patient')`)).toMatch(/^(42501|428C9)$/);
+    expect(await refused(`INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, purpose, action, type_name) VALUES ('2000-01-01', 'forged', 'x', 'user', 'p', 'read', 'Patient')`)).toBe('42501');
+    const max = await admin(async (c) => (await c.query(`SELECT max(id)::bigint AS id FROM phigate.audit_events`)).rows[0].id);
+    expect(Number(max)).toBeLessThan(9000000000);
+  });
+
+  it('can neither change nor remove a row or a batch (nor can the owner)', async () => {
+    for (const sql of ['UPDATE phigate.audit_events SET actor = $1', 'DELETE FROM phigate.audit_events WHERE actor = $1', 'TRUNCATE phigate.audit_events']) {
+      expect(await refused(sql, sql.includes('$1') ? ['x'] : [])).toBe('42501');
+    }
+    expect(await refused(`UPDATE phigate.audit_batches SET events = 1`)).toBe('42501');
+    expect(await refused(`DELETE FROM phigate.audit_batches`)).toBe('42501');
+    const byOwner = await admin((c) => c.query(`DELETE FROM phigate.audit_events WHERE request_id = 'forged'`).then(() => null, (e: { code: string }) => e.code));
+    expect(byOwner).toBe('42501');
+  });
+
+  it('the relation has exactly the columns the canonical encoding covers', async () => {
+    const columns = await admin(
+      async (c) =>
+        (await c.query(`SELECT column_name FROM information_schema.columns WHERE table_schema = 'phigate' AND table_name = 'audit_events' ORDER BY column_name`)).rows,
+    );
+    expect(columns.map((c) => c.column_name)).toEqual([...CANONICAL_COLUMNS].sort());
+  });
+});
