@@ -67,6 +67,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       authenticate: createAuthenticator({ oidc }),
       logger,
       maxPageSize: config.maxPageSize,
+      searchesPerMinute: config.searchesPerMinute,
       transaction: {
         statementTimeoutMs: config.timeouts.statementMs,
         idleInTransactionTimeoutMs: config.timeouts.idleInTransactionMs,

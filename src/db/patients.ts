@@ -62,12 +62,36 @@ export async function patientPage(tx: RequestTransaction, after: string | null, 
   ).rows;
 }
 
-export async function patientsByBlindIndex(
+export interface SearchOwner {
+  readonly kind: 'user' | 'partner';
+  readonly subject: string;
+}
+
+/** What a search found, or that the principal's searches of this minute are used up. */
+export type SearchResult =
+  | { readonly allowed: true; readonly rows: PatientRow[] }
+  | { readonly allowed: false; readonly retryAfterSeconds: number };
+
+/**
+ * Counts the search against the owner's minute (schema/migrations/010_disclosures.sql) and, only
+ * within it, looks the indexes up: one statement, so a search costs no extra round trip.
+ */
+export async function searchByBlindIndex(
   tx: RequestTransaction,
   column: 'mrn_bidx' | 'ssn_bidx',
   indexes: readonly Buffer[],
-): Promise<PatientRow[]> {
-  return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes])).rows;
+  owner: SearchOwner,
+  perMinute: number,
+): Promise<SearchResult> {
+  const { rows } = await tx.query<PatientRow & { allowed: boolean; retry_after_seconds: number }>(
+    `WITH quota AS (SELECT allowed, retry_after_seconds FROM phigate.take_search($2, $3, $4))
+     SELECT q.allowed, q.retry_after_seconds, m.*
+     FROM quota q LEFT JOIN LATERAL (${PATIENT_SELECT} WHERE q.allowed AND p.${column} = ANY($1::bytea[]) LIMIT 2) m ON true`,
+    [indexes, owner.kind, owner.subject, perMinute],
+  );
+  const first = rows[0]!;
+  if (!first.allowed) return { allowed: false, retryAfterSeconds: first.retry_after_seconds };
+  return { allowed: true, rows: rows.filter((r) => r.id !== null) };
 }
 
 export async function encountersByPatientIds(tx: RequestTransaction, patientIds: readonly string[]): Promise<EncounterRow[]> {

@@ -44,6 +44,8 @@ export interface GatewayDeps {
   readonly recorder?: AuditRecorder;
   readonly logger: Logger;
   readonly maxPageSize: number;
+  /** Searches by an identifier per principal and minute (config.searchesPerMinute); unset, the config's default. */
+  readonly searchesPerMinute?: number;
   readonly transaction?: TransactionOptions;
   readonly graphiql?: boolean;
   readonly limits: Config['limits'];
@@ -123,6 +125,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         budget,
         minute,
         maxPageSize: deps.maxPageSize,
+        searchesPerMinute: deps.searchesPerMinute ?? 30,
       };
     },
   });

@@ -25,4 +25,6 @@ export interface RequestScope {
   readonly recorder: AuditRecorder;
   readonly budget: PhiBudget;
   readonly minute: PhiMinute;
+  /** Searches by an identifier one principal may make per minute, across replicas (PHIGATE_SEARCHES_PER_MINUTE). */
+  readonly searchesPerMinute: number;
 }

@@ -102,6 +102,8 @@ export async function startTestGateway(
     authenticate: createAuthenticator({ oidc }),
     logger: createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) }),
     maxPageSize: 100,
+    // Suites search far more often than a person does; searches.test.ts tests the limit itself.
+    searchesPerMinute: 100_000,
     limits: defaults.limits,
     introspectionRoles: defaults.introspectionRoles,
     trustedDocuments: null,
