@@ -24,8 +24,11 @@ export interface EncounterRow {
   readonly patient_id: string;
   readonly clinic_id: string;
   readonly on_care_team: boolean;
+  /** Plaintext, so that encounters can be ordered by time in the database (README, "Visit dates"). */
   readonly occurred_at: Date;
-  readonly kind: string;
+  readonly kind: Buffer | null;
+  /** The kind of an encounter written before it was encrypted (schema/migrations/010_disclosures.sql); null once sealed. */
+  readonly kind_legacy: string | null;
   readonly reason: Buffer | null;
   readonly diagnosis_codes: Buffer | null;
   readonly notes: Buffer | null;
@@ -43,7 +46,7 @@ export const PATIENT_COLUMNS = {
   address: 'address',
 } as const;
 
-export const ENCOUNTER_COLUMNS = { reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
+export const ENCOUNTER_COLUMNS = { kind: 'kind', reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
 
 // on_care_team decides which of the principal's roles apply to the row (src/policy/decide.ts).
 const PATIENT_SELECT = `
@@ -97,7 +100,7 @@ export async function searchByBlindIndex(
 export async function encountersByPatientIds(tx: RequestTransaction, patientIds: readonly string[]): Promise<EncounterRow[]> {
   return (
     await tx.query<EncounterRow>(
-      `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
+      `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.kind_legacy, e.reason, e.diagnosis_codes, e.notes,
               EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team
        FROM phigate.encounters e WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`,
       [patientIds],
@@ -107,7 +110,7 @@ export async function encountersByPatientIds(tx: RequestTransaction, patientIds:
 
 export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {
   const { rows } = await tx.query<EncounterRow>(
-    `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
+    `SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.kind_legacy, e.reason, e.diagnosis_codes, e.notes,
             EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team
      FROM phigate.encounters e WHERE e.id = $1`,
     [id],
@@ -146,7 +149,7 @@ export interface EncounterInsert {
   readonly patientId: string;
   readonly clinicId: string;
   readonly occurredAt: Date;
-  readonly kind: string;
+  readonly kind: Buffer;
   readonly reason: Buffer | null;
   readonly diagnosisCodes: Buffer | null;
   readonly notes: Buffer | null;

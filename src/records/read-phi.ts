@@ -50,15 +50,17 @@ function shown(scope: RequestScope, ref: PhiRef, role: string | null, effect: 'a
   return value;
 }
 
+// An empty field is shown as empty: audited like a value, since it too says something about the patient.
+function empty(scope: RequestScope, ref: PhiRef, role: string | null, effect: 'allow' | 'mask'): null {
+  record(scope, ref, role, effect === 'mask' ? 'masked' : 'read');
+  return null;
+}
+
 /**
- * The one path by which a PHI value leaves the database: decide, count it against the principal's
- * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
- * way. A denied field, or one past a limit, is never decrypted.
- * Audit events are buffered and written in the request's transaction before the response leaves.
- * Synchronous when the data key is cached, as it is in steady state: a page of 800 values then
- * costs no promise per value, and no closure either unless tracing is on.
+ * Decide, then count against the principal's PHI limits: the refusals of both are audited and
+ * thrown here, so that nothing past this point is shown that was not allowed and counted.
  */
-export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): string | null | Promise<string | null> {
+function admit(scope: RequestScope, ref: PhiRef): { role: string | null; effect: 'allow' | 'mask' } {
   const decision = tracing()
     ? inSpan('phigate.policy', attributesOf(ref), () => decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field))
     : decideField(scope.policy, scope.principal, ref.row, ref.typeName, ref.field);
@@ -76,14 +78,34 @@ export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | n
     // No HTTP status: the rest of the answer stands, as it does around a denied field.
     throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${ref.typeName}.${ref.field} is withheld.`, { reason: capped, http: null });
   }
-  const effect = decision.effect;
-  if (ciphertext === null) {
-    record(scope, ref, role, effect === 'mask' ? 'masked' : 'read');
-    return null;
-  }
+  return { role, effect: decision.effect };
+}
+
+/**
+ * The one path by which a PHI value leaves the database: decide, count it against the principal's
+ * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
+ * way. A denied field, or one past a limit, is never decrypted.
+ * Audit events are buffered and written in the request's transaction before the response leaves.
+ * Synchronous when the data key is cached, as it is in steady state: a page of 800 values then
+ * costs no promise per value, and no closure either unless tracing is on.
+ */
+export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): string | null | Promise<string | null> {
+  const { role, effect } = admit(scope, ref);
+  if (ciphertext === null) return empty(scope, ref, role, effect);
   const aad = { table: ref.table, column: ref.column, rowId: ref.rowId };
   const plain = tracing()
     ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, aad, ciphertext))
     : scope.cipher.decrypt(ref.row.clinicId, aad, ciphertext);
   return plain instanceof Promise ? plain.then((p) => shown(scope, ref, role, effect, p)) : shown(scope, ref, role, effect, plain);
+}
+
+/**
+ * A PHI value the database holds in plaintext (an encounter's date, which it must order by; a kind
+ * written before kinds were encrypted): the same decision, limits and audit as readPhi, with
+ * nothing to decrypt.
+ */
+export function readPlainPhi(scope: RequestScope, ref: PhiRef, value: string | null): string | null {
+  const { role, effect } = admit(scope, ref);
+  if (value === null) return empty(scope, ref, role, effect);
+  return shown(scope, ref, role, effect, value);
 }
