@@ -163,11 +163,18 @@ export async function insertEncounter(tx: RequestTransaction, e: EncounterInsert
   );
 }
 
+/**
+ * Makes the care team exactly `subjects`, touching only the rows that change: a member who stays
+ * keeps its row (and its added_at), and is not inserted again, which row security would refuse
+ * when that member is the caller (schema/migrations/010_disclosures.sql).
+ */
 export async function replaceCareTeam(tx: RequestTransaction, patientId: string, clinicId: string, subjects: readonly string[]): Promise<void> {
-  await tx.query('DELETE FROM phigate.care_team WHERE patient_id = $1', [patientId]);
+  await tx.query('DELETE FROM phigate.care_team WHERE patient_id = $1 AND subject <> ALL ($2::text[])', [patientId, subjects]);
   if (subjects.length === 0) return;
   await tx.query(
-    `INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT $1, s, $2 FROM unnest($3::text[]) AS s`,
+    `INSERT INTO phigate.care_team (patient_id, subject, clinic_id)
+     SELECT $1, s, $2 FROM unnest($3::text[]) AS s
+     WHERE NOT EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = $1 AND ct.subject = s)`,
     [patientId, clinicId, subjects],
   );
 }

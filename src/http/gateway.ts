@@ -111,6 +111,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
+      const auditRequest = { requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null };
       return {
         startedAt,
         requestId,
@@ -119,8 +120,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
         tx,
         cipher,
         keyring,
-        audit: createAuditBuffer({ requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null }),
+        audit: createAuditBuffer(auditRequest),
         recorder,
+        auditRequest,
         loaders: createLoaders(tx),
         budget,
         minute,
