@@ -74,14 +74,18 @@ CREATE POLICY care_team_insert ON phigate.care_team FOR INSERT TO phigate_app WI
 
 -- 8. Analytics gets aggregates, not patients: no patient-level row, no date finer than a month, and
 -- no cell small enough to point at a person (fewer than 11 patients, the usual small-cell rule).
--- The views run as their owner, so analytics needs no privilege on the tables at all; the owner
--- reads encounters under a policy of its own (FORCE ROW LEVEL SECURITY binds it too).
+-- The views run as their owner, so analytics needs no privilege on the tables at all. Through a
+-- view, row security applies the owner's policies (FORCE binds the owner too) while current_user is
+-- still the caller: the policies below let the owner's views read the rows only when an analytics
+-- login is the one asking, so the owner itself, and everyone else, still sees no row.
 DROP POLICY patients_analytics ON phigate.patients;
 DROP POLICY encounters_analytics ON phigate.encounters;
 REVOKE ALL ON phigate.patients, phigate.encounters FROM phigate_analytics;
 
-CREATE POLICY encounters_owner_aggregates ON phigate.encounters FOR SELECT TO phigate_owner USING (true);
-CREATE POLICY patients_owner_aggregates ON phigate.patients FOR SELECT TO phigate_owner USING (true);
+CREATE POLICY encounters_aggregates ON phigate.encounters FOR SELECT TO phigate_owner
+  USING ((SELECT pg_has_role(current_user, 'phigate_analytics', 'MEMBER')));
+CREATE POLICY patients_aggregates ON phigate.patients FOR SELECT TO phigate_owner
+  USING ((SELECT pg_has_role(current_user, 'phigate_analytics', 'MEMBER')));
 
 CREATE VIEW phigate.analytics_encounters_by_month WITH (security_barrier) AS
   SELECT clinic_id, date_trunc('month', occurred_at AT TIME ZONE 'UTC')::date AS month,

@@ -20,7 +20,7 @@ type Outcome = 'hit' | 'miss' | 'ambiguous' | 'refused' | 'limited';
  * every search leaves one `search` audit row with its outcome (never the identifier), whether it
  * found the patient, nothing, or was refused; it needs a role that sees the identifier in full; it
  * counts as a PHI value against the principal's caps, and against the principal's searches per
- * minute. Refusals come before the blind index is read, so they say nothing about the identifier.
+ * minute. No refusal depends on what the search found, so none says anything about the identifier.
  */
 export async function searchPatient(scope: RequestScope, kind: IdentifierKind, raw: string): Promise<PatientRow | null> {
   const search = SEARCHES[kind];
@@ -48,14 +48,16 @@ export async function searchPatient(scope: RequestScope, kind: IdentifierKind, r
       ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
       : new PhigateError('FORBIDDEN', `You may not search by ${kind}.`);
   }
+  const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
+  const result = await searchByBlindIndex(scope.tx, search.index, indexes, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
+  // The PHI caps are known once the request's first statement has answered (phi-minute.ts), so
+  // they are checked here, before the result is looked at: a refusal says the same for a hit and a miss.
   const capped = scope.budget.search();
   if (capped !== null) {
     audit('limited');
     const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
-    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; the search was not run.`, { reason: capped, http: null });
+    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; the search result is withheld.`, { reason: capped, http: null });
   }
-  const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
-  const result = await searchByBlindIndex(scope.tx, search.index, indexes, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
   if (!result.allowed) {
     audit('limited');
     throw new PhigateError('RATE_LIMITED', 'Your searches per minute are used up; retry when the minute ends.', {

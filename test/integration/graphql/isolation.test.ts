@@ -21,7 +21,7 @@ import { codesOf } from '../../support/gql-expect.ts';
 //     AUDIT_UNAVAILABLE with no data;
 //   - an audit row with request id `fault-commit-*` trips a DEFERRED constraint trigger, so the
 //     statement succeeds and the failure comes at COMMIT itself;
-//   - an encounter of kind `fault_marker` is refused by a BEFORE INSERT trigger: a mutation that
+//   - an encounter dated in 1901 (the marker: kinds are ciphertext) is refused by a BEFORE INSERT trigger: a mutation that
 //     has already read the patient (and possibly written an earlier field of the same document)
 //     hits a database error.
 // Besides these, application errors after rows were read (an MRN that matches in both clinics of
@@ -41,7 +41,7 @@ CREATE CONSTRAINT TRIGGER isolation_fault_commit AFTER INSERT ON phigate.audit_e
   DEFERRABLE INITIALLY DEFERRED
   FOR EACH ROW WHEN (NEW.request_id LIKE 'fault-commit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
 CREATE TRIGGER isolation_fault_encounter BEFORE INSERT ON phigate.encounters
-  FOR EACH ROW WHEN (NEW.kind = 'fault_marker') EXECUTE FUNCTION phigate.isolation_test_fault();
+  FOR EACH ROW WHEN (NEW.occurred_at < '1902-01-01') EXECUTE FUNCTION phigate.isolation_test_fault();
 `;
 
 interface Who {
@@ -254,7 +254,7 @@ describe('connections go back to the pool clean', () => {
     // 3. A mutation hits a database error after reading the patient.
     const mutation = await gw.gql(
       tokenOf(dr),
-      `mutation($id: ID!) { addEncounter(patientId: $id, input: { occurredAt: "2025-01-02T03:04:05Z", kind: "fault_marker", notes: "never" }) { id } }`,
+      `mutation($id: ID!) { addEncounter(patientId: $id, input: { occurredAt: "1901-01-01T00:00:00Z", kind: "visit", notes: "never" }) { id } }`,
       { id: drPatient.id },
     );
     expect(codesOf(mutation)).toEqual(['INTERNAL']);
@@ -274,7 +274,7 @@ describe('connections go back to the pool clean', () => {
 
     // None of the failed requests left an audit row, an encounter or a session inside a transaction.
     expect(await gw.auditRows(`request_id LIKE 'fault-%'`)).toEqual([]);
-    const { rows } = await gw.admin((c) => c.query(`SELECT count(*)::int AS n FROM phigate.encounters WHERE kind = 'fault_marker'`));
+    const { rows } = await gw.admin((c) => c.query(`SELECT count(*)::int AS n FROM phigate.encounters WHERE occurred_at < '1902-01-01'`));
     expect(rows[0].n).toBe(0);
     expect((await appSessionStates()).filter((s) => s !== 'idle')).toEqual([]);
   });
@@ -443,7 +443,7 @@ function writeJob(base: { n: number; who: Who; kind: Kind; requestId: string }, 
     ...base,
     query: `mutation($id: ID!) {
       a: addEncounter(patientId: $id, input: { occurredAt: "2025-06-01T10:00:00Z", kind: "visit", reason: "Rolled back" ${notes} }) { id }
-      b: addEncounter(patientId: $id, input: { occurredAt: "2025-06-01T11:00:00Z", kind: "fault_marker" }) { id }
+      b: addEncounter(patientId: $id, input: { occurredAt: "1901-01-01T00:00:00Z", kind: "visit" }) { id }
     }`,
     variables: { id: target.id },
     expect: refusedWith('INTERNAL'),
@@ -513,7 +513,7 @@ describe('150 interleaved requests of 14 principals over a pool of two connectio
     // What was committed is there, what was rolled back is not.
     const after = await gw.admin(async (c) =>
       (await c.query(`SELECT (SELECT count(*) FROM phigate.patients)::int AS p, (SELECT count(*) FROM phigate.encounters)::int AS e,
-        (SELECT count(*) FROM phigate.encounters WHERE kind = 'fault_marker')::int AS faults`)).rows[0],
+        (SELECT count(*) FROM phigate.encounters WHERE occurred_at < '1902-01-01')::int AS faults`)).rows[0],
     );
     expect(after).toEqual({ p: seededCounts.p + committed.patients, e: seededCounts.e + committed.encounters, faults: 0 });
     const rolledBackIds = jobs.filter((j) => j.kind === 'rollback' || j.kind.startsWith('fault')).map((j) => j.requestId);
