@@ -36,7 +36,7 @@ export const ALL_COLUMNS = Object.values(COLUMN);
 
 /** Every PHI field of Patient and of its encounters, plus the non-PHI fields that must still stand. */
 export const PATIENT_SELECTION = `id clinicId ${PATIENT_PHI.join(' ')}
-  encounters { id patientId occurredAt kind ${ENCOUNTER_PHI.join(' ')} }`;
+  encounters { id patientId ${ENCOUNTER_PHI.join(' ')} }`;
 
 export const loadDefaultPolicy = (): Promise<PolicySet> => loadPolicy(POLICY_FILE, PHI_FIELDS);
 
