@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
 import { codesOf } from '../support/gql-expect.ts';
+import { asApp as asAppIn } from './as-app.ts';
 import { careTeamOf, dbState, expectNoneOf, expectNoSqlOrStack, sendTracked, storedPatient } from './db-state.ts';
 
 // Clinic isolation under attack: an id, a cursor or a clinic of another clinic in every argument
@@ -431,23 +431,7 @@ describe('moving a patient to another clinic', () => {
   });
 
   /** Runs `sql` as phigate_app with a request context naming both clinics, and rolls back. */
-  const asApp = (ctx: { roles: string; actor: string }, sql: string, params: unknown[]) =>
-    gw.admin(async (c) => {
-      await c.query('BEGIN');
-      try {
-        await c.query('SET LOCAL ROLE phigate_app');
-        await c.query(`SELECT set_config('phigate.clinics', 'c-north,c-south', true), set_config('phigate.roles', $1, true), set_config('phigate.actor', $2, true)`, [
-          ctx.roles,
-          ctx.actor,
-        ]);
-        await c.query(sql, params);
-        return null;
-      } catch (e) {
-        return e as pg.DatabaseError;
-      } finally {
-        await c.query('ROLLBACK');
-      }
-    });
+  const asApp = (ctx: { roles: string; actor: string }, sql: string, params: unknown[]) => asAppIn(gw, { ...ctx, clinics: 'c-north,c-south' }, sql, params);
 
   it('at the database level, as phigate_app with both clinics in its context: UPDATE of clinic_id is refused (42501)', async () => {
     const p = north()[4]!;

@@ -7,6 +7,7 @@ import { parsePolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import { POLICY_FILE, startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
+import { asApp as asAppIn } from './as-app.ts';
 import { codesOf } from '../support/gql-expect.ts';
 
 // Issue 11, item 2 (visit dates and kinds are PHI) and the data side of item 8 (an MRN existence
@@ -36,21 +37,7 @@ async function send(token: string, query: string, variables?: Record<string, unk
 const auditOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
 const decryptsOf = (column: string) => gw.cipher.stats.decryptsByColumn.get(column) ?? 0;
 
-/** A statement as the app role would send it, inside a transaction with the given context; rolled back. */
-const asApp = (ctx: { roles: string; actor: string }, sql: string, params: unknown[]) =>
-  gw.admin(async (c) => {
-    await c.query('BEGIN');
-    try {
-      await c.query('SET LOCAL ROLE phigate_app');
-      await c.query(`SELECT set_config('phigate.clinics', 'c-north', true), set_config('phigate.roles', $1, true), set_config('phigate.actor', $2, true)`, [ctx.roles, ctx.actor]);
-      await c.query(sql, params);
-      return null;
-    } catch (e) {
-      return e as pg.DatabaseError;
-    } finally {
-      await c.query('ROLLBACK');
-    }
-  });
+const asApp = (ctx: { roles: string; actor: string }, sql: string, params: unknown[]) => asAppIn(gw, { ...ctx, clinics: 'c-north' }, sql, params);
 
 const ENCOUNTERS = `query($id: ID!) { patient(id: $id) { id encounters { id occurredAt kind } } }`;
 
