@@ -18,7 +18,10 @@ export type PhiTypeName = 'Patient' | 'Encounter';
 export const PATIENT_PHI: readonly PatientPhiField[] = PHI_FIELDS.Patient;
 export const ENCOUNTER_PHI: readonly EncounterPhiField[] = PHI_FIELDS.Encounter;
 
-/** `table.column` keys of FieldCipherStats.decryptsByColumn, written out independently of src/db. */
+/**
+ * `table.column` keys of FieldCipherStats.decryptsByColumn, written out independently of src/db.
+ * Encounter.occurredAt has none: it is stored in plaintext (README, "Visit dates and kinds").
+ */
 export const COLUMN: Readonly<Record<string, string>> = {
   'Patient.mrn': 'patients.mrn',
   'Patient.ssn': 'patients.ssn',
@@ -28,6 +31,7 @@ export const COLUMN: Readonly<Record<string, string>> = {
   'Patient.phone': 'patients.phone',
   'Patient.email': 'patients.email',
   'Patient.address': 'patients.address',
+  'Encounter.kind': 'encounters.kind',
   'Encounter.reason': 'encounters.reason',
   'Encounter.diagnosisCodes': 'encounters.diagnosis_codes',
   'Encounter.notes': 'encounters.notes',
