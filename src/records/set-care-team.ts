@@ -5,7 +5,7 @@ import { knownRoles, purposeFor } from '../policy/decide.ts';
 import { loadPatientForWrite } from './load-patient.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
-import { rethrowRefusal } from './write-helpers.ts';
+import { recordAfterRollback, rethrowRefusal } from './write-helpers.ts';
 
 export async function setCareTeam(scope: RequestScope, rawPatientId: string, rawSubjects: readonly string[]): Promise<string> {
   const patient = await loadPatientForWrite(scope, rawPatientId, 'patientId');
@@ -17,9 +17,7 @@ export async function setCareTeam(scope: RequestScope, rawPatientId: string, raw
   // Separation of duties: whoever changes a care team does not thereby give itself the patient's
   // record; another admin adds it. Staying on a team it is already on is no new access.
   if (subjects.includes(scope.principal.subject) && !(await careTeamOf(scope.tx, patient.id)).includes(scope.principal.subject)) {
-    await scope.recorder.record(scope.auditRequest, [
-      { ...event(scope, role.name, patient.id, 'refused'), detail: 'self_care_team' },
-    ]);
+    await recordAfterRollback(scope, [{ ...event(scope, role.name, patient.id, 'refused'), detail: 'self_care_team' }]);
     throw new PhigateError('FORBIDDEN', 'You may not add yourself to a care team; another administrator must.', { reason: 'separation_of_duties' });
   }
   await replaceCareTeam(scope.tx, patient.id, patient.clinic_id, subjects).catch(rethrowRefusal);

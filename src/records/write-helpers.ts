@@ -1,3 +1,4 @@
+import type { AuditEvent } from '../audit/event.ts';
 import { PhigateError } from '../errors.ts';
 import { purposeFor, searchRole } from '../policy/decide.ts';
 import type { WriteGrant } from './may-write.ts';
@@ -33,7 +34,7 @@ export async function rethrowIdentifierConflict(scope: RequestScope, operation: 
   const kind = e.code === UNIQUE_VIOLATION ? IDENTIFIER_INDEXES[e.constraint ?? ''] : undefined;
   if (kind === undefined) return rethrowRefusal(err);
   const role = searchRole(scope.policy, scope.principal, `Patient.${kind}`)?.name ?? null;
-  await scope.recorder.record(scope.auditRequest, [
+  await recordAfterRollback(scope, [
     {
       action: 'search',
       typeName: 'Mutation',
@@ -47,6 +48,16 @@ export async function rethrowIdentifierConflict(scope: RequestScope, operation: 
     },
   ]);
   throw new PhigateError('BAD_USER_INPUT', `A patient with this ${kind} already exists in the clinic.`);
+}
+
+/**
+ * Records events of a write that is refused and so rolls back whole. The request's transaction ends
+ * first: the recorder's connection must never be a second one held by this request, or requests
+ * holding every connection of a full pool would each wait for another.
+ */
+export async function recordAfterRollback(scope: RequestScope, events: readonly AuditEvent[]): Promise<void> {
+  await scope.tx.rollback();
+  await scope.recorder.record(scope.auditRequest, events);
 }
 
 /** One audit row per written field, naming the field, never its value. */
