@@ -11,6 +11,7 @@ import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
 import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
 import { createPgKeyStore } from './db/key-store.ts';
+import { createSearchQuota } from './db/search-quota.ts';
 import { assertSafeAppRole, createPool, type Pool } from './db/pool.ts';
 import { assertTlsConnection } from './db/tls.ts';
 import { createGateway, type Gateway } from './http/gateway.ts';
@@ -82,12 +83,14 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const gateway = createGateway({
       pool,
       auditWriter,
+      searchQuota: createSearchQuota(auditPool),
       policy,
       keyring,
       cipher,
       authenticate: createAuthenticator({ oidc }),
       logger,
       maxPageSize: config.maxPageSize,
+      searchesPerMinute: config.searchesPerMinute,
       transaction: {
         statementTimeoutMs: config.timeouts.statementMs,
         idleInTransactionTimeoutMs: config.timeouts.idleInTransactionMs,

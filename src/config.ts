@@ -38,6 +38,8 @@ export interface Config {
     | { readonly provider: 'aws'; readonly keyId: string; readonly region: string; readonly endpoint: string | null };
   readonly redisUrl: string | null;
   readonly maxPageSize: number;
+  /** Searches by an identifier (patientBySsn, patientByMrn) per principal and minute, across replicas. */
+  readonly searchesPerMinute: number;
   /** GraphQL abuse limits: anything over them is refused with QUERY_TOO_COMPLEX before database work. */
   readonly limits: {
     readonly maxDepth: number;
@@ -244,6 +246,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     kms,
     redisUrl: url(src, 'REDIS_URL', ['redis:', 'rediss:']),
     maxPageSize: int(src, 'PHIGATE_MAX_PAGE_SIZE', 100, 1, 1000),
+    searchesPerMinute: int(src, 'PHIGATE_SEARCHES_PER_MINUTE', 30, 1, 100_000),
     limits: {
       maxDepth: int(src, 'PHIGATE_MAX_DEPTH', 8, 2, 64),
       maxAliases: int(src, 'PHIGATE_MAX_ALIASES', 15, 0, 1000),

@@ -3,7 +3,7 @@ import { currentRequest } from './http/request-id.ts';
 
 export type { Logger };
 
-const PHI_FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address', 'reason', 'diagnosisCodes', 'notes'];
+const PHI_FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address', 'occurredAt', 'kind', 'reason', 'diagnosisCodes', 'notes'];
 
 /**
  * Structured JSON logs. Call sites log ids, codes and counts, never values; the redaction list

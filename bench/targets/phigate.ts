@@ -17,6 +17,7 @@ import { createFieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createKeyring } from '../../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
 import { createPgKeyStore } from '../../src/db/key-store.ts';
+import { createSearchQuota } from '../../src/db/search-quota.ts';
 import { assertSafeAppRole, createPool } from '../../src/db/pool.ts';
 import { createGateway } from '../../src/http/gateway.ts';
 import { limitHeapGrowth } from '../../src/heap.ts';
@@ -75,6 +76,7 @@ const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.au
 const gateway = createGateway({
   pool,
   auditWriter,
+  searchQuota: createSearchQuota(auditPool),
   policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
   keyring,
   cipher,
@@ -91,6 +93,8 @@ const gateway = createGateway({
   }),
   logger,
   maxPageSize: 100,
+  // The bench measures throughput of one registrar's searches, not the enumeration limit.
+  searchesPerMinute: 100_000,
   limits: defaults.limits,
   introspectionRoles: defaults.introspectionRoles,
   trustedDocuments: null,

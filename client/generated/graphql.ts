@@ -40,7 +40,7 @@ export type PatientPageQueryVariables = Exact<{
 }>;
 
 
-export type PatientPageQuery = { patients: { edges: Array<{ cursor: string, node: { id: string, clinicId: string, mrn: string | null, ssn: string | null, givenName: string | null, familyName: string | null, birthDate: string | null, phone: string | null, email: string | null, address: string | null, encounters: Array<{ id: string, occurredAt: string, kind: string, reason: string | null, diagnosisCodes: Array<string> | null, notes: string | null }> | null } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
+export type PatientPageQuery = { patients: { edges: Array<{ cursor: string, node: { id: string, clinicId: string, mrn: string | null, ssn: string | null, givenName: string | null, familyName: string | null, birthDate: string | null, phone: string | null, email: string | null, address: string | null, encounters: Array<{ id: string, occurredAt: string | null, kind: string | null, reason: string | null, diagnosisCodes: Array<string> | null, notes: string | null }> | null } }>, pageInfo: { hasNextPage: boolean, endCursor: string | null } } };
 
 export type PatientBySsnQueryVariables = Exact<{
   ssn: string;

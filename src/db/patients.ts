@@ -1,3 +1,4 @@
+import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
 /**
@@ -30,8 +31,11 @@ export interface EncounterRow extends GrantColumns {
   readonly patient_id: string;
   readonly clinic_id: string;
   readonly on_care_team: boolean;
+  /** Plaintext, so that encounters can be ordered by time in the database (README, "Visit dates"). */
   readonly occurred_at: Date;
-  readonly kind: string;
+  readonly kind: Buffer | null;
+  /** The kind of an encounter written before it was encrypted (schema/migrations/010_disclosures.sql); null once sealed. */
+  readonly kind_legacy: string | null;
   readonly reason: Buffer | null;
   readonly diagnosis_codes: Buffer | null;
   readonly notes: Buffer | null;
@@ -49,7 +53,7 @@ export const PATIENT_COLUMNS = {
   address: 'address',
 } as const;
 
-export const ENCOUNTER_COLUMNS = { reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
+export const ENCOUNTER_COLUMNS = { kind: 'kind', reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
 
 // The live grant, judged like row security judges it (schema/migrations/012_break_glass.sql).
 const LIVE_GRANT = (patientId: string) => `
@@ -67,7 +71,7 @@ const PATIENT_SELECT = `
   FROM phigate.patients p${LIVE_GRANT('p.id')}`;
 
 const ENCOUNTER_SELECT = `
-  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.reason, e.diagnosis_codes, e.notes,
+  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.kind_legacy, e.reason, e.diagnosis_codes, e.notes,
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
          g.grant_id, g.grant_role
   FROM phigate.encounters e${LIVE_GRANT('e.patient_id')}`;
@@ -83,12 +87,29 @@ export async function patientPage(tx: RequestTransaction, after: string | null, 
   ).rows;
 }
 
-export async function patientsByBlindIndex(
+/** What a search found, or that the principal's searches of this minute are used up. */
+export type SearchResult =
+  | { readonly allowed: true; readonly rows: PatientRow[] }
+  | { readonly allowed: false; readonly retryAfterSeconds: number };
+
+/**
+ * Counts the search against the owner's minute and looks the indexes up, side by side: the count
+ * runs on its own connection (reads are read-only), and rows found past the quota are dropped
+ * unseen, so a search still costs one round trip of the request's.
+ */
+export async function searchByBlindIndex(
   tx: RequestTransaction,
   column: 'mrn_bidx' | 'ssn_bidx',
   indexes: readonly Buffer[],
-): Promise<PatientRow[]> {
-  return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes])).rows;
+  quota: SearchQuota,
+  owner: SearchOwner,
+  perMinute: number,
+): Promise<SearchResult> {
+  const [allowance, found] = await Promise.all([
+    quota.take(owner, perMinute),
+    tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes]),
+  ]);
+  return allowance.allowed ? { allowed: true, rows: found.rows } : allowance;
 }
 
 export async function encountersByPatientIds(tx: RequestTransaction, patientIds: readonly string[]): Promise<EncounterRow[]> {
@@ -133,7 +154,7 @@ export interface EncounterInsert {
   readonly patientId: string;
   readonly clinicId: string;
   readonly occurredAt: Date;
-  readonly kind: string;
+  readonly kind: Buffer;
   readonly reason: Buffer | null;
   readonly diagnosisCodes: Buffer | null;
   readonly notes: Buffer | null;
@@ -147,11 +168,18 @@ export async function insertEncounter(tx: RequestTransaction, e: EncounterInsert
   );
 }
 
+/**
+ * Makes the care team exactly `subjects`, touching only the rows that change: a member who stays
+ * keeps its row (and its added_at), and is not inserted again, which row security would refuse
+ * when that member is the caller (schema/migrations/010_disclosures.sql).
+ */
 export async function replaceCareTeam(tx: RequestTransaction, patientId: string, clinicId: string, subjects: readonly string[]): Promise<void> {
-  await tx.query('DELETE FROM phigate.care_team WHERE patient_id = $1', [patientId]);
+  await tx.query('DELETE FROM phigate.care_team WHERE patient_id = $1 AND subject <> ALL ($2::text[])', [patientId, subjects]);
   if (subjects.length === 0) return;
   await tx.query(
-    `INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT $1, s, $2 FROM unnest($3::text[]) AS s`,
+    `INSERT INTO phigate.care_team (patient_id, subject, clinic_id)
+     SELECT $1, s, $2 FROM unnest($3::text[]) AS s
+     WHERE NOT EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = $1 AND ct.subject = s)`,
     [patientId, clinicId, subjects],
   );
 }

@@ -1,6 +1,6 @@
 import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, type EncounterRow, type PatientRow } from '../db/patients.ts';
 import type { RowFacts } from '../policy/decide.ts';
-import { readPhi } from '../records/read-phi.ts';
+import { readPhi, readPlainPhi, type PhiRef } from '../records/read-phi.ts';
 import type { GraphQLContext } from './context.ts';
 
 /** Marks a field as PHI in the schema; start-up checks the marks against src/policy/phi-fields.ts. */
@@ -27,11 +27,27 @@ export function resolvePatientPhi(ctx: GraphQLContext, row: PatientRow, field: k
   );
 }
 
+const encounterRef = (row: EncounterRow, field: string, name: string, column: string): PhiRef => ({
+  typeName: 'Encounter',
+  field,
+  name,
+  table: 'encounters',
+  column,
+  rowId: row.id,
+  patientId: row.patient_id,
+  row: factsOf(row),
+});
+
 export function resolveEncounterPhi(ctx: GraphQLContext, row: EncounterRow, field: keyof typeof ENCOUNTER_COLUMNS): string | null | Promise<string | null> {
   const column = ENCOUNTER_COLUMNS[field];
-  return readPhi(
-    ctx,
-    { typeName: 'Encounter', field, name: ENCOUNTER_NAMES[field], table: 'encounters', column, rowId: row.id, patientId: row.patient_id, row: factsOf(row) },
-    row[column],
-  );
+  return readPhi(ctx, encounterRef(row, field, ENCOUNTER_NAMES[field], column), row[column]);
+}
+
+/** Ciphertext, or for an encounter written before kinds were encrypted, its plaintext column. */
+export function resolveEncounterKind(ctx: GraphQLContext, row: EncounterRow): string | null | Promise<string | null> {
+  return row.kind === null ? readPlainPhi(ctx, encounterRef(row, 'kind', 'Encounter.kind', 'kind_legacy'), row.kind_legacy) : resolveEncounterPhi(ctx, row, 'kind');
+}
+
+export function resolveEncounterDate(ctx: GraphQLContext, row: EncounterRow): string | null {
+  return readPlainPhi(ctx, encounterRef(row, 'occurredAt', 'Encounter.occurredAt', 'occurred_at'), row.occurred_at.toISOString());
 }

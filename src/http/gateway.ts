@@ -16,6 +16,7 @@ import { BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../c
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { createClinicDirectory, type ClinicDirectory } from '../db/clinics.ts';
+import type { SearchQuota } from '../db/search-quota.ts';
 import type { Pool } from '../db/pool.ts';
 import { isPhigateError } from '../errors.ts';
 import { openRequestTransaction, type TransactionOptions } from '../db/transaction.ts';
@@ -63,6 +64,13 @@ export interface GatewayDeps {
   readonly alerts?: Alerts;
   readonly logger: Logger;
   readonly maxPageSize: number;
+  /** Searches by an identifier per principal and minute (config.searchesPerMinute); unset, the config's default. */
+  readonly searchesPerMinute?: number;
+  /**
+   * Counts searches outside the request's read-only transaction, on a pool no request holds a
+   * connection of while it waits (the audit pool), so that it can never wait on itself.
+   */
+  readonly searchQuota: SearchQuota;
   readonly transaction?: TransactionOptions;
   readonly limits: Config['limits'];
   readonly introspectionRoles: readonly string[];
@@ -184,6 +192,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
         budget,
         minute,
         maxPageSize: deps.maxPageSize,
+        searchesPerMinute: deps.searchesPerMinute ?? 30,
+        searchQuota: deps.searchQuota,
       };
     },
   });

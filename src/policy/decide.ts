@@ -149,6 +149,15 @@ function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: st
   return decision;
 }
 
+/**
+ * The role under which the principal may find patients by an identifier (`Patient.ssn`, ...): one
+ * that sees patients and sees the identifier in full, its MFA met. A masked view is not enough: a
+ * search confirms the whole value, which is what the mask withholds. null: the search is refused.
+ */
+export function searchRole(policy: PolicySet, principal: Principal, name: string): RolePolicy | null {
+  return knownRoles(policy, principal).find((role) => role.rows !== 'none' && mfaSatisfied(role, principal) && role.fields.get(name) === 'allow') ?? null;
+}
+
 export function canPerform(policy: PolicySet, principal: Principal, operation: string): boolean {
   return knownRoles(policy, principal).some(
     (role) => role.operations.has(operation) && mfaSatisfied(role, principal),

@@ -6,7 +6,7 @@
  */
 export const PHI_FIELDS = {
   Patient: ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address'],
-  Encounter: ['reason', 'diagnosisCodes', 'notes'],
+  Encounter: ['occurredAt', 'kind', 'reason', 'diagnosisCodes', 'notes'],
 } as const;
 
 export type PhiType = keyof typeof PHI_FIELDS;

@@ -23,20 +23,20 @@ export async function addEncounter(scope: RequestScope, rawPatientId: string, in
     diagnosisCodes: input.diagnosisCodes == null ? null : JSON.stringify(v.diagnosisCodes('diagnosisCodes', input.diagnosisCodes)),
     notes: input.notes == null ? null : v.text('notes', input.notes, 20_000),
   };
-  const given = (Object.keys(plain) as (keyof typeof plain)[]).filter((k) => plain[k] !== null);
+  const given = ['occurredAt', 'kind', ...(Object.keys(plain) as (keyof typeof plain)[]).filter((k) => plain[k] !== null)];
   const grants = mayWrite(scope, { clinicId: patient.clinic_id, onCareTeam: patient.on_care_team }, 'Encounter', given);
   const id = randomUUID();
-  const seal = (column: string, value: string | null) =>
-    value === null ? Promise.resolve(null) : scope.cipher.encrypt(patient.clinic_id, { table: 'encounters', column, rowId: id }, value);
+  const seal = (column: string, value: string) => scope.cipher.encrypt(patient.clinic_id, { table: 'encounters', column, rowId: id }, value);
+  const sealOptional = (column: string, value: string | null) => (value === null ? Promise.resolve(null) : seal(column, value));
   await insertEncounter(scope.tx, {
     id,
     patientId: patient.id,
     clinicId: patient.clinic_id,
     occurredAt,
-    kind,
-    reason: await seal('reason', plain.reason),
-    diagnosisCodes: await seal('diagnosis_codes', plain.diagnosisCodes),
-    notes: await seal('notes', plain.notes),
+    kind: await seal('kind', kind),
+    reason: await sealOptional('reason', plain.reason),
+    diagnosisCodes: await sealOptional('diagnosis_codes', plain.diagnosisCodes),
+    notes: await sealOptional('notes', plain.notes),
   }).catch(rethrowRefusal);
   auditWrites(scope, 'create', 'Encounter', patient.id, id, grants);
   return id;

@@ -5,7 +5,7 @@ import { encryptPatient } from './encrypt-patient.ts';
 import { mayWrite } from './may-write.ts';
 import { checkPatientValues, type PatientValues } from './patient-values.ts';
 import type { RequestScope } from './scope.ts';
-import { auditWrites, rethrowUniqueMrn } from './write-helpers.ts';
+import { auditWrites, mayWriteIdentifiers, rethrowIdentifierConflict } from './write-helpers.ts';
 
 export interface CreatePatientInput extends PatientValues {
   readonly clinicId: string;
@@ -19,11 +19,12 @@ export async function createPatient(scope: RequestScope, input: CreatePatientInp
   const values = checkPatientValues(given);
   const fields = Object.keys(values).filter((f) => values[f as keyof typeof values] !== null);
   const grants = mayWrite(scope, { clinicId, onCareTeam: false }, 'Patient', fields);
+  mayWriteIdentifiers(scope, fields);
   // Only a clinic that exists (and, through the request context, valid clinic claims) gets a data key created for it.
   if (!(await scope.tx.query('SELECT 1 FROM phigate.clinics WHERE id = $1', [clinicId])).rowCount) throw new PhigateError('FORBIDDEN', 'You may not create patients in that clinic.');
   const id = randomUUID();
   const columns = await encryptPatient(scope, clinicId, id, values);
-  await insertPatient(scope.tx, id, clinicId, columns).catch(rethrowUniqueMrn);
+  await insertPatient(scope.tx, id, clinicId, columns).catch((e: unknown) => rethrowIdentifierConflict(scope, 'createPatient', null, e));
   auditWrites(scope, 'create', 'Patient', id, null, grants);
   return id;
 }

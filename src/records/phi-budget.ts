@@ -26,6 +26,13 @@ export interface PhiBudget {
    * timeout or shutdown decrypts nothing more.
    */
   take(patientId: string): CapReason | null;
+  /**
+   * Counts one search by an identifier as one value, before it runs, and refuses it unless a row
+   * is left as well: were the row checked only on a hit, the refusal would tell hit from miss.
+   */
+  search(): CapReason | null;
+  /** The patient a search found, counted as a row shown (its fields count as usual). */
+  found(patientId: string): void;
   end(): void;
   readonly used: { readonly rows: number; readonly values: number };
 }
@@ -37,18 +44,31 @@ export function createPhiBudget(): PhiBudget {
   const rows = new Set<string>();
   let values = 0;
   let ended = false;
+  const assertOpen = () => {
+    if (ended) throw new PhigateError('INTERNAL', 'The request has ended.', { reason: 'request_ended' });
+  };
   return {
     allow(next) {
       allowance = next;
     },
     take(patientId) {
-      if (ended) throw new PhigateError('INTERNAL', 'The request has ended.', { reason: 'request_ended' });
+      assertOpen();
       const newRow = !rows.has(patientId);
       if (newRow && rows.size >= allowance.rows) return allowance.rowsReason;
       if (values >= allowance.values) return allowance.valuesReason;
       rows.add(patientId);
       values++;
       return null;
+    },
+    search() {
+      assertOpen();
+      if (rows.size >= allowance.rows) return allowance.rowsReason;
+      if (values >= allowance.values) return allowance.valuesReason;
+      values++;
+      return null;
+    },
+    found(patientId) {
+      rows.add(patientId);
     },
     end() {
       ended = true;

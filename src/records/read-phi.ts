@@ -52,15 +52,17 @@ function shown(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict, plain: s
   return value;
 }
 
+// An empty field is shown as empty: audited like a value, since it too says something about the patient.
+function empty(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict): null {
+  record(scope, ref, verdict, verdict.effect === 'mask' ? 'masked' : 'read');
+  return null;
+}
+
 /**
- * The one path by which a PHI value leaves the database: decide, count it against the principal's
- * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
- * way. A denied field, or one past a limit, is never decrypted.
- * Audit events are buffered and written in the request's transaction before the response leaves.
- * Synchronous when the data key is cached, as it is in steady state: a page of 800 values then
- * costs no promise per value, and no closure either unless tracing is on.
+ * Decide, then count against the principal's PHI limits: the refusals of both are audited and
+ * thrown here, so that nothing past this point is shown that was not allowed and counted.
  */
-export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): string | null | Promise<string | null> {
+function admit(scope: RequestScope, ref: PhiRef): FieldVerdict {
   const verdict = tracing()
     ? inSpan('phigate.policy', attributesOf(ref), () => fieldVerdict(scope.policy, scope.principal, ref.row, ref.name))
     : fieldVerdict(scope.policy, scope.principal, ref.row, ref.name);
@@ -75,13 +77,34 @@ export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | n
     // No HTTP status: the rest of the answer stands, as it does around a denied field.
     throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${ref.name} is withheld.`, { reason: capped, http: null });
   }
-  if (ciphertext === null) {
-    record(scope, ref, verdict, verdict.effect === 'mask' ? 'masked' : 'read');
-    return null;
-  }
+  return verdict;
+}
+
+/**
+ * The one path by which a PHI value leaves the database: decide, count it against the principal's
+ * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
+ * way. A denied field, or one past a limit, is never decrypted.
+ * Audit events are buffered and written before the response leaves.
+ * Synchronous when the data key is cached, as it is in steady state: a page of 800 values then
+ * costs no promise per value, and no closure either unless tracing is on.
+ */
+export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): string | null | Promise<string | null> {
+  const verdict = admit(scope, ref);
+  if (ciphertext === null) return empty(scope, ref, verdict);
   // The ref names its table, column and row: it is the AAD, with no object made per value.
   const plain = tracing()
     ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext))
     : scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext);
   return plain instanceof Promise ? plain.then((p) => shown(scope, ref, verdict, p)) : shown(scope, ref, verdict, plain);
+}
+
+/**
+ * A PHI value the database holds in plaintext (an encounter's date, which it must order by; a kind
+ * written before kinds were encrypted): the same decision, limits and audit as readPhi, with
+ * nothing to decrypt.
+ */
+export function readPlainPhi(scope: RequestScope, ref: PhiRef, value: string | null): string | null {
+  const verdict = admit(scope, ref);
+  if (value === null) return empty(scope, ref, verdict);
+  return shown(scope, ref, verdict, value);
 }

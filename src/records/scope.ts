@@ -1,5 +1,7 @@
 import type { AuditBuffer } from '../audit/buffer.ts';
+import type { AuditRequest } from '../audit/event.ts';
 import type { AuditRecorder } from '../audit/recorder.ts';
+import type { SearchQuota } from '../db/search-quota.ts';
 import type { Principal } from '../auth/principal.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
@@ -23,6 +25,11 @@ export interface RequestScope {
   readonly audit: AuditBuffer;
   /** For events outside the request's transaction (e.g. an alert that must outlive a rollback). */
   readonly recorder: AuditRecorder;
+  /** Who asked and from where, as `audit` records it, for events given to `recorder`. */
+  readonly auditRequest: AuditRequest;
   readonly budget: PhiBudget;
   readonly minute: PhiMinute;
+  /** Searches by an identifier one principal may make per minute, across replicas (PHIGATE_SEARCHES_PER_MINUTE). */
+  readonly searchesPerMinute: number;
+  readonly searchQuota: SearchQuota;
 }

@@ -1,10 +1,11 @@
-import { replaceCareTeam } from '../db/patients.ts';
+import type { AuditEvent } from '../audit/event.ts';
+import { careTeamOf, replaceCareTeam } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { knownRoles, purposeFor } from '../policy/decide.ts';
 import { loadPatientForWrite } from './load-patient.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
-import { rethrowRefusal } from './write-helpers.ts';
+import { recordAfterRollback, rethrowRefusal } from './write-helpers.ts';
 
 export async function setCareTeam(scope: RequestScope, rawPatientId: string, rawSubjects: readonly string[]): Promise<string> {
   const patient = await loadPatientForWrite(scope, rawPatientId, 'patientId');
@@ -13,16 +14,24 @@ export async function setCareTeam(scope: RequestScope, rawPatientId: string, raw
     (r) => r.operations.has('setCareTeam') && (!r.mfaRequired || scope.principal.mfa),
   );
   if (!role) throw new PhigateError('FORBIDDEN', 'You may not change care teams.');
+  // Separation of duties: whoever changes a care team does not thereby give itself the patient's
+  // record; another admin adds it. Staying on a team it is already on is no new access.
+  if (subjects.includes(scope.principal.subject) && !(await careTeamOf(scope.tx, patient.id)).includes(scope.principal.subject)) {
+    await recordAfterRollback(scope, [{ ...event(scope, role.name, patient.id, 'refused'), detail: 'self_care_team' }]);
+    throw new PhigateError('FORBIDDEN', 'You may not add yourself to a care team; another administrator must.', { reason: 'separation_of_duties' });
+  }
   await replaceCareTeam(scope.tx, patient.id, patient.clinic_id, subjects).catch(rethrowRefusal);
-  scope.audit.add({
-    action: 'update',
-    typeName: 'Patient',
-    field: 'careTeam',
-    patientId: patient.id,
-    recordId: null,
-    role: role.name,
-    purpose: purposeFor(scope.policy, scope.principal, role.name),
-    breakGlass: false,
-  });
+  scope.audit.add(event(scope, role.name, patient.id, 'update'));
   return patient.id;
 }
+
+const event = (scope: RequestScope, role: string, patientId: string, action: 'update' | 'refused'): AuditEvent => ({
+  action,
+  typeName: 'Patient',
+  field: 'careTeam',
+  patientId,
+  recordId: null,
+  role,
+  purpose: purposeFor(scope.policy, scope.principal, role),
+  breakGlass: false,
+});

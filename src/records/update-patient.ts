@@ -5,7 +5,7 @@ import { loadPatientForWrite } from './load-patient.ts';
 import { mayWrite } from './may-write.ts';
 import { checkPatientValues, type PatientValues } from './patient-values.ts';
 import type { RequestScope } from './scope.ts';
-import { auditWrites, rethrowRefusal, rethrowUniqueMrn } from './write-helpers.ts';
+import { auditWrites, mayWriteIdentifiers, rethrowIdentifierConflict } from './write-helpers.ts';
 
 export async function updatePatient(scope: RequestScope, rawId: string, input: PatientValues): Promise<string> {
   const row = await loadPatientForWrite(scope, rawId, 'id');
@@ -13,10 +13,9 @@ export async function updatePatient(scope: RequestScope, rawId: string, input: P
   const fields = Object.keys(values);
   if (fields.length === 0) throw new PhigateError('BAD_USER_INPUT', 'input must set at least one field.');
   const grants = mayWrite(scope, { clinicId: row.clinic_id, onCareTeam: row.on_care_team }, 'Patient', fields);
+  mayWriteIdentifiers(scope, fields);
   const columns = await encryptPatient(scope, row.clinic_id, row.id, values);
-  const updated = await updatePatientColumns(scope.tx, row.id, columns).catch((e: unknown) => {
-    rethrowUniqueMrn(e);
-  });
+  const updated = await updatePatientColumns(scope.tx, row.id, columns).catch((e: unknown) => rethrowIdentifierConflict(scope, 'updatePatient', row.id, e));
   if (!updated) throw new PhigateError('FORBIDDEN', 'You may not make this change.');
   auditWrites(scope, 'update', 'Patient', row.id, null, grants);
   return row.id;

@@ -97,6 +97,16 @@ export function generateDataset(opts: DatasetOptions): Dataset {
 }
 
 /**
+ * A distinct SSN for each patient number below 90 million (a clinic may not hold one SSN twice), in
+ * the 900-999 area, which is never issued as a Social Security number. 48271 is coprime with 9e7,
+ * so the scrambling is a permutation.
+ */
+function syntheticSsn(n: number): string {
+  const k = (n * 48271) % 90_000_000;
+  return `${900 + Math.floor(k / 900_000)}-${10 + (Math.floor(k / 10_000) % 90)}-${String(k % 10_000).padStart(4, '0')}`;
+}
+
+/**
  * The patients of `generateDataset(opts)`, one at a time, so a million of them can be written
  * without holding them all: the same seed yields the same patients in the same order.
  */
@@ -124,7 +134,7 @@ export function* patientsOf(opts: DatasetOptions): Generator<SeedPatient> {
       id: uuidFrom(rand),
       clinicId: clinic.id,
       mrn: `MRN-${short.toUpperCase()}-${String(n).padStart(7, '0')}`,
-      ssn: `9${String(Math.floor(rand() * 100)).padStart(2, '0')}-${String(10 + Math.floor(rand() * 90))}-${String(Math.floor(rand() * 10000)).padStart(4, '0')}`,
+      ssn: syntheticSsn(n),
       givenName: given,
       familyName: family,
       birthDate,

@@ -44,7 +44,7 @@ const PATIENT_PHI = Object.entries(PATIENT_COLUMNS) as [keyof typeof PATIENT_COL
 const PATIENT_INSERT_SQL = `INSERT INTO phigate.patients (id, clinic_id, ${PATIENT_PHI.map(([, c]) => c).join(', ')}, mrn_bidx, ssn_bidx)
   SELECT * FROM unnest($1::uuid[], $2::text[], ${Array.from({ length: PATIENT_PHI.length + 2 }, (_, i) => `$${i + 3}::bytea[]`).join(', ')})`;
 const ENCOUNTER_INSERT_SQL = `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::bytea[], $7::bytea[], $8::bytea[])`;
+  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[])`;
 const CARE_TEAM_INSERT_SQL = 'INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])';
 
 /** Elements of a PostgreSQL array literal, as node-postgres writes them (lib/utils.js arrayString). */
@@ -77,7 +77,7 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
   const mrnBidx: Buffer[] = [];
   const ssnBidx: Buffer[] = [];
   const phi: Buffer[][] = PATIENT_PHI.map(() => []);
-  const enc = { id: [] as string[], patientId: [] as string[], clinicId: [] as string[], occurredAt: [] as string[], kind: [] as string[], reason: [] as Buffer[], codes: [] as Buffer[], notes: [] as Buffer[] };
+  const enc = { id: [] as string[], patientId: [] as string[], clinicId: [] as string[], occurredAt: [] as string[], kind: [] as Buffer[], reason: [] as Buffer[], codes: [] as Buffer[], notes: [] as Buffer[] };
   const team = { patientId: [] as string[], subject: [] as string[], clinicId: [] as string[] };
   for (const p of batch) {
     const key = keys.data[p.clinicId];
@@ -97,7 +97,7 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
       enc.patientId.push(p.id);
       enc.clinicId.push(p.clinicId);
       enc.occurredAt.push(e.occurredAt);
-      enc.kind.push(e.kind);
+      enc.kind.push(sealField(key, { table: 'encounters', column: 'kind', rowId: e.id }, e.kind));
       enc.reason.push(sealField(key, { table: 'encounters', column: 'reason', rowId: e.id }, e.reason));
       enc.codes.push(sealField(key, { table: 'encounters', column: 'diagnosis_codes', rowId: e.id }, JSON.stringify(e.diagnosisCodes)));
       enc.notes.push(sealField(key, { table: 'encounters', column: 'notes', rowId: e.id }, e.notes));
@@ -112,7 +112,7 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
   return {
     patients: batch.length,
     patientParams: [text(ids), text(clinicIds), ...phi.map(bytea), bytea(mrnBidx), bytea(ssnBidx)],
-    encounterParams: [text(enc.id), text(enc.patientId), text(enc.clinicId), text(enc.occurredAt), text(enc.kind), bytea(enc.reason), bytea(enc.codes), bytea(enc.notes)],
+    encounterParams: [text(enc.id), text(enc.patientId), text(enc.clinicId), text(enc.occurredAt), bytea(enc.kind), bytea(enc.reason), bytea(enc.codes), bytea(enc.notes)],
     careTeamParams: [text(team.patientId), text(team.subject), text(team.clinicId)],
   };
 }

@@ -212,13 +212,19 @@ describe('row security without the gateway', () => {
     });
   });
 
-  it('analytics reads non-PHI columns only; the auditor reads audit only', async () => {
+  it('analytics reads aggregate views only (cells this small are suppressed); the auditor reads audit only', async () => {
     await admin(async (c) => {
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE phigate_analytics');
-      expect((await c.query('SELECT id, clinic_id FROM phigate.patients')).rowCount).toBe(3);
-      await expect(c.query('SELECT ssn FROM phigate.patients')).rejects.toThrow(/permission denied/);
+      expect((await c.query('SELECT * FROM phigate.analytics_patients_by_clinic')).rowCount).toBe(0);
+      expect((await c.query('SELECT * FROM phigate.analytics_encounters_by_month')).rowCount).toBe(0);
       await c.query('ROLLBACK');
+      for (const sql of ['SELECT id, clinic_id FROM phigate.patients', 'SELECT occurred_at FROM phigate.encounters', 'SELECT ssn FROM phigate.patients']) {
+        await c.query('BEGIN');
+        await c.query('SET LOCAL ROLE phigate_analytics');
+        await expect(c.query(sql)).rejects.toThrow(/permission denied/);
+        await c.query('ROLLBACK');
+      }
       await c.query('BEGIN');
       await c.query('SET LOCAL ROLE phigate_auditor');
       expect((await c.query('SELECT id FROM phigate.audit_events')).rowCount).toBeGreaterThan(0);

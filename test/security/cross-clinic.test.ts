@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
-import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
 import { codesOf } from '../support/gql-expect.ts';
+import { asApp as asAppIn } from './as-app.ts';
 import { careTeamOf, dbState, expectNoneOf, expectNoSqlOrStack, sendTracked, storedPatient } from './db-state.ts';
 
 // Clinic isolation under attack: an id, a cursor or a clinic of another clinic in every argument
@@ -119,13 +119,13 @@ describe('patient(id) with the id of a c-south patient', () => {
   it.each([
     ['patientBySsn', 'ssn'],
     ['patientByMrn', 'mrn'],
-  ] as const)('%s with a c-south identifier as a c-north registrar: null, nothing decrypted, no audit row', async (field, arg) => {
+  ] as const)('%s with a c-south identifier as a c-north registrar: null, nothing decrypted, only the search audited as a miss', async (field, arg) => {
     const p = south()[3]!;
     const d0 = decrypts();
     const r = await sendTracked(gw, await gw.tokenFor('reg-north'), `query($v: String!) { ${field}(${arg}: $v) { id mrn ssn givenName } }`, { v: p[arg] });
     expect(r.body).toEqual({ data: { [field]: null } });
     expect(decrypts()).toBe(d0);
-    expect(await auditOf(r.requestId)).toEqual([]);
+    expect((await auditOf(r.requestId)).map((a) => [a.action, a.detail, a.patient_id])).toEqual([['search', `${arg}:miss`, null]]);
   });
 });
 
@@ -433,23 +433,7 @@ describe('moving a patient to another clinic', () => {
   });
 
   /** Runs `sql` as phigate_app with a request context naming both clinics, and rolls back. */
-  const asApp = (ctx: { roles: string; actor: string }, sql: string, params: unknown[]) =>
-    gw.admin(async (c) => {
-      await c.query('BEGIN');
-      try {
-        await c.query('SET LOCAL ROLE phigate_app');
-        await c.query(`SELECT set_config('phigate.clinics', 'c-north,c-south', true), set_config('phigate.roles', $1, true), set_config('phigate.actor', $2, true)`, [
-          ctx.roles,
-          ctx.actor,
-        ]);
-        await c.query(sql, params);
-        return null;
-      } catch (e) {
-        return e as pg.DatabaseError;
-      } finally {
-        await c.query('ROLLBACK');
-      }
-    });
+  const asApp = (ctx: { roles: string; actor: string }, sql: string, params: unknown[]) => asAppIn(gw, { ...ctx, clinics: 'c-north,c-south' }, sql, params);
 
   it('at the database level, as phigate_app with both clinics in its context: UPDATE of clinic_id is refused (42501)', async () => {
     const p = north()[4]!;

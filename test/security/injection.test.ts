@@ -91,7 +91,9 @@ describe('lookups: BAD_USER_INPUT or null, never data, nothing decrypted', () =>
     expect(gw.cipher.stats.decrypts).toBe(decrypts);
     expectNoneOf(r.text, gw.data.patients);
     expectNoSqlOrStack(r.text);
-    expect(await auditOf(r.requestId)).toEqual([]);
+    // A well-formed identifier that finds nobody is a search, audited as a miss; malformed input is no search.
+    const searched = c.length === 0 && field !== 'patient' ? [['search', `${name}:miss`]] : [];
+    expect((await auditOf(r.requestId)).map((a) => [a.action, a.detail])).toEqual(searched);
     expect(await dbState(gw)).toEqual(before);
   });
 

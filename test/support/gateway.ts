@@ -9,6 +9,7 @@ import { createKeyring, type Keyring } from '../../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
 import type { KeyProvider } from '../../src/crypto/keys/provider.ts';
 import { createPgKeyStore } from '../../src/db/key-store.ts';
+import { createSearchQuota } from '../../src/db/search-quota.ts';
 import { assertSafeAppRole, createPool, type Pool } from '../../src/db/pool.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createGateway, type Gateway, type GatewayDeps } from '../../src/http/gateway.ts';
@@ -102,12 +103,15 @@ export async function startTestGateway(
   const gateway = createGateway({
     pool,
     auditWriter,
+    searchQuota: createSearchQuota(auditPool),
     policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
     keyring,
     cipher,
     authenticate: createAuthenticator({ oidc }),
     logger,
     maxPageSize: 100,
+    // Suites search far more often than a person does; searches.test.ts tests the limit itself.
+    searchesPerMinute: 100_000,
     limits: defaults.limits,
     introspectionRoles: defaults.introspectionRoles,
     trustedDocuments: null,

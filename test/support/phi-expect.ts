@@ -18,7 +18,10 @@ export type PhiTypeName = 'Patient' | 'Encounter';
 export const PATIENT_PHI: readonly PatientPhiField[] = PHI_FIELDS.Patient;
 export const ENCOUNTER_PHI: readonly EncounterPhiField[] = PHI_FIELDS.Encounter;
 
-/** `table.column` keys of FieldCipherStats.decryptsByColumn, written out independently of src/db. */
+/**
+ * `table.column` keys of FieldCipherStats.decryptsByColumn, written out independently of src/db.
+ * Encounter.occurredAt has none: it is stored in plaintext (README, "Visit dates and kinds").
+ */
 export const COLUMN: Readonly<Record<string, string>> = {
   'Patient.mrn': 'patients.mrn',
   'Patient.ssn': 'patients.ssn',
@@ -28,6 +31,7 @@ export const COLUMN: Readonly<Record<string, string>> = {
   'Patient.phone': 'patients.phone',
   'Patient.email': 'patients.email',
   'Patient.address': 'patients.address',
+  'Encounter.kind': 'encounters.kind',
   'Encounter.reason': 'encounters.reason',
   'Encounter.diagnosisCodes': 'encounters.diagnosis_codes',
   'Encounter.notes': 'encounters.notes',
@@ -36,7 +40,7 @@ export const ALL_COLUMNS = Object.values(COLUMN);
 
 /** Every PHI field of Patient and of its encounters, plus the non-PHI fields that must still stand. */
 export const PATIENT_SELECTION = `id clinicId ${PATIENT_PHI.join(' ')}
-  encounters { id patientId occurredAt kind ${ENCOUNTER_PHI.join(' ')} }`;
+  encounters { id patientId ${ENCOUNTER_PHI.join(' ')} }`;
 
 export const loadDefaultPolicy = (): Promise<PolicySet> => loadPolicy(POLICY_FILE, PHI_FIELDS);
 

@@ -75,6 +75,8 @@ describe('loadConfig', () => {
     [{ PHIGATE_PRINCIPAL_QUEUE: 'many' }, 'PHIGATE_PRINCIPAL_QUEUE'],
     [{ PHIGATE_REFUSALS_AUDITED_PER_SECOND: '0' }, 'PHIGATE_REFUSALS_AUDITED_PER_SECOND'],
     [{ PHIGATE_REFUSAL_ALERT_PER_MINUTE: '' }, 'PHIGATE_REFUSAL_ALERT_PER_MINUTE'],
+    [{ PHIGATE_SEARCHES_PER_MINUTE: '0' }, 'PHIGATE_SEARCHES_PER_MINUTE'],
+    [{ PHIGATE_SEARCHES_PER_MINUTE: 'unlimited' }, 'PHIGATE_SEARCHES_PER_MINUTE'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
@@ -92,6 +94,11 @@ describe('loadConfig', () => {
     const env = { ...prodBase, ...over } as Record<string, string | undefined>;
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     expect(refusal(env as Record<string, string>).variable).toBe(variable);
+  });
+
+  it('allows 30 searches by identifier a minute unless told otherwise', () => {
+    expect(loadConfig({}, '/srv').searchesPerMinute).toBe(30);
+    expect(loadConfig({ PHIGATE_SEARCHES_PER_MINUTE: '120' }, '/srv').searchesPerMinute).toBe(120);
   });
 
   it('prepares statements unless told off', () => {

@@ -48,6 +48,16 @@ describe('sealBatch', () => {
     const flat = patients.flatMap((x) => x.encounters.map((e) => ({ x, e })));
     expect(encIds).toEqual(flat.map((f) => f.e.id));
     flat.forEach(({ x, e }, i) => expect(openField(keys.data[x.clinicId]!, { table: 'encounters', column: 'notes', rowId: e.id }, notes[i]!)).toBe(e.notes));
+    // An encounter's kind is PHI: sealed like its notes, nowhere in the batch in plaintext.
+    const kinds = bytes(batch.encounterParams[4]!);
+    flat.forEach(({ x, e }, i) => expect(openField(keys.data[x.clinicId]!, { table: 'encounters', column: 'kind', rowId: e.id }, kinds[i]!)).toBe(e.kind));
+    for (const e of flat) expect(batch.encounterParams.join('')).not.toContain(e.e.kind);
+  });
+
+  it('gives every patient of a data set its own SSN (a clinic may not hold one twice)', () => {
+    const ssns = generateDataset({ patients: 20_000, seed: 3 }).patients.map((x) => x.ssn);
+    expect(new Set(ssns).size).toBe(ssns.length);
+    for (const ssn of ssns) expect(ssn).toMatch(/^9\d\d-\d\d-\d{4}$/);
   });
 
   it('writes the SSN blind index lookups compute', () => {

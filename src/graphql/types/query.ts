@@ -1,17 +1,14 @@
-import { patientPage, patientsByBlindIndex } from '../../db/patients.ts';
+import { patientPage } from '../../db/patients.ts';
 import { PhigateError } from '../../errors.ts';
-import { identifierIndexes } from '../../records/identifiers.ts';
+import { searchPatient, type IdentifierKind } from '../../records/search.ts';
 import * as v from '../../records/validate.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
 import { decodeCursor, Patient, PatientConnection } from './patient.ts';
 import { Viewer } from './viewer.ts';
 
-async function byIdentifier(ctx: GraphQLContext, column: 'patients.mrn' | 'patients.ssn', raw: string) {
-  const indexes = await identifierIndexes(ctx.keyring, column, ctx.principal.clinics, raw);
-  const rows = await patientsByBlindIndex(ctx.tx, column === 'patients.mrn' ? 'mrn_bidx' : 'ssn_bidx', indexes);
-  if (rows.length > 1) throw new PhigateError('BAD_USER_INPUT', 'More than one patient matches; use patient(id).');
-  const row = rows[0] ?? null;
+async function byIdentifier(ctx: GraphQLContext, kind: IdentifierKind, raw: string) {
+  const row = await searchPatient(ctx, kind, raw);
   if (row) ctx.loaders.patient.prime(row.id, row);
   return row;
 }
@@ -47,18 +44,18 @@ builder.queryFields((t) => ({
   patientByMrn: t.field({
     type: Patient,
     nullable: true,
-    description: 'Exact match through the blind index; nothing is decrypted to search.',
-    authScopes: { patientReader: true },
+    description:
+      'Exact match through the blind index; nothing is decrypted to search. Needs a role that sees mrn in full; every search is audited with its outcome and counted against the caller\'s PHI and search limits.',
     args: { mrn: t.arg.string({ required: true }) },
-    resolve: (_r, args, ctx) => byIdentifier(ctx, 'patients.mrn', args.mrn),
+    resolve: (_r, args, ctx) => byIdentifier(ctx, 'mrn', args.mrn),
   }),
 
   patientBySsn: t.field({
     type: Patient,
     nullable: true,
-    description: 'Exact match through the blind index; nothing is decrypted to search.',
-    authScopes: { patientReader: true },
+    description:
+      'Exact match through the blind index; nothing is decrypted to search. Needs a role that sees ssn in full; every search is audited with its outcome and counted against the caller\'s PHI and search limits.',
     args: { ssn: t.arg.string({ required: true }) },
-    resolve: (_r, args, ctx) => byIdentifier(ctx, 'patients.ssn', args.ssn),
+    resolve: (_r, args, ctx) => byIdentifier(ctx, 'ssn', args.ssn),
   }),
 }));

@@ -65,12 +65,16 @@ const careTeam = async (id: string): Promise<string[]> =>
 const auditOf = (requestId: string) => gw.auditRows(`request_id = $1 AND action <> 'refused'`, [requestId]);
 const writesOf = async (requestId: string) => (await auditOf(requestId)).filter((r) => r.action === 'create' || r.action === 'update');
 
-/** Row counts and every stored byte of the given patients: compare before and after a refused change. */
+/**
+ * Row counts and every stored byte of the given patients: compare before and after a refused change.
+ * A write refused for a taken identifier leaves one `search` audit row (the refusal disclosed that
+ * the identifier is taken); those are checked where they happen, not counted here.
+ */
 const snapshot = (ids: readonly string[]) =>
   gw.admin(async (c) => {
     const counts = (
       await c.query(`SELECT (SELECT count(*) FROM phigate.patients) AS patients, (SELECT count(*) FROM phigate.encounters) AS encounters,
-                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action <> 'refused') AS audit`)
+                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action NOT IN ('refused', 'search')) AS audit`)
     ).rows[0];
     const rows = (await c.query('SELECT * FROM phigate.patients WHERE id = ANY($1::uuid[]) ORDER BY id', [ids])).rows;
     return { counts, rows };
@@ -160,7 +164,7 @@ describe('createPatient', () => {
     for (const again of [mrn, mrn.toLowerCase(), `  ${mrn}\t`]) {
       const r = await send(token, CREATE, { input: { clinicId: 'c-north', mrn: again, givenName: 'Second' } });
       expectBadInput(r, 'createPatient', 'mrn', again);
-      expect(await auditOf(r.requestId)).toEqual([]);
+      expect(await auditOf(r.requestId)).toMatchObject([{ action: 'search', type_name: 'Mutation', field: 'createPatient', detail: 'mrn:conflict', role: 'registrar', patient_id: null }]);
     }
     // The existing one is an MRN of a seeded patient, too.
     const seeded = await send(token, CREATE, { input: { clinicId: 'c-north', mrn: patientFor(0).mrn } });
@@ -402,7 +406,7 @@ describe('addEncounter', () => {
     expect(stored.clinic_id).toBe('c-north');
     expect(Buffer.concat([stored.reason, stored.notes]).includes(Buffer.from('Knee'))).toBe(false);
     const writes = await writesOf(r.requestId);
-    expect(writes.map((a) => a.field).sort()).toEqual(['diagnosisCodes', 'notes', 'reason']);
+    expect(writes.map((a) => a.field).sort()).toEqual(['diagnosisCodes', 'kind', 'notes', 'occurredAt', 'reason']);
     for (const a of writes) expect(a).toMatchObject({ action: 'create', type_name: 'Encounter', patient_id: p.id, record_id: e.id, role: 'physician' });
     // The patient's encounters now include it.
     const list = await gw.gql(await gw.tokenFor(physicianOn(p)), `query($id: ID!) { patient(id: $id) { encounters { id } } }`, { id: p.id });
@@ -414,7 +418,7 @@ describe('addEncounter', () => {
     const r = await send(await gw.tokenFor(nurseOn(p)), ADD_NO_NOTES, { id: p.id, input: { ...valid, reason: 'Dressing change', diagnosisCodes: ['Z00.00'] } });
     expect(r.body.errors, r.text).toBeUndefined();
     expect(r.body.data!.addEncounter).toMatchObject({ patientId: p.id, reason: 'Dressing change', diagnosisCodes: ['Z00.00'] });
-    expect((await writesOf(r.requestId)).map((a) => `${a.field}:${a.role}`).sort()).toEqual(['diagnosisCodes:nurse', 'reason:nurse']);
+    expect((await writesOf(r.requestId)).map((a) => `${a.field}:${a.role}`).sort()).toEqual(['diagnosisCodes:nurse', 'kind:nurse', 'occurredAt:nurse', 'reason:nurse']);
   });
 
   it('a nurse asking for the notes of what it added gets FIELD_DENIED for them, and the encounter still stands', async () => {
@@ -576,7 +580,8 @@ describe('a mutation document that fails anywhere leaves nothing behind', () => 
     expect(r.body.data ?? null).toBeNull();
     expect(r.text).not.toContain('Changed');
     expect(await snapshot([p.id])).toEqual(before); // same row count, same ciphertext bytes, same audit count
-    expect(await auditOf(r.requestId)).toEqual([]);
+    // Only the conflict, which the answer disclosed, is recorded: nothing of the rolled-back update.
+    expect((await auditOf(r.requestId)).map((a) => `${a.action}:${a.detail}`)).toEqual(['search:mrn:conflict']);
     expect((await gw.gql(token, READ, { id: p.id })).body.data!.patient.givenName).toBe(p.givenName);
   });
 

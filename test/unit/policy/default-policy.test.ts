@@ -13,15 +13,15 @@ const policy = await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS);
 const A: Effect = 'allow';
 const M: Effect = 'mask';
 const D: Effect = 'deny';
-const FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address', 'reason', 'diagnosisCodes', 'notes'] as const;
+const FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address', 'occurredAt', 'kind', 'reason', 'diagnosisCodes', 'notes'] as const;
 const EXPECTED: Record<string, { rows: RowScope; purpose: string; fields: readonly Effect[] }> = {
-  //                                                                  mrn ssn giv fam bir pho ema add rea dia not
-  physician: { rows: 'care_team', purpose: 'treatment', fields:       [A,  M,  A,  A,  A,  A,  A,  A,  A,  A,  A] },
-  nurse: { rows: 'care_team', purpose: 'treatment', fields:           [A,  M,  A,  A,  A,  A,  A,  A,  A,  A,  D] },
-  registrar: { rows: 'clinic', purpose: 'healthcare_operations', fields: [A, A, A, A, A,  A,  A,  A,  D,  D,  D] },
-  billing: { rows: 'clinic', purpose: 'payment', fields:              [A,  D,  A,  A,  A,  A,  A,  A,  D,  A,  D] },
-  compliance: { rows: 'none', purpose: 'healthcare_operations', fields: [D, D, D, D, D,  D,  D,  D,  D,  D,  D] },
-  clinic_admin: { rows: 'clinic', purpose: 'healthcare_operations', fields: [D, D, D, D, D, D, D, D, D,  D,  D] },
+  //                                                                  mrn ssn giv fam bir pho ema add occ kin rea dia not
+  physician: { rows: 'care_team', purpose: 'treatment', fields:       [A,  M,  A,  A,  A,  A,  A,  A,  A,  A,  A,  A,  A] },
+  nurse: { rows: 'care_team', purpose: 'treatment', fields:           [A,  M,  A,  A,  A,  A,  A,  A,  A,  A,  A,  A,  D] },
+  registrar: { rows: 'clinic', purpose: 'healthcare_operations', fields: [A, A, A, A, A,  A,  A,  A,  A,  A,  D,  D,  D] },
+  billing: { rows: 'clinic', purpose: 'payment', fields:              [A,  D,  A,  A,  A,  A,  A,  A,  A,  A,  D,  A,  D] },
+  compliance: { rows: 'none', purpose: 'healthcare_operations', fields: [D, D, D, D, D,  D,  D,  D,  D,  D,  D,  D,  D] },
+  clinic_admin: { rows: 'clinic', purpose: 'healthcare_operations', fields: [D, D, D, D, D, D, D, D, D,  D,  D,  D,  D] },
 };
 
 const typeOf = (field: string): string =>

@@ -41,7 +41,7 @@ describe('parsePolicy accepts', () => {
   it('a role without rows that omits its fields, which then mean deny', () => {
     const policy = parsePolicy(withEdit((tree) => delete role(tree, 'compliance').fields), PHI_FIELDS);
     const compliance = policy.roles.get('compliance')!;
-    expect(compliance.fields.size).toBe(11);
+    expect(compliance.fields.size).toBe(13);
     expect([...compliance.fields.values()].every((effect) => effect === 'deny')).toBe(true);
   });
 
@@ -158,7 +158,7 @@ describe('the parsed policy', () => {
   });
 
   it('still reads like a map and a set', () => {
-    expect(nurse.fields.size).toBe(11);
+    expect(nurse.fields.size).toBe(13);
     expect(new Map(nurse.fields).get('Patient.ssn')).toBe('mask');
     expect([...nurse.operations]).toEqual(['addEncounter', 'breakGlass']);
     const seen: string[] = [];

@@ -1,0 +1,80 @@
+import type { BlindIndexColumn } from '../crypto/blind-index.ts';
+import { searchByBlindIndex, type PatientRow } from '../db/patients.ts';
+import { PhigateError } from '../errors.ts';
+import { knownRoles, purposeFor, searchRole } from '../policy/decide.ts';
+import { identifierIndexes, normaliseIdentifier } from './identifiers.ts';
+import type { RequestScope } from './scope.ts';
+
+const SEARCHES = {
+  ssn: { column: 'patients.ssn', index: 'ssn_bidx', field: 'patientBySsn', policyName: 'Patient.ssn' },
+  mrn: { column: 'patients.mrn', index: 'mrn_bidx', field: 'patientByMrn', policyName: 'Patient.mrn' },
+} as const satisfies Record<string, { column: BlindIndexColumn; index: string; field: string; policyName: string }>;
+
+export type IdentifierKind = keyof typeof SEARCHES;
+
+/** How a search ended, as its audit row says (`detail` is `<kind>:<outcome>`). */
+type Outcome = 'hit' | 'miss' | 'ambiguous' | 'refused' | 'limited';
+
+/**
+ * Finds a patient by an identifier. Confirming that someone is a patient is itself a disclosure, so
+ * every search leaves one `search` audit row with its outcome (never the identifier), whether it
+ * found the patient, nothing, or was refused; it needs a role that sees the identifier in full; it
+ * counts as a PHI value against the principal's caps, and against the principal's searches per
+ * minute. No refusal depends on what the search found, so none says anything about the identifier.
+ */
+export async function searchPatient(scope: RequestScope, kind: IdentifierKind, raw: string): Promise<PatientRow | null> {
+  const search = SEARCHES[kind];
+  const normalised = normaliseIdentifier(search.column, raw);
+  const { policy, principal } = scope;
+  const role = searchRole(policy, principal, search.policyName);
+  const roleName = role?.name ?? knownRoles(policy, principal)[0]?.name ?? null;
+  const audit = (outcome: Outcome, patientId: string | null = null) =>
+    scope.audit.add({
+      action: 'search',
+      typeName: 'Query',
+      field: search.field,
+      patientId,
+      recordId: null,
+      role: roleName,
+      purpose: purposeFor(policy, principal, roleName),
+      breakGlass: false,
+      detail: `${kind}:${outcome}`,
+    });
+
+  if (role === null) {
+    audit('refused');
+    // MFA_REQUIRED only where signing in with MFA would let the search run.
+    throw !principal.mfa && searchRole(policy, { ...principal, mfa: true }, search.policyName)
+      ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
+      : new PhigateError('FORBIDDEN', `You may not search by ${kind}.`);
+  }
+  const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
+  const result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
+  // The PHI caps are known once the request's first statement has answered (phi-minute.ts), so
+  // they are checked here, before the result is looked at: a refusal says the same for a hit and a miss.
+  const capped = scope.budget.search();
+  if (capped !== null) {
+    audit('limited');
+    const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
+    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; the search result is withheld.`, { reason: capped, http: null });
+  }
+  if (!result.allowed) {
+    audit('limited');
+    throw new PhigateError('RATE_LIMITED', 'Your searches per minute are used up; retry when the minute ends.', {
+      reason: 'search_rate',
+      http: { status: 429, headers: { 'Retry-After': String(result.retryAfterSeconds) } },
+    });
+  }
+  if (result.rows.length > 1) {
+    audit('ambiguous');
+    throw new PhigateError('BAD_USER_INPUT', 'More than one patient matches; use patient(id).');
+  }
+  const row = result.rows[0];
+  if (row === undefined) {
+    audit('miss');
+    return null;
+  }
+  scope.budget.found(row.id);
+  audit('hit', row.id);
+  return row;
+}
