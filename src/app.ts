@@ -1,4 +1,5 @@
 import { createAuthenticator } from './auth/authenticate.ts';
+import { createPartnerKeys, type PartnerKeys } from './auth/partner-keys.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys } from './auth/dev-issuer-keys.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
@@ -27,6 +28,7 @@ export interface App {
   readonly issuer: string;
   /** Span export; `null` when no OTLP endpoint is configured. */
   readonly tracing: Tracing | null;
+  readonly partnerKeys: PartnerKeys;
 }
 
 export const devIssuerUrl = (config: Config): string => `http://${config.host}:${config.port}/dev-issuer`;
@@ -48,7 +50,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     // Keys load through a pool of their own: a request holding one of the main pool's connections
     // may wait for a key, and if every connection were held that way, a key load queued behind
     // them would never get one.
-    const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(keyPool) });
+    const provider = await keyProviderFromConfig(config);
+    const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
+    const partnerKeys = createPartnerKeys({ config, db: pool, provider, logger });
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;
@@ -64,7 +68,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       policy,
       keyring,
       cipher,
-      authenticate: createAuthenticator({ oidc }),
+      authenticate: createAuthenticator({ oidc, apiKeys: partnerKeys.verifier }),
+      apiKeys: partnerKeys.service,
+      readiness: partnerKeys.readiness,
       logger,
       maxPageSize: config.maxPageSize,
       transaction: {
@@ -83,7 +89,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       corsOrigins: config.corsOrigins,
       issuer,
     });
-    return { pool, keyPool, keyring, cipher, gateway, issuer, tracing };
+    return { pool, keyPool, keyring, cipher, gateway, issuer, tracing, partnerKeys };
   } catch (err) {
     await Promise.all([pool.end(), keyPool.end(), tracing?.shutdown()]);
     throw err;

@@ -56,6 +56,7 @@ async function main(): Promise<void> {
       // Requests still running after the grace period are rolled back; only then may the pool end.
       await app.gateway.close();
       // Every request's spans have ended by now; the last of them leave with this flush.
+      await app.partnerKeys.close();
       await Promise.all([app.pool.end(), app.keyPool.end(), app.tracing?.shutdown()]);
       await db.stop();
     } catch (err) {

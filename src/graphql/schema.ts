@@ -3,6 +3,7 @@ import { PHI_FIELDS } from '../policy/phi-fields.ts';
 import { builder } from './builder.ts';
 import './types/query.ts';
 import './types/mutation.ts';
+import './types/api-key.ts';
 
 export class SchemaPolicyMismatch extends Error {}
 

@@ -17,6 +17,7 @@ import { buildSchema } from '../graphql/schema.ts';
 import type { Logger } from '../log.ts';
 import { effectiveLimits } from '../policy/limits.ts';
 import type { PolicySet } from '../policy/types.ts';
+import type { ApiKeyService } from '../records/api-keys.ts';
 import { createPhiBudget } from '../records/phi-budget.ts';
 import { phiMinuteFor } from '../records/phi-minute.ts';
 import { inSpan } from '../telemetry/tracing.ts';
@@ -30,7 +31,7 @@ import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
 import { useSaturation } from './plugins/use-saturation.ts';
 import { useTrustedDocuments, type TrustedDocuments } from './plugins/use-trusted-documents.ts';
-import { checkReadiness } from './readiness.ts';
+import { checkReadiness, type ReadinessCheck } from './readiness.ts';
 import { currentRequestId, requestIdFrom, withRequestId } from './request-id.ts';
 import { securityContextFor } from './security-context.ts';
 
@@ -58,6 +59,10 @@ export interface GatewayDeps {
   readonly queueLimit?: number;
   /** The issuer whose discovery document /readyz fetches; unset, readiness does not check one. */
   readonly issuer?: string;
+  /** Partner key management for the GraphQL mutations; unset, they refuse. */
+  readonly apiKeys?: ApiKeyService;
+  /** Further dependencies /readyz checks (the shared rate-limit store). */
+  readonly readiness?: Readonly<Record<string, ReadinessCheck>>;
   /** Extra routes tried before GraphQL (the development issuer); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
 }
@@ -117,12 +122,19 @@ export function createGateway(deps: GatewayDeps): Gateway {
         tx,
         cipher,
         keyring,
-        audit: createAuditBuffer({ requestId, actor: principal.subject, actorKind: principal.kind, clientAddr: req.socket.remoteAddress ?? null }),
+        audit: createAuditBuffer({
+          requestId,
+          actor: principal.subject,
+          actorKind: principal.kind,
+          clientAddr: req.socket.remoteAddress ?? null,
+          credentialId: principal.kind === 'partner' ? principal.keyId : null,
+        }),
         recorder,
         loaders: createLoaders(tx),
         budget,
         minute,
         maxPageSize: deps.maxPageSize,
+        apiKeys: deps.apiKeys ?? null,
       };
     },
   });
@@ -145,6 +157,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         database: () => pool.query('SELECT 1'),
         keys: () => keyring.probe(),
         ...(issuer !== undefined ? { issuer: () => discoverJwksUri(issuer) } : {}),
+        ...deps.readiness,
       }).then((r) => res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)));
       return;
     }
