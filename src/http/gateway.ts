@@ -61,7 +61,10 @@ export interface GatewayDeps {
   readonly issuer?: string;
   /** Partner key management for the GraphQL mutations; unset, they refuse. */
   readonly apiKeys?: ApiKeyService;
-  /** Further dependencies /readyz checks (the shared rate-limit store). */
+  /**
+   * Dependencies /readyz reports without making the replica unready (the shared rate-limit store:
+   * without it only requests with API keys are refused, with 503).
+   */
   readonly readiness?: Readonly<Record<string, ReadinessCheck>>;
   /** Extra routes tried before GraphQL (the development issuer); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
@@ -153,12 +156,18 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     if (path === '/readyz') {
       const { issuer } = deps;
-      void checkReadiness({
-        database: () => pool.query('SELECT 1'),
-        keys: () => keyring.probe(),
-        ...(issuer !== undefined ? { issuer: () => discoverJwksUri(issuer) } : {}),
-        ...deps.readiness,
-      }).then((r) => res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)));
+      void Promise.all([
+        checkReadiness({
+          database: () => pool.query('SELECT 1'),
+          keys: () => keyring.probe(),
+          ...(issuer !== undefined ? { issuer: () => discoverJwksUri(issuer) } : {}),
+        }),
+        // Shown, but not a reason to take the replica out of service: users' requests do not need it.
+        checkReadiness(deps.readiness ?? {}),
+      ]).then(([r, degraded]) => {
+        const body = { ...r, checks: { ...r.checks, ...degraded.checks }, ...(degraded.ready ? {} : { degraded: true }) };
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      });
       return;
     }
     if (path === '/metrics') {

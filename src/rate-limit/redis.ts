@@ -79,9 +79,10 @@ export function createRedisRateLimitStore(url: string, prefix: string, logger: L
       await within(client.sendCommand(['PING']));
     },
     async close() {
-      await connecting;
-      if (client.isOpen) await client.close();
+      // A Redis that never answered must not hold up shutdown: drop the connection attempt.
+      if (client.isReady) await client.close();
       else client.destroy();
+      await connecting;
     },
   };
 }
