@@ -21,6 +21,7 @@ import { medianRun } from './median-run.ts';
 import { verdictLines, verdicts } from './verdict.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
+import { partnerKeys } from './partner-keys.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -340,7 +341,11 @@ async function main(): Promise<void> {
 
     issuer = await startTestIssuer({ dir: work });
     const iss = issuer;
-    const actors = await actorsFrom(seeded.actors, (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }));
+    const actors = await actorsFrom(
+      seeded.actors,
+      (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }),
+      await partnerKeys(db.appUrl, masterKey, policyFile),
+    );
     const all = workloads(actors);
     const chosen = args.workloads ? args.workloads.split(',').map((k) => pickWorkload(all, k.trim())) : all;
     const profDir = args['cpu-prof'] ? path.join(ROOT, 'bench/results/profiles') : null;
@@ -369,6 +374,10 @@ async function main(): Promise<void> {
     for (const w of chosen) {
       const runnable: Target[] = [];
       for (const target of up) {
+        if (w.only && !w.only.includes(target.name)) {
+          rows.push(skippedRow(target.name, w, target.runtime, `${w.only.join(', ')} only`));
+          continue;
+        }
         try {
           await sample(target, w);
           runnable.push(target);

@@ -9,6 +9,8 @@
  * line since the last call, per operation, and resets.
  */
 import type http from 'node:http';
+import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
+import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -22,6 +24,7 @@ import { limitHeapGrowth } from '../../src/heap.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
 
 interface PhigateTargetConfig {
   appUrl: string;
@@ -38,7 +41,8 @@ const defaults = loadConfig({});
 const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
 await assertSafeAppRole(pool);
 const keyPool = createPool(cfg.appUrl, { max: 2, applicationName: 'phigate-keys' });
-const keyring = createKeyring({ provider: createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex')), store: createPgKeyStore(keyPool) });
+const provider = createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex'));
+const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
 
 // operation -> roundTrips -> count
@@ -84,6 +88,8 @@ const gateway = createGateway({
       clinicsClaim: 'clinics',
       mfaAcrValues: [],
     }),
+    // As src/auth/partner-keys.ts assembles it without REDIS_URL: the in-process bucket.
+    apiKeys: createApiKeyVerifier({ db: pool, peppers: createPeppers(pool, provider), rateLimits: createMemoryRateLimitStore(), logger }),
   }),
   logger,
   maxPageSize: 100,
