@@ -136,6 +136,13 @@ export function workloads(a: Actors): Workload[] {
       },
     },
     {
+      id: 'write-mix',
+      name: 'write mix 10%',
+      description: 'physician: 90% patient(id), 10% updatePatient(phone) on a care-team patient',
+      next: (t) => (Math.random() < 0.1 ? writeOne(t, a) : readById(t, a)),
+      check: (t, j) => errorsOf(j),
+    },
+    {
       id: 'by-id-key',
       name: 'patient(id) by API key',
       description: 'partner reads one patient of its key\'s clinic: the query and fields of by-id, authenticated by `ApiKey` instead of a cached JWT',
@@ -145,13 +152,6 @@ export function workloads(a: Actors): Workload[] {
         return gql(p.key, Q.phigate.byId, { id: pick(p.patientIds) }, 'ApiKey');
       },
       check: (_t, j) => errorsOf(j) ?? checkPatient(j.data?.patient),
-    },
-    {
-      id: 'write-mix',
-      name: 'write mix 10%',
-      description: 'physician: 90% patient(id), 10% updatePatient(phone) on a care-team patient',
-      next: (t) => (Math.random() < 0.1 ? writeOne(t, a) : readById(t, a)),
-      check: (t, j) => errorsOf(j),
     },
   ];
 }

@@ -64,6 +64,10 @@ describe('loadConfig', () => {
     [{ OTEL_BSP_SCHEDULE_DELAY: '5s' }, 'OTEL_BSP_SCHEDULE_DELAY'],
     [{ OTEL_BSP_SCHEDULE_DELAY: '0' }, 'OTEL_BSP_SCHEDULE_DELAY'],
     [{ PHIGATE_PREPARED_STATEMENTS: 'yes' }, 'PHIGATE_PREPARED_STATEMENTS'],
+    [{ PHIGATE_REDIS_KEY_PREFIX: 'phi gate' }, 'PHIGATE_REDIS_KEY_PREFIX'],
+    [{ PHIGATE_API_KEY_RATE_PER_MINUTE: '0' }, 'PHIGATE_API_KEY_RATE_PER_MINUTE'],
+    [{ PHIGATE_API_KEY_BURST: 'many' }, 'PHIGATE_API_KEY_BURST'],
+    [{ PHIGATE_API_KEY_CACHE_SECONDS: '61' }, 'PHIGATE_API_KEY_CACHE_SECONDS'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
@@ -81,6 +85,12 @@ describe('loadConfig', () => {
     const env = { ...prodBase, ...over } as Record<string, string | undefined>;
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     expect(refusal(env as Record<string, string>).variable).toBe(variable);
+  });
+
+  it('gives partner keys a rate limit and a short key cache by default', () => {
+    expect(loadConfig({}).apiKeys).toEqual({ ratePerMinute: 600, burst: 60, cacheSeconds: 5 });
+    expect(loadConfig({}).redisKeyPrefix).toBe('phigate:');
+    expect(loadConfig({ PHIGATE_API_KEY_CACHE_SECONDS: '0' }).apiKeys.cacheSeconds).toBe(0);
   });
 
   it('prepares statements unless told off', () => {
