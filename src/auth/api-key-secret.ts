@@ -1,4 +1,4 @@
-import { createHmac, randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
 import { lengthPrefixed } from '../crypto/length-prefixed.ts';
 
 /**
@@ -28,6 +28,6 @@ export function parseApiKey(credential: string): { id: string; secret: string } 
 }
 
 /** What is stored: HMAC-SHA256 under the pepper, over the id and the secret (a hash cannot move to another key's row). */
-export function apiKeyHash(pepper: Buffer, id: string, secret: string): Buffer {
+export function apiKeyHash(pepper: KeyObject, id: string, secret: string): Buffer {
   return createHmac('sha256', pepper).update(lengthPrefixed(['phigate/api-key/v1', id, secret])).digest();
 }

@@ -1,4 +1,4 @@
-import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { createLru } from '../cache/lru.ts';
 import { apiKeyById, touchApiKeys, type ApiKeyRow, type Queryable } from '../db/api-keys.ts';
 import { PhigateError } from '../errors.ts';
@@ -52,9 +52,10 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
   const decoy = randomBytes(32);
   const used = new Set<string>();
 
-  const lookup = (id: string): Promise<Cached> => {
+  // Synchronous on a hit: in steady state a keyed request waits for nothing until its transaction.
+  const lookup = (id: string): Cached | Promise<Cached> => {
     const hit = cache.get(id);
-    if (hit && performance.now() - hit.loadedAt < ttl) return Promise.resolve(hit);
+    if (hit && performance.now() - hit.loadedAt < ttl) return hit;
     let pending = loading.get(id);
     if (!pending) {
       pending = apiKeyById(db, id)
@@ -87,8 +88,16 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
     async verify(credential) {
       const parsed = parseApiKey(credential);
       if (!parsed) throw new PhigateError('UNAUTHENTICATED', 'The Authorization header is malformed.', { reason: 'malformed_credentials' });
-      const { row, principal } = await lookup(parsed.id);
-      const pepper = row ? await peppers.get(row.pepper_version) : (await peppers.current()).key;
+      const found = lookup(parsed.id);
+      const { row, principal } = found instanceof Promise ? await found : found;
+      let pepper: KeyObject;
+      if (row) {
+        const p = peppers.get(row.pepper_version);
+        pepper = p instanceof Promise ? await p : p;
+      } else {
+        const c = peppers.current();
+        pepper = (c instanceof Promise ? await c : c).key;
+      }
       const matches = timingSafeEqual(apiKeyHash(pepper, parsed.id, parsed.secret), row ? row.secret_hash : decoy);
       if (!row || !principal || !matches) throw refused();
       // The database clock judges again in every statement (row security); this is the early answer.
@@ -101,7 +110,8 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
       }
       let decision;
       try {
-        decision = await rateLimits.take(row.id, { ratePerMinute: row.rate_per_minute, burst: row.burst });
+        const taken = rateLimits.take(row.id, { ratePerMinute: row.rate_per_minute, burst: row.burst });
+        decision = taken instanceof Promise ? await taken : taken;
       } catch (cause) {
         throw new PhigateError('INTERNAL', 'Rate limits cannot be checked now; requests with API keys are refused until they can.', {
           reason: 'rate_limit_unavailable',

@@ -9,7 +9,7 @@ export function createMemoryRateLimitStore(maxBuckets = 100_000, now: () => numb
   const buckets = createLru<{ tokens: number; at: number }>(maxBuckets);
   return {
     name: 'memory',
-    async take(bucket, limit) {
+    take(bucket, limit) {
       const t = now();
       const b = buckets.get(bucket) ?? { tokens: limit.burst, at: t };
       const tokens = Math.min(limit.burst, b.tokens + ((t - b.at) * limit.ratePerMinute) / 60_000);

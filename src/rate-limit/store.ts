@@ -12,7 +12,8 @@ export type RateDecision = { readonly allowed: true } | { readonly allowed: fals
  */
 export interface RateLimitStore {
   readonly name: 'memory' | 'redis';
-  take(bucket: string, limit: RateLimit): Promise<RateDecision>;
+  /** Synchronous for the in-process store: a keyed request then waits for nothing. */
+  take(bucket: string, limit: RateLimit): RateDecision | Promise<RateDecision>;
   /** Readiness: resolves when the store answers. */
   check(): Promise<void>;
   close(): Promise<void>;

@@ -152,8 +152,15 @@ describe('refusals', () => {
     const { id, secret } = parseApiKey(key)!;
     const wrongSecret = `phg_${id}_${randomBytes(32).toString('base64url')}`;
     const unknownId = `phg_${crypto.randomUUID()}_${secret}`;
-    const a = refusal(await asPartner(gw, wrongSecret, IDS));
-    const b = refusal(await asPartner(gw, unknownId, IDS));
+    const wrongRes = await asPartner(gw, wrongSecret, IDS);
+    const unknownRes = await asPartner(gw, unknownId, IDS);
+    // No refusal repeats any part of what was sent.
+    for (const [res, sent] of [[wrongRes, wrongSecret], [unknownRes, unknownId]] as const) {
+      expect(res.text).not.toContain(parseApiKey(sent)!.secret);
+      expect(res.text).not.toContain(parseApiKey(sent)!.id);
+    }
+    const a = refusal(wrongRes);
+    const b = refusal(unknownRes);
     expect(a).toEqual({ status: 401, code: 'UNAUTHENTICATED', reason: 'invalid_api_key', message: 'The API key is not valid.' });
     expect(b).toEqual(a);
     expect(refusal(await asPartner(gw, 'phg_nonsense', IDS))).toMatchObject({ status: 401, reason: 'malformed_credentials' });
