@@ -1,5 +1,4 @@
 import { createHmac, randomBytes, randomUUID, type KeyObject } from 'node:crypto';
-import { lengthPrefixed } from '../crypto/length-prefixed.ts';
 
 /**
  * `phg_<key id>_<secret>`: the id is a UUID (looked up, never secret), the secret 32 random bytes
@@ -27,7 +26,11 @@ export function parseApiKey(credential: string): { id: string; secret: string } 
   return m ? { id: m[1] as string, secret: m[2] as string } : null;
 }
 
-/** What is stored: HMAC-SHA256 under the pepper, over the id and the secret (a hash cannot move to another key's row). */
+/**
+ * What is stored: HMAC-SHA256 under the pepper over the id and the secret (a hash cannot move to
+ * another key's row). One string, unambiguous because neither a UUID nor base64url has a `:`;
+ * callers pass only a parsed or minted id and secret.
+ */
 export function apiKeyHash(pepper: KeyObject, id: string, secret: string): Buffer {
-  return createHmac('sha256', pepper).update(lengthPrefixed(['phigate/api-key/v1', id, secret])).digest();
+  return createHmac('sha256', pepper).update(`phigate/api-key/v1:${id}:${secret}`).digest();
 }

@@ -1,5 +1,7 @@
 import { createLru } from '../cache/lru.ts';
-import { retryAfterSeconds, type RateLimitStore } from './store.ts';
+import { retryAfterSeconds, type RateDecision, type RateLimitStore } from './store.ts';
+
+const ALLOWED: RateDecision = Object.freeze({ allowed: true });
 
 /**
  * Buckets in this process, for a single replica (no REDIS_URL). Bounded: a bucket forgotten under
@@ -11,11 +13,17 @@ export function createMemoryRateLimitStore(maxBuckets = 100_000, now: () => numb
     name: 'memory',
     take(bucket, limit) {
       const t = now();
-      const b = buckets.get(bucket) ?? { tokens: limit.burst, at: t };
+      let b = buckets.get(bucket);
+      if (b === undefined) buckets.set(bucket, (b = { tokens: limit.burst, at: t }));
+      // Updated in place: one map operation per request, on the path of every keyed request.
       const tokens = Math.min(limit.burst, b.tokens + ((t - b.at) * limit.ratePerMinute) / 60_000);
-      const allowed = tokens >= 1;
-      buckets.set(bucket, { tokens: allowed ? tokens - 1 : tokens, at: t });
-      return allowed ? { allowed } : { allowed, retryAfterSeconds: retryAfterSeconds(1 - tokens, limit) };
+      b.at = t;
+      if (tokens >= 1) {
+        b.tokens = tokens - 1;
+        return ALLOWED;
+      }
+      b.tokens = tokens;
+      return { allowed: false, retryAfterSeconds: retryAfterSeconds(1 - tokens, limit) };
     },
     check: async () => undefined,
     close: async () => undefined,
