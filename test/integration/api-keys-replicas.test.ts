@@ -88,7 +88,7 @@ async function gatewayProcess(env: Record<string, string>): Promise<{ url: strin
       expect(output).toContain('"stopped"');
     },
   });
-  const deadline = Date.now() + 30_000;
+  const deadline = Date.now() + 120_000;
   for (;;) {
     const listening = output.split('\n').find((l) => l.includes('"phigate listening"'));
     if (listening) return { url: (JSON.parse(listening) as { url: string }).url, output: () => output };
