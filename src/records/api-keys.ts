@@ -164,11 +164,11 @@ async function issue(
 }
 
 /** A key the manager answers for: any of its clinics (to revoke), or all of them (to rotate). */
-async function managed(db: Queryable, manager: KeyManager, rawId: string, whole: boolean): Promise<ApiKeyRow> {
+async function managed(db: Queryable, manager: KeyManager, rawId: string, allClinics: boolean): Promise<ApiKeyRow> {
   const id = v.id('id', rawId);
   const row = await apiKeyById(db, id);
   const mine = (c: string) => manager.clinics === null || manager.clinics.includes(c);
-  if (!row || !(whole ? row.clinics.every(mine) : row.clinics.some(mine))) throw notFound();
+  if (!row || !(allClinics ? row.clinics.every(mine) : row.clinics.some(mine))) throw notFound();
   return row;
 }
 
