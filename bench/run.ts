@@ -22,6 +22,8 @@ import { medianRun } from './median-run.ts';
 import { verdictLines, verdicts } from './verdict.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
+import { measureAuthCost, type AuthCost } from './auth-cost.ts';
+import { partnerKeys } from './partner-keys.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -350,9 +352,18 @@ async function main(): Promise<void> {
 
     issuer = await startTestIssuer({ dir: work });
     const iss = issuer;
-    const actors = await actorsFrom(seeded.actors, (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }));
+    const actors = await actorsFrom(
+      seeded.actors,
+      (sub, roles, clinics) => iss.token({ sub, roles, clinics, mfa: true, ttlSeconds: 4 * 3600 }),
+      await partnerKeys(db.appUrl, masterKey, policyFile),
+    );
     const all = workloads(actors);
     const chosen = args.workloads ? args.workloads.split(',').map((k) => pickWorkload(all, k.trim())) : all;
+    let authentication: AuthCost | null = null;
+    if (TARGETS.includes('phigate') && chosen.some((w) => w.id === 'by-id-key')) {
+      authentication = await measureAuthCost({ appUrl: db.appUrl, issuer: iss.issuer, masterKey, token: actors.physicians[0]!.token, apiKey: actors.partners[0]!.key, tries: 20_000 });
+      log(`authentication alone, median of ${authentication.tries}: cached JWT ${authentication.cachedJwtUs} us, API key ${authentication.apiKeyUs} us`);
+    }
     const profDir = args['cpu-prof'] ? path.join(ROOT, 'bench/results/profiles') : null;
     if (profDir) await mkdir(profDir, { recursive: true });
 
@@ -379,6 +390,10 @@ async function main(): Promise<void> {
     for (const w of chosen) {
       const runnable: Target[] = [];
       for (const target of up) {
+        if (w.only && !w.only.includes(target.name)) {
+          rows.push(skippedRow(target.name, w, target.runtime, `${w.only.join(', ')} only`));
+          continue;
+        }
         try {
           await sample(target, w);
           runnable.push(target);
@@ -405,10 +420,12 @@ async function main(): Promise<void> {
       seeding: timings,
       rows,
       ratios: ratios(rows),
+      authentication,
       verdicts: verdicts(rows, N),
       totalS: Math.round((Date.now() - started) / 1000),
     };
     printTable(rows, report.ratios);
+    if (authentication) process.stdout.write(`\nAuthentication alone (median of ${authentication.tries}): cached JWT ${authentication.cachedJwtUs} us, API key ${authentication.apiKeyUs} us\n`);
     process.stdout.write(`\nThe issue's targets (#4):\n${verdictLines(report.verdicts).join('\n')}\n`);
     await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });
     const file = path.join(ROOT, 'bench/results', `${report.date.replace(/[:.]/g, '-')}.json`);

@@ -17,6 +17,8 @@ export interface Actors {
   readonly physicians: { token: string; patientIds: string[] }[];
   /** Registrars with the SSNs of their clinic's patients. */
   readonly registrars: { token: string; ssns: string[] }[];
+  /** Partner API keys (one per clinic, every Patient field) with patients of the key's clinic. */
+  readonly partners: { key: string; patientIds: string[] }[];
 }
 
 export interface Workload {
@@ -28,6 +30,8 @@ export interface Workload {
   next(target: TargetName): BenchRequest;
   /** Checks a sample answer, so a run of fast errors is not mistaken for throughput. */
   check(target: TargetName, json: any): string | null;
+  /** The targets it means something on; unset, all. */
+  readonly only?: readonly TargetName[];
 }
 
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
@@ -36,11 +40,11 @@ const PATIENT_FIELDS = 'id clinicId mrn ssn givenName familyName birthDate phone
 const PG_FIELDS = PATIENT_FIELDS.replace(/^id /, 'rowId ');
 const PHI = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address'];
 
-function gql(token: string, query: string, variables: Record<string, unknown>): BenchRequest {
+function gql(token: string, query: string, variables: Record<string, unknown>, scheme = 'Bearer'): BenchRequest {
   return {
     method: 'POST',
     path: '/graphql',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    headers: { 'content-type': 'application/json', authorization: `${scheme} ${token}` },
     body: JSON.stringify({ query, variables }),
   };
 }
@@ -138,6 +142,17 @@ export function workloads(a: Actors): Workload[] {
       next: (t) => (Math.random() < 0.1 ? writeOne(t, a) : readById(t, a)),
       check: (t, j) => errorsOf(j),
     },
+    {
+      id: 'by-id-key',
+      name: 'patient(id) by API key',
+      description: 'partner reads one patient of its key\'s clinic: the query and fields of by-id, authenticated by `ApiKey` instead of a cached JWT',
+      only: ['phigate'],
+      next: () => {
+        const p = pick(a.partners);
+        return gql(p.key, Q.phigate.byId, { id: pick(p.patientIds) }, 'ApiKey');
+      },
+      check: (_t, j) => errorsOf(j) ?? checkPatient(j.data?.patient),
+    },
   ];
 }
 
@@ -177,7 +192,13 @@ export class ActorIndex {
  * SSNs). Every SSN that is unique within its clinic is kept, so `patientBySsn` looks up rows
  * spread over the whole table, not the first few thousand inserted.
  */
-export function actorsFrom(index: ActorIndex, token: (sub: string, roles: string[], clinics: string[]) => Promise<string>): Promise<Actors> {
+export function actorsFrom(
+  index: ActorIndex,
+  token: (sub: string, roles: string[], clinics: string[]) => Promise<string>,
+  keyFor: (clinic: string) => Promise<string>,
+): Promise<Actors> {
+  const byClinic = new Map<string, string[]>();
+  for (const { clinic, ids } of index.physicians.values()) byClinic.set(clinic, [...(byClinic.get(clinic) ?? []), ...ids]);
   return (async () => ({
     physicians: await Promise.all([...index.physicians].map(async ([sub, e]) => ({ token: await token(sub, ['physician'], [e.clinic]), patientIds: e.ids }))),
     registrars: await Promise.all(
@@ -187,6 +208,7 @@ export function actorsFrom(index: ActorIndex, token: (sub: string, roles: string
         ssns: uniques(ssns),
       })),
     ),
+    partners: await Promise.all([...byClinic].map(async ([clinic, ids]) => ({ key: await keyFor(clinic), patientIds: ids }))),
   }))();
 }
 

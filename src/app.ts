@@ -2,6 +2,7 @@ import { createAlerts } from './audit/alerts.ts';
 import { createAuditWriter, type AuditWriter } from './audit/writer.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { checkIssuer } from './auth/check-issuer.ts';
+import { createPartnerKeys, type PartnerKeys } from './auth/partner-keys.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer-keys.ts';
 import { mintDevToken } from './auth/dev-token.ts';
@@ -36,6 +37,7 @@ export interface App {
   readonly issuer: string;
   /** Span export; `null` when no OTLP endpoint is configured. */
   readonly tracing: Tracing | null;
+  readonly partnerKeys: PartnerKeys;
 }
 
 export const devIssuerUrl = (config: Config): string => `http://${config.host}:${config.port}/dev-issuer`;
@@ -60,7 +62,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     // Keys load through a pool of their own: a request holding one of the main pool's connections
     // may wait for a key, and if every connection were held that way, a key load queued behind
     // them would never get one.
-    const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(keyPool) });
+    const provider = await keyProviderFromConfig(config);
+    const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
+    const partnerKeys = createPartnerKeys({ config, db: pool, provider, logger });
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;
@@ -87,7 +91,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       policy,
       keyring,
       cipher,
-      authenticate: createAuthenticator({ oidc }),
+      authenticate: createAuthenticator({ oidc, apiKeys: partnerKeys.verifier }),
+      apiKeys: partnerKeys.service,
+      readiness: partnerKeys.readiness,
       logger,
       maxPageSize: config.maxPageSize,
       searchesPerMinute: config.searchesPerMinute,
@@ -112,7 +118,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
     });
-    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing };
+    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys };
   } catch (err) {
     await Promise.all([pool.end(), keyPool.end(), auditPool.end(), tracing?.shutdown()]);
     throw err;

@@ -37,6 +37,10 @@ export interface Config {
     | { readonly provider: 'local'; readonly masterKeyBase64: string | null }
     | { readonly provider: 'aws'; readonly keyId: string; readonly region: string; readonly endpoint: string | null };
   readonly redisUrl: string | null;
+  /** Prefix of every Redis key the gateway writes (several deployments may share one Redis). */
+  readonly redisKeyPrefix: string;
+  /** Partner API keys: defaults of new keys' rate limits, and how long a replica remembers a key. */
+  readonly apiKeys: { readonly ratePerMinute: number; readonly burst: number; readonly cacheSeconds: number };
   readonly maxPageSize: number;
   /** Searches by an identifier (patientBySsn, patientByMrn) per principal and minute, across replicas. */
   readonly searchesPerMinute: number;
@@ -245,6 +249,16 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     },
     kms,
     redisUrl: url(src, 'REDIS_URL', ['redis:', 'rediss:']),
+    redisKeyPrefix: (() => {
+      const p = text(src, 'PHIGATE_REDIS_KEY_PREFIX') ?? 'phigate:';
+      if (!/^[A-Za-z0-9:_.-]{1,64}$/.test(p)) throw new ConfigError('PHIGATE_REDIS_KEY_PREFIX', 'must be 1 to 64 letters, digits or : _ . -');
+      return p;
+    })(),
+    apiKeys: {
+      ratePerMinute: int(src, 'PHIGATE_API_KEY_RATE_PER_MINUTE', 600, 1, 1_000_000),
+      burst: int(src, 'PHIGATE_API_KEY_BURST', 60, 1, 1_000_000),
+      cacheSeconds: int(src, 'PHIGATE_API_KEY_CACHE_SECONDS', 5, 0, 60),
+    },
     maxPageSize: int(src, 'PHIGATE_MAX_PAGE_SIZE', 100, 1, 1000),
     searchesPerMinute: int(src, 'PHIGATE_SEARCHES_PER_MINUTE', 30, 1, 100_000),
     limits: {

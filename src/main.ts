@@ -63,6 +63,7 @@ async function main(): Promise<void> {
       // Events still queued (out-of-band ones) are committed before the writer's connections go.
       await app.auditWriter.close();
       // Every request's spans have ended by now; the last of them leave with this flush.
+      await app.partnerKeys.close();
       await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.tracing?.shutdown()]);
       await db.stop();
     } catch (err) {

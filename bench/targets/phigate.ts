@@ -10,6 +10,8 @@
  */
 import type http from 'node:http';
 import { createAuditWriter } from '../../src/audit/writer.ts';
+import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
+import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -24,6 +26,7 @@ import { limitHeapGrowth } from '../../src/heap.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
 
 interface PhigateTargetConfig {
   appUrl: string;
@@ -40,7 +43,8 @@ const defaults = loadConfig({});
 const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
 await assertSafeAppRole(pool);
 const keyPool = createPool(cfg.appUrl, { max: 2, applicationName: 'phigate-keys' });
-const keyring = createKeyring({ provider: createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex')), store: createPgKeyStore(keyPool) });
+const provider = createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex'));
+const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
 const auditPool = createPool(cfg.appUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
 
@@ -90,6 +94,8 @@ const gateway = createGateway({
       clinicsClaim: 'clinics',
       mfaAcrValues: [],
     }),
+    // As src/auth/partner-keys.ts assembles it without REDIS_URL: the in-process bucket.
+    apiKeys: createApiKeyVerifier({ db: pool, peppers: createPeppers(pool, provider), rateLimits: createMemoryRateLimitStore(), logger }),
   }),
   logger,
   maxPageSize: 100,

@@ -1,4 +1,5 @@
 import { PhigateError } from '../errors.ts';
+import type { ApiKeyVerifier } from './api-key.ts';
 import type { OidcVerifier } from './oidc.ts';
 import type { Principal } from './principal.ts';
 
@@ -10,7 +11,7 @@ const BEARER_CREDENTIAL = /^[A-Za-z0-9\-._~+/]+=*$/;
  * request and it must carry exactly one credential, so there is never a question of which of two
  * tokens was meant.
  */
-export function createAuthenticator(deps: { oidc: OidcVerifier }): (authorization: string | null) => Promise<Principal> {
+export function createAuthenticator(deps: { oidc: OidcVerifier; apiKeys?: ApiKeyVerifier }): (authorization: string | null) => Promise<Principal> {
   return async (authorization) => {
     const header = authorization?.trim() ?? '';
     if (header === '') {
@@ -18,18 +19,22 @@ export function createAuthenticator(deps: { oidc: OidcVerifier }): (authorizatio
     }
     const [scheme = '', ...credentials] = header.split(' ');
     switch (scheme.toLowerCase()) {
-      case 'bearer': {
-        const [token] = credentials;
-        if (credentials.length !== 1 || token === undefined || !BEARER_CREDENTIAL.test(token)) {
-          throw new PhigateError('UNAUTHENTICATED', 'The Authorization header is malformed.', { reason: 'malformed_credentials' });
-        }
-        return deps.oidc.verify(token);
-      }
+      case 'bearer':
+        return deps.oidc.verify(single(credentials));
       case 'apikey':
-        // Partner API keys arrive with their own issue; until then they are refused, never ignored.
-        throw new PhigateError('UNAUTHENTICATED', 'API keys are not accepted yet.', { reason: 'api_keys_not_enabled' });
+        // A gateway built without a key verifier refuses keys, never ignores them.
+        if (!deps.apiKeys) throw new PhigateError('UNAUTHENTICATED', 'API keys are not accepted here.', { reason: 'api_keys_not_enabled' });
+        return deps.apiKeys.verify(single(credentials));
       default:
         throw new PhigateError('UNAUTHENTICATED', 'The authorization scheme is not supported.', { reason: 'unsupported_scheme' });
     }
   };
+}
+
+function single(credentials: readonly string[]): string {
+  const [credential] = credentials;
+  if (credentials.length !== 1 || credential === undefined || !BEARER_CREDENTIAL.test(credential)) {
+    throw new PhigateError('UNAUTHENTICATED', 'The Authorization header is malformed.', { reason: 'malformed_credentials' });
+  }
+  return credential;
 }

@@ -20,4 +20,23 @@ export interface UserPrincipal {
   readonly tokenId: string | null;
 }
 
-export type Principal = UserPrincipal;
+/**
+ * A partner integration holding an API key (src/auth/api-key.ts). It acts in the `partner` role
+ * only, within the key's clinics, fields and purpose of use; the key counts as its own factor set.
+ */
+export interface PartnerPrincipal {
+  readonly kind: 'partner';
+  /** The partner's name: the actor of its audit rows. */
+  readonly subject: string;
+  /** The key's id: the audit's credential id, and the actor row security checks is live. */
+  readonly keyId: string;
+  readonly roles: readonly ['partner'];
+  readonly clinics: readonly string[];
+  /** `Type.field` names the key may read, within what the `partner` role allows. */
+  readonly fields: ReadonlySet<string>;
+  /** HL7 PurposeOfUse code (TREAT, HPAYMT, ...), written into every audit row. */
+  readonly purpose: string;
+  readonly mfa: true;
+}
+
+export type Principal = UserPrincipal | PartnerPrincipal;

@@ -14,13 +14,16 @@ import { createPool } from '../db/pool.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
 import { printSdl } from '../graphql/schema.ts';
 import { seed } from '../seed/seed.ts';
+import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
 import { progressBar } from './progress.ts';
 
 type Values = Record<string, string | boolean | undefined>;
 
 export interface Command {
   readonly options: NonNullable<ParseArgsConfig['options']>;
-  run(values: Values, config: Config): Promise<number>;
+  /** Whether the command takes words after its name (e.g. `apikey revoke ID`). */
+  readonly positionals?: boolean;
+  run(values: Values, config: Config, positionals: readonly string[]): Promise<number>;
 }
 
 export class CommandError extends Error {}
@@ -117,6 +120,19 @@ export const commands: Record<string, Command> = {
       });
       out(token);
       return 0;
+    },
+  },
+
+  apikey: {
+    options: apikeyOptions,
+    positionals: true,
+    async run(v, config, positionals) {
+      try {
+        return await runApiKey(positionals, v, config, out, err);
+      } catch (e) {
+        if (e instanceof ApiKeyCommandError) throw new CommandError(e.message);
+        throw e;
+      }
     },
   },
 

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
+import { APIKEY_USAGE } from './apikey.ts';
 import { CommandError, commands } from './commands.ts';
 
 const USAGE = `usage: phigate <command> [options]
@@ -11,6 +12,7 @@ commands:
   token --sub S --roles r1,r2 --clinics c1 [--mfa] [--auth-age SECONDS] [--ttl SECONDS]
                                 development issuer only: print an access token
   print-schema [--check]        print the GraphQL SDL (or check schema/schema.graphql is current)
+${APIKEY_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {
@@ -20,9 +22,9 @@ async function run(argv: string[]): Promise<number> {
     process.stderr.write(name && name !== '--help' && name !== 'help' ? `phigate: unknown command '${name}'\n\n${USAGE}` : USAGE);
     return name && name !== '--help' && name !== 'help' ? 2 : 0;
   }
-  const { values } = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: false });
+  const { values, positionals } = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: command.positionals === true });
   const config = loadConfig();
-  return command.run(values as Record<string, string | boolean | undefined>, config);
+  return command.run(values as Record<string, string | boolean | undefined>, config, positionals);
 }
 
 run(process.argv.slice(2)).then(

@@ -1,4 +1,5 @@
 import type { BreakGlassScope } from '../records/break-glass.ts';
+import type { ApiKeyService } from '../records/api-keys.ts';
 import type { Loaders } from './loaders.ts';
 
 export interface GraphQLContext extends BreakGlassScope {
@@ -8,4 +9,6 @@ export interface GraphQLContext extends BreakGlassScope {
   readonly startedAt: number;
   /** Run by the request-transaction plugin once the request committed (alerts); never on rollback. */
   readonly committed: ReadonlyArray<() => void>;
+  /** Partner key management; null in a gateway built without it (the mutations then refuse). */
+  readonly apiKeys: ApiKeyService | null;
 }

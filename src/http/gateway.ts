@@ -26,6 +26,7 @@ import { buildSchema } from '../graphql/schema.ts';
 import type { Logger } from '../log.ts';
 import { effectiveLimits } from '../policy/limits.ts';
 import type { PolicySet } from '../policy/types.ts';
+import type { ApiKeyService } from '../records/api-keys.ts';
 import { createPhiBudget } from '../records/phi-budget.ts';
 import { phiMinuteFor } from '../records/phi-minute.ts';
 import { inSpan } from '../telemetry/tracing.ts';
@@ -43,7 +44,7 @@ import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
 import { useSaturation } from './plugins/use-saturation.ts';
 import { useTrustedDocuments, type TrustedDocuments } from './plugins/use-trusted-documents.ts';
-import { cachedCheck, checkReadiness } from './readiness.ts';
+import { cachedCheck, checkReadiness, type ReadinessCheck } from './readiness.ts';
 import { createRefusalTrail } from './refusal-trail.ts';
 import { currentRequest, newRequestFacts, withRequest } from './request-id.ts';
 import { securityContextFor } from './security-context.ts';
@@ -91,6 +92,13 @@ export interface GatewayDeps {
   readonly maxTokenClinics?: number;
   /** Which clinic ids exist; default: phigate.clinics through `pool`, cached. */
   readonly clinics?: ClinicDirectory;
+  /** Partner key management for the GraphQL mutations; unset, they refuse. */
+  readonly apiKeys?: ApiKeyService;
+  /**
+   * Dependencies /readyz reports without making the replica unready (the shared rate-limit store:
+   * without it only requests with API keys are refused, with 503).
+   */
+  readonly readiness?: Readonly<Record<string, ReadinessCheck>>;
   /** Extra routes tried before GraphQL (the development issuer, GraphiQL); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
 }
@@ -171,7 +179,13 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
-      const auditRequest: AuditRequest = { requestId, actor: principal.subject, actorKind: principal.kind, clientAddr };
+      const auditRequest: AuditRequest = {
+        requestId,
+        actor: principal.subject,
+        actorKind: principal.kind,
+        clientAddr,
+        credentialId: principal.kind === 'partner' ? principal.keyId : null,
+      };
       const committed: Array<() => void> = [];
       return {
         startedAt,
@@ -194,6 +208,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         maxPageSize: deps.maxPageSize,
         searchesPerMinute: deps.searchesPerMinute ?? 30,
         searchQuota: deps.searchQuota,
+        apiKeys: deps.apiKeys ?? null,
       };
     },
   });
@@ -225,11 +240,18 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     if (path === '/readyz') {
-      void checkReadiness({
-        database: () => pool.query('SELECT 1'),
-        keys: () => keyring.probe(),
-        ...(issuerReady !== undefined ? { issuer: issuerReady } : {}),
-      }).then((r) => res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)));
+      void Promise.all([
+        checkReadiness({
+          database: () => pool.query('SELECT 1'),
+          keys: () => keyring.probe(),
+          ...(issuerReady !== undefined ? { issuer: issuerReady } : {}),
+        }),
+        // Shown, but not a reason to take the replica out of service: users' requests do not need it.
+        checkReadiness(deps.readiness ?? {}),
+      ]).then(([r, degraded]) => {
+        const body = { ...r, checks: { ...r.checks, ...degraded.checks }, ...(degraded.ready ? {} : { degraded: true }) };
+        res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+      });
       return;
     }
     if (path === '/metrics') {

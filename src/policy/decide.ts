@@ -32,13 +32,19 @@ const DENIED: FieldDecision = Object.freeze({ effect: 'deny', role: null, viaGra
 
 const mfaSatisfied = (role: RolePolicy, principal: Principal): boolean => !role.mfaRequired || principal.mfa;
 
+/** The role of API keys: held by partner principals alone, whatever a user's token claims. */
+export const PARTNER_ROLE = 'partner';
+
+const holds = (principal: Principal, role: string): boolean =>
+  principal.kind === 'partner' ? role === PARTNER_ROLE : role !== PARTNER_ROLE && principal.roles.includes(role);
+
 /**
  * The principal's roles that the policy defines, in the policy's order rather than the token's,
  * so that the role named in an audit row does not depend on how the issuer ordered the claim.
  * Roles the policy does not know are ignored: a claim alone never grants anything.
  */
 export function knownRoles(policy: PolicySet, principal: Principal): RolePolicy[] {
-  return [...policy.roles.values()].filter((role) => principal.roles.includes(role.name));
+  return [...policy.roles.values()].filter((role) => holds(principal, role.name));
 }
 
 /**
@@ -142,8 +148,9 @@ function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: st
   // The usual roles first: a grant is credited only with what they would not have shown anyway.
   for (const role of [...rolesForRow(policy, principal, row), ...(granted ? [granted] : [])]) {
     if (!mfaSatisfied(role, principal)) continue;
-    // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed.
-    const effect = role.fields.get(name) ?? 'deny';
+    // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
+    // a partner sees the intersection of its role's policy and its key's fields.
+    const effect = principal.kind === 'partner' && !principal.fields.has(name) ? 'deny' : (role.fields.get(name) ?? 'deny');
     if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name, viaGrant: role === granted });
   }
   return decision;
@@ -175,8 +182,12 @@ export function mfaBlocks(policy: PolicySet, principal: Principal): boolean {
   return roles.some((role) => role.mfaRequired) && roles.filter(readsPhi).every((role) => role.mfaRequired);
 }
 
-/** The purpose of use for the audit row; 'unspecified' when the role is not one the principal holds. */
+/**
+ * The purpose of use for the audit row; 'unspecified' when the role is not one the principal holds.
+ * A partner's is its key's, whatever the role's default.
+ */
 export function purposeFor(policy: PolicySet, principal: Principal, role: string | null): string {
+  if (principal.kind === 'partner') return principal.purpose;
   if (role === null) return 'unspecified';
   // Asked for every audit row of a write, and once per verdict; memoised like fieldVerdict.
   const purposes = memoFor(purposeMemo, policy, principal);

@@ -10,5 +10,6 @@ export const OPERATIONS = [
   'breakGlass',
   'reviewBreakGlass',
   'createApiKey',
+  'rotateApiKey',
   'revokeApiKey',
 ] as const;

@@ -63,7 +63,11 @@ async function refuse(scope: BreakGlassScope, error: PhigateError, patientId: st
 export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: string, rawReason: string): Promise<GrantRow> {
   const patientId = v.id('patientId', rawPatientId);
   const { principal, policy, breakGlass: settings } = scope;
-  const roles = principal.kind === 'user' ? knownRoles(policy, principal).filter((r) => r.operations.has('breakGlass')) : [];
+  // A partner's key is no clinician: it never breaks the glass.
+  if (principal.kind !== 'user') {
+    return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', 'Your role may not break the glass.', { reason: 'role' }), patientId, null);
+  }
+  const roles = knownRoles(policy, principal).filter((r) => r.operations.has('breakGlass'));
   if (roles.length === 0) {
     return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', 'Your role may not break the glass.', { reason: 'role' }), patientId, null);
   }

@@ -252,13 +252,56 @@ describe('row security without the gateway', () => {
   });
 });
 
+/** A partner key row as the gateway writes it (src/db/api-keys.ts); the secret hash is irrelevant here. */
+async function insertKey(clinics: string[], end: 'live' | 'revoked' | 'expired' = 'live'): Promise<string> {
+  const id = randomUUID();
+  await admin(async (c) => {
+    await c.query(`INSERT INTO phigate.api_key_peppers (version, wrapped, provider, key_ref) VALUES (1, '\\x00', 'local', 'test') ON CONFLICT DO NOTHING`);
+    await c.query(
+      `INSERT INTO phigate.api_keys (id, partner, clinics, fields, purpose, secret_hash, pepper_version, rate_per_minute, burst, created_by, expires_at, revoked_at)
+       VALUES ($1, 'lab', $2, '{Patient.mrn}', 'TREAT', $3, 1, 60, 10, 'test',
+               CASE WHEN $4 = 'expired' THEN now() - interval '1 second' ELSE now() + interval '1 day' END,
+               CASE WHEN $4 = 'revoked' THEN now() END)`,
+      [id, clinics, Buffer.alloc(32), end],
+    );
+  });
+  return id;
+}
+
+describe('the partner scope (schema/migrations/011_api_keys.sql)', () => {
+  const partner = (actor: string, clinics = ['c-a']) => ctx({ actor, actorKind: 'partner', roles: ['partner'], clinics });
+
+  it("a live key sees every patient of the context's clinics, and their encounters", async () => {
+    const key = await insertKey(['c-a']);
+    expect(await visiblePatients(partner(key))).toEqual([ids.a1, ids.a2].sort());
+    const encounters = await withRequestTransaction(pool, partner(key), async (tx) => (await tx.query('SELECT patient_id FROM phigate.encounters')).rows);
+    expect(encounters).toHaveLength(2);
+  });
+
+  it('a revoked or expired key, an actor that is no key, or clinics beyond the key, see nothing', async () => {
+    expect(await visiblePatients(partner(await insertKey(['c-a'], 'revoked')))).toEqual([]);
+    expect(await visiblePatients(partner(await insertKey(['c-a'], 'expired')))).toEqual([]);
+    expect(await visiblePatients(partner('dr-a'))).toEqual([]);
+    expect(await visiblePatients(partner(await insertKey(['c-a']), ['c-a', 'c-b']))).toEqual([]);
+  });
+
+  it('revocation shows in the next transaction', async () => {
+    const key = await insertKey(['c-a']);
+    expect(await visiblePatients(partner(key))).toHaveLength(2);
+    await admin((c) => c.query('UPDATE phigate.api_keys SET revoked_at = now() WHERE id = $1', [key]));
+    expect(await visiblePatients(partner(key))).toEqual([]);
+  });
+});
+
 describe('policies/default.yaml and the SQL policies agree on row scopes', () => {
   it('each role sees exactly what its declared row scope allows', async () => {
     const policy = await loadPolicy(POLICY_FILE, PHI_FIELDS);
     expect(policy.roles.size).toBeGreaterThan(0);
+    // The partner scope holds only under a live key, named as the actor.
+    const partnerKey = await insertKey(['c-a']);
     for (const [name, role] of policy.roles) {
       // dr-a is on a1's care team; a2 has no team; b1 is in another clinic.
-      const seen = await visiblePatients(ctx({ actor: 'dr-a', roles: [name], clinics: ['c-a'] }));
+      const seen = await visiblePatients(ctx({ actor: name === 'partner' ? partnerKey : 'dr-a', roles: [name], clinics: ['c-a'] }));
       const expected = { care_team: [ids.a1], clinic: [ids.a1, ids.a2].sort(), none: [] }[role.rows];
       expect(seen, `role ${name} (rows: ${role.rows})`).toEqual(expected);
     }

@@ -2,6 +2,8 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
 import { createAuditWriter, type AuditWriter } from '../../src/audit/writer.ts';
+import { createApiKeyVerifier, type ApiKeyVerifier } from '../../src/auth/api-key.ts';
+import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { createFieldCipher, type FieldCipher } from '../../src/crypto/field-cipher.ts';
@@ -15,6 +17,9 @@ import { loadConfig } from '../../src/config.ts';
 import { createGateway, type Gateway, type GatewayDeps } from '../../src/http/gateway.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
+import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
+import type { RateLimitStore } from '../../src/rate-limit/store.ts';
+import type { ApiKeyService } from '../../src/records/api-keys.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { generateDataset, type Dataset, type SeedStaff } from '../../src/seed/dataset.ts';
 import { writeDataset } from '../../src/seed/write.ts';
@@ -41,6 +46,8 @@ export interface TestGateway {
   readonly keyProvider: KeyProvider;
   readonly gateway: Gateway;
   readonly auditWriter: AuditWriter;
+  /** Partner keys: the verifier behind `Authorization: ApiKey`, and what the key mutations use. */
+  readonly apiKeys: { readonly verifier: ApiKeyVerifier; readonly service: ApiKeyService };
   /** Every log line the gateway wrote, parsed. */
   readonly logs: Record<string, any>[];
   /** The per-request summary line of the last request. */
@@ -67,6 +74,8 @@ export async function startTestGateway(
     gatewayOptions?: Partial<GatewayDeps>;
     /** Another replica of that gateway: same database, data, issuer and keys, which its close() leaves alone. */
     replicaOf?: TestGateway;
+    /** Partner keys: the rate-limit store (default in-process) and how long a key is remembered (default 5 s). */
+    apiKeys?: { rateLimits?: RateLimitStore; cacheSeconds?: number };
   } = {},
 ): Promise<TestGateway> {
   const base = opts.replicaOf;
@@ -100,6 +109,15 @@ export async function startTestGateway(
   });
   const logger = createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) });
   const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger });
+  const peppers = createPeppers(pool, provider);
+  const verifier = createApiKeyVerifier({
+    db: pool,
+    peppers,
+    rateLimits: opts.apiKeys?.rateLimits ?? createMemoryRateLimitStore(),
+    logger,
+    cacheTtlMs: (opts.apiKeys?.cacheSeconds ?? 5) * 1000,
+  });
+  const apiKeys = { verifier, service: { peppers, defaults: defaults.apiKeys, forget: (id: string) => verifier.forget(id) } };
   const gateway = createGateway({
     pool,
     auditWriter,
@@ -107,7 +125,8 @@ export async function startTestGateway(
     policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
     keyring,
     cipher,
-    authenticate: createAuthenticator({ oidc }),
+    authenticate: createAuthenticator({ oidc, apiKeys: verifier }),
+    apiKeys: apiKeys.service,
     logger,
     maxPageSize: 100,
     // Suites search far more often than a person does; searches.test.ts tests the limit itself.
@@ -141,6 +160,7 @@ export async function startTestGateway(
     keyProvider: provider,
     gateway,
     auditWriter,
+    apiKeys,
     logs,
     lastRequestLog: () => logs.filter((l) => l.msg === 'request').at(-1),
     staff,
@@ -165,6 +185,7 @@ export async function startTestGateway(
     admin,
     async close() {
       await gateway.close();
+      await verifier.close();
       await auditWriter.close();
       await Promise.all([pool.end(), keyPool.end(), auditPool.end()]);
       if (base) return;

@@ -200,9 +200,11 @@ describe('deploy/keycloak/phigate-realm.json', () => {
     expect(config.oidc.issuer!.startsWith(environmentOf(services.keycloak!).KC_HOSTNAME!)).toBe(true);
   });
 
-  it('defines every role of policies/default.yaml', () => {
+  it('defines every user role of policies/default.yaml, and not the partner role of API keys', () => {
     const defined = realm.roles.realm.map((r) => r.name);
-    for (const role of policyRoles) expect(defined).toContain(role);
+    for (const role of policyRoles.filter((r) => r !== 'partner')) expect(defined).toContain(role);
+    // No user may hold it (src/policy/decide.ts ignores it in tokens); offering it would only mislead.
+    expect(defined).not.toContain('partner');
   });
 
   it('puts roles, clinics and the phigate audience into access tokens, under the names the gateway reads', () => {

@@ -77,6 +77,10 @@ describe('loadConfig', () => {
     [{ PHIGATE_REFUSAL_ALERT_PER_MINUTE: '' }, 'PHIGATE_REFUSAL_ALERT_PER_MINUTE'],
     [{ PHIGATE_SEARCHES_PER_MINUTE: '0' }, 'PHIGATE_SEARCHES_PER_MINUTE'],
     [{ PHIGATE_SEARCHES_PER_MINUTE: 'unlimited' }, 'PHIGATE_SEARCHES_PER_MINUTE'],
+    [{ PHIGATE_REDIS_KEY_PREFIX: 'phi gate' }, 'PHIGATE_REDIS_KEY_PREFIX'],
+    [{ PHIGATE_API_KEY_RATE_PER_MINUTE: '0' }, 'PHIGATE_API_KEY_RATE_PER_MINUTE'],
+    [{ PHIGATE_API_KEY_BURST: 'many' }, 'PHIGATE_API_KEY_BURST'],
+    [{ PHIGATE_API_KEY_CACHE_SECONDS: '61' }, 'PHIGATE_API_KEY_CACHE_SECONDS'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
@@ -99,6 +103,12 @@ describe('loadConfig', () => {
   it('allows 30 searches by identifier a minute unless told otherwise', () => {
     expect(loadConfig({}, '/srv').searchesPerMinute).toBe(30);
     expect(loadConfig({ PHIGATE_SEARCHES_PER_MINUTE: '120' }, '/srv').searchesPerMinute).toBe(120);
+  });
+
+  it('gives partner keys a rate limit and a short key cache by default', () => {
+    expect(loadConfig({}).apiKeys).toEqual({ ratePerMinute: 600, burst: 60, cacheSeconds: 5 });
+    expect(loadConfig({}).redisKeyPrefix).toBe('phigate:');
+    expect(loadConfig({ PHIGATE_API_KEY_CACHE_SECONDS: '0' }).apiKeys.cacheSeconds).toBe(0);
   });
 
   it('prepares statements unless told off', () => {

@@ -79,6 +79,20 @@ describe('authenticate', () => {
     await expectRefusal(authenticate()(header), 'api_keys_not_enabled', ['pk_live_5f2a9c0d']);
   });
 
+  it.each(['ApiKey phg_k', 'apikey phg_k', 'APIKEY  phg_k '])('passes the one credential of %j to the key verifier, and only it', async (header) => {
+    const seen: string[] = [];
+    const partner = { kind: 'partner', subject: 'lab', keyId: 'k', roles: ['partner'], clinics: [], fields: new Set<string>(), purpose: 'TREAT', mfa: true } as const;
+    const apiKeys = { verify: async (c: string) => (seen.push(c), partner), forget: () => undefined, flushLastUsed: async () => undefined, close: async () => undefined };
+    const withKeys = createAuthenticator({ oidc: recording().oidc, apiKeys });
+    if (header === 'APIKEY  phg_k ') {
+      await expectRefusal(withKeys(header), 'malformed_credentials', ['phg_k']);
+      expect(seen).toEqual([]);
+      return;
+    }
+    await expect(withKeys(header)).resolves.toBe(partner);
+    expect(seen).toEqual(['phg_k']);
+  });
+
   it.each([
     'Basic dXNlcjpwYXNzd29yZA==',
     'Digest username="u"',

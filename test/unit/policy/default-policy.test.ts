@@ -4,7 +4,7 @@ import { loadPolicy } from '../../../src/policy/load.ts';
 import { OPERATIONS } from '../../../src/policy/operations.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
 import type { Effect, RowScope } from '../../../src/policy/types.ts';
-import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, principal } from './fixtures.ts';
+import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, partner, principal as user } from './fixtures.ts';
 
 const policy = await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS);
 
@@ -22,7 +22,14 @@ const EXPECTED: Record<string, { rows: RowScope; purpose: string; fields: readon
   billing: { rows: 'clinic', purpose: 'payment', fields:              [A,  D,  A,  A,  A,  A,  A,  A,  A,  A,  D,  A,  D] },
   compliance: { rows: 'none', purpose: 'healthcare_operations', fields: [D, D, D, D, D,  D,  D,  D,  D,  D,  D,  D,  D] },
   clinic_admin: { rows: 'clinic', purpose: 'healthcare_operations', fields: [D, D, D, D, D, D, D, D, D,  D,  D,  D,  D] },
+  // The ceiling of every API key; the key holding every field, with the role's purpose, shows it whole.
+  partner: { rows: 'clinic', purpose: 'HOPERAT', fields:             [A,  M,  A,  A,  A,  A,  A,  A,  A,  A,  A,  A,  D] },
 };
+
+const ALL_FIELDS = Object.entries(PHI_FIELDS).flatMap(([type, names]) => names.map((name) => `${type}.${name}`));
+/** The `partner` role is held by partner principals only; a partner cannot lack MFA (its key is its factor set). */
+const principal = (roles: readonly string[], options: { mfa?: boolean } = {}) =>
+  roles.includes('partner') ? partner(ALL_FIELDS) : user(roles, options);
 
 const typeOf = (field: string): string =>
   Object.entries(PHI_FIELDS).find(([, names]) => (names as readonly string[]).includes(field))![0];
@@ -76,7 +83,8 @@ describe('policies/default.yaml', () => {
     registrar: ['createPatient', 'updatePatient'],
     billing: [],
     compliance: ['reviewBreakGlass'],
-    clinic_admin: ['setCareTeam'],
+    clinic_admin: ['setCareTeam', 'createApiKey', 'rotateApiKey', 'revokeApiKey'],
+    partner: [],
   };
   const operationMatrix = Object.entries(OPERATIONS_BY_ROLE).flatMap(([role, granted]) =>
     OPERATIONS.map((operation) => ({ role, operation, allowed: granted.includes(operation) })),
@@ -88,5 +96,29 @@ describe('policies/default.yaml', () => {
 
   it.each(operationMatrix)('$role may not call $operation without MFA', ({ role, operation }) => {
     expect(canPerform(policy, principal([role], { mfa: false }), operation)).toBe(false);
+  });
+});
+
+describe('partner keys within the partner role', () => {
+  const row = { clinicId: CLINIC, onCareTeam: false };
+
+  it("see the intersection of the role's fields and the key's", () => {
+    const key = partner(['Patient.mrn', 'Patient.ssn', 'Encounter.notes']);
+    expect(decideField(policy, key, row, 'Patient', 'mrn')).toEqual({ effect: 'allow', role: 'partner', viaGrant: false });
+    expect(decideField(policy, key, row, 'Patient', 'ssn')).toEqual({ effect: 'mask', role: 'partner', viaGrant: false });
+    // In the key, but the role denies it.
+    expect(decideField(policy, key, row, 'Encounter', 'notes')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    // Allowed by the role, but not in the key.
+    expect(decideField(policy, key, row, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    expect(decideField(policy, key, { clinicId: OTHER_CLINIC, onCareTeam: false }, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+  });
+
+  it("audit the key's purpose of use, not the role's", () => {
+    expect(purposeFor(policy, partner(['Patient.mrn'], { purpose: 'PUBHLTH' }), 'partner')).toBe('PUBHLTH');
+  });
+
+  it('a user whose token claims the partner role holds nothing by it', () => {
+    expect(rolesForRow(policy, user(['partner']), row)).toEqual([]);
+    expect(decideField(policy, user(['partner']), row, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
   });
 });

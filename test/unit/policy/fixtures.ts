@@ -1,5 +1,5 @@
 import { fileURLToPath } from 'node:url';
-import type { Principal } from '../../../src/auth/principal.ts';
+import type { PartnerPrincipal, Principal } from '../../../src/auth/principal.ts';
 
 export const DEFAULT_POLICY_FILE = fileURLToPath(new URL('../../../policies/default.yaml', import.meta.url));
 
@@ -17,5 +17,19 @@ export function principal(roles: readonly string[], options: { mfa?: boolean; cl
     authTime: null,
     expiresAt: 4_102_444_800,
     tokenId: null,
+  };
+}
+
+/** A partner holding a key for `fields` (Type.field) of CLINIC, with purpose of use `purpose`. */
+export function partner(fields: readonly string[], options: { purpose?: string; clinics?: readonly string[] } = {}): PartnerPrincipal {
+  return {
+    kind: 'partner',
+    subject: 'lab-1',
+    keyId: '00000000-0000-4000-8000-000000000001',
+    roles: ['partner'],
+    clinics: options.clinics ?? [CLINIC],
+    fields: new Set(fields),
+    purpose: options.purpose ?? 'HOPERAT',
+    mfa: true,
   };
 }

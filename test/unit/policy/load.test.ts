@@ -33,7 +33,7 @@ describe('parsePolicy accepts', () => {
   it('the default policy, with every role and every PHI field decided', async () => {
     const policy = await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS);
     expect(policy.version).toBe(1);
-    expect([...policy.roles.keys()]).toEqual(['physician', 'nurse', 'registrar', 'billing', 'compliance', 'clinic_admin']);
+    expect([...policy.roles.keys()]).toEqual(['physician', 'nurse', 'registrar', 'billing', 'compliance', 'clinic_admin', 'partner']);
     const catalog = Object.entries(PHI_FIELDS).flatMap(([type, names]) => names.map((name) => `${type}.${name}`));
     for (const rolePolicy of policy.roles.values()) expect([...rolePolicy.fields.keys()]).toEqual(catalog);
   });
@@ -163,6 +163,6 @@ describe('the parsed policy', () => {
     expect([...nurse.operations]).toEqual(['addEncounter', 'breakGlass']);
     const seen: string[] = [];
     policy.roles.forEach((_value, key) => seen.push(key));
-    expect(seen).toHaveLength(6);
+    expect(seen).toHaveLength(7);
   });
 });
