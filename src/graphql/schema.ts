@@ -4,6 +4,7 @@ import { builder } from './builder.ts';
 import './types/query.ts';
 import './types/mutation.ts';
 import './types/break-glass.ts';
+import './types/audit.ts';
 
 export class SchemaPolicyMismatch extends Error {}
 

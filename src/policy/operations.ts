@@ -1,5 +1,6 @@
 /**
- * The mutations a policy may grant. A name outside this list is refused by the loader, so a
+ * The operations a policy may grant: mutations, and reading the audit trail (`readAuditTrail`:
+ * the auditEvents and disclosures queries). A name outside this list is refused by the loader, so a
  * misspelt operation cannot pass unnoticed as a grant that never applies.
  */
 export const OPERATIONS = [
@@ -11,4 +12,5 @@ export const OPERATIONS = [
   'reviewBreakGlass',
   'createApiKey',
   'revokeApiKey',
+  'readAuditTrail',
 ] as const;

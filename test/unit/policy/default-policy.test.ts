@@ -75,7 +75,7 @@ describe('policies/default.yaml', () => {
     nurse: ['addEncounter', 'breakGlass'],
     registrar: ['createPatient', 'updatePatient'],
     billing: [],
-    compliance: ['reviewBreakGlass'],
+    compliance: ['reviewBreakGlass', 'readAuditTrail'],
     clinic_admin: ['setCareTeam'],
   };
   const operationMatrix = Object.entries(OPERATIONS_BY_ROLE).flatMap(([role, granted]) =>
