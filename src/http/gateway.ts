@@ -3,12 +3,13 @@ import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
+import { createAlertSweeper } from '../audit/alert-sweep.ts';
 import { createAlerts, type Alerts } from '../audit/alerts.ts';
 import type { AuditRequest } from '../audit/event.ts';
 import { createDirectRecorder, type AuditRecorder } from '../audit/recorder.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
-import { BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../config.ts';
+import { ALERT_DEFAULTS, BREAK_GLASS_DEFAULTS, type AlertRules, type BreakGlassSettings, type Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { Pool } from '../db/pool.ts';
@@ -49,6 +50,8 @@ export interface GatewayDeps {
   readonly breakGlass?: BreakGlassSettings;
   /** Where alerts go; unset, the log only. */
   readonly alerts?: Alerts;
+  /** Thresholds of the alerts swept from the audit trail (config.alertRules); unset, the defaults. */
+  readonly alertRules?: AlertRules;
   readonly logger: Logger;
   readonly maxPageSize: number;
   readonly transaction?: TransactionOptions;
@@ -83,6 +86,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const recorder = deps.recorder ?? createDirectRecorder(pool);
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
+  const sweeper = createAlertSweeper({ pool, rules: deps.alertRules ?? ALERT_DEFAULTS, alerts, logger });
   const metrics = createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
@@ -220,6 +224,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (inFlight > 0) logger.warn({ inFlight }, 'shutdown grace period over; abandoning requests still running');
     shutdown.abort();
     server.closeAllConnections();
-    await stopped;
+    await Promise.all([stopped, sweeper.stop()]);
   }
 }
