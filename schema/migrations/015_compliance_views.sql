@@ -49,8 +49,9 @@ GRANT EXECUTE ON FUNCTION phigate.ctx_audit_reader() TO phigate_app;
 CREATE INDEX audit_events_rare_action ON phigate.audit_events (action, id) WHERE action NOT IN ('read', 'masked', 'denied');
 CREATE INDEX audit_events_break_glass ON phigate.audit_events (id) WHERE break_glass;
 -- Time ranges (since/until, and the alert sweep below): rows arrive in time order, so a BRIN
--- index of a few pages answers them; it costs an insert almost nothing.
-CREATE INDEX audit_events_occurred_brin ON phigate.audit_events USING brin (occurred_at) WITH (pages_per_range = 16);
+-- index of a few pages answers them; it costs an insert almost nothing. Pages not yet summarised
+-- always match, so autovacuum summarises each range as soon as the next one starts (autosummarize).
+CREATE INDEX audit_events_occurred_brin ON phigate.audit_events USING brin (occurred_at) WITH (pages_per_range = 16, autosummarize = on);
 
 -- One page of events, newest first, keyset on id (p_before: the last id of the previous page).
 -- Built as dynamic SQL so each call is planned for the filters it has (a generic plan of
