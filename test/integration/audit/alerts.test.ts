@@ -67,7 +67,7 @@ const alertRows = (actor: string) => gw.auditRows("action = 'alert' AND actor = 
 /** Counting windows are clock minutes: start a test early in one, so its reads share it. */
 async function freshMinute(): Promise<void> {
   const s = new Date().getUTCSeconds();
-  if (s > 40) await new Promise((resolve) => setTimeout(resolve, (61 - s) * 1000));
+  if (s > 45) await new Promise((resolve) => setTimeout(resolve, (61 - s) * 1000));
 }
 
 function staffOf(role: string, clinic: string): string {
@@ -101,7 +101,7 @@ describe('alerts', () => {
     await alerts.settled();
     expect(received.filter((a) => a.actor === actor)).toEqual([expect.objectContaining({ kind: 'bulk_read', observed: 4, source: 'phigate' })]);
     expect(logLines.filter((l) => l.msg === 'alert' && l.actor === actor)).toEqual([expect.objectContaining({ alert: 'bulk_read', severity: 'high', observed: 4 })]);
-  });
+  }, 60_000);
 
   it('denied fields: more than N per actor and minute fire once', async () => {
     await freshMinute();
@@ -116,7 +116,7 @@ describe('alerts', () => {
     await gw.gql(token, READ_SSN, { id: patients[5]!.id });
     expect(await sweep()).toEqual([]);
     expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['denied_spike:5']);
-  });
+  }, 60_000);
 
   it('reads outside working hours in the configured time zone fire once per actor and local day', async () => {
     const clinic = gw.data.clinics[2]!.id;
@@ -151,5 +151,5 @@ describe('alerts', () => {
     // Whichever sweeps first raises it; one that finds the sweep locked skips it, one after finds it raised.
     expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['bulk_read:4']);
     expect(raised.length).toBeLessThanOrEqual(1);
-  });
+  }, 60_000);
 });
