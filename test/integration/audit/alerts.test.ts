@@ -1,5 +1,3 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAlertSweeper } from '../../../src/audit/alert-sweep.ts';
@@ -7,6 +5,7 @@ import { createAlerts, type Alerts } from '../../../src/audit/alerts.ts';
 import type { AlertRules } from '../../../src/config.ts';
 import { createLogger } from '../../../src/log.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
+import { startWebhookReceiver, type WebhookReceiver } from '../../support/webhook.ts';
 
 // Alerts swept from the audit trail by PostgreSQL, on a real gateway and a second replica of it:
 // each fires once past its threshold and not at it, as an audit event, a webhook POST and a log line.
@@ -26,23 +25,14 @@ const RULES: AlertRules = {
 
 let gw: TestGateway;
 let replica: TestGateway;
-let webhook: Server;
+let webhook: WebhookReceiver;
 let alerts: Alerts;
-const received: Record<string, any>[] = [];
 const logLines: Record<string, any>[] = [];
 
 beforeAll(async () => {
-  webhook = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      received.push(JSON.parse(body));
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((resolve) => webhook.listen(0, '127.0.0.1', resolve));
+  webhook = await startWebhookReceiver();
   const sink = new Writable({ write: (chunk, _e, done) => (logLines.push(JSON.parse(String(chunk))), done()) });
-  alerts = createAlerts({ webhookUrl: `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/`, logger: createLogger('info', sink) });
+  alerts = createAlerts({ webhookUrl: webhook.url, logger: createLogger('info', sink) });
   // The gateways' own timers never fire here: the tests sweep when they choose.
   gw = await startTestGateway({ patients: 24, gatewayOptions: { alertRules: RULES } });
   replica = await startTestGateway({ replicaOf: gw, gatewayOptions: { alertRules: RULES } });
@@ -50,7 +40,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await replica?.close();
   await gw?.close();
-  await new Promise((resolve) => webhook?.close(resolve));
+  await webhook?.close();
 });
 
 const sweeper = (rules: Partial<AlertRules> = {}) => createAlertSweeper({ pool: gw.pool, rules: { ...RULES, ...rules }, alerts, logger: createLogger('silent') });
@@ -99,7 +89,7 @@ describe('alerts', () => {
       expect.objectContaining({ action: 'alert', actor_kind: 'user', type_name: 'Alert', detail: 'bulk_read:4', patient_id: null }),
     ]);
     await alerts.settled();
-    expect(received.filter((a) => a.actor === actor)).toEqual([expect.objectContaining({ kind: 'bulk_read', observed: 4, source: 'phigate' })]);
+    expect(webhook.received.filter((a) => a.actor === actor)).toEqual([expect.objectContaining({ kind: 'bulk_read', observed: 4, source: 'phigate' })]);
     expect(logLines.filter((l) => l.msg === 'alert' && l.actor === actor)).toEqual([expect.objectContaining({ alert: 'bulk_read', severity: 'high', observed: 4 })]);
   }, 60_000);
 
