@@ -15,6 +15,7 @@ const ACTIONS: readonly AuditAction[] = [
   'read', 'masked', 'denied', 'create', 'update', 'key', 'limited', 'search', 'refused', 'break_glass', 'review', 'api_key', 'alert', 'view',
 ];
 const MAX_ACTOR = 200;
+const DEFAULT_PAGE = 50;
 // A patient's accounting is answered whole or not at all: past this, the reader narrows the dates.
 const MAX_DISCLOSURES = 1000;
 
@@ -75,7 +76,7 @@ export interface AuditEventPage {
 /** Newest first; a page ends where the previous one did (keyset on id), so new events never shift it. */
 export async function listAuditEvents(scope: RequestScope, args: AuditEventArgs, maxPageSize: number): Promise<AuditEventPage> {
   const role = readerRole(scope);
-  const first = args.first ?? 50;
+  const first = args.first ?? Math.min(DEFAULT_PAGE, maxPageSize);
   if (!Number.isInteger(first) || first < 1 || first > maxPageSize) throw bad(`first must be between 1 and ${maxPageSize}.`);
   const before = args.after == null ? null : decodeAuditCursor(args.after);
   if (args.after != null && before === null) throw bad('after is not a cursor this API issued.');
