@@ -213,7 +213,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
    * The pool is the caller's to end afterwards.
    */
   async function closeGracefully(): Promise<void> {
-    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    // No new alert sweep once shutdown begins; one under way finishes before the pool closes.
+    const stopped = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), sweeper.stop()]);
     server.closeIdleConnections();
     let grace: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -224,6 +225,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
     if (inFlight > 0) logger.warn({ inFlight }, 'shutdown grace period over; abandoning requests still running');
     shutdown.abort();
     server.closeAllConnections();
-    await Promise.all([stopped, sweeper.stop()]);
+    await stopped;
   }
 }
