@@ -117,6 +117,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       issuer,
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
+      alertRules: config.alertRules,
     });
     return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys };
   } catch (err) {

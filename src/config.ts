@@ -98,7 +98,35 @@ export interface Config {
   readonly breakGlass: BreakGlassSettings;
   /** Where alerts (break-glass grants, ...) are POSTed as JSON; they are logged either way. */
   readonly alertWebhookUrl: string | null;
+  /** Thresholds of the alerts computed from the audit trail (src/audit/alert-sweep.ts). */
+  readonly alertRules: AlertRules;
 }
+
+export interface AlertRules {
+  /** An actor reading more distinct patients than this in one clock minute. */
+  readonly bulkPatientsPerMinute: number;
+  /** An actor refused more fields than this in one clock minute. */
+  readonly deniedFieldsPerMinute: number;
+  /** Working hours, `HH:MM` local to `timeZone`; a read by a user outside [dayStart, dayEnd) alerts, once per local day. */
+  readonly dayStart: string;
+  readonly dayEnd: string;
+  /** An IANA time zone (America/New_York). */
+  readonly timeZone: string;
+  /** How often each replica tries to sweep (one at a time sweeps; the others skip). */
+  readonly sweepSeconds: number;
+  /** How far behind the database clock a sweep stops, so that transactions still committing are not missed. */
+  readonly settleSeconds: number;
+}
+
+export const ALERT_DEFAULTS: AlertRules = Object.freeze({
+  bulkPatientsPerMinute: 50,
+  deniedFieldsPerMinute: 20,
+  dayStart: '06:00',
+  dayEnd: '20:00',
+  timeZone: 'UTC',
+  sweepSeconds: 15,
+  settleSeconds: 10,
+});
 
 export interface BreakGlassSettings {
   readonly grantMinutes: number;
@@ -176,6 +204,25 @@ function url(src: Source, name: string, protocols: readonly string[]): string | 
  * OpenTelemetry's own variables follow its specification, where an empty value means unset: an
  * operator (or compose's `${VAR:-}`) may pass one through empty.
  */
+function workingHours(src: Source, name: string, fallback: string): [string, string] {
+  const v = text(src, name) ?? fallback;
+  const m = /^([01]\d|2[0-3]):([0-5]\d)-(([01]\d|2[0-3]):[0-5]\d|24:00)$/.exec(v);
+  if (!m) throw new ConfigError(name, 'must be two times as HH:MM-HH:MM (e.g. 06:00-20:00; 22:00-06:00 spans midnight)');
+  const [start, end] = v.split('-') as [string, string];
+  if (start === end) throw new ConfigError(name, 'must name two different times (00:00-24:00: all day)');
+  return [start, end];
+}
+
+function timeZone(src: Source, name: string, fallback: string): string {
+  const v = text(src, name) ?? fallback;
+  try {
+    new Intl.DateTimeFormat('en', { timeZone: v });
+  } catch {
+    throw new ConfigError(name, 'must be an IANA time zone (e.g. America/New_York, UTC)');
+  }
+  return v;
+}
+
 function otelVariable(src: Source, name: string): Source {
   return src[name]?.trim() === '' ? { ...src, [name]: undefined } : src;
 }
@@ -319,6 +366,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       reviewAfterHours: int(src, 'PHIGATE_BREAK_GLASS_REVIEW_HOURS', BREAK_GLASS_DEFAULTS.reviewAfterHours, 1, 8_760),
     },
     alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
+    alertRules: alertRules(src),
   };
   if (config.timeouts.headersMs > config.timeouts.bodyMs) throw new ConfigError('PHIGATE_HEADERS_TIMEOUT_MS', 'must not exceed PHIGATE_BODY_TIMEOUT_MS');
   if (config.principals.concurrency >= config.pool.size && config.pool.size > 1) {
@@ -329,6 +377,19 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
   }
   if (production && config.corsOrigins.includes('*')) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'production refuses * for a PHI API');
   return deepFreeze(config);
+}
+
+function alertRules(src: Source): AlertRules {
+  const [dayStart, dayEnd] = workingHours(src, 'PHIGATE_ALERT_WORKING_HOURS', `${ALERT_DEFAULTS.dayStart}-${ALERT_DEFAULTS.dayEnd}`);
+  return {
+    bulkPatientsPerMinute: int(src, 'PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE', ALERT_DEFAULTS.bulkPatientsPerMinute, 1, 1_000_000),
+    deniedFieldsPerMinute: int(src, 'PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', ALERT_DEFAULTS.deniedFieldsPerMinute, 1, 1_000_000),
+    dayStart,
+    dayEnd,
+    timeZone: timeZone(src, 'PHIGATE_ALERT_TIME_ZONE', ALERT_DEFAULTS.timeZone),
+    sweepSeconds: int(src, 'PHIGATE_ALERT_SWEEP_SECONDS', ALERT_DEFAULTS.sweepSeconds, 1, 3600),
+    settleSeconds: int(src, 'PHIGATE_ALERT_SETTLE_SECONDS', ALERT_DEFAULTS.settleSeconds, 0, 600),
+  };
 }
 
 function deepFreeze<T>(o: T): T {

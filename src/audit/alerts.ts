@@ -1,18 +1,23 @@
 import type { Logger } from '../log.ts';
 
 /**
- * Something a person must look at soon: a break-glass grant, and later bulk reads, odd hours,
- * denied-field spikes. Ids and codes only, never a value: the alert leaves the gateway for a
+ * Something a person must look at soon: a break-glass grant, bulk reads, reads outside working
+ * hours, denied-field spikes (alert-sweep.ts). Ids and codes only, never a value: the alert leaves the gateway for a
  * pager or a chat room.
  */
 export interface Alert {
   readonly kind: string;
   readonly severity: 'high' | 'medium';
-  readonly requestId: string;
+  /** The request that raised it; null for alerts computed from the audit trail afterwards. */
+  readonly requestId: string | null;
   readonly actor: string;
+  readonly actorKind?: string;
   readonly patientId: string | null;
   readonly grantId: string | null;
   readonly expiresAt: string | null;
+  /** For a threshold crossed (bulk reads, denied fields, off hours): the window and what was counted in it. */
+  readonly windowStart?: string;
+  readonly observed?: number;
 }
 
 export interface AlertStats {
@@ -65,7 +70,10 @@ export function createAlerts({ webhookUrl, logger, attempts = 4, firstBackoffMs 
 
   return {
     send(alert) {
-      logger.warn({ alert: alert.kind, severity: alert.severity, actor: alert.actor, patientId: alert.patientId, grantId: alert.grantId, expiresAt: alert.expiresAt }, 'alert');
+      logger.warn(
+        { alert: alert.kind, severity: alert.severity, actor: alert.actor, actorKind: alert.actorKind, patientId: alert.patientId, grantId: alert.grantId, expiresAt: alert.expiresAt, windowStart: alert.windowStart, observed: alert.observed },
+        'alert',
+      );
       if (webhookUrl === null) return;
       const delivery = deliver(webhookUrl, alert).finally(() => underWay.delete(delivery));
       underWay.add(delivery);

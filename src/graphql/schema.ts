@@ -5,6 +5,7 @@ import './types/query.ts';
 import './types/mutation.ts';
 import './types/break-glass.ts';
 import './types/api-key.ts';
+import './types/audit.ts';
 
 export class SchemaPolicyMismatch extends Error {}
 

@@ -4,6 +4,7 @@ import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
 import { createYoga, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
+import { createAlertSweeper } from '../audit/alert-sweep.ts';
 import { createAlerts, type Alerts } from '../audit/alerts.ts';
 import type { AuditRequest } from '../audit/event.ts';
 import type { AuditRecorder } from '../audit/recorder.ts';
@@ -12,7 +13,7 @@ import { claimedSubject } from '../auth/claimed-subject.ts';
 import { withKnownClinics } from '../auth/clinic-claims.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
-import { BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../config.ts';
+import { ALERT_DEFAULTS, BREAK_GLASS_DEFAULTS, type AlertRules, type BreakGlassSettings, type Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { createClinicDirectory, type ClinicDirectory } from '../db/clinics.ts';
@@ -63,6 +64,8 @@ export interface GatewayDeps {
   readonly breakGlass?: BreakGlassSettings;
   /** Where alerts go; unset, the log only. */
   readonly alerts?: Alerts;
+  /** Thresholds of the alerts swept from the audit trail (config.alertRules); unset, the defaults. */
+  readonly alertRules?: AlertRules;
   readonly logger: Logger;
   readonly maxPageSize: number;
   /** Searches by an identifier per principal and minute (config.searchesPerMinute); unset, the config's default. */
@@ -118,6 +121,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const recorder = deps.recorder ?? deps.auditWriter;
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
+  const sweeper = createAlertSweeper({ pool, rules: deps.alertRules ?? ALERT_DEFAULTS, alerts, logger });
   const metrics = createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
   const refusals = createRefusalTrail({ recorder, logger, ...(deps.refusals ?? DEFAULT_REFUSALS) });
   const clinics = deps.clinics ?? createClinicDirectory(pool);
@@ -289,7 +293,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
    * The pool is the caller's to end afterwards.
    */
   async function closeGracefully(): Promise<void> {
-    const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+    // No new alert sweep once shutdown begins; one under way finishes before the pool closes.
+    const stopped = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), sweeper.stop()]);
     server.closeIdleConnections();
     let grace: NodeJS.Timeout | undefined;
     await Promise.race([

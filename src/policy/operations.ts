@@ -1,5 +1,6 @@
 /**
- * The mutations a policy may grant. A name outside this list is refused by the loader, so a
+ * The operations a policy may grant: mutations, and reading the audit trail (`readAuditTrail`:
+ * the auditEvents and disclosures queries). A name outside this list is refused by the loader, so a
  * misspelt operation cannot pass unnoticed as a grant that never applies.
  */
 export const OPERATIONS = [
@@ -12,4 +13,5 @@ export const OPERATIONS = [
   'createApiKey',
   'rotateApiKey',
   'revokeApiKey',
+  'readAuditTrail',
 ] as const;

@@ -1,5 +1,3 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAlerts, type Alerts } from '../../../src/audit/alerts.ts';
 import { createLogger } from '../../../src/log.ts';
@@ -9,6 +7,7 @@ import type { SeedPatient } from '../../../src/seed/dataset.ts';
 import { readFileSync } from 'node:fs';
 import { POLICY_FILE, startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { codesOf } from '../../support/gql-expect.ts';
+import { startWebhookReceiver, type WebhookReceiver } from '../../support/webhook.ts';
 
 // Break-glass end to end, as the seeds' exercise walks it: a clinician sees its own patients and
 // not a colleague's; it breaks the glass for one with a reason and a fresh multi-factor sign-in;
@@ -24,28 +23,19 @@ const REVOKE = `mutation($id: ID!) { revokeBreakGlass(id: $id) { id active revok
 const REASON = 'Unconscious in the emergency department, no care-team physician reachable';
 
 let gw: TestGateway;
-let webhook: Server;
-let webhookUrl: string;
-const received: Record<string, unknown>[] = [];
+let webhook: WebhookReceiver;
+let received: Record<string, unknown>[];
 let alerts: Alerts;
 
 beforeAll(async () => {
-  webhook = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      received.push(JSON.parse(body));
-      res.writeHead(204).end();
-    });
-  });
-  await new Promise<void>((resolve) => webhook.listen(0, '127.0.0.1', resolve));
-  webhookUrl = `http://127.0.0.1:${(webhook.address() as AddressInfo).port}/alerts`;
-  alerts = createAlerts({ webhookUrl, logger: createLogger('silent') });
+  webhook = await startWebhookReceiver();
+  received = webhook.received;
+  alerts = createAlerts({ webhookUrl: webhook.url, logger: createLogger('silent') });
   gw = await startTestGateway({ patients: 24, gatewayOptions: { alerts, breakGlass: { grantMinutes: 60, maxAuthAgeSeconds: 600, minReasonLength: 20, dailyLimit: 3, reviewAfterHours: 72 } } });
 });
 afterAll(async () => {
   await gw?.close();
-  await new Promise((resolve) => webhook?.close(resolve));
+  await webhook?.close();
 });
 
 const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');

@@ -82,7 +82,7 @@ describe('policies/default.yaml', () => {
     nurse: ['addEncounter', 'breakGlass'],
     registrar: ['createPatient', 'updatePatient'],
     billing: [],
-    compliance: ['reviewBreakGlass'],
+    compliance: ['reviewBreakGlass', 'readAuditTrail'],
     clinic_admin: ['setCareTeam', 'createApiKey', 'rotateApiKey', 'revokeApiKey'],
     partner: [],
   };

@@ -1,0 +1,79 @@
+import type { AlertRules } from '../config.ts';
+import type { Pool } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+import type { Alert, Alerts } from './alerts.ts';
+
+/**
+ * Alerts computed from the audit trail: bulk reads, reads outside working hours, spikes of denied
+ * fields (schema/migrations/015_compliance_views.sql, phigate.sweep_alerts). PostgreSQL computes
+ * them from committed rows, so every replica's requests count toward one window and no request
+ * pays for them; each replica tries every `sweepSeconds`, and the one that gets the sweep's row
+ * lock does the work. Each alert is an audit event (written by the sweep itself, in the same
+ * transaction that marks it raised, so it fires once), then a log line and a webhook POST.
+ */
+export interface AlertSweeper {
+  /** One sweep now; the alerts it raised (none when another replica holds the sweep). */
+  sweep(): Promise<readonly Alert[]>;
+  /** Stops the timer and waits for a sweep under way. */
+  stop(): Promise<void>;
+}
+
+interface RaisedRow {
+  readonly kind: 'bulk_read' | 'denied_spike' | 'off_hours';
+  readonly actor_kind: string;
+  readonly actor: string;
+  readonly window_start: Date;
+  readonly observed: number;
+}
+
+const SEVERITY: Readonly<Record<RaisedRow['kind'], Alert['severity']>> = { bulk_read: 'high', denied_spike: 'medium', off_hours: 'medium' };
+
+export function createAlertSweeper(deps: { pool: Pool; rules: AlertRules; alerts: Alerts; logger: Logger }): AlertSweeper {
+  const { pool, rules, alerts, logger } = deps;
+  let running: Promise<readonly Alert[]> | null = null;
+
+  async function sweepOnce(): Promise<readonly Alert[]> {
+    const { rows } = await pool.query<RaisedRow>('SELECT * FROM phigate.sweep_alerts($1, $2, $3, $4, $5, $6)', [
+      rules.bulkPatientsPerMinute,
+      rules.deniedFieldsPerMinute,
+      rules.dayStart,
+      rules.dayEnd,
+      rules.timeZone,
+      rules.settleSeconds,
+    ]);
+    const raised = rows.map(
+      (r): Alert => ({
+        kind: r.kind,
+        severity: SEVERITY[r.kind],
+        requestId: null,
+        actor: r.actor,
+        actorKind: r.actor_kind,
+        patientId: null,
+        grantId: null,
+        expiresAt: null,
+        windowStart: r.window_start.toISOString(),
+        observed: r.observed,
+      }),
+    );
+    for (const alert of raised) alerts.send(alert);
+    return raised;
+  }
+
+  const sweep = (): Promise<readonly Alert[]> => {
+    running ??= sweepOnce().finally(() => (running = null));
+    return running;
+  };
+
+  const timer = setInterval(() => {
+    sweep().catch((err: Error & { code?: string }) => logger.warn({ err: { name: err.name, code: err.code } }, 'alert sweep failed; the next one catches up'));
+  }, rules.sweepSeconds * 1000);
+  timer.unref();
+
+  return {
+    sweep,
+    async stop() {
+      clearInterval(timer);
+      await running?.catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,145 @@
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAlertSweeper } from '../../../src/audit/alert-sweep.ts';
+import { createAlerts, type Alerts } from '../../../src/audit/alerts.ts';
+import type { AlertRules } from '../../../src/config.ts';
+import { createLogger } from '../../../src/log.ts';
+import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
+import { startWebhookReceiver, type WebhookReceiver } from '../../support/webhook.ts';
+
+// Alerts swept from the audit trail by PostgreSQL, on a real gateway and a second replica of it:
+// each fires once past its threshold and not at it, as an audit event, a webhook POST and a log line.
+
+const READ = `query($id: ID!) { patient(id: $id) { id givenName } }`;
+const READ_SSN = `query($id: ID!) { patient(id: $id) { id ssn } }`;
+
+const RULES: AlertRules = {
+  bulkPatientsPerMinute: 3,
+  deniedFieldsPerMinute: 4,
+  dayStart: '00:00',
+  dayEnd: '24:00',
+  timeZone: 'UTC',
+  sweepSeconds: 3600,
+  settleSeconds: 0,
+};
+
+let gw: TestGateway;
+let replica: TestGateway;
+let webhook: WebhookReceiver;
+let alerts: Alerts;
+const logLines: Record<string, any>[] = [];
+
+beforeAll(async () => {
+  webhook = await startWebhookReceiver();
+  const sink = new Writable({ write: (chunk, _e, done) => (logLines.push(JSON.parse(String(chunk))), done()) });
+  alerts = createAlerts({ webhookUrl: webhook.url, logger: createLogger('info', sink) });
+  // The gateways' own timers never fire here: the tests sweep when they choose.
+  gw = await startTestGateway({ patients: 24, gatewayOptions: { alertRules: RULES } });
+  replica = await startTestGateway({ replicaOf: gw, gatewayOptions: { alertRules: RULES } });
+});
+afterAll(async () => {
+  await replica?.close();
+  await gw?.close();
+  await webhook?.close();
+});
+
+const sweeper = (rules: Partial<AlertRules> = {}) => createAlertSweeper({ pool: gw.pool, rules: { ...RULES, ...rules }, alerts, logger: createLogger('silent') });
+async function sweep(rules: Partial<AlertRules> = {}) {
+  const s = sweeper(rules);
+  try {
+    return await s.sweep();
+  } finally {
+    await s.stop();
+  }
+}
+const alertRows = (actor: string) => gw.auditRows("action = 'alert' AND actor = $1", [actor]);
+
+/** Counting windows are clock minutes: start a test early in one, so its reads share it. */
+async function freshMinute(): Promise<void> {
+  const s = new Date().getUTCSeconds();
+  if (s > 45) await new Promise((resolve) => setTimeout(resolve, (61 - s) * 1000));
+}
+
+function staffOf(role: string, clinic: string): string {
+  return gw.data.staff.find((x) => x.roles.includes(role) && x.clinics.includes(clinic))!.sub;
+}
+
+describe('alerts', () => {
+  it('bulk reads: more than N distinct patients per actor and minute, counted across replicas, fire once', async () => {
+    await freshMinute();
+    const clinic = gw.data.clinics[0]!.id;
+    const actor = staffOf('registrar', clinic);
+    const patients = gw.data.patients.filter((p) => p.clinicId === clinic);
+    const token = await gw.tokenFor(actor);
+    // Three patients, one of them twice, through both replicas: at the threshold, no alert.
+    await gw.gql(token, READ, { id: patients[0]!.id });
+    await replica.gql(token, READ, { id: patients[1]!.id });
+    await gw.gql(token, READ, { id: patients[1]!.id });
+    await replica.gql(token, READ, { id: patients[2]!.id });
+    expect(await sweep()).toEqual([]);
+    expect(await alertRows(actor)).toEqual([]);
+    // A fourth patient: past it.
+    await replica.gql(token, READ, { id: patients[3]!.id });
+    const raised = await sweep();
+    expect(raised).toEqual([expect.objectContaining({ kind: 'bulk_read', severity: 'high', actor, actorKind: 'user', observed: 4 })]);
+    // A fifth in the same minute: still the one alert.
+    await gw.gql(token, READ, { id: patients[4]!.id });
+    expect(await sweep()).toEqual([]);
+    expect(await alertRows(actor)).toEqual([
+      expect.objectContaining({ action: 'alert', actor_kind: 'user', type_name: 'Alert', detail: 'bulk_read:4', patient_id: null }),
+    ]);
+    await alerts.settled();
+    expect(webhook.received.filter((a) => a.actor === actor)).toEqual([expect.objectContaining({ kind: 'bulk_read', observed: 4, source: 'phigate' })]);
+    expect(logLines.filter((l) => l.msg === 'alert' && l.actor === actor)).toEqual([expect.objectContaining({ alert: 'bulk_read', severity: 'high', observed: 4 })]);
+  }, 60_000);
+
+  it('denied fields: more than N per actor and minute fire once', async () => {
+    await freshMinute();
+    const clinic = gw.data.clinics[1]!.id;
+    const actor = staffOf('billing', clinic);
+    const patients = gw.data.patients.filter((p) => p.clinicId === clinic && p.ssn);
+    const token = await gw.tokenFor(actor);
+    for (const p of patients.slice(0, 4)) await gw.gql(token, READ_SSN, { id: p.id });
+    expect(await sweep()).toEqual([]);
+    await replica.gql(token, READ_SSN, { id: patients[4]!.id });
+    expect(await sweep()).toEqual([expect.objectContaining({ kind: 'denied_spike', severity: 'medium', actor, observed: 5 })]);
+    await gw.gql(token, READ_SSN, { id: patients[5]!.id });
+    expect(await sweep()).toEqual([]);
+    expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['denied_spike:5']);
+  }, 60_000);
+
+  it('reads outside working hours in the configured time zone fire once per actor and local day', async () => {
+    const clinic = gw.data.clinics[2]!.id;
+    const actor = staffOf('registrar', clinic);
+    const patient = gw.data.patients.find((p) => p.clinicId === clinic)!;
+    const token = await gw.tokenFor(actor);
+    // Working hours around the local time now in Asia/Tokyo (UTC+9, no daylight saving), and apart from it.
+    const tokyoHour = (new Date().getUTCHours() + 9) % 24;
+    const hh = (h: number) => `${String(((h % 24) + 24) % 24).padStart(2, '0')}:00`;
+    const around = { timeZone: 'Asia/Tokyo', dayStart: hh(tokyoHour - 1), dayEnd: hh(tokyoHour + 2) };
+    const apart = { timeZone: 'Asia/Tokyo', dayStart: hh(tokyoHour + 2), dayEnd: hh(tokyoHour + 4) };
+    await gw.gql(token, READ, { id: patient.id });
+    expect((await sweep(around)).filter((a) => a.actor === actor)).toEqual([]);
+    await gw.gql(token, READ, { id: patient.id });
+    const raised = (await sweep(apart)).filter((a) => a.actor === actor);
+    expect(raised).toEqual([expect.objectContaining({ kind: 'off_hours', actor, observed: 1 })]);
+    await gw.gql(token, READ, { id: patient.id });
+    expect((await sweep(apart)).filter((a) => a.actor === actor)).toEqual([]);
+    expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['off_hours:1']);
+  });
+
+  it('two replicas sweeping at once raise an alert once', async () => {
+    await freshMinute();
+    const clinic = gw.data.clinics[0]!.id;
+    const actor = staffOf('billing', clinic);
+    const token = await gw.tokenFor(actor);
+    for (const p of gw.data.patients.filter((x) => x.clinicId === clinic).slice(0, 4)) await gw.gql(token, READ, { id: p.id });
+    const [a, b] = [sweeper(), sweeper()];
+    const both = await Promise.all([a.sweep(), b.sweep(), sweep()]);
+    await Promise.all([a.stop(), b.stop()]);
+    const raised = both.flat().filter((x) => x.actor === actor);
+    // Whichever sweeps first raises it; one that finds the sweep locked skips it, one after finds it raised.
+    expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['bulk_read:4']);
+    expect(raised.length).toBeLessThanOrEqual(1);
+  }, 60_000);
+});
