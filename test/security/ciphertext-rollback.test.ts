@@ -1,0 +1,46 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestGateway, type TestGateway } from '../support/gateway.ts';
+
+// Issue 11, item 9: someone with database access puts an older ciphertext back into the same row
+// and column. No per-row revision is bound into the AAD (README, "A restored old value"): a value
+// moved elsewhere never opens, and within one key version a restore is not detected by the cipher;
+// the audit trail of writes is what shows it.
+
+let gw: TestGateway;
+beforeAll(async () => {
+  gw = await startTestGateway({ patients: 12 });
+});
+afterAll(async () => gw?.close());
+
+const READ = `query($id: ID!) { patient(id: $id) { givenName familyName } }`;
+const UPDATE = `mutation($id: ID!, $name: String) { updatePatient(id: $id, input: { givenName: $name }) { id } }`;
+const column = (id: string, col: string) =>
+  gw.admin(async (c) => (await c.query(`SELECT ${col} AS v FROM phigate.patients WHERE id = $1`, [id])).rows[0].v as Buffer);
+const restore = (id: string, col: string, value: Buffer) => gw.admin((c) => c.query(`UPDATE phigate.patients SET ${col} = $2 WHERE id = $1`, [id, value]));
+
+describe('old ciphertext restored into the database', () => {
+  it('moved to another column or another patient: refused, never shown', async () => {
+    const [a, b] = gw.data.patients.filter((p) => p.clinicId === 'c-north');
+    const token = await gw.tokenFor('reg-north');
+    await restore(a!.id, 'family_name', await column(a!.id, 'given_name'));
+    await restore(b!.id, 'given_name', await column(a!.id, 'given_name'));
+    const r1 = await gw.gql(token, READ, { id: a!.id });
+    expect(r1.body.data!.patient).toEqual({ givenName: a!.givenName, familyName: null });
+    expect(r1.body.errors!.map((e) => e.extensions?.code)).toEqual(['KEY_UNAVAILABLE']);
+    const r2 = await gw.gql(token, READ, { id: b!.id });
+    expect(r2.body.data!.patient.givenName).toBeNull();
+    expect(r2.text).not.toContain(a!.givenName);
+  });
+
+  it('restored into the same row and column: it opens (the documented gap), and the audit trail holds the write it undid', async () => {
+    const p = gw.data.patients.filter((x) => x.clinicId === 'c-south')[0]!;
+    const token = await gw.tokenFor('reg-south');
+    const old = await column(p.id, 'given_name');
+    const update = await gw.gql(token, UPDATE, { id: p.id, name: 'Renamed' });
+    expect(update.body.errors).toBeUndefined();
+    await restore(p.id, 'given_name', old);
+    expect((await gw.gql(token, READ, { id: p.id })).body.data!.patient.givenName).toBe(p.givenName);
+    const writes = await gw.auditRows(`patient_id = $1 AND action = 'update' AND field = 'givenName'`, [p.id]);
+    expect(writes.map((w) => w.request_id)).toEqual([update.headers.get('x-request-id')]);
+  });
+});
