@@ -64,6 +64,8 @@ export async function startTestGateway(
     patients?: number;
     poolSize?: number;
     gatewayOptions?: Partial<GatewayDeps>;
+    /** Where it listens; default any free port (0). */
+    port?: number;
     /** Another replica of that gateway: same database, data, issuer and keys, which its close() leaves alone. */
     replicaOf?: TestGateway;
   } = {},
@@ -118,7 +120,7 @@ export async function startTestGateway(
     principals: { ...defaults.principals, ratePerSecond: 1_000_000, burst: 1_000_000 },
     ...opts.gatewayOptions,
   });
-  const { port } = await gateway.listen(0, '127.0.0.1');
+  const { port } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
   const url = `http://127.0.0.1:${port}/graphql`;
 
   const staff = (sub: string) => {
