@@ -26,5 +26,5 @@ export async function gql(endpoint, query, variables = {}) {
   return body.data;
 }
 
-/** True when the error says the gateway has no such field: that part of the API is not deployed. */
-export const isMissingApi = (e) => e instanceof ApiError && e.code === 'GRAPHQL_VALIDATION_FAILED' && /Cannot query field/.test(e.message);
+/** True when GraphQL validation says the gateway has no such field: that part of the API is not deployed here. */
+export const isMissingApi = (e) => e instanceof ApiError && /^Cannot query field/.test(e.message);
