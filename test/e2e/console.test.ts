@@ -65,7 +65,9 @@ describe('console delivery', () => {
     expect(csp).not.toContain('unsafe-inline');
     expect(await res.text()).not.toMatch(/<script(?![^>]*\bsrc=)/);
     expect(await (await fetch(`${cg.origin}/console/config.json`)).json()).toEqual({ issuer: cg.issuer, clientId: 'phigate-console', graphql: '/graphql' });
-    expect((await fetch(`${cg.origin}/console/../src/app.ts`)).status).toBe(404);
+    expect((await fetch(`${cg.origin}/console/..%2Fsrc%2Fapp.ts`)).status).toBe(404);
+    const bare = await fetch(`${cg.origin}/console`, { redirect: 'manual' });
+    expect([bare.status, bare.headers.get('location')]).toEqual([308, '/console/']);
   });
 });
 
