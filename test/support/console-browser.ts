@@ -2,11 +2,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createDevIssuerHandler } from '../../src/auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from '../../src/auth/dev-issuer-keys.ts';
 import { mintDevToken } from '../../src/auth/dev-token.ts';
-import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { createConsoleRoute } from '../../src/http/console.ts';
 import { freePort } from './free-port.ts';
 import { startTestGateway, type TestGateway } from './gateway.ts';
@@ -27,7 +25,8 @@ export interface ConsoleGateway {
 /**
  * The test gateway as `npm start` assembles it in development: the development issuer (with its
  * login page) and the console served by the gateway itself, tokens verified through the issuer's
- * discovery document and JWKS over HTTP. The port is chosen first because the issuer's URL names it.
+ * discovery document and JWKS over HTTP (the gateway's other credentials, such as partner keys,
+ * as in any test gateway). The port is chosen first because the issuer's URL names it.
  */
 export async function startConsoleGateway(opts: { patients?: number } = {}): Promise<ConsoleGateway> {
   const port = await freePort();
@@ -35,14 +34,12 @@ export async function startConsoleGateway(opts: { patients?: number } = {}): Pro
   const issuer = `${origin}/dev-issuer`;
   const dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-console-test-'));
   const keys: DevIssuerKeys = await loadOrCreateDevIssuerKeys(dataDir);
-  const oidc = createOidcVerifier({ issuer, audience: 'phigate', algorithms: ['ES256'], clockToleranceSeconds: 30, rolesClaim: 'roles', clinicsClaim: 'clinics', mfaAcrValues: [] });
   let staff: TestGateway['data']['staff'] = [];
   const gw = await startTestGateway({
     patients: opts.patients ?? 24,
     port,
+    oidcIssuer: issuer,
     gatewayOptions: {
-      authenticate: createAuthenticator({ oidc }),
-      issuer,
       routes: [
         createDevIssuerHandler({
           issuer: () => issuer,
