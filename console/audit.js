@@ -17,17 +17,18 @@ const PAGE = 50;
 const unavailable = (main, title) => main.replaceChildren(h('h1', {}, title), h('p', {}, 'This gateway does not offer this part of the API yet.'));
 const isoOrNull = (v) => (v ? new Date(v).toISOString() : null);
 
-export function auditPage(main, endpoint) {
+/** `prefill`: filter values to start with and search at once (the review queue's "Reads" link). */
+export function auditPage(main, endpoint, prefill = new URLSearchParams()) {
   const results = h('div', { id: 'audit-results' });
   const form = h(
     'form',
     { class: 'filters', onsubmit: (e) => (e.preventDefault(), search(null)) },
-    field('Patient id', h('input', { name: 'patientId', autocomplete: 'off' })),
-    field('Actor', h('input', { name: 'actor', autocomplete: 'off' })),
-    field('Action', h('input', { name: 'action', autocomplete: 'off' })),
+    field('Patient id', h('input', { name: 'patientId', autocomplete: 'off', value: prefill.get('patientId') })),
+    field('Actor', h('input', { name: 'actor', autocomplete: 'off', value: prefill.get('actor') })),
+    field('Action', h('input', { name: 'action', autocomplete: 'off', value: prefill.get('action') })),
     field('From', h('input', { name: 'since', type: 'datetime-local' })),
     field('Until', h('input', { name: 'until', type: 'datetime-local' })),
-    h('label', {}, h('input', { name: 'breakGlassOnly', type: 'checkbox' }), ' Break-glass only'),
+    h('label', {}, h('input', { name: 'breakGlassOnly', type: 'checkbox', checked: prefill.get('breakGlassOnly') === 'on' }), ' Break-glass only'),
     h('button', { type: 'submit' }, 'Search'),
   );
   const search = async (after) => {
@@ -55,6 +56,7 @@ export function auditPage(main, endpoint) {
     }
   };
   main.replaceChildren(h('h1', {}, 'Audit search'), form, results);
+  if ([...prefill.keys()].length > 0) void search(null);
 }
 
 export function disclosuresPage(main, endpoint) {

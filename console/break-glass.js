@@ -21,6 +21,7 @@ export async function breakGlassPage(main, endpoint) {
     g.clinicId ?? '',
     g.reason,
     g.active ? 'live' : g.revokedAt ? 'revoked' : 'expired',
+    h('a', { href: `#/audit?${new URLSearchParams({ patientId: g.patientId, actor: g.actor, breakGlassOnly: 'on' })}`, 'aria-label': `Reads under grant ${g.id}` }, 'Reads'),
     g.reviewedAt === null ? reviewForm(g, main, endpoint) : '',
   ]);
   main.replaceChildren(
@@ -28,7 +29,7 @@ export async function breakGlassPage(main, endpoint) {
     h('p', {}, `${waiting} grant${waiting === 1 ? '' : 's'} waiting for review, of ${grants.length}.`),
     grants.length === 0
       ? h('p', {}, 'No break-glass grants in your clinics.')
-      : table('Break-glass grants, unreviewed first', ['Review', 'Age', 'Actor', 'Patient', 'Clinic', 'Reason', 'Grant', 'Record a review'], rows, (i) => ({
+      : table('Break-glass grants, unreviewed first', ['Review', 'Age', 'Actor', 'Patient', 'Clinic', 'Reason', 'Grant', 'What was read', 'Record a review'], rows, (i) => ({
           class: grants[i].reviewedAt === null ? 'unreviewed' : null,
           'data-grant': grants[i].id,
         })),

@@ -9,7 +9,7 @@ import { announce, h } from './dom.js';
 /** Which role opens which page. The gateway enforces the same: a page here is only a convenience. */
 const PAGES = [
   { id: 'break-glass', title: 'Break-glass review', role: 'compliance', render: (main, ctx) => breakGlassPage(main, ctx.endpoint) },
-  { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx) => auditPage(main, ctx.endpoint) },
+  { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx, params) => auditPage(main, ctx.endpoint, params) },
   { id: 'disclosures', title: 'Accounting of disclosures', role: 'compliance', render: (main, ctx) => disclosuresPage(main, ctx.endpoint) },
   { id: 'api-keys', title: 'Partner API keys', role: 'clinic_admin', render: (main, ctx) => apiKeysPage(main, ctx.endpoint, ctx.me.clinics) },
   { id: 'care-teams', title: 'Care teams', role: 'clinic_admin', render: (main, ctx) => careTeamsPage(main, ctx.endpoint) },
@@ -35,7 +35,7 @@ function signedOut(config, message) {
 async function show() {
   if (ctx === null) return;
   const allowed = PAGES.filter((p) => ctx.me.roles.includes(p.role));
-  const wanted = location.hash.replace(/^#\/?/, '');
+  const [wanted, query = ''] = location.hash.replace(/^#\/?/, '').split('?');
   const page = allowed.find((p) => p.id === wanted) ?? allowed[0];
   nav.replaceChildren(h('ul', {}, allowed.map((p) => h('li', {}, h('a', { href: `#/${p.id}`, 'aria-current': p === page ? 'page' : null }, p.title)))));
   if (page === undefined) {
@@ -45,7 +45,7 @@ async function show() {
   document.title = `${page.title} · phigate console`;
   main.replaceChildren(h('p', {}, 'Loading…'));
   try {
-    await page.render(main, ctx);
+    await page.render(main, ctx, new URLSearchParams(query));
   } catch (err) {
     if (err.code === 'UNAUTHENTICATED') return ctx.expired();
     main.replaceChildren(h('h1', {}, page.title), h('p', { role: 'alert', class: 'error' }, `This page could not load: ${err.message}`));

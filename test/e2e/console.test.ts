@@ -132,6 +132,16 @@ describe('compliance officer', () => {
 
     const events = await cg.gw.auditRows("action = 'review' AND grant_id = $1", [grantId]);
     expect(events).toEqual([expect.objectContaining({ actor: 'compliance-1', detail: 'justified' })]);
+
+    // What was read under the grant: the audit search, filtered to the grant's patient and clinician.
+    await page.locator(`tr[data-grant="${grantId}"]`).getByRole('link', { name: `Reads under grant ${grantId}` }).click();
+    if (SCHEMA.includes('auditEvents')) {
+      await expect.poll(() => page.locator('#audit-results').textContent()).toContain(dr);
+      expect(await page.getByLabel('Patient id').inputValue()).toBe(patient.id);
+      expect(await page.getByLabel('Break-glass only').isChecked()).toBe(true);
+    } else {
+      await expect.poll(() => page.locator('main').textContent()).toContain('does not offer this part of the API yet');
+    }
   });
 
   it('sees the compliance pages, and every page passes axe', async () => {
