@@ -43,14 +43,17 @@ async function show() {
     return;
   }
   document.title = `${page.title} · phigate console`;
-  main.replaceChildren(h('p', {}, 'Loading…'));
+  // Each page renders into a view of its own: a slower render of a page left since (a click during
+  // loading) then fills a detached view instead of overwriting the page now shown.
+  const view = h('div', {}, h('p', {}, 'Loading…'));
+  main.replaceChildren(view);
   try {
-    await page.render(main, ctx, new URLSearchParams(query));
+    await page.render(view, ctx, new URLSearchParams(query));
   } catch (err) {
     if (err.code === 'UNAUTHENTICATED') return ctx.expired();
-    main.replaceChildren(h('h1', {}, page.title), h('p', { role: 'alert', class: 'error' }, `This page could not load: ${err.message}`));
+    view.replaceChildren(h('h1', {}, page.title), h('p', { role: 'alert', class: 'error' }, `This page could not load: ${err.message}`));
   }
-  main.focus();
+  if (view.isConnected) main.focus();
 }
 
 async function start() {

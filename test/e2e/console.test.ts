@@ -84,22 +84,38 @@ describe('development issuer sign-in', () => {
     expect(await plain.text()).toContain('PKCE is required');
   });
 
-  it('redeems a code only with the verifier of its challenge', async () => {
-    const form = new URLSearchParams({ response_type: 'code', client_id: 'phigate-console', redirect_uri: `${cg.origin}/console/`, state: 'state-0123456789abcdef', code_challenge: 'E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM', code_challenge_method: 'S256', sub: 'compliance-1', mfa: 'on' });
+  // RFC 7636 appendix B: this verifier hashes to the challenge of `authorize` above.
+  const VERIFIER = 'dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk';
+
+  /** The login page's form as a browser posts it: the code it redirects to the console with. */
+  async function codeFor(sub: string, mfa: boolean): Promise<string> {
+    const form = new URLSearchParams({ ...Object.fromEntries(new URL(authorize()).searchParams), sub, ...(mfa ? { mfa: 'on' } : {}) });
     const login = await fetch(`${cg.issuer}/authorize`, { method: 'POST', body: form, redirect: 'manual' });
     expect(login.status).toBe(303);
-    const code = new URL(login.headers.get('location') ?? '').searchParams.get('code') ?? '';
-    const redeem = (verifier: string) =>
-      fetch(`${cg.issuer}/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: `${cg.origin}/console/`, client_id: 'phigate-console' }) });
-    const wrong = await redeem('x'.repeat(43));
+    const back = new URL(login.headers.get('location') ?? '');
+    expect(`${back.origin}${back.pathname}`).toBe(`${cg.origin}/console/`);
+    expect(back.searchParams.get('state')).toBe('state-0123456789abcdef');
+    return back.searchParams.get('code') ?? '';
+  }
+  const redeem = (code: string, verifier: string) =>
+    fetch(`${cg.issuer}/token`, { method: 'POST', body: new URLSearchParams({ grant_type: 'authorization_code', code, code_verifier: verifier, redirect_uri: `${cg.origin}/console/`, client_id: 'phigate-console' }) });
+
+  it('redeems a code only with the verifier of its challenge', async () => {
+    const code = await codeFor('compliance-1', true);
+    const wrong = await redeem(code, 'x'.repeat(43));
     expect(wrong.status).toBe(400);
     expect(await wrong.json()).toMatchObject({ error: 'invalid_grant' });
-    // RFC 7636 appendix B: this verifier hashes to the challenge above.
-    const right = await redeem('dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk');
+    const right = await redeem(code, VERIFIER);
     expect(right.status).toBe(200);
     const { access_token: token } = await right.json();
     const me = await cg.gw.gql(token, '{ me { subject roles mfa } }');
     expect(me.body.data?.me).toEqual({ subject: 'compliance-1', roles: ['compliance'], mfa: true });
+  });
+
+  it('signs in without the second factor when its box is unticked, and the gateway sees no MFA', async () => {
+    const { access_token: token } = await (await redeem(await codeFor('rn-north-1', false), VERIFIER)).json();
+    const me = await cg.gw.gql(token, '{ me { subject mfa } }');
+    expect(me.body.data?.me).toEqual({ subject: 'rn-north-1', mfa: false });
   });
 });
 
