@@ -12,7 +12,13 @@ export function h(tag, attrs = {}, ...children) {
   return el;
 }
 
-/** A table with a header row; `rows` are arrays of cells (text or nodes). */
+/**
+ * A table with a header row; `rows` are arrays of cells (text or nodes).
+ * @param {string} caption
+ * @param {string[]} headers
+ * @param {unknown[][]} rows
+ * @param {(index: number) => Record<string, unknown>} [rowAttrs]
+ */
 export function table(caption, headers, rows, rowAttrs = () => ({})) {
   return h(
     'div',

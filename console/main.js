@@ -74,7 +74,7 @@ async function start() {
   ctx = { endpoint, me, expired };
   sessionBox.replaceChildren(
     h('span', { id: 'who' }, `${me.subject} (${me.roles.join(', ')})`),
-    h('span', {}, `until ${new Date(expiresAt()).toLocaleTimeString()}`),
+    h('span', {}, `until ${new Date(expiresAt() ?? Date.now()).toLocaleTimeString()}`),
     h('button', { type: 'button', onclick: () => (signOut(), signedOut(config, 'You are signed out.')) }, 'Sign out'),
   );
   await show();

@@ -10,7 +10,6 @@ const TYPES: Readonly<Record<string, string>> = {
   '.html': 'text/html; charset=utf-8',
   '.js': 'text/javascript; charset=utf-8',
   '.css': 'text/css; charset=utf-8',
-  '.json': 'application/json',
 };
 
 /**
@@ -49,7 +48,7 @@ export async function createConsoleRoute(opts: ConsoleOptions): Promise<(req: ht
     const type = TYPES[path.extname(name)];
     if (type !== undefined) files.set(name, { type, body: await readFile(path.join(CONSOLE_DIR, name)) });
   }
-  files.set('config.json', { type: TYPES['.json'] as string, body: Buffer.from(JSON.stringify({ issuer: opts.issuer, clientId: opts.clientId, graphql: '/graphql' })) });
+  files.set('config.json', { type: 'application/json', body: Buffer.from(JSON.stringify({ issuer: opts.issuer, clientId: opts.clientId, graphql: '/graphql' })) });
   const csp = consoleCsp(opts.issuer);
 
   return (req, res) => {
