@@ -242,6 +242,30 @@ describe('clinic admin', () => {
     await expect.poll(() => page.locator('main').textContent()).toContain('does not offer partner API keys yet');
   });
 
+  it('sets a care team with the keyboard alone', async () => {
+    const patient = cg.gw.data.patients.find((p) => p.clinicId === 'c-north');
+    if (patient === undefined) throw new Error('no c-north patient');
+    await signInAs(page, cg.origin, 'admin-north');
+    const focused = () => page.evaluate(() => {
+      const el = document.activeElement as HTMLInputElement | null;
+      return el?.name || el?.textContent?.trim() || '';
+    });
+    await page.keyboard.press('Tab');
+    expect(await focused()).toBe('Skip to content');
+    for (let i = 0; i < 5 && (await focused()) !== 'Care teams'; i++) await page.keyboard.press('Tab');
+    expect(await focused()).toBe('Care teams');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.locator('main h1').textContent()).toBe('Care teams');
+    await page.keyboard.press('Tab');
+    expect(await focused()).toBe('patientId');
+    await page.keyboard.type(patient.id);
+    await page.keyboard.press('Tab');
+    expect(await focused()).toBe('subjects');
+    await page.keyboard.type('dr-north-2');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => page.locator('#status').textContent()).toContain(`Care team of patient ${patient.id} set: dr-north-2`);
+  });
+
   // Partner keys come with the apikeys branch; until it is merged the schema has no apiKeys.
   it.skipIf(!SCHEMA.includes('apiKeys'))('creates a partner key (secret shown once), uses it over HTTP, and revokes it', async () => {
     await signInAs(page, cg.origin, 'admin-north');
