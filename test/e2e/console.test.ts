@@ -250,8 +250,9 @@ describe('clinic admin', () => {
       const el = document.activeElement as HTMLInputElement | null;
       return el?.name || el?.textContent?.trim() || '';
     });
-    await page.keyboard.press('Tab');
-    expect(await focused()).toBe('Skip to content');
+    await expect.poll(() => page.locator('main h1').textContent()).toBe('Partner API keys');
+    // Sequential navigation starts where the user last clicked: the header's title, before the nav.
+    await page.locator('.brand').click();
     for (let i = 0; i < 5 && (await focused()) !== 'Care teams'; i++) await page.keyboard.press('Tab');
     expect(await focused()).toBe('Care teams');
     await page.keyboard.press('Enter');
