@@ -29,6 +29,7 @@ COPY package.json ./
 COPY bin ./bin
 COPY schema ./schema
 COPY policies ./policies
+COPY console ./console
 USER node
 EXPOSE 4000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

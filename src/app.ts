@@ -1,9 +1,12 @@
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { createAlerts } from './audit/alerts.ts';
 import { createAuditWriter, type AuditWriter } from './audit/writer.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { checkIssuer } from './auth/check-issuer.ts';
 import { createPartnerKeys, type PartnerKeys } from './auth/partner-keys.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
+import type { DevStaff } from './auth/dev-login.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer-keys.ts';
 import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
@@ -16,6 +19,7 @@ import { createSearchQuota } from './db/search-quota.ts';
 import { assertSafeAppRole, createPool, type Pool } from './db/pool.ts';
 import { assertTlsConnection } from './db/tls.ts';
 import { createGateway, type Gateway } from './http/gateway.ts';
+import { createConsoleRoute } from './http/console.ts';
 import { createGraphiqlRoute } from './http/graphiql.ts';
 import { loadTrustedDocuments } from './http/plugins/use-trusted-documents.ts';
 import type { Logger } from './log.ts';
@@ -75,8 +79,22 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       issuer = devIssuerUrl(config);
       const devIssuer = issuer;
       devKeys = await loadOrCreateDevIssuerKeys(config.dataDir);
-      routes.push(createDevIssuerHandler({ issuer: () => devIssuer, keys: devKeys }));
+      const manifest = path.join(config.dataDir, 'seed.json');
+      routes.push(
+        createDevIssuerHandler({
+          issuer: () => devIssuer,
+          keys: devKeys,
+          login: {
+            staff: () => readSeedStaff(manifest),
+            audience: config.oidc.audience,
+            rolesClaim: config.oidc.rolesClaim,
+            clinicsClaim: config.oidc.clinicsClaim,
+            tokenTtlSeconds: DEV_LOGIN_TOKEN_TTL_SECONDS,
+          },
+        }),
+      );
     }
+    routes.push(await createConsoleRoute({ issuer, clientId: config.oidc.consoleClientId }));
     if (config.env === 'development') routes.push(await createGraphiqlRoute(graphiqlOptions(config, issuer, devKeys)));
     const oidc = createOidcVerifier({
       ...config.oidc,
@@ -123,6 +141,19 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   } catch (err) {
     await Promise.all([pool.end(), keyPool.end(), auditPool.end(), tracing?.shutdown()]);
     throw err;
+  }
+}
+
+/** Long enough for a review session, short enough that the console's expiry handling is seen. */
+const DEV_LOGIN_TOKEN_TTL_SECONDS = 900;
+
+/** The staff the development login page offers: those of the seed manifest, none before the first seed. */
+async function readSeedStaff(manifest: string): Promise<DevStaff[]> {
+  try {
+    return (JSON.parse(await readFile(manifest, 'utf8')) as { staff: DevStaff[] }).staff;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw e;
   }
 }
 

@@ -23,6 +23,8 @@ export interface Config {
     readonly audience: string;
     readonly rolesClaim: string;
     readonly clinicsClaim: string;
+    /** The console's client id at the issuer (a public client: authorization code with PKCE). */
+    readonly consoleClientId: string;
     readonly mfaAcrValues: readonly string[];
     readonly algorithms: readonly string[];
     readonly clockToleranceSeconds: number;
@@ -287,6 +289,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       audience: text(src, 'PHIGATE_OIDC_AUDIENCE') ?? 'phigate',
       rolesClaim: text(src, 'PHIGATE_OIDC_ROLES_CLAIM') ?? 'roles',
       clinicsClaim: text(src, 'PHIGATE_OIDC_CLINICS_CLAIM') ?? 'clinics',
+      consoleClientId: text(src, 'PHIGATE_CONSOLE_CLIENT_ID') ?? 'phigate-console',
       mfaAcrValues: list(src, 'PHIGATE_OIDC_MFA_ACR', []),
       algorithms,
       clockToleranceSeconds: int(src, 'PHIGATE_OIDC_CLOCK_SKEW_SECONDS', 30, 0, 300),

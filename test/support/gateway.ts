@@ -72,6 +72,10 @@ export async function startTestGateway(
     patients?: number;
     poolSize?: number;
     gatewayOptions?: Partial<GatewayDeps>;
+    /** Where it listens; default any free port (0). */
+    port?: number;
+    /** The issuer whose tokens it accepts instead of the test issuer's (the development issuer, for the console). */
+    oidcIssuer?: string;
     /** Another replica of that gateway: same database, data, issuer and keys, which its close() leaves alone. */
     replicaOf?: TestGateway;
     /** Partner keys: the rate-limit store (default in-process) and how long a key is remembered (default 5 s). */
@@ -99,7 +103,7 @@ export async function startTestGateway(
   const logs: Record<string, any>[] = [];
   const defaults = loadConfig({});
   const oidc = createOidcVerifier({
-    issuer: issuer.issuer,
+    issuer: opts.oidcIssuer ?? issuer.issuer,
     audience: 'phigate',
     algorithms: ['ES256', 'RS256'],
     clockToleranceSeconds: 30,
@@ -135,13 +139,13 @@ export async function startTestGateway(
     introspectionRoles: defaults.introspectionRoles,
     trustedDocuments: null,
     corsOrigins: defaults.corsOrigins,
-    issuer: issuer.issuer,
+    issuer: opts.oidcIssuer ?? issuer.issuer,
     // The default concurrency share, but no request-rate share: tests drive one principal far faster
     // than a person would; test/security/cheap-dos.test.ts sets the shares it tests.
     principals: { ...defaults.principals, ratePerSecond: 1_000_000, burst: 1_000_000 },
     ...opts.gatewayOptions,
   });
-  const { port } = await gateway.listen(0, '127.0.0.1');
+  const { port } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
   const url = `http://127.0.0.1:${port}/graphql`;
 
   const staff = (sub: string) => {

@@ -1,0 +1,30 @@
+// Every console action is an ordinary GraphQL request to the gateway, audited like any other.
+import { accessToken } from './auth.js';
+
+export class ApiError extends Error {
+  constructor(message, code) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/** Runs one operation; throws an ApiError with the gateway's extensions.code on any error. */
+export async function gql(endpoint, query, variables = {}) {
+  const token = accessToken();
+  if (token === null) throw new ApiError('Your session has ended. Sign in again.', 'UNAUTHENTICATED');
+  const res = await fetch(endpoint, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
+    body: JSON.stringify({ query, variables }),
+    cache: 'no-store',
+  });
+  const body = await res.json().catch(() => ({}));
+  const first = body.errors?.[0];
+  if (res.status === 401 || first?.extensions?.code === 'UNAUTHENTICATED') throw new ApiError('Your session has ended. Sign in again.', 'UNAUTHENTICATED');
+  if (first) throw new ApiError(first.message, first.extensions?.code ?? 'ERROR');
+  if (!res.ok) throw new ApiError(`The gateway answered ${res.status}.`, 'ERROR');
+  return body.data;
+}
+
+/** True when GraphQL validation says the gateway has no such field: that part of the API is not deployed here. */
+export const isMissingApi = (e) => e instanceof ApiError && /^Cannot query field/.test(e.message);
