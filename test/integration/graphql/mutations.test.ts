@@ -74,7 +74,7 @@ const snapshot = (ids: readonly string[]) =>
   gw.admin(async (c) => {
     const counts = (
       await c.query(`SELECT (SELECT count(*) FROM phigate.patients) AS patients, (SELECT count(*) FROM phigate.encounters) AS encounters,
-                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action NOT IN ('refused', 'search')) AS audit`)
+                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action NOT IN ('refused', 'search', 'alert')) AS audit`)
     ).rows[0];
     const rows = (await c.query('SELECT * FROM phigate.patients WHERE id = ANY($1::uuid[]) ORDER BY id', [ids])).rows;
     return { counts, rows };
