@@ -3,7 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openRequestTransaction } from '../../src/db/transaction.ts';
 import { patientsByIds } from '../../src/db/patients.ts';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
-import { startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
+import { readFileSync } from 'node:fs';
+import { parsePolicy } from '../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+import { POLICY_FILE, startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
 
 // Reads are audited by the audit writer's group commits (issue 10) and every audit write is
 // checked (issue 11, item 3): whatever makes the audit insert fail or lose rows in the middle of a
@@ -13,8 +16,11 @@ import { startTestGateway, type GqlResponse, type TestGateway } from '../support
 
 let gw: TestGateway;
 beforeAll(async () => {
-  // One principal drives the whole load: its fair share must not be what refuses it.
-  gw = await startTestGateway({ patients: 24, poolSize: 6, gatewayOptions: { principals: { concurrency: 5, queue: 100, ratePerSecond: 100_000, burst: 100_000 } } });
+  // One principal drives three loads in a minute: neither its fair share nor, on a fast machine,
+  // the physician's per-minute PHI cap (phi-caps.test.ts tests both) may answer 429 instead of the
+  // audit outcome under test.
+  const policy = parsePolicy(readFileSync(POLICY_FILE, 'utf8').replaceAll('rowsPerMinute: 500, phiValuesPerMinute: 10000', 'rowsPerMinute: 1000000, phiValuesPerMinute: 1000000'), PHI_FIELDS);
+  gw = await startTestGateway({ patients: 24, poolSize: 6, gatewayOptions: { policy, principals: { concurrency: 5, queue: 100, ratePerSecond: 100_000, burst: 100_000 } } });
 });
 afterAll(async () => gw?.close());
 
