@@ -25,6 +25,3 @@ export async function gql(endpoint, query, variables = {}) {
   if (!res.ok) throw new ApiError(`The gateway answered ${res.status}.`, 'ERROR');
   return body.data;
 }
-
-/** True when GraphQL validation says the gateway has no such field: that part of the API is not deployed here. */
-export const isMissingApi = (e) => e instanceof ApiError && /^Cannot query field/.test(e.message);

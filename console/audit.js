@@ -1,6 +1,6 @@
 // Audit search and one patient's accounting of disclosures (HIPAA 164.528): facts about accesses,
 // never a PHI value.
-import { gql, isMissingApi } from './api.js';
+import { gql } from './api.js';
 import { announce, field, formValues, h, table } from './dom.js';
 
 const EVENTS = `query ConsoleAudit($patientId: ID, $actor: String, $action: String, $breakGlassOnly: Boolean, $since: String, $until: String, $first: Int, $after: String) {
@@ -14,7 +14,6 @@ const DISCLOSURES = `query ConsoleDisclosures($patientId: ID!, $since: String, $
 }`;
 const PAGE = 50;
 
-const unavailable = (main, title) => main.replaceChildren(h('h1', {}, title), h('p', {}, 'This gateway does not offer this part of the API yet.'));
 const isoOrNull = (v) => (v ? new Date(v).toISOString() : null);
 
 /** `prefill`: filter values to start with and search at once (the review queue's "Reads" link). */
@@ -51,7 +50,6 @@ export function auditPage(main, endpoint, prefill = new URLSearchParams()) {
       );
       announce(`${events.length} audit events shown.`);
     } catch (err) {
-      if (isMissingApi(err)) return unavailable(main, 'Audit search');
       announce(`Search failed: ${err.message}`);
     }
   };
@@ -83,7 +81,6 @@ export function disclosuresPage(main, endpoint) {
       );
       announce(`${rows.length} disclosures listed.`);
     } catch (err) {
-      if (isMissingApi(err)) return unavailable(main, 'Accounting of disclosures');
       announce(`Accounting failed: ${err.message}`);
     }
   };
