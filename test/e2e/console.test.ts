@@ -157,8 +157,8 @@ describe('compliance officer', () => {
 
   it('sees the compliance pages, and every page passes axe', async () => {
     await signInAs(page, cg.origin, 'compliance-1');
-    expect(await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents()).toEqual(['Break-glass review', 'Audit search', 'Accounting of disclosures']);
-    for (const title of ['Audit search', 'Accounting of disclosures']) {
+    expect(await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents()).toEqual(['Break-glass review', 'Alerts', 'Audit search', 'Accounting of disclosures']);
+    for (const title of ['Alerts', 'Audit search', 'Accounting of disclosures']) {
       await page.getByRole('link', { name: title }).click();
       await expect.poll(() => page.locator('main h1').textContent()).toBe(title);
       expect(await axeViolations(page)).toEqual([]);
@@ -190,6 +190,44 @@ describe('compliance officer', () => {
     await expect.poll(() => page.locator('#disclosure-results').textContent()).toContain(row.request_id);
     expect(await page.locator('#disclosure-results').textContent()).not.toContain(String(patient.givenName));
     expect(await axeViolations(page)).toEqual([]);
+  });
+
+  it('lists the alerts the sweep raised, newest first, a page at a time', async () => {
+    // Reads that cross every rule once its threshold is zero: a physician's read, and a billing
+    // clerk's denied notes.
+    const dr = 'dr-north-1';
+    const mine = cg.gw.data.patients.find((p) => p.clinicId === 'c-north' && p.careTeam.includes(dr));
+    await cg.gw.gql(await cg.devToken(dr), 'query($id: ID!) { patient(id: $id) { mrn } }', { id: mine?.id });
+    const denied = await cg.gw.gql(await cg.devToken('bill-north'), '{ patients(first: 3) { edges { node { encounters { notes } } } } }');
+    expect(denied.body.errors?.[0]?.extensions?.code).toBe('FIELD_DENIED');
+    await cg.gw.admin(async (c) => {
+      await c.query("UPDATE phigate.alert_sweep SET swept_until = now() - interval '10 minutes'");
+      await c.query("SELECT * FROM phigate.sweep_alerts(0, 0, '00:00', '00:00', 'UTC', 0)");
+    });
+    const alerts = await cg.gw.admin(async (c) => (await c.query("SELECT id::text, actor, detail FROM phigate.audit_events WHERE action = 'alert' ORDER BY id DESC")).rows);
+    expect(alerts.length).toBeGreaterThanOrEqual(3);
+    expect(alerts.map((a) => a.detail.split(':')[0])).toEqual(expect.arrayContaining(['bulk_read', 'denied_spike']));
+
+    await signInAs(page, cg.origin, 'compliance-1');
+    await page.evaluate(() => (location.hash = '#/alerts?first=2'));
+    const shown = () => page.locator('#alert-results tr[data-alert]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-alert')));
+    await expect.poll(shown).toEqual(alerts.slice(0, 2).map((a) => a.id));
+    const spike = alerts.find((a) => a.detail.startsWith('denied_spike:'));
+    if (spike === undefined) throw new Error('the sweep raised no denied spike');
+    expect(await page.locator('#alert-results').textContent()).not.toContain('undefined');
+    expect(await axeViolations(page)).toEqual([]);
+    await readableAtDoubleZoom(page);
+
+    await page.getByRole('button', { name: 'Next page' }).click();
+    await expect.poll(shown).toEqual(alerts.slice(2, 4).map((a) => a.id));
+    await page.getByRole('button', { name: 'Previous page' }).click();
+    await expect.poll(shown).toEqual(alerts.slice(0, 2).map((a) => a.id));
+
+    // Walk to the denied spike: its row says what was counted and whose it was.
+    for (let i = 0; i < 20 && !(await shown()).includes(spike.id); i++) await page.getByRole('button', { name: 'Next page' }).click();
+    const row = page.locator(`tr[data-alert="${spike.id}"]`);
+    expect(await row.textContent()).toContain(`Denied-field spike${spike.detail.split(':')[1]} fields denied in one minute`);
+    expect(await row.textContent()).toContain('bill-north (user)');
   });
 
   it('is told when the session expires, and the token is dropped', async () => {
