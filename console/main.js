@@ -5,6 +5,7 @@ import { gql, onSessionEnd } from './api.js';
 import { auditPage, disclosuresPage } from './audit.js';
 import { accessToken, completeSignIn, expiresAt, signIn, signOut } from './auth.js';
 import { breakGlassPage } from './break-glass.js';
+import { chartsPage } from './charts.js';
 import { announce, h } from './dom.js';
 
 /** Which role opens which page. The gateway enforces the same: a page here is only a convenience. */
@@ -13,6 +14,7 @@ const PAGES = [
   { id: 'alerts', title: 'Alerts', role: 'compliance', render: (main, ctx, params) => alertsPage(main, ctx.endpoint, params) },
   { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx, params) => auditPage(main, ctx.endpoint, params) },
   { id: 'disclosures', title: 'Accounting of disclosures', role: 'compliance', render: (main, ctx) => disclosuresPage(main, ctx.endpoint) },
+  { id: 'charts', title: 'Charts', role: 'compliance', render: (main, ctx) => chartsPage(main, ctx.endpoint) },
   { id: 'api-keys', title: 'Partner API keys', role: 'clinic_admin', render: (main, ctx) => apiKeysPage(main, ctx.endpoint, ctx.me.clinics) },
   { id: 'care-teams', title: 'Care teams', role: 'clinic_admin', render: (main, ctx) => careTeamsPage(main, ctx.endpoint) },
 ];

@@ -157,8 +157,8 @@ describe('compliance officer', () => {
 
   it('sees the compliance pages, and every page passes axe', async () => {
     await signInAs(page, cg.origin, 'compliance-1');
-    expect(await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents()).toEqual(['Break-glass review', 'Alerts', 'Audit search', 'Accounting of disclosures']);
-    for (const title of ['Alerts', 'Audit search', 'Accounting of disclosures']) {
+    expect(await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents()).toEqual(['Break-glass review', 'Alerts', 'Audit search', 'Accounting of disclosures', 'Charts']);
+    for (const title of ['Alerts', 'Audit search', 'Accounting of disclosures', 'Charts']) {
       await page.getByRole('link', { name: title }).click();
       await expect.poll(() => page.locator('main h1').textContent()).toBe(title);
       expect(await axeViolations(page)).toEqual([]);
@@ -228,6 +228,40 @@ describe('compliance officer', () => {
     const row = page.locator(`tr[data-alert="${spike.id}"]`);
     expect(await row.textContent()).toContain(`Denied-field spike${spike.detail.split(':')[1]} fields denied in one minute`);
     expect(await row.textContent()).toContain('bill-north (user)');
+  });
+
+  it("charts one patient's accesses and the denied fields, each with a table that matches the database", async () => {
+    const dr = 'dr-north-1';
+    const patient = cg.gw.data.patients.find((p) => p.clinicId === 'c-north' && p.careTeam.includes(dr));
+    if (patient === undefined) throw new Error('no c-north patient on the care team of dr-north-1');
+    const token = await cg.devToken(dr);
+    for (let i = 0; i < 2; i++) await cg.gw.gql(token, 'query($id: ID!) { patient(id: $id) { mrn } }', { id: patient.id });
+    const denied = await cg.gw.gql(await cg.devToken('bill-north'), '{ patients(first: 2) { edges { node { encounters { notes } } } } }');
+    expect(denied.body.errors?.[0]?.extensions?.code).toBe('FIELD_DENIED');
+    const clinics = cg.gw.staff('compliance-1').clinics;
+    const [accesses, deniedCount] = await cg.gw.admin(async (c) => [
+      Number((await c.query("SELECT count(DISTINCT request_id) AS n FROM phigate.audit_events WHERE patient_id = $1 AND action IN ('read', 'masked', 'search') ", [patient.id])).rows[0].n),
+      Number((await c.query("SELECT count(*) AS n FROM phigate.audit_events e JOIN phigate.patient_clinics pc USING (patient_id) WHERE e.action = 'denied' AND e.occurred_at > now() - interval '24 hours' AND pc.clinic_id = ANY($1)", [clinics])).rows[0].n),
+    ]);
+    expect(accesses).toBeGreaterThanOrEqual(2);
+    expect(deniedCount).toBeGreaterThan(0);
+    const tableSum = (id: string) => page.locator(`#${id} tbody tr td:nth-child(2)`).allTextContents().then((cells) => cells.reduce((sum, c) => sum + Number(c), 0));
+
+    await signInAs(page, cg.origin, 'compliance-1');
+    await page.getByRole('link', { name: 'Charts' }).click();
+    await expect.poll(() => tableSum('denied-figure')).toBe(deniedCount);
+    expect(await page.locator('#denied-figure svg[role="img"]').getAttribute('aria-label')).toContain(`${deniedCount} denied fields`);
+
+    await page.getByLabel('Patient id').fill(patient.id);
+    await page.getByRole('button', { name: 'Chart accesses' }).click();
+    await expect.poll(() => tableSum('access-figure')).toBe(accesses);
+    expect(await page.locator('#access-figure svg rect.bar').count()).toBeGreaterThan(0);
+    expect(await page.locator('#access-figure svg[role="img"]').getAttribute('aria-label')).toContain(`${accesses} accesses`);
+    await page.locator('#access-figure summary').click();
+    expect(await page.locator('#access-figure table').isVisible()).toBe(true);
+    expect(await page.locator('main').textContent()).not.toContain(String(patient.familyName));
+    expect(await axeViolations(page)).toEqual([]);
+    await readableAtDoubleZoom(page);
   });
 
   it('is told when the session expires, and the token is dropped', async () => {
