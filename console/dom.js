@@ -52,3 +52,13 @@ export function age(iso) {
 }
 
 export const formValues = (form) => Object.fromEntries(new FormData(form).entries());
+
+/** Saves `data` as a file named `name`: a link to a blob of this page, clicked, then let go. */
+export function download(name, type, data) {
+  const url = URL.createObjectURL(new Blob([data], { type }));
+  const a = h('a', { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}

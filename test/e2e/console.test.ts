@@ -175,21 +175,63 @@ describe('compliance officer', () => {
     expect(await axeViolations(page)).toEqual([]);
   });
 
-  it("produces a patient's accounting that lists a read the database recorded", async () => {
+  it("produces a patient's accounting whose CSV and PDF downloads match the database's audit rows, and prints without the console around it", async () => {
     const dr = 'dr-north-1';
     const patient = cg.gw.data.patients.find((p) => p.clinicId === 'c-north' && p.careTeam.includes(dr));
     if (patient === undefined) throw new Error('no c-north patient on the care team of dr-north-1');
-    const read = await cg.gw.gql(await cg.devToken(dr), 'query($id: ID!) { patient(id: $id) { givenName } }', { id: patient.id });
+    const read = await cg.gw.gql(await cg.devToken(dr), 'query($id: ID!) { patient(id: $id) { givenName ssn encounters { notes } } }', { id: patient.id });
     expect(read.body.data?.patient?.givenName).toBeTruthy();
-    const row = (await cg.gw.auditRows("actor = $1 AND patient_id = $2 AND action = 'read'", [dr, patient.id])).at(-1);
-    if (row === undefined) throw new Error('the read left no audit row');
+    await cg.gw.gql(await cg.devToken('bill-north'), 'query($id: ID!) { patient(id: $id) { mrn } }', { id: patient.id });
+    // The database's own account: one line per request that showed the patient something.
+    const expected = await cg.gw.admin(async (c) =>
+      (
+        await c.query(
+          `SELECT request_id, actor, coalesce(string_agg(DISTINCT type_name || '.' || field, ' ') FILTER (WHERE action = 'read'), '') AS shown,
+                  coalesce(string_agg(DISTINCT type_name || '.' || field, ' ') FILTER (WHERE action = 'masked'), '') AS masked
+           FROM phigate.audit_events WHERE patient_id = $1 AND action IN ('read', 'masked', 'search') GROUP BY 1, 2`,
+          [patient.id],
+        )
+      ).rows.map((r) => [r.request_id, r.actor, r.shown, r.masked].join('|')),
+    );
+    expect(expected.length).toBeGreaterThanOrEqual(2);
+
     await signInAs(page, cg.origin, 'compliance-1');
     await page.getByRole('link', { name: 'Accounting of disclosures' }).click();
     await page.getByLabel('Patient id').fill(patient.id);
     await page.getByRole('button', { name: 'Produce accounting' }).click();
-    await expect.poll(() => page.locator('#disclosure-results').textContent()).toContain(row.request_id);
+    await expect.poll(() => page.locator('#disclosure-results tbody tr').count()).toBe(expected.length);
     expect(await page.locator('#disclosure-results').textContent()).not.toContain(String(patient.givenName));
     expect(await axeViolations(page)).toEqual([]);
+    await readableAtDoubleZoom(page);
+
+    const save = async (button: string) => {
+      const [file] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: button }).click()]);
+      expect(file.suggestedFilename()).toBe(`disclosures-${patient.id}.${button === 'Export CSV' ? 'csv' : 'pdf'}`);
+      return readFileSync((await file.path()) ?? '', 'latin1');
+    };
+    const csv = await save('Export CSV');
+    expect(csv).not.toContain('"');
+    const [header, ...lines] = csv.trimEnd().split('\r\n').map((l) => l.split(','));
+    expect(header).toEqual(['Disclosed at', 'To', 'Kind', 'Role', 'Purpose', 'Fields shown', 'Fields masked', 'Searches', 'Break-glass', 'Request']);
+    expect(lines.map((l) => [l[9], l[1], l[5], l[6]].join('|')).sort()).toEqual([...expected].sort());
+
+    const pdf = await save('Export PDF');
+    expect(pdf.startsWith('%PDF-1.4\n')).toBe(true);
+    expect(pdf.endsWith('%%EOF\n')).toBe(true);
+    // Every cross-reference entry points at the start of its object, as a reader needs it to.
+    const xrefAt = Number(/startxref\n(\d+)/.exec(pdf)?.[1]);
+    expect(pdf.slice(xrefAt, xrefAt + 4)).toBe('xref');
+    const entries = [...pdf.slice(xrefAt).matchAll(/^(\d{10}) 00000 n $/gm)].map((m) => Number(m[1]));
+    expect(entries.length).toBeGreaterThanOrEqual(5);
+    entries.forEach((offset, i) => expect(pdf.slice(offset, offset + `${i + 1} 0 obj`.length)).toBe(`${i + 1} 0 obj`));
+    for (const line of expected) expect(pdf).toContain(`request ${line.split('|')[0]}`);
+    for (const value of [patient.givenName, patient.familyName, patient.ssn]) expect(pdf).not.toContain(String(value));
+
+    // Printed, the accounting stands alone: no header, navigation, form or buttons.
+    await page.emulateMedia({ media: 'print' });
+    for (const hidden of ['header', 'form.filters', 'button:text("Export CSV")']) expect(await page.locator(hidden).isVisible()).toBe(false);
+    expect(await page.locator('#disclosure-results table').isVisible()).toBe(true);
+    await page.emulateMedia({ media: 'screen' });
   });
 
   it('lists the alerts the sweep raised, newest first, a page at a time', async () => {
