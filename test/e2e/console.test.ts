@@ -314,12 +314,40 @@ describe('compliance officer', () => {
     expect(await page.locator('#who').count()).toBe(0);
   });
 
+  it('goes back to sign-in with a message when the gateway refuses the token mid-session, and forgets it', async () => {
+    await signInAs(page, cg.origin, 'compliance-1');
+    await page.getByRole('link', { name: 'Alerts' }).click();
+    await expect.poll(() => page.locator('main h1').textContent()).toBe('Alerts');
+    // As when the token is revoked at the issuer or the gateway's keys change: 401 from /graphql.
+    const refusals: string[] = [];
+    await page.route('**/graphql', (route) => {
+      refusals.push(route.request().headers().authorization ?? '');
+      return route.fulfill({ status: 401, contentType: 'application/json', body: JSON.stringify({ errors: [{ message: 'Unauthenticated', extensions: { code: 'UNAUTHENTICATED' } }] }) });
+    });
+    await page.getByRole('button', { name: 'Show alerts' }).click();
+    await expect.poll(() => page.getByRole('alert').textContent()).toContain('Your session expired');
+    expect(await page.locator('#who').count()).toBe(0);
+    expect(await page.locator('#nav a').count()).toBe(0);
+    expect(refusals).toHaveLength(1);
+    // The token is gone: navigating sends no further request and shows no page.
+    await page.evaluate(() => (location.hash = '#/audit'));
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    expect(refusals).toHaveLength(1);
+    expect(await axeViolations(page)).toEqual([]);
+  });
+
   it('signs out, and the token is gone from the page', async () => {
     await signInAs(page, cg.origin, 'compliance-1');
     await page.getByRole('button', { name: 'Sign out' }).click();
     await expect.poll(() => page.getByRole('alert').textContent()).toContain('You are signed out');
     const stored = await page.evaluate(() => JSON.stringify({ ...localStorage }) + JSON.stringify({ ...sessionStorage }));
     expect(stored).not.toMatch(/eyJ/);
+    const sent: string[] = [];
+    page.on('request', (r) => void (r.url().endsWith('/graphql') && sent.push(r.url())));
+    await page.evaluate(() => (location.hash = '#/break-glass'));
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    expect(sent).toEqual([]);
+    expect(await page.locator('main').textContent()).not.toContain('Break-glass review');
   });
 });
 
