@@ -20,9 +20,10 @@ export function h(tag, attrs = {}, ...children) {
  * @param {(index: number) => Record<string, unknown>} [rowAttrs]
  */
 export function table(caption, headers, rows, rowAttrs = () => ({})) {
+  // A wide table scrolls sideways inside its box at 200% zoom: the box takes focus so the keyboard can scroll it.
   return h(
     'div',
-    { class: 'table-wrap' },
+    { class: 'table-wrap', role: 'region', 'aria-label': caption, tabindex: 0 },
     h(
       'table',
       {},

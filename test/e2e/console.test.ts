@@ -55,14 +55,24 @@ async function readableAtDoubleZoom(p: Page): Promise<void> {
 }
 
 describe('console delivery', () => {
-  it('is served by the gateway with no-store and a self-only CSP, and its config names the issuer', async () => {
+  it('is served by the gateway with no-store and a strict CSP on every file, no inline script or style, and its config names the issuer', async () => {
     const res = await fetch(`${cg.origin}/console/`);
     expect(res.status).toBe(200);
-    expect(res.headers.get('cache-control')).toBe('no-store');
-    const csp = res.headers.get('content-security-policy') ?? '';
-    expect(csp).toContain("script-src 'self'");
-    expect(csp).not.toContain('unsafe-inline');
-    expect(await res.text()).not.toMatch(/<script(?![^>]*\bsrc=)/);
+    const html = await res.text();
+    expect(html).not.toMatch(/<script(?![^>]*\bsrc=)/);
+    expect(html).not.toMatch(/<style|\sstyle=|\son[a-z]+=/i);
+    const files = ['', ...[...html.matchAll(/(?:src|href)="\/console\/([^"]+)"/g)].map((m) => m[1] ?? '')];
+    expect(files).toEqual(['', 'console.css', 'main.js']);
+    for (const name of [...files, 'alerts.js', 'charts.js', 'pdf.js', 'config.json']) {
+      const r = await fetch(`${cg.origin}/console/${name}`);
+      expect(r.status, name).toBe(200);
+      expect(r.headers.get('cache-control'), name).toBe('no-store');
+      expect(r.headers.get('x-content-type-options'), name).toBe('nosniff');
+      expect(r.headers.get('referrer-policy'), name).toBe('no-referrer');
+      expect(r.headers.get('content-security-policy'), name).toBe(
+        `default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self' ${new URL(cg.issuer).origin}; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+      );
+    }
     expect(await (await fetch(`${cg.origin}/console/config.json`)).json()).toEqual({ issuer: cg.issuer, clientId: 'phigate-console', graphql: '/graphql' });
     expect((await fetch(`${cg.origin}/console/..%2Fsrc%2Fapp.ts`)).status).toBe(404);
     const bare = await fetch(`${cg.origin}/console`, { redirect: 'manual' });
@@ -153,16 +163,6 @@ describe('compliance officer', () => {
     await expect.poll(() => page.locator('#audit-results').textContent()).toContain(dr);
     expect(await page.getByLabel('Patient id').inputValue()).toBe(patient.id);
     expect(await page.getByLabel('Break-glass only').isChecked()).toBe(true);
-  });
-
-  it('sees the compliance pages, and every page passes axe', async () => {
-    await signInAs(page, cg.origin, 'compliance-1');
-    expect(await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents()).toEqual(['Break-glass review', 'Alerts', 'Audit search', 'Accounting of disclosures', 'Charts']);
-    for (const title of ['Alerts', 'Audit search', 'Accounting of disclosures', 'Charts']) {
-      await page.getByRole('link', { name: title }).click();
-      await expect.poll(() => page.locator('main h1').textContent()).toBe(title);
-      expect(await axeViolations(page)).toEqual([]);
-    }
   });
 
   it('finds its own review in the audit search', async () => {
@@ -266,7 +266,11 @@ describe('compliance officer', () => {
     await expect.poll(shown).toEqual(alerts.slice(0, 2).map((a) => a.id));
 
     // Walk to the denied spike: its row says what was counted and whose it was.
-    for (let i = 0; i < 20 && !(await shown()).includes(spike.id); i++) await page.getByRole('button', { name: 'Next page' }).click();
+    const onPage = (n: number) => expect.poll(() => page.locator('.pager span').textContent()).toBe(`Page ${n}`);
+    for (let n = 2; !(await shown()).includes(spike.id) && (await page.getByRole('button', { name: 'Next page' }).count()) > 0; n++) {
+      await page.getByRole('button', { name: 'Next page' }).click();
+      await onPage(n);
+    }
     const row = page.locator(`tr[data-alert="${spike.id}"]`);
     expect(await row.textContent()).toContain(`Denied-field spike${spike.detail.split(':')[1]} fields denied in one minute`);
     expect(await row.textContent()).toContain('bill-north (user)');
@@ -415,6 +419,65 @@ describe('clinic admin', () => {
     await expect.poll(() => row.textContent()).toContain('revoked');
     const refusedKey = await (await use()).json();
     expect(refusedKey.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
+  });
+});
+
+describe('every page', () => {
+  /** Each page of each role: axe at 100% and at 200% zoom (a 1280-pixel window at twice the pixel size), and every control reachable with Tab. */
+  it.each([
+    { sub: 'compliance-1', titles: ['Break-glass review', 'Alerts', 'Audit search', 'Accounting of disclosures', 'Charts'] },
+    { sub: 'admin-north', titles: ['Partner API keys', 'Care teams'] },
+  ])('as $sub: axe at normal and double zoom, every control reachable with Tab', async ({ sub, titles }) => {
+    await signInAs(page, cg.origin, sub);
+    expect(await page.getByRole('navigation', { name: 'Pages' }).getByRole('link').allTextContents()).toEqual(titles);
+    for (const title of titles) {
+      await page.getByRole('navigation', { name: 'Pages' }).getByRole('link', { name: title }).click();
+      await expect.poll(() => page.locator('main h1').textContent()).toBe(title);
+      await page.waitForLoadState('networkidle');
+      expect(await axeViolations(page), title).toEqual([]);
+      expect(await page.locator('[style]').count(), `${title}: inline style`).toBe(0);
+
+      // Tab from the skip link through the page: every enabled control in main takes focus, visibly.
+      const controls = await page.evaluate(() => [...document.querySelectorAll('main a[href], main button:not([disabled]), main input, main select, main textarea, main summary, main [tabindex="0"]')].filter((el) => el.checkVisibility()).length);
+      await page.locator('.brand').click();
+      const reached = new Set<string>();
+      for (let i = 0; i < controls + 20; i++) {
+        await page.keyboard.press('Tab');
+        const where = await page.evaluate(() => {
+          const el = document.activeElement;
+          if (el === null || !document.querySelector('main')?.contains(el)) return null;
+          const all = [...document.querySelectorAll('main a[href], main button, main input, main select, main textarea, main summary, main [tabindex="0"]')];
+          return { index: all.indexOf(el), outline: getComputedStyle(el).outlineStyle, what: `${el.tagName} ${el.getAttribute('name') ?? el.textContent}` };
+        });
+        if (where !== null) {
+          reached.add(String(where.index));
+          expect(where.outline, `${title}: focus on ${where.what} is not visible`).not.toBe('none');
+        }
+      }
+      expect(reached.size, `${title}: controls reached with Tab`).toBe(controls);
+    }
+
+    const zoomed = await browser.newContext({ viewport: { width: 640, height: 400 }, deviceScaleFactor: 2 });
+    const z = await zoomed.newPage();
+    z.on('console', (m) => void (/Content Security Policy|Refused to/.test(m.text()) && refused.push(m.text())));
+    await signInAs(z, cg.origin, sub);
+    for (const title of titles) {
+      await z.getByRole('navigation', { name: 'Pages' }).getByRole('link', { name: title }).click();
+      await expect.poll(() => z.locator('main h1').textContent()).toBe(title);
+      await z.waitForLoadState('networkidle');
+      expect(await axeViolations(z), `${title} at 200%`).toEqual([]);
+      expect(await z.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), `${title} at 200% scrolls sideways`).toBe(true);
+    }
+    await zoomed.close();
+  });
+
+  it('the sign-in page and the development issuer\'s login page pass axe', async () => {
+    await page.goto(`${cg.origin}/console/`);
+    await page.getByRole('button', { name: 'Sign in' }).waitFor();
+    expect(await axeViolations(page)).toEqual([]);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.getByLabel('Staff member').waitFor();
+    expect(await axeViolations(page)).toEqual([]);
   });
 });
 
