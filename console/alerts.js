@@ -12,10 +12,11 @@ const ALERTS = `query ConsoleAlerts($since: String, $until: String, $first: Int,
 const PAGE = 25;
 
 /** What each sweep rule counted, in the reviewer's words (src/audit/alert-sweep.ts). */
+const plural = (n, one, many) => `${n} ${n === '1' ? one : many}`;
 const KINDS = {
-  bulk_read: ['Bulk reads', (n) => `${n} patients read in one minute`],
-  denied_spike: ['Denied-field spike', (n) => `${n} fields denied in one minute`],
-  off_hours: ['Reads outside working hours', (n) => `${n} reads that day`],
+  bulk_read: ['Bulk reads', (n) => `${plural(n, 'patient', 'patients')} read in one minute`],
+  denied_spike: ['Denied-field spike', (n) => `${plural(n, 'field', 'fields')} denied in one minute`],
+  off_hours: ['Reads outside working hours', (n) => `${plural(n, 'read', 'reads')} that day`],
 };
 
 /** `detail` as the sweep writes it; an unknown kind is shown as it came, not hidden. */

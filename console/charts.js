@@ -38,6 +38,14 @@ export function bucketize(times, start, end, step) {
   return counts.map((count, i) => ({ start: first + i * step, count }));
 }
 
+/** The axis's short label: the hour alone, with its date where the day changes; the month and day otherwise. */
+function tickLabel(ms, step, previous) {
+  const iso = new Date(ms).toISOString();
+  if (step !== HOUR) return iso.slice(5, 10);
+  const hour = `${iso.slice(11, 13)}:00`;
+  return previous === null || new Date(previous).toISOString().slice(0, 10) !== iso.slice(0, 10) ? `${iso.slice(5, 10)} ${hour}` : hour;
+}
+
 export function bucketLabel(ms, step) {
   const iso = new Date(ms).toISOString();
   if (step === HOUR) return `${iso.slice(0, 10)} ${iso.slice(11, 13)}:00`;
@@ -69,7 +77,7 @@ export function barChart(id, title, bins, step, unit) {
   const total = bins.reduce((sum, b) => sum + b.count, 0);
   const label = `${title}: ${total} ${unit} in ${bins.length} ${step === HOUR ? 'hours' : step === DAY ? 'days' : 'weeks'}, at most ${max} in one`;
   // At most about eight time labels fit under the axis; the table has them all.
-  const every = Math.max(1, Math.ceil(bins.length / 8));
+  const every = Math.max(1, Math.ceil(bins.length / 7));
   const svg = s(
     'svg',
     { viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': label, class: 'chart', focusable: 'false' },
@@ -88,7 +96,7 @@ export function barChart(id, title, bins, step, unit) {
     ...bins
       .map((b, i) => [b, i])
       .filter(([, i]) => i % every === 0)
-      .map(([b, i]) => s('text', { x: left + i * barW + barW / 2, y: top + plotH + 16, 'text-anchor': 'middle', class: 'tick' }, bucketLabel(b.start, step).replace(/^week of /, ''))),
+      .map(([b, i]) => s('text', { x: left + i * barW + barW / 2, y: top + plotH + 16, 'text-anchor': 'middle', class: 'tick' }, tickLabel(b.start, step, i === 0 ? null : bins[i - every].start))),
   );
   return h(
     'figure',
@@ -128,8 +136,9 @@ export function chartsPage(main, endpoint) {
       accessOut.replaceChildren(h('p', {}, `No accesses of patient ${v.patientId} in this range.`));
       return announce('No accesses to chart.');
     }
-    const start = v.since ? Date.parse(String(v.since)) : Math.min(...times);
     const end = v.until ? Date.parse(String(v.until)) : Date.now();
+    // At least the day before the end, so that a few recent accesses stand against a quiet background.
+    const start = v.since ? Date.parse(String(v.since)) : Math.min(end - DAY, ...times);
     const step = stepFor(end - start);
     accessOut.replaceChildren(barChart('access-figure', `Accesses of patient ${v.patientId}`, bucketize(times, start, end, step), step, 'accesses'));
     announce(`${times.length} accesses charted.`);

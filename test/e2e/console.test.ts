@@ -272,7 +272,8 @@ describe('compliance officer', () => {
       await onPage(n);
     }
     const row = page.locator(`tr[data-alert="${spike.id}"]`);
-    expect(await row.textContent()).toContain(`Denied-field spike${spike.detail.split(':')[1]} fields denied in one minute`);
+    const observed = Number(spike.detail.split(':')[1]);
+    expect(await row.textContent()).toContain(`Denied-field spike${observed} ${observed === 1 ? 'field' : 'fields'} denied in one minute`);
     expect(await row.textContent()).toContain('bill-north (user)');
   });
 
