@@ -79,7 +79,7 @@ async function start() {
   } catch (err) {
     return signedOut(config, `The gateway refused the sign-in: ${err.message}`);
   }
-  ctx = { endpoint, me, expired };
+  ctx = { endpoint, me };
   // Once: every request that finds the token refused after this lands here, however many are in flight.
   onSessionEnd(() => {
     if (ctx !== null) expired();
