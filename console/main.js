@@ -68,7 +68,8 @@ async function start() {
     signedOut(config, 'Your session expired. Sign in again.');
   };
   try {
-    if (!(await completeSignIn(config, expired)) || accessToken() === null) return signedOut(config);
+    const expiring = () => announce('Your session ends in 2 minutes: finish or save what you are doing, then sign in again.');
+    if (!(await completeSignIn(config, expired, expiring)) || accessToken() === null) return signedOut(config);
   } catch (err) {
     return signedOut(config, `Sign-in failed: ${err.message}`);
   }

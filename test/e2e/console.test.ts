@@ -314,7 +314,10 @@ describe('compliance officer', () => {
   it('is told when the session expires, and the token is dropped', async () => {
     await page.clock.install();
     await signInAs(page, cg.origin, 'compliance-1');
-    await page.clock.fastForward('15:01');
+    await page.clock.fastForward('13:01');
+    await expect.poll(() => page.locator('#status').textContent()).toContain('Your session ends in 2 minutes');
+    expect(await page.locator('#who').count()).toBe(1);
+    await page.clock.fastForward('02:00');
     await expect.poll(() => page.getByRole('alert').textContent()).toContain('Your session expired');
     expect(await page.locator('#who').count()).toBe(0);
   });
