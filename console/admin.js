@@ -1,5 +1,5 @@
 // Clinic admins: partner API keys of their clinics, and care teams.
-import { gql, isMissingApi } from './api.js';
+import { gql } from './api.js';
 import { announce, field, formValues, h, table } from './dom.js';
 
 const KEY_FIELDS = 'id partner clinics fields purpose status createdAt createdBy expiresAt lastUsedAt revokedAt replaces';
@@ -14,13 +14,7 @@ const words = (s) => String(s ?? '').split(/[\s,]+/).filter(Boolean);
 
 /** `fresh`: a key just created or rotated, whose secret this render shows once. */
 export async function apiKeysPage(main, endpoint, clinics, fresh = null) {
-  let keys;
-  try {
-    ({ apiKeys: keys } = await gql(endpoint, KEYS));
-  } catch (err) {
-    if (!isMissingApi(err)) throw err;
-    return main.replaceChildren(h('h1', {}, 'Partner API keys'), h('p', {}, 'This gateway does not offer partner API keys yet.'));
-  }
+  const { apiKeys: keys } = await gql(endpoint, KEYS);
   const reload = (shown = null) => apiKeysPage(main, endpoint, clinics, shown);
   const secret = h('div', { id: 'new-secret' });
   if (fresh !== null) {

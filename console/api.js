@@ -8,10 +8,17 @@ export class ApiError extends Error {
   }
 }
 
+let sessionEnded = () => {};
+
+/** What to do when the gateway no longer accepts the token (expired, revoked, signed out elsewhere). */
+export function onSessionEnd(handler) {
+  sessionEnded = handler;
+}
+
 /** Runs one operation; throws an ApiError with the gateway's extensions.code on any error. */
 export async function gql(endpoint, query, variables = {}) {
   const token = accessToken();
-  if (token === null) throw new ApiError('Your session has ended. Sign in again.', 'UNAUTHENTICATED');
+  if (token === null) throw ended();
   const res = await fetch(endpoint, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
@@ -20,11 +27,13 @@ export async function gql(endpoint, query, variables = {}) {
   });
   const body = await res.json().catch(() => ({}));
   const first = body.errors?.[0];
-  if (res.status === 401 || first?.extensions?.code === 'UNAUTHENTICATED') throw new ApiError('Your session has ended. Sign in again.', 'UNAUTHENTICATED');
+  if (res.status === 401 || first?.extensions?.code === 'UNAUTHENTICATED') throw ended();
   if (first) throw new ApiError(first.message, first.extensions?.code ?? 'ERROR');
   if (!res.ok) throw new ApiError(`The gateway answered ${res.status}.`, 'ERROR');
   return body.data;
 }
 
-/** True when GraphQL validation says the gateway has no such field: that part of the API is not deployed here. */
-export const isMissingApi = (e) => e instanceof ApiError && /^Cannot query field/.test(e.message);
+function ended() {
+  sessionEnded();
+  return new ApiError('Your session has ended. Sign in again.', 'UNAUTHENTICATED');
+}

@@ -1,7 +1,8 @@
 // Audit search and one patient's accounting of disclosures (HIPAA 164.528): facts about accesses,
 // never a PHI value.
-import { gql, isMissingApi } from './api.js';
-import { announce, field, formValues, h, table } from './dom.js';
+import { gql } from './api.js';
+import { announce, download, field, formValues, h, table } from './dom.js';
+import { textPdf } from './pdf.js';
 
 const EVENTS = `query ConsoleAudit($patientId: ID, $actor: String, $action: String, $breakGlassOnly: Boolean, $since: String, $until: String, $first: Int, $after: String) {
   auditEvents(patientId: $patientId, actor: $actor, action: $action, breakGlassOnly: $breakGlassOnly, since: $since, until: $until, first: $first, after: $after) {
@@ -10,11 +11,10 @@ const EVENTS = `query ConsoleAudit($patientId: ID, $actor: String, $action: Stri
   }
 }`;
 const DISCLOSURES = `query ConsoleDisclosures($patientId: ID!, $since: String, $until: String) {
-  disclosures(patientId: $patientId, since: $since, until: $until) { disclosedAt actor actorKind role purpose fields maskedFields breakGlass requestId }
+  disclosures(patientId: $patientId, since: $since, until: $until) { disclosedAt actor actorKind role purpose fields maskedFields searches breakGlass requestId }
 }`;
 const PAGE = 50;
 
-const unavailable = (main, title) => main.replaceChildren(h('h1', {}, title), h('p', {}, 'This gateway does not offer this part of the API yet.'));
 const isoOrNull = (v) => (v ? new Date(v).toISOString() : null);
 
 /** `prefill`: filter values to start with and search at once (the review queue's "Reads" link). */
@@ -51,7 +51,6 @@ export function auditPage(main, endpoint, prefill = new URLSearchParams()) {
       );
       announce(`${events.length} audit events shown.`);
     } catch (err) {
-      if (isMissingApi(err)) return unavailable(main, 'Audit search');
       announce(`Search failed: ${err.message}`);
     }
   };
@@ -73,31 +72,46 @@ export function disclosuresPage(main, endpoint) {
     const v = formValues(form);
     try {
       const { disclosures } = await gql(endpoint, DISCLOSURES, { patientId: v.patientId, since: isoOrNull(v.since), until: isoOrNull(v.until) });
-      const headers = ['Disclosed at', 'To', 'Kind', 'Role', 'Purpose', 'Fields shown', 'Fields masked', 'Break-glass', 'Request'];
-      const rows = disclosures.map((d) => [d.disclosedAt, d.actor, d.actorKind, d.role ?? '', d.purpose, d.fields.join(' '), d.maskedFields.join(' '), d.breakGlass ? 'yes' : 'no', d.requestId]);
+      const headers = ['Disclosed at', 'To', 'Kind', 'Role', 'Purpose', 'Fields shown', 'Fields masked', 'Searches', 'Break-glass', 'Request'];
+      const rows = disclosures.map((d) => [d.disclosedAt, d.actor, d.actorKind, d.role ?? '', d.purpose, d.fields.join(' '), d.maskedFields.join(' '), d.searches.join(' '), d.breakGlass ? 'yes' : 'no', d.requestId]);
+      const title = `Accounting of disclosures for patient ${v.patientId}`;
+      const range = `${v.since || 'the start of the audit trail'} to ${v.until || 'now'}`;
+      const produced = `${rows.length} disclosure${rows.length === 1 ? '' : 's'} from ${range}; produced ${new Date().toISOString()}.`;
+      const file = `disclosures-${v.patientId}`;
       results.replaceChildren(
-        h('h2', {}, `Accounting of disclosures for patient ${v.patientId}`),
-        h('p', {}, `${rows.length} disclosure${rows.length === 1 ? '' : 's'}; produced ${new Date().toISOString()}.`),
-        h('p', { class: 'no-print' }, h('button', { type: 'button', onclick: () => print() }, 'Print'), ' ', h('button', { type: 'button', onclick: () => downloadCsv(`disclosures-${v.patientId}.csv`, headers, rows) }, 'Export CSV')),
+        h('h2', {}, title),
+        h('p', {}, produced),
+        h(
+          'p',
+          { class: 'no-print actions' },
+          h('button', { type: 'button', onclick: () => print() }, 'Print'),
+          h('button', { type: 'button', onclick: () => download(`${file}.csv`, 'text/csv', csv(headers, rows)) }, 'Export CSV'),
+          h('button', { type: 'button', onclick: () => download(`${file}.pdf`, 'application/pdf', textPdf(title, [produced, '', ...disclosures.flatMap(pdfEntry)])) }, 'Export PDF'),
+        ),
         table('Disclosures', headers, rows),
       );
       announce(`${rows.length} disclosures listed.`);
     } catch (err) {
-      if (isMissingApi(err)) return unavailable(main, 'Accounting of disclosures');
       announce(`Accounting failed: ${err.message}`);
     }
   };
   main.replaceChildren(h('h1', {}, 'Accounting of disclosures'), form, results);
 }
 
-const csvCell = (v) => (/[",\n\r]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+// A cell a spreadsheet would take for a formula (=, +, -, @) is kept as text by a leading quote.
+const csvCell = (v) => {
+  const text = /^[=+\-@]/.test(String(v)) ? `'${v}` : String(v);
+  return /[",\n\r]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+};
+const csv = (headers, rows) => [headers, ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n') + '\r\n';
 
-function downloadCsv(name, headers, rows) {
-  const text = [headers, ...rows].map((r) => r.map(csvCell).join(',')).join('\r\n');
-  const url = URL.createObjectURL(new Blob([text], { type: 'text/csv' }));
-  const a = h('a', { href: url, download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 1000);
+/** One disclosure as the PDF's lines: who, when, why, then what was shown. */
+function pdfEntry(d) {
+  return [
+    `${d.disclosedAt}  ${d.actor} (${d.actorKind}${d.role ? `, ${d.role}` : ''})  purpose ${d.purpose}${d.breakGlass ? '  BREAK-GLASS' : ''}  request ${d.requestId}`,
+    d.fields.length > 0 ? `    shown: ${d.fields.join(' ')}` : null,
+    d.maskedFields.length > 0 ? `    masked: ${d.maskedFields.join(' ')}` : null,
+    d.searches.length > 0 ? `    found by: ${d.searches.join(' ')}` : null,
+    '',
+  ].filter((l) => l !== null);
 }

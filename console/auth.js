@@ -7,6 +7,9 @@ const PENDING = 'phigate-console-pending-login';
 /** @type {{ token: string, expiresAt: number } | null} */
 let session = null;
 let expiryTimer = 0;
+let warningTimer = 0;
+/** How long before expiry the page warns, so that no one loses a half-written review to it. */
+const WARN_SECONDS = 120;
 
 const base64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 const randomString = (n) => base64url(crypto.getRandomValues(new Uint8Array(n)));
@@ -42,10 +45,11 @@ export async function signIn(config) {
 }
 
 /**
- * On return from the issuer: redeems the code for a token. Returns false when this page load is
+ * On return from the issuer: redeems the code for a token; `onExpiring` runs two minutes before it
+ * expires, `onExpired` when it has. Returns false when this page load is
  * not a return from the issuer; throws when it is one that cannot be trusted.
  */
-export async function completeSignIn(config, onExpired) {
+export async function completeSignIn(config, onExpired, onExpiring = () => {}) {
   const params = new URLSearchParams(location.search);
   if (!params.has('code') && !params.has('error')) return false;
   const pending = JSON.parse(sessionStorage.getItem(PENDING) ?? 'null');
@@ -71,10 +75,12 @@ export async function completeSignIn(config, onExpired) {
   const ttl = Number(body.expires_in) > 0 ? Number(body.expires_in) : 300;
   session = { token: body.access_token, expiresAt: Date.now() + ttl * 1000 };
   clearTimeout(expiryTimer);
+  clearTimeout(warningTimer);
   expiryTimer = setTimeout(() => {
     session = null;
     onExpired();
   }, ttl * 1000);
+  if (ttl > WARN_SECONDS) warningTimer = setTimeout(onExpiring, (ttl - WARN_SECONDS) * 1000);
   return true;
 }
 
@@ -91,5 +97,6 @@ export function expiresAt() {
 /** Forgets the token; the issuer's own session (if any) is the issuer's. */
 export function signOut() {
   clearTimeout(expiryTimer);
+  clearTimeout(warningTimer);
   session = null;
 }

@@ -20,9 +20,10 @@ export function h(tag, attrs = {}, ...children) {
  * @param {(index: number) => Record<string, unknown>} [rowAttrs]
  */
 export function table(caption, headers, rows, rowAttrs = () => ({})) {
+  // A wide table scrolls sideways inside its box at 200% zoom: the box takes focus so the keyboard can scroll it.
   return h(
     'div',
-    { class: 'table-wrap' },
+    { class: 'table-wrap', role: 'region', 'aria-label': caption, tabindex: 0 },
     h(
       'table',
       {},
@@ -52,3 +53,13 @@ export function age(iso) {
 }
 
 export const formValues = (form) => Object.fromEntries(new FormData(form).entries());
+
+/** Saves `data` as a file named `name`: a link to a blob of this page, clicked, then let go. */
+export function download(name, type, data) {
+  const url = URL.createObjectURL(new Blob([data], { type }));
+  const a = h('a', { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}

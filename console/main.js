@@ -1,16 +1,20 @@
 // The console's shell: sign-in state, the pages a principal's roles allow, and hash routing.
 import { apiKeysPage, careTeamsPage } from './admin.js';
-import { gql } from './api.js';
+import { alertsPage } from './alerts.js';
+import { gql, onSessionEnd } from './api.js';
 import { auditPage, disclosuresPage } from './audit.js';
 import { accessToken, completeSignIn, expiresAt, signIn, signOut } from './auth.js';
 import { breakGlassPage } from './break-glass.js';
+import { chartsPage } from './charts.js';
 import { announce, h } from './dom.js';
 
 /** Which role opens which page. The gateway enforces the same: a page here is only a convenience. */
 const PAGES = [
   { id: 'break-glass', title: 'Break-glass review', role: 'compliance', render: (main, ctx) => breakGlassPage(main, ctx.endpoint) },
+  { id: 'alerts', title: 'Alerts', role: 'compliance', render: (main, ctx, params) => alertsPage(main, ctx.endpoint, params) },
   { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx, params) => auditPage(main, ctx.endpoint, params) },
   { id: 'disclosures', title: 'Accounting of disclosures', role: 'compliance', render: (main, ctx) => disclosuresPage(main, ctx.endpoint) },
+  { id: 'charts', title: 'Charts', role: 'compliance', render: (main, ctx) => chartsPage(main, ctx.endpoint) },
   { id: 'api-keys', title: 'Partner API keys', role: 'clinic_admin', render: (main, ctx) => apiKeysPage(main, ctx.endpoint, ctx.me.clinics) },
   { id: 'care-teams', title: 'Care teams', role: 'clinic_admin', render: (main, ctx) => careTeamsPage(main, ctx.endpoint) },
 ];
@@ -50,7 +54,8 @@ async function show() {
   try {
     await page.render(view, ctx, new URLSearchParams(query));
   } catch (err) {
-    if (err.code === 'UNAUTHENTICATED') return ctx.expired();
+    // api.js has already taken the console back to sign-in.
+    if (err.code === 'UNAUTHENTICATED') return;
     view.replaceChildren(h('h1', {}, page.title), h('p', { role: 'alert', class: 'error' }, `This page could not load: ${err.message}`));
   }
   if (view.isConnected) main.focus();
@@ -58,9 +63,13 @@ async function show() {
 
 async function start() {
   const config = await (await fetch('/console/config.json', { cache: 'no-store' })).json();
-  const expired = () => signedOut(config, 'Your session expired. Sign in again.');
+  const expired = () => {
+    signOut();
+    signedOut(config, 'Your session expired. Sign in again.');
+  };
   try {
-    if (!(await completeSignIn(config, expired)) || accessToken() === null) return signedOut(config);
+    const expiring = () => announce('Your session ends in 2 minutes: finish or save what you are doing, then sign in again.');
+    if (!(await completeSignIn(config, expired, expiring)) || accessToken() === null) return signedOut(config);
   } catch (err) {
     return signedOut(config, `Sign-in failed: ${err.message}`);
   }
@@ -71,7 +80,11 @@ async function start() {
   } catch (err) {
     return signedOut(config, `The gateway refused the sign-in: ${err.message}`);
   }
-  ctx = { endpoint, me, expired };
+  ctx = { endpoint, me };
+  // Once: every request that finds the token refused after this lands here, however many are in flight.
+  onSessionEnd(() => {
+    if (ctx !== null) expired();
+  });
   sessionBox.replaceChildren(
     h('span', { id: 'who' }, `${me.subject} (${me.roles.join(', ')})`),
     h('span', {}, `until ${new Date(expiresAt() ?? Date.now()).toLocaleTimeString()}`),

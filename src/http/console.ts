@@ -72,6 +72,9 @@ export async function createConsoleRoute(opts: ConsoleOptions): Promise<(req: ht
       'content-length': file.body.length,
       'cache-control': 'no-store',
       'content-security-policy': csp,
+      // The page's address carries the authorization code on return from the issuer: no referrer takes it along.
+      'referrer-policy': 'no-referrer',
+      'x-content-type-options': 'nosniff',
     });
     res.end(req.method === 'HEAD' ? undefined : file.body);
     return true;

@@ -42,13 +42,42 @@ it('takes a screenshot of every console page', async () => {
     expect(opened.body.errors).toBeUndefined();
   }
 
+  // Some history to show: reads by the care team, a billing clerk's denied notes, and the alerts
+  // a sweep with zero thresholds raises from them.
+  const dr = 'dr-north-1';
+  const patient = cg.gw.data.patients.find((p) => p.clinicId === 'c-north' && p.careTeam.includes(dr));
+  if (patient === undefined) throw new Error('no c-north patient on the care team of dr-north-1');
+  for (const sub of [dr, dr, 'bill-north']) await cg.gw.gql(await cg.devToken(sub), 'query($id: ID!) { patient(id: $id) { mrn ssn encounters { notes } } }', { id: patient.id });
+  await cg.gw.admin(async (c) => {
+    await c.query("UPDATE phigate.alert_sweep SET swept_until = now() - interval '10 minutes'");
+    await c.query("SELECT * FROM phigate.sweep_alerts(0, 0, '00:00', '00:00', 'UTC', 0)");
+  });
+
   const compliance = await openAs('compliance-1');
   await compliance.locator('tr[data-grant]').first().waitFor();
   await shot(compliance, 'break-glass-review');
+  await compliance.getByRole('link', { name: 'Alerts' }).click();
+  await compliance.locator('tr[data-alert]').first().waitFor();
+  await shot(compliance, 'alerts');
   await compliance.getByRole('link', { name: 'Audit search' }).click();
+  await compliance.getByLabel('Actor').fill(dr);
+  await compliance.getByRole('button', { name: 'Search' }).click();
+  await compliance.locator('#audit-results tr').nth(1).waitFor();
   await shot(compliance, 'audit-search');
   await compliance.getByRole('link', { name: 'Accounting of disclosures' }).click();
+  await compliance.getByLabel('Patient id').fill(patient.id);
+  await compliance.getByRole('button', { name: 'Produce accounting' }).click();
+  await compliance.locator('#disclosure-results tbody tr').first().waitFor();
   await shot(compliance, 'disclosures');
+  await compliance.emulateMedia({ media: 'print' });
+  await shot(compliance, 'disclosures-print');
+  await compliance.emulateMedia({ media: 'screen' });
+  await compliance.getByRole('link', { name: 'Charts' }).click();
+  await compliance.locator('#denied-figure').waitFor();
+  await compliance.getByLabel('Patient id').fill(patient.id);
+  await compliance.getByRole('button', { name: 'Chart accesses' }).click();
+  await compliance.locator('#access-figure').waitFor();
+  await shot(compliance, 'charts');
 
   const admin = await openAs('admin-north');
   await admin.locator('main h1').waitFor();
