@@ -17,6 +17,7 @@ import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
 import { createPgKeyStore } from './db/key-store.ts';
 import { createSearchQuota } from './db/search-quota.ts';
 import { assertSafeAppRole, createPool, type Pool } from './db/pool.ts';
+import { assertRowScopes, RowScopeError } from './db/row-scopes.ts';
 import { assertTlsConnection } from './db/tls.ts';
 import { createGateway, type Gateway } from './http/gateway.ts';
 import { createConsoleRoute } from './http/console.ts';
@@ -63,6 +64,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);
+    await assertRowScopes(pool, policy, config.policyFile).catch((err: unknown) => {
+      throw err instanceof RowScopeError ? new ConfigError('PHIGATE_POLICY_FILE', err.message) : err;
+    });
     // Keys load through a pool of their own: a request holding one of the main pool's connections
     // may wait for a key, and if every connection were held that way, a key load queued behind
     // them would never get one.

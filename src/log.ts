@@ -1,20 +1,19 @@
 import pino, { type Logger } from 'pino';
 import { currentRequest } from './http/request-id.ts';
+import { PHI_LOG_KEYS } from './policy/phi-fields.ts';
 
 export type { Logger };
-
-const PHI_FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address', 'occurredAt', 'kind', 'reason', 'diagnosisCodes', 'notes'];
 
 /**
  * Structured JSON logs. Call sites log ids, codes and counts, never values; the redaction list
  * is the second line of defence for anything that slips through: credentials, GraphQL documents
- * and variables (a document can spell a PHI value inline), SQL text and parameters, PHI field
- * names. Pino matches a wildcard at one level only, so call sites log flat summaries (see
+ * and variables (a document can spell a PHI value inline), SQL text and parameters, and every
+ * field, input and column name of the PHI catalogue (src/policy/phi-fields.ts). Pino matches a wildcard at one level only, so call sites log flat summaries (see
  * errorSummary), never whole error or request objects.
  */
 export const REDACT_PATHS = [
   ...['headers.authorization', 'headers.cookie'].flatMap((p) => [p, `*.${p}`]),
-  ...['authorization', 'cookie', 'token', 'password', 'secret', 'key', 'apiKey', 'query', 'document', 'variables', 'sql', 'values', ...PHI_FIELDS].flatMap(
+  ...['authorization', 'cookie', 'token', 'password', 'secret', 'key', 'apiKey', 'query', 'document', 'variables', 'sql', 'values', ...PHI_LOG_KEYS].flatMap(
     (f) => [f, `*.${f}`],
   ),
 ];

@@ -11,8 +11,11 @@ import { createKeyring } from '../crypto/keys/keyring.ts';
 import { createPgKeyStore } from '../db/key-store.ts';
 import { ensureAppLogin, migrate } from '../db/migrate.ts';
 import { createPool } from '../db/pool.ts';
+import { RowScopeError } from '../db/row-scopes.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
 import { printSdl } from '../graphql/schema.ts';
+import { loadPolicy } from '../policy/load.ts';
+import { PHI_FIELDS } from '../policy/phi-fields.ts';
 import { seed } from '../seed/seed.ts';
 import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
 import { progressBar } from './progress.ts';
@@ -55,10 +58,14 @@ export const commands: Record<string, Command> = {
   migrate: {
     options: {},
     async run(_v, config) {
+      // Read first: a policy that cannot be trusted stops migrate before the database is touched.
+      const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
       const urls = await databaseUrls(config, err);
       try {
         const migrateUrl = migratorUrl(config, urls);
-        const { applied, alreadyApplied } = await migrate(migrateUrl, { onProgress: err });
+        const { applied, alreadyApplied } = await migrate(migrateUrl, { onProgress: err, policy }).catch((e: unknown) => {
+          throw e instanceof RowScopeError ? new CommandError(`${config.policyFile}: ${e.message}`) : e;
+        });
         if (config.env === 'development' && config.database) {
           const r = await ensureAppLogin(migrateUrl, config.database.appUrl);
           if (r === 'created') err('created the gateway login role of DATABASE_URL (member of phigate_app)');

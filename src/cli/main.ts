@@ -6,7 +6,8 @@ import { CommandError, commands } from './commands.ts';
 const USAGE = `usage: phigate <command> [options]
 
 commands:
-  migrate                       apply schema/ migrations as the migrator (PHIGATE_MIGRATE_URL)
+  migrate                       apply schema/ migrations as the migrator (PHIGATE_MIGRATE_URL),
+                                then make row security enforce PHIGATE_POLICY_FILE's row scopes
   seed --patients N [--manifest FILE] [--seed N]
                                 add N synthetic patients; write who-sees-what to the manifest
   token --sub S --roles r1,r2 --clinics c1 [--mfa] [--auth-age SECONDS] [--ttl SECONDS]

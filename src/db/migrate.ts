@@ -3,6 +3,8 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import type { PolicySet } from '../policy/types.ts';
+import { writeRoleScopes } from './row-scopes.ts';
 
 export const MIGRATIONS_DIR = fileURLToPath(new URL('../../schema/migrations/', import.meta.url));
 
@@ -17,6 +19,8 @@ export interface Migration {
 export interface MigrateResult {
   readonly applied: readonly string[];
   readonly alreadyApplied: readonly string[];
+  /** Roles whose row scopes were written from the policy; empty when no policy was given. */
+  readonly roleScopes: readonly string[];
 }
 
 export async function readMigrations(dir: string = MIGRATIONS_DIR): Promise<Migration[]> {
@@ -40,10 +44,12 @@ const MIGRATION_LOCK = 7_340_217_001;
 /**
  * Applies pending migrations in order, each in its own transaction, recording name and checksum.
  * A migration already applied with a different checksum stops everything: history is not rewritten.
+ * With a policy, then makes row security enforce its roles' row scopes and operations
+ * (src/db/row-scopes.ts), or refuses one the database does not implement.
  */
 export async function migrate(
   migrateUrl: string,
-  opts: { onProgress?: (line: string) => void; dir?: string } = {},
+  opts: { onProgress?: (line: string) => void; dir?: string; policy?: PolicySet } = {},
 ): Promise<MigrateResult> {
   const migrations = await readMigrations(opts.dir);
   const client = new pg.Client({ connectionString: migrateUrl, application_name: 'phigate-migrate' });
@@ -83,7 +89,9 @@ export async function migrate(
       }
       applied.push(m.name);
     }
-    return { applied, alreadyApplied };
+    const roleScopes = opts.policy ? (await writeRoleScopes(client, opts.policy)).map((s) => `${s.role}: ${s.rowScope}`) : [];
+    if (roleScopes.length) opts.onProgress?.(`row scopes from the policy: ${roleScopes.join(', ')}`);
+    return { applied, alreadyApplied, roleScopes };
   } finally {
     await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK]).catch(() => undefined);
     await client.end();

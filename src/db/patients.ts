@@ -1,3 +1,4 @@
+import { encryptedColumns } from '../policy/phi-fields.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
@@ -41,19 +42,9 @@ export interface EncounterRow extends GrantColumns {
   readonly notes: Buffer | null;
 }
 
-/** Patient column name for each encrypted GraphQL field. */
-export const PATIENT_COLUMNS = {
-  mrn: 'mrn',
-  ssn: 'ssn',
-  givenName: 'given_name',
-  familyName: 'family_name',
-  birthDate: 'birth_date',
-  phone: 'phone',
-  email: 'email',
-  address: 'address',
-} as const;
-
-export const ENCOUNTER_COLUMNS = { kind: 'kind', reason: 'reason', diagnosisCodes: 'diagnosis_codes', notes: 'notes' } as const;
+/** Column name of each encrypted GraphQL field, from the PHI catalogue (src/policy/phi-fields.ts). */
+export const PATIENT_COLUMNS = encryptedColumns('Patient');
+export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
 
 // The live grant, judged like row security judges it (schema/migrations/012_break_glass.sql).
 const LIVE_GRANT = (patientId: string) => `

@@ -4,6 +4,8 @@ import path from 'node:path';
 import type { Config } from '../config.ts';
 import { startEmbeddedPostgres } from '../db/embedded.ts';
 import { ensureAppLogin, migrate } from '../db/migrate.ts';
+import { loadPolicy } from '../policy/load.ts';
+import { PHI_FIELDS } from '../policy/phi-fields.ts';
 
 export interface DatabaseUrls {
   readonly appUrl: string;
@@ -40,7 +42,8 @@ export async function databaseUrls(config: Config, log: (line: string) => void):
   log(`starting embedded PostgreSQL (data in ${path.join(config.dataDir, 'pg')}, port ${port})`);
   const db = await startEmbeddedPostgres({ dataDir: config.dataDir, port });
   try {
-    const { applied } = await migrate(db.superuserUrl, { onProgress: log });
+    const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
+    const { applied } = await migrate(db.superuserUrl, { onProgress: log, policy });
     if (applied.length) log(`applied ${applied.length} migration(s)`);
     await ensureAppLogin(db.superuserUrl, db.appUrl);
   } catch (err) {

@@ -1,7 +1,7 @@
 import SchemaBuilder from '@pothos/core';
 import ScopeAuthPlugin from '@pothos/plugin-scope-auth';
 import { PhigateError } from '../errors.ts';
-import { canPerform, knownRoles, mfaBlocks } from '../policy/decide.ts';
+import { canPerform, mfaBlocks, usableRoles } from '../policy/decide.ts';
 import type { GraphQLContext } from './context.ts';
 
 export interface AuthScopes {
@@ -21,7 +21,7 @@ export const builder = new SchemaBuilder<{
   scopeAuth: {
     // Scopes are computed once per request from the principal and the policy.
     authScopes: (ctx) => ({
-      patientReader: knownRoles(ctx.policy, ctx.principal).some((r) => r.rows !== 'none' && (!r.mfaRequired || ctx.principal.mfa)),
+      patientReader: usableRoles(ctx.policy, ctx.principal).some((r) => r.rows !== 'none'),
       operation: (name: string) => canPerform(ctx.policy, ctx.principal, name),
     }),
     unauthorizedError: (_parent, ctx) =>

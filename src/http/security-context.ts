@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/principal.ts';
 import type { SecurityContext } from '../db/transaction.ts';
-import { knownRoles } from '../policy/decide.ts';
+import { usableRoles } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/types.ts';
 
 /**
@@ -10,7 +10,7 @@ import type { PolicySet } from '../policy/types.ts';
  * rows name the partner.
  */
 export function securityContextFor(principal: Principal, policy: PolicySet, requestId: string): SecurityContext {
-  const roles = knownRoles(policy, principal).filter((r) => !r.mfaRequired || principal.mfa);
+  const roles = usableRoles(policy, principal);
   return {
     actor: principal.kind === 'partner' ? principal.keyId : principal.subject,
     actorKind: principal.kind,

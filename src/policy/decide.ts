@@ -30,8 +30,6 @@ export const EMERGENCY_PURPOSE = 'emergency_treatment';
 const PERMISSIVENESS: Readonly<Record<Effect, number>> = { deny: 0, mask: 1, allow: 2 };
 const DENIED: FieldDecision = Object.freeze({ effect: 'deny', role: null, viaGrant: false });
 
-const mfaSatisfied = (role: RolePolicy, principal: Principal): boolean => !role.mfaRequired || principal.mfa;
-
 /** The role of API keys: held by partner principals alone, whatever a user's token claims. */
 export const PARTNER_ROLE = 'partner';
 
@@ -45,6 +43,31 @@ const holds = (principal: Principal, role: string): boolean =>
  */
 export function knownRoles(policy: PolicySet, principal: Principal): RolePolicy[] {
   return [...policy.roles.values()].filter((role) => holds(principal, role.name));
+}
+
+/** Whether the principal's sign-in meets the role's MFA requirement: the one place this is spelt. */
+export const mfaMet = (role: RolePolicy, principal: Principal): boolean => !role.mfaRequired || principal.mfa;
+
+/**
+ * The roles the principal can act in now: known to the policy and their MFA requirement met. A
+ * role whose MFA is not met grants nothing, neither rows nor fields nor operations nor limits.
+ */
+export function usableRoles(policy: PolicySet, principal: Principal): RolePolicy[] {
+  return knownRoles(policy, principal).filter((role) => mfaMet(role, principal));
+}
+
+/**
+ * The first role matching `wanted` that the principal can act in, and every matching role it
+ * holds: some held but none usable means signing in with MFA would help (MFA_REQUIRED), none held
+ * means it would not (FORBIDDEN).
+ */
+export function roleFor(
+  policy: PolicySet,
+  principal: Principal,
+  wanted: (role: RolePolicy) => boolean,
+): { role: RolePolicy | null; held: RolePolicy[] } {
+  const held = knownRoles(policy, principal).filter(wanted);
+  return { role: held.find((role) => mfaMet(role, principal)) ?? null, held };
 }
 
 /**
@@ -147,7 +170,7 @@ function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: st
   const granted = grantRoleForRow(policy, principal, row);
   // The usual roles first: a grant is credited only with what they would not have shown anyway.
   for (const role of [...rolesForRow(policy, principal, row), ...(granted ? [granted] : [])]) {
-    if (!mfaSatisfied(role, principal)) continue;
+    if (!mfaMet(role, principal)) continue;
     // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
     // a partner sees the intersection of its role's policy and its key's fields.
     const effect = principal.kind === 'partner' && !principal.fields.has(name) ? 'deny' : (role.fields.get(name) ?? 'deny');
@@ -162,13 +185,11 @@ function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: st
  * search confirms the whole value, which is what the mask withholds. null: the search is refused.
  */
 export function searchRole(policy: PolicySet, principal: Principal, name: string): RolePolicy | null {
-  return knownRoles(policy, principal).find((role) => role.rows !== 'none' && mfaSatisfied(role, principal) && role.fields.get(name) === 'allow') ?? null;
+  return usableRoles(policy, principal).find((role) => role.rows !== 'none' && role.fields.get(name) === 'allow') ?? null;
 }
 
 export function canPerform(policy: PolicySet, principal: Principal, operation: string): boolean {
-  return knownRoles(policy, principal).some(
-    (role) => role.operations.has(operation) && mfaSatisfied(role, principal),
-  );
+  return usableRoles(policy, principal).some((role) => role.operations.has(operation));
 }
 
 /**

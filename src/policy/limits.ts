@@ -1,5 +1,5 @@
 import type { Principal } from '../auth/principal.ts';
-import { knownRoles } from './decide.ts';
+import { usableRoles } from './decide.ts';
 import type { PhiLimits, PolicySet } from './types.ts';
 
 /**
@@ -9,8 +9,8 @@ import type { PhiLimits, PolicySet } from './types.ts';
  */
 export function effectiveLimits(policy: PolicySet, principal: Principal): PhiLimits | null {
   let effective: PhiLimits | null = null;
-  for (const role of knownRoles(policy, principal)) {
-    if (role.limits === null || (role.mfaRequired && !principal.mfa)) continue;
+  for (const role of usableRoles(policy, principal)) {
+    if (role.limits === null) continue;
     effective = effective === null ? role.limits : {
       rowsPerRequest: Math.max(effective.rowsPerRequest, role.limits.rowsPerRequest),
       phiValuesPerRequest: Math.max(effective.phiValuesPerRequest, role.limits.phiValuesPerRequest),

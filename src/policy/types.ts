@@ -2,8 +2,9 @@
 export type Effect = 'allow' | 'mask' | 'deny';
 
 /**
- * Which patient rows a role may see. PostgreSQL row security enforces the same scope again,
- * so a policy mistake here cannot widen what the database returns.
+ * Which patient rows a role may see. PostgreSQL row security enforces the same scope again from
+ * phigate.role_scopes, which migrate writes from the policy and start-up compares with it
+ * (src/db/row-scopes.ts), so a policy mistake here cannot widen what the database returns.
  */
 export type RowScope = 'care_team' | 'clinic' | 'none';
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { insertEncounter } from '../db/patients.ts';
+import { ENCOUNTER_COLUMNS, insertEncounter } from '../db/patients.ts';
 import { loadPatientForWrite } from './load-patient.ts';
 import { mayWrite } from './may-write.ts';
 import type { RequestScope } from './scope.ts';
@@ -33,10 +33,10 @@ export async function addEncounter(scope: RequestScope, rawPatientId: string, in
     patientId: patient.id,
     clinicId: patient.clinic_id,
     occurredAt,
-    kind: await seal('kind', kind),
-    reason: await sealOptional('reason', plain.reason),
-    diagnosisCodes: await sealOptional('diagnosis_codes', plain.diagnosisCodes),
-    notes: await sealOptional('notes', plain.notes),
+    kind: await seal(ENCOUNTER_COLUMNS.kind, kind),
+    reason: await sealOptional(ENCOUNTER_COLUMNS.reason, plain.reason),
+    diagnosisCodes: await sealOptional(ENCOUNTER_COLUMNS.diagnosisCodes, plain.diagnosisCodes),
+    notes: await sealOptional(ENCOUNTER_COLUMNS.notes, plain.notes),
   }).catch(rethrowRefusal);
   auditWrites(scope, 'create', 'Encounter', patient.id, id, grants);
   return id;

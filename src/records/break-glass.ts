@@ -3,7 +3,7 @@ import type { Alerts } from '../audit/alerts.ts';
 import type { BreakGlassSettings } from '../config.ts';
 import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, setGrantClinic, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
-import { EMERGENCY_PURPOSE, knownRoles } from '../policy/decide.ts';
+import { EMERGENCY_PURPOSE, roleFor } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
@@ -27,8 +27,6 @@ const CHECK_VIOLATION = '23514';
 // One answer whether the patient does not exist or lies beyond the grant's reach: breaking the
 // glass must not become a way to learn which ids are patients elsewhere.
 const UNAVAILABLE = 'There is no patient with this id that you may break the glass for.';
-
-const mfaMet = (role: RolePolicy, scope: RequestScope) => !role.mfaRequired || scope.principal.mfa;
 
 function event(action: 'break_glass' | 'review', detail: string, grant: { id: string | null; patientId: string | null; role: string | null }): AuditEvent {
   return {
@@ -67,11 +65,10 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
   if (principal.kind !== 'user') {
     return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', 'Your role may not break the glass.', { reason: 'role' }), patientId, null);
   }
-  const roles = knownRoles(policy, principal).filter((r) => r.operations.has('breakGlass'));
-  if (roles.length === 0) {
+  const { role, held } = roleFor(policy, principal, (r) => r.operations.has('breakGlass'));
+  if (held.length === 0) {
     return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', 'Your role may not break the glass.', { reason: 'role' }), patientId, null);
   }
-  const role = roles.find((r) => mfaMet(r, scope));
   const authAge = principal.authTime === null ? null : Math.floor(Date.now() / 1000) - principal.authTime;
   if (!role || !principal.mfa || authAge === null || authAge > settings.maxAuthAgeSeconds) {
     const minutes = Math.round(settings.maxAuthAgeSeconds / 60);
@@ -80,7 +77,7 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
       `Breaking the glass needs a multi-factor sign-in within the last ${minutes} minutes${authAge === null ? ' (your token has no auth_time)' : ''}; sign in again.`,
       { reason: 'stale_auth' },
     );
-    return refuse(scope, error, patientId, roles[0]!.name);
+    return refuse(scope, error, patientId, held[0]!.name);
   }
   const reason = v.text('reason', rawReason, MAX_REASON);
   if ([...reason].length < settings.minReasonLength) {
@@ -143,10 +140,9 @@ export async function endBreakGlass(scope: RequestScope, rawId: string): Promise
 }
 
 function reviewerRole(scope: RequestScope): RolePolicy {
-  const roles = knownRoles(scope.policy, scope.principal).filter((r) => r.operations.has('reviewBreakGlass'));
-  const role = roles.find((r) => mfaMet(r, scope));
+  const { role, held } = roleFor(scope.policy, scope.principal, (r) => r.operations.has('reviewBreakGlass'));
   if (role) return role;
-  throw roles.length > 0
+  throw held.length > 0
     ? new PhigateError('MFA_REQUIRED', 'Reviewing emergency access requires a sign-in with multi-factor authentication.')
     : new PhigateError('FORBIDDEN', 'You may not review emergency access.');
 }
@@ -178,10 +174,9 @@ export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOu
  * only, no PHI value; the listing is itself an audit event.
  */
 export async function listBreakGlass(scope: RequestScope, unreviewedOnly: boolean): Promise<GrantRow[]> {
-  const roles = knownRoles(scope.policy, scope.principal).filter((r) => r.operations.has('reviewBreakGlass') || r.operations.has('breakGlass'));
-  const role = roles.find((r) => mfaMet(r, scope));
+  const { role, held } = roleFor(scope.policy, scope.principal, (r) => r.operations.has('reviewBreakGlass') || r.operations.has('breakGlass'));
   if (!role) {
-    throw roles.length > 0
+    throw held.length > 0
       ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
       : new PhigateError('FORBIDDEN', 'You may not list emergency access grants.');
   }

@@ -1,7 +1,7 @@
 import type { AuditAction } from '../audit/event.ts';
 import { auditEventPage, disclosuresOf, type AuditEventRow, type DisclosureRow } from '../db/audit-views.ts';
 import { PhigateError } from '../errors.ts';
-import { knownRoles } from '../policy/decide.ts';
+import { roleFor } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
@@ -22,10 +22,9 @@ const MAX_DISCLOSURES = 1000;
 const bad = (message: string) => new PhigateError('BAD_USER_INPUT', message);
 
 function readerRole(scope: RequestScope): RolePolicy {
-  const roles = knownRoles(scope.policy, scope.principal).filter((r) => r.operations.has('readAuditTrail'));
-  const role = roles.find((r) => !r.mfaRequired || scope.principal.mfa);
+  const { role, held } = roleFor(scope.policy, scope.principal, (r) => r.operations.has('readAuditTrail'));
   if (role) return role;
-  throw roles.length > 0
+  throw held.length > 0
     ? new PhigateError('MFA_REQUIRED', 'Reading the audit trail requires a sign-in with multi-factor authentication.')
     : new PhigateError('FORBIDDEN', 'You may not read the audit trail.');
 }

@@ -1,9 +1,10 @@
 import { PhigateError } from '../errors.ts';
 import { normaliseMrn, normaliseSsn } from './identifiers.ts';
+import { PHI_FIELDS, type PhiField } from '../policy/phi-fields.ts';
 import * as v from './validate.ts';
 
-export const PATIENT_FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address'] as const;
-export type PatientField = (typeof PATIENT_FIELDS)[number];
+export const PATIENT_FIELDS = PHI_FIELDS.Patient;
+export type PatientField = PhiField<'Patient'>;
 
 /** Patient PHI as the API takes it; `undefined` means "not given", `null` means "clear it". */
 export type PatientValues = { readonly [K in PatientField]?: string | null };

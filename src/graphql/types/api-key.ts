@@ -1,6 +1,6 @@
 import type { ApiKeyRow } from '../../db/api-keys.ts';
 import { PhigateError } from '../../errors.ts';
-import { knownRoles, purposeFor } from '../../policy/decide.ts';
+import { purposeFor, usableRoles } from '../../policy/decide.ts';
 import { apiKeysOf, createApiKey, revokeApiKey, rotateApiKey, type ApiKeyService, type KeyManager } from '../../records/api-keys.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
@@ -49,7 +49,7 @@ const CreateApiKeyInput = builder.inputType('CreateApiKeyInput', {
 
 /** The caller as a key manager: within its clinics, in the role that grants `operation`. */
 function managerOf(ctx: GraphQLContext, operation: string): { manager: KeyManager; service: ApiKeyService } {
-  const role = knownRoles(ctx.policy, ctx.principal).find((r) => r.operations.has(operation) && (!r.mfaRequired || ctx.principal.mfa));
+  const role = usableRoles(ctx.policy, ctx.principal).find((r) => r.operations.has(operation));
   if (!role || !ctx.apiKeys) throw new PhigateError('FORBIDDEN', 'You may not manage API keys.');
   const manager: KeyManager = {
     actor: ctx.principal.subject,

@@ -4,22 +4,22 @@ import { addEncounter } from '../../records/add-encounter.ts';
 import { createPatient } from '../../records/create-patient.ts';
 import { setCareTeam } from '../../records/set-care-team.ts';
 import { updatePatient } from '../../records/update-patient.ts';
+import { inputsOf } from '../../policy/phi-fields.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
 import { Encounter } from './encounter.ts';
 import { Patient } from './patient.ts';
 
-// The PHI fields a patient input may carry; create and update differ only in what is required.
+// The PHI fields a patient input may carry, from the PHI catalogue (src/policy/phi-fields.ts);
+// create and update differ only in whether mrn is required.
 type Types = typeof builder extends PothosSchemaTypes.SchemaBuilder<infer T> ? T : never;
-const patientInputFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, 'InputObject'>) => ({
-  ssn: t.string(),
-  givenName: t.string(),
-  familyName: t.string(),
-  birthDate: t.string({ description: 'YYYY-MM-DD' }),
-  phone: t.string(),
-  email: t.string(),
-  address: t.string(),
-});
+const INPUT_DESCRIPTIONS: Readonly<Record<string, string>> = { birthDate: 'YYYY-MM-DD' };
+const patientInputFields = (t: PothosSchemaTypes.InputFieldBuilder<Types, 'InputObject'>) =>
+  Object.fromEntries(
+    inputsOf('Patient')
+      .filter((name) => name !== 'mrn')
+      .map((name) => [name, INPUT_DESCRIPTIONS[name] === undefined ? t.string() : t.string({ description: INPUT_DESCRIPTIONS[name] })]),
+  );
 
 const CreatePatientInput = builder.inputType('CreatePatientInput', {
   fields: (t) => ({ clinicId: t.id({ required: true }), mrn: t.string({ required: true }), ...patientInputFields(t) }),

@@ -1,4 +1,5 @@
 import type { PatientRow } from '../../db/patients.ts';
+import { PHI_FIELDS } from '../../policy/phi-fields.ts';
 import { builder } from '../builder.ts';
 import { PHI_EXTENSION, resolvePatientPhi } from '../phi-field.ts';
 import { Encounter } from './encounter.ts';
@@ -10,14 +11,8 @@ export const Patient = builder.objectRef<PatientRow>('Patient').implement({
     return {
       id: t.exposeID('id'),
       clinicId: t.exposeID('clinic_id'),
-      mrn: phi('mrn'),
-      ssn: phi('ssn'),
-      givenName: phi('givenName'),
-      familyName: phi('familyName'),
-      birthDate: phi('birthDate'),
-      phone: phi('phone'),
-      email: phi('email'),
-      address: phi('address'),
+      // The PHI catalogue's patient fields (src/policy/phi-fields.ts), all plain strings.
+      ...Object.fromEntries(PHI_FIELDS.Patient.map((field) => [field, phi(field)])),
       encounters: t.field({
         type: [Encounter],
         nullable: true,
