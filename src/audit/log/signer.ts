@@ -46,11 +46,13 @@ export interface KmsSignerOptions {
   readonly region: string;
   readonly endpoint: string | null;
   readonly name: string;
+  /** Static credentials (tests); otherwise the SDK's default chain. */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
 }
 
 /** Signs through AWS KMS `Sign` (ED25519_SHA_512, message RAW); the public key comes from `GetPublicKey`. */
 export async function kmsSigner(opts: KmsSignerOptions): Promise<NoteSigner> {
-  const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
+  const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}), ...(opts.credentials ? { credentials: opts.credentials } : {}) });
   const got = await client.send(new GetPublicKeyCommand({ KeyId: opts.keyId }));
   if (got.KeySpec !== 'ECC_NIST_EDWARDS25519' || !got.PublicKey) throw new Error('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: the key is not an Ed25519 signing key');
   const publicKey = createPublicKey({ key: Buffer.from(got.PublicKey), format: 'der', type: 'spki' });
