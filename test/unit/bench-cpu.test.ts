@@ -31,8 +31,9 @@ describe('bench CPU of a process tree', () => {
   it('keeps counting a child after it has exited and been waited for', async () => {
     const { spawnSync } = await import('node:child_process');
     const before = treeCpuMs(process.pid)!;
-    // A child that burns ~200 ms of CPU, then exits and is reaped by this process.
-    spawnSync(process.execPath, ['-e', 'const t = Date.now(); while (Date.now() - t < 200) Math.sqrt(Math.random());']);
+    // A child that burns 200 ms of its own CPU (not of wall time, which a loaded machine stretches),
+    // then exits and is reaped by this process.
+    spawnSync(process.execPath, ['-e', 'const s = process.cpuUsage(); while (process.cpuUsage(s).user < 200_000) Math.sqrt(Math.random());']);
     expect(procStat(process.pid)!.reapedChildrenMs).toBeGreaterThan(0);
     expect(treeCpuMs(process.pid)! - before).toBeGreaterThanOrEqual(100);
   });
