@@ -13,6 +13,8 @@ import {
   startIndexRotation,
   type IndexRotationDeps,
 } from '../../src/records/index-rotation.ts';
+import { generateDataset } from '../../src/seed/dataset.ts';
+import { writeDataset } from '../../src/seed/write.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 
 // Blind-index key rotation (issue 14, item 4): lookups by SSN and MRN find every patient in every
@@ -284,5 +286,10 @@ describe('blind-index rotation', () => {
     expect(await misses()).toEqual([]);
     const stale = await replica.gql(await registrar(), BY_SSN, { v: moved.ssn });
     expect(stale.body.data?.patientBySsn).toBeNull();
+  });
+
+  it('the seed, which writes version-1 indexes only, refuses a clinic whose index keys were rotated', async () => {
+    const more = generateDataset({ patients: 3, seed: 7, firstMrn: 900_000 });
+    await expect(gw.admin((c) => writeDataset(c, jobKeyring, more))).rejects.toThrow(/cannot seed clinic c-[a-z]+: its blind-index keys have been rotated/);
   });
 });
