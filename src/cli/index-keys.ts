@@ -65,7 +65,7 @@ export async function runIndexKeys(v: Values, config: Config, out: (s: string) =
         if (v.finish) {
           // Without --clinic, only the clinics that are rotating.
           if (s.next === null && clinic === undefined) continue;
-          const done = await finishIndexRotation(deps, s.clinicId);
+          const done = await finishIndexRotation(deps, s.clinicId, { batchSize: batch, onProgress: progressBar(`${s.clinicId} finish`, process.stderr) });
           out(`${s.clinicId}: index version ${done.version} in use, version ${done.version - 1} dropped (${done.rows} rows)`);
         } else {
           const started = await startIndexRotation(deps, s.clinicId);

@@ -50,6 +50,8 @@ const LOCK = 'SELECT pg_advisory_xact_lock(hashtextextended($1, 0))';
 const lockName = (clinicId: string) => `phigate.blind_index:${clinicId}`;
 // A row lacks its new digests when its MRN's is missing, or it has an SSN whose is.
 const LACKING = '(p.mrn_bidx_next IS NULL OR (p.ssn_bidx IS NOT NULL AND p.ssn_bidx_next IS NULL))';
+const HAS_NEXT = `(NOT ${LACKING})`;
+const HAS_ANY_NEXT = '(p.mrn_bidx_next IS NOT NULL OR p.ssn_bidx_next IS NOT NULL)';
 
 function refused(message: string, reason: string): PhigateError {
   return new PhigateError('BAD_USER_INPUT', message, { reason });
@@ -125,11 +127,16 @@ export async function indexRotationStates(db: pg.ClientBase, clinicIds?: readonl
  */
 export async function startIndexRotation(deps: IndexRotationDeps, clinicId: string): Promise<{ from: number; to: number; resumed: boolean }> {
   const { db } = deps;
+  if ((await inJob(db, () => stateRow(db, clinicId, false))).next === null) await clearNext(db, clinicId, DEFAULT_BATCH);
   return inJob(db, async () => {
     await db.query(LOCK, [lockName(clinicId)]);
     if (!(await db.query('SELECT 1 FROM phigate.clinics WHERE id = $1', [clinicId])).rowCount) throw refused('no such clinic', 'unknown_clinic');
     const state = await stateRow(db, clinicId, true);
     if (state.next !== null) return { from: state.version, to: state.next, resumed: true };
+    // Left by a finish killed in its last step, and not cleared above because it ran meanwhile.
+    if ((await db.query(`SELECT 1 FROM phigate.patients p WHERE p.clinic_id = $1 AND ${HAS_ANY_NEXT} LIMIT 1`, [clinicId])).rowCount) {
+      throw refused('the previous rotation was not cleaned up; run this again', 'finish_incomplete');
+    }
     const to = state.version + 1;
     // Stored (autocommitted through the key store) before any row may carry a digest under it.
     await deps.keyring.ensureIndexKey(clinicId, to);
@@ -226,22 +233,80 @@ export async function backfillIndex(deps: IndexRotationDeps, clinicId: string, o
   return { rows: done, batches };
 }
 
-/**
- * Ends the rotation: the new digests move into mrn_bidx / ssn_bidx, the *_next columns are
- * emptied, so no digest of the old version is left in the table. Refused while a row lacks its new
- * digest, and sooner than `notBeforeMs` after the start (FINISH_NOT_BEFORE_MS). One transaction
- * under the exclusive lock: writers of the clinic wait for it (lookups do not).
- */
-export async function finishIndexRotation(
-  deps: IndexRotationDeps,
+export interface FinishOptions {
+  /** Default FINISH_NOT_BEFORE_MS; tests whose replicas cache the version briefly pass less. */
+  readonly notBeforeMs?: number;
+  readonly batchSize?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+  /** Awaited after each committed batch that moved digests (tests write in between). */
+  readonly afterBatch?: (rows: number) => void | Promise<void>;
+}
+
+
+/** Runs `step` on successive batches of a clinic's rows in id order, each in its own job transaction. */
+async function inBatches(
+  db: pg.ClientBase,
   clinicId: string,
-  opts: { notBeforeMs?: number } = {},
-): Promise<{ version: number; rows: number }> {
+  batchSize: number,
+  step: (ids: string[]) => Promise<number>,
+  after?: (rows: number) => void | Promise<void>,
+): Promise<number> {
+  let last = FIRST_ID;
+  let total = 0;
+  for (;;) {
+    const ids = await inJob(db, async () => {
+      const { rows } = await db.query<{ id: string }>(
+        'SELECT p.id FROM phigate.patients p WHERE p.clinic_id = $1 AND p.id > $2 ORDER BY p.id LIMIT $3 FOR NO KEY UPDATE',
+        [clinicId, last, batchSize],
+      );
+      const ids = rows.map((r) => r.id);
+      if (ids.length > 0) total += await step(ids);
+      return ids;
+    });
+    if (ids.length === 0) return total;
+    last = ids[ids.length - 1]!;
+    await after?.(ids.length);
+  }
+}
+
+/**
+ * Empties the *_next columns of a clinic that is not rotating (what a finish leaves, or a finish
+ * killed before it was done); writers outside a rotation never fill them.
+ */
+async function clearNext(db: pg.ClientBase, clinicId: string, batchSize: number): Promise<void> {
+  const any = await inJob(db, () => db.query(`SELECT 1 FROM phigate.patients p WHERE p.clinic_id = $1 AND ${HAS_ANY_NEXT} LIMIT 1`, [clinicId]));
+  if (!any.rowCount) return;
+  await inBatches(db, clinicId, batchSize, async (ids) => {
+    const res = await db.query(
+      `UPDATE phigate.patients p SET mrn_bidx_next = NULL, ssn_bidx_next = NULL WHERE p.id = ANY ($1::uuid[]) AND ${HAS_ANY_NEXT}`,
+      [ids],
+    );
+    return res.rowCount ?? 0;
+  });
+}
+
+/**
+ * Ends the rotation, with no long pause for the clinic's writers:
+ *
+ * 1. in batches, each row's new digests are copied into mrn_bidx / ssn_bidx (lookups try both
+ *    versions there). The *_next columns keep theirs, so their unique indexes, complete since the
+ *    backfill, still refuse a second patient with the identifier whatever version a row's
+ *    mrn_bidx holds; a writer meanwhile writes the old version there again, which step 2 redoes;
+ * 2. one short transaction under the exclusive lock copies what writers changed meanwhile and makes
+ *    the new version the clinic's: from then on writers compute it alone. No digest of the old
+ *    version is left in the table;
+ * 3. in batches again, the *_next columns are emptied (a rotation started later does it first
+ *    when this step was killed).
+ *
+ * Refused, before anything moves, while a row lacks its new digest, and sooner than `notBeforeMs`
+ * after the start (FINISH_NOT_BEFORE_MS).
+ */
+export async function finishIndexRotation(deps: IndexRotationDeps, clinicId: string, opts: FinishOptions = {}): Promise<{ version: number; rows: number }> {
   const { db } = deps;
   const notBeforeMs = opts.notBeforeMs ?? FINISH_NOT_BEFORE_MS;
-  return inJob(db, async () => {
-    await db.query(LOCK, [lockName(clinicId)]);
-    const state = await stateRow(db, clinicId, true);
+  const batchSize = opts.batchSize ?? DEFAULT_BATCH;
+  const state = await inJob(db, async () => {
+    const state = await stateRow(db, clinicId, false);
     if (state.next === null) throw refused('no blind-index rotation is under way for this clinic', 'no_rotation');
     const waitMs = notBeforeMs - (state.ageMs ?? 0);
     if (waitMs > 0) {
@@ -249,13 +314,46 @@ export async function finishIndexRotation(
     }
     const left = await lacking(db, clinicId);
     if (left > 0) throw refused(`${left} rows lack the new index; run the backfill first`, 'not_backfilled');
-    const moved = await db.query(
-      `UPDATE phigate.patients SET mrn_bidx = mrn_bidx_next, ssn_bidx = ssn_bidx_next, mrn_bidx_next = NULL, ssn_bidx_next = NULL
-       WHERE clinic_id = $1`,
+    return { version: state.version, next: state.next };
+  });
+  const to = state.next;
+  const total = await inJob(db, async () => (await db.query<{ n: number }>('SELECT count(*)::int AS n FROM phigate.patients WHERE clinic_id = $1', [clinicId])).rows[0]!.n);
+  let done = 0;
+  opts.onProgress?.(0, total);
+  const copied = await inBatches(
+    db,
+    clinicId,
+    batchSize,
+    async (ids) => {
+      if ((await stateRow(db, clinicId, false)).next !== to) throw refused('the rotation changed while finishing', 'rotation_changed');
+      const res = await db.query(
+        `UPDATE phigate.patients p SET mrn_bidx = p.mrn_bidx_next, ssn_bidx = p.ssn_bidx_next WHERE p.id = ANY ($1::uuid[]) AND ${HAS_NEXT}`,
+        [ids],
+      );
+      return res.rowCount ?? 0;
+    },
+    async (rows) => {
+      done = Math.min(total, done + rows);
+      opts.onProgress?.(done, total);
+      await opts.afterBatch?.(rows);
+    },
+  );
+  const switched = await inJob(db, async () => {
+    await db.query(LOCK, [lockName(clinicId)]);
+    const now = await stateRow(db, clinicId, true);
+    if (now.next !== to) throw refused('the rotation changed while finishing', 'rotation_changed');
+    const left = await lacking(db, clinicId);
+    if (left > 0) throw refused(`${left} rows lack the new index; run the backfill first`, 'not_backfilled');
+    const res = await db.query(
+      `UPDATE phigate.patients p SET mrn_bidx = p.mrn_bidx_next, ssn_bidx = p.ssn_bidx_next
+       WHERE p.clinic_id = $1 AND (p.mrn_bidx IS DISTINCT FROM p.mrn_bidx_next OR p.ssn_bidx IS DISTINCT FROM p.ssn_bidx_next)`,
       [clinicId],
     );
     await db.query('UPDATE phigate.blind_index_versions SET version = next_version, next_version = NULL, rotation_started_at = NULL WHERE clinic_id = $1', [clinicId]);
-    await recordKeyEvents(deps, jobRequest(deps.actor), `index_rotation_finish:v${state.next}`, [null]);
-    return { version: state.next, rows: moved.rowCount ?? 0 };
+    await recordKeyEvents(deps, jobRequest(deps.actor), `index_rotation_finish:v${to}`, [null]);
+    return res.rowCount ?? 0;
   });
+  opts.onProgress?.(total, total);
+  await clearNext(db, clinicId, batchSize);
+  return { version: to, rows: copied + switched };
 }
