@@ -36,9 +36,28 @@ try {
     let t = performance.now();
     const result = await backfillIndex(deps, clinic, { batchSize });
     const backfillS = (performance.now() - t) / 1000;
+    // A writer of the clinic, as the gateway's writes do it: how long it waits for the versions lock.
+    const writer = new pg.Client({ connectionString: db.adminUrl });
+    await writer.connect();
+    let finishing = true;
+    let longestWaitMs = 0;
+    let writes = 0;
+    const writing = (async () => {
+      while (finishing) {
+        const w = performance.now();
+        await writer.query('BEGIN');
+        await writer.query('SELECT * FROM phigate.blind_index_versions_for_write($1)', [clinic]);
+        await writer.query('COMMIT');
+        longestWaitMs = Math.max(longestWaitMs, performance.now() - w);
+        writes++;
+      }
+    })();
     t = performance.now();
-    const finished = await finishIndexRotation(deps, clinic, { notBeforeMs: 0 });
+    const finished = await finishIndexRotation(deps, clinic, { notBeforeMs: 0, batchSize });
     const finishS = (performance.now() - t) / 1000;
+    finishing = false;
+    await writing;
+    await writer.end();
     process.stdout.write(
       `${JSON.stringify({
         patientsSeeded: patients,
@@ -46,7 +65,7 @@ try {
         clinicRows: n,
         batchSize,
         backfill: { rows: result.rows, batches: result.batches, seconds: +backfillS.toFixed(2), rowsPerSecond: Math.round(result.rows / backfillS) },
-        finish: { rows: finished.rows, seconds: +finishS.toFixed(2) },
+        finish: { rows: finished.rows, seconds: +finishS.toFixed(2), writerTransactions: writes, longestWriterMs: Math.round(longestWaitMs) },
       })}\n`,
     );
   } finally {
