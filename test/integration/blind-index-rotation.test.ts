@@ -325,4 +325,26 @@ describe('blind-index rotation', () => {
     const more = generateDataset({ patients: 3, seed: 7, firstMrn: 900_000 });
     await expect(gw.admin((c) => writeDataset(c, jobKeyring, more))).rejects.toThrow(/cannot seed clinic c-[a-z]+: its blind-index keys have been rotated/);
   });
+
+  it('the job also runs as a login role of phigate_owner that is not a superuser, which sees the rows only as the job', async () => {
+    const role = `bidx_owner_${randomBytes(4).toString('hex')}`;
+    const password = randomBytes(12).toString('hex');
+    await gw.admin((c) => c.query(`CREATE ROLE ${role} LOGIN NOSUPERUSER NOBYPASSRLS PASSWORD '${password}' IN ROLE phigate_owner`));
+    const owner = new pg.Client({ connectionString: gw.db.urlAs(role, password) });
+    await owner.connect();
+    try {
+      const asOwner = { ...deps, db: owner };
+      expect((await owner.query('SELECT count(*)::int AS n FROM phigate.patients')).rows[0].n).toBe(0);
+      expect(await startIndexRotation(asOwner, 'c-south')).toMatchObject({ from: 1, to: 2 });
+      const { rows } = await backfillIndex(asOwner, 'c-south', { batchSize: 4 });
+      expect(rows).toBe(people('c-south').length);
+      expect((await indexRotationStates(owner, ['c-south']))[0]).toMatchObject({ next: 2, lacking: 0 });
+      await sleep(NOT_BEFORE_MS);
+      await finishIndexRotation(asOwner, 'c-south', { notBeforeMs: NOT_BEFORE_MS });
+      expect(await misses('c-south')).toEqual([]);
+    } finally {
+      await owner.end();
+      await gw.admin((c) => c.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`));
+    }
+  });
 });
