@@ -1,11 +1,11 @@
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { createAuditBuffer } from '../audit/buffer.ts';
 import type { AuditRequest } from '../audit/event.ts';
 import { blindIndex, normaliseMrn, normaliseSsn } from '../crypto/blind-index.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
-import { PhigateError } from '../errors.ts';
+import { isPhigateError, PhigateError } from '../errors.ts';
 
 /**
  * Blind-index key rotation of one clinic (issue 14, item 4), in three steps an operator runs:
@@ -161,7 +161,12 @@ interface LackingRow {
   id: string;
   mrn: Buffer;
   ssn: Buffer | null;
+  ssn_indexed: boolean;
 }
+
+// A shredded patient's identifiers can no longer be read, and must stay unfindable: its new
+// digests are random, matching nothing, so the rotation still completes around it.
+const isShredded = (e: unknown): boolean => isPhigateError(e) && e.code === 'KEY_UNAVAILABLE' && e.reason === 'shredded';
 
 const FIRST_ID = '00000000-0000-0000-0000-000000000000';
 
@@ -195,7 +200,7 @@ export async function backfillIndex(deps: IndexRotationDeps, clinicId: string, o
         // Finished or restarted by someone else meanwhile: these digests would be of the wrong version.
         if ((await stateRow(db, clinicId, false)).next !== to) throw refused('the rotation changed while the backfill ran', 'rotation_changed');
         const { rows } = await db.query<LackingRow>(
-          `SELECT p.id, p.mrn, p.ssn FROM phigate.patients p WHERE p.clinic_id = $1 AND p.id > $2 AND ${LACKING}
+          `SELECT p.id, p.mrn, p.ssn, p.ssn_bidx IS NOT NULL AS ssn_indexed FROM phigate.patients p WHERE p.clinic_id = $1 AND p.id > $2 AND ${LACKING}
            ORDER BY p.id LIMIT $3 FOR NO KEY UPDATE`,
           [clinicId, after, batchSize],
         );
@@ -203,10 +208,17 @@ export async function backfillIndex(deps: IndexRotationDeps, clinicId: string, o
         const mrnNext: Buffer[] = [];
         const ssnNext: (Buffer | null)[] = [];
         for (const r of rows) {
-          const mrn = await cipher.decrypt(clinicId, { table: 'patients', column: 'mrn', rowId: r.id }, r.mrn);
-          mrnNext.push(blindIndex(mrnKey, normaliseMrn(mrn)));
-          const ssn = r.ssn === null ? null : await cipher.decrypt(clinicId, { table: 'patients', column: 'ssn', rowId: r.id }, r.ssn);
-          ssnNext.push(ssn === null ? null : blindIndex(ssnKey, normaliseSsn(ssn)));
+          const read = (column: 'mrn' | 'ssn', ciphertext: Buffer) => cipher.decrypt(clinicId, { table: 'patients', column, rowId: r.id }, ciphertext);
+          try {
+            const mrn = blindIndex(mrnKey, normaliseMrn(await read('mrn', r.mrn)));
+            const ssn = r.ssn === null ? null : blindIndex(ssnKey, normaliseSsn(await read('ssn', r.ssn)));
+            mrnNext.push(mrn);
+            ssnNext.push(ssn);
+          } catch (e) {
+            if (!isShredded(e)) throw e;
+            mrnNext.push(randomBytes(32));
+            ssnNext.push(r.ssn_indexed ? randomBytes(32) : null);
+          }
         }
         await db.query(
           `UPDATE phigate.patients p SET mrn_bidx_next = u.mrn, ssn_bidx_next = u.ssn

@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blindIndex, normaliseMrn, normaliseSsn } from '../../src/crypto/blind-index.ts';
-import { createFieldCipher } from '../../src/crypto/field-cipher.ts';
+import { createFieldCipher, type FieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createKeyring, type Keyring } from '../../src/crypto/keys/keyring.ts';
 import { createPgKeyStore } from '../../src/db/key-store.ts';
+import { PhigateError } from '../../src/errors.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import {
   backfillIndex,
@@ -346,5 +347,41 @@ describe('blind-index rotation', () => {
       await owner.end();
       await gw.admin((c) => c.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`));
     }
+  });
+
+  it('a shredded patient (its key gone) gets digests that match nothing, and the rotation completes around it', async () => {
+    const gone = people()[3]!;
+    const real = deps.cipher;
+    const cipher: FieldCipher = {
+      ...real,
+      decrypt: (scope, aad, ciphertext) => {
+        if (aad.rowId === gone.id) throw new PhigateError('KEY_UNAVAILABLE', 'The key of this patient was destroyed.', { reason: 'shredded' });
+        return real.decrypt(scope, aad, ciphertext);
+      },
+    };
+    const other = { ...deps, cipher };
+    const { to } = await startIndexRotation(other, CLINIC);
+    await backfillIndex(other, CLINIC, { batchSize: 10 });
+    const mrnNext = await jobKeyring.blindIndexKeyAt('patients.mrn', CLINIC, to);
+    const row = await digestColumns(gone.id);
+    expect(row.mrn_bidx_next).toBeInstanceOf(Buffer);
+    expect(row.mrn_bidx_next.equals(blindIndex(mrnNext, normaliseMrn(gone.mrn)))).toBe(false);
+    await sleep(NOT_BEFORE_MS);
+    await finishIndexRotation(other, CLINIC, { notBeforeMs: NOT_BEFORE_MS });
+    changed.set(gone.id, { ...gone, clinicId: 'shredded' });
+    expect(await misses()).toEqual([]);
+    const token = await registrar();
+    expect((await replica.gql(token, BY_MRN, { v: gone.mrn })).body.data?.patientByMrn).toBeNull();
+    expect((await replica.gql(token, BY_SSN, { v: gone.ssn })).body.data?.patientBySsn).toBeNull();
+    // Any other failure to decrypt stops the backfill instead.
+    await startIndexRotation(deps, CLINIC);
+    const unreachable: FieldCipher = {
+      ...real,
+      decrypt: () => {
+        throw new PhigateError('KEY_UNAVAILABLE', 'The key service is unreachable.', { reason: 'kms_error' });
+      },
+    };
+    const broken = { ...deps, cipher: unreachable };
+    await expect(backfillIndex(broken, CLINIC)).rejects.toMatchObject({ extensions: { reason: 'kms_error' } });
   });
 });
