@@ -19,6 +19,7 @@ import { PHI_FIELDS } from '../policy/phi-fields.ts';
 import { seed } from '../seed/seed.ts';
 import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
 import { AuditCommandError, auditOptions, runAudit } from './audit.ts';
+import { INDEX_KEYS_USAGE, IndexKeysCommandError, indexKeysOptions, runIndexKeys } from './index-keys.ts';
 import { progressBar } from './progress.ts';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -152,6 +153,20 @@ export const commands: Record<string, Command> = {
         return await runAudit(positionals, v, config, out, err);
       } catch (e) {
         if (e instanceof AuditCommandError) throw new CommandError(e.message);
+        throw e;
+      }
+    },
+  },
+
+  keys: {
+    options: indexKeysOptions,
+    positionals: true,
+    async run(v, config, positionals) {
+      if (positionals.length !== 1 || positionals[0] !== 'rotate-index') throw new CommandError(`usage:\n${INDEX_KEYS_USAGE}`);
+      try {
+        return await runIndexKeys(v, config, out, err);
+      } catch (e) {
+        if (e instanceof IndexKeysCommandError) throw new CommandError(e.message);
         throw e;
       }
     },

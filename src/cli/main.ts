@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { APIKEY_USAGE } from './apikey.ts';
 import { AUDIT_USAGE } from './audit.ts';
+import { INDEX_KEYS_USAGE } from './index-keys.ts';
 import { CommandError, commands } from './commands.ts';
 
 const USAGE = `usage: phigate <command> [options]
@@ -16,6 +17,7 @@ commands:
   print-schema [--check]        print the GraphQL SDL (or check schema/schema.graphql is current)
 ${APIKEY_USAGE}
 ${AUDIT_USAGE}
+${INDEX_KEYS_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {

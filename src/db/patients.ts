@@ -114,7 +114,7 @@ export async function encounterById(tx: RequestTransaction, id: string): Promise
   return rows[0] ?? null;
 }
 
-const INSERTABLE = ['mrn_bidx', 'ssn_bidx', ...Object.values(PATIENT_COLUMNS)];
+const INSERTABLE = ['mrn_bidx', 'ssn_bidx', 'mrn_bidx_next', 'ssn_bidx_next', ...Object.values(PATIENT_COLUMNS)];
 
 /** `columns` keys are column names produced by our code (PATIENT_COLUMNS and the blind indexes). */
 export async function insertPatient(tx: RequestTransaction, id: string, clinicId: string, columns: Readonly<Record<string, Buffer | null>>): Promise<void> {

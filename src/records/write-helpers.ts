@@ -6,8 +6,13 @@ import type { RequestScope } from './scope.ts';
 
 const UNIQUE_VIOLATION = '23505';
 
-// The unique indexes of schema/migrations (002, 010) that keep an identifier to one patient of a clinic.
-const IDENTIFIER_INDEXES: Readonly<Record<string, 'mrn' | 'ssn'>> = { patients_clinic_mrn: 'mrn', patients_clinic_ssn: 'ssn' };
+// The unique indexes of schema/migrations (002, 010, 019) that keep an identifier to one patient of a clinic.
+const IDENTIFIER_INDEXES: Readonly<Record<string, 'mrn' | 'ssn'>> = {
+  patients_clinic_mrn: 'mrn',
+  patients_clinic_ssn: 'ssn',
+  patients_clinic_mrn_next: 'mrn',
+  patients_clinic_ssn_next: 'ssn',
+};
 const IDENTIFIERS = ['mrn', 'ssn'] as const;
 
 /**

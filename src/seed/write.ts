@@ -146,10 +146,23 @@ export async function writeDataset(
 ): Promise<void> {
   const batchSize = opts.batchSize ?? 500;
   await insertClinics(client, data.clinics);
+  await refuseRotatedIndexes(client, data.clinics.map((c) => c.id));
   const keys = await seedKeys(keyring, [...new Set(data.patients.map((p) => p.clinicId))]);
   const total = data.patients.length;
   for (let start = 0; start < total; start += batchSize) {
     await insertSealed(client, sealBatch(keys, data.patients.slice(start, start + batchSize)));
     opts.onProgress?.(Math.min(start + batchSize, total), total);
   }
+}
+
+/**
+ * The seed computes blind indexes under version 1 (the root-derived keys) only: in a clinic whose
+ * index keys have been rotated, or are rotating, its rows would not be found by lookups.
+ */
+async function refuseRotatedIndexes(client: pg.ClientBase, clinicIds: readonly string[]): Promise<void> {
+  const { rows } = await client.query<{ clinic_id: string }>(
+    'SELECT clinic_id FROM phigate.blind_index_versions WHERE clinic_id = ANY ($1::text[]) ORDER BY clinic_id LIMIT 1',
+    [clinicIds],
+  );
+  if (rows[0]) throw new Error(`cannot seed clinic ${rows[0].clinic_id}: its blind-index keys have been rotated (keys rotate-index)`);
 }

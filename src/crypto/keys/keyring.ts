@@ -40,6 +40,18 @@ export interface Keyring {
   /** new version for a scope (key rotation); old versions stay readable */
   rotate(purpose: KeyPurpose, scope: string): Promise<number>;
   /**
+   * A clinic's blind-index key of one version: 1 is `blindIndexKey`'s (derived from the shared
+   * root), 2 and later are keys of the clinic's own (purpose 'index', scope = the clinic).
+   */
+  blindIndexKeyAt(column: BlindIndexColumn, scope: string, version: number): Promise<Buffer>;
+  /**
+   * The newest blind-index key version of a clinic (1 when it has none of its own), as cached for
+   * `latestTtlMs`: lookups try it and the one before, which covers every row while a rotation runs.
+   */
+  latestIndexVersion(scope: string): Promise<number>;
+  /** Makes sure the clinic's own index key `version` (2 or more) exists; creates it when it does not. */
+  ensureIndexKey(scope: string, version: number): Promise<void>;
+  /**
    * Readiness: can this replica open data? Unwraps the blind-index root key unless it is cached
    * already (then the answer is yes without a KMS call). Never creates a key: with none stored
    * yet, reaching the key store is the whole check.
@@ -210,6 +222,32 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       // Looked up directly, not through unwrap(): probes must not inflate the cache-hit statistics.
       if (version === undefined || keys.get(idOf('index', INDEX_ROOT_SCOPE, version))) return;
       await unwrap('index', INDEX_ROOT_SCOPE, version);
+    },
+    async blindIndexKeyAt(column, scope, version) {
+      checkScope(scope);
+      if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) throw unavailable('blind index key not found', 'key_not_found');
+      if (version === 1) return deriveBlindIndexKey(await unwrap('index', INDEX_ROOT_SCOPE, await currentVersion('index', INDEX_ROOT_SCOPE)), column, scope);
+      return deriveBlindIndexKey(await unwrap('index', scope, version), column, scope);
+    },
+    latestIndexVersion(scope) {
+      checkScope(scope);
+      const id = idOf('index', scope);
+      const cached = latest.get(id);
+      if (cached && cached.expiresAt > Date.now()) return Promise.resolve(cached.version);
+      // Unlike data keys, none is created here: a clinic with no key of its own is at version 1.
+      return singleFlight(resolving, id, async () => {
+        const version = (await fromStore(store.latest('index', scope)))?.version ?? 1;
+        rememberLatest('index', scope, version);
+        return version;
+      });
+    },
+    async ensureIndexKey(scope, version) {
+      checkScope(scope);
+      if (scope === INDEX_ROOT_SCOPE || !Number.isInteger(version) || version < 2 || version > MAX_VERSION) {
+        throw new PhigateError('BAD_USER_INPUT', 'a clinic index key version must be 2 or more', { reason: 'invalid_version' });
+      }
+      if (await fromStore(store.get('index', scope, version))) return;
+      await create('index', scope, version);
     },
     async rotate(purpose, scope) {
       // Blind indexes are stored, not recomputed: a new root would silently stop every lookup
