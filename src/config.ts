@@ -16,6 +16,12 @@ export interface Config {
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
   /** `null` for the zero-config embedded PostgreSQL under `dataDir`. */
   readonly database: { readonly appUrl: string; readonly migrateUrl: string | null } | null;
+  /**
+   * Where the connections used beside a request's transaction go (the audit writer, key loads,
+   * search counts); `null`: DATABASE_URL. Behind PgBouncer it names a pool of its own, so that
+   * requests holding every server connection cannot starve the audit commit they wait for.
+   */
+  readonly auxDatabaseUrl: string | null;
   readonly embeddedPgPort: number;
   readonly oidc: {
     /** `null`: the built-in development issuer served by this process (development only). */
@@ -249,6 +255,10 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     requireTls('DATABASE_URL', appUrl);
   }
 
+  const auxDatabaseUrl = url(src, 'PHIGATE_AUX_DATABASE_URL', ['postgres:', 'postgresql:']);
+  if (auxDatabaseUrl !== null && appUrl === null) throw new ConfigError('DATABASE_URL', 'must be set when PHIGATE_AUX_DATABASE_URL is');
+  if (production && auxDatabaseUrl !== null) requireTls('PHIGATE_AUX_DATABASE_URL', auxDatabaseUrl);
+
   const issuer = url(src, 'PHIGATE_OIDC_ISSUER', production ? ['https:'] : ['https:', 'http:']);
   if (production && issuer === null) throw new ConfigError('PHIGATE_OIDC_ISSUER', 'is required in production (the development issuer is refused)');
 
@@ -283,6 +293,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     policyFile: path.resolve(cwd, text(src, 'PHIGATE_POLICY_FILE') ?? 'policies/default.yaml'),
     logLevel: oneOf(src, 'PHIGATE_LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, 'info'),
     database: appUrl === null ? null : { appUrl, migrateUrl },
+    auxDatabaseUrl,
     embeddedPgPort: int(src, 'PHIGATE_EMBEDDED_PG_PORT', 54329, 1024, 65535),
     oidc: {
       issuer,
