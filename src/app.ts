@@ -138,6 +138,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
       alertRules: config.alertRules,
+      clientAddress: config,
+      metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });
     return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys };
   } catch (err) {

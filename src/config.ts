@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { cidrProblem, type ForwardedHeader } from './http/client-address.ts';
 
 /**
  * Configuration is read once, at start-up, from the environment, validated and frozen; it is
@@ -11,6 +12,13 @@ export interface Config {
   readonly env: Env;
   readonly host: string;
   readonly port: number;
+  /** Balancers (CIDRs) whose forwarding header is believed for the audit's client address; none: the socket's. */
+  readonly trustedProxies: readonly string[];
+  /** The header those balancers write: X-Forwarded-For, or RFC 7239 Forwarded. */
+  readonly forwardedHeader: ForwardedHeader;
+  /** `null`: /metrics on the main port; else only on this port (of `metricsHost`), so it need not be public. */
+  readonly metricsPort: number | null;
+  readonly metricsHost: string;
   readonly dataDir: string;
   readonly policyFile: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
@@ -289,6 +297,14 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     env,
     host: text(src, 'PHIGATE_HOST') ?? '127.0.0.1',
     port: int(src, 'PHIGATE_PORT', 4000, 0, 65535),
+    trustedProxies: list(src, 'PHIGATE_TRUSTED_PROXIES', []).map((cidr) => {
+      const problem = cidrProblem(cidr);
+      if (problem !== null) throw new ConfigError('PHIGATE_TRUSTED_PROXIES', `${problem} (expected comma-separated CIDRs such as 10.0.0.0/8, fd00::/8)`);
+      return cidr;
+    }),
+    forwardedHeader: oneOf(src, 'PHIGATE_FORWARDED_HEADER', ['x-forwarded-for', 'forwarded'] as const, 'x-forwarded-for'),
+    metricsPort: text(src, 'PHIGATE_METRICS_PORT') === null ? null : int(src, 'PHIGATE_METRICS_PORT', 0, 0, 65535),
+    metricsHost: text(src, 'PHIGATE_METRICS_HOST') ?? text(src, 'PHIGATE_HOST') ?? '127.0.0.1',
     dataDir,
     policyFile: path.resolve(cwd, text(src, 'PHIGATE_POLICY_FILE') ?? 'policies/default.yaml'),
     logLevel: oneOf(src, 'PHIGATE_LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, 'info'),

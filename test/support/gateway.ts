@@ -37,6 +37,8 @@ export interface GqlResponse {
 
 export interface TestGateway {
   readonly url: string;
+  /** /metrics on a listener of its own when gatewayOptions.metricsListener asks for one. */
+  readonly metricsUrl: string | null;
   readonly db: TestDatabase;
   readonly pool: Pool;
   readonly issuer: TestIssuer;
@@ -146,7 +148,7 @@ export async function startTestGateway(
     transaction: { preparedStatements: preparedStatements() },
     ...opts.gatewayOptions,
   });
-  const { port } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
+  const { port, metricsPort } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
   const url = `http://127.0.0.1:${port}/graphql`;
 
   const staff = (sub: string) => {
@@ -156,6 +158,7 @@ export async function startTestGateway(
   };
   return {
     url,
+    metricsUrl: metricsPort === undefined ? null : `http://127.0.0.1:${metricsPort}/metrics`,
     db,
     pool,
     issuer,
