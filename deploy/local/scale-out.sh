@@ -96,6 +96,8 @@ defaults
   timeout connect 5s
   timeout client 60s
   timeout server 60s
+  # /readyz asks the database, the key provider and the issuer: on a busy host that takes a while.
+  timeout check 5s
   option forwardfor
 frontend phigate
   bind 127.0.0.1:$LB_PORT
