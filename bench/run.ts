@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
- *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M]`
+ *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M
+ *   --replicas R --pgbouncer]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -24,6 +25,7 @@ import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.t
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { measureAuthCost, type AuthCost } from './auth-cost.ts';
 import { partnerKeys } from './partner-keys.ts';
+import { startScaled, type Scaled } from './scaled.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
@@ -42,6 +44,8 @@ const { values: args } = parseArgs({
     'seed-only': { type: 'boolean', default: false },
     repeat: { type: 'string', default: '1' },
     'phigate-node': { type: 'string' },
+    replicas: { type: 'string', default: '1' },
+    pgbouncer: { type: 'boolean', default: false },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -60,12 +64,17 @@ const REPEAT = num(args.repeat, 'repeat');
 if (!Number.isInteger(REPEAT) || REPEAT < 1) throw new Error('--repeat must be a whole number of at least 1');
 /** --phigate-node: the Node major the phigate target runs on (the image's is 24); unset, the runner's own. */
 const PHIGATE_NODE = args['phigate-node'] === undefined ? null : num(args['phigate-node'], 'phigate-node');
+/** --replicas R / --pgbouncer: one more phigate row, scaled out (bench/scaled.ts), beside the one replica direct. */
+const REPLICAS = num(args.replicas, 'replicas');
+if (!Number.isInteger(REPLICAS) || REPLICAS < 1) throw new Error('--replicas must be a whole number of at least 1');
+const SCALED = REPLICAS > 1 || args.pgbouncer === true;
 /** Set once the database is up: PostgreSQL's postmaster, for its CPU per request (null if not on this machine). */
 let postmaster: number | null = null;
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 interface Row {
-  target: TargetName;
+  /** A target's name, or the scaled phigate's label (e.g. `phigate x2 via pgbouncer`). */
+  target: string;
   workload: string;
   requests: number;
   reqPerSec: number;
@@ -109,10 +118,13 @@ function nodeBinary(major: number): string {
 
 // ---------- target processes ----------
 interface Target {
+  /** Whose requests it answers (workloads.ts). */
   readonly name: TargetName;
   readonly child: ChildProcess;
   readonly url: string;
   readonly runtime: string;
+  /** Scaled out: its rows' name; the gateway's own figures (round trips, /metrics) are one replica's, so not read. */
+  readonly scaled?: Scaled;
 }
 
 async function startTarget(name: TargetName, config: object, profDir: string | null): Promise<Target> {
@@ -258,7 +270,7 @@ async function scrape(target: Target): Promise<Scrape> {
 
 /** One measured run of `w` on `target` (after its warm-up), with phigate's own figures. */
 async function measure(target: Target, w: Workload, round: number): Promise<Row> {
-  const name = target.name;
+  const name = target.scaled ? target.scaled.label : target.name;
   log(`${name} / ${w.name}${REPEAT > 1 ? ` (round ${round + 1} of ${REPEAT})` : ''}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
   if (WARMUP > 0) await load(target, w, WARMUP);
   // phigate: reset its log counts and scrape /metrics, so both cover the measured run only.
@@ -280,7 +292,7 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
     runtime: target.runtime,
     cpuMsPerRequest,
   };
-  if (name === 'phigate') {
+  if (name === 'phigate' && !target.scaled) {
     // The gateway's own count (src/db/transaction.ts): each operation must cost the same
     // number of round trips whatever the rows, or a page would be N+1.
     const rt = await roundTrips(target);
@@ -314,7 +326,7 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
   return row;
 }
 
-function skippedRow(target: TargetName, w: Workload, runtime: string, why: string): Row {
+function skippedRow(target: string, w: Workload, runtime: string, why: string): Row {
   return { target, workload: w.name, requests: 0, reqPerSec: 0, p50Ms: 0, p99Ms: 0, errors: 0, peakRssMb: 0, runtime, skipped: why };
 }
 
@@ -326,6 +338,7 @@ async function main(): Promise<void> {
   const targets: Target[] = [];
   const rows: Row[] = [];
   let issuer: Awaited<ReturnType<typeof startTestIssuer>> | null = null;
+  let scaledStop: (() => Promise<void>) | null = null;
   try {
     const masterKey = newMasterKey();
     const seeded = await seedBenchDatabase(db, { patients: N, seed: 42, masterKey, batchSize: BATCH, workers: num(args['seed-workers'], 'seed-workers'), onProgress: progressBar('seeding (phigate encrypted + bench_plain)', process.stderr) });
@@ -387,6 +400,23 @@ async function main(): Promise<void> {
         for (const w of chosen) rows.push(skippedRow(name, w, '', (err as Error).message));
       }
     }
+    if (SCALED) {
+      const replicas: Target[] = [];
+      const scaled = await startScaled({
+        appUrl: db.appUrl,
+        replicas: REPLICAS,
+        pgbouncer: args.pgbouncer === true,
+        serverPoolSize: POOL_SIZE,
+        start: async (extra) => {
+          const t = await startTarget('phigate', { ...configs.phigate, ...extra }, profDir);
+          replicas.push(t);
+          return t;
+        },
+      });
+      scaledStop = () => scaled.stop((child) => stopTarget(replicas.find((r) => r.child === child)!));
+      up.push({ name: 'phigate', child: scaled.child, url: scaled.url, runtime: replicas[0]!.runtime, scaled });
+      log(`${scaled.label}: ${scaled.url}`);
+    }
     for (const w of chosen) {
       const runnable: Target[] = [];
       for (const target of up) {
@@ -411,12 +441,14 @@ async function main(): Promise<void> {
       }
       for (const target of runnable) rows.push(medianRun(runs.get(target)!));
     }
-    for (const t of up) await stopTarget(t);
+    for (const t of up) if (!t.scaled) await stopTarget(t);
+    await scaledStop?.();
+    scaledStop = null;
 
     const report = {
       date: new Date().toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.versions.node },
-      settings: { repeat: REPEAT, patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
+      settings: { replicas: REPLICAS, pgbouncer: args.pgbouncer === true, repeat: REPEAT, patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
       seeding: timings,
       rows,
       ratios: ratios(rows),
@@ -432,6 +464,7 @@ async function main(): Promise<void> {
     await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);
     log(`written ${path.relative(ROOT, file)}`);
   } finally {
+    await scaledStop?.().catch(() => undefined);
     for (const t of targets) await stopTarget(t).catch(() => undefined);
     await issuer?.close().catch(() => undefined);
     await db.close().catch((e: Error) => log(`database cleanup: ${e.message}`));
@@ -439,14 +472,17 @@ async function main(): Promise<void> {
   }
 }
 
-function ratios(rows: Row[]): Record<string, { 'phigate/postgraphile': number | null; 'phigate/floor': number | null }> {
-  const out: Record<string, { 'phigate/postgraphile': number | null; 'phigate/floor': number | null }> = {};
-  const rps = (t: TargetName, w: string) => rows.find((r) => r.target === t && r.workload === w && !r.skipped)?.reqPerSec ?? null;
+type Ratios = { 'phigate/postgraphile': number | null; 'phigate/floor': number | null; 'scaled/phigate'?: number | null };
+function ratios(rows: Row[]): Record<string, Ratios> {
+  const out: Record<string, Ratios> = {};
+  const rps = (t: string, w: string) => rows.find((r) => r.target === t && r.workload === w && !r.skipped)?.reqPerSec ?? null;
   for (const w of [...new Set(rows.map((r) => r.workload))]) {
     const p = rps('phigate', w);
     const g = rps('postgraphile', w);
     const f = rps('floor', w);
     out[w] = { 'phigate/postgraphile': p !== null && g ? round2(p / g) : null, 'phigate/floor': p !== null && f ? round2(p / f) : null };
+    const scaled = rows.find((r) => r.workload === w && r.target.startsWith('phigate x') && !r.skipped)?.reqPerSec ?? null;
+    if (scaled !== null) out[w]['scaled/phigate'] = p ? round2(scaled / p) : null;
   }
   return out;
 }
@@ -489,8 +525,8 @@ function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
   );
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(' | ')} |`;
-  const out = [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line), '', '| workload | phigate/PostGraphile | phigate/floor |', '|---|---|---|'];
-  for (const [w, v] of Object.entries(r)) out.push(`| ${w} | ${v['phigate/postgraphile'] ?? 'n/a'} | ${v['phigate/floor'] ?? 'n/a'} |`);
+  const out = [line(head), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...body.map(line), '', '| workload | phigate/PostGraphile | phigate/floor | scaled/phigate |', '|---|---|---|---|'];
+  for (const [w, v] of Object.entries(r)) out.push(`| ${w} | ${v['phigate/postgraphile'] ?? 'n/a'} | ${v['phigate/floor'] ?? 'n/a'} | ${v['scaled/phigate'] ?? 'n/a'} |`);
   process.stdout.write(`${out.join('\n')}\n`);
 }
 

@@ -63,9 +63,11 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       ? null
       : await import('./telemetry/start-tracing.ts').then((t) => t.startTracing({ endpoint, scheduleDelayMs: config.otelScheduleDelayMs, logger }));
   const pool = createPool(appUrl, { max: config.pool.size, caFile: config.databaseCaFile });
-  const keyPool = createPool(appUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
+  // Behind PgBouncer these two pools must draw on a server pool of their own (config.auxDatabaseUrl).
+  const auxUrl = config.auxDatabaseUrl ?? appUrl;
+  const keyPool = createPool(auxUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
   // The writer's batches never wait behind requests for a connection, nor requests behind them.
-  const auditPool = createPool(appUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
+  const auditPool = createPool(auxUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
   const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger, preparedStatements: config.preparedStatements });
   const logPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });
   try {
@@ -149,6 +151,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
       alertRules: config.alertRules,
+      clientAddress: config,
+      metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });
     const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger });
     return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };

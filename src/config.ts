@@ -1,4 +1,5 @@
 import path from 'node:path';
+import { cidrProblem, type ForwardedHeader } from './http/client-address.ts';
 
 /**
  * Configuration is read once, at start-up, from the environment, validated and frozen; it is
@@ -11,11 +12,24 @@ export interface Config {
   readonly env: Env;
   readonly host: string;
   readonly port: number;
+  /** Balancers (CIDRs) whose forwarding header is believed for the audit's client address; none: the socket's. */
+  readonly trustedProxies: readonly string[];
+  /** The header those balancers write: X-Forwarded-For, or RFC 7239 Forwarded. */
+  readonly forwardedHeader: ForwardedHeader;
+  /** `null`: /metrics on the main port; else only on this port (of `metricsHost`), so it need not be public. */
+  readonly metricsPort: number | null;
+  readonly metricsHost: string;
   readonly dataDir: string;
   readonly policyFile: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
   /** `null` for the zero-config embedded PostgreSQL under `dataDir`. */
   readonly database: { readonly appUrl: string; readonly migrateUrl: string | null } | null;
+  /**
+   * Where the connections used beside a request's transaction go (the audit writer, key loads,
+   * search counts); `null`: DATABASE_URL. Behind PgBouncer it names a pool of its own, so that
+   * requests holding every server connection cannot starve the audit commit they wait for.
+   */
+  readonly auxDatabaseUrl: string | null;
   readonly embeddedPgPort: number;
   readonly oidc: {
     /** `null`: the built-in development issuer served by this process (development only). */
@@ -268,6 +282,10 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     requireTls('DATABASE_URL', appUrl);
   }
 
+  const auxDatabaseUrl = url(src, 'PHIGATE_AUX_DATABASE_URL', ['postgres:', 'postgresql:']);
+  if (auxDatabaseUrl !== null && appUrl === null) throw new ConfigError('DATABASE_URL', 'must be set when PHIGATE_AUX_DATABASE_URL is');
+  if (production && auxDatabaseUrl !== null) requireTls('PHIGATE_AUX_DATABASE_URL', auxDatabaseUrl);
+
   const issuer = url(src, 'PHIGATE_OIDC_ISSUER', production ? ['https:'] : ['https:', 'http:']);
   if (production && issuer === null) throw new ConfigError('PHIGATE_OIDC_ISSUER', 'is required in production (the development issuer is refused)');
 
@@ -298,10 +316,19 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     env,
     host: text(src, 'PHIGATE_HOST') ?? '127.0.0.1',
     port: int(src, 'PHIGATE_PORT', 4000, 0, 65535),
+    trustedProxies: list(src, 'PHIGATE_TRUSTED_PROXIES', []).map((cidr) => {
+      const problem = cidrProblem(cidr);
+      if (problem !== null) throw new ConfigError('PHIGATE_TRUSTED_PROXIES', `${problem} (expected comma-separated CIDRs such as 10.0.0.0/8, fd00::/8)`);
+      return cidr;
+    }),
+    forwardedHeader: oneOf(src, 'PHIGATE_FORWARDED_HEADER', ['x-forwarded-for', 'forwarded'] as const, 'x-forwarded-for'),
+    metricsPort: text(src, 'PHIGATE_METRICS_PORT') === null ? null : int(src, 'PHIGATE_METRICS_PORT', 0, 0, 65535),
+    metricsHost: text(src, 'PHIGATE_METRICS_HOST') ?? text(src, 'PHIGATE_HOST') ?? '127.0.0.1',
     dataDir,
     policyFile: path.resolve(cwd, text(src, 'PHIGATE_POLICY_FILE') ?? 'policies/default.yaml'),
     logLevel: oneOf(src, 'PHIGATE_LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, 'info'),
     database: appUrl === null ? null : { appUrl, migrateUrl },
+    auxDatabaseUrl,
     embeddedPgPort: int(src, 'PHIGATE_EMBEDDED_PG_PORT', 54329, 1024, 65535),
     oidc: {
       issuer,

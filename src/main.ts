@@ -25,8 +25,9 @@ async function main(): Promise<void> {
     await seed({ migrateUrl: db.migrateUrl, keyring: app.keyring, patients: 200, manifest });
     say(`seeded; who sees what: ${manifest}`);
   }
-  const { port } = await app.gateway.listen(config.port, config.host);
-  logger.info({ url: `http://${config.host}:${port}/graphql`, issuer: app.issuer, env: config.env }, 'phigate listening');
+  const { port, metricsPort } = await app.gateway.listen(config.port, config.host);
+  const metrics = metricsPort === undefined ? {} : { metricsUrl: `http://${config.metricsHost}:${metricsPort}/metrics` };
+  logger.info({ url: `http://${config.host}:${port}/graphql`, issuer: app.issuer, env: config.env, ...metrics }, 'phigate listening');
   if (!config.oidc.issuer) {
     // For the person at the terminal, not for log collectors.
     process.stderr.write(`

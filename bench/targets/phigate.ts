@@ -34,6 +34,10 @@ interface PhigateTargetConfig {
   masterKeyHex: string;
   policyFile: string;
   poolSize: number;
+  /** The audit writer's and key loads' connections (PHIGATE_AUX_DATABASE_URL); unset, appUrl. */
+  auxUrl?: string;
+  /** PHIGATE_PREPARED_STATEMENTS; off behind PgBouncer 1.18. Unset, on. */
+  preparedStatements?: boolean;
 }
 
 // As src/main.ts does: the gateway process caps V8's old-generation growth (src/heap.ts).
@@ -42,11 +46,13 @@ const cfg = JSON.parse(process.env.BENCH_TARGET ?? '{}') as PhigateTargetConfig;
 const defaults = loadConfig({});
 const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
 await assertSafeAppRole(pool);
-const keyPool = createPool(cfg.appUrl, { max: 2, applicationName: 'phigate-keys' });
+const auxUrl = cfg.auxUrl ?? cfg.appUrl;
+const preparedStatements = cfg.preparedStatements ?? true;
+const keyPool = createPool(auxUrl, { max: 2, applicationName: 'phigate-keys' });
 const provider = createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex'));
 const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
-const auditPool = createPool(cfg.appUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
+const auditPool = createPool(auxUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
 
 // operation -> roundTrips -> count
 let roundTrips: Record<string, Record<number, number>> = {};
@@ -76,7 +82,7 @@ const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolea
   return true;
 };
 
-const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger });
+const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger, preparedStatements });
 const gateway = createGateway({
   pool,
   auditWriter,
@@ -107,6 +113,10 @@ const gateway = createGateway({
   corsOrigins: defaults.corsOrigins,
   issuer: cfg.issuer,
   queueLimit: 1000,
+  // A handful of actors drive hundreds of requests a second: each principal's request-rate share
+  // (PHIGATE_PRINCIPAL_RATE) would answer 429 and count as a fast error; as tests do, it is lifted.
+  principals: { ...defaults.principals, ratePerSecond: 1_000_000, burst: 1_000_000 },
+  transaction: { preparedStatements },
   routes: [statsRoute],
 });
 const { port } = await gateway.listen(0, '127.0.0.1');

@@ -1,6 +1,6 @@
 #!/bin/sh
 # One-shot set-up of the stack's secrets, run by the `certs` service before anything else starts:
-# a private CA, a TLS certificate for PostgreSQL and one for Keycloak, and the backing key of the
+# a private CA, a TLS certificate for PostgreSQL, one for PgBouncer and one for Keycloak, and the backing key of the
 # stand-in KMS. Files that exist are kept, so restarts change nothing; delete the volumes to
 # start over. Each consumer gets its own volume, owned by the user its image runs as.
 set -eu
@@ -8,6 +8,7 @@ set -eu
 CA_DIR=/ca-private   # the CA key: mounted by this service only
 PUBLIC=/ca           # ca.crt: every client that verifies a server
 PG=/pg-tls           # postgres image: uid 999
+PGB=/pgb-tls         # deploy/pgbouncer image: uid 70
 KC=/kc-tls           # keycloak image: uid 1000
 KMS=/kms-init        # local-kms seed file
 
@@ -38,6 +39,7 @@ issue() {
   chmod 644 "$1/server.crt"
 }
 issue "$PG" postgres 999:999
+issue "$PGB" pgbouncer 70:70
 issue "$KC" keycloak 1000:1000
 
 if [ ! -f "$KMS/seed.yaml" ]; then
@@ -53,4 +55,4 @@ Keys:
 SEED
   chmod 644 "$KMS/seed.yaml"
 fi
-echo "certs: CA, postgres and keycloak certificates and the KMS seed are in place"
+echo "certs: CA, postgres, pgbouncer and keycloak certificates and the KMS seed are in place"

@@ -31,6 +31,7 @@ import type { ApiKeyService } from '../records/api-keys.ts';
 import { createPhiBudget } from '../records/phi-budget.ts';
 import { phiMinuteFor } from '../records/phi-minute.ts';
 import { inSpan } from '../telemetry/tracing.ts';
+import { createClientAddress } from './client-address.ts';
 import { createMaskError } from './mask-error.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
@@ -102,13 +103,21 @@ export interface GatewayDeps {
    * without it only requests with API keys are refused, with 503).
    */
   readonly readiness?: Readonly<Record<string, ReadinessCheck>>;
+  /**
+   * Who the client is for audit rows and logs: the socket peer, or behind trusted balancers the
+   * address they forward (config.trustedProxies); unset, always the socket peer.
+   */
+  readonly clientAddress?: Pick<Config, 'trustedProxies' | 'forwardedHeader'>;
+  /** Serve /metrics only on this address, apart from the public port (config.metricsPort); unset, on the main port. */
+  readonly metricsListener?: { readonly port: number; readonly host: string } | null;
   /** Extra routes tried before GraphQL (the development issuer, GraphiQL); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
 }
 
 export interface Gateway {
   readonly server: http.Server;
-  listen(port: number, host: string): Promise<{ port: number }>;
+  /** Resolves with the main port and, when /metrics has a listener of its own, that one's. */
+  listen(port: number, host: string): Promise<{ port: number; metricsPort?: number }>;
   close(): Promise<void>;
 }
 
@@ -229,8 +238,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // Node checks those timeouts only this often (30 s by default).
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(timeouts.headersMs / 4))),
   };
+  const clientAddress = createClientAddress({
+    trustedProxies: deps.clientAddress?.trustedProxies ?? [],
+    header: deps.clientAddress?.forwardedHeader ?? 'x-forwarded-for',
+  });
   const server = http.createServer(serverOptions, (req, res) => {
-    const facts = newRequestFacts(singleHeader(req.headers['x-request-id']), req.socket.remoteAddress ?? null);
+    const facts = newRequestFacts(singleHeader(req.headers['x-request-id']), clientAddress(req.socket.remoteAddress ?? null, req.headers));
     withRequest(facts, () => handle(req, res, facts.requestId));
   });
   const handle = (req: http.IncomingMessage, res: http.ServerResponse, requestId: string): void => {
@@ -244,6 +257,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/healthz') return void res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     if (path === '/readyz') {
+      // A replica shutting down says so first, so that the balancer stops sending before it stops accepting.
+      if (closing !== null) return void res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready: false, draining: true }));
       void Promise.all([
         checkReadiness({
           database: () => pool.query('SELECT 1'),
@@ -258,13 +273,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       });
       return;
     }
-    if (path === '/metrics') {
-      void metrics.registry.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
-        () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
-      );
-      return;
-    }
+    if (path === '/metrics' && metricsServer === null) return serveMetrics(res);
     // The root of the request's trace: the seams' spans (auth, SQL, policy, decryption, audit) join
     // it through the active context. The id is the one in the logs and audit rows, never PHI-shaped.
     const attributes = { 'http.request.method': req.method ?? 'UNKNOWN', 'phigate.request_id': requestId };
@@ -276,14 +285,29 @@ export function createGateway(deps: GatewayDeps): Gateway {
     });
   };
 
+  function serveMetrics(res: http.ServerResponse): void {
+    void metrics.registry.metrics().then(
+      (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+      () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
+    );
+  }
+  // Nothing but /metrics there: no GraphQL, no PHI, on an address the balancer does not publish.
+  const metricsServer =
+    deps.metricsListener == null
+      ? null
+      : http.createServer((req, res) => {
+          if ((req.url ?? '/').split('?')[0] === '/metrics') return serveMetrics(res);
+          res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+        });
+
   let closing: Promise<void> | null = null;
   return {
     server,
-    listen: (port, host) =>
-      new Promise((resolve, reject) => {
-        server.once('error', reject);
-        server.listen(port, host, () => resolve({ port: (server.address() as import('node:net').AddressInfo).port }));
-      }),
+    listen: async (port, host) => {
+      const main = await listenOn(server, port, host);
+      if (metricsServer === null || deps.metricsListener == null) return { port: main };
+      return { port: main, metricsPort: await listenOn(metricsServer, deps.metricsListener.port, deps.metricsListener.host) };
+    },
     close: () => (closing ??= closeGracefully()),
   };
 
@@ -294,7 +318,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
    */
   async function closeGracefully(): Promise<void> {
     // No new alert sweep once shutdown begins; one under way finishes before the pool closes.
-    const stopped = Promise.all([new Promise<void>((resolve) => server.close(() => resolve())), sweeper.stop()]);
+    const stopped = Promise.all([
+      new Promise<void>((resolve) => server.close(() => resolve())),
+      sweeper.stop(),
+      ...(metricsServer === null ? [] : [new Promise<void>((resolve) => metricsServer.close(() => resolve()))]),
+    ]);
+    metricsServer?.closeAllConnections();
     server.closeIdleConnections();
     let grace: NodeJS.Timeout | undefined;
     await Promise.race([
@@ -314,5 +343,12 @@ const DEFAULT_SERVER_TIMEOUTS = { headersMs: 10_000, bodyMs: 30_000 };
 const DEFAULT_PRINCIPALS = { concurrency: 4, queue: 32, ratePerSecond: 20, burst: 40 };
 const DEFAULT_REFUSALS = { auditedPerSecond: 10, alertPerMinute: 60 };
 const ISSUER_READY_TTL_MS = 10_000;
+
+function listenOn(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve((server.address() as import('node:net').AddressInfo).port));
+  });
+}
 
 const singleHeader = (value: string | string[] | undefined): string | null => (typeof value === 'string' ? value : null);

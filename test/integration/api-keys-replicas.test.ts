@@ -36,7 +36,7 @@ const baseEnv = () => ({
   PATH: process.env.PATH ?? '',
   PHIGATE_ENV: 'development',
   PHIGATE_DATA_DIR: dataDir,
-  DATABASE_URL: db.appUrl,
+  ...db.gatewayEnv,
   PHIGATE_LOCAL_MASTER_KEY: masterKey.toString('base64'),
 });
 

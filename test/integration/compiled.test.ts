@@ -40,7 +40,7 @@ describe('the compiled gateway (dist/)', () => {
       PHIGATE_ENV: 'development',
       PHIGATE_PORT: String(port),
       PHIGATE_DATA_DIR: dataDir,
-      DATABASE_URL: db.appUrl,
+      ...db.gatewayEnv,
       PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
     });
     try {

@@ -26,7 +26,7 @@ const npmStart = (): Promise<GatewayProcess> =>
   startGatewayProcess(
     'npm',
     ['start'],
-    { PHIGATE_ENV: 'development', PHIGATE_PORT: '0', PHIGATE_DATA_DIR: dataDir, DATABASE_URL: db.appUrl, PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64') },
+    { PHIGATE_ENV: 'development', PHIGATE_PORT: '0', PHIGATE_DATA_DIR: dataDir, ...db.gatewayEnv, PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64') },
     { detached: true },
   );
 

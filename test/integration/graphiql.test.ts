@@ -29,7 +29,7 @@ beforeAll(async () => {
     PHIGATE_ENV: 'development',
     PHIGATE_PORT: String(port),
     PHIGATE_DATA_DIR: dataDir,
-    DATABASE_URL: db.appUrl,
+    ...db.gatewayEnv,
     PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
   });
   app = await assembleApp(config, db.appUrl, createLogger('silent'));

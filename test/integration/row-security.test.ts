@@ -5,14 +5,15 @@ import { createPool, assertSafeAppRole, type Pool } from '../../src/db/pool.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { POLICY_FILE } from '../support/gateway.ts';
-import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
-import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { withRequestTransaction as withTx, type SecurityContext, type TransactionOptions } from '../../src/db/transaction.ts';
+import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
 
 // Row security at the database level, with no gateway in between: these hold even if every line
 // of TypeScript were wrong.
 
 let db: TestDatabase;
 let pool: Pool;
+let session: Pool;
 const ids = { a1: randomUUID(), a2: randomUUID(), b1: randomUUID() };
 
 const ctx = (over: Partial<SecurityContext>): SecurityContext => ({
@@ -31,11 +32,15 @@ async function visiblePatients(c: SecurityContext): Promise<string[]> {
   );
 }
 
+// Through PgBouncer 1.18 (PHIGATE_TEST_VIA_PGBOUNCER=1) no statement may be named.
+const withRequestTransaction: typeof withTx = (p, c, fn, opts?: TransactionOptions) => withTx(p, c, fn, { preparedStatements: preparedStatements(), ...opts });
+
 const admin = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => withClient(db.adminUrl, fn);
 
 beforeAll(async () => {
   db = await createTestDatabase();
   pool = createPool(db.appUrl, { max: 2 });
+  session = createPool(db.directAppUrl, { max: 1 });
   await admin(async (c) => {
     await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-a', 'A'), ('c-b', 'B')`);
     const ins = `INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1, $2, $3, '\\x00')`;
@@ -51,7 +56,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await pool?.end();
+  await Promise.all([pool?.end(), session?.end()]);
   await db?.drop();
 });
 
@@ -59,10 +64,11 @@ describe('prepared statements and row security', () => {
   // One connection, so both requests reuse the same prepared statement; a generic plan, so the
   // plan itself is reused: the context must still be read when each request executes it.
   it('a statement prepared under one request answers the next one in its own context', async () => {
-    const one = createPool(db.appUrl, { max: 1 });
+    // A statement prepared on one server session: what PostgreSQL does, so past any pooler.
+    const one = createPool(db.directAppUrl, { max: 1 });
     try {
       const seen = (c: SecurityContext) =>
-        withRequestTransaction(one, c, async (tx) => {
+        withTx(one, c, async (tx) => {
           await tx.query(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`);
           return (await tx.query<{ id: string }>('SELECT id FROM phigate.patients WHERE clinic_id = ANY($1::text[]) ORDER BY id', [['c-a', 'c-b']])).rows.map((r) => r.id);
         });
@@ -72,7 +78,7 @@ describe('prepared statements and row security', () => {
         expect(await seen(a)).toEqual([ids.a1, ids.a2].sort());
         expect(await seen(b)).toEqual([ids.b1]);
       }
-      const prepared = await withRequestTransaction(one, a, (tx) => tx.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'phigate_%'`));
+      const prepared = await withTx(one, a, (tx) => tx.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'phigate_%'`));
       expect(prepared.rows.length).toBeGreaterThan(0);
     } finally {
       await one.end();
@@ -163,8 +169,10 @@ describe('row security without the gateway', () => {
     await expect(pool.query(sql)).rejects.toThrow(error);
   });
 
+  // Session settings go straight to PostgreSQL: through a transaction-mode pooler they would stay
+  // on the server connection after this client is gone (the gateway itself never sets one).
   it('SET row_security = off makes a protected query fail rather than bypass', async () => {
-    const c = await pool.connect();
+    const c = await session.connect();
     try {
       await c.query('SET row_security = off');
       await expect(c.query('SELECT id FROM phigate.patients')).rejects.toThrow(/row-level security/);
@@ -174,7 +182,7 @@ describe('row security without the gateway', () => {
   });
 
   it('SET ROLE phigate_app then RESET ROLE changes nothing', async () => {
-    const c = await pool.connect();
+    const c = await session.connect();
     try {
       await c.query('SET ROLE phigate_app');
       await c.query('RESET ROLE');

@@ -45,7 +45,9 @@ interface GatewayProcess {
 async function startGatewayProcess(): Promise<GatewayProcess> {
   const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
     cwd: ROOT,
-    env: { ...stack.env, PHIGATE_POLICY_FILE: policyFile, PHIGATE_LOG_LEVEL: 'info' },
+    // One principal drives the load: its request-rate share (cheap-dos.test.ts) must not answer
+    // 429 before the kill, whatever this machine's speed.
+    env: { ...stack.env, PHIGATE_POLICY_FILE: policyFile, PHIGATE_LOG_LEVEL: 'info', PHIGATE_PRINCIPAL_RATE: '100000', PHIGATE_PRINCIPAL_BURST: '100000' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
@@ -142,7 +144,7 @@ describe('gateway processes on one database', () => {
       expect(counts.get(answer.requestId), `answer ${answer.requestId} has no committed audit rows`).toBe(3);
     }
     // Nothing else was answered with data: the requests cut by the kill got no answer at all.
-    expect(answered.every(({ answer }) => answer.status === 200)).toBe(true);
+    expect(answered.filter(({ answer }) => answer.status !== 200).map(({ answer }) => answer.text)).toEqual([]);
     expect(failures).toBeGreaterThan(0);
   });
 

@@ -23,7 +23,7 @@ import type { ApiKeyService } from '../../src/records/api-keys.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { generateDataset, type Dataset, type SeedStaff } from '../../src/seed/dataset.ts';
 import { writeDataset } from '../../src/seed/write.ts';
-import { createTestDatabase, withClient, type TestDatabase } from './db.ts';
+import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from './db.ts';
 import { startTestIssuer, type TestIssuer } from './oidc-issuer.ts';
 
 export const POLICY_FILE = path.resolve(import.meta.dirname, '../../policies/default.yaml');
@@ -37,6 +37,8 @@ export interface GqlResponse {
 
 export interface TestGateway {
   readonly url: string;
+  /** /metrics on a listener of its own when gatewayOptions.metricsListener asks for one. */
+  readonly metricsUrl: string | null;
   readonly db: TestDatabase;
   readonly pool: Pool;
   readonly issuer: TestIssuer;
@@ -95,8 +97,8 @@ export async function startTestGateway(
   // The gateway gets its own keyring and cipher, cold like a freshly started replica: its stats
   // count only what requests do, and a test may tamper with stored keys before first use.
   // Keys load through their own pool, as in src/app.ts.
-  const keyPool = createPool(db.appUrl, { max: 2 });
-  const auditPool = createPool(db.appUrl, { max: loadConfig({}).audit.connections, applicationName: 'phigate-audit' });
+  const keyPool = createPool(db.auxUrl, { max: 2 });
+  const auditPool = createPool(db.auxUrl, { max: loadConfig({}).audit.connections, applicationName: 'phigate-audit' });
   const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
   const cipher = createFieldCipher(keyring);
 
@@ -112,7 +114,7 @@ export async function startTestGateway(
     mfaAcrValues: [],
   });
   const logger = createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) });
-  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger });
+  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger, preparedStatements: preparedStatements() });
   const peppers = createPeppers(pool, provider);
   const verifier = createApiKeyVerifier({
     db: pool,
@@ -143,9 +145,10 @@ export async function startTestGateway(
     // The default concurrency share, but no request-rate share: tests drive one principal far faster
     // than a person would; test/security/cheap-dos.test.ts sets the shares it tests.
     principals: { ...defaults.principals, ratePerSecond: 1_000_000, burst: 1_000_000 },
+    transaction: { preparedStatements: preparedStatements() },
     ...opts.gatewayOptions,
   });
-  const { port } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
+  const { port, metricsPort } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
   const url = `http://127.0.0.1:${port}/graphql`;
 
   const staff = (sub: string) => {
@@ -155,6 +158,7 @@ export async function startTestGateway(
   };
   return {
     url,
+    metricsUrl: metricsPort === undefined ? null : `http://127.0.0.1:${metricsPort}/metrics`,
     db,
     pool,
     issuer,

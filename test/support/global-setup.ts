@@ -6,16 +6,30 @@ import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded.ts';
 import { ensureAppLogin, migrate } from '../../src/db/migrate.ts';
 import { freePort } from './free-port.ts';
+import { startPgBouncer, type PgBouncer } from './pgbouncer.ts';
 
 export const TEST_APP_ROLE = 'phigate_test_gateway';
 export const TEST_APP_PASSWORD = 'phigate-test-only';
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    phigateDb: { adminUrl: string; template: string };
+    phigateDb: { adminUrl: string; template: string; pgbouncer: TestPgBouncers | null };
   }
 }
 
+/** Ports of the two PgBouncers the gateway's pools go through when PHIGATE_TEST_VIA_PGBOUNCER=1. */
+export interface TestPgBouncers {
+  /** Requests' connections (DATABASE_URL). */
+  readonly main: number;
+  /** The audit writer's, key loads' and search counts' (PHIGATE_AUX_DATABASE_URL). */
+  readonly aux: number;
+}
+
+/**
+ * Server connections per test database in each PgBouncer: below the clients' pools (a test
+ * gateway's 4 request connections, 2 key and 2 audit connections), so connections really are shared.
+ */
+const PGBOUNCER_POOL_SIZE = 2;
 
 export function withDatabase(url: string, db: string): string {
   const u = new URL(url);
@@ -49,13 +63,25 @@ export default async function setup(project: TestProject): Promise<() => Promise
   appUrl.username = TEST_APP_ROLE;
   appUrl.password = TEST_APP_PASSWORD;
   await ensureAppLogin(templateUrl, appUrl.toString());
-  project.provide('phigateDb', { adminUrl, template });
+  const bouncers: PgBouncer[] = [];
+  if (process.env.PHIGATE_TEST_VIA_PGBOUNCER === '1') {
+    const upstream = new URL(adminUrl);
+    const options = {
+      upstream: { host: upstream.hostname, port: Number(upstream.port || 5432) },
+      users: { [TEST_APP_ROLE]: TEST_APP_PASSWORD },
+      poolSize: PGBOUNCER_POOL_SIZE,
+    };
+    bouncers.push(await startPgBouncer(options), await startPgBouncer(options));
+  }
+  const [main, aux] = bouncers;
+  project.provide('phigateDb', { adminUrl, template, pgbouncer: main && aux ? { main: main.port, aux: aux.port } : null });
 
   return async () => {
     const c = new pg.Client({ connectionString: adminUrl });
     await c.connect();
     await c.query(`DROP DATABASE IF EXISTS ${template} WITH (FORCE)`);
     await c.end();
+    await Promise.all(bouncers.map((b) => b.stop()));
     await embedded?.stop();
     if (dir) await rm(dir, { recursive: true, force: true });
   };

@@ -50,7 +50,7 @@ export async function startProcessStack(opts: { patients: number; seed: number }
       PHIGATE_HOST: '127.0.0.1',
       PHIGATE_PORT: '0',
       PHIGATE_DATA_DIR: dataDir,
-      DATABASE_URL: db.appUrl,
+      ...db.gatewayEnv,
       PHIGATE_OIDC_ISSUER: issuer.issuer,
       PHIGATE_LOCAL_MASTER_KEY: masterKey.toString('base64'),
     },

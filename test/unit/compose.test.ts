@@ -88,10 +88,10 @@ describe('docker-compose.yml', () => {
     expect(used.size).toBeGreaterThan(0);
   });
 
-  it('passes an optional tracing endpoint to the gateway, off while it is unset', () => {
-    expect(gatewayEnv).toHaveProperty('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT', '');
-    expect(loadConfig(gatewayEnv, '/app').otelExporterUrl).toBeNull();
-    const endpoint = 'http://otel-collector:4318/v1/traces';
+  it("exports traces to the stack's collector unless .env names another endpoint", () => {
+    expect(loadConfig(gatewayEnv, '/app').otelExporterUrl).toBe('http://otel-collector:4318/v1/traces');
+    expect(Object.keys(services)).toContain('otel-collector');
+    const endpoint = 'https://collector.example.org/v1/traces';
     const traced = parse(interpolate(read('docker-compose.yml'), { ...env, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: endpoint }, new Set()), { merge: true }) as typeof compose;
     expect(loadConfig(environmentOf(traced.services.gateway!), '/app').otelExporterUrl).toBe(endpoint);
   });
@@ -114,7 +114,7 @@ describe('docker-compose.yml', () => {
     expect(mount, `a volume mounted at ${caDir}`).toBeDefined();
     expect(services.certs!.volumes).toContain(`${mount!.split(':')[0]}:${caDir}`);
     const script = read('deploy/certs/generate.sh');
-    expect(script).toContain(`issue "$PG" ${new URL(gatewayEnv.DATABASE_URL!).hostname} `);
+    expect(script).toMatch(new RegExp(`issue "\\$[A-Z]+" ${new URL(gatewayEnv.DATABASE_URL!).hostname} `));
     expect(script).toContain(`issue "$KC" ${new URL(gatewayEnv.PHIGATE_OIDC_ISSUER!).hostname} `);
   });
 
@@ -127,6 +127,63 @@ describe('docker-compose.yml', () => {
       expect(['local', 'hostssl'], rule).toContain(type);
       expect(rest.at(-1), rule).toBe('scram-sha-256');
     }
+  });
+});
+
+describe('docker-compose.yml, scaled out', () => {
+  const config = loadConfig(gatewayEnv, '/app');
+  const haproxyCfg = read('deploy/haproxy/haproxy.cfg');
+  const pgbouncerIni = read('deploy/pgbouncer/pgbouncer.ini');
+  const iniDatabases = Object.fromEntries(
+    pgbouncerIni
+      .split('[databases]')[1]!
+      .split('[pgbouncer]')[0]!
+      .split('\n')
+      .filter((l) => /^\w+\s*=/.test(l))
+      .map((l) => [l.split('=')[0]!.trim(), l.slice(l.indexOf('=') + 1)]),
+  );
+
+  it('runs two gateway replicas, published only through HAProxy', () => {
+    expect((gateway as { deploy?: { replicas?: number } }).deploy?.replicas).toBe(2);
+    expect((gateway as { ports?: unknown }).ports).toBeUndefined();
+    const haproxy = services.haproxy as Service & { ports?: string[] };
+    expect(haproxy.ports).toEqual(['127.0.0.1:4000:4000']);
+    expect(haproxy.volumes).toContain('./deploy/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro');
+    // Both replicas, by the service's DNS name, and only while /readyz says ready.
+    expect(haproxyCfg).toMatch(/server-template \w+ 2 gateway:4000 check/);
+    expect(haproxyCfg).toMatch(/option httpchk GET \/readyz/);
+    expect(haproxyCfg).toMatch(/option forwardfor/);
+  });
+
+  it("the gateways believe X-Forwarded-For from HAProxy's address alone, and serve /metrics apart", () => {
+    const address = (services.haproxy as { networks: { default: { ipv4_address: string } } }).networks.default.ipv4_address;
+    expect(config.trustedProxies).toEqual([`${address}/32`]);
+    expect(config.metricsPort).toBe(9464);
+    expect(haproxyCfg).not.toContain('9464');
+  });
+
+  it('connects through PgBouncer in transaction mode over verified TLS, audit and keys in a pool of their own', () => {
+    const main = new URL(config.database!.appUrl);
+    const aux = new URL(config.auxDatabaseUrl!);
+    expect([main.hostname, aux.hostname]).toEqual(['pgbouncer', 'pgbouncer']);
+    for (const u of [main, aux]) expect(u.searchParams.get('sslmode')).toBe('verify-full');
+    expect(main.pathname).not.toBe(aux.pathname);
+    // Two pools of PgBouncer (one per database name there), one PostgreSQL database.
+    const [mainDb, auxDb] = [main.pathname.slice(1), aux.pathname.slice(1)];
+    expect(iniDatabases[mainDb]).toMatch(/dbname=phigate\b/);
+    expect(iniDatabases[auxDb]).toMatch(/dbname=phigate\b/);
+    expect(pgbouncerIni).toMatch(/^pool_mode = transaction$/m);
+    expect(pgbouncerIni).toMatch(/^server_tls_sslmode = verify-full$/m);
+    expect(pgbouncerIni).toMatch(/^client_tls_sslmode = require$/m);
+    // Debian bookworm's PgBouncer (deploy/pgbouncer/Dockerfile) keeps no prepared statements.
+    expect(read('deploy/pgbouncer/Dockerfile')).toMatch(/FROM debian:bookworm/);
+    expect(config.preparedStatements).toBe(false);
+    expect(services.pgbouncer!.depends_on).toHaveProperty('postgres');
+  });
+
+  it('shares rate limits through the Redis service', () => {
+    expect(config.redisUrl).toBe('redis://redis:6379');
+    expect(services.redis!.image).toMatch(/^redis:/);
   });
 });
 

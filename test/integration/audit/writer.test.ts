@@ -5,7 +5,7 @@ import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
 import { createAuditWriter, type AuditEntry } from '../../../src/audit/writer.ts';
 import { createLogger } from '../../../src/log.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
-import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
+import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../../support/db.ts';
 
 // The audit writer against a real PostgreSQL: group commit on its own connection, every batch's
 // row count checked, a failed batch retried request by request, a bounded queue, a connection lost
@@ -31,9 +31,9 @@ afterAll(async () => db?.drop());
 const admin = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.adminUrl, fn);
 
 function writer(queueLimit = 100, applicationName = 'phigate-audit') {
-  const pool = createPool(db.appUrl, { max: 1, applicationName });
+  const pool = createPool(db.auxUrl, { max: 1, applicationName });
   pools.push(pool);
-  return createAuditWriter({ pool, queueLimit, logger });
+  return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements() });
 }
 
 const request = (requestId = `w-${randomUUID()}`, actor = 'reg-north'): AuditRequest => ({ requestId, actor, actorKind: 'user', clientAddr: '127.0.0.1' });

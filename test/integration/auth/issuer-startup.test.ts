@@ -31,7 +31,7 @@ it('start-up stops with one line naming the configured issuer and the one its di
       PHIGATE_HOST: '127.0.0.1',
       PHIGATE_PORT: '0',
       PHIGATE_DATA_DIR: dataDir,
-      DATABASE_URL: db.appUrl,
+      ...db.gatewayEnv,
       PHIGATE_OIDC_ISSUER: `${issuer.issuer}/`,
       PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
     },

@@ -5,6 +5,7 @@ import { withRequestTransaction } from '../../../src/db/transaction.ts';
 import type { SeedPatient } from '../../../src/seed/dataset.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../../support/gateway.ts';
 import { codesOf } from '../../support/gql-expect.ts';
+import { preparedStatements, viaPgBouncer } from '../../support/db.ts';
 
 // One request's identity must never reach another request, however the pool hands out its
 // connections. The row-security context is set with set_config(..., true) right after BEGIN and
@@ -195,11 +196,22 @@ interface ConnectionState {
   inTransaction: boolean;
 }
 
-/** Takes every connection of the pool at once (it has two) and reads what each one still carries. */
+/**
+ * Takes every connection of the pool at once (it has two) and reads what each one still carries.
+ * Through PgBouncer (as many server connections as the pool has clients) a statement outside a
+ * transaction may run on any server connection: each client opens one, so that the two of them
+ * hold, and read, every server connection; a transaction left open there would make BEGIN warn.
+ */
 async function poolConnections(): Promise<ConnectionState[]> {
   const clients: pg.PoolClient[] = [await gw.pool.connect(), await gw.pool.connect()];
+  const pinned = viaPgBouncer();
+  const warnings: string[] = [];
   try {
-    return await Promise.all(
+    if (pinned) {
+      for (const c of clients) c.on('notice', (n) => warnings.push(n.message ?? ''));
+      await Promise.all(clients.map((c) => c.query('BEGIN')));
+    }
+    const states = await Promise.all(
       clients.map(async (c) => {
         const { rows } = await c.query(`SELECT pg_backend_pid() AS pid,
           current_setting('phigate.actor', true) AS actor, current_setting('phigate.clinics', true) AS clinics,
@@ -207,11 +219,16 @@ async function poolConnections(): Promise<ConnectionState[]> {
           (SELECT count(*) FROM phigate.patients)::int AS visible,
           now() <> statement_timestamp() AS in_tx`);
         const r = rows[0];
-        return { pid: r.pid, actor: r.actor, clinics: r.clinics, roles: r.roles, requestId: r.request_id, visiblePatients: r.visible, inTransaction: r.in_tx };
+        return { pid: r.pid, actor: r.actor, clinics: r.clinics, roles: r.roles, requestId: r.request_id, visiblePatients: r.visible, inTransaction: pinned ? warnings.length > 0 : r.in_tx };
       }),
     );
+    if (pinned) await Promise.all(clients.map((c) => c.query('COMMIT')));
+    return states;
   } finally {
-    for (const c of clients) c.release();
+    for (const c of clients) {
+      c.removeAllListeners('notice');
+      c.release();
+    }
   }
 }
 
@@ -271,10 +288,15 @@ describe('connections go back to the pool clean', () => {
     const ctx = { actor: 'reg-north', actorKind: 'user' as const, roles: ['registrar'], clinics: ['c-north'], requestId: randomUUID(), purpose: 'healthcare_operations' };
     let seen = -1;
     await expect(
-      withRequestTransaction(gw.pool, ctx, async (tx) => {
-        seen = (await tx.query('SELECT id FROM phigate.patients')).rowCount ?? 0;
-        await tx.query('SELECT 1 / 0');
-      }),
+      withRequestTransaction(
+        gw.pool,
+        ctx,
+        async (tx) => {
+          seen = (await tx.query('SELECT id FROM phigate.patients')).rowCount ?? 0;
+          await tx.query('SELECT 1 / 0');
+        },
+        { preparedStatements: preparedStatements() },
+      ),
     ).rejects.toThrow();
     expect(seen).toBe(gw.data.patients.filter((p) => p.clinicId === 'c-north').length);
     expectClean(await poolConnections());
