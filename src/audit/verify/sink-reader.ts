@@ -1,0 +1,132 @@
+import { createReadStream } from 'node:fs';
+import { readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+
+/**
+ * Reads the file sink (docs/audit-log.md, "Outside sink") back in leaf order: its files are named
+ * by their first leaf, so sorting the names sorts the lines. A torn last line (a crash while
+ * appending) is left out.
+ */
+export interface SinkEvent {
+  readonly leaf: number;
+  readonly id: string;
+  readonly canonical: Buffer;
+}
+
+export interface SinkCheckpoint {
+  readonly size: number;
+  readonly note: string;
+}
+
+export class SinkFormatError extends Error {
+  constructor(readonly file: string, readonly line: number, reason: string) {
+    super(`sink ${path.basename(file)} line ${line}: ${reason}`);
+  }
+}
+
+const FILE = /^audit-\d{20}\.jsonl$/;
+
+export async function sinkFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((f) => FILE.test(f)).sort().map((f) => path.join(dir, f));
+}
+
+export interface SinkReader {
+  /** The sink's copy of leaf `leaf`, or null when the sink has not got that far (or holds no such leaf). */
+  eventAt(leaf: number): Promise<SinkEvent | null>;
+  /** Every checkpoint line read so far, by size (all of them once eventAt has gone past the end). */
+  readonly checkpoints: ReadonlyMap<number, SinkCheckpoint>;
+  /** The first leaf after the last event line read. */
+  readonly end: number;
+  /** Reads the rest: every later event and checkpoint. */
+  drain(onEvent: (e: SinkEvent) => void): Promise<void>;
+}
+
+export async function openSink(dir: string): Promise<SinkReader> {
+  const files = await sinkFiles(dir);
+  const checkpoints = new Map<number, SinkCheckpoint>();
+  let last: SinkEvent | null = null;
+  let end = 0;
+
+  async function* lines(): AsyncGenerator<SinkEvent> {
+    for (const file of files) {
+      const input = createReadStream(file, { encoding: 'utf8' });
+      const rl = createInterface({ input, crlfDelay: Infinity });
+      let n = 0;
+      for await (const line of rl) {
+        n++;
+        let o: { type?: unknown; leaf?: unknown; id?: unknown; canonical?: unknown; size?: unknown; note?: unknown };
+        try {
+          o = JSON.parse(line) as typeof o;
+        } catch {
+          // Only the very last line of the newest file may be torn.
+          if (file === files[files.length - 1]) continue;
+          throw new SinkFormatError(file, n, 'is not JSON');
+        }
+        if (o.type === 'checkpoint') {
+          if (!Number.isSafeInteger(o.size) || typeof o.note !== 'string') throw new SinkFormatError(file, n, 'is not a checkpoint line');
+          const size = o.size as number;
+          const seen = checkpoints.get(size);
+          if (seen !== undefined && seen.note !== o.note) throw new SinkFormatError(file, n, `repeats checkpoint ${size} with another note`);
+          checkpoints.set(size, { size, note: o.note });
+        } else if (o.type === 'event') {
+          if (!Number.isSafeInteger(o.leaf) || typeof o.id !== 'string' || typeof o.canonical !== 'string') {
+            throw new SinkFormatError(file, n, 'is not an event line');
+          }
+          const e: SinkEvent = { leaf: o.leaf as number, id: o.id, canonical: Buffer.from(o.canonical, 'base64') };
+          // A redelivery (a deliverer that resumed from an older position): the first copy stands.
+          // The copy right after its original must match it; older repeats are only skipped.
+          if (last !== null && e.leaf <= last.leaf) {
+            if (e.leaf === last.leaf && !(e.id === last.id && e.canonical.equals(last.canonical))) {
+              throw new SinkFormatError(file, n, `repeats leaf ${e.leaf} with other content`);
+            }
+            continue;
+          }
+          last = e;
+          end = e.leaf + 1;
+          yield e;
+        }
+      }
+    }
+  }
+
+  const it = lines();
+  let ahead: SinkEvent | null = null;
+  let done = false;
+  const next = async (): Promise<SinkEvent | null> => {
+    if (ahead !== null) {
+      const a = ahead;
+      ahead = null;
+      return a;
+    }
+    if (done) return null;
+    const r = await it.next();
+    if (r.done) {
+      done = true;
+      return null;
+    }
+    return r.value;
+  };
+
+  return {
+    checkpoints,
+    get end() {
+      return end;
+    },
+    async eventAt(leaf) {
+      for (;;) {
+        const e = await next();
+        if (e === null) return null;
+        if (e.leaf < leaf) continue;
+        if (e.leaf > leaf) {
+          ahead = e;
+          return null;
+        }
+        return e;
+      }
+    },
+    async drain(onEvent) {
+      for (let e = await next(); e !== null; e = await next()) onEvent(e);
+    },
+  };
+}
