@@ -51,12 +51,22 @@ export interface GrowingTree {
   append(leafHash: Uint8Array): void;
   readonly size: number;
   root(): Buffer;
+  /** The perfect subtrees' roots, largest first: with the size, all it takes to resume the tree. */
+  frontier(): Buffer[];
 }
 
-export function growingTree(): GrowingTree {
+/** A tree of `size` leaves resumed from its frontier (as `frontier()` gave it), or an empty one. */
+export function growingTree(from: { readonly size: number; readonly frontier: readonly Uint8Array[] } = { size: 0, frontier: [] }): GrowingTree {
+  if (!Number.isSafeInteger(from.size) || from.size < 0) throw new RangeError('a tree size is a whole number');
+  // One perfect subtree per set bit of the size, largest first.
+  const heights: number[] = [];
+  for (let h = 52; h >= 0; h--) if (Math.floor(from.size / 2 ** h) % 2 === 1) heights.push(h);
+  if (heights.length !== from.frontier.length || from.frontier.some((f) => f.length !== HASH_BYTES)) {
+    throw new RangeError('the frontier does not match the tree size');
+  }
   // frontier[i] is the root of a perfect subtree of 2^height leaves, largest first.
-  const frontier: { height: number; hash: Uint8Array }[] = [];
-  let size = 0;
+  const frontier: { height: number; hash: Uint8Array }[] = heights.map((height, i) => ({ height, hash: from.frontier[i]! }));
+  let size = from.size;
   return {
     append(hash) {
       let node = { height: 0, hash };
@@ -75,6 +85,9 @@ export function growingTree(): GrowingTree {
       let acc = frontier[frontier.length - 1]!.hash;
       for (let i = frontier.length - 2; i >= 0; i--) acc = nodeHash(frontier[i]!.hash, acc);
       return Buffer.from(acc);
+    },
+    frontier() {
+      return frontier.map((f) => Buffer.from(f.hash));
     },
   };
 }

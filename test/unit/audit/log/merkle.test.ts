@@ -34,6 +34,21 @@ describe('the Merkle tree of RFC 6962', () => {
     }
   });
 
+  it('resumes a tree from its size and frontier and grows it to the same roots', () => {
+    for (let split = 0; split <= 40; split++) {
+      const hashes = leavesOf(70).map(leafHash);
+      const first = growingTree();
+      for (const h of hashes.slice(0, split)) first.append(h);
+      const resumed = growingTree({ size: split, frontier: first.frontier() });
+      expect(resumed.root().equals(rootOf(hashes, 0, split)), `split=${split}`).toBe(true);
+      for (const h of hashes.slice(split)) resumed.append(h);
+      expect(resumed.root().equals(rootOf(hashes)), `split=${split}`).toBe(true);
+    }
+    const three = growingTree();
+    for (const h of leavesOf(3).map(leafHash)) three.append(h);
+    expect(() => growingTree({ size: 4, frontier: three.frontier() })).toThrow(RangeError);
+  });
+
   // A wrong size is not refused by the path alone (index 0 of 3 and of 4 can share one): the size
   // a verifier uses is the one the signed checkpoint states, never the prover's word.
   it('proves every leaf of every tree up to 40 leaves, and refuses a wrong leaf, index or root', () => {
