@@ -37,13 +37,16 @@ GRANT SELECT ON phigate.audit_retention_runs TO phigate_auditor;
 CREATE FUNCTION phigate.refuse_audit_rewrite() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
-  IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_events' AND EXISTS (
-    SELECT 1
-    FROM phigate.audit_retention_runs r
-    JOIN phigate.audit_log l ON l.event_id = OLD.id
-    WHERE r.tx = pg_current_xact_id() AND l.leaf_index >= r.from_leaf AND l.leaf_index < r.to_leaf AND OLD.occurred_at < r.cutoff
-  ) THEN
-    RETURN OLD;
+  -- Nested: the query is planned only where OLD is an event row.
+  IF TG_OP = 'DELETE' AND TG_TABLE_NAME = 'audit_events' THEN
+    IF EXISTS (
+      SELECT 1
+      FROM phigate.audit_retention_runs r
+      JOIN phigate.audit_log l ON l.event_id = OLD.id
+      WHERE r.tx = pg_current_xact_id() AND l.leaf_index >= r.from_leaf AND l.leaf_index < r.to_leaf AND OLD.occurred_at < r.cutoff
+    ) THEN
+      RETURN OLD;
+    END IF;
   END IF;
   RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
     USING ERRCODE = 'insufficient_privilege', HINT = 'events leave only through phigate audit retain';

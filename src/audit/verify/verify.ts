@@ -92,6 +92,17 @@ const fail = (kind: ProblemKind, eventId: string | null, message: string): never
   throw new Found({ kind, eventId, message });
 };
 
+/**
+ * A root that does not match says only that something in its range is wrong. The walk goes one
+ * leaf further before reporting it: a leaf check there can name the event itself (an event moved
+ * to the end of a range is out of order only next to the leaf after it).
+ */
+interface Pending {
+  readonly problem: VerifyProblem;
+  /** The first leaf after the range. */
+  readonly end: number;
+}
+
 /** (tx, id) compared as the sealer orders leaves. */
 const after = (a: readonly [bigint, bigint], b: readonly [bigint, bigint]) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
 
@@ -160,6 +171,12 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
     // The first event after the last root that matched: where a mismatch can be narrowed to.
     let sinceGood: string | null = null;
     let sinceGoodLeaf = 0;
+    let pending: Pending | null = null;
+    /** A problem with the event at `leaf`: it names the event unless a range before it already failed. */
+    const leafFail = (leaf: number, kind: ProblemKind, eventId: string | null, message: string): never => {
+      if (pending !== null && leaf >= pending.end) throw new Found(pending.problem);
+      return fail(kind, eventId, message);
+    };
     const since = opts.since ?? new Date(0);
     opts.onProgress?.(0, total);
 
@@ -167,9 +184,10 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       const { rows } = await db.query<LeafRow>(LEAVES, [i, batch, since]);
       if (rows.length === 0) break;
       for (const r of rows) {
+        if (pending !== null && i > pending.end) throw new Found(pending.problem);
         const index = Number(r.leaf_index);
         if (index !== i) {
-          fail('leaf_missing', r.event_id, `leaf ${i} is missing: after ${prevEvent === null ? 'the start' : `event ${prevEvent}`} the log goes on at leaf ${index}, event ${r.event_id}`);
+          leafFail(i, 'leaf_missing', r.event_id, `leaf ${i} is missing: after ${prevEvent === null ? 'the start' : `event ${prevEvent}`} the log goes on at leaf ${index}, event ${r.event_id}`);
         }
         if (sinceGood === null) {
           sinceGood = r.event_id;
@@ -177,22 +195,22 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
         }
         let hash = r.leaf_hash;
         if (r.id === null) {
-          if (i >= retired) fail('event_missing', r.event_id, `event ${r.event_id} (leaf ${i}) is missing from audit_events`);
+          if (i >= retired) leafFail(i, 'event_missing', r.event_id, `event ${r.event_id} (leaf ${i}) is missing from audit_events`);
           counts.retired++;
         } else {
           const key: [bigint, bigint] = [BigInt(r.tx!), BigInt(r.id)];
           if (i >= retired && prevKey !== null && !after(key, prevKey)) {
-            fail('event_out_of_order', prevEvent, `event ${prevEvent} (leaf ${i - 1}) is out of order: event ${r.id} of leaf ${i} sorts before it`);
+            leafFail(i - 1, 'event_out_of_order', prevEvent, `event ${prevEvent} (leaf ${i - 1}) is out of order: event ${r.id} of leaf ${i} sorts before it`);
           }
           prevKey = key;
           if (r.before_since !== true) {
             hash = leafHash(canonicalBytes(committedEvent({ ...r, id: r.id })));
             counts.rehashed++;
-            if (!hash.equals(r.leaf_hash)) fail('event_altered', r.id, `event ${r.id} (leaf ${i}) differs from the event that was logged: its bytes do not hash to its leaf`);
+            if (!hash.equals(r.leaf_hash)) leafFail(i, 'event_altered', r.id, `event ${r.id} (leaf ${i}) differs from the event that was logged: its bytes do not hash to its leaf`);
           }
           const run = retentionEvents.get(r.id);
           if (run !== undefined && (r.action !== 'retention' || r.detail !== `leaves:${run.from_leaf}-${run.to_leaf}`)) {
-            fail('retention', r.id, `retention run ${run.id} names event ${r.id}, which is not its retention event`);
+            leafFail(i, 'retention', r.id, `retention run ${run.id} names event ${r.id}, which is not its retention event`);
           }
           retentionEvents.delete(r.id);
         }
@@ -201,7 +219,7 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
           if (copy !== null) {
             counts.sinkCompared++;
             if (copy.id !== r.event_id || !leafHash(copy.canonical).equals(hash)) {
-              fail('sink_differs', r.event_id, `event ${r.event_id} (leaf ${i}) differs from the sink's copy`);
+              leafFail(i, 'sink_differs', r.event_id, `event ${r.event_id} (leaf ${i}) differs from the sink's copy`);
             }
           }
         }
@@ -210,19 +228,23 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
         i++;
         while (m < marks.length && marks[m]!.size === tree.size) {
           const mark = marks[m++]!;
-          if (!tree.root().equals(mark.root)) {
+          if (pending === null && !tree.root().equals(mark.root)) {
             const what = mark.kind === 'checkpoint' ? `the signed root of checkpoint ${mark.size}` : `the root of sealing head ${mark.size}`;
-            fail(
-              mark.kind === 'checkpoint' ? 'root_mismatch' : 'head_mismatch',
-              sinceGood,
-              `leaves ${sinceGoodLeaf} to ${i - 1} (events ${sinceGood} to ${prevEvent}) do not hash to ${what}: one of them was altered, inserted, removed or moved; the first is event ${sinceGood}`,
-            );
+            pending = {
+              end: i,
+              problem: {
+                kind: mark.kind === 'checkpoint' ? 'root_mismatch' : 'head_mismatch',
+                eventId: sinceGood,
+                message: `leaves ${sinceGoodLeaf} to ${i - 1} (events ${sinceGood} to ${prevEvent}) do not hash to ${what}: one of them was altered, inserted, removed or moved; the first is event ${sinceGood}`,
+              },
+            };
           }
           sinceGood = null;
         }
         if (i % 1000 === 0) opts.onProgress?.(i, total);
       }
     }
+    if (pending !== null) throw new Found(pending.problem);
     counts.leaves = tree.size;
     opts.onProgress?.(tree.size, Math.max(total, tree.size));
     if (m < marks.length) {
