@@ -1,6 +1,9 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createAlerts } from './audit/alerts.ts';
+import { auditSigner } from './audit/log/from-config.ts';
+import { createLogRunner, type LogRunner } from './audit/log/runner.ts';
+import { sinksFromConfig } from './audit/sink/from-config.ts';
 import { createAuditWriter, type AuditWriter } from './audit/writer.ts';
 import { createAuthenticator } from './auth/authenticate.ts';
 import { checkIssuer } from './auth/check-issuer.ts';
@@ -42,6 +45,9 @@ export interface App {
   /** Span export; `null` when no OTLP endpoint is configured. */
   readonly tracing: Tracing | null;
   readonly partnerKeys: PartnerKeys;
+  /** Sealing, checkpoints and the outside sink (docs/audit-log.md), on a pool of one connection of its own. */
+  readonly logPool: Pool;
+  readonly auditLog: LogRunner;
 }
 
 export const devIssuerUrl = (config: Config): string => `http://${config.host}:${config.port}/dev-issuer`;
@@ -60,6 +66,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   // The writer's batches never wait behind requests for a connection, nor requests behind them.
   const auditPool = createPool(appUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
   const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger, preparedStatements: config.preparedStatements });
+  const logPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);
@@ -67,6 +74,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     // may wait for a key, and if every connection were held that way, a key load queued behind
     // them would never get one.
     const provider = await keyProviderFromConfig(config);
+    // A checkpoint signer that cannot be had (key file readable by others, wrong KMS key) stops start-up.
+    const logSigner = await auditSigner(config);
     const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
     const partnerKeys = createPartnerKeys({ config, db: pool, provider, logger });
     const cipher = createFieldCipher(keyring);
@@ -137,9 +146,10 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
       alertRules: config.alertRules,
     });
-    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys };
+    const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger });
+    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), tracing?.shutdown()]);
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), logPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }

@@ -102,6 +102,25 @@ export interface Config {
   readonly alertWebhookUrl: string | null;
   /** Thresholds of the alerts computed from the audit trail (src/audit/alert-sweep.ts). */
   readonly alertRules: AlertRules;
+  /** The audit log as evidence: sealing, signed checkpoints, the outside sink (docs/audit-log.md). */
+  readonly auditLog: AuditLogSettings;
+}
+
+export interface AuditLogSettings {
+  /** The checkpoints' origin line, also the signing key's name. */
+  readonly origin: string;
+  /** How often each gateway tries to seal, checkpoint and deliver to the sink. */
+  readonly sealMs: number;
+  /** Most events sealed in one transaction. */
+  readonly sealBatch: number;
+  readonly checkpointSeconds: number;
+  readonly checkpointEvents: number;
+  /** The checkpoint signing key: a 0600 Ed25519 PEM file (PHIGATE_KMS=local) or a KMS key (aws). */
+  readonly signer: { readonly kind: 'file'; readonly file: string } | { readonly kind: 'kms'; readonly keyId: string };
+  /** Directory of the JSON lines file sink; null: no file sink. */
+  readonly sinkDir: string | null;
+  readonly sinkMaxBytes: number;
+  readonly sinkStdout: boolean;
 }
 
 export interface AlertRules {
@@ -370,6 +389,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     },
     alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
     alertRules: alertRules(src),
+    auditLog: auditLogSettings(src, cwd, dataDir, provider),
   };
   if (config.timeouts.headersMs > config.timeouts.bodyMs) throw new ConfigError('PHIGATE_HEADERS_TIMEOUT_MS', 'must not exceed PHIGATE_BODY_TIMEOUT_MS');
   if (config.principals.concurrency >= config.pool.size && config.pool.size > 1) {
@@ -392,6 +412,36 @@ function alertRules(src: Source): AlertRules {
     timeZone: timeZone(src, 'PHIGATE_ALERT_TIME_ZONE', ALERT_DEFAULTS.timeZone),
     sweepSeconds: int(src, 'PHIGATE_ALERT_SWEEP_SECONDS', ALERT_DEFAULTS.sweepSeconds, 1, 3600),
     settleSeconds: int(src, 'PHIGATE_ALERT_SETTLE_SECONDS', ALERT_DEFAULTS.settleSeconds, 0, 600),
+  };
+}
+
+function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local' | 'aws'): AuditLogSettings {
+  const origin = text(src, 'PHIGATE_AUDIT_LOG_ORIGIN') ?? 'phigate.local/audit';
+  // The origin is also the signed note's key name: printable ASCII, no space, no '+'.
+  if (!/^[\x21-\x2a\x2c-\x7e]{1,128}$/.test(origin)) {
+    throw new ConfigError('PHIGATE_AUDIT_LOG_ORIGIN', "must be 1 to 128 printable ASCII characters without spaces or '+' (e.g. example.org/phigate/audit)");
+  }
+  const keyFile = text(src, 'PHIGATE_AUDIT_SIGNING_KEY_FILE');
+  const kmsKeyId = text(src, 'PHIGATE_AUDIT_SIGNING_KMS_KEY_ID');
+  let signer: AuditLogSettings['signer'];
+  if (kms === 'aws') {
+    if (kmsKeyId === null) throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is required when PHIGATE_KMS=aws (an ECC_NIST_EDWARDS25519 signing key)');
+    signer = { kind: 'kms', keyId: kmsKeyId };
+  } else {
+    if (kmsKeyId !== null) throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is only used with PHIGATE_KMS=aws');
+    signer = { kind: 'file', file: path.resolve(cwd, keyFile ?? path.join(dataDir, 'audit-signing-key.pem')) };
+  }
+  const sinkDir = text(src, 'PHIGATE_AUDIT_SINK_DIR');
+  return {
+    origin,
+    sealMs: int(src, 'PHIGATE_AUDIT_SEAL_MS', 1_000, 10, 3_600_000),
+    sealBatch: int(src, 'PHIGATE_AUDIT_SEAL_BATCH', 10_000, 1, 1_000_000),
+    checkpointSeconds: int(src, 'PHIGATE_AUDIT_CHECKPOINT_SECONDS', 10, 1, 86_400),
+    checkpointEvents: int(src, 'PHIGATE_AUDIT_CHECKPOINT_EVENTS', 10_000, 1, 100_000_000),
+    signer,
+    sinkDir: sinkDir === null ? null : path.resolve(cwd, sinkDir),
+    sinkMaxBytes: int(src, 'PHIGATE_AUDIT_SINK_MAX_BYTES', 64 * 1024 * 1024, 4096, 2 ** 40),
+    sinkStdout: oneOf(src, 'PHIGATE_AUDIT_SINK_STDOUT', ['on', 'off'] as const, 'off') === 'on',
   };
 }
 

@@ -62,9 +62,11 @@ async function main(): Promise<void> {
       await app.gateway.close();
       // Events still queued (out-of-band ones) are committed before the writer's connections go.
       await app.auditWriter.close();
+      // Everything committed is sealed, signed and handed to the sink before the connections go.
+      await app.auditLog.stop().catch((err: Error) => logger.error({ err: { name: err.name, code: (err as { code?: string }).code } }, 'audit log: final seal failed'));
       // Every request's spans have ended by now; the last of them leave with this flush.
       await app.partnerKeys.close();
-      await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.tracing?.shutdown()]);
+      await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.logPool.end(), app.tracing?.shutdown()]);
       await db.stop();
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'shutdown failed');

@@ -5,8 +5,12 @@
  * as `__type`). Like KMS it refuses a Decrypt whose EncryptionContext differs from the one given
  * at GenerateDataKey. Wrapped blobs are opaque handles into memory, not encryptions: what is under
  * test is the client, not this stand-in.
+ *
+ * Asymmetric signing keys too, as the audit log's checkpoints use them: CreateKey (KeySpec
+ * ECC_NIST_EDWARDS25519, KeyUsage SIGN_VERIFY), GetPublicKey (DER SubjectPublicKeyInfo) and Sign
+ * (SigningAlgorithm ED25519_SHA_512 with MessageType RAW only, as KMS requires), real Ed25519.
  */
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, randomUUID, sign as ed25519Sign, type KeyObject } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -17,7 +21,7 @@ export type FakeKmsFailure = 'http500' | 'refuse' | 'hang' | null;
 export interface FakeKms {
   readonly endpoint: string;
   /** Requests received, by operation, failed ones included. */
-  readonly calls: { GenerateDataKey: number; Decrypt: number };
+  readonly calls: { GenerateDataKey: number; Decrypt: number; CreateKey: number; GetPublicKey: number; Sign: number };
   fail(mode: FakeKmsFailure): Promise<void>;
   close(): Promise<void>;
 }
@@ -53,13 +57,15 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 
 export async function startFakeKms(): Promise<FakeKms> {
   const issued = new Map<string, Issued>();
-  const calls = { GenerateDataKey: 0, Decrypt: 0 };
+  const calls = { GenerateDataKey: 0, Decrypt: 0, CreateKey: 0, GetPublicKey: 0, Sign: 0 };
+  const signingKeys = new Map<string, { readonly keyId: string; readonly privateKey: KeyObject; readonly publicKey: KeyObject }>();
+  const signingKey = (keyId: unknown) => (typeof keyId === 'string' ? signingKeys.get(arnOf(keyId)) : undefined);
   let failure: FakeKmsFailure = null;
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const target = req.headers['x-amz-target'];
     const op = typeof target === 'string' && target.startsWith('TrentService.') ? target.slice('TrentService.'.length) : '';
-    if (op === 'GenerateDataKey' || op === 'Decrypt') calls[op]++;
+    if (op === 'GenerateDataKey' || op === 'Decrypt' || op === 'CreateKey' || op === 'GetPublicKey' || op === 'Sign') calls[op]++;
     if (failure === 'hang') return;
     if (failure === 'http500') return send(res, 500, { __type: 'KMSInternalException', message: 'injected failure' });
 
@@ -89,6 +95,32 @@ export async function startFakeKms(): Promise<FakeKms> {
         return kmsError(res, 'IncorrectKeyException', 'the ciphertext was not encrypted under this key');
       }
       return send(res, 200, { KeyId: entry.keyArn, Plaintext: entry.plaintext.toString('base64'), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
+    }
+    if (op === 'CreateKey') {
+      if (body.KeySpec !== 'ECC_NIST_EDWARDS25519' || body.KeyUsage !== 'SIGN_VERIFY') {
+        return kmsError(res, 'UnsupportedOperationException', 'the fake creates ECC_NIST_EDWARDS25519 SIGN_VERIFY keys only');
+      }
+      const keyId = randomUUID();
+      const pair = generateKeyPairSync('ed25519');
+      signingKeys.set(arnOf(keyId), { keyId, ...pair });
+      const KeyMetadata = { KeyId: keyId, Arn: arnOf(keyId), KeySpec: 'ECC_NIST_EDWARDS25519', KeyUsage: 'SIGN_VERIFY', KeyState: 'Enabled', Enabled: true,
+        SigningAlgorithms: ['ED25519_SHA_512', 'ED25519_PH_SHA_512'], CreationDate: Math.floor(Date.now() / 1000) };
+      return send(res, 200, { KeyMetadata });
+    }
+    if (op === 'GetPublicKey') {
+      const key = signingKey(body.KeyId);
+      if (!key) return kmsError(res, 'NotFoundException', 'no such key');
+      return send(res, 200, { KeyId: arnOf(key.keyId), KeySpec: 'ECC_NIST_EDWARDS25519', KeyUsage: 'SIGN_VERIFY', SigningAlgorithms: ['ED25519_SHA_512', 'ED25519_PH_SHA_512'],
+        PublicKey: key.publicKey.export({ format: 'der', type: 'spki' }).toString('base64') });
+    }
+    if (op === 'Sign') {
+      const key = signingKey(body.KeyId);
+      if (!key) return kmsError(res, 'NotFoundException', 'no such key');
+      if (body.SigningAlgorithm !== 'ED25519_SHA_512' || body.MessageType !== 'RAW' || typeof body.Message !== 'string') {
+        return kmsError(res, 'ValidationException', 'ED25519_SHA_512 signs a RAW message');
+      }
+      const signature = ed25519Sign(null, Buffer.from(body.Message, 'base64'), key.privateKey);
+      return send(res, 200, { KeyId: arnOf(key.keyId), Signature: signature.toString('base64'), SigningAlgorithm: 'ED25519_SHA_512' });
     }
     return kmsError(res, 'UnknownOperationException', 'operation not supported by the fake');
   }

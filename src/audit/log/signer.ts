@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as signWith, type KeyObject } from 'node:crypto';
-import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
 import type { NoteSigner } from './note.ts';
@@ -10,6 +10,13 @@ import type { NoteSigner } from './note.ts';
  * private half never leaves the KMS.
  */
 const rawPublicKey = (key: KeyObject): Buffer => Buffer.from(key.export({ format: 'jwk' }).x as string, 'base64url');
+
+export class SigningKeyFileError extends Error {
+  constructor(readonly file: string, readonly mode: number) {
+    super(`${file} may be read by others than its owner (mode 0${mode.toString(8)}); it must be 0600 (chmod 600)`);
+    this.name = 'SigningKeyFileError';
+  }
+}
 
 /** Reads the key at `file`, creating it (0600, its folder 0700) when there is none. */
 export async function fileSigner(file: string, name: string): Promise<NoteSigner> {
@@ -26,7 +33,9 @@ export async function fileSigner(file: string, name: string): Promise<NoteSigner
       pem = await readFile(file, 'utf8');
     });
   }
-  await chmod(file, 0o600);
+  // A key others could read is no longer a key only the gateway holds: refuse it, never repair it.
+  const mode = (await stat(file)).mode & 0o777;
+  if ((mode & 0o077) !== 0) throw new SigningKeyFileError(file, mode);
   const privateKey = createPrivateKey(pem);
   if (privateKey.asymmetricKeyType !== 'ed25519') throw new Error(`${file} is not an Ed25519 private key`);
   return { name, publicKey: rawPublicKey(createPublicKey(privateKey)), sign: async (message) => signWith(null, message, privateKey) };
@@ -37,11 +46,13 @@ export interface KmsSignerOptions {
   readonly region: string;
   readonly endpoint: string | null;
   readonly name: string;
+  /** Static credentials (tests); otherwise the SDK's default chain. */
+  readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
 }
 
 /** Signs through AWS KMS `Sign` (ED25519_SHA_512, message RAW); the public key comes from `GetPublicKey`. */
 export async function kmsSigner(opts: KmsSignerOptions): Promise<NoteSigner> {
-  const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}) });
+  const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}), ...(opts.credentials ? { credentials: opts.credentials } : {}) });
   const got = await client.send(new GetPublicKeyCommand({ KeyId: opts.keyId }));
   if (got.KeySpec !== 'ECC_NIST_EDWARDS25519' || !got.PublicKey) throw new Error('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: the key is not an Ed25519 signing key');
   const publicKey = createPublicKey({ key: Buffer.from(got.PublicKey), format: 'der', type: 'spki' });

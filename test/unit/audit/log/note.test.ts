@@ -1,11 +1,11 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { formatCheckpoint, parseCheckpoint } from '../../../../src/audit/log/checkpoint.ts';
 import { openNote, parseVerifierKey, signNote, verifierKey, type NoteSigner } from '../../../../src/audit/log/note.ts';
-import { fileSigner } from '../../../../src/audit/log/signer.ts';
+import { fileSigner, SigningKeyFileError } from '../../../../src/audit/log/signer.ts';
 
 function memorySigner(name: string): NoteSigner {
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
@@ -48,6 +48,9 @@ describe('signed notes (C2SP signed-note, Ed25519)', () => {
       expect((await stat(file)).mode & 0o777).toBe(0o600);
       const b = await fileSigner(file, 'phigate.test/audit');
       expect(b.publicKey.equals(a.publicKey)).toBe(true);
+      await chmod(file, 0o640);
+      await expect(fileSigner(file, 'phigate.test/audit')).rejects.toBeInstanceOf(SigningKeyFileError);
+      expect((await stat(file)).mode & 0o777).toBe(0o640);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

@@ -1,0 +1,65 @@
+import type pg from 'pg';
+import type { Pool } from '../../db/pool.ts';
+import { EVENT_COLUMNS, type EventRow } from '../log/rows.ts';
+import { checkpointLine, eventLine } from './lines.ts';
+import type { Sink, SinkPosition } from './sink.ts';
+
+/**
+ * The outbox: sealed events and signed checkpoints go from the database to a sink by leaf index,
+ * in leaf order, each checkpoint right after the line of its last leaf. One deliverer per sink in
+ * the cluster (a transaction-level advisory lock named for the sink); the position moves only
+ * after the sink made the lines durable, so a crash anywhere delivers a line again, never loses one.
+ */
+export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<number | null> {
+  const client = await pool.connect();
+  let broken = false;
+  try {
+    await client.query('BEGIN');
+    const { rows } = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_xact_lock(hashtextextended('phigate.audit_sink:' || $1, 0)) AS locked", [sink.name]);
+    if (rows[0]?.locked !== true) {
+      await client.query('ROLLBACK');
+      return null;
+    }
+    let delivered = 0;
+    let position = await sink.position(client);
+    for (;;) {
+      const { lines, next, events } = await nextLines(client, position, batch);
+      if (lines.length === 0) break;
+      await sink.write(lines, next, client);
+      delivered += events;
+      position = next;
+      if (events < batch) break;
+    }
+    await client.query('COMMIT');
+    return delivered;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => (broken = true));
+    throw err;
+  } finally {
+    client.release(broken);
+  }
+}
+
+async function nextLines(client: pg.PoolClient, from: SinkPosition, batch: number): Promise<{ lines: string[]; next: SinkPosition; events: number }> {
+  const events = (await client.query<EventRow & { leaf_index: string }>(
+    `SELECT leaf_index, ${EVENT_COLUMNS} FROM phigate.audit_log_entries($1, $2)`,
+    [String(from.nextLeaf), batch],
+  )).rows;
+  const end = from.nextLeaf + events.length;
+  const checkpoints = (await client.query<{ tree_size: string; note: string }>(
+    'SELECT tree_size, note FROM phigate.audit_checkpoints WHERE tree_size >= $1 AND tree_size <= $2 ORDER BY tree_size',
+    [String(from.nextCheckpoint), String(end)],
+  )).rows.map((c) => ({ size: Number(c.tree_size), note: c.note }));
+  const lines: string[] = [];
+  let c = 0;
+  // Checkpoints over leaves already delivered come first.
+  while (c < checkpoints.length && checkpoints[c]!.size <= from.nextLeaf) lines.push(checkpointLine(checkpoints[c]!.size, checkpoints[c++]!.note));
+  events.forEach((e, i) => {
+    const leaf = from.nextLeaf + i;
+    if (Number(e.leaf_index) !== leaf) throw new Error(`the audit log has no leaf ${leaf}`);
+    lines.push(eventLine(leaf, e));
+    while (c < checkpoints.length && checkpoints[c]!.size === leaf + 1) lines.push(checkpointLine(checkpoints[c]!.size, checkpoints[c++]!.note));
+  });
+  const lastCheckpoint = checkpoints.at(-1)?.size;
+  return { lines, next: { nextLeaf: end, nextCheckpoint: lastCheckpoint === undefined ? from.nextCheckpoint : lastCheckpoint + 1 }, events: events.length };
+}

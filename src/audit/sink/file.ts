@@ -1,0 +1,101 @@
+import { open, readdir, readFile, stat, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { parseSinkLine } from './lines.ts';
+import type { Sink, SinkPosition } from './sink.ts';
+
+/**
+ * JSON lines files in one directory, `audit-<first leaf, 20 digits>.jsonl`, a new file once the
+ * current one passes `maxBytes`. Every write is appended and fsync'd (and the directory, when a
+ * file is created) before it returns. The files are their own cursor: the position is read back
+ * from the last complete lines on disk, a torn last line (a crash mid-write) is cut off first, so
+ * the position can never run ahead of what was made durable.
+ */
+const FILE = /^audit-(\d{20})\.jsonl$/;
+const fileName = (firstLeaf: number) => `audit-${String(firstLeaf).padStart(20, '0')}.jsonl`;
+
+export function fileSink(dir: string, maxBytes: number): Sink {
+  // What this process last wrote; re-read from disk whenever the newest file is not as it left it.
+  let known: { file: string; size: number; position: SinkPosition } | null = null;
+
+  async function files(): Promise<string[]> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    return (await readdir(dir)).filter((f) => FILE.test(f)).sort();
+  }
+
+  /** Cuts a torn last line off `file`; its complete lines. */
+  async function completeLines(file: string): Promise<string[]> {
+    const full = path.join(dir, file);
+    const text = await readFile(full, 'utf8');
+    const end = text.lastIndexOf('\n') + 1;
+    if (end < Buffer.byteLength(text)) {
+      const h = await open(full, 'r+');
+      try {
+        await h.truncate(Buffer.byteLength(text.slice(0, end)));
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+    }
+    return text.slice(0, end).split('\n').slice(0, -1);
+  }
+
+  async function readPosition(all: string[]): Promise<SinkPosition> {
+    let nextLeaf: number | null = null;
+    let nextCheckpoint: number | null = null;
+    for (let i = all.length - 1; i >= 0 && (nextLeaf === null || nextCheckpoint === null); i--) {
+      const lines = await completeLines(all[i]!);
+      for (let j = lines.length - 1; j >= 0 && (nextLeaf === null || nextCheckpoint === null); j--) {
+        const line = parseSinkLine(lines[j]!);
+        if (line?.audit === 'event') nextLeaf ??= line.leaf + 1;
+        if (line?.audit === 'checkpoint') nextCheckpoint ??= line.size + 1;
+      }
+      // A file starts at its first leaf: without an event line in it, that is where to resume.
+      nextLeaf ??= Number(FILE.exec(all[i]!)![1]);
+    }
+    return { nextLeaf: nextLeaf ?? 0, nextCheckpoint: nextCheckpoint ?? 0 };
+  }
+
+  return {
+    name: `file:${dir}`,
+    async position() {
+      const all = await files();
+      const newest = all.at(-1);
+      if (newest === undefined) return { nextLeaf: 0, nextCheckpoint: 0 };
+      if (known !== null && known.file === newest && (await stat(path.join(dir, newest))).size === known.size) return known.position;
+      const position = await readPosition(all);
+      known = { file: newest, size: (await stat(path.join(dir, newest))).size, position };
+      return position;
+    },
+    async write(lines, next) {
+      if (lines.length === 0) return;
+      const all = await files();
+      let file = all.at(-1);
+      let size = file === undefined ? 0 : (await stat(path.join(dir, file))).size;
+      let created = false;
+      if (file === undefined || size >= maxBytes) {
+        const first = parseSinkLine(lines.find((l) => parseSinkLine(l)?.audit === 'event') ?? '');
+        file = fileName(first?.audit === 'event' ? first.leaf : next.nextLeaf);
+        // The same first leaf again (only checkpoint lines since): keep appending to it.
+        created = !all.includes(file);
+        if (created) size = 0;
+      }
+      const data = Buffer.from(lines.join(''), 'utf8');
+      const h = await open(path.join(dir, file), 'a', 0o600);
+      try {
+        await h.write(data);
+        await h.sync();
+      } finally {
+        await h.close();
+      }
+      if (created) {
+        const d = await open(dir, 'r');
+        try {
+          await d.sync();
+        } finally {
+          await d.close();
+        }
+      }
+      known = { file, size: size + data.length, position: next };
+    },
+  };
+}
