@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { APIKEY_USAGE } from './apikey.ts';
 import { AUDIT_USAGE } from './audit.ts';
+import { AUDIT_EVIDENCE_USAGE } from './audit-evidence.ts';
 import { CommandError, commands } from './commands.ts';
 
 const USAGE = `usage: phigate <command> [options]
@@ -15,6 +16,7 @@ commands:
   print-schema [--check]        print the GraphQL SDL (or check schema/schema.graphql is current)
 ${APIKEY_USAGE}
 ${AUDIT_USAGE}
+${AUDIT_EVIDENCE_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {
@@ -25,7 +27,7 @@ async function run(argv: string[]): Promise<number> {
     return name && name !== '--help' && name !== 'help' ? 2 : 0;
   }
   const { values, positionals } = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: command.positionals === true });
-  const config = loadConfig();
+  const config = command.needsConfig?.(positionals) === false ? loadConfig({}) : loadConfig();
   return command.run(values as Record<string, string | boolean | undefined>, config, positionals);
 }
 

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
+import { parseSinkLine } from '../sink/lines.ts';
 
 /**
  * Reads the file sink (docs/audit-log.md, "Outside sink") back in leaf order: its files are named
@@ -53,27 +54,24 @@ export async function openSink(dir: string): Promise<SinkReader> {
       const input = createReadStream(file, { encoding: 'utf8' });
       const rl = createInterface({ input, crlfDelay: Infinity });
       let n = 0;
+      let torn = false;
       for await (const line of rl) {
         n++;
-        let o: { type?: unknown; leaf?: unknown; id?: unknown; canonical?: unknown; size?: unknown; note?: unknown };
-        try {
-          o = JSON.parse(line) as typeof o;
-        } catch {
-          // Only the very last line of the newest file may be torn.
-          if (file === files[files.length - 1]) continue;
-          throw new SinkFormatError(file, n, 'is not JSON');
+        if (torn) throw new SinkFormatError(file, n - 1, 'is not a sink line');
+        const o = parseSinkLine(line);
+        if (o === null) {
+          // Only the very last line of the newest file may be torn (a crash while appending).
+          if (file !== files[files.length - 1]) throw new SinkFormatError(file, n, 'is not a sink line');
+          torn = true;
+          continue;
         }
-        if (o.type === 'checkpoint') {
-          if (!Number.isSafeInteger(o.size) || typeof o.note !== 'string') throw new SinkFormatError(file, n, 'is not a checkpoint line');
-          const size = o.size as number;
-          const seen = checkpoints.get(size);
-          if (seen !== undefined && seen.note !== o.note) throw new SinkFormatError(file, n, `repeats checkpoint ${size} with another note`);
-          checkpoints.set(size, { size, note: o.note });
-        } else if (o.type === 'event') {
-          if (!Number.isSafeInteger(o.leaf) || typeof o.id !== 'string' || typeof o.canonical !== 'string') {
-            throw new SinkFormatError(file, n, 'is not an event line');
-          }
-          const e: SinkEvent = { leaf: o.leaf as number, id: o.id, canonical: Buffer.from(o.canonical, 'base64') };
+        if (o.audit === 'checkpoint') {
+          const seen = checkpoints.get(o.size);
+          if (seen !== undefined && seen.note !== o.note) throw new SinkFormatError(file, n, `repeats checkpoint ${o.size} with another note`);
+          checkpoints.set(o.size, { size: o.size, note: o.note });
+        } else {
+          if (typeof o.canonical !== 'string') throw new SinkFormatError(file, n, 'is an event line without its canonical bytes');
+          const e: SinkEvent = { leaf: o.leaf, id: o.id, canonical: Buffer.from(o.canonical, 'base64') };
           // A redelivery (a deliverer that resumed from an older position): the first copy stands.
           // The copy right after its original must match it; older repeats are only skipped.
           if (last !== null && e.leaf <= last.leaf) {

@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
@@ -9,6 +9,8 @@ import { committedEvent, type EventRow } from '../../../src/audit/log/rows.ts';
 import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { leafHash } from '../../../src/audit/log/tree.ts';
+import { deliver } from '../../../src/audit/sink/deliver.ts';
+import { fileSink } from '../../../src/audit/sink/file.ts';
 import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
 import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
@@ -261,21 +263,9 @@ describe('audit verify names the event a superuser with the triggers off tampere
 const EVENT_SQL = `SELECT id, (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us, request_id, actor, actor_kind, role, purpose,
   break_glass, client_addr, action, type_name, field, patient_id, record_id, detail, grant_id, credential_id, batch_id FROM phigate.audit_events`;
 
-/** The file sink's lines (docs/audit-log.md, "Outside sink") of everything sealed and signed now. */
+/** Everything sealed and signed now, delivered to a file sink in `sinkDir`. */
 async function writeSink(sinkDir: string): Promise<void> {
-  const lines = await admin(async (c) => {
-    const leaves = (await c.query<EventRow & { leaf_index: string }>(`SELECT l.leaf_index, e.* FROM phigate.audit_log l JOIN (${EVENT_SQL}) e ON e.id = l.event_id ORDER BY l.leaf_index`)).rows;
-    const cps = (await c.query<{ tree_size: string; note: string }>('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows;
-    const out: string[] = [];
-    for (const l of leaves) {
-      out.push(JSON.stringify({ type: 'event', leaf: Number(l.leaf_index), id: l.id, canonical: canonicalBytes(committedEvent(l)).toString('base64') }));
-      for (const cp of cps) if (Number(cp.tree_size) === Number(l.leaf_index) + 1) out.push(JSON.stringify({ type: 'checkpoint', size: Number(cp.tree_size), note: cp.note }));
-    }
-    return out;
-  });
-  await rm(sinkDir, { recursive: true, force: true });
-  await import('node:fs/promises').then((fs) => fs.mkdir(sinkDir, { recursive: true }));
-  await writeFile(path.join(sinkDir, `audit-${'0'.repeat(20)}.jsonl`), `${lines.join('\n')}\n`);
+  expect(await deliver(pool, fileSink(sinkDir, 1 << 20), 1000)).toBeGreaterThan(0);
 }
 
 const TABLES = ['audit_events', 'audit_batches', 'audit_log', 'audit_log_heads', 'audit_checkpoints', 'audit_retention_runs'];
