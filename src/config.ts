@@ -426,12 +426,14 @@ function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local
   }
   const keyFile = text(src, 'PHIGATE_AUDIT_SIGNING_KEY_FILE');
   const kmsKeyId = text(src, 'PHIGATE_AUDIT_SIGNING_KMS_KEY_ID');
+  // Either way the key is outside the database. Without a KMS signing key the file serves with
+  // PHIGATE_KMS=aws too: a deployment whose KMS has no Ed25519 key yet still signs its log.
   let signer: AuditLogSettings['signer'];
-  if (kms === 'aws') {
-    if (kmsKeyId === null) throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is required when PHIGATE_KMS=aws (an ECC_NIST_EDWARDS25519 signing key)');
+  if (kmsKeyId !== null) {
+    if (kms !== 'aws') throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is only used with PHIGATE_KMS=aws');
+    if (keyFile !== null) throw new ConfigError('PHIGATE_AUDIT_SIGNING_KEY_FILE', 'cannot be set together with PHIGATE_AUDIT_SIGNING_KMS_KEY_ID');
     signer = { kind: 'kms', keyId: kmsKeyId };
   } else {
-    if (kmsKeyId !== null) throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is only used with PHIGATE_KMS=aws');
     signer = { kind: 'file', file: path.resolve(cwd, keyFile ?? path.join(dataDir, 'audit-signing-key.pem')) };
   }
   const sinkDir = text(src, 'PHIGATE_AUDIT_SINK_DIR');

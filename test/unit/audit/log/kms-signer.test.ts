@@ -33,7 +33,7 @@ describe('kmsSigner', () => {
     expect(openNote(note.replace('\n42\n', '\n43\n'), verifier)).toBeNull();
   });
 
-  it('is what PHIGATE_KMS=aws with PHIGATE_AUDIT_SIGNING_KMS_KEY_ID gives, and an unknown key stops it', async () => {
+  it('is what PHIGATE_AUDIT_SIGNING_KMS_KEY_ID gives (PHIGATE_KMS=aws only), and an unknown key stops it; without it the file key signs', async () => {
     Object.assign(process.env, { AWS_ACCESS_KEY_ID: credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey });
     const env = {
       PHIGATE_KMS: 'aws',
@@ -48,7 +48,9 @@ describe('kmsSigner', () => {
     const direct = await kmsSigner({ keyId, region: 'us-east-1', endpoint: kms.endpoint, name: 'x', credentials });
     expect(signer.publicKey.equals(direct.publicKey)).toBe(true);
     await expect(auditSigner(loadConfig({ ...env, PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: 'no-such-key' }))).rejects.toThrow();
-    expect(() => loadConfig({ ...env, PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: undefined })).toThrow(/^PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: is required/);
+    expect(loadConfig({ ...env, PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: undefined }, '/srv').auditLog.signer).toEqual({ kind: 'file', file: '/srv/.phigate/audit-signing-key.pem' });
+    expect(() => loadConfig({ PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: keyId })).toThrow(/^PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: is only used with PHIGATE_KMS=aws/);
+    expect(() => loadConfig({ ...env, PHIGATE_AUDIT_SIGNING_KEY_FILE: 'k.pem' })).toThrow(/^PHIGATE_AUDIT_SIGNING_KEY_FILE:/);
     expect(() => loadConfig({ PHIGATE_AUDIT_LOG_ORIGIN: 'has space' })).toThrow(/^PHIGATE_AUDIT_LOG_ORIGIN:/);
   });
 });
