@@ -32,7 +32,8 @@ CREATE TABLE phigate.audit_retention_runs (
   CHECK (to_leaf >= from_leaf)
 );
 REVOKE ALL ON phigate.audit_retention_runs FROM PUBLIC;
-GRANT SELECT ON phigate.audit_retention_runs TO phigate_auditor;
+-- The gateway's sink deliverer reads where retention ended, to go on after it.
+GRANT SELECT ON phigate.audit_retention_runs TO phigate_app, phigate_auditor;
 
 CREATE FUNCTION phigate.refuse_audit_rewrite() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
