@@ -168,6 +168,24 @@ describe('sealing', () => {
   });
 });
 
+describe('what the gateway role may do to the log', () => {
+  it('cannot choose an event\'s tx, nor change or remove leaves, heads or checkpoints', async () => {
+    const p = pool(1);
+    const code = (sql: string, values: unknown[] = []) => p.query(sql, values).then(() => null, (e: { code: string }) => e.code);
+    expect(await code(
+      "INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, tx) VALUES ('forged', 'x', 'user', 'treatment', 'read', 'Patient', '1')",
+    )).toBe('42501');
+    for (const table of ['audit_log', 'audit_log_heads', 'audit_checkpoints']) {
+      const column = table === 'audit_log' ? 'leaf_index' : 'tree_size';
+      expect(await code(`UPDATE phigate.${table} SET ${column} = ${column}`)).toBe('42501');
+      expect(await code(`DELETE FROM phigate.${table}`)).toBe('42501');
+    }
+    // It reads events through the definer functions only.
+    expect(await code('SELECT id FROM phigate.audit_events LIMIT 1')).toBe('42501');
+    expect(await code("SELECT * FROM phigate.audit_events_to_seal('0', 0, 1)")).toBeNull();
+  });
+});
+
 describe('checkpoints', () => {
   it('signs the latest head as a C2SP checkpoint that verifies with the public key, when due', async () => {
     const p = pool(1);
