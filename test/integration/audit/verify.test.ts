@@ -224,6 +224,14 @@ describe('audit verify names the event a superuser with the triggers off tampere
     expect((await verify()).problem).toMatchObject({ kind: 'event_missing', eventId: events[0] });
   });
 
+  it('the newest leaves and their events deleted', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper('DELETE FROM phigate.audit_events WHERE id = ANY($1)', [events.slice(10)]);
+    await tamper('DELETE FROM phigate.audit_log WHERE leaf_index >= 10');
+    expect((await verify()).problem).toMatchObject({ kind: 'leaves_missing', eventId: events[9] });
+  });
+
   it('an edited checkpoint row: its note, or its columns', async () => {
     await fresh();
     const events = await buildLog();
