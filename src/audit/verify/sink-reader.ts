@@ -28,7 +28,7 @@ export class SinkFormatError extends Error {
 
 const FILE = /^audit-\d{20}\.jsonl$/;
 
-export async function sinkFiles(dir: string): Promise<string[]> {
+async function sinkFiles(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((f) => FILE.test(f)).sort().map((f) => path.join(dir, f));
 }
 
@@ -37,9 +37,7 @@ export interface SinkReader {
   eventAt(leaf: number): Promise<SinkEvent | null>;
   /** Every checkpoint line read so far, by size (all of them once eventAt has gone past the end). */
   readonly checkpoints: ReadonlyMap<number, SinkCheckpoint>;
-  /** The first leaf after the last event line read. */
-  readonly end: number;
-  /** Reads the rest: every later event and checkpoint. */
+  /** Reads the rest: every later event (each passed to onEvent) and checkpoint. */
   drain(onEvent: (e: SinkEvent) => void): Promise<void>;
 }
 
@@ -47,7 +45,6 @@ export async function openSink(dir: string): Promise<SinkReader> {
   const files = await sinkFiles(dir);
   const checkpoints = new Map<number, SinkCheckpoint>();
   let last: SinkEvent | null = null;
-  let end = 0;
 
   async function* lines(): AsyncGenerator<SinkEvent> {
     for (const file of files) {
@@ -81,7 +78,6 @@ export async function openSink(dir: string): Promise<SinkReader> {
             continue;
           }
           last = e;
-          end = e.leaf + 1;
           yield e;
         }
       }
@@ -108,9 +104,6 @@ export async function openSink(dir: string): Promise<SinkReader> {
 
   return {
     checkpoints,
-    get end() {
-      return end;
-    },
     async eventAt(leaf) {
       for (;;) {
         const e = await next();
