@@ -28,6 +28,7 @@ export const auditEvidenceOptions = {
   'key-file': { type: 'string' },
   'sink-dir': { type: 'string' },
   event: { type: 'string' },
+  checkpoint: { type: 'string' },
   from: { type: 'string' },
   to: { type: 'string' },
   proof: { type: 'string' },
@@ -38,7 +39,8 @@ export const auditEvidenceOptions = {
 export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR] [--key VKEY | --key-file F]
                                 recompute the log from the database, check every checkpoint and the sink;
                                 exit 0 clean, 1 naming the first bad event
-  audit prove --event ID        an inclusion proof of one event against the latest signed checkpoint
+  audit prove --event ID [--checkpoint N]
+                                an inclusion proof of one event against the latest signed checkpoint (or that of size N)
   audit prove --from N [--to M] a consistency proof between the checkpoints of sizes N and M (latest)
   audit check-proof [--proof FILE] (--key VKEY | --key-file F)
                                 check a proof (stdin without --proof) with the public key alone, offline
@@ -121,7 +123,9 @@ async function prove(v: Values, config: Config, io: Io): Promise<number> {
   if ((event === undefined) === (v.from === undefined)) throw new AuditEvidenceError('prove needs either --event ID or --from N [--to M]');
   if (event !== undefined && (typeof event !== 'string' || !/^[1-9]\d{0,18}$/.test(event))) throw new AuditEvidenceError('--event must be an event id');
   const text = await withMigrator(config, io, (c) =>
-    typeof event === 'string' ? proveEvent(c, event) : proveConsistency(c, whole('from', v.from), v.to === undefined ? null : whole('to', v.to)),
+    typeof event === 'string'
+      ? proveEvent(c, event, v.checkpoint === undefined ? null : whole('checkpoint', v.checkpoint))
+      : proveConsistency(c, whole('from', v.from), v.to === undefined ? null : whole('to', v.to)),
   ).catch((e: unknown) => {
     if (e instanceof ProveError) throw new AuditEvidenceError(e.message);
     throw e;

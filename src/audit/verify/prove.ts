@@ -101,11 +101,11 @@ async function checkpointAt(db: pg.ClientBase, size: number | null): Promise<Che
 }
 
 /**
- * An inclusion proof of event `eventId` against the latest signed checkpoint. The event's bytes
- * are recomputed from its row and must hash to its stored leaf: a proof is never made for an
- * event the database no longer holds as it was logged.
+ * An inclusion proof of event `eventId` against the checkpoint of size `size` (null: the latest,
+ * or one a verifier already holds). The event's bytes are recomputed from its row and must hash to
+ * its stored leaf: a proof is never made for an event the database no longer holds as it was logged.
  */
-export async function proveEvent(db: pg.ClientBase, eventId: string): Promise<string> {
+export async function proveEvent(db: pg.ClientBase, eventId: string, size: number | null = null): Promise<string> {
   await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
     const { rows } = await db.query<EventRow & { leaf_index: string | null; leaf_hash: Buffer }>(
@@ -122,10 +122,12 @@ export async function proveEvent(db: pg.ClientBase, eventId: string): Promise<st
     const leaf = canonicalBytes(committedEvent(row));
     if (!leafHash(leaf).equals(row.leaf_hash)) throw new ProveError(`event ${eventId} differs from the event that was logged (run phigate audit verify)`);
     const index = Number(row.leaf_index);
-    const cp = await checkpointAt(db, null);
-    const size = Number(cp.tree_size);
-    if (index >= size) throw new ProveError(`event ${eventId} is sealed but not yet under a signed checkpoint (the latest covers ${size} events)`);
-    const path = await rangeRoots(inclusionRanges(size, index), leafStream(db));
+    const cp = await checkpointAt(db, size);
+    const treeSize = Number(cp.tree_size);
+    if (index >= treeSize) {
+      throw new ProveError(`event ${eventId} is sealed but not under ${size === null ? 'a signed checkpoint yet' : 'that checkpoint'} (it covers ${treeSize} events)`);
+    }
+    const path = await rangeRoots(inclusionRanges(treeSize, index), leafStream(db));
     return formatInclusionProof({ leaf, index, path, checkpoint: cp.note });
   } finally {
     await db.query('ROLLBACK').catch(() => undefined);

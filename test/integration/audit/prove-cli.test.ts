@@ -101,6 +101,10 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     hash[0]! ^= 0x01;
     lines[4] = hash.toString('base64');
     expect(await checked(lines.join('\n'))).toMatchObject({ code: 1, stdout: expect.stringContaining('proof: NOT VALID') });
+    // Against an older checkpoint a verifier already holds.
+    const older = await cli(['audit', 'prove', '--event', events[2]!, '--checkpoint', '5'], operator());
+    expect(older.stdout).toContain(`\n${ORIGIN}\n5\n`);
+    expect(await checked(older.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`entry 2 of the log ${ORIGIN} of 5 events`) });
     // Another key: refused too.
     const other = await fileSigner(path.join(dir, 'other.pem'), ORIGIN);
     const wrongKey = await cli(['audit', 'check-proof', '--key', verifierKey(other.name, other.publicKey), '--proof', await write(proved.stdout)], offline);
