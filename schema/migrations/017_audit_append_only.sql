@@ -122,3 +122,14 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION phigate.retain_audit_events(timestamptz, text) FROM PUBLIC;
+
+-- Roots of the log's tiles of 1,024 leaves (leaf_index start .. start + 1023), cached by
+-- `phigate audit prove` so that a proof reads about n / 1024 tile roots instead of n leaf hashes.
+-- Derived from audit_log, not evidence: prove checks each proof against the signed root before
+-- printing it and falls back to the leaves when a tile is wrong; verify does not read them.
+CREATE TABLE phigate.audit_log_tiles (
+  start bigint PRIMARY KEY CHECK (start >= 0 AND start % 1024 = 0),
+  root  bytea NOT NULL CHECK (length(root) = 32)
+);
+REVOKE ALL ON phigate.audit_log_tiles FROM PUBLIC;
+GRANT SELECT ON phigate.audit_log_tiles TO phigate_auditor;

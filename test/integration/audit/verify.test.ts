@@ -11,6 +11,8 @@ import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { leafHash } from '../../../src/audit/log/tree.ts';
 import { deliver } from '../../../src/audit/sink/deliver.ts';
 import { fileSink } from '../../../src/audit/sink/file.ts';
+import { checkProof } from '../../../src/audit/log/proof.ts';
+import { proveConsistency, proveEvent } from '../../../src/audit/verify/prove.ts';
 import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
 import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
@@ -275,6 +277,31 @@ const EVENT_SQL = `SELECT id, (extract(epoch FROM occurred_at) * 1000000)::bigin
 async function writeSink(sinkDir: string): Promise<void> {
   expect(await deliver(pool, fileSink(sinkDir, 1 << 20), 1000)).toBeGreaterThan(0);
 }
+
+describe('proofs over tiles', () => {
+  it('cache tile roots once, check out with the public key, and survive a wrong cached tile', async () => {
+    await fresh();
+    await admin((c) =>
+      c.query(`INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, field)
+               SELECT 'req-' || g, 'dr-tiles', 'user', 'treatment', 'read', 'Patient', 'ssn' FROM generate_series(1, 3000) g`),
+    );
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    const events = await ids();
+    const key = verifierKey(signer.name, signer.publicKey);
+    const proof = await admin((c) => proveEvent(c, events[2500]!));
+    expect(checkProof(proof, key)).toMatchObject({ ok: true, leafIndex: 2500, checkpoint: { size: 3000 } });
+    const tiles = await admin(async (c) => (await c.query<{ start: string }>('SELECT start FROM phigate.audit_log_tiles ORDER BY start')).rows.map((r) => r.start));
+    expect(tiles).toEqual(['0', '1024']);
+    // A cached root is not evidence: a wrong one sends prove back to the leaves, and the proof still holds.
+    await admin((c) => c.query("UPDATE phigate.audit_log_tiles SET root = sha256('wrong') WHERE start = 0"));
+    expect(checkProof(await admin((c) => proveEvent(c, events[2500]!)), key)).toMatchObject({ ok: true, leafIndex: 2500 });
+    expect(checkProof(await admin((c) => proveConsistency(c, 3000, null)), key)).toMatchObject({ ok: true });
+    // A proof is never made over a log that does not match its signed root.
+    await tamper('UPDATE phigate.audit_log SET leaf_hash = sha256(leaf_hash) WHERE leaf_index = 10');
+    await expect(admin((c) => proveEvent(c, events[2500]!))).rejects.toThrow(`event ${events[2500]}'s path does not match its signed checkpoint`);
+  });
+});
 
 const TABLES = ['audit_events', 'audit_batches', 'audit_log', 'audit_log_heads', 'audit_checkpoints', 'audit_retention_runs'];
 const SET: Record<string, string> = {
