@@ -41,11 +41,24 @@ export function createLogRunner(opts: LogRunnerOptions): LogRunner {
   const { pool, signer, settings, sinks, logger } = opts;
   let running: Promise<RoundResult> = Promise.resolve({ sealed: 0, checkpoint: null, delivered: [] });
 
+  // Each step on its own: a KMS that cannot sign right now must not hold back sealing, nor a
+  // sink the delivery of what is already signed. The first failure is reported after all ran.
   async function once(final: boolean): Promise<RoundResult> {
-    const sealed = await sealAll(pool, settings.sealBatch);
-    const cp = await checkpoint(pool, signer, { seconds: settings.checkpointSeconds, events: settings.checkpointEvents, force: final });
+    let failure: unknown = null;
+    const step = async <T>(fn: () => Promise<T>, fallback: T): Promise<T> => {
+      try {
+        return await fn();
+      } catch (err) {
+        failure ??= err;
+        return fallback;
+      }
+    };
+    const sealed = await step(() => sealAll(pool, settings.sealBatch), 0);
+    const policy = { seconds: settings.checkpointSeconds, events: settings.checkpointEvents, force: final };
+    const cp = await step(() => checkpoint(pool, signer, policy), { signed: false } as const);
     const delivered: (number | null)[] = [];
-    for (const sink of sinks) delivered.push(await deliver(pool, sink, settings.sealBatch));
+    for (const sink of sinks) delivered.push(await step(() => deliver(pool, sink, settings.sealBatch), null));
+    if (failure !== null) throw failure;
     return { sealed, checkpoint: cp.signed ? cp.size : null, delivered };
   }
 

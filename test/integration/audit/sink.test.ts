@@ -6,6 +6,7 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCheckpoint } from '../../../src/audit/log/checkpoint.ts';
 import { openNote, parseVerifierKey, verifierKey } from '../../../src/audit/log/note.ts';
+import { createLogRunner } from '../../../src/audit/log/runner.ts';
 import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { leafHash, rootOf } from '../../../src/audit/log/tree.ts';
@@ -13,7 +14,9 @@ import { deliver } from '../../../src/audit/sink/deliver.ts';
 import { fileSink } from '../../../src/audit/sink/file.ts';
 import { parseSinkLine, type CheckpointLine, type EventLine } from '../../../src/audit/sink/lines.ts';
 import { stdoutSink } from '../../../src/audit/sink/stdout.ts';
+import { loadConfig } from '../../../src/config.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { createLogger } from '../../../src/log.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
 
 // The outside sink fed from the database by leaf index: every sealed event and every checkpoint
@@ -158,5 +161,37 @@ describe('stdout sink', () => {
     expect(events.size).toBe(total);
     const again = text.slice(first.length).split('\n').filter(Boolean);
     for (const l of again) expect(first.split('\n')).toContain(l);
+  });
+});
+
+describe('runner', () => {
+  it('seals and delivers while the signer fails, reports the failure, and signs at the final round', async () => {
+    const good = await fileSigner(path.join(dir, 'key.pem'), 'phigate.test/audit');
+    const failing = { ...good, sign: () => Promise.reject(new Error('KMS unavailable')) };
+    const sinkDir = path.join(dir, 'runner');
+    const settings = { ...loadConfig({}).auditLog, checkpointSeconds: 1, checkpointEvents: 1 };
+    const options = { pool, settings, sinks: [fileSink(sinkDir, 1 << 20)], logger: createLogger('silent'), timer: false };
+    await addEvents(5, 'runner');
+    const total = await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events')).rows[0]!.n));
+    const broken = createLogRunner({ ...options, signer: failing });
+    // Sealing may wait for other transactions of the cluster; the signer fails on every round that has something to sign.
+    const deadline = Date.now() + 60_000;
+    const outcomes: string[] = [];
+    for (;;) {
+      outcomes.push(await broken.round().then(() => 'ok', (e: Error) => e.message));
+      const events = (await sinkLines(sinkDir)).filter((l) => parseSinkLine(l)?.audit === 'event').length;
+      if (events === total) break;
+      if (Date.now() > deadline) throw new Error('the runner did not deliver');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // The round that sealed the new events had a checkpoint due, which the signer failed.
+    expect(outcomes).toContain('KMS unavailable');
+    expect(outcomes.every((o) => o === 'ok' || o === 'KMS unavailable')).toBe(true);
+    const before = await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_checkpoints')).rows[0]!.n));
+    const result = await createLogRunner({ ...options, signer: good, settings: { ...settings, checkpointSeconds: 86_400, checkpointEvents: 1_000_000 } }).round(true);
+    expect(result.checkpoint).toBe(total);
+    const after = await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_checkpoints')).rows[0]!.n));
+    expect(after).toBe(before + 1);
+    expect((await sinkLines(sinkDir)).map((l) => parseSinkLine(l)).filter((p) => p?.audit === 'checkpoint').map((p) => (p as CheckpointLine).size)).toContain(total);
   });
 });
