@@ -118,6 +118,8 @@ export interface Config {
   readonly alertRules: AlertRules;
   /** The audit log as evidence: sealing, signed checkpoints, the outside sink (docs/audit-log.md). */
   readonly auditLog: AuditLogSettings;
+  /** Audit events older than this many days may be removed by `phigate audit retain` (HIPAA: six years). */
+  readonly auditRetentionDays: number;
 }
 
 export interface AuditLogSettings {
@@ -417,6 +419,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
     alertRules: alertRules(src),
     auditLog: auditLogSettings(src, cwd, dataDir, provider),
+    auditRetentionDays: int(src, 'PHIGATE_AUDIT_RETENTION_DAYS', 2192, 1, 36_525),
   };
   if (config.timeouts.headersMs > config.timeouts.bodyMs) throw new ConfigError('PHIGATE_HEADERS_TIMEOUT_MS', 'must not exceed PHIGATE_BODY_TIMEOUT_MS');
   if (config.principals.concurrency >= config.pool.size && config.pool.size > 1) {

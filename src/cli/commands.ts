@@ -20,6 +20,7 @@ import { seed } from '../seed/seed.ts';
 import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
 import { AuditCommandError, auditOptions, runAudit } from './audit.ts';
 import { INDEX_KEYS_USAGE, IndexKeysCommandError, indexKeysOptions, runIndexKeys } from './index-keys.ts';
+import { AuditEvidenceError, auditEvidenceOptions, auditVerbNeedsConfig, runAuditEvidence } from './audit-evidence.ts';
 import { progressBar } from './progress.ts';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -28,6 +29,8 @@ export interface Command {
   readonly options: NonNullable<ParseArgsConfig['options']>;
   /** Whether the command takes words after its name (e.g. `apikey revoke ID`). */
   readonly positionals?: boolean;
+  /** False when the command (verb) runs on its arguments alone: the environment is then not read. */
+  readonly needsConfig?: (positionals: readonly string[]) => boolean;
   run(values: Values, config: Config, positionals: readonly string[]): Promise<number>;
 }
 
@@ -146,13 +149,15 @@ export const commands: Record<string, Command> = {
   },
 
   audit: {
-    options: auditOptions,
+    options: { ...auditOptions, ...auditEvidenceOptions },
     positionals: true,
+    needsConfig: (positionals) => auditVerbNeedsConfig(positionals[0]),
     async run(v, config, positionals) {
       try {
-        return await runAudit(positionals, v, config, out, err);
+        const evidence = positionals.length === 1 ? await runAuditEvidence(positionals[0]!, v, config, { out, err }) : null;
+        return evidence ?? (await runAudit(positionals, v, config, out, err));
       } catch (e) {
-        if (e instanceof AuditCommandError) throw new CommandError(e.message);
+        if (e instanceof AuditCommandError || e instanceof AuditEvidenceError) throw new CommandError(e.message);
         throw e;
       }
     },

@@ -3,6 +3,7 @@ import { ConfigError, loadConfig } from '../config.ts';
 import { APIKEY_USAGE } from './apikey.ts';
 import { AUDIT_USAGE } from './audit.ts';
 import { INDEX_KEYS_USAGE } from './index-keys.ts';
+import { AUDIT_EVIDENCE_USAGE } from './audit-evidence.ts';
 import { CommandError, commands } from './commands.ts';
 
 const USAGE = `usage: phigate <command> [options]
@@ -18,6 +19,7 @@ commands:
 ${APIKEY_USAGE}
 ${AUDIT_USAGE}
 ${INDEX_KEYS_USAGE}
+${AUDIT_EVIDENCE_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {
@@ -28,7 +30,7 @@ async function run(argv: string[]): Promise<number> {
     return name && name !== '--help' && name !== 'help' ? 2 : 0;
   }
   const { values, positionals } = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: command.positionals === true });
-  const config = loadConfig();
+  const config = command.needsConfig?.(positionals) === false ? loadConfig({}) : loadConfig();
   return command.run(values as Record<string, string | boolean | undefined>, config, positionals);
 }
 

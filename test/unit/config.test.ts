@@ -144,6 +144,14 @@ describe('loadConfig', () => {
     }
   });
 
+  it('keeps audit events six years (2192 days) unless told otherwise, and refuses a period it cannot use', () => {
+    expect(loadConfig({}).auditRetentionDays).toBe(2192);
+    expect(loadConfig({ PHIGATE_AUDIT_RETENTION_DAYS: '3653' }).auditRetentionDays).toBe(3653);
+    for (const value of ['0', 'six years', '40000']) {
+      expect(refusal({ PHIGATE_AUDIT_RETENTION_DAYS: value }).variable, value).toBe('PHIGATE_AUDIT_RETENTION_DAYS');
+    }
+  });
+
   it('never echoes a secret value in its message', () => {
     const secret = 'postgres://gw:s3cr3t-pw@db/phigate';
     const e = refusal({ ...prodBase, DATABASE_URL: secret });

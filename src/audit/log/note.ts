@@ -70,6 +70,8 @@ export function openNote(note: string, verifier: Verifier): string | null {
     const [name, b64, extra] = line.slice(SIG_PREFIX.length).split(' ');
     if (name === undefined || b64 === undefined || extra !== undefined) return null;
     const sig = Buffer.from(b64, 'base64');
+    // One encoding per signature: Node's decoder ignores the unused low bits of the last character.
+    if (sig.toString('base64') !== b64) return null;
     if (name !== verifier.name || sig.length !== 68 || !sig.subarray(0, 4).equals(verifier.hash)) continue;
     if (verifySignature(null, Buffer.from(text, 'utf8'), verifier.key, sig.subarray(4))) return text;
   }

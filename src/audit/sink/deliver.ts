@@ -41,11 +41,15 @@ export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<nu
 }
 
 async function nextLines(client: pg.PoolClient, from: SinkPosition, batch: number): Promise<{ lines: string[]; next: SinkPosition; events: number }> {
+  // Leaves whose events retention removed (017) have nothing left to deliver: a sink that was
+  // behind a retention run (a sink added later) goes on after the run's range.
+  const retired = Number((await client.query<{ end: string }>('SELECT coalesce(max(to_leaf), 0) AS end FROM phigate.audit_retention_runs')).rows[0]!.end);
+  const first = Math.max(from.nextLeaf, retired);
   const events = (await client.query<EventRow & { leaf_index: string }>(
     `SELECT leaf_index, ${EVENT_COLUMNS} FROM phigate.audit_log_entries($1, $2)`,
-    [String(from.nextLeaf), batch],
+    [String(first), batch],
   )).rows;
-  const end = from.nextLeaf + events.length;
+  const end = first + events.length;
   const checkpoints = (await client.query<{ tree_size: string; note: string }>(
     'SELECT tree_size, note FROM phigate.audit_checkpoints WHERE tree_size >= $1 AND tree_size <= $2 ORDER BY tree_size',
     [String(from.nextCheckpoint), String(end)],
@@ -53,9 +57,9 @@ async function nextLines(client: pg.PoolClient, from: SinkPosition, batch: numbe
   const lines: string[] = [];
   let c = 0;
   // Checkpoints over leaves already delivered come first.
-  while (c < checkpoints.length && checkpoints[c]!.size <= from.nextLeaf) lines.push(checkpointLine(checkpoints[c]!.size, checkpoints[c++]!.note));
+  while (c < checkpoints.length && checkpoints[c]!.size <= first) lines.push(checkpointLine(checkpoints[c]!.size, checkpoints[c++]!.note));
   events.forEach((e, i) => {
-    const leaf = from.nextLeaf + i;
+    const leaf = first + i;
     if (Number(e.leaf_index) !== leaf) throw new Error(`the audit log has no leaf ${leaf}`);
     lines.push(eventLine(leaf, e));
     while (c < checkpoints.length && checkpoints[c]!.size === leaf + 1) lines.push(checkpointLine(checkpoints[c]!.size, checkpoints[c++]!.note));

@@ -1,0 +1,302 @@
+import type pg from 'pg';
+import { canonicalBytes } from '../canonical.ts';
+import { parseCheckpoint } from '../log/checkpoint.ts';
+import { openNote, type Verifier } from '../log/note.ts';
+import { committedEvent, type EventRow } from '../log/rows.ts';
+import { growingTree, leafHash } from '../log/tree.ts';
+import { openSink, type SinkReader } from './sink-reader.ts';
+
+/**
+ * `phigate audit verify` (docs/audit-log.md, "Verifying the log"): trusts nothing the database
+ * says about itself. Every checkpoint's signature is checked with the public key; every leaf is
+ * recomputed from its event's canonical bytes, in leaf order, into one tree whose root must be
+ * each checkpoint's (and each head's) at its size, so successive checkpoints are consistent by
+ * construction; leaves removed by retention count by their kept hashes; the file sink, when
+ * given, must hold the same bytes. The first problem stops it, named by an event id and codes,
+ * never by an event's values.
+ */
+export type ProblemKind =
+  | 'checkpoint_signature'
+  | 'checkpoint_row'
+  | 'leaf_missing'
+  | 'event_missing'
+  | 'event_altered'
+  | 'event_out_of_order'
+  | 'root_mismatch'
+  | 'head_mismatch'
+  | 'leaves_missing'
+  | 'event_unlogged'
+  | 'retention'
+  | 'sink_differs'
+  | 'sink_ahead'
+  | 'sink_checkpoint';
+
+export interface VerifyProblem {
+  readonly kind: ProblemKind;
+  /** The first bad event, when there is one to name. */
+  readonly eventId: string | null;
+  readonly message: string;
+}
+
+export interface VerifyReport {
+  readonly problem: VerifyProblem | null;
+  readonly leaves: number;
+  /** Leaves recomputed from their event's bytes (the others: retired, or before --since). */
+  readonly rehashed: number;
+  readonly retired: number;
+  readonly checkpoints: number;
+  /** Leaves after the last checkpoint: verified against the database's heads only, not yet signed. */
+  readonly unsigned: number;
+  /** Committed events after the last leaf, waiting for the sealer. */
+  readonly unsealed: number;
+  /** Leaves compared with the sink's copy. */
+  readonly sinkCompared: number;
+}
+
+export interface VerifyOptions {
+  /** A connection that may read the audit tables (the migrator, or a member of phigate_auditor). */
+  readonly client: pg.ClientBase;
+  readonly verifier: Verifier;
+  /** Events before this are counted by their stored leaf hashes (still bound by the signed roots). */
+  readonly since?: Date | null;
+  readonly sinkDir?: string | null;
+  readonly batch?: number;
+  readonly onProgress?: (done: number, total: number) => void;
+}
+
+interface LeafRow extends Omit<EventRow, 'id'> {
+  readonly leaf_index: string;
+  readonly event_id: string;
+  readonly leaf_hash: Buffer;
+  readonly id: string | null;
+  readonly tx: string | null;
+  readonly before_since: boolean | null;
+}
+
+const LEAVES = `
+  SELECT l.leaf_index, l.event_id, l.leaf_hash, e.id, e.tx::text AS tx,
+         (extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_at_us, e.request_id, e.actor, e.actor_kind,
+         e.role, e.purpose, e.break_glass, e.client_addr, e.action, e.type_name, e.field, e.patient_id, e.record_id,
+         e.detail, e.grant_id, e.credential_id, e.batch_id, e.occurred_at < $3 AS before_since
+  FROM phigate.audit_log l LEFT JOIN phigate.audit_events e ON e.id = l.event_id
+  WHERE l.leaf_index >= $1
+  ORDER BY l.leaf_index
+  LIMIT $2`;
+
+class Found extends Error {
+  constructor(readonly problem: VerifyProblem) {
+    super(problem.message);
+  }
+}
+const fail = (kind: ProblemKind, eventId: string | null, message: string): never => {
+  throw new Found({ kind, eventId, message });
+};
+
+/**
+ * A root that does not match says only that something in its range is wrong. The walk goes one
+ * leaf further before reporting it: a leaf check there can name the event itself (an event moved
+ * to the end of a range is out of order only next to the leaf after it).
+ */
+interface Pending {
+  readonly problem: VerifyProblem;
+  /** The first leaf after the range. */
+  readonly end: number;
+}
+
+/** (tx, id) compared as the sealer orders leaves. */
+const after = (a: readonly [bigint, bigint], b: readonly [bigint, bigint]) => a[0] > b[0] || (a[0] === b[0] && a[1] > b[1]);
+
+interface Mark {
+  readonly size: number;
+  readonly root: Buffer;
+  readonly kind: 'checkpoint' | 'head';
+}
+
+export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
+  const db = opts.client;
+  const batch = opts.batch ?? 5000;
+  const counts = { leaves: 0, rehashed: 0, retired: 0, checkpoints: 0, unsigned: 0, unsealed: 0, sinkCompared: 0 };
+  // One snapshot for the whole walk: a sealer or writer running meanwhile changes nothing we see.
+  await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+  try {
+    const eventAtLeaf = async (leaf: number): Promise<string | null> =>
+      (await db.query<{ event_id: string }>('SELECT event_id FROM phigate.audit_log WHERE leaf_index = $1', [leaf])).rows[0]?.event_id ?? null;
+
+    // Checkpoints: each note signed by the key, its body the row's size and root, of this log.
+    const cps = (
+      await db.query<{ tree_size: string; origin: string; root: Buffer; note: string }>(
+        'SELECT tree_size, origin, root, note FROM phigate.audit_checkpoints ORDER BY tree_size',
+      )
+    ).rows;
+    const checkpointNotes = new Map<number, string>();
+    for (const c of cps) {
+      const size = Number(c.tree_size);
+      const last = size > 0 ? await eventAtLeaf(size - 1) : null;
+      const covers = last === null ? '' : ` (the checkpoint over events up to ${last})`;
+      const text = openNote(c.note, opts.verifier);
+      if (text === null) fail('checkpoint_signature', last, `checkpoint ${size}: its signature does not verify with the public key${covers}`);
+      const body = parseCheckpoint(text!);
+      if (body === null || body.origin !== opts.verifier.name) fail('checkpoint_signature', last, `checkpoint ${size}: the signed note is not a checkpoint of log ${opts.verifier.name}${covers}`);
+      if (body!.size !== size || !body!.root.equals(c.root) || c.origin !== body!.origin) {
+        fail('checkpoint_row', last, `checkpoint ${size}: the row's size, root or origin differ from its signed note${covers}`);
+      }
+      checkpointNotes.set(size, c.note);
+    }
+    counts.checkpoints = cps.length;
+    const heads = (await db.query<{ tree_size: string; root: Buffer }>('SELECT tree_size, root FROM phigate.audit_log_heads ORDER BY tree_size')).rows;
+    const marks: Mark[] = [
+      ...cps.map((c) => ({ size: Number(c.tree_size), root: c.root, kind: 'checkpoint' as const })),
+      ...heads.map((h) => ({ size: Number(h.tree_size), root: h.root, kind: 'head' as const })),
+    ].sort((a, b) => a.size - b.size || (a.kind === 'checkpoint' ? -1 : 1));
+
+    // Retention: consecutive ranges from leaf 0, each with its own audit event.
+    const runs = (
+      await db.query<{ id: string; from_leaf: string; to_leaf: string; event_id: string }>(
+        'SELECT id, from_leaf, to_leaf, event_id FROM phigate.audit_retention_runs ORDER BY id',
+      )
+    ).rows;
+    let retired = 0;
+    for (const r of runs) {
+      if (Number(r.from_leaf) !== retired) fail('retention', null, `retention run ${r.id} starts at leaf ${r.from_leaf}, the previous run ended at ${retired}`);
+      retired = Number(r.to_leaf);
+    }
+    const retentionEvents = new Map(runs.map((r) => [r.event_id, r]));
+
+    const total = Number((await db.query<{ n: string }>('SELECT coalesce(max(leaf_index) + 1, 0) AS n FROM phigate.audit_log')).rows[0]!.n);
+    const sink: SinkReader | null = opts.sinkDir ? await openSink(opts.sinkDir) : null;
+    const tree = growingTree();
+    let m = 0;
+    let prevKey: [bigint, bigint] | null = null;
+    let prevEvent: string | null = null;
+    // The first event after the last root that matched: where a mismatch can be narrowed to.
+    let sinceGood: string | null = null;
+    let sinceGoodLeaf = 0;
+    let pending: Pending | null = null;
+    /** A problem with the event at `leaf`: it names the event unless a range before it already failed. */
+    const leafFail = (leaf: number, kind: ProblemKind, eventId: string | null, message: string): never => {
+      if (pending !== null && leaf >= pending.end) throw new Found(pending.problem);
+      return fail(kind, eventId, message);
+    };
+    const since = opts.since ?? new Date(0);
+    opts.onProgress?.(0, total);
+
+    for (let i = 0; ; ) {
+      const { rows } = await db.query<LeafRow>(LEAVES, [i, batch, since]);
+      if (rows.length === 0) break;
+      for (const r of rows) {
+        if (pending !== null && i > pending.end) throw new Found(pending.problem);
+        const index = Number(r.leaf_index);
+        if (index !== i) {
+          leafFail(i, 'leaf_missing', r.event_id, `leaf ${i} is missing: after ${prevEvent === null ? 'the start' : `event ${prevEvent}`} the log goes on at leaf ${index}, event ${r.event_id}`);
+        }
+        if (sinceGood === null) {
+          sinceGood = r.event_id;
+          sinceGoodLeaf = i;
+        }
+        let hash = r.leaf_hash;
+        if (r.id === null) {
+          if (i >= retired) leafFail(i, 'event_missing', r.event_id, `event ${r.event_id} (leaf ${i}) is missing from audit_events`);
+          counts.retired++;
+        } else {
+          const key: [bigint, bigint] = [BigInt(r.tx!), BigInt(r.id)];
+          if (i >= retired && prevKey !== null && !after(key, prevKey)) {
+            leafFail(i - 1, 'event_out_of_order', prevEvent, `event ${prevEvent} (leaf ${i - 1}) is out of order: event ${r.id} of leaf ${i} sorts before it`);
+          }
+          prevKey = key;
+          if (r.before_since !== true) {
+            hash = leafHash(canonicalBytes(committedEvent({ ...r, id: r.id })));
+            counts.rehashed++;
+            if (!hash.equals(r.leaf_hash)) leafFail(i, 'event_altered', r.id, `event ${r.id} (leaf ${i}) differs from the event that was logged: its bytes do not hash to its leaf`);
+          }
+          const run = retentionEvents.get(r.id);
+          if (run !== undefined && (r.action !== 'retention' || r.detail !== `leaves:${run.from_leaf}-${run.to_leaf}`)) {
+            leafFail(i, 'retention', r.id, `retention run ${run.id} names event ${r.id}, which is not its retention event`);
+          }
+          retentionEvents.delete(r.id);
+        }
+        if (sink !== null) {
+          const copy = await sink.eventAt(i);
+          if (copy !== null) {
+            counts.sinkCompared++;
+            if (copy.id !== r.event_id || !leafHash(copy.canonical).equals(hash)) {
+              leafFail(i, 'sink_differs', r.event_id, `event ${r.event_id} (leaf ${i}) differs from the sink's copy`);
+            }
+          }
+        }
+        tree.append(hash);
+        prevEvent = r.event_id;
+        i++;
+        while (m < marks.length && marks[m]!.size === tree.size) {
+          const mark = marks[m++]!;
+          if (pending === null && !tree.root().equals(mark.root)) {
+            const what = mark.kind === 'checkpoint' ? `the signed root of checkpoint ${mark.size}` : `the root of sealing head ${mark.size}`;
+            pending = {
+              end: i,
+              problem: {
+                kind: mark.kind === 'checkpoint' ? 'root_mismatch' : 'head_mismatch',
+                eventId: sinceGood,
+                message: `leaves ${sinceGoodLeaf} to ${i - 1} (events ${sinceGood} to ${prevEvent}) do not hash to ${what}: one of them was altered, inserted, removed or moved; the first is event ${sinceGood}`,
+              },
+            };
+          }
+          sinceGood = null;
+        }
+        if (i % 1000 === 0) opts.onProgress?.(i, total);
+      }
+    }
+    if (pending !== null) throw new Found(pending.problem);
+    counts.leaves = tree.size;
+    opts.onProgress?.(tree.size, Math.max(total, tree.size));
+    if (m < marks.length) {
+      const mark = marks[m]!;
+      fail('leaves_missing', prevEvent, `${mark.kind === 'checkpoint' ? 'checkpoint' : 'sealing head'} ${mark.size} covers ${mark.size} leaves, the log holds ${tree.size}: the leaves after event ${prevEvent} are gone`);
+    }
+
+    // Retention runs whose event was neither in the log nor retired since.
+    for (const [eventId, run] of retentionEvents) {
+      const leaf = (await db.query<{ leaf_index: string }>('SELECT leaf_index FROM phigate.audit_log WHERE event_id = $1', [eventId])).rows[0];
+      if (leaf !== undefined && Number(leaf.leaf_index) < retired) continue;
+      const { rowCount } = await db.query(
+        "SELECT 1 FROM phigate.audit_events WHERE id = $1 AND action = 'retention' AND detail = $2",
+        [eventId, `leaves:${run.from_leaf}-${run.to_leaf}`],
+      );
+      if (rowCount === 0) fail('retention', eventId, `retention run ${run.id} (leaves ${run.from_leaf} to ${run.to_leaf}) has no retention event ${eventId}: its events were removed some other way`);
+    }
+
+    // An event that sorts before the last leaf but is not in the log was slipped in behind the sealer.
+    if (prevKey !== null) {
+      const { rows } = await db.query<{ id: string }>(
+        `SELECT e.id FROM phigate.audit_events e
+         WHERE (e.tx, e.id) < ($1::xid8, $2::bigint) AND NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)
+         ORDER BY e.tx, e.id LIMIT 1`,
+        [String(prevKey[0]), String(prevKey[1])],
+      );
+      if (rows[0]) fail('event_unlogged', rows[0].id, `event ${rows[0].id} is not in the log, yet sorts before its last leaf: it was inserted after the log was sealed`);
+      counts.unsealed = Number(
+        (await db.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events e WHERE (e.tx, e.id) > ($1::xid8, $2::bigint)', [String(prevKey[0]), String(prevKey[1])])).rows[0]!.n,
+      );
+    } else {
+      counts.unsealed = Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events e WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)')).rows[0]!.n);
+    }
+    counts.unsigned = tree.size - (cps.length ? Number(cps[cps.length - 1]!.tree_size) : 0);
+
+    if (sink !== null) {
+      await sink.drain((e) => {
+        fail('sink_ahead', e.id, `event ${e.id} (leaf ${e.leaf}) is in the sink but not in the database's log`);
+      });
+      for (const [size, c] of sink.checkpoints) {
+        const ours = checkpointNotes.get(size);
+        if (ours !== c.note) {
+          const last = size > 0 ? await eventAtLeaf(size - 1) : null;
+          fail('sink_checkpoint', last, `checkpoint ${size} of the sink is ${ours === undefined ? 'missing from' : 'not the one in'} the database`);
+        }
+      }
+    }
+    return { problem: null, ...counts };
+  } catch (e) {
+    if (e instanceof Found) return { problem: e.problem, ...counts };
+    throw e;
+  } finally {
+    await db.query('ROLLBACK').catch(() => undefined);
+  }
+}

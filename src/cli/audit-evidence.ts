@@ -1,0 +1,191 @@
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import pg from 'pg';
+import type { Config } from '../config.ts';
+import { auditSigner } from '../audit/log/from-config.ts';
+import { parseVerifierKey, verifierKey, type Verifier } from '../audit/log/note.ts';
+import { checkProof } from '../audit/log/proof.ts';
+import { describeEvent, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
+import { retainAuditEvents } from '../audit/verify/retain.ts';
+import { verifyLog } from '../audit/verify/verify.ts';
+import { SinkFormatError } from '../audit/verify/sink-reader.ts';
+import { pgConnection } from '../db/tls.ts';
+import { databaseUrls } from '../dev/embedded-stack.ts';
+import { progressBar } from './progress.ts';
+
+/**
+ * `phigate audit verify | prove | check-proof | retain` (docs/audit-log.md): the verbs that turn
+ * the audit log into evidence. verify, prove and retain read the database as the migrator
+ * (PHIGATE_MIGRATE_URL); check-proof needs nothing but its arguments.
+ */
+type Values = Record<string, string | boolean | undefined>;
+
+export class AuditEvidenceError extends Error {}
+
+export const auditEvidenceOptions = {
+  since: { type: 'string' },
+  key: { type: 'string' },
+  'key-file': { type: 'string' },
+  'sink-dir': { type: 'string' },
+  event: { type: 'string' },
+  checkpoint: { type: 'string' },
+  from: { type: 'string' },
+  to: { type: 'string' },
+  proof: { type: 'string' },
+  days: { type: 'string' },
+  confirm: { type: 'boolean' },
+} as const;
+
+export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR] [--key VKEY | --key-file F]
+                                recompute the log from the database, check every checkpoint and the sink;
+                                exit 0 clean, 1 naming the first bad event
+  audit prove --event ID [--checkpoint N]
+                                an inclusion proof of one event against the latest signed checkpoint (or that of size N)
+  audit prove --from N [--to M] a consistency proof between the checkpoints of sizes N and M (latest)
+  audit check-proof [--proof FILE] (--key VKEY | --key-file F)
+                                check a proof (stdin without --proof) with the public key alone, offline
+  audit retain [--days N] --confirm
+                                remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves`;
+
+export type Io = { readonly out: (s: string) => void; readonly err: (s: string) => void };
+
+async function keyText(v: Values): Promise<string | null> {
+  if (typeof v.key === 'string') return v.key;
+  if (typeof v['key-file'] === 'string') return (await readFile(v['key-file'], 'utf8')).trim();
+  return null;
+}
+
+async function verifierOf(v: Values, config: Config): Promise<Verifier> {
+  let text = await keyText(v);
+  if (text === null) {
+    const signer = await auditSigner(config);
+    text = verifierKey(signer.name, signer.publicKey);
+  }
+  const verifier = parseVerifierKey(text);
+  if (verifier === null) throw new AuditEvidenceError('--key: not a signed-note Ed25519 verifier key (name+hash+key, as `phigate audit public-key` prints)');
+  return verifier;
+}
+
+async function withMigrator<T>(config: Config, io: Io, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const urls = await databaseUrls(config, io.err);
+  try {
+    if (!urls.migrateUrl) throw new AuditEvidenceError('PHIGATE_MIGRATE_URL: is required to read the audit log');
+    const client = new pg.Client({ ...pgConnection(urls.migrateUrl, config.databaseCaFile), application_name: 'phigate-audit-cli' });
+    await client.connect();
+    try {
+      return await fn(client);
+    } finally {
+      await client.end();
+    }
+  } finally {
+    await urls.stop();
+  }
+}
+
+function since(raw: string | boolean | undefined): Date | null {
+  if (raw === undefined) return null;
+  const d = typeof raw === 'string' ? new Date(raw) : new Date(NaN);
+  if (Number.isNaN(d.getTime()) || !/^\d{4}-\d{2}-\d{2}/.test(String(raw))) throw new AuditEvidenceError('--since must be an ISO 8601 date or time (e.g. 2026-12-01 or 2026-12-01T00:00:00Z)');
+  return d;
+}
+
+function whole(name: string, raw: string | boolean | undefined): number {
+  if (typeof raw !== 'string' || !/^(0|[1-9]\d{0,15})$/.test(raw) || !Number.isSafeInteger(Number(raw))) throw new AuditEvidenceError(`--${name} must be a whole number`);
+  return Number(raw);
+}
+
+async function verify(v: Values, config: Config, io: Io): Promise<number> {
+  const verifier = await verifierOf(v, config);
+  const sinkDir = typeof v['sink-dir'] === 'string' ? v['sink-dir'] : config.auditLog.sinkDir;
+  const from = since(v.since);
+  const report = await withMigrator(config, io, (client) =>
+    verifyLog({ client, verifier, since: from, sinkDir, onProgress: progressBar('audit verify', process.stderr) }),
+  ).catch((e: unknown) => {
+    if (e instanceof SinkFormatError) throw new AuditEvidenceError(e.message);
+    throw e;
+  });
+  if (report.problem !== null) {
+    io.out(`audit log: NOT VERIFIED: ${report.problem.eventId === null ? '' : `event ${report.problem.eventId}: `}${report.problem.kind}`);
+    io.err(report.problem.message);
+    return 1;
+  }
+  io.out(
+    `audit log verified: ${report.leaves} leaves (${report.rehashed} recomputed from their events, ${report.retired} removed by retention), ` +
+      `${report.checkpoints} signed checkpoints by ${verifier.name}` +
+      `${sinkDir ? `, ${report.sinkCompared} leaves matched the sink` : ', no sink compared'}` +
+      `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} events`,
+  );
+  return 0;
+}
+
+async function prove(v: Values, config: Config, io: Io): Promise<number> {
+  const event = v.event;
+  if ((event === undefined) === (v.from === undefined)) throw new AuditEvidenceError('prove needs either --event ID or --from N [--to M]');
+  if (event !== undefined && (typeof event !== 'string' || !/^[1-9]\d{0,18}$/.test(event))) throw new AuditEvidenceError('--event must be an event id');
+  const text = await withMigrator(config, io, (c) =>
+    typeof event === 'string'
+      ? proveEvent(c, event, v.checkpoint === undefined ? null : whole('checkpoint', v.checkpoint))
+      : proveConsistency(c, whole('from', v.from), v.to === undefined ? null : whole('to', v.to)),
+  ).catch((e: unknown) => {
+    if (e instanceof ProveError) throw new AuditEvidenceError(e.message);
+    throw e;
+  });
+  process.stdout.write(text);
+  return 0;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const c of stream) chunks.push(Buffer.from(c as Buffer));
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+async function checkProofVerb(v: Values, io: Io): Promise<number> {
+  const key = await keyText(v);
+  if (key === null) throw new AuditEvidenceError('check-proof needs the log public key: --key VKEY or --key-file FILE');
+  const text = typeof v.proof === 'string' ? await readFile(v.proof, 'utf8') : await readAll(process.stdin);
+  const r = checkProof(text, key);
+  if (!r.ok) {
+    io.out(`proof: NOT VALID: ${r.problem}`);
+    return 1;
+  }
+  if (r.kind === 'inclusion') {
+    io.out(`proof: valid. ${describeEvent(r.leaf)}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} events, signed`);
+  } else {
+    io.out(`proof: valid. the log ${r.newer.origin} of ${r.newer.size} events extends its signed tree of ${r.older.size} events unchanged`);
+  }
+  return 0;
+}
+
+async function retain(v: Values, config: Config, io: Io): Promise<number> {
+  const days = v.days === undefined ? config.auditRetentionDays : whole('days', v.days);
+  if (days < 1) throw new AuditEvidenceError('--days must be at least 1');
+  const before = new Date(Date.now() - days * 86_400_000);
+  if (v.confirm !== true) {
+    io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers; run again with --confirm`);
+    return 2;
+  }
+  const r = await withMigrator(config, io, (c) => retainAuditEvents(c, before, `retain-${randomUUID()}`));
+  const range = r.events === 0 ? 'no events' : `${r.events} events (leaves ${r.fromLeaf} to ${r.toLeaf - 1})`;
+  io.out(`retention: removed ${range} older than ${before.toISOString()}; their leaf hashes and every checkpoint stay; audited as event ${r.eventId}`);
+  return 0;
+}
+
+/** check-proof reads its arguments and files only, never the environment. */
+export const auditVerbNeedsConfig = (verb: string | undefined): boolean => verb !== 'check-proof';
+
+/** Runs `verb` when it is one of these; null when it is not (another module's verb). */
+export async function runAuditEvidence(verb: string, v: Values, config: Config, io: Io): Promise<number | null> {
+  switch (verb) {
+    case 'verify':
+      return verify(v, config, io);
+    case 'prove':
+      return prove(v, config, io);
+    case 'check-proof':
+      return checkProofVerb(v, io);
+    case 'retain':
+      return retain(v, config, io);
+    default:
+      return null;
+  }
+}

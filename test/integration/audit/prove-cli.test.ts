@@ -1,0 +1,160 @@
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { verifierKey } from '../../../src/audit/log/note.ts';
+import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
+import { fileSigner } from '../../../src/audit/log/signer.ts';
+import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
+
+// `phigate audit prove | check-proof | verify` as an operator and a regulator run them: proofs
+// made from the database are checked in a fresh process that has only the public key (no
+// database, no settings: the environment it gets is nonsense), and one flipped byte fails them.
+
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+const ORIGIN = 'phigate.test/prove';
+let db: TestDatabase;
+let pool: Pool;
+let dir: string;
+let keyFile: string;
+let vkey: string;
+let events: string[];
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = createPool(db.appUrl, { max: 2, applicationName: 'phigate-audit' });
+  dir = await mkdtemp(path.join(tmpdir(), 'phigate-prove-'));
+  keyFile = path.join(dir, 'audit-signing-key.pem');
+  const signer = await fileSigner(keyFile, ORIGIN);
+  vkey = verifierKey(signer.name, signer.publicKey);
+  // 13 events in three checkpoints (5, 9, 13): sizes that are not powers of two.
+  for (const n of [5, 4, 4]) {
+    await withClient(db.adminUrl, async (c) => {
+      for (let i = 0; i < n; i++) {
+        await c.query(
+          "INSERT INTO phigate.audit_events (request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id) VALUES ($1, 'dr-prove', 'user', 'physician', 'treatment', 'read', 'Patient', 'ssn', gen_random_uuid())",
+          [`req-prove-${i}`],
+        );
+      }
+    });
+    // The sealer stops below the oldest transaction running in the cluster (other test runs share it).
+    for (let sealed = 0; sealed < n; ) {
+      sealed += await sealAll(pool, 1000);
+      if (sealed < n) await new Promise((r) => setTimeout(r, 50));
+    }
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+  }
+  events = await withClient(db.adminUrl, async (c) => (await c.query<{ event_id: string }>('SELECT event_id FROM phigate.audit_log ORDER BY leaf_index')).rows.map((r) => r.event_id));
+});
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function cli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, ['bin/phigate.js', ...args], { cwd: ROOT, env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (c: Buffer) => (stdout += c.toString('utf8')));
+  child.stderr.on('data', (c: Buffer) => (stderr += c.toString('utf8')));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stdout, stderr };
+}
+
+const operator = () => ({
+  PHIGATE_ENV: 'development',
+  PHIGATE_DATA_DIR: dir,
+  DATABASE_URL: db.appUrl,
+  PHIGATE_MIGRATE_URL: db.adminUrl,
+  PHIGATE_AUDIT_LOG_ORIGIN: ORIGIN,
+  PHIGATE_AUDIT_SIGNING_KEY_FILE: keyFile,
+});
+// What a regulator's machine has: none of the gateway's settings (and some that would not parse).
+const offline = { DATABASE_URL: 'not a url', PHIGATE_ENV: 'neither' };
+
+async function checked(proof: string): Promise<{ code: number | null; stdout: string }> {
+  const r = await cli(['audit', 'check-proof', '--proof', await write(proof), '--key', vkey], offline);
+  return { code: r.code, stdout: r.stdout };
+}
+
+// Each CLI run is a fresh Node process loading the sources through tsx: seconds each on a busy machine.
+describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
+  it('an inclusion proof from the database checks out offline with the public key alone; a flipped byte fails', async () => {
+    const id = events[6]!;
+    const proved = await cli(['audit', 'prove', '--event', id], operator());
+    expect(proved.stderr).toBe('');
+    expect(proved.code).toBe(0);
+    expect(proved.stdout.split('\n').slice(0, 3)).toEqual(['c2sp.org/tlog-proof@v1', expect.stringMatching(/^extra [A-Za-z0-9+/=]+$/), 'index 6']);
+    expect(proved.stdout).toContain(`\n${ORIGIN}\n13\n`);
+
+    const ok = await checked(proved.stdout);
+    expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. event ${id}: read Patient.ssn`) });
+    expect(ok.stdout).toContain(`entry 6 of the log ${ORIGIN} of 13 events`);
+
+    // One byte of the audit path (the fifth line) changed.
+    const lines = proved.stdout.split('\n');
+    const hash = Buffer.from(lines[4]!, 'base64');
+    hash[0]! ^= 0x01;
+    lines[4] = hash.toString('base64');
+    expect(await checked(lines.join('\n'))).toMatchObject({ code: 1, stdout: expect.stringContaining('proof: NOT VALID') });
+    // Against an older checkpoint a verifier already holds.
+    const older = await cli(['audit', 'prove', '--event', events[2]!, '--checkpoint', '5'], operator());
+    expect(older.stdout).toContain(`\n${ORIGIN}\n5\n`);
+    expect(await checked(older.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`entry 2 of the log ${ORIGIN} of 5 events`) });
+    // Another key: refused too.
+    const other = await fileSigner(path.join(dir, 'other.pem'), ORIGIN);
+    const wrongKey = await cli(['audit', 'check-proof', '--key', verifierKey(other.name, other.publicKey), '--proof', await write(proved.stdout)], offline);
+    expect(wrongKey).toMatchObject({ code: 1, stdout: expect.stringContaining('not signed by this key') });
+  });
+
+  it('a consistency proof between two checkpoints checks out offline; a flipped byte fails', async () => {
+    const proved = await cli(['audit', 'prove', '--from', '5', '--to', '13'], operator());
+    expect(proved.code).toBe(0);
+    expect(proved.stdout.split('\n').slice(0, 3)).toEqual(['phigate.audit/consistency-proof@v1', 'old 5', 'new 13']);
+    expect(await checked(proved.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`extends its signed tree of 5 events unchanged`) });
+    const bytes = Buffer.from(proved.stdout);
+    bytes[bytes.indexOf('\nnew 13\n') + 8]! ^= 0x01;
+    expect(await checked(bytes.toString('utf8'))).toMatchObject({ code: 1 });
+  });
+
+  it('refuses to prove an event that is not there, and a proof request that names nothing', async () => {
+    expect(await cli(['audit', 'prove', '--event', '99999999'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('there is no event 99999999') });
+    expect(await cli(['audit', 'prove'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('--event ID or --from N') });
+  });
+
+  it('audit verify exits 0 on the untouched log and 1 naming the tampered event', async () => {
+    const clean = await cli(['audit', 'verify'], operator());
+    expect(clean).toMatchObject({ code: 0, stdout: expect.stringContaining('audit log verified: 13 leaves (13 recomputed') });
+    await withClient(db.adminUrl, async (c) => {
+      await c.query('SET session_replication_role = replica');
+      await c.query("UPDATE phigate.audit_events SET role = 'nurse' WHERE id = $1", [events[9]]);
+    });
+    const bad = await cli(['audit', 'verify'], operator());
+    expect(bad).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${events[9]}: event_altered\n` });
+    // The proof of an altered event is refused at the source.
+    expect(await cli(['audit', 'prove', '--event', events[9]!], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('differs from the event that was logged') });
+    // Never a value of the event in what verify prints.
+    expect(bad.stdout + bad.stderr).not.toContain('nurse');
+  });
+});
+
+describe('phigate audit retain', { timeout: 120_000 }, () => {
+  it('asks for --confirm, then removes what is past the period (here nothing) and is audited either way', async () => {
+    expect(await cli(['audit', 'retain'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('run again with --confirm') });
+    const r = await cli(['audit', 'retain', '--days', '1', '--confirm'], operator());
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^retention: removed no events older than .*; audited as event \d+\n$/) });
+    const id = /event (\d+)\n$/.exec(r.stdout)![1];
+    const row = await withClient(db.adminUrl, async (c) => (await c.query('SELECT action, actor_kind, detail FROM phigate.audit_events WHERE id = $1', [id])).rows[0]);
+    expect(row).toEqual({ action: 'retention', actor_kind: 'system', detail: 'leaves:0-0' });
+  });
+});
+
+async function write(text: string): Promise<string> {
+  const file = path.join(dir, `proof-${Math.random().toString(36).slice(2)}.tlog-proof`);
+  await writeFile(file, text);
+  return file;
+}

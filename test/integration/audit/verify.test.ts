@@ -1,0 +1,442 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type pg from 'pg';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { canonicalBytes } from '../../../src/audit/canonical.ts';
+import { parseVerifierKey, verifierKey, type NoteSigner, type Verifier } from '../../../src/audit/log/note.ts';
+import { committedEvent, type EventRow } from '../../../src/audit/log/rows.ts';
+import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
+import { fileSigner } from '../../../src/audit/log/signer.ts';
+import { leafHash } from '../../../src/audit/log/tree.ts';
+import { deliver } from '../../../src/audit/sink/deliver.ts';
+import { fileSink } from '../../../src/audit/sink/file.ts';
+import { checkProof } from '../../../src/audit/log/proof.ts';
+import { proveConsistency, proveEvent } from '../../../src/audit/verify/prove.ts';
+import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
+import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
+import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
+
+// `audit verify` against a real PostgreSQL: a superuser who disables the triggers edits the trail
+// in each way the issue names, and verify names the event; the append-only triggers refuse
+// UPDATE, DELETE and TRUNCATE to the owner and to superusers; retention removes only old ranges,
+// is audited, and leaves a log that still verifies.
+
+const ORIGIN = 'phigate.test/verify';
+let dir: string;
+let signer: NoteSigner;
+let verifier: Verifier;
+let db: TestDatabase;
+let pool: Pool;
+
+beforeAll(async () => {
+  dir = await mkdtemp(path.join(tmpdir(), 'phigate-verify-'));
+  signer = await fileSigner(path.join(dir, 'key.pem'), ORIGIN);
+  verifier = parseVerifierKey(verifierKey(signer.name, signer.publicKey))!;
+});
+afterEach(async () => {
+  await pool?.end();
+  await db?.drop();
+});
+afterAll(async () => rm(dir, { recursive: true, force: true }));
+
+const admin = <T>(fn: (c: pg.Client) => Promise<T>) => withClient(db.adminUrl, fn);
+
+/** Superuser with every trigger off: what the append-only triggers cannot stop, verify must see. */
+const tamper = (sql: string, params: unknown[] = []) =>
+  admin(async (c) => {
+    await c.query('SET session_replication_role = replica');
+    await c.query(sql, params);
+  });
+
+/** Events in several transactions, sealed and signed in three rounds: checkpoints at 3 sizes. */
+async function buildLog(rounds = 3, perRound = 4, occurredAt: string | null = null): Promise<string[]> {
+  for (let r = 0; r < rounds; r++) {
+    await admin(async (c) => {
+      for (let i = 0; i < perRound; i++) {
+        await c.query(
+          `INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id)
+           VALUES (coalesce($1::timestamptz, clock_timestamp()), $2, 'dr-verify', 'user', 'physician', 'treatment', 'read', 'Patient', 'ssn', gen_random_uuid())`,
+          [occurredAt, `req-${r}-${i}`],
+        );
+      }
+    });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+  }
+  return ids();
+}
+
+/**
+ * Seals every committed event. The sealer stops below the oldest transaction running anywhere in
+ * the cluster, and other test runs share this one: wait for theirs to end.
+ */
+async function sealEverything(): Promise<void> {
+  for (;;) {
+    await sealAll(pool, 1000);
+    const left = await admin(async (c) =>
+      Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events e WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)')).rows[0]!.n),
+    );
+    if (left === 0) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+const ids = () => admin(async (c) => (await c.query<{ event_id: string }>('SELECT event_id FROM phigate.audit_log ORDER BY leaf_index')).rows.map((r) => r.event_id));
+
+const verify = (sinkDir: string | null = null, since: Date | null = null): Promise<VerifyReport> =>
+  admin((client) => verifyLog({ client, verifier, sinkDir, since }));
+
+async function fresh(): Promise<void> {
+  db = await createTestDatabase();
+  pool = createPool(db.appUrl, { max: 2, applicationName: 'phigate-audit' });
+}
+
+describe('audit verify on an untouched log', () => {
+  it('passes, recomputing every leaf, and counts what is not sealed or signed yet', async () => {
+    await fresh();
+    const events = await buildLog();
+    await admin((c) => c.query("INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name) VALUES ('late', 'x', 'system', 'HSYSADMIN', 'view', 'AuditLog')"));
+    const r = await verify();
+    expect(r).toMatchObject({ problem: null, leaves: events.length, rehashed: events.length, retired: 0, checkpoints: 3, unsigned: 0, unsealed: 1 });
+    // --since: earlier events count by their stored hashes, still bound by the signed roots.
+    const later = await verify(null, new Date(Date.now() + 60_000));
+    expect(later).toMatchObject({ problem: null, rehashed: 0, leaves: events.length });
+  });
+});
+
+describe('audit verify names the event a superuser with the triggers off tampered with', () => {
+  it('an updated event', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper("UPDATE phigate.audit_events SET actor = 'someone-else' WHERE id = $1", [events[5]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[5] });
+  });
+
+  it('a deleted event', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper('DELETE FROM phigate.audit_events WHERE id = $1', [events[7]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'event_missing', eventId: events[7] });
+  });
+
+  it('a deleted event and its leaf', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper('DELETE FROM phigate.audit_events WHERE id = $1', [events[7]]);
+    await tamper('DELETE FROM phigate.audit_log WHERE event_id = $1', [events[7]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'leaf_missing', eventId: events[8] });
+  });
+
+  it('an inserted event, slipped in among the sealed ones', async () => {
+    await fresh();
+    const events = await buildLog();
+    const id = await admin(async (c) => {
+      await c.query('SET session_replication_role = replica');
+      const { rows } = await c.query<{ id: string }>(
+        `INSERT INTO phigate.audit_events (id, tx, request_id, actor, actor_kind, purpose, action, type_name)
+         OVERRIDING SYSTEM VALUE
+         SELECT max(id) + 100, (SELECT tx FROM phigate.audit_events WHERE id = $1), 'forged', 'dr-verify', 'user', 'treatment', 'read', 'Patient'
+         FROM phigate.audit_events RETURNING id`,
+        [events[2]],
+      );
+      return rows[0]!.id;
+    });
+    expect((await verify()).problem).toMatchObject({ kind: 'event_unlogged', eventId: id });
+  });
+
+  it('an inserted event with a leaf of its own (later leaves shifted)', async () => {
+    await fresh();
+    const events = await buildLog();
+    // Shifted through a free range: the primary key is checked row by row.
+    await tamper('UPDATE phigate.audit_log SET leaf_index = leaf_index + 1000001 WHERE leaf_index >= 6');
+    await tamper('UPDATE phigate.audit_log SET leaf_index = leaf_index - 1000000 WHERE leaf_index > 1000000');
+    await tamper(
+      `INSERT INTO phigate.audit_events (id, tx, request_id, actor, actor_kind, purpose, action, type_name)
+       OVERRIDING SYSTEM VALUE VALUES (1000000, (SELECT tx FROM phigate.audit_events WHERE id = $1), 'forged', 'dr-verify', 'user', 'treatment', 'read', 'Patient')`,
+      [events[5]],
+    );
+    const forged = await admin(async (c) => {
+      const { rows } = await c.query<EventRow>(
+        `SELECT id, (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us, request_id, actor, actor_kind, role, purpose, break_glass,
+                client_addr, action, type_name, field, patient_id, record_id, detail, grant_id, credential_id, batch_id
+         FROM phigate.audit_events WHERE id = 1000000`,
+      );
+      return leafHash(canonicalBytes(committedEvent(rows[0]!)));
+    });
+    await tamper('INSERT INTO phigate.audit_log (leaf_index, event_id, leaf_hash) VALUES (6, 1000000, $1)', [forged]);
+    // Every stored hash matches its row now: only the signed roots give it away. Leaves 4..7 of
+    // the second checkpoint's range are named from their first; with a sink, the exact event.
+    const r = await verify();
+    expect(r.problem).toMatchObject({ kind: 'root_mismatch', eventId: events[4] });
+    expect(r.problem!.message).toContain(`events ${events[4]} to`);
+  });
+
+  it('two events swapped in the log', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper('UPDATE phigate.audit_log SET leaf_index = 1000000 WHERE leaf_index = 3');
+    await tamper('UPDATE phigate.audit_log SET leaf_index = 3 WHERE leaf_index = 9');
+    await tamper('UPDATE phigate.audit_log SET leaf_index = 9 WHERE leaf_index = 1000000');
+    // Leaf 3 now holds the event of leaf 9, which sorts after the event of leaf 4.
+    expect((await verify()).problem).toMatchObject({ kind: 'event_out_of_order', eventId: events[9] });
+  });
+
+  it('two events swapped in audit_events (their facts exchanged, ids kept)', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper(
+      `UPDATE phigate.audit_events a SET request_id = b.request_id, patient_id = b.patient_id, occurred_at = b.occurred_at
+       FROM phigate.audit_events b WHERE (a.id, b.id) IN (($1::bigint, $2::bigint), ($2::bigint, $1::bigint))`,
+      [events[3], events[9]],
+    );
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[3] });
+  });
+
+  it('a truncated and refilled audit_events, one row altered', async () => {
+    await fresh();
+    const events = await buildLog();
+    await admin(async (c) => {
+      await c.query('SET session_replication_role = replica');
+      await c.query('BEGIN');
+      await c.query('CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM phigate.audit_events');
+      await c.query('TRUNCATE phigate.audit_events');
+      await c.query("UPDATE copy SET purpose = 'payment' WHERE id = $1", [events[10]]);
+      await c.query('INSERT INTO phigate.audit_events OVERRIDING SYSTEM VALUE SELECT * FROM copy');
+      await c.query('COMMIT');
+    });
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[10] });
+  });
+
+  it('a truncated and refilled audit_events, renumbered', async () => {
+    await fresh();
+    const events = await buildLog();
+    await admin(async (c) => {
+      await c.query('SET session_replication_role = replica');
+      await c.query('BEGIN');
+      await c.query('CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM phigate.audit_events');
+      await c.query('TRUNCATE phigate.audit_events');
+      await c.query(
+        `INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id)
+         SELECT occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id FROM copy ORDER BY id`,
+      );
+      await c.query('COMMIT');
+    });
+    expect((await verify()).problem).toMatchObject({ kind: 'event_missing', eventId: events[0] });
+  });
+
+  it('the newest leaves and their events deleted', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper('DELETE FROM phigate.audit_events WHERE id = ANY($1)', [events.slice(10)]);
+    await tamper('DELETE FROM phigate.audit_log WHERE leaf_index >= 10');
+    expect((await verify()).problem).toMatchObject({ kind: 'leaves_missing', eventId: events[9] });
+  });
+
+  it('an edited checkpoint row: its note, or its columns', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper("UPDATE phigate.audit_checkpoints SET note = replace(note, E'\\n8\\n', E'\\n7\\n') WHERE tree_size = 8");
+    expect((await verify()).problem).toMatchObject({ kind: 'checkpoint_signature', eventId: events[7] });
+    await fresh();
+    const again = await buildLog();
+    await tamper('UPDATE phigate.audit_checkpoints SET root = (SELECT root FROM phigate.audit_checkpoints WHERE tree_size = 4) WHERE tree_size = 12');
+    expect((await verify()).problem).toMatchObject({ kind: 'checkpoint_row', eventId: again[11] });
+  });
+
+  it('an updated event whose leaf hash was recomputed to match: the sink names it', async () => {
+    await fresh();
+    const events = await buildLog();
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    await writeSink(sinkDir);
+    expect(await verify(sinkDir)).toMatchObject({ problem: null, sinkCompared: events.length });
+    await tamper("UPDATE phigate.audit_events SET field = 'mrn' WHERE id = $1", [events[6]]);
+    await tamper(
+      `UPDATE phigate.audit_log SET leaf_hash = $2 WHERE event_id = $1`,
+      [events[6], await admin(async (c) => leafHash(canonicalBytes(committedEvent((await c.query<EventRow>(`${EVENT_SQL} WHERE id = $1`, [events[6]])).rows[0]!))))],
+    );
+    expect((await verify(sinkDir)).problem).toMatchObject({ kind: 'sink_differs', eventId: events[6] });
+    expect((await verify()).problem).toMatchObject({ kind: 'root_mismatch', eventId: events[4] });
+  });
+
+  it('a checkpoint the sink holds and the database lost', async () => {
+    await fresh();
+    const events = await buildLog();
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    await writeSink(sinkDir);
+    await tamper('DELETE FROM phigate.audit_checkpoints WHERE tree_size = 12');
+    expect((await verify(sinkDir)).problem).toMatchObject({ kind: 'sink_checkpoint', eventId: events[11] });
+  });
+});
+
+const EVENT_SQL = `SELECT id, (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us, request_id, actor, actor_kind, role, purpose,
+  break_glass, client_addr, action, type_name, field, patient_id, record_id, detail, grant_id, credential_id, batch_id FROM phigate.audit_events`;
+
+/** Everything sealed and signed now, delivered to a file sink in `sinkDir`. */
+async function writeSink(sinkDir: string): Promise<void> {
+  expect(await deliver(pool, fileSink(sinkDir, 1 << 20), 1000)).toBeGreaterThan(0);
+}
+
+describe('proofs over tiles', () => {
+  it('cache tile roots once, check out with the public key, and survive a wrong cached tile', async () => {
+    await fresh();
+    await admin((c) =>
+      c.query(`INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, field)
+               SELECT 'req-' || g, 'dr-tiles', 'user', 'treatment', 'read', 'Patient', 'ssn' FROM generate_series(1, 3000) g`),
+    );
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    const events = await ids();
+    const key = verifierKey(signer.name, signer.publicKey);
+    const proof = await admin((c) => proveEvent(c, events[2500]!));
+    expect(checkProof(proof, key)).toMatchObject({ ok: true, leafIndex: 2500, checkpoint: { size: 3000 } });
+    const tiles = await admin(async (c) => (await c.query<{ start: string }>('SELECT start FROM phigate.audit_log_tiles ORDER BY start')).rows.map((r) => r.start));
+    expect(tiles).toEqual(['0', '1024']);
+    // A cached root is not evidence: a wrong one sends prove back to the leaves, and the proof still holds.
+    await admin((c) => c.query("UPDATE phigate.audit_log_tiles SET root = sha256('wrong') WHERE start = 0"));
+    expect(checkProof(await admin((c) => proveEvent(c, events[2500]!)), key)).toMatchObject({ ok: true, leafIndex: 2500 });
+    expect(checkProof(await admin((c) => proveConsistency(c, 3000, null)), key)).toMatchObject({ ok: true });
+    // A proof is never made over a log that does not match its signed root.
+    await tamper('UPDATE phigate.audit_log SET leaf_hash = sha256(leaf_hash) WHERE leaf_index = 10');
+    await expect(admin((c) => proveEvent(c, events[2500]!))).rejects.toThrow(`event ${events[2500]}'s path does not match its signed checkpoint`);
+  });
+});
+
+const TABLES = ['audit_events', 'audit_batches', 'audit_log', 'audit_log_heads', 'audit_checkpoints', 'audit_retention_runs'];
+const SET: Record<string, string> = {
+  audit_events: 'actor = actor',
+  audit_batches: 'events = events',
+  audit_log: 'leaf_hash = leaf_hash',
+  audit_log_heads: 'root = root',
+  audit_checkpoints: 'note = note',
+  audit_retention_runs: 'events = events',
+};
+
+describe('append-only for everyone', () => {
+  it('refuses UPDATE, DELETE and TRUNCATE of every evidence table to the owner and to a superuser', async () => {
+    await fresh();
+    await buildLog(1, 2);
+    // Row triggers fire only for rows: every table gets one.
+    await admin((c) => c.query('INSERT INTO phigate.audit_batches (id, events) VALUES (gen_random_uuid(), 1)'));
+    await admin((c) => c.query('INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id) VALUES (now(), 0, 0, 0, 1)'));
+    const refused: string[] = [];
+    for (const asOwner of [true, false]) {
+      for (const t of TABLES) {
+        for (const stmt of [`UPDATE phigate.${t} SET ${SET[t]}`, `DELETE FROM phigate.${t}`, `TRUNCATE phigate.${t} CASCADE`]) {
+          const err = await admin(async (c) => {
+            if (asOwner) await c.query('SET ROLE phigate_owner');
+            return c.query(stmt).then(
+              () => null,
+              (e: { code?: string; message: string }) => e,
+            );
+          });
+          expect(err, `${asOwner ? 'owner' : 'superuser'}: ${stmt}`).toMatchObject({ code: '42501', message: expect.stringContaining('append-only') });
+          refused.push(stmt);
+        }
+      }
+    }
+    expect(refused).toHaveLength(2 * TABLES.length * 3);
+  });
+
+  it('grants the gateway INSERT (and SELECT where it seals), never UPDATE, DELETE or TRUNCATE', async () => {
+    await fresh();
+    const rows = await admin(async (c) => {
+      const app = 'phigate_app';
+      const out: Record<string, Record<string, boolean>> = {};
+      for (const t of TABLES) {
+        out[t] = {};
+        for (const p of ['INSERT', 'SELECT', 'UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER', 'REFERENCES']) {
+          const { rows: r } = await c.query<{ ok: boolean }>(
+            `SELECT has_table_privilege($1, $2, $3) OR (($3 IN ('INSERT', 'SELECT', 'UPDATE', 'REFERENCES')) AND has_any_column_privilege($1, $2, $3)) AS ok`,
+            [app, `phigate.${t}`, p],
+          );
+          out[t]![p] = r[0]!.ok;
+        }
+      }
+      return out;
+    });
+    for (const t of TABLES) {
+      for (const p of ['UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER', 'REFERENCES']) expect(rows[t]![p], `${t} ${p}`).toBe(false);
+    }
+    expect(rows.audit_events).toMatchObject({ INSERT: true, SELECT: false });
+    expect(rows.audit_log).toMatchObject({ INSERT: true, SELECT: true });
+    expect(rows.audit_retention_runs).toMatchObject({ INSERT: false, SELECT: true });
+  });
+
+  it('refuses a DELETE that only sets a custom setting, whatever it is named', async () => {
+    await fresh();
+    const events = await buildLog(1, 2);
+    const err = await admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query("SELECT set_config('phigate.retention', 'on', true)");
+      return c.query('DELETE FROM phigate.audit_events WHERE id = $1', [events[0]]).then(() => null, (e: { code?: string }) => e);
+    });
+    expect(err).toMatchObject({ code: '42501' });
+  });
+});
+
+describe('retention', () => {
+  it('removes only the leading range past retention, is audited, keeps leaves and checkpoints, and verify still passes', async () => {
+    await fresh();
+    const old = await buildLog(2, 3, new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
+    const recent = (await buildLog(1, 3)).slice(old.length);
+    const checkpointsBefore = await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows);
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+
+    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1'));
+    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: old.length, events: old.length });
+    const left = await admin(async (c) => (await c.query<{ id: string }>('SELECT id FROM phigate.audit_events ORDER BY id')).rows.map((r) => r.id));
+    expect(left).toEqual([...recent, run.eventId]);
+    const audit = await admin(async (c) => (await c.query('SELECT actor, actor_kind, action, type_name, detail, request_id FROM phigate.audit_events WHERE id = $1', [run.eventId])).rows[0]);
+    expect(audit).toMatchObject({ actor_kind: 'system', action: 'retention', type_name: 'AuditLog', detail: `leaves:0-${old.length}`, request_id: 'retain-test-1' });
+    expect(await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows)).toEqual(checkpointsBefore);
+    expect(await ids()).toEqual([...old, ...recent]);
+
+    // The retention event is sealed and signed like any other; the removed range counts by its kept hashes.
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect(await verify()).toMatchObject({ problem: null, retired: old.length, rehashed: recent.length + 1, leaves: old.length + recent.length + 1 });
+    // A sink that starts now gets what is left, after the removed range, and agrees with the database.
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    await writeSink(sinkDir);
+    expect(await verify(sinkDir)).toMatchObject({ problem: null, sinkCompared: recent.length + 1 });
+
+    // A second run finds nothing more to remove, and is audited all the same.
+    const again = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-2'));
+    expect(again).toMatchObject({ fromLeaf: old.length, toLeaf: old.length, events: 0 });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect((await verify()).problem).toBeNull();
+
+    // Outside the job, recent and old alike stay undeletable.
+    const err = await admin((c) => c.query('DELETE FROM phigate.audit_events WHERE id = $1', [recent[0]]).then(() => null, (e: { code?: string }) => e));
+    expect(err).toMatchObject({ code: '42501' });
+  });
+
+  it('stops at the last signed checkpoint, and at the first event inside the retention period', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const signed = await buildLog(2, 3, longAgo);
+    // An old event sealed but under no checkpoint yet: it stays, for now.
+    await admin((c) => c.query(`INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, purpose, action, type_name) VALUES ($1, 'unsigned', 'x', 'system', 'HSYSADMIN', 'view', 'AuditLog')`, [longAgo]));
+    await sealEverything();
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-1'))).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length });
+    // Now signed, followed by recent events, then old ones again: the next run ends at the first recent one.
+    await buildLog(1, 2);
+    await buildLog(1, 2, longAgo);
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2'))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length + 1, events: 1 });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect(await verify()).toMatchObject({ problem: null, retired: signed.length + 1 });
+  });
+
+  it('a range removed by hand and passed off as retention is named', async () => {
+    await fresh();
+    const events = await buildLog();
+    await tamper('DELETE FROM phigate.audit_events WHERE id = ANY($1)', [events.slice(0, 4)]);
+    await tamper(`INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id) VALUES (now(), 0, 4, 4, 999999)`);
+    expect((await verify()).problem).toMatchObject({ kind: 'retention', eventId: '999999' });
+  });
+});
