@@ -12,6 +12,7 @@ import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
 import { ConfigError, type Config } from './config.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
+import { assertKeyUsable } from './crypto/keys/check-provider.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
 import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
 import { createPgKeyStore } from './db/key-store.ts';
@@ -67,7 +68,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     // may wait for a key, and if every connection were held that way, a key load queued behind
     // them would never get one.
     const provider = await keyProviderFromConfig(config);
-    const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
+    // A production gateway that cannot use its master key would start and then fail every request.
+    if (config.env === 'production') await assertKeyUsable(provider, config.kms.provider === 'aws' ? 'PHIGATE_KMS_KEY_ID' : 'PHIGATE_KMS');
+    const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool), cache: config.keyCache });
     const partnerKeys = createPartnerKeys({ config, db: pool, provider, logger });
     const cipher = createFieldCipher(keyring);
     const routes = [];
