@@ -15,6 +15,7 @@ import { databaseUrls } from '../dev/embedded-stack.ts';
 import { printSdl } from '../graphql/schema.ts';
 import { seed } from '../seed/seed.ts';
 import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
+import { KeysCommandError, keysOptions, runKeys } from './keys.ts';
 import { progressBar } from './progress.ts';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -131,6 +132,19 @@ export const commands: Record<string, Command> = {
         return await runApiKey(positionals, v, config, out, err);
       } catch (e) {
         if (e instanceof ApiKeyCommandError) throw new CommandError(e.message);
+        throw e;
+      }
+    },
+  },
+
+  keys: {
+    options: keysOptions,
+    positionals: true,
+    async run(v, config, positionals) {
+      try {
+        return await runKeys(positionals, v, config, out, err);
+      } catch (e) {
+        if (e instanceof KeysCommandError) throw new CommandError(e.message);
         throw e;
       }
     },

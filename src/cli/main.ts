@@ -2,6 +2,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { APIKEY_USAGE } from './apikey.ts';
 import { CommandError, commands } from './commands.ts';
+import { KEYS_USAGE } from './keys.ts';
 
 const USAGE = `usage: phigate <command> [options]
 
@@ -13,6 +14,7 @@ commands:
                                 development issuer only: print an access token
   print-schema [--check]        print the GraphQL SDL (or check schema/schema.graphql is current)
 ${APIKEY_USAGE}
+${KEYS_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {
