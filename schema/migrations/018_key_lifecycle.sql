@@ -40,7 +40,9 @@ CREATE INDEX patient_keys_clinic_version ON phigate.patient_keys (clinic_id, cli
 
 GRANT SELECT, INSERT ON phigate.patient_keys TO phigate_app;
 GRANT SELECT, UPDATE (wrapped, shredded_at), INSERT, DELETE ON phigate.patient_keys TO phigate_keys;
-GRANT SELECT, DELETE ON phigate.keyring TO phigate_keys;
+GRANT SELECT, DELETE, UPDATE (wrapped, provider, key_ref) ON phigate.keyring TO phigate_keys;
+-- Master-key rotation re-wraps the partner-key peppers as well: they are wrapped by the same master key.
+GRANT SELECT, UPDATE (wrapped, provider, key_ref) ON phigate.api_key_peppers TO phigate_keys;
 
 GRANT SELECT (id, clinic_id, mrn_bidx, ssn_bidx, mrn, ssn, given_name, family_name, birth_date, phone, email, address),
       UPDATE (mrn_bidx, ssn_bidx, mrn, ssn, given_name, family_name, birth_date, phone, email, address)

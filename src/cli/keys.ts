@@ -1,7 +1,11 @@
+import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import type { Config } from '../config.ts';
 import { createFieldCipher } from '../crypto/field-cipher.ts';
+import { createAwsKeyProvider } from '../crypto/keys/aws.ts';
 import { keyProviderFromConfig } from '../crypto/keys/from-config.ts';
+import { createLocalKeyProvider } from '../crypto/keys/local.ts';
+import type { KeyProvider } from '../crypto/keys/provider.ts';
 import { createKeyring, type Keyring } from '../crypto/keys/keyring.ts';
 import { createPgKeyStore } from '../db/key-store.ts';
 import { createPool } from '../db/pool.ts';
@@ -10,6 +14,7 @@ import { isPhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin } from '../records/key-admin.ts';
 import { pendingReencryption, reencryptClinic, type ReencryptResult } from '../records/reencrypt.ts';
 import { retireDataKey } from '../records/retire-key.ts';
+import { rewrapKeys } from '../records/rewrap-keys.ts';
 import { shredPatient } from '../records/shred-patient.ts';
 import { progressBar } from './progress.ts';
 
@@ -23,7 +28,10 @@ export const KEYS_USAGE = `  keys rotate [--clinic C] [--reencrypt] [--batch N]
   keys shred --patient ID --confirm
                                 destroy the keys of one patient's PHI (irreversible; audited)
   keys retire --clinic C --version N
-                                delete an old data-key version; refused while any row uses it`;
+                                delete an old data-key version; refused while any row uses it
+  keys rewrap --from-kms-key-id ID | --from-local-master-key-file FILE
+                                master-key rotation: re-wrap every data key wrapped by the old
+                                master key with the configured one; no row is touched`;
 
 export const keysOptions = {
   clinic: { type: 'string' },
@@ -32,6 +40,8 @@ export const keysOptions = {
   patient: { type: 'string' },
   confirm: { type: 'boolean' },
   version: { type: 'string' },
+  'from-kms-key-id': { type: 'string' },
+  'from-local-master-key-file': { type: 'string' },
 } as const;
 
 function wholeNumber(name: string, raw: string | boolean | undefined, fallback: number | null, max: number): number {
@@ -47,7 +57,8 @@ function wholeNumber(name: string, raw: string | boolean | undefined, fallback: 
  */
 export async function runKeys(positionals: readonly string[], v: Values, config: Config, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const [action, ...extra] = positionals;
-  if (!action || !['rotate', 'shred', 'retire'].includes(action) || extra.length > 0) throw new KeysCommandError(`keys needs one of rotate, shred, retire\n${KEYS_USAGE}`);
+  if (!action || !['rotate', 'shred', 'retire', 'rewrap'].includes(action) || extra.length > 0) throw new KeysCommandError(`keys needs one of rotate, shred, retire, rewrap\n${KEYS_USAGE}`);
+  const from = action === 'rewrap' ? await previousProvider(v, config) : null;
   if (action === 'shred') {
     if (typeof v.patient !== 'string') throw new KeysCommandError('keys shred needs --patient ID');
     if (v.confirm !== true) {
@@ -69,6 +80,13 @@ export async function runKeys(positionals: readonly string[], v: Values, config:
     if (action === 'shred') {
       const outcome = await shredPatient(admin, v.patient as string);
       out(outcome === 'shredded' ? `shredded patient ${v.patient}: its keys are destroyed` : `patient ${v.patient} was already shredded; its rows are marked again`);
+      return 0;
+    }
+    if (from !== null) {
+      const to = await keyProviderFromConfig(config);
+      if (to.name === from.name && to.keyRef === from.keyRef) throw new KeysCommandError('the old master key is the configured one; configure the new one first');
+      const { rewrapped, alreadyDone } = await rewrapKeys(admin, from, to);
+      out(`re-wrapped ${rewrapped} keys under ${to.keyRef} (${alreadyDone} were already); restart every gateway with the new master key now`);
       return 0;
     }
     if (action === 'retire') {
@@ -104,6 +122,24 @@ export async function runKeys(positionals: readonly string[], v: Values, config:
   } finally {
     await pool.end();
     await urls.stop();
+  }
+}
+
+/** The master key being retired, named by the command line; the new one is the configured one. */
+async function previousProvider(v: Values, config: Config): Promise<KeyProvider> {
+  const kmsKeyId = v['from-kms-key-id'];
+  const file = v['from-local-master-key-file'];
+  if ((typeof kmsKeyId === 'string') === (typeof file === 'string')) throw new KeysCommandError('keys rewrap needs one of --from-kms-key-id ID or --from-local-master-key-file FILE');
+  if (typeof kmsKeyId === 'string') {
+    if (config.kms.provider !== 'aws') throw new KeysCommandError('--from-kms-key-id needs PHIGATE_KMS=aws (and AWS_REGION) for the old key as for the new one');
+    return createAwsKeyProvider({ keyId: kmsKeyId, region: config.kms.region, endpoint: config.kms.endpoint });
+  }
+  const key = await readFile(file as string).catch(() => null);
+  if (key === null || key.length !== 32) throw new KeysCommandError(`--from-local-master-key-file: ${file as string} must be a readable file of exactly 32 bytes`);
+  try {
+    return createLocalKeyProvider(key);
+  } finally {
+    key.fill(0);
   }
 }
 

@@ -5,7 +5,7 @@ import { deriveBlindIndexKey } from '../blind-index.ts';
 import type { BlindIndexColumn } from '../blind-index.ts';
 import type { DataKey, PatientKey } from '../envelope.ts';
 import { newPatientKey, openPatientKey } from '../patient-key.ts';
-import type { EncryptionContext, KeyProvider } from './provider.ts';
+import { keyContext, type EncryptionContext, type KeyProvider } from './provider.ts';
 
 export type KeyPurpose = 'data' | 'index';
 
@@ -175,11 +175,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   // Looked up once per decrypted field: a plain string, unambiguous because only the scope,
   // which comes last, is free text.
   const idOf = (purpose: KeyPurpose | 'patient', scope: string, version?: number): string => `${purpose}:${version ?? ''}:${scope}`;
-  const contextFor = (purpose: KeyPurpose, scope: string, version: number): EncryptionContext => ({
-    purpose,
-    scope,
-    version: String(version),
-  });
+  const contextFor = (purpose: KeyPurpose, scope: string, version: number): EncryptionContext => keyContext(purpose, scope, version);
 
   async function kms<T>(operation: 'decrypt' | 'generate', call: () => Promise<T>): Promise<T> {
     stats.kmsCalls++;

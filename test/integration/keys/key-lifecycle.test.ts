@@ -1,12 +1,15 @@
+import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
 import { sealedUnder } from '../../../src/crypto/envelope.ts';
 import { createKeyring, type Keyring } from '../../../src/crypto/keys/keyring.ts';
+import { createLocalKeyProvider } from '../../../src/crypto/keys/local.ts';
 import { createPgKeyStore } from '../../../src/db/key-store.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import type { KeyAdmin } from '../../../src/records/key-admin.ts';
 import { pendingReencryption, reencryptClinic } from '../../../src/records/reencrypt.ts';
 import { retireDataKey } from '../../../src/records/retire-key.ts';
+import { rewrapKeys } from '../../../src/records/rewrap-keys.ts';
 import { shredPatient } from '../../../src/records/shred-patient.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 
@@ -97,7 +100,7 @@ describe('rotation and online re-encryption', () => {
     expect([...versions]).toEqual([2]);
     for (const [id, name] of lastWritten) expect(patients.get(id)).toBe(name);
     // Through the gateway too: the rows are read under the new version.
-    for (const p of mine.slice(0, 5)) expect((await gw.gql(writerToken, READ, { id: p.id })).body.data.patient.givenName).toBe(lastWritten.get(p.id));
+    for (const p of mine.slice(0, 5)) expect((await gw.gql(writerToken, READ, { id: p.id })).body.data!.patient.givenName).toBe(lastWritten.get(p.id));
 
     // Each rewritten value is a key event, none of them a PHI read.
     const events = await gw.auditRows(`action = 'key' AND detail = 'reencrypted' AND actor = 'cli:test-operator'`);
@@ -146,7 +149,7 @@ describe('crypto-shredding', () => {
     const p = gw.data.patients.filter((x) => x.clinicId === 'c-east')[0]!;
     const other = gw.data.patients.filter((x) => x.clinicId === 'c-east')[1]!;
     const token = await gw.tokenFor('reg-east');
-    expect((await gw.gql(token, READ, { id: p.id })).body.data.patient.givenName).toBe(p.givenName);
+    expect((await gw.gql(token, READ, { id: p.id })).body.data!.patient.givenName).toBe(p.givenName);
     const pastReads = await gw.auditRows(`patient_id = $1 AND action = 'read'`, [p.id]);
     expect(pastReads.length).toBeGreaterThan(0);
 
@@ -154,18 +157,18 @@ describe('crypto-shredding', () => {
 
     const read = await gw.gql(token, READ, { id: p.id });
     expect(read.status).toBe(200);
-    expect(read.body.data.patient).toEqual({ givenName: null, familyName: null });
-    expect(read.body.errors.map((e: any) => [e.extensions.code, e.extensions.reason])).toEqual([
+    expect(read.body.data!.patient).toEqual({ givenName: null, familyName: null });
+    expect(read.body.errors!.map((e: any) => [e.extensions.code, e.extensions.reason])).toEqual([
       ['KEY_UNAVAILABLE', 'shredded'],
       ['KEY_UNAVAILABLE', 'shredded'],
     ]);
     expect(read.text).not.toContain(p.givenName);
-    expect((await gw.gql(token, BY_MRN, { mrn: p.mrn })).body.data.patientByMrn).toBeNull();
+    expect((await gw.gql(token, BY_MRN, { mrn: p.mrn })).body.data!.patientByMrn).toBeNull();
     // Its neighbour is untouched.
-    expect((await gw.gql(token, BY_MRN, { mrn: other.mrn })).body.data.patientByMrn.givenName).toBe(other.givenName);
+    expect((await gw.gql(token, BY_MRN, { mrn: other.mrn })).body.data!.patientByMrn.givenName).toBe(other.givenName);
     // No writer can give it a new key.
     const write = await gw.gql(token, UPDATE, { id: p.id, name: 'Again' });
-    expect(write.body.errors[0].extensions.code).toBe('KEY_UNAVAILABLE');
+    expect(write.body.errors![0]!.extensions?.code).toBe('KEY_UNAVAILABLE');
 
     // Old ciphertext (a backup) put back does not open either: its key is gone.
     const keys = await gw.admin(async (c) => (await c.query(`SELECT wrapped FROM phigate.patient_keys WHERE patient_id = $1`, [p.id])).rows);
@@ -187,5 +190,28 @@ describe('crypto-shredding', () => {
       code: 'KEY_UNAVAILABLE',
       reason: 'shredded',
     });
+  });
+});
+
+describe('master-key rotation', () => {
+  it('re-wraps every data key (and the partner-key pepper) under the new master key without touching a row', async () => {
+    const next = createLocalKeyProvider(randomBytes(32));
+    const rowsBefore = await gw.admin(async (c) => (await c.query(`SELECT id, mrn, given_name FROM phigate.patients ORDER BY id`)).rows);
+    const first = await rewrapKeys(admin, gw.keyProvider, next);
+    expect(first.rewrapped).toBeGreaterThanOrEqual(4);
+    // Repeated (a run stopped and started again): nothing left to do.
+    expect(await rewrapKeys(admin, gw.keyProvider, next)).toEqual({ rewrapped: 0, alreadyDone: first.rewrapped });
+    expect(await gw.admin(async (c) => (await c.query(`SELECT id, mrn, given_name FROM phigate.patients ORDER BY id`)).rows)).toEqual(rowsBefore);
+    expect(await gw.admin(async (c) => (await c.query(`SELECT DISTINCT key_ref FROM phigate.keyring`)).rows)).toEqual([{ key_ref: next.keyRef }]);
+
+    // A replica with the new master key reads everything; one with the old key is refused, never shown garbage.
+    const fresh = createFieldCipher(createKeyring({ provider: next, store: createPgKeyStore(adminPool) }));
+    const stale = createFieldCipher(createKeyring({ provider: gw.keyProvider, store: createPgKeyStore(adminPool) }));
+    const p = gw.data.patients.find((x) => x.clinicId === 'c-south')!;
+    const sealed = rowsBefore.find((r) => r.id === p.id)!.given_name as Buffer;
+    const at = { table: 'patients', column: 'given_name', rowId: p.id, patientId: p.id };
+    expect(await fresh.decrypt('c-south', at, sealed)).toBe(p.givenName);
+    await expect(Promise.resolve().then(() => stale.decrypt('c-south', at, sealed))).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE', reason: 'wrong_master_key' });
+    expect((await gw.auditRows(`action = 'key' AND type_name = 'MasterKey'`)).length).toBe(first.rewrapped);
   });
 });

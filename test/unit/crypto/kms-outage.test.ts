@@ -94,3 +94,16 @@ describe('production start-up check of the master key', () => {
     expect((e as Error).message).not.toContain(keyId);
   });
 });
+
+describe('master-key rotation with KMS', () => {
+  it('wraps an existing data key under another KMS key, with the same context; the old key id cannot open the new wrapping', async () => {
+    const next = createAwsKeyProvider({ keyId: 'abcd0000-12ab-34cd-56ef-1234567890ab', region: 'us-east-1', endpoint: kms.endpoint, credentials });
+    const context = { purpose: 'data', scope: 'c-north', version: '1' };
+    const { plaintext, wrapped } = await provider().generateDataKey(context);
+    const rewrapped = await next.wrapDataKey(plaintext, context);
+    expect((await next.decryptDataKey(rewrapped, context)).equals(plaintext)).toBe(true);
+    await failed(() => provider().decryptDataKey(rewrapped, context), 'KEY_UNAVAILABLE', 'unwrap_failed');
+    await failed(() => next.decryptDataKey(rewrapped, { ...context, scope: 'c-south' }), 'KEY_UNAVAILABLE', 'unwrap_failed');
+    expect(wrapped.equals(rewrapped)).toBe(false);
+  });
+});
