@@ -71,6 +71,11 @@ export interface Keyring {
    * Never creates a key: with none stored yet, reaching the key store is the whole check.
    */
   probe(): Promise<void>;
+  /**
+   * Whether the key service answers now: a real unwrap of the blind-index root key (zeroed at
+   * once), whatever the cache holds. For readiness to say "degraded" while cached keys still serve.
+   */
+  kmsReachable(): Promise<void>;
   readonly stats: Readonly<KeyringStats>;
 }
 
@@ -171,6 +176,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   let pending = new Map<string, Pending>();
   // Whether the key service failed its last call: readiness then asks it again rather than trusting the cache.
   let kmsFailing = false;
+  let indexRecord: WrappedKeyRecord | null = null;
 
   // Looked up once per decrypted field: a plain string, unambiguous because only the scope,
   // which comes last, is free text.
@@ -241,6 +247,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       if (record.provider !== provider.name || record.keyRef !== provider.keyRef) {
         throw unavailable('data key is wrapped under a different master key', 'wrong_master_key');
       }
+      if (purpose === 'index') indexRecord = record;
       const key = await kms('decrypt', () => provider.decryptDataKey(record.wrapped, contextFor(purpose, scope, version)));
       return remember(id, { scope, version, key }).key;
     });
@@ -410,6 +417,14 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       // A real call even when the key is cached: after a failure, only the service itself can say it is back.
       const key = await kms('decrypt', () => provider.decryptDataKey(record.wrapped, contextFor('index', INDEX_ROOT_SCOPE, version)));
       remember(idOf('index', INDEX_ROOT_SCOPE, version), { scope: INDEX_ROOT_SCOPE, version, key });
+    },
+    async kmsReachable() {
+      // The key store is the database's to report: a record seen before is enough to ask the KMS.
+      const record = indexRecord ?? (await store.latest('index', INDEX_ROOT_SCOPE).catch(() => null));
+      if (!record) return;
+      indexRecord = record;
+      const key = await kms('decrypt', () => provider.decryptDataKey(record.wrapped, contextFor('index', INDEX_ROOT_SCOPE, record.version)));
+      key.fill(0);
     },
     async rotate(purpose, scope) {
       // Blind indexes are stored, not recomputed: a new root would silently stop every lookup
