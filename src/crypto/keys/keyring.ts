@@ -345,16 +345,17 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   async function writablePatientKey(clinicId: string, patientId: string): Promise<PatientKey> {
     const clinicVersion = await currentVersion('data', clinicId);
     const known = latest.get(idOf('patient', patientId));
-    if (known && known.clinicId === clinicId && known.clinicVersion === clinicVersion && known.expiresAt > Date.now()) {
-      const hit = cachedPatientKey(clinicId, patientId, clinicVersion, known.version);
+    if (known && known.clinicId === clinicId && known.clinicVersion >= clinicVersion && known.expiresAt > Date.now()) {
+      const hit = cachedPatientKey(clinicId, patientId, known.clinicVersion, known.version);
       if (hit) return hit;
     }
     for (let attempt = 0; attempt < 3; attempt++) {
       const record = await fromStore(store.latestPatientKey(patientId));
       if (record && record.wrapped === null) throw unavailable("the key of this patient's data was destroyed", 'shredded');
       let key: PatientKey;
-      if (record && record.clinicId === clinicId && record.clinicVersion === clinicVersion) {
-        key = cachedPatientKey(clinicId, patientId, clinicVersion, record.version) ?? (await openRecord(record, clinicId, clinicVersion));
+      // A key under a newer clinic version than this replica knows of (another replica rotated first) is as good.
+      if (record && record.clinicId === clinicId && record.clinicVersion >= clinicVersion) {
+        key = cachedPatientKey(clinicId, patientId, record.clinicVersion, record.version) ?? (await openRecord(record, clinicId, record.clinicVersion));
       } else {
         const version = (record?.version ?? 0) + 1;
         checkVersion(version);
@@ -367,7 +368,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
         }
         key = remember(idOf('patient', patientId, version), made.key);
       }
-      latest.set(idOf('patient', patientId), { version: key.patientVersion, clinicId, clinicVersion, expiresAt: Date.now() + latestTtlMs });
+      latest.set(idOf('patient', patientId), { version: key.patientVersion, clinicId, clinicVersion: key.version, expiresAt: Date.now() + latestTtlMs });
       return key;
     }
     throw unavailable('patient key could not be created', 'key_store_error');

@@ -56,6 +56,20 @@ describe('per-patient keys', () => {
     expect(await cipher.decrypt('c-north', aad, after)).toBe('new');
   });
 
+  it('a replica that has not yet seen a rotation still writes under the newer patient key another replica made', async () => {
+    const { store } = setup();
+    const provider = createLocalKeyProvider(randomBytes(32));
+    const a = createKeyring({ provider, store, latestTtlMs: 60_000 });
+    const b = createKeyring({ provider, store });
+    // A knows version 1 as current (for its 'latest' bound); B rotates and writes a patient A has not seen.
+    await createFieldCipher(a).encrypt('c-north', aad, 'first');
+    await b.rotate('data', 'c-north');
+    const other = { ...aad, rowId: P2, patientId: P2 };
+    await createFieldCipher(b).encrypt('c-north', other, 'after the rotation');
+    const written = await createFieldCipher(a).encrypt('c-north', { ...other, column: 'phone' }, 'by the replica that lags');
+    expect(sealedUnder(written)).toEqual({ version: 2, patientVersion: 1 });
+  });
+
   it('shredded: reads answer KEY_UNAVAILABLE shredded on a cold replica, and no new key can be made', async () => {
     const { store, cipher } = setup();
     const sealed = await cipher.encrypt('c-north', aad, 'secret');
