@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
-import { sealedUnder } from '../../../src/crypto/envelope.ts';
+import { sealField, sealedUnder } from '../../../src/crypto/envelope.ts';
 import { createKeyring, type Keyring } from '../../../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../../../src/crypto/keys/local.ts';
 import { createPgKeyStore } from '../../../src/db/key-store.ts';
@@ -110,6 +110,16 @@ describe('rotation and online re-encryption', () => {
 
   it('retiring a version is refused while a row uses it, and done once none does', async () => {
     const clinic = 'c-south';
+    // Rows from before per-patient keys and before kinds were encrypted: a value sealed directly
+    // under the clinic key (format 1) and an encounter kind in the clear. Re-encryption moves both.
+    const legacy = gw.data.patients.find((x) => x.clinicId === clinic && x.encounters.length > 0)!;
+    const clinicKey = await operatorKeyring.writeKey(clinic);
+    const v1 = sealField(clinicKey, { table: 'patients', column: 'given_name', rowId: legacy.id }, legacy.givenName);
+    const encounter = legacy.encounters[0]!;
+    await gw.admin(async (c) => {
+      await c.query('UPDATE phigate.patients SET given_name = $2 WHERE id = $1', [legacy.id, v1]);
+      await c.query('UPDATE phigate.encounters SET kind = NULL, kind_legacy = $2 WHERE id = $1', [encounter.id, encounter.kind]);
+    });
     await operatorKeyring.rotate('data', clinic);
     await expect(retireDataKey(admin, clinic, 1, 0)).rejects.toThrow(/still use data key version 1/);
     await expect(retireDataKey(admin, clinic, 2, 0)).rejects.toThrow(/current data key/);
@@ -140,6 +150,9 @@ describe('rotation and online re-encryption', () => {
     const { versions, patients } = await openAll(clinic);
     expect([...versions]).toEqual([2]);
     for (const p of gw.data.patients.filter((x) => x.clinicId === clinic)) expect(patients.get(p.id)).toBe(p.givenName);
+    const moved = await gw.admin(async (c) => (await c.query('SELECT kind, kind_legacy FROM phigate.encounters WHERE id = $1', [encounter.id])).rows[0]);
+    expect(moved.kind_legacy).toBeNull();
+    expect(sealedUnder(moved.kind)).toEqual({ version: 2, patientVersion: expect.any(Number) });
     expect(await gw.auditRows(`action = 'key' AND detail = 'retired:v1' AND field = $1`, [clinic])).toHaveLength(1);
   });
 });
