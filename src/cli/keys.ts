@@ -97,7 +97,7 @@ export async function runKeys(positionals: readonly string[], v: Values, config:
       return 0;
     }
     const keyring = createKeyring({ provider: await keyProviderFromConfig(config), store: createPgKeyStore(pool) });
-    const clinics = typeof v.clinic === 'string' ? [v.clinic] : await allClinics(admin);
+    const clinics = typeof v.clinic === 'string' ? [await existingClinic(admin, v.clinic)] : await allClinics(admin);
     const stop = new AbortController();
     const onSignal = () => {
       err('stopping after the batch in flight; run the same command again to resume');
@@ -143,6 +143,12 @@ async function previousProvider(v: Values, config: Config): Promise<KeyProvider>
   }
 }
 
+async function existingClinic(admin: KeyAdmin, clinicId: string): Promise<string> {
+  const found = await inKeyTransaction(admin, async (c) => (await c.query('SELECT 1 FROM phigate.clinics WHERE id = $1', [clinicId])).rowCount);
+  if (!found) throw new KeysCommandError(`--clinic: no clinic has the id ${clinicId}`);
+  return clinicId;
+}
+
 async function allClinics(admin: KeyAdmin): Promise<string[]> {
   return inKeyTransaction(admin, async (c) => (await c.query<{ scope: string }>(`SELECT DISTINCT scope FROM phigate.keyring WHERE purpose = 'data' ORDER BY scope`)).rows.map((r) => r.scope));
 }
@@ -160,7 +166,11 @@ async function rotateClinic(
   const report = (r: ReencryptResult) =>
     out(`${clinicId}: ${r.patients} patients, ${r.values} values re-encrypted onto version ${r.target}; ${r.remaining} patients left${r.unreadable ? `, ${r.unreadable} rows unreadable` : ''}`);
   if (opts.reencrypt) {
-    const pending = await pendingReencryption(admin, clinicId).catch(() => null);
+    // A clinic without a data key yet has nothing to resume: it gets its first version below.
+    const pending = await pendingReencryption(admin, clinicId).catch((e: unknown) => {
+      if (isPhigateError(e) && e.code === 'BAD_USER_INPUT') return null;
+      throw e;
+    });
     if (pending && pending.patients > 0) {
       out(`${clinicId}: a re-encryption onto version ${pending.target} is unfinished (${pending.patients} patients); resuming it, no new version made`);
       const r = await reencrypt(`${clinicId} re-encrypting`);
