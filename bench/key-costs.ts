@@ -42,6 +42,8 @@ const keyring = createKeyring({
     latestPatientKey: async (id) => patientRows.filter((r) => r.patientId === id).sort((a, b) => b.version - a.version)[0] ?? null,
     patientKeys: async (refs) => patientRows.filter((r) => refs.some((x) => x.patientId === r.patientId && x.version === r.version)),
     insertPatientKey: async (r) => (patientRows.push(r), true),
+    latestPatientKeys: async (ids) => ids.flatMap((id) => patientRows.filter((r) => r.patientId === id).sort((a, b) => b.version - a.version).slice(0, 1)),
+    insertPatientKeys: async (rs) => (patientRows.push(...rs), new Set(rs.map((r) => r.patientId))),
   },
 });
 const cipher = createFieldCipher(keyring);

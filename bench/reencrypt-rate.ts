@@ -6,7 +6,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
-import { createFieldCipher } from '../src/crypto/field-cipher.ts';
 import { createKeyring } from '../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../src/crypto/keys/local.ts';
 import { createPgKeyStore } from '../src/db/key-store.ts';
@@ -40,7 +39,7 @@ try {
   let values = 0;
   let done = 0;
   for (const c of CLINICS) {
-    const r = await reencryptClinic({ admin: { pool, actor: 'bench' }, cipher: createFieldCipher(keyring), clinicId: c.id, batchSize: 100 });
+    const r = await reencryptClinic({ admin: { pool, actor: 'bench' }, keyring, clinicId: c.id, batchSize: 100 });
     values += r.values;
     done += r.patients;
     if (r.remaining !== 0) throw new Error(`${c.id}: ${r.remaining} left`);

@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { userInfo } from 'node:os';
 import type { Config } from '../config.ts';
-import { createFieldCipher } from '../crypto/field-cipher.ts';
 import { createAwsKeyProvider } from '../crypto/keys/aws.ts';
 import { keyProviderFromConfig } from '../crypto/keys/from-config.ts';
 import { createLocalKeyProvider } from '../crypto/keys/local.ts';
@@ -162,7 +161,7 @@ async function rotateClinic(
   out: (s: string) => void,
 ): Promise<number> {
   const reencrypt = (label: string) =>
-    reencryptClinic({ admin, cipher: createFieldCipher(keyring), clinicId, batchSize: opts.batchSize, signal: opts.signal, onProgress: progressBar(label, process.stderr) });
+    reencryptClinic({ admin, keyring, clinicId, batchSize: opts.batchSize, signal: opts.signal, onProgress: progressBar(label, process.stderr) });
   const report = (r: ReencryptResult) =>
     out(`${clinicId}: ${r.patients} patients, ${r.values} values re-encrypted onto version ${r.target}; ${r.remaining} patients left${r.unreadable ? `, ${r.unreadable} rows unreadable` : ''}`);
   if (opts.reencrypt) {

@@ -82,6 +82,25 @@ export function createPgKeyStore(pool: Pool): KeyStore {
       );
       return res.rowCount === 1;
     },
+    async latestPatientKeys(patientIds) {
+      if (patientIds.length === 0) return [];
+      const { rows } = await pool.query<PatientRow>(
+        `SELECT DISTINCT ON (patient_id) ${PATIENT_COLUMNS} FROM phigate.patient_keys
+         WHERE patient_id = ANY($1::uuid[]) ORDER BY patient_id, version DESC`,
+        [patientIds],
+      );
+      return rows.map(toPatientRecord);
+    },
+    async insertPatientKeys(records) {
+      if (records.length === 0) return new Set();
+      const { rows } = await pool.query<{ patient_id: string }>(
+        `INSERT INTO phigate.patient_keys (${PATIENT_COLUMNS})
+         SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::integer[], $5::bytea[])
+         ON CONFLICT DO NOTHING RETURNING patient_id`,
+        [records.map((r) => r.patientId), records.map((r) => r.version), records.map((r) => r.clinicId), records.map((r) => r.clinicVersion), records.map((r) => r.wrapped)],
+      );
+      return new Set(rows.map((r) => r.patient_id));
+    },
     async insert(rec) {
       const res = await pool.query(
         `INSERT INTO phigate.keyring (${COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,

@@ -1,12 +1,13 @@
 import type pg from 'pg';
-import type { FieldCipher, PatientFieldAad } from '../crypto/field-cipher.ts';
+import { createFieldCipher, type FieldCipher, type PatientFieldAad } from '../crypto/field-cipher.ts';
+import type { Keyring } from '../crypto/keys/keyring.ts';
 import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin, type KeyEvent } from './key-admin.ts';
 
 export interface ReencryptOptions {
   readonly admin: KeyAdmin;
-  readonly cipher: FieldCipher;
+  readonly keyring: Keyring;
   readonly clinicId: string;
   /** Patients (with their encounters) per transaction. */
   readonly batchSize?: number;
@@ -62,7 +63,8 @@ export async function pendingReencryption(admin: KeyAdmin, clinicId: string): Pr
 }
 
 export async function reencryptClinic(opts: ReencryptOptions): Promise<ReencryptResult> {
-  const { admin, cipher, clinicId } = opts;
+  const { admin, keyring, clinicId } = opts;
+  const cipher = createFieldCipher(keyring);
   const batchSize = opts.batchSize ?? 100;
   const { target, patients: total } = await pendingReencryption(admin, clinicId);
   let patients = 0;
@@ -74,7 +76,7 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
     let doneThisPass = 0;
     for (;;) {
       if (opts.signal?.aborted) break;
-      const batch = await inKeyTransaction(admin, (c, record) => reencryptBatch(c, record, cipher, clinicId, target, cursor, batchSize));
+      const batch = await inKeyTransaction(admin, (c, record) => reencryptBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize));
       if (batch.seen === 0) break;
       cursor = batch.last;
       patients += batch.patients;
@@ -93,6 +95,7 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
 async function reencryptBatch(
   c: pg.PoolClient,
   record: (e: KeyEvent) => void,
+  keyring: Keyring,
   cipher: FieldCipher,
   clinicId: string,
   target: number,
@@ -118,7 +121,24 @@ async function reencryptBatch(
   let patients = 0;
   let unreadable = 0;
   const stale = (b: unknown): b is Buffer => Buffer.isBuffer(b) && b.length >= 5 && (b[0] === 1 || (b[0] === 2 && b.readUInt32BE(1) < target));
-  const reseal = async (aad: PatientFieldAad, old: Buffer) => cipher.encrypt(clinicId, aad, await cipher.decrypt(clinicId, aad, old));
+
+  // Round trips, not cryptography, are the cost: the batch's new patient keys are made in one
+  // insert, and every old value is opened at once, so the old patient keys it misses come in one query.
+  await keyring.preparePatientWriteKeys(clinicId, rows.map((r) => r.id));
+  const opened = new Map<Buffer, Promise<string>>();
+  const open = (aad: PatientFieldAad, old: Buffer) => {
+    const plain = new Promise<string>((resolve) => resolve(cipher.decrypt(clinicId, aad, old)));
+    // Awaited (and its failure handled) when its row is rewritten.
+    plain.catch(() => undefined);
+    opened.set(old, plain);
+  };
+  for (const p of rows) {
+    for (const { column } of PATIENT_FIELDS) if (stale(p[column])) open({ table: 'patients', column, rowId: p.id, patientId: p.id }, p[column]);
+  }
+  for (const e of encounters) {
+    for (const { column } of ENCOUNTER_FIELDS) if (stale(e[column])) open({ table: 'encounters', column, rowId: e.id, patientId: e.patient_id }, e[column]);
+  }
+  const reseal = async (aad: PatientFieldAad, old: Buffer) => cipher.encrypt(clinicId, aad, await opened.get(old)!);
 
   // One row's changes, written by compare-and-swap; its events are recorded only when the row was written.
   async function rewrite(table: string, id: string, plan: () => Promise<{ changes: Change[]; events: KeyEvent[] }>): Promise<boolean> {

@@ -38,6 +38,10 @@ export interface KeyStore {
   patientKeys(refs: readonly { readonly patientId: string; readonly version: number }[]): Promise<PatientKeyRecord[]>;
   /** inserts; false when (patient, version) exists already (another writer, or a shredding, won the race) */
   insertPatientKey(record: PatientKeyRecord & { readonly wrapped: Buffer }): Promise<boolean>;
+  /** The newest record of each of these patients that has one, in one round trip. */
+  latestPatientKeys(patientIds: readonly string[]): Promise<PatientKeyRecord[]>;
+  /** Inserts in one round trip; returns the patients whose record went in (not those that lost a race). */
+  insertPatientKeys(records: readonly (PatientKeyRecord & { readonly wrapped: Buffer })[]): Promise<Set<string>>;
 }
 
 export interface KeyringStats {
@@ -59,6 +63,12 @@ export interface Keyring {
    * (`shredded`) for a shredded patient.
    */
   patientWriteKey(clinicId: string, patientId: string): Promise<PatientKey>;
+  /**
+   * patientWriteKey for many patients at once, into the cache: one store lookup and at most one
+   * insert for all of them (a re-encryption batch). A shredded patient is left out: its own
+   * patientWriteKey then refuses it.
+   */
+  preparePatientWriteKeys(clinicId: string, patientIds: readonly string[]): Promise<void>;
   /** A patient key for decryption, synchronously when cached; misses of one tick share one store round trip. */
   patientReadKey(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | Promise<PatientKey>;
   /** the per-column per-clinic blind-index key, derived from a single 'index' root key (purpose 'index', scope '*'), created on first use */
@@ -391,6 +401,34 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     patientWriteKey(clinicId, patientId) {
       checkScope(clinicId);
       return singleFlight(patientWriting, `${clinicId}:${patientId}`, () => writablePatientKey(clinicId, patientId));
+    },
+    async preparePatientWriteKeys(clinicId, patientIds) {
+      checkScope(clinicId);
+      const clinicVersion = await currentVersion('data', clinicId);
+      const records = new Map((await fromStore(store.latestPatientKeys(patientIds))).map((r) => [r.patientId, r]));
+      const point = (key: PatientKey) =>
+        latest.set(idOf('patient', key.patientId), { version: key.patientVersion, clinicId, clinicVersion: key.version, expiresAt: Date.now() + latestTtlMs });
+      const fresh: { key: PatientKey; wrapped: Buffer }[] = [];
+      for (const patientId of patientIds) {
+        const record = records.get(patientId);
+        if (record && record.wrapped === null) continue;
+        if (record && record.clinicId === clinicId && record.clinicVersion >= clinicVersion) {
+          point(cachedPatientKey(clinicId, patientId, record.clinicVersion, record.version) ?? (await openRecord(record, clinicId, record.clinicVersion)));
+          continue;
+        }
+        const version = (record?.version ?? 0) + 1;
+        checkVersion(version);
+        // Fetched for each: an await above may have let the cache drop (and zero) an earlier copy.
+        fresh.push(newPatientKey(await clinicKey(clinicId, clinicVersion), patientId, version));
+      }
+      if (fresh.length === 0) return;
+      const inserted = await fromStore(
+        store.insertPatientKeys(fresh.map((m) => ({ patientId: m.key.patientId, version: m.key.patientVersion, clinicId, clinicVersion, wrapped: m.wrapped }))),
+      );
+      for (const m of fresh) {
+        if (inserted.has(m.key.patientId)) point(remember(idOf('patient', m.key.patientId, m.key.patientVersion), m.key));
+        else m.key.key.fill(0);
+      }
     },
     patientReadKey(clinicId, patientId, clinicVersion, patientVersion) {
       checkScope(clinicId);

@@ -85,7 +85,7 @@ describe('rotation and online re-encryption', () => {
 
     const version = await operatorKeyring.rotate('data', clinic);
     expect(version).toBe(2);
-    const result = await reencryptClinic({ admin, cipher: createFieldCipher(operatorKeyring), clinicId: clinic, batchSize: 4 });
+    const result = await reencryptClinic({ admin, keyring: operatorKeyring, clinicId: clinic, batchSize: 4 });
     running = false;
     await Promise.all([writer, reader]);
     expect(failures).toEqual([]);
@@ -94,7 +94,7 @@ describe('rotation and online re-encryption', () => {
 
     // The gateway kept writing under version 1 until its 'latest version' cache expired (the
     // stated bound): a second run, with the writer stopped, finishes the job.
-    await reencryptClinic({ admin, cipher: createFieldCipher(operatorKeyring), clinicId: clinic, batchSize: 4 });
+    await reencryptClinic({ admin, keyring: operatorKeyring, clinicId: clinic, batchSize: 4 });
     expect((await pendingReencryption(admin, clinic)).patients).toBe(0);
     const { versions, patients } = await openAll(clinic);
     expect([...versions]).toEqual([2]);
@@ -130,7 +130,7 @@ describe('rotation and online re-encryption', () => {
     const stop = new AbortController();
     const first = await reencryptClinic({
       admin,
-      cipher: createFieldCipher(operatorKeyring),
+      keyring: operatorKeyring,
       clinicId: clinic,
       batchSize: 3,
       signal: stop.signal,
@@ -140,7 +140,7 @@ describe('rotation and online re-encryption', () => {
     });
     expect(first.patients).toBe(3);
     expect(first.remaining).toBeGreaterThan(0);
-    const second = await reencryptClinic({ admin, cipher: createFieldCipher(operatorKeyring), clinicId: clinic, batchSize: 3 });
+    const second = await reencryptClinic({ admin, keyring: operatorKeyring, clinicId: clinic, batchSize: 3 });
     expect(second.patients).toBe(first.remaining);
     expect(second.remaining).toBe(0);
 

@@ -68,6 +68,24 @@ export function createMemoryKeyStore(): MemoryKeyStore {
       patientRows.set(key, { ...record, wrapped: Buffer.from(record.wrapped) });
       return true;
     },
+    async latestPatientKeys(patientIds) {
+      await later();
+      return patientIds.flatMap((id) => {
+        const mine = [...patientRows.values()].filter((r) => r.patientId === id).sort((a, b) => b.version - a.version);
+        return mine[0] ? [{ ...mine[0] }] : [];
+      });
+    },
+    async insertPatientKeys(records) {
+      await later();
+      const inserted = new Set<string>();
+      for (const record of records) {
+        const key = `${record.version}:${record.patientId}`;
+        if (patientRows.has(key)) continue;
+        patientRows.set(key, { ...record, wrapped: Buffer.from(record.wrapped) });
+        inserted.add(record.patientId);
+      }
+      return inserted;
+    },
     shredPatient(patientId) {
       let top = 0;
       for (const [k, r] of patientRows) {

@@ -81,6 +81,28 @@ describe('per-patient keys', () => {
     await failed(() => cipher.decrypt('c-north', aad, SHREDDED_VALUE), 'KEY_UNAVAILABLE', 'shredded');
   });
 
+  it('write keys for a batch of patients cost one lookup and one insert, then seal from the cache; a shredded patient stays refused', async () => {
+    const store = createMemoryKeyStore();
+    const provider = createLocalKeyProvider(randomBytes(32));
+    const cipher = createFieldCipher(createKeyring({ provider, store }));
+    const ids = Array.from({ length: 10 }, (_, i) => `7f9c1e4a-0000-4000-8000-${String(100 + i).padStart(12, '0')}`);
+    await cipher.encrypt('c-north', { ...aad, rowId: ids[0]!, patientId: ids[0]! }, 'has a key already');
+    await cipher.encrypt('c-north', { ...aad, rowId: ids[1]!, patientId: ids[1]! }, 'to be shredded');
+    store.shredPatient(ids[1]!);
+    const calls = { latest: 0, insert: 0, one: 0 };
+    const [latestMany, insertMany, latestOne] = [store.latestPatientKeys.bind(store), store.insertPatientKeys.bind(store), store.latestPatientKey.bind(store)];
+    store.latestPatientKeys = (x) => (calls.latest++, latestMany(x));
+    store.insertPatientKeys = (x) => (calls.insert++, insertMany(x));
+    store.latestPatientKey = (x) => (calls.one++, latestOne(x));
+    const fresh = createKeyring({ provider, store });
+    await fresh.preparePatientWriteKeys('c-north', ids);
+    expect(calls).toEqual({ latest: 1, insert: 1, one: 0 });
+    const freshCipher = createFieldCipher(fresh);
+    for (const id of ids.filter((x) => x !== ids[1])) await freshCipher.encrypt('c-north', { ...aad, rowId: id, patientId: id }, 'v');
+    expect(calls.one).toBe(0);
+    await failed(() => freshCipher.encrypt('c-north', { ...aad, rowId: ids[1]!, patientId: ids[1]! }, 'v'), 'KEY_UNAVAILABLE', 'shredded');
+  });
+
   it('patient keys missed together are fetched in one store round trip', async () => {
     const { store, cipher } = setup();
     const ids = Array.from({ length: 20 }, (_, i) => `7f9c1e4a-0000-4000-8000-${String(i).padStart(12, '0')}`);
