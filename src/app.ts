@@ -15,6 +15,7 @@ import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
 import { ConfigError, type Config } from './config.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
+import { assertKeyUsable } from './crypto/keys/check-provider.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
 import { createKeyring, type Keyring } from './crypto/keys/keyring.ts';
 import { createPgKeyStore } from './db/key-store.ts';
@@ -82,7 +83,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const provider = await keyProviderFromConfig(config);
     // A checkpoint signer that cannot be had (key file readable by others, wrong KMS key) stops start-up.
     const logSigner = await auditSigner(config);
-    const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
+    // A production gateway that cannot use its master key would start and then fail every request.
+    if (config.env === 'production') await assertKeyUsable(provider, config.kms.provider === 'aws' ? 'PHIGATE_KMS_KEY_ID' : 'PHIGATE_KMS');
+    const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool), cache: config.keyCache });
     const partnerKeys = createPartnerKeys({ config, db: pool, provider, logger });
     const cipher = createFieldCipher(keyring);
     const routes = [];

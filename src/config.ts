@@ -102,6 +102,12 @@ export interface Config {
   readonly pool: { readonly size: number; readonly queueLimit: number };
   /** The audit writer's own connections (one batch in flight on each) and the requests that may wait for a batch. */
   readonly audit: { readonly connections: number; readonly queueLimit: number };
+  /**
+   * Bounds of the unwrapped-key cache (clinic data keys, patient keys, the blind-index root): a key
+   * is dropped and zero-filled after maxAgeMs, after maxUses, or when maxEntries are cached. New
+   * writes use a rotated clinic key on every replica within min(60 s, maxAgeMs).
+   */
+  readonly keyCache: { readonly maxAgeMs: number; readonly maxUses: number; readonly maxEntries: number };
   /** Named prepared statements; off only for a pooler that cannot keep them (PgBouncer < 1.21). */
   readonly preparedStatements: boolean;
   /** CA bundle that verifies the database's certificate (sslmode=verify-full). */
@@ -400,6 +406,11 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     audit: {
       connections: int(src, 'PHIGATE_AUDIT_CONNECTIONS', 2, 1, 16),
       queueLimit: int(src, 'PHIGATE_AUDIT_QUEUE_LIMIT', 1_000, 1, 100_000),
+    },
+    keyCache: {
+      maxAgeMs: int(src, 'PHIGATE_KEY_CACHE_MAX_AGE_SECONDS', 300, 1, 86_400) * 1000,
+      maxUses: int(src, 'PHIGATE_KEY_CACHE_MAX_USES', 1_000_000, 1, 4_294_967_295),
+      maxEntries: int(src, 'PHIGATE_KEY_CACHE_MAX_ENTRIES', 20_000, 1, 1_000_000),
     },
     preparedStatements: oneOf(src, 'PHIGATE_PREPARED_STATEMENTS', ['on', 'off'] as const, 'on') === 'on',
     databaseCaFile: (() => {

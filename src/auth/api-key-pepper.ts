@@ -1,5 +1,5 @@
 import { createSecretKey, type KeyObject } from 'node:crypto';
-import type { KeyProvider } from '../crypto/keys/provider.ts';
+import { keyContext, type KeyProvider } from '../crypto/keys/provider.ts';
 import { insertPepper, latestPepper, pepperByVersion, type Queryable } from '../db/api-keys.ts';
 import { PhigateError } from '../errors.ts';
 
@@ -16,7 +16,7 @@ export interface Peppers {
   get(version: number): KeyObject | Promise<KeyObject>;
 }
 
-const contextFor = (version: number) => ({ purpose: 'api-key-pepper', scope: '*', version: String(version) });
+const contextFor = (version: number) => keyContext('api-key-pepper', '*', version);
 
 function unavailable(reason: string, cause?: unknown): PhigateError {
   return new PhigateError('KEY_UNAVAILABLE', 'API keys cannot be checked now.', { reason, cause });

@@ -21,6 +21,7 @@ import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
 import { AuditCommandError, auditOptions, runAudit } from './audit.ts';
 import { INDEX_KEYS_USAGE, IndexKeysCommandError, indexKeysOptions, runIndexKeys } from './index-keys.ts';
 import { AuditEvidenceError, auditEvidenceOptions, auditVerbNeedsConfig, runAuditEvidence } from './audit-evidence.ts';
+import { KeysCommandError, keysOptions, runKeys } from './keys.ts';
 import { progressBar } from './progress.ts';
 
 type Values = Record<string, string | boolean | undefined>;
@@ -164,14 +165,17 @@ export const commands: Record<string, Command> = {
   },
 
   keys: {
-    options: indexKeysOptions,
+    options: { ...keysOptions, ...indexKeysOptions },
     positionals: true,
     async run(v, config, positionals) {
-      if (positionals.length !== 1 || positionals[0] !== 'rotate-index') throw new CommandError(`usage:\n${INDEX_KEYS_USAGE}`);
       try {
-        return await runIndexKeys(v, config, out, err);
+        if (positionals[0] === 'rotate-index') {
+          if (positionals.length !== 1) throw new CommandError(`usage:\n${INDEX_KEYS_USAGE}`);
+          return await runIndexKeys(v, config, out, err);
+        }
+        return await runKeys(positionals, v, config, out, err);
       } catch (e) {
-        if (e instanceof IndexKeysCommandError) throw new CommandError(e.message);
+        if (e instanceof KeysCommandError || e instanceof IndexKeysCommandError) throw new CommandError(e.message);
         throw e;
       }
     },

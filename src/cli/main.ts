@@ -5,6 +5,7 @@ import { AUDIT_USAGE } from './audit.ts';
 import { INDEX_KEYS_USAGE } from './index-keys.ts';
 import { AUDIT_EVIDENCE_USAGE } from './audit-evidence.ts';
 import { CommandError, commands } from './commands.ts';
+import { KEYS_USAGE } from './keys.ts';
 
 const USAGE = `usage: phigate <command> [options]
 
@@ -20,6 +21,7 @@ ${APIKEY_USAGE}
 ${AUDIT_USAGE}
 ${INDEX_KEYS_USAGE}
 ${AUDIT_EVIDENCE_USAGE}
+${KEYS_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {

@@ -10,6 +10,24 @@ export interface DataKey {
   readonly key: Buffer;
 }
 
+/**
+ * One patient's unwrapped key (`key`), wrapped in the database by the clinic data key that
+ * `scope` and `version` name. Values sealed under it carry both versions in their header, so
+ * destroying the patient's wrapped keys leaves every one of them unreadable (crypto-shredding).
+ */
+export interface PatientKey extends DataKey {
+  readonly patientId: string;
+  readonly patientVersion: number;
+}
+
+export const isPatientKey = (key: DataKey): key is PatientKey => (key as PatientKey).patientId !== undefined;
+
+/** Which keys a ciphertext needs: the clinic key version and, for per-patient values, the patient key version. */
+export interface SealedUnder {
+  readonly version: number;
+  readonly patientVersion: number | null;
+}
+
 /** Where a ciphertext lives; bound into it so it cannot be moved elsewhere and still open. */
 export interface FieldAad {
   readonly table: string;
@@ -18,27 +36,42 @@ export interface FieldAad {
 }
 
 const FORMAT_V1 = 0x01;
+const FORMAT_V2 = 0x02;
+/** Written over a shredded patient's live values: says why there is nothing, and opens nothing. */
+const FORMAT_SHREDDED = 0x00;
 const HEADER_BYTES = 1 + 4;
+const HEADER_V2_BYTES = 1 + 4 + 4;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const MAX_KEY_VERSION = 0xffff_ffff;
 const AAD_LABEL = 'phigate/field/v1';
+const AAD_LABEL_V2 = 'phigate/field/v2';
+const ZERO_KEY = Buffer.alloc(32);
+
+/** The value a shredded patient's columns hold: any read of it is KEY_UNAVAILABLE, reason `shredded`. */
+export const SHREDDED_VALUE: Buffer = Buffer.from([FORMAT_SHREDDED, ...Buffer.from('shredded', 'latin1')]);
 // Lone surrogates would be silently replaced by U+FFFD and the value would not round-trip.
 const LONE_SURROGATE = /\p{Cs}/u;
 // ignoreBOM keeps a leading U+FEFF that was part of the value; fatal refuses bytes that sealField
 // could not have produced. Not streaming, so one decoder serves every call.
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'invalid_key', cause?: unknown): PhigateError {
+function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'invalid_key' | 'shredded', cause?: unknown): PhigateError {
   const message =
     reason === 'malformed_ciphertext' ? 'encrypted field is malformed'
     : reason === 'invalid_key' ? 'data key is not usable'
+    : reason === 'shredded' ? "the key of this patient's data was destroyed"
     : 'encrypted field could not be decrypted';
   return new PhigateError('KEY_UNAVAILABLE', message, { reason, cause });
 }
 
+// A cached key is zero-filled when the cache evicts it: a caller still holding it must fail, never
+// seal under (or appear to open with) thirty-two zero bytes.
 function checkKey(key: DataKey): void {
-  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION) {
+  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION || key.key.equals(ZERO_KEY)) {
+    throw keyUnavailable('invalid_key');
+  }
+  if (isPatientKey(key) && (!Number.isInteger(key.patientVersion) || key.patientVersion < 1 || key.patientVersion > MAX_KEY_VERSION)) {
     throw keyUnavailable('invalid_key');
   }
 }
@@ -52,6 +85,8 @@ function checkKey(key: DataKey): void {
 interface AadParts {
   readonly scope: string;
   readonly version: number;
+  readonly patientId: string | null;
+  readonly patientVersion: number | null;
   readonly before: Buffer;
   readonly after: Buffer;
 }
@@ -62,10 +97,17 @@ interface AadParts {
 const aadParts = new WeakMap<Buffer, Map<string, Map<string, AadParts>>>();
 let scratch = Buffer.alloc(512);
 
-function headerFor(version: number): Buffer {
+function headerFor(key: DataKey): Buffer {
+  if (isPatientKey(key)) {
+    const header = Buffer.alloc(HEADER_V2_BYTES);
+    header.writeUInt8(FORMAT_V2, 0);
+    header.writeUInt32BE(key.version, 1);
+    header.writeUInt32BE(key.patientVersion, 5);
+    return header;
+  }
   const header = Buffer.alloc(HEADER_BYTES);
   header.writeUInt8(FORMAT_V1, 0);
-  header.writeUInt32BE(version, 1);
+  header.writeUInt32BE(key.version, 1);
   return header;
 }
 
@@ -75,12 +117,23 @@ function partsFor(key: DataKey, aad: FieldAad): AadParts {
   let byColumn = byTable.get(aad.table);
   if (!byColumn) byTable.set(aad.table, (byColumn = new Map()));
   let parts = byColumn.get(aad.column);
-  if (!parts || parts.scope !== key.scope || parts.version !== key.version) {
+  const patient = isPatientKey(key) ? key : null;
+  if (
+    !parts ||
+    parts.scope !== key.scope ||
+    parts.version !== key.version ||
+    parts.patientId !== (patient?.patientId ?? null) ||
+    parts.patientVersion !== (patient?.patientVersion ?? null)
+  ) {
     parts = {
       scope: key.scope,
       version: key.version,
-      before: lengthPrefixed([AAD_LABEL, headerFor(key.version), aad.table, aad.column]),
-      after: lengthPrefixed([key.scope, String(key.version)]),
+      patientId: patient?.patientId ?? null,
+      patientVersion: patient?.patientVersion ?? null,
+      before: lengthPrefixed([patient ? AAD_LABEL_V2 : AAD_LABEL, headerFor(key), aad.table, aad.column]),
+      after: patient
+        ? lengthPrefixed([key.scope, String(key.version), patient.patientId, String(patient.patientVersion)])
+        : lengthPrefixed([key.scope, String(key.version)]),
     };
     byColumn.set(aad.column, parts);
   }
@@ -98,13 +151,16 @@ function aadFor(key: DataKey, aad: FieldAad): Buffer {
   return scratch.subarray(0, size);
 }
 
-/** Encrypts one field value with AES-256-GCM under `key`, bound to its table, column, row and clinic. */
+/**
+ * Encrypts one field value with AES-256-GCM under `key`, bound to its table, column, row and clinic
+ * key version, and for a patient key also to the patient and the patient key version.
+ */
 export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffer {
   checkKey(key);
   if (LONE_SURROGATE.test(plaintext)) {
     throw new PhigateError('BAD_USER_INPUT', 'value is not well-formed unicode text', { reason: 'malformed_text' });
   }
-  const header = headerFor(key.version);
+  const header = headerFor(key);
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(aadFor(key, aad));
@@ -112,28 +168,38 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
 }
 
-/** The key version a ciphertext was sealed under, so the caller can fetch that key. */
-export function keyVersionOf(ciphertext: Buffer): number {
-  if (ciphertext.length < HEADER_BYTES + NONCE_BYTES + TAG_BYTES || ciphertext.readUInt8(0) !== FORMAT_V1) {
+/** The keys a ciphertext was sealed under, so the caller can fetch them. */
+export function sealedUnder(ciphertext: Buffer): SealedUnder {
+  const format = ciphertext.length > 0 ? ciphertext.readUInt8(0) : -1;
+  if (format === FORMAT_SHREDDED && ciphertext.equals(SHREDDED_VALUE)) throw keyUnavailable('shredded');
+  const headerBytes = format === FORMAT_V2 ? HEADER_V2_BYTES : HEADER_BYTES;
+  if ((format !== FORMAT_V1 && format !== FORMAT_V2) || ciphertext.length < headerBytes + NONCE_BYTES + TAG_BYTES) {
     throw keyUnavailable('malformed_ciphertext');
   }
   const version = ciphertext.readUInt32BE(1);
-  if (version < 1) throw keyUnavailable('malformed_ciphertext');
-  return version;
+  const patientVersion = format === FORMAT_V2 ? ciphertext.readUInt32BE(5) : null;
+  if (version < 1 || patientVersion === 0) throw keyUnavailable('malformed_ciphertext');
+  return { version, patientVersion };
+}
+
+/** The clinic key version a ciphertext was sealed under. */
+export function keyVersionOf(ciphertext: Buffer): number {
+  return sealedUnder(ciphertext).version;
 }
 
 /** Decrypts a value sealed by `sealField`; any tampering, or a different place or key, fails. */
 export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer): string {
   checkKey(key);
-  const version = keyVersionOf(ciphertext);
-  // The AAD would catch this too; checking first keeps the failure cheap and explicit.
-  if (version !== key.version) throw keyUnavailable('decrypt_failed');
-  const nonce = ciphertext.subarray(HEADER_BYTES, HEADER_BYTES + NONCE_BYTES);
-  const body = ciphertext.subarray(HEADER_BYTES + NONCE_BYTES, ciphertext.length - TAG_BYTES);
+  const { version, patientVersion } = sealedUnder(ciphertext);
+  // The AAD would catch these too; checking first keeps the failure cheap and explicit.
+  if (version !== key.version || patientVersion !== (isPatientKey(key) ? key.patientVersion : null)) throw keyUnavailable('decrypt_failed');
+  const headerBytes = patientVersion === null ? HEADER_BYTES : HEADER_V2_BYTES;
+  const nonce = ciphertext.subarray(headerBytes, headerBytes + NONCE_BYTES);
+  const body = ciphertext.subarray(headerBytes + NONCE_BYTES, ciphertext.length - TAG_BYTES);
   const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
   try {
     const decipher = createDecipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
-    // keyVersionOf checked the format byte and the version equals the key's: the header in the
+    // sealedUnder checked the format byte and the versions equal the key's: the header in the
     // AAD is the ciphertext's own.
     decipher.setAAD(aadFor(key, aad));
     decipher.setAuthTag(tag);

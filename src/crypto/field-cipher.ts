@@ -1,4 +1,4 @@
-import { keyVersionOf, openField, sealField } from './envelope.ts';
+import { openField, sealField, sealedUnder } from './envelope.ts';
 import type { FieldAad } from './envelope.ts';
 import type { Keyring } from './keys/keyring.ts';
 
@@ -9,10 +9,15 @@ export interface FieldCipherStats {
   decryptsByColumn: Map<string, number>;
 }
 
+/** Where a value lives and whose it is: every PHI value belongs to one patient and is sealed under that patient's key. */
+export interface PatientFieldAad extends FieldAad {
+  readonly patientId: string;
+}
+
 export interface FieldCipher {
-  encrypt(scope: string, aad: FieldAad, plaintext: string): Promise<Buffer>;
+  encrypt(scope: string, aad: PatientFieldAad, plaintext: string): Promise<Buffer>;
   /** Synchronous when the key is cached (steady state), so a page of values costs no promise each. */
-  decrypt(scope: string, aad: FieldAad, ciphertext: Buffer): string | Promise<string>;
+  decrypt(scope: string, aad: PatientFieldAad, ciphertext: Buffer): string | Promise<string>;
   readonly stats: FieldCipherStats;
 }
 
@@ -27,8 +32,9 @@ function columnKey(aad: FieldAad): string {
 }
 
 /**
- * Field encryption for resolvers: new values under the clinic's current key, old values under
- * the version recorded in their header. Calls are counted on entry, before any key is fetched,
+ * Field encryption for resolvers: new values under the patient's key wrapped by the clinic's
+ * current key, old values under the versions recorded in their header (values sealed directly
+ * under a clinic key, before per-patient keys, still open). Calls are counted on entry, before any key is fetched,
  * so a zero count proves a field was never even attempted.
  */
 export function createFieldCipher(keyring: Keyring): FieldCipher {
@@ -37,13 +43,17 @@ export function createFieldCipher(keyring: Keyring): FieldCipher {
     stats,
     async encrypt(scope, aad, plaintext) {
       stats.encrypts++;
-      return sealField(await keyring.writeKey(scope), aad, plaintext);
+      return sealField(await keyring.patientWriteKey(scope, aad.patientId), aad, plaintext);
     },
     decrypt(scope, aad, ciphertext) {
       stats.decrypts++;
       const column = columnKey(aad);
       stats.decryptsByColumn.set(column, (stats.decryptsByColumn.get(column) ?? 0) + 1);
-      const key = keyring.readKey(scope, keyVersionOf(ciphertext));
+      const under = sealedUnder(ciphertext);
+      const key =
+        under.patientVersion === null
+          ? keyring.readKey(scope, under.version)
+          : keyring.patientReadKey(scope, aad.patientId, under.version, under.patientVersion);
       return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext)) : openField(key, aad, ciphertext);
     },
   };

@@ -1,4 +1,4 @@
-import type { KeyPurpose, KeyStore, WrappedKeyRecord } from '../crypto/keys/keyring.ts';
+import type { KeyPurpose, KeyStore, PatientKeyRecord, WrappedKeyRecord } from '../crypto/keys/keyring.ts';
 import type { Pool } from './pool.ts';
 
 interface Row {
@@ -21,8 +21,26 @@ const toRecord = (r: Row): WrappedKeyRecord => ({
 
 const COLUMNS = 'purpose, scope, version, wrapped, provider, key_ref';
 
+interface PatientRow {
+  patient_id: string;
+  version: number;
+  clinic_id: string;
+  clinic_version: number;
+  wrapped: Buffer | null;
+}
+
+const toPatientRecord = (r: PatientRow): PatientKeyRecord => ({
+  patientId: r.patient_id,
+  version: r.version,
+  clinicId: r.clinic_id,
+  clinicVersion: r.clinic_version,
+  wrapped: r.wrapped,
+});
+
+const PATIENT_COLUMNS = 'patient_id, version, clinic_id, clinic_version, wrapped';
+
 /**
- * Wrapped keys live in phigate.keyring, outside any request transaction: a key created for a new
+ * Wrapped keys live in phigate.keyring and phigate.patient_keys, outside any request transaction: a key created for a new
  * clinic must survive the request that needed it, even when that request rolls back.
  */
 export function createPgKeyStore(pool: Pool): KeyStore {
@@ -40,6 +58,48 @@ export function createPgKeyStore(pool: Pool): KeyStore {
         [purpose, scope, version],
       );
       return rows[0] ? toRecord(rows[0]) : null;
+    },
+    async latestPatientKey(patientId) {
+      const { rows } = await pool.query<PatientRow>(
+        `SELECT ${PATIENT_COLUMNS} FROM phigate.patient_keys WHERE patient_id = $1 ORDER BY version DESC LIMIT 1`,
+        [patientId],
+      );
+      return rows[0] ? toPatientRecord(rows[0]) : null;
+    },
+    async patientKeys(refs) {
+      if (refs.length === 0) return [];
+      const { rows } = await pool.query<PatientRow>(
+        `SELECT ${PATIENT_COLUMNS} FROM phigate.patient_keys
+         WHERE (patient_id, version) IN (SELECT * FROM unnest($1::uuid[], $2::integer[]))`,
+        [refs.map((r) => r.patientId), refs.map((r) => r.version)],
+      );
+      return rows.map(toPatientRecord);
+    },
+    async insertPatientKey(rec) {
+      const res = await pool.query(
+        `INSERT INTO phigate.patient_keys (${PATIENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`,
+        [rec.patientId, rec.version, rec.clinicId, rec.clinicVersion, rec.wrapped],
+      );
+      return res.rowCount === 1;
+    },
+    async latestPatientKeys(patientIds) {
+      if (patientIds.length === 0) return [];
+      const { rows } = await pool.query<PatientRow>(
+        `SELECT DISTINCT ON (patient_id) ${PATIENT_COLUMNS} FROM phigate.patient_keys
+         WHERE patient_id = ANY($1::uuid[]) ORDER BY patient_id, version DESC`,
+        [patientIds],
+      );
+      return rows.map(toPatientRecord);
+    },
+    async insertPatientKeys(records) {
+      if (records.length === 0) return new Set();
+      const { rows } = await pool.query<{ patient_id: string }>(
+        `INSERT INTO phigate.patient_keys (${PATIENT_COLUMNS})
+         SELECT * FROM unnest($1::uuid[], $2::integer[], $3::text[], $4::integer[], $5::bytea[])
+         ON CONFLICT DO NOTHING RETURNING patient_id`,
+        [records.map((r) => r.patientId), records.map((r) => r.version), records.map((r) => r.clinicId), records.map((r) => r.clinicVersion), records.map((r) => r.wrapped)],
+      );
+      return new Set(rows.map((r) => r.patient_id));
     },
     async insert(rec) {
       const res = await pool.query(

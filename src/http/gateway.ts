@@ -147,6 +147,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
   };
   // The IdP is asked at most once per ISSUER_READY_TTL_MS however often /readyz is called.
   const issuerReady = deps.issuer === undefined ? undefined : cachedCheck(() => discoverJwksUri(deps.issuer as string), ISSUER_READY_TTL_MS);
+  // While the KMS fails, the probe asks it again (only it can say it is back): at most once per TTL, whatever the /readyz rate.
+  const keysReady = cachedCheck(() => keyring.probe(), KEYS_READY_TTL_MS);
+  // The KMS itself, asked at most once per TTL: down while every needed key is cached, the replica
+  // still serves (degraded); once a key it needs is not cached, `keys` makes it unready.
+  const kmsReady = cachedCheck(() => keyring.kmsReachable(), KEYS_READY_TTL_MS);
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -262,11 +267,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
       void Promise.all([
         checkReadiness({
           database: () => pool.query('SELECT 1'),
-          keys: () => keyring.probe(),
+          keys: keysReady,
           ...(issuerReady !== undefined ? { issuer: issuerReady } : {}),
         }),
         // Shown, but not a reason to take the replica out of service: users' requests do not need it.
-        checkReadiness(deps.readiness ?? {}),
+        checkReadiness({ kms: kmsReady, ...deps.readiness }),
       ]).then(([r, degraded]) => {
         const body = { ...r, checks: { ...r.checks, ...degraded.checks }, ...(degraded.ready ? {} : { degraded: true }) };
         res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body));
@@ -343,6 +348,7 @@ const DEFAULT_SERVER_TIMEOUTS = { headersMs: 10_000, bodyMs: 30_000 };
 const DEFAULT_PRINCIPALS = { concurrency: 4, queue: 32, ratePerSecond: 20, burst: 40 };
 const DEFAULT_REFUSALS = { auditedPerSecond: 10, alertPerMinute: 60 };
 const ISSUER_READY_TTL_MS = 10_000;
+const KEYS_READY_TTL_MS = 2_000;
 
 function listenOn(server: http.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {

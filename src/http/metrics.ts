@@ -84,6 +84,7 @@ export function createGatewayMetrics({ pool, keyring, cipher, alerts, overdueRev
   new Counter({ name: 'phigate_kms_calls_total', help: 'Calls to the key provider (generate or unwrap a data key)', registers, collect() { setCounter(this, keyring.stats.kmsCalls); } });
   new Counter({ name: 'phigate_key_cache_hits_total', help: 'Data-key lookups answered from the cache', registers, collect() { setCounter(this, keyring.stats.cacheHits); } });
   new Counter({ name: 'phigate_key_cache_misses_total', help: 'Data-key lookups that needed the key store and provider', registers, collect() { setCounter(this, keyring.stats.cacheMisses); } });
+  new Counter({ name: 'phigate_key_cache_evictions_total', help: 'Unwrapped keys dropped (age, uses or room) and zero-filled', registers, collect() { setCounter(this, keyring.stats.evictions); } });
   new Gauge({
     name: 'phigate_key_cache_hit_ratio',
     help: 'Share of data-key lookups answered from the cache since start (for a recent rate, use the _total counters)',

@@ -26,7 +26,7 @@ export async function addEncounter(scope: RequestScope, rawPatientId: string, in
   const given = ['occurredAt', 'kind', ...(Object.keys(plain) as (keyof typeof plain)[]).filter((k) => plain[k] !== null)];
   const grants = mayWrite(scope, { clinicId: patient.clinic_id, onCareTeam: patient.on_care_team }, 'Encounter', given);
   const id = randomUUID();
-  const seal = (column: string, value: string) => scope.cipher.encrypt(patient.clinic_id, { table: 'encounters', column, rowId: id }, value);
+  const seal = (column: string, value: string) => scope.cipher.encrypt(patient.clinic_id, { table: 'encounters', column, rowId: id, patientId: patient.id }, value);
   const sealOptional = (column: string, value: string | null) => (value === null ? Promise.resolve(null) : seal(column, value));
   await insertEncounter(scope.tx, {
     id,

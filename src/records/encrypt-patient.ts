@@ -13,7 +13,7 @@ export async function encryptPatient(scope: RequestScope, clinicId: string, id: 
   const out: Record<string, Buffer | null> = {};
   for (const [field, value] of Object.entries(values) as [PatientField, string | null][]) {
     const column = PATIENT_COLUMNS[field];
-    out[column] = value === null ? null : await scope.cipher.encrypt(clinicId, { table: 'patients', column, rowId: id }, value);
+    out[column] = value === null ? null : await scope.cipher.encrypt(clinicId, { table: 'patients', column, rowId: id, patientId: id }, value);
   }
   if (!values.mrn && values.ssn === undefined) return out;
   const { version, next } = await indexVersionsForWrite(scope.tx, clinicId);

@@ -208,7 +208,7 @@ export async function backfillIndex(deps: IndexRotationDeps, clinicId: string, o
         const mrnNext: Buffer[] = [];
         const ssnNext: (Buffer | null)[] = [];
         for (const r of rows) {
-          const read = (column: 'mrn' | 'ssn', ciphertext: Buffer) => cipher.decrypt(clinicId, { table: 'patients', column, rowId: r.id }, ciphertext);
+          const read = (column: 'mrn' | 'ssn', ciphertext: Buffer) => cipher.decrypt(clinicId, { table: 'patients', column, rowId: r.id, patientId: r.id }, ciphertext);
           try {
             const mrn = blindIndex(mrnKey, normaliseMrn(await read('mrn', r.mrn)));
             const ssn = r.ssn === null ? null : blindIndex(ssnKey, normaliseSsn(await read('ssn', r.ssn)));

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { blindIndex, normaliseMrn, normaliseSsn } from '../crypto/blind-index.ts';
 import { sealField, type DataKey } from '../crypto/envelope.ts';
+import { newPatientKey } from '../crypto/patient-key.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { PATIENT_COLUMNS } from '../db/patients.ts';
 import type { Dataset, SeedPatient } from './dataset.ts';
@@ -21,7 +22,9 @@ export async function seedKeys(keyring: Keyring, clinicIds: readonly string[]): 
   const mrnIndex: Record<string, Buffer> = {};
   const ssnIndex: Record<string, Buffer> = {};
   for (const id of clinicIds) {
-    data[id] = await keyring.writeKey(id);
+    // A copy: the keyring zero-fills its cached key when it evicts it, and a seed may outlast that.
+    const key = await keyring.writeKey(id);
+    data[id] = { ...key, key: Buffer.from(key.key) };
     mrnIndex[id] = await keyring.blindIndexKey('patients.mrn', id);
     ssnIndex[id] = await keyring.blindIndexKey('patients.ssn', id);
   }
@@ -38,6 +41,8 @@ export interface SealedBatch {
   readonly patientParams: readonly string[];
   readonly encounterParams: readonly string[];
   readonly careTeamParams: readonly string[];
+  /** Each patient's key (version 1), wrapped by its clinic's data key. */
+  readonly patientKeyParams: readonly string[];
 }
 
 const PATIENT_PHI = Object.entries(PATIENT_COLUMNS) as [keyof typeof PATIENT_COLUMNS, string][];
@@ -45,6 +50,8 @@ const PATIENT_INSERT_SQL = `INSERT INTO phigate.patients (id, clinic_id, ${PATIE
   SELECT * FROM unnest($1::uuid[], $2::text[], ${Array.from({ length: PATIENT_PHI.length + 2 }, (_, i) => `$${i + 3}::bytea[]`).join(', ')})`;
 const ENCOUNTER_INSERT_SQL = `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
   SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[])`;
+const PATIENT_KEY_INSERT_SQL = `INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped)
+  SELECT p, 1, c, v, w FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::bytea[]) AS t(p, c, v, w)`;
 const CARE_TEAM_INSERT_SQL = 'INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])';
 
 /** Elements of a PostgreSQL array literal, as node-postgres writes them (lib/utils.js arrayString). */
@@ -66,8 +73,9 @@ export const arrayLiteral = {
 };
 
 /**
- * Seals a batch: every PHI value with AES-256-GCM under its clinic's current data key, bound to its
- * table, column and row (`sealField`, which is what FieldCipher.encrypt calls), and the MRN and SSN
+ * Seals a batch: every PHI value with AES-256-GCM under a new key of its patient (wrapped by the
+ * clinic's current data key), bound to its table, column, row and both key versions (`sealField`,
+ * which is what FieldCipher.encrypt calls), and the MRN and SSN
  * blind indexes (`blindIndex` over the normalised value, as lookups compute them). Synchronous and
  * free of I/O, so it runs as well in a worker thread as inline.
  */
@@ -79,11 +87,16 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
   const phi: Buffer[][] = PATIENT_PHI.map(() => []);
   const enc = { id: [] as string[], patientId: [] as string[], clinicId: [] as string[], occurredAt: [] as string[], kind: [] as Buffer[], reason: [] as Buffer[], codes: [] as Buffer[], notes: [] as Buffer[] };
   const team = { patientId: [] as string[], subject: [] as string[], clinicId: [] as string[] };
+  const wrappedKeys: Buffer[] = [];
+  const clinicVersions: string[] = [];
   for (const p of batch) {
-    const key = keys.data[p.clinicId];
+    const clinicKey = keys.data[p.clinicId];
     const mrnKey = keys.mrnIndex[p.clinicId];
     const ssnKey = keys.ssnIndex[p.clinicId];
-    if (!key || !mrnKey || !ssnKey) throw new Error(`no seed keys for clinic ${p.clinicId}`);
+    if (!clinicKey || !mrnKey || !ssnKey) throw new Error(`no seed keys for clinic ${p.clinicId}`);
+    const { key, wrapped } = newPatientKey(clinicKey, p.id, 1);
+    wrappedKeys.push(wrapped);
+    clinicVersions.push(String(clinicKey.version));
     ids.push(p.id);
     clinicIds.push(p.clinicId);
     mrnBidx.push(blindIndex(mrnKey, normaliseMrn(p.mrn)));
@@ -107,6 +120,7 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
       team.subject.push(s);
       team.clinicId.push(p.clinicId);
     }
+    key.key.fill(0);
   }
   const { text, bytea } = arrayLiteral;
   return {
@@ -114,11 +128,13 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
     patientParams: [text(ids), text(clinicIds), ...phi.map(bytea), bytea(mrnBidx), bytea(ssnBidx)],
     encounterParams: [text(enc.id), text(enc.patientId), text(enc.clinicId), text(enc.occurredAt), bytea(enc.kind), bytea(enc.reason), bytea(enc.codes), bytea(enc.notes)],
     careTeamParams: [text(team.patientId), text(team.subject), text(team.clinicId)],
+    patientKeyParams: [text(ids), text(clinicIds), text(clinicVersions), bytea(wrappedKeys)],
   };
 }
 
 /** Writes a sealed batch: one INSERT ... SELECT FROM unnest(...) per table. */
 export async function insertSealed(client: pg.ClientBase, batch: SealedBatch): Promise<void> {
+  await client.query(PATIENT_KEY_INSERT_SQL, batch.patientKeyParams as string[]);
   await client.query(PATIENT_INSERT_SQL, batch.patientParams as string[]);
   await client.query(ENCOUNTER_INSERT_SQL, batch.encounterParams as string[]);
   await client.query(CARE_TEAM_INSERT_SQL, batch.careTeamParams as string[]);

@@ -130,7 +130,7 @@ describe('/readyz', () => {
   it('is ready when the database, the key provider and the issuer answer', async () => {
     const res = await fetch(`${base()}/readyz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ ready: true, checks: { database: 'ok', keys: 'ok', issuer: 'ok' } });
+    expect(await res.json()).toEqual({ ready: true, checks: { database: 'ok', keys: 'ok', issuer: 'ok', kms: 'ok' } });
   });
 
   it('is not ready, and says which, when the database and the issuer are unreachable', async () => {
@@ -147,7 +147,7 @@ describe('/readyz', () => {
       const res = await fetch(other.url.replace(/\/graphql$/, '/readyz'));
       expect(res.status).toBe(503);
       const body = await res.json();
-      expect(body).toEqual({ ready: false, checks: { database: 'unavailable', keys: 'ok', issuer: 'unavailable' } });
+      expect(body).toEqual({ ready: false, checks: { database: 'unavailable', keys: 'ok', issuer: 'unavailable', kms: 'ok' } });
       // Liveness is not readiness: the process itself is fine.
       expect((await fetch(other.url.replace(/\/graphql$/, '/healthz'))).status).toBe(200);
     } finally {

@@ -21,7 +21,7 @@ export type FakeKmsFailure = 'http500' | 'refuse' | 'hang' | null;
 export interface FakeKms {
   readonly endpoint: string;
   /** Requests received, by operation, failed ones included. */
-  readonly calls: { GenerateDataKey: number; Decrypt: number; CreateKey: number; GetPublicKey: number; Sign: number };
+  readonly calls: { GenerateDataKey: number; Decrypt: number; Encrypt: number; CreateKey: number; GetPublicKey: number; Sign: number };
   fail(mode: FakeKmsFailure): Promise<void>;
   close(): Promise<void>;
 }
@@ -57,7 +57,7 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 
 export async function startFakeKms(): Promise<FakeKms> {
   const issued = new Map<string, Issued>();
-  const calls = { GenerateDataKey: 0, Decrypt: 0, CreateKey: 0, GetPublicKey: 0, Sign: 0 };
+  const calls = { GenerateDataKey: 0, Decrypt: 0, Encrypt: 0, CreateKey: 0, GetPublicKey: 0, Sign: 0 };
   const signingKeys = new Map<string, { readonly keyId: string; readonly privateKey: KeyObject; readonly publicKey: KeyObject }>();
   const signingKey = (keyId: unknown) => (typeof keyId === 'string' ? signingKeys.get(arnOf(keyId)) : undefined);
   let failure: FakeKmsFailure = null;
@@ -65,7 +65,7 @@ export async function startFakeKms(): Promise<FakeKms> {
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const target = req.headers['x-amz-target'];
     const op = typeof target === 'string' && target.startsWith('TrentService.') ? target.slice('TrentService.'.length) : '';
-    if (op === 'GenerateDataKey' || op === 'Decrypt' || op === 'CreateKey' || op === 'GetPublicKey' || op === 'Sign') calls[op]++;
+    if (op === 'GenerateDataKey' || op === 'Decrypt' || op === 'Encrypt' || op === 'CreateKey' || op === 'GetPublicKey' || op === 'Sign') calls[op]++;
     if (failure === 'hang') return;
     if (failure === 'http500') return send(res, 500, { __type: 'KMSInternalException', message: 'injected failure' });
 
@@ -86,6 +86,12 @@ export async function startFakeKms(): Promise<FakeKms> {
       const entry: Issued = { keyArn: arnOf(body.KeyId), plaintext: randomBytes(32), context };
       issued.set(handle.toString('base64'), entry);
       return send(res, 200, { CiphertextBlob: handle.toString('base64'), Plaintext: entry.plaintext.toString('base64'), KeyId: entry.keyArn });
+    }
+    if (op === 'Encrypt') {
+      if (typeof body.KeyId !== 'string' || typeof body.Plaintext !== 'string') return kmsError(res, 'ValidationException', 'KeyId and Plaintext are required');
+      const handle = randomBytes(32);
+      issued.set(handle.toString('base64'), { keyArn: arnOf(body.KeyId), plaintext: Buffer.from(body.Plaintext, 'base64'), context });
+      return send(res, 200, { CiphertextBlob: handle.toString('base64'), KeyId: arnOf(body.KeyId), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
     }
     if (op === 'Decrypt') {
       const entry = typeof body.CiphertextBlob === 'string' ? issued.get(body.CiphertextBlob) : undefined;

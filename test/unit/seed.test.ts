@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { blindIndex, normaliseSsn } from '../../src/crypto/blind-index.ts';
 import { openField } from '../../src/crypto/envelope.ts';
+import { openPatientKey } from '../../src/crypto/patient-key.ts';
 import { progressBar } from '../../src/cli/progress.ts';
 import { generateDataset, patientsOf } from '../../src/seed/dataset.ts';
 import { arrayLiteral, sealBatch, type SeedKeys } from '../../src/seed/write.ts';
@@ -30,13 +31,20 @@ describe('sealBatch', () => {
   const patients = generateDataset({ patients: 6, seed: 1 }).patients;
   const batch = sealBatch(keys, patients);
 
-  it('seals every PHI value under its clinic key, bound to its table, column and row', () => {
+  // Each patient's key, unwrapped from the batch's patient_keys rows with its clinic's key.
+  const wrapped = bytes(batch.patientKeyParams[3]!);
+  const patientKey = (id: string, clinicId: string) => openPatientKey(keys.data[clinicId]!, id, 1, wrapped[patients.findIndex((x) => x.id === id)]!);
+
+  it('seals every PHI value under its patient key wrapped by the clinic key, bound to its table, column and row', () => {
     const [ids, clinicIds, mrn, ssn, , , , phone] = batch.patientParams;
     const p = patients.map((x, i) => ({ x, i }));
     expect(elements(ids!)).toEqual(patients.map((x) => x.id));
     expect(elements(clinicIds!)).toEqual(patients.map((x) => x.clinicId));
+    expect(elements(batch.patientKeyParams[0]!)).toEqual(patients.map((x) => x.id));
     for (const { x, i } of p) {
-      const key = keys.data[x.clinicId]!;
+      const key = patientKey(x.id, x.clinicId);
+      // The clinic key alone opens nothing.
+      expect(() => openField(keys.data[x.clinicId]!, { table: 'patients', column: 'mrn', rowId: x.id }, bytes(mrn!)[i]!)).toThrow();
       expect(openField(key, { table: 'patients', column: 'mrn', rowId: x.id }, bytes(mrn!)[i]!)).toBe(x.mrn);
       expect(openField(key, { table: 'patients', column: 'ssn', rowId: x.id }, bytes(ssn!)[i]!)).toBe(x.ssn);
       expect(openField(key, { table: 'patients', column: 'phone', rowId: x.id }, bytes(phone!)[i]!)).toBe(x.phone);
@@ -47,10 +55,10 @@ describe('sealBatch', () => {
     const notes = bytes(batch.encounterParams[7]!);
     const flat = patients.flatMap((x) => x.encounters.map((e) => ({ x, e })));
     expect(encIds).toEqual(flat.map((f) => f.e.id));
-    flat.forEach(({ x, e }, i) => expect(openField(keys.data[x.clinicId]!, { table: 'encounters', column: 'notes', rowId: e.id }, notes[i]!)).toBe(e.notes));
+    flat.forEach(({ x, e }, i) => expect(openField(patientKey(x.id, x.clinicId), { table: 'encounters', column: 'notes', rowId: e.id }, notes[i]!)).toBe(e.notes));
     // An encounter's kind is PHI: sealed like its notes, nowhere in the batch in plaintext.
     const kinds = bytes(batch.encounterParams[4]!);
-    flat.forEach(({ x, e }, i) => expect(openField(keys.data[x.clinicId]!, { table: 'encounters', column: 'kind', rowId: e.id }, kinds[i]!)).toBe(e.kind));
+    flat.forEach(({ x, e }, i) => expect(openField(patientKey(x.id, x.clinicId), { table: 'encounters', column: 'kind', rowId: e.id }, kinds[i]!)).toBe(e.kind));
     for (const e of flat) expect(batch.encounterParams.join('')).not.toContain(e.e.kind);
   });
 

@@ -1,4 +1,4 @@
-import { DecryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
+import { DecryptCommand, EncryptCommand, GenerateDataKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import type { KMSClientConfig } from '@aws-sdk/client-kms';
 import { PhigateError } from '../../errors.ts';
 import type { KeyProvider } from './provider.ts';
@@ -70,6 +70,18 @@ export function createAwsKeyProvider(opts: AwsKeyProviderOptions): KeyProvider {
         throw new PhigateError('KEY_UNAVAILABLE', 'key service returned no wrapped data key', { reason: 'kms_error' });
       }
       return { plaintext, wrapped: Buffer.from(out.CiphertextBlob) };
+    },
+    async wrapDataKey(plaintext, context) {
+      let out;
+      try {
+        out = await client.send(new EncryptCommand({ KeyId: opts.keyId, Plaintext: plaintext, EncryptionContext: context }));
+      } catch (e) {
+        throw unavailable(e);
+      }
+      if (!out.CiphertextBlob || out.CiphertextBlob.length === 0) {
+        throw new PhigateError('KEY_UNAVAILABLE', 'key service returned no wrapped data key', { reason: 'kms_error' });
+      }
+      return Buffer.from(out.CiphertextBlob);
     },
     async decryptDataKey(wrapped, context) {
       let out;

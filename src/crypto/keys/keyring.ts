@@ -3,8 +3,9 @@ import { PhigateError } from '../../errors.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
 import { deriveBlindIndexKey } from '../blind-index.ts';
 import type { BlindIndexColumn } from '../blind-index.ts';
-import type { DataKey } from '../envelope.ts';
-import type { EncryptionContext, KeyProvider } from './provider.ts';
+import type { DataKey, PatientKey } from '../envelope.ts';
+import { newPatientKey, openPatientKey } from '../patient-key.ts';
+import { keyContext, type EncryptionContext, type KeyProvider } from './provider.ts';
 
 export type KeyPurpose = 'data' | 'index';
 
@@ -17,17 +18,38 @@ export interface WrappedKeyRecord {
   readonly keyRef: string;
 }
 
+/** A patient's key, wrapped by its clinic's data key `clinicVersion`; `wrapped` is null once shredded. */
+export interface PatientKeyRecord {
+  readonly patientId: string;
+  readonly version: number;
+  readonly clinicId: string;
+  readonly clinicVersion: number;
+  readonly wrapped: Buffer | null;
+}
+
 export interface KeyStore {
   latest(purpose: KeyPurpose, scope: string): Promise<WrappedKeyRecord | null>;
   get(purpose: KeyPurpose, scope: string, version: number): Promise<WrappedKeyRecord | null>;
   /** inserts; returns false when (purpose, scope, version) already exists (another replica won the race) */
   insert(record: WrappedKeyRecord): Promise<boolean>;
+  /** The patient's highest key version (a shredded patient's is a tombstone: `wrapped` null). */
+  latestPatientKey(patientId: string): Promise<PatientKeyRecord | null>;
+  /** The records of these (patient, version) pairs that exist, in one round trip. */
+  patientKeys(refs: readonly { readonly patientId: string; readonly version: number }[]): Promise<PatientKeyRecord[]>;
+  /** inserts; false when (patient, version) exists already (another writer, or a shredding, won the race) */
+  insertPatientKey(record: PatientKeyRecord & { readonly wrapped: Buffer }): Promise<boolean>;
+  /** The newest record of each of these patients that has one, in one round trip. */
+  latestPatientKeys(patientIds: readonly string[]): Promise<PatientKeyRecord[]>;
+  /** Inserts in one round trip; returns the patients whose record went in (not those that lost a race). */
+  insertPatientKeys(records: readonly (PatientKeyRecord & { readonly wrapped: Buffer })[]): Promise<Set<string>>;
 }
 
 export interface KeyringStats {
   kmsCalls: number;
   cacheHits: number;
   cacheMisses: number;
+  /** Unwrapped keys the cache let go (age, uses or room) and zero-filled. */
+  evictions: number;
 }
 
 export interface Keyring {
@@ -35,6 +57,20 @@ export interface Keyring {
   writeKey(scope: string): Promise<DataKey>;
   /** A specific version, for decryption: synchronously when it is cached, as it is in steady state. */
   readKey(scope: string, version: number): DataKey | Promise<DataKey>;
+  /**
+   * The key new values of a patient are sealed under: the patient's key wrapped by the clinic's
+   * current data key, created when the patient has none under that version. KEY_UNAVAILABLE
+   * (`shredded`) for a shredded patient.
+   */
+  patientWriteKey(clinicId: string, patientId: string): Promise<PatientKey>;
+  /**
+   * patientWriteKey for many patients at once, into the cache: one store lookup and at most one
+   * insert for all of them (a re-encryption batch). A shredded patient is left out: its own
+   * patientWriteKey then refuses it.
+   */
+  preparePatientWriteKeys(clinicId: string, patientIds: readonly string[]): Promise<void>;
+  /** A patient key for decryption, synchronously when cached; misses of one tick share one store round trip. */
+  patientReadKey(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | Promise<PatientKey>;
   /** the per-column per-clinic blind-index key, derived from a single 'index' root key (purpose 'index', scope '*'), created on first use */
   blindIndexKey(column: BlindIndexColumn, scope: string): Promise<Buffer>;
   /** new version for a scope (key rotation); old versions stay readable */
@@ -53,20 +89,41 @@ export interface Keyring {
   ensureIndexKey(scope: string, version: number): Promise<void>;
   /**
    * Readiness: can this replica open data? Unwraps the blind-index root key unless it is cached
-   * already (then the answer is yes without a KMS call). Never creates a key: with none stored
-   * yet, reaching the key store is the whole check.
+   * already and the key service answered its last call (then the answer is yes without a KMS call).
+   * Never creates a key: with none stored yet, reaching the key store is the whole check.
    */
   probe(): Promise<void>;
+  /**
+   * Whether the key service answers now: a real unwrap of the blind-index root key (zeroed at
+   * once), whatever the cache holds. For readiness to say "degraded" while cached keys still serve.
+   */
+  kmsReachable(): Promise<void>;
   readonly stats: Readonly<KeyringStats>;
 }
+
+/** How long, how often and how many unwrapped keys stay in memory. */
+export interface KeyCacheBounds {
+  /** An unwrapped key is dropped (zero-filled) this long after it was unwrapped. */
+  readonly maxAgeMs: number;
+  /** ... or after this many uses (one per value sealed or opened). */
+  readonly maxUses: number;
+  /** ... or when this many keys are cached and another is needed (least recently used first). */
+  readonly maxEntries: number;
+}
+
+export const DEFAULT_KEY_CACHE: KeyCacheBounds = { maxAgeMs: 300_000, maxUses: 1_000_000, maxEntries: 20_000 };
 
 export interface KeyringOptions {
   readonly provider: KeyProvider;
   readonly store: KeyStore;
-  /** How long the 'latest version' answer is cached, so a rotation on another replica is picked up. Default 60 s. */
+  /**
+   * How long the 'latest version' answer is cached, so a rotation on another replica is picked up:
+   * new writes use a new version on every replica within this bound. Default 60 s, never more
+   * than the cache's maximum age.
+   */
   readonly latestTtlMs?: number;
-  /** Bound on cached unwrapped keys (and on cached latest versions). Default 10 000. */
-  readonly maxEntries?: number;
+  /** Bounds of the unwrapped-key cache; DEFAULT_KEY_CACHE for what is not given. */
+  readonly cache?: Partial<KeyCacheBounds>;
 }
 
 const INDEX_ROOT_SCOPE = '*';
@@ -90,32 +147,75 @@ function checkScope(scope: string): void {
   if (scope === '') throw new PhigateError('BAD_USER_INPUT', 'clinic id must not be empty', { reason: 'malformed_identifier' });
 }
 
+function checkVersion(version: number): void {
+  if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) throw unavailable('data key not found', 'key_not_found');
+}
+
+interface CachedKey {
+  readonly key: DataKey;
+  uses: number;
+}
+
+interface Pending {
+  readonly clinicId: string;
+  readonly patientId: string;
+  readonly clinicVersion: number;
+  readonly patientVersion: number;
+  readonly settle: Array<{ resolve: (k: PatientKey) => void; reject: (e: unknown) => void }>;
+}
+
 /**
- * Data keys, unwrapped once and cached, so the steady state makes no KMS calls. Each wrapped key's
- * encryption context names its purpose, scope and version: a wrapped key copied to another
- * clinic's row in the key table will not unwrap. Returned key buffers are the cached ones, shared
- * by every caller: never write to them.
+ * Data keys and patient keys, unwrapped once and cached within bounds (age, uses, entries), so the
+ * steady state makes no KMS calls and no key stays in memory unbounded: an evicted key's bytes are
+ * zero-filled. Each wrapped data key's encryption context names its purpose, scope and version: a
+ * wrapped key copied to another clinic's row in the key table will not unwrap. Returned key
+ * buffers are the cached ones, shared by every caller: never write to them, and use them at once
+ * (a key held across an await may be zeroed by then, and is refused by the envelope if so).
  */
 export function createKeyring(opts: KeyringOptions): Keyring {
   const { provider, store } = opts;
-  const latestTtlMs = opts.latestTtlMs ?? 60_000;
-  const maxEntries = opts.maxEntries ?? 10_000;
-  if (!(maxEntries >= 1)) throw new PhigateError('INTERNAL', 'keyring maxEntries must be at least 1');
+  const bounds: KeyCacheBounds = { ...DEFAULT_KEY_CACHE, ...opts.cache };
+  if (!(bounds.maxEntries >= 1) || !(bounds.maxUses >= 1) || !(bounds.maxAgeMs >= 1)) {
+    throw new PhigateError('INTERNAL', 'key cache bounds must be at least 1');
+  }
+  const latestTtlMs = Math.min(opts.latestTtlMs ?? 60_000, bounds.maxAgeMs);
 
-  const stats: KeyringStats = { kmsCalls: 0, cacheHits: 0, cacheMisses: 0 };
-  const keys = new LRUCache<string, Buffer>({ max: maxEntries });
-  const latest = new LRUCache<string, { version: number; expiresAt: number }>({ max: maxEntries });
+  const stats: KeyringStats = { kmsCalls: 0, cacheHits: 0, cacheMisses: 0, evictions: 0 };
+  const keys = new LRUCache<string, CachedKey>({
+    max: bounds.maxEntries,
+    ttl: bounds.maxAgeMs,
+    updateAgeOnGet: false,
+    // Overwritten, deleted, expired or pushed out: the key's bytes go with the entry.
+    dispose: (entry) => {
+      stats.evictions++;
+      entry.key.key.fill(0);
+    },
+  });
+  const latest = new LRUCache<string, { version: number; clinicId: string; clinicVersion: number; expiresAt: number }>({ max: bounds.maxEntries });
   const unwrapping = new Map<string, Promise<Buffer>>();
   const resolving = new Map<string, Promise<number>>();
+  const patientWriting = new Map<string, Promise<PatientKey>>();
+  let pending = new Map<string, Pending>();
+  // Whether the key service failed its last call: readiness then asks it again rather than trusting the cache.
+  let kmsFailing = false;
+  let indexRecord: WrappedKeyRecord | null = null;
 
   // Looked up once per decrypted field: a plain string, unambiguous because only the scope,
   // which comes last, is free text.
-  const idOf = (purpose: KeyPurpose, scope: string, version?: number): string => `${purpose}:${version ?? ''}:${scope}`;
-  const contextFor = (purpose: KeyPurpose, scope: string, version: number): EncryptionContext => ({
-    purpose,
-    scope,
-    version: String(version),
-  });
+  const idOf = (purpose: KeyPurpose | 'patient', scope: string, version?: number): string => `${purpose}:${version ?? ''}:${scope}`;
+  const contextFor = (purpose: KeyPurpose, scope: string, version: number): EncryptionContext => keyContext(purpose, scope, version);
+
+  async function kms<T>(operation: 'decrypt' | 'generate', call: () => Promise<T>): Promise<T> {
+    stats.kmsCalls++;
+    try {
+      const out = await inSpan('phigate.kms', { 'phigate.kms.operation': operation }, call);
+      kmsFailing = false;
+      return out;
+    } catch (e) {
+      kmsFailing = true;
+      throw e;
+    }
+  }
 
   // Callers that miss together share one load; the entry is removed once it settles, so a
   // failure is not remembered and the next caller tries again.
@@ -131,19 +231,37 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   function rememberLatest(purpose: KeyPurpose, scope: string, version: number): void {
     const id = idOf(purpose, scope);
     const known = latest.get(id)?.version ?? 0;
-    latest.set(id, { version: Math.max(known, version), expiresAt: Date.now() + latestTtlMs });
+    latest.set(id, { version: Math.max(known, version), clinicId: scope, clinicVersion: 0, expiresAt: Date.now() + latestTtlMs });
   }
 
-  function cachedKey(purpose: KeyPurpose, scope: string, version: number): Buffer | undefined {
-    const cached = keys.get(idOf(purpose, scope, version));
-    if (cached) stats.cacheHits++;
-    return cached;
+  /** A cached key, counted as one use; past its uses it is dropped (zeroed) and the caller misses. */
+  function cached(id: string): DataKey | undefined {
+    const entry = keys.get(id);
+    if (!entry) return undefined;
+    if (++entry.uses > bounds.maxUses) {
+      keys.delete(id);
+      return undefined;
+    }
+    stats.cacheHits++;
+    return entry.key;
+  }
+
+  // Two loads of one key may finish together: the first cached copy stays (a caller may be using
+  // it), the second is zeroed and not handed out.
+  function remember<K extends DataKey>(id: string, key: K): K {
+    const existing = keys.peek(id);
+    if (existing) {
+      key.key.fill(0);
+      return existing.key as K;
+    }
+    keys.set(id, { key, uses: 0 });
+    return key;
   }
 
   function unwrap(purpose: KeyPurpose, scope: string, version: number): Promise<Buffer> {
-    const cached = cachedKey(purpose, scope, version);
-    if (cached) return Promise.resolve(cached);
     const id = idOf(purpose, scope, version);
+    const hit = cached(id);
+    if (hit) return Promise.resolve(hit.key);
     stats.cacheMisses++;
     return singleFlight(unwrapping, id, async () => {
       const record = await fromStore(store.get(purpose, scope, version));
@@ -151,21 +269,15 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       if (record.provider !== provider.name || record.keyRef !== provider.keyRef) {
         throw unavailable('data key is wrapped under a different master key', 'wrong_master_key');
       }
-      stats.kmsCalls++;
-      const key = await inSpan('phigate.kms', { 'phigate.kms.operation': 'decrypt' }, () =>
-        provider.decryptDataKey(record.wrapped, contextFor(purpose, scope, version)),
-      );
-      keys.set(id, key);
-      return key;
+      if (purpose === 'index') indexRecord = record;
+      const key = await kms('decrypt', () => provider.decryptDataKey(record.wrapped, contextFor(purpose, scope, version)));
+      return remember(id, { scope, version, key }).key;
     });
   }
 
   /** Generates and stores `version`; returns the version now current, which is another replica's when it won the race. */
   async function create(purpose: KeyPurpose, scope: string, version: number): Promise<number> {
-    stats.kmsCalls++;
-    const { plaintext, wrapped } = await inSpan('phigate.kms', { 'phigate.kms.operation': 'generate' }, () =>
-      provider.generateDataKey(contextFor(purpose, scope, version)),
-    );
+    const { plaintext, wrapped } = await kms('generate', () => provider.generateDataKey(contextFor(purpose, scope, version)));
     let inserted: boolean;
     try {
       inserted = await fromStore(store.insert({ purpose, scope, version, wrapped, provider: provider.name, keyRef: provider.keyRef }));
@@ -174,7 +286,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       throw e;
     }
     if (inserted) {
-      keys.set(idOf(purpose, scope, version), plaintext);
+      remember(idOf(purpose, scope, version), { scope, version, key: plaintext });
       return version;
     }
     // Never used: data sealed under it would be unreadable to every other replica.
@@ -185,8 +297,8 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   }
 
   function currentVersion(purpose: KeyPurpose, scope: string): Promise<number> {
-    const cached = latest.get(idOf(purpose, scope));
-    if (cached && cached.expiresAt > Date.now()) return Promise.resolve(cached.version);
+    const known = latest.get(idOf(purpose, scope));
+    if (known && known.expiresAt > Date.now()) return Promise.resolve(known.version);
     return singleFlight(resolving, idOf(purpose, scope), async () => {
       const record = await fromStore(store.latest(purpose, scope));
       const version = record ? record.version : await create(purpose, scope, 1);
@@ -195,21 +307,149 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     });
   }
 
+  async function clinicKey(scope: string, version: number): Promise<DataKey> {
+    return { scope, version, key: await unwrap('data', scope, version) };
+  }
+
+  /** Opens a stored patient key after checking it belongs where the ciphertext says it does. */
+  async function openRecord(record: PatientKeyRecord, clinicId: string, clinicVersion: number): Promise<PatientKey> {
+    if (record.wrapped === null) throw unavailable("the key of this patient's data was destroyed", 'shredded');
+    if (record.clinicId !== clinicId || record.clinicVersion !== clinicVersion) throw unavailable('encrypted field could not be decrypted', 'decrypt_failed');
+    const key = openPatientKey(await clinicKey(clinicId, clinicVersion), record.patientId, record.version, record.wrapped);
+    return remember(idOf('patient', record.patientId, record.version), key);
+  }
+
+  // Every patient key missed within one tick (a page of patients) is fetched in one round trip.
+  function flushPending(): void {
+    const batch = [...pending.values()];
+    pending = new Map();
+    const fail = (p: Pending, e: unknown) => p.settle.forEach((s) => s.reject(e));
+    fromStore(store.patientKeys(batch.map((p) => ({ patientId: p.patientId, version: p.patientVersion })))).then(
+      (records) => {
+        const byId = new Map(records.map((r) => [`${r.version}:${r.patientId}`, r]));
+        for (const p of batch) {
+          const record = byId.get(`${p.patientVersion}:${p.patientId}`);
+          if (!record) {
+            fail(p, unavailable('patient key not found', 'key_not_found'));
+            continue;
+          }
+          openRecord(record, p.clinicId, p.clinicVersion).then(
+            (k) => p.settle.forEach((s) => s.resolve(k)),
+            (e: unknown) => fail(p, e),
+          );
+        }
+      },
+      (e: unknown) => batch.forEach((p) => fail(p, e)),
+    );
+  }
+
+  function loadPatientKey(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): Promise<PatientKey> {
+    return new Promise((resolve, reject) => {
+      const id = `${patientVersion}:${patientId}`;
+      let entry = pending.get(id);
+      if (!entry) {
+        if (pending.size === 0) setImmediate(flushPending);
+        entry = { clinicId, patientId, clinicVersion, patientVersion, settle: [] };
+        pending.set(id, entry);
+      }
+      entry.settle.push({ resolve, reject });
+    });
+  }
+
+  function cachedPatientKey(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | undefined {
+    const hit = cached(idOf('patient', patientId, patientVersion)) as PatientKey | undefined;
+    // The same patient key version under another clinic or clinic key is not this ciphertext's key.
+    if (hit && (hit.scope !== clinicId || hit.version !== clinicVersion)) throw unavailable('encrypted field could not be decrypted', 'decrypt_failed');
+    return hit;
+  }
+
+  /** The patient's key under the clinic's current version, creating the next patient key version when needed. */
+  async function writablePatientKey(clinicId: string, patientId: string): Promise<PatientKey> {
+    const clinicVersion = await currentVersion('data', clinicId);
+    const known = latest.get(idOf('patient', patientId));
+    if (known && known.clinicId === clinicId && known.clinicVersion >= clinicVersion && known.expiresAt > Date.now()) {
+      const hit = cachedPatientKey(clinicId, patientId, known.clinicVersion, known.version);
+      if (hit) return hit;
+    }
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const record = await fromStore(store.latestPatientKey(patientId));
+      if (record && record.wrapped === null) throw unavailable("the key of this patient's data was destroyed", 'shredded');
+      let key: PatientKey;
+      // A key under a newer clinic version than this replica knows of (another replica rotated first) is as good.
+      if (record && record.clinicId === clinicId && record.clinicVersion >= clinicVersion) {
+        key = cachedPatientKey(clinicId, patientId, record.clinicVersion, record.version) ?? (await openRecord(record, clinicId, record.clinicVersion));
+      } else {
+        const version = (record?.version ?? 0) + 1;
+        checkVersion(version);
+        const made = newPatientKey(await clinicKey(clinicId, clinicVersion), patientId, version);
+        const inserted = await fromStore(store.insertPatientKey({ patientId, version, clinicId, clinicVersion, wrapped: made.wrapped }));
+        if (!inserted) {
+          // Another writer or a shredding took this version first: look again.
+          made.key.key.fill(0);
+          continue;
+        }
+        key = remember(idOf('patient', patientId, version), made.key);
+      }
+      latest.set(idOf('patient', patientId), { version: key.patientVersion, clinicId, clinicVersion: key.version, expiresAt: Date.now() + latestTtlMs });
+      return key;
+    }
+    throw unavailable('patient key could not be created', 'key_store_error');
+  }
+
   return {
     stats,
     async writeKey(scope) {
       checkScope(scope);
       const version = await currentVersion('data', scope);
-      return { scope, version, key: await unwrap('data', scope, version) };
+      return clinicKey(scope, version);
     },
     readKey(scope, version) {
       checkScope(scope);
-      if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) {
-        throw unavailable('data key not found', 'key_not_found');
+      checkVersion(version);
+      const hit = cached(idOf('data', scope, version));
+      if (hit) return hit;
+      return clinicKey(scope, version);
+    },
+    patientWriteKey(clinicId, patientId) {
+      checkScope(clinicId);
+      return singleFlight(patientWriting, `${clinicId}:${patientId}`, () => writablePatientKey(clinicId, patientId));
+    },
+    async preparePatientWriteKeys(clinicId, patientIds) {
+      checkScope(clinicId);
+      const clinicVersion = await currentVersion('data', clinicId);
+      const records = new Map((await fromStore(store.latestPatientKeys(patientIds))).map((r) => [r.patientId, r]));
+      const point = (key: PatientKey) =>
+        latest.set(idOf('patient', key.patientId), { version: key.patientVersion, clinicId, clinicVersion: key.version, expiresAt: Date.now() + latestTtlMs });
+      const fresh: { key: PatientKey; wrapped: Buffer }[] = [];
+      for (const patientId of patientIds) {
+        const record = records.get(patientId);
+        if (record && record.wrapped === null) continue;
+        if (record && record.clinicId === clinicId && record.clinicVersion >= clinicVersion) {
+          point(cachedPatientKey(clinicId, patientId, record.clinicVersion, record.version) ?? (await openRecord(record, clinicId, record.clinicVersion)));
+          continue;
+        }
+        const version = (record?.version ?? 0) + 1;
+        checkVersion(version);
+        // Fetched for each: an await above may have let the cache drop (and zero) an earlier copy.
+        fresh.push(newPatientKey(await clinicKey(clinicId, clinicVersion), patientId, version));
       }
-      const cached = cachedKey('data', scope, version);
-      if (cached) return { scope, version, key: cached };
-      return unwrap('data', scope, version).then((key) => ({ scope, version, key }));
+      if (fresh.length === 0) return;
+      const inserted = await fromStore(
+        store.insertPatientKeys(fresh.map((m) => ({ patientId: m.key.patientId, version: m.key.patientVersion, clinicId, clinicVersion, wrapped: m.wrapped }))),
+      );
+      for (const m of fresh) {
+        if (inserted.has(m.key.patientId)) point(remember(idOf('patient', m.key.patientId, m.key.patientVersion), m.key));
+        else m.key.key.fill(0);
+      }
+    },
+    patientReadKey(clinicId, patientId, clinicVersion, patientVersion) {
+      checkScope(clinicId);
+      checkVersion(clinicVersion);
+      checkVersion(patientVersion);
+      const hit = cachedPatientKey(clinicId, patientId, clinicVersion, patientVersion);
+      if (hit) return hit;
+      stats.cacheMisses++;
+      return loadPatientKey(clinicId, patientId, clinicVersion, patientVersion);
     },
     async blindIndexKey(column, scope) {
       checkScope(scope);
@@ -219,9 +459,23 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     async probe() {
       const known = latest.get(idOf('index', INDEX_ROOT_SCOPE))?.version;
       const version = known ?? (await fromStore(store.latest('index', INDEX_ROOT_SCOPE)))?.version;
-      // Looked up directly, not through unwrap(): probes must not inflate the cache-hit statistics.
-      if (version === undefined || keys.get(idOf('index', INDEX_ROOT_SCOPE, version))) return;
-      await unwrap('index', INDEX_ROOT_SCOPE, version);
+      if (version === undefined) return;
+      // Looked up directly, not through cached(): probes must not inflate the statistics or use up keys.
+      if (!kmsFailing && keys.has(idOf('index', INDEX_ROOT_SCOPE, version))) return;
+      stats.cacheMisses++;
+      const record = await fromStore(store.get('index', INDEX_ROOT_SCOPE, version));
+      if (!record) throw unavailable('data key not found', 'key_not_found');
+      // A real call even when the key is cached: after a failure, only the service itself can say it is back.
+      const key = await kms('decrypt', () => provider.decryptDataKey(record.wrapped, contextFor('index', INDEX_ROOT_SCOPE, version)));
+      remember(idOf('index', INDEX_ROOT_SCOPE, version), { scope: INDEX_ROOT_SCOPE, version, key });
+    },
+    async kmsReachable() {
+      // The key store is the database's to report: a record seen before is enough to ask the KMS.
+      const record = indexRecord ?? (await store.latest('index', INDEX_ROOT_SCOPE).catch(() => null));
+      if (!record) return;
+      indexRecord = record;
+      const key = await kms('decrypt', () => provider.decryptDataKey(record.wrapped, contextFor('index', INDEX_ROOT_SCOPE, record.version)));
+      key.fill(0);
     },
     async blindIndexKeyAt(column, scope, version) {
       checkScope(scope);

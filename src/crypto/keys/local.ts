@@ -35,19 +35,31 @@ export function createLocalKeyProvider(masterKey: Buffer): KeyProvider {
   const keyRef = 'local:' + createHash('sha256').update(master).digest().subarray(0, 8).toString('hex');
   const header = Buffer.from([WRAP_FORMAT_V1]);
 
+  const wrap = (plaintext: Buffer, context: EncryptionContext): Buffer => {
+    const nonce = randomBytes(NONCE_BYTES);
+    const cipher = createCipheriv('aes-256-gcm', master, nonce, { authTagLength: TAG_BYTES });
+    cipher.setAAD(contextAad(header, context));
+    const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
+    return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+  };
+
   return {
     name: 'local',
     keyRef,
     async generateDataKey(context) {
       try {
         const plaintext = randomBytes(KEY_BYTES);
-        const nonce = randomBytes(NONCE_BYTES);
-        const cipher = createCipheriv('aes-256-gcm', master, nonce, { authTagLength: TAG_BYTES });
-        cipher.setAAD(contextAad(header, context));
-        const body = Buffer.concat([cipher.update(plaintext), cipher.final()]);
-        return { plaintext, wrapped: Buffer.concat([header, nonce, body, cipher.getAuthTag()]) };
+        return { plaintext, wrapped: wrap(plaintext, context) };
       } catch (e) {
         throw unavailable('could not generate a data key', 'kms_error', e);
+      }
+    },
+    async wrapDataKey(plaintext, context) {
+      if (plaintext.length !== KEY_BYTES) throw unavailable('a data key must be 32 bytes', 'invalid_key');
+      try {
+        return wrap(plaintext, context);
+      } catch (e) {
+        throw unavailable('could not wrap a data key', 'kms_error', e);
       }
     },
     async decryptDataKey(wrapped, context) {

@@ -100,10 +100,10 @@ describe('sealField / openField', () => {
 
   it('reports an unknown format or a truncated ciphertext as malformed', () => {
     const sealed = sealField(key, aad, secret);
-    const v2 = Buffer.from(sealed);
-    v2[0] = 0x02;
-    thrown(() => openField(key, aad, v2), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
-    thrown(() => keyVersionOf(v2), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
+    const v3 = Buffer.from(sealed);
+    v3[0] = 0x03;
+    thrown(() => openField(key, aad, v3), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
+    thrown(() => keyVersionOf(v3), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
     thrown(() => keyVersionOf(sealed.subarray(0, 32)), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
     thrown(() => keyVersionOf(Buffer.alloc(0)), 'KEY_UNAVAILABLE', 'malformed_ciphertext');
   });

@@ -12,8 +12,8 @@ function setup() {
   return { keyring, cipher: createFieldCipher(keyring) };
 }
 
-const ssn = { table: 'patients', column: 'ssn', rowId: 'row-1' };
-const phone = { table: 'patients', column: 'phone', rowId: 'row-1' };
+const ssn = { table: 'patients', column: 'ssn', rowId: 'row-1', patientId: 'row-1' };
+const phone = { table: 'patients', column: 'phone', rowId: 'row-1', patientId: 'row-1' };
 
 describe('createFieldCipher', () => {
   it('round-trips through the clinic key and counts by column', async () => {

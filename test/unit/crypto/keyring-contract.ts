@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { openField, sealField } from '../../../src/crypto/envelope.ts';
 import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
-import type { KeyPurpose, KeyStore, WrappedKeyRecord } from '../../../src/crypto/keys/keyring.ts';
+import type { KeyPurpose, KeyStore, PatientKeyRecord, WrappedKeyRecord } from '../../../src/crypto/keys/keyring.ts';
 import type { KeyProvider } from '../../../src/crypto/keys/provider.ts';
 import { failed, rejected } from './expect-error.ts';
 
@@ -12,11 +12,14 @@ import { failed, rejected } from './expect-error.ts';
 export interface MemoryKeyStore extends KeyStore {
   records(): WrappedKeyRecord[];
   put(record: WrappedKeyRecord): void;
+  /** What `phigate keys shred` does to phigate.patient_keys. */
+  shredPatient(patientId: string): void;
   failing: boolean;
 }
 
 export function createMemoryKeyStore(): MemoryKeyStore {
   const rows = new Map<string, WrappedKeyRecord>();
+  const patientRows = new Map<string, PatientKeyRecord>();
   const id = (purpose: KeyPurpose, scope: string, version: number): string => JSON.stringify([purpose, scope, version]);
   const copy = (r: WrappedKeyRecord): WrappedKeyRecord => ({ ...r, wrapped: Buffer.from(r.wrapped) });
   // Like a database round trip: answers arrive on a later tick, so callers really do interleave.
@@ -45,6 +48,52 @@ export function createMemoryKeyStore(): MemoryKeyStore {
       if (rows.has(key)) return false;
       rows.set(key, copy(record));
       return true;
+    },
+    async latestPatientKey(patientId) {
+      await later();
+      const mine = [...patientRows.values()].filter((r) => r.patientId === patientId).sort((a, b) => b.version - a.version);
+      return mine[0] ? { ...mine[0] } : null;
+    },
+    async patientKeys(refs) {
+      await later();
+      return refs.flatMap((r) => {
+        const found = patientRows.get(`${r.version}:${r.patientId}`);
+        return found ? [{ ...found }] : [];
+      });
+    },
+    async insertPatientKey(record) {
+      await later();
+      const key = `${record.version}:${record.patientId}`;
+      if (patientRows.has(key)) return false;
+      patientRows.set(key, { ...record, wrapped: Buffer.from(record.wrapped) });
+      return true;
+    },
+    async latestPatientKeys(patientIds) {
+      await later();
+      return patientIds.flatMap((id) => {
+        const mine = [...patientRows.values()].filter((r) => r.patientId === id).sort((a, b) => b.version - a.version);
+        return mine[0] ? [{ ...mine[0] }] : [];
+      });
+    },
+    async insertPatientKeys(records) {
+      await later();
+      const inserted = new Set<string>();
+      for (const record of records) {
+        const key = `${record.version}:${record.patientId}`;
+        if (patientRows.has(key)) continue;
+        patientRows.set(key, { ...record, wrapped: Buffer.from(record.wrapped) });
+        inserted.add(record.patientId);
+      }
+      return inserted;
+    },
+    shredPatient(patientId) {
+      let top = 0;
+      for (const [k, r] of patientRows) {
+        if (r.patientId !== patientId) continue;
+        patientRows.set(k, { ...r, wrapped: null });
+        top = Math.max(top, r.version);
+      }
+      patientRows.set(`${top + 1}:${patientId}`, { patientId, version: top + 1, clinicId: '', clinicVersion: 0, wrapped: null });
     },
     records: () => [...rows.values()].map(copy),
     put(record) {
@@ -242,7 +291,7 @@ export function describeKeyring(name: string, setup: () => Promise<ProviderHarne
 
     it('evicts the least recently used key beyond maxEntries', () =>
       withHarness(async ({ provider }, store) => {
-        const keyring = createKeyring({ provider, store, maxEntries: 2 });
+        const keyring = createKeyring({ provider, store, cache: { maxEntries: 2 } });
         await keyring.writeKey('clinic-a');
         await keyring.writeKey('clinic-b');
         await keyring.readKey('clinic-a', 1);

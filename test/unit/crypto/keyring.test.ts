@@ -16,6 +16,7 @@ describeKeyring('local', async () => {
     keyRef: real.keyRef,
     generateDataKey: async (context) => (broken ? outage() : real.generateDataKey(context)),
     decryptDataKey: async (wrapped, context) => (broken ? outage() : real.decryptDataKey(wrapped, context)),
+    wrapDataKey: async (plaintext, context) => (broken ? outage() : real.wrapDataKey(plaintext, context)),
   };
   return {
     provider,

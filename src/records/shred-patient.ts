@@ -1,0 +1,56 @@
+import { randomBytes } from 'node:crypto';
+import { SHREDDED_VALUE } from '../crypto/envelope.ts';
+import { PhigateError } from '../errors.ts';
+import { inKeyTransaction, type KeyAdmin } from './key-admin.ts';
+import * as v from './validate.ts';
+
+const PATIENT_SEALED = ['mrn', 'ssn', 'given_name', 'family_name', 'birth_date', 'phone', 'email', 'address'] as const;
+const ENCOUNTER_SEALED = ['reason', 'diagnosis_codes', 'notes'] as const;
+const marked = (column: string) => `${column} = CASE WHEN ${column} IS NULL THEN NULL ELSE $2::bytea END`;
+
+/**
+ * Crypto-shredding of one patient, in one transaction: every wrapped key of the patient is
+ * destroyed and a tombstone version added (no writer can make a new key for it afterwards); the
+ * live rows get the shredded marker instead of their ciphertext, so every replica answers
+ * KEY_UNAVAILABLE (`shredded`) at once, cached key or not; the blind indexes stop matching; one
+ * `key` event is recorded. Copies of the ciphertext elsewhere (backups, WAL, replicas) stay
+ * ciphertext whose key no longer exists. Audit rows of past reads are not touched.
+ */
+export async function shredPatient(admin: KeyAdmin, rawId: string): Promise<'shredded' | 'already_shredded'> {
+  const patientId = v.id('--patient', rawId);
+  return inKeyTransaction(admin, async (c, record) => {
+    const found = await c.query<{ clinic_id: string }>('SELECT clinic_id FROM phigate.patients WHERE id = $1 FOR UPDATE', [patientId]);
+    const clinicId = found.rows[0]?.clinic_id;
+    if (clinicId === undefined) throw new PhigateError('BAD_USER_INPUT', 'no patient has that id');
+    const before = await c.query<{ live: number; shredded: number }>(
+      'SELECT count(*) FILTER (WHERE wrapped IS NOT NULL)::int AS live, count(*) FILTER (WHERE wrapped IS NULL)::int AS shredded FROM phigate.patient_keys WHERE patient_id = $1',
+      [patientId],
+    );
+    const already = before.rows[0]!.live === 0 && before.rows[0]!.shredded > 0;
+    // The tombstone takes the next version: a writer creating that version at the same time
+    // conflicts with it and, looking again, finds the patient shredded. If the writer got there
+    // first, its key is destroyed on the next round and the tombstone goes above it.
+    for (;;) {
+      await c.query('UPDATE phigate.patient_keys SET wrapped = NULL, shredded_at = now() WHERE patient_id = $1 AND wrapped IS NOT NULL', [patientId]);
+      const top = await c.query<{ version: number }>('SELECT max(version) AS version FROM phigate.patient_keys WHERE patient_id = $1', [patientId]);
+      const inserted = await c.query(
+        `INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped, shredded_at)
+         VALUES ($1, $2, $3, 0, NULL, now()) ON CONFLICT DO NOTHING`,
+        [patientId, (top.rows[0]?.version ?? 0) + 1, clinicId],
+      );
+      if (inserted.rowCount === 1) break;
+    }
+    await c.query(
+      `UPDATE phigate.patients SET ${PATIENT_SEALED.map(marked).join(', ')}, mrn_bidx = $3, ssn_bidx = NULL, mrn_bidx_next = NULL, ssn_bidx_next = NULL WHERE id = $1`,
+      // A random MRN index: the column is unique per clinic and not null, and random bytes match no lookup.
+      [patientId, SHREDDED_VALUE, randomBytes(32)],
+    );
+    await c.query(
+      `UPDATE phigate.encounters SET kind = $2::bytea, kind_legacy = NULL, ${ENCOUNTER_SEALED.map(marked).join(', ')} WHERE patient_id = $1`,
+      [patientId, SHREDDED_VALUE],
+    );
+    const outcome = already ? 'already_shredded' : 'shredded';
+    record({ typeName: 'Patient', field: null, patientId, recordId: null, detail: outcome });
+    return outcome;
+  });
+}
