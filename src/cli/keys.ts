@@ -16,6 +16,7 @@ import { retireDataKey } from '../records/retire-key.ts';
 import { rewrapKeys } from '../records/rewrap-keys.ts';
 import { shredPatient } from '../records/shred-patient.ts';
 import { progressBar } from './progress.ts';
+import { INDEX_KEYS_USAGE } from './index-keys.ts';
 
 type Values = Record<string, string | boolean | undefined>;
 
@@ -56,7 +57,7 @@ function wholeNumber(name: string, raw: string | boolean | undefined, fallback: 
  */
 export async function runKeys(positionals: readonly string[], v: Values, config: Config, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const [action, ...extra] = positionals;
-  if (!action || !['rotate', 'shred', 'retire', 'rewrap'].includes(action) || extra.length > 0) throw new KeysCommandError(`keys needs one of rotate, shred, retire, rewrap\n${KEYS_USAGE}`);
+  if (!action || !['rotate', 'shred', 'retire', 'rewrap'].includes(action) || extra.length > 0) throw new KeysCommandError(`keys needs one of rotate, rotate-index, shred, retire, rewrap\n${KEYS_USAGE}\n${INDEX_KEYS_USAGE}`);
   const from = action === 'rewrap' ? await previousProvider(v, config) : null;
   if (action === 'shred') {
     if (typeof v.patient !== 'string') throw new KeysCommandError('keys shred needs --patient ID');

@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { SHREDDED_VALUE } from '../crypto/envelope.ts';
+import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin } from './key-admin.ts';
 import * as v from './validate.ts';
 
-const PATIENT_SEALED = ['mrn', 'ssn', 'given_name', 'family_name', 'birth_date', 'phone', 'email', 'address'] as const;
-const ENCOUNTER_SEALED = ['reason', 'diagnosis_codes', 'notes'] as const;
+const PATIENT_SEALED = Object.values(PATIENT_COLUMNS);
+// The kind is shredded on its own: its legacy plaintext copy goes with it.
+const ENCOUNTER_SEALED = Object.values(ENCOUNTER_COLUMNS).filter((column) => column !== 'kind');
 const marked = (column: string) => `${column} = CASE WHEN ${column} IS NULL THEN NULL ELSE $2::bytea END`;
 
 /**
