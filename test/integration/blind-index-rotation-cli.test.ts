@@ -86,7 +86,8 @@ function expectNoIdentifiers(run: Run): void {
   expect(leaked).toEqual([]);
 }
 
-describe('keys rotate-index', () => {
+// Each case starts several CLI processes (tsx compiles on start): seconds each on a loaded CI machine.
+describe('keys rotate-index', { timeout: 120_000 }, () => {
   it('refuses an unknown clinic and an unknown subcommand, naming what is wrong', async () => {
     const unknown = await cli(['keys', 'rotate-index', '--clinic', 'c-nowhere']);
     expect(unknown.code).toBe(2);

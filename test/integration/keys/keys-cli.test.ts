@@ -70,7 +70,8 @@ const stalePatients = () =>
     return r.rows[0].n as number;
   });
 
-describe('phigate keys', () => {
+// Each case starts several CLI processes (tsx compiles on start): seconds each on a loaded CI machine.
+describe('phigate keys', { timeout: 120_000 }, () => {
   it('shred without --confirm is refused, saying why, and destroys nothing', async () => {
     const p = data.patients[0]!;
     const r = await cli(['shred', '--patient', p.id]);
