@@ -25,6 +25,8 @@ export interface PgSplit {
   readonly otherMs: number;
   /** Writer batches per request (its transactions over the run's requests): 1 means no sharing. */
   readonly writerBatchesPerRequest: number;
+  /** Backends of the two pools that started during the run: each pays authentication and cold caches, counted in its pool's share. */
+  readonly newBackends: number;
   readonly statements: readonly StatementCost[] | null;
 }
 
@@ -68,7 +70,12 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
     try {
       const after = await snapshot(c, postmaster, database);
       const spent = { request: 0, writer: 0 };
-      for (const [pid, b] of after.backends) spent[b.group] += b.cpuMs - (before.backends.get(pid)?.cpuMs ?? 0);
+      let newBackends = 0;
+      for (const [pid, b] of after.backends) {
+        const was = before.backends.get(pid);
+        if (was === undefined) newBackends++;
+        spent[b.group] += b.cpuMs - (was?.cpuMs ?? 0);
+      }
       const n = Math.max(1, requests);
       const total = after.treeMs - before.treeMs;
       let costs: StatementCost[] | null = null;
@@ -92,6 +99,7 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
         writerMs: round3(spent.writer / n),
         otherMs: round3((total - spent.request - spent.writer) / n),
         writerBatchesPerRequest: round3((after.batches - before.batches) / n),
+        newBackends,
         statements: costs,
       };
     } finally {
