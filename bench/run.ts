@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
  *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M
- *   --replicas R --pgbouncer]`
+ *   --replicas R --pgbouncer --pg-statements]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -21,7 +21,8 @@ import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
 import { MAX_SEMI_SPACE_MB } from '../src/heap.ts';
 import { medianRun } from './median-run.ts';
 import { verdictLines, verdicts } from './verdict.ts';
-import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
+import { APP_ROLE, newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
+import { pgSplitMeter, type PgSplit } from './pg-split.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { measureAuthCost, type AuthCost } from './auth-cost.ts';
 import { partnerKeys } from './partner-keys.ts';
@@ -46,6 +47,7 @@ const { values: args } = parseArgs({
     'phigate-node': { type: 'string' },
     replicas: { type: 'string', default: '1' },
     pgbouncer: { type: 'boolean', default: false },
+    'pg-statements': { type: 'boolean', default: false },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -70,6 +72,8 @@ if (!Number.isInteger(REPLICAS) || REPLICAS < 1) throw new Error('--replicas mus
 const SCALED = REPLICAS > 1 || args.pgbouncer === true;
 /** Set once the database is up: PostgreSQL's postmaster, for its CPU per request (null if not on this machine). */
 let postmaster: number | null = null;
+/** Set once the database is up: the bench database's superuser URL (pg_stat_activity, pg_stat_statements). */
+let adminUrl = '';
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 interface Row {
@@ -98,6 +102,8 @@ interface Row {
   keyCacheMisses?: number | null;
   /** CPU ms per request over the measured run: the target, PostgreSQL (null if not on this machine), the runner */
   cpuMsPerRequest?: CpuPerRequest;
+  /** phigate: PostgreSQL's CPU per request split into the request's transaction, the audit writer and the rest (bench/pg-split.ts) */
+  postgresSplit?: PgSplit;
   /** --repeat: every run's req/s; the row is the run of median req/s (peak RSS: the largest) */
   runsReqPerSec?: number[];
   skipped?: string;
@@ -277,8 +283,10 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
   const metricsBefore = name === 'phigate' ? (await roundTrips(target), await scrape(target)) : null;
   const rss = sampleRss(target.child.pid!);
   const cpu = cpuMeter(target.child.pid!, postmaster);
+  const split = name === 'phigate' && postmaster !== null ? await pgSplitMeter(adminUrl, postmaster, APP_ROLE, args['pg-statements']) : null;
   const { result, gqlErrors } = await load(target, w, DURATION);
   const cpuMsPerRequest = cpu(result.requests.total);
+  const postgresSplit = split ? await split(result.requests.total) : null;
   const peakRssMb = rss();
   const row: Row = {
     target: name,
@@ -291,6 +299,7 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
     peakRssMb,
     runtime: target.runtime,
     cpuMsPerRequest,
+    ...(postgresSplit ? { postgresSplit } : {}),
   };
   if (name === 'phigate' && !target.scaled) {
     // The gateway's own count (src/db/transaction.ts): each operation must cost the same
@@ -323,6 +332,7 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
     ? `, server p50 ${srv(row, row.serverP50Ms, row.serverP50RangeMs)} ms p99 ${srv(row, row.serverP99Ms, row.serverP99RangeMs)} ms, KMS calls ${row.kmsCalls ?? 'n/a'}`
     : '';
   log(`  ${row.reqPerSec} req/s, p50 ${row.p50Ms} ms, p99 ${row.p99Ms} ms, errors ${row.errors}, peak RSS ${row.peakRssMb} MB, CPU ms/request ${cpuText(cpuMsPerRequest)}${row.roundTripsPerRequest ? `, round trips ${JSON.stringify(row.roundTripsPerRequest)}` : ''}${inside}`);
+  if (postgresSplit) log(`  ${splitText(postgresSplit)}`);
   return row;
 }
 
@@ -333,7 +343,7 @@ function skippedRow(target: string, w: Workload, runtime: string, why: string): 
 // ---------- main ----------
 async function main(): Promise<void> {
   const started = Date.now();
-  const db = await openBenchDatabase(log);
+  const db = await openBenchDatabase(log, { statementStats: args['pg-statements'] });
   const work = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-run-'));
   const targets: Target[] = [];
   const rows: Row[] = [];
@@ -351,6 +361,8 @@ async function main(): Promise<void> {
 
     if (args['seed-only']) return;
     postmaster = await postmasterPid(db.adminUrl);
+    adminUrl = db.adminUrl;
+    if (args['pg-statements']) await enableStatementStats(db.adminUrl);
     const commitMs = await durableCommitMs(db.adminUrl);
     log(`a durable commit on this database takes ${commitMs} ms (median of 50)`);
 
@@ -457,6 +469,7 @@ async function main(): Promise<void> {
       totalS: Math.round((Date.now() - started) / 1000),
     };
     printTable(rows, report.ratios);
+    printSplits(rows);
     if (authentication) process.stdout.write(`\nAuthentication alone (median of ${authentication.tries}): cached JWT ${authentication.cachedJwtUs} us, API key ${authentication.apiKeyUs} us\n`);
     process.stdout.write(`\nThe issue's targets (#4):\n${verdictLines(report.verdicts).join('\n')}\n`);
     await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });
@@ -470,6 +483,36 @@ async function main(): Promise<void> {
     await db.close().catch((e: Error) => log(`database cleanup: ${e.message}`));
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** pg_stat_statements in the bench database; refuses a server that has not preloaded it. */
+async function enableStatementStats(url: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query('CREATE EXTENSION IF NOT EXISTS pg_stat_statements');
+    await c.query('SELECT pg_stat_statements_reset()');
+  } catch (err) {
+    throw new Error(`--pg-statements: pg_stat_statements is not usable on this server (${(err as Error).message}); it needs shared_preload_libraries, which the embedded server of the bench sets`);
+  } finally {
+    await c.end();
+  }
+}
+
+const splitText = (s: PgSplit) =>
+  `PostgreSQL CPU ms/request: request transaction ${s.requestMs} + audit writer ${s.writerMs} + rest ${s.otherMs}; writer batches per request ${s.writerBatchesPerRequest}; backends started during the run ${s.newBackends}`;
+
+/** phigate's PostgreSQL split, and with --pg-statements each statement's time per request. */
+function printSplits(rows: Row[]): void {
+  const out: string[] = [];
+  for (const r of rows) {
+    if (!r.postgresSplit) continue;
+    out.push('', `${r.workload} (${r.runtime}): ${splitText(r.postgresSplit)}`);
+    if (!r.postgresSplit.statements) continue;
+    out.push('', '| statement | calls/req | ms/req | ms/call |', '|---|---|---|---|');
+    for (const s of r.postgresSplit.statements.slice(0, 12)) out.push(`| \`${s.statement}\` | ${s.callsPerRequest} | ${s.msPerRequest} | ${s.msPerCall} |`);
+  }
+  if (out.length > 0) process.stdout.write(`${out.join('\n')}\n`);
 }
 
 type Ratios = { 'phigate/postgraphile': number | null; 'phigate/floor': number | null; 'scaled/phigate'?: number | null };

