@@ -29,31 +29,15 @@ function isoMicros(us: bigint): string {
 }
 
 export function eventLine(leaf: number, r: EventRow): string {
+  const event = committedEvent(r);
+  // The facts in the canonical order, with the two bigints spelled for JSON readers.
+  const { id, occurredAtMicros, ...facts } = event;
   const line: EventLine = {
     audit: 'event',
     leaf,
     id: r.id,
-    canonical: canonicalBytes(committedEvent(r)).toString('base64'),
-    event: {
-      id: r.id,
-      occurredAt: isoMicros(BigInt(r.occurred_at_us)),
-      requestId: r.request_id,
-      actor: r.actor,
-      actorKind: r.actor_kind,
-      role: r.role,
-      purpose: r.purpose,
-      breakGlass: r.break_glass,
-      clientAddr: r.client_addr,
-      action: r.action,
-      typeName: r.type_name,
-      field: r.field,
-      patientId: r.patient_id,
-      recordId: r.record_id,
-      detail: r.detail,
-      grantId: r.grant_id,
-      credentialId: r.credential_id,
-      batchId: r.batch_id,
-    },
+    canonical: canonicalBytes(event).toString('base64'),
+    event: { id: String(id), occurredAt: isoMicros(occurredAtMicros), ...facts },
   };
   return `${JSON.stringify(line)}\n`;
 }
