@@ -133,6 +133,7 @@ describe('production refuses a database connection without TLS', () => {
         PHIGATE_KMS: 'aws',
         PHIGATE_KMS_KEY_ID: 'alias/phigate',
         AWS_REGION: 'eu-west-1',
+        PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: 'alias/phigate-audit',
       },
       path.resolve(import.meta.dirname, '../..'),
     );
