@@ -11,7 +11,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import type { DataKey } from '../src/crypto/envelope.ts';
 import { patientsOf, type SeedPatient } from '../src/seed/dataset.ts';
-import { arrayLiteral, sealBatch, type SealedBatch, type SeedKeys } from '../src/seed/write.ts';
+import { arrayLiteral, sealBatch, SEED_PHI, type SealedBatch, type SeedKeys } from '../src/seed/write.ts';
 
 export interface SeedWorkerInput {
   readonly patients: number;
@@ -44,12 +44,11 @@ export type SeedWorkerMessage =
 
 function plainBatch(batch: readonly SeedPatient[]): PlainBatch {
   const { text } = arrayLiteral;
-  const col = (f: (p: SeedPatient) => string) => text(batch.map(f));
   const es = batch.flatMap((p) => p.encounters.map((e) => ({ p, e })));
-  const ecol = (f: (x: (typeof es)[number]) => string) => text(es.map(f));
+  // Columns in the order of bench/setup-db.ts's PLAIN_*_INSERT: ids, then SEED_PHI's.
   return {
-    patientParams: [col((p) => p.id), col((p) => p.clinicId), col((p) => p.mrn), col((p) => p.ssn), col((p) => p.givenName), col((p) => p.familyName), col((p) => p.birthDate), col((p) => p.phone), col((p) => p.email), col((p) => p.address)],
-    encounterParams: [ecol((x) => x.e.id), ecol((x) => x.p.id), ecol((x) => x.p.clinicId), ecol((x) => x.e.occurredAt), ecol((x) => x.e.kind), ecol((x) => x.e.reason), ecol((x) => JSON.stringify(x.e.diagnosisCodes)), ecol((x) => x.e.notes)],
+    patientParams: [text(batch.map((p) => p.id)), text(batch.map((p) => p.clinicId)), ...SEED_PHI.patients.map((c) => text(batch.map(c.value)))],
+    encounterParams: [text(es.map((x) => x.e.id)), text(es.map((x) => x.p.id)), text(es.map((x) => x.p.clinicId)), ...SEED_PHI.encounters.map((c) => text(es.map((x) => c.value(x.e))))],
   };
 }
 

@@ -12,7 +12,7 @@ import { createPgKeyStore } from '../src/db/key-store.ts';
 import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
 import { CLINICS } from '../src/seed/dataset.ts';
-import { insertClinics, insertSealed, seedKeys } from '../src/seed/write.ts';
+import { insertClinics, insertSealed, SEED_PHI, seedKeys, unnestInsert } from '../src/seed/write.ts';
 import { freePort } from '../test/support/free-port.ts';
 import type { SeedWorkerInput, SeedWorkerMessage } from './seed-worker.ts';
 import { ActorIndex } from './workloads.ts';
@@ -322,10 +322,10 @@ const PLAIN_TABLES = `
       CREATE INDEX ON bench_plain.encounters (patient_id, occurred_at DESC);
       COMMENT ON TABLE bench_plain.care_team IS '@omit';
 `;
-const PLAIN_PATIENTS_INSERT = `INSERT INTO bench_plain.patients (id, clinic_id, mrn, ssn, given_name, family_name, birth_date, phone, email, address)
-  SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])`;
-const PLAIN_ENCOUNTERS_INSERT = `INSERT INTO bench_plain.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::text[], $6::text[], $7::text[], $8::text[])`;
+const PLAIN_PATIENTS_INSERT = unnestInsert('bench_plain.patients', [['id', 'uuid'], ['clinic_id', 'text']], SEED_PHI.patients, (c) => c.plainType);
+const PLAIN_ENCOUNTERS_INSERT = unnestInsert('bench_plain.encounters', [['id', 'uuid'], ['patient_id', 'uuid'], ['clinic_id', 'text']], SEED_PHI.encounters, (c) => c.plainType);
+// What PostGraphile's patch type offers: every PHI column but the MRN, the plaintext copy's identifier.
+const PLAIN_UPDATABLE = SEED_PHI.patients.map((c) => c.column).filter((c) => c !== 'mrn');
 
 /**
  * Row security on bench_plain: the policies of schema/migrations/004_row_security.sql on the
@@ -361,7 +361,7 @@ const PLAIN_ROW_SECURITY = `
         clinic_id = ANY ((SELECT phigate.ctx_clinics())::text[]));
       GRANT USAGE ON SCHEMA bench_plain TO phigate_app;
       GRANT SELECT ON bench_plain.patients, bench_plain.encounters, bench_plain.care_team TO phigate_app;
-      GRANT UPDATE (ssn, given_name, family_name, birth_date, phone, email, address) ON bench_plain.patients TO phigate_app;
+      GRANT UPDATE (${PLAIN_UPDATABLE.join(', ')}) ON bench_plain.patients TO phigate_app;
       ANALYZE bench_plain.patients; ANALYZE bench_plain.encounters; ANALYZE bench_plain.care_team;
 `;
 

@@ -1,3 +1,4 @@
+import { PHI_FIELDS } from '../src/policy/phi-fields.ts';
 import type { Dataset } from '../src/seed/dataset.ts';
 import type { BatchActors } from './seed-worker.ts';
 
@@ -35,10 +36,10 @@ export interface Workload {
 }
 
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(Math.random() * xs.length)]!;
-const PATIENT_FIELDS = 'id clinicId mrn ssn givenName familyName birthDate phone email address';
+const PHI: readonly string[] = PHI_FIELDS.Patient;
+const PATIENT_FIELDS = ['id', 'clinicId', ...PHI].join(' ');
 // PostGraphile's amber preset names the primary key rowId (id is its global Node ID).
 const PG_FIELDS = PATIENT_FIELDS.replace(/^id /, 'rowId ');
-const PHI = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address'];
 
 function gql(token: string, query: string, variables: Record<string, unknown>, scheme = 'Bearer'): BenchRequest {
   return {

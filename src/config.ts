@@ -137,7 +137,7 @@ export interface AuditLogSettings {
   readonly sealBatch: number;
   readonly checkpointSeconds: number;
   readonly checkpointEvents: number;
-  /** The checkpoint signing key: a 0600 Ed25519 PEM file (PHIGATE_KMS=local) or a KMS key (aws). */
+  /** The checkpoint signing key: a 0600 Ed25519 PEM file (development) or a KMS key (PHIGATE_KMS=aws; required in production). */
   readonly signer: { readonly kind: 'file'; readonly file: string } | { readonly kind: 'kms'; readonly keyId: string };
   /** Directory of the JSON lines file sink; null: no file sink. */
   readonly sinkDir: string | null;
@@ -429,7 +429,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     },
     alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
     alertRules: alertRules(src),
-    auditLog: auditLogSettings(src, cwd, dataDir, provider),
+    auditLog: auditLogSettings(src, cwd, dataDir, provider, production),
     auditRetentionDays: int(src, 'PHIGATE_AUDIT_RETENTION_DAYS', 2192, 1, 36_525),
   };
   if (config.timeouts.headersMs > config.timeouts.bodyMs) throw new ConfigError('PHIGATE_HEADERS_TIMEOUT_MS', 'must not exceed PHIGATE_BODY_TIMEOUT_MS');
@@ -456,7 +456,7 @@ function alertRules(src: Source): AlertRules {
   };
 }
 
-function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local' | 'aws'): AuditLogSettings {
+function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local' | 'aws', production: boolean): AuditLogSettings {
   const origin = text(src, 'PHIGATE_AUDIT_LOG_ORIGIN') ?? 'phigate.local/audit';
   // The origin is also the signed note's key name: printable ASCII, no space, no '+'.
   if (!/^[\x21-\x2a\x2c-\x7e]{1,128}$/.test(origin)) {
@@ -464,8 +464,12 @@ function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local
   }
   const keyFile = text(src, 'PHIGATE_AUDIT_SIGNING_KEY_FILE');
   const kmsKeyId = text(src, 'PHIGATE_AUDIT_SIGNING_KMS_KEY_ID');
-  // Either way the key is outside the database. Without a KMS signing key the file serves with
-  // PHIGATE_KMS=aws too: a deployment whose KMS has no Ed25519 key yet still signs its log.
+  // Either way the key is outside the database. Production signs in the KMS only: a key file on
+  // the gateway's disk is a copy of the signing key that anyone holding the host could take.
+  // Development (with either key provider) keeps the file default.
+  if (production && kms === 'aws' && kmsKeyId === null) {
+    throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is required in production with PHIGATE_KMS=aws: the id or ARN of a KMS key with key spec ECC_NIST_EDWARDS25519 and key usage SIGN_VERIFY that signs the audit checkpoints');
+  }
   let signer: AuditLogSettings['signer'];
   if (kmsKeyId !== null) {
     if (kms !== 'aws') throw new ConfigError('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'is only used with PHIGATE_KMS=aws');

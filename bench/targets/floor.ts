@@ -7,6 +7,7 @@
  */
 import http from 'node:http';
 import pg from 'pg';
+import { PHI_CATALOGUE } from '../../src/policy/phi-fields.ts';
 
 interface FloorConfig {
   appUrl: string;
@@ -16,8 +17,10 @@ const cfg = JSON.parse(process.env.BENCH_TARGET ?? '{}') as FloorConfig;
 const pool = new pg.Pool({ connectionString: cfg.appUrl, max: cfg.poolSize });
 const lit = (v: string) => pg.Client.prototype.escapeLiteral(v);
 
-const PATIENT = `p.id, p.clinic_id AS "clinicId", p.mrn, p.ssn, p.given_name AS "givenName", p.family_name AS "familyName",
-  p.birth_date AS "birthDate", p.phone, p.email, p.address`;
+// Each PHI column under its GraphQL field name, as phigate and PostGraphile answer.
+const PATIENT = ['p.id', 'p.clinic_id AS "clinicId"']
+  .concat(PHI_CATALOGUE.filter((s) => s.type === 'Patient').map((s) => (s.column === s.field ? `p.${s.column}` : `p.${s.column} AS "${s.field}"`)))
+  .join(', ');
 
 function identity(auth: string | undefined): string {
   const token = auth?.replace(/^Bearer /, '') ?? '';

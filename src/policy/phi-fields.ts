@@ -3,8 +3,11 @@
  * catalogue (PHI_FIELDS, checked against every role of the policy file), the GraphQL fields
  * marked PHI (start-up checks the built schema against PHI_FIELDS), the patient mutation inputs,
  * the SQL columns read and written (src/db/patients.ts), the patient values a write validates
- * (src/records/patient-values.ts) and the log redaction list (src/log.ts).
- * test/unit/phi-catalogue.test.ts and test/integration/phi-catalogue.test.ts fail when a copy drifts.
+ * (src/records/patient-values.ts), the log redaction list (src/log.ts), and the columns the seed
+ * writes (src/seed/write.ts `SEED_PHI`, which the bench's seeding and plaintext copy use too).
+ * test/unit/phi-catalogue.test.ts and test/integration/phi-catalogue.test.ts fail when a copy drifts,
+ * and when src/ or bench/ spells the list out again (quoted on one line, as an array literal over
+ * several lines, or as an SQL column list outside src/db/patients.ts).
  *
  * Each entry: the GraphQL type and field (the policy's `Type.field`), the table and column that
  * hold it, whether the column holds ciphertext (bound by AAD to table, column, row and key

@@ -3,8 +3,8 @@ import { blindIndex, normaliseMrn, normaliseSsn } from '../crypto/blind-index.ts
 import { sealField, type DataKey } from '../crypto/envelope.ts';
 import { newPatientKey } from '../crypto/patient-key.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
-import { PATIENT_COLUMNS } from '../db/patients.ts';
-import type { Dataset, SeedPatient } from './dataset.ts';
+import { PHI_CATALOGUE } from '../policy/phi-fields.ts';
+import type { Dataset, SeedEncounter, SeedPatient } from './dataset.ts';
 
 /**
  * The keys a data set is sealed with, resolved once per clinic instead of once per value: each
@@ -45,11 +45,53 @@ export interface SealedBatch {
   readonly patientKeyParams: readonly string[];
 }
 
-const PATIENT_PHI = Object.entries(PATIENT_COLUMNS) as [keyof typeof PATIENT_COLUMNS, string][];
-const PATIENT_INSERT_SQL = `INSERT INTO phigate.patients (id, clinic_id, ${PATIENT_PHI.map(([, c]) => c).join(', ')}, mrn_bidx, ssn_bidx)
-  SELECT * FROM unnest($1::uuid[], $2::text[], ${Array.from({ length: PATIENT_PHI.length + 2 }, (_, i) => `$${i + 3}::bytea[]`).join(', ')})`;
-const ENCOUNTER_INSERT_SQL = `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind, reason, diagnosis_codes, notes)
-  SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[], $5::bytea[], $6::bytea[], $7::bytea[], $8::bytea[])`;
+type Spec = (typeof PHI_CATALOGUE)[number];
+type PlaintextColumn = Extract<Spec, { encrypted: false }>['column'];
+/** The SQL type of each column the catalogue keeps in plaintext; a new one does not compile until it is named here. */
+const PLAINTEXT_TYPES: Readonly<Record<PlaintextColumn, string>> = { occurred_at: 'timestamptz' };
+
+/** One PHI column a seed writes: its value in a seed row, and the SQL type of that value in plaintext. */
+export interface SeedColumn<Row> {
+  readonly column: string;
+  readonly encrypted: boolean;
+  readonly plainType: string;
+  readonly value: (row: Row) => string;
+}
+
+// Values as their columns hold them once opened: text, the diagnosis codes as a JSON array (as addEncounter writes them).
+const asText = (v: string | readonly string[]): string => (typeof v === 'string' ? v : JSON.stringify(v));
+const plainType = (s: Spec): string => (s.encrypted ? 'text' : PLAINTEXT_TYPES[s.column as PlaintextColumn]);
+
+/**
+ * The PHI columns of each table in catalogue order (src/policy/phi-fields.ts), with the seed value
+ * each takes: the one list the seed and the bench's plaintext copy (bench/seed-worker.ts,
+ * bench/setup-db.ts) iterate. A catalogue field the seed types lack does not compile.
+ */
+export const SEED_PHI: { readonly patients: readonly SeedColumn<SeedPatient>[]; readonly encounters: readonly SeedColumn<SeedEncounter>[] } = {
+  patients: PHI_CATALOGUE.filter((s): s is Extract<Spec, { type: 'Patient' }> => s.type === 'Patient').map((s) => ({
+    column: s.column,
+    encrypted: s.encrypted,
+    plainType: plainType(s),
+    value: (p: SeedPatient) => asText(p[s.field]),
+  })),
+  encounters: PHI_CATALOGUE.filter((s): s is Extract<Spec, { type: 'Encounter' }> => s.type === 'Encounter').map((s) => ({
+    column: s.column,
+    encrypted: s.encrypted,
+    plainType: plainType(s),
+    value: (e: SeedEncounter) => asText(e[s.field]),
+  })),
+};
+
+/** `INSERT INTO table (leading..., PHI columns..., trailing...) SELECT * FROM unnest(...)`, one array parameter per column. */
+export function unnestInsert(table: string, leading: readonly [string, string][], phi: readonly SeedColumn<never>[], phiType: (c: SeedColumn<never>) => string, trailing: readonly [string, string][] = []): string {
+  const columns: [string, string][] = [...leading, ...phi.map((c): [string, string] => [c.column, phiType(c)]), ...trailing];
+  return `INSERT INTO ${table} (${columns.map(([c]) => c).join(', ')})
+  SELECT * FROM unnest(${columns.map(([, type], i) => `$${i + 1}::${type}[]`).join(', ')})`;
+}
+
+const sealedType = (c: SeedColumn<never>): string => (c.encrypted ? 'bytea' : c.plainType);
+const PATIENT_INSERT_SQL = unnestInsert('phigate.patients', [['id', 'uuid'], ['clinic_id', 'text']], SEED_PHI.patients, sealedType, [['mrn_bidx', 'bytea'], ['ssn_bidx', 'bytea']]);
+const ENCOUNTER_INSERT_SQL = unnestInsert('phigate.encounters', [['id', 'uuid'], ['patient_id', 'uuid'], ['clinic_id', 'text']], SEED_PHI.encounters, sealedType);
 const PATIENT_KEY_INSERT_SQL = `INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped)
   SELECT p, 1, c, v, w FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::bytea[]) AS t(p, c, v, w)`;
 const CARE_TEAM_INSERT_SQL = 'INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[])';
@@ -84,8 +126,8 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
   const clinicIds: string[] = [];
   const mrnBidx: Buffer[] = [];
   const ssnBidx: Buffer[] = [];
-  const phi: Buffer[][] = PATIENT_PHI.map(() => []);
-  const enc = { id: [] as string[], patientId: [] as string[], clinicId: [] as string[], occurredAt: [] as string[], kind: [] as Buffer[], reason: [] as Buffer[], codes: [] as Buffer[], notes: [] as Buffer[] };
+  const phi: (Buffer | string)[][] = SEED_PHI.patients.map(() => []);
+  const enc = { id: [] as string[], patientId: [] as string[], clinicId: [] as string[], phi: SEED_PHI.encounters.map((): (Buffer | string)[] => []) };
   const team = { patientId: [] as string[], subject: [] as string[], clinicId: [] as string[] };
   const wrappedKeys: Buffer[] = [];
   const clinicVersions: string[] = [];
@@ -101,19 +143,18 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
     clinicIds.push(p.clinicId);
     mrnBidx.push(blindIndex(mrnKey, normaliseMrn(p.mrn)));
     ssnBidx.push(blindIndex(ssnKey, normaliseSsn(p.ssn)));
-    for (let i = 0; i < PATIENT_PHI.length; i++) {
-      const [field, column] = PATIENT_PHI[i]!;
-      phi[i]!.push(sealField(key, { table: 'patients', column, rowId: p.id }, p[field]));
-    }
+    SEED_PHI.patients.forEach((c, i) => {
+      const value = c.value(p);
+      phi[i]!.push(c.encrypted ? sealField(key, { table: 'patients', column: c.column, rowId: p.id }, value) : value);
+    });
     for (const e of p.encounters) {
       enc.id.push(e.id);
       enc.patientId.push(p.id);
       enc.clinicId.push(p.clinicId);
-      enc.occurredAt.push(e.occurredAt);
-      enc.kind.push(sealField(key, { table: 'encounters', column: 'kind', rowId: e.id }, e.kind));
-      enc.reason.push(sealField(key, { table: 'encounters', column: 'reason', rowId: e.id }, e.reason));
-      enc.codes.push(sealField(key, { table: 'encounters', column: 'diagnosis_codes', rowId: e.id }, JSON.stringify(e.diagnosisCodes)));
-      enc.notes.push(sealField(key, { table: 'encounters', column: 'notes', rowId: e.id }, e.notes));
+      SEED_PHI.encounters.forEach((c, i) => {
+        const value = c.value(e);
+        enc.phi[i]!.push(c.encrypted ? sealField(key, { table: 'encounters', column: c.column, rowId: e.id }, value) : value);
+      });
     }
     for (const s of p.careTeam) {
       team.patientId.push(p.id);
@@ -123,10 +164,12 @@ export function sealBatch(keys: SeedKeys, batch: readonly SeedPatient[]): Sealed
     key.key.fill(0);
   }
   const { text, bytea } = arrayLiteral;
+  // A column's values are all ciphertext or all plaintext, as its catalogue entry says.
+  const column = (c: SeedColumn<never>, values: (Buffer | string)[]) => (c.encrypted ? bytea(values as Buffer[]) : text(values as string[]));
   return {
     patients: batch.length,
-    patientParams: [text(ids), text(clinicIds), ...phi.map(bytea), bytea(mrnBidx), bytea(ssnBidx)],
-    encounterParams: [text(enc.id), text(enc.patientId), text(enc.clinicId), text(enc.occurredAt), bytea(enc.kind), bytea(enc.reason), bytea(enc.codes), bytea(enc.notes)],
+    patientParams: [text(ids), text(clinicIds), ...SEED_PHI.patients.map((c, i) => column(c, phi[i]!)), bytea(mrnBidx), bytea(ssnBidx)],
+    encounterParams: [text(enc.id), text(enc.patientId), text(enc.clinicId), ...SEED_PHI.encounters.map((c, i) => column(c, enc.phi[i]!))],
     careTeamParams: [text(team.patientId), text(team.subject), text(team.clinicId)],
     patientKeyParams: [text(ids), text(clinicIds), text(clinicVersions), bytea(wrappedKeys)],
   };

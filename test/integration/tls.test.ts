@@ -1,13 +1,20 @@
-import { readFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
+import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { assembleApp } from '../../src/app.ts';
+import { openNote, parseVerifierKey, verifierKey } from '../../src/audit/log/note.ts';
+import { kmsSigner } from '../../src/audit/log/signer.ts';
 import { loadConfig } from '../../src/config.ts';
+import { migrate } from '../../src/db/migrate.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { assertTlsConnection, InsecureDatabaseConnectionError, pgConnection } from '../../src/db/tls.ts';
 import { createLogger } from '../../src/log.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
+import { startFakeKms, type FakeKms } from '../support/fake-kms.ts';
 import { startTlsPostgres, type TlsPostgres } from '../support/tls-postgres.ts';
 
 // Transport security to the database, against a real PostgreSQL that accepts only TLS >= 1.2 and
@@ -133,10 +140,91 @@ describe('production refuses a database connection without TLS', () => {
         PHIGATE_KMS: 'aws',
         PHIGATE_KMS_KEY_ID: 'alias/phigate',
         AWS_REGION: 'eu-west-1',
+        PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: 'alias/phigate-audit',
       },
       path.resolve(import.meta.dirname, '../..'),
     );
     // The URL a misbehaving proxy or a wrong setting might really lead to: plaintext.
     await expect(assembleApp(config, plain.appUrl, createLogger('silent'))).rejects.toThrow(/^DATABASE_URL: production requires TLS 1\.2/);
+  });
+});
+
+describe('a production start with PHIGATE_KMS=aws', () => {
+  // The whole start-up of assembleApp as production runs it: verified TLS to the database, the
+  // master key proven through the KMS, and the audit log's checkpoints signed by a KMS Ed25519 key
+  // (one GetPublicKey at start-up, KMS Sign for each checkpoint), all through the real
+  // @aws-sdk/client-kms against the loopback KMS. The issuer is unreachable, which start-up
+  // tolerates (tokens are refused until it answers).
+  const credentials = { accessKeyId: 'AKIAFAKEFAKEFAKEFAKE', secretAccessKey: 'fake-secret-access-key' };
+  let kms: FakeKms;
+  let signingKey: string;
+  let dataDir: string;
+  const env = (): Record<string, string> => ({
+    PHIGATE_ENV: 'production',
+    DATABASE_URL: server.url(ROLE, PASSWORD, 'localhost', 'sslmode=verify-full'),
+    PHIGATE_DATABASE_CA_FILE: server.caFile,
+    PHIGATE_OIDC_ISSUER: 'https://127.0.0.1:9/realms/phigate',
+    PHIGATE_KMS: 'aws',
+    PHIGATE_KMS_KEY_ID: 'data-key',
+    AWS_REGION: 'us-east-1',
+    PHIGATE_KMS_ENDPOINT: kms.endpoint,
+    PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: signingKey,
+    PHIGATE_AUDIT_LOG_ORIGIN: 'phigate.test/production',
+    PHIGATE_DATA_DIR: dataDir,
+  });
+
+  beforeAll(async () => {
+    Object.assign(process.env, { AWS_ACCESS_KEY_ID: credentials.accessKeyId, AWS_SECRET_ACCESS_KEY: credentials.secretAccessKey });
+    kms = await startFakeKms();
+    const client = new KMSClient({ region: 'us-east-1', endpoint: kms.endpoint, credentials });
+    signingKey = (await client.send(new CreateKeyCommand({ KeySpec: 'ECC_NIST_EDWARDS25519', KeyUsage: 'SIGN_VERIFY' }))).KeyMetadata!.KeyId!;
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'phigate-prod-'));
+    const superuser = `${server.url('postgres', server.superuserPassword, 'localhost', 'sslmode=verify-full')}&sslrootcert=${encodeURIComponent(server.caFile)}`;
+    await migrate(superuser);
+    const admin = new pg.Client(pgConnection(superuser));
+    await admin.connect();
+    try {
+      await admin.query(`GRANT phigate_app TO ${ROLE}`);
+    } finally {
+      await admin.end();
+    }
+  }, 120_000);
+  afterAll(async () => {
+    await kms?.close();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('starts, and signs its checkpoints with KMS Sign; no key file is made', async () => {
+    const config = loadConfig(env(), path.resolve(import.meta.dirname, '../..'));
+    const before = { ...kms.calls };
+    const app = await assembleApp(config, config.database!.appUrl, createLogger('silent'));
+    try {
+      expect(kms.calls.GetPublicKey).toBe(before.GetPublicKey + 1);
+      await app.auditWriter.write({
+        request: { requestId: 'production-start', actor: 'dr-prod', actorKind: 'user', clientAddr: '10.0.0.1' },
+        events: [{ action: 'read', typeName: 'Patient', field: 'ssn', patientId: randomUUID(), recordId: null, role: 'physician', purpose: 'treatment', breakGlass: false }],
+      });
+      const round = await app.auditLog.round(true);
+      expect(round.checkpoint).toBeGreaterThan(0);
+      expect(kms.calls.Sign).toBeGreaterThan(before.Sign);
+      const { rows } = await app.logPool.query<{ note: string }>('SELECT note FROM phigate.audit_checkpoints ORDER BY tree_size DESC LIMIT 1');
+      const publicKey = (await kmsSigner({ keyId: signingKey, region: 'us-east-1', endpoint: kms.endpoint, name: 'phigate.test/production', credentials })).publicKey;
+      expect(openNote(rows[0]!.note, parseVerifierKey(verifierKey('phigate.test/production', publicKey))!)).not.toBeNull();
+      await expect(stat(path.join(dataDir, 'audit-signing-key.pem'))).rejects.toMatchObject({ code: 'ENOENT' });
+    } finally {
+      await app.auditLog.stop();
+      await app.auditWriter.close();
+      await app.partnerKeys.close();
+      await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.logPool.end()]);
+    }
+  });
+
+  it('refuses to start with a signing key that is not Ed25519, naming the variable', async () => {
+    const client = new KMSClient({ region: 'us-east-1', endpoint: kms.endpoint, credentials });
+    const p256 = (await client.send(new CreateKeyCommand({ KeySpec: 'ECC_NIST_P256', KeyUsage: 'SIGN_VERIFY' }))).KeyMetadata!.KeyId!;
+    const config = loadConfig({ ...env(), PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: p256 }, path.resolve(import.meta.dirname, '../..'));
+    await expect(assembleApp(config, config.database!.appUrl, createLogger('silent'))).rejects.toThrow(
+      /^PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: the key is not an Ed25519 signing key \(key spec ECC_NIST_P256/,
+    );
   });
 });

@@ -9,6 +9,8 @@
  * Asymmetric signing keys too, as the audit log's checkpoints use them: CreateKey (KeySpec
  * ECC_NIST_EDWARDS25519, KeyUsage SIGN_VERIFY), GetPublicKey (DER SubjectPublicKeyInfo) and Sign
  * (SigningAlgorithm ED25519_SHA_512 with MessageType RAW only, as KMS requires), real Ed25519.
+ * CreateKey also makes ECC_NIST_P256 SIGN_VERIFY keys (GetPublicKey only), so that a test can
+ * hand the gateway a signing key of the wrong kind.
  */
 import { generateKeyPairSync, randomBytes, randomUUID, sign as ed25519Sign, type KeyObject } from 'node:crypto';
 import { createServer } from 'node:http';
@@ -49,6 +51,8 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 
 const kmsError = (res: ServerResponse, type: string, message: string): void => send(res, 400, { __type: type, message });
 
+const algorithmsOf = (spec: string): string[] => (spec === 'ECC_NIST_P256' ? ['ECDSA_SHA_256'] : ['ED25519_SHA_512', 'ED25519_PH_SHA_512']);
+
 async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -58,7 +62,7 @@ async function readJson(req: IncomingMessage): Promise<Record<string, unknown>> 
 export async function startFakeKms(): Promise<FakeKms> {
   const issued = new Map<string, Issued>();
   const calls = { GenerateDataKey: 0, Decrypt: 0, Encrypt: 0, CreateKey: 0, GetPublicKey: 0, Sign: 0 };
-  const signingKeys = new Map<string, { readonly keyId: string; readonly privateKey: KeyObject; readonly publicKey: KeyObject }>();
+  const signingKeys = new Map<string, { readonly keyId: string; readonly spec: string; readonly privateKey: KeyObject; readonly publicKey: KeyObject }>();
   const signingKey = (keyId: unknown) => (typeof keyId === 'string' ? signingKeys.get(arnOf(keyId)) : undefined);
   let failure: FakeKmsFailure = null;
 
@@ -103,26 +107,27 @@ export async function startFakeKms(): Promise<FakeKms> {
       return send(res, 200, { KeyId: entry.keyArn, Plaintext: entry.plaintext.toString('base64'), EncryptionAlgorithm: 'SYMMETRIC_DEFAULT' });
     }
     if (op === 'CreateKey') {
-      if (body.KeySpec !== 'ECC_NIST_EDWARDS25519' || body.KeyUsage !== 'SIGN_VERIFY') {
-        return kmsError(res, 'UnsupportedOperationException', 'the fake creates ECC_NIST_EDWARDS25519 SIGN_VERIFY keys only');
+      const spec = body.KeySpec;
+      if ((spec !== 'ECC_NIST_EDWARDS25519' && spec !== 'ECC_NIST_P256') || body.KeyUsage !== 'SIGN_VERIFY') {
+        return kmsError(res, 'UnsupportedOperationException', 'the fake creates ECC_NIST_EDWARDS25519 and ECC_NIST_P256 SIGN_VERIFY keys only');
       }
       const keyId = randomUUID();
-      const pair = generateKeyPairSync('ed25519');
-      signingKeys.set(arnOf(keyId), { keyId, ...pair });
-      const KeyMetadata = { KeyId: keyId, Arn: arnOf(keyId), KeySpec: 'ECC_NIST_EDWARDS25519', KeyUsage: 'SIGN_VERIFY', KeyState: 'Enabled', Enabled: true,
-        SigningAlgorithms: ['ED25519_SHA_512', 'ED25519_PH_SHA_512'], CreationDate: Math.floor(Date.now() / 1000) };
+      const pair = spec === 'ECC_NIST_P256' ? generateKeyPairSync('ec', { namedCurve: 'P-256' }) : generateKeyPairSync('ed25519');
+      signingKeys.set(arnOf(keyId), { keyId, spec, ...pair });
+      const KeyMetadata = { KeyId: keyId, Arn: arnOf(keyId), KeySpec: spec, KeyUsage: 'SIGN_VERIFY', KeyState: 'Enabled', Enabled: true,
+        SigningAlgorithms: algorithmsOf(spec), CreationDate: Math.floor(Date.now() / 1000) };
       return send(res, 200, { KeyMetadata });
     }
     if (op === 'GetPublicKey') {
       const key = signingKey(body.KeyId);
       if (!key) return kmsError(res, 'NotFoundException', 'no such key');
-      return send(res, 200, { KeyId: arnOf(key.keyId), KeySpec: 'ECC_NIST_EDWARDS25519', KeyUsage: 'SIGN_VERIFY', SigningAlgorithms: ['ED25519_SHA_512', 'ED25519_PH_SHA_512'],
+      return send(res, 200, { KeyId: arnOf(key.keyId), KeySpec: key.spec, KeyUsage: 'SIGN_VERIFY', SigningAlgorithms: algorithmsOf(key.spec),
         PublicKey: key.publicKey.export({ format: 'der', type: 'spki' }).toString('base64') });
     }
     if (op === 'Sign') {
       const key = signingKey(body.KeyId);
       if (!key) return kmsError(res, 'NotFoundException', 'no such key');
-      if (body.SigningAlgorithm !== 'ED25519_SHA_512' || body.MessageType !== 'RAW' || typeof body.Message !== 'string') {
+      if (key.spec !== 'ECC_NIST_EDWARDS25519' || body.SigningAlgorithm !== 'ED25519_SHA_512' || body.MessageType !== 'RAW' || typeof body.Message !== 'string') {
         return kmsError(res, 'ValidationException', 'ED25519_SHA_512 signs a RAW message');
       }
       const signature = ed25519Sign(null, Buffer.from(body.Message, 'base64'), key.privateKey);

@@ -70,6 +70,7 @@ describe('docker-compose.yml', () => {
     expect(gatewayEnv.PHIGATE_KMS_KEY_ID).toBeTruthy();
     expect(gatewayEnv.AWS_REGION).toBeTruthy();
     expect(gatewayEnv.PHIGATE_KMS_ENDPOINT).toMatch(/^https?:\/\//);
+    expect(gatewayEnv.PHIGATE_AUDIT_SIGNING_KMS_KEY_ID).toBeTruthy();
   });
 
   it("the gateway's and the migrator's environments pass loadConfig as production", () => {

@@ -8,6 +8,7 @@ const prodBase = {
   PHIGATE_KMS: 'aws',
   PHIGATE_KMS_KEY_ID: 'alias/phigate',
   AWS_REGION: 'eu-west-1',
+  PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: 'alias/phigate-audit',
 };
 
 function refusal(env: Record<string, string>): ConfigError {
@@ -40,6 +41,7 @@ describe('loadConfig', () => {
     const c = loadConfig(prodBase, '/srv');
     expect(c.env).toBe('production');
     expect(c.kms).toEqual({ provider: 'aws', keyId: 'alias/phigate', region: 'eu-west-1', endpoint: null });
+    expect(c.auditLog.signer).toEqual({ kind: 'kms', keyId: 'alias/phigate-audit' });
   });
 
   it.each([
@@ -94,6 +96,7 @@ describe('loadConfig', () => {
     [{ PHIGATE_OIDC_ISSUER: undefined }, 'PHIGATE_OIDC_ISSUER'],
     [{ PHIGATE_OIDC_ISSUER: 'http://idp.example.org' }, 'PHIGATE_OIDC_ISSUER'],
     [{ PHIGATE_KMS: 'local' }, 'PHIGATE_KMS'],
+    [{ PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: undefined }, 'PHIGATE_AUDIT_SIGNING_KMS_KEY_ID'],
   ])('production refuses %j (naming %s)', (over, variable) => {
     const env = { ...prodBase, ...over } as Record<string, string | undefined>;
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];

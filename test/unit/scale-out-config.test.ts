@@ -18,6 +18,7 @@ describe('PHIGATE_AUX_DATABASE_URL', () => {
       PHIGATE_KMS: 'aws',
       PHIGATE_KMS_KEY_ID: 'k',
       AWS_REGION: 'eu-west-2',
+      PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: 'k-audit',
     };
     expect(() => loadConfig({ ...production, PHIGATE_AUX_DATABASE_URL: `${app}_aux` })).toThrow(/^PHIGATE_AUX_DATABASE_URL: production requires sslmode=verify-full/);
     expect(loadConfig({ ...production, PHIGATE_AUX_DATABASE_URL: `${app}_aux?sslmode=verify-full` }).auxDatabaseUrl).toContain('_aux');

@@ -41,6 +41,14 @@ export async function fileSigner(file: string, name: string): Promise<NoteSigner
   return { name, publicKey: rawPublicKey(createPublicKey(privateKey)), sign: async (message) => signWith(null, message, privateKey) };
 }
 
+/** The KMS signing key cannot serve; `reason` names what is wrong, never key material. */
+export class KmsSigningKeyError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+    this.name = 'KmsSigningKeyError';
+  }
+}
+
 export interface KmsSignerOptions {
   readonly keyId: string;
   readonly region: string;
@@ -50,12 +58,27 @@ export interface KmsSignerOptions {
   readonly credentials?: { readonly accessKeyId: string; readonly secretAccessKey: string };
 }
 
-/** Signs through AWS KMS `Sign` (ED25519_SHA_512, message RAW); the public key comes from `GetPublicKey`. */
+/**
+ * Signs through AWS KMS `Sign` (ED25519_SHA_512, message RAW). The one `GetPublicKey` call here
+ * proves, before anything is signed, that the key exists, that this identity may use it, and that
+ * it is an Ed25519 signing key; any doubt is a KmsSigningKeyError.
+ */
 export async function kmsSigner(opts: KmsSignerOptions): Promise<NoteSigner> {
   const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}), ...(opts.credentials ? { credentials: opts.credentials } : {}) });
-  const got = await client.send(new GetPublicKeyCommand({ KeyId: opts.keyId }));
-  if (got.KeySpec !== 'ECC_NIST_EDWARDS25519' || !got.PublicKey) throw new Error('PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: the key is not an Ed25519 signing key');
-  const publicKey = createPublicKey({ key: Buffer.from(got.PublicKey), format: 'der', type: 'spki' });
+  const got = await client.send(new GetPublicKeyCommand({ KeyId: opts.keyId })).catch((err: unknown) => {
+    // The SDK's name (NotFoundException, AccessDeniedException, a network error) and nothing of its message.
+    throw new KmsSigningKeyError(`GetPublicKey failed (${(err as Error).name ?? 'Error'})`);
+  });
+  if (got.KeySpec !== 'ECC_NIST_EDWARDS25519' || got.KeyUsage !== 'SIGN_VERIFY' || !got.SigningAlgorithms?.includes('ED25519_SHA_512') || !got.PublicKey) {
+    throw new KmsSigningKeyError(`the key is not an Ed25519 signing key (key spec ${got.KeySpec ?? 'none'}, key usage ${got.KeyUsage ?? 'none'}); it must be ECC_NIST_EDWARDS25519 with SIGN_VERIFY`);
+  }
+  let publicKey: KeyObject;
+  try {
+    publicKey = createPublicKey({ key: Buffer.from(got.PublicKey), format: 'der', type: 'spki' });
+  } catch {
+    throw new KmsSigningKeyError('GetPublicKey returned a public key that is not DER SubjectPublicKeyInfo');
+  }
+  if (publicKey.asymmetricKeyType !== 'ed25519') throw new KmsSigningKeyError('GetPublicKey returned a public key that is not Ed25519');
   return {
     name: opts.name,
     publicKey: rawPublicKey(publicKey),
