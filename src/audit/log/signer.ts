@@ -1,5 +1,5 @@
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign as signWith, type KeyObject } from 'node:crypto';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as signWith, type KeyObject } from 'node:crypto';
+import { link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
 import type { NoteSigner } from './note.ts';
@@ -18,6 +18,26 @@ export class SigningKeyFileError extends Error {
   }
 }
 
+/**
+ * Puts `pem` at `file` unless a file is there, and returns what is there. Replicas starting
+ * together on one data directory race to create the key: written in place, the loser could read
+ * the winner's file before its bytes were in it. A hard link of a complete file appears whole.
+ */
+async function createOnce(file: string, pem: string): Promise<string> {
+  const draft = `${file}.${randomBytes(8).toString('hex')}.tmp`;
+  await writeFile(draft, pem, { mode: 0o600, flag: 'wx' });
+  try {
+    await link(draft, file);
+    return pem;
+  } catch (e) {
+    // Another process created it first: use theirs.
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    return readFile(file, 'utf8');
+  } finally {
+    await unlink(draft).catch(() => undefined);
+  }
+}
+
 /** Reads the key at `file`, creating it (0600, its folder 0700) when there is none. */
 export async function fileSigner(file: string, name: string): Promise<NoteSigner> {
   let pem: string;
@@ -26,12 +46,7 @@ export async function fileSigner(file: string, name: string): Promise<NoteSigner
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
-    pem = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString();
-    await writeFile(file, pem, { mode: 0o600, flag: 'wx' }).catch(async (e: NodeJS.ErrnoException) => {
-      // Another process created it first: use theirs.
-      if (e.code !== 'EEXIST') throw e;
-      pem = await readFile(file, 'utf8');
-    });
+    pem = await createOnce(file, generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
   }
   // A key others could read is no longer a key only the gateway holds: refuse it, never repair it.
   const mode = (await stat(file)).mode & 0o777;

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { readdir } from 'node:fs/promises';
+import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseSinkLine } from '../sink/lines.ts';
@@ -28,8 +28,10 @@ export class SinkFormatError extends Error {
 
 const FILE = /^audit-\d{20}\.jsonl$/;
 
-async function sinkFiles(dir: string): Promise<string[]> {
-  return (await readdir(dir)).filter((f) => FILE.test(f)).sort().map((f) => path.join(dir, f));
+/** The sink's files and how many bytes each holds now: the reader reads no further. */
+async function sinkExtent(dir: string): Promise<{ file: string; bytes: number }[]> {
+  const files = (await readdir(dir)).filter((f) => FILE.test(f)).sort().map((f) => path.join(dir, f));
+  return Promise.all(files.map(async (file) => ({ file, bytes: (await stat(file)).size })));
 }
 
 export interface SinkReader {
@@ -41,14 +43,21 @@ export interface SinkReader {
   drain(onEvent: (e: SinkEvent) => void): Promise<void>;
 }
 
+/**
+ * Fixes the sink's extent now; what the replicas append later is not read. Every line in the sink
+ * was delivered from committed rows, so a database snapshot taken after this holds each of them.
+ */
 export async function openSink(dir: string): Promise<SinkReader> {
-  const files = await sinkFiles(dir);
+  const extent = await sinkExtent(dir);
+  const files = extent.map((e) => e.file);
   const checkpoints = new Map<number, SinkCheckpoint>();
   let last: SinkEvent | null = null;
 
   async function* lines(): AsyncGenerator<SinkEvent> {
-    for (const file of files) {
-      const input = createReadStream(file, { encoding: 'utf8' });
+    for (const { file, bytes } of extent) {
+      if (bytes === 0) continue;
+      // A line being appended at the moment of the extent is cut here: a torn last line, left out.
+      const input = createReadStream(file, { encoding: 'utf8', end: bytes - 1 });
       const rl = createInterface({ input, crlfDelay: Infinity });
       let n = 0;
       let torn = false;

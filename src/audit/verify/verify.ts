@@ -116,6 +116,9 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
   const db = opts.client;
   const batch = opts.batch ?? 5000;
   const counts = { leaves: 0, rehashed: 0, retired: 0, checkpoints: 0, unsigned: 0, unsealed: 0, sinkCompared: 0 };
+  // The sink's extent before the snapshot: lines the replicas deliver while the walk runs are
+  // newer than the snapshot and would otherwise look like leaves the database lacks.
+  const sink: SinkReader | null = opts.sinkDir ? await openSink(opts.sinkDir) : null;
   // One snapshot for the whole walk: a sealer or writer running meanwhile changes nothing we see.
   await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
@@ -163,7 +166,6 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
     const retentionEvents = new Map(runs.map((r) => [r.event_id, r]));
 
     const total = Number((await db.query<{ n: string }>('SELECT coalesce(max(leaf_index) + 1, 0) AS n FROM phigate.audit_log')).rows[0]!.n);
-    const sink: SinkReader | null = opts.sinkDir ? await openSink(opts.sinkDir) : null;
     const tree = growingTree();
     let m = 0;
     let prevKey: [bigint, bigint] | null = null;

@@ -260,6 +260,33 @@ describe('audit verify names the event a superuser with the triggers off tampere
     expect((await verify()).problem).toMatchObject({ kind: 'root_mismatch', eventId: events[4] });
   });
 
+  it('a sink the gateways deliver to during the walk: lines newer than its snapshot are not leaves the database lacks', async () => {
+    await fresh();
+    const events = await buildLog();
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    await writeSink(sinkDir);
+    const r = await admin(async (client) => {
+      // Right after the statement that fixes the walk's snapshot, a gateway seals, signs and delivers more.
+      let statements = 0;
+      const racing = new Proxy(client, {
+        get(target, prop) {
+          if (prop !== 'query') return Reflect.get(target, prop, target);
+          return async (...args: unknown[]) => {
+            const result = await (target.query as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+            if (++statements === 2) {
+              await buildLog(1);
+              await writeSink(sinkDir);
+            }
+            return result;
+          };
+        },
+      });
+      return verifyLog({ client: racing, verifier, sinkDir });
+    });
+    expect(r).toMatchObject({ problem: null, leaves: events.length, sinkCompared: events.length });
+    expect(await verify(sinkDir)).toMatchObject({ problem: null, leaves: events.length + 4, sinkCompared: events.length + 4 });
+  });
+
   it('a checkpoint the sink holds and the database lost', async () => {
     await fresh();
     const events = await buildLog();

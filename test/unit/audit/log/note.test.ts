@@ -1,5 +1,5 @@
 import { generateKeyPairSync, sign } from 'node:crypto';
-import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -48,6 +48,14 @@ describe('signed notes (C2SP signed-note, Ed25519)', () => {
       expect((await stat(file)).mode & 0o777).toBe(0o600);
       const b = await fileSigner(file, 'phigate.test/audit');
       expect(b.publicKey.equals(a.publicKey)).toBe(true);
+      // Replicas starting together on one data directory: every one gets the same, whole key. The
+      // loser of a round reads the winner's file at some point of its writing: rounds give it many.
+      for (let round = 0; round < 200; round++) {
+        const racers = path.join(dir, `race-${round}`, 'audit-signing.pem');
+        const signers = await Promise.all([0, 1].map(() => fileSigner(racers, 'phigate.test/audit')));
+        expect(signers[1]!.publicKey.equals(signers[0]!.publicKey)).toBe(true);
+        expect(await readdir(path.dirname(racers))).toEqual(['audit-signing.pem']);
+      }
       await chmod(file, 0o640);
       await expect(fileSigner(file, 'phigate.test/audit')).rejects.toBeInstanceOf(SigningKeyFileError);
       expect((await stat(file)).mode & 0o777).toBe(0o640);
