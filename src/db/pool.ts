@@ -24,6 +24,10 @@ export function createPool(url: string, opts: PoolOptions = {}): Pool {
   // An idle client that errors (server restart, network) must not crash the process; the pool
   // drops it and the next request gets a fresh connection.
   pool.on('error', () => undefined);
+  // So must a checked-out one whose server connection dies between two of its queries (a
+  // terminated backend, PgBouncer's "server conn crashed?"): without a listener the client's
+  // 'error' event is an uncaught exception. Its holder sees the failure on its next query.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
 }
 
