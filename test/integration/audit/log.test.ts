@@ -15,7 +15,7 @@ import { leafHash, rootOf } from '../../../src/audit/log/tree.ts';
 import { createAuditWriter } from '../../../src/audit/writer.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createLogger } from '../../../src/log.ts';
-import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
+import { createTestDatabase, preparedStatements, type TestDatabase, withClient } from '../../support/db.ts';
 
 // The Merkle log against a real PostgreSQL: many writers and racing sealers give one log whose
 // leaves and roots a recomputation from the rows matches; a sealer never seals past a transaction
@@ -98,7 +98,7 @@ const sealedIds = (): Promise<Set<string>> =>
 
 describe('sealing', () => {
   it('gives concurrent writers and two racing sealers one log that a recomputation from the rows matches', async () => {
-    const writers = [pool(2), pool(2)].map((p) => createAuditWriter({ pool: p, queueLimit: 1000, logger, maxBatchEvents: 40 }));
+    const writers = [pool(2), pool(2)].map((p) => createAuditWriter({ pool: p, queueLimit: 1000, logger, maxBatchEvents: 40, preparedStatements: preparedStatements() }));
     const sealers = [pool(1), pool(1)];
     // The racers start with the writers and stop once every event is sealed; how the work falls
     // between them is up to the lock.
