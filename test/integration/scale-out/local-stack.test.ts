@@ -118,8 +118,13 @@ describe.skipIf(!installed)('haproxy -> two gateways -> pgbouncer -> PostgreSQL 
     );
     expect(new Set(rows.rows.map((r) => r.request_id))).toEqual(new Set(ids));
     expect(new Set(rows.rows.map((r) => r.client_addr))).toEqual(new Set([CLIENT]));
-    // Each gateway answered some of them, and each request was answered by exactly one.
-    const [one, two] = [await servedBy(1), await servedBy(2)];
+    // Each gateway answered some of them, and each request was answered by exactly one. The
+    // gateways write their log lines asynchronously: the last answer's line may still be on its way.
+    let [one, two] = [await servedBy(1), await servedBy(2)];
+    for (const until = Date.now() + 15_000; one.length + two.length < ids.length && Date.now() < until; ) {
+      await new Promise((r) => setTimeout(r, 200));
+      [one, two] = [await servedBy(1), await servedBy(2)];
+    }
     const haproxyLog = await readFile(path.join(workdir, 'haproxy.log'), 'utf8');
     expect(one.length, haproxyLog).toBeGreaterThanOrEqual(2);
     expect(two.length, haproxyLog).toBeGreaterThanOrEqual(2);
