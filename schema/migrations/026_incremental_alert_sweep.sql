@@ -22,8 +22,8 @@ FROM (
 ) c;
 ALTER TABLE phigate.alert_sweep ALTER COLUMN seen SET NOT NULL;
 
--- Per actor and minute: the distinct patients read (their number kept beside them; none once the
--- minute's bulk read has fired, so at most the threshold's worth) and the denied fields.
+-- Per actor and minute: the number of distinct patients read and of denied fields; the patients
+-- themselves only while the minute is within the bulk-read threshold.
 CREATE TABLE phigate.alert_minutes (
   actor_kind text NOT NULL,
   actor      text NOT NULL,
@@ -76,17 +76,17 @@ BEGIN
     -- A minute whose bulk read has fired needs no more patients: it fires once.
     SELECT DISTINCT ev.actor_kind, ev.actor, ev.minute FROM ev
     JOIN phigate.alerts_raised r ON r.kind = 'bulk_read' AND r.actor_kind = ev.actor_kind AND r.actor = ev.actor AND r.window_start = ev.minute
-  ), new_patients AS (
-    INSERT INTO phigate.alert_minute_patients AS p (actor_kind, actor, minute, patient_id)
+  ), fresh AS MATERIALIZED (
+    -- Patients this sweep read that the minute had not counted yet.
     SELECT DISTINCT ev.actor_kind, ev.actor, ev.minute, ev.patient_id FROM ev
     WHERE ev.action IN ('read', 'masked') AND ev.patient_id IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM alerted a WHERE a.actor_kind = ev.actor_kind AND a.actor = ev.actor AND a.minute = ev.minute)
-    ON CONFLICT DO NOTHING
-    RETURNING p.actor_kind, p.actor, p.minute
+      AND NOT EXISTS (SELECT 1 FROM phigate.alert_minute_patients p
+                      WHERE p.actor_kind = ev.actor_kind AND p.actor = ev.actor AND p.minute = ev.minute AND p.patient_id = ev.patient_id)
   ), added AS (
     SELECT k.actor_kind, k.actor, k.minute, sum(k.patients)::integer AS patients, sum(k.denied)::integer AS denied
     FROM (
-      SELECT n.actor_kind, n.actor, n.minute, 1 AS patients, 0 AS denied FROM new_patients n
+      SELECT f.actor_kind, f.actor, f.minute, count(*) AS patients, 0 AS denied FROM fresh f GROUP BY 1, 2, 3
       UNION ALL
       SELECT ev.actor_kind, ev.actor, ev.minute, 0, count(*) FILTER (WHERE ev.action = 'denied') FROM ev GROUP BY 1, 2, 3
     ) k
@@ -96,6 +96,14 @@ BEGIN
     SELECT a.actor_kind, a.actor, a.minute, a.patients, a.denied FROM added a
     ON CONFLICT ON CONSTRAINT alert_minutes_pkey DO UPDATE SET patients = m.patients + excluded.patients, denied = m.denied + excluded.denied
     RETURNING m.actor_kind, m.actor, m.minute, m.patients, m.denied
+  ), kept AS (
+    -- Only a minute still within the threshold keeps its patients: past it, the count is exact
+    -- now and the alert fires, so at most the threshold's worth is ever stored per actor and minute.
+    INSERT INTO phigate.alert_minute_patients (actor_kind, actor, minute, patient_id)
+    SELECT f.actor_kind, f.actor, f.minute, f.patient_id FROM fresh f
+    JOIN totals t ON t.actor_kind = f.actor_kind AND t.actor = f.actor AND t.minute = f.minute
+    WHERE t.patients <= p_bulk_patients
+    ON CONFLICT DO NOTHING
   ), found AS (
     SELECT 'bulk_read'::text AS kind, t.actor_kind, t.actor, t.minute AS window_start, t.patients AS observed
     FROM totals t WHERE t.patients > p_bulk_patients
