@@ -5,10 +5,11 @@ import type { Alert, Alerts } from './alerts.ts';
 
 /**
  * Alerts computed from the audit trail: bulk reads, reads outside working hours, spikes of denied
- * fields (schema/migrations/015_compliance_views.sql, phigate.sweep_alerts). PostgreSQL computes
- * them from committed rows, so every replica's requests count toward one window and no request
- * pays for them; each replica tries every `sweepSeconds`, and the one that gets the sweep's row
- * lock does the work. Each alert is an audit event (written by the sweep itself, in the same
+ * fields (schema/migrations/015_compliance_views.sql, phigate.sweep_alerts, incremental since
+ * 026_incremental_alert_sweep.sql). PostgreSQL computes them from committed rows, so every
+ * replica's requests count toward one window and no request pays for them; each replica tries
+ * every `sweepSeconds`, and the one that gets the sweep's row lock reads the rows the previous
+ * sweep could not see, each once. Each alert is an audit event (written by the sweep itself, in the same
  * transaction that marks it raised, so it fires once), then a log line and a webhook POST.
  */
 export interface AlertSweeper {

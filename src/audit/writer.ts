@@ -54,6 +54,23 @@ interface Queued {
   reject(e: unknown): void;
 }
 
+/** One writer connection's queue, and whether a batch of it is in flight. */
+interface Shard {
+  readonly queue: Queued[];
+  busy: boolean;
+}
+
+/**
+ * The shard of the principal whose minute the entry charges (the request's actor when it charges
+ * nothing): FNV-1a of kind and subject, so the choice is the same for every request of it.
+ */
+export function shardOf(entry: AuditEntry, shards: number): number {
+  const principal = entry.charge ? `${entry.charge.owner.kind}\u0000${entry.charge.owner.subject}` : `${entry.request.actorKind}\u0000${entry.request.actor}`;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < principal.length; i++) h = Math.imul(h ^ principal.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % shards;
+}
+
 const unavailable = (reason: string, cause?: unknown) =>
   new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.', { reason, cause });
 
@@ -72,20 +89,27 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
  * A batch that fails on a statement is retried request by request, each in a batch of its own,
  * so one request's bad event fails that request only. A batch whose connection is lost is looked
  * up by its id on a new connection: committed, its requests are answered; not found, they fail.
+ *
+ * Each connection is a shard with its own queue, and a request goes to the shard a stable hash of
+ * its principal picks. Two batches of one process then never charge one principal's minute at
+ * once: before, the writer's connections queued on each other's `phi_usage` row locks, each
+ * waiting out the other's durable COMMIT. Writers of other processes still meet on those rows;
+ * charge_phi_usage locks principals in one global order, so they wait but never deadlock. The
+ * price: one principal's load is batched by one connection.
  */
 export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const { pool, logger } = opts;
-  // About six pages of 100 patients: under a surge, batches spread over the writer's connections.
+  // About six pages of 100 patients: one batch's statement and transaction stay bounded under a surge.
   const maxBatchEvents = opts.maxBatchEvents ?? 5_000;
-  const connections = pool.options.max ?? 1;
-  const queue: Queued[] = [];
+  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], busy: false }));
+  let queued = 0;
   let inFlight = 0;
   let closing = false;
   let idle: (() => void) | null = null;
   const stats = { batches: 0, events: 0, failedBatches: 0 };
   const statement = (name: string, s: Statement) => ({ text: s.text, values: s.values as unknown[], ...(opts.preparedStatements === false ? {} : { name }) });
 
-  const takeBatch = (): Queued[] => {
+  const takeBatch = (queue: Queued[]): Queued[] => {
     const batch: Queued[] = [];
     let events = 0;
     while (queue.length > 0) {
@@ -94,20 +118,22 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       batch.push(queue.shift()!);
       events += next.entry.events.length;
     }
+    queued -= batch.length;
     return batch;
   };
 
-  const pump = (): void => {
-    while (inFlight < connections && queue.length > 0) {
-      const batch = takeBatch();
-      inFlight++;
-      // The batch serves many requests: its log lines belong to none of them.
-      void outsideRequests(() => settle(batch)).finally(() => {
-        inFlight--;
-        if (queue.length > 0) pump();
-        else if (inFlight === 0) idle?.();
-      });
-    }
+  const pump = (shard: Shard): void => {
+    if (shard.busy || shard.queue.length === 0) return;
+    const batch = takeBatch(shard.queue);
+    shard.busy = true;
+    inFlight++;
+    // The batch serves many requests: its log lines belong to none of them.
+    void outsideRequests(() => settle(batch)).finally(() => {
+      shard.busy = false;
+      inFlight--;
+      pump(shard);
+      if (inFlight === 0 && queued === 0) idle?.();
+    });
   };
 
   async function settle(batch: Queued[]): Promise<void> {
@@ -201,10 +227,12 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   return {
     write(entry) {
       if (closing) return Promise.reject(unavailable('audit_writer_closed'));
-      if (queue.length >= opts.queueLimit) return Promise.reject(unavailable('audit_queue_full'));
+      if (queued >= opts.queueLimit) return Promise.reject(unavailable('audit_queue_full'));
+      const shard = shards[shardOf(entry, shards.length)]!;
       return new Promise<Written>((resolve, reject) => {
-        queue.push({ entry, resolve, reject });
-        pump();
+        shard.queue.push({ entry, resolve, reject });
+        queued++;
+        pump(shard);
       });
     },
     async record(request, events) {
@@ -212,11 +240,11 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       await this.write({ request, events });
     },
     get saturated() {
-      return queue.length >= opts.queueLimit;
+      return queued >= opts.queueLimit;
     },
     close() {
       closing = true;
-      if (inFlight === 0 && queue.length === 0) return Promise.resolve();
+      if (inFlight === 0 && queued === 0) return Promise.resolve();
       return new Promise<void>((resolve) => (idle = resolve));
     },
     stats,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CANONICAL_COLUMNS } from '../../../src/audit/canonical.ts';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
-import { createAuditWriter, type AuditEntry } from '../../../src/audit/writer.ts';
+import { createAuditWriter, shardOf, type AuditEntry } from '../../../src/audit/writer.ts';
 import { createLogger } from '../../../src/log.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../../support/db.ts';
@@ -30,8 +30,8 @@ afterAll(async () => db?.drop());
 
 const admin = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.adminUrl, fn);
 
-function writer(queueLimit = 100, applicationName = 'phigate-audit') {
-  const pool = createPool(db.auxUrl, { max: 1, applicationName });
+function writer(queueLimit = 100, applicationName = 'phigate-audit', connections = 1) {
+  const pool = createPool(db.auxUrl, { max: connections, applicationName });
   pools.push(pool);
   return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements() });
 }
@@ -167,6 +167,59 @@ describe('PHI charged per batch', () => {
     expect((await rowsOf(batch[3]!.request.requestId)).map((r) => r.action)).toEqual(['read']);
     const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[sub, other]])).rows);
     expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [sub]: 5, [other]: 5 });
+  });
+});
+
+describe('one shard per principal', () => {
+  const cap = { rows: 100, values: 100 };
+  const charged = (actor: string): AuditEntry => ({
+    request: request(undefined, actor),
+    events: [read('ssn')],
+    charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 1, cap },
+  });
+  const backends = (app: string) =>
+    admin(
+      async (c) =>
+        (await c.query<{ state: string; wait_event_type: string | null }>('SELECT state, wait_event_type FROM pg_stat_activity WHERE application_name = $1 AND state = $2', [app, 'active'])).rows,
+    );
+  const until = async (what: () => Promise<boolean>) => {
+    for (let i = 0; i < 240 && !(await what()); i++) await new Promise((r) => setTimeout(r, 250));
+    expect(await what()).toBe(true);
+  };
+
+  it('picks the same shard for every request of a principal, by its charge owner when it has one', () => {
+    const a = charged(`reg-${randomUUID()}`);
+    expect(shardOf(charged(a.request.actor), 4)).toBe(shardOf(a, 4));
+    expect(shardOf({ request: request(undefined, a.request.actor), events: [] }, 4)).toBe(shardOf(a, 4));
+    const shards = new Set(Array.from({ length: 64 }, () => shardOf(charged(`reg-${randomUUID()}`), 4)));
+    expect(shards.size).toBe(4);
+  });
+
+  it("a principal's batches wait on one connection only, while another principal's commit on the other", async () => {
+    let a = `reg-${randomUUID()}`;
+    let b = `reg-${randomUUID()}`;
+    while (shardOf(charged(a), 2) === shardOf(charged(b), 2)) b = `reg-${randomUUID()}`;
+    // A's first batch holds A's phi_usage row while its INSERT waits on a lock the test holds.
+    await admin(async (c) => {
+      await c.query(
+        `CREATE OR REPLACE FUNCTION public.writer_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$`,
+      );
+      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_events FOR EACH ROW WHEN (NEW.actor = '${a}') EXECUTE FUNCTION public.writer_test_hold()`);
+    });
+    await withClient(db.adminUrl, async (holder) => {
+      await holder.query('SELECT pg_advisory_lock(4242)');
+      const w = writer(100, 'phigate-audit-shards', 2);
+      const a1 = w.write(charged(a));
+      await until(async () => (await backends('phigate-audit-shards')).some((r) => r.wait_event_type === 'Lock'));
+      const a2 = w.write(charged(a));
+      // Two connections sharing one queue would send a2 with b, and b would wait on A's row.
+      await expect(w.write(charged(b))).resolves.toEqual({ outcome: 'committed' });
+      expect(await backends('phigate-audit-shards')).toEqual([{ state: 'active', wait_event_type: 'Lock' }]);
+      await holder.query('SELECT pg_advisory_unlock(4242)');
+      await expect(Promise.all([a1, a2])).resolves.toEqual([{ outcome: 'committed' }, { outcome: 'committed' }]);
+    });
+    const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[a, b]])).rows);
+    expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [a]: 2, [b]: 1 });
   });
 });
 
