@@ -157,8 +157,6 @@ export interface AlertRules {
   readonly timeZone: string;
   /** How often each replica tries to sweep (one at a time sweeps; the others skip). */
   readonly sweepSeconds: number;
-  /** How far behind the database clock a sweep stops, so that transactions still committing are not missed. */
-  readonly settleSeconds: number;
 }
 
 export const ALERT_DEFAULTS: AlertRules = Object.freeze({
@@ -168,7 +166,6 @@ export const ALERT_DEFAULTS: AlertRules = Object.freeze({
   dayEnd: '20:00',
   timeZone: 'UTC',
   sweepSeconds: 15,
-  settleSeconds: 10,
 });
 
 export interface BreakGlassSettings {
@@ -452,7 +449,6 @@ function alertRules(src: Source): AlertRules {
     dayEnd,
     timeZone: timeZone(src, 'PHIGATE_ALERT_TIME_ZONE', ALERT_DEFAULTS.timeZone),
     sweepSeconds: int(src, 'PHIGATE_ALERT_SWEEP_SECONDS', ALERT_DEFAULTS.sweepSeconds, 1, 3600),
-    settleSeconds: int(src, 'PHIGATE_ALERT_SETTLE_SECONDS', ALERT_DEFAULTS.settleSeconds, 0, 600),
   };
 }
 

@@ -40,7 +40,8 @@ export function createAlertSweeper(deps: { pool: Pool; rules: AlertRules; alerts
       rules.dayStart,
       rules.dayEnd,
       rules.timeZone,
-      rules.settleSeconds,
+      // p_settle_seconds: unused since migration 026 (the sweep reads what its last snapshot could not see).
+      0,
     ]);
     const raised = rows.map(
       (r): Alert => ({

@@ -128,7 +128,7 @@ describe('loadConfig', () => {
 
   it('reads the alert thresholds, working hours and time zone, refusing what it cannot use', () => {
     expect(loadConfig({}, '/srv').alertRules).toEqual({
-      bulkPatientsPerMinute: 50, deniedFieldsPerMinute: 20, dayStart: '06:00', dayEnd: '20:00', timeZone: 'UTC', sweepSeconds: 15, settleSeconds: 10,
+      bulkPatientsPerMinute: 50, deniedFieldsPerMinute: 20, dayStart: '06:00', dayEnd: '20:00', timeZone: 'UTC', sweepSeconds: 15,
     });
     const c = loadConfig({ PHIGATE_ALERT_WORKING_HOURS: '22:00-06:00', PHIGATE_ALERT_TIME_ZONE: 'America/New_York', PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: '200' }, '/srv');
     expect(c.alertRules).toMatchObject({ dayStart: '22:00', dayEnd: '06:00', timeZone: 'America/New_York', bulkPatientsPerMinute: 200 });
@@ -141,7 +141,6 @@ describe('loadConfig', () => {
       ['PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE', '0'],
       ['PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', 'many'],
       ['PHIGATE_ALERT_SWEEP_SECONDS', '0'],
-      ['PHIGATE_ALERT_SETTLE_SECONDS', '601'],
     ] as const) {
       expect(refusal({ [name]: value }).variable, `${name}=${value}`).toBe(name);
     }

@@ -20,7 +20,6 @@ const RULES: AlertRules = {
   dayEnd: '24:00',
   timeZone: 'UTC',
   sweepSeconds: 3600,
-  settleSeconds: 0,
 };
 
 let gw: TestGateway;
