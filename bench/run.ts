@@ -97,6 +97,8 @@ interface Row {
   serverP50RangeMs?: readonly [number, number];
   serverP99RangeMs?: readonly [number, number];
   serverByOperation?: ServerTiming['byOperation'];
+  /** phigate: its memory (MB) at the sample of highest RSS of the measured run, by V8 space and outside the heap */
+  memoryAtPeak?: Record<string, number>;
   /** phigate: key provider calls (phigate_kms_calls_total) and data-key cache misses during the measured run */
   kmsCalls?: number | null;
   keyCacheMisses?: number | null;
@@ -306,6 +308,10 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
     // number of round trips whatever the rows, or a page would be N+1.
     const rt = await roundTrips(target);
     row.roundTripsPerRequest = {};
+    if (rt.memoryAtPeak) {
+      row.memoryAtPeak = Object.fromEntries(Object.entries(rt.memoryAtPeak).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+      log(`phigate / ${w.name}: memory at peak RSS (MB): ${JSON.stringify(row.memoryAtPeak)}`);
+    }
     for (const [op, counts] of Object.entries(rt.roundTrips)) {
       const distinct = Object.keys(counts);
       if (distinct.length !== 1) throw new Error(`phigate / ${w.name}: ${op} round trips per request not constant: ${JSON.stringify(counts)}`);

@@ -10,6 +10,8 @@ export interface BenchLogStats {
   readonly warnings: number;
   /** operation -> every `durationMs` logged (the gateway's time from context creation to the end of the transaction) */
   readonly durationsMs?: Record<string, number[]>;
+  /** MB at the sample of highest RSS: rss, heapTotal, heapUsed, external, arrayBuffers and each V8 space's committed size */
+  readonly memoryAtPeak?: Record<string, number>;
 }
 
 export interface ServerTiming {

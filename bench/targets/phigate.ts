@@ -6,9 +6,12 @@
  *
  * Run by bench/run.ts as a child process; config in BENCH_TARGET (JSON). Reports its port over IPC.
  * GET /__bench/round-trips answers the `roundTrips` and `durationMs` of every `msg: 'request'` log
- * line since the last call, per operation, and resets.
+ * line since the last call, per operation, and resets; with them `memoryAtPeak`, the process's
+ * memory at the sample of highest RSS since the last call (sampled every 100 ms), split into V8's
+ * heap spaces and what lives outside the heap, to say what sets a cell's peak RSS.
  */
 import type http from 'node:http';
+import v8 from 'node:v8';
 import { createAuditWriter } from '../../src/audit/writer.ts';
 import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
 import { createPeppers } from '../../src/auth/api-key-pepper.ts';
@@ -73,12 +76,27 @@ const logger = createLogger('info', {
   },
 });
 
+const MB = 2 ** 20;
+const memorySample = (): Record<string, number> => {
+  const m = process.memoryUsage();
+  const sample: Record<string, number> = { rss: m.rss / MB, heapTotal: m.heapTotal / MB, heapUsed: m.heapUsed / MB, external: m.external / MB, arrayBuffers: m.arrayBuffers / MB };
+  // space_size is what V8 has committed for the space: the young generation's semi-spaces count whole.
+  for (const s of v8.getHeapSpaceStatistics()) sample[s.space_name] = s.space_size / MB;
+  return sample;
+};
+let memoryAtPeak = memorySample();
+setInterval(() => {
+  const sample = memorySample();
+  if (sample.rss! > memoryAtPeak.rss!) memoryAtPeak = sample;
+}, 100).unref();
+
 const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
   if (req.url !== '/__bench/round-trips') return false;
-  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roundTrips, warnings: otherLines, durationsMs }));
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roundTrips, warnings: otherLines, durationsMs, memoryAtPeak }));
   roundTrips = {};
   durationsMs = {};
   otherLines = 0;
+  memoryAtPeak = memorySample();
   return true;
 };
 

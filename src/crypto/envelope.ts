@@ -78,23 +78,24 @@ function checkKey(key: DataKey): void {
 
 // The header goes into the AAD as well as the explicit fields, so editing any header byte
 // breaks the tag even if a later format were to parse the header differently.
-//   AAD = lengthPrefixed([AAD_LABEL, header, table, column, rowId, scope, version])
-// Only the row id changes from one value of a column to the next: the parts before and after it
-// are encoded once per key and column, and the AAD is written into one reused buffer (setAAD
-// consumes it before returning). Building it afresh was a quarter of the cost of opening a field.
-interface AadParts {
+//   AAD = lengthPrefixed([AAD_LABEL, header, table, column, rowId, scope, version(, patientId, patientVersion)])
+// The parts before the row id depend only on the key versions and the column, those after it only
+// on the key: both are encoded once and the AAD is written into one reused buffer (setAAD consumes
+// it before returning). With a key per patient, parts per (key, column) were allocated for nearly
+// every value of a page and kept while the key stayed cached.
+interface AfterParts {
   readonly scope: string;
   readonly version: number;
   readonly patientId: string | null;
   readonly patientVersion: number | null;
-  readonly before: Buffer;
-  readonly after: Buffer;
+  readonly bytes: Buffer;
 }
+// table -> column -> clinic key version -> patient key version (0: a clinic key) -> the parts before the row id.
+const beforeParts = new Map<string, Map<string, Map<number, Map<number, Buffer>>>>();
 // Keyed by the key's bytes (the keyring hands out a new DataKey object per call but the same
-// cached Buffer, and an entry goes when the key leaves the keyring's cache), then table and
-// column. The parts remember the scope and version they encode: the same bytes under another
-// scope get parts of their own, never these.
-const aadParts = new WeakMap<Buffer, Map<string, Map<string, AadParts>>>();
+// cached Buffer, and an entry goes when the key leaves the keyring's cache). The parts remember
+// the scope and versions they encode: the same bytes under another scope get parts of their own.
+const afterParts = new WeakMap<Buffer, AfterParts>();
 let scratch = Buffer.alloc(512);
 
 function headerFor(key: DataKey): Buffer {
@@ -111,13 +112,25 @@ function headerFor(key: DataKey): Buffer {
   return header;
 }
 
-function partsFor(key: DataKey, aad: FieldAad): AadParts {
-  let byTable = aadParts.get(key.key);
-  if (!byTable) aadParts.set(key.key, (byTable = new Map()));
-  let byColumn = byTable.get(aad.table);
-  if (!byColumn) byTable.set(aad.table, (byColumn = new Map()));
-  let parts = byColumn.get(aad.column);
+function beforeFor(key: DataKey, aad: FieldAad): Buffer {
+  let byColumn = beforeParts.get(aad.table);
+  if (!byColumn) beforeParts.set(aad.table, (byColumn = new Map()));
+  let byVersion = byColumn.get(aad.column);
+  if (!byVersion) byColumn.set(aad.column, (byVersion = new Map()));
+  let byPatientVersion = byVersion.get(key.version);
+  if (!byPatientVersion) byVersion.set(key.version, (byPatientVersion = new Map()));
+  const patientVersion = isPatientKey(key) ? key.patientVersion : 0;
+  let before = byPatientVersion.get(patientVersion);
+  if (!before) {
+    before = lengthPrefixed([patientVersion === 0 ? AAD_LABEL : AAD_LABEL_V2, headerFor(key), aad.table, aad.column]);
+    byPatientVersion.set(patientVersion, before);
+  }
+  return before;
+}
+
+function afterFor(key: DataKey): Buffer {
   const patient = isPatientKey(key) ? key : null;
+  let parts = afterParts.get(key.key);
   if (
     !parts ||
     parts.scope !== key.scope ||
@@ -130,24 +143,24 @@ function partsFor(key: DataKey, aad: FieldAad): AadParts {
       version: key.version,
       patientId: patient?.patientId ?? null,
       patientVersion: patient?.patientVersion ?? null,
-      before: lengthPrefixed([patient ? AAD_LABEL_V2 : AAD_LABEL, headerFor(key), aad.table, aad.column]),
-      after: patient
+      bytes: patient
         ? lengthPrefixed([key.scope, String(key.version), patient.patientId, String(patient.patientVersion)])
         : lengthPrefixed([key.scope, String(key.version)]),
     };
-    byColumn.set(aad.column, parts);
+    afterParts.set(key.key, parts);
   }
-  return parts;
+  return parts.bytes;
 }
 
 /** The AAD of one value, in a buffer that the next call overwrites. */
 function aadFor(key: DataKey, aad: FieldAad): Buffer {
-  const { before, after } = partsFor(key, aad);
+  const before = beforeFor(key, aad);
+  const after = afterFor(key);
   const size = before.length + lengthPrefixedSize(aad.rowId) + after.length;
   if (scratch.length < size) scratch = Buffer.alloc(size * 2);
-  before.copy(scratch, 0);
+  scratch.set(before, 0);
   const at = writeLengthPrefixed(scratch, before.length, aad.rowId);
-  after.copy(scratch, at);
+  scratch.set(after, at);
   return scratch.subarray(0, size);
 }
 

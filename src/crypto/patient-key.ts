@@ -40,7 +40,11 @@ export function openPatientKey(clinicKey: DataKey, patientId: string, patientVer
     const decipher = createDecipheriv('aes-256-gcm', clinicKey.key, wrapped.subarray(1, 1 + NONCE_BYTES), { authTagLength: TAG_BYTES });
     decipher.setAAD(wrapAad(clinicKey, patientId, patientVersion));
     decipher.setAuthTag(wrapped.subarray(wrapped.length - TAG_BYTES));
-    const key = Buffer.concat([decipher.update(wrapped.subarray(1 + NONCE_BYTES, 1 + NONCE_BYTES + KEY_BYTES)), decipher.final()]);
+    // update() returns the key in memory of its own. Buffer.concat would copy it into a slice of
+    // Buffer's shared pool (8 KB on Node 20, 64 KB on 24): every cached key would then keep a
+    // whole slab alive, and share it with whatever else was allocated beside it.
+    const key = decipher.update(wrapped.subarray(1 + NONCE_BYTES, 1 + NONCE_BYTES + KEY_BYTES));
+    decipher.final();
     return { scope: clinicKey.scope, version: clinicKey.version, key, patientId, patientVersion };
   } catch (e) {
     throw new PhigateError('KEY_UNAVAILABLE', 'wrapped patient key could not be unwrapped', { reason: 'unwrap_failed', cause: e });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { withRequestId } from '../../src/http/request-id.ts';
-import { createLogger } from '../../src/log.ts';
+import { createLogger, flatLineWriter } from '../../src/log.ts';
 
 function capture() {
   const lines: Record<string, any>[] = [];
@@ -33,6 +33,17 @@ describe('logger', () => {
     }
     expect(lines[0]!.ssn).toBe('[redacted]');
     expect(lines[1]!.nested.givenName).toBe('[redacted]');
+  });
+
+  it('censors the top-level keys of a flat line written through flatLineWriter, and names its request', async () => {
+    const { logger, lines } = capture();
+    const summary = flatLineWriter(logger);
+    await withRequestId('req-abcdef12', async () => {
+      summary({ requestId: 'req-abcdef12', outcome: 'committed', ssn: '900-12-3456', token: 'tok-secret', authorization: 'Bearer eyJ.secret.sig', errors: ['FIELD_DENIED'] }, 'request');
+    });
+    const text = JSON.stringify(lines);
+    for (const v of ['900-12-3456', 'tok-secret', 'eyJ.secret.sig']) expect(text).not.toContain(v);
+    expect(lines[0]).toMatchObject({ requestId: 'req-abcdef12', outcome: 'committed', ssn: '[redacted]', errors: ['FIELD_DENIED'], msg: 'request' });
   });
 
   it('names the request on every line written while it is handled, and only then', async () => {

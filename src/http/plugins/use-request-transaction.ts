@@ -6,7 +6,7 @@ import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
-import type { Logger } from '../../log.ts';
+import { flatLineWriter, type FlatFields, type Logger } from '../../log.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
 
@@ -36,6 +36,7 @@ type Done = (outcome: string) => void;
  * back whole.
  */
 export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSettled: OnSettled = () => undefined): Plugin<GraphQLContext> {
+  const summary = flatLineWriter(logger);
   return {
     onExecute({ setExecuteFn, executeFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
@@ -62,7 +63,7 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
           await ctx.tx.rollback();
           return { errors: [new PhigateError('BAD_USER_INPUT', 'Incremental delivery is not supported.')] };
         }
-        return settle(ctx, result as ExecutionResult, operation, logger, writer, onSettled);
+        return settle(ctx, result as ExecutionResult, operation, logger, summary, writer, onSettled);
       });
     },
   };
@@ -73,6 +74,7 @@ async function settle(
   result: ExecutionResult,
   operation: string | undefined,
   logger: Logger,
+  summary: (fields: FlatFields, msg: string) => void,
   writer: AuditWriter,
   onSettled: OnSettled,
 ): Promise<ExecutionResult> {
@@ -80,7 +82,7 @@ async function settle(
   ctx.budget.end();
   const errors = result.errors ?? [];
   const done: Done = (outcome) => {
-    logger.info(
+    summary(
       { requestId: ctx.requestId, operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, durationMs: durationSince(ctx.startedAt), errors: errors.map(codeOf) },
       'request',
     );

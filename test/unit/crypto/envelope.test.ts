@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { keyVersionOf, openField, sealField } from '../../../src/crypto/envelope.ts';
-import type { DataKey, FieldAad } from '../../../src/crypto/envelope.ts';
+import type { DataKey, FieldAad, PatientKey } from '../../../src/crypto/envelope.ts';
 import { thrown } from './expect-error.ts';
 
 const key: DataKey = { scope: 'clinic-a', version: 3, key: randomBytes(32) };
@@ -50,6 +50,22 @@ describe('sealField / openField', () => {
   it('refuses a ciphertext moved to another clinic, even under the same key bytes', () => {
     const sealed = sealField(key, aad, secret);
     thrown(() => openField({ ...key, scope: 'clinic-b' }, aad, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
+  it('opens values sealed before (the AAD is built from cached parts, its bytes never change)', () => {
+    // Sealed by the code of commit cf0a10b under fixed keys: if the AAD's layout changed, every
+    // value already in a database would stop opening.
+    const clinicKey: DataKey = { scope: 'clinic-east', version: 3, key: Buffer.alloc(32, 7) };
+    const patientKey: PatientKey = { scope: 'clinic-east', version: 3, key: Buffer.alloc(32, 9), patientId: '7f9c1e4a-0000-4000-8000-000000000001', patientVersion: 2 };
+    const sealedSsn = Buffer.from('020000000300000002f50cc97639d6612080f2fa4a64704787fe6e6d14de08e867e9183043813e7321087b793d6496db', 'hex');
+    const notes: FieldAad = { table: 'encounters', column: 'notes', rowId: '5a1d0c3e-0000-4000-8000-0000000000aa' };
+    expect(openField(clinicKey, aad, Buffer.from('0100000003e4ff80dfd104219e35825f9a444aa071a1709339c344e89a2a5daea9c0d75bb873bd42159fe409', 'hex'))).toBe(secret);
+    expect(openField(patientKey, aad, sealedSsn)).toBe(secret);
+    expect(openField(patientKey, notes, Buffer.from('0200000003000000023cdc5be06d87d0d667ec36466da62285d1fb7f01fbe5e7ad619504db16d9a03e7908543143e6586bf64f1231f1aada3e38', 'hex'))).toBe('Ünïcödé notes ✓');
+    // Another patient's key of the same versions, and the same key under another patient id, open nothing.
+    thrown(() => openField({ ...patientKey, key: Buffer.alloc(32, 8) }, aad, sealedSsn), 'KEY_UNAVAILABLE', 'decrypt_failed');
+    const otherPatient: PatientKey = { ...patientKey, patientId: '7f9c1e4a-0000-4000-8000-000000000002' };
+    thrown(() => openField(otherPatient, aad, sealedSsn), 'KEY_UNAVAILABLE', 'decrypt_failed');
   });
 
   it('keeps the AAD fields apart: ("ab", "c") is not ("a", "bc")', () => {

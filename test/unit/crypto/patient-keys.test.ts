@@ -20,6 +20,14 @@ function setup(cache = {}) {
 }
 
 describe('per-patient keys', () => {
+  it('gives each opened key memory of its own: a cached key keeps no shared Buffer pool slab alive', () => {
+    const { key, wrapped } = newPatientKey(clinicKey, P1, 2);
+    const opened = openPatientKey(clinicKey, P1, 2, wrapped);
+    expect(opened.key.equals(key.key)).toBe(true);
+    expect(opened.key.byteOffset).toBe(0);
+    expect(opened.key.buffer.byteLength).toBe(32);
+  });
+
   it('seal under a patient key: the header names both versions, and the value is bound to the patient', () => {
     const { key, wrapped } = newPatientKey(clinicKey, P1, 2);
     const sealed = sealField(key, aad, '123-45-6789');
