@@ -4,13 +4,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
-import { createKeyring } from '../../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
-import { createPgKeyStore } from '../../src/db/key-store.ts';
-import { createPool } from '../../src/db/pool.ts';
 import { generateDataset, type Dataset } from '../../src/seed/dataset.ts';
-import { writeDataset } from '../../src/seed/write.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { writeSealedDataset } from '../support/process-stack.ts';
 
 // `phigate keys rotate-index` as an operator runs it: killed (SIGKILL) half-way through the
 // backfill and run again, it resumes and every patient is re-indexed exactly once; finishing is
@@ -40,13 +36,7 @@ beforeAll(async () => {
   db = await createTestDatabase();
   dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-bidx-'));
   data = generateDataset({ patients: 300, seed: 11 });
-  const pool = createPool(db.appUrl, { max: 2 });
-  try {
-    const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
-    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, data));
-  } finally {
-    await pool.end();
-  }
+  await writeSealedDataset(db, masterKey, data);
 });
 afterAll(async () => {
   await db?.drop();
@@ -86,8 +76,7 @@ function expectNoIdentifiers(run: Run): void {
   expect(leaked).toEqual([]);
 }
 
-// Each case starts several CLI processes (tsx compiles on start): seconds each on a loaded CI machine.
-describe('keys rotate-index', { timeout: 120_000 }, () => {
+describe('keys rotate-index', () => {
   it('refuses an unknown clinic and an unknown subcommand, naming what is wrong', async () => {
     const unknown = await cli(['keys', 'rotate-index', '--clinic', 'c-nowhere']);
     expect(unknown.code).toBe(2);

@@ -23,14 +23,8 @@ export interface ProcessStack {
   close(): Promise<void>;
 }
 
-/** A fresh database seeded under a local master key, a loopback issuer and a data directory. */
-export async function startProcessStack(opts: { patients: number; seed: number }): Promise<ProcessStack> {
-  const db = await createTestDatabase();
-  const issuer = await startTestIssuer();
-  const dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-proc-'));
-  const data = generateDataset(opts);
-  const masterKey = randomBytes(32);
-  // Sealed under the master key the gateway process is given, as `phigate seed` would.
+/** Writes the dataset sealed under a local master key, as `phigate seed` would for a process given that key. */
+export async function writeSealedDataset(db: TestDatabase, masterKey: Buffer, data: Dataset): Promise<void> {
   const pool = createPool(db.appUrl, { max: 2 });
   try {
     const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
@@ -38,6 +32,16 @@ export async function startProcessStack(opts: { patients: number; seed: number }
   } finally {
     await pool.end();
   }
+}
+
+/** A fresh database seeded under a local master key, a loopback issuer and a data directory. */
+export async function startProcessStack(opts: { patients: number; seed: number }): Promise<ProcessStack> {
+  const db = await createTestDatabase();
+  const issuer = await startTestIssuer();
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-proc-'));
+  const data = generateDataset(opts);
+  const masterKey = randomBytes(32);
+  await writeSealedDataset(db, masterKey, data);
   return {
     db,
     issuer,

@@ -4,13 +4,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../../../src/crypto/keys/local.ts';
-import { createPgKeyStore } from '../../../src/db/key-store.ts';
-import { createPool } from '../../../src/db/pool.ts';
 import { generateDataset } from '../../../src/seed/dataset.ts';
-import { writeDataset } from '../../../src/seed/write.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
+import { writeSealedDataset } from '../../support/process-stack.ts';
 
 // The operator's commands as processes: shredding refused without --confirm, and a re-encryption
 // killed (SIGKILL) half-way, then run again, resumes without making another version.
@@ -23,13 +19,7 @@ const data = generateDataset({ patients: 150, seed: 9 });
 beforeAll(async () => {
   db = await createTestDatabase();
   dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-keys-'));
-  const pool = createPool(db.appUrl, { max: 2 });
-  try {
-    const keyring = createKeyring({ provider: createLocalKeyProvider(masterKey), store: createPgKeyStore(pool) });
-    await withClient(db.adminUrl, (c) => writeDataset(c, keyring, data));
-  } finally {
-    await pool.end();
-  }
+  await writeSealedDataset(db, masterKey, data);
 });
 afterAll(async () => {
   await db?.drop();
