@@ -83,10 +83,13 @@ export function chargeBatchStatement(charges: readonly PhiCharge[]): Statement {
 }
 
 export function chargeVerdicts(count: number, rows: readonly Record<string, unknown>[]): ChargeVerdict[] {
-  const verdicts: (ChargeVerdict | undefined)[] = new Array(count);
+  // Filled, not `new Array(count)`: array methods skip holes, so a charge without a verdict would pass.
+  const verdicts: (ChargeVerdict | undefined)[] = Array.from({ length: count }, () => undefined);
   for (const r of rows as { n: string | number; accepted: boolean; retry_after_seconds: number }[]) {
-    verdicts[Number(r.n) - 1] = r.accepted ? { accepted: true } : { accepted: false, retryAfterSeconds: r.retry_after_seconds };
+    const n = Number(r.n);
+    if (!Number.isInteger(n) || n < 1 || n > count) throw new Error('a PHI charge verdict names no charge of the batch');
+    verdicts[n - 1] = r.accepted ? { accepted: true } : { accepted: false, retryAfterSeconds: r.retry_after_seconds };
   }
-  if (verdicts.some((v) => v === undefined) || verdicts.length !== count) throw new Error('a PHI charge of the batch has no verdict');
+  if (verdicts.some((v) => v === undefined)) throw new Error('a PHI charge of the batch has no verdict');
   return verdicts as ChargeVerdict[];
 }
