@@ -68,6 +68,7 @@ export interface RequestTransaction {
   readOnly(): void;
 }
 
+const SHREDDED_SQLSTATE = 'PH410';
 const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 // On loopback a write costs far more than its bytes (the kernel delivers it to the server inside
@@ -256,6 +257,8 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         return await result;
       } catch (err) {
         failed = true;
+        // schema/migrations/027_refuse_shredded_writes.sql: a write to a patient whose keys were destroyed.
+        if ((err as { code?: unknown }).code === SHREDDED_SQLSTATE) throw new PhigateError('KEY_UNAVAILABLE', "The key of this patient's data was destroyed.", { reason: 'shredded' });
         throw err;
       }
     },

@@ -165,6 +165,8 @@ describe('crypto-shredding', () => {
     expect((await gw.gql(token, READ, { id: p.id })).body.data!.patient.givenName).toBe(p.givenName);
     const pastReads = await gw.auditRows(`patient_id = $1 AND action = 'read'`, [p.id]);
     expect(pastReads.length).toBeGreaterThan(0);
+    // A write just before: this replica now holds the patient's write key in its cache.
+    expect((await gw.gql(token, UPDATE, { id: p.id, name: p.givenName })).body.errors).toBeUndefined();
 
     expect(await shredPatient(admin, p.id)).toBe('shredded');
 
