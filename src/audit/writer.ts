@@ -106,6 +106,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   let inFlight = 0;
   let closing = false;
   let idle: (() => void) | null = null;
+  let closed: Promise<void> | null = null;
   const stats = { batches: 0, events: 0, failedBatches: 0 };
   const statement = (name: string, s: Statement) => ({ text: s.text, values: s.values as unknown[], ...(opts.preparedStatements === false ? {} : { name }) });
 
@@ -243,9 +244,10 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       return queued >= opts.queueLimit;
     },
     close() {
+      // One promise for every caller: a second close() must not leave the first one waiting forever.
+      closed ??= inFlight === 0 && queued === 0 ? Promise.resolve() : new Promise<void>((resolve) => (idle = resolve));
       closing = true;
-      if (inFlight === 0 && queued === 0) return Promise.resolve();
-      return new Promise<void>((resolve) => (idle = resolve));
+      return closed;
     },
     stats,
   };

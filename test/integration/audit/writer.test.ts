@@ -133,6 +133,14 @@ describe('failures', () => {
     expect(await rowsOf(next.request.requestId)).toHaveLength(2);
   });
 
+  it('closed twice while a batch is in flight: both callers are answered once it commits', async () => {
+    const w = writer();
+    const writing = w.write(entry());
+    const closes = [w.close(), w.close()];
+    await expect(writing).resolves.toEqual({ outcome: 'committed' });
+    await expect(Promise.all(closes)).resolves.toEqual([undefined, undefined]);
+  });
+
   it('a full queue refuses at once with AUDIT_UNAVAILABLE, and says it is saturated', async () => {
     const w = writer(2);
     const first = w.write(entry()); // taken by the connection at once
