@@ -95,7 +95,8 @@ builder.mutationFields((t) => ({
     resolve: async (_r, { id, overlapHours }, ctx) => {
       const { manager, service } = managerOf(ctx, 'rotateApiKey');
       const created = await rotateApiKey(ctx.tx, service.peppers, manager, String(id), overlapHours == null ? null : overlapHours * 3_600);
-      service.forget(String(id));
+      // After the commit: a request of this replica meanwhile would otherwise cache the old row again.
+      ctx.afterCommit(() => service.forget(String(id)));
       return created;
     },
   }),
@@ -107,7 +108,7 @@ builder.mutationFields((t) => ({
     resolve: async (_r, { id }, ctx) => {
       const { manager, service } = managerOf(ctx, 'revokeApiKey');
       const revoked = await revokeApiKey(ctx.tx, manager, String(id));
-      service.forget(revoked.id);
+      ctx.afterCommit(() => service.forget(revoked.id));
       return revoked;
     },
   }),
