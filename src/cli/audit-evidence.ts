@@ -58,7 +58,7 @@ async function keyText(v: Values): Promise<string | null> {
 async function verifierOf(v: Values, config: Config): Promise<Verifier> {
   let text = await keyText(v);
   if (text === null) {
-    const signer = await auditSigner(config);
+    const signer = await auditSigner(config, { create: false });
     text = verifierKey(signer.name, signer.publicKey);
   }
   const verifier = parseVerifierKey(text);

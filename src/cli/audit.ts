@@ -22,7 +22,7 @@ type Verb = (values: Values, config: Config, out: (s: string) => void, err: (s: 
 
 const verbs: Record<string, Verb> = {
   async 'public-key'(_v, config, out) {
-    const signer = await auditSigner(config);
+    const signer = await auditSigner(config, { create: false });
     out(verifierKey(signer.name, signer.publicKey));
     return 0;
   },

@@ -12,8 +12,12 @@ import type { NoteSigner } from './note.ts';
 const rawPublicKey = (key: KeyObject): Buffer => Buffer.from(key.export({ format: 'jwk' }).x as string, 'base64url');
 
 export class SigningKeyFileError extends Error {
-  constructor(readonly file: string, readonly mode: number) {
-    super(`${file} may be read by others than its owner (mode 0${mode.toString(8)}); it must be 0600 (chmod 600)`);
+  constructor(readonly file: string, readonly mode: number | null) {
+    super(
+      mode === null
+        ? `${file} does not exist: the gateway creates it on its first start; a command that only reads the log does not make a new one`
+        : `${file} may be read by others than its owner (mode 0${mode.toString(8)}); it must be 0600 (chmod 600)`,
+    );
     this.name = 'SigningKeyFileError';
   }
 }
@@ -39,12 +43,14 @@ async function createOnce(file: string, pem: string): Promise<string> {
 }
 
 /** Reads the key at `file`, creating it (0600, its folder 0700) when there is none. */
-export async function fileSigner(file: string, name: string): Promise<NoteSigner> {
+export async function fileSigner(file: string, name: string, opts: { readonly create?: boolean } = {}): Promise<NoteSigner> {
   let pem: string;
   try {
     pem = await readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    // A verifier on another machine must not sign with a key of its own making and then call the log forged.
+    if (opts.create === false) throw new SigningKeyFileError(file, null);
     await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
     pem = await createOnce(file, generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }).toString());
   }

@@ -44,6 +44,9 @@ describe('signed notes (C2SP signed-note, Ed25519)', () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'phigate-signer-'));
     try {
       const file = path.join(dir, 'keys', 'audit-signing.pem');
+      // A command that only reads the log (verify, public-key) never makes a key of its own.
+      await expect(fileSigner(file, 'phigate.test/audit', { create: false })).rejects.toThrow('does not exist');
+      await expect(stat(file)).rejects.toMatchObject({ code: 'ENOENT' });
       const a = await fileSigner(file, 'phigate.test/audit');
       expect((await stat(file)).mode & 0o777).toBe(0o600);
       const b = await fileSigner(file, 'phigate.test/audit');
