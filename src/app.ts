@@ -70,6 +70,8 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   // The writer's batches never wait behind requests for a connection, nor requests behind them.
   const auditPool = createPool(auxUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
   const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger, preparedStatements: config.preparedStatements });
+  // Search counts keep out of the writer's connections: a burst of searches would delay every read's audit commit.
+  const quotaPool = createPool(auxUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-search-quota' });
   const logPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
@@ -123,7 +125,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const gateway = createGateway({
       pool,
       auditWriter,
-      searchQuota: createSearchQuota(auditPool),
+      searchQuota: createSearchQuota(quotaPool),
       policy,
       keyring,
       cipher,
@@ -160,7 +162,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger });
     return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), logPool.end(), tracing?.shutdown()]);
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }
