@@ -152,6 +152,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // The KMS itself, asked at most once per TTL: down while every needed key is cached, the replica
   // still serves (degraded); once a key it needs is not cached, `keys` makes it unready.
   const kmsReady = cachedCheck(() => keyring.kmsReachable(), KEYS_READY_TTL_MS);
+  // Likewise the database (a connection of the request pool) and whatever else is checked (Redis).
+  const databaseReady = cachedCheck(() => pool.query('SELECT 1'), KEYS_READY_TTL_MS);
+  const otherReady = Object.fromEntries(Object.entries(deps.readiness ?? {}).map(([name, check]) => [name, cachedCheck(check, KEYS_READY_TTL_MS)]));
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
@@ -266,12 +269,12 @@ export function createGateway(deps: GatewayDeps): Gateway {
       if (closing !== null) return void res.writeHead(503, { 'content-type': 'application/json' }).end(JSON.stringify({ ready: false, draining: true }));
       void Promise.all([
         checkReadiness({
-          database: () => pool.query('SELECT 1'),
+          database: databaseReady,
           keys: keysReady,
           ...(issuerReady !== undefined ? { issuer: issuerReady } : {}),
         }),
         // Shown, but not a reason to take the replica out of service: users' requests do not need it.
-        checkReadiness({ kms: kmsReady, ...deps.readiness }),
+        checkReadiness({ kms: kmsReady, ...otherReady }),
       ]).then(([r, degraded]) => {
         const body = { ...r, checks: { ...r.checks, ...degraded.checks }, ...(degraded.ready ? {} : { degraded: true }) };
         res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(body));
