@@ -205,21 +205,22 @@ export async function backfillIndex(deps: IndexRotationDeps, clinicId: string, o
           [clinicId, after, batchSize],
         );
         if (rows.length === 0) return rows;
-        const mrnNext: Buffer[] = [];
-        const ssnNext: (Buffer | null)[] = [];
-        for (const r of rows) {
-          const read = (column: 'mrn' | 'ssn', ciphertext: Buffer) => cipher.decrypt(clinicId, { table: 'patients', column, rowId: r.id, patientId: r.id }, ciphertext);
-          try {
-            const mrn = blindIndex(mrnKey, normaliseMrn(await read('mrn', r.mrn)));
-            const ssn = r.ssn === null ? null : blindIndex(ssnKey, normaliseSsn(await read('ssn', r.ssn)));
-            mrnNext.push(mrn);
-            ssnNext.push(ssn);
-          } catch (e) {
-            if (!isShredded(e)) throw e;
-            mrnNext.push(randomBytes(32));
-            ssnNext.push(r.ssn_indexed ? randomBytes(32) : null);
-          }
-        }
+        // Every row's identifiers opened at once: the keyring fetches the patient keys a batch misses in
+        // one round trip, where awaiting row by row would make one per patient while the rows stay locked.
+        const digests = await Promise.all(
+          rows.map(async (r): Promise<[Buffer, Buffer | null]> => {
+            const read = (column: 'mrn' | 'ssn', ciphertext: Buffer) => cipher.decrypt(clinicId, { table: 'patients', column, rowId: r.id, patientId: r.id }, ciphertext);
+            try {
+              const [mrn, ssn] = await Promise.all([read('mrn', r.mrn), r.ssn === null ? null : read('ssn', r.ssn)]);
+              return [blindIndex(mrnKey, normaliseMrn(mrn)), ssn === null ? null : blindIndex(ssnKey, normaliseSsn(ssn))];
+            } catch (e) {
+              if (!isShredded(e)) throw e;
+              return [randomBytes(32), r.ssn_indexed ? randomBytes(32) : null];
+            }
+          }),
+        );
+        const mrnNext = digests.map((d) => d[0]);
+        const ssnNext = digests.map((d) => d[1]);
         await db.query(
           `UPDATE phigate.patients p SET mrn_bidx_next = u.mrn, ssn_bidx_next = u.ssn
            FROM unnest($1::uuid[], $2::bytea[], $3::bytea[]) AS u(id, mrn, ssn) WHERE p.id = u.id`,
