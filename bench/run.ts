@@ -477,7 +477,7 @@ async function main(): Promise<void> {
     printTable(rows, report.ratios);
     printSplits(rows);
     if (authentication) process.stdout.write(`\nAuthentication alone (median of ${authentication.tries}): cached JWT ${authentication.cachedJwtUs} us, API key ${authentication.apiKeyUs} us\n`);
-    process.stdout.write(`\nThe issue's targets (#4):\n${verdictLines(report.verdicts).join('\n')}\n`);
+    process.stdout.write(`\nThe issue's targets (#10):\n${verdictLines(report.verdicts).join('\n')}\n`);
     await mkdir(path.join(ROOT, 'bench/results'), { recursive: true });
     const file = path.join(ROOT, 'bench/results', `${report.date.replace(/[:.]/g, '-')}.json`);
     await writeFile(file, `${JSON.stringify(report, null, 2)}\n`);

@@ -1,6 +1,7 @@
 /**
- * The issue's bar (#4, "Targets"), checked against a run's rows: each target met, not met, or not
- * measured by this run (null), with the numbers it was judged on.
+ * The issue's bar (#10, "Targets"), checked against a run's rows: each target met, not met, or not
+ * measured by this run (null), with the numbers it was judged on. A ratio has two lines: the
+ * target, and the lower bar at which the issue may be resolved with what remains explained.
  */
 export interface VerdictRow {
   readonly target: string;
@@ -27,23 +28,28 @@ const WORKLOADS = { byId: 'patient(id)', page: 'patients(first: 100)', bySsn: 'p
 
 export function verdicts(rows: readonly VerdictRow[], patients: number): Verdict[] {
   const find = (target: string, workload: string) => rows.find((r) => r.target === target && r.workload === workload && !r.skipped);
-  const ratio = (workload: string, min: number): Verdict => {
+  const ratio = (workload: string, min: number, resolveAt: number): Verdict[] => {
     const p = find('phigate', workload);
     const g = find('postgraphile', workload);
-    const target = `${workload}: at least ${min}x PostGraphile's req/s`;
-    if (!p || !g || g.reqPerSec === 0) return { target, met: null, detail: 'not measured in this run' };
+    const target = `${workload}: at least ${min.toFixed(1)}x PostGraphile's req/s`;
+    const bar = `${workload}: resolve bar, at least ${resolveAt.toFixed(1)}x PostGraphile's req/s`;
+    if (!p || !g || g.reqPerSec === 0) return [target, bar].map((t) => ({ target: t, met: null, detail: 'not measured in this run' }));
     const x = Math.round((p.reqPerSec / g.reqPerSec) * 100) / 100;
-    return { target, met: x >= min, detail: `${x}x (${p.reqPerSec} against ${g.reqPerSec})` };
+    const detail = `${x}x (${p.reqPerSec} against ${g.reqPerSec})`;
+    return [
+      { target, met: x >= min, detail },
+      { target: bar, met: x >= resolveAt, detail },
+    ];
   };
-  const out: Verdict[] = [ratio(WORKLOADS.byId, 1.5)];
+  const out: Verdict[] = ratio(WORKLOADS.byId, 1.0, 0.8);
   const p = find('phigate', WORKLOADS.byId);
   const g = find('postgraphile', WORKLOADS.byId);
   out.push(
     p && g
-      ? { target: `${WORKLOADS.byId}: a lower p99 than PostGraphile`, met: p.p99Ms < g.p99Ms, detail: `${p.p99Ms} ms against ${g.p99Ms} ms` }
-      : { target: `${WORKLOADS.byId}: a lower p99 than PostGraphile`, met: null, detail: 'not measured in this run' },
+      ? { target: `${WORKLOADS.byId}: p99 no worse than PostGraphile's`, met: p.p99Ms <= g.p99Ms, detail: `${p.p99Ms} ms against ${g.p99Ms} ms` }
+      : { target: `${WORKLOADS.byId}: p99 no worse than PostGraphile's`, met: null, detail: 'not measured in this run' },
   );
-  out.push(ratio(WORKLOADS.page, 1.2));
+  out.push(...ratio(WORKLOADS.page, 0.6, 0.5));
   const page = find('phigate', WORKLOADS.page);
   out.push(
     page?.roundTripsPerRequest
