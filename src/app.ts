@@ -115,7 +115,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       );
     }
     routes.push(await createConsoleRoute({ issuer, clientId: config.oidc.consoleClientId }));
-    if (config.env === 'development') routes.push(await createGraphiqlRoute(graphiqlOptions(config, issuer, devKeys)));
+    if (config.graphiql) routes.push(await createGraphiqlRoute(graphiqlOptions(config, issuer, devKeys)));
     const oidc = createOidcVerifier({
       ...config.oidc,
       issuer,

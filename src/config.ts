@@ -75,6 +75,8 @@ export interface Config {
   };
   /** Roles that may introspect the schema; `*` for everyone. */
   readonly introspectionRoles: readonly string[];
+  /** GraphiQL in the browser (development only: it needs a development dependency). */
+  readonly graphiql: boolean;
   /** When set, only operations of this allow-list (hash -> document) are executed. */
   readonly trustedDocumentsFile: string | null;
   readonly corsOrigins: readonly string[];
@@ -373,6 +375,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       maxBodyBytes: int(src, 'PHIGATE_MAX_BODY_BYTES', 100_000, 1_000, 10_000_000),
     },
     introspectionRoles: list(src, 'PHIGATE_INTROSPECTION_ROLES', production ? [] : ['*']),
+    graphiql: graphiql(src, production),
     trustedDocumentsFile: (() => {
       const f = text(src, 'PHIGATE_TRUSTED_DOCUMENTS_FILE');
       return f === null ? null : path.resolve(cwd, f);
@@ -438,6 +441,16 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
   }
   if (production && config.corsOrigins.includes('*')) throw new ConfigError('PHIGATE_CORS_ORIGINS', 'production refuses * for a PHI API');
   return deepFreeze(config);
+}
+
+/**
+ * On by default in development; `off` lets a development gateway run from the image, which has no
+ * development dependencies (docker-compose.yml). Production never serves it.
+ */
+function graphiql(src: Source, production: boolean): boolean {
+  const on = oneOf(src, 'PHIGATE_GRAPHIQL', ['on', 'off'] as const, production ? 'off' : 'on') === 'on';
+  if (production && on) throw new ConfigError('PHIGATE_GRAPHIQL', 'production never serves GraphiQL');
+  return on;
 }
 
 function alertRules(src: Source): AlertRules {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # One-shot set-up of the stack's secrets, run by the `certs` service before anything else starts:
 # a private CA, a TLS certificate for PostgreSQL, one for PgBouncer and one for Keycloak, and the backing key of the
-# stand-in KMS. Files that exist are kept, so restarts change nothing; delete the volumes to
+# stand-in KMS and the audit checkpoint signing key. Files that exist are kept, so restarts change nothing; delete the volumes to
 # start over. Each consumer gets its own volume, owned by the user its image runs as.
 set -eu
 
@@ -11,6 +11,7 @@ PG=/pg-tls           # postgres image: uid 999
 PGB=/pgb-tls         # deploy/pgbouncer image: uid 70
 KC=/kc-tls           # keycloak image: uid 1000
 KMS=/kms-init        # local-kms seed file
+AUDIT=/audit-signing-key  # the gateway image's user `node`: uid 1000
 
 command -v openssl >/dev/null || apk add --no-cache openssl >/dev/null
 umask 077
@@ -55,4 +56,12 @@ Keys:
 SEED
   chmod 644 "$KMS/seed.yaml"
 fi
-echo "certs: CA, postgres, pgbouncer and keycloak certificates and the KMS seed are in place"
+# The gateways sign the audit log's checkpoints with this Ed25519 key (PHIGATE_AUDIT_SIGNING_KEY_FILE):
+# the stack is not production, which would sign in the KMS (docker-compose.yml, at the top). The
+# gateway refuses a key file that others than its owner may read.
+if [ ! -f "$AUDIT/audit-signing-key.pem" ]; then
+  openssl genpkey -algorithm ed25519 -out "$AUDIT/audit-signing-key.pem"
+  chown 1000:1000 "$AUDIT/audit-signing-key.pem"
+  chmod 600 "$AUDIT/audit-signing-key.pem"
+fi
+echo "certs: CA, postgres, pgbouncer and keycloak certificates, the KMS seed and the audit signing key are in place"

@@ -17,12 +17,12 @@ export class IssuerMismatchError extends Error {
 }
 
 /**
- * Fetches the issuer's OpenID Connect discovery document and returns its `jwks_uri`.
+ * Fetches the issuer's OpenID Connect discovery document.
  *
  * The document must name exactly the configured issuer: otherwise a document (or a redirect, which
- * is refused for the same reason) could make us trust keys published for some other issuer.
+ * is refused for the same reason) could make us trust keys or endpoints published for some other issuer.
  */
-export async function discoverJwksUri(issuer: string): Promise<URL> {
+export async function discoveryDocument(issuer: string): Promise<Readonly<Record<string, unknown>>> {
   // OpenID Connect Discovery 1.0, section 4: drop a terminating '/' before appending the path.
   const url = new URL(`${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`);
   let document: unknown;
@@ -43,10 +43,23 @@ export async function discoverJwksUri(issuer: string): Promise<URL> {
 
   const fields = (typeof document === 'object' && document !== null ? document : {}) as Record<string, unknown>;
   if (fields.issuer !== issuer) throw tokenRefused('issuer_misconfigured', new IssuerMismatchError(issuer, fields.issuer));
-  const jwksUri = typeof fields.jwks_uri === 'string' ? URL.parse(fields.jwks_uri) : null;
-  // Plain http only where the issuer itself is plain http (the development issuer on loopback).
-  if (jwksUri === null || (jwksUri.protocol !== 'https:' && jwksUri.protocol !== url.protocol)) {
-    throw tokenRefused('issuer_misconfigured', new Error('the discovery document has no usable jwks_uri'));
-  }
+  return fields;
+}
+
+/**
+ * The endpoint the document names under `name`, or null when it names none usable: plain http
+ * only where the issuer itself is plain http (the development issuer on loopback).
+ */
+export function documentedEndpoint(document: Readonly<Record<string, unknown>>, name: string, issuer: string): URL | null {
+  const value = document[name];
+  const endpoint = typeof value === 'string' ? URL.parse(value) : null;
+  if (endpoint === null || (endpoint.protocol !== 'https:' && endpoint.protocol !== new URL(issuer).protocol)) return null;
+  return endpoint;
+}
+
+/** The issuer's `jwks_uri`, from its discovery document (discoveryDocument). */
+export async function discoverJwksUri(issuer: string): Promise<URL> {
+  const jwksUri = documentedEndpoint(await discoveryDocument(issuer), 'jwks_uri', issuer);
+  if (jwksUri === null) throw tokenRefused('issuer_misconfigured', new Error('the discovery document has no usable jwks_uri'));
   return jwksUri;
 }

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { PARTNER_ROLE } from '../policy/decide.ts';
 import type { PolicySet, RolePolicy } from '../policy/types.ts';
+import { CONTEXT_NAME } from './context-name.ts';
 
 /**
  * What row security enforces for one role (phigate.role_scopes, schema/migrations/020_row_scopes.sql):
@@ -23,9 +24,6 @@ export class RowScopeError extends Error {
   }
 }
 
-/** The shape the gateway accepts for a role in the request context (src/db/transaction.ts). */
-const ROLE_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-
 type Queryable = Pick<pg.ClientBase, 'query'>;
 
 /**
@@ -39,7 +37,7 @@ function kindOf(role: RolePolicy): string {
 /** The rows phigate.role_scopes must hold for this policy, in the policy's order. */
 export function roleScopesOf(policy: PolicySet): RoleScope[] {
   return [...policy.roles.values()].map((role) => {
-    if (!ROLE_NAME.test(role.name)) {
+    if (!CONTEXT_NAME.test(role.name)) {
       throw new RowScopeError(`roles.${role.name}: the database cannot name this role (lower-case letters, digits, _ and -, at most 63)`);
     }
     return { role: role.name, rowScope: kindOf(role), operations: [...role.operations].sort() };

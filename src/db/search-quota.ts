@@ -1,4 +1,5 @@
 import type { Pool } from './pool.ts';
+import { settleAll } from './settle-all.ts';
 
 /** Whose searches: the actor the audit trail names. */
 export interface SearchOwner {
@@ -39,13 +40,12 @@ export function createSearchQuota(pool: Pool): SearchQuota {
           ]),
           client.query('COMMIT'),
         ];
-        const settled = await Promise.allSettled(sent);
-        const failed = settled.find((r) => r.status === 'rejected');
-        if (failed) {
+        const settled = await settleAll(sent);
+        if ('error' in settled) {
           broken = true;
-          throw (failed as PromiseRejectedResult).reason;
+          throw settled.error;
         }
-        const row = (settled[2] as PromiseFulfilledResult<{ rows: { allowed: boolean; retry_after_seconds: number }[] }>).value.rows[0]!;
+        const row = (settled.values[2] as { rows: { allowed: boolean; retry_after_seconds: number }[] }).rows[0]!;
         return row.allowed ? { allowed: true } : { allowed: false, retryAfterSeconds: row.retry_after_seconds };
       } finally {
         client.release(broken);

@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
 import { inSpan } from '../telemetry/tracing.ts';
+import { CONTEXT_NAME as IDENT } from './context-name.ts';
 import type { Pool } from './pool.ts';
 
 /** One statement and its parameters, for a caller that wants it sent in a later round trip. */
@@ -69,7 +70,6 @@ export interface RequestTransaction {
 }
 
 const SHREDDED_SQLSTATE = 'PH410';
-const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 // On loopback a write costs far more than its bytes (the kernel delivers it to the server inside
 // the syscall): statements sent in the same tick leave in one write. process.nextTick runs after

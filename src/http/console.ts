@@ -1,6 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import type http from 'node:http';
 import path from 'node:path';
+import { createConsoleOrigins } from './console-origins.ts';
 
 /** Where the console's files are: plain ES modules, a stylesheet and one page, nothing fetched from elsewhere. */
 export const CONSOLE_DIR = path.resolve(import.meta.dirname, '../../console');
@@ -14,16 +15,16 @@ const TYPES: Readonly<Record<string, string>> = {
 
 /**
  * Scripts and styles from this origin only, no inline script or style; queries to this origin and
- * to the issuer (its token endpoint); no frame may show the page, and no form posts anywhere (the
- * console's forms are handled by its script).
+ * to `connectOrigins` (the issuer's and its token endpoint's: console-origins.ts); no frame may
+ * show the page, and no form posts anywhere (the console's forms are handled by its script).
  */
-export function consoleCsp(issuer: string): string {
+export function consoleCsp(connectOrigins: readonly string[]): string {
   return [
     "default-src 'none'",
     "script-src 'self'",
     "style-src 'self'",
     "img-src 'self'",
-    `connect-src 'self' ${new URL(issuer).origin}`,
+    ["connect-src 'self'", ...connectOrigins].join(' '),
     "base-uri 'none'",
     "form-action 'none'",
     "frame-ancestors 'none'",
@@ -40,7 +41,9 @@ export interface ConsoleOptions {
 /**
  * The compliance console at `/console/`: its files are read once at start-up and served with
  * `Cache-Control: no-store` (what the pages show is fetched from /graphql with a token held in
- * memory, and nothing of it may stay in a cache). `config.json` tells the page its issuer.
+ * memory, and nothing of it may stay in a cache). `config.json` tells the page its issuer. The
+ * first page served waits for the issuer's discovery document, which names the origins its
+ * Content-Security-Policy lets the page fetch from.
  */
 export async function createConsoleRoute(opts: ConsoleOptions): Promise<(req: http.IncomingMessage, res: http.ServerResponse) => boolean> {
   const files = new Map<string, { type: string; body: Buffer }>();
@@ -49,7 +52,7 @@ export async function createConsoleRoute(opts: ConsoleOptions): Promise<(req: ht
     if (type !== undefined) files.set(name, { type, body: await readFile(path.join(CONSOLE_DIR, name)) });
   }
   files.set('config.json', { type: 'application/json', body: Buffer.from(JSON.stringify({ issuer: opts.issuer, clientId: opts.clientId, graphql: '/graphql' })) });
-  const csp = consoleCsp(opts.issuer);
+  const connectOrigins = createConsoleOrigins(opts.issuer);
 
   return (req, res) => {
     const pathname = (req.url ?? '/').split('?')[0] ?? '/';
@@ -67,16 +70,18 @@ export async function createConsoleRoute(opts: ConsoleOptions): Promise<(req: ht
       res.writeHead(404, { 'content-type': 'text/plain', 'cache-control': 'no-store' }).end('not found\n');
       return true;
     }
-    res.writeHead(200, {
-      'content-type': file.type,
-      'content-length': file.body.length,
-      'cache-control': 'no-store',
-      'content-security-policy': csp,
-      // The page's address carries the authorization code on return from the issuer: no referrer takes it along.
-      'referrer-policy': 'no-referrer',
-      'x-content-type-options': 'nosniff',
+    void connectOrigins().then((origins) => {
+      res.writeHead(200, {
+        'content-type': file.type,
+        'content-length': file.body.length,
+        'cache-control': 'no-store',
+        'content-security-policy': consoleCsp(origins),
+        // The page's address carries the authorization code on return from the issuer: no referrer takes it along.
+        'referrer-policy': 'no-referrer',
+        'x-content-type-options': 'nosniff',
+      });
+      res.end(req.method === 'HEAD' ? undefined : file.body);
     });
-    res.end(req.method === 'HEAD' ? undefined : file.body);
     return true;
   };
 }

@@ -1,11 +1,11 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
-import { createAuditBuffer } from '../audit/buffer.ts';
 import type { AuditRequest } from '../audit/event.ts';
 import { blindIndex, normaliseMrn, normaliseSsn } from '../crypto/blind-index.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { isPhigateError, PhigateError } from '../errors.ts';
+import { inTransaction, keyJobRequest, writeKeyEvents } from './key-admin.ts';
 
 /**
  * Blind-index key rotation of one clinic (issue 14, item 4), in three steps an operator runs:
@@ -57,34 +57,13 @@ function refused(message: string, reason: string): PhigateError {
   return new PhigateError('BAD_USER_INPUT', message, { reason });
 }
 
-async function inJob<T>(db: pg.ClientBase, fn: () => Promise<T>): Promise<T> {
-  await db.query('BEGIN');
-  try {
-    await db.query(JOB_CONTEXT);
-    const result = await fn();
-    await db.query('COMMIT');
-    return result;
-  } catch (e) {
-    await db.query('ROLLBACK').catch(() => undefined);
-    throw e;
-  }
-}
+const inJob = <T>(db: pg.ClientBase, fn: () => Promise<T>): Promise<T> => inTransaction(db, JOB_CONTEXT, fn);
 
-/** Key events of the job, written in the job's transaction: they are there exactly when its work is. */
-async function recordKeyEvents(deps: IndexRotationDeps, request: AuditRequest, detail: string, patientIds: readonly (string | null)[]): Promise<void> {
-  const buffer = createAuditBuffer(request);
-  for (const patientId of patientIds) {
-    buffer.add({ action: 'key', typeName: 'Patient', field: null, patientId, recordId: null, role: null, purpose: 'HSYSADMIN', breakGlass: false, detail });
-  }
-  const statement = buffer.seal();
-  if (statement === null) return;
-  const { rows } = await deps.db.query<{ events: number }>(statement.text, statement.values as unknown[]);
-  if (Number(rows[0]?.events) !== patientIds.length) {
-    throw new PhigateError('AUDIT_UNAVAILABLE', 'The key events could not be recorded.', { reason: 'audit_rows_mismatch' });
-  }
-}
+/** Key events of the job, one per patient (or one for the clinic: `null`), in the job's transaction. */
+const recordKeyEvents = (deps: IndexRotationDeps, request: AuditRequest, detail: string, patientIds: readonly (string | null)[]): Promise<void> =>
+  writeKeyEvents(deps.db, request, patientIds.map((patientId) => ({ typeName: 'Patient', field: null, patientId, recordId: null, detail })));
 
-const jobRequest = (actor: string): AuditRequest => ({ requestId: `cli-${randomUUID()}`, actor, actorKind: 'system', clientAddr: null });
+const jobRequest = (actor: string): AuditRequest => keyJobRequest('cli', actor);
 
 async function lacking(db: pg.ClientBase, clinicId: string): Promise<number> {
   const { rows } = await db.query<{ n: number }>(`SELECT count(*)::int AS n FROM phigate.patients p WHERE p.clinic_id = $1 AND ${LACKING}`, [clinicId]);

@@ -116,3 +116,28 @@ describe('GraphiQL at /graphql (development)', () => {
     expect(unknownAsset.status).toBe(404);
   });
 });
+
+describe('PHIGATE_GRAPHIQL=off (development)', () => {
+  it('serves no GraphiQL: a browser asking for the page is refused like any GET, and its files are not there', async () => {
+    const port = await freePort();
+    const config = loadConfig({
+      PHIGATE_ENV: 'development',
+      PHIGATE_GRAPHIQL: 'off',
+      PHIGATE_PORT: String(port),
+      PHIGATE_DATA_DIR: dataDir,
+      ...db.gatewayEnv,
+      PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
+    });
+    const off = await assembleApp(config, db.appUrl, createLogger('silent'));
+    try {
+      await off.gateway.listen(config.port, config.host);
+      const res = await fetch(`http://127.0.0.1:${port}/graphql`, { headers: { accept: 'text/html' } });
+      expect(res.status).toBe(405);
+      expect(res.headers.get('content-type') ?? '').not.toMatch(/^text\/html/);
+      expect((await fetch(`http://127.0.0.1:${port}/graphiql/start.js`)).status).not.toBe(200);
+    } finally {
+      await off.gateway.close();
+      await Promise.all([off.pool.end(), off.keyPool.end()]);
+    }
+  });
+});

@@ -27,24 +27,44 @@ export interface TestIssuer {
   setJwksDown(down: boolean): void;
   /** JWKS requests received so far, including those refused while down. */
   jwksRequests(): number;
+  /** While down, the discovery document answers 503. */
+  setDiscoveryDown(down: boolean): void;
+  /** Discovery requests received so far, including those refused while down. */
+  discoveryRequests(): number;
   close(): Promise<void>;
 }
 
 /**
  * A real OIDC issuer on loopback: the development issuer's handler behind node:http, so tests
  * verify tokens over HTTP through the same discovery and JWKS code as production.
- * Keys live in `opts.dir`, or in a temporary directory removed by close().
+ * Keys live in `opts.dir`, or in a temporary directory removed by close(). `opts.discovery` adds
+ * fields to (or replaces fields of) the discovery document, e.g. a token endpoint on another host.
  */
-export async function startTestIssuer(opts: { dir?: string } = {}): Promise<TestIssuer> {
+export async function startTestIssuer(opts: { dir?: string; discovery?: Readonly<Record<string, string>> } = {}): Promise<TestIssuer> {
   const dir = opts.dir ?? (await mkdtemp(path.join(tmpdir(), 'phigate-issuer-')));
   const keys = await loadOrCreateDevIssuerKeys(dir);
   let issuer = '';
   let jwksDown = false;
   let jwksRequests = 0;
+  let discoveryDown = false;
+  let discoveryRequests = 0;
   const handle = createDevIssuerHandler({ issuer: () => issuer, keys });
 
   const server = createServer((req, res) => {
-    if (new URL(req.url ?? '/', 'http://localhost').pathname === '/dev-issuer/jwks') {
+    const pathname = new URL(req.url ?? '/', 'http://localhost').pathname;
+    if (pathname === '/dev-issuer/.well-known/openid-configuration') {
+      discoveryRequests += 1;
+      if (discoveryDown) {
+        res.writeHead(503).end();
+        return;
+      }
+      if (opts.discovery !== undefined) {
+        const body = JSON.stringify({ issuer, jwks_uri: `${issuer}/jwks`, ...opts.discovery });
+        res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+        return;
+      }
+    }
+    if (pathname === '/dev-issuer/jwks') {
       jwksRequests += 1;
       if (jwksDown) {
         res.writeHead(503).end();
@@ -69,6 +89,10 @@ export async function startTestIssuer(opts: { dir?: string } = {}): Promise<Test
       jwksDown = down;
     },
     jwksRequests: () => jwksRequests,
+    setDiscoveryDown: (down) => {
+      discoveryDown = down;
+    },
+    discoveryRequests: () => discoveryRequests,
     close: async () => {
       server.closeAllConnections();
       await new Promise<void>((resolve, reject) => server.close((e) => (e ? reject(e) : resolve())));

@@ -7,7 +7,8 @@ import { loadConfig } from '../../src/config.ts';
 import { MAX_SEMI_SPACE_MB } from '../../src/heap.ts';
 
 // No Docker engine runs in CI, so the production-shaped stack is checked as files: that the
-// gateway gets every setting production insists on and that those settings pass loadConfig,
+// gateway's settings pass loadConfig (as development, with the production changes its header
+// lists as production), that every one of them is read,
 // that services, volumes and mounted files exist, that the image runs as a non-root user without
 // development dependencies, and that Keycloak issues the claims the gateway and its policy read.
 
@@ -61,8 +62,8 @@ const gateway = services.gateway!;
 const gatewayEnv = environmentOf(gateway);
 
 describe('docker-compose.yml', () => {
-  it('sets every variable the gateway needs in production', () => {
-    expect(gatewayEnv.PHIGATE_ENV).toBe('production');
+  it('runs as development, not production, signing checkpoints with a key file: the stand-in KMS cannot hold the Ed25519 key production requires', () => {
+    expect(gatewayEnv.PHIGATE_ENV).toBe('development');
     expect(new URL(gatewayEnv.DATABASE_URL!).searchParams.get('sslmode')).toBe('verify-full');
     expect(gatewayEnv.PHIGATE_DATABASE_CA_FILE).toMatch(/^\/.+\.crt$/);
     expect(gatewayEnv.PHIGATE_OIDC_ISSUER).toMatch(/^https:\/\//);
@@ -70,18 +71,72 @@ describe('docker-compose.yml', () => {
     expect(gatewayEnv.PHIGATE_KMS_KEY_ID).toBeTruthy();
     expect(gatewayEnv.AWS_REGION).toBeTruthy();
     expect(gatewayEnv.PHIGATE_KMS_ENDPOINT).toMatch(/^https?:\/\//);
-    expect(gatewayEnv.PHIGATE_AUDIT_SIGNING_KMS_KEY_ID).toBeTruthy();
+    expect(gatewayEnv.PHIGATE_AUDIT_SIGNING_KMS_KEY_ID).toBeUndefined();
+    // The image has no development dependencies: GraphiQL, which needs one, must be off.
+    expect(gatewayEnv.PHIGATE_GRAPHIQL).toBe('off');
+    // Said where an operator reads first.
+    expect(read('docker-compose.yml').split('\n')[0]).toMatch(/NOT production/);
   });
 
-  it("the gateway's and the migrator's environments pass loadConfig as production", () => {
+  it("the gateway's and the migrator's environments pass loadConfig", () => {
     const config = loadConfig(gatewayEnv, '/app');
-    expect(config.env).toBe('production');
+    expect(config.env).toBe('development');
+    expect(config.graphiql).toBe(false);
     expect(config.kms).toMatchObject({ provider: 'aws', keyId: env.PHIGATE_KMS_KEY_ID, endpoint: gatewayEnv.PHIGATE_KMS_ENDPOINT });
+    expect(config.auditLog.signer).toEqual({ kind: 'file', file: gatewayEnv.PHIGATE_AUDIT_SIGNING_KEY_FILE });
     expect(config.databaseCaFile).toBe(gatewayEnv.PHIGATE_DATABASE_CA_FILE);
     const migrator = loadConfig(environmentOf(services.migrate!), '/app');
     expect(new URL(migrator.database!.migrateUrl!).searchParams.get('sslmode')).toBe('verify-full');
     // The migrator's client reads its CA from the URL (sslrootcert), as libpq does.
     expect(new URL(migrator.database!.migrateUrl!).searchParams.get('sslrootcert')).toBe(gatewayEnv.PHIGATE_DATABASE_CA_FILE);
+  });
+
+  it('every variable it gives the gateway and the migrator is one the configuration reads', () => {
+    // Read by Node or by the AWS SDK's credential chain, not by src/config.ts.
+    const outside = new Set(['NODE_EXTRA_CA_CERTS', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY']);
+    for (const name of ['gateway', 'migrate']) {
+      const given = environmentOf(services[name]!);
+      const read = new Set<string>();
+      const tracked = new Proxy(given, {
+        get: (target, key) => {
+          if (typeof key === 'string') read.add(key);
+          return target[key as string];
+        },
+      });
+      loadConfig(tracked, '/app');
+      const unread = Object.keys(given).filter((k) => !read.has(k) && !outside.has(k));
+      expect(unread, `${name}: set but never read by loadConfig`).toEqual([]);
+    }
+  });
+
+  it('with the production changes its header lists, passes loadConfig as production; without the KMS signing key it is refused', () => {
+    const header = read('docker-compose.yml').split('\nname: phigate')[0]!;
+    for (const name of ['PHIGATE_ENV=production', 'PHIGATE_KMS_KEY_ID', 'AWS_REGION', 'PHIGATE_AUDIT_SIGNING_KMS_KEY_ID', 'PHIGATE_KMS_ENDPOINT', 'PHIGATE_AUDIT_SIGNING_KEY_FILE']) {
+      expect(header).toContain(name);
+    }
+    const production: Record<string, string> = { ...gatewayEnv, PHIGATE_ENV: 'production', PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: 'alias/phigate-audit' };
+    for (const k of ['PHIGATE_KMS_ENDPOINT', 'AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'PHIGATE_AUDIT_SIGNING_KEY_FILE']) delete production[k];
+    const config = loadConfig(production, '/app');
+    expect(config.env).toBe('production');
+    expect(config.auditLog.signer).toEqual({ kind: 'kms', keyId: 'alias/phigate-audit' });
+    expect(config.kms).toMatchObject({ provider: 'aws', endpoint: null });
+    const { PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: _, ...unsigned } = production;
+    expect(() => loadConfig(unsigned, '/app')).toThrow(/^PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: /);
+  });
+
+  it('the signing key file is made by certs, 0600 and owned by the user the image runs as, and read-only to the gateway', () => {
+    const dir = path.posix.dirname(gatewayEnv.PHIGATE_AUDIT_SIGNING_KEY_FILE!);
+    const mount = (gateway.volumes ?? []).find((v) => v.split(':')[1] === dir);
+    expect(mount, `a volume mounted at ${dir}`).toMatch(/:ro$/);
+    expect(services.certs!.volumes).toContain(`${mount!.split(':')[0]}:${dir}`);
+    const script = read('deploy/certs/generate.sh');
+    const file = gatewayEnv.PHIGATE_AUDIT_SIGNING_KEY_FILE!.replace(dir, '$AUDIT');
+    expect(script).toContain(`AUDIT=${dir}`);
+    expect(script).toContain(`openssl genpkey -algorithm ed25519 -out "${file}"`);
+    expect(script).toContain(`chmod 600 "${file}"`);
+    // The `node` user of the node images, which the Dockerfile's final stage runs as.
+    expect(script).toContain(`chown 1000:1000 "${file}"`);
+    expect(read('Dockerfile')).toMatch(/^USER node$/m);
   });
 
   it('every variable it requires is listed in deploy/example.env', () => {

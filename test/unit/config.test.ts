@@ -83,6 +83,7 @@ describe('loadConfig', () => {
     [{ PHIGATE_API_KEY_RATE_PER_MINUTE: '0' }, 'PHIGATE_API_KEY_RATE_PER_MINUTE'],
     [{ PHIGATE_API_KEY_BURST: 'many' }, 'PHIGATE_API_KEY_BURST'],
     [{ PHIGATE_API_KEY_CACHE_SECONDS: '61' }, 'PHIGATE_API_KEY_CACHE_SECONDS'],
+    [{ PHIGATE_GRAPHIQL: 'yes' }, 'PHIGATE_GRAPHIQL'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
@@ -97,10 +98,18 @@ describe('loadConfig', () => {
     [{ PHIGATE_OIDC_ISSUER: 'http://idp.example.org' }, 'PHIGATE_OIDC_ISSUER'],
     [{ PHIGATE_KMS: 'local' }, 'PHIGATE_KMS'],
     [{ PHIGATE_AUDIT_SIGNING_KMS_KEY_ID: undefined }, 'PHIGATE_AUDIT_SIGNING_KMS_KEY_ID'],
+    [{ PHIGATE_GRAPHIQL: 'on' }, 'PHIGATE_GRAPHIQL'],
   ])('production refuses %j (naming %s)', (over, variable) => {
     const env = { ...prodBase, ...over } as Record<string, string | undefined>;
     for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
     expect(refusal(env as Record<string, string>).variable).toBe(variable);
+  });
+
+  it('serves GraphiQL in development unless told not to, and never in production', () => {
+    expect(loadConfig({}, '/srv').graphiql).toBe(true);
+    expect(loadConfig({ PHIGATE_GRAPHIQL: 'off' }, '/srv').graphiql).toBe(false);
+    expect(loadConfig(prodBase, '/srv').graphiql).toBe(false);
+    expect(loadConfig({ ...prodBase, PHIGATE_GRAPHIQL: 'off' }, '/srv').graphiql).toBe(false);
   });
 
   it('allows 30 searches by identifier a minute unless told otherwise', () => {
