@@ -1,0 +1,143 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
+import { createPeppers } from '../../src/auth/api-key-pepper.ts';
+import { parseApiKey } from '../../src/auth/api-key-secret.ts';
+import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
+import { createPool, type Pool } from '../../src/db/pool.ts';
+import { createLogger } from '../../src/log.ts';
+import { loadPolicy } from '../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
+import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
+import { createApiKey } from '../../src/records/api-keys.ts';
+import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { POLICY_FILE } from '../support/gateway.ts';
+
+// Made-up API keys, which anyone can send: real keys stay cached whatever number of made-up ids
+// is tried, and a hung database refuses lookups with 503 in bounded time.
+
+const randomKey = () => `phg_${randomUUID()}_${randomBytes(32).toString('base64url')}`;
+
+describe('the API-key verifier', () => {
+  let db: TestDatabase;
+  let pool: Pool;
+  let realKey: string;
+  let realId: string;
+  const peppers = () => createPeppers(pool, provider);
+  const provider = createLocalKeyProvider(randomBytes(32));
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    pool = createPool(db.auxUrl, { max: 2, applicationName: 'phigate-preauth-test' });
+    await withClient(db.adminUrl, (c) => c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-t', 'T')`));
+    const created = await createApiKey(pool, peppers(), await loadPolicy(POLICY_FILE, PHI_FIELDS), { ratePerMinute: 1_000_000, burst: 1_000_000 }, {
+      actor: 'test',
+      clinics: null,
+      role: null,
+      purpose: 'HSYSADMIN',
+      audit: () => undefined,
+    }, { partner: 'cache-lab', clinics: ['c-t'], fields: ['mrn'], purpose: 'TREAT' });
+    realKey = created.key;
+    realId = parseApiKey(realKey)!.id;
+  });
+  afterAll(async () => {
+    await pool?.end();
+    await db?.drop();
+  });
+
+  /** The pool, counting the lookups of each key id. */
+  const counting = (lookups: Map<string, number>) =>
+    ({
+      query: (...args: unknown[]) => {
+        const first = args[0] as string | { values?: unknown[] };
+        const id = String((typeof first === 'string' ? (args[1] as unknown[] | undefined) : first.values)?.[0]);
+        lookups.set(id, (lookups.get(id) ?? 0) + 1);
+        return (pool.query as (...a: unknown[]) => unknown)(...args);
+      },
+    }) as unknown as Pool;
+
+  it('keeps a real key cached through more made-up ids than its cache holds, and a repeated unknown id is looked up once', async () => {
+    const lookups = new Map<string, number>();
+    const verifier = createApiKeyVerifier({ db: counting(lookups), peppers: peppers(), rateLimits: createMemoryRateLimitStore(), logger: createLogger('silent'), cacheTtlMs: 600_000 });
+    try {
+      expect((await verifier.verify(realKey)).keyId).toBe(realId);
+      const repeated = randomKey();
+      const refusals = new Set<string>();
+      const t0 = performance.now();
+      // More than the 10,000 rows the key cache holds, sent 50 at a time.
+      for (let sent = 0; sent < 10_250; sent += 50) {
+        const batch = Array.from({ length: 50 }, (_, i) => (i === 0 ? repeated : randomKey()));
+        for (const r of await Promise.allSettled(batch.map((k) => verifier.verify(k)))) {
+          refusals.add(r.status === 'rejected' ? `${r.reason.code}/${r.reason.reason}` : 'accepted');
+        }
+      }
+      const seconds = (performance.now() - t0) / 1000;
+      expect([...refusals]).toEqual(['UNAUTHENTICATED/invalid_api_key']);
+      const total = [...lookups.values()].reduce((a, b) => a + b, 0);
+      expect(total).toBeGreaterThan(10_000);
+      console.info(`verifier: ${total} lookups of made-up ids in ${seconds.toFixed(1)} s (${Math.round(total / seconds)}/s)`);
+      expect(lookups.get(parseApiKey(repeated)!.id)).toBe(1);
+      expect((await verifier.verify(realKey)).keyId).toBe(realId);
+      expect(lookups.get(realId)).toBe(1);
+      // A revocation's forget() still reaches the row: the next use reads it again.
+      verifier.forget(realId);
+      expect((await verifier.verify(realKey)).keyId).toBe(realId);
+      expect(lookups.get(realId)).toBe(2);
+    } finally {
+      await verifier.close();
+    }
+  }, 120_000);
+
+  it('drops a lookup the database does not answer (503) instead of keeping its connection, and refuses past 64 pending lookups, except for a key it knows', async () => {
+    const verifier = createApiKeyVerifier({
+      db: pool,
+      peppers: peppers(),
+      rateLimits: createMemoryRateLimitStore(),
+      logger: createLogger('silent'),
+      cacheTtlMs: 200,
+      lookupTimeoutMs: 500,
+    });
+    const role = new URL(db.appUrl).username;
+    try {
+      // The pepper and the real key's row are known (and then stale) before the database hangs.
+      expect((await verifier.verify(realKey)).keyId).toBe(realId);
+      await new Promise((r) => setTimeout(r, 250));
+      const backends: number[] = await withClient(db.adminUrl, async (c) =>
+        (await c.query('SELECT pid FROM pg_stat_activity WHERE usename = $1 AND datname = current_database()', [role])).rows.map((r) => r.pid),
+      );
+      expect(backends.length).toBeGreaterThan(0);
+      const outcome = (p: Promise<unknown>) =>
+        p.then(
+          () => 'accepted',
+          (e: { code: string; reason: string; extensions: { http?: { status: number } } }) => `${e.extensions.http?.status ?? 200} ${e.code}/${e.reason}`,
+        );
+      let pending: string[];
+      let stale: string;
+      let busy: string[];
+      let elapsed: number;
+      // SIGSTOP: the pool's server processes neither answer nor close, as when PostgreSQL hangs.
+      for (const pid of backends) process.kill(pid, 'SIGSTOP');
+      try {
+        const t0 = performance.now();
+        const flood = Array.from({ length: 64 }, () => outcome(verifier.verify(randomKey())));
+        busy = await Promise.all(Array.from({ length: 10 }, () => outcome(verifier.verify(randomKey()))));
+        expect(performance.now() - t0).toBeLessThan(250);
+        stale = await outcome(verifier.verify(realKey));
+        pending = await Promise.all(flood);
+        elapsed = performance.now() - t0;
+      } finally {
+        for (const pid of backends) process.kill(pid, 'SIGCONT');
+      }
+      expect(busy).toEqual(busy.map(() => '503 INTERNAL/api_key_lookups_busy'));
+      // Those sent on the hung connections fail after the lookup timeout, and those connections
+      // are dropped: the rest get fresh ones. Kept, every lookup queued behind them waited out
+      // the pool's 5 s connection timeout.
+      expect(pending.filter((o) => o === '503 INTERNAL/db_unavailable').length).toBeGreaterThan(0);
+      expect(new Set(pending)).toEqual(new Set(['503 INTERNAL/db_unavailable', '401 UNAUTHENTICATED/invalid_api_key']));
+      expect(stale).toBe('accepted');
+      expect(elapsed).toBeLessThan(3_000);
+    } finally {
+      await verifier.close();
+    }
+  });
+});
