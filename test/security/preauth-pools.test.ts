@@ -1,6 +1,12 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { assembleApp, type App } from '../../src/app.ts';
 import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
+import { loadConfig } from '../../src/config.ts';
 import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { parseApiKey } from '../../src/auth/api-key-secret.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
@@ -11,12 +17,136 @@ import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
 import { createApiKey } from '../../src/records/api-keys.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
-import { POLICY_FILE } from '../support/gateway.ts';
+import { POLICY_FILE, startTestGateway, type TestGateway } from '../support/gateway.ts';
+import { postJson, send } from './http.ts';
 
-// Made-up API keys, which anyone can send: real keys stay cached whatever number of made-up ids
-// is tried, and a hung database refuses lookups with 503 in bounded time.
+// What an unauthenticated client can make the gateway ask the database (a made-up API key, a
+// token naming clinics, a /metrics scrape, a /readyz probe) never takes a request connection:
+// with every one of them held, all of it is still answered at once. Real keys stay cached
+// whatever number of made-up ids is tried, and a hung database refuses lookups with 503 in
+// bounded time.
 
 const randomKey = () => `phg_${randomUUID()}_${randomBytes(32).toString('base64url')}`;
+
+describe('with every request connection held', () => {
+  let gw: TestGateway;
+  let held: pg.PoolClient[] = [];
+  beforeAll(async () => {
+    gw = await startTestGateway({ poolSize: 2 });
+  });
+  afterAll(async () => {
+    for (const c of held) c.release();
+    await gw?.close();
+  });
+
+  const holdRequestPool = async () => {
+    held = await Promise.all([gw.pool.connect(), gw.pool.connect()]);
+    expect(gw.pool.idleCount).toBe(0);
+    expect(gw.pool.totalCount).toBe(gw.pool.options.max);
+  };
+  const release = () => {
+    for (const c of held) c.release();
+    held = [];
+  };
+
+  it('a flood of made-up API keys is refused with 401 at once, none waiting for a request connection', async () => {
+    await holdRequestPool();
+    try {
+      const answers = await Promise.all(Array.from({ length: 200 }, () => postJson(gw, { query: '{ me { subject } }' }, null, { authorization: `ApiKey ${randomKey()}` })));
+      // Queued on the request pool, each waited out its 5 s connection timeout and failed.
+      expect(answers.map((a) => `${a.status} ${a.json?.errors?.[0]?.extensions?.reason}`)).toEqual(answers.map(() => '401 invalid_api_key'));
+      expect(gw.pool.waitingCount).toBe(0);
+    } finally {
+      release();
+    }
+  });
+
+  it('/metrics answers, with the overdue-review count from the database', async () => {
+    await holdRequestPool();
+    try {
+      const t0 = performance.now();
+      const res = await send(gw.url.replace('/graphql', '/metrics'));
+      expect(res.status).toBe(200);
+      expect(res.text).toMatch(/^phigate_break_glass_overdue_reviews 0$/m);
+      expect(res.text).toMatch(/^phigate_db_pool_idle_clients 0$/m);
+      expect(performance.now() - t0).toBeLessThan(3_000);
+    } finally {
+      release();
+    }
+  });
+
+  it('/readyz says the database is ready', async () => {
+    await holdRequestPool();
+    try {
+      const res = await send(gw.url.replace('/graphql', '/readyz'));
+      expect(res.status).toBe(200);
+      expect(res.json).toMatchObject({ ready: true, checks: { database: 'ok' } });
+    } finally {
+      release();
+    }
+  });
+
+  it("the clinic list a token's clinics are checked against loads without a request connection", async () => {
+    // A fresh replica: its list of clinics is not loaded yet, so authenticating loads it.
+    const fresh = await startTestGateway({ replicaOf: gw, poolSize: 1 });
+    const heldFresh = await fresh.pool.connect();
+    try {
+      expect(fresh.pool.idleCount).toBe(0);
+      const token = await fresh.tokenFor('reg-north', { clinics: ['c-north', 'c-phantom'] });
+      const res = await postJson(fresh, { query: '{ me { subject clinics } }' }, token);
+      expect(res.status).toBe(200);
+      expect(res.json?.data?.me).toEqual({ subject: 'reg-north', clinics: ['c-north'] });
+    } finally {
+      heldFresh.release();
+      await fresh.close();
+    }
+  });
+});
+
+describe('the gateway as src/app.ts assembles it', () => {
+  let db: TestDatabase;
+  let dataDir: string;
+  let app: App;
+  let url: string;
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-preauth-'));
+    const config = loadConfig({
+      PHIGATE_ENV: 'development',
+      PHIGATE_DATA_DIR: dataDir,
+      ...db.gatewayEnv,
+      PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
+      PHIGATE_POOL_SIZE: '2',
+      PHIGATE_PRINCIPAL_CONCURRENCY: '1',
+    });
+    app = await assembleApp(config, db.appUrl, createLogger('silent'));
+    const { port } = await app.gateway.listen(0, '127.0.0.1');
+    url = `http://127.0.0.1:${port}/graphql`;
+  });
+  afterAll(async () => {
+    await app?.gateway.close();
+    await app?.auditWriter.close();
+    await app?.auditLog.stop();
+    await app?.partnerKeys.close();
+    await Promise.all([app?.pool.end(), app?.keyPool.end(), app?.auditPool.end(), app?.logPool.end(), app?.preauthPool.end()]);
+    await db?.drop();
+    if (dataDir) await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it('looks made-up API keys up without a request connection', async () => {
+    const held = await Promise.all([app.pool.connect(), app.pool.connect()]);
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 20 }, () =>
+          send(url, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `ApiKey ${randomKey()}` }, body: '{"query":"{ me { subject } }"}' }),
+        ),
+      );
+      expect(answers.map((a) => `${a.status} ${a.json?.errors?.[0]?.extensions?.reason}`)).toEqual(answers.map(() => '401 invalid_api_key'));
+    } finally {
+      for (const c of held) c.release();
+    }
+  });
+});
 
 describe('the API-key verifier', () => {
   let db: TestDatabase;
