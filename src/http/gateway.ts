@@ -158,11 +158,17 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // still serves (degraded); once a key it needs is not cached, `keys` makes it unready.
   const kmsReady = cachedCheck(() => keyring.kmsReachable(), KEYS_READY_TTL_MS);
   // Likewise the database and whatever else is checked (Redis). The database is asked through a
-  // connection no request holds: with every request connection busy the replica is serving, and
-  // a probe queued behind them would time out and take a busy replica out of the balancer.
-  // pg's per-query timeout (left out of its typings): a hung answer drops its connection instead of keeping it.
+  // connection no request holds, and through the request pool (DATABASE_URL may lead elsewhere,
+  // e.g. a paused PgBouncer entry) only when it has one to spare: with every request connection
+  // taken the replica is serving, and a probe queued behind them would time out and take a busy
+  // replica out of the balancer. pg's per-query timeout (left out of its typings): a hung answer
+  // drops its connection instead of keeping it.
   const readyQuery = { text: 'SELECT 1', query_timeout: READY_QUERY_TIMEOUT_MS };
-  const databaseReady = cachedCheck(() => preauthPool.query(readyQuery), KEYS_READY_TTL_MS);
+  const spareRequestConnection = () => pool.idleCount > 0 || pool.totalCount < (pool.options.max ?? 10);
+  const databaseReady = cachedCheck(
+    () => Promise.all([preauthPool.query(readyQuery), spareRequestConnection() ? pool.query(readyQuery) : null]),
+    KEYS_READY_TTL_MS,
+  );
   const otherReady = Object.fromEntries(Object.entries(deps.readiness ?? {}).map(([name, check]) => [name, cachedCheck(check, KEYS_READY_TTL_MS)]));
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
