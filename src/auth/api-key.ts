@@ -52,9 +52,9 @@ const cannotLookUp = (reason: string, cause?: unknown) =>
 const MISSES_REMEMBERED = 1_000;
 
 /**
- * Lookups of ids this replica does not know as keys that may wait for the pool at once. Past
- * that, a flood of made-up ids is refused at once instead of queueing for seconds; the refresh of
- * a key this replica knows is never refused for it.
+ * Lookups that may be pending at once. Past that, an id this replica does not know as a key is
+ * refused at once instead of queueing for seconds behind a flood of made-up ids; the refresh of a
+ * key it knows is never refused for it.
  */
 const MAX_PENDING_LOOKUPS = 64;
 
