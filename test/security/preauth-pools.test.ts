@@ -104,6 +104,71 @@ describe('with every request connection held', () => {
   });
 });
 
+describe('a flood of made-up API keys', () => {
+  let gw: TestGateway;
+  let partnerKey: string;
+  beforeAll(async () => {
+    gw = await startTestGateway({ poolSize: 4 });
+    const created = await createApiKey(gw.pool, gw.apiKeys.service.peppers, await loadPolicy(POLICY_FILE, PHI_FIELDS), { ratePerMinute: 1_000_000, burst: 1_000_000 }, {
+      actor: 'test',
+      clinics: null,
+      role: null,
+      purpose: 'HSYSADMIN',
+      audit: () => undefined,
+    }, { partner: 'flood-lab', clinics: ['c-north'], fields: ['mrn'], purpose: 'TREAT' });
+    partnerKey = created.key;
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  // PHIGATE_FLOOD_MS=10000 for the measurement in the report (docs/scale-out.md); 3 s in the suite.
+  it("never makes a partner's or a user's request wait for a request connection", async () => {
+    const durationMs = Number(process.env.PHIGATE_FLOOD_MS ?? 3_000);
+    const PAGE = '{ patients(first: 5) { edges { node { id } } } }';
+    const token = await gw.tokenFor('reg-north');
+    const end = performance.now() + durationMs;
+    const flood = new Map<string, number>();
+    const flooders = Array.from({ length: 32 }, async () => {
+      while (performance.now() < end) {
+        const r = await postJson(gw, { query: '{ me { subject } }' }, null, { authorization: `ApiKey ${randomKey()}` });
+        const k = `${r.status} ${r.json?.errors?.[0]?.extensions?.reason}`;
+        flood.set(k, (flood.get(k) ?? 0) + 1);
+      }
+    });
+    const served = { partner: [] as number[], user: [] as number[] };
+    const failed: string[] = [];
+    const steady = async (who: 'partner' | 'user') => {
+      while (performance.now() < end) {
+        const t0 = performance.now();
+        const r = await postJson(gw, { query: PAGE }, who === 'user' ? token : null, who === 'partner' ? { authorization: `ApiKey ${partnerKey}` } : {});
+        if (r.status === 200 && r.json?.errors === undefined) served[who].push(performance.now() - t0);
+        else failed.push(`${who} ${r.status}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    };
+    let maxWaiting = 0;
+    const sampler = setInterval(() => (maxWaiting = Math.max(maxWaiting, gw.pool.waitingCount)), 5);
+    try {
+      await Promise.all([...flooders, steady('partner'), steady('user')]);
+    } finally {
+      clearInterval(sampler);
+    }
+    const median = (xs: number[]) => Math.round([...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN);
+    const tried = [...flood.values()].reduce((a, b) => a + b, 0);
+    console.info(
+      `flood of made-up keys: ${Math.round(tried / (durationMs / 1000))} refused/s (each a lookup); partner ${served.partner.length} served, median ${median(served.partner)} ms; ` +
+        `user ${served.user.length} served, median ${median(served.user)} ms; most requests waiting for a request connection: ${maxWaiting}`,
+    );
+    expect(Object.fromEntries(flood)).toEqual({ '401 invalid_api_key': tried });
+    expect(failed).toEqual([]);
+    expect(served.partner.length).toBeGreaterThan(0);
+    expect(served.user.length).toBeGreaterThan(0);
+    // Before, every made-up key took a request connection for its lookup: 24 to 26 waited at once.
+    expect(maxWaiting).toBe(0);
+  }, 60_000);
+});
+
 describe('the gateway as src/app.ts assembles it', () => {
   let db: TestDatabase;
   let dataDir: string;
