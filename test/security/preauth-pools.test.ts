@@ -224,7 +224,9 @@ describe('the API-key verifier', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    pool = createPool(db.auxUrl, { max: 2, applicationName: 'phigate-preauth-test' });
+    // Straight to PostgreSQL even in the run through PgBouncer: the hung-database case stops the
+    // server processes of this pool's own sessions, and a fresh connection must reach a fresh one.
+    pool = createPool(db.directAppUrl, { max: 2, applicationName: 'phigate-preauth-test' });
     await withClient(db.adminUrl, (c) => c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-t', 'T')`));
     const created = await createApiKey(pool, peppers(), await loadPolicy(POLICY_FILE, PHI_FIELDS), { ratePerMinute: 1_000_000, burst: 1_000_000 }, {
       actor: 'test',
