@@ -38,6 +38,8 @@ export interface App {
   readonly keyPool: Pool;
   /** The audit writer's own connections. */
   readonly auditPool: Pool;
+  /** Work anyone can cause before authenticating (key lookups, the clinic list, /metrics, /readyz); see assembleApp. */
+  readonly preauthPool: Pool;
   readonly auditWriter: AuditWriter;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
@@ -73,6 +75,10 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   // Search counts keep out of the writer's connections: a burst of searches would delay every read's audit commit.
   const quotaPool = createPool(auxUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-search-quota' });
   const logPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });
+  // What an unauthenticated client can make the gateway ask the database (a made-up API key, a
+  // token naming clinics, a /metrics scrape, a /readyz probe) goes through connections of its own:
+  // a flood of it must never take, or wait behind, the connections requests run in.
+  const preauthPool = createPool(auxUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-preauth' });
   try {
     if (config.env === 'production') await assertTlsConnection(pool);
     await assertSafeAppRole(pool);
@@ -88,7 +94,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     // A production gateway that cannot use its master key would start and then fail every request.
     if (config.env === 'production') await assertKeyUsable(provider, config.kms.provider === 'aws' ? 'PHIGATE_KMS_KEY_ID' : 'PHIGATE_KMS');
     const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool), cache: config.keyCache });
-    const partnerKeys = createPartnerKeys({ config, db: pool, provider, logger });
+    const partnerKeys = createPartnerKeys({ config, db: preauthPool, provider, logger });
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;
@@ -124,6 +130,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     });
     const gateway = createGateway({
       pool,
+      preauthPool,
       auditWriter,
       searchQuota: createSearchQuota(quotaPool),
       policy,
@@ -160,9 +167,9 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });
     const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger });
-    return { pool, keyPool, auditPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
+    return { pool, keyPool, auditPool, preauthPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), tracing?.shutdown()]);
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), preauthPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }

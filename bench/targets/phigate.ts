@@ -56,6 +56,8 @@ const provider = createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex'));
 const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
 const auditPool = createPool(auxUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
+// As src/app.ts: key lookups, the clinic list, /metrics and /readyz never take a request connection.
+const preauthPool = createPool(auxUrl, { max: 2, applicationName: 'phigate-preauth' });
 
 // operation -> roundTrips -> count
 let roundTrips: Record<string, Record<number, number>> = {};
@@ -103,6 +105,7 @@ const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolea
 const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger, preparedStatements });
 const gateway = createGateway({
   pool,
+  preauthPool,
   auditWriter,
   searchQuota: createSearchQuota(auditPool),
   policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
@@ -119,7 +122,7 @@ const gateway = createGateway({
       mfaAcrValues: [],
     }),
     // As src/auth/partner-keys.ts assembles it without REDIS_URL: the in-process bucket.
-    apiKeys: createApiKeyVerifier({ db: pool, peppers: createPeppers(pool, provider), rateLimits: createMemoryRateLimitStore(), logger }),
+    apiKeys: createApiKeyVerifier({ db: preauthPool, peppers: createPeppers(preauthPool, provider), rateLimits: createMemoryRateLimitStore(), logger }),
   }),
   logger,
   maxPageSize: 100,
@@ -143,6 +146,6 @@ process.on('SIGTERM', () => {
   void gateway
     .close()
     .then(() => auditWriter.close())
-    .then(() => Promise.all([pool.end(), keyPool.end(), auditPool.end()]))
+    .then(() => Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end()]))
     .finally(() => process.exit(0));
 });

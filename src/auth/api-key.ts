@@ -1,6 +1,6 @@
 import { randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
-import { apiKeyById, touchApiKeys, type ApiKeyRow, type Queryable } from '../db/api-keys.ts';
+import { lookupApiKey, touchApiKeys, type ApiKeyRow, type LookupPool, type Queryable } from '../db/api-keys.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { RateLimitStore } from '../rate-limit/store.ts';
@@ -19,7 +19,11 @@ export interface ApiKeyVerifier {
 }
 
 export interface ApiKeyVerifierOptions {
-  readonly db: Queryable;
+  /**
+   * Connections no request holds (src/app.ts: the pre-authentication pool): anyone can make a
+   * lookup run by sending a made-up key, and that must never take a request's connection.
+   */
+  readonly db: LookupPool & Queryable;
   readonly peppers: Peppers;
   readonly rateLimits: RateLimitStore;
   readonly logger: Logger;
@@ -27,6 +31,8 @@ export interface ApiKeyVerifierOptions {
   readonly cacheTtlMs?: number;
   /** How often `last_used_at` is written for the keys used since: one UPDATE for all of them. */
   readonly lastUsedFlushMs?: number;
+  /** How long one lookup may take; past it the request is refused with 503 (default 2 s). */
+  readonly lookupTimeoutMs?: number;
 }
 
 interface Cached {
@@ -38,8 +44,22 @@ interface Cached {
 
 const refused = () => new PhigateError('UNAUTHENTICATED', 'The API key is not valid.', { reason: 'invalid_api_key' });
 
+/** Fails closed, and says "later" rather than "invalid": the key may well be good. */
+const cannotLookUp = (reason: string, cause?: unknown) =>
+  new PhigateError('INTERNAL', 'API keys cannot be checked now.', { reason, cause, http: { status: 503, headers: { 'Retry-After': '1' } } });
+
+/** Unknown ids remembered at once; real keys have a cache of their own that misses cannot evict. */
+const MISSES_REMEMBERED = 1_000;
+
 /**
- * Looks a key up by id (remembered for a few seconds, unknown ids too), recomputes the keyed hash
+ * Lookups that may be pending at once. Past that, an id this replica does not know as a key is
+ * refused at once instead of queueing for seconds behind a flood of made-up ids; the refresh of a
+ * key it knows is never refused for it.
+ */
+const MAX_PENDING_LOOKUPS = 64;
+
+/**
+ * Looks a key up by id (remembered for a few seconds, unknown ids too, apart), recomputes the keyed hash
  * of the presented secret and compares in constant time. An unknown id is compared against a
  * random hash under the current pepper, so it costs what a wrong secret does and answers the
  * same. Only then are expiry, revocation and the rate limit looked at.
@@ -47,29 +67,41 @@ const refused = () => new PhigateError('UNAUTHENTICATED', 'The API key is not va
 export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifier {
   const { db, peppers, rateLimits, logger } = opts;
   const ttl = opts.cacheTtlMs ?? 5_000;
-  const cache = new LRUCache<string, Cached>({ max: 10_000 });
+  const timeoutMs = opts.lookupTimeoutMs ?? 2_000;
+  // Apart, so that made-up ids, which anyone can send by the thousand, never push real keys out
+  // of the cache and every partner request back to the database.
+  const keys = new LRUCache<string, Cached>({ max: 10_000 });
+  const misses = new LRUCache<string, Cached>({ max: MISSES_REMEMBERED });
+  const remember = (id: string, entry: Cached) => {
+    (entry.row ? misses : keys).delete(id);
+    (entry.row ? keys : misses).set(id, entry);
+  };
   const loading = new Map<string, Promise<Cached>>();
   const decoy = randomBytes(32);
   const used = new Set<string>();
 
   // Synchronous on a hit: in steady state a keyed request waits for nothing until its transaction.
   const lookup = (id: string): Cached | Promise<Cached> => {
-    const hit = cache.get(id);
+    const known = keys.get(id);
+    const hit = known ?? misses.get(id);
     if (hit && performance.now() - hit.loadedAt < ttl) return hit;
-    let pending = loading.get(id);
-    if (!pending) {
-      pending = apiKeyById(db, id)
-        .then((row) => {
-          const entry = { row, principal: row && principalOf(row), loadedAt: performance.now() };
-          cache.set(id, entry);
-          return entry;
-        })
-        .catch((cause: unknown) => {
-          throw new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
-        })
-        .finally(() => loading.delete(id));
-      loading.set(id, pending);
-    }
+    const inFlight = loading.get(id);
+    if (inFlight) return inFlight;
+    if (!known && loading.size >= MAX_PENDING_LOOKUPS) throw cannotLookUp('api_key_lookups_busy');
+    const pending: Promise<Cached> = lookupApiKey(db, id, timeoutMs)
+      .then((row) => {
+        const entry = { row, principal: row && principalOf(row), loadedAt: performance.now() };
+        // Not when forget() came meanwhile: the row may have been read before the change it follows.
+        if (loading.get(id) === pending) remember(id, entry);
+        return entry;
+      })
+      .catch((cause: unknown) => {
+        throw cannotLookUp('db_unavailable', cause);
+      })
+      .finally(() => {
+        if (loading.get(id) === pending) loading.delete(id);
+      });
+    loading.set(id, pending);
     return pending;
   };
 
@@ -129,7 +161,9 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
       return principal;
     },
     forget(id) {
-      cache.set(id, { row: null, principal: null, loadedAt: -Infinity });
+      keys.delete(id);
+      misses.delete(id);
+      loading.delete(id);
     },
     flushLastUsed: flush,
     async close() {

@@ -1,6 +1,6 @@
 import type { Config } from '../config.ts';
 import type { KeyProvider } from '../crypto/keys/provider.ts';
-import type { Queryable } from '../db/api-keys.ts';
+import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import { createMemoryRateLimitStore } from '../rate-limit/memory.ts';
 import { createRedisRateLimitStore } from '../rate-limit/redis.ts';
@@ -18,8 +18,11 @@ export interface PartnerKeys {
   close(): Promise<void>;
 }
 
-/** Everything partner API keys need in a gateway: pepper, verifier, rate-limit store (Redis when configured). */
-export function createPartnerKeys(deps: { config: Config; db: Queryable; provider: KeyProvider; logger: Logger }): PartnerKeys {
+/**
+ * Everything partner API keys need in a gateway: pepper, verifier, rate-limit store (Redis when
+ * configured). `db` is the pre-authentication pool, not the requests' (see ApiKeyVerifierOptions).
+ */
+export function createPartnerKeys(deps: { config: Config; db: Pool; provider: KeyProvider; logger: Logger }): PartnerKeys {
   const { config, db, provider, logger } = deps;
   const peppers = createPeppers(db, provider);
   const rateLimits = config.redisUrl === null ? createMemoryRateLimitStore() : createRedisRateLimitStore(config.redisUrl, config.redisKeyPrefix, logger);

@@ -48,6 +48,21 @@ export async function apiKeyById(db: Queryable, id: string): Promise<ApiKeyRow |
   return (await q(db, `SELECT ${COLUMNS} FROM phigate.api_keys WHERE id = $1::uuid`, [id])).rows[0] ?? null;
 }
 
+/** A pool, never a request's transaction: a credential is looked up before there is one. */
+export interface LookupPool {
+  query<R extends pg.QueryResultRow = pg.QueryResultRow>(config: pg.QueryConfig): Promise<pg.QueryResult<R>>;
+}
+
+/**
+ * apiKeyById for authentication, which whoever sends a made-up key makes run: pg's per-query
+ * timeout (its typings leave it out) drops a connection whose answer does not come, so a hung
+ * database cannot keep the pool's connections for lookups nobody waits for any more.
+ */
+export async function lookupApiKey(db: LookupPool, id: string, timeoutMs: number): Promise<ApiKeyRow | null> {
+  const query = { text: `SELECT ${COLUMNS} FROM phigate.api_keys WHERE id = $1::uuid`, values: [id], query_timeout: timeoutMs };
+  return (await db.query<ApiKeyRow>(query)).rows[0] ?? null;
+}
+
 /** Expiry is reckoned from the database's clock, which row security judges it by. */
 export async function insertApiKey(db: Queryable, k: NewApiKey): Promise<ApiKeyRow> {
   const { rows } = await q(

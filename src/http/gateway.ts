@@ -53,6 +53,11 @@ import { securityContextFor } from './security-context.ts';
 
 export interface GatewayDeps {
   readonly pool: Pool;
+  /**
+   * Connections no request holds (on PHIGATE_AUX_DATABASE_URL) for what runs before or without
+   * authentication: the clinic list, /metrics' overdue-review count, /readyz's database check.
+   */
+  readonly preauthPool: Pool;
   readonly policy: PolicySet;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
@@ -94,7 +99,7 @@ export interface GatewayDeps {
   readonly principals?: Config['principals'];
   readonly refusals?: Config['refusals'];
   readonly maxTokenClinics?: number;
-  /** Which clinic ids exist; default: phigate.clinics through `pool`, cached. */
+  /** Which clinic ids exist; default: phigate.clinics through `preauthPool`, cached. */
   readonly clinics?: ClinicDirectory;
   /** Partner key management for the GraphQL mutations; unset, they refuse. */
   readonly apiKeys?: ApiKeyService;
@@ -122,7 +127,7 @@ export interface Gateway {
 }
 
 export function createGateway(deps: GatewayDeps): Gateway {
-  const { pool, policy, keyring, cipher, logger } = deps;
+  const { pool, preauthPool, policy, keyring, cipher, logger } = deps;
   const shutdown = new AbortController();
   // Every execution in flight listens for shutdown until it ends; their number is bounded by
   // useSaturation, not by Node's default warning threshold of 10.
@@ -131,9 +136,9 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
   const sweeper = createAlertSweeper({ pool, rules: deps.alertRules ?? ALERT_DEFAULTS, alerts, logger });
-  const metrics = createGatewayMetrics({ pool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
+  const metrics = createGatewayMetrics({ pool, preauthPool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
   const refusals = createRefusalTrail({ recorder, logger, ...(deps.refusals ?? DEFAULT_REFUSALS) });
-  const clinics = deps.clinics ?? createClinicDirectory(pool);
+  const clinics = deps.clinics ?? createClinicDirectory(preauthPool);
   const maxClinics = deps.maxTokenClinics ?? 50;
   const authenticate = async (authorization: string | null, clientAddr: string | null, requestId: string): Promise<Principal> => {
     try {
@@ -152,8 +157,18 @@ export function createGateway(deps: GatewayDeps): Gateway {
   // The KMS itself, asked at most once per TTL: down while every needed key is cached, the replica
   // still serves (degraded); once a key it needs is not cached, `keys` makes it unready.
   const kmsReady = cachedCheck(() => keyring.kmsReachable(), KEYS_READY_TTL_MS);
-  // Likewise the database (a connection of the request pool) and whatever else is checked (Redis).
-  const databaseReady = cachedCheck(() => pool.query('SELECT 1'), KEYS_READY_TTL_MS);
+  // Likewise the database and whatever else is checked (Redis). The database is asked through a
+  // connection no request holds, and through the request pool (DATABASE_URL may lead elsewhere,
+  // e.g. a paused PgBouncer entry) only when it has one to spare: with every request connection
+  // taken the replica is serving, and a probe queued behind them would time out and take a busy
+  // replica out of the balancer. pg's per-query timeout (left out of its typings): a hung answer
+  // drops its connection instead of keeping it.
+  const readyQuery = { text: 'SELECT 1', query_timeout: READY_QUERY_TIMEOUT_MS };
+  const spareRequestConnection = () => pool.idleCount > 0 || pool.totalCount < (pool.options.max ?? 10);
+  const databaseReady = cachedCheck(
+    () => Promise.all([preauthPool.query(readyQuery), spareRequestConnection() ? pool.query(readyQuery) : null]),
+    KEYS_READY_TTL_MS,
+  );
   const otherReady = Object.fromEntries(Object.entries(deps.readiness ?? {}).map(([name, check]) => [name, cachedCheck(check, KEYS_READY_TTL_MS)]));
 
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
@@ -352,6 +367,8 @@ const DEFAULT_PRINCIPALS = { concurrency: 4, queue: 32, ratePerSecond: 20, burst
 const DEFAULT_REFUSALS = { auditedPerSecond: 10, alertPerMinute: 60 };
 const ISSUER_READY_TTL_MS = 10_000;
 const KEYS_READY_TTL_MS = 2_000;
+/** The probe's own bound (readiness.ts). */
+const READY_QUERY_TIMEOUT_MS = 3_000;
 
 function listenOn(server: http.Server, port: number, host: string): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -41,6 +41,8 @@ export interface TestGateway {
   readonly metricsUrl: string | null;
   readonly db: TestDatabase;
   readonly pool: Pool;
+  /** What runs before authentication (key lookups, clinic list, /metrics, /readyz), as in src/app.ts. */
+  readonly preauthPool: Pool;
   readonly issuer: TestIssuer;
   readonly data: Dataset;
   readonly cipher: FieldCipher;
@@ -99,6 +101,7 @@ export async function startTestGateway(
   // Keys load through their own pool, as in src/app.ts.
   const keyPool = createPool(db.auxUrl, { max: 2 });
   const auditPool = createPool(db.auxUrl, { max: loadConfig({}).audit.connections, applicationName: 'phigate-audit' });
+  const preauthPool = createPool(db.auxUrl, { max: 2, applicationName: 'phigate-preauth' });
   const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
   const cipher = createFieldCipher(keyring);
 
@@ -115,9 +118,9 @@ export async function startTestGateway(
   });
   const logger = createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) });
   const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger, preparedStatements: preparedStatements() });
-  const peppers = createPeppers(pool, provider);
+  const peppers = createPeppers(preauthPool, provider);
   const verifier = createApiKeyVerifier({
-    db: pool,
+    db: preauthPool,
     peppers,
     rateLimits: opts.apiKeys?.rateLimits ?? createMemoryRateLimitStore(),
     logger,
@@ -126,6 +129,7 @@ export async function startTestGateway(
   const apiKeys = { verifier, service: { peppers, defaults: defaults.apiKeys, forget: (id: string) => verifier.forget(id) } };
   const gateway = createGateway({
     pool,
+    preauthPool,
     auditWriter,
     searchQuota: createSearchQuota(auditPool),
     policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
@@ -161,6 +165,7 @@ export async function startTestGateway(
     metricsUrl: metricsPort === undefined ? null : `http://127.0.0.1:${metricsPort}/metrics`,
     db,
     pool,
+    preauthPool,
     issuer,
     data,
     cipher,
@@ -195,7 +200,7 @@ export async function startTestGateway(
       await gateway.close();
       await verifier.close();
       await auditWriter.close();
-      await Promise.all([pool.end(), keyPool.end(), auditPool.end()]);
+      await Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end()]);
       if (base) return;
       await issuer.close();
       await db.drop();
