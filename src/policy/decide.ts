@@ -125,13 +125,13 @@ export interface FieldVerdict extends FieldDecision {
  * The verdict on `name` ('Type.field') for rows of `row`'s clinic and care-team standing. Asked
  * once per PHI value, 800 times for a page, with a handful of distinct answers: it depends only
  * on these arguments and both policy and principal are immutable, so it is worked out once per
- * (clinic, care team, field) and kept for as long as the principal object lives (one request, or
- * a cached token's life). Looked up without building a key per value.
+ * (clinic, care team, field), and for rows under a break-glass grant per grant role as well, and
+ * kept for as long as the principal object lives (one request, or a cached token's life). Whether
+ * a row has a live grant is the row's fact, read with it each time; only the verdict is kept.
+ * Looked up without building a key per value.
  */
 export function fieldVerdict(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldVerdict {
-  // Rows under a break-glass grant are rare and their verdict depends on the grant: not memoised.
-  if (row.grant) return verdictOf(policy, principal, row, name);
-  const byClinic = memoFor(verdictMemo, policy, principal);
+  const byClinic = row.grant ? grantVerdicts(policy, principal, row.grant.role) : memoFor(verdictMemo, policy, principal);
   let byStanding = byClinic.get(row.clinicId);
   if (byStanding === undefined) byClinic.set(row.clinicId, (byStanding = [new Map(), new Map()]));
   const verdicts = byStanding[row.onCareTeam ? 1 : 0]!;
@@ -153,8 +153,22 @@ function verdictOf(policy: PolicySet, principal: Principal, row: RowFacts, name:
 }
 
 type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
+type ByStanding = [Map<string, FieldVerdict>, Map<string, FieldVerdict>];
 /** clinic -> [off the care team, on it] -> 'Type.field' -> verdict */
-const verdictMemo: Memo<[Map<string, FieldVerdict>, Map<string, FieldVerdict>]> = new WeakMap();
+const verdictMemo: Memo<ByStanding> = new WeakMap();
+/** The same for rows under a grant, per role the grant was opened in: grant role -> clinic -> ... */
+const grantVerdictMemo: Memo<Map<string, ByStanding>> = new WeakMap();
+
+/**
+ * A row under a grant is decided by the grant's role alone (grantRoleForRow), not by which grant:
+ * its id goes into the audit row from the row, so one verdict serves every grant of that role.
+ */
+function grantVerdicts(policy: PolicySet, principal: Principal, grantRole: string): Map<string, ByStanding> {
+  const byRole = memoFor(grantVerdictMemo, policy, principal);
+  let byClinic = byRole.get(grantRole);
+  if (byClinic === undefined) byRole.set(grantRole, (byClinic = new Map()));
+  return byClinic;
+}
 const purposeMemo: Memo<string> = new WeakMap();
 
 function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {

@@ -150,6 +150,43 @@ describe('fieldVerdict', () => {
     expect(fieldVerdict(policy, principal(['registrar']), ON_TEAM, 'Encounter.notes').effect).toBe('deny');
     expect(first.effect).toBe('allow');
   });
+
+  // The policy's roles, counting how often a verdict is worked out from them (knownRoles reads them).
+  const counted = (): { policy: PolicySet; lookups: () => number } => {
+    let lookups = 0;
+    const roles = new (class extends Map<string, RolePolicy> {
+      override values() {
+        lookups++;
+        return super.values();
+      }
+    })(policy.roles);
+    return { policy: { ...policy, roles }, lookups: () => lookups };
+  };
+
+  it('keeps the verdicts of rows seen through a break-glass grant too: a page of them costs what one row does', () => {
+    const nurse = principal(['nurse']);
+    const names = Object.entries(PHI_FIELDS).flatMap(([type, fields]) => fields.map((field) => `${type}.${field}`));
+    const grantRow = (i: number) => ({ clinicId: CLINIC, onCareTeam: false, grant: { id: `grant-${i}`, role: 'nurse' } });
+    const { policy: countedPolicy, lookups } = counted();
+    for (const name of names) fieldVerdict(countedPolicy, nurse, grantRow(0), name);
+    const oneRow = lookups();
+    expect(oneRow).toBeGreaterThan(0);
+    for (let i = 1; i < 100; i++) for (const name of names) fieldVerdict(countedPolicy, nurse, grantRow(i), name);
+    expect(lookups()).toBe(oneRow);
+    // The grant's id is not part of a verdict (the audit row takes it from the row): one verdict serves every grant.
+    expect(fieldVerdict(countedPolicy, nurse, grantRow(7), 'Patient.givenName')).toBe(fieldVerdict(countedPolicy, nurse, grantRow(8), 'Patient.givenName'));
+    expect(fieldVerdict(countedPolicy, nurse, grantRow(7), 'Patient.givenName')).toMatchObject({ effect: 'allow', breakGlass: true, purpose: 'emergency_treatment' });
+  });
+
+  it('keeps verdicts apart by the grant\'s role and from rows seen without one', () => {
+    const physicianNurse = principal(['physician', 'nurse']);
+    const asNurse = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-1', role: 'nurse' } };
+    const asPhysician = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-2', role: 'physician' } };
+    expect(fieldVerdict(policy, physicianNurse, asNurse, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: true });
+    expect(fieldVerdict(policy, physicianNurse, asPhysician, 'Encounter.notes')).toMatchObject({ effect: 'allow', role: 'physician', breakGlass: true });
+    expect(fieldVerdict(policy, physicianNurse, OFF_TEAM, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: false });
+    expect(fieldVerdict(policy, physicianNurse, asNurse, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: true });
+  });
 });
 
 describe('MFA', () => {
