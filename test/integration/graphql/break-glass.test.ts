@@ -184,6 +184,33 @@ describe('break-glass', () => {
     }
   });
 
+  it("a grant filed under another clinic than its patient's opens nothing, even one reaching across clinics", async () => {
+    // Grant rows as they could be left before migration 034, or by hand: the database's triggers off.
+    const plant = (actor: string, patientId: string, clinicId: string, crossClinic: boolean) =>
+      gw.admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query('SET LOCAL session_replication_role = replica');
+        await c.query(
+          `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, expires_at)
+           VALUES ($1, 'physician', $2, $3, $4, $5, 'planted', now() + interval '1 hour')`,
+          [actor, patientId, clinicId, crossClinic, REASON],
+        );
+        await c.query('COMMIT');
+      });
+    const south = gw.data.patients.find((p) => p.clinicId === 'c-south')!;
+    const northPatient = north()[0]!;
+    await plant('dr-misfiled-1', south.id, 'c-north', true);
+    await plant('dr-misfiled-2', northPatient.id, 'c-south', false);
+    const both = ['c-north', 'c-south'];
+    for (const [sub, patient] of [['dr-misfiled-1', south], ['dr-misfiled-2', northPatient]] as const) {
+      const token = await gw.issuer.token({ sub, roles: ['physician'], clinics: both, mfa: true });
+      const r = await gw.gql(token, READ, { id: patient.id });
+      expect(r.body.errors, r.text).toBeUndefined();
+      expect(r.body.data?.patient).toBeNull();
+      expect(await auditOf("actor = $1 AND action IN ('read', 'masked')", [sub])).toEqual([]);
+    }
+  });
+
   it('reports grants unreviewed past the review window in /metrics', async () => {
     const patient = north()[0]!;
     await gw.admin((c) =>
