@@ -93,6 +93,16 @@ export function grantRoleForRow(policy: PolicySet, principal: Principal, row: Ro
   return rolesForRow(policy, principal, row).includes(role) ? null : role;
 }
 
+/**
+ * The roles in which the principal may do `operation` (a write) on this row: those whose usual
+ * scope covers the row, whose MFA is met and to which the policy gives the operation, as row
+ * security requires of the same write (schema/migrations/020_row_scopes.sql). A break-glass grant
+ * is never one of them: it gives read access only.
+ */
+export function writeRolesForRow(policy: PolicySet, principal: Principal, row: RowFacts, operation: string): RolePolicy[] {
+  return rolesForRow(policy, principal, row).filter((role) => mfaMet(role, principal) && role.operations.has(operation));
+}
+
 /** Every event about this row is a break-glass one: the principal sees the row only through a grant. */
 export function onlyThroughGrant(policy: PolicySet, principal: Principal, row: RowFacts): boolean {
   return grantRoleForRow(policy, principal, row) !== null && rolesForRow(policy, principal, row).length === 0;
@@ -179,15 +189,31 @@ function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map
   return entries;
 }
 
+// A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
+// a partner sees the intersection of its role's policy and its key's fields.
+const effectOf = (role: RolePolicy, principal: Principal, name: string): Effect =>
+  principal.kind === 'partner' && !principal.fields.has(name) ? 'deny' : (role.fields.get(name) ?? 'deny');
+
+/**
+ * Whether `operation` may write `name` ('Type.field') on rows like `row`: the most permissive
+ * effect among writeRolesForRow, so a grant never counts, and only 'allow' lets the write through.
+ */
+export function decideWrite(policy: PolicySet, principal: Principal, row: RowFacts, operation: string, name: string): FieldDecision {
+  let decision = DENIED;
+  for (const role of writeRolesForRow(policy, principal, row, operation)) {
+    const effect = effectOf(role, principal, name);
+    if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name, viaGrant: false });
+  }
+  return decision;
+}
+
 function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldDecision {
   let decision = DENIED;
   const granted = grantRoleForRow(policy, principal, row);
   // The usual roles first: a grant is credited only with what they would not have shown anyway.
   for (const role of [...rolesForRow(policy, principal, row), ...(granted ? [granted] : [])]) {
     if (!mfaMet(role, principal)) continue;
-    // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
-    // a partner sees the intersection of its role's policy and its key's fields.
-    const effect = principal.kind === 'partner' && !principal.fields.has(name) ? 'deny' : (role.fields.get(name) ?? 'deny');
+    const effect = effectOf(role, principal, name);
     if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name, viaGrant: role === granted });
   }
   return decision;

@@ -2,11 +2,13 @@ import { describe, expect, it } from 'vitest';
 import {
   canPerform,
   decideField,
+  decideWrite,
   fieldVerdict,
   knownRoles,
   mfaBlocks,
   purposeFor,
   rolesForRow,
+  writeRolesForRow,
 } from '../../../src/policy/decide.ts';
 import { loadPolicy } from '../../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
@@ -186,6 +188,43 @@ describe('fieldVerdict', () => {
     expect(fieldVerdict(policy, physicianNurse, asPhysician, 'Encounter.notes')).toMatchObject({ effect: 'allow', role: 'physician', breakGlass: true });
     expect(fieldVerdict(policy, physicianNurse, OFF_TEAM, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: false });
     expect(fieldVerdict(policy, physicianNurse, asNurse, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: true });
+  });
+});
+
+describe('writes', () => {
+  const UNDER_GRANT = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-1', role: 'physician' } };
+
+  it('a break-glass grant lends no write: what it shows in full still cannot be written', () => {
+    const physician = principal(['physician']);
+    expect(fieldVerdict(policy, physician, UNDER_GRANT, 'Patient.phone')).toMatchObject({ effect: 'allow', breakGlass: true });
+    expect(writeRolesForRow(policy, physician, UNDER_GRANT, 'updatePatient')).toEqual([]);
+    for (const [operation, name] of [['updatePatient', 'Patient.phone'], ['addEncounter', 'Encounter.kind'], ['addEncounter', 'Encounter.notes']] as const) {
+      expect(decideWrite(policy, physician, UNDER_GRANT, operation, name)).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    }
+    // On the care team, the usual scope writes, grant or not.
+    const onTeam = { ...UNDER_GRANT, onCareTeam: true };
+    expect(decideWrite(policy, physician, onTeam, 'addEncounter', 'Encounter.notes')).toEqual({ effect: 'allow', role: 'physician', viaGrant: false });
+  });
+
+  it.each([
+    // The registrar covers the row but may not add encounters; the physician may, but not off its team.
+    [['registrar', 'physician'], OFF_TEAM, 'addEncounter', 'Encounter.kind', 'deny', null],
+    [['registrar', 'physician'], OFF_TEAM, 'updatePatient', 'Patient.phone', 'allow', 'registrar'],
+    [['registrar', 'physician'], ON_TEAM, 'addEncounter', 'Encounter.notes', 'allow', 'physician'],
+    // Billing covers every row of the clinic and may write nothing; the nurse writes only on its team.
+    [['nurse', 'billing'], OFF_TEAM, 'addEncounter', 'Encounter.kind', 'deny', null],
+    [['nurse', 'billing'], ON_TEAM, 'addEncounter', 'Encounter.kind', 'allow', 'nurse'],
+    [['nurse', 'billing'], ON_TEAM, 'addEncounter', 'Encounter.notes', 'deny', null],
+    [['nurse', 'billing'], ON_TEAM, 'updatePatient', 'Patient.phone', 'deny', null],
+    // Another clinic's row: nobody.
+    [['registrar'], ELSEWHERE, 'updatePatient', 'Patient.phone', 'deny', null],
+  ] as const)('%o on %o: %s of %s is %s by %s', (roles, row, operation, name, effect, role) => {
+    expect(decideWrite(policy, principal(roles), row, operation, name)).toEqual({ effect, role, viaGrant: false });
+  });
+
+  it('a role whose MFA is not met writes nothing', () => {
+    expect(writeRolesForRow(policy, principal(['registrar'], { mfa: false }), OFF_TEAM, 'updatePatient')).toEqual([]);
+    expect(decideWrite(policy, principal(['registrar'], { mfa: false }), OFF_TEAM, 'updatePatient', 'Patient.phone').effect).toBe('deny');
   });
 });
 
