@@ -168,6 +168,15 @@ type ByStanding = [Map<string, FieldVerdict>, Map<string, FieldVerdict>];
 const verdictMemo: Memo<ByStanding> = new WeakMap();
 /** The same for rows under a grant, per role the grant was opened in: grant role -> clinic -> ... */
 const grantVerdictMemo: Memo<Map<string, ByStanding>> = new WeakMap();
+const purposeMemo: Memo<string> = new WeakMap();
+
+function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
+  let byPrincipal = memo.get(policy);
+  if (byPrincipal === undefined) memo.set(policy, (byPrincipal = new WeakMap()));
+  let entries = byPrincipal.get(principal);
+  if (entries === undefined) byPrincipal.set(principal, (entries = new Map()));
+  return entries;
+}
 
 /**
  * A row under a grant is decided by the grant's role alone (grantRoleForRow), not by which grant:
@@ -178,15 +187,6 @@ function grantVerdicts(policy: PolicySet, principal: Principal, grantRole: strin
   let byClinic = byRole.get(grantRole);
   if (byClinic === undefined) byRole.set(grantRole, (byClinic = new Map()));
   return byClinic;
-}
-const purposeMemo: Memo<string> = new WeakMap();
-
-function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
-  let byPrincipal = memo.get(policy);
-  if (byPrincipal === undefined) memo.set(policy, (byPrincipal = new WeakMap()));
-  let entries = byPrincipal.get(principal);
-  if (entries === undefined) byPrincipal.set(principal, (entries = new Map()));
-  return entries;
 }
 
 // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
