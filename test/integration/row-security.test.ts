@@ -350,6 +350,28 @@ describe('break-glass grants are bound to their patient\'s clinic (schema/migrat
     expect(await visiblePatients(doctor('dr-bind-4'))).toEqual([ids.b1]);
   });
 
+  it('a grant opens reading only: the database refuses its actor every write to the patient', async () => {
+    const nurse = ctx({ actor: 'rn-bind-1', roles: ['nurse'], clinics: ['c-a'] });
+    await withRequestTransaction(pool, nurse, (tx) =>
+      tx.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
+         VALUES (phigate.ctx_actor(), 'nurse', $1, false, 'emergency', 'r', clock_timestamp() + interval '1 hour')`,
+        [ids.a2],
+      ),
+    );
+    expect(await visiblePatients(nurse)).toEqual([ids.a2]);
+    const physician = doctor('dr-bind-9');
+    await openGrant(physician, ids.a2);
+    expect(await visiblePatients(physician)).toEqual([ids.a2]);
+    const updated = await withRequestTransaction(pool, physician, (tx) => tx.query(`UPDATE phigate.patients SET phone = '\\x01' WHERE id = $1`, [ids.a2]));
+    expect(updated.rowCount).toBe(0);
+    await expect(
+      withRequestTransaction(pool, nurse, (tx) =>
+        tx.query(`INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind) VALUES ($1, $2, 'c-a', now(), '\\x00')`, [randomUUID(), ids.a2]),
+      ),
+    ).rejects.toMatchObject({ code: '42501' });
+  });
+
   it("a grant's clinic cannot be changed, not even by its actor", async () => {
     const grant = await openGrant(doctor('dr-bind-5'), ids.a2);
     await expect(
