@@ -51,18 +51,17 @@ export interface NewGrant {
   readonly minutes: number;
 }
 
-/** The grant's times come from the database clock, the one clock every replica shares. */
-export async function insertGrant(tx: RequestTransaction, g: NewGrant): Promise<string> {
-  const { rows } = await tx.query<{ id: string }>(
+/**
+ * The grant's times come from the database clock, the one clock every replica shares; its clinic
+ * is the patient's, bound by the database at insert (schema/migrations/034_break_glass_clinic.sql).
+ * Row security refuses (42501) a patient that does not exist and one beyond reach alike.
+ */
+export async function insertGrant(tx: RequestTransaction, g: NewGrant): Promise<GrantRow> {
+  const { rows } = await tx.query<GrantRow>(
     `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
-     VALUES (phigate.ctx_actor(), $1, $2, $3, $4, $5, clock_timestamp() + make_interval(mins => $6::int)) RETURNING id`,
+     VALUES (phigate.ctx_actor(), $1, $2, $3, $4, $5, clock_timestamp() + make_interval(mins => $6::int)) RETURNING ${GRANT_COLUMNS}`,
     [g.role, g.patientId, g.crossClinic, g.reason, g.requestId, g.minutes],
   );
-  return rows[0]!.id;
-}
-
-export async function setGrantClinic(tx: RequestTransaction, id: string, clinicId: string): Promise<GrantRow> {
-  const { rows } = await tx.query<GrantRow>(`UPDATE phigate.break_glass_grants SET clinic_id = $2 WHERE id = $1 RETURNING ${GRANT_COLUMNS}`, [id, clinicId]);
   return rows[0]!;
 }
 

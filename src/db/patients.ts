@@ -46,11 +46,11 @@ export interface EncounterRow extends GrantColumns {
 export const PATIENT_COLUMNS = encryptedColumns('Patient');
 export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
 
-// The live grant, judged like row security judges it (schema/migrations/012_break_glass.sql).
-const LIVE_GRANT = (patientId: string) => `
+// The live grant, judged like row security judges it (schema/migrations/034_break_glass_clinic.sql).
+const LIVE_GRANT = (patientId: string, clinicId: string) => `
   LEFT JOIN LATERAL (
     SELECT g.id AS grant_id, g.role AS grant_role FROM phigate.break_glass_grants g
-    WHERE g.patient_id = ${patientId} AND g.actor = phigate.ctx_actor() AND g.revoked_at IS NULL
+    WHERE g.patient_id = ${patientId} AND g.clinic_id = ${clinicId} AND g.actor = phigate.ctx_actor() AND g.revoked_at IS NULL
       AND g.expires_at > clock_timestamp() AND g.role = ANY (phigate.ctx_roles())
     ORDER BY g.expires_at DESC LIMIT 1) g ON true`;
 
@@ -59,13 +59,13 @@ const PATIENT_SELECT = `
   SELECT p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address,
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
          g.grant_id, g.grant_role
-  FROM phigate.patients p${LIVE_GRANT('p.id')}`;
+  FROM phigate.patients p${LIVE_GRANT('p.id', 'p.clinic_id')}`;
 
 const ENCOUNTER_SELECT = `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at, e.kind, e.kind_legacy, e.reason, e.diagnosis_codes, e.notes,
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
          g.grant_id, g.grant_role
-  FROM phigate.encounters e${LIVE_GRANT('e.patient_id')}`;
+  FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
   return (await tx.query<PatientRow>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows;

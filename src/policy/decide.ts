@@ -93,6 +93,16 @@ export function grantRoleForRow(policy: PolicySet, principal: Principal, row: Ro
   return rolesForRow(policy, principal, row).includes(role) ? null : role;
 }
 
+/**
+ * The roles in which the principal may do `operation` (a write) on this row: those whose usual
+ * scope covers the row, whose MFA is met and to which the policy gives the operation, as row
+ * security requires of the same write (schema/migrations/020_row_scopes.sql). A break-glass grant
+ * is never one of them: it gives read access only.
+ */
+export function writeRolesForRow(policy: PolicySet, principal: Principal, row: RowFacts, operation: string): RolePolicy[] {
+  return rolesForRow(policy, principal, row).filter((role) => mfaMet(role, principal) && role.operations.has(operation));
+}
+
 /** Every event about this row is a break-glass one: the principal sees the row only through a grant. */
 export function onlyThroughGrant(policy: PolicySet, principal: Principal, row: RowFacts): boolean {
   return grantRoleForRow(policy, principal, row) !== null && rolesForRow(policy, principal, row).length === 0;
@@ -125,13 +135,13 @@ export interface FieldVerdict extends FieldDecision {
  * The verdict on `name` ('Type.field') for rows of `row`'s clinic and care-team standing. Asked
  * once per PHI value, 800 times for a page, with a handful of distinct answers: it depends only
  * on these arguments and both policy and principal are immutable, so it is worked out once per
- * (clinic, care team, field) and kept for as long as the principal object lives (one request, or
- * a cached token's life). Looked up without building a key per value.
+ * (clinic, care team, field), and for rows under a break-glass grant per grant role as well, and
+ * kept for as long as the principal object lives (one request, or a cached token's life). Whether
+ * a row has a live grant is the row's fact, read with it each time; only the verdict is kept.
+ * Looked up without building a key per value.
  */
 export function fieldVerdict(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldVerdict {
-  // Rows under a break-glass grant are rare and their verdict depends on the grant: not memoised.
-  if (row.grant) return verdictOf(policy, principal, row, name);
-  const byClinic = memoFor(verdictMemo, policy, principal);
+  const byClinic = row.grant ? grantVerdicts(policy, principal, row.grant.role) : memoFor(verdictMemo, policy, principal);
   let byStanding = byClinic.get(row.clinicId);
   if (byStanding === undefined) byClinic.set(row.clinicId, (byStanding = [new Map(), new Map()]));
   const verdicts = byStanding[row.onCareTeam ? 1 : 0]!;
@@ -153,8 +163,11 @@ function verdictOf(policy: PolicySet, principal: Principal, row: RowFacts, name:
 }
 
 type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
+type ByStanding = [Map<string, FieldVerdict>, Map<string, FieldVerdict>];
 /** clinic -> [off the care team, on it] -> 'Type.field' -> verdict */
-const verdictMemo: Memo<[Map<string, FieldVerdict>, Map<string, FieldVerdict>]> = new WeakMap();
+const verdictMemo: Memo<ByStanding> = new WeakMap();
+/** The same for rows under a grant, per role the grant was opened in: grant role -> clinic -> ... */
+const grantVerdictMemo: Memo<Map<string, ByStanding>> = new WeakMap();
 const purposeMemo: Memo<string> = new WeakMap();
 
 function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
@@ -165,15 +178,42 @@ function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map
   return entries;
 }
 
+/**
+ * A row under a grant is decided by the grant's role alone (grantRoleForRow), not by which grant:
+ * its id goes into the audit row from the row, so one verdict serves every grant of that role.
+ */
+function grantVerdicts(policy: PolicySet, principal: Principal, grantRole: string): Map<string, ByStanding> {
+  const byRole = memoFor(grantVerdictMemo, policy, principal);
+  let byClinic = byRole.get(grantRole);
+  if (byClinic === undefined) byRole.set(grantRole, (byClinic = new Map()));
+  return byClinic;
+}
+
+// A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
+// a partner sees the intersection of its role's policy and its key's fields.
+const effectOf = (role: RolePolicy, principal: Principal, name: string): Effect =>
+  principal.kind === 'partner' && !principal.fields.has(name) ? 'deny' : (role.fields.get(name) ?? 'deny');
+
+/**
+ * Whether `operation` may write `name` ('Type.field') on rows like `row`: the most permissive
+ * effect among writeRolesForRow, so a grant never counts, and only 'allow' lets the write through.
+ */
+export function decideWrite(policy: PolicySet, principal: Principal, row: RowFacts, operation: string, name: string): FieldDecision {
+  let decision = DENIED;
+  for (const role of writeRolesForRow(policy, principal, row, operation)) {
+    const effect = effectOf(role, principal, name);
+    if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name, viaGrant: false });
+  }
+  return decision;
+}
+
 function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldDecision {
   let decision = DENIED;
   const granted = grantRoleForRow(policy, principal, row);
   // The usual roles first: a grant is credited only with what they would not have shown anyway.
   for (const role of [...rolesForRow(policy, principal, row), ...(granted ? [granted] : [])]) {
     if (!mfaMet(role, principal)) continue;
-    // A field the policy does not name (not PHI, or a typo in the caller) is denied, not allowed;
-    // a partner sees the intersection of its role's policy and its key's fields.
-    const effect = principal.kind === 'partner' && !principal.fields.has(name) ? 'deny' : (role.fields.get(name) ?? 'deny');
+    const effect = effectOf(role, principal, name);
     if (PERMISSIVENESS[effect] > PERMISSIVENESS[decision.effect]) decision = Object.freeze({ effect, role: role.name, viaGrant: role === granted });
   }
   return decision;

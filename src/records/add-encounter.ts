@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ENCOUNTER_COLUMNS, insertEncounter } from '../db/patients.ts';
-import { loadPatientForWrite } from './load-patient.ts';
+import { loadPatientForWrite, writeTarget } from './load-patient.ts';
 import { mayWrite } from './may-write.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
@@ -24,7 +24,7 @@ export async function addEncounter(scope: RequestScope, rawPatientId: string, in
     notes: input.notes == null ? null : v.text('notes', input.notes, 20_000),
   };
   const given = ['occurredAt', 'kind', ...(Object.keys(plain) as (keyof typeof plain)[]).filter((k) => plain[k] !== null)];
-  const grants = mayWrite(scope, { clinicId: patient.clinic_id, onCareTeam: patient.on_care_team }, 'Encounter', given);
+  const grants = await mayWrite(scope, writeTarget(patient), 'addEncounter', 'Encounter', given);
   const id = randomUUID();
   const seal = (column: string, value: string) => scope.cipher.encrypt(patient.clinic_id, { table: 'encounters', column, rowId: id, patientId: patient.id }, value);
   const sealOptional = (column: string, value: string | null) => (value === null ? Promise.resolve(null) : seal(column, value));

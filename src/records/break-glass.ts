@@ -1,7 +1,7 @@
 import type { AuditEvent, AuditRequest } from '../audit/event.ts';
 import type { Alerts } from '../audit/alerts.ts';
 import type { BreakGlassSettings } from '../config.ts';
-import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, setGrantClinic, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
+import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
 import { EMERGENCY_PURPOSE, roleFor } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
@@ -21,7 +21,8 @@ export const REVIEW_OUTCOMES = ['justified', 'unjustified', 'needs_follow_up'] a
 const MAX_REASON = 1000;
 const MAX_COMMENT = 2000;
 const MAX_LISTED = 500;
-const FOREIGN_KEY_VIOLATION = '23503';
+// Row security refusing the grant: the patient does not exist, or lies beyond the policy's reach.
+const INSUFFICIENT_PRIVILEGE = '42501';
 const CHECK_VIOLATION = '23514';
 
 // One answer whether the patient does not exist or lies beyond the grant's reach: breaking the
@@ -92,9 +93,9 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
     const error = new PhigateError('BREAK_GLASS_DENIED', `You have opened ${settings.dailyLimit} emergency grants in the last 24 hours; ask a colleague or your privacy officer.`, { reason: 'daily_limit' });
     return refuse(scope, error, patientId, role.name);
   }
-  let id: string;
+  let grant: GrantRow;
   try {
-    id = await insertGrant(scope.tx, {
+    grant = await insertGrant(scope.tx, {
       role: role.name,
       patientId,
       crossClinic: policy.breakGlass.reach === 'all_clinics',
@@ -103,15 +104,11 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
       minutes: settings.grantMinutes,
     });
   } catch (err) {
-    if ((err as { code?: string }).code !== FOREIGN_KEY_VIOLATION) throw err;
+    if ((err as { code?: string }).code !== INSUFFICIENT_PRIVILEGE) throw err;
     return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', UNAVAILABLE, { reason: 'patient_unavailable' }), patientId, role.name);
   }
-  // The grant is in place: row security now shows the patient if, and only if, it is within reach.
-  const clinicId = await visiblePatientClinic(scope.tx, patientId);
-  if (clinicId === null) {
-    return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', UNAVAILABLE, { reason: 'patient_unavailable' }), patientId, role.name);
-  }
-  const grant = await setGrantClinic(scope.tx, id, clinicId);
+  // In place, the grant shows its patient, in the grant's clinic, which the database took from the patient.
+  const { id } = grant;
   scope.audit.add(event('break_glass', 'granted', { id, patientId, role: role.name }));
   scope.afterCommit(() =>
     scope.alerts.send({

@@ -18,7 +18,7 @@ export async function createPatient(scope: RequestScope, input: CreatePatientInp
   const { clinicId: _clinic, ...given } = input;
   const values = checkPatientValues(given);
   const fields = Object.keys(values).filter((f) => values[f as keyof typeof values] !== null);
-  const grants = mayWrite(scope, { clinicId, onCareTeam: false }, 'Patient', fields);
+  const grants = await mayWrite(scope, { patientId: null, row: { clinicId, onCareTeam: false } }, 'createPatient', 'Patient', fields);
   mayWriteIdentifiers(scope, fields);
   // Only a clinic that exists (and, through the request context, valid clinic claims) gets a data key created for it.
   if (!(await scope.tx.query('SELECT 1 FROM phigate.clinics WHERE id = $1', [clinicId])).rowCount) throw new PhigateError('FORBIDDEN', 'You may not create patients in that clinic.');

@@ -1,5 +1,6 @@
 import { patientsByIds, type PatientRow } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
+import type { WriteTarget } from './may-write.ts';
 import * as v from './validate.ts';
 import type { RequestScope } from './scope.ts';
 
@@ -13,3 +14,13 @@ export async function loadPatientForWrite(scope: RequestScope, rawId: string, ar
   if (!row) throw new PhigateError('FORBIDDEN', 'No patient with that id is available to you for this change.');
   return row;
 }
+
+/** What the write decision needs of the patient row: its clinic, care-team standing and live grant. */
+export const writeTarget = (row: PatientRow): WriteTarget => ({
+  patientId: row.id,
+  row: {
+    clinicId: row.clinic_id,
+    onCareTeam: row.on_care_team,
+    grant: row.grant_id !== null && row.grant_role !== null ? { id: row.grant_id, role: row.grant_role } : null,
+  },
+});

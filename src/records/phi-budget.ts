@@ -1,3 +1,4 @@
+import type { AuditEvent } from '../audit/event.ts';
 import { PhigateError } from '../errors.ts';
 
 /** Which limit stopped a value: the request's own, or what was left of the principal's minute. */
@@ -77,4 +78,19 @@ export function createPhiBudget(): PhiBudget {
       return { rows: rows.size, values };
     },
   };
+}
+
+const showsPhi = (event: AuditEvent): boolean => event.action === 'read' || event.action === 'masked' || event.action === 'search';
+
+/**
+ * Whether the request counted PHI that no audit event accounts for: values (or a row) were taken
+ * from its budget, which only happens right before they are shown, yet none of its events shows a
+ * value or a search. A value that failed to open (KEY_UNAVAILABLE) was taken but shows nothing and
+ * leaves one error in the answer instead, so it is excused by that error; anything beyond means a
+ * path showed PHI without recording it, and the answer must not leave.
+ */
+export function unaudited(used: { readonly rows: number; readonly values: number }, events: readonly AuditEvent[], answerErrors: number): boolean {
+  if (used.rows === 0 && used.values === 0) return false;
+  if (events.some(showsPhi)) return false;
+  return used.values === 0 || used.values > answerErrors;
 }

@@ -1,8 +1,9 @@
 import type { AuditEvent } from '../audit/event.ts';
 import { careTeamOf, replaceCareTeam } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
-import { purposeFor, usableRoles } from '../policy/decide.ts';
-import { loadPatientForWrite } from './load-patient.ts';
+import { purposeFor } from '../policy/decide.ts';
+import { loadPatientForWrite, writeTarget } from './load-patient.ts';
+import { writeRole } from './may-write.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
 import { recordAfterRollback, rethrowRefusal } from './write-helpers.ts';
@@ -10,8 +11,7 @@ import { recordAfterRollback, rethrowRefusal } from './write-helpers.ts';
 export async function setCareTeam(scope: RequestScope, rawPatientId: string, rawSubjects: readonly string[]): Promise<string> {
   const patient = await loadPatientForWrite(scope, rawPatientId, 'patientId');
   const subjects = v.subjects('subjects', rawSubjects);
-  const role = usableRoles(scope.policy, scope.principal).find((r) => r.operations.has('setCareTeam'));
-  if (!role) throw new PhigateError('FORBIDDEN', 'You may not change care teams.');
+  const role = await writeRole(scope, writeTarget(patient), 'setCareTeam');
   // Separation of duties: whoever changes a care team does not thereby give itself the patient's
   // record; another admin adds it. Staying on a team it is already on is no new access.
   if (subjects.includes(scope.principal.subject) && !(await careTeamOf(scope.tx, patient.id)).includes(scope.principal.subject)) {

@@ -1,7 +1,7 @@
 import { updatePatientColumns } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { encryptPatient } from './encrypt-patient.ts';
-import { loadPatientForWrite } from './load-patient.ts';
+import { loadPatientForWrite, writeTarget } from './load-patient.ts';
 import { mayWrite } from './may-write.ts';
 import { checkPatientValues, type PatientValues } from './patient-values.ts';
 import type { RequestScope } from './scope.ts';
@@ -12,7 +12,7 @@ export async function updatePatient(scope: RequestScope, rawId: string, input: P
   const values = checkPatientValues(input);
   const fields = Object.keys(values);
   if (fields.length === 0) throw new PhigateError('BAD_USER_INPUT', 'input must set at least one field.');
-  const grants = mayWrite(scope, { clinicId: row.clinic_id, onCareTeam: row.on_care_team }, 'Patient', fields);
+  const grants = await mayWrite(scope, writeTarget(row), 'updatePatient', 'Patient', fields);
   mayWriteIdentifiers(scope, fields);
   const columns = await encryptPatient(scope, row.clinic_id, row.id, values);
   const updated = await updatePatientColumns(scope.tx, row.id, columns).catch((e: unknown) => rethrowIdentifierConflict(scope, 'updatePatient', row.id, e));

@@ -301,6 +301,97 @@ describe('the partner scope (schema/migrations/011_api_keys.sql)', () => {
   });
 });
 
+describe('break-glass grants are bound to their patient\'s clinic (schema/migrations/034_break_glass_clinic.sql)', () => {
+  const doctor = (actor: string, clinics = ['c-a']) => ctx({ actor, roles: ['physician'], clinics });
+  const openGrant = (c: SecurityContext, patientId: string, crossClinic = false) =>
+    withRequestTransaction(pool, c, async (tx) =>
+      (
+        await tx.query<{ id: string; clinic_id: string }>(
+          `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
+           VALUES (phigate.ctx_actor(), 'physician', $1, $2, 'emergency', 'r', clock_timestamp() + interval '1 hour') RETURNING id, clinic_id`,
+          [patientId, crossClinic],
+        )
+      ).rows[0]!,
+    );
+  /** A grant row as it could have been left before 034 (or by hand): triggers off, any clinic. */
+  const plantGrant = (actor: string, patientId: string, clinicId: string | null, crossClinic: boolean) =>
+    admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query('SET LOCAL session_replication_role = replica');
+      await c.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, expires_at)
+         VALUES ($1, 'physician', $2, $3, $4, 'emergency', 'r', now() + interval '1 hour')`,
+        [actor, patientId, clinicId, crossClinic],
+      );
+      await c.query('COMMIT');
+    });
+
+  it('the database files a grant under its patient\'s clinic, and it opens that patient', async () => {
+    const grant = await openGrant(doctor('dr-bind-1'), ids.a2);
+    expect(grant.clinic_id).toBe('c-a');
+    expect(await visiblePatients(doctor('dr-bind-1'))).toEqual([ids.a2]);
+    // Whatever clinic an insert names, even the owner's, the patient's is kept.
+    await admin((c) =>
+      c.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, expires_at)
+         VALUES ('dr-bind-2', 'physician', $1, 'c-b', false, 'emergency', 'r', now() + interval '1 hour')`,
+        [ids.a2],
+      ),
+    );
+    expect((await admin((c) => c.query(`SELECT clinic_id FROM phigate.break_glass_grants WHERE actor = 'dr-bind-2'`))).rows).toEqual([{ clinic_id: 'c-a' }]);
+  });
+
+  it('a grant on a patient of another clinic, or on no patient, is refused alike unless it reaches across clinics', async () => {
+    await expect(openGrant(doctor('dr-bind-3'), ids.b1)).rejects.toMatchObject({ code: '42501' });
+    await expect(openGrant(doctor('dr-bind-3'), randomUUID())).rejects.toMatchObject({ code: '42501' });
+    expect(await visiblePatients(doctor('dr-bind-3'))).toEqual([]);
+    const across = await openGrant(doctor('dr-bind-4'), ids.b1, true);
+    expect(across.clinic_id).toBe('c-b');
+    expect(await visiblePatients(doctor('dr-bind-4'))).toEqual([ids.b1]);
+  });
+
+  it('a grant opens reading only: the database refuses its actor every write to the patient', async () => {
+    const nurse = ctx({ actor: 'rn-bind-1', roles: ['nurse'], clinics: ['c-a'] });
+    await withRequestTransaction(pool, nurse, (tx) =>
+      tx.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
+         VALUES (phigate.ctx_actor(), 'nurse', $1, false, 'emergency', 'r', clock_timestamp() + interval '1 hour')`,
+        [ids.a2],
+      ),
+    );
+    expect(await visiblePatients(nurse)).toEqual([ids.a2]);
+    const physician = doctor('dr-bind-9');
+    await openGrant(physician, ids.a2);
+    expect(await visiblePatients(physician)).toEqual([ids.a2]);
+    const updated = await withRequestTransaction(pool, physician, (tx) => tx.query(`UPDATE phigate.patients SET phone = '\\x01' WHERE id = $1`, [ids.a2]));
+    expect(updated.rowCount).toBe(0);
+    await expect(
+      withRequestTransaction(pool, nurse, (tx) =>
+        tx.query(`INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind) VALUES ($1, $2, 'c-a', now(), '\\x00')`, [randomUUID(), ids.a2]),
+      ),
+    ).rejects.toMatchObject({ code: '42501' });
+  });
+
+  it("a grant's clinic cannot be changed, not even by its actor", async () => {
+    const grant = await openGrant(doctor('dr-bind-5'), ids.a2);
+    await expect(
+      withRequestTransaction(pool, doctor('dr-bind-5'), (tx) => tx.query(`UPDATE phigate.break_glass_grants SET clinic_id = 'c-b' WHERE id = $1`, [grant.id])),
+    ).rejects.toMatchObject({ code: '42501' });
+    await expect(admin((c) => c.query(`UPDATE phigate.break_glass_grants SET clinic_id = 'c-b' WHERE id = $1`, [grant.id]))).rejects.toMatchObject({
+      code: '42501',
+    });
+  });
+
+  it('a grant filed under another clinic than its patient\'s, or under none, opens nothing, even one reaching across clinics', async () => {
+    await plantGrant('dr-bind-6', ids.b1, 'c-a', true);
+    await plantGrant('dr-bind-7', ids.a2, 'c-b', false);
+    await plantGrant('dr-bind-8', ids.a2, null, false);
+    expect(await visiblePatients(doctor('dr-bind-6', ['c-a', 'c-b']))).toEqual([]);
+    expect(await visiblePatients(doctor('dr-bind-7', ['c-a', 'c-b']))).toEqual([]);
+    expect(await visiblePatients(doctor('dr-bind-8'))).toEqual([]);
+  });
+});
+
 describe('policies/default.yaml and the SQL policies agree on row scopes', () => {
   it('each role sees exactly what its declared row scope allows', async () => {
     const policy = await loadPolicy(POLICY_FILE, PHI_FIELDS);

@@ -184,6 +184,78 @@ describe('break-glass', () => {
     }
   });
 
+  it('a grant gives read access only: writes under it are refused, write nothing and are audited as break-glass under the grant', async () => {
+    const sub = 'dr-bg-writer';
+    const token = await gw.tokenFor(sub, { roles: ['physician'], clinics: ['c-north'] });
+    const patient = north()[2]!;
+    const opened = await gw.gql(token, BREAK, { id: patient.id, reason: REASON });
+    expect(opened.body.errors, opened.text).toBeUndefined();
+    const grant = opened.body.data!.breakGlass;
+    const before = await gw.admin(async (c) => ({
+      patient: (await c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id])).rows[0],
+      encounters: (await c.query('SELECT count(*)::int AS n FROM phigate.encounters WHERE patient_id = $1', [patient.id])).rows[0].n,
+    }));
+
+    const update = await gw.gql(token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0142" }) { id phone } }`, { id: patient.id });
+    const add = await gw.gql(token, `mutation($id: ID!) { addEncounter(patientId: $id, input: { occurredAt: "2026-12-01T10:00:00Z", kind: "visit" }) { id } }`, {
+      id: patient.id,
+    });
+    for (const [r, operation] of [[update, 'updatePatient'], [add, 'addEncounter']] as const) {
+      expect(r.body.data ?? null).toBeNull();
+      expect(r.body.errors![0]!.extensions).toMatchObject({ code: 'FORBIDDEN', reason: 'break_glass_read_only' });
+      // Besides the refusal trail's own event for every refused request (no patient, no grant).
+      const requestId = r.headers.get('x-request-id');
+      expect(await auditOf('request_id = $1 AND break_glass', [requestId])).toEqual([
+        expect.objectContaining({
+          action: 'refused',
+          type_name: 'Mutation',
+          field: operation,
+          patient_id: patient.id,
+          actor: sub,
+          role: 'physician',
+          break_glass: true,
+          grant_id: grant.id,
+          purpose: 'emergency_treatment',
+          detail: 'break_glass_read_only',
+        }),
+      ]);
+    }
+    const after = await gw.admin(async (c) => ({
+      patient: (await c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id])).rows[0],
+      encounters: (await c.query('SELECT count(*)::int AS n FROM phigate.encounters WHERE patient_id = $1', [patient.id])).rows[0].n,
+    }));
+    expect(after).toEqual(before);
+    // The grant still reads.
+    expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient?.givenName).toBe(patient.givenName);
+  });
+
+  it("a grant filed under another clinic than its patient's opens nothing, even one reaching across clinics", async () => {
+    // Grant rows as they could be left before migration 034, or by hand: the database's triggers off.
+    const plant = (actor: string, patientId: string, clinicId: string, crossClinic: boolean) =>
+      gw.admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query('SET LOCAL session_replication_role = replica');
+        await c.query(
+          `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, expires_at)
+           VALUES ($1, 'physician', $2, $3, $4, $5, 'planted', now() + interval '1 hour')`,
+          [actor, patientId, clinicId, crossClinic, REASON],
+        );
+        await c.query('COMMIT');
+      });
+    const south = gw.data.patients.find((p) => p.clinicId === 'c-south')!;
+    const northPatient = north()[0]!;
+    await plant('dr-misfiled-1', south.id, 'c-north', true);
+    await plant('dr-misfiled-2', northPatient.id, 'c-south', false);
+    const both = ['c-north', 'c-south'];
+    for (const [sub, patient] of [['dr-misfiled-1', south], ['dr-misfiled-2', northPatient]] as const) {
+      const token = await gw.issuer.token({ sub, roles: ['physician'], clinics: both, mfa: true });
+      const r = await gw.gql(token, READ, { id: patient.id });
+      expect(r.body.errors, r.text).toBeUndefined();
+      expect(r.body.data?.patient).toBeNull();
+      expect(await auditOf("actor = $1 AND action IN ('read', 'masked')", [sub])).toEqual([]);
+    }
+  });
+
   it('reports grants unreviewed past the review window in /metrics', async () => {
     const patient = north()[0]!;
     await gw.admin((c) =>

@@ -2,11 +2,13 @@ import { describe, expect, it } from 'vitest';
 import {
   canPerform,
   decideField,
+  decideWrite,
   fieldVerdict,
   knownRoles,
   mfaBlocks,
   purposeFor,
   rolesForRow,
+  writeRolesForRow,
 } from '../../../src/policy/decide.ts';
 import { loadPolicy } from '../../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
@@ -149,6 +151,80 @@ describe('fieldVerdict', () => {
     expect(fieldVerdict(policy, registrarPhysician, OFF_TEAM, 'Encounter.notes')).not.toEqual(first);
     expect(fieldVerdict(policy, principal(['registrar']), ON_TEAM, 'Encounter.notes').effect).toBe('deny');
     expect(first.effect).toBe('allow');
+  });
+
+  // The policy's roles, counting how often a verdict is worked out from them (knownRoles reads them).
+  const counted = (): { policy: PolicySet; lookups: () => number } => {
+    let lookups = 0;
+    const roles = new (class extends Map<string, RolePolicy> {
+      override values() {
+        lookups++;
+        return super.values();
+      }
+    })(policy.roles);
+    return { policy: { ...policy, roles }, lookups: () => lookups };
+  };
+
+  it('keeps the verdicts of rows seen through a break-glass grant too: a page of them costs what one row does', () => {
+    const nurse = principal(['nurse']);
+    const names = Object.entries(PHI_FIELDS).flatMap(([type, fields]) => fields.map((field) => `${type}.${field}`));
+    const grantRow = (i: number) => ({ clinicId: CLINIC, onCareTeam: false, grant: { id: `grant-${i}`, role: 'nurse' } });
+    const { policy: countedPolicy, lookups } = counted();
+    for (const name of names) fieldVerdict(countedPolicy, nurse, grantRow(0), name);
+    const oneRow = lookups();
+    expect(oneRow).toBeGreaterThan(0);
+    for (let i = 1; i < 100; i++) for (const name of names) fieldVerdict(countedPolicy, nurse, grantRow(i), name);
+    expect(lookups()).toBe(oneRow);
+    // The grant's id is not part of a verdict (the audit row takes it from the row): one verdict serves every grant.
+    expect(fieldVerdict(countedPolicy, nurse, grantRow(7), 'Patient.givenName')).toBe(fieldVerdict(countedPolicy, nurse, grantRow(8), 'Patient.givenName'));
+    expect(fieldVerdict(countedPolicy, nurse, grantRow(7), 'Patient.givenName')).toMatchObject({ effect: 'allow', breakGlass: true, purpose: 'emergency_treatment' });
+  });
+
+  it('keeps verdicts apart by the grant\'s role and from rows seen without one', () => {
+    const physicianNurse = principal(['physician', 'nurse']);
+    const asNurse = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-1', role: 'nurse' } };
+    const asPhysician = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-2', role: 'physician' } };
+    expect(fieldVerdict(policy, physicianNurse, asNurse, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: true });
+    expect(fieldVerdict(policy, physicianNurse, asPhysician, 'Encounter.notes')).toMatchObject({ effect: 'allow', role: 'physician', breakGlass: true });
+    expect(fieldVerdict(policy, physicianNurse, OFF_TEAM, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: false });
+    expect(fieldVerdict(policy, physicianNurse, asNurse, 'Encounter.notes')).toMatchObject({ effect: 'deny', breakGlass: true });
+  });
+});
+
+describe('writes', () => {
+  const UNDER_GRANT = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-1', role: 'physician' } };
+
+  it('a break-glass grant lends no write: what it shows in full still cannot be written', () => {
+    const physician = principal(['physician']);
+    expect(fieldVerdict(policy, physician, UNDER_GRANT, 'Patient.phone')).toMatchObject({ effect: 'allow', breakGlass: true });
+    expect(writeRolesForRow(policy, physician, UNDER_GRANT, 'updatePatient')).toEqual([]);
+    for (const [operation, name] of [['updatePatient', 'Patient.phone'], ['addEncounter', 'Encounter.kind'], ['addEncounter', 'Encounter.notes']] as const) {
+      expect(decideWrite(policy, physician, UNDER_GRANT, operation, name)).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    }
+    // On the care team, the usual scope writes, grant or not.
+    const onTeam = { ...UNDER_GRANT, onCareTeam: true };
+    expect(decideWrite(policy, physician, onTeam, 'addEncounter', 'Encounter.notes')).toEqual({ effect: 'allow', role: 'physician', viaGrant: false });
+  });
+
+  it.each([
+    // The registrar covers the row but may not add encounters; the physician may, but not off its team.
+    [['registrar', 'physician'], OFF_TEAM, 'addEncounter', 'Encounter.kind', 'deny', null],
+    [['registrar', 'physician'], OFF_TEAM, 'updatePatient', 'Patient.phone', 'allow', 'registrar'],
+    [['registrar', 'physician'], ON_TEAM, 'addEncounter', 'Encounter.notes', 'allow', 'physician'],
+    // Billing covers every row of the clinic and may write nothing; the nurse writes only on its team.
+    [['nurse', 'billing'], OFF_TEAM, 'addEncounter', 'Encounter.kind', 'deny', null],
+    [['nurse', 'billing'], ON_TEAM, 'addEncounter', 'Encounter.kind', 'allow', 'nurse'],
+    [['nurse', 'billing'], ON_TEAM, 'addEncounter', 'Encounter.notes', 'deny', null],
+    [['nurse', 'billing'], ON_TEAM, 'updatePatient', 'Patient.phone', 'deny', null],
+    // Another clinic's row: nobody.
+    [['registrar'], ELSEWHERE, 'updatePatient', 'Patient.phone', 'deny', null],
+  ] as const)('%o on %o: %s of %s is %s by %s', (roles, row, operation, name, effect, role) => {
+    expect(decideWrite(policy, principal(roles), row, operation, name)).toEqual({ effect, role, viaGrant: false });
+  });
+
+  it('a role whose MFA is not met writes nothing', () => {
+    expect(writeRolesForRow(policy, principal(['registrar'], { mfa: false }), OFF_TEAM, 'updatePatient')).toEqual([]);
+    expect(decideWrite(policy, principal(['registrar'], { mfa: false }), OFF_TEAM, 'updatePatient', 'Patient.phone').effect).toBe('deny');
   });
 });
 
