@@ -152,10 +152,29 @@ function verdictOf(policy: PolicySet, principal: Principal, row: RowFacts, name:
   return Object.freeze({ ...decision, recordedRole, purpose, breakGlass });
 }
 
+/**
+ * Whether `name` ('Type.field') can be shown to the principal in any row: some role it can act in
+ * allows or masks the field, and for a partner its key names it. decide() weighs only such roles
+ * (a break-glass grant's role among them), so when none does, every value of the field is denied
+ * whatever the row, and a reader need not even fetch its ciphertext.
+ */
+export function mayEverSee(policy: PolicySet, principal: Principal, name: string): boolean {
+  const seen = memoFor(seenMemo, policy, principal);
+  let may = seen.get(name);
+  if (may === undefined) {
+    may =
+      (principal.kind !== 'partner' || principal.fields.has(name)) &&
+      usableRoles(policy, principal).some((role) => (role.fields.get(name) ?? 'deny') !== 'deny');
+    seen.set(name, may);
+  }
+  return may;
+}
+
 type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
 /** clinic -> [off the care team, on it] -> 'Type.field' -> verdict */
 const verdictMemo: Memo<[Map<string, FieldVerdict>, Map<string, FieldVerdict>]> = new WeakMap();
 const purposeMemo: Memo<string> = new WeakMap();
+const seenMemo: Memo<boolean> = new WeakMap();
 
 function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
   let byPrincipal = memo.get(policy);
