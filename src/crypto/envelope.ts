@@ -200,10 +200,13 @@ export function keyVersionOf(ciphertext: Buffer): number {
   return sealedUnder(ciphertext).version;
 }
 
-/** Decrypts a value sealed by `sealField`; any tampering, or a different place or key, fails. */
-export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer): string {
+/**
+ * Decrypts a value sealed by `sealField`; any tampering, or a different place or key, fails.
+ * `under` is `sealedUnder(ciphertext)` when the caller has read it already to fetch the key.
+ */
+export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer, under: SealedUnder = sealedUnder(ciphertext)): string {
   checkKey(key);
-  const { version, patientVersion } = sealedUnder(ciphertext);
+  const { version, patientVersion } = under;
   // The AAD would catch these too; checking first keeps the failure cheap and explicit.
   if (version !== key.version || patientVersion !== (isPatientKey(key) ? key.patientVersion : null)) throw keyUnavailable('decrypt_failed');
   const headerBytes = patientVersion === null ? HEADER_BYTES : HEADER_V2_BYTES;

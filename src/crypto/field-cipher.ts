@@ -54,7 +54,7 @@ export function createFieldCipher(keyring: Keyring): FieldCipher {
         under.patientVersion === null
           ? keyring.readKey(scope, under.version)
           : keyring.patientReadKey(scope, aad.patientId, under.version, under.patientVersion);
-      return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext)) : openField(key, aad, ciphertext);
+      return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext, under)) : openField(key, aad, ciphertext, under);
     },
   };
 }

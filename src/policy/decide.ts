@@ -162,6 +162,24 @@ function verdictOf(policy: PolicySet, principal: Principal, row: RowFacts, name:
   return Object.freeze({ ...decision, recordedRole, purpose, breakGlass });
 }
 
+/**
+ * Whether `name` ('Type.field') can be shown to the principal in any row: some role it can act in
+ * allows or masks the field, and for a partner its key names it. decide() weighs only such roles
+ * (a break-glass grant's role among them), so when none does, every value of the field is denied
+ * whatever the row, and a reader need not even fetch its ciphertext.
+ */
+export function mayEverSee(policy: PolicySet, principal: Principal, name: string): boolean {
+  const seen = memoFor(seenMemo, policy, principal);
+  let may = seen.get(name);
+  if (may === undefined) {
+    may =
+      (principal.kind !== 'partner' || principal.fields.has(name)) &&
+      usableRoles(policy, principal).some((role) => (role.fields.get(name) ?? 'deny') !== 'deny');
+    seen.set(name, may);
+  }
+  return may;
+}
+
 type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
 type ByStanding = [Map<string, FieldVerdict>, Map<string, FieldVerdict>];
 /** clinic -> [off the care team, on it] -> 'Type.field' -> verdict */
@@ -169,6 +187,7 @@ const verdictMemo: Memo<ByStanding> = new WeakMap();
 /** The same for rows under a grant, per role the grant was opened in: grant role -> clinic -> ... */
 const grantVerdictMemo: Memo<Map<string, ByStanding>> = new WeakMap();
 const purposeMemo: Memo<string> = new WeakMap();
+const seenMemo: Memo<boolean> = new WeakMap();
 
 function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
   let byPrincipal = memo.get(policy);

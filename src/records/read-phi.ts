@@ -80,6 +80,11 @@ function admit(scope: RequestScope, ref: PhiRef): FieldVerdict {
   return verdict;
 }
 
+// `undefined` is a column the read left out because the principal could be shown it in no row
+// (src/graphql/phi-field.ts, encounterColumnsFor); admit() then refuses it first. Allowed yet not
+// fetched would be a bug: it fails, rather than pass for an empty value.
+const notFetched = () => new PhigateError('INTERNAL', 'The field was not loaded.', { reason: 'column_not_fetched' });
+
 /**
  * The one path by which a PHI value leaves the database: decide, count it against the principal's
  * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
@@ -88,8 +93,9 @@ function admit(scope: RequestScope, ref: PhiRef): FieldVerdict {
  * Synchronous when the data key is cached, as it is in steady state: a page of 800 values then
  * costs no promise per value, and no closure either unless tracing is on.
  */
-export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null): string | null | Promise<string | null> {
+export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null | undefined): string | null | Promise<string | null> {
   const verdict = admit(scope, ref);
+  if (ciphertext === undefined) throw notFetched();
   if (ciphertext === null) return empty(scope, ref, verdict);
   // The ref names its table, column and row: it is the AAD, with no object made per value.
   const plain = tracing()
@@ -103,8 +109,9 @@ export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | n
  * written before kinds were encrypted): the same decision, limits and audit as readPhi, with
  * nothing to decrypt.
  */
-export function readPlainPhi(scope: RequestScope, ref: PhiRef, value: string | null): string | null {
+export function readPlainPhi(scope: RequestScope, ref: PhiRef, value: string | null | undefined): string | null {
   const verdict = admit(scope, ref);
+  if (value === undefined) throw notFetched();
   if (value === null) return empty(scope, ref, verdict);
   return shown(scope, ref, verdict, value);
 }

@@ -5,6 +5,7 @@ import {
   decideWrite,
   fieldVerdict,
   knownRoles,
+  mayEverSee,
   mfaBlocks,
   purposeFor,
   rolesForRow,
@@ -13,7 +14,7 @@ import {
 import { loadPolicy } from '../../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
 import type { Effect, PolicySet, RolePolicy } from '../../../src/policy/types.ts';
-import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, principal } from './fixtures.ts';
+import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, partner, principal } from './fixtures.ts';
 
 const policy = await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS);
 
@@ -225,6 +226,41 @@ describe('writes', () => {
   it('a role whose MFA is not met writes nothing', () => {
     expect(writeRolesForRow(policy, principal(['registrar'], { mfa: false }), OFF_TEAM, 'updatePatient')).toEqual([]);
     expect(decideWrite(policy, principal(['registrar'], { mfa: false }), OFF_TEAM, 'updatePatient', 'Patient.phone').effect).toBe('deny');
+  });
+});
+
+describe('mayEverSee', () => {
+  // Every standing a row can give: on or off the care team, elsewhere, and through a live grant
+  // opened in each role (decide() ignores a grant in a role the principal does not hold).
+  const rows = [ON_TEAM, OFF_TEAM, ELSEWHERE].flatMap((row) => [
+    row,
+    ...[...policy.roles.keys()].map((role) => ({ ...row, onCareTeam: false, grant: { id: 'grant-1', role } })),
+  ]);
+  const principals = [
+    principal(['registrar']),
+    principal(['registrar', 'physician']),
+    principal(['nurse', 'billing']),
+    principal(['physician'], { mfa: false }),
+    principal(['compliance']),
+    principal(['clinic_admin']),
+    partner(['Patient.mrn', 'Encounter.kind', 'Encounter.notes']),
+  ];
+
+  it('is false exactly when decideField denies the field in every row', () => {
+    for (const who of principals) {
+      for (const [type, fields] of Object.entries(PHI_FIELDS)) for (const field of fields) {
+        const shownSomewhere = rows.some((row) => decideField(policy, who, row, type, field).effect !== 'deny');
+        expect(mayEverSee(policy, who, `${type}.${field}`), `${who.roles.join('+')} ${type}.${field}`).toBe(shownSomewhere);
+      }
+    }
+  });
+
+  it("leaves a registrar's encounters without their clinical fields, and a physician's with them", () => {
+    const seen = (who: ReturnType<typeof principal>) =>
+      ['Encounter.kind', 'Encounter.reason', 'Encounter.diagnosisCodes', 'Encounter.notes'].filter((name) => mayEverSee(policy, who, name));
+    expect(seen(principal(['registrar']))).toEqual(['Encounter.kind']);
+    expect(seen(principal(['physician']))).toEqual(['Encounter.kind', 'Encounter.reason', 'Encounter.diagnosisCodes', 'Encounter.notes']);
+    expect(seen(principal(['physician'], { mfa: false }))).toEqual([]);
   });
 });
 

@@ -1,0 +1,91 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { createAuditBuffer } from '../../../src/audit/buffer.ts';
+import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
+import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
+import { createLocalKeyProvider } from '../../../src/crypto/keys/local.ts';
+import { encountersByPatientIds } from '../../../src/db/patients.ts';
+import type { RequestTransaction } from '../../../src/db/transaction.ts';
+import { PhigateError } from '../../../src/errors.ts';
+import { loadPolicy } from '../../../src/policy/load.ts';
+import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
+import { createPhiBudget } from '../../../src/records/phi-budget.ts';
+import { readPhi, type PhiRef } from '../../../src/records/read-phi.ts';
+import type { RequestScope } from '../../../src/records/scope.ts';
+import { createMemoryKeyStore } from '../crypto/keyring-contract.ts';
+import { CLINIC, DEFAULT_POLICY_FILE, principal } from '../policy/fixtures.ts';
+
+// What the encounters statement asks PostgreSQL for: captured, no database needed.
+async function encounterSql(columns?: Parameters<typeof encountersByPatientIds>[2]): Promise<string> {
+  let text = '';
+  const tx = { query: async (sql: string) => ((text = sql), { rows: [] }) } as unknown as RequestTransaction;
+  await encountersByPatientIds(tx, ['00000000-0000-4000-8000-000000000001'], columns);
+  return text;
+}
+
+describe('encountersByPatientIds', () => {
+  it('selects every PHI column unless told otherwise', async () => {
+    const sql = await encounterSql();
+    for (const column of ['e.kind', 'e.kind_legacy', 'e.reason', 'e.diagnosis_codes', 'e.notes']) expect(sql).toContain(column);
+  });
+
+  it('leaves out the PHI columns it is not given, whatever their order', async () => {
+    const sql = await encounterSql(['notes', 'kind']);
+    expect(sql).toContain('e.kind, e.kind_legacy,');
+    expect(sql).toContain('e.notes,');
+    expect(sql).not.toContain('e.reason');
+    expect(sql).not.toContain('e.diagnosis_codes');
+    expect(await encounterSql(['kind', 'notes'])).toBe(sql);
+    expect(await encounterSql([])).not.toMatch(/e\.(kind|reason|diagnosis_codes|notes)\b/);
+  });
+});
+
+describe('readPhi of a column the read left out', () => {
+  const setup = async (roles: readonly string[]) => {
+    const keyring = createKeyring({ provider: createLocalKeyProvider(randomBytes(32)), store: createMemoryKeyStore() });
+    const budget = createPhiBudget();
+    budget.allow({ rows: 100, values: 100, rowsReason: 'phi_request_cap', valuesReason: 'phi_request_cap' });
+    const scope = {
+      principal: principal(roles),
+      policy: await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS),
+      cipher: createFieldCipher(keyring),
+      keyring,
+      budget,
+      audit: createAuditBuffer({ requestId: 'r-1', actor: 'user-1', actorKind: 'user', clientAddr: null }),
+    } as unknown as RequestScope;
+    return scope;
+  };
+  const notes: PhiRef = {
+    typeName: 'Encounter',
+    field: 'notes',
+    name: 'Encounter.notes',
+    table: 'encounters',
+    column: 'notes',
+    rowId: 'encounter-1',
+    patientId: 'patient-1',
+    row: { clinicId: CLINIC, onCareTeam: true },
+  };
+
+  it('is refused as denied, and audited so, when the policy denies the field', async () => {
+    const scope = await setup(['registrar']);
+    expect(() => readPhi(scope, notes, undefined)).toThrow(expect.objectContaining({ code: 'FIELD_DENIED' }));
+    expect(scope.audit.events.map((e) => e.action)).toEqual(['denied']);
+  });
+
+  it('fails, never passing for an empty value, when the policy would show it', async () => {
+    const scope = await setup(['physician']);
+    let error: unknown;
+    try {
+      readPhi(scope, notes, undefined);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(PhigateError);
+    expect(error).toMatchObject({ code: 'INTERNAL', reason: 'column_not_fetched' });
+    expect(scope.audit.events.filter((e) => e.action === 'read' || e.action === 'masked')).toEqual([]);
+    expect(scope.cipher.stats.decrypts).toBe(0);
+    // An empty column that was fetched is shown as empty, as before.
+    expect(readPhi(scope, notes, null)).toBeNull();
+    expect(scope.audit.events.map((e) => e.action)).toEqual(['read']);
+  });
+});
