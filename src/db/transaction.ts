@@ -184,6 +184,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   let roundTrips = 0;
   let inFlight = 0;
   let begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
+  let readOnly = false;
+  // BEGIN, the context and the preamble have succeeded.
+  let contextReady = false;
   // The pool listens for errors of idle clients only. Without this, the server ending the session
   // between two statements (idle_in_transaction_session_timeout, a restart) would be an uncaught
   // exception that takes the whole gateway down; instead the transaction fails and cannot commit.
@@ -228,11 +231,16 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       ready = Promise.all([
         send(c, begin),
         send(c, setContext.text, setContext.values).then((r) => preamble?.onRows(r.rows.filter((row) => row[PREAMBLE_ROW] === true))),
-      ]).catch((cause: unknown) => {
-        // Nothing can run in it: settle answers with the refusal, not a failed commit.
-        failed = true;
-        throw cause instanceof PhigateError ? cause : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
-      });
+      ]).then(
+        () => {
+          contextReady = true;
+        },
+        (cause: unknown) => {
+          // Nothing can run in it: settle answers with the refusal, not a failed commit.
+          failed = true;
+          throw cause instanceof PhigateError ? cause : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
+        },
+      );
       ready.catch(() => undefined);
       return c;
     })();
@@ -244,6 +252,29 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     client?.off('error', lost);
     client?.release(destroy);
     client = null;
+  };
+
+  /**
+   * A read that succeeded gives its connection back the moment its COMMIT is sent, not when it is
+   * answered: the next request's BEGIN, context and first query then leave behind that COMMIT, in
+   * the same socket write when that request was waiting for a connection (one write and one round
+   * trip fewer per read under load). PostgreSQL runs a connection's statements in order, so those
+   * run after this transaction, and its context with it, has ended. The request still waits for the
+   * answer: a COMMIT that fails fails the request. The connection needs no ROLLBACK then, whatever
+   * happened: a read-only transaction none of whose statements failed ends with its COMMIT, or
+   * the session is gone, which the pool and the connection's next holder see as an error.
+   */
+  const commitReadOnly = async (c: pg.PoolClient): Promise<void> => {
+    const committing = send(c, 'COMMIT');
+    committing.catch(() => undefined);
+    release(false);
+    let result: pg.QueryResult;
+    try {
+      result = await committing;
+    } catch (cause) {
+      throw new CommitFailed(null, cause);
+    }
+    if (result.command !== 'COMMIT') throw new CommitFailed(null, new Error('transaction was rolled back by the server'));
   };
 
   return {
@@ -274,6 +305,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       }
       if (ending) throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'transaction_ended' });
       ending = 'commit';
+      if (readOnly && contextReady && final.length === 0 && inFlight === 0) return commitReadOnly(c);
       const finals = final.map((s) => send(c, s.text, s.values));
       const committing = send(c, 'COMMIT');
       const [opened, commit, ...outcomes] = await Promise.allSettled([ready, committing, ...finals]);
@@ -326,7 +358,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       return failed;
     },
     readOnly() {
-      if (opening === null) begin = 'BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY';
+      if (opening !== null) return;
+      begin = 'BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY';
+      readOnly = true;
     },
   };
 }
