@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
 import { inSpan } from '../telemetry/tracing.ts';
+import { coalesceWrites } from './coalesce-writes.ts';
 import type { Pool } from './pool.ts';
 
 /** One statement and its parameters, for a caller that wants it sent in a later round trip. */
@@ -70,20 +71,6 @@ export interface RequestTransaction {
 
 const SHREDDED_SQLSTATE = 'PH410';
 const IDENT = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-
-// On loopback a write costs far more than its bytes (the kernel delivers it to the server inside
-// the syscall): statements sent in the same tick leave in one write. process.nextTick runs after
-// the microtasks queued meanwhile, so a query sent right after `await open()` still makes it.
-const corked = new WeakSet<pg.PoolClient>();
-function coalesceWrites(c: pg.PoolClient): void {
-  if (corked.has(c)) return;
-  corked.add(c);
-  c.connection.stream.cork();
-  process.nextTick(() => {
-    corked.delete(c);
-    c.connection.stream.uncork();
-  });
-}
 
 const CONTEXT_SETTINGS = [
   'statement_timeout',
