@@ -1,6 +1,6 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
-import { inSpan } from '../telemetry/tracing.ts';
+import { inSpan, tracing } from '../telemetry/tracing.ts';
 import { coalesceWrites } from './coalesce-writes.ts';
 import type { Pool } from './pool.ts';
 
@@ -103,11 +103,19 @@ const PREAMBLE_ROW = 'phigate_preamble_row';
  */
 function contextStatement(values: readonly string[], preamble: Preamble | undefined): Statement {
   if (preamble === undefined) return { text: CONTEXT_SQL, values };
-  const inner = preamble.text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + values.length}`);
-  return {
-    text: `SELECT preamble.* FROM (SELECT ${SET_CONTEXT}) AS context LEFT JOIN LATERAL (SELECT true AS ${PREAMBLE_ROW}, p.* FROM (${inner}) AS p WHERE context.ready IS NOT NULL) AS preamble ON true`,
-    values: [...values, ...(preamble.values ?? [])],
-  };
+  return { text: withPreamble(preamble.text), values: [...values, ...(preamble.values ?? [])] };
+}
+
+// The preambles are the code's own few texts (the PHI minute's): each is combined once, not per request.
+const combined = new Map<string, string>();
+function withPreamble(text: string): string {
+  let statement = combined.get(text);
+  if (statement === undefined) {
+    const inner = text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + CONTEXT_SETTINGS.length}`);
+    statement = `SELECT preamble.* FROM (SELECT ${SET_CONTEXT}) AS context LEFT JOIN LATERAL (SELECT true AS ${PREAMBLE_ROW}, p.* FROM (${inner}) AS p WHERE context.ready IS NOT NULL) AS preamble ON true`;
+    if (combined.size < MAX_NAMED_STATEMENTS) combined.set(text, statement);
+  }
+  return statement;
 }
 
 function contextValues(ctx: SecurityContext, opts: TransactionOptions): string[] {
@@ -185,12 +193,10 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
     if (inFlight++ === 0) roundTrips++;
     coalesceWrites(c);
-    // Traced by the first keyword only: statement text can carry escaped values.
-    const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
     const name = values !== undefined && opts.preparedStatements !== false ? nameFor(text) : undefined;
-    const sent = inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () =>
-      c.query<R>({ text, values: values as unknown[] | undefined, ...(name !== undefined ? { name } : {}) }),
-    );
+    const run = () => c.query<R>({ text, values: values as unknown[] | undefined, ...(name !== undefined ? { name } : {}) });
+    // Traced by the first keyword only: statement text can carry escaped values.
+    const sent = tracing() ? inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN' }, run) : run();
     void sent.then(
       () => inFlight--,
       () => inFlight--,
