@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharge } from '../db/phi-usage.ts';
+import { coalesceWrites } from '../db/coalesce-writes.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Statement } from '../db/transaction.ts';
 import { outsideRequests } from '../http/request-id.ts';
@@ -164,6 +165,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       released = true;
     };
     try {
+      // The statements of each round trip leave in one socket write, as a request's do.
+      coalesceWrites(client);
       // Generic plans, as in request transactions (src/db/transaction.ts): the batch's two
       // statements are planned once per connection, whatever the number of events.
       const begin = [client.query('BEGIN'), client.query("SELECT set_config('synchronous_commit', 'on', true), set_config('plan_cache_mode', 'force_generic_plan', true)")];
@@ -181,6 +184,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       });
       const expected = parts.reduce((n, p) => n + p.events.length, 0);
       const insert = auditInsert(batchId, parts);
+      coalesceWrites(client);
       const sent = await settleAll([
         ...(charged.length > 0 ? [] : begin),
         client.query(statement('phigate_audit_insert', insert)),

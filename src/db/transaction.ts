@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
-import { inSpan } from '../telemetry/tracing.ts';
+import { inSpan, tracing } from '../telemetry/tracing.ts';
+import { coalesceWrites } from './coalesce-writes.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
 import type { Pool } from './pool.ts';
 
@@ -71,20 +72,6 @@ export interface RequestTransaction {
 
 const SHREDDED_SQLSTATE = 'PH410';
 
-// On loopback a write costs far more than its bytes (the kernel delivers it to the server inside
-// the syscall): statements sent in the same tick leave in one write. process.nextTick runs after
-// the microtasks queued meanwhile, so a query sent right after `await open()` still makes it.
-const corked = new WeakSet<pg.PoolClient>();
-function coalesceWrites(c: pg.PoolClient): void {
-  if (corked.has(c)) return;
-  corked.add(c);
-  c.connection.stream.cork();
-  process.nextTick(() => {
-    corked.delete(c);
-    c.connection.stream.uncork();
-  });
-}
-
 const CONTEXT_SETTINGS = [
   'statement_timeout',
   'idle_in_transaction_session_timeout',
@@ -116,11 +103,19 @@ const PREAMBLE_ROW = 'phigate_preamble_row';
  */
 function contextStatement(values: readonly string[], preamble: Preamble | undefined): Statement {
   if (preamble === undefined) return { text: CONTEXT_SQL, values };
-  const inner = preamble.text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + values.length}`);
-  return {
-    text: `SELECT preamble.* FROM (SELECT ${SET_CONTEXT}) AS context LEFT JOIN LATERAL (SELECT true AS ${PREAMBLE_ROW}, p.* FROM (${inner}) AS p WHERE context.ready IS NOT NULL) AS preamble ON true`,
-    values: [...values, ...(preamble.values ?? [])],
-  };
+  return { text: withPreamble(preamble.text), values: [...values, ...(preamble.values ?? [])] };
+}
+
+// The preambles are the code's own few texts (the PHI minute's): each is combined once, not per request.
+const combined = new Map<string, string>();
+function withPreamble(text: string): string {
+  let statement = combined.get(text);
+  if (statement === undefined) {
+    const inner = text.replace(/\$(\d+)/g, (_, n: string) => `$${Number(n) + CONTEXT_SETTINGS.length}`);
+    statement = `SELECT preamble.* FROM (SELECT ${SET_CONTEXT}) AS context LEFT JOIN LATERAL (SELECT true AS ${PREAMBLE_ROW}, p.* FROM (${inner}) AS p WHERE context.ready IS NOT NULL) AS preamble ON true`;
+    if (combined.size < MAX_NAMED_STATEMENTS) combined.set(text, statement);
+  }
+  return statement;
 }
 
 function contextValues(ctx: SecurityContext, opts: TransactionOptions): string[] {
@@ -184,6 +179,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   let roundTrips = 0;
   let inFlight = 0;
   let begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
+  let readOnly = false;
+  // BEGIN, the context and the preamble have succeeded.
+  let contextReady = false;
   // The pool listens for errors of idle clients only. Without this, the server ending the session
   // between two statements (idle_in_transaction_session_timeout, a restart) would be an uncaught
   // exception that takes the whole gateway down; instead the transaction fails and cannot commit.
@@ -195,12 +193,10 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
     if (inFlight++ === 0) roundTrips++;
     coalesceWrites(c);
-    // Traced by the first keyword only: statement text can carry escaped values.
-    const operation = /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN';
     const name = values !== undefined && opts.preparedStatements !== false ? nameFor(text) : undefined;
-    const sent = inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': operation }, () =>
-      c.query<R>({ text, values: values as unknown[] | undefined, ...(name !== undefined ? { name } : {}) }),
-    );
+    const run = () => c.query<R>({ text, values: values as unknown[] | undefined, ...(name !== undefined ? { name } : {}) });
+    // Traced by the first keyword only: statement text can carry escaped values.
+    const sent = tracing() ? inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN' }, run) : run();
     void sent.then(
       () => inFlight--,
       () => inFlight--,
@@ -228,11 +224,16 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       ready = Promise.all([
         send(c, begin),
         send(c, setContext.text, setContext.values).then((r) => preamble?.onRows(r.rows.filter((row) => row[PREAMBLE_ROW] === true))),
-      ]).catch((cause: unknown) => {
-        // Nothing can run in it: settle answers with the refusal, not a failed commit.
-        failed = true;
-        throw cause instanceof PhigateError ? cause : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
-      });
+      ]).then(
+        () => {
+          contextReady = true;
+        },
+        (cause: unknown) => {
+          // Nothing can run in it: settle answers with the refusal, not a failed commit.
+          failed = true;
+          throw cause instanceof PhigateError ? cause : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
+        },
+      );
       ready.catch(() => undefined);
       return c;
     })();
@@ -244,6 +245,29 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     client?.off('error', lost);
     client?.release(destroy);
     client = null;
+  };
+
+  /**
+   * A read that succeeded gives its connection back the moment its COMMIT is sent, not when it is
+   * answered: the next request's BEGIN, context and first query then leave behind that COMMIT, in
+   * the same socket write when that request was waiting for a connection (one write and one round
+   * trip fewer per read under load). PostgreSQL runs a connection's statements in order, so those
+   * run after this transaction, and its context with it, has ended. The request still waits for the
+   * answer: a COMMIT that fails fails the request. The connection needs no ROLLBACK then, whatever
+   * happened: a read-only transaction none of whose statements failed ends with its COMMIT, or
+   * the session is gone, which the pool and the connection's next holder see as an error.
+   */
+  const commitReadOnly = async (c: pg.PoolClient): Promise<void> => {
+    const committing = send(c, 'COMMIT');
+    committing.catch(() => undefined);
+    release(false);
+    let result: pg.QueryResult;
+    try {
+      result = await committing;
+    } catch (cause) {
+      throw new CommitFailed(null, cause);
+    }
+    if (result.command !== 'COMMIT') throw new CommitFailed(null, new Error('transaction was rolled back by the server'));
   };
 
   return {
@@ -274,6 +298,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       }
       if (ending) throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'transaction_ended' });
       ending = 'commit';
+      if (readOnly && contextReady && final.length === 0 && inFlight === 0) return commitReadOnly(c);
       const finals = final.map((s) => send(c, s.text, s.values));
       const committing = send(c, 'COMMIT');
       const [opened, commit, ...outcomes] = await Promise.allSettled([ready, committing, ...finals]);
@@ -326,7 +351,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       return failed;
     },
     readOnly() {
-      if (opening === null) begin = 'BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY';
+      if (opening !== null) return;
+      begin = 'BEGIN ISOLATION LEVEL READ COMMITTED READ ONLY';
+      readOnly = true;
     },
   };
 }

@@ -5,7 +5,7 @@ import { createPool, assertSafeAppRole, type Pool } from '../../src/db/pool.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { POLICY_FILE } from '../support/gateway.ts';
-import { withRequestTransaction as withTx, type SecurityContext, type TransactionOptions } from '../../src/db/transaction.ts';
+import { openRequestTransaction, withRequestTransaction as withTx, type SecurityContext, type TransactionOptions } from '../../src/db/transaction.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
 
 // Row security at the database level, with no gateway in between: these hold even if every line
@@ -31,6 +31,9 @@ async function visiblePatients(c: SecurityContext): Promise<string[]> {
     (await tx.query<{ id: string }>('SELECT id FROM phigate.patients ORDER BY id')).rows.map((r) => r.id),
   );
 }
+
+const visiblePatientsOn = (p: Pool, c: SecurityContext): Promise<string[]> =>
+  withRequestTransaction(p, c, async (tx) => (await tx.query<{ id: string }>('SELECT id FROM phigate.patients ORDER BY id')).rows.map((r) => r.id));
 
 // Through PgBouncer 1.18 (PHIGATE_TEST_VIA_PGBOUNCER=1) no statement may be named.
 const withRequestTransaction: typeof withTx = (p, c, fn, opts?: TransactionOptions) => withTx(p, c, fn, { preparedStatements: preparedStatements(), ...opts });
@@ -80,6 +83,49 @@ describe('prepared statements and row security', () => {
       }
       const prepared = await withTx(one, a, (tx) => tx.query<{ name: string }>(`SELECT name FROM pg_prepared_statements WHERE name LIKE 'phigate_%'`));
       expect(prepared.rows.length).toBeGreaterThan(0);
+    } finally {
+      await one.end();
+    }
+  });
+
+  it("a read's connection goes to the next request when its COMMIT is sent, and that request runs in its own context only", async () => {
+    const one = createPool(db.appUrl, { max: 1 });
+    try {
+      const a = openRequestTransaction(one, ctx({ actor: 'reg-a', roles: ['registrar'], clinics: ['c-a'] }), { preparedStatements: preparedStatements() });
+      a.readOnly();
+      expect((await a.query('SELECT id FROM phigate.patients ORDER BY id')).rows.map((r) => r.id)).toEqual([ids.a1, ids.a2].sort());
+      const b = withRequestTransaction(one, ctx({ actor: 'reg-b', roles: ['registrar'], clinics: ['c-b'] }), async (tx) => {
+        const { rows } = await tx.query<{ id: string; actor: string }>("SELECT id, current_setting('phigate.actor') AS actor FROM phigate.patients ORDER BY id");
+        return rows;
+      });
+      expect(one.waitingCount).toBe(1);
+      const committed = a.commit();
+      // Before any answer from the server can have arrived (no I/O runs before a tick ends).
+      await new Promise((resolve) => process.nextTick(resolve));
+      expect(one.waitingCount).toBe(0);
+      await committed;
+      expect(await b).toEqual([{ id: ids.b1, actor: 'reg-b' }]);
+      const c = await one.connect();
+      try {
+        const { rows } = await c.query<{ actor: string; open: boolean }>("SELECT current_setting('phigate.actor', true) AS actor, now() <> statement_timestamp() AS open");
+        expect(rows[0]).toEqual({ actor: '', open: false });
+      } finally {
+        c.release();
+      }
+    } finally {
+      await one.end();
+    }
+  });
+
+  it('a read whose connection is lost before its COMMIT is answered fails, and the pool carries on', async () => {
+    const one = createPool(db.appUrl, { max: 1 });
+    try {
+      const a = openRequestTransaction(one, ctx({ actor: 'reg-a', roles: ['registrar'], clinics: ['c-a'] }), { preparedStatements: preparedStatements() });
+      a.readOnly();
+      const { rows } = await a.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await admin((c) => c.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]));
+      await expect(a.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
+      expect(await visiblePatientsOn(one, ctx({ actor: 'reg-b', roles: ['registrar'], clinics: ['c-b'] }))).toEqual([ids.b1]);
     } finally {
       await one.end();
     }

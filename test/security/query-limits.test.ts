@@ -106,6 +106,17 @@ describe('query limits', () => {
     expect(r.json?.errors?.[0]?.message).toMatch(/alias count 16 is over the limit of 15/);
   });
 
+  it('a document over a limit is refused every time it comes back, and one within them passes every time', async () => {
+    const over = `{ ${Array.from({ length: 16 }, (_, i) => `a${i}: me { subject }`).join(' ')} }`;
+    const within = `{ ${Array.from({ length: 15 }, (_, i) => `a${i}: me { subject }`).join(' ')} }`;
+    for (let round = 0; round < 2; round++) {
+      expectRefused(await postJson(gw, { query: over }, await registrar()), 'max_aliases');
+      const r = await postJson(gw, { query: within }, await registrar());
+      expect(r.status).toBe(200);
+      expect(r.json?.data?.a14).toEqual({ subject: 'reg-north' });
+    }
+  });
+
   it('a 3000-token query is refused by its token count', async () => {
     const seen = await watch(gw);
     const r = await postJson(gw, { query: `{ me { ${'subject '.repeat(3000)}} }` }, await registrar());

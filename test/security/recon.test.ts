@@ -67,6 +67,14 @@ describe('introspection', () => {
     expectIntrospectionRefused(await postJson(cfg, { query: '{ __schema { queryType { name } } }' }, await physician(cfg)));
   });
 
+  it('decides by who asks each time the same document comes back: refused, allowed, refused', async () => {
+    const query = '{ __schema { queryType { name } } }';
+    const reader = await cfg.issuer.token({ sub: 'schema-bot', roles: ['schema_reader'], clinics: [], mfa: true });
+    expectIntrospectionRefused(await postJson(cfg, { query }, await physician(cfg)));
+    expect((await postJson(cfg, { query }, reader)).json).toEqual({ data: { __schema: { queryType: { name: 'Query' } } } });
+    expectIntrospectionRefused(await postJson(cfg, { query }, await physician(cfg)));
+  });
+
   it('lets any authenticated principal introspect with `*` (the development default)', async () => {
     const r = await postJson(dev, { query: '{ __schema { queryType { name } } }' }, await physician(dev));
     expect(r.json).toEqual({ data: { __schema: { queryType: { name: 'Query' } } } });

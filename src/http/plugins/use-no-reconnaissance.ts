@@ -77,8 +77,18 @@ function asBadInput(e: GraphQLError | Error): GraphQLError | Error {
   });
 }
 
+// yoga parses each distinct document once (its parser cache) and hands every request of it the
+// same object: the walk below ran on every request of the same document.
+const introspecting = new WeakMap<DocumentNode, boolean>();
+
 /** Anywhere in the document: validation has already refused these fields anywhere but on Query. */
 function introspects(document: DocumentNode): boolean {
+  let found = introspecting.get(document);
+  if (found === undefined) introspecting.set(document, (found = walkForIntrospection(document)));
+  return found;
+}
+
+function walkForIntrospection(document: DocumentNode): boolean {
   let found = false;
   visit(document, {
     [Kind.FIELD](node) {

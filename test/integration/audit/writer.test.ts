@@ -71,6 +71,24 @@ describe('group commit', () => {
     for (const b of counted) expect(b.events).toBe(rows.filter((r) => r.batch_id === b.id).length);
   });
 
+  it("a batch that charges nothing leaves in one socket write: BEGIN, its settings, the INSERT and COMMIT", async () => {
+    const pool = createPool(db.auxUrl, { max: 1 });
+    pools.push(pool);
+    let writes = 0;
+    pool.on('connect', (client) => {
+      // What reaches the socket, not the messages pg hands the stream (corked, those go out together).
+      const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+      const { _write, _writev } = stream;
+      stream._write = (...a) => void (writes++, _write.apply(stream, a));
+      stream._writev = (...a) => void (writes++, _writev.apply(stream, a));
+    });
+    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+    await w.write(entry());
+    writes = 0;
+    expect(await w.write(entry())).toEqual({ outcome: 'committed' });
+    expect(writes).toBe(1);
+  });
+
   it('implements AuditRecorder: record() resolves once the events are committed', async () => {
     const w = writer();
     const req = request();
