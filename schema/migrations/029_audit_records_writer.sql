@@ -21,3 +21,81 @@ END
 $$;
 REVOKE ALL ON FUNCTION phigate.audit_batch_events(uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION phigate.audit_batch_events(uuid) TO phigate_app;
+
+-- auditEvents, one page newest first, as 015's function with the same arguments and rows, but
+-- reading the two tables behind phigate.audit_events instead of the view. Through the view,
+-- "ORDER BY id DESC LIMIT n" sorts every event of the filtered records (an event's id is computed
+-- from its record's id and position, which no index orders). Here the newest matching records,
+-- at most a page of them, are found through the index of the filter (audit_records_patient,
+-- _actor, _break_glass, _rare_action, the BRIN of occurred_at, or the primary key), then their
+-- events unnested; and since every record's events have higher ids than every event of
+-- audit_events_v1, the old events are read only when the records did not fill the page.
+CREATE OR REPLACE FUNCTION phigate.compliance_audit_events(
+  p_patient_id uuid, p_actor text, p_action text, p_break_glass_only boolean,
+  p_since timestamptz, p_until timestamptz, p_before bigint, p_limit integer)
+RETURNS TABLE (id bigint, occurred_at timestamptz, request_id text, actor text, actor_kind text, role text,
+               purpose text, break_glass boolean, client_addr text, action text, type_name text, field text,
+               patient_id uuid, record_id uuid, detail text, grant_id uuid, credential_id text, clinic_id text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  filters text := '';
+  q text;
+  found_rows bigint;
+BEGIN
+  IF NOT phigate.ctx_audit_reader() THEN
+    RAISE EXCEPTION 'the request may not read the audit trail' USING ERRCODE = 'insufficient_privilege';
+  END IF;
+  IF p_limit IS NULL OR p_limit < 1 OR p_limit > 1001 THEN
+    RAISE EXCEPTION 'page size out of range' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- Filters of a record's shared facts: the same text serves both tables (e names either).
+  IF p_patient_id IS NOT NULL THEN filters := filters || ' AND e.patient_id = $1'; END IF;
+  IF p_actor IS NOT NULL THEN filters := filters || ' AND e.actor = $2'; END IF;
+  IF p_break_glass_only THEN filters := filters || ' AND e.break_glass'; END IF;
+  IF p_since IS NOT NULL THEN filters := filters || ' AND e.occurred_at >= $5'; END IF;
+  IF p_until IS NOT NULL THEN filters := filters || ' AND e.occurred_at < $6'; END IF;
+
+  -- The newest records that match come first, by themselves: each holds at least one event of the
+  -- page (the action filter is also a record's), but for the record the cursor cuts, whose events
+  -- may all be past it: hence one record more than the page.
+  q := 'SELECT e.id, e.occurred_at, e.request_id, e.actor, e.actor_kind, e.role, e.purpose, e.break_glass,
+               e.client_addr, e.patient_id, e.grant_id, e.credential_id, e.actions, e.type_names, e.fields,
+               e.record_ids, e.details, pc.clinic_id
+        FROM phigate.audit_records e LEFT JOIN phigate.patient_clinics pc ON pc.patient_id = e.patient_id
+        WHERE (pc.clinic_id IS NULL OR pc.clinic_id = ANY ($9))' || filters;
+  IF p_action IS NOT NULL THEN
+    q := q || ' AND $3 = ANY (e.actions)';
+    -- The predicate of audit_records_rare_action, so that index answers a rare action.
+    IF p_action NOT IN ('read', 'masked', 'denied') THEN
+      q := q || ' AND NOT (e.actions <@ ARRAY[''read'', ''masked'', ''denied'']::text[])';
+    END IF;
+  END IF;
+  IF p_before IS NOT NULL THEN q := q || ' AND e.id <= ($7 - 1) >> 16'; END IF;
+  q := 'SELECT (r.id << 16) + v.n - 1, r.occurred_at, r.request_id, r.actor, r.actor_kind, r.role, r.purpose,
+               r.break_glass, r.client_addr, v.action, v.type_name, v.field, r.patient_id, v.record_id, v.detail,
+               r.grant_id, r.credential_id, r.clinic_id
+        FROM (' || q || ' ORDER BY e.id DESC LIMIT $8 + 1) r
+        CROSS JOIN LATERAL unnest(r.actions, r.type_names, r.fields, r.record_ids, r.details)
+          WITH ORDINALITY AS v(action, type_name, field, record_id, detail, n)
+        WHERE true';
+  IF p_action IS NOT NULL THEN q := q || ' AND v.action = $3'; END IF;
+  IF p_before IS NOT NULL THEN q := q || ' AND (r.id << 16) + v.n - 1 < $7'; END IF;
+  RETURN QUERY EXECUTE q || ' ORDER BY r.id DESC, v.n DESC LIMIT $8'
+    USING p_patient_id, p_actor, p_action, p_break_glass_only, p_since, p_until, p_before, p_limit, phigate.ctx_clinics();
+  GET DIAGNOSTICS found_rows = ROW_COUNT;
+  IF found_rows >= p_limit THEN
+    RETURN;
+  END IF;
+
+  q := 'SELECT e.id, e.occurred_at, e.request_id, e.actor, e.actor_kind, e.role, e.purpose, e.break_glass,
+               e.client_addr, e.action, e.type_name, e.field, e.patient_id, e.record_id, e.detail, e.grant_id,
+               e.credential_id, pc.clinic_id
+        FROM phigate.audit_events_v1 e LEFT JOIN phigate.patient_clinics pc ON pc.patient_id = e.patient_id
+        WHERE (pc.clinic_id IS NULL OR pc.clinic_id = ANY ($9))' || filters;
+  IF p_action IS NOT NULL THEN q := q || ' AND e.action = $3'; END IF;
+  IF p_before IS NOT NULL THEN q := q || ' AND e.id < $7'; END IF;
+  RETURN QUERY EXECUTE q || ' ORDER BY e.id DESC LIMIT $8'
+    USING p_patient_id, p_actor, p_action, p_break_glass_only, p_since, p_until, p_before, p_limit - found_rows,
+          phigate.ctx_clinics();
+END
+$$;
