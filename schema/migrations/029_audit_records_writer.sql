@@ -99,3 +99,105 @@ BEGIN
           phigate.ctx_clinics();
 END
 $$;
+
+-- The alert sweep of 026, same rules, state and alert events, reading records instead of events:
+-- a record is one request's events about one patient, so it counts once for the patients read in
+-- its minute, and its reads and denials are counted from its actions. Through the view, every
+-- event of a record was a row of its own down to the DISTINCT of the patients.
+CREATE OR REPLACE FUNCTION phigate.sweep_alerts(
+  p_bulk_patients integer, p_denied integer, p_day_start time, p_day_end time, p_time_zone text, p_settle_seconds integer)
+RETURNS TABLE (kind text, actor_kind text, actor text, window_start timestamptz, observed integer)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  s record;
+  from_tx xid8;
+  floor_ts timestamptz;
+  sweep_id text := 'alert-sweep-' || gen_random_uuid();
+BEGIN
+  SELECT a.swept_until, a.seen INTO s FROM phigate.alert_sweep a FOR UPDATE SKIP LOCKED;
+  IF NOT FOUND THEN
+    RETURN;
+  END IF;
+  floor_ts := date_trunc('minute', greatest(s.swept_until, clock_timestamp() - interval '1 hour'));
+  from_tx := pg_snapshot_xmin(s.seen);
+  RETURN QUERY
+  WITH ev AS MATERIALIZED (
+    -- Per record, its reads (read or masked) and denials; an event of audit_events_v1 is a record of one.
+    SELECT e.actor_kind, e.actor, e.patient_id, e.occurred_at, date_trunc('minute', e.occurred_at) AS minute,
+           cardinality(e.actions) - cardinality(array_remove(array_remove(e.actions, 'read'), 'masked')) AS reads,
+           cardinality(e.actions) - cardinality(array_remove(e.actions, 'denied')) AS denied
+    FROM phigate.audit_records e
+    WHERE e.tx >= from_tx AND NOT pg_visible_in_snapshot(e.tx, s.seen)
+      AND e.occurred_at >= floor_ts AND e.actor_kind IN ('user', 'partner')
+      AND e.actions && ARRAY['read', 'masked', 'denied']
+    UNION ALL
+    SELECT e.actor_kind, e.actor, e.patient_id, e.occurred_at, date_trunc('minute', e.occurred_at),
+           (e.action IN ('read', 'masked'))::integer, (e.action = 'denied')::integer
+    FROM phigate.audit_events_v1 e
+    WHERE e.tx >= from_tx AND NOT pg_visible_in_snapshot(e.tx, s.seen)
+      AND e.occurred_at >= floor_ts
+      AND e.action IN ('read', 'masked', 'denied') AND e.actor_kind IN ('user', 'partner')
+  ), moved AS (
+    -- The snapshot of this statement, the one ev was read in.
+    UPDATE phigate.alert_sweep SET seen = pg_current_snapshot(), swept_until = floor_ts
+  ), alerted AS (
+    -- A minute whose bulk read has fired needs no more patients: it fires once.
+    SELECT DISTINCT ev.actor_kind, ev.actor, ev.minute FROM ev
+    JOIN phigate.alerts_raised r ON r.kind = 'bulk_read' AND r.actor_kind = ev.actor_kind AND r.actor = ev.actor AND r.window_start = ev.minute
+  ), fresh AS MATERIALIZED (
+    -- Patients this sweep read that the minute had not counted yet.
+    SELECT DISTINCT ev.actor_kind, ev.actor, ev.minute, ev.patient_id FROM ev
+    WHERE ev.reads > 0 AND ev.patient_id IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM alerted a WHERE a.actor_kind = ev.actor_kind AND a.actor = ev.actor AND a.minute = ev.minute)
+      AND NOT EXISTS (SELECT 1 FROM phigate.alert_minute_patients p
+                      WHERE p.actor_kind = ev.actor_kind AND p.actor = ev.actor AND p.minute = ev.minute AND p.patient_id = ev.patient_id)
+  ), added AS (
+    SELECT k.actor_kind, k.actor, k.minute, sum(k.patients)::integer AS patients, sum(k.denied)::integer AS denied
+    FROM (
+      SELECT f.actor_kind, f.actor, f.minute, count(*) AS patients, 0 AS denied FROM fresh f GROUP BY 1, 2, 3
+      UNION ALL
+      SELECT ev.actor_kind, ev.actor, ev.minute, 0, sum(ev.denied) FROM ev GROUP BY 1, 2, 3
+    ) k
+    GROUP BY 1, 2, 3
+  ), totals AS (
+    INSERT INTO phigate.alert_minutes AS m (actor_kind, actor, minute, patients, denied)
+    SELECT a.actor_kind, a.actor, a.minute, a.patients, a.denied FROM added a
+    ON CONFLICT ON CONSTRAINT alert_minutes_pkey DO UPDATE SET patients = m.patients + excluded.patients, denied = m.denied + excluded.denied
+    RETURNING m.actor_kind, m.actor, m.minute, m.patients, m.denied
+  ), kept AS (
+    -- Only a minute still within the threshold keeps its patients: past it, the count is exact
+    -- now and the alert fires, so at most the threshold's worth is ever stored per actor and minute.
+    INSERT INTO phigate.alert_minute_patients (actor_kind, actor, minute, patient_id)
+    SELECT f.actor_kind, f.actor, f.minute, f.patient_id FROM fresh f
+    JOIN totals t ON t.actor_kind = f.actor_kind AND t.actor = f.actor AND t.minute = f.minute
+    WHERE t.patients <= p_bulk_patients
+    ON CONFLICT DO NOTHING
+  ), found AS (
+    SELECT 'bulk_read'::text AS kind, t.actor_kind, t.actor, t.minute AS window_start, t.patients AS observed
+    FROM totals t WHERE t.patients > p_bulk_patients
+    UNION ALL
+    SELECT 'denied_spike', t.actor_kind, t.actor, t.minute, t.denied FROM totals t WHERE t.denied > p_denied
+    UNION ALL
+    SELECT 'off_hours', ev.actor_kind, ev.actor,
+           date_trunc('day', ev.occurred_at AT TIME ZONE p_time_zone) AT TIME ZONE p_time_zone, sum(ev.reads)::integer
+    FROM ev
+    WHERE ev.actor_kind = 'user' AND ev.reads > 0
+      AND NOT CASE WHEN p_day_start <= p_day_end
+                   THEN (ev.occurred_at AT TIME ZONE p_time_zone)::time >= p_day_start AND (ev.occurred_at AT TIME ZONE p_time_zone)::time < p_day_end
+                   ELSE (ev.occurred_at AT TIME ZONE p_time_zone)::time >= p_day_start OR (ev.occurred_at AT TIME ZONE p_time_zone)::time < p_day_end
+              END
+    GROUP BY 2, 3, 4
+  ), raised AS (
+    INSERT INTO phigate.alerts_raised AS r (kind, actor_kind, actor, window_start, observed)
+    SELECT f.kind, f.actor_kind, f.actor, f.window_start, f.observed FROM found f
+    ON CONFLICT DO NOTHING
+    RETURNING r.kind, r.actor_kind, r.actor, r.window_start, r.observed
+  ), recorded AS (
+    INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, detail)
+    SELECT sweep_id, r.actor, r.actor_kind, 'healthcare_operations', 'alert', 'Alert', r.kind || ':' || r.observed FROM raised r
+  )
+  SELECT r.kind, r.actor_kind, r.actor, r.window_start, r.observed FROM raised r;
+  DELETE FROM phigate.alert_minutes m WHERE m.minute < floor_ts;
+  DELETE FROM phigate.alert_minute_patients p WHERE p.minute < floor_ts;
+END
+$$;
