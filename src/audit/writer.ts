@@ -84,8 +84,8 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
  * only, and under load each commit carries many requests. A batch is one transaction on the
  * writer's own connection: BEGIN, synchronous_commit on, the PHI charges of its reads (when any,
  * answered before the rows are written: a refused charge writes its request's refusal instead of
- * its events), one INSERT of every row with the batch's own row, checked against the events it
- * was meant to write, and COMMIT. Only then are the batch's requests answered.
+ * its events), one INSERT of every record (src/audit/insert.ts) with the batch's own row, checked
+ * against the events it was meant to write, and COMMIT. Only then are the batch's requests answered.
  *
  * A batch that fails on a statement is retried request by request, each in a batch of its own,
  * so one request's bad event fails that request only. A batch whose connection is lost is looked

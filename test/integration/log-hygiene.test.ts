@@ -4,6 +4,10 @@ import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { startTestIssuer, type TestIssuer } from '../support/oidc-issuer.ts';
 import { PATIENT_SELECTION, seededSecrets } from '../support/phi-expect.ts';
 
+// 028's grant, given back after a test revokes it: reads' events are inserted into audit_records.
+const AUDIT_RECORDS_GRANT = `GRANT INSERT (batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass, grant_id, patient_id,
+  actions, type_names, fields, record_ids, details) ON phigate.audit_records TO phigate_app`;
+
 // Every line the gateway logs, at debug level, and everything written to stdout and stderr while
 // a realistic day's traffic runs: all roles, lookups by identifier, writes, denied fields, a
 // failing audit, a failing database, bad and stolen-looking tokens. None of it may carry a PHI
@@ -106,11 +110,11 @@ describe('log hygiene', () => {
     });
 
     // The audit cannot be written; then the database fails mid-request.
-    await gw.admin((c) => c.query('REVOKE INSERT ON phigate.audit_events FROM phigate_app'));
+    await gw.admin((c) => c.query('REVOKE INSERT ON phigate.audit_records FROM phigate_app'));
     try {
       await gw.gql(await token('reg-north'), ALL);
     } finally {
-      await gw.admin((c) => c.query('GRANT INSERT ON phigate.audit_events TO phigate_app'));
+      await gw.admin((c) => c.query(AUDIT_RECORDS_GRANT));
     }
     await gw.admin((c) => c.query('REVOKE SELECT ON phigate.encounters FROM phigate_app'));
     try {

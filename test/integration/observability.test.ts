@@ -7,6 +7,10 @@ import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { seededSecrets } from '../support/phi-expect.ts';
 import { parseMetrics, valueOf, type Sample } from '../support/prometheus.ts';
 
+// 028's grant, given back after a test revokes it: reads' events are inserted into audit_records.
+const AUDIT_RECORDS_GRANT = `GRANT INSERT (batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass, grant_id, patient_id,
+  actions, type_names, fields, record_ids, details) ON phigate.audit_records TO phigate_app`;
+
 // What operators watch: /metrics moves with the traffic and never names a patient, /readyz says
 // which dependency is missing, and tracing spans exist around each stage without carrying values.
 
@@ -73,12 +77,12 @@ describe('/metrics', () => {
     expect(delta(m3, m4, 'phigate_graphql_requests_total', { operation: 'none', outcome: 'refused' })).toBe(2);
     expect(delta(m3, m4, 'phigate_graphql_errors_total', { code: 'UNAUTHENTICATED' })).toBe(2);
 
-    await gw.admin((c) => c.query('REVOKE INSERT ON phigate.audit_events FROM phigate_app'));
+    await gw.admin((c) => c.query('REVOKE INSERT ON phigate.audit_records FROM phigate_app'));
     try {
       const r = await gw.gql(await token('reg-north'), IDENTITY);
       expect(r.body.errors?.[0]?.extensions?.code).toBe('AUDIT_UNAVAILABLE');
     } finally {
-      await gw.admin((c) => c.query('GRANT INSERT ON phigate.audit_events TO phigate_app'));
+      await gw.admin((c) => c.query(AUDIT_RECORDS_GRANT));
     }
     const m5 = (await scrape()).samples;
     expect(delta(m4, m5, 'phigate_audit_failures_total')).toBe(1);

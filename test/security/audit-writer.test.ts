@@ -79,7 +79,7 @@ async function expectAuditedOrWithheld(answers: readonly Answer[]): Promise<{ sh
       expect(r.status, r.text).toBe(503);
       expect(r.headers.get('retry-after')).toBe('1');
       expect(r.body.errors?.map((e) => e.extensions?.code)).toEqual(['AUDIT_UNAVAILABLE']);
-      expect(r.text).not.toMatch(/permission denied|trigger|audit_events|PH500|INSERT/i);
+      expect(r.text).not.toMatch(/permission denied|trigger|audit_events|audit_records|PH500|INSERT/i);
       withheld++;
     }
   }
@@ -87,24 +87,42 @@ async function expectAuditedOrWithheld(answers: readonly Answer[]): Promise<{ sh
 }
 
 describe('the audit insert refused in the middle of a load: no PHI leaves', () => {
+  // Reads' events go to phigate.audit_records (028), one record per request and patient.
   const breakages: [string, string, string][] = [
-    ['insert privilege revoked', 'REVOKE INSERT ON phigate.audit_events FROM phigate_app', ''],
+    ['insert privilege revoked', 'REVOKE INSERT ON phigate.audit_records FROM phigate_app', ''],
     [
       'a trigger that raises',
       `CREATE FUNCTION public.aw_raise() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by test'; END $$;
-       CREATE TRIGGER aw_break BEFORE INSERT ON phigate.audit_events FOR EACH ROW EXECUTE FUNCTION public.aw_raise()`,
-      'DROP TRIGGER aw_break ON phigate.audit_events; DROP FUNCTION public.aw_raise()',
+       CREATE TRIGGER aw_break BEFORE INSERT ON phigate.audit_records FOR EACH ROW EXECUTE FUNCTION public.aw_raise()`,
+      'DROP TRIGGER aw_break ON phigate.audit_records; DROP FUNCTION public.aw_raise()',
     ],
     [
-      'a trigger that silently drops some rows',
+      'a trigger that silently drops some events of a record',
+      `CREATE FUNCTION public.aw_drop() RETURNS trigger LANGUAGE plpgsql AS $$
+         DECLARE i integer := array_position(NEW.fields, 'mrn');
+         BEGIN
+           IF i IS NOT NULL THEN
+             NEW.actions := NEW.actions[:i - 1] || NEW.actions[i + 1:];
+             NEW.type_names := NEW.type_names[:i - 1] || NEW.type_names[i + 1:];
+             NEW.fields := NEW.fields[:i - 1] || NEW.fields[i + 1:];
+             NEW.record_ids := NEW.record_ids[:i - 1] || NEW.record_ids[i + 1:];
+             NEW.details := NEW.details[:i - 1] || NEW.details[i + 1:];
+           END IF;
+           RETURN NEW;
+         END $$;
+       CREATE TRIGGER aw_break BEFORE INSERT ON phigate.audit_records FOR EACH ROW EXECUTE FUNCTION public.aw_drop()`,
+      'DROP TRIGGER aw_break ON phigate.audit_records; DROP FUNCTION public.aw_drop()',
+    ],
+    [
+      'a trigger that silently drops whole records',
       `CREATE FUNCTION public.aw_drop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
-       CREATE TRIGGER aw_break BEFORE INSERT ON phigate.audit_events FOR EACH ROW WHEN (NEW.field = 'mrn') EXECUTE FUNCTION public.aw_drop()`,
-      'DROP TRIGGER aw_break ON phigate.audit_events; DROP FUNCTION public.aw_drop()',
+       CREATE TRIGGER aw_break BEFORE INSERT ON phigate.audit_records FOR EACH ROW WHEN ('mrn' = ANY (NEW.fields)) EXECUTE FUNCTION public.aw_drop()`,
+      'DROP TRIGGER aw_break ON phigate.audit_records; DROP FUNCTION public.aw_drop()',
     ],
   ];
-  // The grants 009 gives back after the REVOKE above.
-  const GRANT = `GRANT INSERT (request_id, actor, actor_kind, role, purpose, break_glass, client_addr, action, type_name, field,
-    patient_id, record_id, detail, grant_id, credential_id, batch_id) ON phigate.audit_events TO phigate_app`;
+  // The grant 028 gives back after the REVOKE above.
+  const GRANT = `GRANT INSERT (batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass,
+    grant_id, patient_id, actions, type_names, fields, record_ids, details) ON phigate.audit_records TO phigate_app`;
 
   for (const [name, breakIt, repair] of breakages) {
     it(name, async () => {

@@ -24,10 +24,12 @@ interface Raised {
   readonly observed: number;
 }
 const sweep = () => admin(async (c) => (await c.query<Raised>(`SELECT * FROM phigate.sweep_alerts(3, 100, '00:00', '24:00', 'UTC', 0)`)).rows);
+// One request per patient, stored as the audit writer stores it: a record of audit_records (028).
 const reads = (c: pg.Client, actor: string, patients: number, at = 'clock_timestamp()') =>
   c.query(
-    `INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id)
-     SELECT ${at}, 'r-' || g, $1, 'user', 'registrar', 'healthcare_operations', 'read', 'Patient', 'mrn', gen_random_uuid() FROM generate_series(1, $2) g`,
+    `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+     SELECT ${at}, 'r-' || g, $1, 'user', 'registrar', 'healthcare_operations', gen_random_uuid(), '{read}', '{Patient}', '{mrn}', '{NULL}', '{NULL}'
+     FROM generate_series(1, $2) g`,
     [actor, patients],
   );
 const mine = (rows: Raised[], actor: string) => rows.filter((r) => r.actor === actor);

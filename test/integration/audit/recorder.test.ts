@@ -45,10 +45,10 @@ describe('the direct audit recorder', () => {
     await expect(createDirectRecorder(pool).record(request, [search('123-45-6789 ')])).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
   });
 
-  it('fails closed when a trigger silently drops the rows', async () => {
+  it('fails closed when a trigger silently drops the record', async () => {
     await withClient(db.adminUrl, async (c) => {
       await c.query(`CREATE FUNCTION phigate.drop_rows() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
-      await c.query(`CREATE TRIGGER drop_rows BEFORE INSERT ON phigate.audit_events FOR EACH ROW EXECUTE FUNCTION phigate.drop_rows()`);
+      await c.query(`CREATE TRIGGER drop_rows BEFORE INSERT ON phigate.audit_records FOR EACH ROW EXECUTE FUNCTION phigate.drop_rows()`);
     });
     try {
       await expect(createDirectRecorder(pool).record({ ...request, requestId: 'req-recorder-2' }, [search('mrn:hit')])).rejects.toMatchObject({
@@ -56,7 +56,7 @@ describe('the direct audit recorder', () => {
         reason: 'audit_rows_mismatch',
       });
     } finally {
-      await withClient(db.adminUrl, (c) => c.query('DROP TRIGGER drop_rows ON phigate.audit_events'));
+      await withClient(db.adminUrl, (c) => c.query('DROP TRIGGER drop_rows ON phigate.audit_records'));
     }
   });
 });

@@ -12,6 +12,7 @@ import { createTestDatabase, preparedStatements, withClient, type TestDatabase }
 // during COMMIT, the PHI charges of a batch, and what the gateway's role may do to the trail.
 
 const PATIENT = '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b';
+const OTHER = '5d2c9e8f-7a6b-4c3d-9e1f-2a3b4c5d6e7f';
 const logger = createLogger('silent');
 let db: TestDatabase;
 let pools: Pool[] = [];
@@ -22,7 +23,7 @@ afterEach(async () => {
   await Promise.all(pools.map((p) => p.end()));
   pools = [];
   await admin(async (c) => {
-    await c.query('DROP TRIGGER IF EXISTS writer_test ON phigate.audit_events');
+    await c.query('DROP TRIGGER IF EXISTS writer_test ON phigate.audit_records');
     await c.query('DROP TRIGGER IF EXISTS writer_test ON phigate.audit_batches');
   });
 });
@@ -97,6 +98,57 @@ describe('group commit', () => {
   });
 });
 
+describe('the narrow layout', () => {
+  const recordsOf = (requestId: string) =>
+    admin(async (c) => (await c.query('SELECT * FROM phigate.audit_records WHERE request_id = $1 ORDER BY id', [requestId])).rows);
+
+  it("writes one record per patient, role, purpose, break-glass and grant of a request, keeping each record's events in order", async () => {
+    const w = writer();
+    const grant = randomUUID();
+    const req = request();
+    const events: AuditEvent[] = [
+      read('ssn', 'hit'),
+      { ...read('mrn'), patientId: OTHER, recordId: OTHER },
+      read('mrn'),
+      { ...read('givenName'), role: 'physician', breakGlass: true, grantId: grant },
+      { ...read('familyName'), patientId: OTHER, recordId: OTHER },
+      { action: 'search', typeName: 'Query', field: 'patientBySsn', patientId: null, recordId: null, role: null, purpose: 'treatment', breakGlass: false, detail: 'ssn:miss' },
+      { action: 'denied', typeName: 'Encounter', field: 'notes', patientId: PATIENT, recordId: OTHER, role: null, purpose: 'healthcare_operations', breakGlass: false },
+      { action: 'refused', typeName: 'Query', field: null, patientId: null, recordId: null, role: null, purpose: 'treatment', breakGlass: false, detail: 'rate' },
+    ];
+    await w.record(req, events);
+    const records = await recordsOf(req.requestId);
+    expect(records.map((r) => [r.patient_id, r.role, r.purpose, r.break_glass, r.grant_id, r.actions, r.fields, r.record_ids, r.details])).toEqual([
+      [PATIENT, 'registrar', 'healthcare_operations', false, null, ['read', 'read'], ['ssn', 'mrn'], [null, null], ['hit', null]],
+      [OTHER, 'registrar', 'healthcare_operations', false, null, ['read', 'read'], ['mrn', 'familyName'], [OTHER, OTHER], [null, null]],
+      [PATIENT, 'physician', 'healthcare_operations', true, grant, ['read'], ['givenName'], [null], [null]],
+      [null, null, 'treatment', false, null, ['search', 'refused'], ['patientBySsn', null], [null, null], ['ssn:miss', 'rate']],
+      [PATIENT, null, 'healthcare_operations', false, null, ['denied'], ['notes'], [OTHER], [null]],
+    ]);
+    expect(new Set(records.map((r) => r.batch_id)).size).toBe(1);
+    const [batch] = await admin(async (c) => (await c.query('SELECT events FROM phigate.audit_batches WHERE id = $1', [records[0].batch_id])).rows);
+    expect(batch.events).toBe(events.length);
+    // The view: one row per event, id (record << 16) + position, the record's facts on each.
+    const rows = await rowsOf(req.requestId);
+    expect(rows.map((r) => BigInt(r.id))).toEqual(records.flatMap((r) => r.actions.map((_: string, i: number) => (BigInt(r.id) << 16n) + BigInt(i))));
+    expect(rows.map((r) => [r.action, r.field, r.patient_id, r.actor, r.client_addr])).toEqual(
+      records.flatMap((r) => r.actions.map((a: string, i: number) => [a, r.fields[i], r.patient_id, 'reg-north', '127.0.0.1'])),
+    );
+  });
+
+  it('splits a record above 65,536 events, in order', async () => {
+    const w = writer();
+    const req = request();
+    const n = 65_536 + 3;
+    await w.record(req, Array.from({ length: n }, (_, i) => read(`f${i}`)));
+    const records = await recordsOf(req.requestId);
+    expect(records.map((r) => r.actions.length)).toEqual([65_536, 3]);
+    expect([records[0].fields[0], records[0].fields[65_535], records[1].fields[0], records[1].fields[2]]).toEqual(['f0', 'f65535', 'f65536', 'f65538']);
+    const [count] = await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_events WHERE request_id = $1', [req.requestId])).rows);
+    expect(count.n).toBe(n);
+  });
+});
+
 describe('failures', () => {
   it('a batch with one bad request is retried request by request: only that request fails', async () => {
     const w = writer();
@@ -113,15 +165,33 @@ describe('failures', () => {
     expect(await rowsOf(bad.request.requestId)).toHaveLength(0);
   });
 
-  it('a trigger that silently drops rows fails every request of the batch, and nothing of it is kept', async () => {
+  // Events of one request about one patient are one row of audit_records: a trigger can drop a
+  // whole record, or keep it with fewer events; either way the events stored differ from those sent.
+  it('a trigger that silently drops a record fails every request of the batch, and nothing of it is kept', async () => {
     await admin(async (c) => {
       await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_drop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$`);
-      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_events FOR EACH ROW WHEN (NEW.field = 'mrn') EXECUTE FUNCTION public.writer_test_drop()`);
+      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_records FOR EACH ROW WHEN (NEW.patient_id = '${OTHER}') EXECUTE FUNCTION public.writer_test_drop()`);
+    });
+    const w = writer();
+    const e: AuditEntry = { request: request(), events: [read('ssn'), { ...read('mrn'), patientId: OTHER }] };
+    await expect(w.write(e)).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_rows_mismatch' });
+    // The first patient's record was not dropped, but the batch did not commit, so it is not there either.
+    expect(await rowsOf(e.request.requestId)).toEqual([]);
+  });
+
+  it('a trigger that keeps a record but trims its events fails the batch', async () => {
+    await admin(async (c) => {
+      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_trim() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          NEW.actions := NEW.actions[1:1]; NEW.type_names := NEW.type_names[1:1]; NEW.fields := NEW.fields[1:1];
+          NEW.record_ids := NEW.record_ids[1:1]; NEW.details := NEW.details[1:1];
+          RETURN NEW;
+        END $$`);
+      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_records FOR EACH ROW EXECUTE FUNCTION public.writer_test_trim()`);
     });
     const w = writer();
     const e = entry(['ssn', 'mrn']);
     await expect(w.write(e)).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_rows_mismatch' });
-    // The ssn row was not dropped, but the batch did not commit, so it is not there either.
     expect(await rowsOf(e.request.requestId)).toEqual([]);
   });
 
@@ -230,7 +300,7 @@ describe('one shard per principal', () => {
       await c.query(
         `CREATE OR REPLACE FUNCTION public.writer_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$`,
       );
-      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_events FOR EACH ROW WHEN (NEW.actor = '${a}') EXECUTE FUNCTION public.writer_test_hold()`);
+      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_records FOR EACH ROW WHEN (NEW.actor = '${a}') EXECUTE FUNCTION public.writer_test_hold()`);
     });
     await withClient(db.adminUrl, async (holder) => {
       await holder.query('SELECT pg_advisory_lock(4242)');
@@ -255,23 +325,51 @@ describe('what the gateway role may do to the trail', () => {
   const COLUMNS = `(request_id, actor, actor_kind, purpose, action, type_name)`;
   const VALUES = `('forged', 'x', 'user', 'p', 'read', 'Patient')`;
 
-  it('inserts rows, but never chooses their id or time: no OVERRIDING, no occurred_at', async () => {
+  it('inserts events and records, but never chooses their id, time or transaction', async () => {
     expect(await refused(`INSERT INTO phigate.audit_events ${COLUMNS} VALUES ${VALUES}`)).toBeNull();
     expect(await refused(`INSERT INTO phigate.audit_events (id, request_id, actor, actor_kind, purpose, action, type_name) OVERRIDING SYSTEM VALUE VALUES (9000000000, 'forged', 'x', 'user', 'p', 'read', 'Patient')`)).toBe('42501');
     expect(await refused(`INSERT INTO phigate.audit_events (id, request_id, actor, actor_kind, purpose, action, type_name) VALUES (9000000000, 'forged', 'x', 'user', 'p', 'read', 'Patient')`)).toMatch(/^(42501|428C9)$/);
     expect(await refused(`INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, purpose, action, type_name) VALUES ('2000-01-01', 'forged', 'x', 'user', 'p', 'read', 'Patient')`)).toBe('42501');
+    const RECORD = `(request_id, actor, actor_kind, purpose, actions, type_names, fields, record_ids, details)`;
+    const ONE = `('forged', 'x', 'user', 'p', '{read}', '{Patient}', '{ssn}', '{NULL}', '{NULL}')`;
+    expect(await refused(`INSERT INTO phigate.audit_records ${RECORD} VALUES ${ONE}`)).toBeNull();
+    expect(await refused(`INSERT INTO phigate.audit_records (id, ${RECORD.slice(1)} OVERRIDING SYSTEM VALUE VALUES (9000000000, ${ONE.slice(1)}`)).toBe('42501');
+    for (const column of ['occurred_at', 'tx']) {
+      const value = column === 'tx' ? `'1'::xid8` : `'2000-01-01'`;
+      expect(await refused(`INSERT INTO phigate.audit_records (${column}, ${RECORD.slice(1)} VALUES (${value}, ${ONE.slice(1)}`), column).toBe('42501');
+    }
     const max = await admin(async (c) => (await c.query(`SELECT max(id)::bigint AS id FROM phigate.audit_events`)).rows[0].id);
     expect(Number(max)).toBeLessThan(9000000000);
   });
 
-  it('can neither change nor remove a row or a batch (nor can the owner)', async () => {
-    for (const sql of ['UPDATE phigate.audit_events SET actor = $1', 'DELETE FROM phigate.audit_events WHERE actor = $1', 'TRUNCATE phigate.audit_events']) {
-      expect(await refused(sql, sql.includes('$1') ? ['x'] : [])).toBe('42501');
+  it('can neither change nor remove an event, a record or a batch (nor can the owner)', async () => {
+    await admin((c) =>
+      c.query(`INSERT INTO phigate.audit_events_v1 (request_id, actor, actor_kind, purpose, action, type_name) VALUES ('forged-v1', 'x', 'user', 'p', 'read', 'Patient')`),
+    );
+    await asApp((c) => c.query(`INSERT INTO phigate.audit_events ${COLUMNS} VALUES ${VALUES}`));
+    for (const relation of ['audit_events', 'audit_records', 'audit_events_v1']) {
+      for (const sql of [`UPDATE phigate.${relation} SET actor = $1`, `DELETE FROM phigate.${relation} WHERE actor = $1`]) {
+        expect(await refused(sql, ['x']), sql).toBe('42501');
+      }
     }
+    for (const table of ['audit_records', 'audit_events_v1']) expect(await refused(`TRUNCATE phigate.${table}`), table).toBe('42501');
+    // A view cannot be truncated at all.
+    expect(await refused('TRUNCATE phigate.audit_events')).toBe('42809');
     expect(await refused(`UPDATE phigate.audit_batches SET events = 1`)).toBe('42501');
     expect(await refused(`DELETE FROM phigate.audit_batches`)).toBe('42501');
-    const byOwner = await admin((c) => c.query(`DELETE FROM phigate.audit_events WHERE request_id = 'forged'`).then(() => null, (e: { code: string }) => e.code));
-    expect(byOwner).toBe('42501');
+    const asOwner = (sql: string) => admin((c) => c.query(sql).then(() => null, (e: { code: string }) => e.code));
+    for (const sql of [
+      `DELETE FROM phigate.audit_events WHERE request_id IN ('forged', 'forged-v1')`,
+      `UPDATE phigate.audit_events SET actor = 'y' WHERE request_id IN ('forged', 'forged-v1')`,
+      `DELETE FROM phigate.audit_records WHERE request_id = 'forged'`,
+      `UPDATE phigate.audit_records SET actor = 'y' WHERE request_id = 'forged'`,
+      'TRUNCATE phigate.audit_records',
+      `DELETE FROM phigate.audit_events_v1 WHERE request_id = 'forged-v1'`,
+      `UPDATE phigate.audit_events_v1 SET actor = 'y' WHERE request_id = 'forged-v1'`,
+      'TRUNCATE phigate.audit_events_v1',
+    ]) {
+      expect(await asOwner(sql), sql).toBe('42501');
+    }
   });
 
   // Beside them only `tx` (016_audit_log.sql): the inserting transaction, which orders the

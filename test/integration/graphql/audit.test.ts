@@ -242,11 +242,11 @@ describe('audit cannot be written: nothing leaves, nothing changes', () => {
     gw.admin(async (c) => {
       await c.query(`CREATE OR REPLACE FUNCTION public.${TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION 'audit sink refused by test (%)', TG_OP; END $$`);
-      await c.query(`CREATE TRIGGER ${TRIGGER} BEFORE INSERT ON phigate.audit_events FOR EACH ROW EXECUTE FUNCTION public.${TRIGGER}()`);
+      await c.query(`CREATE TRIGGER ${TRIGGER} BEFORE INSERT ON phigate.audit_records FOR EACH ROW EXECUTE FUNCTION public.${TRIGGER}()`);
     });
   const removeTrigger = () =>
     gw.admin(async (c) => {
-      await c.query(`DROP TRIGGER IF EXISTS ${TRIGGER} ON phigate.audit_events`);
+      await c.query(`DROP TRIGGER IF EXISTS ${TRIGGER} ON phigate.audit_records`);
       await c.query(`DROP FUNCTION IF EXISTS public.${TRIGGER}()`);
     });
   afterEach(removeTrigger);
@@ -263,14 +263,14 @@ describe('audit cannot be written: nothing leaves, nothing changes', () => {
     expectCleanErrors(r);
     expectNoPhiInErrors(r, gw.data.patients);
     for (const s of secrets) expect(r.text.includes(s), 'a value left without its audit row').toBe(false);
-    expect(r.text).not.toMatch(/audit sink refused|TG_OP|trigger|audit_events/i);
+    expect(r.text).not.toMatch(/audit sink refused|TG_OP|trigger|audit_events|audit_records/i);
     const log = gw.logs.filter((l) => l.requestId === sent.requestId);
     expect(log.filter((l) => l.msg === 'request').map((l) => l.outcome)).toEqual(['audit_failed']);
     // The gateway's own log of the failure carries neither the values nor the database's message.
     const logText = JSON.stringify(log);
     expect(logText).toMatch(/audit write failed/);
     for (const s of secrets) expect(logText.includes(s), 'a value in the log').toBe(false);
-    expect(logText).not.toMatch(/audit sink refused|INSERT|phigate\.audit_events/);
+    expect(logText).not.toMatch(/audit sink refused|INSERT|phigate\.audit_(events|records)/);
   }
 
   it('a PHI query answers data: null with exactly one AUDIT_UNAVAILABLE and no PHI in the body', async () => {

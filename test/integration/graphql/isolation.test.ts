@@ -38,9 +38,9 @@ BEGIN
   RAISE EXCEPTION 'isolation test fault on %', TG_TABLE_NAME;
 END
 $$;
-CREATE TRIGGER isolation_fault_audit BEFORE INSERT ON phigate.audit_events
+CREATE TRIGGER isolation_fault_audit BEFORE INSERT ON phigate.audit_records
   FOR EACH ROW WHEN (NEW.actor LIKE 'fault-audit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
-CREATE CONSTRAINT TRIGGER isolation_fault_commit AFTER INSERT ON phigate.audit_events
+CREATE CONSTRAINT TRIGGER isolation_fault_commit AFTER INSERT ON phigate.audit_records
   DEFERRABLE INITIALLY DEFERRED
   FOR EACH ROW WHEN (NEW.actor LIKE 'fault-commit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
 CREATE TRIGGER isolation_fault_encounter BEFORE INSERT ON phigate.encounters
