@@ -70,3 +70,85 @@ REVOKE ALL ON FUNCTION phigate.audit_leaves_to_seal(xid8, bigint, integer) FROM 
 REVOKE ALL ON FUNCTION phigate.audit_log_leaves(bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION phigate.audit_leaves_to_seal(xid8, bigint, integer) TO phigate_app;
 GRANT EXECUTE ON FUNCTION phigate.audit_log_leaves(bigint, integer) TO phigate_app;
+
+-- Append-only (017), on the tables that now hold the events: a DELETE of a v1 event or of a
+-- whole record goes through only when a retention run of the current transaction covers its
+-- leaf and it is older than the run's cutoff. Through the view (audit_events) nothing goes: its
+-- INSTEAD OF trigger is not one of these tables.
+CREATE OR REPLACE FUNCTION phigate.refuse_audit_rewrite() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+BEGIN
+  -- Nested: the query is planned only where OLD is an event or record row.
+  IF TG_OP = 'DELETE' AND TG_WHEN = 'BEFORE' AND TG_LEVEL = 'ROW' AND TG_TABLE_SCHEMA = 'phigate'
+     AND TG_TABLE_NAME IN ('audit_events_v1', 'audit_records') THEN
+    IF EXISTS (
+      SELECT 1
+      FROM phigate.audit_retention_runs r
+      JOIN phigate.audit_log l ON l.event_id = CASE WHEN TG_TABLE_NAME = 'audit_records' THEN OLD.id << 16 ELSE OLD.id END
+      WHERE r.tx = pg_current_xact_id() AND l.leaf_index >= r.from_leaf AND l.leaf_index < r.to_leaf AND OLD.occurred_at < r.cutoff
+    ) THEN
+      RETURN OLD;
+    END IF;
+  END IF;
+  RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege', HINT = 'events leave only through phigate audit retain';
+END
+$$;
+
+-- Retention removes whole leaves: the v1 events and the records of the longest run of leaves,
+-- after the previous run's, that are all older than p_before and under a signed checkpoint. A
+-- record is removed with all its events or not at all, since its leaf hash is over all of them.
+-- `events` (returned, and in the run's row) counts the events removed; to_leaf - from_leaf the leaves.
+CREATE OR REPLACE FUNCTION phigate.retain_audit_events(p_before timestamptz, p_request_id text)
+RETURNS TABLE (run_id bigint, from_leaf bigint, to_leaf bigint, events bigint, event_id bigint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+DECLARE
+  v_from bigint;
+  v_to bigint;
+  v_signed bigint;
+  v_run bigint;
+  v_events bigint;
+  v_event bigint;
+  v_v1 bigint;
+  v_records bigint;
+BEGIN
+  IF p_before IS NULL OR p_before > clock_timestamp() THEN
+    RAISE EXCEPTION 'retention cutoff must be in the past' USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  -- One run at a time: the next starts where the last ended.
+  PERFORM pg_advisory_xact_lock(7340217017);
+  SELECT coalesce(max(r.to_leaf), 0) INTO v_from FROM phigate.audit_retention_runs r;
+  SELECT coalesce(max(c.tree_size), 0) INTO v_signed FROM phigate.audit_checkpoints c;
+  SELECT l.leaf_index INTO v_to
+    FROM phigate.audit_log l
+    LEFT JOIN phigate.audit_events_v1 e ON e.id = l.event_id
+    LEFT JOIN phigate.audit_records r ON r.id = l.event_id >> 16 AND l.event_id & 65535 = 0
+    WHERE l.leaf_index >= v_from AND l.leaf_index < v_signed
+      AND NOT coalesce(coalesce(e.occurred_at, r.occurred_at) < p_before, false)
+    ORDER BY l.leaf_index LIMIT 1;
+  v_to := coalesce(v_to, greatest(v_signed, v_from));
+  SELECT count(e.id) + coalesce(sum(cardinality(r.actions)), 0) INTO v_events
+    FROM phigate.audit_log l
+    LEFT JOIN phigate.audit_events_v1 e ON e.id = l.event_id
+    LEFT JOIN phigate.audit_records r ON r.id = l.event_id >> 16 AND l.event_id & 65535 = 0
+    WHERE l.leaf_index >= v_from AND l.leaf_index < v_to;
+  INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, detail)
+    VALUES (p_request_id, session_user, 'system', 'HSYSADMIN', 'retention', 'AuditLog', format('leaves:%s-%s', v_from, v_to))
+    RETURNING id INTO v_event;
+  INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id)
+    VALUES (p_before, v_from, v_to, v_events, v_event) RETURNING id INTO v_run;
+  DELETE FROM phigate.audit_events_v1 e USING phigate.audit_log l
+    WHERE l.event_id = e.id AND l.leaf_index >= v_from AND l.leaf_index < v_to;
+  GET DIAGNOSTICS v_v1 = ROW_COUNT;
+  DELETE FROM phigate.audit_records r USING phigate.audit_log l
+    WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0 AND l.leaf_index >= v_from AND l.leaf_index < v_to;
+  GET DIAGNOSTICS v_records = ROW_COUNT;
+  -- Every leaf of the range has its event or record (a missing one ends the range above).
+  IF v_v1 + v_records <> v_to - v_from THEN
+    RAISE EXCEPTION 'retention found % events and % records for % leaves', v_v1, v_records, v_to - v_from
+      USING ERRCODE = 'data_corrupted';
+  END IF;
+  RETURN QUERY SELECT v_run, v_from, v_to, v_events, v_event;
+END
+$$;
+REVOKE ALL ON FUNCTION phigate.retain_audit_events(timestamptz, text) FROM PUBLIC;
