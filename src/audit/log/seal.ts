@@ -1,6 +1,7 @@
 import type pg from 'pg';
 import type { Pool } from '../../db/pool.ts';
 import { formatCheckpoint } from './checkpoint.ts';
+import { underXactLock } from './lock.ts';
 import { signNote, type NoteSigner } from './note.ts';
 import { LEAF_COLUMNS, leafBytes, type LeafRow } from './rows.ts';
 import { EMPTY_ROOT, growingTree, leafHash } from './tree.ts';
@@ -13,7 +14,8 @@ import { EMPTY_ROOT, growingTree, leafHash } from './tree.ts';
  * the whole cluster does either, and no session state is left behind (PgBouncer transaction mode).
  * A process that does not get the lock does nothing: the holder's work serves everyone.
  */
-const LOCK = "pg_try_advisory_xact_lock(hashtextextended('phigate.audit_log', 0))";
+const LOCK = 'phigate.audit_log';
+const underLock = <T>(pool: Pool, fn: (client: pg.PoolClient) => Promise<T>) => underXactLock(pool, LOCK, true, fn);
 
 export interface LogHead {
   readonly size: number;
@@ -43,28 +45,6 @@ export async function latestHead(db: Pool | pg.PoolClient): Promise<LogHead> {
   const r = rows[0];
   if (r === undefined) return EMPTY_HEAD;
   return { size: Number(r.tree_size), root: r.root, frontier: r.frontier, lastTx: r.last_tx, lastEventId: r.last_event_id };
-}
-
-/** Runs `fn` in a transaction holding the log's lock; `null` when another process holds it. */
-async function underLock<T>(pool: Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T | null> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ locked: boolean }>(`SELECT ${LOCK} AS locked, set_config('synchronous_commit', 'on', true)`);
-    if (rows[0]?.locked !== true) {
-      await client.query('ROLLBACK');
-      return null;
-    }
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => (broken = true));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
 }
 
 /** One round: at most `batch` leaves sealed, in one transaction. */

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Pool } from '../../db/pool.ts';
+import { underXactLock } from '../log/lock.ts';
 import { LEAF_COLUMNS, type LeafRow } from '../log/rows.ts';
 import { checkpointLine, leafLine } from './lines.ts';
 import type { Sink, SinkPosition } from './sink.ts';
@@ -11,15 +12,7 @@ import type { Sink, SinkPosition } from './sink.ts';
  * after the sink made the lines durable, so a crash anywhere delivers a line again, never loses one.
  */
 export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<number | null> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_xact_lock(hashtextextended('phigate.audit_sink:' || $1, 0)) AS locked", [sink.name]);
-    if (rows[0]?.locked !== true) {
-      await client.query('ROLLBACK');
-      return null;
-    }
+  return underXactLock(pool, `phigate.audit_sink:${sink.name}`, false, async (client) => {
     let delivered = 0;
     let position = await sink.position(client);
     for (;;) {
@@ -30,14 +23,8 @@ export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<nu
       position = next;
       if (events < batch) break;
     }
-    await client.query('COMMIT');
     return delivered;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => (broken = true));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
+  });
 }
 
 async function nextLines(client: pg.PoolClient, from: SinkPosition, batch: number): Promise<{ lines: string[]; next: SinkPosition; events: number }> {
