@@ -3,9 +3,9 @@ import { decodeLeaf } from '../canonical-decode.ts';
 import { EVENT_ORDINAL_BITS, type RecordEvent } from '../canonical.ts';
 import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { parseCheckpoint } from '../log/checkpoint.ts';
-import { verifyConsistency } from '../log/consistency.ts';
-import { verifyInclusion } from '../log/inclusion.ts';
-import { growingTree, leafHash, nodeHash, splitPoint } from '../log/tree.ts';
+import { consistencyRanges, verifyConsistency } from '../log/consistency.ts';
+import { inclusionRanges, verifyInclusion, type Range } from '../log/inclusion.ts';
+import { growingTree, leafHash, nodeHash } from '../log/tree.ts';
 import { formatConsistencyProof, formatInclusionProof } from '../log/proof.ts';
 
 /**
@@ -15,48 +15,6 @@ import { formatConsistencyProof, formatInclusionProof } from '../log/proof.ts';
  * a proof over ten million leaves reads about 10,000 tile roots, not 320 MB of leaf hashes.
  */
 export class ProveError extends Error {}
-
-type Range = readonly [from: number, to: number];
-
-/** The subtrees whose roots make the audit path of leaf `index` in a tree of `size` (RFC 9162 2.1.3), leaf to root. */
-export function inclusionRanges(size: number, index: number): Range[] {
-  const out: Range[] = [];
-  const walk = (from: number, to: number, m: number): void => {
-    if (to - from <= 1) return;
-    const k = splitPoint(to - from);
-    if (m < k) {
-      walk(from, from + k, m);
-      out.push([from + k, to]);
-    } else {
-      walk(from + k, to, m - k);
-      out.push([from, from + k]);
-    }
-  };
-  walk(0, size, index);
-  return out;
-}
-
-/** The subtrees whose roots make the consistency proof from `oldSize` to `newSize` (RFC 9162 2.1.4). */
-export function consistencyRanges(newSize: number, oldSize: number): Range[] {
-  const out: Range[] = [];
-  const sub = (from: number, to: number, m: number, whole: boolean): void => {
-    const size = to - from;
-    if (m === size) {
-      if (!whole) out.push([from, to]);
-      return;
-    }
-    const k = splitPoint(size);
-    if (m <= k) {
-      sub(from, from + k, m, whole);
-      out.push([from + k, to]);
-    } else {
-      sub(from + k, to, m - k, false);
-      out.push([from, from + k]);
-    }
-  };
-  if (oldSize < newSize) sub(0, newSize, oldSize, true);
-  return out;
-}
 
 /**
  * Where a proof's subtree roots come from: the leaf hashes in order and, when cached, the roots
