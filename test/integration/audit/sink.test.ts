@@ -148,6 +148,13 @@ describe('file sink', () => {
     }
     // Exactly once on this path: no line twice.
     expect(new Set(lines).size).toBe(lines.length);
+    // A new process reads its position back from the record lines of its files: after the last leaf.
+    expect(await fileSink(sinkDir, 8192).position(undefined as never)).toMatchObject({ nextLeaf: 55 });
+    // Each file is named by its first leaf, record lines or not.
+    for (const f of await readdir(sinkDir)) {
+      const first = (await readFile(path.join(sinkDir, f), 'utf8')).split('\n').map((l) => parseSinkLine(l)).find((p): p is LeafLine => p !== null && p.audit !== 'checkpoint');
+      if (first) expect(f).toBe(`audit-${String(first.leaf).padStart(20, '0')}.jsonl`);
+    }
     expect((await readdir(sinkDir)).every((f) => /^audit-\d{20}\.jsonl$/.test(f))).toBe(true);
   });
 
