@@ -229,7 +229,8 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
           prevKey = key;
           if (r.before_since !== true) {
             const bytes = bytesOf({ ...r, key: r.key, version: r.version! });
-            hash = bytes === null ? Buffer.alloc(32) : leafHash(bytes);
+            if (bytes === null) leafFail(i, 'event_altered', r.key, `event ${r.key} (leaf ${i}) differs from what was logged: its event arrays are not a record's`);
+            hash = leafHash(bytes!);
             counts.rehashed++;
             if (!hash.equals(r.leaf_hash)) leafFail(i, 'event_altered', r.key, `event ${r.key} (leaf ${i}) differs from what was logged: its bytes do not hash to its leaf`);
           }

@@ -161,6 +161,19 @@ describe('audit verify names the event a superuser with the triggers off tampere
     await fresh();
   });
 
+  it('a record whose event arrays no longer line up (their CHECK dropped first)', async () => {
+    await fresh();
+    const events = await buildLog(1);
+    await admin(async (c) => {
+      const { rows } = await c.query<{ conname: string }>(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'phigate.audit_records'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%cardinality(details)%'",
+      );
+      await c.query(`ALTER TABLE phigate.audit_records DROP CONSTRAINT ${rows[0]!.conname}`);
+    });
+    await tamper('UPDATE phigate.audit_records SET details = details[1:1] WHERE id = $1::bigint >> 16', [events[1]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[1], message: expect.stringContaining('not a record') });
+  });
+
   it('a deleted record', async () => {
     await fresh();
     const events = await buildLog();
