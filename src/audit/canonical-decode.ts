@@ -1,30 +1,43 @@
-import { CANONICAL_VERSION, canonicalBytes, type CommittedAuditEvent } from './canonical.ts';
+import {
+  CANONICAL_RECORD_VERSION,
+  CANONICAL_VERSION,
+  canonicalBytes,
+  canonicalRecordBytes,
+  MAX_RECORD_EVENTS,
+  type CommittedAuditEvent,
+  type CommittedAuditRecord,
+  type RecordEvent,
+} from './canonical.ts';
 
 /**
- * Reads canonical v1 bytes back into the event they encode, so that whoever holds a proof can see
- * which event it is about. Null unless the bytes are exactly what canonicalBytes would make of
- * that event: a decoder that accepted more than the encoder makes would let two byte strings
- * stand for one event.
+ * Reads canonical bytes (v1 or v2) back into what they encode, so that whoever holds a proof can
+ * see which event or record it is about. Null unless the bytes are exactly what the encoder would
+ * make of that value: a decoder that accepted more than the encoder makes would let two byte
+ * strings stand for one leaf.
  */
-export function decodeCanonical(bytes: Buffer): CommittedAuditEvent | null {
-  const tag = Buffer.from(CANONICAL_VERSION, 'ascii');
+export type DecodedLeaf = { readonly version: 1; readonly event: CommittedAuditEvent } | { readonly version: 2; readonly record: CommittedAuditRecord };
+
+type Value = bigint | boolean | string | null;
+
+function values(bytes: Buffer, version: string): Value[] | null {
+  const tag = Buffer.from(version, 'ascii');
   if (bytes.length < 1 + tag.length || bytes[0] !== tag.length || !bytes.subarray(1, 1 + tag.length).equals(tag)) return null;
   let at = 1 + tag.length;
-  const values: (bigint | boolean | string | null)[] = [];
+  const out: Value[] = [];
   try {
     while (at < bytes.length) {
       const type = bytes.readUInt8(at++);
       if (type === 0x00) {
-        values.push(null);
+        out.push(null);
       } else if (type === 0x01) {
         const length = bytes.readUInt32BE(at);
         if (at + 4 + length > bytes.length) return null;
-        values.push(bytes.toString('utf8', at + 4, at + 4 + length));
+        out.push(bytes.toString('utf8', at + 4, at + 4 + length));
         at += 4 + length;
       } else if (type === 0x02) {
-        values.push(bytes.readUInt8(at++) === 1);
+        out.push(bytes.readUInt8(at++) === 1);
       } else if (type === 0x03) {
-        values.push(bytes.readBigInt64BE(at));
+        out.push(bytes.readBigInt64BE(at));
         at += 8;
       } else {
         return null;
@@ -33,10 +46,17 @@ export function decodeCanonical(bytes: Buffer): CommittedAuditEvent | null {
   } catch {
     return null;
   }
-  if (values.length !== 18) return null;
-  const [id, occurredAt, requestId, actor, actorKind, role, purpose, breakGlass, clientAddr, action, typeName, field, patientId, recordId, detail, grantId, credentialId, batchId] = values;
-  const str = (v: unknown): v is string => typeof v === 'string';
-  const opt = (v: unknown): v is string | null => v === null || typeof v === 'string';
+  return out;
+}
+
+const str = (v: unknown): v is string => typeof v === 'string';
+const opt = (v: unknown): v is string | null => v === null || typeof v === 'string';
+
+/** Version 1 only: one event of the frozen layout. */
+export function decodeCanonical(bytes: Buffer): CommittedAuditEvent | null {
+  const v = values(bytes, CANONICAL_VERSION);
+  if (v === null || v.length !== 18) return null;
+  const [id, occurredAt, requestId, actor, actorKind, role, purpose, breakGlass, clientAddr, action, typeName, field, patientId, recordId, detail, grantId, credentialId, batchId] = v;
   if (typeof id !== 'bigint' || typeof occurredAt !== 'bigint' || typeof breakGlass !== 'boolean') return null;
   if (!str(requestId) || !str(actor) || !str(actorKind) || !str(purpose) || !str(action) || !str(typeName)) return null;
   if (!opt(role) || !opt(clientAddr) || !opt(field) || !opt(patientId) || !opt(recordId) || !opt(detail) || !opt(grantId) || !opt(credentialId) || !opt(batchId)) {
@@ -63,4 +83,48 @@ export function decodeCanonical(bytes: Buffer): CommittedAuditEvent | null {
     batchId,
   };
   return canonicalBytes(event).equals(bytes) ? event : null;
+}
+
+const HEADER = 14;
+
+/** Version 2 only: one record and its events. */
+export function decodeCanonicalRecord(bytes: Buffer): CommittedAuditRecord | null {
+  const v = values(bytes, CANONICAL_RECORD_VERSION);
+  if (v === null || v.length < HEADER) return null;
+  const [id, occurredAt, batchId, requestId, actor, actorKind, clientAddr, credentialId, role, purpose, breakGlass, grantId, patientId, count] = v;
+  if (typeof id !== 'bigint' || typeof occurredAt !== 'bigint' || typeof breakGlass !== 'boolean' || typeof count !== 'bigint') return null;
+  if (count < 1n || count > BigInt(MAX_RECORD_EVENTS) || v.length !== HEADER + Number(count) * 5) return null;
+  if (!str(requestId) || !str(actor) || !str(actorKind) || !str(purpose)) return null;
+  if (!opt(batchId) || !opt(clientAddr) || !opt(credentialId) || !opt(role) || !opt(grantId) || !opt(patientId)) return null;
+  const events: RecordEvent[] = [];
+  for (let at = HEADER; at < v.length; at += 5) {
+    const [action, typeName, field, recordId, detail] = v.slice(at, at + 5);
+    if (!str(action) || !str(typeName) || !opt(field) || !opt(recordId) || !opt(detail)) return null;
+    events.push({ action, typeName, field, recordId, detail });
+  }
+  const record: CommittedAuditRecord = {
+    id,
+    occurredAtMicros: occurredAt,
+    batchId,
+    requestId,
+    actor,
+    actorKind,
+    clientAddr,
+    credentialId,
+    role,
+    purpose,
+    breakGlass,
+    grantId,
+    patientId,
+    events,
+  };
+  return canonicalRecordBytes(record).equals(bytes) ? record : null;
+}
+
+/** Either version; null for anything the encoders do not make. */
+export function decodeLeaf(bytes: Buffer): DecodedLeaf | null {
+  const event = decodeCanonical(bytes);
+  if (event !== null) return { version: 1, event };
+  const record = decodeCanonicalRecord(bytes);
+  return record === null ? null : { version: 2, record };
 }

@@ -1,18 +1,33 @@
 /**
- * The bytes that stand for one committed audit event, for the Merkle log to hash (a leaf each):
- * the same event always gives the same bytes, and two different events never do. Versioned, so
- * that a later encoding can sit beside this one in the same log.
+ * The bytes that stand for one leaf of the Merkle log, for it to hash: the same committed row
+ * always gives the same bytes, and two different rows never do. Versioned, so that encodings sit
+ * beside each other in one log.
  *
- * Version 1: the length (one byte) and ASCII bytes of the tag `phigate.audit_event.v1`, then every column of phigate.audit_events in
- * the fixed order of CANONICAL_COLUMNS, each as one type byte and its value:
+ * Both versions: the length (one byte) and ASCII bytes of the version tag, then a fixed sequence
+ * of values, each as one type byte and its value:
  *   0x00                      null
  *   0x01 u32be length, bytes  text (UTF-8, as stored), uuid (lowercase, hyphenated) and inet text
  *   0x02 u8                   boolean (0 or 1)
- *   0x03 i64be                integer: the id; occurred_at as microseconds since the Unix epoch (UTC)
+ *   0x03 i64be                integer: ids, counts; occurred_at as microseconds since the Unix epoch (UTC)
  * Ids and time are the database's (identity and clock_timestamp()), so bytes can only be made
  * from a committed row, never before it is written.
+ *
+ * Version 1 (`phigate.audit_event.v1`), one event of the frozen phigate.audit_events_v1: every
+ * column in the order of CANONICAL_COLUMNS.
+ *
+ * Version 2 (`phigate.audit_record.v2`), one row of phigate.audit_records (migration 028): the
+ * record's columns in the order of RECORD_COLUMNS, then the number of its events, then for each
+ * event in ordinal order the values of EVENT_FACTS. Event i of record r has id (r << 16) + i, so
+ * the record id and the ordinal name every event without repeating its id. The record's `tx`
+ * is left out, as v1 leaves it out: it is the sealer's ordering key, not a fact of the events,
+ * and the leaf's place in the signed tree already binds the order (verify checks it apart).
  */
 export const CANONICAL_VERSION = 'phigate.audit_event.v1';
+export const CANONICAL_RECORD_VERSION = 'phigate.audit_record.v2';
+
+/** Bits of an event id that hold its ordinal inside its record (028_audit_records.sql). */
+export const EVENT_ORDINAL_BITS = 16n;
+export const MAX_RECORD_EVENTS = 65_536;
 
 export interface CommittedAuditEvent {
   readonly id: bigint;
@@ -36,7 +51,34 @@ export interface CommittedAuditEvent {
   readonly batchId: string | null;
 }
 
-type Part = { readonly int: bigint } | { readonly bool: boolean } | string | null;
+/** The facts that differ between the events of one record: element i of its arrays. */
+export interface RecordEvent {
+  readonly action: string;
+  readonly typeName: string;
+  readonly field: string | null;
+  readonly recordId: string | null;
+  readonly detail: string | null;
+}
+
+export interface CommittedAuditRecord {
+  /** The record's id; its events' ids are (id << 16) + ordinal. */
+  readonly id: bigint;
+  readonly occurredAtMicros: bigint;
+  readonly batchId: string | null;
+  readonly requestId: string;
+  readonly actor: string;
+  readonly actorKind: string;
+  readonly clientAddr: string | null;
+  readonly credentialId: string | null;
+  readonly role: string | null;
+  readonly purpose: string;
+  readonly breakGlass: boolean;
+  readonly grantId: string | null;
+  readonly patientId: string | null;
+  readonly events: readonly RecordEvent[];
+}
+
+export type Part = { readonly int: bigint } | { readonly bool: boolean } | string | null;
 
 export const CANONICAL_COLUMNS = [
   'id',
@@ -59,9 +101,27 @@ export const CANONICAL_COLUMNS = [
   'batch_id',
 ] as const;
 
+export const RECORD_COLUMNS = [
+  'id',
+  'occurred_at',
+  'batch_id',
+  'request_id',
+  'actor',
+  'actor_kind',
+  'client_addr',
+  'credential_id',
+  'role',
+  'purpose',
+  'break_glass',
+  'grant_id',
+  'patient_id',
+] as const;
+
+export const EVENT_FACTS = ['action', 'type_name', 'field', 'record_id', 'detail'] as const;
+
 const uuid = (id: string | null): string | null => (id === null ? null : id.toLowerCase());
 
-function parts(e: CommittedAuditEvent): Part[] {
+function eventParts(e: CommittedAuditEvent): Part[] {
   return [
     { int: e.id },
     { int: e.occurredAtMicros },
@@ -84,11 +144,31 @@ function parts(e: CommittedAuditEvent): Part[] {
   ];
 }
 
+function recordParts(r: CommittedAuditRecord): Part[] {
+  const out: Part[] = [
+    { int: r.id },
+    { int: r.occurredAtMicros },
+    uuid(r.batchId),
+    r.requestId,
+    r.actor,
+    r.actorKind,
+    r.clientAddr,
+    r.credentialId,
+    r.role,
+    r.purpose,
+    { bool: r.breakGlass },
+    uuid(r.grantId),
+    uuid(r.patientId),
+    { int: BigInt(r.events.length) },
+  ];
+  for (const e of r.events) out.push(e.action, e.typeName, e.field, uuid(e.recordId), e.detail);
+  return out;
+}
+
 const sizeOf = (p: Part): number => (p === null ? 1 : typeof p === 'string' ? 5 + Buffer.byteLength(p, 'utf8') : 'int' in p ? 9 : 2);
 
-export function canonicalBytes(event: CommittedAuditEvent): Buffer {
-  const all = parts(event);
-  const tag = Buffer.from(CANONICAL_VERSION, 'ascii');
+function encode(version: string, all: readonly Part[]): Buffer {
+  const tag = Buffer.from(version, 'ascii');
   const out = Buffer.alloc(1 + tag.length + all.reduce((n, p) => n + sizeOf(p), 0));
   let at = out.writeUInt8(tag.length, 0);
   at += tag.copy(out, at);
@@ -109,3 +189,18 @@ export function canonicalBytes(event: CommittedAuditEvent): Buffer {
   }
   return out;
 }
+
+export function canonicalBytes(event: CommittedAuditEvent): Buffer {
+  return encode(CANONICAL_VERSION, eventParts(event));
+}
+
+/** Version 2: one record, all its events. A record has 1 to 65,536 events (028's CHECK). */
+export function canonicalRecordBytes(record: CommittedAuditRecord): Buffer {
+  if (record.events.length < 1 || record.events.length > MAX_RECORD_EVENTS) {
+    throw new RangeError(`an audit record holds 1 to ${MAX_RECORD_EVENTS} events, not ${record.events.length}`);
+  }
+  return encode(CANONICAL_RECORD_VERSION, recordParts(record));
+}
+
+/** The id of the first event of a record: the key of its leaf in the log. */
+export const firstEventId = (recordId: bigint): bigint => recordId << EVENT_ORDINAL_BITS;

@@ -5,7 +5,7 @@ import type { Config } from '../config.ts';
 import { auditSigner } from '../audit/log/from-config.ts';
 import { parseVerifierKey, verifierKey, type Verifier } from '../audit/log/note.ts';
 import { checkProof } from '../audit/log/proof.ts';
-import { describeEvent, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
+import { describeLeaf, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
 import { retainAuditEvents } from '../audit/verify/retain.ts';
 import { verifyLog } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
@@ -40,10 +40,12 @@ export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR]
                                 recompute the log from the database, check every checkpoint and the sink;
                                 exit 0 clean, 1 naming the first bad event
   audit prove --event ID [--checkpoint N]
-                                an inclusion proof of one event against the latest signed checkpoint (or that of size N)
+                                an inclusion proof of the entry (event or record) holding event ID against the latest
+                                signed checkpoint (or that of size N); the proof carries the entry's canonical bytes
   audit prove --from N [--to M] a consistency proof between the checkpoints of sizes N and M (latest)
-  audit check-proof [--proof FILE] (--key VKEY | --key-file F)
-                                check a proof (stdin without --proof) with the public key alone, offline
+  audit check-proof [--proof FILE] [--event ID] (--key VKEY | --key-file F)
+                                check a proof (stdin without --proof) with the public key alone, offline;
+                                with --event, also that event ID is inside the proven entry
   audit retain [--days N] --confirm
                                 remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves`;
 
@@ -110,10 +112,10 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
     return 1;
   }
   io.out(
-    `audit log verified: ${report.leaves} leaves (${report.rehashed} recomputed from their events, ${report.retired} removed by retention), ` +
+    `audit log verified: ${report.leaves} leaves (${report.rehashed} recomputed from their records or events, ${report.retired} removed by retention), ` +
       `${report.checkpoints} signed checkpoints by ${verifier.name}` +
       `${sinkDir ? `, ${report.sinkCompared} leaves matched the sink` : ', no sink compared'}` +
-      `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} events`,
+      `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} records or events`,
   );
   return 0;
 }
@@ -121,7 +123,7 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
 async function prove(v: Values, config: Config, io: Io): Promise<number> {
   const event = v.event;
   if ((event === undefined) === (v.from === undefined)) throw new AuditEvidenceError('prove needs either --event ID or --from N [--to M]');
-  if (event !== undefined && (typeof event !== 'string' || !/^[1-9]\d{0,18}$/.test(event))) throw new AuditEvidenceError('--event must be an event id');
+  if (event !== undefined) eventId(event);
   const text = await withMigrator(config, io, (c) =>
     typeof event === 'string'
       ? proveEvent(c, event, v.checkpoint === undefined ? null : whole('checkpoint', v.checkpoint))
@@ -140,7 +142,15 @@ async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+const MAX_EVENT_ID = 2n ** 63n - 1n;
+
+function eventId(raw: string | boolean): bigint {
+  if (typeof raw !== 'string' || !/^[1-9]\d{0,18}$/.test(raw) || BigInt(raw) > MAX_EVENT_ID) throw new AuditEvidenceError('--event must be an event id');
+  return BigInt(raw);
+}
+
 async function checkProofVerb(v: Values, io: Io): Promise<number> {
+  const event = v.event === undefined ? null : eventId(v.event);
   const key = await keyText(v);
   if (key === null) throw new AuditEvidenceError('check-proof needs the log public key: --key VKEY or --key-file FILE');
   const text = typeof v.proof === 'string' ? await readFile(v.proof, 'utf8') : await readAll(process.stdin);
@@ -150,9 +160,14 @@ async function checkProofVerb(v: Values, io: Io): Promise<number> {
     return 1;
   }
   if (r.kind === 'inclusion') {
-    io.out(`proof: valid. ${describeEvent(r.leaf)}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} events, signed`);
+    const about = describeLeaf(r.leaf, event);
+    if (!about.ok) {
+      io.out(`proof: NOT VALID: ${about.problem}`);
+      return 1;
+    }
+    io.out(`proof: valid. ${about.text}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} entries, signed`);
   } else {
-    io.out(`proof: valid. the log ${r.newer.origin} of ${r.newer.size} events extends its signed tree of ${r.older.size} events unchanged`);
+    io.out(`proof: valid. the log ${r.newer.origin} of ${r.newer.size} entries extends its signed tree of ${r.older.size} entries unchanged`);
   }
   return 0;
 }

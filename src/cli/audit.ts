@@ -15,7 +15,7 @@ type Values = Record<string, string | boolean | undefined>;
 
 export const auditOptions: NonNullable<ParseArgsConfig['options']> = {};
 
-export const AUDIT_USAGE = `  audit seal                    seal committed audit events, sign a checkpoint, deliver to the sink; once
+export const AUDIT_USAGE = `  audit seal                    seal committed audit records, sign a checkpoint, deliver to the sink; once
   audit public-key              print the key that verifies the audit log's checkpoints (C2SP vkey)`;
 
 type Verb = (values: Values, config: Config, out: (s: string) => void, err: (s: string) => void) => Promise<number>;
@@ -35,7 +35,7 @@ const verbs: Record<string, Verb> = {
       const runner = createLogRunner({ pool, signer, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger: createLogger('silent'), timer: false });
       const r = await runner.round(true);
       const busy = r.delivered.some((d) => d === null);
-      out(`sealed ${r.sealed} events; ${r.checkpoint === null ? 'no new checkpoint' : `checkpoint at tree size ${r.checkpoint}`}${busy ? '; a sink was busy with another process' : ''}`);
+      out(`sealed ${r.sealed} leaves (audit records, or events of before the narrow layout); ${r.checkpoint === null ? 'no new checkpoint' : `checkpoint at tree size ${r.checkpoint}`}${busy ? '; a sink was busy with another process' : ''}`);
       return 0;
     } finally {
       await pool.end();

@@ -5,7 +5,7 @@ import { parseCheckpoint } from '../../src/audit/log/checkpoint.ts';
 import { openNote, parseVerifierKey, verifierKey } from '../../src/audit/log/note.ts';
 import { fileSigner } from '../../src/audit/log/signer.ts';
 import { leafHash, rootOf } from '../../src/audit/log/tree.ts';
-import { parseSinkLine, type EventLine } from '../../src/audit/sink/lines.ts';
+import { parseSinkLine, type LeafLine, type SinkLine } from '../../src/audit/sink/lines.ts';
 import { withClient } from '../support/db.ts';
 import { startGatewayProcess, type GatewayProcess } from '../support/gateway-process.ts';
 import { startProcessStack, type ProcessStack } from '../support/process-stack.ts';
@@ -65,7 +65,10 @@ async function readPatients(url: string, n: number): Promise<void> {
   }
 }
 
-const eventCount = () => withClient(stack.db.adminUrl, async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events')).rows[0]!.n));
+/** The log's entries: one leaf per audit record, one per event of before the narrow layout. */
+const LEAF_KEYS = 'SELECT (id << 16)::text AS id FROM phigate.audit_records UNION ALL SELECT id::text FROM phigate.audit_events_v1';
+const leafCount = () => withClient(stack.db.adminUrl, async (c) => Number((await c.query<{ n: string }>(`SELECT count(*) AS n FROM (${LEAF_KEYS}) k`)).rows[0]!.n));
+const isLeaf = (p: SinkLine | null): p is LeafLine => p !== null && p.audit !== 'checkpoint';
 
 async function sinkLines(): Promise<string[]> {
   const files = (await readdir(sinkDir).catch(() => [] as string[])).filter((f) => f.endsWith('.jsonl')).sort();
@@ -77,7 +80,7 @@ describe('sink after kill -9', () => {
     // No timer round during the first process's life: its events are committed, never delivered.
     const first = await start(3_600_000);
     await readPatients(urlOf(first), 5);
-    const committed = await eventCount();
+    const committed = await leafCount();
     expect(committed).toBeGreaterThan(0);
     process.kill(first.pid, 'SIGKILL');
     await first.exited;
@@ -86,7 +89,7 @@ describe('sink after kill -9', () => {
     // A second life that delivers part, then dies mid-write too.
     const second = await start(100);
     const deadline = Date.now() + 60_000;
-    while ((await sinkLines()).filter((l) => parseSinkLine(l)?.audit === 'event').length < committed) {
+    while ((await sinkLines()).filter((l) => isLeaf(parseSinkLine(l))).length < committed) {
       if (Date.now() > deadline) throw new Error(`the sink did not catch up:\n${second.output()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -97,9 +100,9 @@ describe('sink after kill -9', () => {
     await appendFile(path.join(sinkDir, files.at(-1)!), '{"audit":"event","leaf":');
 
     const third = await start(100);
-    const total = await eventCount();
+    const total = await leafCount();
     const until = Date.now() + 60_000;
-    while (new Set((await sinkLines()).map((l) => parseSinkLine(l)).filter((p) => p?.audit === 'event').map((p) => (p as EventLine).leaf)).size < total) {
+    while (new Set((await sinkLines()).map((l) => parseSinkLine(l)).filter(isLeaf).map((p) => p.leaf)).size < total) {
       if (Date.now() > until) throw new Error(`the sink did not catch up after the crash:\n${third.output()}`);
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -110,18 +113,18 @@ describe('sink after kill -9', () => {
     const parsed = lines.map((l) => parseSinkLine(l));
     // The torn line was cut: every line is whole.
     expect(parsed.every((p) => p !== null)).toBe(true);
-    const byLeaf = new Map<number, EventLine>();
+    const byLeaf = new Map<number, LeafLine>();
     for (const p of parsed) {
-      if (p?.audit !== 'event') continue;
+      if (!isLeaf(p)) continue;
       const seen = byLeaf.get(p.leaf);
       if (seen) expect(JSON.stringify(p)).toBe(JSON.stringify(seen));
       byLeaf.set(p.leaf, p);
     }
-    // Every event committed is in the sink, once per leaf, with the leaf hash the log holds.
+    // Every record (and v1 event) committed is in the sink, once per leaf, with the leaf hash the log holds.
     const log = await withClient(stack.db.adminUrl, async (c) =>
       (await c.query<{ leaf_index: string; event_id: string; leaf_hash: Buffer }>('SELECT leaf_index, event_id, leaf_hash FROM phigate.audit_log ORDER BY leaf_index')).rows,
     );
-    const ids = await withClient(stack.db.adminUrl, async (c) => (await c.query<{ id: string }>('SELECT id::text FROM phigate.audit_events')).rows.map((r) => r.id));
+    const ids = await withClient(stack.db.adminUrl, async (c) => (await c.query<{ id: string }>(LEAF_KEYS)).rows.map((r) => r.id));
     expect(new Set([...byLeaf.values()].map((e) => e.id))).toEqual(new Set(ids));
     expect(log.length).toBe(ids.length);
     const hashes = log.map((l) => {

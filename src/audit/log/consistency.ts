@@ -1,30 +1,36 @@
+import type { Range } from './inclusion.ts';
 import { nodeHash, rootOf, splitPoint } from './tree.ts';
 
 /**
- * RFC 9162 section 2.1.4: proof that the tree of the first `oldSize` leaves is a prefix of the
- * tree of all `leafHashes`, and its verification (section 2.1.4.2) from the two roots alone.
+ * RFC 9162 section 2.1.4: the subtrees whose roots make the proof that the tree of the first
+ * `oldSize` leaves is a prefix of the tree of `newSize` leaves (none when the sizes are equal).
  */
-export function consistencyProof(leafHashes: readonly Uint8Array[], oldSize: number): Buffer[] {
-  const n = leafHashes.length;
-  if (!Number.isInteger(oldSize) || oldSize < 1 || oldSize > n) throw new RangeError('old size outside the tree');
-  const proof: Buffer[] = [];
+export function consistencyRanges(newSize: number, oldSize: number): Range[] {
+  const out: Range[] = [];
   const sub = (from: number, to: number, m: number, whole: boolean): void => {
     const size = to - from;
     if (m === size) {
-      if (!whole) proof.push(rootOf(leafHashes, from, to));
+      if (!whole) out.push([from, to]);
       return;
     }
     const k = splitPoint(size);
     if (m <= k) {
       sub(from, from + k, m, whole);
-      proof.push(rootOf(leafHashes, from + k, to));
+      out.push([from + k, to]);
     } else {
       sub(from + k, to, m - k, false);
-      proof.push(rootOf(leafHashes, from, from + k));
+      out.push([from, from + k]);
     }
   };
-  if (oldSize < n) sub(0, n, oldSize, true);
-  return proof;
+  if (oldSize < newSize) sub(0, newSize, oldSize, true);
+  return out;
+}
+
+/** The consistency proof over all `leafHashes`; its verification (section 2.1.4.2) needs only the two roots. */
+export function consistencyProof(leafHashes: readonly Uint8Array[], oldSize: number): Buffer[] {
+  const n = leafHashes.length;
+  if (!Number.isInteger(oldSize) || oldSize < 1 || oldSize > n) throw new RangeError('old size outside the tree');
+  return consistencyRanges(n, oldSize).map(([from, to]) => rootOf(leafHashes, from, to));
 }
 
 export function verifyConsistency(oldSize: number, newSize: number, proof: readonly Uint8Array[], oldRoot: Uint8Array, newRoot: Uint8Array): boolean {

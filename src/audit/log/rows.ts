@@ -1,36 +1,42 @@
-import type { CommittedAuditEvent } from '../canonical.ts';
+import { canonicalBytes, canonicalRecordBytes, EVENT_ORDINAL_BITS, type CommittedAuditEvent, type CommittedAuditRecord } from '../canonical.ts';
 
 /**
- * A row of phigate.audit_events_to_seal / phigate.audit_log_entries (016_audit_log.sql) as `pg`
- * returns it: bigints as strings, so that ids and microseconds keep every digit.
+ * A leaf's row as phigate.audit_leaves_to_seal / phigate.audit_log_leaves (030) return it, `pg`
+ * giving bigints as strings so that ids and microseconds keep every digit. One shape for both
+ * kinds of leaf: a v1 event (version 1) reads as a record of one event, keyed by its own id; a
+ * record (version 2) is keyed by its first event's id, (record id << 16).
  */
-export interface EventRow {
-  readonly id: string;
+export interface LeafRow {
+  readonly key: string;
+  readonly version: number;
   readonly occurred_at_us: string;
+  readonly batch_id: string | null;
   readonly request_id: string;
   readonly actor: string;
   readonly actor_kind: string;
+  readonly client_addr: string | null;
+  readonly credential_id: string | null;
   readonly role: string | null;
   readonly purpose: string;
   readonly break_glass: boolean;
-  readonly client_addr: string | null;
-  readonly action: string;
-  readonly type_name: string;
-  readonly field: string | null;
-  readonly patient_id: string | null;
-  readonly record_id: string | null;
-  readonly detail: string | null;
   readonly grant_id: string | null;
-  readonly credential_id: string | null;
-  readonly batch_id: string | null;
+  readonly patient_id: string | null;
+  readonly actions: string[];
+  readonly type_names: string[];
+  readonly fields: (string | null)[];
+  readonly record_ids: (string | null)[];
+  readonly details: (string | null)[];
 }
 
-export const EVENT_COLUMNS =
-  'id, occurred_at_us, request_id, actor, actor_kind, role, purpose, break_glass, client_addr, action, type_name, field, patient_id, record_id, detail, grant_id, credential_id, batch_id';
+export const LEAF_COLUMNS =
+  'key, version, occurred_at_us, batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass, grant_id, patient_id, actions, type_names, fields, record_ids, details';
 
-export function committedEvent(r: EventRow): CommittedAuditEvent {
+export class LeafRowError extends Error {}
+
+export function committedEvent(r: LeafRow): CommittedAuditEvent {
+  if (r.version !== 1 || r.actions.length !== 1) throw new LeafRowError(`leaf ${r.key} is not one v1 event`);
   return {
-    id: BigInt(r.id),
+    id: BigInt(r.key),
     occurredAtMicros: BigInt(r.occurred_at_us),
     requestId: r.request_id,
     actor: r.actor,
@@ -39,14 +45,60 @@ export function committedEvent(r: EventRow): CommittedAuditEvent {
     purpose: r.purpose,
     breakGlass: r.break_glass,
     clientAddr: r.client_addr,
-    action: r.action,
-    typeName: r.type_name,
-    field: r.field,
+    action: r.actions[0]!,
+    typeName: r.type_names[0]!,
+    field: r.fields[0] ?? null,
     patientId: r.patient_id,
-    recordId: r.record_id,
-    detail: r.detail,
+    recordId: r.record_ids[0] ?? null,
+    detail: r.details[0] ?? null,
     grantId: r.grant_id,
     credentialId: r.credential_id,
     batchId: r.batch_id,
   };
 }
+
+export function committedRecord(r: LeafRow): CommittedAuditRecord {
+  if (r.version !== 2) throw new LeafRowError(`leaf ${r.key} is not a record`);
+  const n = r.actions.length;
+  if (r.type_names.length !== n || r.fields.length !== n || r.record_ids.length !== n || r.details.length !== n) {
+    throw new LeafRowError(`record of leaf ${r.key}: its event arrays differ in length`);
+  }
+  return {
+    id: BigInt(r.key) >> EVENT_ORDINAL_BITS,
+    occurredAtMicros: BigInt(r.occurred_at_us),
+    batchId: r.batch_id,
+    requestId: r.request_id,
+    actor: r.actor,
+    actorKind: r.actor_kind,
+    clientAddr: r.client_addr,
+    credentialId: r.credential_id,
+    role: r.role,
+    purpose: r.purpose,
+    breakGlass: r.break_glass,
+    grantId: r.grant_id,
+    patientId: r.patient_id,
+    events: r.actions.map((action, i) => ({
+      action,
+      typeName: r.type_names[i]!,
+      field: r.fields[i] ?? null,
+      recordId: r.record_ids[i] ?? null,
+      detail: r.details[i] ?? null,
+    })),
+  };
+}
+
+/** The canonical bytes the leaf's hash is over: v1 for a frozen event, v2 for a record. */
+export const leafBytes = (r: LeafRow): Buffer => (r.version === 1 ? canonicalBytes(committedEvent(r)) : canonicalRecordBytes(committedRecord(r)));
+
+/**
+ * The leaf columns (LEAF_COLUMNS, and `tx` as text) of a v1 event aliased `e` and of a record
+ * aliased `r`, for the readers that go to the tables themselves (verify, prove) rather than
+ * through the gateway's definer functions.
+ */
+export const V1_LEAF_SELECT = `e.id AS key, 1 AS version, e.tx::text AS tx, (extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_at_us,
+  e.batch_id, e.request_id, e.actor, e.actor_kind, e.client_addr, e.credential_id, e.role, e.purpose, e.break_glass, e.grant_id,
+  e.patient_id, ARRAY[e.action] AS actions, ARRAY[e.type_name] AS type_names, ARRAY[e.field] AS fields,
+  ARRAY[e.record_id] AS record_ids, ARRAY[e.detail] AS details, e.occurred_at`;
+export const RECORD_LEAF_SELECT = `r.id << 16 AS key, 2 AS version, r.tx::text AS tx, (extract(epoch FROM r.occurred_at) * 1000000)::bigint AS occurred_at_us,
+  r.batch_id, r.request_id, r.actor, r.actor_kind, r.client_addr, r.credential_id, r.role, r.purpose, r.break_glass, r.grant_id,
+  r.patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, r.occurred_at`;

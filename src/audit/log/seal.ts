@@ -1,25 +1,28 @@
 import type pg from 'pg';
 import type { Pool } from '../../db/pool.ts';
-import { canonicalBytes } from '../canonical.ts';
 import { formatCheckpoint } from './checkpoint.ts';
+import { underXactLock } from './lock.ts';
 import { signNote, type NoteSigner } from './note.ts';
-import { committedEvent, EVENT_COLUMNS, type EventRow } from './rows.ts';
+import { LEAF_COLUMNS, leafBytes, type LeafRow } from './rows.ts';
 import { EMPTY_ROOT, growingTree, leafHash } from './tree.ts';
 
 /**
- * Sealing and checkpointing (docs/audit-log.md). Sealing gives committed events their leaf
- * indexes, in (tx, id) order, only for transactions that have ended; checkpointing signs the
+ * Sealing and checkpointing (docs/audit-log.md). Sealing gives each committed audit record (and
+ * each v1 event of before migration 028) a leaf index, in (tx, key) order, only for transactions
+ * that have ended, the key being the id of its first event; checkpointing signs the
  * latest head. Both run under one transaction-level advisory lock, so one process at a time in
  * the whole cluster does either, and no session state is left behind (PgBouncer transaction mode).
  * A process that does not get the lock does nothing: the holder's work serves everyone.
  */
-const LOCK = "pg_try_advisory_xact_lock(hashtextextended('phigate.audit_log', 0))";
+const LOCK = 'phigate.audit_log';
+const underLock = <T>(pool: Pool, fn: (client: pg.PoolClient) => Promise<T>) => underXactLock(pool, LOCK, true, fn);
 
 export interface LogHead {
   readonly size: number;
   readonly root: Buffer;
   readonly frontier: readonly Buffer[];
   readonly lastTx: string;
+  /** The key of leaf size - 1: the id of its event, or of its record's first event. */
   readonly lastEventId: string;
 }
 
@@ -44,45 +47,23 @@ export async function latestHead(db: Pool | pg.PoolClient): Promise<LogHead> {
   return { size: Number(r.tree_size), root: r.root, frontier: r.frontier, lastTx: r.last_tx, lastEventId: r.last_event_id };
 }
 
-/** Runs `fn` in a transaction holding the log's lock; `null` when another process holds it. */
-async function underLock<T>(pool: Pool, fn: (client: pg.PoolClient) => Promise<T>): Promise<T | null> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ locked: boolean }>(`SELECT ${LOCK} AS locked, set_config('synchronous_commit', 'on', true)`);
-    if (rows[0]?.locked !== true) {
-      await client.query('ROLLBACK');
-      return null;
-    }
-    const result = await fn(client);
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => (broken = true));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
-}
-
-/** One round: at most `batch` events sealed, in one transaction. */
+/** One round: at most `batch` leaves sealed, in one transaction. */
 export async function sealRound(pool: Pool, batch: number): Promise<SealOutcome> {
   const outcome = await underLock(pool, async (client) => {
     const head = await latestHead(client);
-    const { rows } = await client.query<EventRow & { tx: string }>(
-      `SELECT tx::text AS tx, ${EVENT_COLUMNS} FROM phigate.audit_events_to_seal($1::xid8, $2, $3)`,
+    const { rows } = await client.query<LeafRow & { tx: string }>(
+      `SELECT tx::text AS tx, ${LEAF_COLUMNS} FROM phigate.audit_leaves_to_seal($1::xid8, $2, $3)`,
       [head.lastTx, head.lastEventId, batch],
     );
     if (rows.length === 0) return { busy: false as const, sealed: 0, head };
     const tree = growingTree(head);
-    const hashes = rows.map((r) => leafHash(canonicalBytes(committedEvent(r))));
+    const hashes = rows.map((r) => leafHash(leafBytes(r)));
     for (const h of hashes) tree.append(h);
     const last = rows[rows.length - 1]!;
-    const next: LogHead = { size: tree.size, root: tree.root(), frontier: tree.frontier(), lastTx: last.tx, lastEventId: last.id };
+    const next: LogHead = { size: tree.size, root: tree.root(), frontier: tree.frontier(), lastTx: last.tx, lastEventId: last.key };
     await client.query(
       'INSERT INTO phigate.audit_log (leaf_index, event_id, leaf_hash) SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])',
-      [rows.map((_, i) => String(head.size + i)), rows.map((r) => r.id), hashes],
+      [rows.map((_, i) => String(head.size + i)), rows.map((r) => r.key), hashes],
     );
     await client.query(
       'INSERT INTO phigate.audit_log_heads (tree_size, root, frontier, last_tx, last_event_id) VALUES ($1, $2, $3::bytea[], $4::xid8, $5)',
@@ -93,7 +74,7 @@ export async function sealRound(pool: Pool, batch: number): Promise<SealOutcome>
   return outcome ?? { busy: true };
 }
 
-/** Seals everything sealable now, round after round; the number of events sealed. */
+/** Seals everything sealable now, round after round; the number of leaves sealed. */
 export async function sealAll(pool: Pool, batch: number): Promise<number> {
   let total = 0;
   for (;;) {

@@ -1,25 +1,18 @@
 import type pg from 'pg';
 import type { Pool } from '../../db/pool.ts';
-import { EVENT_COLUMNS, type EventRow } from '../log/rows.ts';
-import { checkpointLine, eventLine } from './lines.ts';
+import { underXactLock } from '../log/lock.ts';
+import { LEAF_COLUMNS, type LeafRow } from '../log/rows.ts';
+import { checkpointLine, leafLine } from './lines.ts';
 import type { Sink, SinkPosition } from './sink.ts';
 
 /**
- * The outbox: sealed events and signed checkpoints go from the database to a sink by leaf index,
+ * The outbox: sealed leaves and signed checkpoints go from the database to a sink by leaf index,
  * in leaf order, each checkpoint right after the line of its last leaf. One deliverer per sink in
  * the cluster (a transaction-level advisory lock named for the sink); the position moves only
  * after the sink made the lines durable, so a crash anywhere delivers a line again, never loses one.
  */
 export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<number | null> {
-  const client = await pool.connect();
-  let broken = false;
-  try {
-    await client.query('BEGIN');
-    const { rows } = await client.query<{ locked: boolean }>("SELECT pg_try_advisory_xact_lock(hashtextextended('phigate.audit_sink:' || $1, 0)) AS locked", [sink.name]);
-    if (rows[0]?.locked !== true) {
-      await client.query('ROLLBACK');
-      return null;
-    }
+  return underXactLock(pool, `phigate.audit_sink:${sink.name}`, false, async (client) => {
     let delivered = 0;
     let position = await sink.position(client);
     for (;;) {
@@ -30,23 +23,17 @@ export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<nu
       position = next;
       if (events < batch) break;
     }
-    await client.query('COMMIT');
     return delivered;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => (broken = true));
-    throw err;
-  } finally {
-    client.release(broken);
-  }
+  });
 }
 
 async function nextLines(client: pg.PoolClient, from: SinkPosition, batch: number): Promise<{ lines: string[]; next: SinkPosition; events: number }> {
-  // Leaves whose events retention removed (017) have nothing left to deliver: a sink that was
+  // Leaves whose events retention removed (017, 030) have nothing left to deliver: a sink that was
   // behind a retention run (a sink added later) goes on after the run's range.
   const retired = Number((await client.query<{ end: string }>('SELECT coalesce(max(to_leaf), 0) AS end FROM phigate.audit_retention_runs')).rows[0]!.end);
   const first = Math.max(from.nextLeaf, retired);
-  const events = (await client.query<EventRow & { leaf_index: string }>(
-    `SELECT leaf_index, ${EVENT_COLUMNS} FROM phigate.audit_log_entries($1, $2)`,
+  const events = (await client.query<LeafRow & { leaf_index: string }>(
+    `SELECT leaf_index, ${LEAF_COLUMNS} FROM phigate.audit_log_leaves($1, $2)`,
     [String(first), batch],
   )).rows;
   const end = first + events.length;
@@ -61,7 +48,7 @@ async function nextLines(client: pg.PoolClient, from: SinkPosition, batch: numbe
   events.forEach((e, i) => {
     const leaf = first + i;
     if (Number(e.leaf_index) !== leaf) throw new Error(`the audit log has no leaf ${leaf}`);
-    lines.push(eventLine(leaf, e));
+    lines.push(leafLine(leaf, e));
     while (c < checkpoints.length && checkpoints[c]!.size === leaf + 1) lines.push(checkpointLine(checkpoints[c]!.size, checkpoints[c++]!.note));
   });
   const lastCheckpoint = checkpoints.at(-1)?.size;

@@ -1,6 +1,6 @@
 import { open, readdir, readFile, stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { parseSinkLine } from './lines.ts';
+import { parseSinkLine, type LeafLine } from './lines.ts';
 import type { Sink, SinkPosition } from './sink.ts';
 
 /**
@@ -46,10 +46,10 @@ export function fileSink(dir: string, maxBytes: number): Sink {
       const lines = await completeLines(all[i]!);
       for (let j = lines.length - 1; j >= 0 && (nextLeaf === null || nextCheckpoint === null); j--) {
         const line = parseSinkLine(lines[j]!);
-        if (line?.audit === 'event') nextLeaf ??= line.leaf + 1;
+        if (line !== null && line.audit !== 'checkpoint') nextLeaf ??= line.leaf + 1;
         if (line?.audit === 'checkpoint') nextCheckpoint ??= line.size + 1;
       }
-      // A file starts at its first leaf: without an event line in it, that is where to resume.
+      // A file starts at its first leaf: without a leaf's line in it, that is where to resume.
       nextLeaf ??= Number(FILE.exec(all[i]!)![1]);
     }
     return { nextLeaf: nextLeaf ?? 0, nextCheckpoint: nextCheckpoint ?? 0 };
@@ -73,8 +73,8 @@ export function fileSink(dir: string, maxBytes: number): Sink {
       let size = file === undefined ? 0 : (await stat(path.join(dir, file))).size;
       let created = false;
       if (file === undefined || size >= maxBytes) {
-        const first = parseSinkLine(lines.find((l) => parseSinkLine(l)?.audit === 'event') ?? '');
-        file = fileName(first?.audit === 'event' ? first.leaf : next.nextLeaf);
+        const first = lines.map(parseSinkLine).find((l): l is LeafLine => l !== null && l.audit !== 'checkpoint');
+        file = fileName(first === undefined ? next.nextLeaf : first.leaf);
         // The same first leaf again (only checkpoint lines since): keep appending to it.
         created = !all.includes(file);
         if (created) size = 0;

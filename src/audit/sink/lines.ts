@@ -1,18 +1,30 @@
-import { canonicalBytes } from '../canonical.ts';
-import { committedEvent, type EventRow } from '../log/rows.ts';
+import { leafBytes, committedEvent, committedRecord, type LeafRow } from '../log/rows.ts';
 
 /**
- * The sink's lines (docs/audit-log.md): one JSON object per line, `audit` saying which kind. An
- * event line carries its leaf index and event id, which make a redelivered line recognisable,
- * and the canonical bytes the leaf hash is over, so the sink alone can recompute the tree.
+ * The sink's lines (docs/audit-log.md): one JSON object per line, `audit` saying which kind. A
+ * leaf's line carries its leaf index and the id of its first event, which make a redelivered line
+ * recognisable, and the canonical bytes the leaf hash is over, so the sink alone can recompute the
+ * tree: an `event` line for a leaf of one v1 event, a `record` line for a leaf of one audit record
+ * (canonical v2), its events listed with their ids.
  */
-export interface EventLine {
-  readonly audit: 'event';
+interface LeafLineBase {
   readonly leaf: number;
+  /** The leaf's key: the v1 event's id, or the record's first event's id. */
   readonly id: string;
   readonly canonical: string;
+}
+
+export interface EventLine extends LeafLineBase {
+  readonly audit: 'event';
   readonly event: Record<string, unknown>;
 }
+
+export interface RecordLine extends LeafLineBase {
+  readonly audit: 'record';
+  readonly record: Record<string, unknown>;
+}
+
+export type LeafLine = EventLine | RecordLine;
 
 export interface CheckpointLine {
   readonly audit: 'checkpoint';
@@ -20,7 +32,7 @@ export interface CheckpointLine {
   readonly note: string;
 }
 
-export type SinkLine = EventLine | CheckpointLine;
+export type SinkLine = LeafLine | CheckpointLine;
 
 /** PostgreSQL's microseconds as ISO 8601 with six fractional digits. */
 function isoMicros(us: bigint): string {
@@ -28,19 +40,30 @@ function isoMicros(us: bigint): string {
   return new Date(Number(ms)).toISOString().replace('Z', `${String(us - ms * 1000n).padStart(3, '0')}Z`);
 }
 
-export function eventLine(leaf: number, r: EventRow): string {
-  const event = committedEvent(r);
-  // The facts in the canonical order, with the two bigints spelled for JSON readers.
-  const { id, occurredAtMicros, ...facts } = event;
-  const line: EventLine = {
-    audit: 'event',
+function leafLineOf(leaf: number, r: LeafRow): LeafLine {
+  const canonical = leafBytes(r).toString('base64');
+  if (r.version === 1) {
+    // The facts in the canonical order, with the two bigints spelled for JSON readers.
+    const { id, occurredAtMicros, ...facts } = committedEvent(r);
+    return { audit: 'event', leaf, id: r.key, canonical, event: { id: String(id), occurredAt: isoMicros(occurredAtMicros), ...facts } };
+  }
+  const { id, occurredAtMicros, events, ...facts } = committedRecord(r);
+  const first = BigInt(r.key);
+  return {
+    audit: 'record',
     leaf,
-    id: r.id,
-    canonical: canonicalBytes(event).toString('base64'),
-    event: { id: String(id), occurredAt: isoMicros(occurredAtMicros), ...facts },
+    id: r.key,
+    canonical,
+    record: {
+      id: String(id),
+      occurredAt: isoMicros(occurredAtMicros),
+      ...facts,
+      events: events.map((e, i) => ({ id: String(first + BigInt(i)), ...e })),
+    },
   };
-  return `${JSON.stringify(line)}\n`;
 }
+
+export const leafLine = (leaf: number, r: LeafRow): string => `${JSON.stringify(leafLineOf(leaf, r))}\n`;
 
 export const checkpointLine = (size: number, note: string): string => `${JSON.stringify({ audit: 'checkpoint', size, note } satisfies CheckpointLine)}\n`;
 
@@ -48,7 +71,7 @@ export const checkpointLine = (size: number, note: string): string => `${JSON.st
 export function parseSinkLine(text: string): SinkLine | null {
   try {
     const o = JSON.parse(text) as Partial<SinkLine> | null;
-    if (o?.audit === 'event' && Number.isSafeInteger(o.leaf) && typeof o.id === 'string') return o as EventLine;
+    if ((o?.audit === 'event' || o?.audit === 'record') && Number.isSafeInteger(o.leaf) && typeof o.id === 'string') return o as LeafLine;
     if (o?.audit === 'checkpoint' && Number.isSafeInteger(o.size) && typeof o.note === 'string') return o as CheckpointLine;
     return null;
   } catch {

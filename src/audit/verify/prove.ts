@@ -1,11 +1,11 @@
 import type pg from 'pg';
-import { decodeCanonical } from '../canonical-decode.ts';
-import { canonicalBytes } from '../canonical.ts';
-import { committedEvent, type EventRow } from '../log/rows.ts';
+import { decodeLeaf } from '../canonical-decode.ts';
+import { EVENT_ORDINAL_BITS, type RecordEvent } from '../canonical.ts';
+import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { parseCheckpoint } from '../log/checkpoint.ts';
-import { verifyConsistency } from '../log/consistency.ts';
-import { verifyInclusion } from '../log/inclusion.ts';
-import { growingTree, leafHash, nodeHash, splitPoint } from '../log/tree.ts';
+import { consistencyRanges, verifyConsistency } from '../log/consistency.ts';
+import { inclusionRanges, verifyInclusion, type Range } from '../log/inclusion.ts';
+import { growingTree, leafHash, nodeHash } from '../log/tree.ts';
 import { formatConsistencyProof, formatInclusionProof } from '../log/proof.ts';
 
 /**
@@ -15,48 +15,6 @@ import { formatConsistencyProof, formatInclusionProof } from '../log/proof.ts';
  * a proof over ten million leaves reads about 10,000 tile roots, not 320 MB of leaf hashes.
  */
 export class ProveError extends Error {}
-
-type Range = readonly [from: number, to: number];
-
-/** The subtrees whose roots make the audit path of leaf `index` in a tree of `size` (RFC 9162 2.1.3), leaf to root. */
-export function inclusionRanges(size: number, index: number): Range[] {
-  const out: Range[] = [];
-  const walk = (from: number, to: number, m: number): void => {
-    if (to - from <= 1) return;
-    const k = splitPoint(to - from);
-    if (m < k) {
-      walk(from, from + k, m);
-      out.push([from + k, to]);
-    } else {
-      walk(from + k, to, m - k);
-      out.push([from, from + k]);
-    }
-  };
-  walk(0, size, index);
-  return out;
-}
-
-/** The subtrees whose roots make the consistency proof from `oldSize` to `newSize` (RFC 9162 2.1.4). */
-export function consistencyRanges(newSize: number, oldSize: number): Range[] {
-  const out: Range[] = [];
-  const sub = (from: number, to: number, m: number, whole: boolean): void => {
-    const size = to - from;
-    if (m === size) {
-      if (!whole) out.push([from, to]);
-      return;
-    }
-    const k = splitPoint(size);
-    if (m <= k) {
-      sub(from, from + k, m, whole);
-      out.push([from + k, to]);
-    } else {
-      sub(from + k, to, m - k, false);
-      out.push([from, from + k]);
-    }
-  };
-  if (oldSize < newSize) sub(0, newSize, oldSize, true);
-  return out;
-}
 
 /**
  * Where a proof's subtree roots come from: the leaf hashes in order and, when cached, the roots
@@ -218,32 +176,40 @@ async function checkpointAt(db: pg.ClientBase, size: number | null): Promise<Che
 }
 
 /**
- * An inclusion proof of event `eventId` against the checkpoint of size `size` (null: the latest,
- * or one a verifier already holds). The event's bytes are recomputed from its row and must hash to
+ * The leaf holding event `eventId`: the v1 event of that id, else the record `eventId >> 16` when
+ * it has an event of that ordinal. Read from the tables as verify reads them.
+ */
+const HOLDER = `
+  SELECT l.leaf_index, l.leaf_hash, x.* FROM (
+    SELECT ${V1_LEAF_SELECT} FROM phigate.audit_events_v1 e WHERE e.id = $1
+    UNION ALL
+    SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r
+    WHERE r.id = $1::bigint >> 16 AND ($1::bigint & 65535) < cardinality(r.actions)
+    ORDER BY version
+    LIMIT 1
+  ) x LEFT JOIN phigate.audit_log l ON l.event_id = x.key`;
+
+/**
+ * An inclusion proof of the leaf holding event `eventId` (a v1 event, or the record one of whose
+ * events it is) against the checkpoint of size `size` (null: the latest, or one a verifier already
+ * holds). The leaf's bytes, which the proof carries, are recomputed from its row and must hash to
  * its stored leaf: a proof is never made for an event the database no longer holds as it was logged.
  */
 export async function proveEvent(db: pg.ClientBase, eventId: string, size: number | null = null): Promise<string> {
   await fillTiles(db, Number((await checkpointAt(db, size)).tree_size));
   await db.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
   try {
-    const { rows } = await db.query<EventRow & { leaf_index: string | null; leaf_hash: Buffer }>(
-      `SELECT l.leaf_index, l.leaf_hash, e.id, (extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_at_us, e.request_id,
-              e.actor, e.actor_kind, e.role, e.purpose, e.break_glass, e.client_addr, e.action, e.type_name, e.field, e.patient_id,
-              e.record_id, e.detail, e.grant_id, e.credential_id, e.batch_id
-       FROM phigate.audit_events e LEFT JOIN phigate.audit_log l ON l.event_id = e.id
-       WHERE e.id = $1`,
-      [eventId],
-    );
+    const { rows } = await db.query<LeafRow & { leaf_index: string | null; leaf_hash: Buffer | null }>(HOLDER, [eventId]);
     const row = rows[0];
     if (row === undefined) throw new ProveError(`there is no event ${eventId} (never written, or removed by retention)`);
-    if (row.leaf_index === null) throw new ProveError(`event ${eventId} is not sealed into the log yet`);
-    const leaf = canonicalBytes(committedEvent(row));
+    if (row.leaf_index === null || row.leaf_hash === null) throw new ProveError(`event ${eventId} is not sealed into the log yet`);
+    const leaf = leafBytes(row);
     if (!leafHash(leaf).equals(row.leaf_hash)) throw new ProveError(`event ${eventId} differs from the event that was logged (run phigate audit verify)`);
     const index = Number(row.leaf_index);
     const cp = await checkpointAt(db, size);
     const treeSize = Number(cp.tree_size);
     if (index >= treeSize) {
-      throw new ProveError(`event ${eventId} is sealed but not under ${size === null ? 'a signed checkpoint yet' : 'that checkpoint'} (it covers ${treeSize} events)`);
+      throw new ProveError(`event ${eventId} is sealed but not under ${size === null ? 'a signed checkpoint yet' : 'that checkpoint'} (it covers ${treeSize} entries)`);
     }
     const root = rootOfNote(cp.note);
     const path = await pathChecked(db, inclusionRanges(treeSize, index), (p) => verifyInclusion(leafHash(leaf), index, treeSize, p, root), `event ${eventId}'s path`);
@@ -276,13 +242,38 @@ export async function proveConsistency(db: pg.ClientBase, from: number, to: numb
   }
 }
 
-/** One line about the event a checked proof is about: ids and codes, never a value. */
-export function describeEvent(leaf: Buffer): string {
-  const e = decodeCanonical(leaf);
-  if (e === null) return 'an entry that is not a phigate audit event (canonical v1)';
-  const at = new Date(Number(e.occurredAtMicros / 1000n)).toISOString();
-  const what = [e.action, e.field === null ? e.typeName : `${e.typeName}.${e.field}`, e.patientId === null ? null : `patient ${e.patientId}`]
-    .filter((x) => x !== null)
-    .join(' ');
-  return `event ${e.id}: ${what} by ${e.actorKind} ${e.actor}${e.role ? ` (${e.role})` : ''}, purpose ${e.purpose}${e.breakGlass ? ', break-glass' : ''}, at ${at}, request ${e.requestId}`;
+const iso = (us: bigint): string => new Date(Number(us / 1000n)).toISOString();
+const fact = (e: RecordEvent, patientId: string | null): string =>
+  [e.action, e.field === null ? e.typeName : `${e.typeName}.${e.field}`, patientId === null ? null : `patient ${patientId}`].filter((x) => x !== null).join(' ');
+
+export type LeafDescription = { readonly ok: true; readonly text: string } | { readonly ok: false; readonly problem: string };
+
+/**
+ * One line about the entry a checked proof is about: ids and codes, never a value. With `eventId`,
+ * that event must be inside the entry (the v1 event itself, or an event of the record), and the
+ * line is about it; without, about the whole entry.
+ */
+export function describeLeaf(leaf: Buffer, eventId: bigint | null = null): LeafDescription {
+  const d = decodeLeaf(leaf);
+  if (d === null) return { ok: false, problem: 'the entry is not a phigate audit event (canonical v1) nor record (canonical v2)' };
+  if (d.version === 1) {
+    const e = d.event;
+    if (eventId !== null && eventId !== e.id) return { ok: false, problem: `event ${eventId} is not the entry the proof is about (event ${e.id})` };
+    const what = fact(e, e.patientId);
+    return {
+      ok: true,
+      text: `event ${e.id}: ${what} by ${e.actorKind} ${e.actor}${e.role ? ` (${e.role})` : ''}, purpose ${e.purpose}${e.breakGlass ? ', break-glass' : ''}, at ${iso(e.occurredAtMicros)}, request ${e.requestId}`,
+    };
+  }
+  const r = d.record;
+  const first = r.id << EVENT_ORDINAL_BITS;
+  const last = first + BigInt(r.events.length - 1);
+  const by = `by ${r.actorKind} ${r.actor}${r.role ? ` (${r.role})` : ''}, purpose ${r.purpose}${r.breakGlass ? ', break-glass' : ''}, at ${iso(r.occurredAtMicros)}, request ${r.requestId}`;
+  if (eventId === null) {
+    const patient = r.patientId === null ? '' : ` about patient ${r.patientId}`;
+    return { ok: true, text: `record ${r.id} (events ${first} to ${last}): ${r.events.length} event${r.events.length === 1 ? '' : 's'}${patient} ${by}` };
+  }
+  if (eventId < first || eventId > last) return { ok: false, problem: `event ${eventId} is not in the entry the proof is about (record ${r.id}, events ${first} to ${last})` };
+  const e = r.events[Number(eventId - first)]!;
+  return { ok: true, text: `event ${eventId}: ${fact(e, r.patientId)} ${by}, in record ${r.id} (events ${first} to ${last})` };
 }

@@ -1,8 +1,7 @@
 import type pg from 'pg';
-import { canonicalBytes } from '../canonical.ts';
 import { parseCheckpoint } from '../log/checkpoint.ts';
 import { openNote, type Verifier } from '../log/note.ts';
-import { committedEvent, type EventRow } from '../log/rows.ts';
+import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { growingTree, leafHash } from '../log/tree.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
 
@@ -12,8 +11,9 @@ import { openSink, type SinkReader } from './sink-reader.ts';
  * recomputed from its event's canonical bytes, in leaf order, into one tree whose root must be
  * each checkpoint's (and each head's) at its size, so successive checkpoints are consistent by
  * construction; leaves removed by retention count by their kept hashes; the file sink, when
- * given, must hold the same bytes. The first problem stops it, named by an event id and codes,
- * never by an event's values.
+ * given, must hold the same bytes. A leaf is one v1 event (before migration 028) or one audit
+ * record with all its events (canonical v2), named by its key: the id of its (first) event. The
+ * first problem stops it, named by an event id and codes, never by an event's values.
  */
 export type ProblemKind =
   | 'checkpoint_signature'
@@ -41,13 +41,13 @@ export interface VerifyProblem {
 export interface VerifyReport {
   readonly problem: VerifyProblem | null;
   readonly leaves: number;
-  /** Leaves recomputed from their event's bytes (the others: retired, or before --since). */
+  /** Leaves recomputed from their event's or record's bytes (the others: retired, or before --since). */
   readonly rehashed: number;
   readonly retired: number;
   readonly checkpoints: number;
   /** Leaves after the last checkpoint: verified against the database's heads only, not yet signed. */
   readonly unsigned: number;
-  /** Committed events after the last leaf, waiting for the sealer. */
+  /** Committed leaves (records, or v1 events) after the last leaf, waiting for the sealer. */
   readonly unsealed: number;
   /** Leaves compared with the sink's copy. */
   readonly sinkCompared: number;
@@ -64,24 +64,46 @@ export interface VerifyOptions {
   readonly onProgress?: (done: number, total: number) => void;
 }
 
-interface LeafRow extends Omit<EventRow, 'id'> {
+interface WalkRow extends Omit<LeafRow, 'key' | 'version'> {
   readonly leaf_index: string;
   readonly event_id: string;
   readonly leaf_hash: Buffer;
-  readonly id: string | null;
+  /** Null when neither a v1 event nor a record stands behind the leaf. */
+  readonly key: string | null;
+  readonly version: number | null;
   readonly tx: string | null;
   readonly before_since: boolean | null;
 }
 
+/**
+ * Each leaf with what it was made from: the v1 event of that id, or the record whose first event
+ * it is. Read straight from the tables, not through the definer functions the gateway uses.
+ */
 const LEAVES = `
-  SELECT l.leaf_index, l.event_id, l.leaf_hash, e.id, e.tx::text AS tx,
-         (extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_at_us, e.request_id, e.actor, e.actor_kind,
-         e.role, e.purpose, e.break_glass, e.client_addr, e.action, e.type_name, e.field, e.patient_id, e.record_id,
-         e.detail, e.grant_id, e.credential_id, e.batch_id, e.occurred_at < $3 AS before_since
-  FROM phigate.audit_log l LEFT JOIN phigate.audit_events e ON e.id = l.event_id
-  WHERE l.leaf_index >= $1
-  ORDER BY l.leaf_index
-  LIMIT $2`;
+  SELECT l.leaf_index, l.event_id, l.leaf_hash, x.*, x.occurred_at < $3 AS before_since
+  FROM (SELECT a.leaf_index, a.event_id, a.leaf_hash FROM phigate.audit_log a WHERE a.leaf_index >= $1 ORDER BY a.leaf_index LIMIT $2) l
+  LEFT JOIN LATERAL (
+    SELECT ${V1_LEAF_SELECT} FROM phigate.audit_events_v1 e WHERE e.id = l.event_id
+    UNION ALL
+    SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0
+    LIMIT 1
+  ) x ON true
+  ORDER BY l.leaf_index`;
+
+/** Every leaf's key with its (tx, key) order, over both kinds: what the sealer seals from. */
+const ENTRIES = `
+  SELECT e.tx, e.id AS key FROM phigate.audit_events_v1 e
+  UNION ALL
+  SELECT r.tx, r.id << 16 FROM phigate.audit_records r`;
+
+/** The bytes of a leaf's row; null when the row cannot be a record (arrays of different lengths, none at all). */
+function bytesOf(r: LeafRow): Buffer | null {
+  try {
+    return leafBytes(r);
+  } catch {
+    return null;
+  }
+}
 
 class Found extends Error {
   constructor(readonly problem: VerifyProblem) {
@@ -183,7 +205,7 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
     opts.onProgress?.(0, total);
 
     for (let i = 0; ; ) {
-      const { rows } = await db.query<LeafRow>(LEAVES, [i, batch, since]);
+      const { rows } = await db.query<WalkRow>(LEAVES, [i, batch, since]);
       if (rows.length === 0) break;
       for (const r of rows) {
         if (pending !== null && i > pending.end) throw new Found(pending.problem);
@@ -196,25 +218,27 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
           sinceGoodLeaf = i;
         }
         let hash = r.leaf_hash;
-        if (r.id === null) {
-          if (i >= retired) leafFail(i, 'event_missing', r.event_id, `event ${r.event_id} (leaf ${i}) is missing from audit_events`);
+        if (r.key === null) {
+          if (i >= retired) leafFail(i, 'event_missing', r.event_id, `event ${r.event_id} (leaf ${i}) is missing from the audit tables`);
           counts.retired++;
         } else {
-          const key: [bigint, bigint] = [BigInt(r.tx!), BigInt(r.id)];
+          const key: [bigint, bigint] = [BigInt(r.tx!), BigInt(r.key)];
           if (i >= retired && prevKey !== null && !after(key, prevKey)) {
-            leafFail(i - 1, 'event_out_of_order', prevEvent, `event ${prevEvent} (leaf ${i - 1}) is out of order: event ${r.id} of leaf ${i} sorts before it`);
+            leafFail(i - 1, 'event_out_of_order', prevEvent, `event ${prevEvent} (leaf ${i - 1}) is out of order: event ${r.key} of leaf ${i} sorts before it`);
           }
           prevKey = key;
           if (r.before_since !== true) {
-            hash = leafHash(canonicalBytes(committedEvent({ ...r, id: r.id })));
+            const bytes = bytesOf({ ...r, key: r.key, version: r.version! });
+            if (bytes === null) leafFail(i, 'event_altered', r.key, `event ${r.key} (leaf ${i}) differs from what was logged: its event arrays are not a record's`);
+            hash = leafHash(bytes!);
             counts.rehashed++;
-            if (!hash.equals(r.leaf_hash)) leafFail(i, 'event_altered', r.id, `event ${r.id} (leaf ${i}) differs from the event that was logged: its bytes do not hash to its leaf`);
+            if (!hash.equals(r.leaf_hash)) leafFail(i, 'event_altered', r.key, `event ${r.key} (leaf ${i}) differs from what was logged: its bytes do not hash to its leaf`);
           }
-          const run = retentionEvents.get(r.id);
-          if (run !== undefined && (r.action !== 'retention' || r.detail !== `leaves:${run.from_leaf}-${run.to_leaf}`)) {
-            leafFail(i, 'retention', r.id, `retention run ${run.id} names event ${r.id}, which is not its retention event`);
+          const run = retentionEvents.get(r.key);
+          if (run !== undefined && (r.actions.length !== 1 || r.actions[0] !== 'retention' || r.details[0] !== `leaves:${run.from_leaf}-${run.to_leaf}`)) {
+            leafFail(i, 'retention', r.key, `retention run ${run.id} names event ${r.key}, which is not its retention event`);
           }
-          retentionEvents.delete(r.id);
+          retentionEvents.delete(r.key);
         }
         if (sink !== null) {
           const copy = await sink.eventAt(i);
@@ -265,20 +289,22 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       if (rowCount === 0) fail('retention', eventId, `retention run ${run.id} (leaves ${run.from_leaf} to ${run.to_leaf}) has no retention event ${eventId}: its events were removed some other way`);
     }
 
-    // An event that sorts before the last leaf but is not in the log was slipped in behind the sealer.
+    // An event or record that sorts before the last leaf but is not in the log was slipped in behind the sealer.
     if (prevKey !== null) {
-      const { rows } = await db.query<{ id: string }>(
-        `SELECT e.id FROM phigate.audit_events e
-         WHERE (e.tx, e.id) < ($1::xid8, $2::bigint) AND NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)
-         ORDER BY e.tx, e.id LIMIT 1`,
+      const { rows } = await db.query<{ key: string }>(
+        `SELECT x.key FROM (${ENTRIES}) x
+         WHERE (x.tx, x.key) < ($1::xid8, $2::bigint) AND NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = x.key)
+         ORDER BY x.tx, x.key LIMIT 1`,
         [String(prevKey[0]), String(prevKey[1])],
       );
-      if (rows[0]) fail('event_unlogged', rows[0].id, `event ${rows[0].id} is not in the log, yet sorts before its last leaf: it was inserted after the log was sealed`);
+      if (rows[0]) fail('event_unlogged', rows[0].key, `event ${rows[0].key} is not in the log, yet sorts before its last leaf: it was inserted after the log was sealed`);
       counts.unsealed = Number(
-        (await db.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events e WHERE (e.tx, e.id) > ($1::xid8, $2::bigint)', [String(prevKey[0]), String(prevKey[1])])).rows[0]!.n,
+        (await db.query<{ n: string }>(`SELECT count(*) AS n FROM (${ENTRIES}) x WHERE (x.tx, x.key) > ($1::xid8, $2::bigint)`, [String(prevKey[0]), String(prevKey[1])])).rows[0]!.n,
       );
     } else {
-      counts.unsealed = Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events e WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)')).rows[0]!.n);
+      counts.unsealed = Number(
+        (await db.query<{ n: string }>(`SELECT count(*) AS n FROM (${ENTRIES}) x WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = x.key)`)).rows[0]!.n,
+      );
     }
     counts.unsigned = tree.size - (cps.length ? Number(cps[cps.length - 1]!.tree_size) : 0);
 

@@ -4,11 +4,10 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalBytes } from '../../../src/audit/canonical.ts';
 import type { AuditEvent } from '../../../src/audit/event.ts';
 import { parseCheckpoint } from '../../../src/audit/log/checkpoint.ts';
 import { openNote, parseVerifierKey, verifierKey } from '../../../src/audit/log/note.ts';
-import { committedEvent, type EventRow } from '../../../src/audit/log/rows.ts';
+import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../../../src/audit/log/rows.ts';
 import { checkpoint, latestHead, sealAll, sealRound } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { leafHash, rootOf } from '../../../src/audit/log/tree.ts';
@@ -18,8 +17,9 @@ import { createLogger } from '../../../src/log.ts';
 import { createTestDatabase, preparedStatements, type TestDatabase, withClient } from '../../support/db.ts';
 
 // The Merkle log against a real PostgreSQL: many writers and racing sealers give one log whose
-// leaves and roots a recomputation from the rows matches; a sealer never seals past a transaction
-// still in flight; checkpoints verify with the public key.
+// leaves (one per audit record, one per event written before 028) and roots a recomputation from
+// the rows matches; a sealer never seals past a transaction still in flight; checkpoints verify
+// with the public key.
 
 const logger = createLogger('silent');
 let db: TestDatabase;
@@ -59,29 +59,44 @@ const insertOne = (c: pg.Client | pg.PoolClient, requestId: string) =>
     [requestId],
   );
 
+/** A record of `n` events of one request, straight into audit_records (what the narrow writer inserts). */
+const insertRecord = (c: pg.Client, requestId: string, n: number) =>
+  c.query(
+    `INSERT INTO phigate.audit_records (request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+     SELECT $1, 'dr-log', 'user', 'physician', 'treatment', gen_random_uuid(), array_agg('read'::text), array_agg('Patient'::text), array_agg('f' || i),
+            array_agg(NULL::uuid), array_agg(NULL::text)
+     FROM generate_series(1, $2) i RETURNING id << 16 AS id`,
+    [requestId, n],
+  );
+
 /** Everything a verifier would recompute from the rows: leaf order, leaf hashes, every head's root. */
 async function recompute(): Promise<{ events: number; leaves: number }> {
   return admin(async (c) => {
-    const events = (await c.query<EventRow & { leaf_index: string | null; leaf_hash: Buffer | null }>(
-      `SELECT l.leaf_index, l.leaf_hash, e.id::text AS id, (extract(epoch FROM e.occurred_at) * 1000000)::bigint::text AS occurred_at_us,
-              e.request_id, e.actor, e.actor_kind, e.role, e.purpose, e.break_glass, e.client_addr, e.action, e.type_name, e.field,
-              e.patient_id, e.record_id, e.detail, e.grant_id, e.credential_id, e.batch_id
-       FROM phigate.audit_events e LEFT JOIN phigate.audit_log l ON l.event_id = e.id ORDER BY e.tx, e.id`,
+    const entries = (await c.query<LeafRow & { leaf_index: string | null; leaf_hash: Buffer | null }>(
+      `SELECT l.leaf_index, l.leaf_hash, x.* FROM (
+         SELECT ${V1_LEAF_SELECT} FROM phigate.audit_events_v1 e UNION ALL SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r
+       ) x LEFT JOIN phigate.audit_log l ON l.event_id = x.key ORDER BY x.tx::xid8, x.key`,
     )).rows;
-    const sealed = events.filter((e) => e.leaf_index !== null);
-    // Sealed events are a prefix of (tx, id) order, and their leaf indexes count up from 0.
+    const sealed = entries.filter((e) => e.leaf_index !== null);
+    // Sealed entries are a prefix of (tx, key) order, and their leaf indexes count up from 0.
     expect(sealed.map((e) => Number(e.leaf_index))).toEqual(sealed.map((_, i) => i));
-    expect(events.slice(0, sealed.length).every((e) => e.leaf_index !== null)).toBe(true);
-    const hashes = sealed.map((e) => leafHash(canonicalBytes(committedEvent(e))));
+    expect(entries.slice(0, sealed.length).every((e) => e.leaf_index !== null)).toBe(true);
+    const hashes = sealed.map((e) => leafHash(leafBytes(e)));
     sealed.forEach((e, i) => expect(e.leaf_hash!.equals(hashes[i]!), `leaf ${i}`).toBe(true));
     const heads = (await c.query<{ tree_size: string; root: Buffer }>('SELECT tree_size, root FROM phigate.audit_log_heads ORDER BY tree_size')).rows;
     for (const h of heads) expect(h.root.equals(rootOf(hashes, 0, Number(h.tree_size))), `head ${h.tree_size}`).toBe(true);
     if (sealed.length > 0) expect(Number(heads.at(-1)!.tree_size)).toBe(sealed.length);
     const { rows } = await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_log');
     expect(Number(rows[0]!.n)).toBe(sealed.length);
-    return { events: events.length, leaves: sealed.length };
+    const events = Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events')).rows[0]!.n);
+    return { events, leaves: sealed.length };
   });
 }
+
+const leafCount = (): Promise<number> =>
+  admin(async (c) =>
+    Number((await c.query<{ n: string }>('SELECT (SELECT count(*) FROM phigate.audit_events_v1) + (SELECT count(*) FROM phigate.audit_records) AS n')).rows[0]!.n),
+  );
 
 /** Seals until `done` holds; other transactions of the cluster may hold its xmin back a while. */
 async function sealUntil(p: Pool, done: () => Promise<boolean>): Promise<void> {
@@ -118,22 +133,42 @@ describe('sealing', () => {
     );
     // Direct inserts too, each in its own transaction, interleaving with the writers' batches.
     const direct = pool(4);
-    const singles = Array.from({ length: 40 }, (_, i) => direct.query(
+    const singles = Array.from({ length: 20 }, (_, i) => direct.query(
       "INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name) VALUES ($1, 'sys', 'system', 'operations', 'key', 'Key')",
       [`single-${i}`],
     ));
-    await Promise.all([...requests, ...singles]);
-    total = await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events')).rows[0]!.n));
+    // Records of several events each, as the narrow writer inserts them.
+    const records = Array.from({ length: 20 }, (_, i) => admin((c) => insertRecord(c, `record-${i}`, 1 + (i % 5))));
+    total = await Promise.all([...requests, ...singles, ...records]).then(leafCount);
     const byRacers = (await Promise.all(racing)).reduce((a, b) => a + b, 0);
     const { events, leaves } = await recompute();
-    expect(events).toBe(400);
-    expect(leaves).toBe(400);
-    expect(byRacers).toBe(400);
+    // 120 requests of 3 events, 20 single events, 20 records of 1 to 5 events.
+    expect(events).toBe(360 + 20 + 60);
+    // One leaf per stored record, however the writer groups the events.
+    expect(leaves).toBe(total);
+    expect(byRacers).toBe(total);
+    expect(total).toBeLessThan(events);
+  });
+
+  it('seals the events written before the narrow layout (v1) and the records after it in one (tx, key) order', async () => {
+    const p = pool(1);
+    await sealUntil(p, async () => (await sealedIds()).size === (await leafCount()));
+    // Frozen v1 events are written by nobody but a migration; here the superuser stands in for one.
+    const v1 = await admin(async (c) =>
+      (await c.query<{ id: string }>(
+        "INSERT INTO phigate.audit_events_v1 (request_id, actor, actor_kind, purpose, action, type_name, field) VALUES ('v1-a', 'dr-log', 'user', 'treatment', 'read', 'Patient', 'ssn'), ('v1-b', 'dr-log', 'user', 'treatment', 'read', 'Patient', 'mrn') RETURNING id",
+      )).rows.map((r) => r.id),
+    );
+    const record = (await admin((c) => insertRecord(c, 'after-v1', 4))).rows[0]!.id as string;
+    await sealUntil(p, async () => (await sealedIds()).size === (await leafCount()));
+    const keys = await admin(async (c) => (await c.query<{ event_id: string }>('SELECT event_id FROM phigate.audit_log ORDER BY leaf_index DESC LIMIT 3')).rows.map((r) => r.event_id).reverse());
+    expect(keys).toEqual([...v1, record]);
+    await recompute();
   });
 
   it('never seals past a transaction still in flight, and seals both once it ends', async () => {
     const p = pool(1);
-    await sealUntil(p, async () => (await sealedIds()).size === (await recompute()).events);
+    await sealUntil(p, async () => (await sealedIds()).size === (await leafCount()));
     await admin(async (open) => {
       await open.query('BEGIN');
       const held = (await insertOne(open, 'held-open')).rows[0]!.id as string;
@@ -145,7 +180,7 @@ describe('sealing', () => {
       await recompute();
       await open.query('COMMIT');
     });
-    const ids = await admin(async (c) => (await c.query<{ id: string }>("SELECT id::text FROM phigate.audit_events WHERE request_id IN ('held-open', 'committed-later') ORDER BY tx, id")).rows.map((r) => r.id));
+    const ids = await admin(async (c) => (await c.query<{ id: string }>("SELECT (id << 16)::text AS id FROM phigate.audit_records WHERE request_id IN ('held-open', 'committed-later') ORDER BY tx, id")).rows.map((r) => r.id));
     await sealUntil(p, async () => {
       const sealed = await sealedIds();
       return ids.every((id) => sealed.has(id));
@@ -182,7 +217,9 @@ describe('what the gateway role may do to the log', () => {
     }
     // It reads events through the definer functions only.
     expect(await code('SELECT id FROM phigate.audit_events LIMIT 1')).toBe('42501');
-    expect(await code("SELECT * FROM phigate.audit_events_to_seal('0', 0, 1)")).toBeNull();
+    expect(await code('SELECT id FROM phigate.audit_records LIMIT 1')).toBe('42501');
+    expect(await code("SELECT * FROM phigate.audit_leaves_to_seal('0', 0, 1)")).toBeNull();
+    expect(await code('SELECT * FROM phigate.audit_log_leaves(0, 1)')).toBeNull();
   });
 });
 
@@ -191,14 +228,14 @@ describe('checkpoints', () => {
     const p = pool(1);
     const signer = await fileSigner(path.join(dir, 'signing.pem'), 'phigate.test/audit');
     await admin((c) => insertOne(c, 'cp-1'));
-    await sealUntil(p, async () => (await sealedIds()).size === (await recompute()).events);
+    await sealUntil(p, async () => (await sealedIds()).size === (await leafCount()));
     const policy = { seconds: 3600, events: 1_000_000, force: false };
     const first = await checkpoint(p, signer, policy);
     expect(first.signed).toBe(true);
     // Not due again: no growth.
     expect((await checkpoint(p, signer, { ...policy, force: true })).signed).toBe(false);
     await admin((c) => insertOne(c, 'cp-2'));
-    await sealUntil(p, async () => (await sealedIds()).size === (await recompute()).events);
+    await sealUntil(p, async () => (await sealedIds()).size === (await leafCount()));
     // Grown, but neither old enough nor enough events.
     expect((await checkpoint(p, signer, policy)).signed).toBe(false);
     expect((await checkpoint(p, signer, { ...policy, events: 1 })).signed).toBe(true);

@@ -13,6 +13,7 @@ import { createTestDatabase, withClient, type TestDatabase } from '../../support
 // `phigate audit prove | check-proof | verify` as an operator and a regulator run them: proofs
 // made from the database are checked in a fresh process that has only the public key (no
 // database, no settings: the environment it gets is nonsense), and one flipped byte fails them.
+// A leaf is one audit record of three events: any of its events is proved by the record's leaf.
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const ORIGIN = 'phigate.test/prove';
@@ -30,12 +31,14 @@ beforeAll(async () => {
   keyFile = path.join(dir, 'audit-signing-key.pem');
   const signer = await fileSigner(keyFile, ORIGIN);
   vkey = verifierKey(signer.name, signer.publicKey);
-  // 13 events in three checkpoints (5, 9, 13): sizes that are not powers of two.
+  // 13 records of three events (ssn, mrn, givenName) in three checkpoints (5, 9, 13): sizes that are not powers of two.
   for (const n of [5, 4, 4]) {
     await withClient(db.adminUrl, async (c) => {
       for (let i = 0; i < n; i++) {
         await c.query(
-          "INSERT INTO phigate.audit_events (request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id) VALUES ($1, 'dr-prove', 'user', 'physician', 'treatment', 'read', 'Patient', 'ssn', gen_random_uuid())",
+          `INSERT INTO phigate.audit_records (request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+           VALUES ($1, 'dr-prove', 'user', 'physician', 'treatment', gen_random_uuid(), ARRAY['read', 'masked', 'read'], ARRAY['Patient', 'Patient', 'Patient'],
+                   ARRAY['ssn', 'mrn', 'givenName'], ARRAY[NULL, NULL, NULL]::uuid[], ARRAY[NULL, NULL, NULL]::text[])`,
           [`req-prove-${i}`],
         );
       }
@@ -76,24 +79,36 @@ const operator = () => ({
 // What a regulator's machine has: none of the gateway's settings (and some that would not parse).
 const offline = { DATABASE_URL: 'not a url', PHIGATE_ENV: 'neither' };
 
-async function checked(proof: string): Promise<{ code: number | null; stdout: string }> {
-  const r = await cli(['audit', 'check-proof', '--proof', await write(proof), '--key', vkey], offline);
+async function checked(proof: string, event: string | null = null): Promise<{ code: number | null; stdout: string }> {
+  const r = await cli(['audit', 'check-proof', '--proof', await write(proof), '--key', vkey, ...(event === null ? [] : ['--event', event])], offline);
   return { code: r.code, stdout: r.stdout };
 }
 
 // Each CLI run is a fresh Node process loading the sources through tsx: seconds each on a busy machine.
 describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
   it('an inclusion proof from the database checks out offline with the public key alone; a flipped byte fails', async () => {
-    const id = events[6]!;
+    // The second event of the record of leaf 6.
+    const id = String(BigInt(events[6]!) + 1n);
     const proved = await cli(['audit', 'prove', '--event', id], operator());
     expect(proved.stderr).toBe('');
     expect(proved.code).toBe(0);
     expect(proved.stdout.split('\n').slice(0, 3)).toEqual(['c2sp.org/tlog-proof@v1', expect.stringMatching(/^extra [A-Za-z0-9+/=]+$/), 'index 6']);
     expect(proved.stdout).toContain(`\n${ORIGIN}\n13\n`);
+    // The proof carries the leaf's canonical bytes: the whole record (v2).
+    const extra = Buffer.from(proved.stdout.split('\n')[1]!.slice('extra '.length), 'base64');
+    expect(extra.subarray(1, 1 + extra[0]!).toString('ascii')).toBe('phigate.audit_record.v2');
+    // The first event of the record has the same proof.
+    expect((await cli(['audit', 'prove', '--event', events[6]!], operator())).stdout).toBe(proved.stdout);
 
-    const ok = await checked(proved.stdout);
-    expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. event ${id}: read Patient.ssn`) });
-    expect(ok.stdout).toContain(`entry 6 of the log ${ORIGIN} of 13 events`);
+    const ok = await checked(proved.stdout, id);
+    expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. event ${id}: masked Patient.mrn patient `) });
+    expect(ok.stdout).toContain(`in record ${BigInt(events[6]!) >> 16n} (events ${events[6]} to ${BigInt(events[6]!) + 2n})`);
+    expect(ok.stdout).toContain(`entry 6 of the log ${ORIGIN} of 13 entries`);
+    // Without --event: the whole entry.
+    expect(await checked(proved.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. record ${BigInt(events[6]!) >> 16n} (events ${events[6]} to`) });
+    // A valid proof, but not of the event named: an event of the next record, or past the record's last.
+    expect(await checked(proved.stdout, events[7]!)).toMatchObject({ code: 1, stdout: expect.stringContaining(`proof: NOT VALID: event ${events[7]} is not in the entry`) });
+    expect(await checked(proved.stdout, String(BigInt(events[6]!) + 3n))).toMatchObject({ code: 1 });
 
     // One byte of the audit path (the fifth line) changed.
     const lines = proved.stdout.split('\n');
@@ -104,7 +119,7 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     // Against an older checkpoint a verifier already holds.
     const older = await cli(['audit', 'prove', '--event', events[2]!, '--checkpoint', '5'], operator());
     expect(older.stdout).toContain(`\n${ORIGIN}\n5\n`);
-    expect(await checked(older.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`entry 2 of the log ${ORIGIN} of 5 events`) });
+    expect(await checked(older.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`entry 2 of the log ${ORIGIN} of 5 entries`) });
     // Another key: refused too.
     const other = await fileSigner(path.join(dir, 'other.pem'), ORIGIN);
     const wrongKey = await cli(['audit', 'check-proof', '--key', verifierKey(other.name, other.publicKey), '--proof', await write(proved.stdout)], offline);
@@ -115,7 +130,7 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     const proved = await cli(['audit', 'prove', '--from', '5', '--to', '13'], operator());
     expect(proved.code).toBe(0);
     expect(proved.stdout.split('\n').slice(0, 3)).toEqual(['phigate.audit/consistency-proof@v1', 'old 5', 'new 13']);
-    expect(await checked(proved.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`extends its signed tree of 5 events unchanged`) });
+    expect(await checked(proved.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`extends its signed tree of 5 entries unchanged`) });
     const bytes = Buffer.from(proved.stdout);
     bytes[bytes.indexOf('\nnew 13\n') + 8]! ^= 0x01;
     expect(await checked(bytes.toString('utf8'))).toMatchObject({ code: 1 });
@@ -123,6 +138,9 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
 
   it('refuses to prove an event that is not there, and a proof request that names nothing', async () => {
     expect(await cli(['audit', 'prove', '--event', '99999999'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('there is no event 99999999') });
+    // Past the last event of a real record.
+    const past = String(BigInt(events[0]!) + 3n);
+    expect(await cli(['audit', 'prove', '--event', past], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining(`there is no event ${past}`) });
     expect(await cli(['audit', 'prove'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('--event ID or --from N') });
   });
 
@@ -131,7 +149,7 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     expect(clean).toMatchObject({ code: 0, stdout: expect.stringContaining('audit log verified: 13 leaves (13 recomputed') });
     await withClient(db.adminUrl, async (c) => {
       await c.query('SET session_replication_role = replica');
-      await c.query("UPDATE phigate.audit_events SET role = 'nurse' WHERE id = $1", [events[9]]);
+      await c.query("UPDATE phigate.audit_records SET role = 'nurse' WHERE id = $1::bigint >> 16", [events[9]]);
     });
     const bad = await cli(['audit', 'verify'], operator());
     expect(bad).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${events[9]}: event_altered\n` });

@@ -12,16 +12,17 @@ import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { leafHash, rootOf } from '../../../src/audit/log/tree.ts';
 import { deliver } from '../../../src/audit/sink/deliver.ts';
 import { fileSink } from '../../../src/audit/sink/file.ts';
-import { parseSinkLine, type CheckpointLine, type EventLine } from '../../../src/audit/sink/lines.ts';
+import { parseSinkLine, type CheckpointLine, type LeafLine } from '../../../src/audit/sink/lines.ts';
 import { stdoutSink } from '../../../src/audit/sink/stdout.ts';
 import { loadConfig } from '../../../src/config.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createLogger } from '../../../src/log.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
 
-// The outside sink fed from the database by leaf index: every sealed event and every checkpoint
-// reach it in leaf order, files rotate by size, a torn last line is cut and written again, and a
-// line delivered twice is the same line, recognisable by its leaf and event id.
+// The outside sink fed from the database by leaf index: every sealed leaf (an audit record with
+// its events, or an event of before 028) and every checkpoint reach it in leaf order, files rotate
+// by size, a torn last line is cut and written again, and a line delivered twice is the same line,
+// recognisable by its leaf and first event id.
 
 let db: TestDatabase;
 let pool: Pool;
@@ -39,18 +40,25 @@ afterAll(async () => {
 
 const admin = <T>(fn: (c: pg.Client) => Promise<T>) => withClient(db.adminUrl, fn);
 
-async function addEvents(n: number, tag: string): Promise<void> {
+/** `n` audit records of 1 to 3 events each, as the narrow writer stores them; one leaf each. */
+async function addRecords(n: number, tag: string): Promise<void> {
   await admin((c) =>
     c.query(
-      `INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, field, patient_id)
-       SELECT $1 || '-' || i, 'dr-sink', 'user', 'treatment', 'read', 'Patient', 'ssn', gen_random_uuid() FROM generate_series(1, $2) i`,
+      `INSERT INTO phigate.audit_records (request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+       SELECT $1 || '-' || i, 'dr-sink', 'user', 'physician', 'treatment', gen_random_uuid(), a.actions, a.actions, a.actions, a.record_ids, a.details
+       FROM generate_series(1, $2) i
+       CROSS JOIN LATERAL (SELECT array_agg('read'::text) AS actions, array_agg(NULL::uuid) AS record_ids, array_agg(NULL::text) AS details
+                           FROM generate_series(0, i % 3) k) a`,
       [tag, n],
     ),
   );
 }
 
+const leafTotal = () =>
+  admin(async (c) => Number((await c.query<{ n: string }>('SELECT (SELECT count(*) FROM phigate.audit_records) + (SELECT count(*) FROM phigate.audit_events_v1) AS n')).rows[0]!.n));
+
 async function sealEverything(): Promise<number> {
-  const total = await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events')).rows[0]!.n));
+  const total = await leafTotal();
   const deadline = Date.now() + 60_000;
   for (;;) {
     await sealAll(pool, 50);
@@ -66,13 +74,13 @@ async function sinkLines(d: string): Promise<string[]> {
   return (await Promise.all(files.map((f) => readFile(path.join(d, f), 'utf8')))).flatMap((t) => t.split('\n').filter(Boolean));
 }
 
-/** Checks a sink's lines against the database; the events, by leaf. */
-async function checkAgainstLog(lines: string[], verifierText: string): Promise<Map<number, EventLine>> {
+/** Checks a sink's lines against the database; the leaves' lines, by leaf. */
+async function checkAgainstLog(lines: string[], verifierText: string): Promise<Map<number, LeafLine>> {
   const parsed = lines.map((l) => parseSinkLine(l)!);
   expect(parsed.every((p) => p !== null)).toBe(true);
-  const events = new Map<number, EventLine>();
+  const events = new Map<number, LeafLine>();
   for (const p of parsed) {
-    if (p.audit !== 'event') continue;
+    if (p.audit === 'checkpoint') continue;
     const seen = events.get(p.leaf);
     // A line delivered again is the same line.
     if (seen) expect(JSON.stringify(seen)).toBe(JSON.stringify(p));
@@ -97,25 +105,29 @@ async function checkAgainstLog(lines: string[], verifierText: string): Promise<M
   }
   // Each checkpoint line comes after the line of its last leaf.
   parsed.forEach((p, i) => {
-    if (p.audit === 'checkpoint') expect(parsed.slice(0, i).some((q) => q.audit === 'event' && q.leaf === p.size - 1)).toBe(true);
+    if (p.audit === 'checkpoint') expect(parsed.slice(0, i).some((q) => q.audit !== 'checkpoint' && q.leaf === p.size - 1)).toBe(true);
   });
   return events;
 }
 
 describe('file sink', () => {
-  it('delivers every sealed event and checkpoint, rotates by size, and resumes from its own files after a torn write', async () => {
+  it('delivers every sealed leaf and checkpoint, rotates by size, and resumes from its own files after a torn write', async () => {
     const signer = await fileSigner(path.join(dir, 'key.pem'), 'phigate.test/audit');
     const vkey = verifierKey(signer.name, signer.publicKey);
     const sinkDir = path.join(dir, 'files');
     const sink = fileSink(sinkDir, 8192);
 
-    await addEvents(30, 'a');
+    // Two events of before the narrow layout (v1, written here by the superuser as a migration would), then records.
+    await admin((c) =>
+      c.query("INSERT INTO phigate.audit_events_v1 (request_id, actor, actor_kind, purpose, action, type_name, field) VALUES ('v1-a', 'dr-sink', 'user', 'treatment', 'read', 'Patient', 'ssn'), ('v1-b', 'dr-sink', 'user', 'treatment', 'read', 'Patient', 'mrn')"),
+    );
+    await addRecords(28, 'a');
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 3600, events: 1, force: true });
     expect(await deliver(pool, sink, 7)).toBe(30);
     expect(await deliver(pool, sink, 7)).toBe(0);
 
-    await addEvents(25, 'b');
+    await addRecords(25, 'b');
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 3600, events: 1, force: true });
     // A crash in the middle of a write leaves part of a line; a new process (a new sink) cuts it.
@@ -126,8 +138,23 @@ describe('file sink', () => {
     const lines = await sinkLines(sinkDir);
     const events = await checkAgainstLog(lines, vkey);
     expect(events.size).toBe(55);
+    // The v1 events as event lines, each record as one line with its events and their ids.
+    expect([...events.values()].slice(0, 2).map((e) => e.audit)).toEqual(['event', 'event']);
+    const record = events.get(2)!;
+    expect(record.audit).toBe('record');
+    if (record.audit === 'record') {
+      const n = BigInt(record.id) >> 16n;
+      expect(record.record).toMatchObject({ id: String(n), requestId: 'a-1', events: [{ id: record.id, action: 'read' }, { id: String((n << 16n) + 1n), action: 'read' }] });
+    }
     // Exactly once on this path: no line twice.
     expect(new Set(lines).size).toBe(lines.length);
+    // A new process reads its position back from the record lines of its files: after the last leaf.
+    expect(await fileSink(sinkDir, 8192).position(undefined as never)).toMatchObject({ nextLeaf: 55 });
+    // Each file is named by its first leaf, record lines or not.
+    for (const f of await readdir(sinkDir)) {
+      const first = (await readFile(path.join(sinkDir, f), 'utf8')).split('\n').map((l) => parseSinkLine(l)).find((p): p is LeafLine => p !== null && p.audit !== 'checkpoint');
+      if (first) expect(f).toBe(`audit-${String(first.leaf).padStart(20, '0')}.jsonl`);
+    }
     expect((await readdir(sinkDir)).every((f) => /^audit-\d{20}\.jsonl$/.test(f))).toBe(true);
   });
 
@@ -171,15 +198,15 @@ describe('runner', () => {
     const sinkDir = path.join(dir, 'runner');
     const settings = { ...loadConfig({}).auditLog, checkpointSeconds: 1, checkpointEvents: 1 };
     const options = { pool, settings, sinks: [fileSink(sinkDir, 1 << 20)], logger: createLogger('silent'), timer: false };
-    await addEvents(5, 'runner');
-    const total = await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events')).rows[0]!.n));
+    await addRecords(5, 'runner');
+    const total = await leafTotal();
     const broken = createLogRunner({ ...options, signer: failing });
     // Sealing may wait for other transactions of the cluster; the signer fails on every round that has something to sign.
     const deadline = Date.now() + 60_000;
     const outcomes: string[] = [];
     for (;;) {
       outcomes.push(await broken.round().then(() => 'ok', (e: Error) => e.message));
-      const events = (await sinkLines(sinkDir)).filter((l) => parseSinkLine(l)?.audit === 'event').length;
+      const events = (await sinkLines(sinkDir)).filter((l) => ['event', 'record'].includes(parseSinkLine(l)?.audit ?? '')).length;
       if (events === total) break;
       if (Date.now() > deadline) throw new Error('the runner did not deliver');
       await new Promise((r) => setTimeout(r, 50));

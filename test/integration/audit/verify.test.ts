@@ -3,9 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { canonicalBytes } from '../../../src/audit/canonical.ts';
 import { parseVerifierKey, verifierKey, type NoteSigner, type Verifier } from '../../../src/audit/log/note.ts';
-import { committedEvent, type EventRow } from '../../../src/audit/log/rows.ts';
+import { leafBytes, RECORD_LEAF_SELECT, type LeafRow } from '../../../src/audit/log/rows.ts';
 import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { leafHash } from '../../../src/audit/log/tree.ts';
@@ -21,7 +20,9 @@ import { createTestDatabase, withClient, type TestDatabase } from '../../support
 // `audit verify` against a real PostgreSQL: a superuser who disables the triggers edits the trail
 // in each way the issue names, and verify names the event; the append-only triggers refuse
 // UPDATE, DELETE and TRUNCATE to the owner and to superusers; retention removes only old ranges,
-// is audited, and leaves a log that still verifies.
+// is audited, and leaves a log that still verifies. The trail is the narrow layout (028): one
+// leaf per audit record of several events, named by its first event's id, and the v1 events
+// written before it, still leaves of their own.
 
 const ORIGIN = 'phigate.test/verify';
 let dir: string;
@@ -50,17 +51,38 @@ const tamper = (sql: string, params: unknown[] = []) =>
     await c.query(sql, params);
   });
 
-/** Events in several transactions, sealed and signed in three rounds: checkpoints at 3 sizes. */
+/** Events in one record of `events` events (one request, one patient), in its own transaction; its leaf key. */
+async function addRecord(c: pg.Client, requestId: string, occurredAt: string | null = null, events = 3): Promise<string> {
+  const { rows } = await c.query<{ key: string }>(
+    `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+     SELECT coalesce($1::timestamptz, clock_timestamp()), $2, 'dr-verify', 'user', 'physician', 'treatment', gen_random_uuid(),
+            array_agg('read'::text), array_agg('Patient'::text), array_agg((ARRAY['ssn', 'mrn', 'givenName', 'familyName'])[1 + k % 4]),
+            array_agg(NULL::uuid), array_agg(NULL::text)
+     FROM generate_series(0, $3 - 1) k
+     RETURNING (id << 16)::text AS key`,
+    [occurredAt, requestId, events],
+  );
+  return rows[0]!.key;
+}
+
+/** Events written before the narrow layout: the frozen v1 table (a migration's rows; the superuser stands in). */
+async function addV1Events(n: number, occurredAt: string | null = null): Promise<void> {
+  await admin(async (c) => {
+    for (let i = 0; i < n; i++) {
+      await c.query(
+        `INSERT INTO phigate.audit_events_v1 (occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id)
+         VALUES (coalesce($1::timestamptz, clock_timestamp()), $2, 'dr-verify', 'user', 'physician', 'treatment', 'read', 'Patient', 'ssn', gen_random_uuid())`,
+        [occurredAt, `v1-${i}`],
+      );
+    }
+  });
+}
+
+/** Records of 3 events in several transactions, sealed and signed in three rounds: checkpoints at 3 sizes; the leaf keys. */
 async function buildLog(rounds = 3, perRound = 4, occurredAt: string | null = null): Promise<string[]> {
   for (let r = 0; r < rounds; r++) {
     await admin(async (c) => {
-      for (let i = 0; i < perRound; i++) {
-        await c.query(
-          `INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id)
-           VALUES (coalesce($1::timestamptz, clock_timestamp()), $2, 'dr-verify', 'user', 'physician', 'treatment', 'read', 'Patient', 'ssn', gen_random_uuid())`,
-          [occurredAt, `req-${r}-${i}`],
-        );
-      }
+      for (let i = 0; i < perRound; i++) await addRecord(c, `req-${r}-${i}`, occurredAt);
     });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
@@ -69,14 +91,17 @@ async function buildLog(rounds = 3, perRound = 4, occurredAt: string | null = nu
 }
 
 /**
- * Seals every committed event. The sealer stops below the oldest transaction running anywhere in
- * the cluster, and other test runs share this one: wait for theirs to end.
+ * Seals every committed record and v1 event. The sealer stops below the oldest transaction running
+ * anywhere in the cluster, and other test runs share this one: wait for theirs to end.
  */
 async function sealEverything(): Promise<void> {
   for (;;) {
     await sealAll(pool, 1000);
     const left = await admin(async (c) =>
-      Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_events e WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)')).rows[0]!.n),
+      Number((await c.query<{ n: string }>(
+        `SELECT (SELECT count(*) FROM phigate.audit_records r WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = r.id << 16))
+              + (SELECT count(*) FROM phigate.audit_events_v1 e WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = e.id)) AS n`,
+      )).rows[0]!.n),
     );
     if (left === 0) return;
     await new Promise((r) => setTimeout(r, 50));
@@ -94,9 +119,11 @@ async function fresh(): Promise<void> {
 }
 
 describe('audit verify on an untouched log', () => {
-  it('passes, recomputing every leaf, and counts what is not sealed or signed yet', async () => {
+  it('passes, recomputing every leaf (v1 events and records), and counts what is not sealed or signed yet', async () => {
     await fresh();
+    await addV1Events(3);
     const events = await buildLog();
+    expect(events).toHaveLength(15);
     await admin((c) => c.query("INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name) VALUES ('late', 'x', 'system', 'HSYSADMIN', 'view', 'AuditLog')"));
     const r = await verify();
     expect(r).toMatchObject({ problem: null, leaves: events.length, rehashed: events.length, retired: 0, checkpoints: 3, unsigned: 0, unsealed: 1 });
@@ -107,65 +134,93 @@ describe('audit verify on an untouched log', () => {
 });
 
 describe('audit verify names the event a superuser with the triggers off tampered with', () => {
-  it('an updated event', async () => {
+  it('an element of a record\'s event arrays edited, or a column of the record', async () => {
     await fresh();
     const events = await buildLog();
-    await tamper("UPDATE phigate.audit_events SET actor = 'someone-else' WHERE id = $1", [events[5]]);
+    await tamper("UPDATE phigate.audit_records SET fields[2] = 'notes' WHERE id = $1::bigint >> 16", [events[5]]);
     expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[5] });
+    await fresh();
+    const again = await buildLog();
+    await tamper("UPDATE phigate.audit_records SET actor = 'someone-else' WHERE id = $1::bigint >> 16", [again[6]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: again[6] });
   });
 
-  it('a deleted event', async () => {
+  it('an event added to or removed from a record, or two of its events swapped', { timeout: 120_000 }, async () => {
+    for (const change of [
+      "actions = actions || 'read'::text, type_names = type_names || 'Patient'::text, fields = fields || 'phone'::text, record_ids = record_ids || NULL::uuid, details = details || NULL::text",
+      'actions = actions[1:2], type_names = type_names[1:2], fields = fields[1:2], record_ids = record_ids[1:2], details = details[1:2]',
+      'fields = ARRAY[fields[2], fields[1], fields[3]]',
+    ]) {
+      await fresh();
+      const events = await buildLog(2);
+      await tamper(`UPDATE phigate.audit_records SET ${change} WHERE id = $1::bigint >> 16`, [events[3]]);
+      expect((await verify()).problem, change).toMatchObject({ kind: 'event_altered', eventId: events[3] });
+      await pool.end();
+      await db.drop();
+    }
+    await fresh();
+  });
+
+  it('a record whose event arrays no longer line up (their CHECK dropped first)', async () => {
+    await fresh();
+    const events = await buildLog(1);
+    await admin(async (c) => {
+      const { rows } = await c.query<{ conname: string }>(
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'phigate.audit_records'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%cardinality(details)%'",
+      );
+      await c.query(`ALTER TABLE phigate.audit_records DROP CONSTRAINT ${rows[0]!.conname}`);
+    });
+    await tamper('UPDATE phigate.audit_records SET details = details[1:1] WHERE id = $1::bigint >> 16', [events[1]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[1], message: expect.stringContaining('not a record') });
+  });
+
+  it('a deleted record', async () => {
     await fresh();
     const events = await buildLog();
-    await tamper('DELETE FROM phigate.audit_events WHERE id = $1', [events[7]]);
+    await tamper('DELETE FROM phigate.audit_records WHERE id = $1::bigint >> 16', [events[7]]);
     expect((await verify()).problem).toMatchObject({ kind: 'event_missing', eventId: events[7] });
   });
 
-  it('a deleted event and its leaf', async () => {
+  it('a deleted record and its leaf', async () => {
     await fresh();
     const events = await buildLog();
-    await tamper('DELETE FROM phigate.audit_events WHERE id = $1', [events[7]]);
+    await tamper('DELETE FROM phigate.audit_records WHERE id = $1::bigint >> 16', [events[7]]);
     await tamper('DELETE FROM phigate.audit_log WHERE event_id = $1', [events[7]]);
     expect((await verify()).problem).toMatchObject({ kind: 'leaf_missing', eventId: events[8] });
   });
 
-  it('an inserted event, slipped in among the sealed ones', async () => {
+  it('an inserted record, slipped in among the sealed ones', async () => {
     await fresh();
     const events = await buildLog();
     const id = await admin(async (c) => {
       await c.query('SET session_replication_role = replica');
-      const { rows } = await c.query<{ id: string }>(
-        `INSERT INTO phigate.audit_events (id, tx, request_id, actor, actor_kind, purpose, action, type_name)
+      const { rows } = await c.query<{ key: string }>(
+        `INSERT INTO phigate.audit_records (id, tx, request_id, actor, actor_kind, purpose, actions, type_names, fields, record_ids, details)
          OVERRIDING SYSTEM VALUE
-         SELECT max(id) + 100, (SELECT tx FROM phigate.audit_events WHERE id = $1), 'forged', 'dr-verify', 'user', 'treatment', 'read', 'Patient'
-         FROM phigate.audit_events RETURNING id`,
+         SELECT max(id) + 100, (SELECT tx FROM phigate.audit_records WHERE id = $1::bigint >> 16), 'forged', 'dr-verify', 'user', 'treatment',
+                ARRAY['read'], ARRAY['Patient'], ARRAY['ssn'], ARRAY[NULL::uuid], ARRAY[NULL::text]
+         FROM phigate.audit_records RETURNING (id << 16)::text AS key`,
         [events[2]],
       );
-      return rows[0]!.id;
+      return rows[0]!.key;
     });
     expect((await verify()).problem).toMatchObject({ kind: 'event_unlogged', eventId: id });
   });
 
-  it('an inserted event with a leaf of its own (later leaves shifted)', async () => {
+  it('an inserted record with a leaf of its own (later leaves shifted)', async () => {
     await fresh();
     const events = await buildLog();
     // Shifted through a free range: the primary key is checked row by row.
     await tamper('UPDATE phigate.audit_log SET leaf_index = leaf_index + 1000001 WHERE leaf_index >= 6');
     await tamper('UPDATE phigate.audit_log SET leaf_index = leaf_index - 1000000 WHERE leaf_index > 1000000');
     await tamper(
-      `INSERT INTO phigate.audit_events (id, tx, request_id, actor, actor_kind, purpose, action, type_name)
-       OVERRIDING SYSTEM VALUE VALUES (1000000, (SELECT tx FROM phigate.audit_events WHERE id = $1), 'forged', 'dr-verify', 'user', 'treatment', 'read', 'Patient')`,
+      `INSERT INTO phigate.audit_records (id, tx, request_id, actor, actor_kind, purpose, actions, type_names, fields, record_ids, details)
+       OVERRIDING SYSTEM VALUE VALUES (1000, (SELECT tx FROM phigate.audit_records WHERE id = $1::bigint >> 16), 'forged', 'dr-verify', 'user',
+       'treatment', ARRAY['read'], ARRAY['Patient'], ARRAY['ssn'], ARRAY[NULL::uuid], ARRAY[NULL::text])`,
       [events[5]],
     );
-    const forged = await admin(async (c) => {
-      const { rows } = await c.query<EventRow>(
-        `SELECT id, (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us, request_id, actor, actor_kind, role, purpose, break_glass,
-                client_addr, action, type_name, field, patient_id, record_id, detail, grant_id, credential_id, batch_id
-         FROM phigate.audit_events WHERE id = 1000000`,
-      );
-      return leafHash(canonicalBytes(committedEvent(rows[0]!)));
-    });
-    await tamper('INSERT INTO phigate.audit_log (leaf_index, event_id, leaf_hash) VALUES (6, 1000000, $1)', [forged]);
+    const forged = await admin(async (c) => leafHash(leafBytes((await c.query<LeafRow>(`${RECORD_SQL} WHERE r.id = 1000`)).rows[0]!)));
+    await tamper('INSERT INTO phigate.audit_log (leaf_index, event_id, leaf_hash) VALUES (6, 1000 << 16, $1)', [forged]);
     // Every stored hash matches its row now: only the signed roots give it away. Leaves 4..7 of
     // the second checkpoint's range are named from their first; with a sink, the exact event.
     const r = await verify();
@@ -183,53 +238,62 @@ describe('audit verify names the event a superuser with the triggers off tampere
     expect((await verify()).problem).toMatchObject({ kind: 'event_out_of_order', eventId: events[9] });
   });
 
-  it('two events swapped in audit_events (their facts exchanged, ids kept)', async () => {
+  it('two records swapped in audit_records (their facts exchanged, ids kept)', async () => {
     await fresh();
     const events = await buildLog();
     await tamper(
-      `UPDATE phigate.audit_events a SET request_id = b.request_id, patient_id = b.patient_id, occurred_at = b.occurred_at
-       FROM phigate.audit_events b WHERE (a.id, b.id) IN (($1::bigint, $2::bigint), ($2::bigint, $1::bigint))`,
+      `UPDATE phigate.audit_records a SET request_id = b.request_id, patient_id = b.patient_id, occurred_at = b.occurred_at
+       FROM phigate.audit_records b WHERE (a.id, b.id) IN (($1::bigint >> 16, $2::bigint >> 16), ($2::bigint >> 16, $1::bigint >> 16))`,
       [events[3], events[9]],
     );
     expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[3] });
   });
 
-  it('a truncated and refilled audit_events, one row altered', async () => {
+  it('a truncated and refilled audit_records, one element altered', async () => {
     await fresh();
     const events = await buildLog();
     await admin(async (c) => {
       await c.query('SET session_replication_role = replica');
       await c.query('BEGIN');
-      await c.query('CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM phigate.audit_events');
-      await c.query('TRUNCATE phigate.audit_events');
-      await c.query("UPDATE copy SET purpose = 'payment' WHERE id = $1", [events[10]]);
-      await c.query('INSERT INTO phigate.audit_events OVERRIDING SYSTEM VALUE SELECT * FROM copy');
+      await c.query('CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM phigate.audit_records');
+      await c.query('TRUNCATE phigate.audit_records');
+      await c.query("UPDATE copy SET actions[3] = 'masked' WHERE id = $1::bigint >> 16", [events[10]]);
+      await c.query('INSERT INTO phigate.audit_records OVERRIDING SYSTEM VALUE SELECT * FROM copy');
       await c.query('COMMIT');
     });
     expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[10] });
   });
 
-  it('a truncated and refilled audit_events, renumbered', async () => {
+  it('a truncated and refilled audit_records, renumbered', async () => {
     await fresh();
     const events = await buildLog();
     await admin(async (c) => {
       await c.query('SET session_replication_role = replica');
       await c.query('BEGIN');
-      await c.query('CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM phigate.audit_events');
-      await c.query('TRUNCATE phigate.audit_events');
+      await c.query('CREATE TEMP TABLE copy ON COMMIT DROP AS SELECT * FROM phigate.audit_records');
+      await c.query('TRUNCATE phigate.audit_records');
       await c.query(
-        `INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id)
-         SELECT occurred_at, request_id, actor, actor_kind, role, purpose, action, type_name, field, patient_id FROM copy ORDER BY id`,
+        `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+         SELECT occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details FROM copy ORDER BY id`,
       );
       await c.query('COMMIT');
     });
     expect((await verify()).problem).toMatchObject({ kind: 'event_missing', eventId: events[0] });
   });
 
-  it('the newest leaves and their events deleted', async () => {
+  it('a v1 event of before the narrow layout, edited', async () => {
+    await fresh();
+    await addV1Events(4);
+    const events = await buildLog(2);
+    expect(await verify()).toMatchObject({ problem: null, leaves: 12, rehashed: 12 });
+    await tamper("UPDATE phigate.audit_events_v1 SET purpose = 'payment' WHERE id = $1", [events[2]]);
+    expect((await verify()).problem).toMatchObject({ kind: 'event_altered', eventId: events[2] });
+  });
+
+  it('the newest leaves and their records deleted', async () => {
     await fresh();
     const events = await buildLog();
-    await tamper('DELETE FROM phigate.audit_events WHERE id = ANY($1)', [events.slice(10)]);
+    await tamper('DELETE FROM phigate.audit_records WHERE id << 16 = ANY($1::bigint[])', [events.slice(10)]);
     await tamper('DELETE FROM phigate.audit_log WHERE leaf_index >= 10');
     expect((await verify()).problem).toMatchObject({ kind: 'leaves_missing', eventId: events[9] });
   });
@@ -251,10 +315,10 @@ describe('audit verify names the event a superuser with the triggers off tampere
     const sinkDir = path.join(dir, `sink-${db.name}`);
     await writeSink(sinkDir);
     expect(await verify(sinkDir)).toMatchObject({ problem: null, sinkCompared: events.length });
-    await tamper("UPDATE phigate.audit_events SET field = 'mrn' WHERE id = $1", [events[6]]);
+    await tamper("UPDATE phigate.audit_records SET fields[1] = 'phone' WHERE id = $1::bigint >> 16", [events[6]]);
     await tamper(
       `UPDATE phigate.audit_log SET leaf_hash = $2 WHERE event_id = $1`,
-      [events[6], await admin(async (c) => leafHash(canonicalBytes(committedEvent((await c.query<EventRow>(`${EVENT_SQL} WHERE id = $1`, [events[6]])).rows[0]!))))],
+      [events[6], await admin(async (c) => leafHash(leafBytes((await c.query<LeafRow>(`${RECORD_SQL} WHERE r.id = $1::bigint >> 16`, [events[6]])).rows[0]!)))],
     );
     expect((await verify(sinkDir)).problem).toMatchObject({ kind: 'sink_differs', eventId: events[6] });
     expect((await verify()).problem).toMatchObject({ kind: 'root_mismatch', eventId: events[4] });
@@ -297,8 +361,7 @@ describe('audit verify names the event a superuser with the triggers off tampere
   });
 });
 
-const EVENT_SQL = `SELECT id, (extract(epoch FROM occurred_at) * 1000000)::bigint AS occurred_at_us, request_id, actor, actor_kind, role, purpose,
-  break_glass, client_addr, action, type_name, field, patient_id, record_id, detail, grant_id, credential_id, batch_id FROM phigate.audit_events`;
+const RECORD_SQL = `SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r`;
 
 /** Everything sealed and signed now, delivered to a file sink in `sinkDir`. */
 async function writeSink(sinkDir: string): Promise<void> {
@@ -330,9 +393,11 @@ describe('proofs over tiles', () => {
   });
 });
 
-const TABLES = ['audit_events', 'audit_batches', 'audit_log', 'audit_log_heads', 'audit_checkpoints', 'audit_retention_runs'];
+const TABLES = ['audit_events_v1', 'audit_records', 'audit_batches', 'audit_log', 'audit_log_heads', 'audit_checkpoints', 'audit_retention_runs'];
 const SET: Record<string, string> = {
   audit_events: 'actor = actor',
+  audit_events_v1: 'actor = actor',
+  audit_records: 'actor = actor',
   audit_batches: 'events = events',
   audit_log: 'leaf_hash = leaf_hash',
   audit_log_heads: 'root = root',
@@ -341,29 +406,33 @@ const SET: Record<string, string> = {
 };
 
 describe('append-only for everyone', () => {
-  it('refuses UPDATE, DELETE and TRUNCATE of every evidence table to the owner and to a superuser', async () => {
+  it('refuses UPDATE, DELETE and TRUNCATE of every evidence table, and UPDATE and DELETE through the view, to the owner and to a superuser', async () => {
     await fresh();
+    await addV1Events(1);
     await buildLog(1, 2);
     // Row triggers fire only for rows: every table gets one.
     await admin((c) => c.query('INSERT INTO phigate.audit_batches (id, events) VALUES (gen_random_uuid(), 1)'));
     await admin((c) => c.query('INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id) VALUES (now(), 0, 0, 0, 1)'));
     const refused: string[] = [];
     for (const asOwner of [true, false]) {
-      for (const t of TABLES) {
-        for (const stmt of [`UPDATE phigate.${t} SET ${SET[t]}`, `DELETE FROM phigate.${t}`, `TRUNCATE phigate.${t} CASCADE`]) {
-          const err = await admin(async (c) => {
-            if (asOwner) await c.query('SET ROLE phigate_owner');
-            return c.query(stmt).then(
-              () => null,
-              (e: { code?: string; message: string }) => e,
-            );
-          });
-          expect(err, `${asOwner ? 'owner' : 'superuser'}: ${stmt}`).toMatchObject({ code: '42501', message: expect.stringContaining('append-only') });
-          refused.push(stmt);
-        }
+      const statements = [
+        ...TABLES.flatMap((t) => [`UPDATE phigate.${t} SET ${SET[t]}`, `DELETE FROM phigate.${t}`, `TRUNCATE phigate.${t} CASCADE`]),
+        `UPDATE phigate.audit_events SET ${SET.audit_events}`,
+        'DELETE FROM phigate.audit_events',
+      ];
+      for (const stmt of statements) {
+        const err = await admin(async (c) => {
+          if (asOwner) await c.query('SET ROLE phigate_owner');
+          return c.query(stmt).then(
+            () => null,
+            (e: { code?: string; message: string }) => e,
+          );
+        });
+        expect(err, `${asOwner ? 'owner' : 'superuser'}: ${stmt}`).toMatchObject({ code: '42501', message: expect.stringContaining('append-only') });
+        refused.push(stmt);
       }
     }
-    expect(refused).toHaveLength(2 * TABLES.length * 3);
+    expect(refused).toHaveLength(2 * (TABLES.length * 3 + 2));
   });
 
   it('grants the gateway INSERT (and SELECT where it seals), never UPDATE, DELETE or TRUNCATE', async () => {
@@ -386,7 +455,8 @@ describe('append-only for everyone', () => {
     for (const t of TABLES) {
       for (const p of ['UPDATE', 'DELETE', 'TRUNCATE', 'TRIGGER', 'REFERENCES']) expect(rows[t]![p], `${t} ${p}`).toBe(false);
     }
-    expect(rows.audit_events).toMatchObject({ INSERT: true, SELECT: false });
+    expect(rows.audit_records).toMatchObject({ INSERT: true, SELECT: false });
+    expect(rows.audit_events_v1).toMatchObject({ INSERT: false, SELECT: false });
     expect(rows.audit_log).toMatchObject({ INSERT: true, SELECT: true });
     expect(rows.audit_retention_runs).toMatchObject({ INSERT: false, SELECT: true });
   });
@@ -397,24 +467,28 @@ describe('append-only for everyone', () => {
     const err = await admin(async (c) => {
       await c.query('BEGIN');
       await c.query("SELECT set_config('phigate.retention', 'on', true)");
-      return c.query('DELETE FROM phigate.audit_events WHERE id = $1', [events[0]]).then(() => null, (e: { code?: string }) => e);
+      return c.query('DELETE FROM phigate.audit_records WHERE id = $1::bigint >> 16', [events[0]]).then(() => null, (e: { code?: string }) => e);
     });
     expect(err).toMatchObject({ code: '42501' });
   });
 });
 
 describe('retention', () => {
-  it('removes only the leading range past retention, is audited, keeps leaves and checkpoints, and verify still passes', async () => {
+  it('removes only the leading range past retention, whole records and v1 events, is audited, keeps leaves and checkpoints, and verify still passes', async () => {
     await fresh();
-    const old = await buildLog(2, 3, new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    await addV1Events(2, longAgo);
+    const old = await buildLog(2, 3, longAgo);
     const recent = (await buildLog(1, 3)).slice(old.length);
     const checkpointsBefore = await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows);
     const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
 
     const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1'));
-    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: old.length, events: old.length });
-    const left = await admin(async (c) => (await c.query<{ id: string }>('SELECT id FROM phigate.audit_events ORDER BY id')).rows.map((r) => r.id));
+    // 2 v1 events and 6 records of 3 events: 8 leaves, 20 events.
+    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: old.length, events: 2 + 6 * 3 });
+    const left = await admin(async (c) => (await c.query<{ key: string }>('SELECT (id << 16)::text AS key FROM phigate.audit_records ORDER BY id')).rows.map((r) => r.key));
     expect(left).toEqual([...recent, run.eventId]);
+    expect(await admin(async (c) => (await c.query('SELECT id FROM phigate.audit_events_v1')).rows)).toEqual([]);
     const audit = await admin(async (c) => (await c.query('SELECT actor, actor_kind, action, type_name, detail, request_id FROM phigate.audit_events WHERE id = $1', [run.eventId])).rows[0]);
     expect(audit).toMatchObject({ actor_kind: 'system', action: 'retention', type_name: 'AuditLog', detail: `leaves:0-${old.length}`, request_id: 'retain-test-1' });
     expect(await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows)).toEqual(checkpointsBefore);
@@ -437,32 +511,53 @@ describe('retention', () => {
     expect((await verify()).problem).toBeNull();
 
     // Outside the job, recent and old alike stay undeletable.
-    const err = await admin((c) => c.query('DELETE FROM phigate.audit_events WHERE id = $1', [recent[0]]).then(() => null, (e: { code?: string }) => e));
+    const err = await admin((c) => c.query('DELETE FROM phigate.audit_records WHERE id = $1::bigint >> 16', [recent[0]]).then(() => null, (e: { code?: string }) => e));
     expect(err).toMatchObject({ code: '42501' });
   });
 
-  it('stops at the last signed checkpoint, and at the first event inside the retention period', async () => {
+  it('stops at the last signed checkpoint, and at the first record inside the retention period', async () => {
     await fresh();
     const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
     const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const signed = await buildLog(2, 3, longAgo);
-    // An old event sealed but under no checkpoint yet: it stays, for now.
-    await admin((c) => c.query(`INSERT INTO phigate.audit_events (occurred_at, request_id, actor, actor_kind, purpose, action, type_name) VALUES ($1, 'unsigned', 'x', 'system', 'HSYSADMIN', 'view', 'AuditLog')`, [longAgo]));
+    // An old record sealed but under no checkpoint yet: it stays, for now.
+    await admin((c) => addRecord(c, 'unsigned', longAgo, 2));
     await sealEverything();
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-1'))).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length });
-    // Now signed, followed by recent events, then old ones again: the next run ends at the first recent one.
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-1'))).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length * 3 });
+    // Now signed, followed by recent records, then old ones again: the next run ends at the first recent one.
     await buildLog(1, 2);
     await buildLog(1, 2, longAgo);
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2'))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length + 1, events: 1 });
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2'))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length + 1, events: 2 });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
     expect(await verify()).toMatchObject({ problem: null, retired: signed.length + 1 });
   });
 
+  it('lets a record go only under a run that covers its leaf, and only whole', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const events = await buildLog(1, 3, longAgo);
+    // A run of this transaction that covers leaves 0..1 only: the record of leaf 2 stays refused.
+    const err = await admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query("INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id) VALUES (now(), 0, 2, 6, 1)");
+      await c.query('DELETE FROM phigate.audit_records WHERE id = $1::bigint >> 16', [events[0]]);
+      return c.query('DELETE FROM phigate.audit_records WHERE id = $1::bigint >> 16', [events[2]]).then(() => null, (e: { code?: string }) => e);
+    });
+    expect(err).toMatchObject({ code: '42501' });
+    // An element of a record cannot be cut out under a run either: an UPDATE is refused.
+    const update = await admin(async (c) => {
+      await c.query('BEGIN');
+      await c.query("INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id) VALUES (now(), 0, 3, 9, 1)");
+      return c.query('UPDATE phigate.audit_records SET fields[1] = NULL WHERE id = $1::bigint >> 16', [events[0]]).then(() => null, (e: { code?: string }) => e);
+    });
+    expect(update).toMatchObject({ code: '42501' });
+  });
+
   it('a range removed by hand and passed off as retention is named', async () => {
     await fresh();
     const events = await buildLog();
-    await tamper('DELETE FROM phigate.audit_events WHERE id = ANY($1)', [events.slice(0, 4)]);
+    await tamper('DELETE FROM phigate.audit_records WHERE id << 16 = ANY($1::bigint[])', [events.slice(0, 4)]);
     await tamper(`INSERT INTO phigate.audit_retention_runs (cutoff, from_leaf, to_leaf, events, event_id) VALUES (now(), 0, 4, 4, 999999)`);
     expect((await verify()).problem).toMatchObject({ kind: 'retention', eventId: '999999' });
   });

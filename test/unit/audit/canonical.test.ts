@@ -1,5 +1,15 @@
+import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { CANONICAL_VERSION, canonicalBytes, type CommittedAuditEvent } from '../../../src/audit/canonical.ts';
+import { decodeCanonical, decodeCanonicalRecord, decodeLeaf } from '../../../src/audit/canonical-decode.ts';
+import {
+  CANONICAL_RECORD_VERSION,
+  CANONICAL_VERSION,
+  canonicalBytes,
+  canonicalRecordBytes,
+  type CommittedAuditEvent,
+  type CommittedAuditRecord,
+  type RecordEvent,
+} from '../../../src/audit/canonical.ts';
 
 const event: CommittedAuditEvent = {
   id: 42n,
@@ -68,5 +78,100 @@ describe('canonical bytes of an audit event (v1)', () => {
 
   it('write uuids in one case, as PostgreSQL prints them', () => {
     expect(canonicalBytes({ ...event, patientId: event.patientId!.toUpperCase() }).equals(canonicalBytes(event))).toBe(true);
+  });
+});
+
+const record: CommittedAuditRecord = {
+  id: 7n,
+  occurredAtMicros: 1_796_500_000_123_456n,
+  batchId: '1c7a8b4f-3d2e-4f60-9b0c-1d2e3f4a5b6c',
+  requestId: 'req-1',
+  actor: 'dr-north-1',
+  actorKind: 'user',
+  clientAddr: '127.0.0.1',
+  credentialId: null,
+  role: 'physician',
+  purpose: 'treatment',
+  breakGlass: false,
+  grantId: null,
+  patientId: '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b',
+  events: [
+    { action: 'read', typeName: 'Patient', field: 'ssn', recordId: null, detail: null },
+    { action: 'masked', typeName: 'Patient', field: 'mrn', recordId: null, detail: null },
+    { action: 'read', typeName: 'Encounter', field: 'notes', recordId: '2d8b9c5a-4e3f-4a71-8c1d-2e3f4a5b6c7d', detail: 'hit' },
+  ],
+};
+
+describe('canonical bytes of an audit record (v2)', () => {
+  it('are stable, start with their own tag, and decode back to the record', () => {
+    const bytes = canonicalRecordBytes(record);
+    expect(bytes[0]).toBe(CANONICAL_RECORD_VERSION.length);
+    expect(bytes.subarray(1, 1 + bytes[0]!).toString('ascii')).toBe('phigate.audit_record.v2');
+    // Pinned: a change here breaks every hash already in a log, so it must be a new version.
+    expect(createHash('sha256').update(bytes).digest('hex')).toMatchInlineSnapshot(`"0cd4ebec234f97d7f7b496496d8d2fcaf57d697db9d3230e223bbd3b68869b98"`);
+    expect(decodeCanonicalRecord(bytes)).toEqual(record);
+    expect(decodeLeaf(bytes)).toEqual({ version: 2, record });
+    expect(decodeLeaf(canonicalBytes(event))).toEqual({ version: 1, event });
+    expect(decodeCanonical(bytes)).toBeNull();
+    expect(decodeCanonicalRecord(canonicalBytes(event))).toBeNull();
+  });
+
+  it('differ whenever any one column or any one event fact differs, and with the events order and count', () => {
+    const base = canonicalRecordBytes(record).toString('hex');
+    const ev = (i: number, change: Partial<RecordEvent>): RecordEvent[] => record.events.map((e, j) => (j === i ? { ...e, ...change } : e));
+    const variants: Partial<CommittedAuditRecord>[] = [
+      { id: 8n },
+      { occurredAtMicros: record.occurredAtMicros + 1n },
+      { batchId: null },
+      { requestId: 'req-2' },
+      { actor: 'dr-north-2' },
+      { actorKind: 'partner' },
+      { clientAddr: null },
+      { credentialId: 'k_1' },
+      { role: null },
+      { purpose: 'payment' },
+      { breakGlass: true },
+      { grantId: record.batchId },
+      { patientId: null },
+      { events: ev(1, { action: 'read' }) },
+      { events: ev(0, { typeName: 'Encounter' }) },
+      { events: ev(0, { field: null }) },
+      { events: ev(2, { recordId: null }) },
+      { events: ev(2, { detail: null }) },
+      { events: [record.events[1]!, record.events[0]!, record.events[2]!] },
+      { events: record.events.slice(0, 2) },
+      { events: [...record.events, record.events[0]!] },
+    ];
+    const seen = new Set([base]);
+    for (const v of variants) {
+      const hex = canonicalRecordBytes({ ...record, ...v }).toString('hex');
+      expect(seen.has(hex), JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? String(x) : x))).toBe(false);
+      seen.add(hex);
+    }
+  });
+
+  it('do not let a value move between the record and its events, nor between events', () => {
+    // Two events whose text shifts across the boundary between them.
+    const a = { ...record, events: [{ ...record.events[0]!, detail: 'ab' }, { ...record.events[1]!, action: 'c' }] };
+    const b = { ...record, events: [{ ...record.events[0]!, detail: 'a' }, { ...record.events[1]!, action: 'bc' }] };
+    expect(canonicalRecordBytes(a).equals(canonicalRecordBytes(b))).toBe(false);
+    expect(canonicalRecordBytes({ ...record, events: [{ ...record.events[0]!, detail: '' }] }).equals(canonicalRecordBytes({ ...record, events: [record.events[0]!] }))).toBe(false);
+  });
+
+  it('are refused for a record without events, and decoding refuses bytes the encoder does not make', () => {
+    expect(() => canonicalRecordBytes({ ...record, events: [] })).toThrow(RangeError);
+    const bytes = canonicalRecordBytes(record);
+    expect(decodeCanonicalRecord(bytes.subarray(0, bytes.length - 1))).toBeNull();
+    expect(decodeCanonicalRecord(Buffer.concat([bytes, Buffer.from([0x00])]))).toBeNull();
+    // A count that says two events where three follow.
+    const tag = 1 + CANONICAL_RECORD_VERSION.length;
+    const countAt = bytes.indexOf(Buffer.from([0x03, 0, 0, 0, 0, 0, 0, 0, 3]), tag + 18);
+    expect(countAt).toBeGreaterThan(tag);
+    const wrong = Buffer.from(bytes);
+    wrong[countAt + 8] = 2;
+    expect(decodeCanonicalRecord(wrong)).toBeNull();
+    // Uppercase uuids are not what the encoder writes.
+    const upper = Buffer.from(bytes.toString('latin1').replace(record.patientId!, record.patientId!.toUpperCase()), 'latin1');
+    expect(decodeCanonicalRecord(upper)).toBeNull();
   });
 });

@@ -1,9 +1,9 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { consistencyProof } from '../../../../src/audit/log/consistency.ts';
-import { inclusionProof } from '../../../../src/audit/log/inclusion.ts';
+import { consistencyProof, consistencyRanges } from '../../../../src/audit/log/consistency.ts';
+import { inclusionProof, inclusionRanges } from '../../../../src/audit/log/inclusion.ts';
 import { rootOf } from '../../../../src/audit/log/tree.ts';
-import { consistencyRanges, inclusionRanges, rangeRoots, type LeafSource } from '../../../../src/audit/verify/prove.ts';
+import { rangeRoots, type LeafSource } from '../../../../src/audit/verify/prove.ts';
 
 // prove builds a proof's hashes from subtree roots of ranges, from cached tile roots and the
 // leaves past them, instead of holding every leaf: for every tree up to 40 leaves, with tiles
