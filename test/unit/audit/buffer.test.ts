@@ -10,28 +10,30 @@ const read = (patientId: string, field: string, recordId: string | null = null):
 });
 
 describe('the audit buffer', () => {
-  it('seals into one statement: each distinct event shape once, each event an index into them, in order', () => {
+  it('seals into one statement: a record per (patient, role, purpose, break-glass, grant), its events in order, each fact sent once', () => {
     const buffer = createAuditBuffer(request);
     buffer.add(read(P1, 'ssn'));
     buffer.add(read(P1, 'mrn'));
     buffer.add(read(P2, 'ssn'));
     buffer.add({ ...read(P2, 'notes', P1), action: 'denied', typeName: 'Encounter', role: null });
     const statement = buffer.seal()!;
-    const [batchId, requestIds, , , , credentials, actions, types, fields, roles, , , , , requests, kinds, patients, records, expected] = statement.values!;
+    const [batchId, requestIds, , , , credentials, roles, , breakGlass, , actions, types, fields, , requests, groups, shapes, patients, records, expected] =
+      statement.values!;
     expect(batchId).toMatch(/^[0-9a-f-]{36}$/);
-    expect(requestIds).toEqual(['req-1']);
-    expect(credentials).toEqual([null]);
-    expect(requests).toBe('{1,1,1,1}');
-    expect(kinds).toBe('{1,2,1,3}');
-    expect(expected).toBe(4);
-    expect(patients).toBe(`{${P1},${P1},${P2},${P2}}`);
-    expect(records).toBe(`{NULL,NULL,NULL,${P1}}`);
-    expect([actions, types, fields, roles]).toEqual([
-      ['read', 'read', 'denied'],
-      ['Patient', 'Patient', 'Encounter'],
-      ['ssn', 'mrn', 'notes'],
-      ['registrar', 'registrar', null],
+    expect(requestIds).toBe('{"req-1"}');
+    expect(credentials).toBe('{NULL}');
+    // Two (role, purpose, break-glass, grant) groups: the registrar's reads, and the denial with no role.
+    expect([roles, breakGlass]).toEqual(['{"registrar",NULL}', '{false,false}']);
+    // Three records: P1's two reads together, P2's read, P2's denial (another role, so another record).
+    expect([requests, groups, shapes]).toEqual(['{1,1,1}', '{1,1,2}', '{1,2,3}']);
+    expect(patients).toBe(`{${P1},${P2},${P2}}`);
+    expect(records).toBe(`{"{NULL,NULL}","{NULL}","{${P1}}"}`);
+    expect([actions, types, fields]).toEqual([
+      String.raw`{"{\"read\",\"read\"}","{\"read\"}","{\"denied\"}"}`,
+      String.raw`{"{\"Patient\",\"Patient\"}","{\"Patient\"}","{\"Encounter\"}"}`,
+      String.raw`{"{\"ssn\",\"mrn\"}","{\"ssn\"}","{\"notes\"}"}`,
     ]);
+    expect(expected).toBe(4);
   });
 
   it('refuses to put an id that is not a uuid into the statement', () => {
