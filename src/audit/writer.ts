@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharge } from '../db/phi-usage.ts';
 import { coalesceWrites } from '../db/coalesce-writes.ts';
 import type { Pool } from '../db/pool.ts';
+import { settleAll } from '../db/settle-all.ts';
 import type { Statement } from '../db/transaction.ts';
 import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
@@ -255,13 +256,6 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     },
     stats,
   };
-}
-
-/** Awaits pipelined statements; the first error, if any, once all have answered. */
-async function settleAll(sent: Promise<unknown>[]): Promise<{ values: unknown[]; error?: unknown }> {
-  const outcomes = await Promise.allSettled(sent);
-  const failed = outcomes.find((o) => o.status === 'rejected');
-  return { values: outcomes.map((o) => (o.status === 'fulfilled' ? o.value : undefined)), ...(failed ? { error: failed.reason } : {}) };
 }
 
 /** After a failed statement inside the batch: roll back so the connection can be reused. */
