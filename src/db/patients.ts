@@ -44,13 +44,13 @@ export interface EncounterRow extends GrantColumns {
   readonly notes?: Buffer | null;
 }
 
-/** An encounter's PHI columns a read may fetch or leave out; `kind` brings `kind_legacy` along. */
-export type EncounterPhiColumn = 'kind' | 'reason' | 'diagnosis_codes' | 'notes';
-export const ENCOUNTER_PHI_COLUMNS: readonly EncounterPhiColumn[] = ['kind', 'reason', 'diagnosis_codes', 'notes'];
-
 /** Column name of each encrypted GraphQL field, from the PHI catalogue (src/policy/phi-fields.ts). */
 export const PATIENT_COLUMNS = encryptedColumns('Patient');
 export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
+
+/** An encounter's PHI columns a read may fetch or leave out; `kind` brings `kind_legacy` along. */
+export type EncounterPhiColumn = (typeof ENCOUNTER_COLUMNS)[keyof typeof ENCOUNTER_COLUMNS];
+export const ENCOUNTER_PHI_COLUMNS: readonly EncounterPhiColumn[] = Object.values(ENCOUNTER_COLUMNS);
 
 // The live grant, judged like row security judges it (schema/migrations/034_break_glass_clinic.sql).
 const LIVE_GRANT = (patientId: string, clinicId: string) => `
