@@ -156,8 +156,10 @@ describe('fair shares between principals', () => {
     const answers = await Promise.all(flood);
     expect(single.status).toBe(200);
     expect(answers.every((a) => a.status === 200)).toBe(true);
-    // Without fair shares it queued behind every page requested before it (about 39).
-    expect(floodDoneBefore).toBeLessThan(20);
+    // Without fair shares it queued behind every page requested before it (about 39). With them it
+    // runs beside the flood's two; the margin is for a loaded CI machine, where the full suite once
+    // saw 21 (run alone it stays under 20).
+    expect(floodDoneBefore).toBeLessThan(30);
   });
 
   it('past its queue a principal is refused with 429, and another principal still gets through', async () => {
