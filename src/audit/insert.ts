@@ -117,20 +117,19 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
     }
     for (const record of byRecord.values()) {
       for (let start = 0; start < record.events.length; start += MAX_RECORD_EVENTS) {
-        const events = record.events.slice(start, start + MAX_RECORD_EVENTS);
-        const actions = textArray(events.map((e) => e.action));
-        const typeNames = textArray(events.map((e) => e.typeName));
-        const fields = textArray(events.map((e) => e.field));
-        const details = textArray(events.map((e) => e.detail ?? null));
-        const key = `${actions}\u0000${typeNames}\u0000${fields}\u0000${details}`;
+        const events = record.events.length <= MAX_RECORD_EVENTS ? record.events : record.events.slice(start, start + MAX_RECORD_EVENTS);
+        // Most records repeat a shape already seen (a page's 100 patients share one): its key is
+        // cheap to build, and the four array literals are written only for a shape not yet seen.
+        let key = '';
+        for (const e of events) key += `${e.action}\u0000${e.typeName}\u0000${e.field ?? NONE}\u0000${e.detail ?? NONE}\u0002`;
         let shape = shapeOf.get(key);
         if (shape === undefined) {
           shape = shapeOf.size + 1;
           shapeOf.set(key, shape);
-          shapes.actions.push(actions);
-          shapes.typeNames.push(typeNames);
-          shapes.fields.push(fields);
-          shapes.details.push(details);
+          shapes.actions.push(textArray(events.map((e) => e.action)));
+          shapes.typeNames.push(textArray(events.map((e) => e.typeName)));
+          shapes.fields.push(textArray(events.map((e) => e.field)));
+          shapes.details.push(textArray(events.map((e) => e.detail ?? null)));
         }
         records.req.push(req);
         records.grp.push(record.grp);
