@@ -44,8 +44,10 @@ const COLUMNS = `id::text, partner, clinics, fields, purpose, secret_hash, peppe
 
 const q = (db: Queryable, text: string, values: readonly unknown[]) => db.query<ApiKeyRow>(text, values as unknown[]);
 
+const BY_ID = `SELECT ${COLUMNS} FROM phigate.api_keys WHERE id = $1::uuid`;
+
 export async function apiKeyById(db: Queryable, id: string): Promise<ApiKeyRow | null> {
-  return (await q(db, `SELECT ${COLUMNS} FROM phigate.api_keys WHERE id = $1::uuid`, [id])).rows[0] ?? null;
+  return (await q(db, BY_ID, [id])).rows[0] ?? null;
 }
 
 /** A pool, never a request's transaction: a credential is looked up before there is one. */
@@ -59,7 +61,7 @@ export interface LookupPool {
  * database cannot keep the pool's connections for lookups nobody waits for any more.
  */
 export async function lookupApiKey(db: LookupPool, id: string, timeoutMs: number): Promise<ApiKeyRow | null> {
-  const query = { text: `SELECT ${COLUMNS} FROM phigate.api_keys WHERE id = $1::uuid`, values: [id], query_timeout: timeoutMs };
+  const query = { text: BY_ID, values: [id], query_timeout: timeoutMs };
   return (await db.query<ApiKeyRow>(query)).rows[0] ?? null;
 }
 
