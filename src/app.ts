@@ -40,6 +40,8 @@ export interface App {
   readonly auditPool: Pool;
   /** Work anyone can cause before authenticating (key lookups, the clinic list, /metrics, /readyz); see assembleApp. */
   readonly preauthPool: Pool;
+  /** Search counts (src/db/search-quota.ts), apart from the writer's connections. */
+  readonly quotaPool: Pool;
   readonly auditWriter: AuditWriter;
   readonly keyring: Keyring;
   readonly cipher: FieldCipher;
@@ -55,6 +57,11 @@ export interface App {
 }
 
 export const devIssuerUrl = (config: Config): string => `http://${config.host}:${config.port}/dev-issuer`;
+
+/** Ends every connection pool of the app: the one list, so that no pool is left open at shutdown. */
+export async function endAppPools(app: App): Promise<void> {
+  await Promise.all([app.pool, app.keyPool, app.auditPool, app.preauthPool, app.quotaPool, app.logPool].map((p) => p.end()));
+}
 
 /** Everything the gateway needs, checked before it listens: any failure here stops start-up. */
 export async function assembleApp(config: Config, appUrl: string, logger: Logger): Promise<App> {
@@ -167,7 +174,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });
     const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger });
-    return { pool, keyPool, auditPool, preauthPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
+    return { pool, keyPool, auditPool, preauthPool, quotaPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
   } catch (err) {
     await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), preauthPool.end(), tracing?.shutdown()]);
     throw err;

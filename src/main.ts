@@ -1,4 +1,4 @@
-import { assembleApp } from './app.ts';
+import { assembleApp, endAppPools } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { databaseUrls } from './dev/embedded-stack.ts';
 import { limitHeapGrowth } from './heap.ts';
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
       await app.auditLog.stop().catch((err: Error) => logger.error({ err: { name: err.name, code: (err as { code?: string }).code } }, 'audit log: final seal failed'));
       // Every request's spans have ended by now; the last of them leave with this flush.
       await app.partnerKeys.close();
-      await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.logPool.end(), app.preauthPool.end(), app.tracing?.shutdown()]);
+      await Promise.all([endAppPools(app), app.tracing?.shutdown()]);
       await db.stop();
     } catch (err) {
       logger.error({ err: (err as Error).message }, 'shutdown failed');

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { CreateKeyCommand, KMSClient } from '@aws-sdk/client-kms';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assembleApp } from '../../src/app.ts';
+import { assembleApp, endAppPools } from '../../src/app.ts';
 import { openNote, parseVerifierKey, verifierKey } from '../../src/audit/log/note.ts';
 import { kmsSigner } from '../../src/audit/log/signer.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -215,7 +215,7 @@ describe('a production start with PHIGATE_KMS=aws', () => {
       await app.auditLog.stop();
       await app.auditWriter.close();
       await app.partnerKeys.close();
-      await Promise.all([app.pool.end(), app.keyPool.end(), app.auditPool.end(), app.logPool.end()]);
+      await endAppPools(app);
     }
   });
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assembleApp, type App } from '../../src/app.ts';
+import { assembleApp, endAppPools, type App } from '../../src/app.ts';
 import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createPeppers } from '../../src/auth/api-key-pepper.ts';
@@ -194,7 +194,7 @@ describe('the gateway as src/app.ts assembles it', () => {
     await app?.auditWriter.close();
     await app?.auditLog.stop();
     await app?.partnerKeys.close();
-    await Promise.all([app?.pool.end(), app?.keyPool.end(), app?.auditPool.end(), app?.logPool.end(), app?.preauthPool.end()]);
+    if (app) await endAppPools(app);
     await db?.drop();
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
   });
