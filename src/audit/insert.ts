@@ -1,4 +1,5 @@
 import type { Statement } from '../db/transaction.ts';
+import { MAX_RECORD_EVENTS } from './canonical.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
 
 /** One request's events, as one batch writes them. */
@@ -7,8 +8,6 @@ export interface AuditPart {
   readonly events: readonly AuditEvent[];
 }
 
-/** Events of one row of phigate.audit_records at most: event i of record r has id (r.id << 16) + i. */
-export const MAX_RECORD_EVENTS = 65_536;
 
 // One statement for a whole batch, however many requests and fields it holds, writing the narrow
 // layout of schema/migrations/028_audit_records.sql: one row of phigate.audit_records per
