@@ -13,6 +13,58 @@ import type { Sink, SinkPosition } from './sink.ts';
 const FILE = /^audit-(\d{20})\.jsonl$/;
 const fileName = (firstLeaf: number) => `audit-${String(firstLeaf).padStart(20, '0')}.jsonl`;
 
+/**
+ * The position `files` (sorted names) hold: after the last leaf line and the last checkpoint line,
+ * read from the newest file back. `linesOf` gives a file's complete lines.
+ */
+async function positionOf(files: readonly string[], linesOf: (file: string) => Promise<string[]>): Promise<SinkPosition> {
+  let nextLeaf: number | null = null;
+  let nextCheckpoint: number | null = null;
+  for (let i = files.length - 1; i >= 0 && (nextLeaf === null || nextCheckpoint === null); i--) {
+    const lines = await linesOf(files[i]!);
+    for (let j = lines.length - 1; j >= 0 && (nextLeaf === null || nextCheckpoint === null); j--) {
+      const line = parseSinkLine(lines[j]!);
+      if (line !== null && line.audit !== 'checkpoint') nextLeaf ??= line.leaf + 1;
+      if (line?.audit === 'checkpoint') nextCheckpoint ??= line.size + 1;
+    }
+    // A file starts at its first leaf: without a leaf's line in it, that is where to resume.
+    nextLeaf ??= Number(FILE.exec(files[i]!)![1]);
+  }
+  return { nextLeaf: nextLeaf ?? 0, nextCheckpoint: nextCheckpoint ?? 0 };
+}
+
+/**
+ * The position of the file sink in `dir` as another process sees it, changing nothing: a torn last
+ * line (a crash, or a deliverer appending right now) is left out rather than cut off, and a
+ * missing directory is not created. What it counts is made durable first (the deliverer may not
+ * have reached its fsync yet), so a crash cannot take back lines it counted. Throws what the file
+ * system throws when `dir` cannot be read.
+ */
+export async function readFileSinkPosition(dir: string): Promise<SinkPosition> {
+  const files = (await readdir(dir)).filter((f) => FILE.test(f)).sort();
+  await syncPath(dir);
+  return positionOf(files, async (file) => {
+    const h = await open(path.join(dir, file), 'r');
+    try {
+      const text = await h.readFile('utf8');
+      // After the read: the sync then covers every line read.
+      await h.sync();
+      return text.slice(0, text.lastIndexOf('\n') + 1).split('\n').slice(0, -1);
+    } finally {
+      await h.close();
+    }
+  });
+}
+
+async function syncPath(p: string): Promise<void> {
+  const h = await open(p, 'r');
+  try {
+    await h.sync();
+  } finally {
+    await h.close();
+  }
+}
+
 export function fileSink(dir: string, maxBytes: number): Sink {
   // What this process last wrote; re-read from disk whenever the newest file is not as it left it.
   let known: { file: string; size: number; position: SinkPosition } | null = null;
@@ -39,22 +91,6 @@ export function fileSink(dir: string, maxBytes: number): Sink {
     return text.slice(0, end).split('\n').slice(0, -1);
   }
 
-  async function readPosition(all: string[]): Promise<SinkPosition> {
-    let nextLeaf: number | null = null;
-    let nextCheckpoint: number | null = null;
-    for (let i = all.length - 1; i >= 0 && (nextLeaf === null || nextCheckpoint === null); i--) {
-      const lines = await completeLines(all[i]!);
-      for (let j = lines.length - 1; j >= 0 && (nextLeaf === null || nextCheckpoint === null); j--) {
-        const line = parseSinkLine(lines[j]!);
-        if (line !== null && line.audit !== 'checkpoint') nextLeaf ??= line.leaf + 1;
-        if (line?.audit === 'checkpoint') nextCheckpoint ??= line.size + 1;
-      }
-      // A file starts at its first leaf: without a leaf's line in it, that is where to resume.
-      nextLeaf ??= Number(FILE.exec(all[i]!)![1]);
-    }
-    return { nextLeaf: nextLeaf ?? 0, nextCheckpoint: nextCheckpoint ?? 0 };
-  }
-
   return {
     name: `file:${dir}`,
     async position() {
@@ -62,7 +98,7 @@ export function fileSink(dir: string, maxBytes: number): Sink {
       const newest = all.at(-1);
       if (newest === undefined) return { nextLeaf: 0, nextCheckpoint: 0 };
       if (known !== null && known.file === newest && (await stat(path.join(dir, newest))).size === known.size) return known.position;
-      const position = await readPosition(all);
+      const position = await positionOf(all, completeLines);
       known = { file: newest, size: (await stat(path.join(dir, newest))).size, position };
       return position;
     },
@@ -87,14 +123,7 @@ export function fileSink(dir: string, maxBytes: number): Sink {
       } finally {
         await h.close();
       }
-      if (created) {
-        const d = await open(dir, 'r');
-        try {
-          await d.sync();
-        } finally {
-          await d.close();
-        }
-      }
+      if (created) await syncPath(dir);
       known = { file, size: size + data.length, position: next };
     },
   };
