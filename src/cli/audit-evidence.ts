@@ -6,7 +6,8 @@ import { auditSigner } from '../audit/log/from-config.ts';
 import { parseVerifierKey, verifierKey, type Verifier } from '../audit/log/note.ts';
 import { checkProof } from '../audit/log/proof.ts';
 import { describeLeaf, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
-import { retainAuditEvents } from '../audit/verify/retain.ts';
+import { retainAuditEvents, type RetentionRun } from '../audit/verify/retain.ts';
+import { sinkPositions, SinkUnreadableError } from '../audit/verify/sink-positions.ts';
 import { verifyLog } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
 import { pgConnection } from '../db/tls.ts';
@@ -47,7 +48,8 @@ export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR]
                                 check a proof (stdin without --proof) with the public key alone, offline;
                                 with --event, also that event ID is inside the proven entry
   audit retain [--days N] --confirm
-                                remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves`;
+                                remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves,
+                                and none the sinks (PHIGATE_AUDIT_SINK_DIR, _STDOUT) have not delivered yet`;
 
 export type Io = { readonly out: (s: string) => void; readonly err: (s: string) => void };
 
@@ -176,14 +178,24 @@ async function retain(v: Values, config: Config, io: Io): Promise<number> {
   const days = v.days === undefined ? config.auditRetentionDays : whole('days', v.days);
   if (days < 1) throw new AuditEvidenceError('--days must be at least 1');
   const before = new Date(Date.now() - days * 86_400_000);
+  const sinks = { sinkDir: config.auditLog.sinkDir, sinkStdout: config.auditLog.sinkStdout };
   if (v.confirm !== true) {
-    io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers; run again with --confirm`);
+    io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers and every configured sink has delivered; run again with --confirm`);
     return 2;
   }
-  const r = await withMigrator(config, io, (c) => retainAuditEvents(c, before, `retain-${randomUUID()}`));
+  const r = await withMigrator(config, io, async (c) => retainAuditEvents(c, before, `retain-${randomUUID()}`, await sinkPositions(sinks, c))).catch((e: unknown) => {
+    if (e instanceof SinkUnreadableError) throw new AuditEvidenceError(`retention refused: ${e.message}`);
+    throw e;
+  });
   const range = r.events === 0 ? 'no events' : `${r.events} events (leaves ${r.fromLeaf} to ${r.toLeaf - 1})`;
-  io.out(`retention: removed ${range} older than ${before.toISOString()}; their leaf hashes and every checkpoint stay; audited as event ${r.eventId}`);
+  io.out(`retention: removed ${range} older than ${before.toISOString()}; ${heldBack(r)}; their leaf hashes and every checkpoint stay; audited as event ${r.eventId}`);
   return 0;
+}
+
+function heldBack(r: RetentionRun): string {
+  if (r.bound === null) return 'no sink configured, so none bounds the run';
+  const sink = `the sink ${r.bound.sink} (at leaf ${r.bound.nextLeaf})`;
+  return r.heldBack === 0 ? `none held back by ${sink}` : `held back ${r.heldBack} leaves past retention that ${sink} has not delivered yet`;
 }
 
 /** check-proof reads its arguments and files only, never the environment. */

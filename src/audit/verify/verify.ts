@@ -4,6 +4,7 @@ import { openNote, type Verifier } from '../log/note.ts';
 import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { growingTree, leafHash } from '../log/tree.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
+import { retentionDetail } from './retain.ts';
 
 /**
  * `phigate audit verify` (docs/audit-log.md, "Verifying the log"): trusts nothing the database
@@ -176,13 +177,16 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
 
     // Retention: consecutive ranges from leaf 0, each with its own audit event.
     const runs = (
-      await db.query<{ id: string; from_leaf: string; to_leaf: string; event_id: string }>(
-        'SELECT id, from_leaf, to_leaf, event_id FROM phigate.audit_retention_runs ORDER BY id',
+      await db.query<{ id: string; from_leaf: string; to_leaf: string; event_id: string; sink_bound: string | null }>(
+        'SELECT id, from_leaf, to_leaf, event_id, sink_bound FROM phigate.audit_retention_runs ORDER BY id',
       )
     ).rows;
     let retired = 0;
     for (const r of runs) {
       if (Number(r.from_leaf) !== retired) fail('retention', null, `retention run ${r.id} starts at leaf ${r.from_leaf}, the previous run ended at ${retired}`);
+      if (r.sink_bound !== null && Number(r.to_leaf) > Math.max(Number(r.from_leaf), Number(r.sink_bound))) {
+        fail('retention', r.event_id, `retention run ${r.id} removed leaves up to ${r.to_leaf}, past its sinks' bound ${r.sink_bound}`);
+      }
       retired = Number(r.to_leaf);
     }
     const retentionEvents = new Map(runs.map((r) => [r.event_id, r]));
@@ -235,7 +239,7 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
             if (!hash.equals(r.leaf_hash)) leafFail(i, 'event_altered', r.key, `event ${r.key} (leaf ${i}) differs from what was logged: its bytes do not hash to its leaf`);
           }
           const run = retentionEvents.get(r.key);
-          if (run !== undefined && (r.actions.length !== 1 || r.actions[0] !== 'retention' || r.details[0] !== `leaves:${run.from_leaf}-${run.to_leaf}`)) {
+          if (run !== undefined && (r.actions.length !== 1 || r.actions[0] !== 'retention' || r.details[0] !== retentionDetail(run.from_leaf, run.to_leaf, run.sink_bound))) {
             leafFail(i, 'retention', r.key, `retention run ${run.id} names event ${r.key}, which is not its retention event`);
           }
           retentionEvents.delete(r.key);
@@ -284,7 +288,7 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       if (leaf !== undefined && Number(leaf.leaf_index) < retired) continue;
       const { rowCount } = await db.query(
         "SELECT 1 FROM phigate.audit_events WHERE id = $1 AND action = 'retention' AND detail = $2",
-        [eventId, `leaves:${run.from_leaf}-${run.to_leaf}`],
+        [eventId, retentionDetail(run.from_leaf, run.to_leaf, run.sink_bound)],
       );
       if (rowCount === 0) fail('retention', eventId, `retention run ${run.id} (leaves ${run.from_leaf} to ${run.to_leaf}) has no retention event ${eventId}: its events were removed some other way`);
     }

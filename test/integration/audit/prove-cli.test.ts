@@ -7,6 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { verifierKey } from '../../../src/audit/log/note.ts';
 import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
+import { deliver } from '../../../src/audit/sink/deliver.ts';
+import { fileSink } from '../../../src/audit/sink/file.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
 
@@ -164,10 +166,53 @@ describe('phigate audit retain', { timeout: 120_000 }, () => {
   it('asks for --confirm, then removes what is past the period (here nothing) and is audited either way', async () => {
     expect(await cli(['audit', 'retain'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('run again with --confirm') });
     const r = await cli(['audit', 'retain', '--days', '1', '--confirm'], operator());
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^retention: removed no events older than .*; audited as event \d+\n$/) });
+    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^retention: removed no events older than .*; no sink configured, so none bounds the run; .*audited as event \d+\n$/) });
     const id = /event (\d+)\n$/.exec(r.stdout)![1];
     const row = await withClient(db.adminUrl, async (c) => (await c.query('SELECT action, actor_kind, detail FROM phigate.audit_events WHERE id = $1', [id])).rows[0]);
     expect(row).toEqual({ action: 'retention', actor_kind: 'system', detail: 'leaves:0-0' });
+  });
+
+  it('stays behind the file sink and says how far; refuses, removing nothing, when the sink cannot be read', async () => {
+    // A database of its own: four records of three events from seven years ago, the sink holding the first two.
+    const old = await createTestDatabase();
+    const oldPool = createPool(old.appUrl, { max: 2, applicationName: 'phigate-audit' });
+    const sinkDir = path.join(dir, `sink-${old.name}`);
+    try {
+      const signer = await fileSigner(keyFile, ORIGIN);
+      for (const round of [0, 1]) {
+        await withClient(old.adminUrl, (c) =>
+          c.query(
+            `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+             SELECT now() - interval '7 years', 'req-old-' || g, 'dr-old', 'user', 'physician', 'treatment', gen_random_uuid(), ARRAY['read', 'read', 'read'],
+                    ARRAY['Patient', 'Patient', 'Patient'], ARRAY['ssn', 'mrn', 'givenName'], ARRAY[NULL, NULL, NULL]::uuid[], ARRAY[NULL, NULL, NULL]::text[]
+             FROM generate_series(1, 2) g`,
+          ),
+        );
+        for (let sealed = 0; sealed < 2; ) {
+          sealed += await sealAll(oldPool, 1000);
+          if (sealed < 2) await new Promise((r) => setTimeout(r, 50));
+        }
+        await checkpoint(oldPool, signer, { seconds: 0, events: 1, force: true });
+        if (round === 0) await deliver(oldPool, fileSink(sinkDir, 1 << 20), 1000);
+      }
+      const env = { ...operator(), DATABASE_URL: old.appUrl, PHIGATE_MIGRATE_URL: old.adminUrl };
+      const runs = () => withClient(old.adminUrl, async (c) => (await c.query('SELECT from_leaf, to_leaf, sink_bound FROM phigate.audit_retention_runs ORDER BY id')).rows);
+
+      const missing = path.join(dir, `no-sink-${old.name}`);
+      const refused = await cli(['audit', 'retain', '--confirm'], { ...env, PHIGATE_AUDIT_SINK_DIR: missing });
+      expect(refused).toMatchObject({ code: 2, stdout: '' });
+      expect(refused.stderr).toBe(`phigate: retention refused: the audit sink file:${missing} cannot be read (ENOENT), so retention cannot tell what it has delivered; nothing was removed\n`);
+      expect(await runs()).toEqual([]);
+
+      const r = await cli(['audit', 'retain', '--confirm'], { ...env, PHIGATE_AUDIT_SINK_DIR: sinkDir });
+      expect(r.stderr).toBe('');
+      expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^retention: removed 6 events \(leaves 0 to 1\) older than .*; held back 2 leaves past retention that the sink file:\S+ \(at leaf 2\) has not delivered yet; .*audited as event \d+\n$/) });
+      expect(r.stdout).toContain(`file:${sinkDir} (at leaf 2)`);
+      expect(await runs()).toEqual([{ from_leaf: '0', to_leaf: '2', sink_bound: '2' }]);
+    } finally {
+      await oldPool.end();
+      await old.drop();
+    }
   });
 });
 

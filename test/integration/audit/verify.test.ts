@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
@@ -13,6 +13,7 @@ import { fileSink } from '../../../src/audit/sink/file.ts';
 import { checkProof } from '../../../src/audit/log/proof.ts';
 import { proveConsistency, proveEvent } from '../../../src/audit/verify/prove.ts';
 import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
+import { sinkPositions, SinkUnreadableError } from '../../../src/audit/verify/sink-positions.ts';
 import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
@@ -483,7 +484,7 @@ describe('retention', () => {
     const checkpointsBefore = await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows);
     const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
 
-    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1'));
+    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1', []));
     // 2 v1 events and 6 records of 3 events: 8 leaves, 20 events.
     expect(run).toMatchObject({ fromLeaf: 0, toLeaf: old.length, events: 2 + 6 * 3 });
     const left = await admin(async (c) => (await c.query<{ key: string }>('SELECT (id << 16)::text AS key FROM phigate.audit_records ORDER BY id')).rows.map((r) => r.key));
@@ -504,7 +505,7 @@ describe('retention', () => {
     expect(await verify(sinkDir)).toMatchObject({ problem: null, sinkCompared: recent.length + 1 });
 
     // A second run finds nothing more to remove, and is audited all the same.
-    const again = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-2'));
+    const again = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-2', []));
     expect(again).toMatchObject({ fromLeaf: old.length, toLeaf: old.length, events: 0 });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
@@ -523,11 +524,11 @@ describe('retention', () => {
     // An old record sealed but under no checkpoint yet: it stays, for now.
     await admin((c) => addRecord(c, 'unsigned', longAgo, 2));
     await sealEverything();
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-1'))).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length * 3 });
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-1', []))).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length * 3 });
     // Now signed, followed by recent records, then old ones again: the next run ends at the first recent one.
     await buildLog(1, 2);
     await buildLog(1, 2, longAgo);
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2'))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length + 1, events: 2 });
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2', []))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length + 1, events: 2 });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
     expect(await verify()).toMatchObject({ problem: null, retired: signed.length + 1 });
@@ -552,6 +553,99 @@ describe('retention', () => {
       return c.query('UPDATE phigate.audit_records SET fields[1] = NULL WHERE id = $1::bigint >> 16', [events[0]]).then(() => null, (e: { code?: string }) => e);
     });
     expect(update).toMatchObject({ code: '42501' });
+  });
+
+  it('stays behind a sink that has not delivered what is past retention, and records the bound it used', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    // The sink took the first 3 leaves, then fell behind: 6 leaves are past retention, it holds 3.
+    const first = await buildLog(1, 3, longAgo);
+    await writeSink(sinkDir);
+    const all = await buildLog(1, 3, longAgo);
+    const sinks = { sinkDir, sinkStdout: false };
+    // A deliverer caught mid-line: the torn line is not counted, and reading leaves it where it is.
+    const file = path.join(sinkDir, (await readdir(sinkDir)).sort().at(-1)!);
+    await appendFile(file, '{"audit":"record","leaf":3,"id":"');
+    const size = (await stat(file)).size;
+
+    const run = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-behind', await sinkPositions(sinks, c)));
+    expect((await stat(file)).size).toBe(size);
+    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: first.length, events: first.length * 3, heldBack: all.length - first.length, bound: { sink: `file:${sinkDir}`, nextLeaf: first.length } });
+    // What the sink has not got stays in the database, whole.
+    expect(await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_records WHERE id << 16 = ANY($1::bigint[])', [all.slice(first.length)])).rows[0]!.n))).toBe(all.length - first.length);
+    const row = await admin(async (c) => (await c.query('SELECT sink_bound FROM phigate.audit_retention_runs WHERE event_id = $1', [run.eventId])).rows[0]);
+    expect(row).toEqual({ sink_bound: String(first.length) });
+    const audit = await admin(async (c) => (await c.query('SELECT detail FROM phigate.audit_events WHERE id = $1', [run.eventId])).rows[0]);
+    expect(audit).toEqual({ detail: `leaves:0-${first.length}:sink:${first.length}` });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect(await verify(sinkDir)).toMatchObject({ problem: null, retired: first.length });
+
+    // Once the sink has caught up (and is ahead of what retention may take), it bounds nothing.
+    await writeSink(sinkDir);
+    const next = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-caught-up', await sinkPositions(sinks, c)));
+    expect(next).toMatchObject({ fromLeaf: first.length, toLeaf: all.length, heldBack: 0, bound: { nextLeaf: all.length + 1 } });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    await writeSink(sinkDir);
+    expect(await verify(sinkDir)).toMatchObject({ problem: null, retired: all.length });
+  });
+
+  it('is bounded by the sink furthest behind: the stdout cursor, or no cursor at all', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    const old = await buildLog(2, 3, longAgo);
+    await writeSink(sinkDir);
+    const both = { sinkDir, sinkStdout: true };
+    // stdout has delivered nothing yet (no cursor row): nothing goes, and the run says why.
+    const none = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-0', await sinkPositions(both, c)));
+    expect(none).toMatchObject({ fromLeaf: 0, toLeaf: 0, events: 0, heldBack: old.length, bound: { sink: 'stdout', nextLeaf: 0 } });
+    await admin((c) => c.query("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('stdout', 2, 0)"));
+    const two = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-2', await sinkPositions(both, c)));
+    expect(two).toMatchObject({ fromLeaf: 0, toLeaf: 2, heldBack: old.length - 2, bound: { sink: 'stdout', nextLeaf: 2 } });
+    // With no sink configured nothing bounds the run (the event says no bound either).
+    const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', []));
+    expect(free).toMatchObject({ fromLeaf: 2, toLeaf: old.length, heldBack: 0, bound: null });
+    expect(await admin(async (c) => (await c.query('SELECT detail FROM phigate.audit_events WHERE id = $1', [free.eventId])).rows[0])).toEqual({ detail: `leaves:2-${old.length}` });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect(await verify()).toMatchObject({ problem: null, retired: old.length });
+    // A run row whose range passes the bound it names was not made by the job.
+    await tamper('UPDATE phigate.audit_retention_runs SET sink_bound = 1 WHERE event_id = $1', [two.eventId]);
+    expect((await verify()).problem).toMatchObject({ kind: 'retention', eventId: two.eventId });
+  });
+
+  it('refuses when a configured sink cannot be read, naming it, and removes nothing', async () => {
+    await fresh();
+    const missing = path.join(dir, `no-such-sink-${db.name}`);
+    const notADir = path.join(dir, `sink-file-${db.name}`);
+    await writeFile(notADir, '');
+    for (const [sinkDir, code] of [[missing, 'ENOENT'], [notADir, 'ENOTDIR']] as const) {
+      const err = await admin((c) => sinkPositions({ sinkDir, sinkStdout: false }, c)).then(() => null, (e: unknown) => e);
+      expect(err).toBeInstanceOf(SinkUnreadableError);
+      expect(err).toMatchObject({ sink: `file:${sinkDir}`, reason: code, message: expect.stringContaining(`the audit sink file:${sinkDir} cannot be read (${code})`) });
+    }
+    // The stdout cursor unreadable: a role without the grant stands in for a database that refuses the read.
+    const err = await withClient(db.adminUrl, async (c) => {
+      await c.query('BEGIN');
+      await c.query(`CREATE ROLE ${db.name}_nobody NOLOGIN`);
+      await c.query(`SET LOCAL ROLE ${db.name}_nobody`);
+      try {
+        return await sinkPositions({ sinkDir: null, sinkStdout: true }, c).then(() => null, (e: unknown) => e);
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    expect(err).toMatchObject({ sink: 'stdout', reason: '42501' });
+    expect((err as Error).message).not.toMatch(/select|audit_sink_cursors/i);
+    // An empty sink directory is readable: a sink that has delivered nothing yet.
+    const empty = path.join(dir, `sink-empty-${db.name}`);
+    await mkdir(empty);
+    expect(await admin((c) => sinkPositions({ sinkDir: empty, sinkStdout: false }, c))).toEqual([{ sink: `file:${empty}`, nextLeaf: 0 }]);
   });
 
   it('a range removed by hand and passed off as retention is named', async () => {
