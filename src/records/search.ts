@@ -1,3 +1,4 @@
+import type { AuditEvent } from '../audit/event.ts';
 import type { BlindIndexColumn } from '../crypto/blind-index.ts';
 import { searchByBlindIndex, type PatientRow } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
@@ -14,6 +15,12 @@ export type IdentifierKind = keyof typeof SEARCHES;
 
 /** How a search ended, as its audit row says (`detail` is `<kind>:<outcome>`). */
 type Outcome = 'hit' | 'miss' | 'ambiguous' | 'refused' | 'limited';
+
+// The outcomes that tell the principal something, each after budget.search() charged the search.
+const DISCLOSED = /:(hit|miss|ambiguous)$/;
+
+/** Whether `event` is the audit event of a search that was charged and answered (not refused or limited). */
+export const disclosesSearch = (event: AuditEvent): boolean => event.action === 'search' && typeof event.detail === 'string' && DISCLOSED.test(event.detail);
 
 /**
  * Finds a patient by an identifier. Confirming that someone is a patient is itself a disclosure, so
@@ -50,20 +57,21 @@ export async function searchPatient(scope: RequestScope, kind: IdentifierKind, r
   }
   const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
   const result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
-  // The PHI caps are known once the request's first statement has answered (phi-minute.ts), so
-  // they are checked here, before the result is looked at: a refusal says the same for a hit and a miss.
-  const capped = scope.budget.search();
-  if (capped !== null) {
-    audit('limited');
-    const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
-    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; the search result is withheld.`, { reason: capped, http: null });
-  }
+  // Both limits are checked before the result is looked at: a refusal says the same for a hit and
+  // a miss. The searches per minute first, so that a search they refuse is not charged as a value.
   if (!result.allowed) {
     audit('limited');
     throw new PhigateError('RATE_LIMITED', 'Your searches per minute are used up; retry when the minute ends.', {
       reason: 'search_rate',
       http: { status: 429, headers: { 'Retry-After': String(result.retryAfterSeconds) } },
     });
+  }
+  // The PHI caps are known once the request's first statement has answered (phi-minute.ts).
+  const capped = scope.budget.search();
+  if (capped !== null) {
+    audit('limited');
+    const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
+    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; the search result is withheld.`, { reason: capped, http: null });
   }
   if (result.rows.length > 1) {
     audit('ambiguous');
