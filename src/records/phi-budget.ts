@@ -1,4 +1,3 @@
-import type { AuditEvent } from '../audit/event.ts';
 import { PhigateError } from '../errors.ts';
 
 /** Which limit stopped a value: the request's own, or what was left of the principal's minute. */
@@ -11,6 +10,21 @@ export interface Allowance {
   readonly values: number;
   readonly rowsReason: CapReason;
   readonly valuesReason: CapReason;
+}
+
+/**
+ * What the request charged to its budget, for the check that its events account for every charge
+ * (events-missing.ts): live counts, read once the request has ended.
+ */
+export interface Charges {
+  /** Every value charged: fields and searches. */
+  readonly values: number;
+  /** Of those, searches by an identifier. */
+  readonly searches: number;
+  /** Of those, fields that failed before they were shown (failed()). */
+  readonly failed: number;
+  /** Per patient, the fields charged and not failed: each must have its read or masked event. */
+  readonly owed: ReadonlyMap<string, { readonly fields: number }>;
 }
 
 /**
@@ -28,6 +42,11 @@ export interface PhiBudget {
    */
   take(patientId: string): CapReason | null;
   /**
+   * A value of `patientId` that take() counted and that then failed (its key unavailable): it
+   * shows nothing and leaves its error in the answer instead of an event. It stays charged.
+   */
+  failed(patientId: string): void;
+  /**
    * Counts one search by an identifier as one value, before it runs, and refuses it unless a row
    * is left as well: were the row checked only on a hit, the refusal would tell hit from miss.
    */
@@ -36,17 +55,34 @@ export interface PhiBudget {
   found(patientId: string): void;
   end(): void;
   readonly used: { readonly rows: number; readonly values: number };
+  readonly charges: Charges;
 }
 
 const NOTHING: Allowance = { rows: 0, values: 0, rowsReason: 'phi_request_cap', valuesReason: 'phi_request_cap' };
 
 export function createPhiBudget(): PhiBudget {
   let allowance = NOTHING;
-  const rows = new Set<string>();
+  // The rows shown, each with its fields owed an event: one map for both, one lookup per value
+  // (a counter object per row, so that a value is counted without writing the map again).
+  const owed = new Map<string, { fields: number }>();
   let values = 0;
+  let searches = 0;
+  let failed = 0;
   let ended = false;
   const assertOpen = () => {
     if (ended) throw new PhigateError('INTERNAL', 'The request has ended.', { reason: 'request_ended' });
+  };
+  const charges: Charges = {
+    get values() {
+      return values;
+    },
+    get searches() {
+      return searches;
+    },
+    get failed() {
+      return failed;
+    },
+    owed,
   };
   return {
     allow(next) {
@@ -54,43 +90,38 @@ export function createPhiBudget(): PhiBudget {
     },
     take(patientId) {
       assertOpen();
-      const newRow = !rows.has(patientId);
-      if (newRow && rows.size >= allowance.rows) return allowance.rowsReason;
+      const row = owed.get(patientId);
+      if (row === undefined && owed.size >= allowance.rows) return allowance.rowsReason;
       if (values >= allowance.values) return allowance.valuesReason;
-      rows.add(patientId);
+      if (row === undefined) owed.set(patientId, { fields: 1 });
+      else row.fields++;
       values++;
       return null;
+    },
+    failed(patientId) {
+      const row = owed.get(patientId);
+      // Only what take() counted can fail; anything else is not excused.
+      if (row === undefined || row.fields === 0) return;
+      row.fields--;
+      failed++;
     },
     search() {
       assertOpen();
-      if (rows.size >= allowance.rows) return allowance.rowsReason;
+      if (owed.size >= allowance.rows) return allowance.rowsReason;
       if (values >= allowance.values) return allowance.valuesReason;
       values++;
+      searches++;
       return null;
     },
     found(patientId) {
-      rows.add(patientId);
+      if (!owed.has(patientId)) owed.set(patientId, { fields: 0 });
     },
     end() {
       ended = true;
     },
     get used() {
-      return { rows: rows.size, values };
+      return { rows: owed.size, values };
     },
+    charges,
   };
-}
-
-const showsPhi = (event: AuditEvent): boolean => event.action === 'read' || event.action === 'masked' || event.action === 'search';
-
-/**
- * Whether the request counted PHI that no audit event accounts for: values (or a row) were taken
- * from its budget, which only happens right before they are shown, yet none of its events shows a
- * value or a search. A value that failed to open (KEY_UNAVAILABLE) was taken but shows nothing and
- * leaves one error in the answer instead, so it is excused by that error; anything beyond means a
- * path showed PHI without recording it, and the answer must not leave.
- */
-export function unaudited(used: { readonly rows: number; readonly values: number }, events: readonly AuditEvent[], answerErrors: number): boolean {
-  if (used.rows === 0 && used.values === 0) return false;
-  if (events.some(showsPhi)) return false;
-  return used.values === 0 || used.values > answerErrors;
 }

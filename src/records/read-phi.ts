@@ -95,13 +95,23 @@ const notFetched = () => new PhigateError('INTERNAL', 'The field was not loaded.
  */
 export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null | undefined): string | null | Promise<string | null> {
   const verdict = admit(scope, ref);
-  if (ciphertext === undefined) throw notFetched();
-  if (ciphertext === null) return empty(scope, ref, verdict);
-  // The ref names its table, column and row: it is the AAD, with no object made per value.
-  const plain = tracing()
-    ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext))
-    : scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext);
-  return plain instanceof Promise ? plain.then((p) => shown(scope, ref, verdict, p)) : shown(scope, ref, verdict, plain);
+  try {
+    if (ciphertext === undefined) throw notFetched();
+    if (ciphertext === null) return empty(scope, ref, verdict);
+    // The ref names its table, column and row: it is the AAD, with no object made per value.
+    const plain = tracing()
+      ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext))
+      : scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext);
+    return plain instanceof Promise ? plain.then((p) => shown(scope, ref, verdict, p)).catch((e: unknown) => unshown(scope, ref, e)) : shown(scope, ref, verdict, plain);
+  } catch (e) {
+    return unshown(scope, ref, e);
+  }
+}
+
+/** A value admitted (so charged) that then failed: nothing shown, no event owed (events-missing.ts). */
+function unshown(scope: RequestScope, ref: PhiRef, err: unknown): never {
+  scope.budget.failed(ref.patientId);
+  throw err;
 }
 
 /**
@@ -111,7 +121,11 @@ export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | n
  */
 export function readPlainPhi(scope: RequestScope, ref: PhiRef, value: string | null | undefined): string | null {
   const verdict = admit(scope, ref);
-  if (value === undefined) throw notFetched();
-  if (value === null) return empty(scope, ref, verdict);
-  return shown(scope, ref, verdict, value);
+  try {
+    if (value === undefined) throw notFetched();
+    if (value === null) return empty(scope, ref, verdict);
+    return shown(scope, ref, verdict, value);
+  } catch (e) {
+    return unshown(scope, ref, e);
+  }
 }

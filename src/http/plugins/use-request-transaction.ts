@@ -7,7 +7,8 @@ import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
 import { flatLineWriter, type FlatFields, type Logger } from '../../log.ts';
-import { isCapReason, unaudited } from '../../records/phi-budget.ts';
+import { eventsMissing } from '../../records/events-missing.ts';
+import { isCapReason } from '../../records/phi-budget.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
 
 const isAsyncIterable = (x: unknown): x is AsyncIterable<unknown> => typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
@@ -113,11 +114,11 @@ async function settle(
     done('commit_failed');
     return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };
   };
-  // The charge and the events must agree before either is made durable: PHI counted with no event
-  // that shows it was shown unrecorded somewhere, so nothing of the request is kept or answered.
-  if (unaudited(ctx.budget.used, ctx.audit.events, errors.length)) {
+  // The charge and the events must agree, one for one, before either is made durable: PHI counted
+  // without its event was shown unrecorded somewhere, so nothing of the request is kept or answered.
+  if (eventsMissing(ctx.budget.charges, ctx.audit.events)) {
     await ctx.tx.rollback();
-    return auditFailed(new PhigateError('AUDIT_UNAVAILABLE', 'PHI was counted without an audit event.', { reason: 'events_missing' }));
+    return auditFailed(new PhigateError('AUDIT_UNAVAILABLE', 'PHI was counted without its audit event.', { reason: 'events_missing' }));
   }
   return operation === 'mutation' ? settleWrite(ctx, result, operation, logger, done, auditFailed, commitFailed) : settleRead(ctx, result, operation, logger, writer, done, auditFailed, commitFailed);
 }

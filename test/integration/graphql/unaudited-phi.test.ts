@@ -7,16 +7,24 @@ import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 // answer must then be an error with no data, for a read and for a write alike. The request's audit
 // buffer is made to lose the events of shown values, as a resolver that forgot to record would.
 
-const lose = vi.hoisted(() => ({ shown: false }));
+// shown: every event of a shown value is lost; one: only the request's first (the rest recorded,
+// as a path that charges twice and records once); elsewhere: the first names another patient.
+const lose = vi.hoisted(() => ({ shown: false, one: false, elsewhere: false }));
 vi.mock('../../../src/audit/buffer.ts', async (importOriginal) => {
   const real = await importOriginal<typeof import('../../../src/audit/buffer.ts')>();
   return {
     ...real,
     createAuditBuffer(request: AuditRequest) {
       const buffer = real.createAuditBuffer(request);
+      let first = true;
       return Object.assign(Object.create(buffer), {
         add(event: AuditEvent) {
-          if (lose.shown && (event.action === 'read' || event.action === 'masked' || event.action === 'search')) return;
+          const shows = event.action === 'read' || event.action === 'masked' || event.action === 'search';
+          const isFirst = shows && first;
+          if (shows) first = false;
+          if (lose.shown && shows) return;
+          if (lose.one && isFirst) return;
+          if (lose.elsewhere && isFirst) return buffer.add({ ...event, patientId: '00000000-0000-4000-8000-0000000000ff' });
           buffer.add(event);
         },
       });
@@ -31,6 +39,8 @@ beforeAll(async () => {
 afterAll(async () => gw?.close());
 afterEach(() => {
   lose.shown = false;
+  lose.one = false;
+  lose.elsewhere = false;
 });
 
 const READ = `query($id: ID!) { patient(id: $id) { id givenName phone } }`;
@@ -74,6 +84,67 @@ describe('PHI counted with no audit event that shows it', () => {
     lose.shown = false;
     const again = await gw.gql(token, READ, { id: p.id });
     expect(again.body.data!.patient.phone).toBe(p.phone);
+    expect(await gw.auditRows(`request_id = $1`, [r.headers.get('x-request-id')])).toEqual([]);
+  });
+});
+
+describe('PHI counted with some of its events missing: exact, not merely some event', () => {
+  const PAGE = `{ patients(first: 20) { edges { node { id givenName familyName ssn phone encounters { id reason notes } } } } }`;
+
+  it('a read that charged two values and recorded one is refused whole, and nothing of it is committed', async () => {
+    const p = north();
+    lose.one = true;
+    const r = await gw.gql(await gw.tokenFor('reg-north'), READ, { id: p.id });
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.body.errors?.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['AUDIT_UNAVAILABLE', 'events_missing']]);
+    expect(r.text).not.toContain(p.givenName);
+    expect(r.text).not.toContain(p.phone);
+    expect(gw.lastRequestLog()).toMatchObject({ outcome: 'audit_failed' });
+    expect(await gw.auditRows(`request_id = $1`, [r.headers.get('x-request-id')])).toEqual([]);
+  });
+
+  it('a page of masked, denied and empty values missing one event of many is refused whole', async () => {
+    const token = await gw.tokenFor('dr-north-1');
+    const whole = await gw.gql(token, PAGE);
+    // As the physician sees it: ssn masked, notes read, some empty values; nothing lost, it answers.
+    expect(whole.body.errors, whole.text).toBeUndefined();
+    const shown = (await gw.auditRows(`request_id = $1 AND action IN ('read', 'masked')`, [whole.headers.get('x-request-id')])).length;
+    expect(shown).toBeGreaterThan(1);
+    lose.one = true;
+    const r = await gw.gql(token, PAGE);
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.body.errors?.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['AUDIT_UNAVAILABLE', 'events_missing']]);
+    expect(await gw.auditRows(`request_id = $1`, [r.headers.get('x-request-id')])).toEqual([]);
+  });
+
+  it('a nurse\'s page with a denied field (notes) answers, its events one per value shown', async () => {
+    const r = await gw.gql(await gw.tokenFor('rn-north-1'), PAGE);
+    expect((r.body.errors ?? []).every((e) => e.extensions?.code === 'FIELD_DENIED'), r.text).toBe(true);
+    expect(r.body.data).not.toBeNull();
+    expect(gw.lastRequestLog()).toMatchObject({ outcome: 'committed' });
+  });
+
+  it('an event that names another patient than the value it stands for is refused whole', async () => {
+    const p = north();
+    lose.elsewhere = true;
+    const r = await gw.gql(await gw.tokenFor('reg-north'), READ, { id: p.id });
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.body.errors?.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['AUDIT_UNAVAILABLE', 'events_missing']]);
+    expect(await gw.auditRows(`request_id = $1`, [r.headers.get('x-request-id')])).toEqual([]);
+  });
+
+  it('a write whose answer lost one of its events is rolled back whole', async () => {
+    const p = north();
+    const token = await gw.tokenFor('reg-north');
+    lose.one = true;
+    const r = await gw.gql(token, `mutation($id: ID!, $input: UpdatePatientInput!) { updatePatient(id: $id, input: $input) { id phone givenName } }`, {
+      id: p.id,
+      input: { phone: '+1 555 0198' },
+    });
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.body.errors?.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['AUDIT_UNAVAILABLE', 'events_missing']]);
+    lose.one = false;
+    expect((await gw.gql(token, READ, { id: p.id })).body.data!.patient.phone).toBe(p.phone);
     expect(await gw.auditRows(`request_id = $1`, [r.headers.get('x-request-id')])).toEqual([]);
   });
 });
