@@ -183,6 +183,9 @@ describe('searches per principal and minute, shared by replicas', () => {
     }
     expect(hit.text).toBe(miss.text);
     expect(await searchesUsed(sub)).toBe(PER_MINUTE + 2);
+    // The refused searches disclosed nothing and are charged nothing to the principal's PHI minute.
+    const { rows } = await gw.admin((c) => c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [sub]));
+    expect(rows).toEqual([{ rows_used: 0, values_used: PER_MINUTE }]);
   });
 
   it('aliases cannot multiply the limit: six in one request, the sixth refused', async () => {
