@@ -1,5 +1,5 @@
 -- PostgreSQL's CPU per read, second round (issue #10; bench/README.md, "Second round: migration
--- 035"). Same rules, same guarantees, less work per read.
+-- 035"). Same rules, same guarantees; what each change measured is there.
 
 -- Row security of patients (034) with one question about the request's row scopes instead of
 -- four. A read's statements run as cached generic plans, so what is left of their cost is mostly
