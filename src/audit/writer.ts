@@ -168,13 +168,12 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     try {
       // The statements of each round trip leave in one socket write, as a request's do.
       coalesceWrites(client);
-      // Generic plans, as in request transactions (src/db/transaction.ts): the batch's two
-      // statements are planned once per connection, whatever the number of events.
-      const begin = [client.query('BEGIN'), client.query("SELECT set_config('synchronous_commit', 'on', true), set_config('plan_cache_mode', 'force_generic_plan', true)")];
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
+      // The batch's settings ride in its first statement after BEGIN: the charge's when it has one.
+      const begin = [client.query('BEGIN'), ...(charged.length > 0 ? [] : [client.query(`SELECT ${BATCH_SETTINGS}`)])];
       const verdicts = new Map<number, ChargeVerdict>();
       if (charged.length > 0) {
-        const result = await settleAll([...begin, client.query(statement('phigate_audit_charge', chargeBatchStatement(charged.map((c) => c.charge))))]);
+        const result = await settleAll([...begin, client.query(statement('phigate_audit_charge', withSettings(chargeBatchStatement(charged.map((c) => c.charge)))))]);
         if (result.error !== undefined) throw await abandon(client, result.error);
         const rows = (result.values.at(-1) as pg.QueryResult).rows;
         chargeVerdicts(charged.length, rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
@@ -255,6 +254,22 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       return closed;
     },
     stats,
+  };
+}
+
+// Generic plans, as in request transactions (src/db/transaction.ts): the batch's statements are
+// planned once per connection, whatever the number of events. Both settings last until COMMIT.
+const BATCH_SETTINGS = "set_config('synchronous_commit', 'on', true) AS synchronous, set_config('plan_cache_mode', 'force_generic_plan', true) AS plans";
+
+/**
+ * `s` with the batch's settings made first, in the same statement: one statement fewer to bind,
+ * execute and answer per batch. `s` is LATERAL to the settings, so it runs after them; a plan
+ * setting made inside a statement applies from the next one on (the INSERT), which is what it is for.
+ */
+function withSettings(s: Statement): Statement {
+  return {
+    text: `SELECT s.* FROM (SELECT ${BATCH_SETTINGS}) AS settings CROSS JOIN LATERAL (SELECT * FROM (${s.text}) AS statement WHERE settings.synchronous IS NOT NULL) AS s`,
+    values: s.values,
   };
 }
 

@@ -174,6 +174,18 @@ describe('row security without the gateway', () => {
     expect(await visiblePatients(ctx({ roles: [], clinics: ['c-a'] }))).toEqual([]);
   });
 
+  // 035_read_cpu.sql asks for the widest scope of the request's roles in one call.
+  it('a request holding several roles sees what the widest of their scopes allows; a role with no scope adds nothing', async () => {
+    const all = [ids.a1, ids.a2].sort();
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['physician', 'registrar'], clinics: ['c-a'] }))).toEqual(all);
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['compliance', 'physician'], clinics: ['c-a'] }))).toEqual([ids.a1]);
+    expect(await visiblePatients(ctx({ actor: 'nurse-x', roles: ['nurse', 'billing'], clinics: ['c-a'] }))).toEqual(all);
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['physician', 'no-such-role'], clinics: ['c-a'] }))).toEqual([ids.a1]);
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['no-such-role'], clinics: ['c-a'] }))).toEqual([]);
+    // A partner key scope without a live key named as the actor reaches nothing, beside any other role.
+    expect(await visiblePatients(ctx({ actor: 'dr-a', roles: ['partner', 'physician'], clinics: ['c-a'] }))).toEqual([ids.a1]);
+  });
+
   it('encounters are visible exactly when their patient is', async () => {
     const seen = await withRequestTransaction(pool, ctx({ actor: 'dr-a', roles: ['physician'], clinics: ['c-a'] }), async (tx) =>
       (await tx.query<{ patient_id: string }>('SELECT patient_id FROM phigate.encounters')).rows.map((r) => r.patient_id),

@@ -342,6 +342,18 @@ describe('what the gateway role may do to the trail', () => {
     expect(Number(max)).toBeLessThan(9000000000);
   });
 
+  // 035_read_cpu.sql: the same rule as 028's, as a PL/pgSQL loop.
+  it("refuses a record whose details are not codes of the closed vocabulary's shape", async () => {
+    const record = (details: string) =>
+      refused(
+        `INSERT INTO phigate.audit_records (request_id, actor, actor_kind, purpose, actions, type_names, fields, record_ids, details)
+         VALUES ('details', 'x', 'user', 'p', '{read,read,read}', '{Patient,Patient,Patient}', '{ssn,mrn,phone}', '{NULL,NULL,NULL}', $1)`,
+        [details],
+      );
+    for (const ok of ['{NULL,NULL,NULL}', '{hit,NULL,miss}', `{ssn,bad_signature,${'a'.repeat(64)}}`, '{a:b.c-d_1,NULL,x}']) expect(await record(ok), ok).toBeNull();
+    for (const bad of ['{hit,"",miss}', '{hit,NULL,Miss}', '{"a b",NULL,NULL}', `{NULL,NULL,${'a'.repeat(65)}}`, '{NULL,NULL,"x;y"}']) expect(await record(bad), bad).toBe('23514');
+  });
+
   it('can neither change nor remove an event, a record or a batch (nor can the owner)', async () => {
     await admin((c) =>
       c.query(`INSERT INTO phigate.audit_events_v1 (request_id, actor, actor_kind, purpose, action, type_name) VALUES ('forged-v1', 'x', 'user', 'p', 'read', 'Patient')`),
