@@ -12,7 +12,6 @@ import { fileURLToPath } from 'node:url';
 export type AeadImplementation = 'native' | 'node:crypto';
 /** PHIGATE_AEAD: `auto` takes the addon when it loads, `native` requires it, `node` never uses it. */
 export type AeadMode = 'auto' | 'native' | 'node';
-export const AEAD_MODES: readonly AeadMode[] = ['auto', 'native', 'node'];
 
 const KEY_BYTES = 32;
 const IV_BYTES = 12;
@@ -20,15 +19,15 @@ const TAG_BYTES = 16;
 
 interface Gcm {
   readonly name: AeadImplementation;
-  /** The plaintext, or null when the tag does not verify. */
-  open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): Buffer | null;
-  /** The ciphertext followed by the 16-byte tag. */
-  seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer;
+  /** Writes the plaintext to the start of `out`: its length, or -1 when the tag does not verify. */
+  open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array, out: Uint8Array): number;
+  /** Writes the ciphertext and then the 16-byte tag to the start of `out`: their length. */
+  seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Uint8Array): number;
 }
 
 const nodeGcm: Gcm = {
   name: 'node:crypto',
-  open(key, iv, aad, ciphertext, tag) {
+  open(key, iv, aad, ciphertext, tag, out) {
     const decipher = createDecipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     decipher.setAAD(aad);
     decipher.setAuthTag(tag);
@@ -36,18 +35,22 @@ const nodeGcm: Gcm = {
     try {
       // GCM's final() yields no bytes; it checks the tag and throws when it does not verify.
       decipher.final();
+      out.set(plain);
+      return plain.length;
     } catch {
+      return -1;
+    } finally {
       plain.fill(0);
-      return null;
     }
-    return plain;
   },
-  seal(key, iv, aad, plaintext) {
+  seal(key, iv, aad, plaintext, out) {
     const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: TAG_BYTES });
     cipher.setAAD(aad);
     const body = cipher.update(plaintext);
     cipher.final();
-    return Buffer.concat([body, cipher.getAuthTag()]);
+    out.set(body);
+    out.set(cipher.getAuthTag(), body.length);
+    return body.length + TAG_BYTES;
   },
 };
 
@@ -60,13 +63,15 @@ function selfTest(gcm: Gcm): boolean {
   const iv = Buffer.alloc(IV_BYTES, 0x24);
   const aad = Buffer.from('phigate/aead/self-test');
   const plain = Buffer.from('a value of about thirty bytes.');
-  const sealed = gcm.seal(key, iv, aad, plain);
-  if (!sealed.equals(nodeGcm.seal(key, iv, aad, plain))) return false;
+  const sealed = Buffer.alloc(plain.length + TAG_BYTES);
+  const expected = Buffer.alloc(sealed.length);
+  if (gcm.seal(key, iv, aad, plain, sealed) !== sealed.length || nodeGcm.seal(key, iv, aad, plain, expected) !== sealed.length || !sealed.equals(expected)) return false;
   const body = sealed.subarray(0, plain.length);
   const tag = sealed.subarray(plain.length);
-  const tampered = Buffer.from(tag);
-  tampered[0]! ^= 1;
-  return gcm.open(key, iv, aad, body, tag)?.equals(plain) === true && gcm.open(key, iv, aad, body, tampered) === null;
+  const opened = Buffer.alloc(plain.length);
+  if (gcm.open(key, iv, aad, body, tag, opened) !== plain.length || !opened.equals(plain)) return false;
+  tag[0]! ^= 1;
+  return gcm.open(key, iv, aad, body, tag, opened) === -1;
 }
 
 function loadNative(): Gcm | string {
@@ -95,7 +100,7 @@ export function nativeUnavailable(): string | null {
 export function useAead(mode: AeadMode): AeadImplementation {
   if (mode === 'node') active = nodeGcm;
   else if (typeof native !== 'string') active = native;
-  else if (mode === 'native') throw new Error(`PHIGATE_AEAD=native: ${native}`);
+  else if (mode === 'native') throw new Error(`native was required, but ${native}`);
   else active = nodeGcm;
   return active.name;
 }
@@ -109,15 +114,28 @@ function checkLengths(key: Uint8Array, iv: Uint8Array): void {
   if (iv.length !== IV_BYTES) throw new RangeError('aead: the IV must be 12 bytes');
 }
 
-/** AES-256-GCM decryption; null when the tag does not verify (no bytes of an unauthenticated value are returned). */
-export function openGcm(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): Buffer | null {
+/**
+ * AES-256-GCM decryption into `out` (at least as long as `ciphertext`): true when the tag verifies
+ * and the plaintext is in `out`'s first `ciphertext.length` bytes; false leaves none of it there.
+ * For callers that decode the bytes at once and wipe them: no Buffer per value.
+ */
+export function openGcmInto(out: Uint8Array, key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): boolean {
   checkLengths(key, iv);
   if (tag.length !== TAG_BYTES) throw new RangeError('aead: the tag must be 16 bytes');
-  return active.open(key, iv, aad, ciphertext, tag);
+  if (out.length < ciphertext.length) throw new RangeError('aead: the output is shorter than the ciphertext');
+  return active.open(key, iv, aad, ciphertext, tag, out) === ciphertext.length;
+}
+
+/** AES-256-GCM decryption: the plaintext, or null when the tag does not verify. */
+export function openGcm(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array): Buffer | null {
+  const out = Buffer.alloc(ciphertext.length);
+  return openGcmInto(out, key, iv, aad, ciphertext, tag) ? out : null;
 }
 
 /** AES-256-GCM encryption: the ciphertext followed by the 16-byte tag. `iv` must never repeat under one key. */
 export function sealGcm(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array): Buffer {
   checkLengths(key, iv);
-  return active.seal(key, iv, aad, plaintext);
+  const out = Buffer.alloc(plaintext.length + TAG_BYTES);
+  if (active.seal(key, iv, aad, plaintext, out) !== out.length) throw new Error('aead: encryption failed');
+  return out;
 }

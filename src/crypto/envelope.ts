@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
-import { openGcm, sealGcm } from './aead.ts';
+import { openGcmInto, sealGcm } from './aead.ts';
 import { lengthPrefixed, lengthPrefixedSize, writeLengthPrefixed } from './length-prefixed.ts';
 
 /** A clinic's unwrapped data key. `key` is 32 bytes and must never leave the process. */
@@ -98,6 +98,8 @@ const beforeParts = new Map<string, Map<string, Map<number, Map<number, Buffer>>
 // the scope and versions they encode: the same bytes under another scope get parts of their own.
 const afterParts = new WeakMap<Buffer, AfterParts>();
 let scratch = Buffer.alloc(512);
+// Each value is opened into this buffer, decoded and wiped at once: no Buffer per value.
+let plainScratch = Buffer.alloc(256);
 
 function headerFor(key: DataKey): Buffer {
   if (isPatientKey(key)) {
@@ -214,9 +216,13 @@ export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer, under
   try {
     // sealedUnder checked the format byte and the versions equal the key's: the header in the
     // AAD is the ciphertext's own.
-    const plain = openGcm(key.key, nonce, aadFor(key, aad), body, tag);
-    if (plain === null) throw keyUnavailable('decrypt_failed');
-    return UTF8.decode(plain);
+    if (plainScratch.length < body.length) plainScratch = Buffer.alloc(body.length * 2);
+    if (!openGcmInto(plainScratch, key.key, nonce, aadFor(key, aad), body, tag)) throw keyUnavailable('decrypt_failed');
+    try {
+      return UTF8.decode(plainScratch.subarray(0, body.length));
+    } finally {
+      plainScratch.fill(0, 0, body.length);
+    }
   } catch (e) {
     if (e instanceof PhigateError) throw e;
     throw keyUnavailable('decrypt_failed', e);
