@@ -5,7 +5,6 @@
 #include <node_api.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
-#include <stddef.h>
 #include <stdlib.h>
 
 #define KEY_BYTES 32
@@ -14,15 +13,8 @@
 // Far above any field value; keeps every length, and a length plus the tag, inside an int.
 #define MAX_INPUT_BYTES (1 << 30)
 
-typedef struct {
-  EVP_CIPHER_CTX *open;
-  EVP_CIPHER_CTX *seal;
-} contexts;
-
-typedef struct {
-  unsigned char *data;
-  size_t length;
-} bytes;
+typedef struct { EVP_CIPHER_CTX *open, *seal; } contexts;
+typedef struct { unsigned char *data; size_t length; } bytes;
 
 static void free_contexts(napi_env env, void *data, void *hint) {
   (void)env, (void)hint;
@@ -96,7 +88,7 @@ static napi_value open_gcm(napi_env env, napi_callback_info info) {
                   EVP_CIPHER_CTX_ctrl(c->open, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, tag->data) == 1 &&
                   EVP_DecryptFinal_ex(c->open, none, &n) == 1 && n == 0;
   if (ok) return int_value(env, (int32_t)ct->length);
-  // Unauthenticated plaintext never reaches JavaScript.
+  // Unauthenticated plaintext never reaches JavaScript: the bytes this call wrote are wiped.
   if (ct->length != 0) OPENSSL_cleanse(out.data, ct->length);
   return int_value(env, -1);
 }
