@@ -14,7 +14,7 @@ import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer
 import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
 import { ConfigError, type Config } from './config.ts';
-import { nativeUnavailable, useAead } from './crypto/aead.ts';
+import { nativeUnavailable, useAead, type AeadImplementation } from './crypto/aead.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
 import { assertKeyUsable } from './crypto/keys/check-provider.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
@@ -66,7 +66,7 @@ export async function endAppPools(app: App): Promise<void> {
 
 // Before any pool is opened: PHIGATE_AEAD=native without a loadable addon stops start-up with nothing to close.
 function chooseAead(config: Config, logger: Logger): void {
-  let aead;
+  let aead: AeadImplementation;
   try {
     aead = useAead(config.aead);
   } catch (err) {
