@@ -14,6 +14,7 @@ import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer
 import { mintDevToken } from './auth/dev-token.ts';
 import { createOidcVerifier } from './auth/oidc.ts';
 import { ConfigError, type Config } from './config.ts';
+import { nativeUnavailable, useAead, type AeadImplementation } from './crypto/aead.ts';
 import { createFieldCipher, type FieldCipher } from './crypto/field-cipher.ts';
 import { assertKeyUsable } from './crypto/keys/check-provider.ts';
 import { keyProviderFromConfig } from './crypto/keys/from-config.ts';
@@ -63,8 +64,21 @@ export async function endAppPools(app: App): Promise<void> {
   await Promise.all([app.pool, app.keyPool, app.auditPool, app.preauthPool, app.quotaPool, app.logPool].map((p) => p.end()));
 }
 
+// Before any pool is opened: PHIGATE_AEAD=native without a loadable addon stops start-up with nothing to close.
+function chooseAead(config: Config, logger: Logger): void {
+  let aead: AeadImplementation;
+  try {
+    aead = useAead(config.aead);
+  } catch (err) {
+    throw new ConfigError('PHIGATE_AEAD', (err as Error).message);
+  }
+  const why = aead === 'native' ? undefined : config.aead === 'node' ? 'PHIGATE_AEAD=node' : (nativeUnavailable() ?? undefined);
+  logger.info({ aead, why }, `aead: ${aead}`);
+}
+
 /** Everything the gateway needs, checked before it listens: any failure here stops start-up. */
 export async function assembleApp(config: Config, appUrl: string, logger: Logger): Promise<App> {
+  chooseAead(config, logger);
   const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
   // Imported only when configured: without an endpoint the SDK is never loaded, and no provider is registered.
   const endpoint = config.otelExporterUrl;

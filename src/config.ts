@@ -1,4 +1,5 @@
 import path from 'node:path';
+import type { AeadMode } from './crypto/aead.ts';
 import { cidrProblem, type ForwardedHeader } from './http/client-address.ts';
 
 /**
@@ -112,6 +113,8 @@ export interface Config {
   readonly keyCache: { readonly maxAgeMs: number; readonly maxUses: number; readonly maxEntries: number };
   /** Named prepared statements; off only for a pooler that cannot keep them (PgBouncer < 1.21). */
   readonly preparedStatements: boolean;
+  /** PHIGATE_AEAD: which AES-256-GCM implementation opens and seals fields (src/crypto/aead.ts). */
+  readonly aead: AeadMode;
   /** CA bundle that verifies the database's certificate (sslmode=verify-full). */
   readonly databaseCaFile: string | null;
   /** OTLP/HTTP traces endpoint; no spans are exported when unset. */
@@ -413,6 +416,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       maxEntries: int(src, 'PHIGATE_KEY_CACHE_MAX_ENTRIES', 20_000, 1, 1_000_000),
     },
     preparedStatements: oneOf(src, 'PHIGATE_PREPARED_STATEMENTS', ['on', 'off'] as const, 'on') === 'on',
+    aead: oneOf<AeadMode>(src, 'PHIGATE_AEAD', ['auto', 'native', 'node'], 'auto'),
     databaseCaFile: (() => {
       const f = text(src, 'PHIGATE_DATABASE_CA_FILE');
       return f === null ? null : path.resolve(cwd, f);

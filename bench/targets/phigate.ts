@@ -18,6 +18,7 @@ import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
 import { createOidcVerifier } from '../../src/auth/oidc.ts';
 import { loadConfig } from '../../src/config.ts';
+import { nativeUnavailable, useAead } from '../../src/crypto/aead.ts';
 import { createFieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createKeyring } from '../../src/crypto/keys/keyring.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
@@ -47,6 +48,9 @@ interface PhigateTargetConfig {
 limitHeapGrowth();
 const cfg = JSON.parse(process.env.BENCH_TARGET ?? '{}') as PhigateTargetConfig;
 const defaults = loadConfig({});
+// As src/app.ts: PHIGATE_AEAD, from the runner's environment, chooses the AES-GCM implementation.
+const aead = useAead(loadConfig({ PHIGATE_AEAD: process.env.PHIGATE_AEAD }).aead);
+process.stderr.write(`phigate target: aead: ${aead}${aead === 'native' ? '' : ` (${process.env.PHIGATE_AEAD === 'node' ? 'PHIGATE_AEAD=node' : nativeUnavailable()})`}\n`);
 const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
 await assertSafeAppRole(pool);
 const auxUrl = cfg.auxUrl ?? cfg.appUrl;

@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
+import { openGcmInto, sealGcm } from './aead.ts';
 import { lengthPrefixed, lengthPrefixedSize, writeLengthPrefixed } from './length-prefixed.ts';
 
 /** A clinic's unwrapped data key. `key` is 32 bytes and must never leave the process. */
@@ -97,6 +98,8 @@ const beforeParts = new Map<string, Map<string, Map<number, Map<number, Buffer>>
 // the scope and versions they encode: the same bytes under another scope get parts of their own.
 const afterParts = new WeakMap<Buffer, AfterParts>();
 let scratch = Buffer.alloc(512);
+// Each value is opened into this buffer, decoded and wiped at once: no Buffer per value.
+let plainScratch = Buffer.alloc(256);
 
 function headerFor(key: DataKey): Buffer {
   if (isPatientKey(key)) {
@@ -175,10 +178,7 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   }
   const header = headerFor(key);
   const nonce = randomBytes(NONCE_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
-  cipher.setAAD(aadFor(key, aad));
-  const body = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
-  return Buffer.concat([header, nonce, body, cipher.getAuthTag()]);
+  return Buffer.concat([header, nonce, sealGcm(key.key, nonce, aadFor(key, aad), Buffer.from(plaintext, 'utf8'))]);
 }
 
 /** The keys a ciphertext was sealed under, so the caller can fetch them. */
@@ -214,15 +214,15 @@ export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer, under
   const body = ciphertext.subarray(headerBytes + NONCE_BYTES, ciphertext.length - TAG_BYTES);
   const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
   try {
-    const decipher = createDecipheriv('aes-256-gcm', key.key, nonce, { authTagLength: TAG_BYTES });
     // sealedUnder checked the format byte and the versions equal the key's: the header in the
     // AAD is the ciphertext's own.
-    decipher.setAAD(aadFor(key, aad));
-    decipher.setAuthTag(tag);
-    const plain = decipher.update(body);
-    // GCM's final() yields no bytes; it checks the tag and throws when the value was tampered with.
-    decipher.final();
-    return UTF8.decode(plain);
+    if (plainScratch.length < body.length) plainScratch = Buffer.alloc(body.length * 2);
+    if (!openGcmInto(plainScratch, key.key, nonce, aadFor(key, aad), body, tag)) throw keyUnavailable('decrypt_failed');
+    try {
+      return UTF8.decode(plainScratch.subarray(0, body.length));
+    } finally {
+      plainScratch.fill(0, 0, body.length);
+    }
   } catch (e) {
     if (e instanceof PhigateError) throw e;
     throw keyUnavailable('decrypt_failed', e);

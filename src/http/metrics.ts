@@ -1,5 +1,6 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Alerts } from '../audit/alerts.ts';
+import { aeadImplementation } from '../crypto/aead.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { Pool } from '../db/pool.ts';
@@ -107,6 +108,14 @@ export function createGatewayMetrics({ pool, preauthPool, keyring, cipher, alert
     registers,
     collect() {
       setCounter(this, alerts.stats.failed);
+    },
+  });
+  new Gauge({
+    name: 'phigate_aead_native',
+    help: 'Fields are opened and sealed by the native AES-GCM addon (1) or by node:crypto (0); PHIGATE_AEAD',
+    registers,
+    collect() {
+      this.set(aeadImplementation() === 'native' ? 1 : 0);
     },
   });
   new Gauge({ name: 'phigate_db_pool_clients', help: 'Connections the pool holds', registers, collect() { this.set(pool.totalCount); } });

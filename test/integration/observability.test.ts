@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { INVALID_SPAN_CONTEXT, trace, type Attributes, type Span, type TracerProvider } from '@opentelemetry/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { aeadImplementation } from '../../src/crypto/aead.ts';
 import { createPool } from '../../src/db/pool.ts';
 import { enableTracing } from '../../src/telemetry/tracing.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
@@ -93,6 +94,7 @@ describe('/metrics', () => {
     expect(delta(m0, m5, 'phigate_graphql_request_duration_seconds_count', { operation: 'query' })).toBe(4);
     expect(delta(m0, m5, 'phigate_graphql_request_duration_seconds_count', { operation: 'none' })).toBe(2);
     expect(valueOf(m5, 'phigate_db_pool_clients')).toBeGreaterThanOrEqual(1);
+    expect(valueOf(m5, 'phigate_aead_native')).toBe(aeadImplementation() === 'native' ? 1 : 0);
     expect(valueOf(m5, 'phigate_db_pool_waiting')).toBe(0);
     expect(m5.some((s) => s.name === 'phigate_db_pool_idle_clients')).toBe(true);
     expect(m5.some((s) => s.name === 'process_cpu_seconds_total')).toBe(true);

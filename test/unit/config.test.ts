@@ -66,6 +66,7 @@ describe('loadConfig', () => {
     [{ OTEL_BSP_SCHEDULE_DELAY: '5s' }, 'OTEL_BSP_SCHEDULE_DELAY'],
     [{ OTEL_BSP_SCHEDULE_DELAY: '0' }, 'OTEL_BSP_SCHEDULE_DELAY'],
     [{ PHIGATE_PREPARED_STATEMENTS: 'yes' }, 'PHIGATE_PREPARED_STATEMENTS'],
+    [{ PHIGATE_AEAD: 'openssl' }, 'PHIGATE_AEAD'],
     [{ PHIGATE_OIDC_MAX_TOKEN_LIFETIME_SECONDS: '31536000' }, 'PHIGATE_OIDC_MAX_TOKEN_LIFETIME_SECONDS'],
     [{ PHIGATE_OIDC_MAX_AUTH_AGE_SECONDS: '12h' }, 'PHIGATE_OIDC_MAX_AUTH_AGE_SECONDS'],
     [{ PHIGATE_MAX_TOKEN_CLINICS: '0' }, 'PHIGATE_MAX_TOKEN_CLINICS'],
@@ -126,6 +127,12 @@ describe('loadConfig', () => {
   it('prepares statements unless told off', () => {
     expect(loadConfig({}, '/srv').preparedStatements).toBe(true);
     expect(loadConfig({ PHIGATE_PREPARED_STATEMENTS: 'off' }, '/srv').preparedStatements).toBe(false);
+  });
+
+  it('takes the native AES-GCM addon when it loads unless told otherwise', () => {
+    expect(loadConfig({}, '/srv').aead).toBe('auto');
+    expect(loadConfig({ PHIGATE_AEAD: 'native' }, '/srv').aead).toBe('native');
+    expect(loadConfig({ PHIGATE_AEAD: 'node' }, '/srv').aead).toBe('node');
   });
 
   it('reads span export from the OpenTelemetry variables, where an empty value means unset', () => {

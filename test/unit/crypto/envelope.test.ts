@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { nativeUnavailable, useAead, type AeadMode } from '../../../src/crypto/aead.ts';
 import { keyVersionOf, openField, sealField } from '../../../src/crypto/envelope.ts';
 import type { DataKey, FieldAad, PatientKey } from '../../../src/crypto/envelope.ts';
 import { thrown } from './expect-error.ts';
@@ -8,7 +9,13 @@ const key: DataKey = { scope: 'clinic-a', version: 3, key: randomBytes(32) };
 const aad: FieldAad = { table: 'patients', column: 'ssn', rowId: '7f9c1e4a-0000-4000-8000-000000000001' };
 const secret = '123-45-6789';
 
-describe('sealField / openField', () => {
+// Every case under each AES-GCM implementation: the addon when it is built, and node:crypto.
+const implementations: AeadMode[] = nativeUnavailable() === null ? ['native', 'node'] : ['node'];
+
+describe.each(implementations)('sealField / openField (PHIGATE_AEAD=%s)', (mode) => {
+  beforeAll(() => void useAead(mode));
+  afterAll(() => void useAead('auto'));
+
   it('round-trips text, including empty, non-ASCII and a leading byte-order mark', () => {
     for (const text of [secret, '', 'Zoë Ångström 李小龙 🩺', '\uFEFFstarts with a BOM', 'x'.repeat(100_000)]) {
       expect(openField(key, aad, sealField(key, aad, text))).toBe(text);

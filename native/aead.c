@@ -1,0 +1,145 @@
+// AES-256-GCM open and seal in one call each, through the OpenSSL that the node binary itself
+// exports. node:crypto builds a Cipheriv object and crosses into C++ four or five times per value;
+// here each value is one call on a context reused by the thread (one per Node environment).
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <openssl/evp.h>
+#include <openssl/crypto.h>
+#include <stdlib.h>
+
+#define KEY_BYTES 32
+#define IV_BYTES 12
+#define TAG_BYTES 16
+// Far above any field value; keeps every length, and a length plus the tag, inside an int.
+#define MAX_INPUT_BYTES (1 << 30)
+
+typedef struct { EVP_CIPHER_CTX *open, *seal; } contexts;
+typedef struct { unsigned char *data; size_t length; } bytes;
+
+static void free_contexts(napi_env env, void *data, void *hint) {
+  (void)env, (void)hint;
+  contexts *c = data;
+  EVP_CIPHER_CTX_free(c->open);
+  EVP_CIPHER_CTX_free(c->seal);
+  free(c);
+}
+
+// Arguments must be Buffers (or other Uint8Arrays) of the expected length; anything else is a
+// TypeError and nothing is done.
+static int get_bytes(napi_env env, napi_value value, size_t exact, bytes *out) {
+  napi_typedarray_type type;
+  void *data;
+  if (napi_get_typedarray_info(env, value, &type, &out->length, &data, NULL, NULL) != napi_ok || type != napi_uint8_array) {
+    napi_throw_type_error(env, "ERR_AEAD_ARGUMENT", "aead: expected a Uint8Array");
+    return 0;
+  }
+  out->data = data;
+  if ((exact != 0 && out->length != exact) || out->length > MAX_INPUT_BYTES) {
+    napi_throw_range_error(env, "ERR_AEAD_LENGTH", "aead: argument has the wrong length");
+    return 0;
+  }
+  return 1;
+}
+
+static contexts *get_contexts(napi_env env) {
+  contexts *c = NULL;
+  if (napi_get_instance_data(env, (void **)&c) != napi_ok || c == NULL) napi_throw_error(env, "ERR_AEAD_STATE", "aead: not initialised");
+  return c;
+}
+
+// The output must be long enough and must not overlap an input: OpenSSL allows only exact aliasing.
+static int get_output(napi_env env, napi_value value, size_t needed, const bytes *inputs, size_t count, bytes *out) {
+  if (!get_bytes(env, value, 0, out)) return 0;
+  int ok = out->length >= needed;
+  for (size_t i = 0; ok && i < count; i++) {
+    const unsigned char *in = inputs[i].data;
+    ok = inputs[i].length == 0 || needed == 0 || in + inputs[i].length <= out->data || out->data + needed <= in;
+  }
+  if (!ok) napi_throw_range_error(env, "ERR_AEAD_LENGTH", "aead: the output is too short or overlaps an input");
+  return ok;
+}
+
+static napi_value int_value(napi_env env, int32_t n) {
+  napi_value v = NULL;
+  napi_create_int32(env, n, &v);
+  return v;
+}
+
+// open(key, iv, aad, ciphertext, tag, out) -> the plaintext's length, written to the start of out;
+// -1 when the tag does not verify. Creating a Buffer here costs more than the decryption: the
+// caller hands in memory it reuses.
+static napi_value open_gcm(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  bytes in[5], out;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 6) {
+    napi_throw_type_error(env, "ERR_AEAD_ARGUMENT", "aead: open takes 6 arguments");
+    return NULL;
+  }
+  const bytes *key = &in[0], *iv = &in[1], *aad = &in[2], *ct = &in[3], *tag = &in[4];
+  if (!get_bytes(env, argv[0], KEY_BYTES, &in[0]) || !get_bytes(env, argv[1], IV_BYTES, &in[1]) || !get_bytes(env, argv[2], 0, &in[2]) ||
+      !get_bytes(env, argv[3], 0, &in[3]) || !get_bytes(env, argv[4], TAG_BYTES, &in[4]) || !get_output(env, argv[5], ct->length, in, 5, &out)) return NULL;
+  contexts *c = get_contexts(env);
+  if (c == NULL) return NULL;
+  unsigned char none[TAG_BYTES]; // GCM's final writes nothing; out may be empty (NULL data).
+  int n = 0, ok = EVP_DecryptInit_ex(c->open, NULL, NULL, key->data, iv->data) == 1 &&
+                  (aad->length == 0 || EVP_DecryptUpdate(c->open, NULL, &n, aad->data, (int)aad->length) == 1) &&
+                  (ct->length == 0 || (EVP_DecryptUpdate(c->open, out.data, &n, ct->data, (int)ct->length) == 1 && (size_t)n == ct->length)) &&
+                  EVP_CIPHER_CTX_ctrl(c->open, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, tag->data) == 1 &&
+                  EVP_DecryptFinal_ex(c->open, none, &n) == 1 && n == 0;
+  if (ok) return int_value(env, (int32_t)ct->length);
+  // Unauthenticated plaintext never reaches JavaScript: the bytes this call wrote are wiped.
+  if (ct->length != 0) OPENSSL_cleanse(out.data, ct->length);
+  return int_value(env, -1);
+}
+
+// seal(key, iv, aad, plaintext, out) -> writes the ciphertext and then the 16-byte tag to the start of out.
+static napi_value seal_gcm(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  bytes in[4], out;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) {
+    napi_throw_type_error(env, "ERR_AEAD_ARGUMENT", "aead: seal takes 5 arguments");
+    return NULL;
+  }
+  const bytes *key = &in[0], *iv = &in[1], *aad = &in[2], *pt = &in[3];
+  if (!get_bytes(env, argv[0], KEY_BYTES, &in[0]) || !get_bytes(env, argv[1], IV_BYTES, &in[1]) || !get_bytes(env, argv[2], 0, &in[2]) ||
+      !get_bytes(env, argv[3], 0, &in[3]) || !get_output(env, argv[4], pt->length + TAG_BYTES, in, 4, &out)) return NULL;
+  contexts *c = get_contexts(env);
+  if (c == NULL) return NULL;
+  int n = 0, ok = EVP_EncryptInit_ex(c->seal, NULL, NULL, key->data, iv->data) == 1 &&
+                  (aad->length == 0 || EVP_EncryptUpdate(c->seal, NULL, &n, aad->data, (int)aad->length) == 1) &&
+                  (pt->length == 0 || (EVP_EncryptUpdate(c->seal, out.data, &n, pt->data, (int)pt->length) == 1 && (size_t)n == pt->length)) &&
+                  EVP_EncryptFinal_ex(c->seal, out.data + pt->length, &n) == 1 && n == 0 &&
+                  EVP_CIPHER_CTX_ctrl(c->seal, EVP_CTRL_GCM_GET_TAG, TAG_BYTES, out.data + pt->length) == 1;
+  if (ok) return int_value(env, (int32_t)(pt->length + TAG_BYTES));
+  OPENSSL_cleanse(out.data, pt->length + TAG_BYTES);
+  napi_throw_error(env, "ERR_AEAD_SEAL", "aead: encryption failed");
+  return NULL;
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  contexts *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    napi_throw_error(env, "ERR_AEAD_STATE", "aead: out of memory");
+    return NULL;
+  }
+  c->open = EVP_CIPHER_CTX_new();
+  c->seal = EVP_CIPHER_CTX_new();
+  // The cipher is bound once here; each call then sets only the key and the IV (12 bytes, GCM's default).
+  if (c->open == NULL || c->seal == NULL || EVP_DecryptInit_ex(c->open, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+      EVP_EncryptInit_ex(c->seal, EVP_aes_256_gcm(), NULL, NULL, NULL) != 1 ||
+      napi_set_instance_data(env, c, free_contexts, NULL) != napi_ok) {
+    free_contexts(env, c, NULL);
+    napi_throw_error(env, "ERR_AEAD_STATE", "aead: OpenSSL context unavailable");
+    return NULL;
+  }
+  napi_property_descriptor props[] = {
+    {"open", NULL, open_gcm, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"seal", NULL, seal_gcm, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  if (napi_define_properties(env, exports, 2, props) != napi_ok) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
