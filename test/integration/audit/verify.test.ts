@@ -619,6 +619,42 @@ describe('retention', () => {
     expect((await verify()).problem).toMatchObject({ kind: 'retention', eventId: two.eventId });
   });
 
+  it('verify names a run that outran the sink, as one run without the sink in its settings does', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    const first = await buildLog(1, 3, longAgo);
+    await writeSink(sinkDir);
+    const all = await buildLog(1, 3, longAgo);
+    // The gateways deliver to sinkDir, but this run's environment names no sink: nothing bounds it.
+    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-unbounded', []));
+    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: all.length, bound: null });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    // The deliverer goes on after the retired range: the sink now has a hole where those events were.
+    await writeSink(sinkDir);
+    expect(await verify()).toMatchObject({ problem: null });
+    expect((await verify(sinkDir)).problem).toMatchObject({ kind: 'retention', eventId: all[first.length], message: expect.stringContaining('before the sink delivered it') });
+  });
+
+  it('verify with a sink rotated past retired leaves finds nothing missing', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const oldSink = path.join(dir, `sink-old-${db.name}`);
+    await buildLog(1, 3, longAgo);
+    await writeSink(oldSink);
+    await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-rotated', await sinkPositions({ sinkDir: oldSink, sinkStdout: false }, c)));
+    await buildLog(1, 2);
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    // A sink whose first file is gone (rotated) starts after the retired leaves: no hole.
+    const newSink = path.join(dir, `sink-new-${db.name}`);
+    await writeSink(newSink);
+    expect(await verify(newSink)).toMatchObject({ problem: null });
+  });
+
   it('refuses when a configured sink cannot be read, naming it, and removes nothing', async () => {
     await fresh();
     const missing = path.join(dir, `no-such-sink-${db.name}`);
