@@ -607,6 +607,8 @@ describe('retention', () => {
     await admin((c) => c.query("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('stdout', 2, 0)"));
     const two = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-2', await sinkPositions(both, c)));
     expect(two).toMatchObject({ fromLeaf: 0, toLeaf: 2, heldBack: old.length - 2, bound: { sink: 'stdout', nextLeaf: 2 } });
+    // A job whose environment leaves stdout off still stays behind the cursor some gateway keeps.
+    expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toEqual([{ sink: 'stdout', nextLeaf: 2 }]);
     // With no sink configured nothing bounds the run (the event says no bound either).
     const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', []));
     expect(free).toMatchObject({ fromLeaf: 2, toLeaf: old.length, heldBack: 0, bound: null });
