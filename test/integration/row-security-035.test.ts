@@ -91,20 +91,33 @@ afterAll(async () => {
 });
 
 describe("035's patients policy against 034's", () => {
-  it('shows exactly the rows 034 showed, for every context of the grid', async () => {
+  it('shows exactly the rows 034 showed, for every context of the grid, under two policies of roles', async () => {
+    // Another policy file's role scopes (migrate writes role_scopes from it): the partner role
+    // sees nothing, a physician a whole clinic, the nurse is not a role at all.
+    const otherScopes = async (c: pg.Client) => {
+      await c.query(`UPDATE phigate.role_scopes SET row_scope = 'none' WHERE role = 'partner'`);
+      await c.query(`UPDATE phigate.role_scopes SET row_scope = 'clinic' WHERE role = 'physician'`);
+      await c.query(`DELETE FROM phigate.role_scopes WHERE role = 'nurse'`);
+    };
     const { now, before } = await admin(async (c) => {
       await c.query('BEGIN');
       try {
         const now = await visibleGrid(c);
+        await c.query('SAVEPOINT scopes');
+        await otherScopes(c);
+        now.push(...(await visibleGrid(c)));
+        await c.query('ROLLBACK TO SAVEPOINT scopes');
         await c.query('DROP POLICY patients_select ON phigate.patients');
         await c.query(POLICY_034);
         const before = await visibleGrid(c);
+        await otherScopes(c);
+        before.push(...(await visibleGrid(c)));
         return { now, before };
       } finally {
         await c.query('ROLLBACK');
       }
     });
-    expect(now.length).toBe(ACTORS.length * ROLE_SETS.length * CLINIC_SETS.length);
+    expect(now.length).toBe(2 * ACTORS.length * ROLE_SETS.length * CLINIC_SETS.length);
     expect(now).toEqual(before);
     // The grid is not vacuous: it sees nothing, something and everything somewhere.
     const seen = new Set(now.map((l) => l.split(' -> ')[1]));
