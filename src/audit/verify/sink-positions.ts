@@ -4,7 +4,8 @@ import { readFileSinkPosition } from '../sink/file.ts';
 /**
  * Where each configured outside sink stands, for retention to stay behind it (docs/audit-log.md,
  * "Append-only and retention"): the file sink's position read back from its files, changing
- * nothing in them; stdout's from its row of audit_sink_cursors (no row: it has delivered nothing).
+ * nothing in them; stdout's from its row of audit_sink_cursors (no row: it has delivered nothing),
+ * which bounds retention even where stdout is not configured.
  * A configured sink whose position cannot be read refuses the whole reading: retention must not
  * guess where a sink is.
  */
@@ -42,13 +43,14 @@ export async function sinkPositions(sinks: ConfiguredSinks, db: pg.ClientBase): 
       throw new SinkUnreadableError(sink, reasonOf(e));
     }
   }
-  if (sinks.sinkStdout) {
-    try {
-      const { rows } = await db.query<{ next_leaf: string }>("SELECT next_leaf FROM phigate.audit_sink_cursors WHERE sink = 'stdout'");
-      at.push({ sink: 'stdout', nextLeaf: rows[0] === undefined ? 0 : Number(rows[0].next_leaf) });
-    } catch (e) {
-      throw new SinkUnreadableError('stdout', reasonOf(e));
-    }
+  // stdout's cursor counts even where this environment leaves stdout off: its row says some
+  // gateway delivers there, and a job run without the gateways' settings must not outrun it.
+  let stdout: { next_leaf: string } | undefined;
+  try {
+    stdout = (await db.query<{ next_leaf: string }>("SELECT next_leaf FROM phigate.audit_sink_cursors WHERE sink = 'stdout'")).rows[0];
+  } catch (e) {
+    throw new SinkUnreadableError('stdout', reasonOf(e));
   }
+  if (sinks.sinkStdout || stdout !== undefined) at.push({ sink: 'stdout', nextLeaf: stdout === undefined ? 0 : Number(stdout.next_leaf) });
   return at;
 }

@@ -607,6 +607,8 @@ describe('retention', () => {
     await admin((c) => c.query("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('stdout', 2, 0)"));
     const two = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-2', await sinkPositions(both, c)));
     expect(two).toMatchObject({ fromLeaf: 0, toLeaf: 2, heldBack: old.length - 2, bound: { sink: 'stdout', nextLeaf: 2 } });
+    // A job whose environment leaves stdout off still stays behind the cursor some gateway keeps.
+    expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toEqual([{ sink: 'stdout', nextLeaf: 2 }]);
     // With no sink configured nothing bounds the run (the event says no bound either).
     const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', []));
     expect(free).toMatchObject({ fromLeaf: 2, toLeaf: old.length, heldBack: 0, bound: null });
@@ -617,6 +619,42 @@ describe('retention', () => {
     // A run row whose range passes the bound it names was not made by the job.
     await tamper('UPDATE phigate.audit_retention_runs SET sink_bound = 1 WHERE event_id = $1', [two.eventId]);
     expect((await verify()).problem).toMatchObject({ kind: 'retention', eventId: two.eventId });
+  });
+
+  it('verify names a run that outran the sink, as one run without the sink in its settings does', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    const first = await buildLog(1, 3, longAgo);
+    await writeSink(sinkDir);
+    const all = await buildLog(1, 3, longAgo);
+    // The gateways deliver to sinkDir, but this run's environment names no sink: nothing bounds it.
+    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-unbounded', []));
+    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: all.length, bound: null });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    // The deliverer goes on after the retired range: the sink now has a hole where those events were.
+    await writeSink(sinkDir);
+    expect(await verify()).toMatchObject({ problem: null });
+    expect((await verify(sinkDir)).problem).toMatchObject({ kind: 'retention', eventId: all[first.length], message: expect.stringContaining('before the sink delivered it') });
+  });
+
+  it('verify with a sink rotated past retired leaves finds nothing missing', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const oldSink = path.join(dir, `sink-old-${db.name}`);
+    await buildLog(1, 3, longAgo);
+    await writeSink(oldSink);
+    await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-rotated', await sinkPositions({ sinkDir: oldSink, sinkStdout: false }, c)));
+    await buildLog(1, 2);
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    // A sink whose first file is gone (rotated) starts after the retired leaves: no hole.
+    const newSink = path.join(dir, `sink-new-${db.name}`);
+    await writeSink(newSink);
+    expect(await verify(newSink)).toMatchObject({ problem: null });
   });
 
   it('refuses when a configured sink cannot be read, naming it, and removes nothing', async () => {

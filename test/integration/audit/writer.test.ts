@@ -266,6 +266,38 @@ describe('PHI charged per batch', () => {
   });
 });
 
+describe('durability of a batch', () => {
+  // No PHI leaves before its audit rows are durable: the writer turns synchronous_commit on in the
+  // batch's first statement, whichever it is (its settings ride in the charge when there is one).
+  it('commits every batch with synchronous_commit on, with a charge or without, whatever the database default', async () => {
+    const name = db.name;
+    await admin(async (c) => {
+      await c.query(`ALTER DATABASE ${name} SET synchronous_commit = off`);
+      await c.query('CREATE TABLE IF NOT EXISTS public.writer_settings (batch uuid, synchronous text, plans text)');
+      await c.query(`CREATE OR REPLACE FUNCTION public.writer_settings_seen() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS $$
+        BEGIN
+          INSERT INTO public.writer_settings VALUES (NEW.id, current_setting('synchronous_commit'), current_setting('plan_cache_mode'));
+          RETURN NEW;
+        END $$`);
+      await c.query('CREATE TRIGGER writer_test AFTER INSERT ON phigate.audit_batches FOR EACH ROW EXECUTE FUNCTION public.writer_settings_seen()');
+    });
+    try {
+      const w = writer();
+      const actor = `reg-${randomUUID()}`;
+      const charged: AuditEntry = { ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 1, cap: { rows: 100, values: 100 } } };
+      expect((await w.write(entry())).outcome).toBe('committed');
+      expect((await w.write(charged)).outcome).toBe('committed');
+      const seen = await admin(async (c) => (await c.query('SELECT synchronous, plans FROM public.writer_settings')).rows);
+      expect(seen).toEqual([
+        { synchronous: 'on', plans: 'force_generic_plan' },
+        { synchronous: 'on', plans: 'force_generic_plan' },
+      ]);
+    } finally {
+      await admin((c) => c.query(`ALTER DATABASE ${name} RESET synchronous_commit`));
+    }
+  });
+});
+
 describe('one shard per principal', () => {
   const cap = { rows: 100, values: 100 };
   const charged = (actor: string): AuditEntry => ({
