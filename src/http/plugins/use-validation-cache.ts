@@ -8,7 +8,7 @@ import type { Plugin } from 'graphql-yoga';
  * It takes the place of yoga's own validation cache (`parserAndValidationCache: { validationCache:
  * false }`), which keys each result by the names of the rules in force: with graphql-js's 27
  * rules that is 27 native `Function.prototype.name` reads and a 680-character join on every
- * request, 1.2% of the gateway's busy time for `patient(id)`. Here the rules are the standard set
+ * request, ~2.5 us of every read. Here the rules are the standard set
  * or the cache is not used: a plugin that adds a rule gets every document validated again.
  *
  * Listed after every plugin of the gateway, where yoga lists its own: the before-hooks of those
