@@ -46,6 +46,7 @@ import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
 import { useSaturation } from './plugins/use-saturation.ts';
 import { useTrustedDocuments, type TrustedDocuments } from './plugins/use-trusted-documents.ts';
+import { useValidationCache } from './plugins/use-validation-cache.ts';
 import { cachedCheck, checkReadiness, type ReadinessCheck } from './readiness.ts';
 import { createRefusalTrail } from './refusal-trail.ts';
 import { currentRequest, newRequestFacts, withRequest } from './request-id.ts';
@@ -185,6 +186,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // useQueryLimits bounds the body (maxBodyBytes, far below yoga's 25 MB); a second counting
     // stream on every body would only cost CPU.
     maxRequestBodySize: false,
+    // Validation is cached by useValidationCache, below; yoga keeps parsing's cache.
+    parserAndValidationCache: { validationCache: false },
     plugins: [
       useHttpHygiene({ corsOrigins: deps.corsOrigins }),
       useMetrics(metrics),
@@ -204,6 +207,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
       useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
       useRefusalTrace(refusals),
+      useValidationCache(),
     ],
     context: async ({ request, req }: YogaInitialContext & { req: http.IncomingMessage }): Promise<GraphQLContext> => {
       const startedAt = performance.now();

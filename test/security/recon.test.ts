@@ -99,6 +99,17 @@ describe('no suggestions in errors', () => {
     expect(r.text).not.toMatch(/"subject"|"ssn"/);
   });
 
+  it('the same misspelled document sent again is refused the same way (validation answered from its cache)', async () => {
+    const query = '{ me { subjct } }';
+    const [first, again] = [await postJson(prod, { query }, await physician(prod)), await postJson(prod, { query }, await physician(prod))];
+    for (const r of [first, again]) {
+      expectNoSuggestion(r);
+      expect(codes(r)).toEqual(['BAD_USER_INPUT']);
+      expect(r.json?.data ?? null).toBeNull();
+    }
+    expect(again.json?.errors).toEqual(first.json?.errors);
+  });
+
   it('a literal of the wrong type is refused as BAD_USER_INPUT without repeating the literal, which may be an SSN', async () => {
     const r = await postJson(prod, { query: '{ patientBySsn(ssn: 900123456) { id } }' }, await physician(prod));
     expect(r.json?.data ?? null).toBeNull();
