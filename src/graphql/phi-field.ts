@@ -1,57 +1,31 @@
 import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, ENCOUNTER_PHI_COLUMNS, type EncounterPhiColumn, type EncounterRow, type PatientRow } from '../db/patients.ts';
-import { mayEverSee, type RowFacts } from '../policy/decide.ts';
+import { mayEverSee } from '../policy/decide.ts';
 import { PHI_CATALOGUE } from '../policy/phi-fields.ts';
-import { readPhi, readPlainPhi, type PhiRef } from '../records/read-phi.ts';
+import { readPhi, readPlainPhi, type PhiField } from '../records/read-phi.ts';
 import type { GraphQLContext } from './context.ts';
 
 /** Marks a field as PHI in the schema; start-up checks the marks against src/policy/phi-fields.ts. */
 export const PHI_EXTENSION = { phigatePhi: true } as const;
 
-// The policy's name of each field ('Type.field'), made once rather than once per value.
-const namesOf = <F extends string>(typeName: string, columns: Record<F, string>) =>
-  Object.fromEntries(Object.keys(columns).map((field) => [field, `${typeName}.${field}`])) as Record<F, string>;
-const PATIENT_NAMES = namesOf('Patient', PATIENT_COLUMNS);
-const ENCOUNTER_NAMES = namesOf('Encounter', ENCOUNTER_COLUMNS);
-
-// A row's facts, made once per row rather than once per value: a page asks for them 8 times per
-// patient, and each copy was two objects more for the collector.
-const rowFacts = new WeakMap<PatientRow | EncounterRow, RowFacts>();
-function factsOf(row: PatientRow | EncounterRow): RowFacts {
-  let facts = rowFacts.get(row);
-  if (facts === undefined) {
-    facts = {
-      clinicId: row.clinic_id,
-      onCareTeam: row.on_care_team,
-      grant: row.grant_id !== null && row.grant_role !== null ? { id: row.grant_id, role: row.grant_role } : null,
-    };
-    rowFacts.set(row, facts);
-  }
-  return facts;
-}
+// Each PHI field described once, rather than a reference made per value.
+const fieldsOf = <F extends string>(typeName: PhiField['typeName'], table: PhiField['table'], columns: Record<F, string>) =>
+  Object.fromEntries(
+    Object.entries<string>(columns).map(([field, column]) => [field, { typeName, field, name: `${typeName}.${field}`, table, column }]),
+  ) as Record<F, PhiField>;
+const PATIENT_FIELDS = fieldsOf('Patient', 'patients', PATIENT_COLUMNS);
+const ENCOUNTER_FIELDS = fieldsOf('Encounter', 'encounters', ENCOUNTER_COLUMNS);
+// The plaintext columns read as PHI: an encounter's date, and its kind from before kinds were encrypted.
+const ENCOUNTER_DATE: PhiField = { typeName: 'Encounter', field: 'occurredAt', name: 'Encounter.occurredAt', table: 'encounters', column: 'occurred_at' };
+const LEGACY_KIND: PhiField = { typeName: 'Encounter', field: 'kind', name: 'Encounter.kind', table: 'encounters', column: 'kind_legacy' };
 
 export function resolvePatientPhi(ctx: GraphQLContext, row: PatientRow, field: keyof typeof PATIENT_COLUMNS): string | null | Promise<string | null> {
-  const column = PATIENT_COLUMNS[field];
-  return readPhi(
-    ctx,
-    { typeName: 'Patient', field, name: PATIENT_NAMES[field], table: 'patients', column, rowId: row.id, patientId: row.id, row: factsOf(row) },
-    row[column],
-  );
+  const phi = PATIENT_FIELDS[field];
+  return readPhi(ctx, phi, row.facts, row[phi.column as keyof PatientRow] as Buffer | null | undefined);
 }
 
-const encounterRef = (row: EncounterRow, field: string, name: string, column: string): PhiRef => ({
-  typeName: 'Encounter',
-  field,
-  name,
-  table: 'encounters',
-  column,
-  rowId: row.id,
-  patientId: row.patient_id,
-  row: factsOf(row),
-});
-
 export function resolveEncounterPhi(ctx: GraphQLContext, row: EncounterRow, field: keyof typeof ENCOUNTER_COLUMNS): string | null | Promise<string | null> {
-  const column = ENCOUNTER_COLUMNS[field];
-  return readPhi(ctx, encounterRef(row, field, ENCOUNTER_NAMES[field], column), row[column]);
+  const phi = ENCOUNTER_FIELDS[field];
+  return readPhi(ctx, phi, row.facts, row[phi.column as keyof EncounterRow] as Buffer | null | undefined);
 }
 
 // The policy's name of the field each encounter PHI column holds.
@@ -69,9 +43,9 @@ export function encounterColumnsFor(ctx: GraphQLContext): EncounterPhiColumn[] {
 
 /** Ciphertext, or for an encounter written before kinds were encrypted, its plaintext column. */
 export function resolveEncounterKind(ctx: GraphQLContext, row: EncounterRow): string | null | Promise<string | null> {
-  return row.kind === null ? readPlainPhi(ctx, encounterRef(row, 'kind', 'Encounter.kind', 'kind_legacy'), row.kind_legacy) : resolveEncounterPhi(ctx, row, 'kind');
+  return row.kind === null ? readPlainPhi(ctx, LEGACY_KIND, row.facts, row.kind_legacy) : resolveEncounterPhi(ctx, row, 'kind');
 }
 
 export function resolveEncounterDate(ctx: GraphQLContext, row: EncounterRow): string | null {
-  return readPlainPhi(ctx, encounterRef(row, 'occurredAt', 'Encounter.occurredAt', 'occurred_at'), row.occurred_at.toISOString());
+  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, row.occurred_at.toISOString());
 }

@@ -1,81 +1,88 @@
 import type { Attributes } from '@opentelemetry/api';
-import type { AuditAction } from '../audit/event.ts';
+import type { AuditAction, AuditEvent } from '../audit/event.ts';
+import type { PatientFieldAad } from '../crypto/field-cipher.ts';
+import type { PhiRowFacts } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
-import { fieldVerdict, type FieldVerdict, type RowFacts } from '../policy/decide.ts';
+import { fieldVerdict, type FieldVerdict } from '../policy/decide.ts';
 import { MASKERS } from '../policy/mask.ts';
 import { inSpan, tracing } from '../telemetry/tracing.ts';
 import type { RequestScope } from './scope.ts';
 
-export interface PhiRef {
+/** A PHI field of the schema: the policy's name for it and the column its values live in. Made once per field. */
+export interface PhiField {
   readonly typeName: 'Patient' | 'Encounter';
   readonly field: string;
-  /** `${typeName}.${field}`, the policy's name for the field: made once per field, not per value. */
+  /** `${typeName}.${field}`, the policy's name for the field. */
   readonly name: string;
   readonly table: 'patients' | 'encounters';
   readonly column: string;
-  readonly rowId: string;
-  readonly patientId: string;
-  readonly row: RowFacts;
 }
+
+/**
+ * The one object a PHI value costs: its audit event, which also names the table, column and row
+ * its ciphertext is bound to, so that it serves as the AAD too. The audit writer reads only the
+ * event's fields.
+ */
+type PhiEvent = AuditEvent & PatientFieldAad;
 
 // Span attributes of each PHI field, made once: readPhi runs for every value of a page.
 const fieldAttributes = new Map<string, Attributes>();
-function attributesOf(ref: PhiRef): Attributes {
-  let attributes = fieldAttributes.get(ref.name);
-  if (attributes === undefined) fieldAttributes.set(ref.name, (attributes = { 'phigate.field': ref.name }));
+function attributesOf(field: PhiField): Attributes {
+  let attributes = fieldAttributes.get(field.name);
+  if (attributes === undefined) fieldAttributes.set(field.name, (attributes = { 'phigate.field': field.name }));
   return attributes;
 }
 
-function record(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict, action: AuditAction): void {
-  scope.audit.add({
+function eventOf(field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, action: AuditAction): PhiEvent {
+  return {
     action,
-    typeName: ref.typeName,
-    field: ref.field,
-    patientId: ref.patientId,
-    recordId: ref.rowId === ref.patientId ? null : ref.rowId,
+    typeName: field.typeName,
+    field: field.field,
+    patientId: row.patientId,
+    recordId: row.rowId === row.patientId ? null : row.rowId,
     role: verdict.recordedRole,
     purpose: verdict.purpose,
     breakGlass: verdict.breakGlass,
-    grantId: verdict.breakGlass ? (ref.row.grant?.id ?? null) : null,
-  });
+    grantId: verdict.breakGlass ? (row.grant?.id ?? null) : null,
+    table: field.table,
+    column: field.column,
+    rowId: row.rowId,
+  };
 }
 
-function shown(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict, plain: string): string {
+const shownAs = (verdict: FieldVerdict): AuditAction => (verdict.effect === 'mask' ? 'masked' : 'read');
+
+// Recorded once shown, so that a value that failed to decrypt or mask leaves no event saying it was shown.
+function shown(scope: RequestScope, field: PhiField, verdict: FieldVerdict, event: PhiEvent, plain: string): string {
   let value = plain;
   if (verdict.effect === 'mask') {
-    const mask = MASKERS[ref.name];
+    const mask = MASKERS[field.name];
     // The policy loader refuses `mask` without a masker; this guards against a bypassed loader.
     if (!mask) throw new PhigateError('INTERNAL', 'The field cannot be masked.', { reason: 'no_masker' });
     value = mask(plain);
   }
-  record(scope, ref, verdict, verdict.effect === 'mask' ? 'masked' : 'read');
+  scope.audit.add(event);
   return value;
-}
-
-// An empty field is shown as empty: audited like a value, since it too says something about the patient.
-function empty(scope: RequestScope, ref: PhiRef, verdict: FieldVerdict): null {
-  record(scope, ref, verdict, verdict.effect === 'mask' ? 'masked' : 'read');
-  return null;
 }
 
 /**
  * Decide, then count against the principal's PHI limits: the refusals of both are audited and
  * thrown here, so that nothing past this point is shown that was not allowed and counted.
  */
-function admit(scope: RequestScope, ref: PhiRef): FieldVerdict {
+function admit(scope: RequestScope, field: PhiField, row: PhiRowFacts): FieldVerdict {
   const verdict = tracing()
-    ? inSpan('phigate.policy', attributesOf(ref), () => fieldVerdict(scope.policy, scope.principal, ref.row, ref.name))
-    : fieldVerdict(scope.policy, scope.principal, ref.row, ref.name);
+    ? inSpan('phigate.policy', attributesOf(field), () => fieldVerdict(scope.policy, scope.principal, row, field.name))
+    : fieldVerdict(scope.policy, scope.principal, row, field.name);
   if (verdict.effect === 'deny') {
-    record(scope, ref, verdict, 'denied');
-    throw new PhigateError('FIELD_DENIED', `You may not see ${ref.name}.`);
+    scope.audit.add(eventOf(field, row, verdict, 'denied'));
+    throw new PhigateError('FIELD_DENIED', `You may not see ${field.name}.`);
   }
-  const capped = scope.budget.take(ref.patientId);
+  const capped = scope.budget.take(row.patientId);
   if (capped !== null) {
-    record(scope, ref, verdict, 'limited');
+    scope.audit.add(eventOf(field, row, verdict, 'limited'));
     const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
     // No HTTP status: the rest of the answer stands, as it does around a denied field.
-    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${ref.name} is withheld.`, { reason: capped, http: null });
+    throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${field.name} is withheld.`, { reason: capped, http: null });
   }
   return verdict;
 }
@@ -90,27 +97,33 @@ const notFetched = () => new PhigateError('INTERNAL', 'The field was not loaded.
  * PHI limits, and only then decrypt; mask when the policy says so; record an audit event either
  * way. A denied field, or one past a limit, is never decrypted.
  * Audit events are buffered and written before the response leaves.
- * Synchronous when the data key is cached, as it is in steady state: a page of 800 values then
- * costs no promise per value, and no closure either unless tracing is on.
+ * Synchronous when the data key is cached, as it is in steady state: a page of 1,200 values then
+ * costs no promise per value, no closure unless tracing is on, and one object (its event).
  */
-export function readPhi(scope: RequestScope, ref: PhiRef, ciphertext: Buffer | null | undefined): string | null | Promise<string | null> {
-  const verdict = admit(scope, ref);
+export function readPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, ciphertext: Buffer | null | undefined): string | null | Promise<string | null> {
+  const verdict = admit(scope, field, row);
   try {
     if (ciphertext === undefined) throw notFetched();
-    if (ciphertext === null) return empty(scope, ref, verdict);
-    // The ref names its table, column and row: it is the AAD, with no object made per value.
+    const event = eventOf(field, row, verdict, shownAs(verdict));
+    // An empty field is shown as empty: audited like a value, since it too says something about the patient.
+    if (ciphertext === null) {
+      scope.audit.add(event);
+      return null;
+    }
     const plain = tracing()
-      ? inSpan('phigate.decrypt', attributesOf(ref), () => scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext))
-      : scope.cipher.decrypt(ref.row.clinicId, ref, ciphertext);
-    return plain instanceof Promise ? plain.then((p) => shown(scope, ref, verdict, p)).catch((e: unknown) => unshown(scope, ref, e)) : shown(scope, ref, verdict, plain);
+      ? inSpan('phigate.decrypt', attributesOf(field), () => scope.cipher.decrypt(row.clinicId, event, ciphertext))
+      : scope.cipher.decrypt(row.clinicId, event, ciphertext);
+    return plain instanceof Promise
+      ? plain.then((p) => shown(scope, field, verdict, event, p)).catch((e: unknown) => unshown(scope, row, e))
+      : shown(scope, field, verdict, event, plain);
   } catch (e) {
-    return unshown(scope, ref, e);
+    return unshown(scope, row, e);
   }
 }
 
 /** A value admitted (so charged) that then failed: nothing shown, no event owed (events-missing.ts). */
-function unshown(scope: RequestScope, ref: PhiRef, err: unknown): never {
-  scope.budget.failed(ref.patientId);
+function unshown(scope: RequestScope, row: PhiRowFacts, err: unknown): never {
+  scope.budget.failed(row.patientId);
   throw err;
 }
 
@@ -119,13 +132,17 @@ function unshown(scope: RequestScope, ref: PhiRef, err: unknown): never {
  * written before kinds were encrypted): the same decision, limits and audit as readPhi, with
  * nothing to decrypt.
  */
-export function readPlainPhi(scope: RequestScope, ref: PhiRef, value: string | null | undefined): string | null {
-  const verdict = admit(scope, ref);
+export function readPlainPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, value: string | null | undefined): string | null {
+  const verdict = admit(scope, field, row);
   try {
     if (value === undefined) throw notFetched();
-    if (value === null) return empty(scope, ref, verdict);
-    return shown(scope, ref, verdict, value);
+    const event = eventOf(field, row, verdict, shownAs(verdict));
+    if (value === null) {
+      scope.audit.add(event);
+      return null;
+    }
+    return shown(scope, field, verdict, event, value);
   } catch (e) {
-    return unshown(scope, ref, e);
+    return unshown(scope, row, e);
   }
 }

@@ -212,6 +212,35 @@ describe('one audit row per PHI value resolved and per denied field', () => {
       ['givenName', 'read'],
     ]);
   });
+
+  it('a field through an alias, a fragment and itself: one row and one decryption per response key; a denied one never decrypted', async () => {
+    const seed = onTeamOf('rn-north-1')[0]!;
+    const query = `query($id: ID!) {
+      patient(id: $id) { givenName a: givenName ...Name encounters { notes n: notes ...Notes kind } }
+    }
+    fragment Name on Patient { givenName }
+    fragment Notes on Encounter { notes n: notes }`;
+    const before = { given: gw.cipher.stats.decryptsByColumn.get('patients.given_name') ?? 0, notes: gw.cipher.stats.decryptsByColumn.get('encounters.notes') ?? 0 };
+    const sent = await send(await gw.tokenFor('rn-north-1'), query, { id: seed.id });
+    // givenName and the fragment's givenName are one response key: two keys, two resolutions.
+    expect(sent.r.body.data!.patient).toMatchObject({ givenName: seed.givenName, a: seed.givenName });
+    expect(gw.cipher.stats.decryptsByColumn.get('patients.given_name')! - before.given).toBe(2);
+    expect((gw.cipher.stats.decryptsByColumn.get('encounters.notes') ?? 0) - before.notes).toBe(0);
+    // A nurse may not see notes: null at each of its two paths per encounter, each with its own error.
+    const encounters = sent.r.body.data!.patient.encounters as Array<Record<string, unknown>>;
+    expect(encounters).toHaveLength(seed.encounters.length);
+    for (const e of encounters) expect([e.notes, e.n]).toEqual([null, null]);
+    const errors = sent.r.body.errors ?? [];
+    expect(errors.map((e) => e.extensions?.code)).toEqual(seed.encounters.flatMap(() => ['FIELD_DENIED', 'FIELD_DENIED']));
+    expect(new Set(errors.map((e) => e.path?.at(-1)))).toEqual(new Set(['notes', 'n']));
+    const rows = await rowsOf(sent.requestId);
+    const count = (field: string, action: string) => rows.filter((r) => r.field === field && r.action === action).length;
+    expect(count('givenName', 'read')).toBe(2);
+    expect(count('notes', 'denied')).toBe(2 * seed.encounters.length);
+    expect(count('kind', 'read')).toBe(seed.encounters.length);
+    expect(rows).toHaveLength(2 + 3 * seed.encounters.length);
+    for (const r of rows.filter((x) => x.type_name === 'Encounter')) expect(seed.encounters.map((e) => e.id)).toContain(r.record_id);
+  });
 });
 
 describe('no PHI field, no audit row', () => {

@@ -10,7 +10,7 @@ import { PhigateError } from '../../../src/errors.ts';
 import { loadPolicy } from '../../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
 import { createPhiBudget } from '../../../src/records/phi-budget.ts';
-import { readPhi, type PhiRef } from '../../../src/records/read-phi.ts';
+import { readPhi, type PhiField } from '../../../src/records/read-phi.ts';
 import type { RequestScope } from '../../../src/records/scope.ts';
 import { createMemoryKeyStore } from '../crypto/keyring-contract.ts';
 import { CLINIC, DEFAULT_POLICY_FILE, principal } from '../policy/fixtures.ts';
@@ -55,20 +55,12 @@ describe('readPhi of a column the read left out', () => {
     } as unknown as RequestScope;
     return scope;
   };
-  const notes: PhiRef = {
-    typeName: 'Encounter',
-    field: 'notes',
-    name: 'Encounter.notes',
-    table: 'encounters',
-    column: 'notes',
-    rowId: 'encounter-1',
-    patientId: 'patient-1',
-    row: { clinicId: CLINIC, onCareTeam: true },
-  };
+  const notes: PhiField = { typeName: 'Encounter', field: 'notes', name: 'Encounter.notes', table: 'encounters', column: 'notes' };
+  const row = { clinicId: CLINIC, onCareTeam: true, grant: null, rowId: 'encounter-1', patientId: 'patient-1' };
 
   it('is refused as denied, and audited so, when the policy denies the field', async () => {
     const scope = await setup(['registrar']);
-    expect(() => readPhi(scope, notes, undefined)).toThrow(expect.objectContaining({ code: 'FIELD_DENIED' }));
+    expect(() => readPhi(scope, notes, row, undefined)).toThrow(expect.objectContaining({ code: 'FIELD_DENIED' }));
     expect(scope.audit.events.map((e) => e.action)).toEqual(['denied']);
   });
 
@@ -76,7 +68,7 @@ describe('readPhi of a column the read left out', () => {
     const scope = await setup(['physician']);
     let error: unknown;
     try {
-      readPhi(scope, notes, undefined);
+      readPhi(scope, notes, row, undefined);
     } catch (e) {
       error = e;
     }
@@ -85,7 +77,7 @@ describe('readPhi of a column the read left out', () => {
     expect(scope.audit.events.filter((e) => e.action === 'read' || e.action === 'masked')).toEqual([]);
     expect(scope.cipher.stats.decrypts).toBe(0);
     // An empty column that was fetched is shown as empty, as before.
-    expect(readPhi(scope, notes, null)).toBeNull();
+    expect(readPhi(scope, notes, row, null)).toBeNull();
     expect(scope.audit.events.map((e) => e.action)).toEqual(['read']);
   });
 });
