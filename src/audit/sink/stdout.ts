@@ -3,9 +3,9 @@ import type { Sink } from './sink.ts';
 /**
  * The sink's lines on standard output, for a SIEM's shipper. Standard output cannot be read back,
  * so the position is the row `stdout` of phigate.audit_sink_cursors, which the deliverer writes in
- * its transaction after the lines were handed to the pipe (deliver.ts): at least once. Lines go out in chunks of at
- * most PIPE_BUF bytes where they can, so the gateway's own log lines, also on standard output,
- * never land inside one.
+ * its transaction after the lines were handed to the pipe (deliver.ts): at least once. Lines go
+ * out in chunks of at most PIPE_BUF bytes where they can, so the gateway's own log lines, also on
+ * standard output, never land inside one.
  */
 const PIPE_BUF = 4096;
 

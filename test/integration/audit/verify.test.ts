@@ -609,7 +609,7 @@ describe('retention', () => {
     expect(two).toMatchObject({ fromLeaf: 0, toLeaf: 2, heldBack: old.length - 2, bound: { sink: 'stdout', nextLeaf: 2 } });
     // A job whose environment leaves both off still stays behind the rows the gateways' deliverers keep.
     expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toEqual([{ sink: `file:${sinkDir}`, nextLeaf: old.length }, { sink: 'stdout', nextLeaf: 2 }]);
-    // With no sink configured nothing bounds the run (the event says no bound either).
+    // Given no sink position at all nothing bounds the run (the event says no bound either).
     const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', []));
     expect(free).toMatchObject({ fromLeaf: 2, toLeaf: old.length, heldBack: 0, bound: null });
     expect(await admin(async (c) => (await c.query('SELECT detail FROM phigate.audit_events WHERE id = $1', [free.eventId])).rows[0])).toEqual({ detail: `leaves:2-${old.length}` });
