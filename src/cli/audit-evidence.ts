@@ -49,7 +49,8 @@ export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR]
                                 with --event, also that event ID is inside the proven entry
   audit retain [--days N] --confirm
                                 remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves,
-                                and none the sinks (PHIGATE_AUDIT_SINK_DIR, _STDOUT) have not delivered yet`;
+                                and none a sink has not delivered yet (the configured ones, PHIGATE_AUDIT_SINK_DIR
+                                and _STDOUT, and every one a gateway delivers to)`;
 
 export type Io = { readonly out: (s: string) => void; readonly err: (s: string) => void };
 
@@ -180,7 +181,7 @@ async function retain(v: Values, config: Config, io: Io): Promise<number> {
   const before = new Date(Date.now() - days * 86_400_000);
   const sinks = { sinkDir: config.auditLog.sinkDir, sinkStdout: config.auditLog.sinkStdout };
   if (v.confirm !== true) {
-    io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers and every configured sink has delivered; run again with --confirm`);
+    io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers and every sink has delivered; run again with --confirm`);
     return 2;
   }
   const r = await withMigrator(config, io, async (c) => retainAuditEvents(c, before, `retain-${randomUUID()}`, await sinkPositions(sinks, c))).catch((e: unknown) => {
@@ -193,7 +194,7 @@ async function retain(v: Values, config: Config, io: Io): Promise<number> {
 }
 
 function heldBack(r: RetentionRun): string {
-  if (r.bound === null) return 'no sink configured, so none bounds the run';
+  if (r.bound === null) return 'no sink configured or delivered to, so none bounds the run';
   const sink = `the sink ${r.bound.sink} (at leaf ${r.bound.nextLeaf})`;
   return r.heldBack === 0 ? `none held back by ${sink}` : `held back ${r.heldBack} leaves past retention that ${sink} has not delivered yet`;
 }

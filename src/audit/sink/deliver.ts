@@ -10,6 +10,14 @@ import type { Sink, SinkPosition } from './sink.ts';
  * in leaf order, each checkpoint right after the line of its last leaf. One deliverer per sink in
  * the cluster (a transaction-level advisory lock named for the sink); the position moves only
  * after the sink made the lines durable, so a crash anywhere delivers a line again, never loses one.
+ *
+ * Each batch then records the sink's new position in its row of phigate.audit_sink_cursors, in
+ * the delivery's transaction: stdout's cursor, and for every other sink the report retention
+ * stays behind whatever its job's environment configures (docs/audit-log.md). The row never runs
+ * ahead of the sink: it is written after the lines are durable and commits with the delivery or
+ * not at all. A failing write fails the delivery (the transaction is aborted anyway) and the next
+ * round retries: the file sink resumes from its files, so nothing is written twice, and the row
+ * catches up with its next batch.
  */
 export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<number | null> {
   return underXactLock(pool, `phigate.audit_sink:${sink.name}`, false, async (client) => {
@@ -18,7 +26,12 @@ export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<nu
     for (;;) {
       const { lines, next, events } = await nextLines(client, position, batch);
       if (lines.length === 0) break;
-      await sink.write(lines, next, client);
+      await sink.write(lines, next);
+      await client.query(
+        `INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ($1, $2, $3)
+         ON CONFLICT (sink) DO UPDATE SET next_leaf = excluded.next_leaf, next_checkpoint = excluded.next_checkpoint, updated_at = clock_timestamp()`,
+        [sink.name, String(next.nextLeaf), String(next.nextCheckpoint)],
+      );
       delivered += events;
       position = next;
       if (events < batch) break;

@@ -8,7 +8,8 @@ import type { Sink, SinkPosition } from './sink.ts';
  * current one passes `maxBytes`. Every write is appended and fsync'd (and the directory, when a
  * file is created) before it returns. The files are their own cursor: the position is read back
  * from the last complete lines on disk, a torn last line (a crash mid-write) is cut off first, so
- * the position can never run ahead of what was made durable.
+ * the position can never run ahead of what was made durable. The deliverer also reports each
+ * position in the sink's row of phigate.audit_sink_cursors, for retention; delivery never reads it.
  */
 const FILE = /^audit-(\d{20})\.jsonl$/;
 const fileName = (firstLeaf: number) => `audit-${String(firstLeaf).padStart(20, '0')}.jsonl`;
@@ -65,6 +66,9 @@ async function syncPath(p: string): Promise<void> {
   }
 }
 
+/** The sink's name (sink.ts): one directory, however it was spelled, is one sink. */
+export const fileSinkName = (dir: string): string => `file:${path.resolve(dir)}`;
+
 export function fileSink(dir: string, maxBytes: number): Sink {
   // What this process last wrote; re-read from disk whenever the newest file is not as it left it.
   let known: { file: string; size: number; position: SinkPosition } | null = null;
@@ -92,7 +96,7 @@ export function fileSink(dir: string, maxBytes: number): Sink {
   }
 
   return {
-    name: `file:${dir}`,
+    name: fileSinkName(dir),
     async position() {
       const all = await files();
       const newest = all.at(-1);

@@ -9,11 +9,14 @@ export interface SinkPosition {
 /**
  * A destination outside the database. Delivery calls `position` and then `write`, inside one
  * transaction holding the sink's lock (`client`); `write` returns only once the lines are durable
- * at the destination, and only then may the position it records move on.
+ * at the destination (`next` is where they end), and only then does delivery record the position.
  */
 export interface Sink {
-  /** Stable name: the lock that keeps two deliverers of this sink apart. */
+  /**
+   * Stable name: the lock that keeps two deliverers of this sink apart, and its row of
+   * phigate.audit_sink_cursors (`stdout`, or `file:<absolute directory>`).
+   */
   readonly name: string;
   position(client: pg.PoolClient): Promise<SinkPosition>;
-  write(lines: readonly string[], next: SinkPosition, client: pg.PoolClient): Promise<void>;
+  write(lines: readonly string[], next: SinkPosition): Promise<void>;
 }

@@ -1,16 +1,18 @@
 import type pg from 'pg';
-import { readFileSinkPosition } from '../sink/file.ts';
+import { fileSinkName, readFileSinkPosition } from '../sink/file.ts';
 
 /**
- * Where each configured outside sink stands, for retention to stay behind it (docs/audit-log.md,
- * "Append-only and retention"): the file sink's position read back from its files, changing
- * nothing in them; stdout's from its row of audit_sink_cursors (no row: it has delivered nothing),
- * which bounds retention even where stdout is not configured.
- * A configured sink whose position cannot be read refuses the whole reading: retention must not
- * guess where a sink is.
+ * Where each outside sink stands, for retention to stay behind it (docs/audit-log.md, "Append-only
+ * and retention"): every row of audit_sink_cursors, which the deliverer writes for every sink it
+ * delivers to, so that a sink bounds retention even where the job's environment does not configure
+ * it; and each configured sink's live position, the file sink's read back from its files
+ * (changing nothing in them), stdout's its row (no row: it has delivered nothing). A file sink
+ * that is configured and has a row stands at the lower of the two.
+ * A position that cannot be read refuses the whole reading: retention must not guess where a
+ * sink is.
  */
 export interface SinkAt {
-  /** As the deliverer names it (src/audit/sink): `file:<dir>` or `stdout`. */
+  /** As the deliverer names it (src/audit/sink): `file:<absolute dir>` or `stdout`. */
   readonly sink: string;
   /** The first leaf the sink has not delivered. */
   readonly nextLeaf: number;
@@ -22,8 +24,13 @@ export interface ConfiguredSinks {
 }
 
 export class SinkUnreadableError extends Error {
-  constructor(readonly sink: string, readonly reason: string) {
-    super(`the audit sink ${sink} cannot be read (${reason}), so retention cannot tell what it has delivered; nothing was removed`);
+  /** `sink` null: the sinks' rows in the database could not be read. */
+  constructor(readonly sink: string | null, readonly reason: string) {
+    super(
+      sink === null
+        ? `the audit sinks' positions in the database cannot be read (${reason}), so retention cannot tell what they have delivered; nothing was removed`
+        : `the audit sink ${sink} cannot be read (${reason}), so retention cannot tell what it has delivered; nothing was removed`,
+    );
   }
 }
 
@@ -34,23 +41,22 @@ const reasonOf = (e: unknown): string => {
 };
 
 export async function sinkPositions(sinks: ConfiguredSinks, db: pg.ClientBase): Promise<SinkAt[]> {
-  const at: SinkAt[] = [];
+  const at = new Map<string, number>();
+  const lower = (sink: string, nextLeaf: number) => at.set(sink, Math.min(nextLeaf, at.get(sink) ?? nextLeaf));
+  try {
+    const { rows } = await db.query<{ sink: string; next_leaf: string }>('SELECT sink, next_leaf FROM phigate.audit_sink_cursors ORDER BY sink');
+    for (const r of rows) lower(r.sink, Number(r.next_leaf));
+  } catch (e) {
+    throw new SinkUnreadableError(null, reasonOf(e));
+  }
   if (sinks.sinkDir !== null) {
-    const sink = `file:${sinks.sinkDir}`;
+    const sink = fileSinkName(sinks.sinkDir);
     try {
-      at.push({ sink, nextLeaf: (await readFileSinkPosition(sinks.sinkDir)).nextLeaf });
+      lower(sink, (await readFileSinkPosition(sinks.sinkDir)).nextLeaf);
     } catch (e) {
       throw new SinkUnreadableError(sink, reasonOf(e));
     }
   }
-  // stdout's cursor counts even where this environment leaves stdout off: its row says some
-  // gateway delivers there, and a job run without the gateways' settings must not outrun it.
-  let stdout: { next_leaf: string } | undefined;
-  try {
-    stdout = (await db.query<{ next_leaf: string }>("SELECT next_leaf FROM phigate.audit_sink_cursors WHERE sink = 'stdout'")).rows[0];
-  } catch (e) {
-    throw new SinkUnreadableError('stdout', reasonOf(e));
-  }
-  if (sinks.sinkStdout || stdout !== undefined) at.push({ sink: 'stdout', nextLeaf: stdout === undefined ? 0 : Number(stdout.next_leaf) });
-  return at;
+  if (sinks.sinkStdout && !at.has('stdout')) at.set('stdout', 0);
+  return [...at].map(([sink, nextLeaf]) => ({ sink, nextLeaf }));
 }

@@ -14,6 +14,7 @@ import { deliver } from '../../../src/audit/sink/deliver.ts';
 import { fileSink } from '../../../src/audit/sink/file.ts';
 import { parseSinkLine, type CheckpointLine, type LeafLine } from '../../../src/audit/sink/lines.ts';
 import { stdoutSink } from '../../../src/audit/sink/stdout.ts';
+import { sinkPositions } from '../../../src/audit/verify/sink-positions.ts';
 import { loadConfig } from '../../../src/config.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createLogger } from '../../../src/log.ts';
@@ -156,6 +157,42 @@ describe('file sink', () => {
       if (first) expect(f).toBe(`audit-${String(first.leaf).padStart(20, '0')}.jsonl`);
     }
     expect((await readdir(sinkDir)).every((f) => /^audit-\d{20}\.jsonl$/.test(f))).toBe(true);
+  });
+
+  it('reports its position in its row after each batch; a failing row write fails the delivery, and the retry resumes from its files', async () => {
+    const sinkDir = path.join(dir, 'row');
+    const sink = fileSink(sinkDir, 1 << 20);
+    const row = () =>
+      admin(async (c) => (await c.query<{ next_leaf: string }>('SELECT next_leaf FROM phigate.audit_sink_cursors WHERE sink = $1', [`file:${sinkDir}`])).rows[0]?.next_leaf);
+    const onDisk = async () => (await fileSink(sinkDir, 1 << 20).position(undefined as never)).nextLeaf;
+    const total = await sealEverything();
+    expect(await deliver(pool, sink, 7)).toBe(total);
+    expect(await row()).toBe(String(total));
+    expect(await onDisk()).toBe(total);
+
+    // The row cannot be written: the batch's lines are durable, the delivery fails, the row stays behind
+    // (so retention stays behind with it, the safe side).
+    await addRecords(5, 'row');
+    await sealEverything();
+    await admin((c) => c.query('REVOKE INSERT ON phigate.audit_sink_cursors FROM phigate_app'));
+    try {
+      await expect(deliver(pool, sink, 7)).rejects.toMatchObject({ code: '42501' });
+    } finally {
+      await admin((c) => c.query('GRANT INSERT ON phigate.audit_sink_cursors TO phigate_app'));
+    }
+    expect(await onDisk()).toBe(total + 5);
+    expect(await row()).toBe(String(total));
+    expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toContainEqual({ sink: `file:${sinkDir}`, nextLeaf: total });
+
+    // The retry resumes from the files (nothing written twice) and the row catches up with the next batch.
+    expect(await deliver(pool, sink, 7)).toBe(0);
+    await addRecords(3, 'row-next');
+    await sealEverything();
+    expect(await deliver(pool, sink, 7)).toBe(3);
+    expect(await row()).toBe(String(total + 8));
+    const lines = await sinkLines(sinkDir);
+    expect(new Set(lines).size).toBe(lines.length);
+    expect(lines.filter((l) => parseSinkLine(l)?.audit !== 'checkpoint')).toHaveLength(total + 8);
   });
 
   it('lets one deliverer at a time write a sink', async () => {

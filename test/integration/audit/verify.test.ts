@@ -607,9 +607,9 @@ describe('retention', () => {
     await admin((c) => c.query("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('stdout', 2, 0)"));
     const two = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-2', await sinkPositions(both, c)));
     expect(two).toMatchObject({ fromLeaf: 0, toLeaf: 2, heldBack: old.length - 2, bound: { sink: 'stdout', nextLeaf: 2 } });
-    // A job whose environment leaves stdout off still stays behind the cursor some gateway keeps.
-    expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toEqual([{ sink: 'stdout', nextLeaf: 2 }]);
-    // With no sink configured nothing bounds the run (the event says no bound either).
+    // A job whose environment leaves both off still stays behind the rows the gateways' deliverers keep.
+    expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toEqual([{ sink: `file:${sinkDir}`, nextLeaf: old.length }, { sink: 'stdout', nextLeaf: 2 }]);
+    // Given no sink position at all nothing bounds the run (the event says no bound either).
     const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', []));
     expect(free).toMatchObject({ fromLeaf: 2, toLeaf: old.length, heldBack: 0, bound: null });
     expect(await admin(async (c) => (await c.query('SELECT detail FROM phigate.audit_events WHERE id = $1', [free.eventId])).rows[0])).toEqual({ detail: `leaves:2-${old.length}` });
@@ -621,7 +621,7 @@ describe('retention', () => {
     expect((await verify()).problem).toMatchObject({ kind: 'retention', eventId: two.eventId });
   });
 
-  it('verify names a run that outran the sink, as one run without the sink in its settings does', async () => {
+  it('stays behind a file sink its environment does not name, by the row the deliverer keeps, until the owner deletes the row', async () => {
     await fresh();
     const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
     const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
@@ -629,7 +629,37 @@ describe('retention', () => {
     const first = await buildLog(1, 3, longAgo);
     await writeSink(sinkDir);
     const all = await buildLog(1, 3, longAgo);
-    // The gateways deliver to sinkDir, but this run's environment names no sink: nothing bounds it.
+    const row = (leaf: number) => ({ sink: `file:${sinkDir}`, nextLeaf: leaf });
+    // The job's environment names no sink: the deliverer's row alone bounds it.
+    const none = { sinkDir: null, sinkStdout: false };
+    expect(await admin((c) => sinkPositions(none, c))).toEqual([row(first.length)]);
+    const run = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-by-row', await sinkPositions(none, c)));
+    expect(run).toMatchObject({ fromLeaf: 0, toLeaf: first.length, heldBack: all.length - first.length, bound: row(first.length) });
+    // Configured, the sink stands at the lower of its files and its row: files behind a row (moved, restored) win.
+    await admin((c) => c.query('UPDATE phigate.audit_sink_cursors SET next_leaf = $2 WHERE sink = $1', [`file:${sinkDir}`, all.length + 5]));
+    expect(await admin((c) => sinkPositions({ sinkDir, sinkStdout: false }, c))).toEqual([row(first.length)]);
+    // Spelled another way, the directory is the same sink.
+    expect(await admin((c) => sinkPositions({ sinkDir: `${sinkDir}/./`, sinkStdout: false }, c))).toEqual([row(first.length)]);
+    // The owner retires the sink by deleting its row: nothing bounds the next run.
+    await admin((c) => c.query('DELETE FROM phigate.audit_sink_cursors WHERE sink = $1', [`file:${sinkDir}`]));
+    expect(await admin((c) => sinkPositions(none, c))).toEqual([]);
+    const free = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-retired', await sinkPositions(none, c)));
+    expect(free).toMatchObject({ fromLeaf: first.length, toLeaf: all.length, heldBack: 0, bound: null });
+    await sealEverything();
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect(await verify()).toMatchObject({ problem: null, retired: all.length });
+  });
+
+  it('verify names a run that outran the sink, as one without the sink in its settings did before 037', async () => {
+    await fresh();
+    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const sinkDir = path.join(dir, `sink-${db.name}`);
+    const first = await buildLog(1, 3, longAgo);
+    await writeSink(sinkDir);
+    const all = await buildLog(1, 3, longAgo);
+    // The gateways deliver to sinkDir, but this run is given no sink (as a job without the sink in
+    // its settings was before the deliverer kept the file sink's row): nothing bounds it.
     const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-unbounded', []));
     expect(run).toMatchObject({ fromLeaf: 0, toLeaf: all.length, bound: null });
     await sealEverything();
@@ -667,7 +697,7 @@ describe('retention', () => {
       expect(err).toBeInstanceOf(SinkUnreadableError);
       expect(err).toMatchObject({ sink: `file:${sinkDir}`, reason: code, message: expect.stringContaining(`the audit sink file:${sinkDir} cannot be read (${code})`) });
     }
-    // The stdout cursor unreadable: a role without the grant stands in for a database that refuses the read.
+    // The sinks' rows unreadable: a role without the grant stands in for a database that refuses the read.
     const err = await withClient(db.adminUrl, async (c) => {
       await c.query('BEGIN');
       await c.query(`CREATE ROLE ${db.name}_nobody NOLOGIN`);
@@ -678,7 +708,7 @@ describe('retention', () => {
         await c.query('ROLLBACK');
       }
     });
-    expect(err).toMatchObject({ sink: 'stdout', reason: '42501' });
+    expect(err).toMatchObject({ sink: null, reason: '42501', message: expect.stringContaining("the audit sinks' positions in the database cannot be read (42501)") });
     expect((err as Error).message).not.toMatch(/select|audit_sink_cursors/i);
     // An empty sink directory is readable: a sink that has delivered nothing yet.
     const empty = path.join(dir, `sink-empty-${db.name}`);
