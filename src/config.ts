@@ -499,10 +499,19 @@ function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local
     checkpointSeconds: int(src, 'PHIGATE_AUDIT_CHECKPOINT_SECONDS', 10, 1, 86_400),
     checkpointEvents: int(src, 'PHIGATE_AUDIT_CHECKPOINT_EVENTS', 10_000, 1, 100_000_000),
     signer,
-    sinkDir: sinkDir === null ? null : path.resolve(cwd, sinkDir),
+    sinkDir: sinkDir === null ? null : sinkDirectory(path.resolve(cwd, sinkDir)),
     sinkMaxBytes: int(src, 'PHIGATE_AUDIT_SINK_MAX_BYTES', 64 * 1024 * 1024, 4096, 2 ** 40),
     sinkStdout: oneOf(src, 'PHIGATE_AUDIT_SINK_STDOUT', ['on', 'off'] as const, 'off') === 'on',
   };
+}
+
+// The deliverer files the sink's position under 'file:<directory>' (037_file_sink_cursor.sql):
+// a directory the database would refuse there would fail every delivery, so it stops start-up.
+const MAX_SINK_DIR = 4096;
+function sinkDirectory(dir: string): string {
+  if (/[\u0000-\u001f\u007f]/.test(dir)) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', 'must not contain control characters');
+  if (dir.length > MAX_SINK_DIR) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `must be at most ${MAX_SINK_DIR} characters once made absolute`);
+  return dir;
 }
 
 function deepFreeze<T>(o: T): T {
