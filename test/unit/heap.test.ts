@@ -1,0 +1,30 @@
+import { describe, expect, it } from 'vitest';
+import { MAX_SEMI_SPACE_MB, STARTUP_ENV, STARTUP_FLAGS, startupRelaunch } from '../../src/heap.ts';
+
+// What bin/start.js starts the gateway again with: V8's semi-space cap and glibc's arena limit
+// apply only from a process's start (src/heap.ts).
+describe('startupRelaunch', () => {
+  const argv = ['/usr/bin/node', '/app/bin/start.js', '--flag-of-the-script'];
+
+  it('adds the semi-space cap and the arena limit, keeping the command line and the environment', () => {
+    const relaunch = startupRelaunch(['--enable-source-maps'], argv, { PHIGATE_PORT: '4000' });
+    expect(STARTUP_FLAGS).toEqual([`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`]);
+    expect(relaunch).toEqual({
+      args: [...STARTUP_FLAGS, '--enable-source-maps', '/app/bin/start.js', '--flag-of-the-script'],
+      env: { PHIGATE_PORT: '4000', ...STARTUP_ENV },
+    });
+    expect(relaunch!.env.MALLOC_ARENA_MAX).toBe('2');
+  });
+
+  it('does nothing once both are in effect, so the relaunched process runs on', () => {
+    const first = startupRelaunch([], argv, {})!;
+    expect(startupRelaunch(first.args.slice(0, STARTUP_FLAGS.length), argv, first.env)).toBeNull();
+  });
+
+  it("keeps the operator's own settings, from the command line, NODE_OPTIONS or glibc's tunables", () => {
+    expect(startupRelaunch(['--max_semi_space_size=64'], argv, { MALLOC_ARENA_MAX: '8' })).toBeNull();
+    expect(startupRelaunch([], argv, { NODE_OPTIONS: '--max-semi-space-size=32', GLIBC_TUNABLES: 'glibc.malloc.arena_max=4' })).toBeNull();
+    expect(startupRelaunch([], argv, { MALLOC_ARENA_MAX: '8' })).toEqual({ args: [...STARTUP_FLAGS, '/app/bin/start.js', '--flag-of-the-script'], env: { MALLOC_ARENA_MAX: '8' } });
+    expect(startupRelaunch(['--max-semi-space-size=64'], argv, {})).toEqual({ args: ['--max-semi-space-size=64', '/app/bin/start.js', '--flag-of-the-script'], env: { ...STARTUP_ENV } });
+  });
+});
