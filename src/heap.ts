@@ -68,13 +68,19 @@ export function startupRelaunch(
  * they are not in effect and Node can (`process.execve`: Node 22.15 and 23.11 on; Node 20's own
  * defaults need neither, see above). Call it first thing in an entry point, before anything is
  * listening or open: nothing of this process survives, and the same pid means no launcher stands
- * between a signal and the gateway. Returns only when nothing needs doing.
+ * between a signal and the gateway. Returns when nothing needs doing, or when the restart is refused.
  */
 export function relaunchWithStartupSettings(): void {
   const node = process as NodeJS.Process & { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never };
   if (typeof node.execve !== 'function') return;
   const relaunch = startupRelaunch(process.execArgv, process.argv, process.env);
-  if (relaunch) node.execve(process.execPath, [process.execPath, ...relaunch.args], relaunch.env);
+  if (!relaunch) return;
+  try {
+    node.execve(process.execPath, [process.execPath, ...relaunch.args], relaunch.env);
+  } catch (err) {
+    // Refused (e.g. under `--permission` without child processes): the gateway runs as started.
+    process.stderr.write(`phigate: could not restart itself with the semi-space cap and the malloc arena limit (${(err as { code?: string }).code ?? 'error'}); running without them\n`);
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { MAX_SEMI_SPACE_MB, STARTUP_ENV, STARTUP_FLAGS, startupRelaunch } from '../../src/heap.ts';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { MAX_SEMI_SPACE_MB, STARTUP_ENV, STARTUP_FLAGS, relaunchWithStartupSettings, startupRelaunch } from '../../src/heap.ts';
 
 // What bin/start.js starts the gateway again with: V8's semi-space cap and glibc's arena limit
 // apply only from a process's start (src/heap.ts).
@@ -26,5 +26,41 @@ describe('startupRelaunch', () => {
     expect(startupRelaunch([], argv, { NODE_OPTIONS: '--max-semi-space-size=32', GLIBC_TUNABLES: 'glibc.malloc.arena_max=4' })).toBeNull();
     expect(startupRelaunch([], argv, { MALLOC_ARENA_MAX: '8' })).toEqual({ args: [...STARTUP_FLAGS, '/app/bin/start.js', '--flag-of-the-script'], env: { MALLOC_ARENA_MAX: '8' } });
     expect(startupRelaunch(['--max-semi-space-size=64'], argv, {})).toEqual({ args: ['--max-semi-space-size=64', '/app/bin/start.js', '--flag-of-the-script'], env: { ...STARTUP_ENV } });
+  });
+});
+
+describe('relaunchWithStartupSettings', () => {
+  const node = process as NodeJS.Process & { execve?: unknown };
+  const own = Object.getOwnPropertyDescriptor(process, 'execve');
+  afterEach(() => {
+    if (own) Object.defineProperty(process, 'execve', own);
+    else delete node.execve;
+    vi.restoreAllMocks();
+    vi.unstubAllEnvs();
+  });
+
+  it('replaces the process with node, the settings and the same script and arguments', () => {
+    const execve = vi.fn();
+    node.execve = execve;
+    relaunchWithStartupSettings();
+    const expected = startupRelaunch(process.execArgv, process.argv, process.env);
+    if (expected === null) expect(execve).not.toHaveBeenCalled();
+    else expect(execve).toHaveBeenCalledWith(process.execPath, [process.execPath, ...expected.args], expected.env);
+  });
+
+  it('runs on as started, saying so without the environment, when the restart is refused', () => {
+    node.execve = () => {
+      throw Object.assign(new Error('refused'), { code: 'ERR_ACCESS_DENIED' });
+    };
+    const write = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    vi.stubEnv('MALLOC_ARENA_MAX', undefined);
+    expect(() => relaunchWithStartupSettings()).not.toThrow();
+    expect(write).toHaveBeenCalledTimes(1);
+    expect(String(write.mock.calls[0]![0])).toMatch(/could not restart itself .*\(ERR_ACCESS_DENIED\); running without them/);
+  });
+
+  it('does nothing on a Node without process.execve (Node 20)', () => {
+    delete node.execve;
+    expect(() => relaunchWithStartupSettings()).not.toThrow();
   });
 });
