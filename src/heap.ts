@@ -28,13 +28,13 @@ export const MAX_SEMI_SPACE_MB = 16;
 
 /**
  * How many malloc arenas glibc may make (MALLOC_ARENA_MAX). Left to itself glibc gives every thread
- * that allocates its own arena, up to 8 per core, and an arena keeps the high-water mark of what
- * its thread once held. Node 24's V8 worker threads (GC, compilers) allocate far more outside the
- * JavaScript heap than Node 20's did, the more so the more CPU they get: on a busy machine the page
- * cell's thread arenas held 19-37 MB in 12-14 arenas at the peak, and on a quiet one the memory
- * outside V8's heap reached 156 MB against Node 20's 94. With 2 arenas the threads reuse each
- * other's free memory: 10-11 MB in 2-3 arenas, peak RSS 203-233 -> 209-210 MB (bench/README.md,
- * "Peak RSS on Node 24, outside the heap"). glibc reads it only when a process starts.
+ * that allocates an arena of its own, up to 8 per core, and an arena keeps the high-water mark of
+ * what its thread once held. At the page cell's peak on Node 24 the memory outside V8's heap was
+ * 156 MB against Node 20's 94 (quiet machine); on a busy one the thread arenas held 25-37 MB in 12-14
+ * arenas. With 2 the threads reuse each other's free memory: 10-19 MB in 2-4 arenas (the main one
+ * takes part of the rest), the page's peak RSS 226-246 -> 209-210 MB at 20,000 patients and 210-245
+ * -> 207-240 MB at 100,000, CPU per page unchanged (bench/README.md, "Node 24's peak RSS outside the
+ * heap"). glibc reads it only when a process starts.
  */
 export const MALLOC_ARENA_MAX = 2;
 
