@@ -42,13 +42,14 @@ describe('relaunchWithStartupSettings', () => {
   it('replaces the process with node, the settings and the same script and arguments', () => {
     const execve = vi.fn();
     node.execve = execve;
+    vi.stubEnv('MALLOC_ARENA_MAX', undefined);
     relaunchWithStartupSettings();
-    const expected = startupRelaunch(process.execArgv, process.argv, process.env);
-    if (expected === null) expect(execve).not.toHaveBeenCalled();
-    else expect(execve).toHaveBeenCalledWith(process.execPath, [process.execPath, ...expected.args], expected.env);
+    const expected = startupRelaunch(process.execArgv, process.argv, process.env)!;
+    expect(expected.env.MALLOC_ARENA_MAX).toBe(STARTUP_ENV.MALLOC_ARENA_MAX);
+    expect(execve).toHaveBeenCalledExactlyOnceWith(process.execPath, [process.execPath, ...expected.args], expected.env);
   });
 
-  it('runs on as started, saying so without the environment, when the restart is refused', () => {
+  it('runs on as started, saying so in one line, when the restart is refused', () => {
     node.execve = () => {
       throw Object.assign(new Error('refused'), { code: 'ERR_ACCESS_DENIED' });
     };
