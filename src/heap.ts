@@ -32,9 +32,9 @@ export const MAX_SEMI_SPACE_MB = 16;
  * what its thread once held. At the page cell's peak on Node 24 the memory outside V8's heap was
  * 156 MB against Node 20's 94 (quiet machine); on a busy one the thread arenas held 25-37 MB in 12-14
  * arenas. With 2 the threads reuse each other's free memory: 10-19 MB in 2-4 arenas (the main one
- * takes part of the rest), the page's peak RSS 226-246 -> 209-210 MB at 20,000 patients and 210-245
- * -> 207-240 MB at 100,000, CPU per page unchanged (bench/README.md, "Node 24's peak RSS outside the
- * heap"). glibc reads it only when a process starts.
+ * takes part of the rest), the page's peak RSS 226-246 -> 209-210 MB at 20,000 patients, 210-245
+ * -> 207-240 MB at 100,000, and 252-256 -> 242 MB on a quiet machine; CPU per page unchanged
+ * (bench/README.md, "Node 24's peak RSS outside the heap"). glibc reads it only when a process starts.
  */
 export const MALLOC_ARENA_MAX = 2;
 
