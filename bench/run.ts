@@ -18,7 +18,7 @@ import pg from 'pg';
 import { progressBar } from '../src/cli/progress.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
 import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
-import { MAX_SEMI_SPACE_MB } from '../src/heap.ts';
+import { STARTUP_ENV, STARTUP_FLAGS } from '../src/heap.ts';
 import { medianRun } from './median-run.ts';
 import { verdictLines, verdicts } from './verdict.ts';
 import { APP_ROLE, newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
@@ -148,9 +148,11 @@ async function startTarget(name: TargetName, config: object, profDir: string | n
   } else {
     const bin = name === 'phigate' && PHIGATE_NODE !== null ? nodeBinary(PHIGATE_NODE) : process.execPath;
     if (bin !== process.execPath) runtime = runtimeOf(bin);
-    // phigate runs as the image starts it (Dockerfile's CMD, src/heap.ts).
-    const heap = name === 'phigate' ? [`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`] : [];
-    child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execPath: bin, execArgv: [...heap, '--import', 'tsx', ...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    // phigate runs as the image starts it (Dockerfile's CMD and ENV, src/heap.ts); a MALLOC_ARENA_MAX
+    // in the runner's environment wins, to measure another.
+    const heap = name === 'phigate' ? STARTUP_FLAGS : [];
+    const startEnv = name === 'phigate' ? { ...STARTUP_ENV, ...env } : env;
+    child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execPath: bin, execArgv: [...heap, '--import', 'tsx', ...prof], env: startEnv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   }
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000);

@@ -27,6 +27,63 @@ export const HEAP_GROWING_PERCENT = 50;
 export const MAX_SEMI_SPACE_MB = 16;
 
 /**
+ * How many malloc arenas glibc may make (MALLOC_ARENA_MAX). Left to itself glibc gives every thread
+ * that allocates an arena of its own, up to 8 per core, and an arena keeps the high-water mark of
+ * what its thread once held. At the page cell's peak on Node 24 the memory outside V8's heap was
+ * 156 MB against Node 20's 94 (quiet machine); on a busy one the thread arenas held 25-37 MB in 12-14
+ * arenas. With 2 the threads reuse each other's free memory: 10-19 MB in 2-4 arenas (the main one
+ * takes part of the rest), the page's peak RSS 226-246 -> 209-210 MB at 20,000 patients, 210-245
+ * -> 207-240 MB at 100,000, and 252-256 -> 242 MB on a quiet machine; CPU per page unchanged
+ * (bench/README.md, "Node 24's peak RSS outside the heap"). glibc reads it only when a process starts.
+ */
+export const MALLOC_ARENA_MAX = 2;
+
+/** The `node` flags the gateway's process starts with (V8 reads them only when it makes the heap). */
+export const STARTUP_FLAGS: readonly string[] = [`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`];
+
+/** The environment the gateway's process starts with (glibc reads it only at its first malloc). */
+export const STARTUP_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: String(MALLOC_ARENA_MAX) };
+
+/**
+ * The command line and environment to start this process again with, so that STARTUP_FLAGS and
+ * STARTUP_ENV take effect; null when they already do. A setting the operator gave (a semi-space size
+ * on the command line or in NODE_OPTIONS, MALLOC_ARENA_MAX or glibc's `arena_max` tunable) is kept
+ * as given, and whatever else was on the command line stays.
+ */
+export function startupRelaunch(
+  execArgv: readonly string[],
+  argv: readonly string[],
+  env: Readonly<NodeJS.ProcessEnv>,
+): { args: string[]; env: NodeJS.ProcessEnv } | null {
+  const given = `${execArgv.join(' ')} ${env.NODE_OPTIONS ?? ''}`;
+  const flags = /--max[-_]semi[-_]space[-_]size\b/.test(given) ? [] : STARTUP_FLAGS;
+  const arenasGiven = env.MALLOC_ARENA_MAX !== undefined || /\bglibc\.malloc\.arena_max=/.test(env.GLIBC_TUNABLES ?? '');
+  const extraEnv = arenasGiven ? {} : STARTUP_ENV;
+  if (flags.length === 0 && Object.keys(extraEnv).length === 0) return null;
+  return { args: [...flags, ...execArgv, ...argv.slice(1)], env: { ...env, ...extraEnv } };
+}
+
+/**
+ * Replaces this process, keeping its pid, with one started with STARTUP_FLAGS and STARTUP_ENV, when
+ * they are not in effect and Node can (`process.execve`: Node 22.15 and 23.11 on; Node 20's own
+ * defaults need neither, see above). Call it first thing in an entry point, before anything is
+ * listening or open: nothing of this process survives, and the same pid means no launcher stands
+ * between a signal and the gateway. Returns when nothing needs doing, or when the restart is refused.
+ */
+export function relaunchWithStartupSettings(): void {
+  const node = process as NodeJS.Process & { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never };
+  if (typeof node.execve !== 'function') return;
+  const relaunch = startupRelaunch(process.execArgv, process.argv, process.env);
+  if (!relaunch) return;
+  try {
+    node.execve(process.execPath, [process.execPath, ...relaunch.args], relaunch.env);
+  } catch (err) {
+    // Refused (e.g. under `--permission` without child processes): the gateway runs as started.
+    process.stderr.write(`phigate: could not restart itself with the semi-space cap and the malloc arena limit (${(err as { code?: string }).code ?? 'error'}); running without them\n`);
+  }
+}
+
+/**
  * Applies HEAP_GROWING_PERCENT to this process, unless `node --heap-growing-percent=N` was given
  * (V8 refuses that flag in NODE_OPTIONS, so an operator's override goes on the command line).
  * V8 reads the flag each time it sets the next full-GC limit, so setting it at start-up works.

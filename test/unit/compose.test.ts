@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { hasMfa } from '../../src/auth/mfa.ts';
 import { loadConfig } from '../../src/config.ts';
-import { MAX_SEMI_SPACE_MB } from '../../src/heap.ts';
+import { MALLOC_ARENA_MAX, MAX_SEMI_SPACE_MB, STARTUP_ENV } from '../../src/heap.ts';
 
 // No Docker engine runs in CI, so the production-shaped stack is checked as files: that the
 // gateway's settings pass loadConfig (as development, with the production changes its header
@@ -288,6 +288,12 @@ describe('Dockerfile', () => {
   it("caps the young generation on node's command line, where V8 still honours it", () => {
     // The last CMD: the first is HEALTHCHECK's.
     expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toMatch(new RegExp(`^CMD \\["node", "--max-semi-space-size=${MAX_SEMI_SPACE_MB}",`));
+  });
+
+  it("sets glibc's arena limit, and every variable the gateway starts with elsewhere, in the image's environment", () => {
+    expect(final).toContain(`ENV MALLOC_ARENA_MAX=${MALLOC_ARENA_MAX}`);
+    // What bin/start.js relaunches with (src/heap.ts): the image starts node directly, never through it.
+    for (const [name, value] of Object.entries(STARTUP_ENV)) expect(final).toContain(`ENV ${name}=${value}`);
   });
 });
 
