@@ -6,7 +6,7 @@
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json tsconfig.json tsconfig.build.json ./
-RUN npm ci --no-audit --no-fund
+RUN npm ci --ignore-scripts --no-audit --no-fund
 COPY src ./src
 RUN npm run build
 
@@ -14,7 +14,17 @@ RUN npm run build
 FROM node:24-bookworm-slim AS deps
 WORKDIR /app
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund && npm cache clean --force
+
+# The AES-GCM addon (README, "The AES-GCM addon"), built strictly against this Node's own headers by
+# the full image, which has a compiler; the final image has none. The stages above skip the
+# package's install script, which would only try to build it without native/ and say so.
+FROM node:24-bookworm AS native
+WORKDIR /app
+ENV npm_config_nodedir=/usr/local
+COPY package.json ./
+COPY native ./native
+RUN npm run build:native
 
 # What runs: compiled code, policies, migrations and those dependencies, owned by root and
 # read-only to the unprivileged `node` user the process runs as. node is PID 1's child of the
@@ -28,6 +38,7 @@ ENV MALLOC_ARENA_MAX=2
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=native /app/native/build/Release/aead.node ./native/build/Release/aead.node
 COPY package.json ./
 COPY bin ./bin
 COPY schema ./schema

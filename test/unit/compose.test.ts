@@ -285,6 +285,17 @@ describe('Dockerfile', () => {
     }
   });
 
+  it('carries the AES-GCM addon, built strictly by a stage that has a compiler', () => {
+    const native = stageNamed(copiedFrom('native/build/Release/aead.node') ?? 'none');
+    // The full image: the slim one has no compiler, and a failed build must fail the image's build.
+    expect(native?.[0]).toMatch(/^FROM node:24-bookworm AS /);
+    expect(native).toContain('RUN npm run build:native');
+    expect(native).toContain('COPY native ./native');
+    // The other stages have no native/ to build: the package's install script would only fail quietly.
+    for (const name of ['build', 'deps']) expect(stageNamed(name)?.find((l) => /\bnpm ci\b/.test(l))).toMatch(/--ignore-scripts/);
+    expect(final.some((l) => /\bPHIGATE_AEAD=node\b/.test(l))).toBe(false);
+  });
+
   it("caps the young generation on node's command line, where V8 still honours it", () => {
     // The last CMD: the first is HEALTHCHECK's.
     expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toMatch(new RegExp(`^CMD \\["node", "--max-semi-space-size=${MAX_SEMI_SPACE_MB}",`));
