@@ -178,7 +178,14 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   }
   const header = headerFor(key);
   const nonce = randomBytes(NONCE_BYTES);
-  return Buffer.concat([header, nonce, sealGcm(key.key, nonce, aadFor(key, aad), Buffer.from(plaintext, 'utf8'))]);
+  // A short string's bytes land in Node's shared allocation pool, which later Buffers reuse
+  // without clearing: wiped once sealed, so the value's plaintext does not outlive the call there.
+  const plain = Buffer.from(plaintext, 'utf8');
+  try {
+    return Buffer.concat([header, nonce, sealGcm(key.key, nonce, aadFor(key, aad), plain)]);
+  } finally {
+    plain.fill(0);
+  }
 }
 
 /** The keys a ciphertext was sealed under, so the caller can fetch them. */
