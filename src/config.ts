@@ -491,7 +491,7 @@ function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local
   } else {
     signer = { kind: 'file', file: path.resolve(cwd, keyFile ?? path.join(dataDir, 'audit-signing-key.pem')) };
   }
-  const sinkDir = text(src, 'PHIGATE_AUDIT_SINK_DIR');
+  const sinkDir = auditSinkDir(src, cwd);
   return {
     origin,
     sealMs: int(src, 'PHIGATE_AUDIT_SEAL_MS', 1_000, 10, 3_600_000),
@@ -499,19 +499,23 @@ function auditLogSettings(src: Source, cwd: string, dataDir: string, kms: 'local
     checkpointSeconds: int(src, 'PHIGATE_AUDIT_CHECKPOINT_SECONDS', 10, 1, 86_400),
     checkpointEvents: int(src, 'PHIGATE_AUDIT_CHECKPOINT_EVENTS', 10_000, 1, 100_000_000),
     signer,
-    sinkDir: sinkDir === null ? null : sinkDirectory(path.resolve(cwd, sinkDir)),
+    sinkDir,
     sinkMaxBytes: int(src, 'PHIGATE_AUDIT_SINK_MAX_BYTES', 64 * 1024 * 1024, 4096, 2 ** 40),
     sinkStdout: oneOf(src, 'PHIGATE_AUDIT_SINK_STDOUT', ['on', 'off'] as const, 'off') === 'on',
   };
 }
 
-// The deliverer files the sink's position under 'file:<directory>' (037_file_sink_cursor.sql):
-// a directory the database would refuse there would fail every delivery, so it stops start-up.
-const MAX_SINK_DIR = 4096;
-function sinkDirectory(dir: string): string {
-  if (/[\u0000-\u001f\u007f]/.test(dir)) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', 'must not contain control characters');
-  if (dir.length > MAX_SINK_DIR) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `must be at most ${MAX_SINK_DIR} characters once made absolute`);
-  return dir;
+// The deliverer reports the sink's position in a row named 'file:<absolute directory>', which
+// migration 037 limits to 4,101 characters without control characters: a directory it refuses
+// would fail every delivery round, so it stops start-up instead.
+const MAX_SINK_DIR_CHARS = 4096;
+function auditSinkDir(src: Source, cwd: string): string | null {
+  const dir = text(src, 'PHIGATE_AUDIT_SINK_DIR');
+  if (dir === null) return null;
+  const resolved = path.resolve(cwd, dir);
+  if (/[\p{Cc}\u2028\u2029]/u.test(resolved)) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', 'must not contain control characters');
+  if (resolved.length > MAX_SINK_DIR_CHARS) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `must be at most ${MAX_SINK_DIR_CHARS} characters as an absolute path`);
+  return resolved;
 }
 
 function deepFreeze<T>(o: T): T {

@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
+import { useAead } from '../crypto/aead.ts';
 import { APIKEY_USAGE } from './apikey.ts';
 import { AUDIT_USAGE } from './audit.ts';
 import { INDEX_KEYS_USAGE } from './index-keys.ts';
@@ -33,6 +34,13 @@ async function run(argv: string[]): Promise<number> {
   }
   const { values, positionals } = parseArgs({ args: rest, options: command.options, strict: true, allowPositionals: command.positionals === true });
   const config = command.needsConfig?.(positionals) === false ? loadConfig({}) : loadConfig();
+  // Commands that seal or open fields (seed, keys reencrypt, index-keys) obey PHIGATE_AEAD as the
+  // gateway does: `node` keeps the addon out of them, `native` refuses to run without it.
+  try {
+    useAead(config.aead);
+  } catch (err) {
+    throw new ConfigError('PHIGATE_AEAD', (err as Error).message);
+  }
   return command.run(values as Record<string, string | boolean | undefined>, config, positionals);
 }
 

@@ -57,7 +57,8 @@ const nodeGcm: Gcm = {
 // The addon sits beside the sources: src/crypto/ and, compiled, dist/crypto/ are both two levels down.
 const ADDON = new URL('../../native/build/Release/aead.node', import.meta.url);
 
-// A known answer, checked against node:crypto both ways before the addon is trusted with a value.
+// A known answer, checked against node:crypto both ways before the addon is trusted with a value,
+// and a forged tag refused with the output wiped.
 function selfTest(gcm: Gcm): boolean {
   const key = Buffer.alloc(KEY_BYTES, 0x42);
   const iv = Buffer.alloc(IV_BYTES, 0x24);
@@ -71,7 +72,8 @@ function selfTest(gcm: Gcm): boolean {
   const opened = Buffer.alloc(plain.length);
   if (gcm.open(key, iv, aad, body, tag, opened) !== plain.length || !opened.equals(plain)) return false;
   tag[0]! ^= 1;
-  return gcm.open(key, iv, aad, body, tag, opened) === -1;
+  // A tag that fails must also take back what the call wrote: the output holds no plaintext after.
+  return gcm.open(key, iv, aad, body, tag, opened) === -1 && opened.every((b) => b === 0);
 }
 
 function loadNative(): Gcm | string {

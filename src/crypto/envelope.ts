@@ -100,6 +100,9 @@ const afterParts = new WeakMap<Buffer, AfterParts>();
 let scratch = Buffer.alloc(512);
 // Each value is opened into this buffer, decoded and wiped at once: no Buffer per value.
 let plainScratch = Buffer.alloc(256);
+// Far above any value the gateway writes (20,000 characters at most): a larger stored value, forged
+// or corrupt, gets a buffer of its own rather than leaving the scratch that large for good.
+const MAX_SCRATCH_BYTES = 256 * 1024;
 
 function headerFor(key: DataKey): Buffer {
   if (isPatientKey(key)) {
@@ -178,7 +181,14 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   }
   const header = headerFor(key);
   const nonce = randomBytes(NONCE_BYTES);
-  return Buffer.concat([header, nonce, sealGcm(key.key, nonce, aadFor(key, aad), Buffer.from(plaintext, 'utf8'))]);
+  // A short string's bytes land in Node's shared allocation pool, which later Buffers reuse
+  // without clearing: wiped once sealed, so the value's plaintext does not outlive the call there.
+  const plain = Buffer.from(plaintext, 'utf8');
+  try {
+    return Buffer.concat([header, nonce, sealGcm(key.key, nonce, aadFor(key, aad), plain)]);
+  } finally {
+    plain.fill(0);
+  }
 }
 
 /** The keys a ciphertext was sealed under, so the caller can fetch them. */
@@ -216,12 +226,13 @@ export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer, under
   try {
     // sealedUnder checked the format byte and the versions equal the key's: the header in the
     // AAD is the ciphertext's own.
-    if (plainScratch.length < body.length) plainScratch = Buffer.alloc(body.length * 2);
-    if (!openGcmInto(plainScratch, key.key, nonce, aadFor(key, aad), body, tag)) throw keyUnavailable('decrypt_failed');
+    if (plainScratch.length < body.length && body.length <= MAX_SCRATCH_BYTES) plainScratch = Buffer.alloc(Math.min(body.length * 2, MAX_SCRATCH_BYTES));
+    const out = plainScratch.length >= body.length ? plainScratch : Buffer.alloc(body.length);
+    if (!openGcmInto(out, key.key, nonce, aadFor(key, aad), body, tag)) throw keyUnavailable('decrypt_failed');
     try {
-      return UTF8.decode(plainScratch.subarray(0, body.length));
+      return UTF8.decode(out.subarray(0, body.length));
     } finally {
-      plainScratch.fill(0, 0, body.length);
+      out.fill(0, 0, body.length);
     }
   } catch (e) {
     if (e instanceof PhigateError) throw e;

@@ -1,4 +1,4 @@
-import { specifiedRules, type DocumentNode, type GraphQLSchema } from 'graphql';
+import { specifiedRules, type DocumentNode, type GraphQLError, type GraphQLSchema } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 
 /**
@@ -11,25 +11,30 @@ import type { Plugin } from 'graphql-yoga';
  * request, ~2.5 us of every read. Here the rules are the standard set
  * or the cache is not used: a plugin that adds a rule gets every document validated again.
  *
- * Listed after every plugin of the gateway, where yoga lists its own: the before-hooks of those
- * listed earlier still run on a hit, and what it keeps is the result as their after-hooks left it.
+ * Listed after every plugin of the gateway, where yoga lists its own, so that it sees every rule
+ * they add. It stands in for the validation function, never for the result: a plugin before it
+ * that sets a result itself (a refusal that depends on who asks, say) keeps it on a hit, and such a
+ * result is never cached for the next request. What it keeps is graphql-js's own answer; the
+ * after-hooks of other plugins (use-no-reconnaissance's rewording) run on it at every request.
  */
 export function useValidationCache(): Plugin {
-  const results = new WeakMap<GraphQLSchema, WeakMap<DocumentNode, readonly Error[]>>();
+  const results = new WeakMap<GraphQLSchema, WeakMap<DocumentNode, readonly GraphQLError[]>>();
   return {
-    onValidate({ params: { schema, documentAST, rules }, setResult }) {
-      if (!isStandard(rules)) return undefined;
+    onValidate({ params: { schema, documentAST, rules }, validateFn, setValidationFn }) {
+      if (!isStandard(rules)) return;
       let bySchema = results.get(schema);
       if (bySchema === undefined) results.set(schema, (bySchema = new WeakMap()));
       const known = bySchema.get(documentAST);
       if (known !== undefined) {
-        setResult(known);
-        return undefined;
+        setValidationFn(() => known);
+        return;
       }
       const cache = bySchema;
-      return ({ result }) => {
-        if (result != null) cache.set(documentAST, result);
-      };
+      setValidationFn((...args) => {
+        const result = validateFn(...args);
+        cache.set(documentAST, result);
+        return result;
+      });
     },
   };
 }

@@ -32,9 +32,6 @@ describe('audit log settings', () => {
     ['PHIGATE_AUDIT_SINK_MAX_BYTES', '10'],
     ['PHIGATE_AUDIT_SINK_STDOUT', 'yes'],
     ['PHIGATE_AUDIT_SIGNING_KEY_FILE', ' '],
-    // The deliverer files its position under 'file:<directory>', which the database refuses with control characters or past 4,096.
-    ['PHIGATE_AUDIT_SINK_DIR', '/var/audit\nsink'],
-    ['PHIGATE_AUDIT_SINK_DIR', `/${'a'.repeat(4096)}`],
   ])('names %s when it is %j', (name, value) => {
     expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`^${name}: `));
   });

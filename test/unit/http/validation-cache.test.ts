@@ -17,7 +17,8 @@ function countingYoga(extra: Plugin[] = []) {
     },
   };
   const yoga = createYoga({ schema, logging: false, parserAndValidationCache: { validationCache: false }, plugins: [counting, ...extra, useValidationCache()] });
-  const ask = async (query: string) => (await yoga.fetch('http://localhost/graphql', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) })).json();
+  const ask = async (query: string, caller?: string) =>
+    (await yoga.fetch('http://localhost/graphql', { method: 'POST', headers: { 'content-type': 'application/json', ...(caller ? { 'x-caller': caller } : {}) }, body: JSON.stringify({ query }) })).json();
   return { ask, validations: () => validations };
 }
 
@@ -49,5 +50,35 @@ describe('useValidationCache', () => {
     const y = countingYoga([{ onValidate: ({ addValidationRule }) => addValidationRule(noHello) }]);
     for (let i = 0; i < 2; i++) expect((await y.ask('{ hello }')).errors?.[0]?.message).toBe('no hello');
     expect(y.validations()).toBe(2);
+  });
+
+  it('never overrides a result an earlier plugin set, nor caches one for the next request', async () => {
+    // A refusal that depends on who asks (here a header), and a skip of validation for a trusted caller.
+    const byCaller: Plugin = {
+      onValidate({ context, setResult }) {
+        const who = (context as { request: Request }).request.headers.get('x-caller');
+        if (who === 'refused') setResult([new GraphQLError('not for you')]);
+        if (who === 'trusted') setResult([]);
+      },
+    };
+    const y = countingYoga([byCaller]);
+    expect(await y.ask('{ hello }')).toEqual({ data: { hello: 'hi ' } });
+    expect((await y.ask('{ hello }', 'refused')).errors?.[0]?.message).toBe('not for you');
+    // The trusted caller's unvalidated document is not served as valid to anyone else.
+    expect(await y.ask('{ helo }', 'trusted')).toMatchObject({ data: {} });
+    expect((await y.ask('{ helo }')).errors?.[0]?.message).toMatch(/Cannot query field "helo"/);
+  });
+
+  it("runs other plugins' after-hooks on a cached result as on a fresh one", async () => {
+    const reword: Plugin = {
+      onValidate: () => ({ result, setResult }) => {
+        if (result.length) setResult(result.map((e) => new GraphQLError(`reworded: ${e.message.slice(0, 18)}`)));
+      },
+    };
+    const y = countingYoga([reword]);
+    const first = await y.ask('{ helo }');
+    expect(first.errors?.[0]?.message).toBe('reworded: Cannot query field');
+    expect(await y.ask('{ helo }')).toEqual(first);
+    expect(y.validations()).toBe(1);
   });
 });
