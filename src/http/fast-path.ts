@@ -128,9 +128,11 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
     let result: ExecutionResult;
     try {
       result = (await yoga.getResultForParams({ params, request }, serverContext as never)) as ExecutionResult;
-    } catch {
-      // Only an onParams hook throws here (execution's errors become results), before any
-      // context, transaction or audit: yoga answers it, as it would have.
+    } catch (e) {
+      // An onParams hook refused (trusted documents, yoga's parameter checks): nothing has run,
+      // so yoga answers it as it would have. Past the hooks (yoga's handleParams has put the
+      // params on the context) execution may have begun: never run it twice, fail closed.
+      if ('params' in serverContext) throw e;
       return toYoga(req, res, body);
     }
     let processor: ResultProcessor | undefined;
