@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
-import { createYoga, type YogaInitialContext } from 'graphql-yoga';
+import { createYoga, type Plugin, type YogaInitialContext } from 'graphql-yoga';
 import { createAuditBuffer } from '../audit/buffer.ts';
 import { createAlertSweeper } from '../audit/alert-sweep.ts';
 import { createAlerts, type Alerts } from '../audit/alerts.ts';
@@ -32,6 +32,7 @@ import { createPhiBudget } from '../records/phi-budget.ts';
 import { phiMinuteFor } from '../records/phi-minute.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import { createClientAddress } from './client-address.ts';
+import { createFastPath } from './fast-path.ts';
 import { createMaskError } from './mask-error.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
@@ -118,6 +119,8 @@ export interface GatewayDeps {
   readonly metricsListener?: { readonly port: number; readonly host: string } | null;
   /** Extra routes tried before GraphQL (the development issuer, GraphiQL); return true when handled. */
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
+  /** Answer the common request without yoga's Request/Response layer (fast-path.ts); default true. Tests compare both. */
+  readonly fastPath?: boolean;
 }
 
 export interface Gateway {
@@ -172,6 +175,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
   );
   const otherReady = Object.fromEntries(Object.entries(deps.readiness ?? {}).map(([name, check]) => [name, cachedCheck(check, KEYS_READY_TTL_MS)]));
 
+  // Their request and response hooks are also called by the fast path (fast-path.ts).
+  const httpPlugins = [useHttpHygiene({ corsOrigins: deps.corsOrigins }), useMetrics(metrics)];
   const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
     schema: buildSchema(),
     graphqlEndpoint: '/graphql',
@@ -189,8 +194,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // Validation is cached by useValidationCache, below; yoga keeps parsing's cache.
     parserAndValidationCache: { validationCache: false },
     plugins: [
-      useHttpHygiene({ corsOrigins: deps.corsOrigins }),
-      useMetrics(metrics),
+      ...httpPlugins,
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
       useNoEcho(),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
@@ -253,6 +257,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     },
   });
 
+  const fastPath =
+    deps.fastPath === false
+      ? null
+      : createFastPath({ yoga, maxBodyBytes: deps.limits.maxBodyBytes, documentIds: deps.trustedDocuments !== null, plugins: httpPlugins as Plugin[], logger });
   const securityHeaders = Object.entries(SECURITY_HEADERS);
   // Requests being answered, so that close() can let them finish.
   let inFlight = 0;
@@ -305,7 +313,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // it through the active context. The id is the one in the logs and audit rows, never PHI-shaped.
     const attributes = { 'http.request.method': req.method ?? 'UNKNOWN', 'phigate.request_id': requestId };
     void inSpan('phigate.request', attributes, async (span) => {
-      await yoga(req, res);
+      await (fastPath?.qualifies(req) ? fastPath.answer(req, res) : yoga(req, res));
       span.setAttribute('http.response.status_code', res.statusCode);
       // As OpenTelemetry's HTTP conventions say for a server: a 4xx is the client's, a 5xx ours.
       if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });
