@@ -475,14 +475,15 @@ describe('append-only for everyone', () => {
 });
 
 describe('retention', () => {
+  // Leaves made seven years ago, past a retention cutoff six years ago.
+  const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
+  const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
   it('removes only the leading range past retention, whole records and v1 events, is audited, keeps leaves and checkpoints, and verify still passes', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
     await addV1Events(2, longAgo);
     const old = await buildLog(2, 3, longAgo);
     const recent = (await buildLog(1, 3)).slice(old.length);
     const checkpointsBefore = await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows);
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
 
     const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1', []));
     // 2 v1 events and 6 records of 3 events: 8 leaves, 20 events.
@@ -518,8 +519,6 @@ describe('retention', () => {
 
   it('stops at the last signed checkpoint, and at the first record inside the retention period', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const signed = await buildLog(2, 3, longAgo);
     // An old record sealed but under no checkpoint yet: it stays, for now.
     await admin((c) => addRecord(c, 'unsigned', longAgo, 2));
@@ -536,7 +535,6 @@ describe('retention', () => {
 
   it('lets a record go only under a run that covers its leaf, and only whole', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
     const events = await buildLog(1, 3, longAgo);
     // A run of this transaction that covers leaves 0..1 only: the record of leaf 2 stays refused.
     const err = await admin(async (c) => {
@@ -557,8 +555,6 @@ describe('retention', () => {
 
   it('stays behind a sink that has not delivered what is past retention, and records the bound it used', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const sinkDir = path.join(dir, `sink-${db.name}`);
     // The sink took the first 3 leaves, then fell behind: 6 leaves are past retention, it holds 3.
     const first = await buildLog(1, 3, longAgo);
@@ -595,8 +591,6 @@ describe('retention', () => {
 
   it('is bounded by the sink furthest behind: the stdout cursor, or no cursor at all', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const sinkDir = path.join(dir, `sink-${db.name}`);
     const old = await buildLog(2, 3, longAgo);
     await writeSink(sinkDir);
@@ -623,8 +617,6 @@ describe('retention', () => {
 
   it('stays behind a file sink its environment does not name, by the row the deliverer keeps, until the owner deletes the row', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const sinkDir = path.join(dir, `sink-${db.name}`);
     const first = await buildLog(1, 3, longAgo);
     await writeSink(sinkDir);
@@ -652,8 +644,6 @@ describe('retention', () => {
 
   it('verify names a run that outran the sink, as one without the sink in its settings did before 037', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const sinkDir = path.join(dir, `sink-${db.name}`);
     const first = await buildLog(1, 3, longAgo);
     await writeSink(sinkDir);
@@ -672,8 +662,6 @@ describe('retention', () => {
 
   it('verify with a sink rotated past retired leaves finds nothing missing', async () => {
     await fresh();
-    const longAgo = new Date(Date.now() - 7 * 365 * 86_400_000).toISOString();
-    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
     const oldSink = path.join(dir, `sink-old-${db.name}`);
     await buildLog(1, 3, longAgo);
     await writeSink(oldSink);
