@@ -322,7 +322,11 @@ describe('audit verify names the event a superuser with the triggers off tampere
       [events[6], await admin(async (c) => leafHash(leafBytes((await c.query<LeafRow>(`${RECORD_SQL} WHERE r.id = $1::bigint >> 16`, [events[6]])).rows[0]!)))],
     );
     expect((await verify(sinkDir)).problem).toMatchObject({ kind: 'sink_differs', eventId: events[6] });
-    expect((await verify()).problem).toMatchObject({ kind: 'root_mismatch', eventId: events[4] });
+    // Named from the first leaf after the last root that still matches: a checkpoint (leaf 4 here)
+    // or a sealing head, which a sealer held back by another test's open transaction adds (leaf 5 or 6).
+    const { problem } = await verify();
+    expect(problem).toMatchObject({ kind: 'root_mismatch' });
+    expect([events[4], events[5], events[6]]).toContain(problem!.eventId);
   });
 
   it('a sink the gateways deliver to during the walk: lines newer than its snapshot are not leaves the database lacks', async () => {
