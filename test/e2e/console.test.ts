@@ -428,6 +428,8 @@ describe('clinic admin', () => {
 
 describe('every page', () => {
   /** Each page of each role: axe at 100% and at 200% zoom (a 1280-pixel window at twice the pixel size), and every control reachable with Tab. */
+  // Up to five pages, each through axe twice in a real browser: a CI run with other work beside it
+  // took 21.5 s, past the suite's 20 s default, so these have 60 s.
   it.each([
     { sub: 'compliance-1', titles: ['Break-glass review', 'Alerts', 'Audit search', 'Accounting of disclosures', 'Charts'] },
     { sub: 'admin-north', titles: ['Partner API keys', 'Care teams'] },
@@ -473,7 +475,7 @@ describe('every page', () => {
       expect(await z.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), `${title} at 200% scrolls sideways`).toBe(true);
     }
     await zoomed.close();
-  });
+  }, 60_000);
 
   it('the sign-in page and the development issuer\'s login page pass axe', async () => {
     await page.goto(`${cg.origin}/console/`);
