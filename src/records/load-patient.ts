@@ -15,12 +15,5 @@ export async function loadPatientForWrite(scope: RequestScope, rawId: string, ar
   return row;
 }
 
-/** What the write decision needs of the patient row: its clinic, care-team standing and live grant. */
-export const writeTarget = (row: PatientRow): WriteTarget => ({
-  patientId: row.id,
-  row: {
-    clinicId: row.clinic_id,
-    onCareTeam: row.on_care_team,
-    grant: row.grant_id !== null && row.grant_role !== null ? { id: row.grant_id, role: row.grant_role } : null,
-  },
-});
+/** What the write decision needs of the patient row: its clinic, care-team standing and live grant, made as the row was loaded. */
+export const writeTarget = (row: PatientRow): WriteTarget => ({ patientId: row.id, row: row.facts });
