@@ -50,28 +50,91 @@ const INSERT = `
   )
   SELECT events FROM b`;
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/**
+ * Whether `id` is a uuid in the form PostgreSQL reads (8-4-4-4-12 hex digits, either case): the
+ * same rule as the regular expression it replaces, one pass over the characters, no allocation.
+ */
+export function isUuid(id: string): boolean {
+  if (id.length !== 36) return false;
+  for (let i = 0; i < 36; i++) {
+    const c = id.charCodeAt(i);
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (c !== 0x2d) return false;
+    } else if (!((c >= 0x30 && c <= 0x39) || ((c | 0x20) >= 0x61 && (c | 0x20) <= 0x66))) {
+      return false;
+    }
+  }
+  return true;
+}
 
 /**
- * A uuid[] literal written directly: pg's generic array encoder escapes and concatenates element
- * by element, which was the largest allocation of a page request. Ids come from uuid columns or
- * validated input; one that is not a uuid fails the write rather than reach the SQL text.
+ * An element of a uuid[] literal written directly: pg's generic array encoder escapes and
+ * concatenates element by element, which was the largest allocation of a page request. Ids come
+ * from uuid columns or validated input; one that is not a uuid fails the write rather than reach
+ * the statement.
  */
-function uuidArray(ids: readonly (string | null)[]): string {
-  for (const id of ids) if (id !== null && !UUID.test(id)) throw new Error('audit event id is not a uuid');
-  return `{${ids.map((id) => id ?? 'NULL').join(',')}}`;
+function uuidElement(id: string | null): string {
+  if (id === null) return 'NULL';
+  if (!isUuid(id)) throw new Error('audit event id is not a uuid');
+  return id;
 }
+
+const NEEDS_ESCAPE = /[\\"]/;
 
 /** A text[] literal, every element quoted: right for any string, and a parameter, never SQL text. */
 function textArray(values: readonly (string | null)[]): string {
-  return `{${values.map((v) => (v === null ? 'NULL' : `"${v.replace(/[\\"]/g, '\\$&')}"`)).join(',')}}`;
+  let literal = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (i > 0) literal += ',';
+    literal += v === null ? 'NULL' : NEEDS_ESCAPE.test(v) ? `"${v.replace(/[\\"]/g, '\\$&')}"` : `"${v}"`;
+  }
+  return `${literal}}`;
 }
 
 const NONE = '\u0001';
 
+/** A (role, purpose, break-glass, grant) of the batch: its subscript in $7-$10. */
+interface Group {
+  readonly n: number;
+  readonly role: string | null;
+  readonly purpose: string;
+  readonly breakGlass: boolean;
+  readonly grantId: string | null;
+}
+
+/** One request's events about one patient under one group, in the order they came. */
+interface Pending {
+  readonly group: Group;
+  readonly patientId: string | null;
+  readonly events: AuditEvent[];
+  /** The same patient's record under another group, if any. */
+  next: Pending | null;
+}
+
+/** The per-event arrays of a record, sent once per batch; `n` is its subscript in $11-$14. */
+interface Shape {
+  readonly n: number;
+  readonly events: readonly AuditEvent[];
+}
+
+const sameGroup = (g: Group, e: AuditEvent) => g.role === e.role && g.purpose === e.purpose && g.breakGlass === e.breakGlass && g.grantId === (e.grantId ?? null);
+
+/** Whether `events` write the same per-event arrays but record_ids as `shape`'s. */
+function sameShape(shape: Shape, events: readonly AuditEvent[]): boolean {
+  const a = shape.events;
+  if (a.length !== events.length) return false;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]!;
+    const y = events[i]!;
+    if (x.action !== y.action || x.typeName !== y.typeName || x.field !== y.field || (x.detail ?? null) !== (y.detail ?? null)) return false;
+  }
+  return true;
+}
+
 /** The statement that writes `parts` as batch `batchId`; its one row's `events` is the count written. */
 export function auditInsert(batchId: string, parts: readonly AuditPart[]): Statement {
-  if (!UUID.test(batchId)) throw new Error('audit batch id is not a uuid');
+  if (!isUuid(batchId)) throw new Error('audit batch id is not a uuid');
   const requests = {
     requestId: [] as string[],
     actor: [] as string[],
@@ -79,11 +142,22 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
     clientAddr: [] as (string | null)[],
     credentialId: [] as (string | null)[],
   };
-  const groupOf = new Map<string, number>();
-  const groups = { role: [] as (string | null)[], purpose: [] as string[], breakGlass: [] as boolean[], grantId: [] as (string | null)[] };
-  const shapeOf = new Map<string, number>();
-  const shapes = { actions: [] as string[], typeNames: [] as string[], fields: [] as string[], details: [] as string[] };
-  const records = { req: [] as number[], grp: [] as number[], shape: [] as number[], patientId: [] as (string | null)[], recordIds: [] as string[] };
+  // Nearly every event of a batch has the group of the event before it: compared field by field,
+  // no key is built for it. The map serves the rest.
+  const groupOf = new Map<string, Group>();
+  const groups: Group[] = [];
+  let lastGroup = null as Group | null;
+  // Most records repeat a shape already seen (a page's 100 patients share a few): the last shape
+  // of the record's length is compared event by event first; only on a miss is the shape's key
+  // built, and the four array literals are written only for a shape not yet seen.
+  const shapeOf = new Map<string, Shape>();
+  const lastShapeOfLength = new Map<number, Shape>();
+  const shapes: Shape[] = [];
+  let req = '{';
+  let grp = '{';
+  let shp = '{';
+  let patients = '{';
+  let recordIds = '{';
   let total = 0;
   for (const part of parts) {
     if (part.events.length === 0) continue;
@@ -92,49 +166,86 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
     requests.actorKind.push(part.request.actorKind);
     requests.clientAddr.push(part.request.clientAddr);
     requests.credentialId.push(part.request.credentialId ?? null);
-    const req = requests.requestId.length;
+    const r = requests.requestId.length;
     // The request's records in the order of their first event, each keeping its events' order.
-    const byRecord = new Map<string, { grp: number; patientId: string | null; events: AuditEvent[] }>();
+    const byPatient = new Map<string | null, Pending>();
+    const pending: Pending[] = [];
+    let last = null as Pending | null;
     for (const e of part.events) {
-      const shared = `${e.role ?? NONE}\u0000${e.purpose}\u0000${e.breakGlass}\u0000${e.grantId ?? NONE}`;
-      const key = `${e.patientId ?? NONE}\u0000${shared}`;
-      let record = byRecord.get(key);
-      if (record === undefined) {
-        let grp = groupOf.get(shared);
-        if (grp === undefined) {
-          grp = groupOf.size + 1;
-          groupOf.set(shared, grp);
-          groups.role.push(e.role);
-          groups.purpose.push(e.purpose);
-          groups.breakGlass.push(e.breakGlass);
-          groups.grantId.push(e.grantId ?? null);
+      let group: Group | null = lastGroup;
+      if (group === null || !sameGroup(group, e)) {
+        const key = `${e.role ?? NONE}\u0000${e.purpose}\u0000${e.breakGlass}\u0000${e.grantId ?? NONE}`;
+        group = groupOf.get(key) ?? null;
+        if (group === null) {
+          group = { n: groups.length + 1, role: e.role, purpose: e.purpose, breakGlass: e.breakGlass, grantId: e.grantId ?? null };
+          groupOf.set(key, group);
+          groups.push(group);
         }
-        record = { grp, patientId: e.patientId, events: [] };
-        byRecord.set(key, record);
+        lastGroup = group;
+      }
+      const patientId = e.patientId ?? null;
+      let record: Pending | null = last;
+      if (record === null || record.patientId !== patientId || record.group !== group) {
+        const first = byPatient.get(patientId);
+        record = first ?? null;
+        while (record !== null && record.group !== group) record = record.next;
+        if (record === null) {
+          record = { group, patientId, events: [], next: null };
+          pending.push(record);
+          if (first === undefined) byPatient.set(patientId, record);
+          else {
+            let tail = first;
+            while (tail.next !== null) tail = tail.next;
+            tail.next = record;
+          }
+        }
+        last = record;
       }
       record.events.push(e);
     }
-    for (const record of byRecord.values()) {
+    for (const record of pending) {
+      const patient = uuidElement(record.patientId);
       for (let start = 0; start < record.events.length; start += MAX_RECORD_EVENTS) {
         const events = record.events.length <= MAX_RECORD_EVENTS ? record.events : record.events.slice(start, start + MAX_RECORD_EVENTS);
-        // Most records repeat a shape already seen (a page's 100 patients share one): its key is
-        // cheap to build, and the four array literals are written only for a shape not yet seen.
-        let key = '';
-        for (const e of events) key += `${e.action}\u0000${e.typeName}\u0000${e.field ?? NONE}\u0000${e.detail ?? NONE}\u0002`;
-        let shape = shapeOf.get(key);
-        if (shape === undefined) {
-          shape = shapeOf.size + 1;
-          shapeOf.set(key, shape);
-          shapes.actions.push(textArray(events.map((e) => e.action)));
-          shapes.typeNames.push(textArray(events.map((e) => e.typeName)));
-          shapes.fields.push(textArray(events.map((e) => e.field)));
-          shapes.details.push(textArray(events.map((e) => e.detail ?? null)));
+        let shape = lastShapeOfLength.get(events.length);
+        if (shape === undefined || !sameShape(shape, events)) {
+          let key = '';
+          for (const e of events) key += `${e.action}\u0000${e.typeName}\u0000${e.field ?? NONE}\u0000${e.detail ?? NONE}\u0002`;
+          shape = shapeOf.get(key);
+          if (shape === undefined) {
+            shape = { n: shapes.length + 1, events };
+            shapeOf.set(key, shape);
+            shapes.push(shape);
+          }
+          lastShapeOfLength.set(events.length, shape);
         }
-        records.req.push(req);
-        records.grp.push(record.grp);
-        records.shape.push(shape);
-        records.patientId.push(record.patientId);
-        records.recordIds.push(uuidArray(events.map((e) => e.recordId)));
+        if (total > 0) {
+          req += ',';
+          grp += ',';
+          shp += ',';
+          patients += ',';
+          recordIds += ',';
+        }
+        req += r;
+        grp += record.group.n;
+        shp += shape.n;
+        patients += patient;
+        // The record's uuid[] literal, quoted as an element of $19: it holds only hex digits,
+        // dashes, commas, braces and NULL, so there is nothing to escape. Consecutive events of
+        // one row (an encounter's fields) carry one id, checked once.
+        recordIds += '"{';
+        let previous: string | null = null;
+        for (let i = 0; i < events.length; i++) {
+          const id = events[i]!.recordId;
+          if (i > 0) recordIds += ',';
+          if (id === null) recordIds += 'NULL';
+          else {
+            if (id !== previous && !isUuid(id)) throw new Error('audit event id is not a uuid');
+            recordIds += id;
+            previous = id;
+          }
+        }
+        recordIds += '}"';
         total += events.length;
       }
     }
@@ -148,19 +259,19 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
       textArray(requests.actorKind),
       textArray(requests.clientAddr),
       textArray(requests.credentialId),
-      textArray(groups.role),
-      textArray(groups.purpose),
-      `{${groups.breakGlass.join(',')}}`,
-      uuidArray(groups.grantId),
-      textArray(shapes.actions),
-      textArray(shapes.typeNames),
-      textArray(shapes.fields),
-      textArray(shapes.details),
-      `{${records.req.join(',')}}`,
-      `{${records.grp.join(',')}}`,
-      `{${records.shape.join(',')}}`,
-      uuidArray(records.patientId),
-      textArray(records.recordIds),
+      textArray(groups.map((g) => g.role)),
+      textArray(groups.map((g) => g.purpose)),
+      `{${groups.map((g) => g.breakGlass).join(',')}}`,
+      `{${groups.map((g) => uuidElement(g.grantId)).join(',')}}`,
+      textArray(shapes.map((s) => textArray(s.events.map((e) => e.action)))),
+      textArray(shapes.map((s) => textArray(s.events.map((e) => e.typeName)))),
+      textArray(shapes.map((s) => textArray(s.events.map((e) => e.field)))),
+      textArray(shapes.map((s) => textArray(s.events.map((e) => e.detail ?? null)))),
+      `${req}}`,
+      `${grp}}`,
+      `${shp}}`,
+      `${patients}}`,
+      `${recordIds}}`,
       total,
     ],
   };

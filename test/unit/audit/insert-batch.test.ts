@@ -1,0 +1,52 @@
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
+import { auditInsert, isUuid } from '../../../src/audit/insert.ts';
+
+const request: AuditRequest = { requestId: 'req-1', actor: 'reg-north', actorKind: 'user', clientAddr: null };
+const P1 = '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b';
+const P2 = '1c7a8b4f-3d2e-4f60-9b0c-1d2e3f4a5b6c';
+const E1 = '2d8b9c50-4e3f-4071-8c1d-2e3f4a5b6c7d';
+const BATCH = '0f0e0d0c-0000-4000-8000-000000000001';
+const ev = (patientId: string | null, field: string, extra: Partial<AuditEvent> = {}): AuditEvent => ({
+  action: 'read', typeName: 'Patient', field, patientId, recordId: null, role: 'registrar', purpose: 'operations', breakGlass: false, ...extra,
+});
+const values = (events: AuditEvent[]) => auditInsert(BATCH, [{ request, events }]).values!;
+
+// The batch's statement is built without keys for the common case (src/audit/insert.ts): these
+// are the cases where that shortcut could go wrong.
+describe('auditInsert, record and shape bookkeeping', () => {
+  it('keeps one record per (patient, group) when events of two groups of one patient interleave', () => {
+    const v = values([ev(P1, 'ssn'), ev(P1, 'notes', { role: null, action: 'denied' }), ev(P1, 'mrn'), ev(P2, 'ssn'), ev(P1, 'phone', { role: null, action: 'denied' })]);
+    // Records in the order of their first event: P1 as registrar, P1 with no role, P2.
+    expect([v[14], v[15], v[17]]).toEqual(['{1,1,1}', '{1,2,1}', `{${P1},${P1},${P2}}`]);
+    expect(v[12]).toBe(String.raw`{"{\"ssn\",\"mrn\"}","{\"notes\",\"phone\"}","{\"ssn\"}"}`);
+    expect(v[19]).toBe(5);
+  });
+
+  it('finds a shape seen before another of the same length came between', () => {
+    const v = values([ev(P1, 'ssn'), ev(P2, 'mrn'), ev(E1, 'ssn')]);
+    expect(v[16]).toBe('{1,2,1}');
+    expect(v[12]).toBe(String.raw`{"{\"ssn\"}","{\"mrn\"}"}`);
+  });
+
+  it('tells shapes apart by action and detail, not by field alone', () => {
+    const v = values([ev(P1, 'ssn'), ev(P2, 'ssn', { action: 'masked' }), ev(E1, 'ssn', { detail: 'hit' }), ev(randomUUID(), 'ssn', { detail: null })]);
+    expect(v[16]).toBe('{1,2,3,1}');
+  });
+
+  it('checks every distinct record id, also after a repeated one', () => {
+    const rows = (bad: string) => [ev(P1, 'kind', { recordId: E1 }), ev(P1, 'reason', { recordId: E1 }), ev(P1, 'notes', { recordId: bad })];
+    expect(values(rows(E1.toUpperCase()))[18]).toBe(`{"{${E1},${E1},${E1.toUpperCase()}}"}`);
+    expect(() => values(rows(`${E1}}`))).toThrow('not a uuid');
+    expect(() => values(rows(`${E1.slice(0, 35)}}`))).toThrow('not a uuid');
+  });
+
+  it('isUuid accepts exactly 8-4-4-4-12 hex digits', () => {
+    for (const good of [P1, P1.toUpperCase(), '00000000-0000-0000-0000-000000000000', 'ffffffff-ffff-ffff-ffff-ffffffffffff']) expect(isUuid(good)).toBe(true);
+    for (const bad of ['', P1.slice(1), `${P1}0`, P1.replace(/-/g, ''), P1.replace('-', 'a') + '-', `g${P1.slice(1)}`, `${P1.slice(0, 8)}_${P1.slice(9)}`,
+      P1.replace('a', '/'), P1.replace('a', ':'), P1.replace('a', '@'), P1.replace('a', '`'), P1.replace('a', 'G'), P1.replace('a', '{')]) {
+      expect(isUuid(bad), bad).toBe(false);
+    }
+  });
+});
