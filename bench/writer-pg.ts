@@ -10,6 +10,8 @@
  * one of 3). Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
  * statements, the protocol, and the rounds' own events) per round.
+ * `--writer` measures another tree's writer, e.g. `git archive <commit> src | tar -x -C bench/.base`
+ * (inside the checkout, so that its imports of packages resolve).
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
