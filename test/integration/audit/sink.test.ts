@@ -174,11 +174,12 @@ describe('file sink', () => {
     // (so retention stays behind with it, the safe side).
     await addRecords(5, 'row');
     await sealEverything();
-    await admin((c) => c.query('REVOKE INSERT ON phigate.audit_sink_cursors FROM phigate_app'));
+    const advance = 'phigate.advance_audit_sink_cursor(text, bigint, bigint)';
+    await admin((c) => c.query(`REVOKE EXECUTE ON FUNCTION ${advance} FROM phigate_app`));
     try {
       await expect(deliver(pool, sink, 7)).rejects.toMatchObject({ code: '42501' });
     } finally {
-      await admin((c) => c.query('GRANT INSERT ON phigate.audit_sink_cursors TO phigate_app'));
+      await admin((c) => c.query(`GRANT EXECUTE ON FUNCTION ${advance} TO phigate_app`));
     }
     expect(await onDisk()).toBe(total + 5);
     expect(await row()).toBe(String(total));
@@ -193,6 +194,50 @@ describe('file sink', () => {
     const lines = await sinkLines(sinkDir);
     expect(new Set(lines).size).toBe(lines.length);
     expect(lines.filter((l) => parseSinkLine(l)?.audit !== 'checkpoint')).toHaveLength(total + 8);
+  });
+
+  it("lets the gateway role move a cursor only forward, only within the log, and never write or delete a row directly", async () => {
+    const sinkDir = path.join(dir, 'cursor-guard');
+    const name = `file:${sinkDir}`;
+    const total = await sealEverything();
+    expect(await deliver(pool, fileSink(sinkDir, 1 << 20), 1000)).toBe(total);
+    const other = 'stdout-elsewhere';
+    await admin((c) => c.query('INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ($1, 1, 0)', [other]));
+    const cursors = () =>
+      admin(async (c) => (await c.query('SELECT sink, next_leaf::int AS leaf, next_checkpoint::int AS cp FROM phigate.audit_sink_cursors ORDER BY sink')).rows);
+    const before = await cursors();
+    const asApp = async (sql: string, params: unknown[] = []) => {
+      try {
+        await pool.query(sql, params);
+        return null;
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+    };
+    const advance = (sink: string, leaf: number, checkpoint: number) => asApp('SELECT phigate.advance_audit_sink_cursor($1, $2, $3)', [sink, leaf, checkpoint]);
+    // Directly: no write of any kind on the table.
+    expect(await asApp('UPDATE phigate.audit_sink_cursors SET next_leaf = next_leaf + 1000 WHERE sink = $1', [other])).toBe('42501');
+    expect(await asApp('DELETE FROM phigate.audit_sink_cursors WHERE sink = $1', [other])).toBe('42501');
+    expect(await asApp("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('made-up', 0, 0)")).toBe('42501');
+    expect(await asApp('TRUNCATE phigate.audit_sink_cursors')).toBe('42501');
+    // Through the function: backwards, or past what the log holds, is refused and changes nothing.
+    expect(await advance(name, total - 1, 0)).toBe('PH409');
+    expect(await advance(other, 0, 0)).toBe('PH409');
+    expect(await advance(other, total + 1, 0)).toBe('PH409');
+    expect(await advance('a-new-sink', total + 1000, 0)).toBe('PH409');
+    expect(await advance(other, 1, 1_000_000)).toBe('PH409');
+    expect(await advance(other, -1, 0)).toBe('22023');
+    expect(await cursors()).toEqual(before);
+    // Forward, up to the log's end: as the deliverer does.
+    expect(await advance(other, total, 0)).toBeNull();
+    expect(await cursors()).toContainEqual({ sink: other, leaf: total, cp: 0 });
+    // The owner may still retire a sink (docs/audit-log.md).
+    await admin((c) => c.query('DELETE FROM phigate.audit_sink_cursors WHERE sink = $1', [other]));
+    // The file sink still delivers and reports through the function.
+    await addRecords(2, 'cursor-guard');
+    await sealEverything();
+    expect(await deliver(pool, fileSink(sinkDir, 1 << 20), 1000)).toBe(2);
+    expect(await cursors()).toContainEqual(expect.objectContaining({ sink: name, leaf: total + 2 }));
   });
 
   it('lets one deliverer at a time write a sink', async () => {
