@@ -88,7 +88,7 @@ export async function fileSink(configured: string, maxBytes: number): Promise<Si
     const code = (e as { code?: unknown }).code;
     throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `cannot be made or resolved as a directory${typeof code === 'string' && /^[A-Z0-9_]{1,32}$/.test(code) ? ` (${code})` : ''}`);
   }
-  checkSinkDir(dir, 'once its links are resolved');
+  checkSinkDir(dir, true);
   // Known a directory only now: realpath resolves a file as readily.
   if (!(await stat(dir)).isDirectory()) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', 'is not a directory');
   // What this process last wrote; re-read from disk whenever the newest file is not as it left it.

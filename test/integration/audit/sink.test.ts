@@ -268,6 +268,11 @@ describe('file sink', () => {
       await expect(fileSink(bad, 1 << 20)).rejects.toThrow(/^PHIGATE_AUDIT_SINK_DIR: cannot be made or resolved as a directory \(E[A-Z]+\)$/);
     }
     await expect(fileSink(file, 1 << 20)).rejects.toThrow(/^PHIGATE_AUDIT_SINK_DIR: /);
+    // A plain link to a directory whose real name the cursor row could not hold.
+    const oddReal = path.join(dir, 'odd\nname');
+    await mkdir(oddReal);
+    await symlink(oddReal, path.join(dir, 'plain-link'));
+    await expect(fileSink(path.join(dir, 'plain-link'), 1 << 20)).rejects.toThrow('PHIGATE_AUDIT_SINK_DIR: must not contain control characters once its links are resolved');
     await expect(admin((c) => sinkPositions({ sinkDir: dangling, sinkStdout: false }, c))).rejects.toMatchObject({ sink: `file:${dangling}`, reason: 'ENOENT' });
   });
 
