@@ -153,7 +153,7 @@ async function sealRun(name: string, layout: 'v1' | 'records'): Promise<SealRun>
     const dir = await mkdtemp(path.join(tmpdir(), 'phigate-bench-sink-'));
     const t1 = performance.now();
     let delivered = 0;
-    while (delivered < leaves) delivered += (await deliver(pool, fileSink(dir, 64 * 1024 * 1024), 10_000)) ?? 0;
+    while (delivered < leaves) delivered += (await deliver(pool, await fileSink(dir, 64 * 1024 * 1024), 10_000)) ?? 0;
     const sinkSeconds = (performance.now() - t1) / 1000;
     await rm(dir, { recursive: true, force: true });
     await pool.end();

@@ -187,7 +187,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       clientAddress: config,
       metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });
-    const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger });
+    const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: await sinksFromConfig(config.auditLog), logger });
     return { pool, keyPool, auditPool, preauthPool, quotaPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
   } catch (err) {
     await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), preauthPool.end(), tracing?.shutdown()]);

@@ -512,10 +512,18 @@ const MAX_SINK_DIR_CHARS = 4096;
 function auditSinkDir(src: Source, cwd: string): string | null {
   const dir = text(src, 'PHIGATE_AUDIT_SINK_DIR');
   if (dir === null) return null;
-  const resolved = path.resolve(cwd, dir);
-  if (/[\p{Cc}\u2028\u2029]/u.test(resolved)) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', 'must not contain control characters');
-  if (resolved.length > MAX_SINK_DIR_CHARS) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `must be at most ${MAX_SINK_DIR_CHARS} characters as an absolute path`);
-  return resolved;
+  return checkSinkDir(path.resolve(cwd, dir), false);
+}
+
+/**
+ * The same limits for the directory the sink's path resolves to once its links are followed
+ * (src/audit/sink/file.ts), which names the row; the message says which spelling broke them.
+ */
+export function checkSinkDir(dir: string, linksResolved: boolean): string {
+  const as = linksResolved ? 'once its links are resolved' : 'as an absolute path';
+  if (/[\p{Cc}\u2028\u2029]/u.test(dir)) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `must not contain control characters${linksResolved ? ` ${as}` : ''}`);
+  if (dir.length > MAX_SINK_DIR_CHARS) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `must be at most ${MAX_SINK_DIR_CHARS} characters ${as}`);
+  return dir;
 }
 
 function deepFreeze<T>(o: T): T {

@@ -4,7 +4,9 @@
  * - `limited`: withheld, or the whole request refused, because the principal's PHI limits were reached;
  * - `create`, `update`: one field written;
  * - `search`: one lookup by an identifier (detail: its kind and outcome, never its value);
- * - `refused`: a request refused before any record was touched (authentication, MFA, role, rate);
+ * - `refused`: a request refused before any record was touched (authentication, MFA, role, rate),
+ *   or one field admitted by policy that was not shown because its value did not open
+ *   (detail `key_unavailable:<reason>`: altered or moved ciphertext, shredded or unavailable key);
  * - `key`: a key event (rotation, re-encryption, shredding);
  * - `break_glass`, `review`: an emergency grant made, ended or reviewed;
  * - `api_key`: a partner key created, rotated or revoked;

@@ -32,7 +32,7 @@ const verbs: Record<string, Verb> = {
     const urls = await databaseUrls(config, err);
     const pool = createPool(urls.appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });
     try {
-      const runner = createLogRunner({ pool, signer, settings: config.auditLog, sinks: sinksFromConfig(config.auditLog), logger: createLogger('silent'), timer: false });
+      const runner = createLogRunner({ pool, signer, settings: config.auditLog, sinks: await sinksFromConfig(config.auditLog), logger: createLogger('silent'), timer: false });
       const r = await runner.round(true);
       const busy = r.delivered.some((d) => d === null);
       out(`sealed ${r.sealed} leaves (audit records, or events of before the narrow layout); ${r.checkpoint === null ? 'no new checkpoint' : `checkpoint at tree size ${r.checkpoint}`}${busy ? '; a sink was busy with another process' : ''}`);

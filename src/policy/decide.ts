@@ -108,17 +108,6 @@ export function onlyThroughGrant(policy: PolicySet, principal: Principal, row: R
   return grantRoleForRow(policy, principal, row) !== null && rolesForRow(policy, principal, row).length === 0;
 }
 
-/** The most permissive effect among the roles that cover the row and whose MFA demand is met. */
-export function decideField(
-  policy: PolicySet,
-  principal: Principal,
-  row: RowFacts,
-  type: string,
-  field: string,
-): FieldDecision {
-  return decide(policy, principal, row, `${type}.${field}`);
-}
-
 /**
  * A field's decision for rows like `row`, with what its audit rows record: the role the read is
  * attributed to (the granting role, or for a refusal the capacity the attempt was made in, so an
@@ -226,6 +215,10 @@ export function decideWrite(policy: PolicySet, principal: Principal, row: RowFac
   return decision;
 }
 
+/**
+ * The most permissive effect among the roles that cover the row and whose MFA demand is met, a
+ * break-glass grant's role last. Only fieldVerdict asks, once per (clinic, standing, field).
+ */
 function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: string): FieldDecision {
   let decision = DENIED;
   const granted = grantRoleForRow(policy, principal, row);

@@ -8,8 +8,8 @@ import { disclosesSearch } from './search.ts';
  * event: every field charged its `read` or `masked` event (an empty value too: it is shown, as
  * empty) naming the same patient, every search charged its answered `search` event (hit, miss,
  * ambiguous). Denied and limited fields are never charged, and their events account for nothing;
- * a field that failed after its charge (budget.failed: its key unavailable) owes no event, its
- * error stands in the answer instead. Any difference, fewer events or more, means some path showed
+ * a field that failed after its charge (budget.failed: its key unavailable) owes no disclosure
+ * event, its error stands in the answer and its `refused` event accounts for nothing. Any difference, fewer events or more, means some path showed
  * or recorded PHI other than as it was counted, and the answer must not leave.
  */
 export function eventsMissing(charges: Charges, events: readonly AuditEvent[]): boolean {

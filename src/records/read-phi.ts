@@ -52,7 +52,8 @@ function eventOf(field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, actio
 
 const shownAs = (verdict: FieldVerdict): AuditAction => (verdict.effect === 'mask' ? 'masked' : 'read');
 
-// Recorded once shown, so that a value that failed to decrypt or mask leaves no event saying it was shown.
+// Recorded once shown, so that a value that failed to decrypt or mask leaves no event saying it was
+// shown (unshown() records its refusal instead).
 function shown(scope: RequestScope, field: PhiField, verdict: FieldVerdict, event: PhiEvent, plain: string): string {
   let value = plain;
   if (verdict.effect === 'mask') {
@@ -114,16 +115,32 @@ export function readPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, 
       ? inSpan('phigate.decrypt', attributesOf(field), () => scope.cipher.decrypt(row.clinicId, event, ciphertext))
       : scope.cipher.decrypt(row.clinicId, event, ciphertext);
     return plain instanceof Promise
-      ? plain.then((p) => shown(scope, field, verdict, event, p)).catch((e: unknown) => unshown(scope, row, e))
+      ? plain.then((p) => shown(scope, field, verdict, event, p)).catch((e: unknown) => unshown(scope, field, row, verdict, e))
       : shown(scope, field, verdict, event, plain);
   } catch (e) {
-    return unshown(scope, row, e);
+    return unshown(scope, field, row, verdict, e);
   }
 }
 
-/** A value admitted (so charged) that then failed: nothing shown, no event owed (events-missing.ts). */
-function unshown(scope: RequestScope, row: PhiRowFacts, err: unknown): never {
+// Error codes and reasons are ours (src/errors.ts and the throwers'), never a client's or a
+// cause's text; the pattern is the audit table's for details, so nothing else can reach it.
+const DETAIL = /^[a-z0-9_:.-]{1,64}$/;
+function refusalDetail(err: unknown): string {
+  if (!(err instanceof PhigateError)) return 'internal';
+  const detail = `${err.code.toLowerCase()}${err.reason ? `:${err.reason}` : ''}`;
+  return DETAIL.test(detail) ? detail : err.code.toLowerCase();
+}
+
+/**
+ * A value admitted (so charged) that then failed: its ciphertext did not open (altered, moved to
+ * another row or column, sealed under another key version, its key shredded) or its key could not
+ * be had. Nothing is shown; the refusal is recorded for that field, with the reason's code and
+ * never a byte of the value, and is written with the request's other events. It owes no disclosure
+ * event (events-missing.ts): the charge is excused and the error stands in the answer.
+ */
+function unshown(scope: RequestScope, field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, err: unknown): never {
   scope.budget.failed(row.patientId);
+  scope.audit.add({ ...eventOf(field, row, verdict, 'refused'), detail: refusalDetail(err) });
   throw err;
 }
 
@@ -143,6 +160,6 @@ export function readPlainPhi(scope: RequestScope, field: PhiField, row: PhiRowFa
     }
     return shown(scope, field, verdict, event, value);
   } catch (e) {
-    return unshown(scope, row, e);
+    return unshown(scope, field, row, verdict, e);
   }
 }

@@ -44,3 +44,45 @@ describe('old ciphertext restored into the database', () => {
     expect(writes.map((w) => w.request_id)).toEqual([update.headers.get('x-request-id')]);
   });
 });
+
+describe('a value that does not open', () => {
+  it('answers KEY_UNAVAILABLE for that field and leaves a committed refusal naming it, with no byte of the value', async () => {
+    const p = gw.data.patients.filter((x) => x.clinicId === 'c-north')[2]!;
+    const token = await gw.tokenFor('reg-north');
+    const sealed = await column(p.id, 'given_name');
+    // One bit of the tag flipped, as the owner role: the header still names a key this replica has.
+    const tampered = Buffer.from(sealed);
+    tampered[tampered.length - 1]! ^= 0x01;
+    await restore(p.id, 'given_name', tampered);
+    const r = await gw.gql(token, READ, { id: p.id });
+    expect(r.body.data!.patient).toEqual({ givenName: null, familyName: p.familyName });
+    expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['KEY_UNAVAILABLE', 'decrypt_failed']]);
+    const rows = await gw.auditRows('request_id = $1', [r.headers.get('x-request-id')]);
+    // In the order the values settled: the replica's key cache is cold, so the refusal may come second.
+    const byField = [...rows].sort((a, b) => a.field.localeCompare(b.field));
+    expect(byField.map((e) => [e.action, e.type_name, e.field, e.patient_id, e.role, e.detail])).toEqual([
+      ['read', 'Patient', 'familyName', p.id, 'registrar', null],
+      ['refused', 'Patient', 'givenName', p.id, 'registrar', 'key_unavailable:decrypt_failed'],
+    ]);
+    const stored = JSON.stringify(rows);
+    expect(stored).not.toContain(p.givenName);
+    expect(stored).not.toContain(tampered.toString('hex'));
+    expect(stored).not.toContain(tampered.toString('base64'));
+  });
+
+  it('in the answer of a write: the write rolls back, the refusal of the field is still recorded', async () => {
+    const p = gw.data.patients.filter((x) => x.clinicId === 'c-north')[3]!;
+    const token = await gw.tokenFor('reg-north');
+    const tampered = Buffer.from(await column(p.id, 'family_name'));
+    tampered[tampered.length - 1]! ^= 0x01;
+    await restore(p.id, 'family_name', tampered);
+    const r = await gw.gql(token, `mutation($id: ID!) { updatePatient(id: $id, input: { givenName: "Changed" }) { id familyName } }`, { id: p.id });
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.body.errors!.map((e) => e.extensions?.code)).toEqual(['KEY_UNAVAILABLE']);
+    expect((await gw.gql(token, `query($id: ID!) { patient(id: $id) { givenName } }`, { id: p.id })).body.data!.patient.givenName).toBe(p.givenName);
+    const rows = await gw.auditRows('request_id = $1', [r.headers.get('x-request-id')]);
+    expect(rows.map((e) => [e.action, e.type_name, e.field, e.patient_id, e.detail])).toEqual([
+      ['refused', 'Patient', 'familyName', p.id, 'key_unavailable:decrypt_failed'],
+    ]);
+  });
+});

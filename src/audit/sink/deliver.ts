@@ -18,6 +18,11 @@ import type { Sink, SinkPosition } from './sink.ts';
  * not at all. A failing write fails the delivery (the transaction is aborted anyway) and the next
  * round retries: the file sink resumes from its files, so nothing is written twice, and the row
  * catches up with its next batch.
+ *
+ * The row moves only through phigate.advance_audit_sink_cursor (migration 041): forward, never
+ * past the log's end, the gateway role holding no other write on the table. A file sink whose
+ * files are behind its row (restored, or a new volume at the same path) therefore fails each round
+ * after one batch, loudly, until its files pass the row again.
  */
 export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<number | null> {
   return underXactLock(pool, `phigate.audit_sink:${sink.name}`, false, async (client) => {
@@ -27,11 +32,7 @@ export async function deliver(pool: Pool, sink: Sink, batch: number): Promise<nu
       const { lines, next, events } = await nextLines(client, position, batch);
       if (lines.length === 0) break;
       await sink.write(lines, next);
-      await client.query(
-        `INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ($1, $2, $3)
-         ON CONFLICT (sink) DO UPDATE SET next_leaf = excluded.next_leaf, next_checkpoint = excluded.next_checkpoint, updated_at = clock_timestamp()`,
-        [sink.name, String(next.nextLeaf), String(next.nextCheckpoint)],
-      );
+      await client.query('SELECT phigate.advance_audit_sink_cursor($1, $2, $3)', [sink.name, String(next.nextLeaf), String(next.nextCheckpoint)]);
       delivered += events;
       position = next;
       if (events < batch) break;

@@ -1,5 +1,6 @@
-import { open, readdir, readFile, stat, mkdir } from 'node:fs/promises';
+import { open, readdir, readFile, realpath, stat, mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import { checkSinkDir, ConfigError } from '../../config.ts';
 import { parseSinkLine, type LeafLine } from './lines.ts';
 import type { Sink, SinkPosition } from './sink.ts';
 
@@ -66,10 +67,30 @@ async function syncPath(p: string): Promise<void> {
   }
 }
 
-/** The sink's name (sink.ts): one directory, however it was spelled, is one sink. */
-export const fileSinkName = (dir: string): string => `file:${path.resolve(dir)}`;
+/**
+ * The sink's name (sink.ts): one directory, however it was spelled, through whichever links, is
+ * one sink, so replicas given different paths to it share one lock and one cursor row. Throws what
+ * the file system throws when `dir` does not resolve.
+ */
+export const fileSinkName = async (dir: string): Promise<string> => `file:${await realpath(dir)}`;
 
-export function fileSink(dir: string, maxBytes: number): Sink {
+/**
+ * The sink in `dir`, created when missing. `dir` is resolved once, here, and the sink reads and
+ * writes the directory it resolved to: the name it delivers under stays the directory it writes.
+ * A directory that cannot be made or resolved stops start-up, naming the setting.
+ */
+export async function fileSink(configured: string, maxBytes: number): Promise<Sink> {
+  let dir: string;
+  try {
+    await mkdir(configured, { recursive: true, mode: 0o700 });
+    dir = await realpath(configured);
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', `cannot be made or resolved as a directory${typeof code === 'string' && /^[A-Z0-9_]{1,32}$/.test(code) ? ` (${code})` : ''}`);
+  }
+  checkSinkDir(dir, true);
+  // Known a directory only now: realpath resolves a file as readily.
+  if (!(await stat(dir)).isDirectory()) throw new ConfigError('PHIGATE_AUDIT_SINK_DIR', 'is not a directory');
   // What this process last wrote; re-read from disk whenever the newest file is not as it left it.
   let known: { file: string; size: number; position: SinkPosition } | null = null;
 
@@ -96,7 +117,7 @@ export function fileSink(dir: string, maxBytes: number): Sink {
   }
 
   return {
-    name: fileSinkName(dir),
+    name: `file:${dir}`,
     async position() {
       const all = await files();
       const newest = all.at(-1);

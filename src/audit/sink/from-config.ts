@@ -3,6 +3,6 @@ import { fileSink } from './file.ts';
 import type { Sink } from './sink.ts';
 import { stdoutSink } from './stdout.ts';
 
-export function sinksFromConfig(settings: AuditLogSettings): Sink[] {
-  return [...(settings.sinkDir === null ? [] : [fileSink(settings.sinkDir, settings.sinkMaxBytes)]), ...(settings.sinkStdout ? [stdoutSink()] : [])];
+export async function sinksFromConfig(settings: AuditLogSettings): Promise<Sink[]> {
+  return [...(settings.sinkDir === null ? [] : [await fileSink(settings.sinkDir, settings.sinkMaxBytes)]), ...(settings.sinkStdout ? [stdoutSink()] : [])];
 }

@@ -14,7 +14,7 @@ export interface SinkPosition {
 export interface Sink {
   /**
    * Stable name: the lock that keeps two deliverers of this sink apart, and its row of
-   * phigate.audit_sink_cursors (`stdout`, or `file:<absolute directory>`).
+   * phigate.audit_sink_cursors (`stdout`, or `file:<real directory>`, its links resolved).
    */
   readonly name: string;
   position(client: pg.PoolClient): Promise<SinkPosition>;

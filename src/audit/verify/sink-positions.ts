@@ -1,3 +1,4 @@
+import path from 'node:path';
 import type pg from 'pg';
 import { fileSinkName, readFileSinkPosition } from '../sink/file.ts';
 
@@ -12,7 +13,7 @@ import { fileSinkName, readFileSinkPosition } from '../sink/file.ts';
  * sink is.
  */
 export interface SinkAt {
-  /** As the deliverer names it (src/audit/sink): `file:<absolute dir>` or `stdout`. */
+  /** As the deliverer names it (src/audit/sink): `file:<real directory>` or `stdout`. */
   readonly sink: string;
   /** The first leaf the sink has not delivered. */
   readonly nextLeaf: number;
@@ -50,8 +51,10 @@ export async function sinkPositions(sinks: ConfiguredSinks, db: pg.ClientBase): 
     throw new SinkUnreadableError(null, reasonOf(e));
   }
   if (sinks.sinkDir !== null) {
-    const sink = fileSinkName(sinks.sinkDir);
+    // A directory that does not resolve is named as it was spelled.
+    let sink = `file:${path.resolve(sinks.sinkDir)}`;
     try {
+      sink = await fileSinkName(sinks.sinkDir);
       lower(sink, (await readFileSinkPosition(sinks.sinkDir)).nextLeaf);
     } catch (e) {
       throw new SinkUnreadableError(sink, reasonOf(e));

@@ -93,6 +93,7 @@ async function settle(
   if (usedUp !== null) return refuseWhole(ctx, operation, usedUp, logger, done);
   if (operation === 'mutation' && !errors.every(withholdsField)) {
     await ctx.tx.rollback();
+    await recordRefusedFields(ctx, logger);
     done('rolled_back');
     return { data: null, errors };
   }
@@ -192,6 +193,21 @@ async function settleWrite(
   }
   done('committed');
   return result;
+}
+
+/**
+ * A write rolled back because a value it was to answer did not open (read-phi.ts, unshown): the
+ * write is undone, but the refusal of that field is kept, outside the transaction, like the other
+ * refusals of a write (write-helpers.ts, recordAfterRollback). The answer is an error either way.
+ */
+async function recordRefusedFields(ctx: GraphQLContext, logger: Logger): Promise<void> {
+  const refused = ctx.audit.events.filter((e) => e.action === 'refused' && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
+  if (refused.length === 0) return;
+  try {
+    await ctx.recorder.record(ctx.audit.request, refused);
+  } catch (cause) {
+    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'audit of a refused field failed');
+  }
 }
 
 const limitedEvent = (operation: string | undefined): AuditEvent => ({

@@ -193,7 +193,7 @@ describe('phigate audit retain', { timeout: 120_000 }, () => {
           if (sealed < 2) await new Promise((r) => setTimeout(r, 50));
         }
         await checkpoint(oldPool, signer, { seconds: 0, events: 1, force: true });
-        if (round === 0) await deliver(oldPool, fileSink(sinkDir, 1 << 20), 1000);
+        if (round === 0) await deliver(oldPool, await fileSink(sinkDir, 1 << 20), 1000);
       }
       const env = { ...operator(), DATABASE_URL: old.appUrl, PHIGATE_MIGRATE_URL: old.adminUrl };
       const runs = () => withClient(old.adminUrl, async (c) => (await c.query('SELECT from_leaf, to_leaf, sink_bound FROM phigate.audit_retention_runs ORDER BY id')).rows);

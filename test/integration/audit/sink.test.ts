@@ -1,4 +1,4 @@
-import { appendFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, realpath, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -116,7 +116,7 @@ describe('file sink', () => {
     const signer = await fileSigner(path.join(dir, 'key.pem'), 'phigate.test/audit');
     const vkey = verifierKey(signer.name, signer.publicKey);
     const sinkDir = path.join(dir, 'files');
-    const sink = fileSink(sinkDir, 8192);
+    const sink = await fileSink(sinkDir, 8192);
 
     // Two events of before the narrow layout (v1, written here by the superuser as a migration would), then records.
     await admin((c) =>
@@ -135,7 +135,7 @@ describe('file sink', () => {
     const files = (await readdir(sinkDir)).sort();
     expect(files.length).toBeGreaterThan(1);
     await appendFile(path.join(sinkDir, files.at(-1)!), '{"audit":"event","leaf":30,"id":"3');
-    expect(await deliver(pool, fileSink(sinkDir, 8192), 10)).toBe(25);
+    expect(await deliver(pool, await fileSink(sinkDir, 8192), 10)).toBe(25);
     const lines = await sinkLines(sinkDir);
     const events = await checkAgainstLog(lines, vkey);
     expect(events.size).toBe(55);
@@ -150,7 +150,7 @@ describe('file sink', () => {
     // Exactly once on this path: no line twice.
     expect(new Set(lines).size).toBe(lines.length);
     // A new process reads its position back from the record lines of its files: after the last leaf.
-    expect(await fileSink(sinkDir, 8192).position(undefined as never)).toMatchObject({ nextLeaf: 55 });
+    expect(await (await fileSink(sinkDir, 8192)).position(undefined as never)).toMatchObject({ nextLeaf: 55 });
     // Each file is named by its first leaf, record lines or not.
     for (const f of await readdir(sinkDir)) {
       const first = (await readFile(path.join(sinkDir, f), 'utf8')).split('\n').map((l) => parseSinkLine(l)).find((p): p is LeafLine => p !== null && p.audit !== 'checkpoint');
@@ -161,10 +161,10 @@ describe('file sink', () => {
 
   it('reports its position in its row after each batch; a failing row write fails the delivery, and the retry resumes from its files', async () => {
     const sinkDir = path.join(dir, 'row');
-    const sink = fileSink(sinkDir, 1 << 20);
+    const sink = await fileSink(sinkDir, 1 << 20);
     const row = () =>
       admin(async (c) => (await c.query<{ next_leaf: string }>('SELECT next_leaf FROM phigate.audit_sink_cursors WHERE sink = $1', [`file:${sinkDir}`])).rows[0]?.next_leaf);
-    const onDisk = async () => (await fileSink(sinkDir, 1 << 20).position(undefined as never)).nextLeaf;
+    const onDisk = async () => (await (await fileSink(sinkDir, 1 << 20)).position(undefined as never)).nextLeaf;
     const total = await sealEverything();
     expect(await deliver(pool, sink, 7)).toBe(total);
     expect(await row()).toBe(String(total));
@@ -174,11 +174,12 @@ describe('file sink', () => {
     // (so retention stays behind with it, the safe side).
     await addRecords(5, 'row');
     await sealEverything();
-    await admin((c) => c.query('REVOKE INSERT ON phigate.audit_sink_cursors FROM phigate_app'));
+    const advance = 'phigate.advance_audit_sink_cursor(text, bigint, bigint)';
+    await admin((c) => c.query(`REVOKE EXECUTE ON FUNCTION ${advance} FROM phigate_app`));
     try {
       await expect(deliver(pool, sink, 7)).rejects.toMatchObject({ code: '42501' });
     } finally {
-      await admin((c) => c.query('GRANT INSERT ON phigate.audit_sink_cursors TO phigate_app'));
+      await admin((c) => c.query(`GRANT EXECUTE ON FUNCTION ${advance} TO phigate_app`));
     }
     expect(await onDisk()).toBe(total + 5);
     expect(await row()).toBe(String(total));
@@ -195,8 +196,88 @@ describe('file sink', () => {
     expect(lines.filter((l) => parseSinkLine(l)?.audit !== 'checkpoint')).toHaveLength(total + 8);
   });
 
+  it("lets the gateway role move a cursor only forward, only within the log, and never write or delete a row directly", async () => {
+    const sinkDir = path.join(dir, 'cursor-guard');
+    const name = `file:${sinkDir}`;
+    const total = await sealEverything();
+    expect(await deliver(pool, await fileSink(sinkDir, 1 << 20), 1000)).toBe(total);
+    const other = 'stdout-elsewhere';
+    await admin((c) => c.query('INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ($1, 1, 0)', [other]));
+    const cursors = () =>
+      admin(async (c) => (await c.query('SELECT sink, next_leaf::int AS leaf, next_checkpoint::int AS cp FROM phigate.audit_sink_cursors ORDER BY sink')).rows);
+    const before = await cursors();
+    const asApp = async (sql: string, params: unknown[] = []) => {
+      try {
+        await pool.query(sql, params);
+        return null;
+      } catch (e) {
+        return (e as { code?: string }).code;
+      }
+    };
+    const advance = (sink: string, leaf: number, checkpoint: number) => asApp('SELECT phigate.advance_audit_sink_cursor($1, $2, $3)', [sink, leaf, checkpoint]);
+    // Directly: no write of any kind on the table.
+    expect(await asApp('UPDATE phigate.audit_sink_cursors SET next_leaf = next_leaf + 1000 WHERE sink = $1', [other])).toBe('42501');
+    expect(await asApp('DELETE FROM phigate.audit_sink_cursors WHERE sink = $1', [other])).toBe('42501');
+    expect(await asApp("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('made-up', 0, 0)")).toBe('42501');
+    expect(await asApp('TRUNCATE phigate.audit_sink_cursors')).toBe('42501');
+    // Through the function: backwards, or past what the log holds, is refused and changes nothing.
+    expect(await advance(name, total - 1, 0)).toBe('PH409');
+    expect(await advance(other, 0, 0)).toBe('PH409');
+    expect(await advance(other, total + 1, 0)).toBe('PH409');
+    expect(await advance('a-new-sink', total + 1000, 0)).toBe('PH409');
+    expect(await advance(other, 1, 1_000_000)).toBe('PH409');
+    expect(await advance(other, -1, 0)).toBe('22023');
+    expect(await cursors()).toEqual(before);
+    // Forward, up to the log's end: as the deliverer does.
+    expect(await advance(other, total, 0)).toBeNull();
+    expect(await cursors()).toContainEqual({ sink: other, leaf: total, cp: 0 });
+    // The owner may still retire a sink (docs/audit-log.md).
+    await admin((c) => c.query('DELETE FROM phigate.audit_sink_cursors WHERE sink = $1', [other]));
+    // The file sink still delivers and reports through the function.
+    await addRecords(2, 'cursor-guard');
+    await sealEverything();
+    expect(await deliver(pool, await fileSink(sinkDir, 1 << 20), 1000)).toBe(2);
+    expect(await cursors()).toContainEqual(expect.objectContaining({ sink: name, leaf: total + 2 }));
+  });
+
+  it('is one sink, one lock and one cursor row, through whichever link its directory is reached', async () => {
+    const real = path.join(dir, 'linked-real');
+    await mkdir(real);
+    const link = path.join(dir, 'linked-via');
+    await symlink(real, link);
+    const name = `file:${await realpath(real)}`;
+    const viaLink = await fileSink(link, 1 << 20);
+    expect(viaLink.name).toBe(name);
+    expect((await fileSink(`${real}/./`, 1 << 20)).name).toBe(name);
+    const total = await sealEverything();
+    expect(await deliver(pool, viaLink, 1000)).toBe(total);
+    // The replica given the other path finds everything delivered: same files, same row.
+    expect(await deliver(pool, await fileSink(real, 1 << 20), 1000)).toBe(0);
+    const rows = await admin(async (c) => (await c.query<{ sink: string }>("SELECT sink FROM phigate.audit_sink_cursors WHERE sink LIKE 'file:%linked%'")).rows);
+    expect(rows).toEqual([{ sink: name }]);
+    // Retention configured with the link reads the same sink.
+    expect(await admin((c) => sinkPositions({ sinkDir: link, sinkStdout: false }, c))).toContainEqual({ sink: name, nextLeaf: total });
+  });
+
+  it('refuses a sink directory that cannot be made or resolved, naming the setting, and retention names the path as given', async () => {
+    const dangling = path.join(dir, 'dangling');
+    await symlink(path.join(dir, 'nowhere', 'deeper'), dangling);
+    const file = path.join(dir, 'a-file');
+    await writeFile(file, '');
+    for (const bad of [dangling, path.join(file, 'sink')]) {
+      await expect(fileSink(bad, 1 << 20)).rejects.toThrow(/^PHIGATE_AUDIT_SINK_DIR: cannot be made or resolved as a directory \(E[A-Z]+\)$/);
+    }
+    await expect(fileSink(file, 1 << 20)).rejects.toThrow(/^PHIGATE_AUDIT_SINK_DIR: /);
+    // A plain link to a directory whose real name the cursor row could not hold.
+    const oddReal = path.join(dir, 'odd\nname');
+    await mkdir(oddReal);
+    await symlink(oddReal, path.join(dir, 'plain-link'));
+    await expect(fileSink(path.join(dir, 'plain-link'), 1 << 20)).rejects.toThrow('PHIGATE_AUDIT_SINK_DIR: must not contain control characters once its links are resolved');
+    await expect(admin((c) => sinkPositions({ sinkDir: dangling, sinkStdout: false }, c))).rejects.toMatchObject({ sink: `file:${dangling}`, reason: 'ENOENT' });
+  });
+
   it('lets one deliverer at a time write a sink', async () => {
-    const sink = fileSink(path.join(dir, 'locked'), 1 << 20);
+    const sink = await fileSink(path.join(dir, 'locked'), 1 << 20);
     await admin(async (c) => {
       await c.query('BEGIN');
       await c.query("SELECT pg_advisory_xact_lock(hashtextextended('phigate.audit_sink:' || $1, 0))", [sink.name]);
@@ -234,7 +315,7 @@ describe('runner', () => {
     const failing = { ...good, sign: () => Promise.reject(new Error('KMS unavailable')) };
     const sinkDir = path.join(dir, 'runner');
     const settings = { ...loadConfig({}).auditLog, checkpointSeconds: 1, checkpointEvents: 1 };
-    const options = { pool, settings, sinks: [fileSink(sinkDir, 1 << 20)], logger: createLogger('silent'), timer: false };
+    const options = { pool, settings, sinks: [await fileSink(sinkDir, 1 << 20)], logger: createLogger('silent'), timer: false };
     await addRecords(5, 'runner');
     const total = await leafTotal();
     const broken = createLogRunner({ ...options, signer: failing });

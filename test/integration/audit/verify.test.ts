@@ -370,7 +370,7 @@ const RECORD_SQL = `SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r`;
 
 /** Everything sealed and signed now, delivered to a file sink in `sinkDir`. */
 async function writeSink(sinkDir: string): Promise<void> {
-  expect(await deliver(pool, fileSink(sinkDir, 1 << 20), 1000)).toBeGreaterThan(0);
+  expect(await deliver(pool, await fileSink(sinkDir, 1 << 20), 1000)).toBeGreaterThan(0);
 }
 
 describe('proofs over tiles', () => {

@@ -178,6 +178,12 @@ describe('crypto-shredding', () => {
       ['KEY_UNAVAILABLE', 'shredded'],
     ]);
     expect(read.text).not.toContain(p.givenName);
+    // Each refused field is on the record of the request that asked for it.
+    const refusals = await gw.auditRows('request_id = $1', [read.headers.get('x-request-id')]);
+    expect([...refusals].sort((a, b) => a.field.localeCompare(b.field)).map((e) => [e.action, e.field, e.detail])).toEqual([
+      ['refused', 'familyName', 'key_unavailable:shredded'],
+      ['refused', 'givenName', 'key_unavailable:shredded'],
+    ]);
     expect((await gw.gql(token, BY_MRN, { mrn: p.mrn })).body.data!.patientByMrn).toBeNull();
     // Its neighbour is untouched.
     expect((await gw.gql(token, BY_MRN, { mrn: other.mrn })).body.data!.patientByMrn.givenName).toBe(other.givenName);

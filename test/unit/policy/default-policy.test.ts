@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { canPerform, decideField, purposeFor, rolesForRow } from '../../../src/policy/decide.ts';
+import { canPerform, purposeFor, rolesForRow } from '../../../src/policy/decide.ts';
 import { loadPolicy } from '../../../src/policy/load.ts';
 import { OPERATIONS } from '../../../src/policy/operations.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
 import type { Effect, RowScope } from '../../../src/policy/types.ts';
-import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, partner, principal as user } from './fixtures.ts';
+import { CLINIC, DEFAULT_POLICY_FILE, OTHER_CLINIC, decisionOf, partner, principal as user } from './fixtures.ts';
 
 const policy = await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS);
 
@@ -66,7 +66,7 @@ describe('policies/default.yaml', () => {
   });
 
   it.each(matrix)('$role, patient $rowName: $type.$field is $effect', ({ role, row, type, field, effect }) => {
-    const decision = decideField(policy, principal([role]), row, type, field);
+    const decision = decisionOf(policy, principal([role]), row, type, field);
     expect(decision).toEqual({ effect, role: effect === D ? null : role, viaGrant: false });
   });
 
@@ -104,13 +104,13 @@ describe('partner keys within the partner role', () => {
 
   it("see the intersection of the role's fields and the key's", () => {
     const key = partner(['Patient.mrn', 'Patient.ssn', 'Encounter.notes']);
-    expect(decideField(policy, key, row, 'Patient', 'mrn')).toEqual({ effect: 'allow', role: 'partner', viaGrant: false });
-    expect(decideField(policy, key, row, 'Patient', 'ssn')).toEqual({ effect: 'mask', role: 'partner', viaGrant: false });
+    expect(decisionOf(policy, key, row, 'Patient', 'mrn')).toEqual({ effect: 'allow', role: 'partner', viaGrant: false });
+    expect(decisionOf(policy, key, row, 'Patient', 'ssn')).toEqual({ effect: 'mask', role: 'partner', viaGrant: false });
     // In the key, but the role denies it.
-    expect(decideField(policy, key, row, 'Encounter', 'notes')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    expect(decisionOf(policy, key, row, 'Encounter', 'notes')).toEqual({ effect: 'deny', role: null, viaGrant: false });
     // Allowed by the role, but not in the key.
-    expect(decideField(policy, key, row, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null, viaGrant: false });
-    expect(decideField(policy, key, { clinicId: OTHER_CLINIC, onCareTeam: false }, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    expect(decisionOf(policy, key, row, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    expect(decisionOf(policy, key, { clinicId: OTHER_CLINIC, onCareTeam: false }, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
   });
 
   it("audit the key's purpose of use, not the role's", () => {
@@ -119,6 +119,6 @@ describe('partner keys within the partner role', () => {
 
   it('a user whose token claims the partner role holds nothing by it', () => {
     expect(rolesForRow(policy, user(['partner']), row)).toEqual([]);
-    expect(decideField(policy, user(['partner']), row, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+    expect(decisionOf(policy, user(['partner']), row, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
   });
 });

@@ -1,5 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import type { PartnerPrincipal, Principal } from '../../../src/auth/principal.ts';
+import { fieldVerdict, type FieldDecision, type RowFacts } from '../../../src/policy/decide.ts';
+import type { PolicySet } from '../../../src/policy/types.ts';
 
 export const DEFAULT_POLICY_FILE = fileURLToPath(new URL('../../../policies/default.yaml', import.meta.url));
 
@@ -32,4 +34,14 @@ export function partner(fields: readonly string[], options: { purpose?: string; 
     purpose: options.purpose ?? 'HOPERAT',
     mfa: true,
   };
+}
+
+/**
+ * The decision on `type.field` as the gateway makes it (src/records/read-phi.ts calls
+ * fieldVerdict), without the audit facts the verdict adds: the tables of expected effects are
+ * checked against the function that runs.
+ */
+export function decisionOf(policy: PolicySet, who: Principal, row: RowFacts, type: string, field: string): FieldDecision {
+  const { effect, role, viaGrant } = fieldVerdict(policy, who, row, `${type}.${field}`);
+  return { effect, role, viaGrant };
 }

@@ -74,10 +74,11 @@ describe('readPhi of a column the read left out', () => {
     }
     expect(error).toBeInstanceOf(PhigateError);
     expect(error).toMatchObject({ code: 'INTERNAL', reason: 'column_not_fetched' });
-    expect(scope.audit.events.filter((e) => e.action === 'read' || e.action === 'masked')).toEqual([]);
+    // Nothing shown; the failure is on the record as a refusal of that field.
+    expect(scope.audit.events.map((e) => [e.action, e.field, e.detail])).toEqual([['refused', 'notes', 'internal:column_not_fetched']]);
     expect(scope.cipher.stats.decrypts).toBe(0);
     // An empty column that was fetched is shown as empty, as before.
     expect(readPhi(scope, notes, row, null)).toBeNull();
-    expect(scope.audit.events.map((e) => e.action)).toEqual(['read']);
+    expect(scope.audit.events.map((e) => e.action)).toEqual(['refused', 'read']);
   });
 });
