@@ -412,7 +412,11 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   // its bounds: live (not evicted, so not zeroed), young enough, one more use allowed.
   function heldKey(row: RowKey, clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | undefined {
     const held = row.held;
-    if (held === null || !held.live) return undefined;
+    if (held === null) return undefined;
+    if (!held.live) {
+      row.held = null;
+      return undefined;
+    }
     const key = held.key as PatientKey;
     if (key.patientId !== patientId || key.patientVersion !== patientVersion || key.version !== clinicVersion || key.scope !== clinicId) return undefined;
     if (held.expiresAt <= Date.now() || ++held.uses > bounds.maxUses) {
