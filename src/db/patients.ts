@@ -26,7 +26,7 @@ export interface PhiRowFacts extends RowFacts {
   readonly key: RowKey;
 }
 
-/** The patient's newest wrapped key, joined to each row (KEY_JOIN); all null when it has none, or only a shredded one. */
+/** The patient's newest wrapped key, joined to each patient row (KEY_JOIN); all null when it has none, or only a shredded one. */
 interface KeyColumns {
   readonly key_version: number | null;
   readonly key_clinic_version: number | null;
@@ -74,7 +74,8 @@ export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
 export type EncounterPhiColumn = (typeof ENCOUNTER_COLUMNS)[keyof typeof ENCOUNTER_COLUMNS];
 export const ENCOUNTER_PHI_COLUMNS: readonly EncounterPhiColumn[] = Object.values(ENCOUNTER_COLUMNS);
 
-type Fetched<R> = Omit<R, 'facts'> & KeyColumns;
+type Fetched<R> = Omit<R, 'facts'>;
+type FetchedPatient = Fetched<PatientRow> & KeyColumns;
 
 const joinedKey = (r: KeyColumns): JoinedPatientKey | null =>
   r.key_wrapped !== null && r.key_version !== null && r.key_clinic_version !== null
@@ -92,7 +93,7 @@ const factsOf = (row: Fetched<PatientRow> | Fetched<EncounterRow>, patientId: st
 
 // A row of our own per row pg made, of one shape with its facts: adding a property to pg's row
 // objects, or spreading them, cost several microseconds a row (a WeakMap lookup per value, before).
-const patientRow = (r: Fetched<PatientRow>): PatientRow => ({
+const patientRow = (r: FetchedPatient): PatientRow => ({
   facts: factsOf(r, r.id, { joined: joinedKey(r), held: null }),
   id: r.id,
   clinic_id: r.clinic_id,
@@ -123,13 +124,17 @@ const encounterRow = (r: Fetched<EncounterRow>, key: RowKey): EncounterRow => ({
   diagnosis_codes: r.diagnosis_codes,
   notes: r.notes,
 });
-const patientRows = (rows: Fetched<PatientRow>[]): PatientRow[] => rows.map(patientRow);
-// A patient's encounters of one statement share one RowKey: its several visits ask the cache once.
-function encounterRows(rows: Fetched<EncounterRow>[]): EncounterRow[] {
-  const keys = new Map<string, RowKey>();
+const patientRows = (rows: FetchedPatient[]): PatientRow[] => rows.map(patientRow);
+/**
+ * A patient's encounters share one RowKey, so its several visits ask the key cache once: the
+ * patient row's (`keys`) when the caller has it, which also hands them the wrapped key the
+ * patient's statement brought; otherwise one of their own.
+ */
+function encounterRows(rows: Fetched<EncounterRow>[], keys: ReadonlyMap<string, RowKey> = new Map()): EncounterRow[] {
+  const own = new Map<string, RowKey>();
   return rows.map((r) => {
-    let key = keys.get(r.patient_id);
-    if (key === undefined) keys.set(r.patient_id, (key = { joined: joinedKey(r), held: null }));
+    let key = keys.get(r.patient_id) ?? own.get(r.patient_id);
+    if (key === undefined) own.set(r.patient_id, (key = { joined: null, held: null }));
     return encounterRow(r, key);
   });
 }
@@ -147,6 +152,8 @@ const LIVE_GRANT = (patientId: string, clinicId: string) => `
 // statement of its own on another pool when its cache misses (a quarter of reads by id, most of a
 // page's patients at 100,000 patients). phigate.patient_keys has no row security: it is joined only
 // to rows the request's row security let through, and a wrapped key opens only with its clinic key.
+// Encounters are read through their patient's row, whose key they share (encountersByPatientIds):
+// joined to each encounter as well, it cost a second index probe per visit for a key already in hand.
 const KEY_JOIN = (patientId: string) => `
   LEFT JOIN LATERAL (
     SELECT k.version AS key_version, k.clinic_version AS key_clinic_version, k.wrapped AS key_wrapped FROM phigate.patient_keys k
@@ -162,12 +169,12 @@ const PATIENT_SELECT = `
 const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
-         g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
-  FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}${KEY_JOIN('e.patient_id')}`;
+         g.grant_id, g.grant_role
+  FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS);
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
-  return patientRows((await tx.query<Fetched<PatientRow>>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
+  return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
 }
 
 // The first page starts after the nil UUID, the least of all, which no patient has (ids are random
@@ -177,7 +184,7 @@ const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
-  return patientRows((await tx.query<Fetched<PatientRow>>(`${PATIENT_SELECT} WHERE p.id > $1::uuid ORDER BY p.id LIMIT $2`, [after ?? BEFORE_ALL_IDS, limit])).rows);
+  return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id > $1::uuid ORDER BY p.id LIMIT $2`, [after ?? BEFORE_ALL_IDS, limit])).rows);
 }
 
 /** What a search found, or that the principal's searches of this minute are used up. */
@@ -200,7 +207,7 @@ export async function searchByBlindIndex(
 ): Promise<SearchResult> {
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<Fetched<PatientRow>>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes]),
+    tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes]),
   ]);
   return allowance.allowed ? { allowed: true, rows: patientRows(found.rows) } : allowance;
 }
@@ -218,6 +225,7 @@ export async function encountersByPatientIds(
   tx: RequestTransaction,
   patientIds: readonly string[],
   columns: readonly EncounterPhiColumn[] = ENCOUNTER_PHI_COLUMNS,
+  keys?: ReadonlyMap<string, RowKey>,
 ): Promise<EncounterRow[]> {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
   const key = chosen.join(',');
@@ -226,7 +234,7 @@ export async function encountersByPatientIds(
     text = `${encounterSelect(chosen)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
     encountersOfPatients.set(key, text);
   }
-  return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows);
+  return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);
 }
 
 export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {

@@ -74,6 +74,19 @@ describe('a row brings its wrapped patient key', () => {
     expect(lookups()).toBe(0);
   });
 
+  it("encounters asked without any of their patient's PHI open the key their patient's row brought", async () => {
+    const { gw, keyring, lookups } = await coldReplica();
+    const res = await gw.gql(await gw.tokenFor('dr-north-2'), '{ patients(first: 100) { edges { node { id encounters { reason notes } } } } }');
+    expect(res.body.errors).toBeUndefined();
+    const mine = north().filter((p) => p.careTeam.includes('dr-north-2'));
+    const got = (res.body.data?.patients.edges as { node: { id: string; encounters: { reason: string }[] } }[]).map((e) => e.node);
+    expect(got.map((n) => n.id).sort()).toEqual(mine.map((p) => p.id).sort());
+    for (const n of got) expect(n.encounters.map((e) => e.reason).sort()).toEqual(mine.find((p) => p.id === n.id)!.encounters.map((e) => e.reason).sort());
+    expect(got.flatMap((n) => n.encounters).length).toBeGreaterThan(got.length);
+    expect(keyring.stats.cacheMisses).toBeGreaterThan(0);
+    expect(lookups()).toBe(0);
+  });
+
   it('rotation in flight: values under an older patient key than the joined one still decrypt, through one store lookup', async () => {
     const patient = north()[1]!;
     await base.keyring.rotate('data', 'c-north');
