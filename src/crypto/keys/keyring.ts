@@ -29,8 +29,8 @@ export interface PatientKeyRecord {
 
 /**
  * A patient's wrapped key as the row's own statement brought it (phigate.patient_keys joined to
- * the patient or encounter row). Whose key it is comes from the row being read, never from the
- * join: the unwrap's AAD names that patient, its clinic and both versions, so a wrapped key of
+ * the patient row, src/db/patients.ts). Whose key it is comes from the row being read, never from
+ * the join: the unwrap's AAD names that patient, its clinic and both versions, so a wrapped key of
  * another row does not open.
  */
 export interface JoinedPatientKey {
