@@ -1,6 +1,6 @@
 import { openField, sealField, sealedUnder } from './envelope.ts';
 import type { FieldAad } from './envelope.ts';
-import type { Keyring } from './keys/keyring.ts';
+import type { Keyring, RowKey } from './keys/keyring.ts';
 
 export interface FieldCipherStats {
   encrypts: number;
@@ -16,8 +16,12 @@ export interface PatientFieldAad extends FieldAad {
 
 export interface FieldCipher {
   encrypt(scope: string, aad: PatientFieldAad, plaintext: string): Promise<Buffer>;
-  /** Synchronous when the key is cached (steady state), so a page of values costs no promise each. */
-  decrypt(scope: string, aad: PatientFieldAad, ciphertext: Buffer): string | Promise<string>;
+  /**
+   * Synchronous when the key is cached (steady state), so a page of values costs no promise each.
+   * `row`, the keys of the row the value was loaded with, lets the row's values share one key
+   * lookup and a miss open the wrapped key the row's statement brought.
+   */
+  decrypt(scope: string, aad: PatientFieldAad, ciphertext: Buffer, row?: RowKey): string | Promise<string>;
   readonly stats: FieldCipherStats;
 }
 
@@ -45,15 +49,15 @@ export function createFieldCipher(keyring: Keyring): FieldCipher {
       stats.encrypts++;
       return sealField(await keyring.patientWriteKey(scope, aad.patientId), aad, plaintext);
     },
-    decrypt(scope, aad, ciphertext) {
+    decrypt(scope, aad, ciphertext, row) {
       stats.decrypts++;
       const column = columnKey(aad);
       stats.decryptsByColumn.set(column, (stats.decryptsByColumn.get(column) ?? 0) + 1);
       const under = sealedUnder(ciphertext);
       const key =
-        under.patientVersion === null
-          ? keyring.readKey(scope, under.version)
-          : keyring.patientReadKey(scope, aad.patientId, under.version, under.patientVersion);
+        under.patientVersion === null ? keyring.readKey(scope, under.version)
+        : row === undefined ? keyring.patientReadKey(scope, aad.patientId, under.version, under.patientVersion)
+        : keyring.rowReadKey(row, scope, aad.patientId, under.version, under.patientVersion);
       return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext, under)) : openField(key, aad, ciphertext, under);
     },
   };

@@ -1,3 +1,4 @@
+import type { JoinedPatientKey, RowKey } from '../crypto/keys/keyring.ts';
 import type { RowFacts } from '../policy/decide.ts';
 import { encryptedColumns } from '../policy/phi-fields.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
@@ -21,6 +22,15 @@ export interface GrantColumns {
 export interface PhiRowFacts extends RowFacts {
   readonly rowId: string;
   readonly patientId: string;
+  /** The patient key the row's values are opened with: brought by the row's statement, resolved once per row. */
+  readonly key: RowKey;
+}
+
+/** The patient's newest wrapped key, joined to each patient row (KEY_JOIN); all null when it has none, or only a shredded one. */
+interface KeyColumns {
+  readonly key_version: number | null;
+  readonly key_clinic_version: number | null;
+  readonly key_wrapped: Buffer | null;
 }
 
 export interface PatientRow extends GrantColumns {
@@ -65,19 +75,26 @@ export type EncounterPhiColumn = (typeof ENCOUNTER_COLUMNS)[keyof typeof ENCOUNT
 export const ENCOUNTER_PHI_COLUMNS: readonly EncounterPhiColumn[] = Object.values(ENCOUNTER_COLUMNS);
 
 type Fetched<R> = Omit<R, 'facts'>;
+type FetchedPatient = Fetched<PatientRow> & KeyColumns;
 
-const factsOf = (row: Fetched<PatientRow> | Fetched<EncounterRow>, patientId: string): PhiRowFacts => ({
+const joinedKey = (r: KeyColumns): JoinedPatientKey | null =>
+  r.key_wrapped !== null && r.key_version !== null && r.key_clinic_version !== null
+    ? { version: r.key_version, clinicVersion: r.key_clinic_version, wrapped: r.key_wrapped }
+    : null;
+
+const factsOf = (row: Fetched<PatientRow> | Fetched<EncounterRow>, patientId: string, key: RowKey): PhiRowFacts => ({
   clinicId: row.clinic_id,
   onCareTeam: row.on_care_team,
   grant: row.grant_id !== null && row.grant_role !== null ? { id: row.grant_id, role: row.grant_role } : null,
   rowId: row.id,
   patientId,
+  key,
 });
 
 // A row of our own per row pg made, of one shape with its facts: adding a property to pg's row
 // objects, or spreading them, cost several microseconds a row (a WeakMap lookup per value, before).
-const patientRow = (r: Fetched<PatientRow>): PatientRow => ({
-  facts: factsOf(r, r.id),
+const patientRow = (r: FetchedPatient): PatientRow => ({
+  facts: factsOf(r, r.id, { joined: joinedKey(r), held: null }),
   id: r.id,
   clinic_id: r.clinic_id,
   on_care_team: r.on_care_team,
@@ -92,8 +109,8 @@ const patientRow = (r: Fetched<PatientRow>): PatientRow => ({
   email: r.email,
   address: r.address,
 });
-const encounterRow = (r: Fetched<EncounterRow>): EncounterRow => ({
-  facts: factsOf(r, r.patient_id),
+const encounterRow = (r: Fetched<EncounterRow>, key: RowKey): EncounterRow => ({
+  facts: factsOf(r, r.patient_id, key),
   id: r.id,
   patient_id: r.patient_id,
   clinic_id: r.clinic_id,
@@ -107,8 +124,20 @@ const encounterRow = (r: Fetched<EncounterRow>): EncounterRow => ({
   diagnosis_codes: r.diagnosis_codes,
   notes: r.notes,
 });
-const patientRows = (rows: Fetched<PatientRow>[]): PatientRow[] => rows.map(patientRow);
-const encounterRows = (rows: Fetched<EncounterRow>[]): EncounterRow[] => rows.map(encounterRow);
+const patientRows = (rows: FetchedPatient[]): PatientRow[] => rows.map(patientRow);
+/**
+ * A patient's encounters share one RowKey, so its several visits ask the key cache once: the
+ * patient row's (`keys`) when the caller has it, which also hands them the wrapped key the
+ * patient's statement brought; otherwise one of their own.
+ */
+function encounterRows(rows: Fetched<EncounterRow>[], keys: ReadonlyMap<string, RowKey> = new Map()): EncounterRow[] {
+  const own = new Map<string, RowKey>();
+  return rows.map((r) => {
+    let key = keys.get(r.patient_id) ?? own.get(r.patient_id);
+    if (key === undefined) own.set(r.patient_id, (key = { joined: null, held: null }));
+    return encounterRow(r, key);
+  });
+}
 
 // The live grant, judged like row security judges it (schema/migrations/034_break_glass_clinic.sql).
 const LIVE_GRANT = (patientId: string, clinicId: string) => `
@@ -118,12 +147,24 @@ const LIVE_GRANT = (patientId: string, clinicId: string) => `
       AND g.expires_at > clock_timestamp() AND g.role = ANY (phigate.ctx_roles())
     ORDER BY g.expires_at DESC LIMIT 1) g ON true`;
 
+// The patient's newest key: the one its values are sealed under, but while a re-encryption after a
+// rotation has not reached them (src/crypto/keys/keyring.ts, rowReadKey). It saves the keyring a
+// statement of its own on another pool when its cache misses (a quarter of reads by id, most of a
+// page's patients at 100,000 patients). phigate.patient_keys has no row security: it is joined only
+// to rows the request's row security let through, and a wrapped key opens only with its clinic key.
+// Encounters are read through their patient's row, whose key they share (encountersByPatientIds):
+// joined to each encounter as well, it cost a second index probe per visit for a key already in hand.
+const KEY_JOIN = (patientId: string) => `
+  LEFT JOIN LATERAL (
+    SELECT k.version AS key_version, k.clinic_version AS key_clinic_version, k.wrapped AS key_wrapped FROM phigate.patient_keys k
+    WHERE k.patient_id = ${patientId} ORDER BY k.version DESC LIMIT 1) k ON true`;
+
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
 const PATIENT_SELECT = `
   SELECT p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address,
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
-         g.grant_id, g.grant_role
-  FROM phigate.patients p${LIVE_GRANT('p.id', 'p.clinic_id')}`;
+         g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
+  FROM phigate.patients p${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
 
 const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
@@ -133,7 +174,7 @@ const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS);
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
-  return patientRows((await tx.query<Fetched<PatientRow>>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
+  return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
 }
 
 // The first page starts after the nil UUID, the least of all, which no patient has (ids are random
@@ -143,7 +184,7 @@ const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
-  return patientRows((await tx.query<Fetched<PatientRow>>(`${PATIENT_SELECT} WHERE p.id > $1::uuid ORDER BY p.id LIMIT $2`, [after ?? BEFORE_ALL_IDS, limit])).rows);
+  return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id > $1::uuid ORDER BY p.id LIMIT $2`, [after ?? BEFORE_ALL_IDS, limit])).rows);
 }
 
 /** What a search found, or that the principal's searches of this minute are used up. */
@@ -166,7 +207,7 @@ export async function searchByBlindIndex(
 ): Promise<SearchResult> {
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<Fetched<PatientRow>>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes]),
+    tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes]),
   ]);
   return allowance.allowed ? { allowed: true, rows: patientRows(found.rows) } : allowance;
 }
@@ -184,6 +225,7 @@ export async function encountersByPatientIds(
   tx: RequestTransaction,
   patientIds: readonly string[],
   columns: readonly EncounterPhiColumn[] = ENCOUNTER_PHI_COLUMNS,
+  keys?: ReadonlyMap<string, RowKey>,
 ): Promise<EncounterRow[]> {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
   const key = chosen.join(',');
@@ -192,7 +234,7 @@ export async function encountersByPatientIds(
     text = `${encounterSelect(chosen)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
     encountersOfPatients.set(key, text);
   }
-  return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows);
+  return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);
 }
 
 export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {

@@ -5,10 +5,10 @@ import type { RequestTransaction } from '../db/transaction.ts';
 export interface Loaders {
   readonly patient: DataLoader<string, PatientRow | null>;
   /**
-   * Encounters by patient id, fetching only `columns` of their PHI columns. One loader per set
+   * Encounters by patient (cached by its id), fetching only `columns` of their PHI columns. One loader per set
    * of columns; a request asks with one set (its principal's), hence one statement per page.
    */
-  encounters(columns: readonly EncounterPhiColumn[]): DataLoader<string, EncounterRow[]>;
+  encounters(columns: readonly EncounterPhiColumn[]): DataLoader<PatientRow, EncounterRow[], string>;
 }
 
 /**
@@ -17,7 +17,7 @@ export interface Loaders {
  * encounters, however many patients it holds.
  */
 export function createLoaders(tx: RequestTransaction): Loaders {
-  const encounters = new Map<string, DataLoader<string, EncounterRow[]>>();
+  const encounters = new Map<string, DataLoader<PatientRow, EncounterRow[], string>>();
   return {
     patient: new DataLoader(async (ids) => {
       const rows = await patientsByIds(tx, ids);
@@ -28,12 +28,17 @@ export function createLoaders(tx: RequestTransaction): Loaders {
       const key = columns.join(',');
       let loader = encounters.get(key);
       if (loader === undefined) {
-        loader = new DataLoader(async (patientIds) => {
-          const rows = await encountersByPatientIds(tx, patientIds, columns);
-          const byPatient = new Map<string, EncounterRow[]>(patientIds.map((id) => [id, []]));
-          for (const r of rows) byPatient.get(r.patient_id)?.push(r);
-          return patientIds.map((id) => byPatient.get(id) ?? []);
-        });
+        // Keyed by the patient's row, so that its encounters share the row's key (src/db/patients.ts).
+        loader = new DataLoader(
+          async (patients) => {
+            const patientIds = patients.map((p) => p.id);
+            const rows = await encountersByPatientIds(tx, patientIds, columns, new Map(patients.map((p) => [p.id, p.facts.key])));
+            const byPatient = new Map<string, EncounterRow[]>(patientIds.map((id) => [id, []]));
+            for (const r of rows) byPatient.get(r.patient_id)?.push(r);
+            return patientIds.map((id) => byPatient.get(id) ?? []);
+          },
+          { cacheKeyFn: (p) => p.id },
+        );
         encounters.set(key, loader);
       }
       return loader;

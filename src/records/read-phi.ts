@@ -112,8 +112,8 @@ export function readPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, 
       return null;
     }
     const plain = tracing()
-      ? inSpan('phigate.decrypt', attributesOf(field), () => scope.cipher.decrypt(row.clinicId, event, ciphertext))
-      : scope.cipher.decrypt(row.clinicId, event, ciphertext);
+      ? inSpan('phigate.decrypt', attributesOf(field), () => scope.cipher.decrypt(row.clinicId, event, ciphertext, row.key))
+      : scope.cipher.decrypt(row.clinicId, event, ciphertext, row.key);
     return plain instanceof Promise
       ? plain.then((p) => shown(scope, field, verdict, event, p)).catch((e: unknown) => unshown(scope, field, row, verdict, e))
       : shown(scope, field, verdict, event, plain);

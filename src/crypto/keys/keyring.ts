@@ -27,6 +27,37 @@ export interface PatientKeyRecord {
   readonly wrapped: Buffer | null;
 }
 
+/**
+ * A patient's wrapped key as the row's own statement brought it (phigate.patient_keys joined to
+ * the patient row, src/db/patients.ts). Whose key it is comes from the row being read, never from
+ * the join: the unwrap's AAD names that patient, its clinic and both versions, so a wrapped key of
+ * another row does not open.
+ */
+export interface JoinedPatientKey {
+  readonly version: number;
+  readonly clinicVersion: number;
+  readonly wrapped: Buffer;
+}
+
+/** An unwrapped key in the cache; `live` turns false when the cache lets it go and zero-fills it. */
+export interface CachedKey {
+  readonly id: string;
+  readonly key: DataKey;
+  readonly expiresAt: number;
+  uses: number;
+  live: boolean;
+}
+
+/**
+ * One row's keys, made as the row is loaded and dropped with it at the end of its request: the
+ * wrapped key its statement brought, and the cache entry its first value was opened with, which
+ * its other values use without asking the cache (the entry's bounds still hold).
+ */
+export interface RowKey {
+  readonly joined: JoinedPatientKey | null;
+  held: CachedKey | null;
+}
+
 export interface KeyStore {
   latest(purpose: KeyPurpose, scope: string): Promise<WrappedKeyRecord | null>;
   get(purpose: KeyPurpose, scope: string, version: number): Promise<WrappedKeyRecord | null>;
@@ -71,6 +102,13 @@ export interface Keyring {
   preparePatientWriteKeys(clinicId: string, patientIds: readonly string[]): Promise<void>;
   /** A patient key for decryption, synchronously when cached; misses of one tick share one store round trip. */
   patientReadKey(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | Promise<PatientKey>;
+  /**
+   * patientReadKey for a value of `row`: the row keeps the entry its first value resolved, so a
+   * row's values ask the cache once. On a miss, the wrapped key the row's statement brought is
+   * opened here, verified as a stored one is, with the cached clinic key and no store round trip,
+   * when it is the version the ciphertext names; otherwise (a rotation in flight) the store is asked.
+   */
+  rowReadKey(row: RowKey, clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | Promise<PatientKey>;
   /** the per-column per-clinic blind-index key, derived from a single 'index' root key (purpose 'index', scope '*'), created on first use */
   blindIndexKey(column: BlindIndexColumn, scope: string): Promise<Buffer>;
   /** new version for a scope (key rotation); old versions stay readable */
@@ -151,11 +189,6 @@ function checkVersion(version: number): void {
   if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) throw unavailable('data key not found', 'key_not_found');
 }
 
-interface CachedKey {
-  readonly key: DataKey;
-  uses: number;
-}
-
 interface Pending {
   readonly clinicId: string;
   readonly patientId: string;
@@ -188,6 +221,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     // Overwritten, deleted, expired or pushed out: the key's bytes go with the entry.
     dispose: (entry) => {
       stats.evictions++;
+      entry.live = false;
       entry.key.key.fill(0);
     },
   });
@@ -234,8 +268,8 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     latest.set(id, { version: Math.max(known, version), clinicId: scope, clinicVersion: 0, expiresAt: Date.now() + latestTtlMs });
   }
 
-  /** A cached key, counted as one use; past its uses it is dropped (zeroed) and the caller misses. */
-  function cached(id: string): DataKey | undefined {
+  /** A cached key's entry, counted as one use; past its uses it is dropped (zeroed) and the caller misses. */
+  function cachedEntry(id: string): CachedKey | undefined {
     const entry = keys.get(id);
     if (!entry) return undefined;
     if (++entry.uses > bounds.maxUses) {
@@ -243,8 +277,10 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       return undefined;
     }
     stats.cacheHits++;
-    return entry.key;
+    return entry;
   }
+
+  const cached = (id: string): DataKey | undefined => cachedEntry(id)?.key;
 
   // Two loads of one key may finish together: the first cached copy stays (a caller may be using
   // it), the second is zeroed and not handed out.
@@ -254,7 +290,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       key.key.fill(0);
       return existing.key as K;
     }
-    keys.set(id, { key, uses: 0 });
+    keys.set(id, { id, key, expiresAt: Date.now() + bounds.maxAgeMs, uses: 0, live: true });
     return key;
   }
 
@@ -356,11 +392,52 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     });
   }
 
-  function cachedPatientKey(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | undefined {
-    const hit = cached(idOf('patient', patientId, patientVersion)) as PatientKey | undefined;
+  function cachedPatientEntry(clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): CachedKey | undefined {
+    const entry = cachedEntry(idOf('patient', patientId, patientVersion));
     // The same patient key version under another clinic or clinic key is not this ciphertext's key.
-    if (hit && (hit.scope !== clinicId || hit.version !== clinicVersion)) throw unavailable('encrypted field could not be decrypted', 'decrypt_failed');
-    return hit;
+    if (entry && (entry.key.scope !== clinicId || entry.key.version !== clinicVersion)) throw unavailable('encrypted field could not be decrypted', 'decrypt_failed');
+    return entry;
+  }
+
+  const cachedPatientKey = (clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | undefined =>
+    cachedPatientEntry(clinicId, patientId, clinicVersion, patientVersion)?.key as PatientKey | undefined;
+
+  function checkReadKey(clinicId: string, clinicVersion: number, patientVersion: number): void {
+    checkScope(clinicId);
+    checkVersion(clinicVersion);
+    checkVersion(patientVersion);
+  }
+
+  // The entry the row's previous value used, when it is this ciphertext's key and still within
+  // its bounds: live (not evicted, so not zeroed), young enough, one more use allowed.
+  function heldKey(row: RowKey, clinicId: string, patientId: string, clinicVersion: number, patientVersion: number): PatientKey | undefined {
+    const held = row.held;
+    if (held === null) return undefined;
+    if (!held.live) {
+      row.held = null;
+      return undefined;
+    }
+    const key = held.key as PatientKey;
+    if (key.patientId !== patientId || key.patientVersion !== patientVersion || key.version !== clinicVersion || key.scope !== clinicId) return undefined;
+    if (held.expiresAt <= Date.now() || ++held.uses > bounds.maxUses) {
+      keys.delete(held.id);
+      row.held = null;
+      return undefined;
+    }
+    stats.cacheHits++;
+    return key;
+  }
+
+  /** A miss with the row's joined wrapped key in hand: opened like a stored record, bound to this row's patient. */
+  function openJoined(row: RowKey, joined: JoinedPatientKey, clinicId: string, patientId: string): PatientKey | Promise<PatientKey> {
+    const record: PatientKeyRecord = { patientId, version: joined.version, clinicId, clinicVersion: joined.clinicVersion, wrapped: joined.wrapped };
+    const clinic = cached(idOf('data', clinicId, joined.clinicVersion));
+    // The clinic key itself missed (cold replica, or evicted): its unwrap is a KMS call anyway.
+    if (clinic === undefined) return openRecord(record, clinicId, joined.clinicVersion);
+    const id = idOf('patient', patientId, joined.version);
+    const key = remember(id, openPatientKey(clinic, patientId, joined.version, joined.wrapped));
+    row.held = keys.peek(id) ?? null;
+    return key;
   }
 
   /** The patient's key under the clinic's current version, creating the next patient key version when needed. */
@@ -443,12 +520,24 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       }
     },
     patientReadKey(clinicId, patientId, clinicVersion, patientVersion) {
-      checkScope(clinicId);
-      checkVersion(clinicVersion);
-      checkVersion(patientVersion);
+      checkReadKey(clinicId, clinicVersion, patientVersion);
       const hit = cachedPatientKey(clinicId, patientId, clinicVersion, patientVersion);
       if (hit) return hit;
       stats.cacheMisses++;
+      return loadPatientKey(clinicId, patientId, clinicVersion, patientVersion);
+    },
+    rowReadKey(row, clinicId, patientId, clinicVersion, patientVersion) {
+      const held = heldKey(row, clinicId, patientId, clinicVersion, patientVersion);
+      if (held) return held;
+      checkReadKey(clinicId, clinicVersion, patientVersion);
+      const entry = cachedPatientEntry(clinicId, patientId, clinicVersion, patientVersion);
+      if (entry) {
+        row.held = entry;
+        return entry.key as PatientKey;
+      }
+      stats.cacheMisses++;
+      const joined = row.joined;
+      if (joined !== null && joined.version === patientVersion && joined.clinicVersion === clinicVersion) return openJoined(row, joined, clinicId, patientId);
       return loadPatientKey(clinicId, patientId, clinicVersion, patientVersion);
     },
     async blindIndexKey(column, scope) {

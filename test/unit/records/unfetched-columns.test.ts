@@ -56,7 +56,7 @@ describe('readPhi of a column the read left out', () => {
     return scope;
   };
   const notes: PhiField = { typeName: 'Encounter', field: 'notes', name: 'Encounter.notes', table: 'encounters', column: 'notes' };
-  const row = { clinicId: CLINIC, onCareTeam: true, grant: null, rowId: 'encounter-1', patientId: 'patient-1' };
+  const row = { clinicId: CLINIC, onCareTeam: true, grant: null, rowId: 'encounter-1', patientId: 'patient-1', key: { joined: null, held: null } };
 
   it('is refused as denied, and audited so, when the policy denies the field', async () => {
     const scope = await setup(['registrar']);
