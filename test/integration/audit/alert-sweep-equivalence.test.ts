@@ -118,16 +118,14 @@ describe('the alert sweep of 040 against 029', () => {
     const outsideSome = { start: hhmm(local), end: hhmm(new Date(local.getTime() + 3 * 3_600_000)), zone };
     const allDay = { start: '00:00', end: '24:00', zone: 'UTC' };
 
-    const clients = await Promise.all([current, previous].map(async (db) => {
+    const connect = async (db: TestDatabase) => {
       const c = new pg.Client({ connectionString: db.adminUrl });
       await c.connect();
       return c;
-    }));
-    const open = await Promise.all([current, previous].map(async (db) => {
-      const c = new pg.Client({ connectionString: db.adminUrl });
-      await c.connect();
-      return c;
-    }));
+    };
+    const clients = await Promise.all([current, previous].map(connect));
+    // Per database, a connection whose transaction stays open across a sweep in some rounds.
+    const open = await Promise.all([current, previous].map(connect));
     try {
       let raised = 0;
       for (let round = 0; round < 12; round++) {
