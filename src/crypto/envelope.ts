@@ -155,10 +155,28 @@ function afterFor(key: DataKey): Buffer {
 function aadFor(key: DataKey, aad: FieldAad): number {
   const before = beforeFor(key, aad);
   const after = afterFor(key);
-  const size = before.length + lengthPrefixedSize(aad.rowId) + after.length;
+  const rowId = aad.rowId;
+  // Row ids are UUIDs: ASCII, written here a byte a character. Buffer's UTF-8 path costs a
+  // byte-length call, a write call and the lone-surrogate check per value, which ASCII cannot hold.
+  const asciiSize = before.length + 4 + rowId.length + after.length;
+  if (scratch.length < asciiSize) scratch = Buffer.alloc(asciiSize * 2);
+  const at = before.length + 4;
+  for (let i = 0; i < rowId.length; i++) {
+    const c = rowId.charCodeAt(i);
+    if (c > 0x7f) return aadOfAnyRowId(before, rowId, after);
+    scratch[at + i] = c;
+  }
+  scratch.set(before, 0);
+  scratch.writeUInt32BE(rowId.length, before.length);
+  scratch.set(after, at + rowId.length);
+  return asciiSize;
+}
+
+function aadOfAnyRowId(before: Buffer, rowId: string, after: Buffer): number {
+  const size = before.length + lengthPrefixedSize(rowId) + after.length;
   if (scratch.length < size) scratch = Buffer.alloc(size * 2);
   scratch.set(before, 0);
-  const at = writeLengthPrefixed(scratch, before.length, aad.rowId);
+  const at = writeLengthPrefixed(scratch, before.length, rowId);
   scratch.set(after, at);
   return size;
 }
