@@ -101,6 +101,89 @@ static napi_value open_gcm(napi_env env, napi_callback_info info) {
   return int_value(env, -1);
 }
 
+// Well-formed UTF-8 as the Unicode standard defines it (Table 3-7): no overlong forms, no
+// surrogates, nothing past U+10FFFF, no truncated sequence. What a fatal TextDecoder accepts.
+static int well_formed_utf8(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t more;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) more = 1;
+    else if (c >= 0xE0 && c <= 0xEF) more = 2, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) more = 3, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return 0;
+    if (n - i - 1 < more || s[i + 1] < lo || s[i + 1] > hi) return 0;
+    for (size_t k = 2; k <= more; k++)
+      if ((s[i + k] & 0xC0) != 0x80) return 0;
+    i += more + 1;
+  }
+  return 1;
+}
+
+// Plaintexts up to this size are opened on the stack; larger ones into memory of their own.
+#define STACK_PLAIN_BYTES 1024
+
+// openText(key, envelope, nonceAt, aad, aadLength) -> the plaintext as a string, or null when the
+// tag does not verify, the plaintext is not well-formed UTF-8, or the key is all zeros (a key the
+// keyring has wiped). The envelope is any header, then the 12-byte IV at nonceAt, the ciphertext
+// and the 16-byte tag; the AAD is aad's first aadLength bytes. One call per value and no Buffer:
+// slicing the envelope and decoding in JavaScript cost more than the decryption. The plaintext
+// bytes exist only in memory this call wipes before it returns.
+static napi_value open_text(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  bytes key, envelope, aad;
+  uint32_t nonce_at = 0, aad_length = 0;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 5) {
+    napi_throw_type_error(env, "ERR_AEAD_ARGUMENT", "aead: openText takes 5 arguments");
+    return NULL;
+  }
+  if (!get_bytes(env, argv[0], KEY_BYTES, &key) || !get_bytes(env, argv[1], 0, &envelope) || !get_bytes(env, argv[3], 0, &aad)) return NULL;
+  if (napi_get_value_uint32(env, argv[2], &nonce_at) != napi_ok || napi_get_value_uint32(env, argv[4], &aad_length) != napi_ok) {
+    napi_throw_type_error(env, "ERR_AEAD_ARGUMENT", "aead: expected an offset and a length");
+    return NULL;
+  }
+  if (envelope.length < (size_t)IV_BYTES + TAG_BYTES || nonce_at > envelope.length - IV_BYTES - TAG_BYTES || aad_length > aad.length) {
+    napi_throw_range_error(env, "ERR_AEAD_LENGTH", "aead: argument has the wrong length");
+    return NULL;
+  }
+  contexts *c = get_contexts(env);
+  if (c == NULL) return NULL;
+  napi_value result = NULL;
+  napi_get_null(env, &result);
+  unsigned char any = 0;
+  for (size_t i = 0; i < KEY_BYTES; i++) any |= key.data[i];
+  if (any == 0) return result;
+  const unsigned char *iv = envelope.data + nonce_at, *ct = iv + IV_BYTES;
+  size_t ct_length = envelope.length - nonce_at - IV_BYTES - TAG_BYTES;
+  const unsigned char *tag = ct + ct_length;
+  unsigned char on_stack[STACK_PLAIN_BYTES];
+  unsigned char *plain = ct_length <= STACK_PLAIN_BYTES ? on_stack : malloc(ct_length);
+  if (plain == NULL) {
+    napi_throw_error(env, "ERR_AEAD_STATE", "aead: out of memory");
+    return NULL;
+  }
+  unsigned char none[TAG_BYTES];
+  int n = 0, ok = EVP_DecryptInit_ex(c->open, NULL, NULL, key.data, iv) == 1 &&
+                  (aad_length == 0 || EVP_DecryptUpdate(c->open, NULL, &n, aad.data, (int)aad_length) == 1) &&
+                  (ct_length == 0 || (EVP_DecryptUpdate(c->open, plain, &n, ct, (int)ct_length) == 1 && (size_t)n == ct_length)) &&
+                  EVP_CIPHER_CTX_ctrl(c->open, EVP_CTRL_GCM_SET_TAG, TAG_BYTES, (void *)tag) == 1 &&
+                  EVP_DecryptFinal_ex(c->open, none, &n) == 1 && n == 0 && well_formed_utf8(plain, ct_length);
+  napi_status status = ok ? napi_create_string_utf8(env, (const char *)plain, ct_length, &result) : napi_ok;
+  OPENSSL_cleanse(plain, ct_length);
+  if (plain != on_stack) free(plain);
+  if (status != napi_ok) {
+    napi_throw_error(env, "ERR_AEAD_STATE", "aead: the string could not be made");
+    return NULL;
+  }
+  return result;
+}
+
 // seal(key, iv, aad, plaintext, out) -> writes the ciphertext and then the 16-byte tag to the start of out.
 static napi_value seal_gcm(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -145,8 +228,9 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"open", NULL, open_gcm, NULL, NULL, NULL, napi_enumerable, NULL},
     {"seal", NULL, seal_gcm, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"openText", NULL, open_text, NULL, NULL, NULL, napi_enumerable, NULL},
   };
-  if (napi_define_properties(env, exports, 2, props) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, 3, props) != napi_ok) return NULL;
   return exports;
 }
 

@@ -23,7 +23,15 @@ interface Gcm {
   open(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, ciphertext: Uint8Array, tag: Uint8Array, out: Uint8Array): number;
   /** Writes the ciphertext and then the 16-byte tag to the start of `out`: their length. */
   seal(key: Uint8Array, iv: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, out: Uint8Array): number;
+  /** See openText below; the arguments are checked by the implementation. */
+  openText(key: Uint8Array, envelope: Uint8Array, nonceAt: number, aad: Uint8Array, aadLength: number): string | null;
 }
+
+// ignoreBOM keeps a leading U+FEFF that was part of the value; fatal refuses bytes that were not
+// UTF-8 text. Not streaming, so one decoder serves every call.
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const isZero = (key: Uint8Array): boolean => key.every((b) => b === 0);
+let nodeScratch = Buffer.alloc(256);
 
 const nodeGcm: Gcm = {
   name: 'node:crypto',
@@ -52,7 +60,29 @@ const nodeGcm: Gcm = {
     out.set(cipher.getAuthTag(), body.length);
     return body.length + TAG_BYTES;
   },
+  openText(key, envelope, nonceAt, aad, aadLength) {
+    checkEnvelope(key, envelope, nonceAt, aad, aadLength);
+    if (isZero(key)) return null;
+    const length = envelope.length - nonceAt - IV_BYTES - TAG_BYTES;
+    if (nodeScratch.length < length) nodeScratch = Buffer.alloc(length);
+    const iv = envelope.subarray(nonceAt, nonceAt + IV_BYTES);
+    const tag = envelope.subarray(envelope.length - TAG_BYTES);
+    if (nodeGcm.open(key, iv, aad.subarray(0, aadLength), envelope.subarray(nonceAt + IV_BYTES, envelope.length - TAG_BYTES), tag, nodeScratch) !== length) return null;
+    try {
+      return UTF8.decode(nodeScratch.subarray(0, length));
+    } catch {
+      return null;
+    } finally {
+      nodeScratch.fill(0, 0, length);
+    }
+  },
 };
+
+function checkEnvelope(key: Uint8Array, envelope: Uint8Array, nonceAt: number, aad: Uint8Array, aadLength: number): void {
+  if (key.length !== KEY_BYTES) throw new RangeError('aead: the key must be 32 bytes');
+  if (!Number.isInteger(nonceAt) || nonceAt < 0 || nonceAt > envelope.length - IV_BYTES - TAG_BYTES) throw new RangeError('aead: the envelope is too short');
+  if (!Number.isInteger(aadLength) || aadLength < 0 || aadLength > aad.length) throw new RangeError('aead: the AAD length is out of range');
+}
 
 // The addon sits beside the sources: src/crypto/ and, compiled, dist/crypto/ are both two levels down.
 const ADDON = new URL('../../native/build/Release/aead.node', import.meta.url);
@@ -71,6 +101,12 @@ function selfTest(gcm: Gcm): boolean {
   const tag = sealed.subarray(plain.length);
   const opened = Buffer.alloc(plain.length);
   if (gcm.open(key, iv, aad, body, tag, opened) !== plain.length || !opened.equals(plain)) return false;
+  // The same value as an envelope (a 3-byte header, the IV, the ciphertext, the tag) and the AAD
+  // at the start of a longer buffer, opened to its text; refused under a zero key.
+  const envelope = Buffer.concat([Buffer.from('hdr'), iv, sealed]);
+  const longAad = Buffer.concat([aad, Buffer.from('not part of the AAD')]);
+  if (gcm.openText(key, envelope, 3, longAad, aad.length) !== plain.toString('utf8')) return false;
+  if (gcm.openText(key, envelope, 3, longAad, aad.length + 1) !== null || gcm.openText(Buffer.alloc(KEY_BYTES), envelope, 3, longAad, aad.length) !== null) return false;
   tag[0]! ^= 1;
   // A tag that fails must also take back what the call wrote: the output holds no plaintext after.
   return gcm.open(key, iv, aad, body, tag, opened) === -1 && opened.every((b) => b === 0);
@@ -78,8 +114,9 @@ function selfTest(gcm: Gcm): boolean {
 
 function loadNative(): Gcm | string {
   try {
-    const addon = createRequire(import.meta.url)(fileURLToPath(ADDON)) as Pick<Gcm, 'open' | 'seal'>;
-    const gcm: Gcm = { name: 'native', open: addon.open, seal: addon.seal };
+    const addon = createRequire(import.meta.url)(fileURLToPath(ADDON)) as Partial<Pick<Gcm, 'open' | 'seal' | 'openText'>>;
+    if (!addon.open || !addon.seal || !addon.openText) return 'the addon is out of date (npm run build:native)';
+    const gcm: Gcm = { name: 'native', open: addon.open, seal: addon.seal, openText: addon.openText };
     return selfTest(gcm) ? gcm : 'the addon failed its self-test';
   } catch (e) {
     const code = (e as { code?: string }).code;
@@ -126,6 +163,17 @@ export function openGcmInto(out: Uint8Array, key: Uint8Array, iv: Uint8Array, aa
   if (tag.length !== TAG_BYTES) throw new RangeError('aead: the tag must be 16 bytes');
   if (out.length < ciphertext.length) throw new RangeError('aead: the output is shorter than the ciphertext');
   return active.open(key, iv, aad, ciphertext, tag, out) === ciphertext.length;
+}
+
+/**
+ * Opens `envelope`, which holds any header, then the 12-byte IV at `nonceAt`, the ciphertext and
+ * the 16-byte tag, with the AAD `aad[0, aadLength)`: the plaintext as text, or null when the tag
+ * does not verify, the plaintext is not well-formed UTF-8, or the key is all zeros (wiped). With
+ * the addon this is one call and no Buffer per value, and the plaintext's bytes live only in
+ * memory wiped before it returns.
+ */
+export function openText(key: Uint8Array, envelope: Uint8Array, nonceAt: number, aad: Uint8Array, aadLength: number): string | null {
+  return active.openText(key, envelope, nonceAt, aad, aadLength);
 }
 
 /** AES-256-GCM decryption: the plaintext, or null when the tag does not verify. */

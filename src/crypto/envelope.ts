@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
-import { openGcmInto, sealGcm } from './aead.ts';
+import { openText, sealGcm } from './aead.ts';
 import { lengthPrefixed, lengthPrefixedSize, writeLengthPrefixed } from './length-prefixed.ts';
 
 /** A clinic's unwrapped data key. `key` is 32 bytes and must never leave the process. */
@@ -53,9 +53,6 @@ const ZERO_KEY = Buffer.alloc(32);
 export const SHREDDED_VALUE: Buffer = Buffer.from([FORMAT_SHREDDED, ...Buffer.from('shredded', 'latin1')]);
 // Lone surrogates would be silently replaced by U+FFFD and the value would not round-trip.
 const LONE_SURROGATE = /\p{Cs}/u;
-// ignoreBOM keeps a leading U+FEFF that was part of the value; fatal refuses bytes that sealField
-// could not have produced. Not streaming, so one decoder serves every call.
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'invalid_key' | 'shredded', cause?: unknown): PhigateError {
   const message =
@@ -68,8 +65,9 @@ function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'inv
 
 // A cached key is zero-filled when the cache evicts it: a caller still holding it must fail, never
 // seal under (or appear to open with) thirty-two zero bytes.
-function checkKey(key: DataKey): void {
-  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION || key.key.equals(ZERO_KEY)) {
+// openText refuses a zero key itself, so opening does not compare the key here once per value.
+function checkKey(key: DataKey, forSealing: boolean): void {
+  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION || (forSealing && key.key.equals(ZERO_KEY))) {
     throw keyUnavailable('invalid_key');
   }
   if (isPatientKey(key) && (!Number.isInteger(key.patientVersion) || key.patientVersion < 1 || key.patientVersion > MAX_KEY_VERSION)) {
@@ -98,11 +96,6 @@ const beforeParts = new Map<string, Map<string, Map<number, Map<number, Buffer>>
 // the scope and versions they encode: the same bytes under another scope get parts of their own.
 const afterParts = new WeakMap<Buffer, AfterParts>();
 let scratch = Buffer.alloc(512);
-// Each value is opened into this buffer, decoded and wiped at once: no Buffer per value.
-let plainScratch = Buffer.alloc(256);
-// Far above any value the gateway writes (20,000 characters at most): a larger stored value, forged
-// or corrupt, gets a buffer of its own rather than leaving the scratch that large for good.
-const MAX_SCRATCH_BYTES = 256 * 1024;
 
 function headerFor(key: DataKey): Buffer {
   if (isPatientKey(key)) {
@@ -158,16 +151,34 @@ function afterFor(key: DataKey): Buffer {
   return parts.bytes;
 }
 
-/** The AAD of one value, in a buffer that the next call overwrites. */
-function aadFor(key: DataKey, aad: FieldAad): Buffer {
+/** Writes the AAD of one value to the start of `scratch` (which the next call overwrites): its length. */
+function aadFor(key: DataKey, aad: FieldAad): number {
   const before = beforeFor(key, aad);
   const after = afterFor(key);
-  const size = before.length + lengthPrefixedSize(aad.rowId) + after.length;
+  const rowId = aad.rowId;
+  // Row ids are UUIDs: ASCII, written here a byte a character. Buffer's UTF-8 path costs a
+  // byte-length call, a write call and the lone-surrogate check per value, which ASCII cannot hold.
+  const asciiSize = before.length + 4 + rowId.length + after.length;
+  if (scratch.length < asciiSize) scratch = Buffer.alloc(asciiSize * 2);
+  const at = before.length + 4;
+  for (let i = 0; i < rowId.length; i++) {
+    const c = rowId.charCodeAt(i);
+    if (c > 0x7f) return aadOfAnyRowId(before, rowId, after);
+    scratch[at + i] = c;
+  }
+  scratch.set(before, 0);
+  scratch.writeUInt32BE(rowId.length, before.length);
+  scratch.set(after, at + rowId.length);
+  return asciiSize;
+}
+
+function aadOfAnyRowId(before: Buffer, rowId: string, after: Buffer): number {
+  const size = before.length + lengthPrefixedSize(rowId) + after.length;
   if (scratch.length < size) scratch = Buffer.alloc(size * 2);
   scratch.set(before, 0);
-  const at = writeLengthPrefixed(scratch, before.length, aad.rowId);
+  const at = writeLengthPrefixed(scratch, before.length, rowId);
   scratch.set(after, at);
-  return scratch.subarray(0, size);
+  return size;
 }
 
 /**
@@ -175,7 +186,7 @@ function aadFor(key: DataKey, aad: FieldAad): Buffer {
  * key version, and for a patient key also to the patient and the patient key version.
  */
 export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffer {
-  checkKey(key);
+  checkKey(key, true);
   if (LONE_SURROGATE.test(plaintext)) {
     throw new PhigateError('BAD_USER_INPUT', 'value is not well-formed unicode text', { reason: 'malformed_text' });
   }
@@ -185,7 +196,8 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   // without clearing: wiped once sealed, so the value's plaintext does not outlive the call there.
   const plain = Buffer.from(plaintext, 'utf8');
   try {
-    return Buffer.concat([header, nonce, sealGcm(key.key, nonce, aadFor(key, aad), plain)]);
+    const aadLength = aadFor(key, aad);
+    return Buffer.concat([header, nonce, sealGcm(key.key, nonce, scratch.subarray(0, aadLength), plain)]);
   } finally {
     plain.fill(0);
   }
@@ -215,27 +227,22 @@ export function keyVersionOf(ciphertext: Buffer): number {
  * `under` is `sealedUnder(ciphertext)` when the caller has read it already to fetch the key.
  */
 export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer, under: SealedUnder = sealedUnder(ciphertext)): string {
-  checkKey(key);
+  checkKey(key, false);
   const { version, patientVersion } = under;
   // The AAD would catch these too; checking first keeps the failure cheap and explicit.
   if (version !== key.version || patientVersion !== (isPatientKey(key) ? key.patientVersion : null)) throw keyUnavailable('decrypt_failed');
-  const headerBytes = patientVersion === null ? HEADER_BYTES : HEADER_V2_BYTES;
-  const nonce = ciphertext.subarray(headerBytes, headerBytes + NONCE_BYTES);
-  const body = ciphertext.subarray(headerBytes + NONCE_BYTES, ciphertext.length - TAG_BYTES);
-  const tag = ciphertext.subarray(ciphertext.length - TAG_BYTES);
+  let plain: string | null;
   try {
     // sealedUnder checked the format byte and the versions equal the key's: the header in the
-    // AAD is the ciphertext's own.
-    if (plainScratch.length < body.length && body.length <= MAX_SCRATCH_BYTES) plainScratch = Buffer.alloc(Math.min(body.length * 2, MAX_SCRATCH_BYTES));
-    const out = plainScratch.length >= body.length ? plainScratch : Buffer.alloc(body.length);
-    if (!openGcmInto(out, key.key, nonce, aadFor(key, aad), body, tag)) throw keyUnavailable('decrypt_failed');
-    try {
-      return UTF8.decode(out.subarray(0, body.length));
-    } finally {
-      out.fill(0, 0, body.length);
-    }
+    // AAD is the ciphertext's own. One call opens, checks and decodes the value, reading the IV,
+    // body and tag in place and the AAD from the scratch.
+    const aadLength = aadFor(key, aad);
+    plain = openText(key.key, ciphertext, patientVersion === null ? HEADER_BYTES : HEADER_V2_BYTES, scratch, aadLength);
   } catch (e) {
     if (e instanceof PhigateError) throw e;
     throw keyUnavailable('decrypt_failed', e);
   }
+  if (plain !== null) return plain;
+  // A key the keyring wiped while this caller held it opens nothing: said as such.
+  throw keyUnavailable(key.key.equals(ZERO_KEY) ? 'invalid_key' : 'decrypt_failed');
 }

@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { pgConnection } from './tls.ts';
+import { GATEWAY_TYPES } from './type-parsers.ts';
 
 export type Pool = pg.Pool;
 
@@ -20,6 +21,7 @@ export function createPool(url: string, opts: PoolOptions = {}): Pool {
     connectionTimeoutMillis: 5_000,
     // A request's statements go out without waiting for the one before (src/db/transaction.ts).
     pipeline: true,
+    types: GATEWAY_TYPES,
   });
   // An idle client that errors (server restart, network) must not crash the process; the pool
   // drops it and the next request gets a fresh connection.

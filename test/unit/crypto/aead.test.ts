@@ -5,7 +5,7 @@ import path from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
-import { aeadImplementation, nativeUnavailable, openGcm, openGcmInto, sealGcm, useAead, type AeadMode } from '../../../src/crypto/aead.ts';
+import { aeadImplementation, nativeUnavailable, openGcm, openGcmInto, openText, sealGcm, useAead, type AeadMode } from '../../../src/crypto/aead.ts';
 
 const native = nativeUnavailable() === null;
 const implementations: AeadMode[] = native ? ['native', 'node'] : ['node'];
@@ -142,5 +142,97 @@ describe('AES-256-GCM in one call', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('openText: an envelope opened to its text in one call', () => {
+  const fatal = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const decoded = (bytes: Buffer): string | null => {
+    try {
+      return fatal.decode(bytes);
+    } catch {
+      return null;
+    }
+  };
+  // header (any bytes), IV, ciphertext, tag; the AAD at the start of a longer buffer.
+  const envelopeOf = (key: Buffer, aad: Buffer, plain: Buffer, header = randomBytes(5)) => {
+    const iv = randomBytes(12);
+    return { envelope: Buffer.concat([header, iv, sealGcm(key, iv, aad, plain)]), nonceAt: header.length };
+  };
+  // Well-formed and ill-formed UTF-8 side by side: overlong forms, surrogates, past U+10FFFF,
+  // truncated and stray continuation bytes, the edges of each range, a BOM, NUL.
+  const SAMPLES = [
+    '', 'plain ascii', 'Zoë Ångström 李小龙 🩺', '\uFEFFstarts with a BOM', 'nul\u0000inside', '\u{10FFFF}', '\u{FFFF}', '\u0080', '\u07FF', '\u0800', '\uD7FF', '\uE000',
+  ].map((t) => Buffer.from(t, 'utf8')).concat(
+    ['c080', 'c1bf', 'e08080', 'e09fbf', 'eda080', 'edbfbf', 'f08f8080', 'f4908080', 'f5808080', 'ff', 'fe', '80', 'bf', 'c2', 'e0a0', 'f0908080', 'e282', 'f09f8f', '41c3', 'c3a9', 'efbbbf41']
+      .map((h) => Buffer.from(h, 'hex')),
+  );
+
+  it.each(implementations)('%s: gives exactly what a fatal TextDecoder gives, or null where it throws', (mode) => {
+    useAead(mode);
+    const key = randomBytes(32);
+    const aad = randomBytes(90);
+    const cases = [...SAMPLES];
+    for (let i = 0; i < 3000; i++) {
+      // Random bytes mostly from the multi-byte lead and continuation ranges.
+      const bytes = Buffer.alloc(randomInt(0, 8));
+      for (let j = 0; j < bytes.length; j++) bytes[j] = [0x41, 0x80, 0xbf, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0x9f, 0xa0, 0x8f, 0x90][randomInt(0, 15)]!;
+      cases.push(bytes);
+    }
+    let refused = 0;
+    for (const plain of cases) {
+      const { envelope, nonceAt } = envelopeOf(key, aad, plain);
+      const expected = decoded(plain);
+      if (expected === null) refused++;
+      expect(openText(key, envelope, nonceAt, Buffer.concat([aad, randomBytes(7)]), aad.length)).toBe(expected);
+    }
+    expect(refused).toBeGreaterThan(100);
+  });
+
+  it.each(implementations)('%s: refuses a changed byte anywhere, another AAD or length, a wiped key; opens a large value', (mode) => {
+    useAead(mode);
+    const key = randomBytes(32);
+    const aad = randomBytes(100);
+    const { envelope, nonceAt } = envelopeOf(key, aad, Buffer.from('a value'), Buffer.from([2, 0, 0, 0, 1, 0, 0, 0, 1]));
+    expect(openText(key, envelope, nonceAt, aad, aad.length)).toBe('a value');
+    for (let at = nonceAt; at < envelope.length; at++) {
+      const changed = Buffer.from(envelope);
+      changed[at]! ^= 0x10;
+      expect(openText(key, changed, nonceAt, aad, aad.length)).toBeNull();
+    }
+    const otherAad = Buffer.from(aad);
+    otherAad[99]! ^= 1;
+    expect(openText(key, envelope, nonceAt, otherAad, aad.length)).toBeNull();
+    expect(openText(key, envelope, nonceAt, aad, aad.length - 1)).toBeNull();
+    expect(openText(key, envelope, nonceAt - 1, aad, aad.length)).toBeNull();
+    expect(openText(Buffer.alloc(32), envelope, nonceAt, aad, aad.length)).toBeNull();
+    // Past the stack buffer of the addon: opened into memory of its own.
+    const large = 'é'.repeat(40_000);
+    const big = envelopeOf(key, aad, Buffer.from(large));
+    expect(openText(key, big.envelope, big.nonceAt, aad, aad.length)).toBe(large);
+  });
+
+  it.each(implementations)('%s: refuses an envelope too short, offsets out of range and a key of the wrong length', (mode) => {
+    useAead(mode);
+    const key = randomBytes(32);
+    const aad = randomBytes(10);
+    const { envelope } = envelopeOf(key, aad, Buffer.alloc(0), Buffer.alloc(0));
+    expect(openText(key, envelope, 0, aad, aad.length)).toBe('');
+    expect(() => openText(key, envelope.subarray(1), 0, aad, aad.length)).toThrow(RangeError);
+    expect(() => openText(key, envelope, 1, aad, aad.length)).toThrow(RangeError);
+    expect(() => openText(key, envelope, 0, aad, aad.length + 1)).toThrow(RangeError);
+    expect(() => openText(key.subarray(1), envelope, 0, aad, aad.length)).toThrow(RangeError);
+  });
+
+  it.runIf(native)('the addon refuses offsets that are not unsigned integers and arguments that are not bytes', () => {
+    const addon = createRequire(import.meta.url)(path.resolve('native/build/Release/aead.node')) as Record<'openText', (...args: unknown[]) => unknown>;
+    const key = randomBytes(32);
+    const envelope = randomBytes(40);
+    expect(() => addon.openText(key, envelope, '0', Buffer.alloc(0), 0)).toThrow(TypeError);
+    expect(() => addon.openText(key, envelope, 0, Buffer.alloc(0))).toThrow(TypeError);
+    expect(() => addon.openText(key, 'envelope', 0, Buffer.alloc(0), 0)).toThrow(TypeError);
+    expect(() => addon.openText(key, envelope, 0, new Uint16Array(4), 0)).toThrow(TypeError);
+    expect(() => addon.openText(key, envelope, 13, Buffer.alloc(0), 0)).toThrow(RangeError);
+    expect(addon.openText(key, envelope, 12, Buffer.alloc(0), 0)).toBeNull();
   });
 });

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { nativeUnavailable, useAead, type AeadMode } from '../../../src/crypto/aead.ts';
 import { keyVersionOf, openField, sealField } from '../../../src/crypto/envelope.ts';
 import type { DataKey, FieldAad, PatientKey } from '../../../src/crypto/envelope.ts';
+import { sealGcm } from '../../../src/crypto/aead.ts';
+import { lengthPrefixed } from '../../../src/crypto/length-prefixed.ts';
 import { thrown } from './expect-error.ts';
 
 const key: DataKey = { scope: 'clinic-a', version: 3, key: randomBytes(32) };
@@ -147,5 +149,35 @@ describe.each(implementations)('sealField / openField (PHIGATE_AEAD=%s)', (mode)
   it('refuses an unusable key', () => {
     thrown(() => sealField({ ...key, key: randomBytes(16) }, aad, secret), 'KEY_UNAVAILABLE', 'invalid_key');
     thrown(() => sealField({ ...key, version: 0 }, aad, secret), 'KEY_UNAVAILABLE', 'invalid_key');
+  });
+
+  it('binds the row id as the length-prefixed encoding spells it, ASCII or not', () => {
+    for (const rowId of ['7f9c1e4a-0000-4000-8000-000000000002', '', 'ré-1 李 🩺', 'x'.repeat(700), 'ü'.repeat(400)]) {
+      const header = Buffer.from([0x01, 0, 0, 0, key.version]);
+      const nonce = randomBytes(12);
+      const bound = lengthPrefixed(['phigate/field/v1', header, aad.table, aad.column, rowId, key.scope, String(key.version)]);
+      const sealed = Buffer.concat([header, nonce, sealGcm(key.key, nonce, bound, Buffer.from(secret))]);
+      expect(openField(key, { ...aad, rowId }, sealed)).toBe(secret);
+      expect(openField(key, { ...aad, rowId }, sealField(key, { ...aad, rowId }, secret))).toBe(secret);
+      thrown(() => openField(key, { ...aad, rowId: `${rowId}x` }, sealed), 'KEY_UNAVAILABLE', 'decrypt_failed');
+    }
+  });
+
+  it('opens nothing under a key the keyring has wiped, even a value forged under thirty-two zero bytes', () => {
+    // A value sealed as sealField would, with the AAD spelt out: under a real key it opens...
+    const forge = (under: Buffer) => {
+      const header = Buffer.from([0x01, 0, 0, 0, key.version]);
+      const nonce = randomBytes(12);
+      const bound = lengthPrefixed(['phigate/field/v1', header, aad.table, aad.column, aad.rowId, key.scope, String(key.version)]);
+      return Buffer.concat([header, nonce, sealGcm(under, nonce, bound, Buffer.from(secret))]);
+    };
+    expect(openField(key, aad, forge(key.key))).toBe(secret);
+    // ...and under a wiped key it is refused as an unusable key, not opened.
+    const wiped = { ...key, key: Buffer.alloc(32) };
+    thrown(() => openField(wiped, aad, forge(wiped.key)), 'KEY_UNAVAILABLE', 'invalid_key');
+    const held = { ...key, key: Buffer.from(key.key) };
+    const sealed = sealField(held, aad, secret);
+    held.key.fill(0);
+    thrown(() => openField(held, aad, sealed), 'KEY_UNAVAILABLE', 'invalid_key');
   });
 });
