@@ -4,6 +4,7 @@ import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharg
 import { coalesceWrites } from '../db/coalesce-writes.ts';
 import type { Pool } from '../db/pool.ts';
 import { settleAll } from '../db/settle-all.ts';
+import { submit } from '../db/submit.ts';
 import type { Statement } from '../db/transaction.ts';
 import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
@@ -110,7 +111,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   let idle: (() => void) | null = null;
   let closed: Promise<void> | null = null;
   const stats = { batches: 0, events: 0, failedBatches: 0 };
-  const statement = (name: string, s: Statement) => ({ text: s.text, values: s.values as unknown[], ...(opts.preparedStatements === false ? {} : { name }) });
+  const prepared = (c: pg.PoolClient, name: string, s: Statement) => submit(c, s.text, s.values, opts.preparedStatements === false ? undefined : name);
 
   const takeBatch = (queue: Queued[]): Queued[] => {
     const batch: Queued[] = [];
@@ -170,10 +171,10 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       coalesceWrites(client);
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
       // The batch's settings ride in its first statement after BEGIN: the charge's when it has one.
-      const begin = [client.query('BEGIN'), ...(charged.length > 0 ? [] : [client.query(`SELECT ${BATCH_SETTINGS}`)])];
+      const begin = [submit(client, 'BEGIN'), ...(charged.length > 0 ? [] : [submit(client, `SELECT ${BATCH_SETTINGS}`)])];
       const verdicts = new Map<number, ChargeVerdict>();
       if (charged.length > 0) {
-        const result = await settleAll([...begin, client.query(statement('phigate_audit_charge', withSettings(chargeBatchStatement(charged.map((c) => c.charge)))))]);
+        const result = await settleAll([...begin, prepared(client, 'phigate_audit_charge', withSettings(chargeBatchStatement(charged.map((c) => c.charge))))]);
         if (result.error !== undefined) throw await abandon(client, result.error);
         const rows = (result.values.at(-1) as pg.QueryResult).rows;
         chargeVerdicts(charged.length, rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
@@ -187,8 +188,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       coalesceWrites(client);
       const sent = await settleAll([
         ...(charged.length > 0 ? [] : begin),
-        client.query(statement('phigate_audit_insert', insert)),
-        client.query('COMMIT'),
+        prepared(client, 'phigate_audit_insert', insert),
+        submit(client, 'COMMIT'),
       ]);
       const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
       if (sent.error !== undefined || commitResult?.command !== 'COMMIT') {
