@@ -268,11 +268,17 @@ const BATCH_SETTINGS = "set_config('synchronous_commit', 'on', true) AS synchron
  * setting made inside a statement applies from the next one on (the INSERT), which is what it is for.
  */
 function withSettings(s: Statement): Statement {
-  return {
-    text: `SELECT s.* FROM (SELECT ${BATCH_SETTINGS}) AS settings CROSS JOIN LATERAL (SELECT * FROM (${s.text}) AS statement WHERE settings.synchronous IS NOT NULL) AS s`,
-    values: s.values,
-  };
+  let text = settingsFirst.get(s.text);
+  if (text === undefined) {
+    text = `SELECT s.* FROM (SELECT ${BATCH_SETTINGS}) AS settings CROSS JOIN LATERAL (SELECT * FROM (${s.text}) AS statement WHERE settings.synchronous IS NOT NULL) AS s`;
+    settingsFirst.set(s.text, text);
+  }
+  return { text, values: s.values };
 }
+
+// The statements given settings are the code's own (the PHI charge's): each text is built once, so
+// that every batch sends the same string, whose hash and comparison with the prepared one are cheap.
+const settingsFirst = new Map<string, string>();
 
 /** After a failed statement inside the batch: roll back so the connection can be reused. */
 async function abandon(client: pg.PoolClient, error: unknown): Promise<unknown> {
