@@ -95,8 +95,11 @@ describe.skipIf(!process.env.PHIGATE_PERF_BYID)('the gateway CPU per read by id'
     }
   }, 120_000);
   afterAll(async () => {
-    for (const side of sides.reverse()) await side.gw.close();
-    await rm(policyFile, { force: true });
+    try {
+      for (const side of sides.reverse()) await side.gw.close();
+    } finally {
+      await rm(policyFile, { force: true });
+    }
   });
 
   it('measures', async () => {
