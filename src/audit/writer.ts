@@ -4,6 +4,7 @@ import { chargeBatchStatement, chargeVerdicts, type ChargeVerdict, type PhiCharg
 import { coalesceWrites } from '../db/coalesce-writes.ts';
 import type { Pool } from '../db/pool.ts';
 import { settleAll } from '../db/settle-all.ts';
+import { submit } from '../db/submit.ts';
 import type { Statement } from '../db/transaction.ts';
 import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
@@ -110,7 +111,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   let idle: (() => void) | null = null;
   let closed: Promise<void> | null = null;
   const stats = { batches: 0, events: 0, failedBatches: 0 };
-  const statement = (name: string, s: Statement) => ({ text: s.text, values: s.values as unknown[], ...(opts.preparedStatements === false ? {} : { name }) });
+  const prepared = (c: pg.PoolClient, name: string, s: Statement) => submit(c, s.text, s.values, opts.preparedStatements === false ? undefined : name);
 
   const takeBatch = (queue: Queued[]): Queued[] => {
     const batch: Queued[] = [];
@@ -170,10 +171,10 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       coalesceWrites(client);
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
       // The batch's settings ride in its first statement after BEGIN: the charge's when it has one.
-      const begin = [client.query('BEGIN'), ...(charged.length > 0 ? [] : [client.query(`SELECT ${BATCH_SETTINGS}`)])];
+      const begin = [submit(client, 'BEGIN'), ...(charged.length > 0 ? [] : [submit(client, `SELECT ${BATCH_SETTINGS}`)])];
       const verdicts = new Map<number, ChargeVerdict>();
       if (charged.length > 0) {
-        const result = await settleAll([...begin, client.query(statement('phigate_audit_charge', withSettings(chargeBatchStatement(charged.map((c) => c.charge)))))]);
+        const result = await settleAll([...begin, prepared(client, 'phigate_audit_charge', withSettings(chargeBatchStatement(charged.map((c) => c.charge))))]);
         if (result.error !== undefined) throw await abandon(client, result.error);
         const rows = (result.values.at(-1) as pg.QueryResult).rows;
         chargeVerdicts(charged.length, rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
@@ -187,8 +188,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       coalesceWrites(client);
       const sent = await settleAll([
         ...(charged.length > 0 ? [] : begin),
-        client.query(statement('phigate_audit_insert', insert)),
-        client.query('COMMIT'),
+        prepared(client, 'phigate_audit_insert', insert),
+        submit(client, 'COMMIT'),
       ]);
       const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
       if (sent.error !== undefined || commitResult?.command !== 'COMMIT') {
@@ -267,11 +268,17 @@ const BATCH_SETTINGS = "set_config('synchronous_commit', 'on', true) AS synchron
  * setting made inside a statement applies from the next one on (the INSERT), which is what it is for.
  */
 function withSettings(s: Statement): Statement {
-  return {
-    text: `SELECT s.* FROM (SELECT ${BATCH_SETTINGS}) AS settings CROSS JOIN LATERAL (SELECT * FROM (${s.text}) AS statement WHERE settings.synchronous IS NOT NULL) AS s`,
-    values: s.values,
-  };
+  let text = settingsFirst.get(s.text);
+  if (text === undefined) {
+    text = `SELECT s.* FROM (SELECT ${BATCH_SETTINGS}) AS settings CROSS JOIN LATERAL (SELECT * FROM (${s.text}) AS statement WHERE settings.synchronous IS NOT NULL) AS s`;
+    settingsFirst.set(s.text, text);
+  }
+  return { text, values: s.values };
 }
+
+// The statements given settings are the code's own (the PHI charge's): each text is built once, so
+// that every batch sends the same string, whose hash and comparison with the prepared one are cheap.
+const settingsFirst = new Map<string, string>();
 
 /** After a failed statement inside the batch: roll back so the connection can be reused. */
 async function abandon(client: pg.PoolClient, error: unknown): Promise<unknown> {

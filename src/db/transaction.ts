@@ -4,6 +4,7 @@ import { inSpan, tracing } from '../telemetry/tracing.ts';
 import { coalesceWrites } from './coalesce-writes.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
 import type { Pool } from './pool.ts';
+import { submit } from './submit.ts';
 
 /** One statement and its parameters, for a caller that wants it sent in a later round trip. */
 export interface Statement {
@@ -194,7 +195,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     if (inFlight++ === 0) roundTrips++;
     coalesceWrites(c);
     const name = values !== undefined && opts.preparedStatements !== false ? nameFor(text) : undefined;
-    const run = () => c.query<R>({ text, values: values as unknown[] | undefined, ...(name !== undefined ? { name } : {}) });
+    const run = () => submit<R>(c, text, values, name);
     // Traced by the first keyword only: statement text can carry escaped values.
     const sent = tracing() ? inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN' }, run) : run();
     void sent.then(

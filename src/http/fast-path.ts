@@ -1,6 +1,6 @@
 import type http from 'node:http';
 import type { ExecutionResult } from 'graphql';
-import type { GraphQLParams, Plugin, YogaServerInstance } from 'graphql-yoga';
+import { isPromise, processRegularResult, type GraphQLParams, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { GraphQLContext } from '../graphql/context.ts';
 import type { Logger } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
@@ -94,6 +94,10 @@ function requestView(req: http.IncomingMessage): Request {
   return { method: 'POST', url: `http://localhost${req.url ?? '/'}`, headers } as unknown as Request;
 }
 
+/** A result processRegularResult answers with 200 and the result as it is. */
+const isPlainData = (result: ExecutionResult): boolean =>
+  !Array.isArray(result) && !(Symbol.asyncIterator in result) && !result.errors?.length && !(result.extensions as { http?: unknown } | undefined)?.http;
+
 type ResultProcessHook = NonNullable<Plugin['onResultProcess']>;
 type ResultProcessor = (result: unknown, fetchAPI: unknown, mediaType: string) => Response | Promise<Response>;
 
@@ -122,8 +126,11 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
     if (params === null) return toYoga(req, res, body);
     const request = requestView(req);
     const serverContext = { req, res };
+    // Each hook is awaited only when it returns a promise, as yoga's own loops do: an `await` of
+    // a plain value still makes a promise, and on Node 20 every promise runs the async-context hooks.
     for (const hook of onRequest) {
-      await hook({ request, serverContext, fetchAPI, endResponse: refuseEarly, url: undefined } as never);
+      const pending = hook({ request, serverContext, fetchAPI, endResponse: refuseEarly, url: undefined } as never);
+      if (isPromise(pending)) await pending;
     }
     let result: ExecutionResult;
     try {
@@ -139,7 +146,7 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
     let mediaType = '*/*';
     const acceptableMediaTypes: string[] = [];
     for (const hook of resultProcessHooks) {
-      await hook({
+      const pending = hook({
         request,
         acceptableMediaTypes,
         result,
@@ -151,14 +158,29 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
         },
         serverContext,
       } as never);
+      if (isPromise(pending)) await pending;
     }
-    let response = processor
-      ? await processor(result, fetchAPI, mediaType)
-      : new fetchAPI.Response(null, { status: 406, statusText: 'Not Acceptable', headers: { accept: acceptableMediaTypes.join('; charset=utf-8, ') } });
+    let response: Response;
+    let text: string | null = null;
+    if (processor === processRegularResult && isPlainData(result)) {
+      // What processRegularResult answers for data without errors or HTTP extensions (status 200,
+      // its content type and length, the body as its stringifier writes it), without building a
+      // Response only to read its text back; the hooks below see the same status and headers.
+      text = ((result as { stringify?: (r: unknown) => string }).stringify ?? JSON.stringify)(result);
+      const headers = new fetchAPI.Headers({ 'content-type': `${mediaType}; charset=utf-8`, 'content-length': String(Buffer.byteLength(text)) });
+      response = { status: 200, statusText: 'OK', ok: true, headers } as Response;
+    } else {
+      const processed = processor
+        ? processor(result, fetchAPI, mediaType)
+        : new fetchAPI.Response(null, { status: 406, statusText: 'Not Acceptable', headers: { accept: acceptableMediaTypes.join('; charset=utf-8, ') } });
+      response = isPromise(processed) ? await processed : processed;
+    }
+    const made = response;
     for (const hook of onResponse) {
-      await hook({ request, response, serverContext, fetchAPI, setResponse: (next: Response) => void (response = next) } as never);
+      const pending = hook({ request, response, serverContext, fetchAPI, setResponse: (next: Response) => void (response = next) } as never);
+      if (isPromise(pending)) await pending;
     }
-    const text = await response.text();
+    if (text === null || response !== made) text = await response.text();
     response.headers.forEach((value, name) => res.setHeader(name, value));
     res.writeHead(response.status, response.statusText);
     res.end(text);
