@@ -1,17 +1,18 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
  *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M
- *   --replicas R --pgbouncer --pg-statements]`
+ *   --replicas R --pgbouncer --pg-statements --phigate-variants JSON]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
  * See bench/README.md.
  */
 import { execFileSync, fork, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import autocannon from 'autocannon';
 import pg from 'pg';
@@ -26,6 +27,7 @@ import { pgSplitMeter, type PgSplit } from './pg-split.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { measureAuthCost, type AuthCost } from './auth-cost.ts';
 import { partnerKeys } from './partner-keys.ts';
+import { importsFromDist, phigateVariants, type PhigateVariant } from './phigate-process.ts';
 import { startScaled, type Scaled } from './scaled.ts';
 import { actorsFrom, workloads, type TargetName, type Workload } from './workloads.ts';
 
@@ -45,6 +47,7 @@ const { values: args } = parseArgs({
     'seed-only': { type: 'boolean', default: false },
     repeat: { type: 'string', default: '1' },
     'phigate-node': { type: 'string' },
+    'phigate-variants': { type: 'string' },
     replicas: { type: 'string', default: '1' },
     pgbouncer: { type: 'boolean', default: false },
     'pg-statements': { type: 'boolean', default: false },
@@ -66,6 +69,13 @@ const REPEAT = num(args.repeat, 'repeat');
 if (!Number.isInteger(REPEAT) || REPEAT < 1) throw new Error('--repeat must be a whole number of at least 1');
 /** --phigate-node: the Node major the phigate target runs on (the image's is 24); unset, the runner's own. */
 const PHIGATE_NODE = args['phigate-node'] === undefined ? null : num(args['phigate-node'], 'phigate-node');
+/**
+ * --phigate-variants '[{"label":"head"},{"label":"no-maglev","flags":["--no-maglev"]}]': one phigate
+ * process per entry on the same seeded database, each cell measured on them in turn (with --repeat,
+ * in rotated order), so start-up settings are compared at the same load, minutes apart at most; the
+ * verdicts read the first. Unset, one process with the image's settings alone.
+ */
+const PHIGATE_VARIANTS: readonly PhigateVariant[] | null = args['phigate-variants'] === undefined ? null : phigateVariants(args['phigate-variants']);
 /** --replicas R / --pgbouncer: one more phigate row, scaled out (bench/scaled.ts), beside the one replica direct. */
 const REPLICAS = num(args.replicas, 'replicas');
 if (!Number.isInteger(REPLICAS) || REPLICAS < 1) throw new Error('--replicas must be a whole number of at least 1');
@@ -79,6 +89,8 @@ const log = (s: string) => process.stderr.write(`${s}\n`);
 interface Row {
   /** A target's name, or the scaled phigate's label (e.g. `phigate x2 via pgbouncer`). */
   target: string;
+  /** --phigate-variants: which of them. */
+  variant?: string;
   workload: string;
   requests: number;
   reqPerSec: number;
@@ -124,6 +136,27 @@ function nodeBinary(major: number): string {
   return bin;
 }
 
+/**
+ * The phigate target as the image runs the gateway: the compiled JavaScript of `npm run build` (dist/),
+ * not the sources through tsx. `--import tsx` registers module hooks that Node runs on a thread of
+ * their own, a second V8 isolate, and keeps esbuild's output of every module it loaded: on Node 24
+ * the gateway's modules alone took 136 MB of RSS that way against 116 compiled, a cost no production
+ * process has (bench/README.md, "Node 24's peak RSS as the image runs the gateway"). The target's
+ * own file is compiled by the same compiler (bench/tsconfig.target.json), its imports of src/
+ * pointed at dist/.
+ */
+function compiledPhigateTarget(): string {
+  const tsc = path.join(ROOT, 'node_modules/.bin/tsc');
+  execFileSync(tsc, ['-p', 'tsconfig.build.json'], { cwd: ROOT, stdio: 'inherit' });
+  execFileSync(tsc, ['-p', 'bench/tsconfig.target.json'], { cwd: ROOT, stdio: 'inherit' });
+  const out = path.join(ROOT, 'node_modules/.cache/phigate-bench/target');
+  const dist = pathToFileURL(path.join(ROOT, 'dist/')).href;
+  const js = importsFromDist(readFileSync(path.join(out, 'bench/targets/phigate.js'), 'utf8'), dist, existsSync);
+  const file = path.join(out, 'phigate-target.mjs');
+  writeFileSync(file, js);
+  return file;
+}
+
 // ---------- target processes ----------
 interface Target {
   /** Whose requests it answers (workloads.ts). */
@@ -133,9 +166,14 @@ interface Target {
   readonly runtime: string;
   /** Scaled out: its rows' name; the gateway's own figures (round trips, /metrics) are one replica's, so not read. */
   readonly scaled?: Scaled;
+  /** --phigate-variants: the label of this process's settings. */
+  readonly variant?: string;
 }
 
-async function startTarget(name: TargetName, config: object, profDir: string | null): Promise<Target> {
+/** compiledPhigateTarget(), once per run. */
+let phigateTarget: string | undefined;
+
+async function startTarget(name: TargetName, config: object, profDir: string | null, variant?: PhigateVariant): Promise<Target> {
   let child: ChildProcess;
   const env = { ...process.env, BENCH_TARGET: JSON.stringify(config), NODE_ENV: 'production' };
   const prof = profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
@@ -148,11 +186,15 @@ async function startTarget(name: TargetName, config: object, profDir: string | n
   } else {
     const bin = name === 'phigate' && PHIGATE_NODE !== null ? nodeBinary(PHIGATE_NODE) : process.execPath;
     if (bin !== process.execPath) runtime = runtimeOf(bin);
-    // phigate runs as the image starts it (Dockerfile's CMD and ENV, src/heap.ts); a MALLOC_ARENA_MAX
-    // in the runner's environment wins, to measure another.
-    const heap = name === 'phigate' ? STARTUP_FLAGS : [];
-    const startEnv = name === 'phigate' ? { ...STARTUP_ENV, ...env } : env;
-    child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execPath: bin, execArgv: [...heap, '--import', 'tsx', ...prof], env: startEnv, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    if (name === 'phigate') {
+      // As the image starts it (Dockerfile's CMD and ENV, src/heap.ts): compiled JavaScript, the
+      // startup flags and environment; a MALLOC_ARENA_MAX in the runner's environment wins, to measure another.
+      phigateTarget ??= compiledPhigateTarget();
+      const execArgv = [...STARTUP_FLAGS, ...(variant?.flags ?? []), ...prof];
+      child = fork(phigateTarget, [], { execPath: bin, execArgv, env: { ...STARTUP_ENV, ...env, ...variant?.env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    } else {
+      child = fork(path.join(ROOT, `bench/targets/${name}.ts`), [], { execPath: bin, execArgv: ['--import', 'tsx', ...prof], env, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    }
   }
   const port = await new Promise<number>((resolve, reject) => {
     const t = setTimeout(() => reject(new Error(`${name} did not start within 60 s`)), 60_000);
@@ -165,7 +207,7 @@ async function startTarget(name: TargetName, config: object, profDir: string | n
       reject(new Error(`${name} exited with ${code} before listening`));
     });
   });
-  return { name, child, url: `http://127.0.0.1:${port}`, runtime };
+  return { name, child, url: `http://127.0.0.1:${port}`, runtime, ...(variant ? { variant: variant.label } : {}) };
 }
 
 async function stopTarget(t: Target): Promise<void> {
@@ -281,7 +323,7 @@ async function scrape(target: Target): Promise<Scrape> {
 /** One measured run of `w` on `target` (after its warm-up), with phigate's own figures. */
 async function measure(target: Target, w: Workload, round: number): Promise<Row> {
   const name = target.scaled ? target.scaled.label : target.name;
-  log(`${name} / ${w.name}${REPEAT > 1 ? ` (round ${round + 1} of ${REPEAT})` : ''}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
+  log(`${name}${target.variant ? ` [${target.variant}]` : ''} / ${w.name}${REPEAT > 1 ? ` (round ${round + 1} of ${REPEAT})` : ''}: warm-up ${WARMUP} s, then ${DURATION} s at ${CONNECTIONS} connections`);
   if (WARMUP > 0) await load(target, w, WARMUP);
   // phigate: reset its log counts and scrape /metrics, so both cover the measured run only.
   const metricsBefore = name === 'phigate' ? (await roundTrips(target), await scrape(target)) : null;
@@ -294,6 +336,7 @@ async function measure(target: Target, w: Workload, round: number): Promise<Row>
   const peakRssMb = rss();
   const row: Row = {
     target: name,
+    ...(target.variant ? { variant: target.variant } : {}),
     workload: w.name,
     requests: result.requests.total,
     reqPerSec: Math.round(result.requests.total / DURATION),
@@ -412,9 +455,11 @@ async function main(): Promise<void> {
     const up: Target[] = [];
     for (const name of TARGETS) {
       try {
-        const target = await startTarget(name, configs[name], profDir);
-        targets.push(target);
-        up.push(target);
+        for (const variant of name === 'phigate' && PHIGATE_VARIANTS ? PHIGATE_VARIANTS : [undefined]) {
+          const target = await startTarget(name, configs[name], profDir, variant);
+          targets.push(target);
+          up.push(target);
+        }
       } catch (err) {
         log(`${name}: could not start: ${(err as Error).message}`);
         for (const w of chosen) rows.push(skippedRow(name, w, '', (err as Error).message));
@@ -560,7 +605,7 @@ function printTable(rows: Row[], r: ReturnType<typeof ratios>): void {
       ? [x.workload, x.target, x.runtime, 'skipped', '', '', '', '', '', x.skipped.slice(0, 60), '', '', '']
       : [
           x.workload,
-          x.target,
+          x.variant ? `${x.target} [${x.variant}]` : x.target,
           x.runtime,
           x.runsReqPerSec ? `${x.reqPerSec} (${x.runsReqPerSec.join(', ')})` : String(x.reqPerSec),
           String(x.p50Ms),
