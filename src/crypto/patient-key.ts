@@ -36,6 +36,7 @@ export function openPatientKey(clinicKey: DataKey, patientId: string, patientVer
   if (wrapped.length !== WRAPPED_BYTES || wrapped[0] !== WRAP_FORMAT_V1) {
     throw new PhigateError('KEY_UNAVAILABLE', 'wrapped patient key is malformed', { reason: 'unwrap_failed' });
   }
+  let key: Buffer | undefined;
   try {
     const decipher = createDecipheriv('aes-256-gcm', clinicKey.key, wrapped.subarray(1, 1 + NONCE_BYTES), { authTagLength: TAG_BYTES });
     decipher.setAAD(wrapAad(clinicKey, patientId, patientVersion));
@@ -43,10 +44,13 @@ export function openPatientKey(clinicKey: DataKey, patientId: string, patientVer
     // update() returns the key in memory of its own. Buffer.concat would copy it into a slice of
     // Buffer's shared pool (8 KB on Node 20, 64 KB on 24): every cached key would then keep a
     // whole slab alive, and share it with whatever else was allocated beside it.
-    const key = decipher.update(wrapped.subarray(1 + NONCE_BYTES, 1 + NONCE_BYTES + KEY_BYTES));
+    key = decipher.update(wrapped.subarray(1 + NONCE_BYTES, 1 + NONCE_BYTES + KEY_BYTES));
     decipher.final();
     return { scope: clinicKey.scope, version: clinicKey.version, key, patientId, patientVersion };
   } catch (e) {
+    // update() decrypts before final() checks the tag: a blob wrapped for another patient of the
+    // same clinic has just been opened into `key`, and must not wait for the collector.
+    key?.fill(0);
     throw new PhigateError('KEY_UNAVAILABLE', 'wrapped patient key could not be unwrapped', { reason: 'unwrap_failed', cause: e });
   }
 }

@@ -1,5 +1,5 @@
-import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { Decipheriv, randomBytes } from 'node:crypto';
+import { describe, expect, it, vi } from 'vitest';
 import { SHREDDED_VALUE, openField, sealField, sealedUnder, type DataKey } from '../../../src/crypto/envelope.ts';
 import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
 import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
@@ -40,6 +40,27 @@ describe('per-patient keys', () => {
     thrown(() => openPatientKey(clinicKey, P2, 2, wrapped), 'KEY_UNAVAILABLE', 'unwrap_failed');
     thrown(() => openPatientKey(clinicKey, P1, 1, wrapped), 'KEY_UNAVAILABLE', 'unwrap_failed');
     thrown(() => openPatientKey({ ...clinicKey, version: 4 }, P1, 2, wrapped), 'KEY_UNAVAILABLE', 'unwrap_failed');
+  });
+
+  it('wipes what a refused unwrap decrypted: update() opens the blob before final() checks its tag', () => {
+    const { key, wrapped } = newPatientKey(clinicKey, P2, 2);
+    const opened: Buffer[] = [];
+    const update = Decipheriv.prototype.update;
+    const spy = vi.spyOn(Decipheriv.prototype, 'update').mockImplementation(function (this: Decipheriv, ...args: unknown[]) {
+      const out = (update as (...a: unknown[]) => Buffer).apply(this, args);
+      opened.push(out);
+      return out;
+    });
+    try {
+      // Another patient's blob of the same clinic: its key is decrypted, then its tag fails.
+      thrown(() => openPatientKey(clinicKey, P1, 2, wrapped), 'KEY_UNAVAILABLE', 'unwrap_failed');
+    } finally {
+      spy.mockRestore();
+    }
+    expect(opened).toHaveLength(1);
+    expect(opened[0]!.length).toBe(32);
+    expect(opened[0]!.equals(Buffer.alloc(32))).toBe(true);
+    expect(key.key.equals(Buffer.alloc(32))).toBe(false);
   });
 
   it('the field cipher seals each patient under its own key and opens values sealed before per-patient keys', async () => {
