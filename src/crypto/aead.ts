@@ -31,6 +31,9 @@ interface Gcm {
 // UTF-8 text. Not streaming, so one decoder serves every call.
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const isZero = (key: Uint8Array): boolean => key.every((b) => b === 0);
+// Bounded like the envelope's scratch: one forged value of a gigabyte must not keep a gigabyte for
+// the life of the process; longer values get a buffer of their own, wiped the same way.
+const NODE_SCRATCH_MAX = 256 * 1024;
 let nodeScratch = Buffer.alloc(256);
 
 const nodeGcm: Gcm = {
@@ -64,16 +67,17 @@ const nodeGcm: Gcm = {
     checkEnvelope(key, envelope, nonceAt, aad, aadLength);
     if (isZero(key)) return null;
     const length = envelope.length - nonceAt - IV_BYTES - TAG_BYTES;
-    if (nodeScratch.length < length) nodeScratch = Buffer.alloc(length);
+    if (nodeScratch.length < length && length <= NODE_SCRATCH_MAX) nodeScratch = Buffer.alloc(length);
+    const out = length <= nodeScratch.length ? nodeScratch : Buffer.alloc(length);
     const iv = envelope.subarray(nonceAt, nonceAt + IV_BYTES);
     const tag = envelope.subarray(envelope.length - TAG_BYTES);
-    if (nodeGcm.open(key, iv, aad.subarray(0, aadLength), envelope.subarray(nonceAt + IV_BYTES, envelope.length - TAG_BYTES), tag, nodeScratch) !== length) return null;
+    if (nodeGcm.open(key, iv, aad.subarray(0, aadLength), envelope.subarray(nonceAt + IV_BYTES, envelope.length - TAG_BYTES), tag, out) !== length) return null;
     try {
-      return UTF8.decode(nodeScratch.subarray(0, length));
+      return UTF8.decode(out.subarray(0, length));
     } catch {
       return null;
     } finally {
-      nodeScratch.fill(0, 0, length);
+      out.fill(0, 0, length);
     }
   },
 };
