@@ -43,6 +43,7 @@ export interface JoinedPatientKey {
 export interface CachedKey {
   readonly id: string;
   readonly key: DataKey;
+  /** On performance.now()'s clock, as the cache's own age limit: a wall-clock step cannot extend a key's life. */
   readonly expiresAt: number;
   uses: number;
   live: boolean;
@@ -290,7 +291,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       key.key.fill(0);
       return existing.key as K;
     }
-    keys.set(id, { id, key, expiresAt: Date.now() + bounds.maxAgeMs, uses: 0, live: true });
+    keys.set(id, { id, key, expiresAt: performance.now() + bounds.maxAgeMs, uses: 0, live: true });
     return key;
   }
 
@@ -419,7 +420,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     }
     const key = held.key as PatientKey;
     if (key.patientId !== patientId || key.patientVersion !== patientVersion || key.version !== clinicVersion || key.scope !== clinicId) return undefined;
-    if (held.expiresAt <= Date.now() || ++held.uses > bounds.maxUses) {
+    if (held.expiresAt <= performance.now() || ++held.uses > bounds.maxUses) {
       keys.delete(held.id);
       row.held = null;
       return undefined;
