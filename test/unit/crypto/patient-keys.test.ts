@@ -1,4 +1,4 @@
-import { Decipheriv, randomBytes } from 'node:crypto';
+import { createDecipheriv, randomBytes, type Decipher } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
 import { SHREDDED_VALUE, openField, sealField, sealedUnder, type DataKey } from '../../../src/crypto/envelope.ts';
 import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
@@ -45,9 +45,11 @@ describe('per-patient keys', () => {
   it('wipes what a refused unwrap decrypted: update() opens the blob before final() checks its tag', () => {
     const { key, wrapped } = newPatientKey(clinicKey, P2, 2);
     const opened: Buffer[] = [];
-    const update = Decipheriv.prototype.update;
-    const spy = vi.spyOn(Decipheriv.prototype, 'update').mockImplementation(function (this: Decipheriv, ...args: unknown[]) {
-      const out = (update as (...a: unknown[]) => Buffer).apply(this, args);
+    // Node's typings do not export the Decipheriv class; its prototype is reached through an instance.
+    const proto = Object.getPrototypeOf(createDecipheriv('aes-256-gcm', Buffer.alloc(32), Buffer.alloc(12))) as { update: (this: Decipher, ...a: unknown[]) => Buffer };
+    const update = proto.update;
+    const spy = vi.spyOn(proto, 'update').mockImplementation(function (this: Decipher, ...args: unknown[]) {
+      const out = update.apply(this, args);
       opened.push(out);
       return out;
     });
