@@ -26,7 +26,7 @@ const { createFieldCipher } = await import(at('src/crypto/field-cipher.ts'));
 const { createKeyring } = await import(at('src/crypto/keys/keyring.ts'));
 const { createLocalKeyProvider } = await import(at('src/crypto/keys/local.ts'));
 const { loadPolicy } = await import(at('src/policy/load.ts'));
-const { PHI_FIELDS } = await import(at('src/policy/phi-fields.ts'));
+const { PHI_FIELDS, PHI_CATALOGUE } = await import(at('src/policy/phi-fields.ts'));
 const { createPhiBudget } = await import(at('src/records/phi-budget.ts'));
 const { resolvePatientPhi, resolveEncounterKind, resolveEncounterDate } = await import(at('src/graphql/phi-field.ts'));
 const { createMemoryKeyStore } = await import(at('test/unit/crypto/keyring-contract.ts'));
@@ -54,9 +54,10 @@ const PATIENT_VALUES: Record<string, (i: number) => string> = {
   email: (i) => `patient.${String(i)}@example.org`,
   address: (i) => `${String(i + 1)} Elm Street, Springfield, IL 6270${String(i % 10)}`,
 };
-const FIELD_OF: Record<string, string> = {
-  mrn: 'mrn', ssn: 'ssn', given_name: 'givenName', family_name: 'familyName', birth_date: 'birthDate', phone: 'phone', email: 'email', address: 'address',
-};
+// The GraphQL field of each patient column, from the catalogue (no second list of PHI names).
+const FIELD_OF: Record<string, string> = Object.fromEntries(
+  (PHI_CATALOGUE as readonly { type: string; field: string; column: string }[]).filter((f) => f.type === 'Patient').map((f) => [f.column, f.field]),
+);
 const hex = (b: Buffer) => `\\x${b.toString('hex')}`;
 const uuid = () => {
   const b = randomBytes(16);

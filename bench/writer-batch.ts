@@ -13,13 +13,14 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import type { AuditEvent } from '../src/audit/event.ts';
 import type { AuditPart, auditInsert as AuditInsert } from '../src/audit/insert.ts';
+import { PHI_FIELDS } from '../src/policy/phi-fields.ts';
 
 const { values } = parseArgs({ options: { insert: { type: 'string' }, batches: { type: 'string', default: '2000' }, kind: { type: 'string', default: 'page' } } });
 const BATCHES = Number(values.batches);
 const file = path.resolve(values.insert ?? path.join(import.meta.dirname, '../src/audit/insert.ts'));
 const { auditInsert } = (await import(file)) as { auditInsert: typeof AuditInsert };
 
-const PATIENT_FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address'];
+const PATIENT_FIELDS: readonly string[] = PHI_FIELDS.Patient;
 
 function event(typeName: string, field: string, patientId: string, rowId: string): AuditEvent {
   const e = {

@@ -23,6 +23,7 @@ import type { AuditEntry, createAuditWriter as CreateAuditWriter } from '../src/
 import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
 import { createLogger } from '../src/log.ts';
+import { PHI_FIELDS } from '../src/policy/phi-fields.ts';
 
 const { values } = parseArgs({
   options: { db: { type: 'string' }, kind: { type: 'string', default: 'page' }, rounds: { type: 'string', default: '300' }, writer: { type: 'string' }, migrate: { type: 'boolean', default: false } },
@@ -47,7 +48,7 @@ if (values.migrate) {
   await ensureAppLogin(url(), APP);
 }
 
-const FIELDS = ['mrn', 'ssn', 'givenName', 'familyName', 'birthDate', 'phone', 'email', 'address'];
+const FIELDS: readonly string[] = PHI_FIELDS.Patient;
 const read = (typeName: string, field: string, patientId: string, recordId: string | null): AuditEvent => ({
   action: field === 'ssn' ? 'masked' : 'read', typeName, field, patientId, recordId, role: 'registrar', purpose: 'treatment', breakGlass: false,
 });
