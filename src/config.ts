@@ -173,6 +173,18 @@ export const ALERT_DEFAULTS: AlertRules = Object.freeze({
   sweepSeconds: 15,
 });
 
+/**
+ * The thresholds' ranges. phigate.sweep_alerts refuses what falls outside them, and working hours
+ * and time zones that workingHours() and timeZone() below refuse, so that a stolen app credential
+ * cannot sweep with rules no gateway could run (schema/migrations/042_sweep_alerts_arguments.sql).
+ * A change here needs a migration there: test/integration/audit/alert-sweep-arguments.test.ts
+ * fails until both sides agree.
+ */
+export const ALERT_BOUNDS = Object.freeze({
+  bulkPatientsPerMinute: Object.freeze({ min: 1, max: 1_000_000 }),
+  deniedFieldsPerMinute: Object.freeze({ min: 1, max: 1_000_000 }),
+});
+
 export interface BreakGlassSettings {
   readonly grantMinutes: number;
   /** How recent the multi-factor sign-in must be. */
@@ -250,6 +262,7 @@ function url(src: Source, name: string, protocols: readonly string[]): string | 
  * operator (or compose's `${VAR:-}`) may pass one through empty.
  */
 function workingHours(src: Source, name: string, fallback: string): [string, string] {
+  // phigate.sweep_alerts refuses the times this refuses (schema/migrations/042_sweep_alerts_arguments.sql).
   const v = text(src, name) ?? fallback;
   const m = /^([01]\d|2[0-3]):([0-5]\d)-(([01]\d|2[0-3]):[0-5]\d|24:00)$/.exec(v);
   if (!m) throw new ConfigError(name, 'must be two times as HH:MM-HH:MM (e.g. 06:00-20:00; 22:00-06:00 spans midnight)');
@@ -259,6 +272,7 @@ function workingHours(src: Source, name: string, fallback: string): [string, str
 }
 
 function timeZone(src: Source, name: string, fallback: string): string {
+  // phigate.sweep_alerts takes only the zones of pg_timezone_names, in any case, as Intl does (042).
   const v = text(src, name) ?? fallback;
   try {
     new Intl.DateTimeFormat('en', { timeZone: v });
@@ -459,9 +473,10 @@ function graphiql(src: Source, production: boolean): boolean {
 
 function alertRules(src: Source): AlertRules {
   const [dayStart, dayEnd] = workingHours(src, 'PHIGATE_ALERT_WORKING_HOURS', `${ALERT_DEFAULTS.dayStart}-${ALERT_DEFAULTS.dayEnd}`);
+  const { bulkPatientsPerMinute: bulk, deniedFieldsPerMinute: denied } = ALERT_BOUNDS;
   return {
-    bulkPatientsPerMinute: int(src, 'PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE', ALERT_DEFAULTS.bulkPatientsPerMinute, 1, 1_000_000),
-    deniedFieldsPerMinute: int(src, 'PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', ALERT_DEFAULTS.deniedFieldsPerMinute, 1, 1_000_000),
+    bulkPatientsPerMinute: int(src, 'PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE', ALERT_DEFAULTS.bulkPatientsPerMinute, bulk.min, bulk.max),
+    deniedFieldsPerMinute: int(src, 'PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', ALERT_DEFAULTS.deniedFieldsPerMinute, denied.min, denied.max),
     dayStart,
     dayEnd,
     timeZone: timeZone(src, 'PHIGATE_ALERT_TIME_ZONE', ALERT_DEFAULTS.timeZone),

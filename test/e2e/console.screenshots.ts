@@ -50,7 +50,8 @@ it('takes a screenshot of every console page', async () => {
   for (const sub of [dr, dr, 'bill-north']) await cg.gw.gql(await cg.devToken(sub), 'query($id: ID!) { patient(id: $id) { mrn ssn encounters { notes } } }', { id: patient.id });
   await cg.gw.admin(async (c) => {
     await c.query("UPDATE phigate.alert_sweep SET swept_until = now() - interval '10 minutes'");
-    await c.query("SELECT * FROM phigate.sweep_alerts(0, 0, '00:00', '00:00', 'UTC', 0)");
+    // Zero thresholds are no setting's: the owner's unchecked sweep takes them (migration 042).
+    await c.query("SELECT * FROM phigate.sweep_alerts_unchecked(0, 0, '00:00', '00:00', 'UTC', 0)");
   });
 
   const compliance = await openAs('compliance-1');

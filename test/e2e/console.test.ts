@@ -244,7 +244,8 @@ describe('compliance officer', () => {
     expect(denied.body.errors?.[0]?.extensions?.code).toBe('FIELD_DENIED');
     await cg.gw.admin(async (c) => {
       await c.query("UPDATE phigate.alert_sweep SET swept_until = now() - interval '10 minutes'");
-      await c.query("SELECT * FROM phigate.sweep_alerts(0, 0, '00:00', '00:00', 'UTC', 0)");
+      // Zero thresholds are no setting's: the owner's unchecked sweep takes them (migration 042).
+      await c.query("SELECT * FROM phigate.sweep_alerts_unchecked(0, 0, '00:00', '00:00', 'UTC', 0)");
     });
     const alerts = await cg.gw.admin(async (c) => (await c.query("SELECT id::text, actor, detail FROM phigate.audit_events WHERE action = 'alert' ORDER BY id DESC")).rows);
     expect(alerts.length).toBeGreaterThanOrEqual(3);
