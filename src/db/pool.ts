@@ -9,6 +9,8 @@ export interface PoolOptions {
   readonly applicationName?: string;
   /** PHIGATE_DATABASE_CA_FILE: the CA that verifies the server when the URL asks for TLS. */
   readonly caFile?: string | null;
+  /** How long a request may wait for a connection, opened or freed, before it is refused; default 5 s. */
+  readonly connectionTimeoutMs?: number;
 }
 
 /** The gateway's pool, connected as its own login role. */
@@ -18,7 +20,7 @@ export function createPool(url: string, opts: PoolOptions = {}): Pool {
     max: opts.max ?? 10,
     application_name: opts.applicationName ?? 'phigate',
     idleTimeoutMillis: 30_000,
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis: opts.connectionTimeoutMs ?? 5_000,
     // A request's statements go out without waiting for the one before (src/db/transaction.ts).
     pipeline: true,
     types: GATEWAY_TYPES,

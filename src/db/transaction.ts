@@ -146,6 +146,16 @@ function nameFor(text: string): string | undefined {
   return name;
 }
 
+/**
+ * No connection came (the pool's wait ran out: every connection busy for longer than its timeout,
+ * as under load; or the server refused or dropped it), or BEGIN and the context failed: nothing of
+ * the request ran, and the same request may well succeed a moment later. Said with 503 and
+ * Retry-After, like an admission refusal: a 200 carrying INTERNAL reads, to a client or a
+ * balancer, as a bug, not as something to retry.
+ */
+const dbUnavailable = (cause: unknown) =>
+  new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause, http: { status: 503, headers: { 'Retry-After': '1' } } });
+
 /** commit() failed: `statement` is the index of the final statement that failed, null when COMMIT itself did. */
 export class CommitFailed extends PhigateError {
   constructor(
@@ -217,7 +227,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       }
       const c = await pool.connect().catch((cause: unknown) => {
         failed = true;
-        throw new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
+        throw dbUnavailable(cause);
       });
       c.on('error', lost);
       client = c;
@@ -232,7 +242,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         (cause: unknown) => {
           // Nothing can run in it: settle answers with the refusal, not a failed commit.
           failed = true;
-          throw cause instanceof PhigateError ? cause : new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause });
+          throw cause instanceof PhigateError ? cause : dbUnavailable(cause);
         },
       );
       ready.catch(() => undefined);

@@ -276,6 +276,44 @@ describe('saturation', () => {
       await busy.close();
     }
   });
+
+  it('a request that waits for a connection past the pool timeout gets 503 and Retry-After, not a 200 carrying INTERNAL; nothing is read or written', async () => {
+    // What a loaded machine did to isolation.test.ts's storm (40 requests queued on 2 connections
+    // waited past the 5 s timeout), made deterministic: one connection, held at a gate, and a short timeout.
+    const tiny = createPool(gw.db.appUrl, { max: 1, connectionTimeoutMs: 300 });
+    const busy = await startTestGateway({ replicaOf: gw, gatewayOptions: { pool: tiny } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const [a, b] = north();
+      expect((await send(busy, token, READ_SSN, { id: a!.id })).status).toBe(200);
+      const patients = async () => (await gw.admin((c) => c.query('SELECT count(*)::int AS n FROM phigate.patients'))).rows[0].n as number;
+      const before = await patients();
+
+      const gate = gateDecrypts(busy.cipher);
+      const holder = send(busy, token, READ_SSN, { id: a!.id });
+      await until(() => gate.waiting === 1, 'a request holding the only connection');
+      const read = await send(busy, token, READ_SSN, { id: b!.id });
+      const write = await send(busy, token, `mutation { createPatient(input: { clinicId: "c-north", mrn: "POOL-WAIT-1", givenName: "Waited" }) { id } }`);
+      for (const r of [read, write]) {
+        expect(r.status, r.text).toBe(503);
+        expect(r.headers.get('retry-after')).toBe('1');
+        expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'db_unavailable']]);
+        expect(r.body.data ?? null).toBeNull();
+        expectNoPhi(r);
+        expect(await auditOf(r.requestId)).toEqual([]);
+      }
+
+      gate.open();
+      const held = await holder;
+      expect(held.status, held.text).toBe(200);
+      expect(held.body.data!.patient.ssn).toBe(a!.ssn);
+      expect(await patients()).toBe(before);
+      expect((await send(busy, token, READ_SSN, { id: b!.id })).body.data!.patient.ssn).toBe(b!.ssn);
+    } finally {
+      await busy.close();
+      await tiny.end();
+    }
+  });
 });
 
 // ---- shutdown ------------------------------------------------------------------------------------

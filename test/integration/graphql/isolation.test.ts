@@ -493,7 +493,18 @@ function writeJob(base: { n: number; who: Who; kind: Kind }, mine: SeedPatient[]
   };
 }
 
-/** Runs every job with at most `width` in flight: far more than the pool's two connections, below the gateway's admission limit. */
+// Refusals that say nothing of the request ran: no connection came within the pool's timeout, or
+// admission refused it. On a loaded machine 40 requests queued on two connections wait past that
+// timeout; the gateway answers 503 with Retry-After, and a client sends the request again.
+const NOTHING_RAN = new Set(['db_unavailable', 'overloaded']);
+const retryable = (r: GqlResponse) =>
+  r.status === 503 && r.headers.get('retry-after') !== null && r.body.data == null && (r.body.errors ?? []).some((e) => NOTHING_RAN.has(e.extensions?.reason));
+
+/**
+ * Runs every job with at most `width` in flight: far more than the pool's two connections, below
+ * the gateway's admission limit. A retryable refusal is sent again after its Retry-After, a few
+ * times at most; the last answer is the one checked.
+ */
 async function storm(jobs: Job[], width: number): Promise<{ job: Job; r: GqlResponse }[]> {
   const out: { job: Job; r: GqlResponse }[] = [];
   let next = 0;
@@ -501,7 +512,12 @@ async function storm(jobs: Job[], width: number): Promise<{ job: Job; r: GqlResp
     Array.from({ length: width }, async () => {
       while (next < jobs.length) {
         const job = jobs[next++]!;
-        out.push({ job, r: await gw.gql(tokenOf(job.who), job.query, job.variables) });
+        let r = await gw.gql(tokenOf(job.who), job.query, job.variables);
+        for (let attempt = 1; attempt < 5 && retryable(r); attempt++) {
+          await new Promise((resolve) => setTimeout(resolve, Number(r.headers.get('retry-after')) * 1000));
+          r = await gw.gql(tokenOf(job.who), job.query, job.variables);
+        }
+        out.push({ job, r });
       }
     }),
   );
