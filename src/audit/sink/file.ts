@@ -72,7 +72,10 @@ async function syncPath(p: string): Promise<void> {
  * one sink, so replicas given different paths to it share one lock and one cursor row. Throws what
  * the file system throws when `dir` does not resolve.
  */
-export const fileSinkName = async (dir: string): Promise<string> => `file:${await realpath(dir)}`;
+export const fileSinkName = async (dir: string): Promise<string> => fileSinkNameOf(await realpath(dir));
+
+/** The name of the sink in `dir` as given: the one spelling of a file sink's name. */
+export const fileSinkNameOf = (dir: string): string => `file:${dir}`;
 
 /**
  * The sink in `dir`, created when missing. `dir` is resolved once, here, and the sink reads and
@@ -117,7 +120,7 @@ export async function fileSink(configured: string, maxBytes: number): Promise<Si
   }
 
   return {
-    name: `file:${dir}`,
+    name: fileSinkNameOf(dir),
     async position() {
       const all = await files();
       const newest = all.at(-1);

@@ -1,6 +1,6 @@
 import path from 'node:path';
 import type pg from 'pg';
-import { fileSinkName, readFileSinkPosition } from '../sink/file.ts';
+import { fileSinkName, fileSinkNameOf, readFileSinkPosition } from '../sink/file.ts';
 
 /**
  * Where each outside sink stands, for retention to stay behind it (docs/audit-log.md, "Append-only
@@ -52,7 +52,7 @@ export async function sinkPositions(sinks: ConfiguredSinks, db: pg.ClientBase): 
   }
   if (sinks.sinkDir !== null) {
     // A directory that does not resolve is named as it was spelled.
-    let sink = `file:${path.resolve(sinks.sinkDir)}`;
+    let sink = fileSinkNameOf(path.resolve(sinks.sinkDir));
     try {
       sink = await fileSinkName(sinks.sinkDir);
       lower(sink, (await readFileSinkPosition(sinks.sinkDir)).nextLeaf);
