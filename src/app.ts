@@ -1,6 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createAlerts } from './audit/alerts.ts';
+import { reportAlertThresholds } from './audit/alert-thresholds.ts';
 import { auditSigner } from './audit/log/from-config.ts';
 import { createLogRunner, type LogRunner } from './audit/log/runner.ts';
 import { sinksFromConfig } from './audit/sink/from-config.ts';
@@ -106,6 +107,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     await assertRowScopes(pool, policy, config.policyFile).catch((err: unknown) => {
       throw err instanceof RowScopeError ? new ConfigError('PHIGATE_POLICY_FILE', err.message) : err;
     });
+    await reportAlertThresholds(pool, config.alertSweep.thresholds, logger);
     // Keys load through a pool of their own: a request holding one of the main pool's connections
     // may wait for a key, and if every connection were held that way, a key load queued behind
     // them would never get one.
@@ -183,7 +185,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       issuer,
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
-      alertRules: config.alertRules,
+      alertSweepSeconds: config.alertSweep.sweepSeconds,
       clientAddress: config,
       metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });

@@ -125,8 +125,8 @@ export interface Config {
   readonly breakGlass: BreakGlassSettings;
   /** Where alerts (break-glass grants, ...) are POSTed as JSON; they are logged either way. */
   readonly alertWebhookUrl: string | null;
-  /** Thresholds of the alerts computed from the audit trail (src/audit/alert-sweep.ts). */
-  readonly alertRules: AlertRules;
+  /** The alert sweep of the audit trail (src/audit/alert-sweep.ts). */
+  readonly alertSweep: AlertSweepSettings;
   /** The audit log as evidence: sealing, signed checkpoints, the outside sink (docs/audit-log.md). */
   readonly auditLog: AuditLogSettings;
   /** Audit events older than this many days may be removed by `phigate audit retain` (HIPAA: six years). */
@@ -150,7 +150,12 @@ export interface AuditLogSettings {
   readonly sinkStdout: boolean;
 }
 
-export interface AlertRules {
+/**
+ * The alert sweep's thresholds. The sweep takes them from phigate.alert_settings, a row only the
+ * database owner may change (schema/migrations/046_alert_thresholds_owned.sql), so that every
+ * replica sweeps with the same rules and the app role's credential chooses none of them.
+ */
+export interface AlertThresholds {
   /** An actor reading more distinct patients than this in one clock minute. */
   readonly bulkPatientsPerMinute: number;
   /** An actor refused more fields than this in one clock minute. */
@@ -160,25 +165,44 @@ export interface AlertRules {
   readonly dayEnd: string;
   /** An IANA time zone (America/New_York). */
   readonly timeZone: string;
-  /** How often each replica tries to sweep (one at a time sweeps; the others skip). */
-  readonly sweepSeconds: number;
 }
 
-export const ALERT_DEFAULTS: AlertRules = Object.freeze({
+export interface AlertSweepSettings {
+  /** How often each replica tries to sweep (one at a time sweeps; the others skip). */
+  readonly sweepSeconds: number;
+  /**
+   * The thresholds the environment names (PHIGATE_ALERT_*), only those set. `phigate migrate`
+   * writes them into phigate.alert_settings as the owner; a gateway only compares them with that
+   * row at start-up (src/audit/alert-thresholds.ts), since the sweep takes nothing from it.
+   */
+  readonly thresholds: Partial<AlertThresholds>;
+}
+
+/** phigate.alert_settings as migration 046 creates it. */
+export const ALERT_DEFAULTS: AlertThresholds = Object.freeze({
   bulkPatientsPerMinute: 50,
   deniedFieldsPerMinute: 20,
   dayStart: '06:00',
   dayEnd: '20:00',
   timeZone: 'UTC',
-  sweepSeconds: 15,
+});
+
+export const ALERT_SWEEP_SECONDS = 15;
+
+/** The variable that names each threshold; working hours are one variable for both ends. */
+export const ALERT_THRESHOLD_VARIABLES = Object.freeze({
+  bulkPatientsPerMinute: 'PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE',
+  deniedFieldsPerMinute: 'PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE',
+  workingHours: 'PHIGATE_ALERT_WORKING_HOURS',
+  timeZone: 'PHIGATE_ALERT_TIME_ZONE',
 });
 
 /**
- * The thresholds' ranges. phigate.sweep_alerts refuses what falls outside them, and working hours
- * and time zones that workingHours() and timeZone() below refuse, so that a stolen app credential
- * cannot sweep with rules no gateway could run (schema/migrations/042_sweep_alerts_arguments.sql).
- * A change here needs a migration there: test/integration/audit/alert-sweep-arguments.test.ts
- * fails until both sides agree.
+ * The thresholds' ranges. phigate.alert_settings refuses what falls outside them, and working hours
+ * and time zones that workingHours() and timeZone() below refuse
+ * (schema/migrations/046_alert_thresholds_owned.sql, as 042's sweep with arguments did). A change
+ * here needs a migration there: test/integration/audit/alert-thresholds.test.ts fails until both
+ * sides agree.
  */
 export const ALERT_BOUNDS = Object.freeze({
   bulkPatientsPerMinute: Object.freeze({ min: 1, max: 1_000_000 }),
@@ -262,7 +286,7 @@ function url(src: Source, name: string, protocols: readonly string[]): string | 
  * operator (or compose's `${VAR:-}`) may pass one through empty.
  */
 function workingHours(src: Source, name: string, fallback: string): [string, string] {
-  // phigate.sweep_alerts refuses the times this refuses (schema/migrations/042_sweep_alerts_arguments.sql).
+  // phigate.alert_settings refuses the times this refuses (schema/migrations/046_alert_thresholds_owned.sql).
   const v = text(src, name) ?? fallback;
   const m = /^([01]\d|2[0-3]):([0-5]\d)-(([01]\d|2[0-3]):[0-5]\d|24:00)$/.exec(v);
   if (!m) throw new ConfigError(name, 'must be two times as HH:MM-HH:MM (e.g. 06:00-20:00; 22:00-06:00 spans midnight)');
@@ -272,7 +296,7 @@ function workingHours(src: Source, name: string, fallback: string): [string, str
 }
 
 function timeZone(src: Source, name: string, fallback: string): string {
-  // phigate.sweep_alerts takes only the zones of pg_timezone_names, in any case, as Intl does (042).
+  // phigate.alert_settings takes only the zones of pg_timezone_names, in any case, as Intl does (046).
   const v = text(src, name) ?? fallback;
   try {
     new Intl.DateTimeFormat('en', { timeZone: v });
@@ -446,7 +470,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       reviewAfterHours: int(src, 'PHIGATE_BREAK_GLASS_REVIEW_HOURS', BREAK_GLASS_DEFAULTS.reviewAfterHours, 1, 8_760),
     },
     alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
-    alertRules: alertRules(src),
+    alertSweep: alertSweepSettings(src),
     auditLog: auditLogSettings(src, cwd, dataDir, provider, production),
     auditRetentionDays: int(src, 'PHIGATE_AUDIT_RETENTION_DAYS', 2192, 1, 36_525),
   };
@@ -471,16 +495,27 @@ function graphiql(src: Source, production: boolean): boolean {
   return on;
 }
 
-function alertRules(src: Source): AlertRules {
-  const [dayStart, dayEnd] = workingHours(src, 'PHIGATE_ALERT_WORKING_HOURS', `${ALERT_DEFAULTS.dayStart}-${ALERT_DEFAULTS.dayEnd}`);
+/**
+ * The thresholds `src` names, checked as the gateway's settings are, each refusal naming its
+ * variable; the ones not set are left out. `phigate alerts thresholds` checks its options here too.
+ */
+export function alertThresholdsOf(src: Source): Partial<AlertThresholds> {
+  const v = ALERT_THRESHOLD_VARIABLES;
   const { bulkPatientsPerMinute: bulk, deniedFieldsPerMinute: denied } = ALERT_BOUNDS;
+  const set = (name: string) => src[name] !== undefined;
+  const hours = set(v.workingHours) ? workingHours(src, v.workingHours, '') : null;
   return {
-    bulkPatientsPerMinute: int(src, 'PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE', ALERT_DEFAULTS.bulkPatientsPerMinute, bulk.min, bulk.max),
-    deniedFieldsPerMinute: int(src, 'PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', ALERT_DEFAULTS.deniedFieldsPerMinute, denied.min, denied.max),
-    dayStart,
-    dayEnd,
-    timeZone: timeZone(src, 'PHIGATE_ALERT_TIME_ZONE', ALERT_DEFAULTS.timeZone),
-    sweepSeconds: int(src, 'PHIGATE_ALERT_SWEEP_SECONDS', ALERT_DEFAULTS.sweepSeconds, 1, 3600),
+    ...(set(v.bulkPatientsPerMinute) && { bulkPatientsPerMinute: int(src, v.bulkPatientsPerMinute, 0, bulk.min, bulk.max) }),
+    ...(set(v.deniedFieldsPerMinute) && { deniedFieldsPerMinute: int(src, v.deniedFieldsPerMinute, 0, denied.min, denied.max) }),
+    ...(hours && { dayStart: hours[0], dayEnd: hours[1] }),
+    ...(set(v.timeZone) && { timeZone: timeZone(src, v.timeZone, '') }),
+  };
+}
+
+function alertSweepSettings(src: Source): AlertSweepSettings {
+  return {
+    sweepSeconds: int(src, 'PHIGATE_ALERT_SWEEP_SECONDS', ALERT_SWEEP_SECONDS, 1, 3600),
+    thresholds: alertThresholdsOf(src),
   };
 }
 

@@ -1,4 +1,3 @@
-import type { AlertRules } from '../config.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Alert, Alerts } from './alerts.ts';
@@ -6,7 +5,9 @@ import type { Alert, Alerts } from './alerts.ts';
 /**
  * Alerts computed from the audit trail: bulk reads, reads outside working hours, spikes of denied
  * fields (schema/migrations/015_compliance_views.sql, phigate.sweep_alerts, incremental since
- * 026_incremental_alert_sweep.sql). PostgreSQL computes them from committed rows, so every
+ * 026_incremental_alert_sweep.sql), past the thresholds of phigate.alert_settings, which only the
+ * database owner may change (046_alert_thresholds_owned.sql): the gateway passes none, so every
+ * replica sweeps with the same rules. PostgreSQL computes them from committed rows, so every
  * replica's requests count toward one window and no request pays for them; each replica tries
  * every `sweepSeconds`, and the one that gets the sweep's row lock reads the rows the previous
  * sweep could not see, each once. Each alert is an audit event (written by the sweep itself, in the same
@@ -29,20 +30,12 @@ interface RaisedRow {
 
 const SEVERITY: Readonly<Record<RaisedRow['kind'], Alert['severity']>> = { bulk_read: 'high', denied_spike: 'medium', off_hours: 'medium' };
 
-export function createAlertSweeper(deps: { pool: Pool; rules: AlertRules; alerts: Alerts; logger: Logger }): AlertSweeper {
-  const { pool, rules, alerts, logger } = deps;
+export function createAlertSweeper(deps: { pool: Pool; sweepSeconds: number; alerts: Alerts; logger: Logger }): AlertSweeper {
+  const { pool, sweepSeconds, alerts, logger } = deps;
   let running: Promise<readonly Alert[]> | null = null;
 
   async function sweepOnce(): Promise<readonly Alert[]> {
-    const { rows } = await pool.query<RaisedRow>('SELECT * FROM phigate.sweep_alerts($1, $2, $3, $4, $5, $6)', [
-      rules.bulkPatientsPerMinute,
-      rules.deniedFieldsPerMinute,
-      rules.dayStart,
-      rules.dayEnd,
-      rules.timeZone,
-      // p_settle_seconds: unused since migration 026 (the sweep reads what its last snapshot could not see).
-      0,
-    ]);
+    const { rows } = await pool.query<RaisedRow>('SELECT * FROM phigate.sweep_alerts()');
     const raised = rows.map(
       (r): Alert => ({
         kind: r.kind,
@@ -68,7 +61,7 @@ export function createAlertSweeper(deps: { pool: Pool; rules: AlertRules; alerts
 
   const timer = setInterval(() => {
     sweep().catch((err: Error & { code?: string }) => logger.warn({ err: { name: err.name, code: err.code } }, 'alert sweep failed; the next one catches up'));
-  }, rules.sweepSeconds * 1000);
+  }, sweepSeconds * 1000);
   timer.unref();
 
   return {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ParseArgsConfig } from 'node:util';
 import { devIssuerUrl } from '../app.ts';
+import { applyConfiguredThresholds } from '../audit/alert-thresholds.ts';
 import { loadOrCreateDevIssuerKeys } from '../auth/dev-issuer-keys.ts';
 import { mintDevToken } from '../auth/dev-token.ts';
 import type { Config } from '../config.ts';
@@ -17,6 +18,7 @@ import { printSdl } from '../graphql/schema.ts';
 import { loadPolicy } from '../policy/load.ts';
 import { PHI_FIELDS } from '../policy/phi-fields.ts';
 import { seed } from '../seed/seed.ts';
+import { AlertsCommandError, alertsOptions, runAlerts } from './alerts.ts';
 import { ApiKeyCommandError, apikeyOptions, runApiKey } from './apikey.ts';
 import { AuditCommandError, auditOptions, runAudit } from './audit.ts';
 import { INDEX_KEYS_USAGE, IndexKeysCommandError, indexKeysOptions, runIndexKeys } from './index-keys.ts';
@@ -72,6 +74,7 @@ export const commands: Record<string, Command> = {
         const { applied, alreadyApplied } = await migrate(migrateUrl, { onProgress: err, policy }).catch((e: unknown) => {
           throw e instanceof RowScopeError ? new CommandError(`${config.policyFile}: ${e.message}`) : e;
         });
+        await applyConfiguredThresholds(migrateUrl, config.alertSweep.thresholds, err);
         if (config.env === 'development' && config.database) {
           const r = await ensureAppLogin(migrateUrl, config.database.appUrl);
           if (r === 'created') err('created the gateway login role of DATABASE_URL (member of phigate_app)');
@@ -159,6 +162,19 @@ export const commands: Record<string, Command> = {
         return evidence ?? (await runAudit(positionals, v, config, out, err));
       } catch (e) {
         if (e instanceof AuditCommandError || e instanceof AuditEvidenceError) throw new CommandError(e.message);
+        throw e;
+      }
+    },
+  },
+
+  alerts: {
+    options: alertsOptions,
+    positionals: true,
+    async run(v, config, positionals) {
+      try {
+        return await runAlerts(positionals, v, config, out, err);
+      } catch (e) {
+        if (e instanceof AlertsCommandError) throw new CommandError(e.message);
         throw e;
       }
     },

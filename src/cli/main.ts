@@ -1,6 +1,7 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../config.ts';
 import { useAead } from '../crypto/aead.ts';
+import { ALERTS_USAGE } from './alerts.ts';
 import { APIKEY_USAGE } from './apikey.ts';
 import { AUDIT_USAGE } from './audit.ts';
 import { INDEX_KEYS_USAGE } from './index-keys.ts';
@@ -23,6 +24,7 @@ ${AUDIT_USAGE}
 ${INDEX_KEYS_USAGE}
 ${AUDIT_EVIDENCE_USAGE}
 ${KEYS_USAGE}
+${ALERTS_USAGE}
 `;
 
 async function run(argv: string[]): Promise<number> {

@@ -1,6 +1,7 @@
 import net from 'node:net';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { applyConfiguredThresholds } from '../audit/alert-thresholds.ts';
 import type { Config } from '../config.ts';
 import { startEmbeddedPostgres } from '../db/embedded.ts';
 import { ensureAppLogin, migrate } from '../db/migrate.ts';
@@ -45,6 +46,7 @@ export async function databaseUrls(config: Config, log: (line: string) => void):
     const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
     const { applied } = await migrate(db.superuserUrl, { onProgress: log, policy });
     if (applied.length) log(`applied ${applied.length} migration(s)`);
+    await applyConfiguredThresholds(db.superuserUrl, config.alertSweep.thresholds, log);
     await ensureAppLogin(db.superuserUrl, db.appUrl);
   } catch (err) {
     await db.stop();

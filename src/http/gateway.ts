@@ -13,7 +13,7 @@ import { claimedSubject } from '../auth/claimed-subject.ts';
 import { withKnownClinics } from '../auth/clinic-claims.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
-import { ALERT_DEFAULTS, BREAK_GLASS_DEFAULTS, type AlertRules, type BreakGlassSettings, type Config } from '../config.ts';
+import { ALERT_SWEEP_SECONDS, BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { createClinicDirectory, type ClinicDirectory } from '../db/clinics.ts';
@@ -72,8 +72,8 @@ export interface GatewayDeps {
   readonly breakGlass?: BreakGlassSettings;
   /** Where alerts go; unset, the log only. */
   readonly alerts?: Alerts;
-  /** Thresholds of the alerts swept from the audit trail (config.alertRules); unset, the defaults. */
-  readonly alertRules?: AlertRules;
+  /** How often this replica tries to sweep the audit trail for alerts (config.alertSweep); unset, the default. */
+  readonly alertSweepSeconds?: number;
   readonly logger: Logger;
   readonly maxPageSize: number;
   /** Searches by an identifier per principal and minute (config.searchesPerMinute); unset, the config's default. */
@@ -139,7 +139,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const recorder = deps.recorder ?? deps.auditWriter;
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
-  const sweeper = createAlertSweeper({ pool, rules: deps.alertRules ?? ALERT_DEFAULTS, alerts, logger });
+  const sweeper = createAlertSweeper({ pool, sweepSeconds: deps.alertSweepSeconds ?? ALERT_SWEEP_SECONDS, alerts, logger });
   const metrics = createGatewayMetrics({ pool, preauthPool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
   const refusals = createRefusalTrail({ recorder, logger, ...(deps.refusals ?? DEFAULT_REFUSALS) });
   const clinics = deps.clinics ?? createClinicDirectory(preauthPool);

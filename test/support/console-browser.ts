@@ -5,7 +5,6 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { createDevIssuerHandler } from '../../src/auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from '../../src/auth/dev-issuer-keys.ts';
 import { mintDevToken } from '../../src/auth/dev-token.ts';
-import { ALERT_DEFAULTS } from '../../src/config.ts';
 import { createConsoleRoute } from '../../src/http/console.ts';
 import { freePort } from './free-port.ts';
 import { startTestGateway, type TestGateway } from './gateway.ts';
@@ -42,7 +41,7 @@ export async function startConsoleGateway(opts: { patients?: number } = {}): Pro
     oidcIssuer: issuer,
     gatewayOptions: {
       // The tests raise alerts when they choose (phigate.sweep_alerts), so none appears mid-assertion.
-      alertRules: { ...ALERT_DEFAULTS, sweepSeconds: 3600 },
+      alertSweepSeconds: 3600,
       routes: [
         createDevIssuerHandler({
           issuer: () => issuer,

@@ -145,13 +145,13 @@ describe('loadConfig', () => {
     expect(c).toMatchObject({ otelExporterUrl: 'https://collector.internal:4318/v1/traces', otelScheduleDelayMs: 1_000 });
   });
 
-  it('reads the alert thresholds, working hours and time zone, refusing what it cannot use', () => {
-    expect(loadConfig({}, '/srv').alertRules).toEqual({
-      bulkPatientsPerMinute: 50, deniedFieldsPerMinute: 20, dayStart: '06:00', dayEnd: '20:00', timeZone: 'UTC', sweepSeconds: 15,
-    });
+  it('reads the alert thresholds, working hours and time zone it is given, refusing what it cannot use', () => {
+    // Unset, none: the sweep's thresholds are the database's (migration 046), compared only with those set.
+    expect(loadConfig({}, '/srv').alertSweep).toEqual({ sweepSeconds: 15, thresholds: {} });
     const c = loadConfig({ PHIGATE_ALERT_WORKING_HOURS: '22:00-06:00', PHIGATE_ALERT_TIME_ZONE: 'America/New_York', PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: '200' }, '/srv');
-    expect(c.alertRules).toMatchObject({ dayStart: '22:00', dayEnd: '06:00', timeZone: 'America/New_York', bulkPatientsPerMinute: 200 });
-    expect(loadConfig({ PHIGATE_ALERT_WORKING_HOURS: '00:00-24:00' }, '/srv').alertRules).toMatchObject({ dayStart: '00:00', dayEnd: '24:00' });
+    expect(c.alertSweep.thresholds).toEqual({ dayStart: '22:00', dayEnd: '06:00', timeZone: 'America/New_York', bulkPatientsPerMinute: 200 });
+    expect(loadConfig({ PHIGATE_ALERT_WORKING_HOURS: '00:00-24:00' }, '/srv').alertSweep.thresholds).toEqual({ dayStart: '00:00', dayEnd: '24:00' });
+    expect(loadConfig({ PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE: '7', PHIGATE_ALERT_SWEEP_SECONDS: '60' }, '/srv').alertSweep).toEqual({ sweepSeconds: 60, thresholds: { deniedFieldsPerMinute: 7 } });
     for (const [name, value] of [
       ['PHIGATE_ALERT_WORKING_HOURS', '9-17'],
       ['PHIGATE_ALERT_WORKING_HOURS', '08:00-08:00'],
@@ -159,6 +159,7 @@ describe('loadConfig', () => {
       ['PHIGATE_ALERT_TIME_ZONE', 'Mars/Olympus'],
       ['PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE', '0'],
       ['PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', 'many'],
+      ['PHIGATE_ALERT_DENIED_FIELDS_PER_MINUTE', ''],
       ['PHIGATE_ALERT_SWEEP_SECONDS', '0'],
     ] as const) {
       expect(refusal({ [name]: value }).variable, `${name}=${value}`).toBe(name);

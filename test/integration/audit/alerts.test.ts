@@ -2,24 +2,26 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAlertSweeper } from '../../../src/audit/alert-sweep.ts';
 import { createAlerts, type Alerts } from '../../../src/audit/alerts.ts';
-import type { AlertRules } from '../../../src/config.ts';
+import type { AlertThresholds } from '../../../src/config.ts';
+import { writeAlertSettings } from '../../../src/db/alert-settings.ts';
 import { createLogger } from '../../../src/log.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../../support/webhook.ts';
 
 // Alerts swept from the audit trail by PostgreSQL, on a real gateway and a second replica of it:
 // each fires once past its threshold and not at it, as an audit event, a webhook POST and a log line.
+// The thresholds are the database owner's (phigate.alert_settings, migration 046), set here as the
+// owner; a replica's sweep passes none.
 
 const READ = `query($id: ID!) { patient(id: $id) { id givenName } }`;
 const READ_SSN = `query($id: ID!) { patient(id: $id) { id ssn } }`;
 
-const RULES: AlertRules = {
+const RULES: AlertThresholds = {
   bulkPatientsPerMinute: 3,
   deniedFieldsPerMinute: 4,
   dayStart: '00:00',
   dayEnd: '24:00',
   timeZone: 'UTC',
-  sweepSeconds: 3600,
 };
 
 let gw: TestGateway;
@@ -33,8 +35,8 @@ beforeAll(async () => {
   const sink = new Writable({ write: (chunk, _e, done) => (logLines.push(JSON.parse(String(chunk))), done()) });
   alerts = createAlerts({ webhookUrl: webhook.url, logger: createLogger('info', sink) });
   // The gateways' own timers never fire here: the tests sweep when they choose.
-  gw = await startTestGateway({ patients: 24, gatewayOptions: { alertRules: RULES } });
-  replica = await startTestGateway({ replicaOf: gw, gatewayOptions: { alertRules: RULES } });
+  gw = await startTestGateway({ patients: 24, gatewayOptions: { alertSweepSeconds: 3600 } });
+  replica = await startTestGateway({ replicaOf: gw, gatewayOptions: { alertSweepSeconds: 3600 } });
 });
 afterAll(async () => {
   await replica?.close();
@@ -42,9 +44,11 @@ afterAll(async () => {
   await webhook?.close();
 });
 
-const sweeper = (rules: Partial<AlertRules> = {}) => createAlertSweeper({ pool: gw.pool, rules: { ...RULES, ...rules }, alerts, logger: createLogger('silent') });
-async function sweep(rules: Partial<AlertRules> = {}) {
-  const s = sweeper(rules);
+const sweeper = (pool = gw.pool) => createAlertSweeper({ pool, sweepSeconds: 3600, alerts, logger: createLogger('silent') });
+/** One sweep by `pool`'s gateway, after the owner set the thresholds to RULES and `rules`. */
+async function sweep(rules: Partial<AlertThresholds> = {}, pool = gw.pool) {
+  await gw.admin((c) => writeAlertSettings(c, { ...RULES, ...rules }));
+  const s = sweeper(pool);
   try {
     return await s.sweep();
   } finally {
@@ -133,12 +137,32 @@ describe('alerts', () => {
     const actor = staffOf('billing', clinic);
     const token = await gw.tokenFor(actor);
     for (const p of gw.data.patients.filter((x) => x.clinicId === clinic).slice(0, 4)) await gw.gql(token, READ, { id: p.id });
-    const [a, b] = [sweeper(), sweeper()];
-    const both = await Promise.all([a.sweep(), b.sweep(), sweep()]);
+    await gw.admin((c) => writeAlertSettings(c, RULES));
+    const [a, b] = [sweeper(), sweeper(replica.pool)];
+    const both = await Promise.all([a.sweep(), b.sweep(), sweep({}, replica.pool)]);
     await Promise.all([a.stop(), b.stop()]);
     const raised = both.flat().filter((x) => x.actor === actor);
     // Whichever sweeps first raises it; one that finds the sweep locked skips it, one after finds it raised.
     expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['bulk_read:4']);
     expect(raised.length).toBeLessThanOrEqual(1);
+  }, 60_000);
+});
+
+describe('alert thresholds held by the owner', () => {
+  it('a replica sweeps with the owner\'s thresholds and follows their change at its next sweep', async () => {
+    await freshMinute();
+    const clinic = gw.data.clinics[2]!.id;
+    const actor = staffOf('billing', clinic);
+    const token = await gw.tokenFor(actor);
+    const patients = gw.data.patients.filter((x) => x.clinicId === clinic);
+    // Three patients through both replicas: at the bulk threshold of 3, no alert.
+    for (const [i, p] of patients.slice(0, 3).entries()) await (i % 2 ? replica : gw).gql(token, READ, { id: p.id });
+    expect((await sweep({}, replica.pool)).filter((a) => a.actor === actor)).toEqual([]);
+    // The owner lowers it to 2; one more read of a patient already counted: the same three are now past it.
+    await replica.gql(token, READ, { id: patients[0]!.id });
+    expect((await sweep({ bulkPatientsPerMinute: 2 }, replica.pool)).filter((a) => a.actor === actor)).toEqual([
+      expect.objectContaining({ kind: 'bulk_read', actor, observed: 3 }),
+    ]);
+    expect((await alertRows(actor)).map((r) => r.detail)).toEqual(['bulk_read:3']);
   }, 60_000);
 });
