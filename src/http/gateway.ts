@@ -208,7 +208,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         if (outcome === 'committed') for (const fn of ctx.committed) fn();
       }),
       useFairShare(deps.principals ?? DEFAULT_PRINCIPALS),
-      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
+      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, commitWaitMs: deps.transaction?.statementTimeoutMs ?? 5_000, shutdown: shutdown.signal, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
       useRefusalTrace(refusals),
       useValidationCache(),

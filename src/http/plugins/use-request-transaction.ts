@@ -3,6 +3,7 @@ import type { Plugin } from 'graphql-yoga';
 import type { AuditEvent } from '../../audit/event.ts';
 import type { AuditWriter, Written } from '../../audit/writer.ts';
 import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
+import { commitOutcomeUnknown, dbFailure, isConnectionLost } from '../../db/failure.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
@@ -102,7 +103,7 @@ async function settle(
   if (ctx.tx.failed) {
     await ctx.tx.rollback();
     done('transaction_failed');
-    return { data: null, errors: errors.length ? errors : [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+    return { data: null, errors: withFailure(errors, ctx.tx.failure) };
   }
   const auditFailed = (cause: unknown): ExecutionResult => {
     logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
@@ -113,7 +114,7 @@ async function settle(
   const commitFailed = (cause: unknown): ExecutionResult => {
     logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
     done('commit_failed');
-    return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+    return { data: null, errors: [commitFailure(cause, operation)] };
   };
   // The charge and the events must agree, one for one, before either is made durable: PHI counted
   // without its event was shown unrecorded somewhere, so nothing of the request is kept or answered.
@@ -193,6 +194,31 @@ async function settleWrite(
   }
   done('committed');
   return result;
+}
+
+const couldNotComplete = () => new PhigateError('INTERNAL', 'The request could not be completed.');
+
+/**
+ * The errors of a request whose transaction failed: its resolvers' own, and what failed it when
+ * none of theirs is that (the session ended under it between statements, a statement whose error
+ * a resolver turned into another), so that a timeout or a database gone is answered as such.
+ */
+function withFailure(errors: readonly GraphQLError[], failure: unknown): readonly GraphQLError[] {
+  const known = failure instanceof PhigateError ? failure : dbFailure(failure);
+  if (known === null) return errors.length ? errors : [couldNotComplete()];
+  return errors.some((e) => e.originalError === failure || e.originalError === known) ? errors : [...errors, known];
+}
+
+/**
+ * What a failed commit is answered with. Nothing was kept when a statement before COMMIT failed,
+ * when the transaction never opened, or when the server answered COMMIT with an error; a write
+ * whose COMMIT got no answer at all may have been kept, and is told so, never to simply retry.
+ */
+function commitFailure(cause: unknown, operation: string | undefined): PhigateError {
+  const inner = cause instanceof CommitFailed ? cause.cause : cause;
+  if (inner instanceof PhigateError) return inner.extensions.http ? inner : couldNotComplete();
+  if (operation === 'mutation' && cause instanceof CommitFailed && cause.statement === null && isConnectionLost(inner)) return commitOutcomeUnknown(inner);
+  return dbFailure(inner) ?? couldNotComplete();
 }
 
 /**
