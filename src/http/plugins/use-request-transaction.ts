@@ -102,6 +102,7 @@ async function settle(
   // written, so that data must not leave either.
   if (ctx.tx.failed) {
     await ctx.tx.rollback();
+    await recordRefusedFields(ctx, logger);
     done('transaction_failed');
     return { data: null, errors: withFailure(errors, ctx.tx.failure) };
   }
@@ -221,13 +222,18 @@ function commitFailure(cause: unknown, operation: string | undefined): PhigateEr
   return dbFailure(inner) ?? couldNotComplete();
 }
 
+// Refusals of a field: one its principal may not see (denied) and one whose value did not open (refused).
+const FIELD_REFUSALS: ReadonlySet<AuditEvent['action']> = new Set(['denied', 'refused']);
+
 /**
- * A write rolled back because a value it was to answer did not open (read-phi.ts, unshown): the
- * write is undone, but the refusal of that field is kept, outside the transaction, like the other
- * refusals of a write (write-helpers.ts, recordAfterRollback). The answer is an error either way.
+ * A request rolled back (a write with an error, a transaction the database failed) loses the events
+ * it would have committed, but not the refusals of fields it was to answer: a field denied to the
+ * principal, a value that did not open (read-phi.ts). Every refusal is traced (CONTRACT.md, Audit),
+ * so they are kept, outside the transaction, like the other refusals of a write (write-helpers.ts,
+ * recordAfterRollback). The answer is an error either way.
  */
 async function recordRefusedFields(ctx: GraphQLContext, logger: Logger): Promise<void> {
-  const refused = ctx.audit.events.filter((e) => e.action === 'refused' && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
+  const refused = ctx.audit.events.filter((e) => FIELD_REFUSALS.has(e.action) && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
   if (refused.length === 0) return;
   try {
     await ctx.recorder.record(ctx.audit.request, refused);
