@@ -2,8 +2,8 @@ import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
 import { inSpan, tracing } from '../telemetry/tracing.ts';
 import { coalesceWrites } from './coalesce-writes.ts';
-import { dbUnavailable } from './failure.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
+import { dbUnavailable } from './failure.ts';
 import type { Pool } from './pool.ts';
 import { submit } from './submit.ts';
 

@@ -2,8 +2,8 @@ import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQL
 import type { Plugin } from 'graphql-yoga';
 import type { AuditEvent } from '../../audit/event.ts';
 import type { AuditWriter, Written } from '../../audit/writer.ts';
-import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { commitOutcomeUnknown, dbFailure, isConnectionLost } from '../../db/failure.ts';
+import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
@@ -207,7 +207,7 @@ const couldNotComplete = () => new PhigateError('INTERNAL', 'The request could n
 function withFailure(errors: readonly GraphQLError[], failure: unknown): readonly GraphQLError[] {
   const known = failure instanceof PhigateError ? failure : dbFailure(failure);
   if (known === null) return errors.length ? errors : [couldNotComplete()];
-  return errors.some((e) => e.originalError === failure || e.originalError === known) ? errors : [...errors, known];
+  return errors.some((e) => e.originalError === failure) ? errors : [...errors, known];
 }
 
 /**
