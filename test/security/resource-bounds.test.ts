@@ -296,6 +296,29 @@ describe('a deadline that passes after COMMIT began', () => {
       await late.close();
     }
   });
+
+  it('a write whose connection is lost while its COMMIT runs is told its outcome is unknown, not a 200 carrying INTERNAL', { timeout: 30_000 }, async () => {
+    // A row no other case writes (the other cases here only read it).
+    const patient = north()[3]!;
+    await slowCommit(patient.id, 3);
+    try {
+      const before = await stored(patient.id);
+      const answer = send(gw, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0194' });
+      const committing = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state = 'active' AND query = 'COMMIT'`;
+      let pids: number[] = [];
+      await until(async () => (pids = (await gw.admin((c) => c.query(committing))).rows.map((r) => r.pid as number)).length === 1, 'the write to be in its COMMIT');
+      await gw.admin((c) => c.query('SELECT pg_terminate_backend($1)', [pids[0]]));
+      const r = await answer;
+      expect(r.status, r.text).toBe(504);
+      expect(r.headers.get('retry-after')).toBeNull();
+      expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'commit_outcome_unknown']]);
+      expect(r.body.data ?? null).toBeNull();
+      // Ended before the COMMIT finished: PostgreSQL rolled it back, which the gateway could not know.
+      expect(await stored(patient.id)).toEqual(before);
+    } finally {
+      await dropSlowCommit();
+    }
+  });
 });
 
 describe('database failures are answered as what they are', () => {
