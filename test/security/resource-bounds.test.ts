@@ -402,8 +402,8 @@ describe('database failures are answered as what they are', () => {
   });
 
   it.each([
-    ['ended by the administrator (57P01)', {}, 'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state LIKE $$idle in transaction%$$'],
-    ['ended by idle_in_transaction_session_timeout (25P03)', { idleInTransactionTimeoutMs: 200 }, 'SELECT pg_sleep(0.8)'],
+    ['ended by the administrator (57P01)', {}, 'SELECT pg_terminate_backend($1)'],
+    ['ended by idle_in_transaction_session_timeout (25P03)', { idleInTransactionTimeoutMs: 200 }, 'SELECT $1::int AS left_to_the_server'],
   ])('a session %s under a running read: 503 with Retry-After (db_unavailable), no PHI, nothing audited', async (_what, transaction, end) => {
     const ending = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction } });
     try {
@@ -413,7 +413,12 @@ describe('database failures are answered as what they are', () => {
       const gate = gateDecrypts(ending.cipher);
       const answer = send(ending, token, READ_SSN, { id: north()[1]!.id });
       await until(() => gate.waiting === 1, 'the request to hold its transaction open');
-      await gw.admin((c) => c.query(end));
+      const idle = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state LIKE 'idle in transaction%'`;
+      let pids: number[] = [];
+      await until(async () => (pids = (await gw.admin((c) => c.query(idle))).rows.map((r) => r.pid as number)).length === 1, 'its session to be idle in its transaction');
+      await gw.admin((c) => c.query(end, [pids[0]]));
+      const alive = async () => (await gw.admin((c) => c.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pids[0]]))).rowCount;
+      await until(async () => (await alive()) === 0, 'the server to end the session');
       gate.open();
       const r = await answer;
       expect(r.status, r.text).toBe(503);
