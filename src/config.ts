@@ -89,6 +89,12 @@ export interface Config {
     /** A client must have sent its request headers within this, and the whole request within `bodyMs`. */
     readonly headersMs: number;
     readonly bodyMs: number;
+    /**
+     * An idle keep-alive connection is closed after this. Above the idle timeout of any balancer in
+     * front (AWS ALB 60 s), so that the balancer closes first and never reuses a connection at the
+     * moment the gateway closes it (ECONNRESET, a 502 to its client).
+     */
+    readonly keepAliveMs: number;
   };
   /** Per principal, per replica: executions at once, waiting behind them, and a request rate. */
   readonly principals: {
@@ -429,6 +435,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       shutdownGraceMs: int(src, 'PHIGATE_SHUTDOWN_GRACE_MS', 10_000, 0, 300_000),
       headersMs: int(src, 'PHIGATE_HEADERS_TIMEOUT_MS', 10_000, 100, 300_000),
       bodyMs: int(src, 'PHIGATE_BODY_TIMEOUT_MS', 30_000, 100, 300_000),
+      keepAliveMs: int(src, 'PHIGATE_KEEP_ALIVE_TIMEOUT_MS', 65_000, 1_000, 600_000),
     },
     principals: {
       concurrency: int(src, 'PHIGATE_PRINCIPAL_CONCURRENCY', 4, 1, 500),

@@ -1,5 +1,5 @@
 import type { ClinicDirectory } from '../db/clinics.ts';
-import { PhigateError } from '../errors.ts';
+import { dbUnavailable } from '../db/failure.ts';
 import type { Principal } from './principal.ts';
 import { tokenRefused } from './token-refused.ts';
 
@@ -16,7 +16,7 @@ export async function withKnownClinics(principal: Principal, opts: { maxClinics:
   try {
     existing = await opts.directory.existing(principal.clinics);
   } catch (cause) {
-    throw new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause, http: { status: 503, headers: { 'Retry-After': '1' } } });
+    throw dbUnavailable(cause);
   }
   if (principal.clinics.every((c) => existing.has(c))) return principal;
   return Object.freeze({ ...principal, clinics: Object.freeze(principal.clinics.filter((c) => existing.has(c))) });

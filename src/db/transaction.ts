@@ -3,6 +3,7 @@ import { PhigateError } from '../errors.ts';
 import { inSpan, tracing } from '../telemetry/tracing.ts';
 import { coalesceWrites } from './coalesce-writes.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
+import { dbUnavailable } from './failure.ts';
 import type { Pool } from './pool.ts';
 import { submit } from './submit.ts';
 
@@ -63,6 +64,12 @@ export interface RequestTransaction {
   readonly roundTrips: number;
   /** A statement failed: PostgreSQL has aborted the transaction and nothing more can be written in it. */
   readonly failed: boolean;
+  /**
+   * What failed it first (a statement's error, the session ending under it), for the answer to
+   * classify (src/db/failure.ts); never shown as it is. undefined while it has not failed, or when
+   * it was aborted from outside.
+   */
+  readonly failure: unknown;
   /**
    * Makes the transaction BEGIN READ ONLY when called before its first query (the request is a
    * query, not a mutation); no effect once it has begun. A read then writes nothing, no WAL and
@@ -146,16 +153,6 @@ function nameFor(text: string): string | undefined {
   return name;
 }
 
-/**
- * No connection came (the pool's wait ran out: every connection busy for longer than its timeout,
- * as under load; or the server refused or dropped it), or BEGIN and the context failed: nothing of
- * the request ran, and the same request may well succeed a moment later. Said with 503 and
- * Retry-After, like an admission refusal: a 200 carrying INTERNAL reads, to a client or a
- * balancer, as a bug, not as something to retry.
- */
-const dbUnavailable = (cause: unknown) =>
-  new PhigateError('INTERNAL', 'The database is unavailable.', { reason: 'db_unavailable', cause, http: { status: 503, headers: { 'Retry-After': '1' } } });
-
 /** commit() failed: `statement` is the index of the final statement that failed, null when COMMIT itself did. */
 export class CommitFailed extends PhigateError {
   constructor(
@@ -181,6 +178,11 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   // Settles when BEGIN, the context and the preamble have: no result reaches a caller before.
   let ready: Promise<unknown> = Promise.resolve();
   let failed = false;
+  let failure: unknown;
+  const fail = (cause: unknown) => {
+    failed = true;
+    failure ??= cause;
+  };
   let finished = false;
   // Set the moment COMMIT or ROLLBACK is decided, before anything is awaited: a statement queued
   // behind either would run outside this transaction, or inside the next request's once the
@@ -196,9 +198,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   // The pool listens for errors of idle clients only. Without this, the server ending the session
   // between two statements (idle_in_transaction_session_timeout, a restart) would be an uncaught
   // exception that takes the whole gateway down; instead the transaction fails and cannot commit.
-  const lost = () => {
-    failed = true;
-  };
+  const lost = fail;
 
   /** Sends at once; a statement sent while others are unanswered rides in their round trip. */
   const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
@@ -222,12 +222,13 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       try {
         context = contextValues(ctx, opts);
       } catch (err) {
-        failed = true;
+        fail(err);
         throw err;
       }
       const c = await pool.connect().catch((cause: unknown) => {
-        failed = true;
-        throw dbUnavailable(cause);
+        const refused = dbUnavailable(cause);
+        fail(refused);
+        throw refused;
       });
       c.on('error', lost);
       client = c;
@@ -241,8 +242,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         },
         (cause: unknown) => {
           // Nothing can run in it: settle answers with the refusal, not a failed commit.
-          failed = true;
-          throw cause instanceof PhigateError ? cause : dbUnavailable(cause);
+          const refused = cause instanceof PhigateError ? cause : dbUnavailable(cause);
+          fail(refused);
+          throw refused;
         },
       );
       ready.catch(() => undefined);
@@ -291,7 +293,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         await ready;
         return await result;
       } catch (err) {
-        failed = true;
+        fail(err);
         // schema/migrations/027_refuse_shredded_writes.sql: a write to a patient whose keys were destroyed.
         if ((err as { code?: unknown }).code === SHREDDED_SQLSTATE) throw new PhigateError('KEY_UNAVAILABLE', "The key of this patient's data was destroyed.", { reason: 'shredded' });
         throw err;
@@ -360,6 +362,9 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
     },
     get failed() {
       return failed;
+    },
+    get failure() {
+      return failure;
     },
     readOnly() {
       if (opening !== null) return;

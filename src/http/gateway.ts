@@ -97,7 +97,7 @@ export interface GatewayDeps {
   /** The issuer whose discovery document /readyz fetches; unset, readiness does not check one. */
   readonly issuer?: string;
   /** Settings of the same names in config.ts; unset, their defaults. */
-  readonly serverTimeouts?: Pick<Config['timeouts'], 'headersMs' | 'bodyMs'>;
+  readonly serverTimeouts?: Pick<Config['timeouts'], 'headersMs' | 'bodyMs'> & Partial<Pick<Config['timeouts'], 'keepAliveMs'>>;
   readonly principals?: Config['principals'];
   readonly refusals?: Config['refusals'];
   readonly maxTokenClinics?: number;
@@ -208,7 +208,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         if (outcome === 'committed') for (const fn of ctx.committed) fn();
       }),
       useFairShare(deps.principals ?? DEFAULT_PRINCIPALS),
-      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, shutdown: shutdown.signal, logger }),
+      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, commitWaitMs: deps.transaction?.statementTimeoutMs ?? 5_000, shutdown: shutdown.signal, logger }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
       useRefusalTrace(refusals),
       useValidationCache(),
@@ -270,6 +270,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // A client that trickles its headers or body must not hold a socket and a parser for long.
     headersTimeout: timeouts.headersMs,
     requestTimeout: timeouts.bodyMs,
+    // Node's 5 s default is below every balancer's idle timeout: one that reused the connection at
+    // the moment Node closed it got ECONNRESET and answered its client 502. An idle connection
+    // holds no parser deadline: the headers timeout counts from the next request's first byte.
+    keepAliveTimeout: timeouts.keepAliveMs ?? DEFAULT_SERVER_TIMEOUTS.keepAliveMs,
     // Node checks those timeouts only this often (30 s by default).
     connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(timeouts.headersMs / 4))),
   };
@@ -374,7 +378,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   }
 }
 
-const DEFAULT_SERVER_TIMEOUTS = { headersMs: 10_000, bodyMs: 30_000 };
+const DEFAULT_SERVER_TIMEOUTS = { headersMs: 10_000, bodyMs: 30_000, keepAliveMs: 65_000 };
 const DEFAULT_PRINCIPALS = { concurrency: 4, queue: 32, ratePerSecond: 20, burst: 40 };
 const DEFAULT_REFUSALS = { auditedPerSecond: 10, alertPerMinute: 60 };
 const ISSUER_READY_TTL_MS = 10_000;

@@ -1,4 +1,5 @@
 import { GraphQLError } from 'graphql';
+import { dbFailure } from '../db/failure.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
@@ -23,14 +24,18 @@ function invalidVariable(located: GraphQLError): GraphQLError | null {
 /**
  * What a client may learn from an error: our own PhigateErrors pass with their code and message
  * (written to be safe); GraphQL's own parse and validation errors pass (they describe the query);
- * anything else becomes INTERNAL with no message, stack, SQL or value, in every environment.
+ * a database failure is answered as what it is (src/db/failure.ts: a timeout, the database
+ * unavailable), whichever resolver let it through; anything else becomes INTERNAL with no message,
+ * stack, SQL or value, in every environment.
  */
 export function createMaskError(logger: Logger) {
   return (error: unknown): Error => {
     const located = error instanceof GraphQLError ? error : null;
     const original = located?.originalError ?? error;
-    if (original instanceof PhigateError) {
-      return new GraphQLError(original.message, { nodes: located?.nodes, path: located?.path, extensions: original.extensions });
+    const known = original instanceof PhigateError ? original : dbFailure(original);
+    if (known !== null) {
+      if (known !== original) logger.warn({ err: errorSummary(original), path: located?.path, refusal: known.reason }, 'database failure');
+      return new GraphQLError(known.message, { nodes: located?.nodes, path: located?.path, extensions: known.extensions });
     }
     const variable = located ? invalidVariable(located) : null;
     if (variable) return variable;

@@ -71,6 +71,54 @@ describe('slow clients', () => {
   });
 });
 
+describe('idle keep-alive connections', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    // The slow-loris bounds stay short: an idle connection is not a slow request.
+    gw = await startTestGateway({ gatewayOptions: { serverTimeouts: { headersMs: 500, bodyMs: 1_000 } } });
+  });
+  afterAll(async () => {
+    await gw.close();
+  });
+
+  /** Sends `{ me }` on `socket` and resolves with the raw response head and body. */
+  const ask = (socket: net.Socket, token: string): Promise<string> =>
+    new Promise((resolve, reject) => {
+      const body = JSON.stringify({ query: '{ me { subject } }' });
+      let got = '';
+      const onData = (d: Buffer) => {
+        got += d.toString();
+        const head = got.indexOf('\r\n\r\n');
+        const length = /content-length: (\d+)/i.exec(got)?.[1];
+        if (head !== -1 && length !== undefined && got.length >= head + 4 + Number(length)) {
+          socket.off('data', onData);
+          resolve(got);
+        }
+      };
+      socket.on('data', onData);
+      socket.once('close', () => reject(new Error(`connection closed; got ${JSON.stringify(got.slice(0, 80))}`)));
+      socket.write(
+        `POST /graphql HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${token}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      );
+    });
+
+  it('a connection idle past Node\'s 5 s default is still open and answered: a balancer reusing it gets no ECONNRESET', { timeout: 20_000 }, async () => {
+    const token = await gw.tokenFor('reg-north');
+    const socket = net.connect(Number(new URL(gw.url).port), '127.0.0.1');
+    socket.on('error', () => undefined);
+    try {
+      const first = await ask(socket, token);
+      expect(first).toMatch(/^HTTP\/1\.1 200 /);
+      // Told to clients, so that one which honours Keep-Alive closes before the gateway does.
+      expect(first).toMatch(/\r\nKeep-Alive: timeout=65\r\n/i);
+      await new Promise((resolve) => setTimeout(resolve, 6_000));
+      expect(await ask(socket, token)).toMatch(/^HTTP\/1\.1 200 /);
+    } finally {
+      socket.destroy();
+    }
+  });
+});
+
 describe('clinics a token names', () => {
   let gw: TestGateway;
   beforeAll(async () => {

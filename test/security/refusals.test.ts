@@ -116,6 +116,27 @@ describe('refusals after authentication', () => {
     ]);
   });
 
+  it('a field denied in a write that rolls back is still a `denied` event: the write is undone, not its refusals', async () => {
+    const patient = gw.data.patients.find((p) => p.clinicId === 'c-north' && p.encounters.length > 0)!;
+    const stored = async () => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id]))).rows[0];
+    const before = await stored();
+    // The registrar may update a patient but not see an encounter's notes; the second write fails, so both roll back.
+    const query = `mutation($id: ID!) {
+      a: updatePatient(id: $id, input: { phone: "+1 555 0192" }) { id encounters { notes } }
+      b: updatePatient(id: "00000000-0000-4000-8000-000000000000", input: { phone: "+1 555 0193" }) { id }
+    }`;
+    const res = await postJson(gw, { query, variables: { id: patient.id } }, await gw.tokenFor('reg-north'));
+    expect(res.json?.data ?? null).toBeNull();
+    expect(res.json?.errors?.map((e) => e.extensions?.code)).toContain('FIELD_DENIED');
+    expect(res.json?.errors?.some((e) => e.extensions?.code !== 'FIELD_DENIED')).toBe(true);
+    expect(await stored()).toEqual(before);
+    const rows = await refusedRows(gw, res.headers.get('x-request-id') ?? '');
+    expect(rows.filter((r) => r.action === 'update')).toEqual([]);
+    expect(rows.filter((r) => r.action === 'denied').map((r) => [r.type_name, r.field, r.patient_id, r.actor, r.role])).toEqual(
+      patient.encounters.map(() => ['Encounter', 'notes', patient.id, 'reg-north', 'registrar']),
+    );
+  });
+
   it('RATE_LIMITED is one, with its reason', async () => {
     const token = await gw.tokenFor(physician().sub, { roles: ['nurse'] });
     const answers = [];

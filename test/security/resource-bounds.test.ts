@@ -3,6 +3,7 @@ import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
+import { createSearchQuota } from '../../src/db/search-quota.ts';
 import { openRequestTransaction, withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
@@ -234,6 +235,203 @@ describe('request timeout', () => {
     expect(r.status, r.text).toBe(200);
     expect(r.body.data!.patient.ssn).toBe(north()[2]!.ssn);
     expect((await auditOf(r.requestId)).map((a) => a.action)).toEqual(['read']);
+  });
+});
+
+describe('a deadline that passes after COMMIT began', () => {
+  // A COMMIT made slow where PostgreSQL really spends it: a deferred constraint trigger that sleeps
+  // for one patient's rows, so the request's deadline passes while its COMMIT runs.
+  const slowCommit = async (patientId: string, seconds: number) =>
+    gw.admin(async (c) => {
+      await c.query(`CREATE FUNCTION phigate.bounds_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.id = '${patientId}' THEN PERFORM pg_sleep(${seconds}); END IF; RETURN NULL; END $$`);
+      await c.query('GRANT EXECUTE ON FUNCTION phigate.bounds_slow_commit() TO PUBLIC');
+      await c.query(`CREATE CONSTRAINT TRIGGER bounds_slow_commit AFTER UPDATE ON phigate.patients
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION phigate.bounds_slow_commit()`);
+    });
+  const dropSlowCommit = () =>
+    gw.admin(async (c) => {
+      await c.query('DROP TRIGGER IF EXISTS bounds_slow_commit ON phigate.patients');
+      await c.query('DROP FUNCTION IF EXISTS phigate.bounds_slow_commit()');
+    });
+  const stored = async (id: string) => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [id]))).rows[0];
+  const UPDATE_PHONE = `mutation($id: ID!, $phone: String) { updatePatient(id: $id, input: { phone: $phone }) { id } }`;
+
+  it('a write whose COMMIT succeeds after the deadline is answered with its data, never told nothing was kept', { timeout: 30_000 }, async () => {
+    const late = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: 1_000 } });
+    const patient = north()[5]!;
+    await slowCommit(patient.id, 2.5);
+    try {
+      const before = await stored(patient.id);
+      const r = await send(late, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0188' });
+      const after = await stored(patient.id);
+      expect(after).not.toEqual(before);
+      expect(r.status, r.text).toBe(200);
+      expect(r.body.errors).toBeUndefined();
+      expect(r.body.data!.updatePatient.id).toBe(patient.id);
+      expect((await auditOf(r.requestId)).length).toBeGreaterThan(0);
+    } finally {
+      await dropSlowCommit();
+      await late.close();
+    }
+  });
+
+  it('a write whose COMMIT is still running when the wait for it ends is told its outcome is unknown: no Retry-After, and it may well be kept', { timeout: 30_000 }, async () => {
+    // Deferred triggers run after PostgreSQL disarms statement_timeout for the COMMIT: nothing bounds them.
+    const late = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: 1_000, transaction: { statementTimeoutMs: 1_000 } } });
+    const patient = north()[6]!;
+    await slowCommit(patient.id, 3);
+    try {
+      const before = await stored(patient.id);
+      const r = await send(late, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0189' });
+      expect(r.status, r.text).toBe(504);
+      expect(r.headers.get('retry-after')).toBeNull();
+      expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'commit_outcome_unknown']]);
+      expect(r.body.data ?? null).toBeNull();
+      // What "nothing of it was kept" would have said wrongly: the COMMIT goes on, and succeeds.
+      await expect.poll(() => stored(patient.id), { timeout: 10_000 }).not.toEqual(before);
+      expect((await auditOf(r.requestId)).length).toBeGreaterThan(0);
+    } finally {
+      await dropSlowCommit();
+      await late.close();
+    }
+  });
+
+  it('a write whose connection is lost while its COMMIT runs is told its outcome is unknown, not a 200 carrying INTERNAL', { timeout: 30_000 }, async () => {
+    // A row no other case writes (the other cases here only read it).
+    const patient = north()[3]!;
+    await slowCommit(patient.id, 3);
+    try {
+      const before = await stored(patient.id);
+      const answer = send(gw, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0194' });
+      const committing = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state = 'active' AND query = 'COMMIT'`;
+      let pids: number[] = [];
+      await until(async () => (pids = (await gw.admin((c) => c.query(committing))).rows.map((r) => r.pid as number)).length === 1, 'the write to be in its COMMIT');
+      await gw.admin((c) => c.query('SELECT pg_terminate_backend($1)', [pids[0]]));
+      const r = await answer;
+      expect(r.status, r.text).toBe(504);
+      expect(r.headers.get('retry-after')).toBeNull();
+      expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'commit_outcome_unknown']]);
+      expect(r.body.data ?? null).toBeNull();
+      // Ended before the COMMIT finished: PostgreSQL rolled it back, which the gateway could not know.
+      expect(await stored(patient.id)).toEqual(before);
+    } finally {
+      await dropSlowCommit();
+    }
+  });
+});
+
+describe('database failures are answered as what they are', () => {
+  const READ_BY_SSN = `query($ssn: String!) { patientBySsn(ssn: $ssn) { id ssn } }`;
+  const answerOf = (r: GqlResponse) => r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason]);
+  /** Nothing of the driver's or the server's own words reaches the answer or the log. */
+  const expectNothingOfTheDriver = (r: { text: string }, logs: readonly Record<string, unknown>[]) => {
+    for (const text of [r.text, JSON.stringify(logs)]) {
+      expect(text).not.toMatch(/timeout exceeded|canceling statement|terminat|Connection|SELECT|UPDATE|phigate\./);
+    }
+  };
+
+  it("the search quota's pool giving no connection in time: 503 with Retry-After (db_unavailable), no PHI", async () => {
+    const quotaPool = createPool(gw.db.auxUrl, { max: 1, connectionTimeoutMs: 300 });
+    const held = await quotaPool.connect();
+    const searching = await startTestGateway({ replicaOf: gw, gatewayOptions: { searchQuota: createSearchQuota(quotaPool) } });
+    try {
+      const r = await send(searching, await gw.tokenFor('reg-north'), READ_BY_SSN, { ssn: north()[0]!.ssn });
+      expect(r.status, r.text).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(answerOf(r)).toEqual([['INTERNAL', 'db_unavailable']]);
+      expect(r.body.data?.patientBySsn ?? null).toBeNull();
+      expectNoPhi(r);
+      expectNothingOfTheDriver(r, searching.logs);
+    } finally {
+      held.release();
+      await searching.close();
+      await quotaPool.end();
+    }
+  });
+
+  it('a read past statement_timeout (57014): answered as a request timeout, 503 with Retry-After, no PHI', async () => {
+    const strict = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction: { statementTimeoutMs: 300 } } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const r = await gw.admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE');
+        try {
+          return await send(strict, token, READ_SSN, { id: north()[0]!.id });
+        } finally {
+          await c.query('ROLLBACK');
+        }
+      });
+      expect(r.status, r.text).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
+      expect(r.body.data ?? null).toBeNull();
+      expectNoPhi(r);
+      expectNothingOfTheDriver(r, strict.logs);
+      expect(await auditOf(r.requestId)).toEqual([]);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it('a write past statement_timeout (57014): rolled back, answered as a request timeout', async () => {
+    const strict = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction: { statementTimeoutMs: 300 } } });
+    const patient = north()[7]!;
+    const stored = async () => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id]))).rows[0];
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const before = await stored();
+      const r = await gw.admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [patient.id]);
+        try {
+          return await send(strict, token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0190" }) { id } }`, { id: patient.id });
+        } finally {
+          await c.query('ROLLBACK');
+        }
+      });
+      expect(r.status, r.text).toBe(503);
+      expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
+      expect(await stored()).toEqual(before);
+      expect(await auditOf(r.requestId)).toEqual([]);
+      expectNothingOfTheDriver(r, strict.logs);
+    } finally {
+      await strict.close();
+    }
+  });
+
+  it.each([
+    ['ended by the administrator (57P01)', {}, 'SELECT pg_terminate_backend($1)'],
+    ['ended by idle_in_transaction_session_timeout (25P03)', { idleInTransactionTimeoutMs: 200 }, 'SELECT $1::int AS left_to_the_server'],
+  ])('a session %s under a running read: 503 with Retry-After (db_unavailable), no PHI, nothing audited', async (_what, transaction, end) => {
+    const ending = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      // A cold key cache would want connections of its own mid-request.
+      expect((await send(ending, token, READ_SSN, { id: north()[1]!.id })).status).toBe(200);
+      const gate = gateDecrypts(ending.cipher);
+      const answer = send(ending, token, READ_SSN, { id: north()[1]!.id });
+      await until(() => gate.waiting === 1, 'the request to hold its transaction open');
+      const idle = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state LIKE 'idle in transaction%'`;
+      let pids: number[] = [];
+      await until(async () => (pids = (await gw.admin((c) => c.query(idle))).rows.map((r) => r.pid as number)).length === 1, 'its session to be idle in its transaction');
+      await gw.admin((c) => c.query(end, [pids[0]]));
+      const alive = async () => (await gw.admin((c) => c.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pids[0]]))).rowCount;
+      await until(async () => (await alive()) === 0, 'the server to end the session');
+      gate.open();
+      const r = await answer;
+      expect(r.status, r.text).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(answerOf(r)).toEqual([['INTERNAL', 'db_unavailable']]);
+      expect(r.body.data ?? null).toBeNull();
+      expectNoPhi(r);
+      expectNothingOfTheDriver(r, ending.logs);
+      expect(await auditOf(r.requestId)).toEqual([]);
+      expect((await send(ending, token, READ_SSN, { id: north()[1]!.id })).status).toBe(200);
+    } finally {
+      await ending.close();
+    }
   });
 });
 

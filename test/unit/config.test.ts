@@ -29,6 +29,9 @@ describe('loadConfig', () => {
     expect(c.oidc.issuer).toBeNull();
     expect(c.kms.provider).toBe('local');
     expect([c.host, c.port, c.dataDir, c.oidc.audience]).toEqual(['127.0.0.1', 4000, '/srv/.phigate', 'phigate']);
+    // Above AWS ALB's 60 s idle timeout: the balancer, not the gateway, closes an idle connection.
+    expect(c.timeouts.keepAliveMs).toBeGreaterThan(60_000);
+    expect(loadConfig({ PHIGATE_KEEP_ALIVE_TIMEOUT_MS: '120000' }, '/srv').timeouts.keepAliveMs).toBe(120_000);
   });
 
   it('is frozen all the way down', () => {
@@ -75,6 +78,8 @@ describe('loadConfig', () => {
     [{ PHIGATE_MAX_TOKEN_CLINICS: '0' }, 'PHIGATE_MAX_TOKEN_CLINICS'],
     [{ PHIGATE_HEADERS_TIMEOUT_MS: '40000' }, 'PHIGATE_HEADERS_TIMEOUT_MS'],
     [{ PHIGATE_BODY_TIMEOUT_MS: '50' }, 'PHIGATE_BODY_TIMEOUT_MS'],
+    [{ PHIGATE_KEEP_ALIVE_TIMEOUT_MS: '65s' }, 'PHIGATE_KEEP_ALIVE_TIMEOUT_MS'],
+    [{ PHIGATE_KEEP_ALIVE_TIMEOUT_MS: '0' }, 'PHIGATE_KEEP_ALIVE_TIMEOUT_MS'],
     [{ PHIGATE_PRINCIPAL_CONCURRENCY: '10' }, 'PHIGATE_PRINCIPAL_CONCURRENCY'],
     [{ PHIGATE_PRINCIPAL_RATE: '0' }, 'PHIGATE_PRINCIPAL_RATE'],
     [{ PHIGATE_PRINCIPAL_BURST: '-1' }, 'PHIGATE_PRINCIPAL_BURST'],

@@ -1,11 +1,19 @@
-import type { ExecutionArgs } from 'graphql';
+import { getOperationAST, type ExecutionArgs } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import { commitOutcomeUnknown, requestTimedOut } from '../../db/failure.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
 import type { Logger } from '../../log.ts';
 
 export interface RequestTimeoutOptions {
   readonly timeoutMs: number;
+  /**
+   * How long a request whose commit began before its deadline may still wait for that commit's
+   * outcome (the statement timeout). Past it the commit has stalled (a hung server, a connection
+   * lost but not yet noticed, deferred work that statement_timeout does not bound) and the answer
+   * says the outcome is unknown.
+   */
+  readonly commitWaitMs: number;
   /** Aborted when the gateway's shutdown grace runs out: requests still running end the same way. */
   readonly shutdown: AbortSignal;
   readonly logger: Logger;
@@ -28,11 +36,12 @@ const after = <T>(ms: number, value: T): Promise<T> =>
  * Bounds each execution in time. graphql-js cannot stop a running execution, so it is abandoned
  * instead: its transaction is rolled back at once, after which it can neither query nor commit,
  * so nothing it resolved is kept, audited or sent. If its commit has already begun, that commit
- * decides and the request's own answer is awaited.
+ * decides and the request's own answer is awaited: a write is never told that nothing was kept
+ * when its COMMIT may have succeeded.
  *
  * Listed after useRequestTransaction, so it wraps it.
  */
-export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeoutOptions): Plugin<GraphQLContext> {
+export function useRequestTimeout({ timeoutMs, commitWaitMs, shutdown, logger }: RequestTimeoutOptions): Plugin<GraphQLContext> {
   return {
     onExecute({ executeFn, setExecuteFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
@@ -50,17 +59,29 @@ export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeou
           if (typeof first !== 'string') return first.result;
           // Whatever the abandoned execution still does ends in an error nobody awaits.
           running.catch(() => undefined);
-          // abort() answers false at once when a commit has begun; then that commit decides, but
-          // only within the grace: past it the answer is an error, no data (its audit rows may stand).
+          // abort() answers false at once when a commit has begun; then that commit decides, and the
+          // answer is the request's own (data, or why it failed), whatever the deadline said.
           const aborted = await Promise.race([ctx.tx.abort(), after(SETTLE_GRACE_MS, true)]);
           if (!aborted) {
-            const settled = await Promise.race([running.then((result) => ({ result })), after(SETTLE_GRACE_MS, null)]);
+            const settled = await Promise.race([running.then((result) => ({ result })), after(commitWaitMs + SETTLE_GRACE_MS, null)]);
             if (settled !== null) return settled.result;
+            ctx.budget.end();
+            logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its commit had begun and has not answered');
+            // A read keeps nothing whatever its commit does (its audit rows may stand); a write may have been kept.
+            if (getOperationAST(args.document, args.operationName)?.operation === 'mutation') return { errors: [commitOutcomeUnknown()] };
+          } else {
+            ctx.budget.end();
+            logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
           }
-          ctx.budget.end();
-          logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
-          const message = first === 'request_timeout' ? 'The request took too long and was abandoned; nothing of it was kept.' : 'The gateway is shutting down; nothing of this request was kept.';
-          return { errors: [new PhigateError('INTERNAL', message, { reason: first, http: { status: 503, headers: { 'Retry-After': '1' } } })] };
+          if (first === 'request_timeout') return { errors: [requestTimedOut()] };
+          return {
+            errors: [
+              new PhigateError('INTERNAL', 'The gateway is shutting down; nothing of this request was kept.', {
+                reason: first,
+                http: { status: 503, headers: { 'Retry-After': '1' } },
+              }),
+            ],
+          };
         } finally {
           clearTimeout(timer);
           shutdown.removeEventListener('abort', onShutdown);

@@ -2,6 +2,7 @@ import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQL
 import type { Plugin } from 'graphql-yoga';
 import type { AuditEvent } from '../../audit/event.ts';
 import type { AuditWriter, Written } from '../../audit/writer.ts';
+import { commitOutcomeUnknown, dbFailure, isConnectionLost } from '../../db/failure.ts';
 import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
@@ -101,8 +102,9 @@ async function settle(
   // written, so that data must not leave either.
   if (ctx.tx.failed) {
     await ctx.tx.rollback();
+    await recordRefusedFields(ctx, logger);
     done('transaction_failed');
-    return { data: null, errors: errors.length ? errors : [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+    return { data: null, errors: withFailure(errors, ctx.tx.failure) };
   }
   const auditFailed = (cause: unknown): ExecutionResult => {
     logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
@@ -113,7 +115,7 @@ async function settle(
   const commitFailed = (cause: unknown): ExecutionResult => {
     logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
     done('commit_failed');
-    return { data: null, errors: [new PhigateError('INTERNAL', 'The request could not be completed.')] };
+    return { data: null, errors: [commitFailure(cause, operation)] };
   };
   // The charge and the events must agree, one for one, before either is made durable: PHI counted
   // without its event was shown unrecorded somewhere, so nothing of the request is kept or answered.
@@ -195,13 +197,43 @@ async function settleWrite(
   return result;
 }
 
+const couldNotComplete = () => new PhigateError('INTERNAL', 'The request could not be completed.');
+
 /**
- * A write rolled back because a value it was to answer did not open (read-phi.ts, unshown): the
- * write is undone, but the refusal of that field is kept, outside the transaction, like the other
- * refusals of a write (write-helpers.ts, recordAfterRollback). The answer is an error either way.
+ * The errors of a request whose transaction failed: its resolvers' own, and what failed it when
+ * none of theirs is that (the session ended under it between statements, a statement whose error
+ * a resolver turned into another), so that a timeout or a database gone is answered as such.
+ */
+function withFailure(errors: readonly GraphQLError[], failure: unknown): readonly GraphQLError[] {
+  const known = failure instanceof PhigateError ? failure : dbFailure(failure);
+  if (known === null) return errors.length ? errors : [couldNotComplete()];
+  return errors.some((e) => e.originalError === failure) ? errors : [...errors, known];
+}
+
+/**
+ * What a failed commit is answered with. Nothing was kept when a statement before COMMIT failed,
+ * when the transaction never opened, or when the server answered COMMIT with an error; a write
+ * whose COMMIT got no answer at all may have been kept, and is told so, never to simply retry.
+ */
+function commitFailure(cause: unknown, operation: string | undefined): PhigateError {
+  const inner = cause instanceof CommitFailed ? cause.cause : cause;
+  if (inner instanceof PhigateError) return inner.extensions.http ? inner : couldNotComplete();
+  if (operation === 'mutation' && cause instanceof CommitFailed && cause.statement === null && isConnectionLost(inner)) return commitOutcomeUnknown(inner);
+  return dbFailure(inner) ?? couldNotComplete();
+}
+
+// Refusals of a field: one its principal may not see (denied) and one whose value did not open (refused).
+const FIELD_REFUSALS: ReadonlySet<AuditEvent['action']> = new Set(['denied', 'refused']);
+
+/**
+ * A request rolled back (a write with an error, a transaction the database failed) loses the events
+ * it would have committed, but not the refusals of fields it was to answer: a field denied to the
+ * principal, a value that did not open (read-phi.ts). Every refusal is traced (CONTRACT.md, Audit),
+ * so they are kept, outside the transaction, like the other refusals of a write (write-helpers.ts,
+ * recordAfterRollback). The answer is an error either way.
  */
 async function recordRefusedFields(ctx: GraphQLContext, logger: Logger): Promise<void> {
-  const refused = ctx.audit.events.filter((e) => e.action === 'refused' && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
+  const refused = ctx.audit.events.filter((e) => FIELD_REFUSALS.has(e.action) && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
   if (refused.length === 0) return;
   try {
     await ctx.recorder.record(ctx.audit.request, refused);
