@@ -1,4 +1,5 @@
 import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, ENCOUNTER_PHI_COLUMNS, type EncounterPhiColumn, type EncounterRow, type PatientRow } from '../db/patients.ts';
+import { isoOfTimestamptz } from '../db/type-parsers.ts';
 import { mayEverSee } from '../policy/decide.ts';
 import { PHI_CATALOGUE } from '../policy/phi-fields.ts';
 import { readPhi, readPlainPhi, type PhiField } from '../records/read-phi.ts';
@@ -55,5 +56,5 @@ export function resolveEncounterKind(ctx: GraphQLContext, row: EncounterRow): st
 }
 
 export function resolveEncounterDate(ctx: GraphQLContext, row: EncounterRow): string | null {
-  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, row.occurred_at.toISOString());
+  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, isoOfTimestamptz(row.occurred_at));
 }
