@@ -82,6 +82,8 @@ interface Side {
   readonly url: URL;
   readonly requests: Prepared[];
   readonly cpu: number[];
+  /** Of `cpu`, the kernel's share (system time): socket writes and reads on loopback. */
+  readonly system: number[];
 }
 
 export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
@@ -100,7 +102,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       }
       for (const [name, start] of trees) {
         const gw = await start({ patients: o.patients, poolSize: 10, gatewayOptions: { policy: await loadPolicy(policyFile, PHI_FIELDS) } });
-        sides.push({ name, gw, url: new URL(gw.url), requests: await o.prepare(gw), cpu: [] });
+        sides.push({ name, gw, url: new URL(gw.url), requests: await o.prepare(gw), cpu: [], system: [] });
       }
     }, 300_000);
     afterAll(async () => {
@@ -156,6 +158,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
           await run(side.url, side.requests, o.round, o.concurrency);
           const used = process.cpuUsage(before);
           side.cpu.push((used.user + used.system) / 1000 / o.round);
+          side.system.push(used.system / 1000 / o.round);
         }
       }
       if (process.env.PHIGATE_PERF_PROFILE) {
@@ -165,7 +168,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       profiler.disconnect();
       const result = {
         sides: Object.fromEntries(
-          sides.map((s) => [s.name, { cpuMsPerRequest: round3(median(s.cpu)), rounds: s.cpu.map(round3), promisesPerRequest: counts[s.name]!.promises, bytesPerRequest: counts[s.name]!.bytes }]),
+          sides.map((s) => [s.name, { cpuMsPerRequest: round3(median(s.cpu)), systemMsPerRequest: round3(median(s.system)), rounds: s.cpu.map(round3), promisesPerRequest: counts[s.name]!.promises, bytesPerRequest: counts[s.name]!.bytes }]),
         ),
         // Per round, this tree's CPU per request less the other's: the figure the machine's load moves least.
         ...(sides.length === 2 ? { differenceMs: round3(median(sides[0]!.cpu.map((c, i) => c - sides[1]!.cpu[i]!))) } : {}),
