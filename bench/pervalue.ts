@@ -35,6 +35,8 @@ const parsers = await import(at('src/db/type-parsers.ts')).catch(() => null);
 const pgTypes = createRequire(at('package.json'))('pg-types');
 const parseBytea: (text: string) => Buffer = parsers?.parseBytea ?? pgTypes.getTypeParser(17, 'text');
 const parseTimestamptz: (text: string) => unknown = parsers?.parseTimestamptz ?? pgTypes.getTypeParser(1184, 'text');
+// A tree that prints encounter dates from PostgreSQL's text (isoOfTimestamptz) reads them as text.
+const encounterDate: (text: string) => unknown = parsers?.isoOfTimestamptz ? (text) => text : parseTimestamptz;
 
 const CLINIC = 'clinic-a';
 const registrar = {
@@ -111,7 +113,7 @@ function page(cipher: ReturnType<typeof createFieldCipher>): number {
   for (const e of encounterTexts) {
     const row = {
       facts: facts(e.id, e.patientId), id: e.id, patient_id: e.patientId, clinic_id: CLINIC, on_care_team: false, grant_id: null, grant_role: null,
-      occurred_at: parseTimestamptz(e.occurredAt), kind: parseBytea(e.kind), kind_legacy: null,
+      occurred_at: encounterDate(e.occurredAt), kind: parseBytea(e.kind), kind_legacy: null,
     };
     const date = resolveEncounterDate(ctx, row);
     const kind = resolveEncounterKind(ctx, row);

@@ -54,8 +54,11 @@ export interface EncounterRow extends GrantColumns {
   readonly patient_id: string;
   readonly clinic_id: string;
   readonly on_care_team: boolean;
-  /** Plaintext, so that encounters can be ordered by time in the database (README, "Visit dates"). */
-  readonly occurred_at: Date;
+  /**
+   * Plaintext, so that encounters can be ordered by time in the database (README, "Visit dates"):
+   * PostgreSQL's text of the timestamptz, which is only ever printed (isoOfTimestamptz), so never made a Date.
+   */
+  readonly occurred_at: string;
   // The PHI columns below are absent (undefined, never null) when the read left them out: see
   // encountersByPatientIds.
   readonly kind?: Buffer | null;
@@ -167,7 +170,7 @@ const PATIENT_SELECT = `
   FROM phigate.patients p${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
 
 const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
-  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
+  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
          g.grant_id, g.grant_role
   FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;

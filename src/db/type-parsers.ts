@@ -103,6 +103,45 @@ export function parseTimestamptz(text: string): Date | number | null {
   return new Date(Date.UTC(century * 100 + yy, month - 1, day, hour, minute, second, ms) - offsetMs);
 }
 
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+const isLeap = (year: number) => year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+
+/**
+ * What `parseTimestamptz(text).toISOString()` gives, for a date that is only ever printed (an
+ * encounter's, read as text): PostgreSQL's UTC form `YYYY-MM-DD HH:MM:SS[.f{1,6}]+00` (a server or
+ * session in UTC), a valid date and time of a year from 1000 to 9999, is rewritten character by
+ * character, milliseconds truncated as the parser truncates them; any other offset or form goes
+ * through parseTimestamptz and a Date, and fails as that would.
+ */
+export function isoOfTimestamptz(text: string): string {
+  const n = text.length;
+  if (
+    n >= 22 && n !== 23 && n <= 29 &&
+    text.charCodeAt(n - 3) === 0x2b && text.charCodeAt(n - 2) === 0x30 && text.charCodeAt(n - 1) === 0x30 &&
+    text.charCodeAt(4) === 0x2d && text.charCodeAt(7) === 0x2d && text.charCodeAt(10) === 0x20 && text.charCodeAt(13) === 0x3a && text.charCodeAt(16) === 0x3a &&
+    (n === 22 || text.charCodeAt(19) === 0x2e)
+  ) {
+    const century = twoDigits(text, 0);
+    const yy = twoDigits(text, 2);
+    const month = twoDigits(text, 5);
+    const day = twoDigits(text, 8);
+    const hour = twoDigits(text, 11);
+    const minute = twoDigits(text, 14);
+    const second = twoDigits(text, 17);
+    let fraction = true;
+    for (let at = 20; at < n - 3; at++) if (digit(text, at) < 0) fraction = false;
+    const year = century * 100 + yy;
+    if (
+      fraction && century >= 10 && yy >= 0 && month >= 1 && month <= 12 && day >= 1 &&
+      day <= (month === 2 && isLeap(year) ? 29 : DAYS_IN_MONTH[month - 1]!) && hour >= 0 && hour <= 23 && minute >= 0 && minute <= 59 && second >= 0 && second <= 59
+    ) {
+      const ms = n === 22 ? '000' : n >= 26 ? text.slice(20, 23) : `${text.slice(20, n - 3)}00`.slice(0, 3);
+      return `${text.slice(0, 10)}T${text.slice(11, 19)}.${ms}Z`;
+    }
+  }
+  return (parseTimestamptz(text) as Date).toISOString();
+}
+
 /** The type parsers of the gateway's pools: pg's, but for bytea and timestamptz above. */
 export const GATEWAY_TYPES = {
   getTypeParser(oid: number, format?: 'text' | 'binary') {

@@ -5,10 +5,26 @@ import type { RequestTransaction } from '../db/transaction.ts';
 export interface Loaders {
   readonly patient: DataLoader<string, PatientRow | null>;
   /**
-   * Encounters by patient (cached by its id), fetching only `columns` of their PHI columns. One loader per set
-   * of columns; a request asks with one set (its principal's), hence one statement per page.
+   * A patient's encounters, fetching only `columns` of their PHI columns: at once when a preload
+   * with the same columns read them, else through one statement for every patient asked in the
+   * same tick (cached by the patient's id). A request asks with one set of columns (its
+   * principal's), hence one statement per page.
    */
-  encounters(columns: readonly EncounterPhiColumn[]): DataLoader<PatientRow, EncounterRow[], string>;
+  encountersOf(columns: readonly EncounterPhiColumn[], patient: PatientRow): EncounterRow[] | Promise<EncounterRow[]>;
+  /**
+   * Reads the encounters of `patients` in one statement before their fields are resolved, so that
+   * a page's 100 `encounters` fields cost no promise, loader entry or deferred execution each. A
+   * failed read is not thrown here: it is the error of each of those patients' `encounters`, as it
+   * would have been through the loader.
+   */
+  preloadEncounters(columns: readonly EncounterPhiColumn[], patients: readonly PatientRow[]): Promise<void>;
+}
+
+/** What one set of columns has read: by patient id, the rows or the read's failure. */
+interface EncounterReads {
+  readonly loader: DataLoader<PatientRow, EncounterRow[], string>;
+  readonly preloaded: Map<string, EncounterRow[]>;
+  readonly failed: Map<string, unknown>;
 }
 
 /**
@@ -17,31 +33,47 @@ export interface Loaders {
  * encounters, however many patients it holds.
  */
 export function createLoaders(tx: RequestTransaction): Loaders {
-  const encounters = new Map<string, DataLoader<PatientRow, EncounterRow[], string>>();
+  const byColumns = new Map<string, EncounterReads>();
+  // Keyed by the patient's row, so that its encounters share the row's key (src/db/patients.ts).
+  const read = async (columns: readonly EncounterPhiColumn[], patients: readonly PatientRow[]): Promise<EncounterRow[][]> => {
+    const patientIds = patients.map((p) => p.id);
+    const rows = await encountersByPatientIds(tx, patientIds, columns, new Map(patients.map((p) => [p.id, p.facts.key])));
+    const byPatient = new Map<string, EncounterRow[]>(patientIds.map((id) => [id, []]));
+    for (const r of rows) byPatient.get(r.patient_id)?.push(r);
+    return patientIds.map((id) => byPatient.get(id) ?? []);
+  };
+  const readsOf = (columns: readonly EncounterPhiColumn[]): EncounterReads => {
+    const key = columns.join(',');
+    let reads = byColumns.get(key);
+    if (reads === undefined) {
+      reads = { loader: new DataLoader((patients) => read(columns, patients), { cacheKeyFn: (p) => p.id }), preloaded: new Map(), failed: new Map() };
+      byColumns.set(key, reads);
+    }
+    return reads;
+  };
   return {
     patient: new DataLoader(async (ids) => {
       const rows = await patientsByIds(tx, ids);
       const byId = new Map(rows.map((r) => [r.id, r]));
       return ids.map((id) => byId.get(id) ?? null);
     }),
-    encounters(columns) {
-      const key = columns.join(',');
-      let loader = encounters.get(key);
-      if (loader === undefined) {
-        // Keyed by the patient's row, so that its encounters share the row's key (src/db/patients.ts).
-        loader = new DataLoader(
-          async (patients) => {
-            const patientIds = patients.map((p) => p.id);
-            const rows = await encountersByPatientIds(tx, patientIds, columns, new Map(patients.map((p) => [p.id, p.facts.key])));
-            const byPatient = new Map<string, EncounterRow[]>(patientIds.map((id) => [id, []]));
-            for (const r of rows) byPatient.get(r.patient_id)?.push(r);
-            return patientIds.map((id) => byPatient.get(id) ?? []);
-          },
-          { cacheKeyFn: (p) => p.id },
-        );
-        encounters.set(key, loader);
+    encountersOf(columns, patient) {
+      const reads = readsOf(columns);
+      const rows = reads.preloaded.get(patient.id);
+      if (rows !== undefined) return rows;
+      if (reads.failed.has(patient.id)) throw reads.failed.get(patient.id);
+      return reads.loader.load(patient);
+    },
+    async preloadEncounters(columns, patients) {
+      const reads = readsOf(columns);
+      const wanted = patients.filter((p) => !reads.preloaded.has(p.id) && !reads.failed.has(p.id));
+      if (wanted.length === 0) return;
+      try {
+        const found = await read(columns, wanted);
+        wanted.forEach((p, i) => reads.preloaded.set(p.id, found[i]!));
+      } catch (err) {
+        for (const p of wanted) reads.failed.set(p.id, err);
       }
-      return loader;
     },
   };
 }

@@ -1,4 +1,5 @@
 import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, ENCOUNTER_PHI_COLUMNS, type EncounterPhiColumn, type EncounterRow, type PatientRow } from '../db/patients.ts';
+import { isoOfTimestamptz } from '../db/type-parsers.ts';
 import { mayEverSee } from '../policy/decide.ts';
 import { PHI_CATALOGUE } from '../policy/phi-fields.ts';
 import { readPhi, readPlainPhi, type PhiField } from '../records/read-phi.ts';
@@ -33,12 +34,20 @@ const ENCOUNTER_FIELD_OF = Object.fromEntries(
   PHI_CATALOGUE.filter((spec) => spec.type === 'Encounter').map((spec) => [spec.column, `Encounter.${spec.field}`]),
 ) as Record<EncounterPhiColumn, string>;
 
+// Asked once per patient of a page: worked out once per request (the principal and policy are the request's).
+const columnsOfRequest = new WeakMap<GraphQLContext, readonly EncounterPhiColumn[]>();
+
 /**
  * The encounter PHI columns worth fetching for this request: those of fields its principal can
  * be shown in some row. The others would be denied before decryption whatever the row.
  */
-export function encounterColumnsFor(ctx: GraphQLContext): EncounterPhiColumn[] {
-  return ENCOUNTER_PHI_COLUMNS.filter((column) => mayEverSee(ctx.policy, ctx.principal, ENCOUNTER_FIELD_OF[column]));
+export function encounterColumnsFor(ctx: GraphQLContext): readonly EncounterPhiColumn[] {
+  let columns = columnsOfRequest.get(ctx);
+  if (columns === undefined) {
+    columns = ENCOUNTER_PHI_COLUMNS.filter((column) => mayEverSee(ctx.policy, ctx.principal, ENCOUNTER_FIELD_OF[column]));
+    columnsOfRequest.set(ctx, columns);
+  }
+  return columns;
 }
 
 /** Ciphertext, or for an encounter written before kinds were encrypted, its plaintext column. */
@@ -47,5 +56,5 @@ export function resolveEncounterKind(ctx: GraphQLContext, row: EncounterRow): st
 }
 
 export function resolveEncounterDate(ctx: GraphQLContext, row: EncounterRow): string | null {
-  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, row.occurred_at.toISOString());
+  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, isoOfTimestamptz(row.occurred_at));
 }

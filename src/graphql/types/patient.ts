@@ -16,7 +16,7 @@ export const Patient = builder.objectRef<PatientRow>('Patient').implement({
       encounters: t.field({
         type: [Encounter],
         nullable: true,
-        resolve: (p, _a, ctx) => ctx.loaders.encounters(encounterColumnsFor(ctx)).load(p),
+        resolve: (p, _a, ctx) => ctx.loaders.encountersOf(encounterColumnsFor(ctx), p),
       }),
     };
   },

@@ -4,6 +4,8 @@ import { searchPatient, type IdentifierKind } from '../../records/search.ts';
 import * as v from '../../records/validate.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
+import { encounterColumnsFor } from '../phi-field.ts';
+import { selectsPath } from '../selects.ts';
 import { decodeCursor, Patient, PatientConnection } from './patient.ts';
 import { Viewer } from './viewer.ts';
 
@@ -12,6 +14,8 @@ async function byIdentifier(ctx: GraphQLContext, kind: IdentifierKind, raw: stri
   if (row) ctx.loaders.patient.prime(row.id, row);
   return row;
 }
+
+const ENCOUNTERS_OF_PAGE = ['edges', 'node', 'encounters'];
 
 builder.queryFields((t) => ({
   me: t.field({ type: Viewer, resolve: (_r, _a, ctx) => ctx.principal }),
@@ -29,7 +33,7 @@ builder.queryFields((t) => ({
     type: PatientConnection,
     authScopes: { patientReader: true },
     args: { first: t.arg.int(), after: t.arg.string() },
-    resolve: async (_r, args, ctx) => {
+    resolve: async (_r, args, ctx, info) => {
       const first = args.first ?? 20;
       if (first < 1 || first > ctx.maxPageSize) throw new PhigateError('BAD_USER_INPUT', `first must be between 1 and ${ctx.maxPageSize}.`);
       const after = args.after == null ? null : decodeCursor(args.after);
@@ -37,6 +41,9 @@ builder.queryFields((t) => ({
       const rows = await patientPage(ctx.tx, after, first + 1);
       const page = rows.slice(0, first);
       for (const r of page) ctx.loaders.patient.prime(r.id, r);
+      // The page's encounters in hand before its patients' fields resolve: each patient's
+      // `encounters` is then a plain value, not a promise (one statement either way).
+      if (page.length > 0 && selectsPath(info, ENCOUNTERS_OF_PAGE)) await ctx.loaders.preloadEncounters(encounterColumnsFor(ctx), page);
       return { rows: page, hasNextPage: rows.length > first };
     },
   }),

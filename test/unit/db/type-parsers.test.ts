@@ -1,7 +1,7 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
-import { GATEWAY_TYPES, parseBytea, parseTimestamptz } from '../../../src/db/type-parsers.ts';
+import { GATEWAY_TYPES, isoOfTimestamptz, parseBytea, parseTimestamptz } from '../../../src/db/type-parsers.ts';
 
 const pgBytea = pg.types.getTypeParser(pg.types.builtins.BYTEA, 'text') as (text: string) => Buffer;
 const pgTimestamptz = pg.types.getTypeParser(pg.types.builtins.TIMESTAMPTZ, 'text') as (text: string) => unknown;
@@ -36,6 +36,30 @@ describe('the gateway pools’ timestamptz parser', () => {
     }
     for (const text of inputs) expect(same(parseTimestamptz(text), pgTimestamptz(text)), text).toBe(true);
     expect((parseTimestamptz('2026-12-06 08:30:00.123456-01:30') as Date).toISOString()).toBe('2026-12-06T10:00:00.123Z');
+  });
+
+  it('prints an instant as pg’s Date would print it, or fails as that would, whatever the text', () => {
+    const printed = (f: () => unknown): string => {
+      try {
+        return `ok ${String(f())}`;
+      } catch (e) {
+        return `threw ${(e as Error).name}`;
+      }
+    };
+    const inputs = [
+      '2026-12-06 08:30:00+00', '2026-12-06 08:30:00.5+00', '2026-12-06 08:30:00.12+00', '2026-12-06 08:30:00.123+00', '2026-12-06 08:30:00.1239+00',
+      '2026-12-06 08:30:00.123456+00', '2026-12-06 08:30:00.000001+00', '2024-02-29 23:59:59.999999+00', '2023-02-29 00:00:00+00', '2026-04-31 00:00:00+00',
+      '2026-12-06 24:00:00+00', '2026-12-06 23:60:00+00', '2026-12-06 23:59:60+00', '2026-00-06 08:30:00+00', '2026-12-00 08:30:00+00',
+      '1000-01-01 00:00:00+00', '9999-12-31 23:59:59.999+00', '0999-12-31 23:59:59+00', '1900-02-29 00:00:00+00', '2000-02-29 00:00:00+00',
+      '2026-12-06 08:30:00.+00', '2026-12-06 08:30:00.1234567+00', '2026-12-06 08:30:00.12a+00', '2026-12-06 08:30:00+01', '2026-12-06 08:30:00-00',
+      '2026-12-06 08:30:00+00:30', '2026-12-06T08:30:00+00', '2026-12-06 08:30:00Z', 'infinity', '-infinity', '0001-01-01 00:00:00+00 BC', '', 'x',
+    ];
+    for (let i = 0; i < 3000; i++) {
+      const fraction = randomInt(0, 3) === 0 ? '' : `.${pad(randomInt(0, 1_000_000), 6).slice(0, randomInt(1, 7))}`;
+      const offset = randomInt(0, 4) === 0 ? `-${pad(randomInt(0, 15), 2)}` : '+00';
+      inputs.push(`${pad(randomInt(990, 10000), 4)}-${pad(randomInt(0, 14), 2)}-${pad(randomInt(0, 33), 2)} ${pad(randomInt(0, 25), 2)}:${pad(randomInt(0, 61), 2)}:${pad(randomInt(0, 61), 2)}${fraction}${offset}`);
+    }
+    for (const text of inputs) expect(printed(() => isoOfTimestamptz(text)), text).toBe(printed(() => (pgTimestamptz(text) as Date).toISOString()));
   });
 
   it('is what the gateway pools use for these two types, and pg’s parser for every other', () => {
