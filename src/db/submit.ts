@@ -40,13 +40,32 @@ const describedFor = (types: object): Map<string, Described> => {
   return byText;
 };
 
+/** The parts of pg's Query (pg/lib/query.js) that its client drives a query through. */
+export interface QueryInternals {
+  text: string;
+  name?: string;
+  values?: unknown[];
+  types?: unknown;
+  callback: ((err: Error | null, result: unknown) => void) | undefined;
+  submit(connection: unknown): Error | null | undefined;
+  handleRowDescription(msg: unknown): void;
+  handleDataRow(msg: unknown): void;
+  handleCommandComplete(msg: unknown, connection: unknown): void;
+  handleEmptyQuery(connection: unknown): void;
+  handleError(err: Error, connection: unknown): void;
+  handleReadyForQuery(connection: unknown): void;
+}
+
+/** pg's Query as its client sees it, to extend. */
+export const QueryBase = pg.Query as unknown as new (text: string, values?: unknown[], callback?: (err: Error | null, result: unknown) => void) => QueryInternals;
+
 /**
  * A statement whose rows are parsed as pg parses them, with what pg derives from each answer's
  * RowDescription (a type parser per column, an empty row to copy per row) kept per statement text
  * and used again while the description is the same: pg derives both afresh for every statement.
  */
-class Statement extends pg.Query {
-  handleRowDescription(msg: { fields: readonly FieldDescription[] }): void {
+export class Statement extends QueryBase {
+  override handleRowDescription(msg: { fields: readonly FieldDescription[] }): void {
     const self = this as unknown as { text: string; _result: ResultFields; _checkForMultirow(): void; _accumulateRows: boolean; callback: unknown };
     self._checkForMultirow();
     const result = self._result;
@@ -63,7 +82,7 @@ class Statement extends pg.Query {
         byText.set(self.text, { fields: msg.fields, parsers: result._parsers, empty: result._prebuiltEmptyResultObject });
       }
     }
-    self._accumulateRows = Boolean(self.callback) || this.listeners('row').length === 0;
+    self._accumulateRows = Boolean(self.callback) || (this as unknown as pg.Query).listeners('row').length === 0;
   }
 }
 
@@ -81,8 +100,8 @@ export function submit<R extends pg.QueryResultRow = pg.QueryResultRow>(
   name?: string,
 ): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new Statement(text, values as unknown[] | undefined, (err, result) => (err ? reject(err) : resolve(result as unknown as pg.QueryResult<R>)));
-    if (name !== undefined) (query as { name?: string }).name = name;
-    client.query(query);
+    const query = new Statement(text, values as unknown[] | undefined, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
+    if (name !== undefined) query.name = name;
+    client.query(query as unknown as pg.Submittable);
   });
 }

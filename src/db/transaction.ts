@@ -1,11 +1,10 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
 import { inSpan, tracing } from '../telemetry/tracing.ts';
-import { coalesceWrites } from './coalesce-writes.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
 import { dbUnavailable } from './failure.ts';
 import type { Pool } from './pool.ts';
-import { submit } from './submit.ts';
+import { sendInTick, sendTickNow } from './one-sync.ts';
 
 /** One statement and its parameters, for a caller that wants it sent in a later round trip. */
 export interface Statement {
@@ -79,6 +78,7 @@ export interface RequestTransaction {
 }
 
 const SHREDDED_SQLSTATE = 'PH410';
+const NO_VALUES: readonly unknown[] = [];
 
 const CONTEXT_SETTINGS = [
   'statement_timeout',
@@ -169,8 +169,10 @@ export class CommitFailed extends PhigateError {
  *
  * Statements are pipelined (the pool's clients run in pg's pipeline mode): BEGIN and the context
  * travel with the first query, and the final statements (audit rows, PHI usage) with COMMIT, so a
- * read by id costs two round trips. A statement that fails aborts the transaction, and every
- * statement behind it fails too: nothing sent after a failure can be committed.
+ * read by id costs two round trips. Those sent in one tick also share one Sync (src/db/one-sync.ts):
+ * BEGIN, the context and the first query are answered with one ReadyForQuery, not three. A
+ * statement that fails aborts the transaction, and every statement behind it fails too: nothing
+ * sent after a failure can be committed.
  */
 export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: TransactionOptions = {}, preamble?: Preamble): RequestTransaction {
   let client: pg.PoolClient | null = null;
@@ -203,9 +205,8 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   /** Sends at once; a statement sent while others are unanswered rides in their round trip. */
   const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
     if (inFlight++ === 0) roundTrips++;
-    coalesceWrites(c);
     const name = values !== undefined && opts.preparedStatements !== false ? nameFor(text) : undefined;
-    const run = () => submit<R>(c, text, values, name);
+    const run = () => sendInTick<R>(c, text, values, name);
     // Traced by the first keyword only: statement text can carry escaped values.
     const sent = tracing() ? inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN' }, run) : run();
     void sent.then(
@@ -234,7 +235,8 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
       client = c;
       const setContext = contextStatement(context, preamble);
       ready = Promise.all([
-        send(c, begin),
+        // With (no) parameters, so that it shares its Sync with the context and the first query.
+        send(c, begin, NO_VALUES),
         send(c, setContext.text, setContext.values).then((r) => preamble?.onRows(r.rows.filter((row) => row[PREAMBLE_ROW] === true))),
       ]).then(
         () => {
@@ -273,6 +275,7 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
   const commitReadOnly = async (c: pg.PoolClient): Promise<void> => {
     const committing = send(c, 'COMMIT');
     committing.catch(() => undefined);
+    sendTickNow(c);
     release(false);
     let result: pg.QueryResult;
     try {

@@ -1,0 +1,190 @@
+import { createRequire } from 'node:module';
+import pg from 'pg';
+import { QueryBase, Statement } from './submit.ts';
+
+// pg's own parameter serialisation (Date, Buffer, arrays, toPostgres, JSON), so that a grouped
+// statement binds exactly what it would bind alone.
+const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { prepareValue: (value: unknown) => unknown };
+
+/** What the group writes through: pg's Connection (pg/lib/connection.js). */
+interface Wire {
+  readonly parsedStatements: Record<string, string>;
+  parse(config: { text: string; name: string; types?: unknown }): void;
+  bind(config: { portal: string; statement: string; values: readonly unknown[] }): void;
+  describe(config: { type: 'P'; name: string }): void;
+  execute(config: { portal: string }): void;
+  sync(): void;
+}
+
+interface Part {
+  readonly query: Statement;
+  readonly values: readonly unknown[];
+}
+
+/** A statement of a group that PostgreSQL skipped because one before it failed. */
+export class SkippedStatement extends Error {
+  constructor(cause: unknown) {
+    super('Statement not run: an earlier statement of its group failed.', { cause });
+    this.name = 'SkippedStatement';
+  }
+}
+
+/**
+ * Several statements as one extended-protocol group: Bind, Describe and Execute for each (Parse for
+ * an unnamed one) and a single Sync at the end. PostgreSQL then answers ReadyForQuery once, and
+ * flushes its socket once, for the whole group instead of once per statement; inside a transaction
+ * block a Sync ends nothing. A failed statement makes PostgreSQL skip the rest up to the Sync:
+ * those are rejected with SkippedStatement, as they would have failed in the aborted transaction.
+ *
+ * To pg's client it is one query (it routes every answer to the query it is waiting on, and moves
+ * on at ReadyForQuery); the group hands each answer to the statement it belongs to and moves on
+ * at each CommandComplete.
+ */
+class Group extends QueryBase {
+  private next = 0;
+  private settled = false;
+
+  /** The statements, in the order they are sent. */
+  constructor(readonly parts: readonly Part[]) {
+    super('');
+    this.callback = () => undefined;
+  }
+
+  override submit(connection: unknown): Error | null {
+    // Serialised before anything is written: a value pg cannot bind fails the group whole, with
+    // nothing of it on the wire.
+    let bound: unknown[][];
+    try {
+      bound = this.parts.map((p) => p.values.map((v) => prepareValue(v)));
+    } catch (err) {
+      return err instanceof Error ? err : new Error(String(err));
+    }
+    const wire = connection as Wire;
+    this.parts.forEach(({ query }, i) => {
+      const name = query.name ?? '';
+      if (name === '') wire.parse({ text: query.text, name: '', types: query.types });
+      wire.bind({ portal: '', statement: name, values: bound[i]! });
+      wire.describe({ type: 'P', name: '' });
+      wire.execute({ portal: '' });
+    });
+    wire.sync();
+    return null;
+  }
+
+  private get current(): Statement | undefined {
+    return this.parts[this.next]?.query;
+  }
+
+  override handleRowDescription(msg: unknown): void {
+    this.current?.handleRowDescription(msg as { fields: [] });
+  }
+
+  override handleDataRow(msg: unknown): void {
+    this.current?.handleDataRow(msg);
+  }
+
+  override handleCommandComplete(msg: unknown, connection: unknown): void {
+    this.current?.handleCommandComplete(msg, connection);
+    this.next++;
+  }
+
+  override handleEmptyQuery(connection: unknown): void {
+    this.current?.handleEmptyQuery(connection);
+    this.next++;
+  }
+
+  override handleError(err: Error, connection: unknown): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.parts.forEach(({ query }, i) => {
+      if (i < this.next) query.handleReadyForQuery(connection);
+      else if (i === this.next) query.handleError(err, connection);
+      else query.handleError(new SkippedStatement(err), connection);
+    });
+  }
+
+  override handleReadyForQuery(connection: unknown): void {
+    if (this.settled) return;
+    if (this.next < this.parts.length) return this.handleError(new Error('The server ended a group of statements early.'), connection);
+    this.settled = true;
+    for (const { query } of this.parts) query.handleReadyForQuery(connection);
+  }
+}
+
+interface Pending {
+  readonly statements: Part[];
+}
+
+const pending = new WeakMap<pg.ClientBase, Pending>();
+
+/**
+ * Sends a statement on a client. Statements sent in the same tick leave in one socket write, and
+ * those of them that can share a Sync (parameterised ones: a named one once this connection has
+ * parsed it) as one group (Group above); a statement without parameters (COMMIT, ROLLBACK: the
+ * simple protocol) goes alone, in order. process.nextTick runs after the microtasks queued
+ * meanwhile, so a statement sent right after an `await` that has already settled still makes it.
+ */
+export function sendInTick<R extends pg.QueryResultRow = pg.QueryResultRow>(
+  client: pg.ClientBase,
+  text: string,
+  values?: readonly unknown[],
+  name?: string,
+): Promise<pg.QueryResult<R>> {
+  return new Promise((resolve, reject) => {
+    const query = new Statement(text, values as unknown[] | undefined, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
+    if (name !== undefined) query.name = name;
+    let tick = pending.get(client);
+    if (tick === undefined) {
+      pending.set(client, (tick = { statements: [] }));
+      const { stream } = (client as pg.Client).connection;
+      stream.cork();
+      process.nextTick(() => {
+        pending.delete(client);
+        flush(client, tick!.statements.splice(0));
+        stream.uncork();
+      });
+    }
+    tick.statements.push({ query, values: values ?? [] });
+  });
+}
+
+/**
+ * Hands what this tick has sent on the client to pg now, still unwritten until the tick ends:
+ * before the client goes back to its pool, where its next holder may query it directly (pool.query
+ * does), and that query must come after them, not inside their transaction.
+ */
+export function sendTickNow(client: pg.ClientBase): void {
+  const tick = pending.get(client);
+  if (tick !== undefined) flush(client, tick.statements.splice(0));
+}
+
+function flush(client: pg.ClientBase, statements: readonly Part[]): void {
+  const parsed = (client as unknown as { connection: Wire }).connection.parsedStatements;
+  let run: Part[] = [];
+  const send = () => {
+    if (run.length === 1) client.query(run[0]!.query as unknown as pg.Submittable);
+    else if (run.length > 1) client.query(groupOf(client, run) as unknown as pg.Submittable);
+    run = [];
+  };
+  for (const part of statements) {
+    const { query } = part;
+    const groupable = query.values !== undefined && (query.name === undefined || parsed[query.name] === query.text);
+    if (groupable) {
+      run.push(part);
+    } else {
+      send();
+      client.query(query as unknown as pg.Submittable);
+    }
+  }
+  send();
+}
+
+/** The client's type parsers for each statement, which pg gives only to the query it is handed. */
+function groupOf(client: pg.ClientBase, parts: readonly Part[]): Group {
+  const types = (client as unknown as { _types: unknown })._types;
+  for (const { query } of parts) {
+    const result = (query as unknown as { _result: { _types: unknown } })._result;
+    result._types ??= types;
+  }
+  return new Group(parts);
+}
