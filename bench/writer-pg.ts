@@ -72,6 +72,20 @@ function entry(actor: string, patients: number, encounters: number, extra: numbe
   };
 }
 
+/** One patientBySsn hit as the bench's query makes it: the search's own event and four of the patient's fields. */
+function lookup(actor: string): AuditEntry {
+  const patientId = randomUUID();
+  const events: AuditEvent[] = [
+    { action: 'search', typeName: 'Query', field: 'patientBySsn', patientId, recordId: null, role: 'registrar', purpose: 'treatment', breakGlass: false, detail: 'ssn:hit' },
+    ...FIELDS.slice(0, 4).map((f) => read('Patient', f, patientId, null)),
+  ];
+  return {
+    request: { requestId: randomUUID(), actor, actorKind: 'user', clientAddr: '10.0.0.1' },
+    events,
+    charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: events.length, cap },
+  };
+}
+
 const ticks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]);
@@ -85,7 +99,9 @@ const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogge
 const round = () =>
   values.kind === 'page'
     ? writer.write(entry('registrar-1', 100, 2, 0))
-    : Promise.all([0, 1, 2, 3].map((i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
+    : values.kind === 'by-ssn'
+      ? writer.write(lookup('registrar-1'))
+      : Promise.all([0, 1, 2, 3].map((i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
 for (let i = 0; i < 20; i++) await round();
 const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const batches = writer.stats.batches;
