@@ -7,7 +7,8 @@
  * so a base and a head database can be measured alternately). One writer of one connection writes
  * N rounds: `page`, one page (100 patients of 12 events, bench/writer-batch.ts) with its PHI charge,
  * one batch per round; `by-id`, 4 reads of 9 events with charges, sent at once (a batch of 1, then
- * one of 3); `by-ssn`, one charged lookup (its `search` event and four fields), one batch per round. Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
+ * one of 3); `by-ssn`, one charged lookup (its `search` event and four fields), one batch per
+ * round. Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
  * statements, the protocol, and the rounds' own events) per round.
  * `--writer` measures another tree's writer, e.g. `git archive <commit> src | tar -x -C bench/.base`
