@@ -1,13 +1,14 @@
 /**
  * PostgreSQL's CPU for the audit writer's batches (issue 10): `npx tsx bench/writer-pg.ts --db NAME
- * [--kind page|by-id] [--rounds N] [--writer path/to/writer.ts] [--migrate]` against
+ * [--kind page|by-id|by-ssn] [--rounds N] [--writer path/to/writer.ts] [--migrate]` against
  * BENCH_DATABASE_URL (a superuser URL; default the local cluster on 127.0.0.1:5432).
  *
  * `--migrate` creates database NAME and migrates it to this tree's head (once; later runs reuse it,
  * so a base and a head database can be measured alternately). One writer of one connection writes
  * N rounds: `page`, one page (100 patients of 12 events, bench/writer-batch.ts) with its PHI charge,
  * one batch per round; `by-id`, 4 reads of 9 events with charges, sent at once (a batch of 1, then
- * one of 3). Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
+ * one of 3); `by-ssn`, one charged lookup (its `search` event and four fields), one batch per
+ * round. Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
  * statements, the protocol, and the rounds' own events) per round.
  * `--writer` measures another tree's writer, e.g. `git archive <commit> src | tar -x -C bench/.base`
@@ -72,6 +73,20 @@ function entry(actor: string, patients: number, encounters: number, extra: numbe
   };
 }
 
+/** One patientBySsn hit as the bench's query makes it: the search's own event and four of the patient's fields. */
+function lookup(actor: string): AuditEntry {
+  const patientId = randomUUID();
+  const events: AuditEvent[] = [
+    { action: 'search', typeName: 'Query', field: 'patientBySsn', patientId, recordId: null, role: 'registrar', purpose: 'treatment', breakGlass: false, detail: 'ssn:hit' },
+    ...FIELDS.slice(0, 4).map((f) => read('Patient', f, patientId, null)),
+  ];
+  return {
+    request: { requestId: randomUUID(), actor, actorKind: 'user', clientAddr: '10.0.0.1' },
+    events,
+    charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: events.length, cap },
+  };
+}
+
 const ticks = (pid: number) => {
   const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
   return Number(f[11]) + Number(f[12]);
@@ -85,7 +100,9 @@ const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogge
 const round = () =>
   values.kind === 'page'
     ? writer.write(entry('registrar-1', 100, 2, 0))
-    : Promise.all([0, 1, 2, 3].map((i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
+    : values.kind === 'by-ssn'
+      ? writer.write(lookup('registrar-1'))
+      : Promise.all([0, 1, 2, 3].map((i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
 for (let i = 0; i < 20; i++) await round();
 const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const batches = writer.stats.batches;

@@ -60,6 +60,9 @@ const provider = createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex'));
 const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
 const auditPool = createPool(auxUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
+// As src/app.ts: search counts on a connection of their own, not the writer's (whose backends the
+// bench's PostgreSQL split counts as the audit writer's share).
+const quotaPool = createPool(auxUrl, { max: 1, applicationName: 'phigate-search-quota' });
 // As src/app.ts: key lookups, the clinic list, /metrics and /readyz never take a request connection.
 const preauthPool = createPool(auxUrl, { max: 2, applicationName: 'phigate-preauth' });
 
@@ -111,7 +114,7 @@ const gateway = createGateway({
   pool,
   preauthPool,
   auditWriter,
-  searchQuota: createSearchQuota(auditPool),
+  searchQuota: createSearchQuota(quotaPool),
   policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
   keyring,
   cipher,
@@ -150,6 +153,6 @@ process.on('SIGTERM', () => {
   void gateway
     .close()
     .then(() => auditWriter.close())
-    .then(() => Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end()]))
+    .then(() => Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), preauthPool.end()]))
     .finally(() => process.exit(0));
 });

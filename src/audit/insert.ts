@@ -27,8 +27,8 @@ export interface AuditPart {
 // many events as were meant to be written (counted once the records are in: audit_batch_events,
 // 029): a trigger that drops a record or trims its arrays makes the COMMIT pipelined behind it
 // roll back, and nothing of the batch is kept.
-const INSERT = `
-  WITH s AS MATERIALIZED (
+const RECORDS = `
+  s AS MATERIALIZED (
     SELECT s.shape, s.actions::text[] AS actions, s.type_names::text[] AS type_names, s.fields::text[] AS fields,
            s.details::text[] AS details
     FROM unnest($11::text[], $12::text[], $13::text[], $14::text[]) WITH ORDINALITY AS s(actions, type_names, fields, details, shape)
@@ -43,9 +43,28 @@ const INSERT = `
     JOIN s USING (shape)
     ORDER BY x.n
     RETURNING 1
-  ), b AS (
+  )`;
+const INSERT = `
+  WITH ${RECORDS}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
     SELECT $1::uuid, phigate.expect_audit_rows(phigate.audit_batch_events($1::uuid), $20) FROM (SELECT count(*) FROM ins) AS done
+    RETURNING events
+  )
+  SELECT events FROM b`;
+
+// The same INSERT with the batch's PHI charges (charge_phi_usage, $21-$26) in the statement, for
+// the common case where every charge is accepted: the batch row is written only when all $27
+// charges were (expect_charges_accepted, schema/migrations/044_audit_charge_with_insert.sql), else
+// the statement fails with PH430 and nothing of the batch is kept.
+const CHARGED_INSERT = `
+  WITH v AS MATERIALIZED (
+    SELECT c.accepted
+    FROM phigate.charge_phi_usage($21::text[], $22::text[], $23::int[], $24::int[], $25::int[], $26::int[]) AS c
+  ), ${RECORDS}, b AS (
+    INSERT INTO phigate.audit_batches (id, events)
+    SELECT $1::uuid, phigate.expect_audit_rows(phigate.audit_batch_events($1::uuid), $20)
+    FROM (SELECT count(*) FROM ins) AS done,
+         (SELECT phigate.expect_charges_accepted(count(*) FILTER (WHERE v.accepted), $27) FROM v) AS charged
     RETURNING events
   )
   SELECT events FROM b`;
@@ -277,5 +296,21 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
   };
 }
 
+/**
+ * `insert` (auditInsert's) with the batch's PHI charges made in the same statement: `charges`
+ * holds the arrays of chargeBatchStatement (src/db/phi-usage.ts) for `count` charges. The
+ * statement writes every event of `insert` and fails with CHARGE_REFUSED_SQLSTATE unless every
+ * charge was accepted.
+ */
+export function chargedAuditInsert(insert: Statement, charges: Statement, count: number): Statement {
+  if (insert.text !== INSERT || insert.values === undefined || charges.values?.length !== 6) {
+    throw new Error('chargedAuditInsert takes auditInsert and chargeBatchStatement statements');
+  }
+  return { text: CHARGED_INSERT, values: [...insert.values, ...charges.values, count] };
+}
+
 /** SQLSTATE of expect_audit_rows: the rows written differ from the events meant to be written. */
 export const AUDIT_ROWS_MISMATCH_SQLSTATE = 'PH500';
+
+/** SQLSTATE of expect_charges_accepted (044): a charge of the batch was refused, or has no verdict. */
+export const CHARGE_REFUSED_SQLSTATE = 'PH430';

@@ -10,7 +10,7 @@ import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
-import { AUDIT_ROWS_MISMATCH_SQLSTATE, auditInsert, type AuditPart } from './insert.ts';
+import { AUDIT_ROWS_MISMATCH_SQLSTATE, CHARGE_REFUSED_SQLSTATE, auditInsert, chargedAuditInsert, type AuditPart } from './insert.ts';
 import type { AuditRecorder } from './recorder.ts';
 
 /** One request's share of a batch. */
@@ -84,10 +84,12 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
  * Group commit of audit events. Whatever has queued while a batch was committing goes out as the
  * next batch the moment that commit returns: no timer, so a lone request waits for one commit
  * only, and under load each commit carries many requests. A batch is one transaction on the
- * writer's own connection: BEGIN, synchronous_commit on, the PHI charges of its reads (when any,
- * answered before the rows are written: a refused charge writes its request's refusal instead of
- * its events), one INSERT of every record (src/audit/insert.ts) with the batch's own row, checked
- * against the events it was meant to write, and COMMIT. Only then are the batch's requests answered.
+ * writer's own connection: BEGIN, synchronous_commit on, one INSERT of every record
+ * (src/audit/insert.ts) with the batch's own row, checked against the events it was meant to
+ * write, and COMMIT, in one round trip. The PHI charges of its reads, when any, are made in the
+ * INSERT's statement, which commits nothing unless every charge is accepted; when one is refused
+ * the batch is sent again with its charges first, on their own, so that a refused request writes
+ * its refusal instead of its events. Only then are the batch's requests answered.
  *
  * A batch that fails on a statement is retried request by request, each in a batch of its own,
  * so one request's bad event fails that request only. A batch whose connection is lost is looked
@@ -167,48 +169,73 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       released = true;
     };
     try {
-      // The statements of each round trip leave in one socket write, as a request's do.
-      coalesceWrites(client);
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
-      // The batch's settings ride in its first statement after BEGIN: the charge's when it has one.
-      const begin = [submit(client, 'BEGIN'), ...(charged.length > 0 ? [] : [submit(client, `SELECT ${BATCH_SETTINGS}`)])];
+      const everything = entries.reduce((n, e) => n + e.events.length, 0);
+      if (charged.length === 0) return await insertAndCommit(client, batchId, entries, 'phigate_audit_insert', auditInsert(batchId, entries), everything, new Map(), release);
+      // Every charge accepted, the common case: charge, records and COMMIT in one round trip.
+      const charges = chargeBatchStatement(charged.map((c) => c.charge));
+      const optimistic = chargedAuditInsert(auditInsert(batchId, entries), charges, charged.length);
+      const allAccepted = await insertAndCommit(client, batchId, entries, 'phigate_audit_charged_insert', optimistic, everything, new Map(), release).catch((err: unknown) => {
+        if ((err as { code?: unknown })?.code === CHARGE_REFUSED_SQLSTATE && !released) return null;
+        throw err;
+      });
+      if (allAccepted !== null) return allAccepted;
+      // A charge was refused and nothing was kept: the verdicts first, then each request's events or its refusal.
+      coalesceWrites(client);
+      const result = await settleAll([submit(client, 'BEGIN'), prepared(client, 'phigate_audit_charge', withSettings(charges))]);
+      if (result.error !== undefined) throw await abandon(client, result.error);
       const verdicts = new Map<number, ChargeVerdict>();
-      if (charged.length > 0) {
-        const result = await settleAll([...begin, prepared(client, 'phigate_audit_charge', withSettings(chargeBatchStatement(charged.map((c) => c.charge))))]);
-        if (result.error !== undefined) throw await abandon(client, result.error);
-        const rows = (result.values.at(-1) as pg.QueryResult).rows;
-        chargeVerdicts(charged.length, rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
-      }
+      chargeVerdicts(charged.length, (result.values.at(-1) as pg.QueryResult).rows).forEach((v, k) => verdicts.set(charged[k]!.i, v));
       const parts: AuditPart[] = entries.map((e, i) => {
         const v = verdicts.get(i);
         return v !== undefined && !v.accepted && e.refusal ? { request: e.request, events: [e.refusal] } : e;
       });
       const expected = parts.reduce((n, p) => n + p.events.length, 0);
-      const insert = auditInsert(batchId, parts);
-      coalesceWrites(client);
-      const sent = await settleAll([
-        ...(charged.length > 0 ? [] : begin),
-        prepared(client, 'phigate_audit_insert', insert),
-        submit(client, 'COMMIT'),
-      ]);
-      const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
-      if (sent.error !== undefined || commitResult?.command !== 'COMMIT') {
-        if (sent.error !== undefined && !isStatementError(sent.error)) {
-          // The connection went while COMMIT may have reached the server: ask a new one.
-          release(true);
-          if (await committedAlready(batchId)) return written(entries, verdicts, expected);
-        }
-        throw sent.error ?? Object.assign(new Error('the audit batch was rolled back'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
-      }
-      const count = Number((sent.values.at(-2) as pg.QueryResult).rows[0]?.events);
-      if (count !== expected) throw Object.assign(new Error('audit rows written differ from events'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
-      return written(entries, verdicts, expected);
+      return await insertAndCommit(client, batchId, entries, 'phigate_audit_insert', auditInsert(batchId, parts), expected, verdicts, release, true);
     } catch (err) {
       release(!isStatementError(err));
       throw err;
     } finally {
       release(false);
     }
+  }
+
+  /**
+   * Sends `insert` (prepared as `name`) and COMMIT, after BEGIN and the batch settings unless
+   * `begun`, in one socket write, and checks that the batch wrote `expected` events and committed.
+   */
+  async function insertAndCommit(
+    client: pg.PoolClient,
+    batchId: string,
+    entries: readonly AuditEntry[],
+    name: string,
+    insert: Statement,
+    expected: number,
+    verdicts: Map<number, ChargeVerdict>,
+    release: (destroy: boolean) => void,
+    begun = false,
+  ): Promise<Written[]> {
+    // The statements of each round trip leave in one socket write, as a request's do.
+    coalesceWrites(client);
+    const sent = await settleAll([
+      ...(begun ? [] : [submit(client, 'BEGIN'), prepared(client, 'phigate_audit_settings', SETTINGS)]),
+      prepared(client, name, insert),
+      submit(client, 'COMMIT'),
+    ]);
+    const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
+    if (sent.error !== undefined || commitResult?.command !== 'COMMIT') {
+      if (sent.error !== undefined && !isStatementError(sent.error)) {
+        // The connection went while COMMIT may have reached the server: ask a new one. A batch
+        // found committed had its verdicts: all accepted (the one-round-trip statement commits
+        // nothing otherwise), or those given.
+        release(true);
+        if (await committedAlready(batchId)) return written(entries, verdicts, expected);
+      }
+      throw sent.error ?? Object.assign(new Error('the audit batch was rolled back'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
+    }
+    const count = Number((sent.values.at(-2) as pg.QueryResult).rows[0]?.events);
+    if (count !== expected) throw Object.assign(new Error('audit rows written differ from events'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
+    return written(entries, verdicts, expected);
   }
 
   const written = (entries: readonly AuditEntry[], verdicts: Map<number, ChargeVerdict>, events: number): Written[] => {
@@ -261,6 +288,10 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
 // Generic plans, as in request transactions (src/db/transaction.ts): the batch's statements are
 // planned once per connection, whatever the number of events. Both settings last until COMMIT.
 const BATCH_SETTINGS = "set_config('synchronous_commit', 'on', true) AS synchronous, set_config('plan_cache_mode', 'force_generic_plan', true) AS plans";
+
+// The settings on their own, before the INSERT: a statement prepared once per connection (sent as
+// text, it was parsed and planned again for every batch).
+const SETTINGS: Statement = { text: `SELECT ${BATCH_SETTINGS}`, values: [] };
 
 /**
  * `s` with the batch's settings made first, in the same statement: one statement fewer to bind,

@@ -90,6 +90,29 @@ describe('group commit', () => {
     expect(writes).toBe(1);
   });
 
+  it('a batch whose PHI charges are all accepted also leaves in one socket write: the charge rides in the INSERT', async () => {
+    const pool = createPool(db.auxUrl, { max: 1 });
+    pools.push(pool);
+    let writes = 0;
+    pool.on('connect', (client) => {
+      const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+      const { _write, _writev } = stream;
+      stream._write = (...a) => void (writes++, _write.apply(stream, a));
+      stream._writev = (...a) => void (writes++, _writev.apply(stream, a));
+    });
+    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+    const actor = `reg-${randomUUID()}`;
+    const charged = (): AuditEntry => ({ ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 2, cap: { rows: 100, values: 100 } } });
+    await w.write(charged());
+    writes = 0;
+    const e = charged();
+    expect(await w.write(e)).toEqual({ outcome: 'committed' });
+    expect(writes).toBe(1);
+    expect(await rowsOf(e.request.requestId)).toHaveLength(2);
+    const usage = await admin(async (c) => (await c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [actor])).rows);
+    expect(usage).toEqual([{ rows_used: 2, values_used: 4 }]);
+  });
+
   it('implements AuditRecorder: record() resolves once the events are committed', async () => {
     const w = writer();
     const req = request();
@@ -263,6 +286,13 @@ describe('PHI charged per batch', () => {
     expect((await rowsOf(batch[3]!.request.requestId)).map((r) => r.action)).toEqual(['read']);
     const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[sub, other]])).rows);
     expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [sub]: 5, [other]: 5 });
+    // The first attempt, every event as if accepted, left nothing: each request's rows are in one batch, counted once.
+    const batches = await admin(
+      async (c) =>
+        (await c.query('SELECT b.events, count(*)::int AS written FROM phigate.audit_events e JOIN phigate.audit_batches b ON b.id = e.batch_id WHERE e.request_id = ANY($1) GROUP BY b.id, b.events', [batch.map((e) => e.request.requestId)])).rows,
+    );
+    expect(batches).toHaveLength(1);
+    expect(batches[0]).toEqual({ events: 4, written: 4 });
   });
 });
 
