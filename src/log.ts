@@ -1,5 +1,5 @@
 import pino, { type Logger } from 'pino';
-import { currentRequest } from './http/request-id.ts';
+import type { RequestFacts } from './http/request-id.ts';
 import { PHI_LOG_KEYS } from './policy/phi-fields.ts';
 
 export type { Logger };
@@ -29,22 +29,32 @@ export function createLogger(level: string, destination: pino.DestinationStream 
       level,
       base: { service: 'phigate' },
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-      // Every line written while a request is handled names it, whoever writes the line.
-      // Who and from where, too: log-in monitoring reads these lines (subject, client address).
-      mixin: () => {
-        const facts = currentRequest();
-        if (facts === undefined) return {};
-        const { requestId, clientRequestId, clientAddr, subject } = facts;
-        return {
-          requestId,
-          ...(clientRequestId !== null ? { clientRequestId } : {}),
-          ...(clientAddr !== null ? { clientAddr } : {}),
-          ...(subject !== null ? { subject } : {}),
-        };
-      },
     },
     destination,
   );
+}
+
+/**
+ * What a line written while a request is handled says about it: who (subject) and from where
+ * (client address), which log-in monitoring reads, and its ids.
+ */
+export function requestFields(facts: RequestFacts): { requestId: string; clientRequestId?: string; clientAddr?: string; subject?: string } {
+  const { requestId, clientRequestId, clientAddr, subject } = facts;
+  return {
+    requestId,
+    ...(clientRequestId !== null ? { clientRequestId } : {}),
+    ...(clientAddr !== null ? { clientAddr } : {}),
+    ...(subject !== null ? { subject } : {}),
+  };
+}
+
+/**
+ * A logger every line of which names the request, from code handed the request (the GraphQL
+ * context, yoga's server context). The facts are bound as they are now: make it after the subject
+ * is known, or again once it is.
+ */
+export function requestLogger(logger: Logger, facts: RequestFacts): Logger {
+  return logger.child(requestFields(facts));
 }
 
 /** A line of one level only: values that hold no keys, so only the line's own keys can need censoring. */

@@ -1,6 +1,5 @@
 import { GraphQLError } from 'graphql';
 import { PhigateError } from '../errors.ts';
-import type { Logger } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
 
 // graphql-js quotes a variable's value when it does not fit its type ('Variable "$input" got
@@ -20,13 +19,29 @@ function invalidVariable(located: GraphQLError): GraphQLError | null {
   });
 }
 
+/** What an INTERNAL error stands for, for its log line: a summary with no message, SQL or value. */
+export interface HiddenError {
+  readonly err: Record<string, unknown>;
+  readonly path: GraphQLError['path'];
+}
+
+export interface ErrorMasking {
+  readonly maskError: (error: unknown) => Error;
+  /** What the INTERNAL error `masked` (made by maskError) hides; undefined for any other error. */
+  hidden(masked: unknown): HiddenError | undefined;
+}
+
 /**
  * What a client may learn from an error: our own PhigateErrors pass with their code and message
  * (written to be safe); GraphQL's own parse and validation errors pass (they describe the query);
  * anything else becomes INTERNAL with no message, stack, SQL or value, in every environment.
+ *
+ * yoga calls maskError without the request, so the INTERNAL error's line is written where the
+ * result is (use-unexpected-error-log.ts), through the request's logger, from `hidden`.
  */
-export function createMaskError(logger: Logger) {
-  return (error: unknown): Error => {
+export function createErrorMasking(): ErrorMasking {
+  const hiddenBy = new WeakMap<object, HiddenError>();
+  const maskError = (error: unknown): Error => {
     const located = error instanceof GraphQLError ? error : null;
     const original = located?.originalError ?? error;
     if (original instanceof PhigateError) {
@@ -40,7 +55,9 @@ export function createMaskError(logger: Logger) {
         extensions: { ...located.extensions, code: located.extensions?.code ?? 'BAD_USER_INPUT' },
       });
     }
-    logger.error({ err: errorSummary(original), path: located?.path }, 'unexpected error');
-    return new GraphQLError('Unexpected error.', { nodes: located?.nodes, path: located?.path, extensions: { code: 'INTERNAL' } });
+    const masked = new GraphQLError('Unexpected error.', { nodes: located?.nodes, path: located?.path, extensions: { code: 'INTERNAL' } });
+    hiddenBy.set(masked, { err: errorSummary(original), path: located?.path });
+    return masked;
   };
+  return { maskError, hidden: (masked) => (typeof masked === 'object' && masked !== null ? hiddenBy.get(masked) : undefined) };
 }

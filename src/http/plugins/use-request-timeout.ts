@@ -2,13 +2,11 @@ import type { ExecutionArgs } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
-import type { Logger } from '../../log.ts';
 
 export interface RequestTimeoutOptions {
   readonly timeoutMs: number;
   /** Aborted when the gateway's shutdown grace runs out: requests still running end the same way. */
   readonly shutdown: AbortSignal;
-  readonly logger: Logger;
 }
 
 type CutOff = 'request_timeout' | 'shutting_down';
@@ -32,7 +30,7 @@ const after = <T>(ms: number, value: T): Promise<T> =>
  *
  * Listed after useRequestTransaction, so it wraps it.
  */
-export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeoutOptions): Plugin<GraphQLContext> {
+export function useRequestTimeout({ timeoutMs, shutdown }: RequestTimeoutOptions): Plugin<GraphQLContext> {
   return {
     onExecute({ executeFn, setExecuteFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
@@ -58,7 +56,7 @@ export function useRequestTimeout({ timeoutMs, shutdown, logger }: RequestTimeou
             if (settled !== null) return settled.result;
           }
           ctx.budget.end();
-          logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
+          ctx.log.warn({ refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
           const message = first === 'request_timeout' ? 'The request took too long and was abandoned; nothing of it was kept.' : 'The gateway is shutting down; nothing of this request was kept.';
           return { errors: [new PhigateError('INTERNAL', message, { reason: first, http: { status: 503, headers: { 'Retry-After': '1' } } })] };
         } finally {
