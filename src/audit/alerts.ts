@@ -1,4 +1,4 @@
-import type { Logger } from '../log.ts';
+import type { Logger, RequestLog } from '../log.ts';
 
 /**
  * Something a person must look at soon: a break-glass grant, bulk reads, reads outside working
@@ -31,7 +31,7 @@ export interface Alerts {
    * Logs at once, through `log` when a request raised it, and delivers in the background (whose
    * lines belong to no request): it never waits, never throws, never blocks care.
    */
-  send(alert: Alert, log?: Logger): void;
+  send(alert: Alert, log?: RequestLog): void;
   readonly stats: AlertStats;
   /** Resolves when every delivery under way has finished (shutdown, tests). */
   settled(): Promise<void>;

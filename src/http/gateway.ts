@@ -222,8 +222,6 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const { requestId, clientAddr } = facts;
       const principal = await inSpan('phigate.auth', {}, () => authenticate(request.headers.get('authorization'), facts));
       facts.subject = principal.subject;
-      // Made on the first line written: most requests write none but their summary (requestFields).
-      let log: Logger | undefined;
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
@@ -239,9 +237,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         startedAt,
         requestId,
         facts,
-        get log() {
-          return (log ??= requestLogger(logger, facts));
-        },
+        log: requestLogger(logger, facts),
         principal,
         policy,
         tx,

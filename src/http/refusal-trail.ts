@@ -1,6 +1,6 @@
 import type { AuditEvent, AuditRequest } from '../audit/event.ts';
 import type { AuditRecorder } from '../audit/recorder.ts';
-import type { Logger } from '../log.ts';
+import type { Logger, RequestLog } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
 
 /** One refused request: who claimed to ask, from where, and why (a code of ours, never input). */
@@ -20,7 +20,7 @@ export interface Refusal {
   /** The root field refused, when the refusal names one. */
   readonly field: string | null;
   /** The request's logger (requestLogger): the refusal's lines name the request. */
-  readonly log: Logger;
+  readonly log: RequestLog;
 }
 
 export interface RefusalTrailOptions {
@@ -95,7 +95,7 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
   const pending = new Set<Promise<void>>();
 
   // A counted refusal is written after its request, by the next one or the sweep: its line is nobody's.
-  const write = (request: AuditRequest, event: AuditEvent, log: Logger = opts.logger): Promise<void> => {
+  const write = (request: AuditRequest, event: AuditEvent, log: RequestLog = opts.logger): Promise<void> => {
     const written = opts.recorder.record(request, [event]).catch((cause: unknown) => {
       log.error({ err: errorSummary(cause), action: event.action }, 'audit of a refusal failed');
     });
