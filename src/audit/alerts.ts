@@ -1,4 +1,4 @@
-import type { Logger } from '../log.ts';
+import type { Logger, RequestLog } from '../log.ts';
 
 /**
  * Something a person must look at soon: a break-glass grant, bulk reads, reads outside working
@@ -27,8 +27,11 @@ export interface AlertStats {
 }
 
 export interface Alerts {
-  /** Logs at once and delivers in the background: it never waits, never throws, never blocks care. */
-  send(alert: Alert): void;
+  /**
+   * Logs at once, through `log` when a request raised it, and delivers in the background (whose
+   * lines belong to no request): it never waits, never throws, never blocks care.
+   */
+  send(alert: Alert, log?: RequestLog): void;
   readonly stats: AlertStats;
   /** Resolves when every delivery under way has finished (shutdown, tests). */
   settled(): Promise<void>;
@@ -69,8 +72,8 @@ export function createAlerts({ webhookUrl, logger, attempts = 4, firstBackoffMs 
   }
 
   return {
-    send(alert) {
-      logger.warn(
+    send(alert, log = logger) {
+      log.warn(
         { alert: alert.kind, severity: alert.severity, actor: alert.actor, actorKind: alert.actorKind, patientId: alert.patientId, grantId: alert.grantId, expiresAt: alert.expiresAt, windowStart: alert.windowStart, observed: alert.observed },
         'alert',
       );

@@ -6,7 +6,6 @@ import type { Pool } from '../db/pool.ts';
 import { settleAll } from '../db/settle-all.ts';
 import { submit } from '../db/submit.ts';
 import type { Statement } from '../db/transaction.ts';
-import { outsideRequests } from '../http/request-id.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
@@ -133,8 +132,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     const batch = takeBatch(shard.queue);
     shard.busy = true;
     inFlight++;
-    // The batch serves many requests: its log lines belong to none of them.
-    void outsideRequests(() => settle(batch)).finally(() => {
+    // The batch serves many requests: its log lines (the writer's own logger) belong to none of them.
+    void settle(batch).finally(() => {
       shard.busy = false;
       inFlight--;
       pump(shard);

@@ -1,5 +1,6 @@
 import type { BreakGlassScope } from '../records/break-glass.ts';
 import type { ApiKeyService } from '../records/api-keys.ts';
+import type { RequestFacts } from '../http/request-id.ts';
 import type { Loaders } from './loaders.ts';
 
 export interface GraphQLContext extends BreakGlassScope {
@@ -7,6 +8,8 @@ export interface GraphQLContext extends BreakGlassScope {
   readonly maxPageSize: number;
   /** performance.now() when the request's context was made: its `durationMs` counts from here. */
   readonly startedAt: number;
+  /** Who asks and from where, for lines written without `log` (the summary line, requestFields). */
+  readonly facts: RequestFacts;
   /** Run by the request-transaction plugin once the request committed (alerts); never on rollback. */
   readonly committed: ReadonlyArray<() => void>;
   /** Partner key management; null in a gateway built without it (the mutations then refuse). */

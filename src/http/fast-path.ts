@@ -2,8 +2,9 @@ import type http from 'node:http';
 import type { ExecutionResult } from 'graphql';
 import { isPromise, processRegularResult, type GraphQLParams, type Plugin, type YogaServerInstance } from 'graphql-yoga';
 import type { GraphQLContext } from '../graphql/context.ts';
-import type { Logger } from '../log.ts';
+import { requestLogger, type Logger } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
+import type { RequestFacts } from './request-id.ts';
 
 /**
  * The common GraphQL request answered without yoga's Request/Response layer (whatwg-node's
@@ -23,7 +24,7 @@ import { errorSummary } from './plugins/use-request-transaction.ts';
  * that matter for this shape (metrics' clock, CORS headers) are called as yoga's adapter would.
  */
 export interface FastPathOptions {
-  readonly yoga: YogaServerInstance<{ req: http.IncomingMessage }, GraphQLContext>;
+  readonly yoga: YogaServerInstance<{ req: http.IncomingMessage; facts: RequestFacts }, GraphQLContext>;
   readonly maxBodyBytes: number;
   /** Trusted documents are on: a request may name its document by `documentId` instead of `query`. */
   readonly documentIds: boolean;
@@ -32,7 +33,8 @@ export interface FastPathOptions {
   readonly logger: Logger;
 }
 
-type Answer = (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
+/** `facts` go into yoga's server context, where the GraphQL context and the plugins find them. */
+type Answer = (req: http.IncomingMessage, res: http.ServerResponse, facts: RequestFacts) => Promise<void>;
 
 const JSON_MEDIA_TYPE = /^application\/json\s*(;\s*charset\s*=\s*"?utf-8"?\s*)?$/i;
 const DIGITS = /^\d+$/;
@@ -109,13 +111,13 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
   const onResponse = plugins.flatMap((p) => (p.onResponse ? [p.onResponse] : []));
   const { fetchAPI } = yoga;
 
-  const toYoga = (req: http.IncomingMessage, res: http.ServerResponse, body: Buffer): Promise<void> => {
+  const toYoga = (req: http.IncomingMessage, res: http.ServerResponse, facts: RequestFacts, body: Buffer): Promise<void> => {
     // whatwg-node takes a body already read from `req.body` (a Buffer is a body as it is).
     (req as http.IncomingMessage & { body?: Buffer }).body = body;
-    return Promise.resolve(yoga(req, res));
+    return Promise.resolve(yoga(req, res, { facts }));
   };
 
-  const answer: Answer = async (req, res) => {
+  const answer: Answer = async (req, res, facts) => {
     let body: Buffer;
     try {
       body = await readBody(req);
@@ -123,9 +125,9 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
       return void res.destroy();
     }
     const params = paramsOf(body, documentIds);
-    if (params === null) return toYoga(req, res, body);
+    if (params === null) return toYoga(req, res, facts, body);
     const request = requestView(req);
-    const serverContext = { req, res };
+    const serverContext = { req, res, facts };
     // Each hook is awaited only when it returns a promise, as yoga's own loops do: an `await` of
     // a plain value still makes a promise, and on Node 20 every promise runs the async-context hooks.
     for (const hook of onRequest) {
@@ -140,7 +142,7 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
       // so yoga answers it as it would have. Past the hooks (yoga's handleParams has put the
       // params on the context) execution may have begun: never run it twice, fail closed.
       if ('params' in serverContext) throw e;
-      return toYoga(req, res, body);
+      return toYoga(req, res, facts, body);
     }
     let processor: ResultProcessor | undefined;
     let mediaType = '*/*';
@@ -187,9 +189,9 @@ export function createFastPath({ yoga, maxBodyBytes, documentIds, plugins, logge
   };
   // Nothing above is expected to throw (yoga turns execution's errors into results); if something
   // does, the request fails closed, with no body, as yoga's adapter answers an error of its own.
-  const guarded: Answer = (req, res) =>
-    answer(req, res).catch((err: unknown) => {
-      logger.error({ err: errorSummary(err) }, 'fast path failed');
+  const guarded: Answer = (req, res, facts) =>
+    answer(req, res, facts).catch((err: unknown) => {
+      requestLogger(logger, facts).error({ err: errorSummary(err) }, 'fast path failed');
       if (res.headersSent) res.destroy();
       else res.writeHead(500).end();
     });

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import http from 'node:http';
 import { SpanStatusCode } from '@opentelemetry/api';
@@ -24,7 +23,7 @@ import { openRequestTransaction, type TransactionOptions } from '../db/transacti
 import type { GraphQLContext } from '../graphql/context.ts';
 import { createLoaders } from '../graphql/loaders.ts';
 import { buildSchema } from '../graphql/schema.ts';
-import type { Logger } from '../log.ts';
+import { requestLogger, type Logger } from '../log.ts';
 import { effectiveLimits } from '../policy/limits.ts';
 import type { PolicySet } from '../policy/types.ts';
 import type { ApiKeyService } from '../records/api-keys.ts';
@@ -33,7 +32,7 @@ import { phiMinuteFor } from '../records/phi-minute.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import { createClientAddress } from './client-address.ts';
 import { createFastPath } from './fast-path.ts';
-import { createMaskError } from './mask-error.ts';
+import { createErrorMasking } from './mask-error.ts';
 import { createGatewayMetrics } from './metrics.ts';
 import { SECURITY_HEADERS, useHttpHygiene } from './plugins/use-http-hygiene.ts';
 import { useGraphQlJitExecution } from './plugins/use-graphql-jit.ts';
@@ -46,11 +45,12 @@ import { useRefusalTrace } from './plugins/use-refusal-trace.ts';
 import { useRequestTimeout } from './plugins/use-request-timeout.ts';
 import { useRequestTransaction } from './plugins/use-request-transaction.ts';
 import { useSaturation } from './plugins/use-saturation.ts';
+import { useUnexpectedErrorLog } from './plugins/use-unexpected-error-log.ts';
 import { useTrustedDocuments, type TrustedDocuments } from './plugins/use-trusted-documents.ts';
 import { useValidationCache } from './plugins/use-validation-cache.ts';
 import { cachedCheck, checkReadiness, type ReadinessCheck } from './readiness.ts';
 import { createRefusalTrail } from './refusal-trail.ts';
-import { currentRequest, newRequestFacts, withRequest } from './request-id.ts';
+import { newRequestFacts, type RequestFacts } from './request-id.ts';
 import { securityContextFor } from './security-context.ts';
 
 export interface GatewayDeps {
@@ -144,12 +144,14 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const refusals = createRefusalTrail({ recorder, logger, ...(deps.refusals ?? DEFAULT_REFUSALS) });
   const clinics = deps.clinics ?? createClinicDirectory(preauthPool);
   const maxClinics = deps.maxTokenClinics ?? 50;
-  const authenticate = async (authorization: string | null, clientAddr: string | null, requestId: string): Promise<Principal> => {
+  const authenticate = async (authorization: string | null, facts: RequestFacts): Promise<Principal> => {
     try {
       return await withKnownClinics(await deps.authenticate(authorization), { maxClinics, directory: clinics });
     } catch (e) {
       if (isPhigateError(e) && e.code === 'UNAUTHENTICATED') {
-        await refusals.refused({ requestId, subject: claimedSubject(authorization), authenticated: false, clientAddr, code: e.code, reason: e.reason, typeName: 'Request', field: null });
+        const { requestId, clientAddr } = facts;
+        const log = requestLogger(logger, facts);
+        await refusals.refused({ requestId, subject: claimedSubject(authorization), authenticated: false, clientAddr, code: e.code, reason: e.reason, typeName: 'Request', field: null, log });
       }
       throw e;
     }
@@ -177,14 +179,15 @@ export function createGateway(deps: GatewayDeps): Gateway {
 
   // Their request and response hooks are also called by the fast path (fast-path.ts).
   const httpPlugins = [useHttpHygiene({ corsOrigins: deps.corsOrigins }), useMetrics(metrics)];
-  const yoga = createYoga<{ req: http.IncomingMessage }, GraphQLContext>({
+  const masking = createErrorMasking();
+  const yoga = createYoga<{ req: http.IncomingMessage; facts: RequestFacts }, GraphQLContext>({
     schema: buildSchema(),
     graphqlEndpoint: '/graphql',
     // GraphiQL, in development, is a route of its own (graphiql.ts): yoga's page loads from a CDN.
     graphiql: false,
     landingPage: false,
     logging: false,
-    maskedErrors: { maskError: createMaskError(logger) },
+    maskedErrors: { maskError: masking.maskError },
     // CORS is use-http-hygiene's: yoga's default reflects any origin, with credentials.
     cors: false,
     batching: deps.limits.maxBatch === 0 ? false : { limit: deps.limits.maxBatch },
@@ -195,6 +198,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     parserAndValidationCache: { validationCache: false },
     plugins: [
       ...httpPlugins,
+      useUnexpectedErrorLog(masking, logger),
       useQueryLimits({ limits: deps.limits, maxPageSize: deps.maxPageSize }),
       useNoEcho(),
       ...(deps.trustedDocuments ? [useTrustedDocuments(deps.trustedDocuments)] : []),
@@ -208,18 +212,16 @@ export function createGateway(deps: GatewayDeps): Gateway {
         if (outcome === 'committed') for (const fn of ctx.committed) fn();
       }),
       useFairShare(deps.principals ?? DEFAULT_PRINCIPALS),
-      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, commitWaitMs: deps.transaction?.statementTimeoutMs ?? 5_000, shutdown: shutdown.signal, logger }),
-      useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100), logger }),
+      useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, commitWaitMs: deps.transaction?.statementTimeoutMs ?? 5_000, shutdown: shutdown.signal }),
+      useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100) }),
       useRefusalTrace(refusals),
       useValidationCache(),
     ],
-    context: async ({ request, req }: YogaInitialContext & { req: http.IncomingMessage }): Promise<GraphQLContext> => {
+    context: async ({ request, facts }: YogaInitialContext & { facts: RequestFacts }): Promise<GraphQLContext> => {
       const startedAt = performance.now();
-      const facts = currentRequest();
-      const requestId = facts?.requestId ?? randomUUID();
-      const clientAddr = facts?.clientAddr ?? req.socket.remoteAddress ?? null;
-      const principal = await inSpan('phigate.auth', {}, () => authenticate(request.headers.get('authorization'), clientAddr, requestId));
-      if (facts) facts.subject = principal.subject;
+      const { requestId, clientAddr } = facts;
+      const principal = await inSpan('phigate.auth', {}, () => authenticate(request.headers.get('authorization'), facts));
+      facts.subject = principal.subject;
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
       const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
@@ -234,6 +236,8 @@ export function createGateway(deps: GatewayDeps): Gateway {
       return {
         startedAt,
         requestId,
+        facts,
+        log: requestLogger(logger, facts),
         principal,
         policy,
         tx,
@@ -282,10 +286,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
     header: deps.clientAddress?.forwardedHeader ?? 'x-forwarded-for',
   });
   const server = http.createServer(serverOptions, (req, res) => {
-    const facts = newRequestFacts(singleHeader(req.headers['x-request-id']), clientAddress(req.socket.remoteAddress ?? null, req.headers));
-    withRequest(facts, () => handle(req, res, facts.requestId));
+    handle(req, res, newRequestFacts(singleHeader(req.headers['x-request-id']), clientAddress(req.socket.remoteAddress ?? null, req.headers)));
   });
-  const handle = (req: http.IncomingMessage, res: http.ServerResponse, requestId: string): void => {
+  const handle = (req: http.IncomingMessage, res: http.ServerResponse, facts: RequestFacts): void => {
+    const { requestId } = facts;
     inFlight++;
     res.once('close', () => {
       if (--inFlight === 0) drained?.();
@@ -317,7 +321,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
     // it through the active context. The id is the one in the logs and audit rows, never PHI-shaped.
     const attributes = { 'http.request.method': req.method ?? 'UNKNOWN', 'phigate.request_id': requestId };
     void inSpan('phigate.request', attributes, async (span) => {
-      await (fastPath?.qualifies(req) ? fastPath.answer(req, res) : yoga(req, res));
+      await (fastPath?.qualifies(req) ? fastPath.answer(req, res, facts) : yoga(req, res, { facts }));
       span.setAttribute('http.response.status_code', res.statusCode);
       // As OpenTelemetry's HTTP conventions say for a server: a 4xx is the client's, a 5xx ours.
       if (res.statusCode >= 500) span.setStatus({ code: SpanStatusCode.ERROR });

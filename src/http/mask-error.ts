@@ -1,7 +1,6 @@
 import { GraphQLError } from 'graphql';
 import { dbFailure } from '../db/failure.ts';
 import { PhigateError } from '../errors.ts';
-import type { Logger } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
 
 // graphql-js quotes a variable's value when it does not fit its type ('Variable "$input" got
@@ -21,21 +20,44 @@ function invalidVariable(located: GraphQLError): GraphQLError | null {
   });
 }
 
+/** What a masked error stands for, for its log line: a summary with no message, SQL or value. */
+export interface HiddenError {
+  readonly err: Record<string, unknown>;
+  readonly path: GraphQLError['path'];
+  /** The reason it was answered as a database failure (src/db/failure.ts); unset when it was answered INTERNAL. */
+  readonly refusal?: string;
+}
+
+export interface ErrorMasking {
+  readonly maskError: (error: unknown) => Error;
+  /** What the error `masked` (an INTERNAL or database failure made by maskError) hides; undefined for any other error. */
+  hidden(masked: unknown): HiddenError | undefined;
+}
+
 /**
  * What a client may learn from an error: our own PhigateErrors pass with their code and message
  * (written to be safe); GraphQL's own parse and validation errors pass (they describe the query);
  * a database failure is answered as what it is (src/db/failure.ts: a timeout, the database
  * unavailable), whichever resolver let it through; anything else becomes INTERNAL with no message,
  * stack, SQL or value, in every environment.
+ *
+ * yoga calls maskError without the request, so the line of an INTERNAL error or a database
+ * failure is written where the result is (use-unexpected-error-log.ts), through the request's
+ * logger, from `hidden`.
  */
-export function createMaskError(logger: Logger) {
-  return (error: unknown): Error => {
+export function createErrorMasking(): ErrorMasking {
+  const hiddenBy = new WeakMap<object, HiddenError>();
+  const maskError = (error: unknown): Error => {
     const located = error instanceof GraphQLError ? error : null;
     const original = located?.originalError ?? error;
-    const known = original instanceof PhigateError ? original : dbFailure(original);
-    if (known !== null) {
-      if (known !== original) logger.warn({ err: errorSummary(original), path: located?.path, refusal: known.reason }, 'database failure');
-      return new GraphQLError(known.message, { nodes: located?.nodes, path: located?.path, extensions: known.extensions });
+    if (original instanceof PhigateError) {
+      return new GraphQLError(original.message, { nodes: located?.nodes, path: located?.path, extensions: original.extensions });
+    }
+    const failure = dbFailure(original);
+    if (failure !== null) {
+      const answered = new GraphQLError(failure.message, { nodes: located?.nodes, path: located?.path, extensions: failure.extensions });
+      hiddenBy.set(answered, { err: errorSummary(original), path: located?.path, refusal: failure.reason });
+      return answered;
     }
     const variable = located ? invalidVariable(located) : null;
     if (variable) return variable;
@@ -45,7 +67,9 @@ export function createMaskError(logger: Logger) {
         extensions: { ...located.extensions, code: located.extensions?.code ?? 'BAD_USER_INPUT' },
       });
     }
-    logger.error({ err: errorSummary(original), path: located?.path }, 'unexpected error');
-    return new GraphQLError('Unexpected error.', { nodes: located?.nodes, path: located?.path, extensions: { code: 'INTERNAL' } });
+    const masked = new GraphQLError('Unexpected error.', { nodes: located?.nodes, path: located?.path, extensions: { code: 'INTERNAL' } });
+    hiddenBy.set(masked, { err: errorSummary(original), path: located?.path });
+    return masked;
   };
+  return { maskError, hidden: (masked) => (typeof masked === 'object' && masked !== null ? hiddenBy.get(masked) : undefined) };
 }

@@ -1,6 +1,6 @@
 import type { AuditEvent, AuditRequest } from '../audit/event.ts';
 import type { AuditRecorder } from '../audit/recorder.ts';
-import type { Logger } from '../log.ts';
+import type { Logger, RequestLog } from '../log.ts';
 import { errorSummary } from './plugins/use-request-transaction.ts';
 
 /** One refused request: who claimed to ask, from where, and why (a code of ours, never input). */
@@ -19,6 +19,8 @@ export interface Refusal {
   readonly typeName: string;
   /** The root field refused, when the refusal names one. */
   readonly field: string | null;
+  /** The request's logger (requestLogger): the refusal's lines name the request. */
+  readonly log: RequestLog;
 }
 
 export interface RefusalTrailOptions {
@@ -92,9 +94,10 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
   const sources = new Map<string, Source>();
   const pending = new Set<Promise<void>>();
 
-  const write = (request: AuditRequest, event: AuditEvent): Promise<void> => {
+  // A counted refusal is written after its request, by the next one or the sweep: its line is nobody's.
+  const write = (request: AuditRequest, event: AuditEvent, log: RequestLog = opts.logger): Promise<void> => {
     const written = opts.recorder.record(request, [event]).catch((cause: unknown) => {
-      opts.logger.error({ err: errorSummary(cause), action: event.action }, 'audit of a refusal failed');
+      log.error({ err: errorSummary(cause), action: event.action }, 'audit of a refusal failed');
     });
     pending.add(written);
     void written.finally(() => pending.delete(written));
@@ -158,16 +161,16 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
   return {
     refused(r) {
       const detail = r.reason !== undefined && DETAIL.test(r.reason) ? r.reason : r.code.toLowerCase();
-      opts.logger.warn({ refusal: detail, code: r.code, claimedSubject: r.authenticated ? undefined : requestOf(r).actor, field: r.field ?? undefined }, 'request refused');
+      r.log.warn({ refusal: detail, code: r.code, claimedSubject: r.authenticated ? undefined : requestOf(r).actor, field: r.field ?? undefined }, 'request refused');
       const source = sourceFor(r.clientAddr ?? 'unknown', Math.floor(now() / 1000));
       source.inSecond++;
       source.inMinute++;
       if (source.inMinute === opts.alertPerMinute) {
-        opts.logger.warn({ refusalsThisMinute: source.inMinute, alertClientAddr: r.clientAddr }, 'burst of refusals from one client address');
-        write(requestOf(r), eventOf(r, 'alert', 'refusal_burst'));
+        r.log.warn({ refusalsThisMinute: source.inMinute, alertClientAddr: r.clientAddr }, 'burst of refusals from one client address');
+        write(requestOf(r), eventOf(r, 'alert', 'refusal_burst'), r.log);
       }
       if (source.inSecond <= opts.auditedPerSecond && pending.size < maxPending) {
-        return boundedWait(write(requestOf(r), eventOf(r, 'refused', detail)));
+        return boundedWait(write(requestOf(r), eventOf(r, 'refused', detail), r.log));
       }
       let key = `${requestOf(r).actor}\u0000${detail}`;
       // A flood that varies the claimed subject must not grow the counts: past a bound they go unnamed.

@@ -119,7 +119,7 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
       patientId,
       grantId: id,
       expiresAt: grant.expires_at.toISOString(),
-    }),
+    }, scope.log),
   );
   return grant;
 }

@@ -6,6 +6,7 @@ import type { Principal } from '../auth/principal.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import type { RequestTransaction } from '../db/transaction.ts';
+import type { RequestLog } from '../log.ts';
 import type { PolicySet } from '../policy/types.ts';
 import type { PhiBudget } from './phi-budget.ts';
 import type { PhiMinute } from './phi-minute.ts';
@@ -17,6 +18,8 @@ import type { PhiMinute } from './phi-minute.ts';
  */
 export interface RequestScope {
   readonly requestId: string;
+  /** Every line it writes names the request (requestLogger). */
+  readonly log: RequestLog;
   readonly principal: Principal;
   readonly policy: PolicySet;
   readonly tx: RequestTransaction;

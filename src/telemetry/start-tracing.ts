@@ -5,7 +5,6 @@ import { ExportResultCode } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
 import { resourceFromAttributes } from '@opentelemetry/resources';
 import { BatchSpanProcessor, TracerProvider, type SpanExporter } from '@opentelemetry/sdk-trace';
-import { outsideRequests } from '../http/request-id.ts';
 import type { Logger } from '../log.ts';
 import { enableTracing } from './tracing.ts';
 
@@ -89,13 +88,10 @@ function logFailures(exporter: SpanExporter, logger: Logger): SpanExporter {
   };
   return {
     export(spans, done) {
-      // The batch's timer was set while some request ran; its export belongs to no request.
-      outsideRequests(() =>
-        exporter.export(spans, (result) => {
-          if (result.code !== ExportResultCode.SUCCESS) failed(result.error, spans.length);
-          done(result);
-        }),
-      );
+      exporter.export(spans, (result) => {
+        if (result.code !== ExportResultCode.SUCCESS) failed(result.error, spans.length);
+        done(result);
+      });
     },
     shutdown: () => exporter.shutdown(),
   };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { withRequestId } from '../../src/http/request-id.ts';
-import { createLogger, flatLineWriter } from '../../src/log.ts';
+import { createLogger, flatLineWriter, requestFields, requestLogger } from '../../src/log.ts';
+
+const FACTS = { requestId: 'req-abcdef12', clientRequestId: 'client-id-1', clientAddr: '203.0.113.7', subject: 'dr-a' };
 
 function capture() {
   const lines: Record<string, any>[] = [];
@@ -38,23 +39,36 @@ describe('logger', () => {
   it('censors the top-level keys of a flat line written through flatLineWriter, and names its request', async () => {
     const { logger, lines } = capture();
     const summary = flatLineWriter(logger);
-    await withRequestId('req-abcdef12', async () => {
-      summary({ requestId: 'req-abcdef12', outcome: 'committed', ssn: '900-12-3456', token: 'tok-secret', authorization: 'Bearer eyJ.secret.sig', errors: ['FIELD_DENIED'] }, 'request');
-    });
+    summary({ ...requestFields(FACTS), outcome: 'committed', ssn: '900-12-3456', token: 'tok-secret', authorization: 'Bearer eyJ.secret.sig', errors: ['FIELD_DENIED'] }, 'request');
     const text = JSON.stringify(lines);
     for (const v of ['900-12-3456', 'tok-secret', 'eyJ.secret.sig']) expect(text).not.toContain(v);
-    expect(lines[0]).toMatchObject({ requestId: 'req-abcdef12', outcome: 'committed', ssn: '[redacted]', errors: ['FIELD_DENIED'], msg: 'request' });
+    expect(lines[0]).toMatchObject({ ...FACTS, outcome: 'committed', ssn: '[redacted]', errors: ['FIELD_DENIED'], msg: 'request' });
   });
 
-  it('names the request on every line written while it is handled, and only then', async () => {
+  it('names the request, who asked and from where on every line of its logger, and only there', async () => {
     const { logger, lines } = capture();
-    await withRequestId('req-abcdef12', async () => {
-      await new Promise((r) => setImmediate(r));
-      logger.error({ err: { code: '42501' } }, 'from code that never saw the request');
-    });
+    const log = requestLogger(logger, FACTS);
+    await new Promise((r) => setImmediate(r));
+    log.error({ err: { code: '42501' } }, 'from the request');
     logger.info('outside any request');
-    expect(lines[0]).toMatchObject({ requestId: 'req-abcdef12', msg: 'from code that never saw the request' });
+    expect(lines[0]).toMatchObject({ ...FACTS, msg: 'from the request' });
     expect(lines[1]!.requestId).toBeUndefined();
+    expect(lines[1]!.subject).toBeUndefined();
+  });
+
+  it('leaves out what a request does not know yet', () => {
+    const { logger, lines } = capture();
+    requestLogger(logger, { requestId: 'req-abcdef12', clientRequestId: null, clientAddr: null, subject: null }).warn('refused');
+    expect(lines[0]).not.toHaveProperty('clientRequestId');
+    expect(lines[0]).not.toHaveProperty('clientAddr');
+    expect(lines[0]).not.toHaveProperty('subject');
+    expect(lines[0]).toMatchObject({ requestId: 'req-abcdef12', msg: 'refused' });
+  });
+
+  it('censors a PHI key written through a request logger', () => {
+    const { logger, lines } = capture();
+    requestLogger(logger, FACTS).info({ ssn: '900-12-3456' }, 'line');
+    expect(JSON.stringify(lines)).not.toContain('900-12-3456');
   });
 });
 

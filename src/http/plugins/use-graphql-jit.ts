@@ -1,6 +1,7 @@
 import { useGraphQlJit } from '@envelop/graphql-jit';
 import { getOperationAST, getVariableValues, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
+import type { GraphQLContext } from '../../graphql/context.ts';
 import type { Logger } from '../../log.ts';
 
 type Execute = (args: ExecutionArgs) => unknown;
@@ -19,12 +20,15 @@ type Execute = (args: ExecutionArgs) => unknown;
  * wrong and why; the hot path never pays for it.
  */
 export function useGraphQlJitExecution(logger: Logger): Plugin {
+  // graphql-jit compiles a document within the execute call that first meets it, synchronously:
+  // while one runs, this holds its arguments, so that a failure's line names that request.
+  let compiling: ExecutionArgs | null = null;
   const jit = useGraphQlJit(
     {},
     {
       // The document already passed validation, so this is a jit limitation, not the client's
       // fault; the result it stands for carries the errors the client sees.
-      onError: (result) => logger.error({ errors: result.errors?.length ?? 0 }, 'graphql-jit could not compile a document'),
+      onError: (result) => ((compiling?.contextValue as GraphQLContext | undefined)?.log ?? logger).error({ errors: result.errors?.length ?? 0 }, 'graphql-jit could not compile a document'),
     },
   );
   const wrapped = new WeakMap<Execute, Execute>();
@@ -33,7 +37,13 @@ export function useGraphQlJitExecution(logger: Logger): Plugin {
     if (wrapper === undefined) {
       const run = execute;
       wrapper = (args) => {
-        const result = run(args);
+        let result: ReturnType<Execute>;
+        compiling = args;
+        try {
+          result = run(args);
+        } finally {
+          compiling = null;
+        }
         return result instanceof Promise
           ? result.then((r: ExecutionResult) => explainVariables(args, r))
           : explainVariables(args, result as ExecutionResult);

@@ -3,7 +3,6 @@ import type { Plugin } from 'graphql-yoga';
 import type { GraphQLContext } from '../../graphql/context.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
 import type { RefusalTrail } from '../refusal-trail.ts';
-import { currentRequest } from '../request-id.ts';
 
 const TRACED = new Set(['MFA_REQUIRED', 'FORBIDDEN', 'RATE_LIMITED']);
 
@@ -39,11 +38,12 @@ export function useRefusalTrace(trail: RefusalTrail): Plugin<GraphQLContext> {
             requestId: ctx.requestId,
             subject: ctx.principal.subject,
             authenticated: true,
-            clientAddr: currentRequest()?.clientAddr ?? null,
+            clientAddr: ctx.facts.clientAddr,
             code: String(e.extensions?.code),
             reason,
             typeName: operation === 'mutation' ? 'Mutation' : 'Query',
             field,
+            log: ctx.log,
           }));
         }
         await Promise.all(traces);

@@ -3,7 +3,6 @@ import type { Plugin } from 'graphql-yoga';
 import { commitOutcomeUnknown, requestTimedOut } from '../../db/failure.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
-import type { Logger } from '../../log.ts';
 
 export interface RequestTimeoutOptions {
   readonly timeoutMs: number;
@@ -16,7 +15,6 @@ export interface RequestTimeoutOptions {
   readonly commitWaitMs: number;
   /** Aborted when the gateway's shutdown grace runs out: requests still running end the same way. */
   readonly shutdown: AbortSignal;
-  readonly logger: Logger;
 }
 
 type CutOff = 'request_timeout' | 'shutting_down';
@@ -41,7 +39,7 @@ const after = <T>(ms: number, value: T): Promise<T> =>
  *
  * Listed after useRequestTransaction, so it wraps it.
  */
-export function useRequestTimeout({ timeoutMs, commitWaitMs, shutdown, logger }: RequestTimeoutOptions): Plugin<GraphQLContext> {
+export function useRequestTimeout({ timeoutMs, commitWaitMs, shutdown }: RequestTimeoutOptions): Plugin<GraphQLContext> {
   return {
     onExecute({ executeFn, setExecuteFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
@@ -66,12 +64,12 @@ export function useRequestTimeout({ timeoutMs, commitWaitMs, shutdown, logger }:
             const settled = await Promise.race([running.then((result) => ({ result })), after(commitWaitMs + SETTLE_GRACE_MS, null)]);
             if (settled !== null) return settled.result;
             ctx.budget.end();
-            logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its commit had begun and has not answered');
+            ctx.log.warn({ refusal: first, timeoutMs }, 'request abandoned; its commit had begun and has not answered');
             // A read keeps nothing whatever its commit does (its audit rows may stand); a write may have been kept.
             if (getOperationAST(args.document, args.operationName)?.operation === 'mutation') return { errors: [commitOutcomeUnknown()] };
           } else {
             ctx.budget.end();
-            logger.warn({ requestId: ctx.requestId, refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
+            ctx.log.warn({ refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
           }
           if (first === 'request_timeout') return { errors: [requestTimedOut()] };
           return {

@@ -7,7 +7,7 @@ import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
-import { flatLineWriter, type FlatFields, type Logger } from '../../log.ts';
+import { flatLineWriter, requestFields, type FlatFields, type Logger } from '../../log.ts';
 import { eventsMissing } from '../../records/events-missing.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
@@ -48,7 +48,7 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
           // Refused before it reads anything: an answer that cannot be audited soon must not be prepared.
           if (writer.saturated) {
             await ctx.tx.rollback();
-            logger.warn({ requestId: ctx.requestId }, 'audit queue full; request refused');
+            ctx.log.warn('audit queue full; request refused');
             onSettled(ctx, 'audit_queue_full', operation);
             return { errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The gateway cannot record accesses fast enough; retry shortly.', { reason: 'audit_queue_full' })] };
           }
@@ -65,7 +65,7 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
           await ctx.tx.rollback();
           return { errors: [new PhigateError('BAD_USER_INPUT', 'Incremental delivery is not supported.')] };
         }
-        return settle(ctx, result as ExecutionResult, operation, logger, summary, writer, onSettled);
+        return settle(ctx, result as ExecutionResult, operation, summary, writer, onSettled);
       });
     },
   };
@@ -75,7 +75,6 @@ async function settle(
   ctx: GraphQLContext,
   result: ExecutionResult,
   operation: string | undefined,
-  logger: Logger,
   summary: (fields: FlatFields, msg: string) => void,
   writer: AuditWriter,
   onSettled: OnSettled,
@@ -85,16 +84,16 @@ async function settle(
   const errors = result.errors ?? [];
   const done: Done = (outcome) => {
     summary(
-      { requestId: ctx.requestId, operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, durationMs: durationSince(ctx.startedAt), errors: errors.map(codeOf) },
+      { ...requestFields(ctx.facts), operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, durationMs: durationSince(ctx.startedAt), errors: errors.map(codeOf) },
       'request',
     );
     onSettled(ctx, outcome, operation);
   };
   const usedUp = ctx.minute.usedUp();
-  if (usedUp !== null) return refuseWhole(ctx, operation, usedUp, logger, done);
+  if (usedUp !== null) return refuseWhole(ctx, operation, usedUp, done);
   if (operation === 'mutation' && !errors.every(withholdsField)) {
     await ctx.tx.rollback();
-    await recordRefusedFields(ctx, logger);
+    await recordRefusedFields(ctx);
     done('rolled_back');
     return { data: null, errors };
   }
@@ -102,18 +101,18 @@ async function settle(
   // written, so that data must not leave either.
   if (ctx.tx.failed) {
     await ctx.tx.rollback();
-    await recordRefusedFields(ctx, logger);
+    await recordRefusedFields(ctx);
     done('transaction_failed');
     return { data: null, errors: withFailure(errors, ctx.tx.failure) };
   }
   const auditFailed = (cause: unknown): ExecutionResult => {
-    logger.error({ requestId: ctx.requestId, events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
+    ctx.log.error({ events: ctx.audit.size, err: errorSummary(cause) }, 'audit write failed; result withheld');
     done('audit_failed');
     const reason = cause instanceof PhigateError && cause.code === 'AUDIT_UNAVAILABLE' ? cause.reason : undefined;
     return { data: null, errors: [new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.', reason ? { reason } : {})] };
   };
   const commitFailed = (cause: unknown): ExecutionResult => {
-    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'commit failed; result withheld');
+    ctx.log.error({ err: errorSummary(cause) }, 'commit failed; result withheld');
     done('commit_failed');
     return { data: null, errors: [commitFailure(cause, operation)] };
   };
@@ -123,7 +122,7 @@ async function settle(
     await ctx.tx.rollback();
     return auditFailed(new PhigateError('AUDIT_UNAVAILABLE', 'PHI was counted without its audit event.', { reason: 'events_missing' }));
   }
-  return operation === 'mutation' ? settleWrite(ctx, result, operation, logger, done, auditFailed, commitFailed) : settleRead(ctx, result, operation, logger, writer, done, auditFailed, commitFailed);
+  return operation === 'mutation' ? settleWrite(ctx, result, operation, done, auditFailed, commitFailed) : settleRead(ctx, result, operation, writer, done, auditFailed, commitFailed);
 }
 
 /** A read: its transaction ends with a plain COMMIT, while the audit writer commits its events. */
@@ -131,7 +130,6 @@ async function settleRead(
   ctx: GraphQLContext,
   result: ExecutionResult,
   operation: string | undefined,
-  logger: Logger,
   writer: AuditWriter,
   done: Done,
   auditFailed: (cause: unknown) => ExecutionResult,
@@ -157,7 +155,7 @@ async function settleRead(
   } catch (cause) {
     return commitFailed(cause);
   }
-  if (written.outcome === 'limited') return limitedAnswer(ctx, written.retryAfterSeconds, logger, done);
+  if (written.outcome === 'limited') return limitedAnswer(ctx, written.retryAfterSeconds, done);
   done('committed');
   return result;
 }
@@ -167,7 +165,6 @@ async function settleWrite(
   ctx: GraphQLContext,
   result: ExecutionResult,
   operation: string | undefined,
-  logger: Logger,
   done: Done,
   auditFailed: (cause: unknown) => ExecutionResult,
   commitFailed: (cause: unknown) => ExecutionResult,
@@ -188,7 +185,7 @@ async function settleWrite(
     const failedStatement = cause instanceof CommitFailed && cause.statement !== null ? final[cause.statement] : undefined;
     if (failedStatement !== undefined && failedStatement === charge) {
       const retryAfter = minuteCapRetryAfter((cause as CommitFailed).cause);
-      if (retryAfter !== null) return refuseWhole(ctx, operation, retryAfter, logger, done);
+      if (retryAfter !== null) return refuseWhole(ctx, operation, retryAfter, done);
     }
     if (failedStatement !== undefined && failedStatement === audit) return auditFailed(cause);
     return commitFailed(cause);
@@ -232,13 +229,13 @@ const FIELD_REFUSALS: ReadonlySet<AuditEvent['action']> = new Set(['denied', 're
  * so they are kept, outside the transaction, like the other refusals of a write (write-helpers.ts,
  * recordAfterRollback). The answer is an error either way.
  */
-async function recordRefusedFields(ctx: GraphQLContext, logger: Logger): Promise<void> {
+async function recordRefusedFields(ctx: GraphQLContext): Promise<void> {
   const refused = ctx.audit.events.filter((e) => FIELD_REFUSALS.has(e.action) && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
   if (refused.length === 0) return;
   try {
     await ctx.recorder.record(ctx.audit.request, refused);
   } catch (cause) {
-    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'audit of a refused field failed');
+    ctx.log.error({ err: errorSummary(cause) }, 'audit of a refused field failed');
   }
 }
 
@@ -258,19 +255,19 @@ const limitedEvent = (operation: string | undefined): AuditEvent => ({
  * that committed first. Nothing of the request is kept or shown (429, Retry-After); the refusal
  * itself is audited, outside the request's transaction, which was rolled back.
  */
-async function refuseWhole(ctx: GraphQLContext, operation: string | undefined, retryAfterSeconds: number, logger: Logger, done: Done): Promise<ExecutionResult> {
+async function refuseWhole(ctx: GraphQLContext, operation: string | undefined, retryAfterSeconds: number, done: Done): Promise<ExecutionResult> {
   await ctx.tx.rollback();
   try {
     await ctx.recorder.record(ctx.audit.request, [limitedEvent(operation)]);
   } catch (cause) {
     // Refusing stays right without its audit row; the log says the row is missing.
-    logger.error({ requestId: ctx.requestId, err: errorSummary(cause) }, 'audit of a PHI limit refusal failed');
+    ctx.log.error({ err: errorSummary(cause) }, 'audit of a PHI limit refusal failed');
   }
-  return limitedAnswer(ctx, retryAfterSeconds, logger, done);
+  return limitedAnswer(ctx, retryAfterSeconds, done);
 }
 
-function limitedAnswer(ctx: GraphQLContext, retryAfterSeconds: number, logger: Logger, done: Done): ExecutionResult {
-  logger.warn({ requestId: ctx.requestId, refusal: 'phi_minute_cap', retryAfterSeconds }, 'PHI limit per minute reached; request refused');
+function limitedAnswer(ctx: GraphQLContext, retryAfterSeconds: number, done: Done): ExecutionResult {
+  ctx.log.warn({ refusal: 'phi_minute_cap', retryAfterSeconds }, 'PHI limit per minute reached; request refused');
   done('limited');
   return {
     errors: [

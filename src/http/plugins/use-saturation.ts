@@ -2,12 +2,10 @@ import type { ExecutionArgs } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
-import type { Logger } from '../../log.ts';
 
 export interface SaturationOptions {
   /** Executions at once: the pool's connections plus the requests allowed to queue for one. */
   readonly capacity: number;
-  readonly logger: Logger;
 }
 
 /**
@@ -17,13 +15,13 @@ export interface SaturationOptions {
  *
  * Listed last, so it wraps every other execution wrapper and the count covers all their work.
  */
-export function useSaturation({ capacity, logger }: SaturationOptions): Plugin<GraphQLContext> {
+export function useSaturation({ capacity }: SaturationOptions): Plugin<GraphQLContext> {
   let running = 0;
   return {
     onExecute({ executeFn, setExecuteFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
         if (running >= capacity) {
-          logger.warn({ requestId: (args.contextValue as GraphQLContext).requestId, capacity }, 'at capacity; request refused');
+          (args.contextValue as GraphQLContext).log.warn({ capacity }, 'at capacity; request refused');
           return {
             errors: [
               new PhigateError('INTERNAL', 'The gateway is at capacity; retry shortly.', {

@@ -36,6 +36,11 @@ describe('fail closed', () => {
       expect(r.body.errors?.map((e) => e.extensions?.code)).toContain('INTERNAL');
       expect(r.text).not.toMatch(/permission denied|phigate\.|SELECT|encounters\b.*table|stack|at .*\.ts/i);
       assertNoPhi(r.text);
+      // Masked without the request (yoga's maskError), logged with it: its id, who and from where.
+      const lines = gw.logs.filter((l) => l.msg === 'unexpected error' && l.requestId === r.headers.get('x-request-id'));
+      expect(lines.length).toBeGreaterThan(0);
+      for (const l of lines) expect(l).toMatchObject({ subject: 'reg-north', clientAddr: '127.0.0.1', err: { code: '42501' } });
+      assertNoPhi(JSON.stringify(lines));
     } finally {
       await gw.admin((c) => c.query('GRANT SELECT ON phigate.encounters TO phigate_app'));
     }
