@@ -8,12 +8,13 @@
  *
  *   npx tsx bench/read-txn.ts serve --patients 5000 --state /tmp/x.json   # seeds, then waits (Ctrl-C ends it)
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --duration 10 --concurrency 16
+ *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page   # `patients(first: 100)` with encounters instead
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { patientsByIds } from '../src/db/patients.ts';
+import { encountersByPatientIds, patientPage, patientsByIds } from '../src/db/patients.ts';
 import { usageLeftStatement } from '../src/db/phi-usage.ts';
 import { createPool } from '../src/db/pool.ts';
 import { openRequestTransaction, type Preamble, type SecurityContext } from '../src/db/transaction.ts';
@@ -38,6 +39,7 @@ const { values: args } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     'pool-size': { type: 'string', default: '4' },
     'prepared-statements': { type: 'boolean', default: true },
+    read: { type: 'string', default: 'by-id' },
   },
   allowNegative: true,
 });
@@ -72,7 +74,11 @@ async function backendCpu(admin: pg.Client): Promise<Map<number, number>> {
   return out;
 }
 
+const PAGE_SIZE = 100;
+
 async function run(): Promise<void> {
+  if (args.read !== 'by-id' && args.read !== 'page') throw new Error('--read must be by-id or page');
+  const page = args.read === 'page';
   const state = JSON.parse(readFileSync(args.state, 'utf8')) as State;
   // Generous: under valgrind a new backend takes seconds to start.
   const pool = createPool(state.appUrl, { max: num('pool-size'), applicationName: APPLICATION, connectionTimeoutMs: 60_000 });
@@ -90,9 +96,12 @@ async function run(): Promise<void> {
     };
     const tx = openRequestTransaction(pool, ctx, transaction, preamble);
     tx.readOnly();
-    const rows = await patientsByIds(tx, [id]);
+    // A page as `patients(first: 100) { encounters }` reads it: one row past the page, then the
+    // page's encounters in one statement (src/graphql/types/query.ts, src/graphql/loaders.ts).
+    const rows = page ? await patientPage(tx, null, PAGE_SIZE + 1) : await patientsByIds(tx, [id]);
+    if (page) await encountersByPatientIds(tx, rows.slice(0, PAGE_SIZE).map((r) => r.id), undefined, new Map(rows.map((r) => [r.id, r.facts.key])));
     await tx.commit();
-    if (rows.length !== 1 || left === undefined) throw new Error(`read ${id} as ${doctor.sub}: ${rows.length} rows, preamble ${left}`);
+    if (rows.length !== (page ? PAGE_SIZE + 1 : 1) || left === undefined) throw new Error(`read ${page ? 'a page' : id} as ${doctor.sub}: ${rows.length} rows, preamble ${left}`);
   };
   const loop = async (until: number, count: { n: number }): Promise<void> => {
     while (performance.now() < until) {
