@@ -111,7 +111,7 @@ const gateway = createGateway({
   pool,
   preauthPool,
   auditWriter,
-  searchQuota: createSearchQuota(auditPool),
+  searchQuota: createSearchQuota(auditPool, { preparedStatements }),
   policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
   keyring,
   cipher,
