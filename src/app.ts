@@ -155,7 +155,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       pool,
       preauthPool,
       auditWriter,
-      searchQuota: createSearchQuota(quotaPool),
+      searchQuota: createSearchQuota(quotaPool, { preparedStatements: config.preparedStatements }),
       policy,
       keyring,
       cipher,

@@ -114,7 +114,7 @@ const gateway = createGateway({
   pool,
   preauthPool,
   auditWriter,
-  searchQuota: createSearchQuota(quotaPool),
+  searchQuota: createSearchQuota(quotaPool, { preparedStatements }),
   policy: await loadPolicy(cfg.policyFile, PHI_FIELDS),
   keyring,
   cipher,

@@ -131,7 +131,7 @@ export async function startTestGateway(
     pool,
     preauthPool,
     auditWriter,
-    searchQuota: createSearchQuota(auditPool),
+    searchQuota: createSearchQuota(auditPool, { preparedStatements: preparedStatements() }),
     policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
     keyring,
     cipher,
