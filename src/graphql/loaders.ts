@@ -9,6 +9,11 @@ export interface Loaders {
    * of columns; a request asks with one set (its principal's), hence one statement per page.
    */
   encounters(columns: readonly EncounterPhiColumn[]): DataLoader<PatientRow, EncounterRow[], string>;
+  /**
+   * Forgets every row loaded, once execution is over: a read then waits for its audit batch
+   * holding its answer and its events, not its rows' ciphertext (bench/README.md, branch rss24).
+   */
+  release(): void;
 }
 
 /**
@@ -18,12 +23,13 @@ export interface Loaders {
  */
 export function createLoaders(tx: RequestTransaction): Loaders {
   const encounters = new Map<string, DataLoader<PatientRow, EncounterRow[], string>>();
+  const patient = new DataLoader<string, PatientRow | null>(async (ids) => {
+    const rows = await patientsByIds(tx, ids);
+    const byId = new Map(rows.map((r) => [r.id, r]));
+    return ids.map((id) => byId.get(id) ?? null);
+  });
   return {
-    patient: new DataLoader(async (ids) => {
-      const rows = await patientsByIds(tx, ids);
-      const byId = new Map(rows.map((r) => [r.id, r]));
-      return ids.map((id) => byId.get(id) ?? null);
-    }),
+    patient,
     encounters(columns) {
       const key = columns.join(',');
       let loader = encounters.get(key);
@@ -42,6 +48,10 @@ export function createLoaders(tx: RequestTransaction): Loaders {
         encounters.set(key, loader);
       }
       return loader;
+    },
+    release() {
+      patient.clearAll();
+      encounters.clear();
     },
   };
 }
