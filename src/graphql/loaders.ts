@@ -9,11 +9,6 @@ export interface Loaders {
    * of columns; a request asks with one set (its principal's), hence one statement per page.
    */
   encounters(columns: readonly EncounterPhiColumn[]): DataLoader<PatientRow, EncounterRow[], string>;
-  /**
-   * Forgets every row loaded, once execution is over: a read then waits for its audit batch
-   * holding its answer and its events, not its rows' ciphertext (bench/README.md, branch rss24).
-   */
-  release(): void;
 }
 
 /**
@@ -23,13 +18,12 @@ export interface Loaders {
  */
 export function createLoaders(tx: RequestTransaction): Loaders {
   const encounters = new Map<string, DataLoader<PatientRow, EncounterRow[], string>>();
-  const patient = new DataLoader<string, PatientRow | null>(async (ids) => {
-    const rows = await patientsByIds(tx, ids);
-    const byId = new Map(rows.map((r) => [r.id, r]));
-    return ids.map((id) => byId.get(id) ?? null);
-  });
   return {
-    patient,
+    patient: new DataLoader(async (ids) => {
+      const rows = await patientsByIds(tx, ids);
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      return ids.map((id) => byId.get(id) ?? null);
+    }),
     encounters(columns) {
       const key = columns.join(',');
       let loader = encounters.get(key);
@@ -48,10 +42,6 @@ export function createLoaders(tx: RequestTransaction): Loaders {
         encounters.set(key, loader);
       }
       return loader;
-    },
-    release() {
-      patient.clearAll();
-      encounters.clear();
     },
   };
 }

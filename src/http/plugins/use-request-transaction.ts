@@ -79,10 +79,8 @@ async function settle(
   writer: AuditWriter,
   onSettled: OnSettled,
 ): Promise<ExecutionResult> {
-  // Execution is over: nothing more may be counted or decrypted for this request, and its rows
-  // (ciphertext Buffers, keys, Dates: ~half of what a page of 100 held) need not wait for its audit batch.
+  // Execution is over: nothing more may be counted or decrypted for this request.
   ctx.budget.end();
-  ctx.loaders.release();
   const errors = result.errors ?? [];
   const done: Done = (outcome) => {
     summary(
