@@ -15,39 +15,22 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { settleAll } from '../src/db/settle-all.ts';
 import { submit } from '../src/db/submit.ts';
+import { procStat } from './cpu.ts';
+import { scratchDatabase } from './scratch-db.ts';
 
 const { values } = parseArgs({
   options: { db: { type: 'string' }, rounds: { type: 'string', default: '4' }, calls: { type: 'string', default: '2000' }, migrate: { type: 'boolean', default: false } },
 });
-if (!values.db || !/^[a-z0-9_]+$/.test(values.db)) throw new Error('--db NAME (lowercase letters, digits, _)');
 const ROUNDS = Number(values.rounds);
 const CALLS = Number(values.calls);
-const ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const url = (user?: { name: string; password: string }) => {
-  const u = new URL(ADMIN);
-  u.pathname = `/${values.db}`;
-  if (user) [u.username, u.password] = [user.name, user.password];
-  return u.toString();
-};
-const APP = url({ name: 'phigate_bench_gw', password: 'bench-gateway-pw' });
+const { app: APP } = await scratchDatabase(values.db, values.migrate);
 
-if (values.migrate) {
-  const c = new pg.Client({ connectionString: ADMIN });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${values.db}`);
-  await c.end();
-  await migrate(url());
-  await ensureAppLogin(url(), APP);
-}
-
-// The kernel's USER_HZ, which /proc/PID/stat counts in on Linux.
-const TICKS_PER_SECOND = 100;
 const backendCpuMs = (pid: number): number => {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_SECOND;
+  const stat = procStat(pid);
+  if (stat === null) throw new Error('the backend has gone');
+  return stat.cpuMs;
 };
 
 const CALL = 'SELECT allowed, retry_after_seconds FROM phigate.take_search($1, $2, $3)';

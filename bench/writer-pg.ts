@@ -18,36 +18,19 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import pg from 'pg';
 import type { AuditEvent } from '../src/audit/event.ts';
 import type { AuditEntry, createAuditWriter as CreateAuditWriter } from '../src/audit/writer.ts';
-import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
 import { createLogger } from '../src/log.ts';
 import { PHI_FIELDS } from '../src/policy/phi-fields.ts';
+import { procStat } from './cpu.ts';
+import { scratchDatabase } from './scratch-db.ts';
 
 const { values } = parseArgs({
   options: { db: { type: 'string' }, kind: { type: 'string', default: 'page' }, rounds: { type: 'string', default: '300' }, writer: { type: 'string' }, migrate: { type: 'boolean', default: false } },
 });
-if (!values.db || !/^[a-z0-9_]+$/.test(values.db)) throw new Error('--db NAME (lowercase letters, digits, _)');
 const ROUNDS = Number(values.rounds);
-const ADMIN = process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
-const url = (user?: { name: string; password: string }) => {
-  const u = new URL(ADMIN);
-  u.pathname = `/${values.db}`;
-  if (user) [u.username, u.password] = [user.name, user.password];
-  return u.toString();
-};
-const APP = url({ name: 'phigate_bench_gw', password: 'bench-gateway-pw' });
-
-if (values.migrate) {
-  const c = new pg.Client({ connectionString: ADMIN });
-  await c.connect();
-  await c.query(`CREATE DATABASE ${values.db}`);
-  await c.end();
-  await migrate(url());
-  await ensureAppLogin(url(), APP);
-}
+const { app: APP } = await scratchDatabase(values.db, values.migrate);
 
 const FIELDS: readonly string[] = PHI_FIELDS.Patient;
 const read = (typeName: string, field: string, patientId: string, recordId: string | null): AuditEvent => ({
@@ -87,9 +70,10 @@ function lookup(actor: string): AuditEntry {
   };
 }
 
-const ticks = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(f[11]) + Number(f[12]);
+const cpuMs = (pid: number): number => {
+  const stat = procStat(pid);
+  if (stat === null) throw new Error('the writer backend has gone');
+  return stat.cpuMs;
 };
 
 const writerPath = path.resolve(values.writer ?? new URL('../src/audit/writer.ts', import.meta.url).pathname);
@@ -106,11 +90,11 @@ const round = () =>
 for (let i = 0; i < 20; i++) await round();
 const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const batches = writer.stats.batches;
-const t0 = ticks(pid);
+const t0 = cpuMs(pid);
 const c0 = process.cpuUsage();
 const w0 = performance.now();
 for (let i = 0; i < ROUNDS; i++) await round();
-const used = (ticks(pid) - t0) * 10;
+const used = cpuMs(pid) - t0;
 const c1 = process.cpuUsage(c0);
 const b = writer.stats.batches - batches;
 console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
