@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import pg from 'pg';
-import { QueryBase, Statement } from './submit.ts';
+import { QueryBase, statementOf, type Statement } from './submit.ts';
 
 // pg's own parameter serialisation (Date, Buffer, arrays, toPostgres, JSON), so that a grouped
 // statement binds exactly what it would bind alone.
@@ -131,8 +131,7 @@ export function sendInTick<R extends pg.QueryResultRow = pg.QueryResultRow>(
   name?: string,
 ): Promise<pg.QueryResult<R>> {
   return new Promise((resolve, reject) => {
-    const query = new Statement(text, values as unknown[] | undefined, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
-    if (name !== undefined) query.name = name;
+    const query = statementOf(text, values, name, resolve, reject);
     let tick = pending.get(client);
     if (tick === undefined) {
       pending.set(client, (tick = { statements: [] }));

@@ -99,9 +99,18 @@ export function submit<R extends pg.QueryResultRow = pg.QueryResultRow>(
   values?: readonly unknown[],
   name?: string,
 ): Promise<pg.QueryResult<R>> {
-  return new Promise((resolve, reject) => {
-    const query = new Statement(text, values as unknown[] | undefined, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
-    if (name !== undefined) query.name = name;
-    client.query(query as unknown as pg.Submittable);
-  });
+  return new Promise((resolve, reject) => client.query(statementOf(text, values, name, resolve, reject) as unknown as pg.Submittable));
+}
+
+/** The Statement of `text` that settles a promise with its result: submit's, and a group's part (one-sync.ts). */
+export function statementOf<R extends pg.QueryResultRow>(
+  text: string,
+  values: readonly unknown[] | undefined,
+  name: string | undefined,
+  resolve: (result: pg.QueryResult<R>) => void,
+  reject: (err: Error) => void,
+): Statement {
+  const query = new Statement(text, values as unknown[] | undefined, (err, result) => (err ? reject(err) : resolve(result as pg.QueryResult<R>)));
+  if (name !== undefined) query.name = name;
+  return query;
 }
