@@ -149,8 +149,10 @@ export async function startTestGateway(
     // The default concurrency share, but no request-rate share: tests drive one principal far faster
     // than a person would; test/security/cheap-dos.test.ts sets the shares it tests.
     principals: { ...defaults.principals, ratePerSecond: 1_000_000, burst: 1_000_000 },
-    transaction: { preparedStatements: preparedStatements() },
     ...opts.gatewayOptions,
+    // A test's own transaction options add to the pooler's: through PgBouncer nothing may be named,
+    // whatever timeouts the test sets (a named statement there meets another client's of that name).
+    transaction: { preparedStatements: preparedStatements(), ...opts.gatewayOptions?.transaction },
   });
   const { port, metricsPort } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
   const url = `http://127.0.0.1:${port}/graphql`;
