@@ -125,7 +125,15 @@ describe('prepared statements and row security', () => {
       const { rows } = await a.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
       await admin((c) => c.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]));
       await expect(a.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
-      expect(await visiblePatientsOn(one, ctx({ actor: 'reg-b', roles: ['registrar'], clinics: ['c-b'] }))).toEqual([ids.b1]);
+      // A read gives its connection back as its COMMIT leaves (commitReadOnly), so when the server
+      // ends that session before the pool has heard of it, the connection's next holder is the one
+      // told: once, as db_unavailable (503, Retry-After), never with another request's rows or
+      // context; the pool then carries on with a new connection.
+      const b = ctx({ actor: 'reg-b', roles: ['registrar'], clinics: ['c-b'] });
+      const next = await visiblePatientsOn(one, b).catch((err: unknown) => err);
+      if (Array.isArray(next)) expect(next).toEqual([ids.b1]);
+      else expect(next).toMatchObject({ code: 'INTERNAL', reason: 'db_unavailable' });
+      expect(await visiblePatientsOn(one, b)).toEqual([ids.b1]);
     } finally {
       await one.end();
     }
