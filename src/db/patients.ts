@@ -162,12 +162,14 @@ const KEY_JOIN = (patientId: string) => `
     SELECT k.version AS key_version, k.clinic_version AS key_clinic_version, k.wrapped AS key_wrapped FROM phigate.patient_keys k
     WHERE k.patient_id = ${patientId} ORDER BY k.version DESC LIMIT 1) k ON true`;
 
+const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address';
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
-const PATIENT_SELECT = `
-  SELECT p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address,
+const patientSelect = (from: string) => `
+  SELECT ${PATIENT_STORED},
          EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
          g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
-  FROM phigate.patients p${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
+  FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
+const PATIENT_SELECT = patientSelect('phigate.patients p');
 
 const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
@@ -185,9 +187,29 @@ export async function patientsByIds(tx: RequestTransaction, ids: readonly string
 // (src/db/transaction.ts), where `$1 IS NULL OR p.id > $1` would scan the index from its start.
 const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 
+// A page's candidates: the first $2 rows past the cursor in each of the request's clinics, each
+// clinic walked in id order on patients_clinic_id, and the rows outside them that an unrevoked
+// grant of the actor names (break_glass_live). Row security judges every candidate as before, so
+// the page holds the same rows: a row it may show is in one of the request's clinics, and then
+// among the first $2 of that clinic whenever it is among the first $2 of all, or outside them and
+// shown through a grant. Walking patients_pkey, as `WHERE p.id > $1 ORDER BY p.id` did, fetched
+// and judged every other clinic's rows between the page's own (two of three for a registrar of one
+// clinic of three), each with a probe of the grants for the policy's break-glass branch.
+const PAGE_CANDIDATES = `(
+    SELECT q.* FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
+    CROSS JOIN LATERAL (
+      SELECT ${PATIENT_STORED} FROM phigate.patients p
+      WHERE p.clinic_id = c.clinic_id AND p.id > $1::uuid ORDER BY p.id LIMIT $2) q
+    UNION ALL
+    SELECT ${PATIENT_STORED} FROM phigate.patients p
+    WHERE p.id IN (SELECT bg.patient_id FROM phigate.break_glass_grants bg WHERE bg.actor = phigate.ctx_actor() AND bg.revoked_at IS NULL)
+      AND p.id > $1::uuid AND NOT (p.clinic_id = ANY (phigate.ctx_clinics()))
+  ) p`;
+const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES)} ORDER BY p.id LIMIT $2`;
+
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
-  return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id > $1::uuid ORDER BY p.id LIMIT $2`, [after ?? BEFORE_ALL_IDS, limit])).rows);
+  return patientRows((await tx.query<FetchedPatient>(PATIENT_PAGE, [after ?? BEFORE_ALL_IDS, limit])).rows);
 }
 
 /** What a search found, or that the principal's searches of this minute are used up. */

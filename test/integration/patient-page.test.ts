@@ -1,0 +1,143 @@
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { patientPage } from '../../src/db/patients.ts';
+import { createPool, type Pool } from '../../src/db/pool.ts';
+import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
+import { TEST_APP_ROLE } from '../support/global-setup.ts';
+import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
+
+// patients(first, after) reads its candidates clinic by clinic (src/db/patients.ts, PAGE_CANDIDATES)
+// instead of walking every patient in id order: the pages must hold exactly the rows, in the order,
+// that row security shows to `WHERE id > $1 ORDER BY id LIMIT $2`, for every kind of principal.
+
+let db: TestDatabase;
+let pool: Pool;
+const CLINICS = ['c-a', 'c-b', 'c-c'];
+// 150 patients, clinics interleaved in id order as random uuids leave them.
+const patients = Array.from({ length: 150 }, (_, i) => ({ id: randomUUID(), clinic: CLINICS[i % 3]! }));
+const inClinic = (clinic: string) => patients.filter((p) => p.clinic === clinic).map((p) => p.id);
+
+const admin = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => withClient(db.adminUrl, fn);
+
+const ctx = (actor: string, roles: string[], clinics: string[]): SecurityContext => ({
+  actor,
+  actorKind: 'user',
+  roles,
+  clinics,
+  requestId: randomUUID(),
+  purpose: 'test',
+});
+
+const PRINCIPALS: Record<string, SecurityContext> = {
+  'registrar of one clinic': ctx('reg-a', ['registrar'], ['c-a']),
+  'registrar of two clinics, one named twice': ctx('reg-ab', ['registrar'], ['c-b', 'c-a', 'c-b']),
+  'physician on a care team, with grants inside and outside the clinic': ctx('dr', ['physician'], ['c-a']),
+  'physician whose clinics the token leaves empty': ctx('dr', ['physician'], []),
+  'nurse with a grant opened as a physician': ctx('dr', ['nurse'], ['c-a']),
+  'compliance (no rows)': ctx('audit', ['compliance'], ['c-a', 'c-b']),
+  'registrar of an unknown clinic': ctx('reg-x', ['registrar'], ['c-x']),
+};
+
+/** The pages of `c` at page size `size`, each as its ids, following the cursor to the end. */
+async function pagesOf(c: SecurityContext, size: number): Promise<string[][]> {
+  const pages: string[][] = [];
+  let after: string | null = null;
+  for (;;) {
+    const rows = await withRequestTransaction(pool, c, (tx) => patientPage(tx, after, size + 1), { preparedStatements: preparedStatements() });
+    const page = rows.slice(0, size).map((r) => r.id);
+    pages.push(page);
+    if (rows.length <= size) return pages;
+    after = page[page.length - 1]!;
+  }
+}
+
+/** What row security shows `c`, as the plain keyset scan reads it. */
+async function visibleInOrder(c: SecurityContext): Promise<string[]> {
+  return withRequestTransaction(pool, c, async (tx) => (await tx.query<{ id: string }>('SELECT id FROM phigate.patients ORDER BY id')).rows.map((r) => r.id), {
+    preparedStatements: preparedStatements(),
+  });
+}
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  pool = createPool(db.appUrl, { max: 2 });
+  await admin(async (c) => {
+    await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-a', 'A'), ('c-b', 'B'), ('c-c', 'C')`);
+    await c.query(
+      `INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) SELECT id, clinic, convert_to(id::text, 'UTF8'), '\\x00' FROM unnest($1::uuid[], $2::text[]) AS x(id, clinic)`,
+      [patients.map((p) => p.id), patients.map((p) => p.clinic)],
+    );
+    // Every third patient of c-a on dr's care team.
+    const team = inClinic('c-a').filter((_, i) => i % 3 === 0);
+    await c.query(`INSERT INTO phigate.care_team (patient_id, subject, clinic_id) SELECT id, 'dr', 'c-a' FROM unnest($1::uuid[]) id`, [team]);
+    const grant = `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, granted_at, expires_at, revoked_at)
+                   VALUES ('dr', $1, $2, $3, $4, 'test', 'r', $5, $6, $7)`;
+    const hour = (h: number) => new Date(Date.now() + h * 3_600_000);
+    const [b0, b1, b2] = inClinic('c-b');
+    const [c0] = inClinic('c-c');
+    // Live: one inside c-a off the care team, two outside dr's clinics (one of them cross-clinic).
+    await c.query(grant, ['physician', inClinic('c-a')[1], 'c-a', false, hour(-1), hour(1), null]);
+    await c.query(grant, ['physician', b0, 'c-b', true, hour(-1), hour(1), null]);
+    await c.query(grant, ['physician', c0, 'c-c', true, hour(-1), hour(1), null]);
+    // Not live: revoked, expired.
+    await c.query(grant, ['physician', b1, 'c-b', true, hour(-1), hour(1), hour(-0.5)]);
+    await c.query(grant, ['physician', b2, 'c-b', true, hour(-3), hour(-2), null]);
+    await c.query('ANALYZE phigate.patients, phigate.care_team, phigate.break_glass_grants');
+  });
+});
+
+afterAll(async () => {
+  await pool?.end();
+  await db?.drop();
+});
+
+describe('patients(first, after) reads its candidates clinic by clinic', () => {
+  for (const [name, c] of Object.entries(PRINCIPALS)) {
+    it(`pages exactly the rows row security shows, in id order: ${name}`, async () => {
+      const visible = await visibleInOrder(c);
+      for (const size of [1, 7, 50, 200]) {
+        const pages = await pagesOf(c, size);
+        expect(pages.flat()).toEqual(visible);
+        for (const page of pages.slice(0, -1)) expect(page).toHaveLength(size);
+      }
+    });
+  }
+
+  it('sees what the grid expects of it', async () => {
+    // Guards the grid above against passing on empty pages.
+    expect(await visibleInOrder(PRINCIPALS['registrar of one clinic']!)).toHaveLength(50);
+    expect(await visibleInOrder(PRINCIPALS['registrar of two clinics, one named twice']!)).toHaveLength(100);
+    expect(await visibleInOrder(PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!)).toHaveLength(17 + 1 + 2);
+    // Only the two live cross-clinic grants.
+    expect(await visibleInOrder(PRINCIPALS['physician whose clinics the token leaves empty']!)).toHaveLength(2);
+    expect(await visibleInOrder(PRINCIPALS['compliance (no rows)']!)).toEqual([]);
+  });
+
+  it("walks the request's clinics on patients_clinic_id, never the rows of the others", async () => {
+    const plan = await admin(async (c) => {
+      await c.query('BEGIN');
+      try {
+        await c.query(`SELECT set_config('phigate.actor', 'reg-a', true), set_config('phigate.roles', 'registrar', true),
+                              set_config('phigate.clinics', 'c-a', true), set_config('plan_cache_mode', 'force_generic_plan', true)`);
+        await c.query(`SET LOCAL ROLE ${TEST_APP_ROLE}`);
+        const captured: string[] = [];
+        const capture = async (text: string) => {
+          captured.push(text);
+          return { rows: [] };
+        };
+        await patientPage({ query: capture } as never, null, 11);
+        await c.query(`PREPARE page(uuid, int) AS ${captured[0]!}`);
+        const { rows } = await c.query<{ 'QUERY PLAN': string }>(
+          `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('00000000-0000-0000-0000-000000000000', 11)`,
+        );
+        return rows.map((r) => r['QUERY PLAN']).join('\n');
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    // The clinic's first 11 rows and no more; no scan of patients in id order across clinics.
+    expect(plan).toMatch(/Index Scan using patients_clinic_id on patients \w+ \(actual rows=11 loops=1\)/);
+    expect(plan).not.toMatch(/Seq Scan on patients|patients_pkey on patients/);
+  });
+});
