@@ -195,6 +195,8 @@ const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 // shown through a grant. Walking patients_pkey, as `WHERE p.id > $1 ORDER BY p.id` did, fetched
 // and judged every other clinic's rows between the page's own (two of three for a registrar of one
 // clinic of three), each with a probe of the grants for the policy's break-glass branch.
+// The final sort holds at most $2 rows a clinic, and a token's clinics are bounded
+// (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients elsewhere.
 const PAGE_CANDIDATES = `(
     SELECT q.* FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
     CROSS JOIN LATERAL (
