@@ -11,7 +11,8 @@
  * before and with the reads parked (last round), and prints the constructors whose objects grew most.
  *
  * --load R instead answers R requests per workload from K connections in a closed loop (after R/4
- * to warm up) and prints the process's peak RSS, heapTotal and old space, and its CPU per request:
+ * to warm up) and prints the process's peak RSS, heapTotal and old space (with every heap space,
+ * external memory and heapTotal's high-water at that peak), and its CPU per request:
  * counted by requests rather than by time, so a shared machine changes the rate, not what is measured.
  * Run it on the image's Node with its flags (`--max-semi-space-size=16`, MALLOC_ARENA_MAX=2).
  */
@@ -198,17 +199,27 @@ async function main(): Promise<void> {
     // time, so that a shared machine's load changes the rate but not what is measured; then its CPU per request.
     limitHeapGrowth();
     let peak = { rss: 0, heapTotal: 0, oldSpace: 0 };
+    let peakDetail: Record<string, number> = {};
+    // Node 24's V8 keeps freed heap pages resident until a memory-reducing GC: its heap's share
+    // of RSS is the largest heapTotal so far (bench/targets/phigate.ts).
+    let heapTotalHighWater = 0;
     setInterval(() => {
+      heapTotalHighWater = Math.max(heapTotalHighWater, v8.getHeapStatistics().total_heap_size / MB);
       const rss = process.memoryUsage.rss() / MB;
       if (rss <= peak.rss) return;
-      const old = v8.getHeapSpaceStatistics().find((x) => x.space_name === 'old_space')!;
-      peak = { rss, heapTotal: process.memoryUsage().heapTotal / MB, oldSpace: old.space_size / MB };
+      const spaces = v8.getHeapSpaceStatistics();
+      const old = spaces.find((x) => x.space_name === 'old_space')!;
+      const m = process.memoryUsage();
+      peak = { rss, heapTotal: m.heapTotal / MB, oldSpace: old.space_size / MB };
+      peakDetail = { heapUsed: m.heapUsed / MB, external: m.external / MB, arrayBuffers: m.arrayBuffers / MB };
+      for (const x of spaces) peakDetail[x.space_name] = x.space_size / MB;
     }, 20).unref();
     for (const id of args.workloads.split(',')) {
       const w = all.find((x) => x.id === id)!;
       const requests = Array.from({ length: K }, () => w.next('phigate'));
       await batch(requests, false, null, Number(args.load) / 4);
       peak = { rss: 0, heapTotal: 0, oldSpace: 0 };
+      peakDetail = {};
       const cpu = process.cpuUsage();
       const t0 = performance.now();
       await batch(requests, false, null, Number(args.load));
@@ -218,6 +229,7 @@ async function main(): Promise<void> {
         `${w.name}: ${args.load} requests at ${K} connections, ${(Number(args.load) / s).toFixed(0)}/s: peak RSS ${peak.rss.toFixed(0)} MB (heapTotal ${peak.heapTotal.toFixed(0)}, old space ${peak.oldSpace.toFixed(0)}), ` +
           `CPU ${((used.user + used.system) / 1000 / Number(args.load)).toFixed(2)} ms per request`,
       );
+      log(`  at the peak, MB: ${Object.entries(peakDetail).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}; heapTotal's high-water so far ${heapTotalHighWater.toFixed(1)}`);
     }
   }
   for (const id of args.load === undefined ? args.workloads.split(',') : []) {

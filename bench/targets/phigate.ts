@@ -8,7 +8,8 @@
  * GET /__bench/round-trips answers the `roundTrips` and `durationMs` of every `msg: 'request'` log
  * line since the last call, per operation, and resets; with them `memoryAtPeak`, the process's
  * memory at the sample of highest RSS since the last call (sampled every 100 ms), split into V8's
- * heap spaces and what lives outside the heap, to say what sets a cell's peak RSS.
+ * heap spaces and what lives outside the heap, to say what sets a cell's peak RSS, with the largest
+ * heapTotal of the process's life (`heapTotalHighWater`).
  */
 import type http from 'node:http';
 import v8 from 'node:v8';
@@ -93,9 +94,17 @@ const memorySample = (): Record<string, number> => {
   for (const s of v8.getHeapSpaceStatistics()) sample[s.space_name] = s.space_size / MB;
   return sample;
 };
-let memoryAtPeak = memorySample();
+// Node 24's V8 (13.6) keeps the heap's freed pages resident in a pool that only a memory-reducing
+// GC empties (none comes while requests keep arriving), so its heap's share of RSS is the largest
+// heapTotal the process ever had, not the present one: kept for the process's life, never reset.
+let heapTotalHighWater = 0;
+const withHighWater = (sample: Record<string, number>): Record<string, number> => {
+  heapTotalHighWater = Math.max(heapTotalHighWater, sample.heapTotal!);
+  return { ...sample, heapTotalHighWater };
+};
+let memoryAtPeak = withHighWater(memorySample());
 setInterval(() => {
-  const sample = memorySample();
+  const sample = withHighWater(memorySample());
   if (sample.rss! > memoryAtPeak.rss!) memoryAtPeak = sample;
 }, 100).unref();
 
@@ -105,7 +114,7 @@ const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolea
   roundTrips = {};
   durationsMs = {};
   otherLines = 0;
-  memoryAtPeak = memorySample();
+  memoryAtPeak = withHighWater(memorySample());
   return true;
 };
 
