@@ -50,8 +50,9 @@ export interface AuditWriter extends AuditRecorder {
     readonly batches: number;
     readonly events: number;
     readonly failedBatches: number;
-    /** Batches held back for entries of running requests. */
+    /** Batches held back for entries of running requests, and the time they were held, in all. */
     readonly gathers: number;
+    readonly gatheredMs: number;
     /** Requests expected and not yet written or ended, over all shards. */
     readonly coming: number;
   };
@@ -92,6 +93,7 @@ interface Queued {
 interface Gather {
   awaited: number;
   readonly timer: NodeJS.Timeout;
+  readonly since: number;
 }
 
 /** One writer connection's queue, and whether a batch of it is in flight. */
@@ -176,6 +178,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     events: 0,
     failedBatches: 0,
     gathers: 0,
+    gatheredMs: 0,
     get coming() {
       return shards.reduce((n, s) => n + s.coming, 0);
     },
@@ -204,6 +207,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       if (g.awaited > 0 && !closing && shard.events < maxBatchEvents) return true;
       clearTimeout(g.timer);
       shard.gather = null;
+      stats.gatheredMs += performance.now() - g.since;
       return false;
     }
     if (shard.coming === 0 || closing || shard.events >= maxBatchEvents) return false;
@@ -215,6 +219,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
         started.awaited = 0;
         pump(shard);
       }, ms),
+      since: performance.now(),
     };
     shard.gather = started;
     stats.gathers++;
