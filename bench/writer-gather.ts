@@ -11,10 +11,12 @@
  * measured in alternating blocks of S seconds at each C (off first in odd blocks, on first in even
  * ones). Prints per block: reads/s, the writer backend's CPU per read (utime + stime of
  * /proc/PID/stat, so PostgreSQL must run on this machine), reads per batch, the share of batches
- * that waited and their mean wait, and the loop's p50/p99 (announce to commit answered).
+ * that waited and their mean wait, the loop's p50/p99 (announce to commit answered) and the event
+ * loop's median delay (a timer's lateness).
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import type { AuditEvent } from '../src/audit/event.ts';
 import { createAuditWriter, type AuditEntry, type AuditWriter } from '../src/audit/writer.ts';
@@ -93,6 +95,8 @@ async function block(s: Side, clients: number) {
   const g0 = s.writer.stats.gathers;
   const w0 = s.writer.stats.gatheredMs;
   const cpu0 = cpuMs(s.pid);
+  const lag = monitorEventLoopDelay({ resolution: 1 });
+  lag.enable();
   const started = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
@@ -112,6 +116,7 @@ async function block(s: Side, clients: number) {
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  lag.disable();
   const reads = latencies.length;
   const batches = s.writer.stats.batches - b0;
   latencies.sort((a, b) => a - b);
@@ -125,6 +130,7 @@ async function block(s: Side, clients: number) {
     waitMsPerBatch: +((s.writer.stats.gatheredMs - w0) / batches).toFixed(2),
     p50Ms: +quantile(latencies, 0.5).toFixed(2),
     p99Ms: +quantile(latencies, 0.99).toFixed(2),
+    loopDelayP50Ms: +(lag.percentile(50) / 1e6).toFixed(1),
     load: readFileSync('/proc/loadavg', 'utf8').split(' ')[0],
   };
 }

@@ -94,6 +94,7 @@ interface Gather {
   awaited: number;
   readonly timer: NodeJS.Timeout;
   readonly since: number;
+  readonly deadline: number;
 }
 
 /** One writer connection's queue, and whether a batch of it is in flight. */
@@ -213,23 +214,31 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     if (shard.coming === 0 || closing || shard.events >= maxBatchEvents) return false;
     const ms = Math.min(gather.maxMs, (shard.lastCommitMs * gather.percent) / 100);
     if (ms < 1) return false;
+    const since = performance.now();
     const started: Gather = {
       awaited: shard.coming,
       timer: setTimeout(() => {
         started.awaited = 0;
         pump(shard);
       }, ms),
-      since: performance.now(),
+      since,
+      deadline: since + ms,
     };
     shard.gather = started;
     stats.gathers++;
     return true;
   };
 
-  /** An expected request wrote its entry or ended: one fewer for a waiting batch to hear from. */
+  /**
+   * An expected request wrote its entry or ended: one fewer for a waiting batch to hear from. Past
+   * the deadline the wait is over at once: on a busy event loop the timer runs late, after the
+   * I/O callbacks of its turn, and those are where entries arrive.
+   */
   const heard = (shard: Shard): void => {
     shard.coming--;
-    if (shard.gather !== null && shard.gather.awaited > 0) shard.gather.awaited--;
+    const g = shard.gather;
+    if (g === null) return;
+    g.awaited = g.awaited > 0 && performance.now() < g.deadline ? g.awaited - 1 : 0;
   };
 
   const pump = (shard: Shard): void => {
