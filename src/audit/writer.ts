@@ -61,8 +61,8 @@ export interface AuditWriter extends AuditRecorder {
 /**
  * How long a batch about to leave may wait for the entries of requests already running: at most
  * `percent` of its shard's last commit, and at most `maxMs`; never when no request is running
- * past the ones queued, and never below a millisecond (a timer's resolution: a shorter commit
- * means a quiet writer). `percent` 0 turns gathering off.
+ * past the ones queued. A bound under a millisecond (a quiet writer's fast commit) is one turn of
+ * the event loop instead: the entries whose I/O is already in. `percent` 0 turns gathering off.
  */
 export interface GatherOptions {
   readonly percent: number;
@@ -92,7 +92,7 @@ interface Queued {
 /** A wait for entries before a batch leaves: how many more requests to hear from, and its bound. */
 interface Gather {
   awaited: number;
-  readonly timer: NodeJS.Timeout;
+  readonly cancel: () => void;
   readonly since: number;
   readonly deadline: number;
 }
@@ -206,24 +206,22 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     const g = shard.gather;
     if (g !== null) {
       if (g.awaited > 0 && !closing && shard.events < maxBatchEvents) return true;
-      clearTimeout(g.timer);
+      g.cancel();
       shard.gather = null;
       stats.gatheredMs += performance.now() - g.since;
       return false;
     }
     if (shard.coming === 0 || closing || shard.events >= maxBatchEvents) return false;
     const ms = Math.min(gather.maxMs, (shard.lastCommitMs * gather.percent) / 100);
-    if (ms < 1) return false;
+    if (!(ms > 0)) return false;
     const since = performance.now();
-    const started: Gather = {
-      awaited: shard.coming,
-      timer: setTimeout(() => {
-        started.awaited = 0;
-        pump(shard);
-      }, ms),
-      since,
-      deadline: since + ms,
+    const end = () => {
+      started.awaited = 0;
+      pump(shard);
     };
+    // A timer waits at least a millisecond.
+    const cancel = ms >= 1 ? clearTimeout.bind(null, setTimeout(end, ms)) : clearImmediate.bind(null, setImmediate(end));
+    const started: Gather = { awaited: shard.coming, cancel, since, deadline: since + ms };
     shard.gather = started;
     stats.gathers++;
     return true;
