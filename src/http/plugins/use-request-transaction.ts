@@ -96,8 +96,13 @@ async function settle(
     );
     onSettled(ctx, outcome, operation);
   };
+  // A read refused here records its refusal through the writer, in a batch that must not wait for
+  // the read's own entry: that entry will not come.
   const usedUp = ctx.minute.usedUp();
-  if (usedUp !== null) return refuseWhole(ctx, operation, usedUp, done);
+  if (usedUp !== null) {
+    coming?.end();
+    return refuseWhole(ctx, operation, usedUp, done);
+  }
   if (operation === 'mutation' && !errors.every(withholdsField)) {
     await ctx.tx.rollback();
     await recordRefusedFields(ctx);
@@ -107,6 +112,7 @@ async function settle(
   // The database aborted the transaction: the audit rows of what was already resolved cannot be
   // written, so that data must not leave either.
   if (ctx.tx.failed) {
+    coming?.end();
     await ctx.tx.rollback();
     await recordRefusedFields(ctx);
     done('transaction_failed');
