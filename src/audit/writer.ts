@@ -133,8 +133,8 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
 
 /**
  * Group commit of audit events. Whatever has queued while a batch was committing goes out as the
- * next batch the moment that commit returns: no timer, so a lone request waits for one commit
- * only, and under load each commit carries many requests. A batch is one transaction on the
+ * next batch the moment that commit returns (unless gathering, below): no fixed delay, so a lone
+ * request waits for one commit only, and under load each commit carries many requests. A batch is one transaction on the
  * writer's own connection: BEGIN, synchronous_commit on, one INSERT of every record
  * (src/audit/insert.ts) with the batch's own row, checked against the events it was meant to
  * write, and COMMIT, in one round trip. The PHI charges of its reads, when any, are made in the
