@@ -23,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
-import { createAuditWriter, type AuditEntry, type AuditWriter, type Written } from '../src/audit/writer.ts';
+import { createAuditWriter, type AuditEntry, type AuditWriter, type Coming, type Written } from '../src/audit/writer.ts';
 import { createApiKeyVerifier } from '../src/auth/api-key.ts';
 import { createPeppers } from '../src/auth/api-key-pepper.ts';
 import { createAuthenticator } from '../src/auth/authenticate.ts';
@@ -131,9 +131,10 @@ async function main(): Promise<void> {
     },
     record: (request, events) => real.record(request, events),
     close: () => real.close(),
-    write(entry: AuditEntry): Promise<Written> {
-      if (!parking) return real.write(entry);
-      return new Promise((resolve, reject) => parked.push(() => void real.write(entry).then(resolve, reject)));
+    expect: (request) => real.expect(request),
+    write(entry: AuditEntry, coming?: Coming): Promise<Written> {
+      if (!parking) return real.write(entry, coming);
+      return new Promise((resolve, reject) => parked.push(() => void real.write(entry, coming).then(resolve, reject)));
     },
   };
   const gateway = createGateway({

@@ -93,7 +93,13 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   const keyPool = createPool(auxUrl, { max: 2, caFile: config.databaseCaFile, applicationName: 'phigate-keys' });
   // The writer's batches never wait behind requests for a connection, nor requests behind them.
   const auditPool = createPool(auxUrl, { max: config.audit.connections, caFile: config.databaseCaFile, applicationName: 'phigate-audit' });
-  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: config.audit.queueLimit, logger, preparedStatements: config.preparedStatements });
+  const auditWriter = createAuditWriter({
+    pool: auditPool,
+    queueLimit: config.audit.queueLimit,
+    logger,
+    preparedStatements: config.preparedStatements,
+    gather: { percent: config.audit.gatherPercent, maxMs: config.audit.gatherMaxMs },
+  });
   // Search counts keep out of the writer's connections: a burst of searches would delay every read's audit commit.
   const quotaPool = createPool(auxUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-search-quota' });
   const logPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });

@@ -118,7 +118,15 @@ const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolea
   return true;
 };
 
-const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger, preparedStatements });
+// As src/app.ts; the gathering settings from the runner's environment, so that --phigate-variants can compare them.
+const gatherConfig = loadConfig({ PHIGATE_AUDIT_GATHER_PERCENT: process.env.PHIGATE_AUDIT_GATHER_PERCENT, PHIGATE_AUDIT_GATHER_MAX_MS: process.env.PHIGATE_AUDIT_GATHER_MAX_MS }).audit;
+const auditWriter = createAuditWriter({
+  pool: auditPool,
+  queueLimit: defaults.audit.queueLimit,
+  logger,
+  preparedStatements,
+  gather: { percent: gatherConfig.gatherPercent, maxMs: gatherConfig.gatherMaxMs },
+});
 const gateway = createGateway({
   pool,
   preauthPool,

@@ -25,17 +25,48 @@ export interface AuditEntry {
 /** The batch holding the entry committed: with its events, or (charge refused) with its refusal only. */
 export type Written = { readonly outcome: 'committed' } | { readonly outcome: 'limited'; readonly retryAfterSeconds: number };
 
+/** A request expected to hand the writer an entry (AuditWriter.expect). */
+export interface Coming {
+  /** The request will not write (it failed, or read no PHI); a second call, or one after write(), does nothing. */
+  end(): void;
+}
+
 export interface AuditWriter extends AuditRecorder {
   /**
    * Resolves once a committed batch holds the entry; rejects with AUDIT_UNAVAILABLE (HTTP 503)
-   * when none did, or at once when the queue is full.
+   * when none did, or at once when the queue is full. `coming`, the request's expect(), ends here.
    */
-  write(entry: AuditEntry): Promise<Written>;
+  write(entry: AuditEntry, coming?: Coming): Promise<Written>;
+  /**
+   * A request of `request`'s principal is running and will write an entry or end the Coming: while
+   * such requests run, a batch of its shard about to leave may wait for their entries (gather).
+   */
+  expect(request: AuditRequest): Coming;
   /** The queue is full: requests that would add to it should be refused before they run. */
   readonly saturated: boolean;
   /** Refuses new entries and waits until everything queued has committed or failed. */
   close(): Promise<void>;
-  readonly stats: { readonly batches: number; readonly events: number; readonly failedBatches: number };
+  readonly stats: {
+    readonly batches: number;
+    readonly events: number;
+    readonly failedBatches: number;
+    /** Batches held back for entries of running requests, and the time they were held, in all. */
+    readonly gathers: number;
+    readonly gatheredMs: number;
+    /** Requests expected and not yet written or ended, over all shards. */
+    readonly coming: number;
+  };
+}
+
+/**
+ * How long a batch about to leave may wait for the entries of requests already running: at most
+ * `percent` of its shard's last commit, and at most `maxMs`; never when no request is running
+ * past the ones queued. A bound under a millisecond (a quiet writer's fast commit) is one turn of
+ * the event loop instead: the entries whose I/O is already in. `percent` 0 turns gathering off.
+ */
+export interface GatherOptions {
+  readonly percent: number;
+  readonly maxMs: number;
 }
 
 export interface AuditWriterOptions {
@@ -48,6 +79,8 @@ export interface AuditWriterOptions {
   readonly maxBatchEvents?: number;
   /** Prepare the batch's two statements once per connection (PHIGATE_PREPARED_STATEMENTS; default on). */
   readonly preparedStatements?: boolean;
+  /** PHIGATE_AUDIT_GATHER_PERCENT and _MAX_MS; unset, no gathering. */
+  readonly gather?: GatherOptions;
 }
 
 interface Queued {
@@ -56,10 +89,25 @@ interface Queued {
   reject(e: unknown): void;
 }
 
+/** A wait for entries before a batch leaves: how many more requests to hear from, and its bound. */
+interface Gather {
+  awaited: number;
+  readonly cancel: () => void;
+  readonly since: number;
+  readonly deadline: number;
+}
+
 /** One writer connection's queue, and whether a batch of it is in flight. */
 interface Shard {
   readonly queue: Queued[];
+  /** Events in `queue`. */
+  events: number;
   busy: boolean;
+  /** Requests of the shard's principals expected and not yet written or ended. */
+  coming: number;
+  gather: Gather | null;
+  /** Wall time of the shard's last batch, connect to COMMIT answered. */
+  lastCommitMs: number;
 }
 
 /**
@@ -67,7 +115,11 @@ interface Shard {
  * nothing): FNV-1a of kind and subject, so the choice is the same for every request of it.
  */
 export function shardOf(entry: AuditEntry, shards: number): number {
-  const principal = entry.charge ? `${entry.charge.owner.kind}\u0000${entry.charge.owner.subject}` : `${entry.request.actorKind}\u0000${entry.request.actor}`;
+  return entry.charge ? shardOfPrincipal(entry.charge.owner.kind, entry.charge.owner.subject, shards) : shardOfPrincipal(entry.request.actorKind, entry.request.actor, shards);
+}
+
+function shardOfPrincipal(kind: string, subject: string, shards: number): number {
+  const principal = `${kind}\u0000${subject}`;
   let h = 0x811c9dc5;
   for (let i = 0; i < principal.length; i++) h = Math.imul(h ^ principal.charCodeAt(i), 0x01000193);
   return (h >>> 0) % shards;
@@ -81,8 +133,8 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
 
 /**
  * Group commit of audit events. Whatever has queued while a batch was committing goes out as the
- * next batch the moment that commit returns: no timer, so a lone request waits for one commit
- * only, and under load each commit carries many requests. A batch is one transaction on the
+ * next batch the moment that commit returns (unless gathering, below): no fixed delay, so a lone
+ * request waits for one commit only, and under load each commit carries many requests. A batch is one transaction on the
  * writer's own connection: BEGIN, synchronous_commit on, one INSERT of every record
  * (src/audit/insert.ts) with the batch's own row, checked against the events it was meant to
  * write, and COMMIT, in one round trip. The PHI charges of its reads, when any, are made in the
@@ -93,6 +145,15 @@ const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown 
  * A batch that fails on a statement is retried request by request, each in a batch of its own,
  * so one request's bad event fails that request only. A batch whose connection is lost is looked
  * up by its id on a new connection: committed, its requests are answered; not found, they fail.
+ *
+ * Gathering (opts.gather): under load a batch that left the moment the previous commit returned
+ * carried the few entries that queued during one commit, and each paid the batch's fixed cost
+ * (BEGIN, the statement's start, the durable COMMIT). The gateway announces each query past
+ * admission (expect) and its entry ends the announcement; when a batch is about to leave while
+ * announced requests of its shard are still running, it waits until as many have written or
+ * ended as were running then, or a share of the last commit's time, whichever comes first. A
+ * lone request (nothing else announced) never waits, nor does a batch once the writer is closing
+ * or holds maxBatchEvents.
  *
  * Each connection is a shard with its own queue, and a request goes to the shard a stable hash of
  * its principal picks. Two batches of one process then never charge one principal's minute at
@@ -105,16 +166,28 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const { pool, logger } = opts;
   // About six pages of 100 patients: one batch's statement and transaction stay bounded under a surge.
   const maxBatchEvents = opts.maxBatchEvents ?? 5_000;
-  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], busy: false }));
+  const gather = opts.gather ?? { percent: 0, maxMs: 0 };
+  if (!(gather.percent >= 0 && gather.percent <= 100 && gather.maxMs >= 0)) throw new RangeError('gather: percent must be 0 to 100 and maxMs at least 0');
+  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], events: 0, busy: false, coming: 0, gather: null, lastCommitMs: 0 }));
   let queued = 0;
   let inFlight = 0;
   let closing = false;
   let idle: (() => void) | null = null;
   let closed: Promise<void> | null = null;
-  const stats = { batches: 0, events: 0, failedBatches: 0 };
+  const stats = {
+    batches: 0,
+    events: 0,
+    failedBatches: 0,
+    gathers: 0,
+    gatheredMs: 0,
+    get coming() {
+      return shards.reduce((n, s) => n + s.coming, 0);
+    },
+  };
   const prepared = (c: pg.PoolClient, name: string, s: Statement) => submit(c, s.text, s.values, opts.preparedStatements === false ? undefined : name);
 
-  const takeBatch = (queue: Queued[]): Queued[] => {
+  const takeBatch = (shard: Shard): Queued[] => {
+    const { queue } = shard;
     const batch: Queued[] = [];
     let events = 0;
     while (queue.length > 0) {
@@ -124,16 +197,57 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       events += next.entry.events.length;
     }
     queued -= batch.length;
+    shard.events -= events;
     return batch;
   };
 
+  /** Whether the shard's next batch should wait for entries still coming; starts the wait if so. */
+  const holdBack = (shard: Shard): boolean => {
+    const g = shard.gather;
+    if (g !== null) {
+      if (g.awaited > 0 && !closing && shard.events < maxBatchEvents) return true;
+      g.cancel();
+      shard.gather = null;
+      stats.gatheredMs += performance.now() - g.since;
+      return false;
+    }
+    if (shard.coming === 0 || closing || shard.events >= maxBatchEvents) return false;
+    const ms = Math.min(gather.maxMs, (shard.lastCommitMs * gather.percent) / 100);
+    if (!(ms > 0)) return false;
+    const since = performance.now();
+    const end = () => {
+      started.awaited = 0;
+      pump(shard);
+    };
+    // A timer waits at least a millisecond.
+    const cancel = ms >= 1 ? clearTimeout.bind(null, setTimeout(end, ms)) : clearImmediate.bind(null, setImmediate(end));
+    const started: Gather = { awaited: shard.coming, cancel, since, deadline: since + ms };
+    shard.gather = started;
+    stats.gathers++;
+    return true;
+  };
+
+  /**
+   * An expected request wrote its entry or ended: one fewer for a waiting batch to hear from. Past
+   * the deadline the wait is over at once: on a busy event loop the timer runs late, after the
+   * I/O callbacks of its turn, and those are where entries arrive.
+   */
+  const heard = (shard: Shard): void => {
+    shard.coming--;
+    const g = shard.gather;
+    if (g === null) return;
+    g.awaited = g.awaited > 0 && performance.now() < g.deadline ? g.awaited - 1 : 0;
+  };
+
   const pump = (shard: Shard): void => {
-    if (shard.busy || shard.queue.length === 0) return;
-    const batch = takeBatch(shard.queue);
+    if (shard.busy || shard.queue.length === 0 || holdBack(shard)) return;
+    const batch = takeBatch(shard);
     shard.busy = true;
     inFlight++;
+    const started = performance.now();
     // The batch serves many requests: its log lines (the writer's own logger) belong to none of them.
     void settle(batch).finally(() => {
+      shard.lastCommitMs = performance.now() - started;
       shard.busy = false;
       inFlight--;
       pump(shard);
@@ -256,16 +370,43 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     }
   }
 
+  /** Ends a Coming without pumping: its shard when it was still open, else null. */
+  const enders = new WeakMap<Coming, () => Shard | null>();
+
   return {
-    write(entry) {
-      if (closing) return Promise.reject(unavailable('audit_writer_closed'));
-      if (queued >= opts.queueLimit) return Promise.reject(unavailable('audit_queue_full'));
+    write(entry, coming) {
+      // Heard before the entry is queued, pumped after: a batch waiting for it must not leave without it.
+      const comingShard = (coming === undefined ? undefined : enders.get(coming)?.()) ?? null;
+      if (closing || queued >= opts.queueLimit) {
+        if (comingShard !== null) pump(comingShard);
+        return Promise.reject(unavailable(closing ? 'audit_writer_closed' : 'audit_queue_full'));
+      }
       const shard = shards[shardOf(entry, shards.length)]!;
       return new Promise<Written>((resolve, reject) => {
         shard.queue.push({ entry, resolve, reject });
+        shard.events += entry.events.length;
         queued++;
         pump(shard);
+        if (comingShard !== null && comingShard !== shard) pump(comingShard);
       });
+    },
+    expect(request) {
+      const shard = shards[shardOfPrincipal(request.actorKind, request.actor, shards.length)]!;
+      shard.coming++;
+      let open = true;
+      const end = (): Shard | null => {
+        if (!open) return null;
+        open = false;
+        heard(shard);
+        return shard;
+      };
+      const coming: Coming = {
+        end() {
+          if (end() !== null) pump(shard);
+        },
+      };
+      enders.set(coming, end);
+      return coming;
     },
     async record(request, events) {
       if (events.length === 0) return;
@@ -278,6 +419,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       // One promise for every caller: a second close() must not leave the first one waiting forever.
       closed ??= inFlight === 0 && queued === 0 ? Promise.resolve() : new Promise<void>((resolve) => (idle = resolve));
       closing = true;
+      // A batch held back for entries still coming leaves now.
+      for (const shard of shards) pump(shard);
       return closed;
     },
     stats,

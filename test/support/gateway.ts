@@ -117,7 +117,13 @@ export async function startTestGateway(
     mfaAcrValues: [],
   });
   const logger = createLogger('info', { write: (line: string) => void logs.push(JSON.parse(line)) });
-  const auditWriter = createAuditWriter({ pool: auditPool, queueLimit: defaults.audit.queueLimit, logger, preparedStatements: preparedStatements() });
+  const auditWriter = createAuditWriter({
+    pool: auditPool,
+    queueLimit: defaults.audit.queueLimit,
+    logger,
+    preparedStatements: preparedStatements(),
+    gather: { percent: defaults.audit.gatherPercent, maxMs: defaults.audit.gatherMaxMs },
+  });
   const peppers = createPeppers(preauthPool, provider);
   const verifier = createApiKeyVerifier({
     db: preauthPool,

@@ -179,6 +179,13 @@ describe('loadConfig', () => {
     }
   });
 
+  it("lets an audit batch wait for running reads up to half its last commit and 5 ms unless told otherwise, and refuses a bound it cannot use", () => {
+    expect(loadConfig({}).audit).toMatchObject({ gatherPercent: 50, gatherMaxMs: 5 });
+    expect(loadConfig({ PHIGATE_AUDIT_GATHER_PERCENT: '0', PHIGATE_AUDIT_GATHER_MAX_MS: '20' }).audit).toMatchObject({ gatherPercent: 0, gatherMaxMs: 20 });
+    for (const value of ['101', '-1', 'half']) expect(refusal({ PHIGATE_AUDIT_GATHER_PERCENT: value }).variable, value).toBe('PHIGATE_AUDIT_GATHER_PERCENT');
+    for (const value of ['0', '1001', '2.5']) expect(refusal({ PHIGATE_AUDIT_GATHER_MAX_MS: value }).variable, value).toBe('PHIGATE_AUDIT_GATHER_MAX_MS');
+  });
+
   it('never echoes a secret value in its message', () => {
     const secret = 'postgres://gw:s3cr3t-pw@db/phigate';
     const e = refusal({ ...prodBase, DATABASE_URL: secret });

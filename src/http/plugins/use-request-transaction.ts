@@ -1,7 +1,7 @@
 import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { AuditEvent } from '../../audit/event.ts';
-import type { AuditWriter, Written } from '../../audit/writer.ts';
+import type { AuditWriter, Coming, Written } from '../../audit/writer.ts';
 import { commitOutcomeUnknown, dbFailure, isConnectionLost } from '../../db/failure.ts';
 import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
@@ -54,18 +54,24 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
           }
           ctx.tx.readOnly();
         }
-        let result: Awaited<ReturnType<typeof executeFn>>;
+        // A read past admission: its entry is on its way, so a batch about to leave may wait for it.
+        const coming = operation === 'query' ? writer.expect(ctx.audit.request) : null;
         try {
-          result = await executeFn(args);
-        } catch (err) {
-          await ctx.tx.rollback();
-          throw err;
+          let result: Awaited<ReturnType<typeof executeFn>>;
+          try {
+            result = await executeFn(args);
+          } catch (err) {
+            await ctx.tx.rollback();
+            throw err;
+          }
+          if (isAsyncIterable(result)) {
+            await ctx.tx.rollback();
+            return { errors: [new PhigateError('BAD_USER_INPUT', 'Incremental delivery is not supported.')] };
+          }
+          return await settle(ctx, result as ExecutionResult, operation, summary, writer, onSettled, coming);
+        } finally {
+          coming?.end();
         }
-        if (isAsyncIterable(result)) {
-          await ctx.tx.rollback();
-          return { errors: [new PhigateError('BAD_USER_INPUT', 'Incremental delivery is not supported.')] };
-        }
-        return settle(ctx, result as ExecutionResult, operation, summary, writer, onSettled);
       });
     },
   };
@@ -78,6 +84,7 @@ async function settle(
   summary: (fields: FlatFields, msg: string) => void,
   writer: AuditWriter,
   onSettled: OnSettled,
+  coming: Coming | null,
 ): Promise<ExecutionResult> {
   // Execution is over: nothing more may be counted or decrypted for this request.
   ctx.budget.end();
@@ -89,8 +96,13 @@ async function settle(
     );
     onSettled(ctx, outcome, operation);
   };
+  // A read refused here records its refusal through the writer, in a batch that must not wait for
+  // the read's own entry: that entry will not come.
   const usedUp = ctx.minute.usedUp();
-  if (usedUp !== null) return refuseWhole(ctx, operation, usedUp, done);
+  if (usedUp !== null) {
+    coming?.end();
+    return refuseWhole(ctx, operation, usedUp, done);
+  }
   if (operation === 'mutation' && !errors.every(withholdsField)) {
     await ctx.tx.rollback();
     await recordRefusedFields(ctx);
@@ -100,6 +112,7 @@ async function settle(
   // The database aborted the transaction: the audit rows of what was already resolved cannot be
   // written, so that data must not leave either.
   if (ctx.tx.failed) {
+    coming?.end();
     await ctx.tx.rollback();
     await recordRefusedFields(ctx);
     done('transaction_failed');
@@ -122,7 +135,7 @@ async function settle(
     await ctx.tx.rollback();
     return auditFailed(new PhigateError('AUDIT_UNAVAILABLE', 'PHI was counted without its audit event.', { reason: 'events_missing' }));
   }
-  return operation === 'mutation' ? settleWrite(ctx, result, operation, done, auditFailed, commitFailed) : settleRead(ctx, result, operation, writer, done, auditFailed, commitFailed);
+  return operation === 'mutation' ? settleWrite(ctx, result, operation, done, auditFailed, commitFailed) : settleRead(ctx, result, operation, writer, coming, done, auditFailed, commitFailed);
 }
 
 /** A read: its transaction ends with a plain COMMIT, while the audit writer commits its events. */
@@ -131,6 +144,7 @@ async function settleRead(
   result: ExecutionResult,
   operation: string | undefined,
   writer: AuditWriter,
+  coming: Coming | null,
   done: Done,
   auditFailed: (cause: unknown) => ExecutionResult,
   commitFailed: (cause: unknown) => ExecutionResult,
@@ -144,7 +158,7 @@ async function settleRead(
   if (events.length > 0) {
     try {
       written = await inSpan('phigate.audit', { 'phigate.audit.events': events.length }, () =>
-        writer.write({ request: ctx.audit.request, events, charge, refusal: limitedEvent(operation) }),
+        writer.write({ request: ctx.audit.request, events, charge, refusal: limitedEvent(operation) }, coming ?? undefined),
       );
     } catch (cause) {
       return auditFailed(cause);

@@ -456,3 +456,99 @@ describe('what the gateway role may do to the trail', () => {
     expect(columns.map((c) => c.column_name)).toEqual([...CANONICAL_COLUMNS, 'tx'].sort());
   });
 });
+
+describe('gathering the entries of requests still running', () => {
+  // Every commit takes at least 50 ms (a deferred trigger inside COMMIT), so the wait a batch may
+  // make (the last commit's time here, at most a minute) is long enough never to end by itself
+  // while a test's own steps run: what ends it is what the test does.
+  const slowCommits = () =>
+    admin(async (c) => {
+      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$`);
+      await c.query(
+        `CREATE CONSTRAINT TRIGGER writer_test AFTER INSERT ON phigate.audit_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.writer_test_slow_commit()`,
+      );
+    });
+  const gathering = (maxBatchEvents?: number) => {
+    const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit-gather' });
+    pools.push(pool);
+    return createAuditWriter({ pool, queueLimit: 100, logger, preparedStatements: preparedStatements(), gather: { percent: 100, maxMs: 60_000 }, maxBatchEvents });
+  };
+  const one = (req: AuditRequest): AuditEntry => ({ request: req, events: [read('ssn')] });
+  const batchOf = async (requestId: string) => (await rowsOf(requestId)).map((r) => r.batch_id as string);
+  const nextTurn = () => new Promise((r) => setImmediate(r));
+
+  it('a lone request never waits: nothing else is running', async () => {
+    await slowCommits();
+    const w = gathering();
+    await w.write(entry());
+    await nextTurn();
+    const req = request();
+    await expect(w.write(one(req), w.expect(req))).resolves.toEqual({ outcome: 'committed' });
+    expect(w.stats).toMatchObject({ batches: 2, gathers: 0, coming: 0 });
+  });
+
+  it('a batch waits for requests running when it was to leave, and their entries join it', async () => {
+    await slowCommits();
+    const w = gathering();
+    await w.write(entry());
+    await nextTurn();
+    const [r1, r2, r3] = [request(), request(), request()];
+    const [c1, c2, c3] = [w.expect(r1), w.expect(r2), w.expect(r3)];
+    const first = w.write(one(r1), c1);
+    expect(w.stats).toMatchObject({ gathers: 1, coming: 2 });
+    await nextTurn();
+    const second = w.write(one(r2), c2);
+    await nextTurn();
+    // The third request read no PHI: it ends without an entry, and the batch has heard from everyone.
+    c3.end();
+    c3.end();
+    await expect(Promise.all([first, second])).resolves.toEqual([{ outcome: 'committed' }, { outcome: 'committed' }]);
+    const [b1, b2] = [await batchOf(r1.requestId), await batchOf(r2.requestId)];
+    expect(b1).toHaveLength(1);
+    expect(b2).toEqual(b1);
+    expect(w.stats).toMatchObject({ batches: 2, gathers: 1, coming: 0 });
+  });
+
+  it('a request that never comes holds the batch back no longer than the bound', async () => {
+    await slowCommits();
+    const w = gathering();
+    await w.write(entry());
+    await nextTurn();
+    const [r1, r2] = [request(), request()];
+    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    await expect(w.write(one(r1), c1)).resolves.toEqual({ outcome: 'committed' });
+    expect(w.stats).toMatchObject({ batches: 2, gathers: 1, coming: 1 });
+    c2.end();
+    expect(w.stats.coming).toBe(0);
+  });
+
+  it('a batch already at its size does not wait', async () => {
+    await slowCommits();
+    const w = gathering(1);
+    await w.write(entry(['ssn']));
+    await nextTurn();
+    const [r1, r2] = [request(), request()];
+    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const first = w.write(one(r1), c1);
+    expect(w.stats.gathers).toBe(0);
+    await expect(first).resolves.toEqual({ outcome: 'committed' });
+    c2.end();
+    expect(w.stats).toMatchObject({ batches: 2, gathers: 0, coming: 0 });
+  });
+
+  it('closing while a batch waits: the batch commits, close() resolves, and a request expected meanwhile is refused', async () => {
+    await slowCommits();
+    const w = gathering();
+    await w.write(entry());
+    await nextTurn();
+    const [r1, r2] = [request(), request()];
+    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const first = w.write(one(r1), c1);
+    expect(w.stats.gathers).toBe(1);
+    const closed = w.close();
+    await expect(w.write(one(r2), c2)).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_writer_closed' });
+    await expect(first).resolves.toEqual({ outcome: 'committed' });
+    await closed;
+    expect(w.stats).toMatchObject({ batches: 2, coming: 0 });
+  });
+});
