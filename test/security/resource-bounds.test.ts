@@ -401,6 +401,40 @@ describe('database failures are answered as what they are', () => {
     }
   });
 
+  it('a write PostgreSQL ends to break a deadlock (40P01): rolled back whole, 503 with Retry-After (db_conflict), none of the server words', async () => {
+    const [first, second] = [north()[2]!, north()[3]!];
+    const stored = async () => (await gw.admin((c) => c.query('SELECT id, phone, updated_at FROM phigate.patients WHERE id = ANY($1) ORDER BY id', [[first.id, second.id]]))).rows;
+    const token = await gw.tokenFor('reg-north');
+    const before = await stored();
+    const r = await gw.admin(async (c) => {
+      await c.query('BEGIN');
+      // The gateway waits first, so its own deadlock check (the server's deadlock_timeout) finds
+      // the cycle and ends its transaction; this session's check would come far later.
+      await c.query(`SET LOCAL deadlock_timeout = '1min'`);
+      await c.query('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [second.id]);
+      try {
+        const answer = send(gw, token, `mutation($a: ID!, $b: ID!) { a: updatePatient(id: $a, input: { phone: "+1 555 0191" }) { id } b: updatePatient(id: $b, input: { phone: "+1 555 0192" }) { id } }`, {
+          a: first.id,
+          b: second.id,
+        });
+        const waiting = `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database() AND a.pid <> pg_backend_pid()`;
+        await until(async () => (await c.query(waiting)).rowCount === 1, 'the gateway to wait for the locked row');
+        await c.query('UPDATE phigate.patients SET updated_at = updated_at WHERE id = $1', [first.id]);
+        return await answer;
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    expect(r.status, r.text).toBe(503);
+    expect(r.headers.get('retry-after')).toBe('1');
+    expect(answerOf(r)).toEqual([['INTERNAL', 'db_conflict']]);
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.text).not.toMatch(/deadlock|40P01|process \d+/i);
+    expectNothingOfTheDriver(r, gw.logs);
+    expect(await stored()).toEqual(before);
+    expect(await auditOf(r.requestId)).toEqual([]);
+  });
+
   it.each([
     ['ended by the administrator (57P01)', {}, 'SELECT pg_terminate_backend($1)'],
     ['ended by idle_in_transaction_session_timeout (25P03)', { idleInTransactionTimeoutMs: 200 }, 'SELECT $1::int AS left_to_the_server'],
