@@ -86,6 +86,8 @@ const DRIVER_MESSAGES = new Set([
   'Client has encountered a connection error and is not queryable',
   'Client was closed and is not queryable',
   'timeout expired',
+  // A statement's query_timeout (lookupApiKey): the server did not answer, and pg gives the connection up.
+  'Query read timeout',
 ]);
 
 /** True for a failure that means the connection or session is gone (class 08, the codes above, a socket, the driver). */

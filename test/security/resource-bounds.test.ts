@@ -324,6 +324,8 @@ describe('a deadline that passes after COMMIT began', () => {
 describe('database failures are answered as what they are', () => {
   const READ_BY_SSN = `query($ssn: String!) { patientBySsn(ssn: $ssn) { id ssn } }`;
   const answerOf = (r: GqlResponse) => r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason]);
+  const searchEvents = (rows: readonly Record<string, unknown>[]) =>
+    rows.map(({ action, field, detail, patient_id, actor }) => ({ action, field, detail, patient_id, actor }));
   /** Nothing of the driver's or the server's own words reaches the answer or the log. */
   const expectNothingOfTheDriver = (r: { text: string }, logs: readonly Record<string, unknown>[]) => {
     for (const text of [r.text, JSON.stringify(logs)]) {
@@ -343,10 +345,34 @@ describe('database failures are answered as what they are', () => {
       expect(r.body.data?.patientBySsn ?? null).toBeNull();
       expectNoPhi(r);
       expectNothingOfTheDriver(r, searching.logs);
+      // The search was asked for, so it is traced, though it could not be counted.
+      expect(searchEvents(await auditOf(r.requestId))).toEqual([{ action: 'search', field: 'patientBySsn', detail: 'ssn:failed', patient_id: null, actor: 'reg-north' }]);
     } finally {
       held.release();
       await searching.close();
       await quotaPool.end();
+    }
+  });
+
+  it('a search whose lookup fails the transaction (57014) is traced though the request is rolled back: one search event, ssn:failed', async () => {
+    const strict = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction: { statementTimeoutMs: 300 } } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const r = await gw.admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE');
+        try {
+          return await send(strict, token, READ_BY_SSN, { ssn: north()[0]!.ssn });
+        } finally {
+          await c.query('ROLLBACK');
+        }
+      });
+      expect(r.status, r.text).toBe(503);
+      expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
+      expectNoPhi(r);
+      expect(searchEvents(await auditOf(r.requestId))).toEqual([{ action: 'search', field: 'patientBySsn', detail: 'ssn:failed', patient_id: null, actor: 'reg-north' }]);
+    } finally {
+      await strict.close();
     }
   });
 

@@ -33,6 +33,7 @@ describe('dbFailure', () => {
     ["pg-pool's connect timeout", new Error('Connection terminated due to connection timeout')],
     ['a connection lost mid-query', new Error('Connection terminated unexpectedly')],
     ['a client whose connection broke', new Error('Client has encountered a connection error and is not queryable')],
+    ["a statement's query_timeout", new Error('Query read timeout')],
   ])('%s: 503, Retry-After, db_unavailable, none of the cause in the answer', (_what, cause) => {
     const e = dbFailure(cause);
     expect(answer(e)).toEqual({ code: 'INTERNAL', reason: 'db_unavailable', message: 'The database is unavailable.', http: { status: 503, headers: { 'Retry-After': '1' } } });
