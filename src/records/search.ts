@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../audit/event.ts';
 import type { BlindIndexColumn } from '../crypto/blind-index.ts';
-import { searchByBlindIndex, type PatientRow } from '../db/patients.ts';
+import { searchByBlindIndex, type PatientRow, type SearchResult } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { knownRoles, purposeFor, searchRole } from '../policy/decide.ts';
 import { identifierIndexes, normaliseIdentifier } from './identifiers.ts';
@@ -55,7 +55,7 @@ export async function searchPatient(scope: RequestScope, kind: IdentifierKind, r
       ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
       : new PhigateError('FORBIDDEN', `You may not search by ${kind}.`);
   }
-  let result: Awaited<ReturnType<typeof searchByBlindIndex>>;
+  let result: SearchResult;
   try {
     const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
     result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
