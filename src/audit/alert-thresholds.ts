@@ -1,6 +1,6 @@
 import { ALERT_THRESHOLD_VARIABLES, type AlertThresholds } from '../config.ts';
 import pg from 'pg';
-import { readAlertSettings, writeAlertSettings, type AlertSettings } from '../db/alert-settings.ts';
+import { readAlertSettings, writeAlertSettingsFromMigrate, type AlertSettings } from '../db/alert-settings.ts';
 import type { Logger } from '../log.ts';
 
 export interface ThresholdDisagreement {
@@ -57,18 +57,20 @@ export function thresholdOptions(t: AlertThresholds): string {
 }
 
 /**
- * `phigate migrate` with PHIGATE_ALERT_* thresholds in its environment: writes them as the owner
- * (the migrator's connection), after the migrations, and reports each that changed. The
- * environment of the job that migrates is then the thresholds' source: a later migrate with it
- * sets them back over a change made with `phigate alerts thresholds`.
+ * `phigate migrate` with PHIGATE_ALERT_* thresholds in its environment: writes, as the owner (the
+ * migrator's connection) after the migrations, each whose value differs from the one migrate applied
+ * last, and reports each that changed. A value the environment has kept since is not written again:
+ * a change made meanwhile with `phigate alerts thresholds` stands, and is reported as standing.
  */
 export async function applyConfiguredThresholds(migrateUrl: string, configured: Partial<AlertThresholds>, log: (line: string) => void): Promise<void> {
-  if (Object.keys(configured).length === 0) return;
   const client = new pg.Client({ connectionString: migrateUrl, application_name: 'phigate-migrate' });
   await client.connect();
   try {
-    const { before, after } = await writeAlertSettings(client, configured);
+    const { before, after, kept } = await writeAlertSettingsFromMigrate(client, configured);
     for (const d of thresholdDisagreements(after, before)) log(`alert threshold ${d.variable}: ${d.database} -> ${d.configured}`);
+    for (const d of thresholdDisagreements(kept, after)) {
+      log(`alert threshold ${d.variable}: ${d.database} kept; the setting (${d.configured}) is the one migrate applied last, and the threshold was changed since (phigate alerts thresholds)`);
+    }
   } finally {
     await client.end();
   }

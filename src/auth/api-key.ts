@@ -1,6 +1,7 @@
 import { randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { lookupApiKey, touchApiKeys, type ApiKeyRow, type LookupPool, type Queryable } from '../db/api-keys.ts';
+import { dbFailure } from '../db/failure.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { RateLimitStore } from '../rate-limit/store.ts';
@@ -45,8 +46,16 @@ interface Cached {
 const refused = () => new PhigateError('UNAUTHENTICATED', 'The API key is not valid.', { reason: 'invalid_api_key' });
 
 /** Fails closed, and says "later" rather than "invalid": the key may well be good. */
-const cannotLookUp = (reason: string, cause?: unknown) =>
-  new PhigateError('INTERNAL', 'API keys cannot be checked now.', { reason, cause, http: { status: 503, headers: { 'Retry-After': '1' } } });
+const lookupsBusy = () =>
+  new PhigateError('INTERNAL', 'API keys cannot be checked now.', { reason: 'api_key_lookups_busy', http: { status: 503, headers: { 'Retry-After': '1' } } });
+
+/**
+ * A lookup that failed is answered as every path answers a database failure (src/db/failure.ts:
+ * unavailable, timed out, in conflict), never as "invalid": the key may well be good. Anything
+ * else (a missing table or grant, a bug) is no reason to retry: refused all the same, with 500.
+ */
+const lookupFailed = (cause: unknown): PhigateError =>
+  dbFailure(cause) ?? new PhigateError('INTERNAL', 'API keys cannot be checked now.', { reason: 'api_key_lookup_failed', cause, http: { status: 500 } });
 
 /** Unknown ids remembered at once; real keys have a cache of their own that misses cannot evict. */
 const MISSES_REMEMBERED = 1_000;
@@ -87,7 +96,7 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
     if (hit && performance.now() - hit.loadedAt < ttl) return hit;
     const inFlight = loading.get(id);
     if (inFlight) return inFlight;
-    if (!known && loading.size >= MAX_PENDING_LOOKUPS) throw cannotLookUp('api_key_lookups_busy');
+    if (!known && loading.size >= MAX_PENDING_LOOKUPS) throw lookupsBusy();
     const pending: Promise<Cached> = lookupApiKey(db, id, timeoutMs)
       .then((row) => {
         const entry = { row, principal: row && principalOf(row), loadedAt: performance.now() };
@@ -96,7 +105,7 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
         return entry;
       })
       .catch((cause: unknown) => {
-        throw cannotLookUp('db_unavailable', cause);
+        throw lookupFailed(cause);
       })
       .finally(() => {
         if (loading.get(id) === pending) loading.delete(id);

@@ -39,7 +39,27 @@ export const commitOutcomeUnknown = (cause?: unknown): PhigateError =>
     http: { status: 504 },
   });
 
+/**
+ * PostgreSQL ended the request's transaction to break a deadlock (40P01) or a serialization failure
+ * (40001) with a concurrent one: it was rolled back whole, and the same request sent again will
+ * most likely succeed. 503 with Retry-After, like db_unavailable, rather than 409: a 409 asks the
+ * client to change something before resending, and here nothing about the request was wrong;
+ * clients and balancers already retry a 503 that carries Retry-After, and nothing was kept, so a
+ * write resent cannot be made twice. No code of the contract means a conflict; INTERNAL with a
+ * reason of its own, as the other database answers.
+ */
+export const dbConflict = (cause: unknown): PhigateError =>
+  new PhigateError('INTERNAL', 'The request met a concurrent one in the database and was rolled back; nothing of it was kept.', {
+    reason: 'db_conflict',
+    cause,
+    http: { status: 503, headers: { 'Retry-After': '1' } },
+  });
+
 const STATEMENT_TIMEOUT = '57014';
+const CONFLICT = new Set([
+  '40001', // serialization_failure
+  '40P01', // deadlock_detected
+]);
 
 // SQLSTATEs of a session or server that went away or could not take the request: the statement did
 // not run, or ran in a transaction that is now rolled back.
@@ -66,6 +86,8 @@ const DRIVER_MESSAGES = new Set([
   'Client has encountered a connection error and is not queryable',
   'Client was closed and is not queryable',
   'timeout expired',
+  // A statement's query_timeout (lookupApiKey): the server did not answer, and pg gives the connection up.
+  'Query read timeout',
 ]);
 
 /** True for a failure that means the connection or session is gone (class 08, the codes above, a socket, the driver). */
@@ -79,11 +101,14 @@ export function isConnectionLost(cause: unknown): boolean {
 
 /**
  * The answer for `cause` when it is a database failure the client should be told of as such: a
- * statement timeout as a request timeout, a session or server gone as db_unavailable. null for
+ * statement timeout as a request timeout, a deadlock or serialization failure as db_conflict, a
+ * session or server gone as db_unavailable. null for
  * anything else (a constraint, a bug), which stays the caller's to answer.
  */
 export function dbFailure(cause: unknown): PhigateError | null {
   if (cause instanceof PhigateError) return null;
-  if ((cause as { code?: unknown } | null)?.code === STATEMENT_TIMEOUT) return requestTimedOut(cause);
+  const code = (cause as { code?: unknown } | null)?.code;
+  if (code === STATEMENT_TIMEOUT) return requestTimedOut(cause);
+  if (typeof code === 'string' && CONFLICT.has(code)) return dbConflict(cause);
   return isConnectionLost(cause) ? dbUnavailable(cause) : null;
 }

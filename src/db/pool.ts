@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { isConnectionLost } from './failure.ts';
 import { pgConnection } from './tls.ts';
 import { GATEWAY_TYPES } from './type-parsers.ts';
 
@@ -31,8 +32,31 @@ export function createPool(url: string, opts: PoolOptions = {}): Pool {
   // So must a checked-out one whose server connection dies between two of its queries (a
   // terminated backend, PgBouncer's "server conn crashed?"): without a listener the client's
   // 'error' event is an uncaught exception. Its holder sees the failure on its next query.
-  pool.on('connect', (client) => client.on('error', () => undefined));
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+    (client as unknown as Internals).connection.on('errorMessage', (msg: unknown) => endsSession(client as unknown as Internals, msg));
+  });
   return pool;
+}
+
+/** The parts of pg's client (pg/lib/client.js) that say whether it can still be queried. */
+interface Internals {
+  readonly _queryable: boolean;
+  readonly connection: { on(event: 'errorMessage', listener: (msg: unknown) => void): void; emit(event: 'error', err: Error): boolean };
+}
+
+/**
+ * A server error that ends the session (FATAL, or a code that means so) answers the statement in
+ * flight, and pg leaves the client queryable until the socket's end is read, a read later. A read
+ * gives its connection back as its COMMIT leaves (transaction.ts, commitReadOnly): without this the
+ * connection would sit in the pool in between, and its next holder would be the one told of a loss
+ * that was the read's. Said as a connection error, pg's own path for a dead socket: the client
+ * stops taking queries and the pool drops it, from its idle list or when its holder releases it.
+ */
+function endsSession(client: Internals, msg: unknown): void {
+  const severity = (msg as { severity?: unknown }).severity;
+  if (!client._queryable || !(severity === 'FATAL' || severity === 'PANIC' || isConnectionLost(msg))) return;
+  client.connection.emit('error', new Error('Connection terminated unexpectedly', { cause: msg }));
 }
 
 export class UnsafeRoleError extends Error {

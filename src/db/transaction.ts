@@ -270,7 +270,10 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
    * run after this transaction, and its context with it, has ended. The request still waits for the
    * answer: a COMMIT that fails fails the request. The connection needs no ROLLBACK then, whatever
    * happened: a read-only transaction none of whose statements failed ends with its COMMIT, or
-   * the session is gone, which the pool and the connection's next holder see as an error.
+   * the session is gone: the server's FATAL answers this COMMIT, and the pool drops the connection
+   * then (pool.ts), so a next holder that takes it afterwards gets a fresh one. One already waiting
+   * when it was given back has its statements behind this COMMIT, and fails with it, as
+   * db_unavailable.
    */
   const commitReadOnly = async (c: pg.PoolClient): Promise<void> => {
     const committing = send(c, 'COMMIT');

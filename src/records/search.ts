@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../audit/event.ts';
 import type { BlindIndexColumn } from '../crypto/blind-index.ts';
-import { searchByBlindIndex, type PatientRow } from '../db/patients.ts';
+import { searchByBlindIndex, type PatientRow, type SearchResult } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { knownRoles, purposeFor, searchRole } from '../policy/decide.ts';
 import { identifierIndexes, normaliseIdentifier } from './identifiers.ts';
@@ -14,7 +14,7 @@ const SEARCHES = {
 export type IdentifierKind = keyof typeof SEARCHES;
 
 /** How a search ended, as its audit row says (`detail` is `<kind>:<outcome>`). */
-type Outcome = 'hit' | 'miss' | 'ambiguous' | 'refused' | 'limited';
+type Outcome = 'hit' | 'miss' | 'ambiguous' | 'refused' | 'limited' | 'failed';
 
 // The outcomes that tell the principal something, each after budget.search() charged the search.
 const DISCLOSED = /:(hit|miss|ambiguous)$/;
@@ -55,8 +55,16 @@ export async function searchPatient(scope: RequestScope, kind: IdentifierKind, r
       ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
       : new PhigateError('FORBIDDEN', `You may not search by ${kind}.`);
   }
-  const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
-  const result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
+  let result: SearchResult;
+  try {
+    const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
+    result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
+  } catch (err) {
+    // A search that could not be counted or run (its quota's database, the lookup, a key) was
+    // still asked for: it is traced like any other, and the answer is the failure's.
+    audit('failed');
+    throw err;
+  }
   // Both limits are checked before the result is looked at: a refusal says the same for a hit and
   // a miss. The searches per minute first, so that a search they refuse is not charged as a value.
   if (!result.allowed) {

@@ -11,12 +11,14 @@ import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { parseApiKey } from '../../src/auth/api-key-secret.ts';
 import { createLocalKeyProvider } from '../../src/crypto/keys/local.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
+import type { PhigateError } from '../../src/errors.ts';
 import { createLogger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
 import { createApiKey } from '../../src/records/api-keys.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { freePort } from '../support/free-port.ts';
 import { POLICY_FILE, startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { postJson, send } from './http.ts';
 
@@ -285,6 +287,33 @@ describe('the API-key verifier', () => {
       await verifier.close();
     }
   }, 120_000);
+
+  it("a lookup's database failure is answered by the shared mapping (src/db/failure.ts), anything else with 500; never as an invalid key, never in the server's words", async () => {
+    const answerOf = async (db: Pool) => {
+      const verifier = createApiKeyVerifier({ db, peppers: peppers(), rateLimits: createMemoryRateLimitStore(), logger: createLogger('silent') });
+      try {
+        const e = (await verifier.verify(randomKey()).then(
+          () => null,
+          (err: unknown) => err,
+        )) as PhigateError;
+        expect(JSON.stringify(e.toJSON())).not.toMatch(/ECONNREFUSED|relation|phigate\.|api_keys|does not exist/);
+        return { code: e.code, reason: e.reason, message: e.message, http: e.extensions.http };
+      } finally {
+        await verifier.close();
+      }
+    };
+    const nobody = createPool(`postgres://nobody@127.0.0.1:${await freePort()}/nothing`, { max: 1 });
+    // A database without the gateway's schema: the lookup fails with 42P01, which is no database failure.
+    const noSchema = new URL(db.adminUrl);
+    noSchema.pathname = '/postgres';
+    const elsewhere = createPool(noSchema.toString(), { max: 1 });
+    try {
+      expect(await answerOf(nobody)).toEqual({ code: 'INTERNAL', reason: 'db_unavailable', message: 'The database is unavailable.', http: { status: 503, headers: { 'Retry-After': '1' } } });
+      expect(await answerOf(elsewhere)).toEqual({ code: 'INTERNAL', reason: 'api_key_lookup_failed', message: 'API keys cannot be checked now.', http: { status: 500 } });
+    } finally {
+      await Promise.all([nobody.end(), elsewhere.end()]);
+    }
+  });
 
   it('drops a lookup the database does not answer (503) instead of keeping its connection, and refuses past 64 pending lookups, except for a key it knows', async () => {
     const verifier = createApiKeyVerifier({

@@ -324,6 +324,8 @@ describe('a deadline that passes after COMMIT began', () => {
 describe('database failures are answered as what they are', () => {
   const READ_BY_SSN = `query($ssn: String!) { patientBySsn(ssn: $ssn) { id ssn } }`;
   const answerOf = (r: GqlResponse) => r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason]);
+  const searchEvents = (rows: readonly Record<string, unknown>[]) =>
+    rows.map(({ action, field, detail, patient_id, actor }) => ({ action, field, detail, patient_id, actor }));
   /** Nothing of the driver's or the server's own words reaches the answer or the log. */
   const expectNothingOfTheDriver = (r: { text: string }, logs: readonly Record<string, unknown>[]) => {
     for (const text of [r.text, JSON.stringify(logs)]) {
@@ -343,10 +345,34 @@ describe('database failures are answered as what they are', () => {
       expect(r.body.data?.patientBySsn ?? null).toBeNull();
       expectNoPhi(r);
       expectNothingOfTheDriver(r, searching.logs);
+      // The search was asked for, so it is traced, though it could not be counted.
+      expect(searchEvents(await auditOf(r.requestId))).toEqual([{ action: 'search', field: 'patientBySsn', detail: 'ssn:failed', patient_id: null, actor: 'reg-north' }]);
     } finally {
       held.release();
       await searching.close();
       await quotaPool.end();
+    }
+  });
+
+  it('a search whose lookup fails the transaction (57014) is traced though the request is rolled back: one search event, ssn:failed', async () => {
+    const strict = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction: { statementTimeoutMs: 300 } } });
+    try {
+      const token = await gw.tokenFor('reg-north');
+      const r = await gw.admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE');
+        try {
+          return await send(strict, token, READ_BY_SSN, { ssn: north()[0]!.ssn });
+        } finally {
+          await c.query('ROLLBACK');
+        }
+      });
+      expect(r.status, r.text).toBe(503);
+      expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
+      expectNoPhi(r);
+      expect(searchEvents(await auditOf(r.requestId))).toEqual([{ action: 'search', field: 'patientBySsn', detail: 'ssn:failed', patient_id: null, actor: 'reg-north' }]);
+    } finally {
+      await strict.close();
     }
   });
 
@@ -399,6 +425,40 @@ describe('database failures are answered as what they are', () => {
     } finally {
       await strict.close();
     }
+  });
+
+  it('a write PostgreSQL ends to break a deadlock (40P01): rolled back whole, 503 with Retry-After (db_conflict), none of the server words', async () => {
+    const [first, second] = [north()[2]!, north()[3]!];
+    const stored = async () => (await gw.admin((c) => c.query('SELECT id, phone, updated_at FROM phigate.patients WHERE id = ANY($1) ORDER BY id', [[first.id, second.id]]))).rows;
+    const token = await gw.tokenFor('reg-north');
+    const before = await stored();
+    const r = await gw.admin(async (c) => {
+      await c.query('BEGIN');
+      // The gateway waits first, so its own deadlock check (the server's deadlock_timeout) finds
+      // the cycle and ends its transaction; this session's check would come far later.
+      await c.query(`SET LOCAL deadlock_timeout = '1min'`);
+      await c.query('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [second.id]);
+      try {
+        const answer = send(gw, token, `mutation($a: ID!, $b: ID!) { a: updatePatient(id: $a, input: { phone: "+1 555 0191" }) { id } b: updatePatient(id: $b, input: { phone: "+1 555 0192" }) { id } }`, {
+          a: first.id,
+          b: second.id,
+        });
+        const waiting = `SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE NOT l.granted AND a.datname = current_database() AND a.pid <> pg_backend_pid()`;
+        await until(async () => (await c.query(waiting)).rowCount === 1, 'the gateway to wait for the locked row');
+        await c.query('UPDATE phigate.patients SET updated_at = updated_at WHERE id = $1', [first.id]);
+        return await answer;
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    expect(r.status, r.text).toBe(503);
+    expect(r.headers.get('retry-after')).toBe('1');
+    expect(answerOf(r)).toEqual([['INTERNAL', 'db_conflict']]);
+    expect(r.body.data ?? null).toBeNull();
+    expect(r.text).not.toMatch(/deadlock|40P01|process \d+/i);
+    expectNothingOfTheDriver(r, gw.logs);
+    expect(await stored()).toEqual(before);
+    expect(await auditOf(r.requestId)).toEqual([]);
   });
 
   it.each([

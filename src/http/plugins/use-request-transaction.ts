@@ -10,6 +10,7 @@ import type { GraphQLContext } from '../../graphql/context.ts';
 import { flatLineWriter, requestFields, type FlatFields, type Logger } from '../../log.ts';
 import { eventsMissing } from '../../records/events-missing.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
+import { disclosesSearch } from '../../records/search.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
 
 const isAsyncIterable = (x: unknown): x is AsyncIterable<unknown> => typeof x === 'object' && x !== null && Symbol.asyncIterator in x;
@@ -236,15 +237,18 @@ function commitFailure(cause: unknown, operation: string | undefined): PhigateEr
 // Refusals of a field: one its principal may not see (denied) and one whose value did not open (refused).
 const FIELD_REFUSALS: ReadonlySet<AuditEvent['action']> = new Set(['denied', 'refused']);
 
+const refusedField = (e: AuditEvent): boolean => FIELD_REFUSALS.has(e.action) && (e.typeName === 'Patient' || e.typeName === 'Encounter');
+
 /**
  * A request rolled back (a write with an error, a transaction the database failed) loses the events
  * it would have committed, but not the refusals of fields it was to answer: a field denied to the
  * principal, a value that did not open (read-phi.ts). Every refusal is traced (CONTRACT.md, Audit),
  * so they are kept, outside the transaction, like the other refusals of a write (write-helpers.ts,
- * recordAfterRollback). The answer is an error either way.
+ * recordAfterRollback). So is every search that disclosed nothing (refused, limited, failed:
+ * search.ts): a search is traced whatever its end. The answer is an error either way.
  */
 async function recordRefusedFields(ctx: GraphQLContext): Promise<void> {
-  const refused = ctx.audit.events.filter((e) => FIELD_REFUSALS.has(e.action) && (e.typeName === 'Patient' || e.typeName === 'Encounter'));
+  const refused = ctx.audit.events.filter((e) => refusedField(e) || (e.action === 'search' && !disclosesSearch(e)));
   if (refused.length === 0) return;
   try {
     await ctx.recorder.record(ctx.audit.request, refused);

@@ -211,6 +211,33 @@ describe('changing the thresholds', () => {
     await admin((c) => writeAlertSettings(c, ALERT_DEFAULTS));
   });
 
+  it("`phigate migrate` leaves a threshold changed with `phigate alerts thresholds` as it is while its environment's value is the one it applied last; a new value in the environment is written", async () => {
+    const lines: string[] = [];
+    const migrateWith = (bulk: string | undefined) =>
+      applyConfiguredThresholds(db.adminUrl, loadConfig(bulk === undefined ? {} : { PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: bulk }, '/srv').alertSweep.thresholds, (l) => lines.push(l));
+    const bulk = async () => (await readAlertSettings(app)).bulkPatientsPerMinute;
+    await migrateWith('80');
+    expect(await bulk()).toBe(80);
+    await admin((c) => writeAlertSettings(c, { bulkPatientsPerMinute: 120 }));
+    await migrateWith('80');
+    expect(await bulk()).toBe(120);
+    await migrateWith('90');
+    expect(await bulk()).toBe(90);
+    // Unset, then set again to the value last applied: a new decision, written.
+    await admin((c) => writeAlertSettings(c, { bulkPatientsPerMinute: 130 }));
+    await migrateWith(undefined);
+    expect(await bulk()).toBe(130);
+    await migrateWith('90');
+    expect(await bulk()).toBe(90);
+    expect(lines).toEqual([
+      'alert threshold PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: 50 -> 80',
+      'alert threshold PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: 120 kept; the setting (80) is the one migrate applied last, and the threshold was changed since (phigate alerts thresholds)',
+      'alert threshold PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: 120 -> 90',
+      'alert threshold PHIGATE_ALERT_BULK_PATIENTS_PER_MINUTE: 130 -> 90',
+    ]);
+    await admin((c) => writeAlertSettings(c, ALERT_DEFAULTS));
+  });
+
   it('`phigate alerts thresholds` sets them as the owner, refusing a bad option by its name before the database', async () => {
     const config = loadConfig({ DATABASE_URL: db.directAppUrl, PHIGATE_MIGRATE_URL: db.adminUrl }, '/srv');
     const out: string[] = [];

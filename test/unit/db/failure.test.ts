@@ -33,6 +33,7 @@ describe('dbFailure', () => {
     ["pg-pool's connect timeout", new Error('Connection terminated due to connection timeout')],
     ['a connection lost mid-query', new Error('Connection terminated unexpectedly')],
     ['a client whose connection broke', new Error('Client has encountered a connection error and is not queryable')],
+    ["a statement's query_timeout", new Error('Query read timeout')],
   ])('%s: 503, Retry-After, db_unavailable, none of the cause in the answer', (_what, cause) => {
     const e = dbFailure(cause);
     expect(answer(e)).toEqual({ code: 'INTERNAL', reason: 'db_unavailable', message: 'The database is unavailable.', http: { status: 503, headers: { 'Retry-After': '1' } } });
@@ -43,13 +44,27 @@ describe('dbFailure', () => {
   it.each([
     ['a unique violation', serverError('23505')],
     ['a permission refusal', serverError('42501')],
-    ['a serialization failure', serverError('40001')],
     ['a bug', new TypeError("Cannot read properties of undefined (reading 'rows')")],
     ['a driver message that only resembles one', new Error('Connection terminated unexpectedly: SELECT 1')],
     ['a server error with the words of the driver', Object.assign(new Error('timeout exceeded when trying to connect'), { code: '42000' })],
     ['nothing', undefined],
   ])('%s is not a database failure: the caller answers it', (_what, cause) => {
     expect(dbFailure(cause)).toBeNull();
+  });
+
+  it.each([
+    ['a serialization failure', serverError('40001')],
+    ['a deadlock', serverError('40P01')],
+  ])('%s: rolled back whole, answered 503 with Retry-After (db_conflict), none of the cause in the answer', (_what, cause) => {
+    const e = dbFailure(cause);
+    expect(answer(e)).toEqual({
+      code: 'INTERNAL',
+      reason: 'db_conflict',
+      message: 'The request met a concurrent one in the database and was rolled back; nothing of it was kept.',
+      http: { status: 503, headers: { 'Retry-After': '1' } },
+    });
+    expect(isConnectionLost(cause)).toBe(false);
+    expect(JSON.stringify(e!.toJSON())).not.toContain(cause.message);
   });
 
   it('an answer of our own is left as it is', () => {
