@@ -113,6 +113,16 @@ async function search(s: Subject, index: Buffer, wrap?: (tx: RequestTransaction)
   }
 }
 
+/** The database's shared-buffer hits and reads (pg_stat_database: this database's backends only, not the cluster's). */
+async function blocks(s: Subject): Promise<{ hit: number; read: number }> {
+  await s.admin.query('SELECT pg_stat_clear_snapshot()');
+  const r = (await s.admin.query<{ hit: string; read: string }>('SELECT blks_hit AS hit, blks_read AS read FROM pg_stat_database WHERE datname = current_database()')).rows[0]!;
+  return { hit: Number(r.hit), read: Number(r.read) };
+}
+
+// A backend reports its counts to pg_stat_database at most once a second, when idle.
+const STATS_FLUSH_MS = 1500;
+
 async function backendCpu(s: Subject): Promise<Record<string, number>> {
   const { rows } = await s.admin.query<{ pid: number; app: string }>(
     'SELECT pid, application_name AS app FROM pg_stat_activity WHERE datname = current_database() AND application_name = ANY ($1)',
@@ -129,6 +139,8 @@ const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math
 async function measure(s: Subject, round: number): Promise<Record<string, unknown>> {
   // Warm: both connections made and their statements prepared before the counting starts.
   for (let i = 0; i < 20; i++) await search(s, s.indexes[i % s.indexes.length]!);
+  await new Promise((resolve) => setTimeout(resolve, STATS_FLUSH_MS));
+  const blocksBefore = await blocks(s);
   const before = await backendCpu(s);
   const load = os.loadavg()[0]!;
   const wall: number[] = [];
@@ -139,6 +151,8 @@ async function measure(s: Subject, round: number): Promise<Record<string, unknow
     wall.push(performance.now() - t);
   }
   const after = await backendCpu(s);
+  await new Promise((resolve) => setTimeout(resolve, STATS_FLUSH_MS));
+  const blocksAfter = await blocks(s);
   if (found !== LOOKUPS) throw new Error(`${s.name}: ${found} patients found in ${LOOKUPS} searches`);
   return {
     db: s.name,
@@ -149,6 +163,9 @@ async function measure(s: Subject, round: number): Promise<Record<string, unknow
     searchCountCpuMs: round3((after[COUNT_APP]! - before[COUNT_APP]!) / LOOKUPS),
     wallP50Ms: round3(quantile(wall, 0.5)),
     wallP99Ms: round3(quantile(wall, 0.99)),
+    // Both backends and the writes of take_search; a read is a block from outside shared buffers (the OS's cache or the disk).
+    blocksHitPerLookup: round3((blocksAfter.hit - blocksBefore.hit) / LOOKUPS),
+    blocksReadPerLookup: round3((blocksAfter.read - blocksBefore.read) / LOOKUPS),
   };
 }
 
