@@ -1,7 +1,8 @@
 /**
  * PostgreSQL's CPU per request, split by who spent it: the request's own transaction (backends of
  * the gateway's request pool, application_name `phigate`), the audit writer's share (its pool,
- * `phigate-audit`: the batches and their commits, shared by the requests they carry) and the rest
+ * `phigate-audit`: the batches and their commits, shared by the requests they carry), the search
+ * count's (`phigate-search-quota`: one per patientBySsn or patientByMrn) and the rest
  * of the server (WAL writer, checkpointer, autovacuum, the key pool, idle targets). CPU time from
  * /proc is what a backend really ran, so it holds up on a machine shared with other work where
  * wall times do not. With pg_stat_statements loaded (`--pg-statements`, embedded PostgreSQL only),
@@ -22,6 +23,8 @@ export interface StatementCost {
 export interface PgSplit {
   readonly requestMs: number;
   readonly writerMs: number;
+  /** The searches' count (phigate.take_search on a connection of its own); 0 for workloads that do not search. */
+  readonly searchCountMs: number;
   readonly otherMs: number;
   /** Writer batches per request (its transactions over the run's requests): 1 means no sharing. */
   readonly writerBatchesPerRequest: number;
@@ -30,10 +33,11 @@ export interface PgSplit {
   readonly statements: readonly StatementCost[] | null;
 }
 
-const POOLS: Record<string, 'request' | 'writer'> = { phigate: 'request', 'phigate-audit': 'writer' };
+type Group = 'request' | 'writer' | 'searchCount';
+const POOLS: Record<string, Group> = { phigate: 'request', 'phigate-audit': 'writer', 'phigate-search-quota': 'searchCount' };
 
 interface Snapshot {
-  readonly backends: Map<number, { group: 'request' | 'writer'; cpuMs: number }>;
+  readonly backends: Map<number, { group: Group; cpuMs: number }>;
   readonly treeMs: number;
   /** Rows of phigate.audit_batches: one per committed writer batch. */
   readonly batches: number;
@@ -44,7 +48,7 @@ async function snapshot(c: pg.Client, postmaster: number, database: string): Pro
     'SELECT pid, application_name FROM pg_stat_activity WHERE datname = $1 AND application_name = ANY ($2)',
     [database, Object.keys(POOLS)],
   );
-  const backends = new Map<number, { group: 'request' | 'writer'; cpuMs: number }>();
+  const backends = new Map<number, { group: Group; cpuMs: number }>();
   for (const r of rows) {
     const s = procStat(r.pid);
     if (s) backends.set(r.pid, { group: POOLS[r.application_name]!, cpuMs: s.cpuMs });
@@ -69,7 +73,7 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
   return async (requests) => {
     try {
       const after = await snapshot(c, postmaster, database);
-      const spent = { request: 0, writer: 0 };
+      const spent = { request: 0, writer: 0, searchCount: 0 };
       let newBackends = 0;
       for (const [pid, b] of after.backends) {
         const was = before.backends.get(pid);
@@ -97,7 +101,8 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
       return {
         requestMs: round3(spent.request / n),
         writerMs: round3(spent.writer / n),
-        otherMs: round3((total - spent.request - spent.writer) / n),
+        searchCountMs: round3(spent.searchCount / n),
+        otherMs: round3((total - spent.request - spent.writer - spent.searchCount) / n),
         writerBatchesPerRequest: round3((after.batches - before.batches) / n),
         newBackends,
         statements: costs,

@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
  *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M
- *   --replicas R --pgbouncer --pg-statements --phigate-variants JSON]`
+ *   --replicas R --pgbouncer --pg-statements --phigate-variants JSON --keep-database]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -51,6 +51,7 @@ const { values: args } = parseArgs({
     replicas: { type: 'string', default: '1' },
     pgbouncer: { type: 'boolean', default: false },
     'pg-statements': { type: 'boolean', default: false },
+    'keep-database': { type: 'boolean', default: false },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -394,7 +395,7 @@ function skippedRow(target: string, w: Workload, runtime: string, why: string): 
 // ---------- main ----------
 async function main(): Promise<void> {
   const started = Date.now();
-  const db = await openBenchDatabase(log, { statementStats: args['pg-statements'] });
+  const db = await openBenchDatabase(log, { statementStats: args['pg-statements'], keep: args['keep-database'] });
   const work = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-run-'));
   const targets: Target[] = [];
   const rows: Row[] = [];
@@ -533,7 +534,8 @@ async function main(): Promise<void> {
     await scaledStop?.().catch(() => undefined);
     for (const t of targets) await stopTarget(t).catch(() => undefined);
     await issuer?.close().catch(() => undefined);
-    await db.close().catch((e: Error) => log(`database cleanup: ${e.message}`));
+    // --keep-database: the seeded database stays for EXPLAIN and psql after the run (its master key does not: the data stays sealed).
+    await db.close({ keep: args['keep-database'] }).catch((e: Error) => log(`database cleanup: ${e.message}`));
     await rm(work, { recursive: true, force: true });
   }
 }
@@ -553,7 +555,7 @@ async function enableStatementStats(url: string): Promise<void> {
 }
 
 const splitText = (s: PgSplit) =>
-  `PostgreSQL CPU ms/request: request transaction ${s.requestMs} + audit writer ${s.writerMs} + rest ${s.otherMs}; writer batches per request ${s.writerBatchesPerRequest}; backends started during the run ${s.newBackends}`;
+  `PostgreSQL CPU ms/request: request transaction ${s.requestMs} + audit writer ${s.writerMs} + search count ${s.searchCountMs} + rest ${s.otherMs}; writer batches per request ${s.writerBatchesPerRequest}; backends started during the run ${s.newBackends}`;
 
 /** phigate's PostgreSQL split, and with --pg-statements each statement's time per request. */
 function printSplits(rows: Row[]): void {

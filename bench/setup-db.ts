@@ -24,7 +24,10 @@ export interface BenchDatabase {
   readonly adminUrl: string;
   readonly appUrl: string;
   readonly kind: 'embedded' | 'external';
-  close(): Promise<void>;
+  /** The database's name in its cluster. */
+  readonly name: string;
+  /** Drops the database (and stops an embedded server); `keep` leaves an external cluster's database in place. */
+  close(opts?: { keep?: boolean }): Promise<void>;
 }
 
 const withDb = (url: string, db: string, user?: string, password?: string): string => {
@@ -36,8 +39,10 @@ const withDb = (url: string, db: string, user?: string, password?: string): stri
 };
 
 /** A fresh database: BENCH_DATABASE_URL's cluster (superuser) when set, else embedded PostgreSQL in a temp dir. */
-export async function openBenchDatabase(log: (s: string) => void, opts: { statementStats?: boolean } = {}): Promise<BenchDatabase> {
+export async function openBenchDatabase(log: (s: string) => void, opts: { statementStats?: boolean; keep?: boolean } = {}): Promise<BenchDatabase> {
   const external = process.env.BENCH_DATABASE_URL;
+  // An embedded server lives in a temp dir that close() removes: there is nothing to keep.
+  if (opts.keep && !external) throw new Error('--keep-database needs BENCH_DATABASE_URL (an existing cluster)');
   let adminBase: string;
   let stop: () => Promise<void> = async () => undefined;
   if (external) {
@@ -69,7 +74,12 @@ export async function openBenchDatabase(log: (s: string) => void, opts: { statem
     adminUrl,
     appUrl,
     kind: external ? 'external' : 'embedded',
-    async close() {
+    name,
+    async close(closeOpts = {}) {
+      if (closeOpts.keep && external) {
+        log(`database ${name} kept (drop it with: DROP DATABASE ${name} WITH (FORCE))`);
+        return;
+      }
       const d = new pg.Client({ connectionString: adminBase });
       await d.connect();
       await d.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch(() => undefined);
@@ -77,6 +87,14 @@ export async function openBenchDatabase(log: (s: string) => void, opts: { statem
       await stop();
     },
   };
+}
+
+/** A database that `bench/run.ts --keep-database` left on BENCH_DATABASE_URL's cluster, reached as its superuser and as the gateway's login. */
+export function keptBenchDatabase(name: string): { adminUrl: string; appUrl: string } {
+  const cluster = process.env.BENCH_DATABASE_URL;
+  if (!cluster) throw new Error('BENCH_DATABASE_URL (the cluster the database was kept on) is not set');
+  if (!/^phigate_bench_\d+$/.test(name)) throw new Error(`${JSON.stringify(name)} is not a bench database's name (phigate_bench_<pid>)`);
+  return { adminUrl: withDb(cluster, name), appUrl: withDb(cluster, name, APP_ROLE, APP_PASSWORD) };
 }
 
 const LOADED_TABLES = ['phigate.patients', 'phigate.encounters', 'phigate.care_team', 'bench_plain.patients', 'bench_plain.encounters', 'bench_plain.care_team'];
