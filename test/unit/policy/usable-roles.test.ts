@@ -37,6 +37,35 @@ describe('the roles whose MFA is met', () => {
     expect(usableRoles(policy, principal(['stranger']))).toEqual([]);
   });
 
+  it('answers a frozen principal from what it worked out before, per policy, and an unfrozen one afresh', () => {
+    // As the verifiers make them: frozen, the claims too.
+    const who = Object.freeze({ ...principal([]), roles: Object.freeze(['auditor', 'registrar']) });
+    const first = usableRoles(policy, who);
+    expect(usableRoles(policy, who)).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    // Another principal, the same claims but no MFA: its own answer, not the first one's.
+    expect(names(usableRoles(policy, principal(['auditor', 'registrar'], { mfa: false })))).toEqual(['auditor']);
+    // The same principal under another policy, which has no registrar.
+    const other = parsePolicy(
+      `version: 1
+roles:
+  auditor:
+    purpose: healthcare_operations
+    mfa: not_required
+    rows: none
+    operations: [readAuditTrail]
+`,
+      PHI_FIELDS,
+    );
+    expect(names(usableRoles(other, who))).toEqual(['auditor']);
+    expect(names(usableRoles(policy, who))).toEqual(['auditor', 'registrar']);
+    // Unfrozen (a caller's own object): its claims are read as they are now.
+    const open = { ...principal([]), roles: ['auditor'] };
+    expect(names(usableRoles(policy, open))).toEqual(['auditor']);
+    open.roles.push('registrar');
+    expect(names(usableRoles(policy, open))).toEqual(['auditor', 'registrar']);
+  });
+
   it('roleFor tells "MFA would help" (held, none usable) from "not yours" (none held)', () => {
     const create = (r: { operations: ReadonlySet<string> }) => r.operations.has('createPatient');
     const noMfa = roleFor(policy, principal(['registrar'], { mfa: false }), create);
