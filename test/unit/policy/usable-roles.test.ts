@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import type { Principal } from '../../../src/auth/principal.ts';
 import { roleFor, usableRoles } from '../../../src/policy/decide.ts';
 import { parsePolicy } from '../../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
@@ -39,7 +40,7 @@ describe('the roles whose MFA is met', () => {
 
   it('answers a frozen principal from what it worked out before, per policy, and an unfrozen one afresh', () => {
     // As the verifiers make them: frozen, the claims too.
-    const who = Object.freeze({ ...principal([]), roles: Object.freeze(['auditor', 'registrar']) });
+    const who: Principal = Object.freeze({ ...(principal([]) as Extract<Principal, { kind: 'user' }>), roles: Object.freeze(['auditor', 'registrar']) });
     const first = usableRoles(policy, who);
     expect(usableRoles(policy, who)).toBe(first);
     expect(Object.isFrozen(first)).toBe(true);
@@ -60,7 +61,7 @@ roles:
     expect(names(usableRoles(other, who))).toEqual(['auditor']);
     expect(names(usableRoles(policy, who))).toEqual(['auditor', 'registrar']);
     // Unfrozen (a caller's own object): its claims are read as they are now.
-    const open = { ...principal([]), roles: ['auditor'] };
+    const open = { ...(principal([]) as Extract<Principal, { kind: 'user' }>), roles: ['auditor'] };
     expect(names(usableRoles(policy, open))).toEqual(['auditor']);
     open.roles.push('registrar');
     expect(names(usableRoles(policy, open))).toEqual(['auditor', 'registrar']);
