@@ -19,30 +19,39 @@ export interface AuditBuffer {
   readonly request: AuditRequest;
 }
 
+/**
+ * One per request: a class, because an object literal with getters, made per request, costs 1-3 us
+ * to create (V8 defines each accessor at run time) against ~0.1 us for an instance.
+ */
+class RequestAuditBuffer implements AuditBuffer {
+  readonly #events: AuditEvent[] = [];
+  #flushed = false;
+  readonly request: AuditRequest;
+  constructor(request: AuditRequest) {
+    this.request = request;
+  }
+  add(event: AuditEvent): void {
+    // Anything resolved after the flush would leave without its audit row.
+    if (this.#flushed) throw new Error('audit buffer already flushed');
+    this.#events.push(event);
+  }
+  get size(): number {
+    return this.#events.length;
+  }
+  get events(): readonly AuditEvent[] {
+    return this.#events;
+  }
+  close(): readonly AuditEvent[] {
+    this.#flushed = true;
+    return this.#events;
+  }
+  seal(): Statement | null {
+    this.#flushed = true;
+    if (this.#events.length === 0) return null;
+    return auditInsert(randomUUID(), [{ request: this.request, events: this.#events }]);
+  }
+}
+
 export function createAuditBuffer(request: AuditRequest): AuditBuffer {
-  const events: AuditEvent[] = [];
-  let flushed = false;
-  return {
-    add(event) {
-      // Anything resolved after the flush would leave without its audit row.
-      if (flushed) throw new Error('audit buffer already flushed');
-      events.push(event);
-    },
-    get size() {
-      return events.length;
-    },
-    get events() {
-      return events;
-    },
-    request,
-    close() {
-      flushed = true;
-      return events;
-    },
-    seal() {
-      flushed = true;
-      if (events.length === 0) return null;
-      return auditInsert(randomUUID(), [{ request, events }]);
-    },
-  };
+  return new RequestAuditBuffer(request);
 }

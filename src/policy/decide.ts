@@ -52,9 +52,19 @@ export const mfaMet = (role: RolePolicy, principal: Principal): boolean => !role
  * The roles the principal can act in now: known to the policy and their MFA requirement met. A
  * role whose MFA is not met grants nothing, neither rows nor fields nor operations nor limits.
  */
-export function usableRoles(policy: PolicySet, principal: Principal): RolePolicy[] {
-  return knownRoles(policy, principal).filter((role) => mfaMet(role, principal));
+export function usableRoles(policy: PolicySet, principal: Principal): readonly RolePolicy[] {
+  // A principal is frozen, its claims with it, and a token's is the same object on every request
+  // it makes while the verified-token cache holds it: its usable roles are worked out once per
+  // policy, not three or four times per request. An unfrozen principal (none is made so today)
+  // is worked out every time.
+  if (!Object.isFrozen(principal) || !Object.isFrozen(principal.roles)) return knownRoles(policy, principal).filter((role) => mfaMet(role, principal));
+  let byPrincipal = usableByPolicy.get(policy);
+  if (byPrincipal === undefined) usableByPolicy.set(policy, (byPrincipal = new WeakMap()));
+  let roles = byPrincipal.get(principal);
+  if (roles === undefined) byPrincipal.set(principal, (roles = Object.freeze(knownRoles(policy, principal).filter((role) => mfaMet(role, principal)))));
+  return roles;
 }
+const usableByPolicy = new WeakMap<PolicySet, WeakMap<Principal, readonly RolePolicy[]>>();
 
 /**
  * The first role matching `wanted` that the principal can act in, and every matching role it

@@ -2,6 +2,7 @@ import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import type { Principal } from '../../../src/auth/principal.ts';
 import { roleFor, usableRoles } from '../../../src/policy/decide.ts';
 import { parsePolicy } from '../../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
@@ -35,6 +36,35 @@ describe('the roles whose MFA is met', () => {
     expect(names(usableRoles(policy, principal(['auditor', 'registrar'], { mfa: false })))).toEqual(['auditor']);
     expect(names(usableRoles(policy, principal(['auditor', 'registrar'], { mfa: true })))).toEqual(['auditor', 'registrar']);
     expect(usableRoles(policy, principal(['stranger']))).toEqual([]);
+  });
+
+  it('answers a frozen principal from what it worked out before, per policy, and an unfrozen one afresh', () => {
+    // As the verifiers make them: frozen, the claims too.
+    const who: Principal = Object.freeze({ ...(principal([]) as Extract<Principal, { kind: 'user' }>), roles: Object.freeze(['auditor', 'registrar']) });
+    const first = usableRoles(policy, who);
+    expect(usableRoles(policy, who)).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    // Another principal, the same claims but no MFA: its own answer, not the first one's.
+    expect(names(usableRoles(policy, principal(['auditor', 'registrar'], { mfa: false })))).toEqual(['auditor']);
+    // The same principal under another policy, which has no registrar.
+    const other = parsePolicy(
+      `version: 1
+roles:
+  auditor:
+    purpose: healthcare_operations
+    mfa: not_required
+    rows: none
+    operations: [readAuditTrail]
+`,
+      PHI_FIELDS,
+    );
+    expect(names(usableRoles(other, who))).toEqual(['auditor']);
+    expect(names(usableRoles(policy, who))).toEqual(['auditor', 'registrar']);
+    // Unfrozen (a caller's own object): its claims are read as they are now.
+    const open = { ...(principal([]) as Extract<Principal, { kind: 'user' }>), roles: ['auditor'] };
+    expect(names(usableRoles(policy, open))).toEqual(['auditor']);
+    open.roles.push('registrar');
+    expect(names(usableRoles(policy, open))).toEqual(['auditor', 'registrar']);
   });
 
   it('roleFor tells "MFA would help" (held, none usable) from "not yours" (none held)', () => {
