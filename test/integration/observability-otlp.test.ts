@@ -36,15 +36,14 @@ async function tokenFor(sub: string): Promise<string> {
 }
 
 /** `clientRequestId` goes as the client's X-Request-Id; `requestId` is the gateway's own, from the answer. */
-async function read(url: string, token: string, clientRequestId: string): Promise<{ status: number; patients: number; ms: number; requestId: string }> {
-  const started = performance.now();
+async function read(url: string, token: string, clientRequestId: string): Promise<{ status: number; patients: number; requestId: string }> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': clientRequestId },
     body: JSON.stringify({ query: READ }),
   });
   const body = (await res.json()) as { data?: { patients: { edges: unknown[] } } };
-  return { status: res.status, patients: body.data?.patients.edges.length ?? 0, ms: performance.now() - started, requestId: res.headers.get('x-request-id') ?? '' };
+  return { status: res.status, patients: body.data?.patients.edges.length ?? 0, requestId: res.headers.get('x-request-id') ?? '' };
 }
 
 async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
@@ -90,7 +89,8 @@ async function startGatewayProcess(env: Record<string, string>): Promise<Gateway
   let gone = false;
   void exited.then(() => (gone = true));
   try {
-    await until('the gateway to listen', () => gone || logs().some((l) => l.msg === 'phigate listening'), 30_000);
+    // tsx compiles the gateway as it starts: on CI's loaded cores that alone has taken tens of seconds.
+    await until('the gateway to listen', () => gone || logs().some((l) => l.msg === 'phigate listening'), 120_000);
   } catch (err) {
     child.kill('SIGKILL');
     throw err;
@@ -137,7 +137,7 @@ const ATTRIBUTE_SHAPES: Record<string, RegExp> = {
 };
 
 describe('span export over OTLP/HTTP', () => {
-  it('sends one trace per request, rooted in phigate.request, with every seam, flushed on SIGTERM, carrying no PHI, token or SQL', { timeout: 60_000 }, async () => {
+  it('sends one trace per request, rooted in phigate.request, with every seam, flushed on SIGTERM, carrying no PHI, token or SQL', { timeout: 240_000 }, async () => {
     const receiver = await startOtlpReceiver();
     // A batch delay no test outlives: whatever arrives was flushed by the graceful shutdown.
     const gw = await startGatewayProcess({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '300000' });
@@ -191,7 +191,7 @@ describe('span export over OTLP/HTTP', () => {
     }
   });
 
-  it('a collector that refuses connections costs requests nothing; the failure is logged by code, without secrets', { timeout: 60_000 }, async () => {
+  it('a collector that refuses connections costs requests nothing; the failure is logged by code, without secrets', { timeout: 240_000 }, async () => {
     const gw = await startGatewayProcess({
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${await freePort()}/v1/traces`,
       OTEL_BSP_SCHEDULE_DELAY: '20',
@@ -208,10 +208,9 @@ describe('span export over OTLP/HTTP', () => {
       // Background work, not the request whose spans it carried.
       expect(line.requestId).toBeUndefined();
       expect(line.spans).toBeGreaterThan(0);
-      // Still answering, as fast as ever.
+      // Still answering (how fast is the hung collector's case below, where an export lasts).
       const second = await read(gw.url, await tokenFor('reg-north'), 'trace-refused-second');
       expect(second).toMatchObject({ status: 200, patients: first.patients });
-      expect(second.ms).toBeLessThan(2_000);
       expect((await gw.stop()).code).toBe(0);
       expectNoSecrets(gw.output());
       expect(gw.output()).not.toContain(COLLECTOR_SECRET);
@@ -220,15 +219,23 @@ describe('span export over OTLP/HTTP', () => {
     }
   });
 
-  it('a collector that accepts and never answers delays no request, and shutdown gives up on it within its bound', { timeout: 60_000 }, async () => {
+  it('a collector that accepts and never answers delays no request, and shutdown gives up on it within its bound', { timeout: 240_000 }, async () => {
+    // Exports the collector holds open; one leaves the set when the exporter gives up on it.
     const hung = new Set<net.Socket>();
-    const hole = net.createServer((s) => void hung.add(s));
+    const hole = net.createServer((s) => {
+      hung.add(s);
+      s.once('close', () => hung.delete(s));
+    });
     await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
-    // The exporter's default timeout (10 s) stands: an export that blocked a request would show.
+    // An export lasts until the exporter's timeout, set far beyond what a read takes even on loaded
+    // cores: a read that waited for an export would be answered only after the export gave up.
+    const EXPORT_TIMEOUT_MS = 150_000;
     const gw = await startGatewayProcess({
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${(hole.address() as net.AddressInfo).port}/v1/traces`,
       OTEL_BSP_SCHEDULE_DELAY: '20',
+      OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: String(EXPORT_TIMEOUT_MS),
     });
+    const exportGaveUp = () => gw.logs().some((l) => l.msg === 'spans could not be exported; they are dropped');
     try {
       const first = await read(gw.url, await tokenFor('reg-north'), 'trace-hung-first');
       expect(first).toMatchObject({ status: 200 });
@@ -236,12 +243,13 @@ describe('span export over OTLP/HTTP', () => {
       for (const id of ['trace-hung-second', 'trace-hung-third']) {
         const r = await read(gw.url, await tokenFor('reg-north'), id);
         expect(r).toMatchObject({ status: 200, patients: first.patients });
-        expect(r.ms).toBeLessThan(2_000);
+        expect(hung.size, 'an export still stuck when the read was answered').toBeGreaterThan(0);
+        expect(exportGaveUp()).toBe(false);
       }
       const stopped = await gw.stop();
       expect(stopped.code).toBe(0);
-      // Grace (1 s, nothing in flight) + the 5 s bound on the last flush, with room for a slow machine.
-      expect(stopped.ms).toBeLessThan(9_000);
+      // Grace (1 s, nothing in flight) + the 5 s bound on the last flush, far below the export's own timeout.
+      expect(stopped.ms).toBeLessThan(EXPORT_TIMEOUT_MS / 2);
       expect(gw.logs().some((l) => l.msg === 'span export still running at shutdown; its spans are lost')).toBe(true);
       expectNoSecrets(gw.output());
       expect(gw.output()).not.toContain(COLLECTOR_SECRET);
