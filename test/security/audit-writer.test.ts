@@ -167,6 +167,9 @@ describe('the audit insert refused in the middle of a load: no PHI leaves', () =
 describe('a read transaction writes nothing', () => {
   it('the gateway reads in BEGIN READ ONLY transactions with no INSERT, charge or other write in them', async () => {
     const seen: string[][] = [];
+    // Each connection's open transaction: the pool's other connections carry background statements
+    // meanwhile (the alert sweep's, outside any transaction), which are no read's.
+    const open = new Map<pg.PoolClient, string[]>();
     const wrapped = new WeakSet<pg.PoolClient>();
     const observe = (client: pg.PoolClient) => {
       if (wrapped.has(client)) return;
@@ -177,8 +180,12 @@ describe('a read transaction writes nothing', () => {
         const group = (args[0] as { parts?: readonly { query: { text: string } }[] }).parts;
         const texts = typeof args[0] === 'string' ? [args[0]] : (group?.map((p) => p.query.text) ?? [(args[0] as { text: string }).text]);
         for (const text of texts) {
-          if (/^BEGIN/.test(text)) seen.push([]);
-          seen.at(-1)?.push(text);
+          if (/^BEGIN/.test(text)) {
+            open.set(client, []);
+            seen.push(open.get(client)!);
+          }
+          open.get(client)?.push(text);
+          if (/^(COMMIT|ROLLBACK)/.test(text)) open.delete(client);
         }
         return query(...args);
       };
