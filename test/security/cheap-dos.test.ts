@@ -258,12 +258,17 @@ describe('/readyz', () => {
     await new Promise((resolve) => idp.close(resolve));
   });
 
-  it('100 unauthenticated calls, at once and one after another, ask the identity provider once', async () => {
+  it('100 unauthenticated calls, at once and one after another, ask the identity provider once per 10 s the answer is kept', async () => {
     const readyz = gw.url.replace('/graphql', '/readyz');
+    const started = performance.now();
     const together = await Promise.all(Array.from({ length: 50 }, () => send(readyz)));
     for (let i = 0; i < 50; i++) expect((await send(readyz)).status).toBe(200);
+    const elapsed = performance.now() - started;
     expect(together.every((r) => r.status === 200 && r.json !== null)).toBe(true);
-    expect(discoveries).toBe(1);
+    // Once on a quiet machine; on loaded cores the 100 calls outlast the issuer check's 10 s cache
+    // (ISSUER_READY_TTL_MS, src/http/gateway.ts), and one more fetch per 10 s is that cache working.
+    expect(discoveries).toBeGreaterThanOrEqual(1);
+    expect(discoveries).toBeLessThanOrEqual(1 + Math.floor(elapsed / 10_000));
   });
 });
 
