@@ -98,8 +98,10 @@ export interface GatewayDeps {
   readonly issuer?: string;
   /** Settings of the same names in config.ts; unset, their defaults. */
   readonly serverTimeouts?: Pick<Config['timeouts'], 'headersMs' | 'bodyMs'> & Partial<Pick<Config['timeouts'], 'keepAliveMs'>>;
-  readonly principals?: Config['principals'];
-  readonly refusals?: Config['refusals'];
+  /** `now`: the shares' clock (token refills), for tests; unset, the system's. */
+  readonly principals?: Config['principals'] & { readonly now?: () => number };
+  /** `now`: the refusal trail's clock (its seconds and minutes), for tests; unset, the system's. */
+  readonly refusals?: Config['refusals'] & { readonly now?: () => number };
   readonly maxTokenClinics?: number;
   /** Which clinic ids exist; default: phigate.clinics through `preauthPool`, cached. */
   readonly clinics?: ClinicDirectory;

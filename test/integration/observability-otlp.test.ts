@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../support/free-port.ts';
 import { startProcessStack, type ProcessStack } from '../support/process-stack.ts';
 import { startOtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
@@ -22,6 +22,11 @@ const SEAMS = ['phigate.auth', 'phigate.policy', 'phigate.sql', 'phigate.decrypt
 
 let stack: ProcessStack;
 const tokens: string[] = [];
+/** Gateway processes not yet exited: a test that failed or timed out leaves none behind. */
+const running = new Set<ChildProcess>();
+afterEach(() => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 beforeAll(async () => {
   stack = await startProcessStack({ patients: 6, seed: 11 });
@@ -36,18 +41,17 @@ async function tokenFor(sub: string): Promise<string> {
 }
 
 /** `clientRequestId` goes as the client's X-Request-Id; `requestId` is the gateway's own, from the answer. */
-async function read(url: string, token: string, clientRequestId: string): Promise<{ status: number; patients: number; ms: number; requestId: string }> {
-  const started = performance.now();
+async function read(url: string, token: string, clientRequestId: string): Promise<{ status: number; patients: number; requestId: string }> {
   const res = await fetch(url, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}`, 'x-request-id': clientRequestId },
     body: JSON.stringify({ query: READ }),
   });
   const body = (await res.json()) as { data?: { patients: { edges: unknown[] } } };
-  return { status: res.status, patients: body.data?.patients.edges.length ?? 0, ms: performance.now() - started, requestId: res.headers.get('x-request-id') ?? '' };
+  return { status: res.status, patients: body.data?.patients.edges.length ?? 0, requestId: res.headers.get('x-request-id') ?? '' };
 }
 
-async function until(what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+async function until(what: string, ok: () => boolean, ms = 60_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!ok()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -89,12 +93,18 @@ async function startGatewayProcess(env: Record<string, string>): Promise<Gateway
       .map((l) => JSON.parse(l) as Record<string, any>);
   let gone = false;
   void exited.then(() => (gone = true));
-  try {
-    await until('the gateway to listen', () => gone || logs().some((l) => l.msg === 'phigate listening'), 30_000);
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw err;
-  }
+  running.add(child);
+  void exited.then(() => running.delete(child));
+  // tsx compiles the gateway as it starts: at load 40 on these 2 cores a start-up of 4 s of CPU
+  // took over 120 s, so no bound of its own here; the test's timeout is the bound, and afterEach
+  // ends a process that never listened.
+  await new Promise<void>((resolve) => {
+    const check = () => {
+      if (logs().some((l) => l.msg === 'phigate listening')) resolve();
+    };
+    child.stdout.on('data', check);
+    void exited.then(() => resolve());
+  });
   if (gone) throw new Error(`the gateway exited before listening:\n${stdout}${stderr}`);
   return {
     url: logs().find((l) => l.msg === 'phigate listening')!.url as string,
@@ -137,7 +147,7 @@ const ATTRIBUTE_SHAPES: Record<string, RegExp> = {
 };
 
 describe('span export over OTLP/HTTP', () => {
-  it('sends one trace per request, rooted in phigate.request, with every seam, flushed on SIGTERM, carrying no PHI, token or SQL', { timeout: 60_000 }, async () => {
+  it('sends one trace per request, rooted in phigate.request, with every seam, flushed on SIGTERM, carrying no PHI, token or SQL', { timeout: 300_000 }, async () => {
     const receiver = await startOtlpReceiver();
     // A batch delay no test outlives: whatever arrives was flushed by the graceful shutdown.
     const gw = await startGatewayProcess({ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '300000' });
@@ -191,7 +201,7 @@ describe('span export over OTLP/HTTP', () => {
     }
   });
 
-  it('a collector that refuses connections costs requests nothing; the failure is logged by code, without secrets', { timeout: 60_000 }, async () => {
+  it('a collector that refuses connections costs requests nothing; the failure is logged by code, without secrets', { timeout: 300_000 }, async () => {
     const gw = await startGatewayProcess({
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${await freePort()}/v1/traces`,
       OTEL_BSP_SCHEDULE_DELAY: '20',
@@ -208,10 +218,9 @@ describe('span export over OTLP/HTTP', () => {
       // Background work, not the request whose spans it carried.
       expect(line.requestId).toBeUndefined();
       expect(line.spans).toBeGreaterThan(0);
-      // Still answering, as fast as ever.
+      // Still answering (how fast is the hung collector's case below, where an export lasts).
       const second = await read(gw.url, await tokenFor('reg-north'), 'trace-refused-second');
       expect(second).toMatchObject({ status: 200, patients: first.patients });
-      expect(second.ms).toBeLessThan(2_000);
       expect((await gw.stop()).code).toBe(0);
       expectNoSecrets(gw.output());
       expect(gw.output()).not.toContain(COLLECTOR_SECRET);
@@ -220,15 +229,23 @@ describe('span export over OTLP/HTTP', () => {
     }
   });
 
-  it('a collector that accepts and never answers delays no request, and shutdown gives up on it within its bound', { timeout: 60_000 }, async () => {
+  it('a collector that accepts and never answers delays no request, and shutdown gives up on it within its bound', { timeout: 300_000 }, async () => {
+    // Exports the collector holds open; one leaves the set when the exporter gives up on it.
     const hung = new Set<net.Socket>();
-    const hole = net.createServer((s) => void hung.add(s));
+    const hole = net.createServer((s) => {
+      hung.add(s);
+      s.once('close', () => hung.delete(s));
+    });
     await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
-    // The exporter's default timeout (10 s) stands: an export that blocked a request would show.
+    // An export lasts until the exporter's timeout, set far beyond what a read takes even on loaded
+    // cores: a read that waited for an export would be answered only after the export gave up.
+    const EXPORT_TIMEOUT_MS = 150_000;
     const gw = await startGatewayProcess({
       OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${(hole.address() as net.AddressInfo).port}/v1/traces`,
       OTEL_BSP_SCHEDULE_DELAY: '20',
+      OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: String(EXPORT_TIMEOUT_MS),
     });
+    const exportGaveUp = () => gw.logs().some((l) => l.msg === 'spans could not be exported; they are dropped');
     try {
       const first = await read(gw.url, await tokenFor('reg-north'), 'trace-hung-first');
       expect(first).toMatchObject({ status: 200 });
@@ -236,12 +253,13 @@ describe('span export over OTLP/HTTP', () => {
       for (const id of ['trace-hung-second', 'trace-hung-third']) {
         const r = await read(gw.url, await tokenFor('reg-north'), id);
         expect(r).toMatchObject({ status: 200, patients: first.patients });
-        expect(r.ms).toBeLessThan(2_000);
+        expect(hung.size, 'an export still stuck when the read was answered').toBeGreaterThan(0);
+        expect(exportGaveUp()).toBe(false);
       }
       const stopped = await gw.stop();
       expect(stopped.code).toBe(0);
-      // Grace (1 s, nothing in flight) + the 5 s bound on the last flush, with room for a slow machine.
-      expect(stopped.ms).toBeLessThan(9_000);
+      // Grace (1 s, nothing in flight) + the 5 s bound on the last flush, far below the export's own timeout.
+      expect(stopped.ms).toBeLessThan(EXPORT_TIMEOUT_MS / 2);
       expect(gw.logs().some((l) => l.msg === 'span export still running at shutdown; its spans are lost')).toBe(true);
       expectNoSecrets(gw.output());
       expect(gw.output()).not.toContain(COLLECTOR_SECRET);

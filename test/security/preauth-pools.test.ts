@@ -346,9 +346,12 @@ describe('the API-key verifier', () => {
       for (const pid of backends) process.kill(pid, 'SIGSTOP');
       try {
         const t0 = performance.now();
-        const flood = Array.from({ length: 64 }, () => outcome(verifier.verify(randomKey())));
+        let floodSettled = 0;
+        const flood = Array.from({ length: 64 }, () => outcome(verifier.verify(randomKey())).finally(() => floodSettled++));
         busy = await Promise.all(Array.from({ length: 10 }, () => outcome(verifier.verify(randomKey()))));
-        expect(performance.now() - t0).toBeLessThan(250);
+        // Refused at once: before any lookup on the hung connections reached its 500 ms timeout (a
+        // bound in milliseconds raced the machine's load instead).
+        expect(floodSettled).toBe(0);
         stale = await outcome(verifier.verify(realKey));
         pending = await Promise.all(flood);
         elapsed = performance.now() - t0;
@@ -362,7 +365,9 @@ describe('the API-key verifier', () => {
       expect(pending.filter((o) => o === '503 INTERNAL/db_unavailable').length).toBeGreaterThan(0);
       expect(new Set(pending)).toEqual(new Set(['503 INTERNAL/db_unavailable', '401 UNAUTHENTICATED/invalid_api_key']));
       expect(stale).toBe('accepted');
-      expect(elapsed).toBeLessThan(3_000);
+      // Below the pool's 5 s connection timeout, which every lookup queued behind a kept hung
+      // connection would have waited out.
+      expect(elapsed).toBeLessThan(5_000);
     } finally {
       await verifier.close();
     }

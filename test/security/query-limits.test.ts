@@ -65,12 +65,12 @@ describe('query limits', () => {
 
   it('circular fragments (A spreads B spreads A) get a validation error at once, not a hang', async () => {
     const seen = await watch(gw);
-    const started = Date.now();
+    // "At once" against a hang: a cycle followed has no end, which the test's timeout would meet;
+    // a bound in seconds raced the machine's load instead.
     const query = `{ me { ...A } }
       fragment A on Viewer { subject ...B }
       fragment B on Viewer { roles ...A }`;
     const r = await postJson(gw, { query }, await registrar(), { accept: 'application/graphql-response+json' });
-    expect(Date.now() - started).toBeLessThan(2_000);
     expect(r.status).toBe(400);
     expect(r.json?.errors?.map((e) => e.message)).toContain('Cannot spread fragment "A" within itself via "B".');
     expect(r.json?.data ?? null).toBeNull();
@@ -80,9 +80,8 @@ describe('query limits', () => {
   it('a fragment bomb (40 fragments each spreading the next twice: 2^40 fields) is refused at once', async () => {
     const fragments = Array.from({ length: 40 }, (_, i) => `fragment F${i} on Viewer { ...F${i + 1} ...F${i + 1} }`);
     const query = `{ me { ...F0 } } ${fragments.join(' ')} fragment F40 on Viewer { subject }`;
-    const started = Date.now();
+    // Refused by its count, not by time: the 2^40 fields expanded would outlast any test's timeout.
     const r = await postJson(gw, { query }, await registrar());
-    expect(Date.now() - started).toBeLessThan(2_000);
     expectRefused(r, 'max_fields');
   });
 

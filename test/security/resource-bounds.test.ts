@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FieldCipher } from '../../src/crypto/field-cipher.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
@@ -50,7 +51,8 @@ function gateDecrypts(cipher: FieldCipher) {
   };
 }
 
-async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 5_000): Promise<void> {
+/** Waits for a condition, not for a time; the bound only ends a wait that will never be met. */
+async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
@@ -66,6 +68,8 @@ const openTransactions = async () =>
   );
 
 const auditOf = (requestId: string) => gw.auditRows('request_id = $1', [requestId]);
+
+const sessionAlive = async (pid: number) => ((await gw.admin((c) => c.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pid]))).rowCount ?? 0) > 0;
 
 const refusedConnection = (port: number) =>
   new Promise<string>((resolve) => {
@@ -107,18 +111,18 @@ describe('transaction timeouts', () => {
 
   it('a statement over statement_timeout fails (57014), and the connection is clean for the next transaction', async () => {
     const requestId = `rb-${randomBytes(8).toString('hex')}`;
-    const started = Date.now();
+    // A sleep no test outlives: 57014 is the server cancelling it, and only statement_timeout cancels
+    // here (a bound on the time taken would race a loaded machine instead).
     const error = await withRequestTransaction(
       pool,
       context(requestId),
       async (tx) => {
         await tx.query(INSERT_MARK);
-        await tx.query('SELECT pg_sleep(2)');
+        await tx.query('SELECT pg_sleep(600)');
       },
       { statementTimeoutMs: 200 },
     ).catch((e: unknown) => e);
     expect((error as { code?: string }).code).toBe('57014');
-    expect(Date.now() - started).toBeLessThan(1_500);
     expect(await auditOf(requestId)).toEqual([]);
 
     // Same connection, outside any request: no transaction left open, no setting of the last one.
@@ -138,7 +142,9 @@ describe('transaction timeouts', () => {
       context(requestId),
       async (tx) => {
         await tx.query(INSERT_MARK);
-        await new Promise((resolve) => setTimeout(resolve, 700));
+        // Idle until the server has ended the session, however late a loaded machine's timer fires.
+        const { rows } = await tx.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+        await until(async () => (await sessionAlive(rows[0]!.pid)) === false, 'the server to end the idle session');
         await tx.query('SELECT 1');
       },
       { idleInTransactionTimeoutMs: 200 },
@@ -190,10 +196,9 @@ describe('request timeout', () => {
 
   it('a read past the deadline is abandoned: 503 with Retry-After, no PHI, no audit row, transaction rolled back', async () => {
     const token = await gw.tokenFor('reg-north');
+    // The gate stays shut until the answer is in: only the deadline can have answered it.
     const gate = gateDecrypts(slow.cipher);
-    const started = Date.now();
     const r = await send(slow, token, READ_SSN, { id: north()[0]!.id });
-    expect(Date.now() - started).toBeLessThan(3_000);
     expect(r.status, r.text).toBe(503);
     expect(r.headers.get('retry-after')).toBe('1');
     expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'request_timeout']]);
@@ -201,11 +206,12 @@ describe('request timeout', () => {
     expectNoPhi(r);
     expect(await openTransactions()).toBe(0);
 
-    // The abandoned execution, released, still cannot audit, commit or decrypt any further.
+    // The abandoned execution, released, still cannot audit, commit or decrypt any further: once it
+    // has run to its end (its request line), nothing of it was audited.
     gate.open();
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await until(() => slow.logs.some((l) => l.requestId === r.requestId && l.msg === 'request'), 'the abandoned execution to end', 30_000);
+    expect(slow.logs.filter((l) => l.requestId === r.requestId && l.msg === 'request').map((l) => l.outcome)).toEqual(['transaction_failed']);
     expect(await auditOf(r.requestId)).toEqual([]);
-    expect(slow.logs.some((l) => l.requestId === r.requestId && l.msg === 'request' && l.outcome === 'transaction_failed')).toBe(true);
   });
 
   it('a write past the deadline is rolled back: the database is unchanged and no write is audited', async () => {
@@ -214,37 +220,49 @@ describe('request timeout', () => {
     const stored = async () => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id]))).rows[0];
     const before = await stored();
 
-    // Another session holds the row, so the gateway's UPDATE waits past the request's deadline.
+    // Another session holds the row until the answer is in, so the gateway's UPDATE waits past the
+    // request's deadline however slowly the machine runs.
     const locker = await gw.admin(async (c) => {
       await c.query('BEGIN');
       await c.query('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [patient.id]);
-      const answer = send(slow, token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0177" }) { id } }`, { id: patient.id });
-      await new Promise((resolve) => setTimeout(resolve, 800));
-      await c.query('COMMIT');
-      return answer;
+      try {
+        return await send(slow, token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0177" }) { id } }`, { id: patient.id });
+      } finally {
+        await c.query('COMMIT');
+      }
     });
     expect(locker.status, locker.text).toBe(503);
     expect(locker.body.errors![0]!.extensions).toMatchObject({ code: 'INTERNAL', reason: 'request_timeout' });
     expect(await stored()).toEqual(before);
     expect(await auditOf(locker.requestId)).toEqual([]);
-    expect(await openTransactions()).toBe(0);
+    // The abandoned UPDATE's session ends once it sees its connection gone; none is left open.
+    await until(async () => (await openTransactions()) === 0, 'the abandoned transaction to end');
+    expect(await stored()).toEqual(before);
   });
 
   it('a request within the deadline is untouched by it', async () => {
-    const r = await send(slow, await gw.tokenFor('reg-north'), READ_SSN, { id: north()[2]!.id });
-    expect(r.status, r.text).toBe(200);
-    expect(r.body.data!.patient.ssn).toBe(north()[2]!.ssn);
-    expect((await auditOf(r.requestId)).map((a) => a.action)).toEqual(['read']);
+    // A deadline this read meets on a loaded machine too: 300 ms was missed under CI's load.
+    const roomy = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: 15_000 } });
+    try {
+      const r = await send(roomy, await gw.tokenFor('reg-north'), READ_SSN, { id: north()[2]!.id });
+      expect(r.status, r.text).toBe(200);
+      expect(r.body.data!.patient.ssn).toBe(north()[2]!.ssn);
+      expect((await auditOf(r.requestId)).map((a) => a.action)).toEqual(['read']);
+    } finally {
+      await roomy.close();
+    }
   });
 });
 
 describe('a deadline that passes after COMMIT began', () => {
-  // A COMMIT made slow where PostgreSQL really spends it: a deferred constraint trigger that sleeps
-  // for one patient's rows, so the request's deadline passes while its COMMIT runs.
-  const slowCommit = async (patientId: string, seconds: number) =>
+  // A COMMIT held where PostgreSQL really spends it: a deferred constraint trigger that, for one
+  // patient's rows, waits for an advisory lock this test holds. The COMMIT lasts until the test lets
+  // it go, where a fixed pg_sleep raced a loaded machine (the deadline passing before COMMIT began).
+  const HOLD = 7_391_044;
+  const holdCommits = async (patientId: string) =>
     gw.admin(async (c) => {
       await c.query(`CREATE FUNCTION phigate.bounds_slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN IF NEW.id = '${patientId}' THEN PERFORM pg_sleep(${seconds}); END IF; RETURN NULL; END $$`);
+        BEGIN IF NEW.id = '${patientId}' THEN PERFORM pg_advisory_xact_lock(${HOLD}); END IF; RETURN NULL; END $$`);
       await c.query('GRANT EXECUTE ON FUNCTION phigate.bounds_slow_commit() TO PUBLIC');
       await c.query(`CREATE CONSTRAINT TRIGGER bounds_slow_commit AFTER UPDATE ON phigate.patients
         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION phigate.bounds_slow_commit()`);
@@ -254,16 +272,46 @@ describe('a deadline that passes after COMMIT began', () => {
       await c.query('DROP TRIGGER IF EXISTS bounds_slow_commit ON phigate.patients');
       await c.query('DROP FUNCTION IF EXISTS phigate.bounds_slow_commit()');
     });
+  /** The advisory lock the held COMMIT waits for, on a session of its own; release() lets the COMMIT go on. */
+  const holdLock = async () => {
+    const c = new pg.Client({ connectionString: gw.db.adminUrl });
+    await c.connect();
+    await c.query('SELECT pg_advisory_lock($1)', [HOLD]);
+    let released = false;
+    return {
+      async release() {
+        if (released) return;
+        released = true;
+        await c.end();
+      },
+    };
+  };
+  const waitingCommit = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user
+    AND query = 'COMMIT' AND wait_event_type = 'Lock' AND wait_event = 'advisory'`;
+  const commitHeld = async (): Promise<number> => {
+    let pids: number[] = [];
+    await until(async () => (pids = (await gw.admin((c) => c.query(waitingCommit))).rows.map((r) => r.pid as number)).length === 1, 'the write to be in its COMMIT');
+    return pids[0]!;
+  };
   const stored = async (id: string) => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [id]))).rows[0];
   const UPDATE_PHONE = `mutation($id: ID!, $phone: String) { updatePatient(id: $id, input: { phone: $phone }) { id } }`;
+  // Long enough for the write to reach its COMMIT on a loaded machine before the deadline.
+  const DEADLINE_MS = 5_000;
 
-  it('a write whose COMMIT succeeds after the deadline is answered with its data, never told nothing was kept', { timeout: 30_000 }, async () => {
-    const late = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: 1_000 } });
+  it('a write whose COMMIT succeeds after the deadline is answered with its data, never told nothing was kept', { timeout: 60_000 }, async () => {
+    // The wait for a begun COMMIT (the statement timeout) outlasts the hold below by far.
+    const late = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: DEADLINE_MS, transaction: { statementTimeoutMs: 30_000 } } });
     const patient = north()[5]!;
-    await slowCommit(patient.id, 2.5);
+    await holdCommits(patient.id);
+    const lock = await holdLock();
     try {
       const before = await stored(patient.id);
-      const r = await send(late, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0188' });
+      const answer = send(late, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0188' });
+      await commitHeld();
+      // The request began before its COMMIT did: after this, its deadline is past.
+      await new Promise((resolve) => setTimeout(resolve, DEADLINE_MS + 500));
+      await lock.release();
+      const r = await answer;
       const after = await stored(patient.id);
       expect(after).not.toEqual(before);
       expect(r.status, r.text).toBe(200);
@@ -271,51 +319,56 @@ describe('a deadline that passes after COMMIT began', () => {
       expect(r.body.data!.updatePatient.id).toBe(patient.id);
       expect((await auditOf(r.requestId)).length).toBeGreaterThan(0);
     } finally {
+      await lock.release();
       await dropSlowCommit();
       await late.close();
     }
   });
 
-  it('a write whose COMMIT is still running when the wait for it ends is told its outcome is unknown: no Retry-After, and it may well be kept', { timeout: 30_000 }, async () => {
+  it('a write whose COMMIT is still running when the wait for it ends is told its outcome is unknown: no Retry-After, and it may well be kept', { timeout: 60_000 }, async () => {
     // Deferred triggers run after PostgreSQL disarms statement_timeout for the COMMIT: nothing bounds them.
-    const late = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: 1_000, transaction: { statementTimeoutMs: 1_000 } } });
+    const late = await startTestGateway({ replicaOf: gw, gatewayOptions: { requestTimeoutMs: DEADLINE_MS, transaction: { statementTimeoutMs: 2_000 } } });
     const patient = north()[6]!;
-    await slowCommit(patient.id, 3);
+    await holdCommits(patient.id);
+    const lock = await holdLock();
     try {
       const before = await stored(patient.id);
+      // The COMMIT is held until the answer is in.
       const r = await send(late, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0189' });
       expect(r.status, r.text).toBe(504);
       expect(r.headers.get('retry-after')).toBeNull();
       expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'commit_outcome_unknown']]);
       expect(r.body.data ?? null).toBeNull();
       // What "nothing of it was kept" would have said wrongly: the COMMIT goes on, and succeeds.
-      await expect.poll(() => stored(patient.id), { timeout: 10_000 }).not.toEqual(before);
+      await lock.release();
+      await expect.poll(() => stored(patient.id), { timeout: 30_000 }).not.toEqual(before);
       expect((await auditOf(r.requestId)).length).toBeGreaterThan(0);
     } finally {
+      await lock.release();
       await dropSlowCommit();
       await late.close();
     }
   });
 
-  it('a write whose connection is lost while its COMMIT runs is told its outcome is unknown, not a 200 carrying INTERNAL', { timeout: 30_000 }, async () => {
+  it('a write whose connection is lost while its COMMIT runs is told its outcome is unknown, not a 200 carrying INTERNAL', { timeout: 60_000 }, async () => {
     // A row no other case writes (the other cases here only read it).
     const patient = north()[3]!;
-    await slowCommit(patient.id, 3);
+    await holdCommits(patient.id);
+    const lock = await holdLock();
     try {
       const before = await stored(patient.id);
       const answer = send(gw, await gw.tokenFor('reg-north'), UPDATE_PHONE, { id: patient.id, phone: '+1 555 0194' });
-      const committing = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND usename <> current_user AND state = 'active' AND query = 'COMMIT'`;
-      let pids: number[] = [];
-      await until(async () => (pids = (await gw.admin((c) => c.query(committing))).rows.map((r) => r.pid as number)).length === 1, 'the write to be in its COMMIT');
-      await gw.admin((c) => c.query('SELECT pg_terminate_backend($1)', [pids[0]]));
+      await gw.admin(async (c) => c.query('SELECT pg_terminate_backend($1)', [await commitHeld()]));
       const r = await answer;
       expect(r.status, r.text).toBe(504);
       expect(r.headers.get('retry-after')).toBeNull();
       expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'commit_outcome_unknown']]);
       expect(r.body.data ?? null).toBeNull();
       // Ended before the COMMIT finished: PostgreSQL rolled it back, which the gateway could not know.
+      await lock.release();
       expect(await stored(patient.id)).toEqual(before);
     } finally {
+      await lock.release();
       await dropSlowCommit();
     }
   });
@@ -463,7 +516,9 @@ describe('database failures are answered as what they are', () => {
 
   it.each([
     ['ended by the administrator (57P01)', {}, 'SELECT pg_terminate_backend($1)'],
-    ['ended by idle_in_transaction_session_timeout (25P03)', { idleInTransactionTimeoutMs: 200 }, 'SELECT $1::int AS left_to_the_server'],
+    // Long enough that the reads before and after, on a loaded machine, are never idle that long
+    // between statements; the gated read is idle until the server ends it, whatever the value.
+    ['ended by idle_in_transaction_session_timeout (25P03)', { idleInTransactionTimeoutMs: 3_000 }, 'SELECT $1::int AS left_to_the_server'],
   ])('a session %s under a running read: 503 with Retry-After (db_unavailable), no PHI, nothing audited', async (_what, transaction, end) => {
     const ending = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction } });
     try {
@@ -477,8 +532,7 @@ describe('database failures are answered as what they are', () => {
       let pids: number[] = [];
       await until(async () => (pids = (await gw.admin((c) => c.query(idle))).rows.map((r) => r.pid as number)).length === 1, 'its session to be idle in its transaction');
       await gw.admin((c) => c.query(end, [pids[0]]));
-      const alive = async () => (await gw.admin((c) => c.query('SELECT 1 FROM pg_stat_activity WHERE pid = $1', [pids[0]]))).rowCount;
-      await until(async () => (await alive()) === 0, 'the server to end the session');
+      await until(async () => (await sessionAlive(pids[0]!)) === false, 'the server to end the session');
       gate.open();
       const r = await answer;
       expect(r.status, r.text).toBe(503);
@@ -513,9 +567,9 @@ describe('saturation', () => {
       running.push(send(busy, token, READ_SSN, { id: c!.id }));
       await until(() => busy.pool.waitingCount === 1, 'a third request queued for a connection');
 
-      const started = Date.now();
+      // Refused by admission, not after a wait: a queued request could only end when the gate opens
+      // (200) or at the pool's timeout (db_unavailable), never as 'overloaded'.
       const refused = await send(busy, token, READ_SSN, { id: d!.id });
-      expect(Date.now() - started).toBeLessThan(1_000);
       expect(refused.status, refused.text).toBe(503);
       expect(refused.headers.get('retry-after')).toBe('1');
       expect(refused.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['INTERNAL', 'overloaded']]);
@@ -615,9 +669,8 @@ describe('graceful shutdown', () => {
       );
       await until(() => gate.waiting === 1, 'the request to be mid-execution');
 
-      const started = Date.now();
+      // The gate stays shut until close() has resolved: close() gave up on the request, not waited for it.
       await sd.gateway.close();
-      expect(Date.now() - started).toBeLessThan(3_000);
       const outcome = await inFlight;
       // Its connection was dropped: whatever the client got, it was no PHI.
       if (!(outcome instanceof Error)) {

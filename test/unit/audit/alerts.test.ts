@@ -35,9 +35,10 @@ describe('alerts', () => {
     const hook = await webhook([500, 500, 500]);
     const lines: Record<string, unknown>[] = [];
     const alerts = createAlerts({ webhookUrl: hook.url, logger: createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) }), attempts: 3, firstBackoffMs: 5 });
-    const started = performance.now();
     alerts.send(alert);
-    expect(performance.now() - started).toBeLessThan(50);
+    // send() has returned before any attempt was answered: the sender was not held for the delivery
+    // (a bound in milliseconds on the call raced a loaded machine instead).
+    expect(alerts.stats).toEqual({ sent: 0, failed: 0 });
     await alerts.settled();
     expect(alerts.stats).toEqual({ sent: 0, failed: 1 });
     expect(lines.some((l) => l.msg === 'alert could not be delivered to the webhook')).toBe(true);
