@@ -1,4 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import type { AuditBuffer } from '../../../src/audit/buffer.ts';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 
@@ -17,7 +18,8 @@ vi.mock('../../../src/audit/buffer.ts', async (importOriginal) => {
     createAuditBuffer(request: AuditRequest) {
       const buffer = real.createAuditBuffer(request);
       let first = true;
-      return Object.assign(Object.create(buffer), {
+      // Every member but add() handed to the real buffer, which keeps its state in private fields.
+      const losing: AuditBuffer = {
         add(event: AuditEvent) {
           const shows = event.action === 'read' || event.action === 'masked' || event.action === 'search';
           const isFirst = shows && first;
@@ -27,7 +29,19 @@ vi.mock('../../../src/audit/buffer.ts', async (importOriginal) => {
           if (lose.elsewhere && isFirst) return buffer.add({ ...event, patientId: '00000000-0000-4000-8000-0000000000ff' });
           buffer.add(event);
         },
-      });
+        get size() {
+          return buffer.size;
+        },
+        get events() {
+          return buffer.events;
+        },
+        get request() {
+          return buffer.request;
+        },
+        seal: () => buffer.seal(),
+        close: () => buffer.close(),
+      };
+      return losing;
     },
   };
 });
