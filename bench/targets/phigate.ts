@@ -11,9 +11,12 @@
  * heap spaces and what lives outside the heap, to say what sets a cell's peak RSS, with the largest
  * heapTotal of the process's life (`heapTotalHighWater`).
  */
+import { appendFileSync } from 'node:fs';
 import type http from 'node:http';
+import path from 'node:path';
+import { PerformanceObserver, monitorEventLoopDelay } from 'node:perf_hooks';
 import v8 from 'node:v8';
-import { createAuditWriter } from '../../src/audit/writer.ts';
+import { createAuditWriter, type BatchTiming } from '../../src/audit/writer.ts';
 import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
 import { createPeppers } from '../../src/auth/api-key-pepper.ts';
 import { createAuthenticator } from '../../src/auth/authenticate.ts';
@@ -52,7 +55,10 @@ const defaults = loadConfig({});
 // As src/app.ts: PHIGATE_AEAD, from the runner's environment, chooses the AES-GCM implementation.
 const aead = useAead(loadConfig({ PHIGATE_AEAD: process.env.PHIGATE_AEAD }).aead);
 process.stderr.write(`phigate target: aead: ${aead}${aead === 'native' ? '' : ` (${process.env.PHIGATE_AEAD === 'node' ? 'PHIGATE_AEAD=node' : nativeUnavailable()})`}\n`);
-const pool = createPool(cfg.appUrl, { max: cfg.poolSize });
+// PHIGATE_POOL_SIZE and PHIGATE_AUDIT_CONNECTIONS from the runner's environment (or a --phigate-variants
+// entry's), as src/app.ts reads them, so that variants can compare them; unset, --pool-size and the default.
+const sized = loadConfig({ PHIGATE_POOL_SIZE: process.env.PHIGATE_POOL_SIZE, PHIGATE_AUDIT_CONNECTIONS: process.env.PHIGATE_AUDIT_CONNECTIONS });
+const pool = createPool(cfg.appUrl, { max: process.env.PHIGATE_POOL_SIZE === undefined ? cfg.poolSize : sized.pool.size });
 await assertSafeAppRole(pool);
 const auxUrl = cfg.auxUrl ?? cfg.appUrl;
 const preparedStatements = cfg.preparedStatements ?? true;
@@ -60,12 +66,67 @@ const keyPool = createPool(auxUrl, { max: 2, applicationName: 'phigate-keys' });
 const provider = createLocalKeyProvider(Buffer.from(cfg.masterKeyHex, 'hex'));
 const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
 const cipher = createFieldCipher(keyring);
-const auditPool = createPool(auxUrl, { max: defaults.audit.connections, applicationName: 'phigate-audit' });
+const auditPool = createPool(auxUrl, { max: sized.audit.connections, applicationName: 'phigate-audit' });
 // As src/app.ts: search counts on a connection of their own, not the writer's (whose backends the
 // bench's PostgreSQL split counts as the audit writer's share).
 const quotaPool = createPool(auxUrl, { max: 1, applicationName: 'phigate-search-quota' });
 // As src/app.ts: key lookups, the clinic list, /metrics and /readyz never take a request connection.
 const preauthPool = createPool(auxUrl, { max: 2, applicationName: 'phigate-preauth' });
+
+/**
+ * BENCH_PHASES_DIR (bench/p99-phases.ts): each request's moments, joined by its id, as JSON lines,
+ * one file per stats call (the last one written is the measured run): its arrival and the end of
+ * its answer (this process's clock), its summary line's `phasesMs` (src/telemetry/phases.ts) and
+ * the audit batch that held its entry; with them the run's GC pauses and event-loop delay.
+ */
+const phasesDir = process.env.BENCH_PHASES_DIR ?? null;
+interface PhaseRecord {
+  arrivedAt?: number;
+  finishedAt?: number;
+  /** The summary line's write, its durationMs and phasesMs. */
+  loggedAt?: number;
+  durationMs?: number;
+  phasesMs?: number[];
+  batch?: { shard: number; size: number; heldMs: number; startedAt: number; settledAt: number };
+}
+let phaseRecords = new Map<string, PhaseRecord>();
+let gcPauses: Array<{ at: number; ms: number; kind: number }> = [];
+const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+if (phasesDir !== null) {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcPauses.push({ at: e.startTime, ms: e.duration, kind: (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? 0 });
+  }).observe({ entryTypes: ['gc'] });
+  loopDelay.enable();
+}
+const phaseRecord = (id: string): PhaseRecord => {
+  let r = phaseRecords.get(id);
+  if (r === undefined) phaseRecords.set(id, (r = {}));
+  return r;
+};
+const phasesRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
+  if (phasesDir === null || req.url !== '/graphql') return false;
+  const id = String(res.getHeader('X-Request-Id'));
+  phaseRecord(id).arrivedAt = performance.now();
+  res.once('finish', () => (phaseRecord(id).finishedAt = performance.now()));
+  return false;
+};
+const onBatch = (b: BatchTiming): void => {
+  for (const e of b.entries) {
+    phaseRecord(e.request.requestId).batch = { shard: b.shard, size: b.entries.length, heldMs: b.heldMs, startedAt: b.startedAt, settledAt: b.settledAt };
+  }
+};
+let phaseFiles = 0;
+const writePhases = (): void => {
+  if (phasesDir === null) return;
+  const file = path.join(phasesDir, `phases-${process.env.BENCH_LABEL ?? process.pid}-${++phaseFiles}.jsonl`);
+  const h = loopDelay;
+  const head = { gcPauses, loopDelayMs: { p50: h.percentile(50) / 1e6, p99: h.percentile(99) / 1e6, max: h.max / 1e6, mean: h.mean / 1e6 } };
+  const lines = [JSON.stringify(head), ...[...phaseRecords].filter(([, r]) => r.phasesMs !== undefined && r.finishedAt !== undefined).map(([id, r]) => JSON.stringify({ id, ...r }))];
+  appendFileSync(file, `${lines.join('\n')}\n`);
+  phaseRecords = new Map();
+  gcPauses = [];
+  loopDelay.reset();
+};
 
 // operation -> roundTrips -> count
 let roundTrips: Record<string, Record<number, number>> = {};
@@ -74,8 +135,9 @@ let durationsMs: Record<string, number[]> = {};
 let otherLines = 0;
 const logger = createLogger('info', {
   write: (line: string) => {
-    const l = JSON.parse(line) as { msg?: string; operation?: string; roundTrips?: number; durationMs?: number; level?: number };
+    const l = JSON.parse(line) as { msg?: string; operation?: string; roundTrips?: number; durationMs?: number; level?: number; requestId?: string; phasesMs?: number[] };
     if (l.msg === 'request' && typeof l.roundTrips === 'number') {
+      if (phasesDir !== null && l.requestId !== undefined) Object.assign(phaseRecord(l.requestId), { loggedAt: performance.now(), durationMs: l.durationMs, phasesMs: l.phasesMs });
       const op = (roundTrips[l.operation ?? '?'] ??= {});
       op[l.roundTrips] = (op[l.roundTrips] ?? 0) + 1;
       if (typeof l.durationMs === 'number') (durationsMs[l.operation ?? '?'] ??= []).push(l.durationMs);
@@ -110,6 +172,7 @@ setInterval(() => {
 
 const statsRoute = (req: http.IncomingMessage, res: http.ServerResponse): boolean => {
   if (req.url !== '/__bench/round-trips') return false;
+  writePhases();
   res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ roundTrips, warnings: otherLines, durationsMs, memoryAtPeak }));
   roundTrips = {};
   durationsMs = {};
@@ -126,6 +189,7 @@ const auditWriter = createAuditWriter({
   logger,
   preparedStatements,
   gather: { percent: gatherConfig.gatherPercent, maxMs: gatherConfig.gatherMaxMs },
+  ...(phasesDir !== null ? { onBatch } : {}),
 });
 const gateway = createGateway({
   pool,
@@ -162,7 +226,8 @@ const gateway = createGateway({
   issuer: cfg.issuer,
   queueLimit: 1000,
   transaction: { preparedStatements },
-  routes: [statsRoute],
+  routes: [statsRoute, phasesRoute],
+  phaseTimings: phasesDir !== null,
 });
 const { port } = await gateway.listen(0, '127.0.0.1');
 process.send?.({ port });

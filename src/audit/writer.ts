@@ -81,6 +81,17 @@ export interface AuditWriterOptions {
   readonly preparedStatements?: boolean;
   /** PHIGATE_AUDIT_GATHER_PERCENT and _MAX_MS; unset, no gathering. */
   readonly gather?: GatherOptions;
+  /** Told of each batch once it settled (the bench's p99 analysis: which batch each request waited for). */
+  readonly onBatch?: (batch: BatchTiming) => void;
+}
+
+/** One batch's moments (performance.now()): it left at `startedAt` after being held `heldMs` for entries, and settled at `settledAt`. */
+export interface BatchTiming {
+  readonly shard: number;
+  readonly entries: readonly AuditEntry[];
+  readonly heldMs: number;
+  readonly startedAt: number;
+  readonly settledAt: number;
 }
 
 interface Queued {
@@ -108,6 +119,8 @@ interface Shard {
   gather: Gather | null;
   /** Wall time of the shard's last batch, connect to COMMIT answered. */
   lastCommitMs: number;
+  /** How long the batch about to leave was held for entries (BatchTiming.heldMs). */
+  heldMs: number;
 }
 
 /**
@@ -168,7 +181,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const maxBatchEvents = opts.maxBatchEvents ?? 5_000;
   const gather = opts.gather ?? { percent: 0, maxMs: 0 };
   if (!(gather.percent >= 0 && gather.percent <= 100 && gather.maxMs >= 0)) throw new RangeError('gather: percent must be 0 to 100 and maxMs at least 0');
-  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], events: 0, busy: false, coming: 0, gather: null, lastCommitMs: 0 }));
+  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], events: 0, busy: false, coming: 0, gather: null, lastCommitMs: 0, heldMs: 0 }));
   let queued = 0;
   let inFlight = 0;
   let closing = false;
@@ -208,7 +221,8 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       if (g.awaited > 0 && !closing && shard.events < maxBatchEvents) return true;
       g.cancel();
       shard.gather = null;
-      stats.gatheredMs += performance.now() - g.since;
+      shard.heldMs = performance.now() - g.since;
+      stats.gatheredMs += shard.heldMs;
       return false;
     }
     if (shard.coming === 0 || closing || shard.events >= maxBatchEvents) return false;
@@ -242,12 +256,16 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const pump = (shard: Shard): void => {
     if (shard.busy || shard.queue.length === 0 || holdBack(shard)) return;
     const batch = takeBatch(shard);
+    const { heldMs } = shard;
+    shard.heldMs = 0;
     shard.busy = true;
     inFlight++;
     const started = performance.now();
     // The batch serves many requests: its log lines (the writer's own logger) belong to none of them.
     void settle(batch).finally(() => {
-      shard.lastCommitMs = performance.now() - started;
+      const settledAt = performance.now();
+      shard.lastCommitMs = settledAt - started;
+      opts.onBatch?.({ shard: shards.indexOf(shard), entries: batch.map((q) => q.entry), heldMs, startedAt: started, settledAt });
       shard.busy = false;
       inFlight--;
       pump(shard);

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import { PhigateError } from '../errors.ts';
+import type { RequestPhases } from '../telemetry/phases.ts';
 import { inSpan, tracing } from '../telemetry/tracing.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
 import { dbUnavailable } from './failure.ts';
@@ -174,7 +175,13 @@ export class CommitFailed extends PhigateError {
  * statement that fails aborts the transaction, and every statement behind it fails too: nothing
  * sent after a failure can be committed.
  */
-export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: TransactionOptions = {}, preamble?: Preamble): RequestTransaction {
+export function openRequestTransaction(
+  pool: Pool,
+  ctx: SecurityContext,
+  opts: TransactionOptions = {},
+  preamble?: Preamble,
+  phases: RequestPhases | null = null,
+): RequestTransaction {
   let client: pg.PoolClient | null = null;
   let opening: Promise<pg.PoolClient> | null = null;
   // Settles when BEGIN, the context and the preamble have: no result reaches a caller before.
@@ -224,11 +231,13 @@ export function openRequestTransaction(pool: Pool, ctx: SecurityContext, opts: T
         fail(err);
         throw err;
       }
+      if (phases !== null) phases.connectAsked = performance.now();
       const c = await pool.connect().catch((cause: unknown) => {
         const refused = dbUnavailable(cause);
         fail(refused);
         throw refused;
       });
+      if (phases !== null) phases.connected = performance.now();
       c.on('error', lost);
       client = c;
       const setContext = contextStatement(context, preamble);

@@ -29,6 +29,7 @@ import type { PolicySet } from '../policy/types.ts';
 import type { ApiKeyService } from '../records/api-keys.ts';
 import { createPhiBudget } from '../records/phi-budget.ts';
 import { phiMinuteFor } from '../records/phi-minute.ts';
+import { RequestPhases } from '../telemetry/phases.ts';
 import { inSpan } from '../telemetry/tracing.ts';
 import { createClientAddress } from './client-address.ts';
 import { createFastPath } from './fast-path.ts';
@@ -123,6 +124,8 @@ export interface GatewayDeps {
   readonly routes?: ReadonlyArray<(req: http.IncomingMessage, res: http.ServerResponse) => boolean>;
   /** Answer the common request without yoga's Request/Response layer (fast-path.ts); default true. Tests compare both. */
   readonly fastPath?: boolean;
+  /** Each request's summary line says when it passed each seam (src/telemetry/phases.ts): the bench's p99 analysis; default false. */
+  readonly phaseTimings?: boolean;
 }
 
 export interface Gateway {
@@ -224,9 +227,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
       const { requestId, clientAddr } = facts;
       const principal = await inSpan('phigate.auth', {}, () => authenticate(request.headers.get('authorization'), facts));
       facts.subject = principal.subject;
+      const phases = deps.phaseTimings === true ? new RequestPhases(startedAt) : null;
       const budget = createPhiBudget();
       const minute = phiMinuteFor(principal, effectiveLimits(policy, principal), budget);
-      const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble);
+      const tx = openRequestTransaction(pool, securityContextFor(principal, policy, requestId), deps.transaction, minute.preamble, phases);
       const auditRequest: AuditRequest = {
         requestId,
         actor: principal.subject,
@@ -235,8 +239,10 @@ export function createGateway(deps: GatewayDeps): Gateway {
         credentialId: principal.kind === 'partner' ? principal.keyId : null,
       };
       const committed: Array<() => void> = [];
+      if (phases !== null) phases.contextMade = performance.now();
       return {
         startedAt,
+        phases,
         requestId,
         facts,
         log: requestLogger(logger, facts),

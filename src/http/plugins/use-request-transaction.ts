@@ -44,6 +44,7 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
     onExecute({ setExecuteFn, executeFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
         const ctx = args.contextValue as GraphQLContext;
+        if (ctx.phases !== null) ctx.phases.admitted = performance.now();
         const operation = getOperationAST(args.document, args.operationName)?.operation;
         if (operation === 'query') {
           // Refused before it reads anything: an answer that cannot be audited soon must not be prepared.
@@ -65,6 +66,7 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
             await ctx.tx.rollback();
             throw err;
           }
+          if (ctx.phases !== null) ctx.phases.executed = performance.now();
           if (isAsyncIterable(result)) {
             await ctx.tx.rollback();
             return { errors: [new PhigateError('BAD_USER_INPUT', 'Incremental delivery is not supported.')] };
@@ -92,7 +94,16 @@ async function settle(
   const errors = result.errors ?? [];
   const done: Done = (outcome) => {
     summary(
-      { ...requestFields(ctx.facts), operation, outcome, roundTrips: ctx.tx.roundTrips, auditEvents: ctx.audit.size, durationMs: durationSince(ctx.startedAt), errors: errors.map(codeOf) },
+      {
+        ...requestFields(ctx.facts),
+        operation,
+        outcome,
+        roundTrips: ctx.tx.roundTrips,
+        auditEvents: ctx.audit.size,
+        durationMs: durationSince(ctx.startedAt),
+        errors: errors.map(codeOf),
+        ...(ctx.phases !== null ? { phasesMs: ctx.phases.toLog() } : {}),
+      },
       'request',
     );
     onSettled(ctx, outcome, operation);
@@ -153,10 +164,13 @@ async function settleRead(
   const events = ctx.audit.close();
   const charge = ctx.minute.usage(ctx.budget.used);
   // Nothing to make durable: the COMMIT of a read-only transaction runs beside the audit batch.
+  const { phases } = ctx;
   const ended = ctx.tx.commit();
   ended.catch(() => undefined);
+  if (phases !== null) void ended.then(() => (phases.committed = performance.now()), () => undefined);
   let written: Written = { outcome: 'committed' };
   if (events.length > 0) {
+    if (phases !== null) phases.writing = performance.now();
     try {
       written = await inSpan('phigate.audit', { 'phigate.audit.events': events.length }, () =>
         writer.write({ request: ctx.audit.request, events, charge, refusal: limitedEvent(operation) }, coming ?? undefined),
@@ -164,6 +178,7 @@ async function settleRead(
     } catch (cause) {
       return auditFailed(cause);
     }
+    if (phases !== null) phases.written = performance.now();
   }
   try {
     await ended;
