@@ -1,5 +1,5 @@
 /**
- * `npx tsx bench/p99-phases.ts FILE.jsonl [FILE2.jsonl ...]`: where the slowest 1% of requests spent
+ * `npx tsx bench/p99-phases.ts [--brief] FILE.jsonl [FILE2.jsonl ...]`: where the slowest 1% of requests spent
  * their time against the median ones, from the phigate target's BENCH_PHASES_DIR files (one
  * measured run each; bench/targets/phigate.ts). A request's time, arrival to the end of its
  * answer, is cut into consecutive phases that add up to it; for the slowest 1% (by that time) and
@@ -17,6 +17,9 @@
  *   batch commit     the batch's transaction, connect to COMMIT answered
  *   after batch      batch settled -> the request resumed (event loop)
  *   answer           the request resumed -> its answer's last byte handed to the socket
+ *
+ * --brief: one line per file (p50, p99, the shares of the middle and of the slowest 1%), to set
+ * the rounds of --phigate-variants side by side.
  */
 import { readFileSync } from 'node:fs';
 
@@ -59,7 +62,8 @@ const pct = (xs: number[], p: number) => {
 const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length);
 const f = (x: number) => x.toFixed(2);
 
-for (const file of process.argv.slice(2)) {
+const brief = process.argv.includes('--brief');
+for (const file of process.argv.slice(2).filter((a) => a !== '--brief')) {
   const lines = readFileSync(file, 'utf8').trim().split('\n');
   const head = JSON.parse(lines[0]!) as Head;
   const recs = lines.slice(1).map((l) => JSON.parse(l) as Rec);
@@ -69,6 +73,14 @@ for (const file of process.argv.slice(2)) {
   const tail = rows.slice(Math.floor(n * 0.99));
   const middle = rows.slice(Math.floor(n * 0.45), Math.ceil(n * 0.55));
   const gcIn = (r: Rec) => head.gcPauses.filter((g) => g.at < r.finishedAt && g.at + g.ms > r.arrivedAt).reduce((s, g) => s + g.ms, 0);
+  if (brief) {
+    const share = (set: typeof rows, idx: number[]) => (mean(set.map((x) => idx.reduce((s, i) => s + x.p.parts[i]!, 0))) / mean(set.map((x) => x.p.total))) * 100;
+    const groups: Array<[string, number[]]> = [['connect', [3]], ['statements', [4]], ['writer', [6, 7, 8]], ['hold', [7]], ['other', [0, 1, 2, 5, 9, 10]]];
+    const cell = (set: typeof rows) => groups.map(([g, idx]) => `${g} ${share(set, idx).toFixed(0)}%`).join(' ');
+    const totals = rows.map((x) => x.p.total);
+    console.log(`${file.split('/').at(-1)}: n ${n} p50 ${f(pct(totals, 50))} p99 ${f(pct(totals, 99))} eld50 ${f(head.loopDelayMs.p50!)} | middle: ${cell(middle)} | slowest: ${cell(tail)} | gc ms mid/slow ${f(mean(middle.map((x) => gcIn(x.r))))}/${f(mean(tail.map((x) => gcIn(x.r))))}`);
+    continue;
+  }
   console.log(`\n${file}: ${n} requests (${recs.length - n} without every seam); total p50 ${f(pct(rows.map((x) => x.p.total), 50))} ms, p99 ${f(pct(rows.map((x) => x.p.total), 99))} ms`);
   console.log(`event-loop delay ms: ${Object.entries(head.loopDelayMs).map(([k, v]) => `${k} ${f(v)}`).join(', ')}; GC pauses ${head.gcPauses.length}, ${f(head.gcPauses.reduce((s, g) => s + g.ms, 0))} ms in all, longest ${f(Math.max(0, ...head.gcPauses.map((g) => g.ms)))} ms`);
   console.log(`| phase | middle 10%: mean ms (share) | slowest 1%: mean ms (share) | slowest 1%: p50 .. max ms |`);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CANONICAL_COLUMNS } from '../../../src/audit/canonical.ts';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
-import { createAuditWriter, shardOf, type AuditEntry } from '../../../src/audit/writer.ts';
+import { createAuditWriter, shardOf, type AuditEntry, type BatchTiming } from '../../../src/audit/writer.ts';
 import { createLogger } from '../../../src/log.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../../support/db.ts';
@@ -476,6 +476,31 @@ describe('gathering the entries of requests still running', () => {
   const one = (req: AuditRequest): AuditEntry => ({ request: req, events: [read('ssn')] });
   const batchOf = async (requestId: string) => (await rowsOf(requestId)).map((r) => r.batch_id as string);
   const nextTurn = () => new Promise((r) => setImmediate(r));
+
+  it('tells its observer each batch: the entries in it, how long it was held for them, when it left and settled', async () => {
+    await slowCommits();
+    const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit-gather' });
+    pools.push(pool);
+    const seen: BatchTiming[] = [];
+    const w = createAuditWriter({ pool, queueLimit: 100, logger, preparedStatements: preparedStatements(), gather: { percent: 100, maxMs: 60_000 }, onBatch: (b) => seen.push(b) });
+    const lone = entry();
+    await w.write(lone);
+    await nextTurn();
+    const [r1, r2] = [request(), request()];
+    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const first = w.write(one(r1), c1);
+    await nextTurn();
+    await Promise.all([first, w.write(one(r2), c2)]);
+    await w.close();
+    expect(seen.map((b) => b.entries.map((e) => e.request.requestId))).toEqual([[lone.request.requestId], [r1.requestId, r2.requestId]]);
+    expect(seen[0]!.heldMs).toBe(0);
+    expect(seen[1]!.heldMs).toBeGreaterThan(0);
+    for (const b of seen) {
+      expect(b.shard).toBe(0);
+      expect(b.settledAt).toBeGreaterThan(b.startedAt);
+    }
+    expect(seen[1]!.startedAt).toBeGreaterThanOrEqual(seen[0]!.settledAt);
+  });
 
   it('a lone request never waits: nothing else is running', async () => {
     await slowCommits();
