@@ -19,7 +19,8 @@
  *   answer           the request resumed -> its answer's last byte handed to the socket
  *
  * --brief: one line per file (p50, p99, the shares of the middle and of the slowest 1%), to set
- * the rounds of --phigate-variants side by side.
+ * the rounds of --phigate-variants side by side. --summary: over all the files given (rounds of
+ * one setting), each phase's median share and its range, the middle's and the slowest 1%'s.
  */
 import { readFileSync } from 'node:fs';
 
@@ -63,7 +64,20 @@ const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.le
 const f = (x: number) => x.toFixed(2);
 
 const brief = process.argv.includes('--brief');
-for (const file of process.argv.slice(2).filter((a) => a !== '--brief')) {
+const summary = process.argv.includes('--summary');
+interface RunShares {
+  middle: number[];
+  slowest: number[];
+  middleMs: number;
+  slowestMs: number;
+  gcMiddle: number;
+  gcSlowest: number;
+  inFlightMiddle: number;
+  inFlightSlowest: number;
+  loopDelayP50: number;
+}
+const runs: RunShares[] = [];
+for (const file of process.argv.slice(2).filter((a) => !a.startsWith('--'))) {
   const lines = readFileSync(file, 'utf8').trim().split('\n');
   const head = JSON.parse(lines[0]!) as Head;
   const recs = lines.slice(1).map((l) => JSON.parse(l) as Rec);
@@ -73,6 +87,22 @@ for (const file of process.argv.slice(2).filter((a) => a !== '--brief')) {
   const tail = rows.slice(Math.floor(n * 0.99));
   const middle = rows.slice(Math.floor(n * 0.45), Math.ceil(n * 0.55));
   const gcIn = (r: Rec) => head.gcPauses.filter((g) => g.at < r.finishedAt && g.at + g.ms > r.arrivedAt).reduce((s, g) => s + g.ms, 0);
+  if (summary) {
+    const shares = (set: typeof rows) => NAMES.map((_, i) => (mean(set.map((x) => x.p.parts[i]!)) / mean(set.map((x) => x.p.total))) * 100);
+    const inFlight = (set: typeof rows) => mean(set.map((x) => (x.p.waitedCommit ? 100 : 0)));
+    runs.push({
+      middle: shares(middle),
+      slowest: shares(tail),
+      middleMs: mean(middle.map((x) => x.p.total)),
+      slowestMs: mean(tail.map((x) => x.p.total)),
+      gcMiddle: mean(middle.map((x) => gcIn(x.r))),
+      gcSlowest: mean(tail.map((x) => gcIn(x.r))),
+      inFlightMiddle: inFlight(middle),
+      inFlightSlowest: inFlight(tail),
+      loopDelayP50: head.loopDelayMs.p50!,
+    });
+    continue;
+  }
   if (brief) {
     const share = (set: typeof rows, idx: number[]) => (mean(set.map((x) => idx.reduce((s, i) => s + x.p.parts[i]!, 0))) / mean(set.map((x) => x.p.total))) * 100;
     const groups: Array<[string, number[]]> = [['connect', [3]], ['statements', [4]], ['writer', [6, 7, 8]], ['hold', [7]], ['other', [0, 1, 2, 5, 9, 10]]];
@@ -95,4 +125,17 @@ for (const file of process.argv.slice(2).filter((a) => a !== '--brief')) {
   console.log(`| total | ${f(totalMid)} | ${f(totalTail)} | |`);
   console.log(`GC overlapping a request, mean ms: middle ${f(mean(middle.map((x) => gcIn(x.r))))}, slowest ${f(mean(tail.map((x) => gcIn(x.r))))}`);
   console.log(`entry handed while its shard's batch was in flight: middle ${((mean(middle.map((x) => (x.p.waitedCommit ? 1 : 0))) * 100)).toFixed(0)}%, slowest ${((mean(tail.map((x) => (x.p.waitedCommit ? 1 : 0))) * 100)).toFixed(0)}%; batch size mean: middle ${f(mean(middle.map((x) => x.r.batch!.size)))}, slowest ${f(mean(tail.map((x) => x.r.batch!.size)))}`);
+}
+
+if (summary && runs.length > 0) {
+  const med = (xs: number[]) => pct(xs, 50);
+  const range = (xs: number[]) => `${med(xs).toFixed(0)}% (${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)})`;
+  console.log(`${runs.length} runs; mean ms, median over runs: middle ${f(med(runs.map((r) => r.middleMs)))}, slowest 1% ${f(med(runs.map((r) => r.slowestMs)))}`);
+  console.log('| phase | middle 10%: median share (range) | slowest 1%: median share (range) |');
+  console.log('|---|---|---|');
+  NAMES.forEach((name, i) => console.log(`| ${name} | ${range(runs.map((r) => r.middle[i]!))} | ${range(runs.map((r) => r.slowest[i]!))} |`));
+  const writer = (xs: number[]) => xs[6]! + xs[7]! + xs[8]!;
+  console.log(`| writer queue + hold + commit | ${range(runs.map((r) => writer(r.middle)))} | ${range(runs.map((r) => writer(r.slowest)))} |`);
+  console.log(`GC pauses overlapping a request, ms (median over runs): middle ${f(med(runs.map((r) => r.gcMiddle)))}, slowest ${f(med(runs.map((r) => r.gcSlowest)))}; slowest above middle in ${runs.filter((r) => r.gcSlowest > r.gcMiddle).length} of ${runs.length} runs`);
+  console.log(`entry handed while its shard's batch was in flight (median over runs): middle ${med(runs.map((r) => r.inFlightMiddle)).toFixed(0)}%, slowest ${med(runs.map((r) => r.inFlightSlowest)).toFixed(0)}%; event-loop delay p50 ${f(Math.min(...runs.map((r) => r.loopDelayP50)))}-${f(Math.max(...runs.map((r) => r.loopDelayP50)))} ms`);
 }
