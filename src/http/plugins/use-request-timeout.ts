@@ -19,6 +19,27 @@ export interface RequestTimeoutOptions {
 
 type CutOff = 'request_timeout' | 'shutting_down';
 
+/** An execution's place in the list of those running (the list's head has no execution). */
+interface Running {
+  readonly cut: (why: CutOff) => void;
+  prev: Running | null;
+  next: Running | null;
+}
+
+function link(head: Running, entry: Running): void {
+  entry.prev = head;
+  entry.next = head.next;
+  if (head.next !== null) head.next.prev = entry;
+  head.next = entry;
+}
+
+function unlink(entry: Running): void {
+  if (entry.prev === null) return;
+  entry.prev.next = entry.next;
+  if (entry.next !== null) entry.next.prev = entry.prev;
+  entry.prev = entry.next = null;
+}
+
 /**
  * How long an abandoned request may wait for its transaction to end before it is answered. With
  * PostgreSQL hung, ROLLBACK (or a connection still being opened, up to the pool's 5 s connect
@@ -40,49 +61,63 @@ const after = <T>(ms: number, value: T): Promise<T> =>
  * Listed after useRequestTransaction, so it wraps it.
  */
 export function useRequestTimeout({ timeoutMs, commitWaitMs, shutdown }: RequestTimeoutOptions): Plugin<GraphQLContext> {
+  // The cut-offs of executions running, a list linked through them: one shutdown listener for all,
+  // where an AbortSignal listener added and removed by each request, or a Set (whose table grows
+  // and shrinks as requests come and go), cost more than the rest of this wrapper.
+  const running: Running = { cut: () => undefined, prev: null, next: null };
+  const onShutdown = () => {
+    for (let r = running.next; r !== null; r = r.next) r.cut('shutting_down');
+  };
+  if (!shutdown.aborted) shutdown.addEventListener('abort', onShutdown, { once: true });
   return {
     onExecute({ executeFn, setExecuteFn }) {
       setExecuteFn(async (args: ExecutionArgs) => {
         const ctx = args.contextValue as GraphQLContext;
-        const running = Promise.resolve(executeFn(args));
+        const execution = Promise.resolve(executeFn(args));
         let cut!: (why: CutOff) => void;
-        const cutOff = new Promise<CutOff>((resolve) => (cut = resolve));
+        // Whichever comes first, in one promise: the execution's result (an object, never a
+        // string) or why it was cut off. Promise.race over a cut-off promise and a wrapped result
+        // made five promises and an object a request.
+        const first = new Promise<Awaited<typeof execution> | CutOff>((resolve, reject) => {
+          cut = resolve;
+          execution.then(resolve, reject);
+        });
         // The deadline counts from when the request's context began (authentication included).
         const timer = setTimeout(() => cut('request_timeout'), Math.max(0, timeoutMs - (performance.now() - ctx.startedAt)));
-        const onShutdown = () => cut('shutting_down');
-        if (shutdown.aborted) onShutdown();
-        else shutdown.addEventListener('abort', onShutdown, { once: true });
+        const entry: Running = { cut, prev: null, next: null };
+        if (shutdown.aborted) cut('shutting_down');
+        else link(running, entry);
         try {
-          const first = await Promise.race([running.then((result) => ({ result })), cutOff]);
-          if (typeof first !== 'string') return first.result;
+          const outcome = await first;
+          if (typeof outcome !== 'string') return outcome;
           // Whatever the abandoned execution still does ends in an error nobody awaits.
-          running.catch(() => undefined);
+          execution.catch(() => undefined);
           // abort() answers false at once when a commit has begun; then that commit decides, and the
           // answer is the request's own (data, or why it failed), whatever the deadline said.
           const aborted = await Promise.race([ctx.tx.abort(), after(SETTLE_GRACE_MS, true)]);
           if (!aborted) {
-            const settled = await Promise.race([running.then((result) => ({ result })), after(commitWaitMs + SETTLE_GRACE_MS, null)]);
+            const settled = await Promise.race([execution.then((result) => ({ result })), after(commitWaitMs + SETTLE_GRACE_MS, null)]);
             if (settled !== null) return settled.result;
             ctx.budget.end();
-            ctx.log.warn({ refusal: first, timeoutMs }, 'request abandoned; its commit had begun and has not answered');
+            ctx.log.warn({ refusal: outcome, timeoutMs }, 'request abandoned; its commit had begun and has not answered');
             // A read keeps nothing whatever its commit does (its audit rows may stand); a write may have been kept.
             if (getOperationAST(args.document, args.operationName)?.operation === 'mutation') return { errors: [commitOutcomeUnknown()] };
           } else {
             ctx.budget.end();
-            ctx.log.warn({ refusal: first, timeoutMs }, 'request abandoned; its transaction was rolled back');
+            ctx.log.warn({ refusal: outcome, timeoutMs }, 'request abandoned; its transaction was rolled back');
           }
-          if (first === 'request_timeout') return { errors: [requestTimedOut()] };
+          if (outcome === 'request_timeout') return { errors: [requestTimedOut()] };
           return {
             errors: [
               new PhigateError('INTERNAL', 'The gateway is shutting down; nothing of this request was kept.', {
-                reason: first,
+                reason: outcome,
                 http: { status: 503, headers: { 'Retry-After': '1' } },
               }),
             ],
           };
         } finally {
           clearTimeout(timer);
-          shutdown.removeEventListener('abort', onShutdown);
+          unlink(entry);
         }
       });
     },

