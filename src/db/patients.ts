@@ -171,12 +171,27 @@ const patientSelect = (from: string) => `
   FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
 const PATIENT_SELECT = patientSelect('phigate.patients p');
 
-const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
-  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
-         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
+const encounterColumns = (columns: readonly EncounterPhiColumn[]) =>
+  `e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}`;
+const ON_CARE_TEAM = (patientId: string) =>
+  `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
+const ENCOUNTER_SELECT = `
+  SELECT ${encounterColumns(ENCOUNTER_PHI_COLUMNS)}
+         ${ON_CARE_TEAM('e.patient_id')} AS on_care_team,
          g.grant_id, g.grant_role
   FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;
-const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS);
+
+// Whether the actor is on the care team is a fact of the patient: asked once per patient of the
+// list, not once per encounter (a page's 100 patients bring about 200). OFFSET 0 keeps PostgreSQL
+// from pulling the EXISTS up into the encounters' projection, where it ran per encounter again.
+// DISTINCT keeps a patient named twice from doubling its encounters.
+const encountersOfPatientsSelect = (columns: readonly EncounterPhiColumn[]) => `
+  SELECT ${encounterColumns(columns)}
+         t.on_care_team, g.grant_id, g.grant_role
+  FROM (SELECT DISTINCT u.patient_id FROM unnest($1::uuid[]) AS u(patient_id)) u
+  CROSS JOIN LATERAL (SELECT ${ON_CARE_TEAM('u.patient_id')} AS on_care_team OFFSET 0) t
+  JOIN phigate.encounters e ON e.patient_id = u.patient_id${LIVE_GRANT('e.patient_id', 'e.clinic_id')}
+  ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
   return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
@@ -187,25 +202,41 @@ export async function patientsByIds(tx: RequestTransaction, ids: readonly string
 // (src/db/transaction.ts), where `$1 IS NULL OR p.id > $1` would scan the index from its start.
 const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 
-// A page's candidates: the first $2 rows past the cursor in each of the request's clinics, each
-// clinic walked in id order on patients_clinic_id, and the rows outside them that an unrevoked
-// grant of the actor names (break_glass_live). Row security judges every candidate as before, so
-// the page holds the same rows: a row it may show is in one of the request's clinics, and then
-// among the first $2 of that clinic whenever it is among the first $2 of all, or outside them and
-// shown through a grant. Walking patients_pkey, as `WHERE p.id > $1 ORDER BY p.id` did, fetched
-// and judged every other clinic's rows between the page's own (two of three for a registrar of one
-// clinic of three), each with a probe of the grants for the policy's break-glass branch.
+// A page's candidates, by how far the request reaches into its clinics (ctx_patient_reach,
+// schema/migrations/035_read_cpu.sql): with a clinic reach, the first $2 rows past the cursor in
+// each of the request's clinics, each clinic walked in id order on patients_clinic_id; with a
+// care-team reach, the first $2 patients of the actor's care teams, walked in id order on
+// care_team_subject (care_team's own row security keeps them to the request's clinics); and the
+// patients an unrevoked grant of the actor names (break_glass_live) that neither branch brought.
+// Row security judges every candidate as before, so the page holds the same rows: a row it may
+// show either is reached through the request's clinics, and then among the first $2 its branch
+// brings whenever it is among the first $2 of all (a clinic reach shows every row of a clinic, a
+// care-team reach every team row care_team shows), or is shown through a grant. Walking
+// patients_pkey, as `WHERE p.id > $1 ORDER BY p.id` did, fetched and judged every other clinic's
+// rows between the page's own; walking a physician's clinics judged every patient off its care
+// team (half of them in the bench's data) with a probe of the team each.
 // The final sort holds at most $2 rows a clinic, and a token's clinics are bounded
-// (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients elsewhere.
+// (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients.
 const PAGE_CANDIDATES = `(
+    WITH r AS MATERIALIZED (SELECT phigate.ctx_patient_reach() AS reach)
     SELECT q.* FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
     CROSS JOIN LATERAL (
       SELECT ${PATIENT_STORED} FROM phigate.patients p
       WHERE p.clinic_id = c.clinic_id AND p.id > $1::uuid ORDER BY p.id LIMIT $2) q
+    WHERE (SELECT r.reach FROM r) = 'clinic'
+    UNION ALL
+    (SELECT ${PATIENT_STORED} FROM phigate.care_team ct JOIN phigate.patients p ON p.id = ct.patient_id
+     WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id > $1::uuid AND (SELECT r.reach FROM r) = 'care_team'
+     ORDER BY ct.patient_id LIMIT $2)
     UNION ALL
     SELECT ${PATIENT_STORED} FROM phigate.patients p
     WHERE p.id IN (SELECT bg.patient_id FROM phigate.break_glass_grants bg WHERE bg.actor = phigate.ctx_actor() AND bg.revoked_at IS NULL)
-      AND p.id > $1::uuid AND NOT (p.clinic_id = ANY (phigate.ctx_clinics()))
+      AND p.id > $1::uuid
+      AND NOT CASE (SELECT r.reach FROM r)
+                WHEN 'clinic' THEN p.clinic_id = ANY (phigate.ctx_clinics())
+                WHEN 'care_team' THEN ${ON_CARE_TEAM('p.id')}
+                ELSE false
+              END
   ) p`;
 const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES)} ORDER BY p.id LIMIT $2`;
 
@@ -258,7 +289,7 @@ export async function encountersByPatientIds(
   const key = chosen.join(',');
   let text = encountersOfPatients.get(key);
   if (text === undefined) {
-    text = `${encounterSelect(chosen)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
+    text = encountersOfPatientsSelect(chosen);
     encountersOfPatients.set(key, text);
   }
   return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);
