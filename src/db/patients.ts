@@ -163,35 +163,34 @@ const KEY_JOIN = (patientId: string) => `
     WHERE k.patient_id = ${patientId} ORDER BY k.version DESC LIMIT 1) k ON true`;
 
 const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address';
+// Whether the actor is on the patient's care team. As a plain EXISTS, PostgreSQL makes it a hashed
+// subplan: the statement first reads the actor's whole care team into a hash table (a physician's
+// 3,334 rows at 20,000 patients, 16,667 at the bench's 100,000), then looks each row up in it.
+// Statements over a page (`probe`) probe care_team_subject per row instead (OFFSET 0 keeps
+// the EXISTS from becoming the hash, as in schema/migrations/043_read_plan.sql), and only when one
+// of the request's roles has a care-team row scope: the only roles the answer matters to
+// (rolesForRow, src/policy/decide.ts), so a registrar's page probes nothing. Reads by id keep the
+// plain EXISTS.
+const onCareTeam = (patientId: string, probe: boolean) =>
+  probe
+    ? `((SELECT phigate.ctx_has_scope('care_team', NULL))
+          AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() OFFSET 0))`
+    : `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
+
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
-const patientSelect = (from: string) => `
+const patientSelect = (from: string, probe: boolean) => `
   SELECT ${PATIENT_STORED},
-         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
+         ${onCareTeam('p.id', probe)} AS on_care_team,
          g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
   FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
-const PATIENT_SELECT = patientSelect('phigate.patients p');
+const PATIENT_SELECT = patientSelect('phigate.patients p', false);
 
-const encounterColumns = (columns: readonly EncounterPhiColumn[]) =>
-  `e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}`;
-const ON_CARE_TEAM = (patientId: string) =>
-  `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
-const ENCOUNTER_SELECT = `
-  SELECT ${encounterColumns(ENCOUNTER_PHI_COLUMNS)}
-         ${ON_CARE_TEAM('e.patient_id')} AS on_care_team,
+const encounterSelect = (columns: readonly EncounterPhiColumn[], probe: boolean) => `
+  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
+         ${onCareTeam('e.patient_id', probe)} AS on_care_team,
          g.grant_id, g.grant_role
   FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;
-
-// Whether the actor is on the care team is a fact of the patient: asked once per patient of the
-// list, not once per encounter (a page's 100 patients bring about 200). OFFSET 0 keeps PostgreSQL
-// from pulling the EXISTS up into the encounters' projection, where it ran per encounter again.
-// DISTINCT keeps a patient named twice from doubling its encounters.
-const encountersOfPatientsSelect = (columns: readonly EncounterPhiColumn[]) => `
-  SELECT ${encounterColumns(columns)}
-         t.on_care_team, g.grant_id, g.grant_role
-  FROM (SELECT DISTINCT u.patient_id FROM unnest($1::uuid[]) AS u(patient_id)) u
-  CROSS JOIN LATERAL (SELECT ${ON_CARE_TEAM('u.patient_id')} AS on_care_team OFFSET 0) t
-  JOIN phigate.encounters e ON e.patient_id = u.patient_id${LIVE_GRANT('e.patient_id', 'e.clinic_id')}
-  ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
+const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, false);
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
   return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
@@ -234,11 +233,11 @@ const PAGE_CANDIDATES = `(
       AND p.id > $1::uuid
       AND NOT CASE (SELECT r.reach FROM r)
                 WHEN 'clinic' THEN p.clinic_id = ANY (phigate.ctx_clinics())
-                WHEN 'care_team' THEN ${ON_CARE_TEAM('p.id')}
+                WHEN 'care_team' THEN EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor() OFFSET 0)
                 ELSE false
               END
   ) p`;
-const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES)} ORDER BY p.id LIMIT $2`;
+const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true)} ORDER BY p.id LIMIT $2`;
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
@@ -289,7 +288,7 @@ export async function encountersByPatientIds(
   const key = chosen.join(',');
   let text = encountersOfPatients.get(key);
   if (text === undefined) {
-    text = encountersOfPatientsSelect(chosen);
+    text = `${encounterSelect(chosen, true)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
     encountersOfPatients.set(key, text);
   }
   return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);
