@@ -163,20 +163,34 @@ const KEY_JOIN = (patientId: string) => `
     WHERE k.patient_id = ${patientId} ORDER BY k.version DESC LIMIT 1) k ON true`;
 
 const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_name, p.birth_date, p.phone, p.email, p.address';
+// Whether the actor is on the patient's care team. As a plain EXISTS, PostgreSQL makes it a hashed
+// subplan: the statement first reads the actor's whole care team into a hash table (a physician's
+// 3,334 rows at 20,000 patients, 16,667 at the bench's 100,000), then looks each row up in it.
+// Statements over a page (`probe`) probe care_team_subject per row instead (OFFSET 0 keeps
+// the EXISTS from becoming the hash, as in schema/migrations/043_read_plan.sql), and only when one
+// of the request's roles has a care-team row scope: the only roles the answer matters to
+// (rolesForRow, src/policy/decide.ts), so a registrar's page probes nothing. Reads by id keep the
+// plain EXISTS.
+const onCareTeam = (patientId: string, probe: boolean) =>
+  probe
+    ? `((SELECT phigate.ctx_has_scope('care_team', NULL))
+          AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() OFFSET 0))`
+    : `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
+
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
-const patientSelect = (from: string) => `
+const patientSelect = (from: string, probe: boolean) => `
   SELECT ${PATIENT_STORED},
-         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
+         ${onCareTeam('p.id', probe)} AS on_care_team,
          g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
   FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
-const PATIENT_SELECT = patientSelect('phigate.patients p');
+const PATIENT_SELECT = patientSelect('phigate.patients p', false);
 
-const encounterSelect = (columns: readonly EncounterPhiColumn[]) => `
+const encounterSelect = (columns: readonly EncounterPhiColumn[], probe: boolean) => `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
-         EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = e.patient_id AND ct.subject = phigate.ctx_actor()) AS on_care_team,
+         ${onCareTeam('e.patient_id', probe)} AS on_care_team,
          g.grant_id, g.grant_role
   FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;
-const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS);
+const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, false);
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
   return patientRows((await tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`, [ids])).rows);
@@ -187,27 +201,43 @@ export async function patientsByIds(tx: RequestTransaction, ids: readonly string
 // (src/db/transaction.ts), where `$1 IS NULL OR p.id > $1` would scan the index from its start.
 const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 
-// A page's candidates: the first $2 rows past the cursor in each of the request's clinics, each
-// clinic walked in id order on patients_clinic_id, and the rows outside them that an unrevoked
-// grant of the actor names (break_glass_live). Row security judges every candidate as before, so
-// the page holds the same rows: a row it may show is in one of the request's clinics, and then
-// among the first $2 of that clinic whenever it is among the first $2 of all, or outside them and
-// shown through a grant. Walking patients_pkey, as `WHERE p.id > $1 ORDER BY p.id` did, fetched
-// and judged every other clinic's rows between the page's own (two of three for a registrar of one
-// clinic of three), each with a probe of the grants for the policy's break-glass branch.
+// A page's candidates, by how far the request reaches into its clinics (ctx_patient_reach,
+// schema/migrations/035_read_cpu.sql): with a clinic reach, the first $2 rows past the cursor in
+// each of the request's clinics, each clinic walked in id order on patients_clinic_id; with a
+// care-team reach, the first $2 patients of the actor's care teams, walked in id order on
+// care_team_subject (care_team's own row security keeps them to the request's clinics); and the
+// patients an unrevoked grant of the actor names (break_glass_live) that neither branch brought.
+// Row security judges every candidate as before, so the page holds the same rows: a row it may
+// show either is reached through the request's clinics, and then among the first $2 its branch
+// brings whenever it is among the first $2 of all (a clinic reach shows every row of a clinic, a
+// care-team reach every team row care_team shows), or is shown through a grant. Walking
+// patients_pkey, as `WHERE p.id > $1 ORDER BY p.id` did, fetched and judged every other clinic's
+// rows between the page's own; walking a physician's clinics judged every patient off its care
+// team (half of them in the bench's data) with a probe of the team each.
 // The final sort holds at most $2 rows a clinic, and a token's clinics are bounded
-// (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients elsewhere.
+// (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients.
 const PAGE_CANDIDATES = `(
+    WITH r AS MATERIALIZED (SELECT phigate.ctx_patient_reach() AS reach)
     SELECT q.* FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
     CROSS JOIN LATERAL (
       SELECT ${PATIENT_STORED} FROM phigate.patients p
       WHERE p.clinic_id = c.clinic_id AND p.id > $1::uuid ORDER BY p.id LIMIT $2) q
+    WHERE (SELECT r.reach FROM r) = 'clinic'
+    UNION ALL
+    (SELECT ${PATIENT_STORED} FROM phigate.care_team ct JOIN phigate.patients p ON p.id = ct.patient_id
+     WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id > $1::uuid AND (SELECT r.reach FROM r) = 'care_team'
+     ORDER BY ct.patient_id LIMIT $2)
     UNION ALL
     SELECT ${PATIENT_STORED} FROM phigate.patients p
     WHERE p.id IN (SELECT bg.patient_id FROM phigate.break_glass_grants bg WHERE bg.actor = phigate.ctx_actor() AND bg.revoked_at IS NULL)
-      AND p.id > $1::uuid AND NOT (p.clinic_id = ANY (phigate.ctx_clinics()))
+      AND p.id > $1::uuid
+      AND NOT CASE (SELECT r.reach FROM r)
+                WHEN 'clinic' THEN p.clinic_id = ANY (phigate.ctx_clinics())
+                WHEN 'care_team' THEN EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor() OFFSET 0)
+                ELSE false
+              END
   ) p`;
-const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES)} ORDER BY p.id LIMIT $2`;
+const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true)} ORDER BY p.id LIMIT $2`;
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
@@ -258,7 +288,7 @@ export async function encountersByPatientIds(
   const key = chosen.join(',');
   let text = encountersOfPatients.get(key);
   if (text === undefined) {
-    text = `${encounterSelect(chosen)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
+    text = `${encounterSelect(chosen, true)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
     encountersOfPatients.set(key, text);
   }
   return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);

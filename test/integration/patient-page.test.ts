@@ -7,8 +7,8 @@ import { withRequestTransaction, type SecurityContext } from '../../src/db/trans
 import { TEST_APP_ROLE } from '../support/global-setup.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
 
-// patients(first, after) reads its candidates clinic by clinic (src/db/patients.ts, PAGE_CANDIDATES)
-// instead of walking every patient in id order: the pages must hold exactly the rows, in the order,
+// patients(first, after) reads its candidates clinic by clinic, or a care-team reach's from its
+// care teams (src/db/patients.ts, PAGE_CANDIDATES), instead of walking every patient in id order: the pages must hold exactly the rows, in the order,
 // that row security shows to `WHERE id > $1 ORDER BY id LIMIT $2`, for every kind of principal.
 
 let db: TestDatabase;
@@ -34,6 +34,8 @@ const PRINCIPALS: Record<string, SecurityContext> = {
   'registrar of two clinics, one named twice': ctx('reg-ab', ['registrar'], ['c-b', 'c-a', 'c-b']),
   'physician on a care team, with grants inside and outside the clinic': ctx('dr', ['physician'], ['c-a']),
   'physician whose clinics the token leaves empty': ctx('dr', ['physician'], []),
+  'physician of two clinics, its care team in one': ctx('dr', ['physician'], ['c-b', 'c-a']),
+  'physician who is also a registrar': ctx('dr', ['physician', 'registrar'], ['c-a']),
   'nurse with a grant opened as a physician': ctx('dr', ['nurse'], ['c-a']),
   'compliance (no rows)': ctx('audit', ['compliance'], ['c-a', 'c-b']),
   'registrar of an unknown clinic': ctx('reg-x', ['registrar'], ['c-x']),
@@ -80,6 +82,8 @@ beforeAll(async () => {
     await c.query(grant, ['physician', inClinic('c-a')[1], 'c-a', false, hour(-1), hour(1), null]);
     await c.query(grant, ['physician', b0, 'c-b', true, hour(-1), hour(1), null]);
     await c.query(grant, ['physician', c0, 'c-c', true, hour(-1), hour(1), null]);
+    // Live, on a patient of dr's care team: brought once, not by both the team and the grants.
+    await c.query(grant, ['physician', team[0], 'c-a', false, hour(-1), hour(1), null]);
     // Not live: revoked, expired.
     await c.query(grant, ['physician', b1, 'c-b', true, hour(-1), hour(1), hour(-0.5)]);
     await c.query(grant, ['physician', b2, 'c-b', true, hour(-3), hour(-2), null]);
@@ -111,6 +115,8 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     expect(await visibleInOrder(PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!)).toHaveLength(17 + 1 + 2);
     // Only the two live cross-clinic grants.
     expect(await visibleInOrder(PRINCIPALS['physician whose clinics the token leaves empty']!)).toHaveLength(2);
+    expect(await visibleInOrder(PRINCIPALS['physician of two clinics, its care team in one']!)).toHaveLength(17 + 1 + 2);
+    expect(await visibleInOrder(PRINCIPALS['physician who is also a registrar']!)).toHaveLength(50 + 2);
     expect(await visibleInOrder(PRINCIPALS['compliance (no rows)']!)).toEqual([]);
   });
 
