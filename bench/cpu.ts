@@ -19,7 +19,7 @@ const TICKS_PER_S = (() => {
  * utime + stime of one process (ms), the same for its children that have exited and been waited
  * for (cutime + cstime), and its parent pid; null once it has gone.
  */
-export function procStat(pid: number): { cpuMs: number; reapedChildrenMs: number; ppid: number } | null {
+export function procStat(pid: number): { cpuMs: number; systemMs: number; reapedChildrenMs: number; ppid: number } | null {
   let text: string;
   try {
     text = readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -29,7 +29,23 @@ export function procStat(pid: number): { cpuMs: number; reapedChildrenMs: number
   // The command name (field 2) may hold spaces and parentheses: fields are counted after its last ')'.
   const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
   const ms = (ticks: number) => (ticks * 1000) / TICKS_PER_S;
-  return { cpuMs: ms(Number(f[11]) + Number(f[12])), reapedChildrenMs: ms(Number(f[13]) + Number(f[14])), ppid: Number(f[1]) };
+  return { cpuMs: ms(Number(f[11]) + Number(f[12])), systemMs: ms(Number(f[12])), reapedChildrenMs: ms(Number(f[13]) + Number(f[14])), ppid: Number(f[1]) };
+}
+
+/**
+ * The times a process gave up its CPU (waiting to be woken: a read with nothing to read) and was
+ * taken off it (preempted), from /proc/<pid>/status; null once it has gone. Under more contention
+ * the same work costs more of both, and more kernel time with them, with user-space work unchanged.
+ */
+export function contextSwitches(pid: number): { voluntary: number; involuntary: number } | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, 'utf8');
+  } catch {
+    return null;
+  }
+  const field = (name: string) => Number(new RegExp(`^${name}:\\s*(\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+  return { voluntary: field('voluntary_ctxt_switches'), involuntary: field('nonvoluntary_ctxt_switches') };
 }
 
 /**

@@ -10,7 +10,7 @@
  * time inside the server, so close to CPU only when the server is not starved).
  */
 import pg from 'pg';
-import { procStat, treeCpuMs } from './cpu.ts';
+import { contextSwitches, procStat, treeCpuMs } from './cpu.ts';
 
 export interface StatementCost {
   /** The statement's normalised text, shortened. */
@@ -22,6 +22,14 @@ export interface StatementCost {
 
 export interface PgSplit {
   readonly requestMs: number;
+  /**
+   * Of requestMs, the kernel's part (system time), and the request backends' context switches per
+   * request: waits for the next message (voluntary) and preemptions (involuntary). Identical
+   * statements cost the same user-space work on any machine; when requestMs moves with these and
+   * not with what the backends execute, the load moved it, not the code (bench/README.md, abreq).
+   */
+  readonly requestSystemMs: number;
+  readonly requestSwitches: { readonly voluntary: number; readonly involuntary: number };
   readonly writerMs: number;
   /** The searches' count (phigate.take_search on a connection of its own); 0 for workloads that do not search. */
   readonly searchCountMs: number;
@@ -37,7 +45,7 @@ type Group = 'request' | 'writer' | 'searchCount';
 const POOLS: Record<string, Group> = { phigate: 'request', 'phigate-audit': 'writer', 'phigate-search-quota': 'searchCount' };
 
 interface Snapshot {
-  readonly backends: Map<number, { group: Group; cpuMs: number }>;
+  readonly backends: Map<number, { group: Group; cpuMs: number; systemMs: number; voluntary: number; involuntary: number }>;
   readonly treeMs: number;
   /** Rows of phigate.audit_batches: one per committed writer batch. */
   readonly batches: number;
@@ -48,10 +56,11 @@ async function snapshot(c: pg.Client, postmaster: number, database: string): Pro
     'SELECT pid, application_name FROM pg_stat_activity WHERE datname = $1 AND application_name = ANY ($2)',
     [database, Object.keys(POOLS)],
   );
-  const backends = new Map<number, { group: Group; cpuMs: number }>();
+  const backends = new Map<number, { group: Group; cpuMs: number; systemMs: number; voluntary: number; involuntary: number }>();
   for (const r of rows) {
     const s = procStat(r.pid);
-    if (s) backends.set(r.pid, { group: POOLS[r.application_name]!, cpuMs: s.cpuMs });
+    const cs = contextSwitches(r.pid);
+    if (s && cs) backends.set(r.pid, { group: POOLS[r.application_name]!, cpuMs: s.cpuMs, systemMs: s.systemMs, ...cs });
   }
   const batches = Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_batches')).rows[0]!.n);
   return { backends, treeMs: treeCpuMs(postmaster) ?? 0, batches };
@@ -74,11 +83,16 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
     try {
       const after = await snapshot(c, postmaster, database);
       const spent = { request: 0, writer: 0, searchCount: 0 };
+      const request = { systemMs: 0, voluntary: 0, involuntary: 0 };
       let newBackends = 0;
       for (const [pid, b] of after.backends) {
         const was = before.backends.get(pid);
         if (was === undefined) newBackends++;
         spent[b.group] += b.cpuMs - (was?.cpuMs ?? 0);
+        if (b.group !== 'request') continue;
+        request.systemMs += b.systemMs - (was?.systemMs ?? 0);
+        request.voluntary += b.voluntary - (was?.voluntary ?? 0);
+        request.involuntary += b.involuntary - (was?.involuntary ?? 0);
       }
       const n = Math.max(1, requests);
       const total = after.treeMs - before.treeMs;
@@ -100,6 +114,8 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
       }
       return {
         requestMs: round3(spent.request / n),
+        requestSystemMs: round3(request.systemMs / n),
+        requestSwitches: { voluntary: round3(request.voluntary / n), involuntary: round3(request.involuntary / n) },
         writerMs: round3(spent.writer / n),
         searchCountMs: round3(spent.searchCount / n),
         otherMs: round3((total - spent.request - spent.writer - spent.searchCount) / n),

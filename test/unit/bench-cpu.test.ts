@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { cpuMeter, procStat, treeCpuMs } from '../../bench/cpu.ts';
+import { contextSwitches, cpuMeter, procStat, treeCpuMs } from '../../bench/cpu.ts';
 
 /**
  * Spends `ms` of this process's own CPU time. A loaded machine stretches wall time: 60 ms of it
@@ -22,7 +22,18 @@ describe('bench CPU per request', () => {
     expect(procStat(process.pid)!.cpuMs).toBeGreaterThan(before.cpuMs);
   });
 
+  it("reads the kernel's part of the CPU time, and the times the process waited, which grow when it sleeps", async () => {
+    const stat = procStat(process.pid)!;
+    expect(stat.systemMs).toBeGreaterThanOrEqual(0);
+    expect(stat.systemMs).toBeLessThanOrEqual(stat.cpuMs);
+    const before = contextSwitches(process.pid)!;
+    expect(Number.isInteger(before.voluntary) && Number.isInteger(before.involuntary)).toBe(true);
+    for (let i = 0; i < 5; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(contextSwitches(process.pid)!.voluntary).toBeGreaterThan(before.voluntary);
+  });
+
   it('a process that is not there reads as null, and so does its tree', () => {
+    expect(contextSwitches(2 ** 22 + 1)).toBeNull();
     expect(procStat(2 ** 22 + 1)).toBeNull();
     expect(treeCpuMs(2 ** 22 + 1)).toBeNull();
   });
