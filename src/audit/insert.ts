@@ -23,9 +23,9 @@ export interface AuditPart {
 // 4.5 ms for a batch of two pages).
 //
 // The records and the batch's own row are inserted together, and the statement fails (SQLSTATE
-// PH500, schema/migrations/009_audit_writer.sql) unless the records that went in hold exactly as
-// many events as were meant to be written (counted once the records are in: audit_batch_events,
-// 029): a trigger that drops a record or trims its arrays makes the COMMIT pipelined behind it
+// PH500, audit_batch_written in schema/migrations/051_audit_batch_cost.sql) unless the records
+// that went in hold exactly as many events as were meant to be written (counted once the records
+// are in): a trigger that drops a record or trims its arrays makes the COMMIT pipelined behind it
 // roll back, and nothing of the batch is kept.
 const RECORDS = `
   s AS MATERIALIZED (
@@ -47,24 +47,57 @@ const RECORDS = `
 const INSERT = `
   WITH ${RECORDS}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.expect_audit_rows(phigate.audit_batch_events($1::uuid), $20) FROM (SELECT count(*) FROM ins) AS done
+    SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, 0, 0) FROM (SELECT count(*) FROM ins) AS done
     RETURNING events
   )
   SELECT events FROM b`;
 
-// The same INSERT with the batch's PHI charges (charge_phi_usage, $21-$26) in the statement, for
-// the common case where every charge is accepted: the batch row is written only when all $27
-// charges were (expect_charges_accepted, schema/migrations/044_audit_charge_with_insert.sql), else
-// the statement fails with PH430 and nothing of the batch is kept.
+// The same INSERT with the batch's PHI charges ($21-$26, as chargeBatchStatement sends them to
+// charge_phi_usage) made in the statement, for the common case where every charge is accepted:
+// the batch row is written only when all $27 charges were (audit_batch_written, 051), else the
+// statement fails with PH430, nothing of the batch is kept, and the writer sends the batch again,
+// charge_phi_usage first, for each charge's verdict.
+//
+// charge_phi_usage's rule in plain SQL, without its PL/pgSQL loop (three statements and their
+// executor starts per principal): a principal's charges are accepted in order while its minute
+// stays within each charge's cap, so all of them are accepted exactly when, for each charge, the
+// minute's total before the batch plus the principal's charges up to and including it is within
+// that charge's cap. Each principal's row is added the batch's total in one INSERT ... ON CONFLICT
+// DO UPDATE, which locks the rows in charge_phi_usage's global order (actor_kind, actor in "C"),
+// so writers still never deadlock; the total before is what the row holds after, less the batch's
+// total. Sums stay far inside integer: minutes are capped at 1e9 (src/policy/load.ts) and a batch
+// shows a few thousand values. A principal's first charge of a minute (its row inserted, xmax 0)
+// drops its past minutes as charge_phi_usage does, skipping rows another transaction holds (they
+// are being dropped by it, or go at a later minute's first charge) so that this never waits.
 const CHARGED_INSERT = `
-  WITH v AS MATERIALIZED (
-    SELECT c.accepted
-    FROM phigate.charge_phi_usage($21::text[], $22::text[], $23::int[], $24::int[], $25::int[], $26::int[]) AS c
+  WITH w AS MATERIALIZED (
+    SELECT date_trunc('minute', clock_timestamp()) AS minute
+  ), c AS MATERIALIZED (
+    SELECT t.k, t.a, t.r, t.v, t.cr, t.cv, t.n
+    FROM unnest($21::text[], $22::text[], $23::int[], $24::int[], $25::int[], $26::int[]) WITH ORDINALITY AS t(k, a, r, v, cr, cv, n)
+  ), u AS (
+    INSERT INTO phigate.phi_usage AS u (actor_kind, actor, minute, rows_used, values_used)
+    SELECT c.k, c.a, w.minute, sum(c.r), sum(c.v) FROM c, w
+    GROUP BY c.k, c.a, w.minute
+    ORDER BY c.k COLLATE "C", c.a COLLATE "C"
+    ON CONFLICT (actor_kind, actor, minute) DO UPDATE SET rows_used = u.rows_used + excluded.rows_used, values_used = u.values_used + excluded.values_used
+    RETURNING u.actor_kind, u.actor, u.minute, u.rows_used, u.values_used, u.xmax = 0 AS fresh
+  ), past AS (
+    DELETE FROM phigate.phi_usage o
+    USING (
+      SELECT x.ctid AS row FROM phigate.phi_usage x JOIN u ON u.fresh AND x.actor_kind = u.actor_kind AND x.actor = u.actor AND x.minute < u.minute
+      FOR UPDATE OF x SKIP LOCKED
+    ) AS gone
+    WHERE o.ctid = gone.row
+  ), v AS MATERIALIZED (
+    SELECT u.rows_used - sum(c.r) OVER p + sum(c.r) OVER (p ORDER BY c.n) <= c.cr
+       AND u.values_used - sum(c.v) OVER p + sum(c.v) OVER (p ORDER BY c.n) <= c.cv AS accepted
+    FROM c JOIN u ON u.actor_kind = c.k AND u.actor = c.a
+    WINDOW p AS (PARTITION BY c.k, c.a)
   ), ${RECORDS}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.expect_audit_rows(phigate.audit_batch_events($1::uuid), $20)
-    FROM (SELECT count(*) FROM ins) AS done,
-         (SELECT phigate.expect_charges_accepted(count(*) FILTER (WHERE v.accepted), $27) FROM v) AS charged
+    SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, (SELECT count(*) FILTER (WHERE v.accepted) FROM v), $27)
+    FROM (SELECT count(*) FROM ins) AS done
     RETURNING events
   )
   SELECT events FROM b`;
@@ -309,8 +342,8 @@ export function chargedAuditInsert(insert: Statement, charges: Statement, count:
   return { text: CHARGED_INSERT, values: [...insert.values, ...charges.values, count] };
 }
 
-/** SQLSTATE of expect_audit_rows: the rows written differ from the events meant to be written. */
+/** SQLSTATE of audit_batch_written (051) and expect_audit_rows (009): the rows written differ from the events meant to be written. */
 export const AUDIT_ROWS_MISMATCH_SQLSTATE = 'PH500';
 
-/** SQLSTATE of expect_charges_accepted (044): a charge of the batch was refused, or has no verdict. */
+/** SQLSTATE of audit_batch_written (051): a charge of the batch was refused, or has no verdict. */
 export const CHARGE_REFUSED_SQLSTATE = 'PH430';
