@@ -343,7 +343,7 @@ describe('PHI charged per batch', () => {
     const before = w.stats.batches;
     counter.writes = 0;
     // 2 + 3 = 5 is past the second charge's cap of 4: refused, and the third is counted without it.
-    const batch = [chargedTo(a, 2, 9), { ...chargedTo(a, 3, 4), refusal: { ...read('ssn'), action: 'limited', field: null } }, chargedTo(a, 1, 9)];
+    const batch = [chargedTo(a, 2, 9), { ...chargedTo(a, 3, 4), refusal: { ...read('ssn'), action: 'limited' as const, field: null } }, chargedTo(a, 1, 9)];
     expect((await Promise.all(batch.map((e) => w.write(e)))).map((o) => o.outcome)).toEqual(['committed', 'limited', 'committed']);
     // The batch holding the refused charge went twice more: the charge on its own, then its INSERT with COMMIT.
     expect(counter.writes).toBe(w.stats.batches - before + 2);
@@ -418,18 +418,19 @@ describe('one shard per principal', () => {
     expect(await what()).toBe(true);
   };
 
-  it('picks the same shard for every request of a principal, by its charge owner when it has one', () => {
+  it('picks the same shard for every request of a principal', () => {
     const a = charged(`reg-${randomUUID()}`);
-    expect(shardOf(charged(a.request.actor), 4)).toBe(shardOf(a, 4));
-    expect(shardOf({ request: request(undefined, a.request.actor), events: [] }, 4)).toBe(shardOf(a, 4));
-    const shards = new Set(Array.from({ length: 64 }, () => shardOf(charged(`reg-${randomUUID()}`), 4)));
+    expect(shardOf(request(undefined, a.request.actor), 4)).toBe(shardOf(a.request, 4));
+    // The kind is part of the key: a partner and a user of one subject are two principals.
+    expect(shardOf({ ...request(undefined, 'reg-north'), actorKind: 'partner' }, 4 ** 8)).not.toBe(shardOf(request(undefined, 'reg-north'), 4 ** 8));
+    const shards = new Set(Array.from({ length: 64 }, () => shardOf(request(undefined, `reg-${randomUUID()}`), 4)));
     expect(shards.size).toBe(4);
   });
 
   it("a principal's batches wait on one connection only, while another principal's commit on the other", async () => {
     let a = `reg-${randomUUID()}`;
     let b = `reg-${randomUUID()}`;
-    while (shardOf(charged(a), 2) === shardOf(charged(b), 2)) b = `reg-${randomUUID()}`;
+    while (shardOf(charged(a).request, 2) === shardOf(charged(b).request, 2)) b = `reg-${randomUUID()}`;
     // A's first batch holds A's phi_usage row while its INSERT waits on a lock the test holds.
     await admin(async (c) => {
       await c.query(
@@ -591,6 +592,25 @@ describe('gathering the entries of requests still running', () => {
     const [c1, c2] = [w.expect(r1), w.expect(r2)];
     await expect(w.write(one(r1), c1)).resolves.toEqual({ outcome: 'committed' });
     expect(w.stats).toMatchObject({ batches: 2, gathers: 1, coming: 1 });
+    c2.end();
+    expect(w.stats.coming).toBe(0);
+  });
+
+  it("write() takes only its own writer's expect(): another's, or any object with end(), is not heard", async () => {
+    const w = gathering();
+    const other = gathering();
+    const [r1, r2] = [request(), request()];
+    const c1 = other.expect(r1);
+    await expect(w.write(one(r1), c1)).resolves.toEqual({ outcome: 'committed' });
+    expect(other.stats.coming).toBe(1);
+    let ended = 0;
+    await expect(w.write(one(r2), { end: () => void ended++ })).resolves.toEqual({ outcome: 'committed' });
+    expect(ended).toBe(0);
+    c1.end();
+    expect([w.stats.coming, other.stats.coming]).toEqual([0, 0]);
+    // Written, a Coming is closed: ending it after does nothing.
+    const c2 = w.expect(r2);
+    await w.write(one(r2), c2);
     c2.end();
     expect(w.stats.coming).toBe(0);
   });
