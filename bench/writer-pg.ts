@@ -10,7 +10,8 @@
  * one of 3); `by-ssn`, one charged lookup (its `search` event and four fields), one batch per
  * round. Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
- * statements, the protocol, and the rounds' own events) per round.
+ * statements, the protocol, and the rounds' own events) per round, and the backend's pid (to find
+ * its file when PostgreSQL runs under `valgrind --tool=callgrind`, which writes one per process).
  * `--writer` measures another tree's writer, e.g. `git archive <commit> src | tar -x -C bench/.base`
  * (inside the checkout, so that its imports of packages resolve).
  */
@@ -97,6 +98,6 @@ for (let i = 0; i < ROUNDS; i++) await round();
 const used = cpuMs(pid) - t0;
 const c1 = process.cpuUsage(c0);
 const b = writer.stats.batches - batches;
-console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
+console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, backendPid: pid, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
 await writer.close();
 await pool.end();
