@@ -2,7 +2,7 @@
  * `npx tsx --expose-gc bench/in-flight.ts [--patients N --parked K --workloads by-id,page --snapshot DIR | --load R]`
  *
  * What a read holds on the gateway's heap while it waits for its audit batch (issue 10, RSS on
- * Node 24). The gateway is assembled in process as bench/targets/phigate.ts assembles it, on a
+ * Node 24). The gateway is bench/targets/phigate.ts's (assemblePhigate), in process, on a
  * seeded bench database (BENCH_DATABASE_URL's cluster, or embedded); its audit writer is wrapped so
  * that K reads of each workload park before their batch, exactly where settleRead awaits it. With
  * the K reads parked and after a full GC, the heap (used, external, ArrayBuffers) less the same
@@ -23,27 +23,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
-import { createAuditWriter, type AuditEntry, type AuditWriter, type Coming, type Written } from '../src/audit/writer.ts';
-import { createApiKeyVerifier } from '../src/auth/api-key.ts';
-import { createPeppers } from '../src/auth/api-key-pepper.ts';
-import { createAuthenticator } from '../src/auth/authenticate.ts';
-import { createOidcVerifier } from '../src/auth/oidc.ts';
+import type { AuditEntry, AuditWriter, Coming, Written } from '../src/audit/writer.ts';
 import { loadConfig } from '../src/config.ts';
 import { useAead } from '../src/crypto/aead.ts';
-import { createFieldCipher } from '../src/crypto/field-cipher.ts';
-import { createKeyring } from '../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../src/crypto/keys/local.ts';
-import { createPgKeyStore } from '../src/db/key-store.ts';
-import { createPool } from '../src/db/pool.ts';
-import { createSearchQuota } from '../src/db/search-quota.ts';
 import { limitHeapGrowth } from '../src/heap.ts';
-import { createGateway } from '../src/http/gateway.ts';
 import { createLogger } from '../src/log.ts';
-import { loadPolicy } from '../src/policy/load.ts';
-import { PHI_FIELDS } from '../src/policy/phi-fields.ts';
-import { createMemoryRateLimitStore } from '../src/rate-limit/memory.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
+import { assemblePhigate } from './targets/phigate.ts';
 import { actorsFrom, workloads, type BenchRequest } from './workloads.ts';
 
 const CLIENT = process.argv[2] === '--client';
@@ -111,18 +98,11 @@ async function main(): Promise<void> {
   const issuer = await startTestIssuer({ dir: work });
   const actors = await actorsFrom(seeded.actors, (sub, roles, clinics) => issuer.token({ sub, roles, clinics, mfa: true, ttlSeconds: 3600 }), async () => '');
 
-  const defaults = loadConfig({});
-  useAead(defaults.aead);
-  const pool = createPool(db.appUrl, { max: 10, connectionTimeoutMs: 120_000 });
-  const aux = createPool(db.appUrl, { max: 4, connectionTimeoutMs: 120_000 });
-  const provider = createLocalKeyProvider(masterKey);
-  const keyring = createKeyring({ provider, store: createPgKeyStore(aux) });
-  const logger = createLogger('warn', { write: () => undefined });
-  const real = createAuditWriter({ pool: createPool(db.appUrl, { max: defaults.audit.connections, connectionTimeoutMs: 120_000 }), queueLimit: defaults.audit.queueLimit, logger });
+  useAead(loadConfig({}).aead);
   // Parked entries wait here as they would in the writer's queue: the entry and its promise.
   let parking = false;
   const parked: Array<() => void> = [];
-  const writer: AuditWriter = {
+  const parkingWriter = (real: AuditWriter): AuditWriter => ({
     get saturated() {
       return real.saturated;
     },
@@ -136,30 +116,19 @@ async function main(): Promise<void> {
       if (!parking) return real.write(entry, coming);
       return new Promise((resolve, reject) => parked.push(() => void real.write(entry, coming).then(resolve, reject)));
     },
-  };
-  const gateway = createGateway({
-    pool,
-    preauthPool: aux,
-    auditWriter: writer,
-    searchQuota: createSearchQuota(aux),
-    policy: await loadPolicy(policyFile, PHI_FIELDS),
-    keyring,
-    cipher: createFieldCipher(keyring),
-    authenticate: createAuthenticator({
-      oidc: createOidcVerifier({ issuer: issuer.issuer, audience: 'phigate', algorithms: ['ES256'], clockToleranceSeconds: 30, rolesClaim: 'roles', clinicsClaim: 'clinics', mfaAcrValues: [] }),
-      apiKeys: createApiKeyVerifier({ db: aux, peppers: createPeppers(aux, provider), rateLimits: createMemoryRateLimitStore(), logger }),
-    }),
-    logger,
-    maxPageSize: 100,
-    searchesPerMinute: 100_000,
-    principals: { concurrency: 1_000, queue: 1_000, ratePerSecond: 1e9, burst: 1e9 },
-    limits: defaults.limits,
-    introspectionRoles: defaults.introspectionRoles,
-    trustedDocuments: null,
-    corsOrigins: defaults.corsOrigins,
-    issuer: issuer.issuer,
-    queueLimit: 1000,
   });
+  // The bench target's gateway (bench/targets/phigate.ts), gathering included, in this process.
+  const phigate = await assemblePhigate({
+    appUrl: db.appUrl,
+    issuer: issuer.issuer,
+    masterKey,
+    policyFile,
+    poolSize: 10,
+    connectionTimeoutMs: 120_000,
+    logger: createLogger('warn', { write: () => undefined }),
+    writer: parkingWriter,
+  });
+  const { gateway } = phigate;
   const { port } = await gateway.listen(0, '127.0.0.1');
 
   const MB = 2 ** 20;
@@ -248,9 +217,7 @@ async function main(): Promise<void> {
       if (snap) await summarise(`${snap}.idle`, snap, K, log);
     }
   }
-  await gateway.close();
-  await real.close();
-  await Promise.all([pool.end(), aux.end()]);
+  await phigate.close();
   await issuer.close();
   await db.close();
   process.exit(0);

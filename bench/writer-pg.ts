@@ -6,11 +6,12 @@
  * `--migrate` creates database NAME and migrates it to this tree's head (once; later runs reuse it,
  * so a base and a head database can be measured alternately). One writer of one connection writes
  * N rounds: `page`, one page (100 patients of 12 events, bench/writer-batch.ts) with its PHI charge,
- * one batch per round; `by-id`, 4 reads of 9 events with charges, sent at once (a batch of 1, then
- * one of 3); `by-ssn`, one charged lookup (its `search` event and four fields), one batch per
+ * one batch per round; `by-id`, `--reads` (4) reads of 9 events of as many principals with charges,
+ * sent at once (a batch of 1, then one of the rest); `by-ssn`, one charged lookup (its `search` event and four fields), one batch per
  * round. Prints the writer backend's CPU (utime + stime of /proc/PID/stat, so PostgreSQL must
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
- * statements, the protocol, and the rounds' own events) per round.
+ * statements, the protocol, and the rounds' own events) per round, and the backend's pid (to find
+ * its file when PostgreSQL runs under `valgrind --tool=callgrind`, which writes one per process).
  * `--writer` measures another tree's writer, e.g. `git archive <commit> src | tar -x -C bench/.base`
  * (inside the checkout, so that its imports of packages resolve).
  */
@@ -27,9 +28,17 @@ import { procStat } from './cpu.ts';
 import { scratchDatabase } from './scratch-db.ts';
 
 const { values } = parseArgs({
-  options: { db: { type: 'string' }, kind: { type: 'string', default: 'page' }, rounds: { type: 'string', default: '300' }, writer: { type: 'string' }, migrate: { type: 'boolean', default: false } },
+  options: {
+    db: { type: 'string' },
+    kind: { type: 'string', default: 'page' },
+    rounds: { type: 'string', default: '300' },
+    reads: { type: 'string', default: '4' },
+    writer: { type: 'string' },
+    migrate: { type: 'boolean', default: false },
+  },
 });
 const ROUNDS = Number(values.rounds);
+const READS = Number(values.reads);
 const { app: APP } = await scratchDatabase(values.db, values.migrate);
 
 const FIELDS: readonly string[] = PHI_FIELDS.Patient;
@@ -86,7 +95,7 @@ const round = () =>
     ? writer.write(entry('registrar-1', 100, 2, 0))
     : values.kind === 'by-ssn'
       ? writer.write(lookup('registrar-1'))
-      : Promise.all([0, 1, 2, 3].map((i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
+      : Promise.all(Array.from({ length: READS }, (_, i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
 for (let i = 0; i < 20; i++) await round();
 const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const batches = writer.stats.batches;
@@ -97,6 +106,6 @@ for (let i = 0; i < ROUNDS; i++) await round();
 const used = cpuMs(pid) - t0;
 const c1 = process.cpuUsage(c0);
 const b = writer.stats.batches - batches;
-console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
+console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, backendPid: pid, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
 await writer.close();
 await pool.end();

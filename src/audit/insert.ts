@@ -23,9 +23,9 @@ export interface AuditPart {
 // 4.5 ms for a batch of two pages).
 //
 // The records and the batch's own row are inserted together, and the statement fails (SQLSTATE
-// PH500, schema/migrations/009_audit_writer.sql) unless the records that went in hold exactly as
-// many events as were meant to be written (counted once the records are in: audit_batch_events,
-// 029): a trigger that drops a record or trims its arrays makes the COMMIT pipelined behind it
+// PH500, audit_batch_written in schema/migrations/051_audit_batch_cost.sql) unless the records
+// that went in hold exactly as many events as were meant to be written (counted once the records
+// are in): a trigger that drops a record or trims its arrays makes the COMMIT pipelined behind it
 // roll back, and nothing of the batch is kept.
 const RECORDS = `
   s AS MATERIALIZED (
@@ -47,24 +47,51 @@ const RECORDS = `
 const INSERT = `
   WITH ${RECORDS}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.expect_audit_rows(phigate.audit_batch_events($1::uuid), $20) FROM (SELECT count(*) FROM ins) AS done
+    SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, 0, 0) FROM (SELECT count(*) FROM ins) AS done
     RETURNING events
   )
   SELECT events FROM b`;
 
-// The same INSERT with the batch's PHI charges (charge_phi_usage, $21-$26) in the statement, for
-// the common case where every charge is accepted: the batch row is written only when all $27
-// charges were (expect_charges_accepted, schema/migrations/044_audit_charge_with_insert.sql), else
-// the statement fails with PH430 and nothing of the batch is kept.
+// The same INSERT with the batch's PHI charges made in the statement, for the common case where
+// every charge is accepted: the batch row is written only when all $21 charges were
+// (audit_batch_written, 051), else the statement fails with PH430, nothing of the batch is kept,
+// and the writer sends the batch again, charge_phi_usage first, for each charge's verdict.
+//
+// charge_phi_usage's rule without its PL/pgSQL loop (three statements and their executor starts
+// per principal): a principal's charges are accepted in order while its minute stays within each
+// charge's cap, so all of them are accepted exactly when, for each charge, the minute's total
+// before the batch plus the principal's charges up to and including it is within that charge's
+// cap. Each principal's row is added its batch total ($28-$31) by one INSERT ... ON CONFLICT DO
+// UPDATE, which locks the rows in charge_phi_usage's global order (actor_kind, actor in "C"), so
+// writers still never deadlock. A charge then fits when the row's new total less the principal's
+// charges after it in the batch ($26, $27) is within its cap ($24, $25). Totals stay far inside
+// integer: minutes are capped at 1e9 (src/policy/load.ts) and a batch shows a few thousand values.
+// A principal's first charge of a minute (its row inserted: xmax 0) drops its past minutes as
+// charge_phi_usage does, skipping rows another transaction holds (that one is dropping them, or a
+// later minute's first charge will) so that it never waits.
 const CHARGED_INSERT = `
-  WITH v AS MATERIALIZED (
-    SELECT c.accepted
-    FROM phigate.charge_phi_usage($21::text[], $22::text[], $23::int[], $24::int[], $25::int[], $26::int[]) AS c
+  WITH u AS (
+    INSERT INTO phigate.phi_usage AS u (actor_kind, actor, minute, rows_used, values_used)
+    SELECT p.k, p.a, date_trunc('minute', clock_timestamp()), p.r, p.v
+    FROM unnest($28::text[], $29::text[], $30::int[], $31::int[]) AS p(k, a, r, v)
+    ORDER BY p.k COLLATE "C", p.a COLLATE "C"
+    ON CONFLICT (actor_kind, actor, minute) DO UPDATE SET rows_used = u.rows_used + excluded.rows_used, values_used = u.values_used + excluded.values_used
+    RETURNING u.actor_kind, u.actor, u.minute, u.rows_used, u.values_used, u.xmax = 0 AS fresh
+  ), past AS (
+    DELETE FROM phigate.phi_usage o
+    USING (
+      SELECT x.ctid AS row FROM phigate.phi_usage x JOIN u ON u.fresh AND x.actor_kind = u.actor_kind AND x.actor = u.actor AND x.minute < u.minute
+      FOR UPDATE OF x SKIP LOCKED
+    ) AS gone
+    WHERE o.ctid = gone.row
+  ), v AS MATERIALIZED (
+    SELECT count(*) FILTER (WHERE u.rows_used - c.later_rows <= c.cap_rows AND u.values_used - c.later_values <= c.cap_values) AS accepted
+    FROM unnest($22::text[], $23::text[], $24::int[], $25::int[], $26::int[], $27::int[]) AS c(k, a, cap_rows, cap_values, later_rows, later_values)
+    JOIN u ON u.actor_kind = c.k AND u.actor = c.a
   ), ${RECORDS}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.expect_audit_rows(phigate.audit_batch_events($1::uuid), $20)
-    FROM (SELECT count(*) FROM ins) AS done,
-         (SELECT phigate.expect_charges_accepted(count(*) FILTER (WHERE v.accepted), $27) FROM v) AS charged
+    SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, (SELECT v.accepted FROM v), $21)
+    FROM (SELECT count(*) FROM ins) AS done
     RETURNING events
   )
   SELECT events FROM b`;
@@ -300,17 +327,59 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
  * `insert` (auditInsert's) with the batch's PHI charges made in the same statement: `charges`
  * holds the arrays of chargeBatchStatement (src/db/phi-usage.ts) for `count` charges. The
  * statement writes every event of `insert` and fails with CHARGE_REFUSED_SQLSTATE unless every
- * charge was accepted.
+ * charge was accepted. Per principal, its total and each charge's later charges are summed here.
  */
 export function chargedAuditInsert(insert: Statement, charges: Statement, count: number): Statement {
   if (insert.text !== INSERT || insert.values === undefined || charges.values?.length !== 6) {
     throw new Error('chargedAuditInsert takes auditInsert and chargeBatchStatement statements');
   }
-  return { text: CHARGED_INSERT, values: [...insert.values, ...charges.values, count] };
+  const [kinds, actors, rows, values, capRows, capValues] = charges.values as [string[], string[], number[], number[], number[], number[]];
+  if (kinds.length !== count) throw new Error('chargedAuditInsert: the charges are not `count`');
+  // Per principal, in the order first charged: its totals. Then, walking the charges backwards,
+  // what each principal charges after each charge.
+  const totals = new Map<string, { kind: string; actor: string; rows: number; values: number }>();
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const key = `${kinds[i]}\u0000${actors[i]}`;
+    keys.push(key);
+    const t = totals.get(key);
+    if (t === undefined) totals.set(key, { kind: kinds[i]!, actor: actors[i]!, rows: rows[i]!, values: values[i]! });
+    else {
+      t.rows += rows[i]!;
+      t.values += values[i]!;
+    }
+  }
+  const laterRows: number[] = new Array<number>(count);
+  const laterValues: number[] = new Array<number>(count);
+  const after = new Map<string, { rows: number; values: number }>();
+  for (let i = count - 1; i >= 0; i--) {
+    const a = after.get(keys[i]!) ?? { rows: 0, values: 0 };
+    laterRows[i] = a.rows;
+    laterValues[i] = a.values;
+    after.set(keys[i]!, { rows: a.rows + rows[i]!, values: a.values + values[i]! });
+  }
+  const principals = [...totals.values()];
+  return {
+    text: CHARGED_INSERT,
+    values: [
+      ...insert.values,
+      count,
+      kinds,
+      actors,
+      capRows,
+      capValues,
+      laterRows,
+      laterValues,
+      principals.map((p) => p.kind),
+      principals.map((p) => p.actor),
+      principals.map((p) => p.rows),
+      principals.map((p) => p.values),
+    ],
+  };
 }
 
-/** SQLSTATE of expect_audit_rows: the rows written differ from the events meant to be written. */
+/** SQLSTATE of audit_batch_written (051) and expect_audit_rows (009): the rows written differ from the events meant to be written. */
 export const AUDIT_ROWS_MISMATCH_SQLSTATE = 'PH500';
 
-/** SQLSTATE of expect_charges_accepted (044): a charge of the batch was refused, or has no verdict. */
+/** SQLSTATE of audit_batch_written (051): a charge of the batch was refused, or has no verdict. */
 export const CHARGE_REFUSED_SQLSTATE = 'PH430';

@@ -34,7 +34,8 @@ export interface Coming {
 export interface AuditWriter extends AuditRecorder {
   /**
    * Resolves once a committed batch holds the entry; rejects with AUDIT_UNAVAILABLE (HTTP 503)
-   * when none did, or at once when the queue is full. `coming`, the request's expect(), ends here.
+   * when none did, or at once when the queue is full. `coming`, the request's expect(), ends here,
+   * and the entry joins the shard it was announced to.
    */
   write(entry: AuditEntry, coming?: Coming): Promise<Written>;
   /**
@@ -124,15 +125,14 @@ interface Shard {
 }
 
 /**
- * The shard of the principal whose minute the entry charges (the request's actor when it charges
- * nothing): FNV-1a of kind and subject, so the choice is the same for every request of it.
+ * The shard of a request's principal: FNV-1a of the actor's kind and subject, so the choice is the
+ * same for every request of it. expect() and write() both choose by the request, so a request's
+ * announcement and its entry meet in one shard. A read's PHI charge is always its actor's
+ * (src/records/phi-minute.ts charges the principal the gateway names as the actor), so one
+ * principal's charges are made by one connection of the process.
  */
-export function shardOf(entry: AuditEntry, shards: number): number {
-  return entry.charge ? shardOfPrincipal(entry.charge.owner.kind, entry.charge.owner.subject, shards) : shardOfPrincipal(entry.request.actorKind, entry.request.actor, shards);
-}
-
-function shardOfPrincipal(kind: string, subject: string, shards: number): number {
-  const principal = `${kind}\u0000${subject}`;
+export function shardOf(request: AuditRequest, shards: number): number {
+  const principal = `${request.actorKind}\u0000${request.actor}`;
   let h = 0x811c9dc5;
   for (let i = 0; i < principal.length; i++) h = Math.imul(h ^ principal.charCodeAt(i), 0x01000193);
   return (h >>> 0) % shards;
@@ -388,43 +388,50 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     }
   }
 
-  /** Ends a Coming without pumping: its shard when it was still open, else null. */
-  const enders = new WeakMap<Coming, () => Shard | null>();
+  /**
+   * One per expected request: its shard, chosen once, until it writes or ends. write() knows its
+   * own by the private field, so a Coming of another writer (or any other object) is not one.
+   */
+  class Expected implements Coming {
+    #shard: Shard | null;
+    constructor(shard: Shard) {
+      this.#shard = shard;
+    }
+    /** Closes `coming` without pumping: its shard when it is this writer's and was still open, else null. */
+    static close(coming: Coming | undefined): Shard | null {
+      if (coming === undefined || !(#shard in coming)) return null;
+      const shard = coming.#shard;
+      if (shard === null) return null;
+      coming.#shard = null;
+      heard(shard);
+      return shard;
+    }
+    end(): void {
+      const shard = Expected.close(this);
+      if (shard !== null) pump(shard);
+    }
+  }
 
   return {
     write(entry, coming) {
       // Heard before the entry is queued, pumped after: a batch waiting for it must not leave without it.
-      const comingShard = (coming === undefined ? undefined : enders.get(coming)?.()) ?? null;
+      const comingShard = Expected.close(coming);
       if (closing || queued >= opts.queueLimit) {
         if (comingShard !== null) pump(comingShard);
         return Promise.reject(unavailable(closing ? 'audit_writer_closed' : 'audit_queue_full'));
       }
-      const shard = shards[shardOf(entry, shards.length)]!;
+      const shard = comingShard ?? shards[shardOf(entry.request, shards.length)]!;
       return new Promise<Written>((resolve, reject) => {
         shard.queue.push({ entry, resolve, reject });
         shard.events += entry.events.length;
         queued++;
         pump(shard);
-        if (comingShard !== null && comingShard !== shard) pump(comingShard);
       });
     },
     expect(request) {
-      const shard = shards[shardOfPrincipal(request.actorKind, request.actor, shards.length)]!;
+      const shard = shards[shardOf(request, shards.length)]!;
       shard.coming++;
-      let open = true;
-      const end = (): Shard | null => {
-        if (!open) return null;
-        open = false;
-        heard(shard);
-        return shard;
-      };
-      const coming: Coming = {
-        end() {
-          if (end() !== null) pump(shard);
-        },
-      };
-      enders.set(coming, end);
-      return coming;
+      return new Expected(shard);
     },
     async record(request, events) {
       if (events.length === 0) return;

@@ -294,6 +294,79 @@ describe('PHI charged per batch', () => {
     expect(batches).toHaveLength(1);
     expect(batches[0]).toEqual({ events: 4, written: 4 });
   });
+
+  // The one-round-trip statement charges in plain SQL (src/audit/insert.ts, CHARGED_INSERT): the
+  // sums, the caps and the past minutes must come out as charge_phi_usage's would.
+  const socketWrites = () => {
+    const pool = createPool(db.auxUrl, { max: 1 });
+    pools.push(pool);
+    const counter = { writes: 0 };
+    pool.on('connect', (client) => {
+      const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+      const { _write, _writev } = stream;
+      stream._write = (...a) => void (counter.writes++, _write.apply(stream, a));
+      stream._writev = (...a) => void (counter.writes++, _writev.apply(stream, a));
+    });
+    return { w: createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() }), counter };
+  };
+  const chargedTo = (actor: string, rows: number, capRows: number): AuditEntry => ({
+    request: request(undefined, actor),
+    events: [read('ssn')],
+    charge: { owner: { kind: 'user', subject: actor }, rows, values: rows, cap: { rows: capRows, values: 1000 } },
+  });
+  const usageOf = (actors: string[]) =>
+    admin(async (c) => (await c.query('SELECT actor, rows_used, values_used FROM phigate.phi_usage WHERE actor = ANY($1) ORDER BY actor, minute', [actors])).rows);
+
+  it("charges a batch that fills a minute to each charge's own cap in its one round trip, several principals at once", async () => {
+    const { w, counter } = socketWrites();
+    const [a, b] = [`reg-${randomUUID()}`, `reg-${randomUUID()}`];
+    await w.write(entry());
+    const before = w.stats.batches;
+    counter.writes = 0;
+    const batch = [chargedTo(a, 2, 9), chargedTo(b, 4, 4), chargedTo(a, 3, 5), chargedTo(b, 0, 4)];
+    expect(await Promise.all(batch.map((e) => w.write(e)))).toEqual(batch.map(() => ({ outcome: 'committed' })));
+    // a: 2 then 2 + 3 = 5 within the second charge's cap of 5; b: 4 of 4, then 4 + 0. However the
+    // writer grouped them, each batch went in one socket write: no charge was refused.
+    expect(counter.writes).toBe(w.stats.batches - before);
+    expect(await usageOf([a, b])).toEqual(
+      [
+        { actor: a, rows_used: 5, values_used: 5 },
+        { actor: b, rows_used: 4, values_used: 4 },
+      ].sort((x, y) => (x.actor < y.actor ? -1 : 1)),
+    );
+  });
+
+  it("a charge past its own cap, the principal's total counted up to it, sends the batch again for the verdicts", async () => {
+    const { w, counter } = socketWrites();
+    const a = `reg-${randomUUID()}`;
+    await w.write(entry());
+    const before = w.stats.batches;
+    counter.writes = 0;
+    // 2 + 3 = 5 is past the second charge's cap of 4: refused, and the third is counted without it.
+    const batch = [chargedTo(a, 2, 9), { ...chargedTo(a, 3, 4), refusal: { ...read('ssn'), action: 'limited' as const, field: null } }, chargedTo(a, 1, 9)];
+    expect((await Promise.all(batch.map((e) => w.write(e)))).map((o) => o.outcome)).toEqual(['committed', 'limited', 'committed']);
+    // The batch holding the refused charge went twice more: the charge on its own, then its INSERT with COMMIT.
+    expect(counter.writes).toBe(w.stats.batches - before + 2);
+    expect(await usageOf([a])).toEqual([{ actor: a, rows_used: 3, values_used: 3 }]);
+  });
+
+  it("a principal's first charge of a minute drops its past minutes; a later one leaves others' rows alone", async () => {
+    const w = writer();
+    const [a, b] = [`reg-${randomUUID()}`, `reg-${randomUUID()}`];
+    await admin((c) =>
+      c.query(
+        `INSERT INTO phigate.phi_usage (actor_kind, actor, minute, rows_used, values_used)
+         SELECT 'user', p, date_trunc('minute', clock_timestamp()) - m * interval '1 minute', 7, 7 FROM unnest($1::text[]) AS p, unnest('{2,3}'::int[]) AS m`,
+        [[a, b]],
+      ),
+    );
+    await w.write(chargedTo(a, 1, 9));
+    expect(await usageOf([a, b])).toEqual([
+      { actor: a, rows_used: 1, values_used: 1 },
+      { actor: b, rows_used: 7, values_used: 7 },
+      { actor: b, rows_used: 7, values_used: 7 },
+    ].sort((x, y) => (x.actor < y.actor ? -1 : x.actor > y.actor ? 1 : 0)));
+  });
 });
 
 describe('durability of a batch', () => {
@@ -345,18 +418,19 @@ describe('one shard per principal', () => {
     expect(await what()).toBe(true);
   };
 
-  it('picks the same shard for every request of a principal, by its charge owner when it has one', () => {
+  it('picks the same shard for every request of a principal', () => {
     const a = charged(`reg-${randomUUID()}`);
-    expect(shardOf(charged(a.request.actor), 4)).toBe(shardOf(a, 4));
-    expect(shardOf({ request: request(undefined, a.request.actor), events: [] }, 4)).toBe(shardOf(a, 4));
-    const shards = new Set(Array.from({ length: 64 }, () => shardOf(charged(`reg-${randomUUID()}`), 4)));
+    expect(shardOf(request(undefined, a.request.actor), 4)).toBe(shardOf(a.request, 4));
+    // The kind is part of the key: a partner and a user of one subject are two principals.
+    expect(shardOf({ ...request(undefined, 'reg-north'), actorKind: 'partner' }, 4 ** 8)).not.toBe(shardOf(request(undefined, 'reg-north'), 4 ** 8));
+    const shards = new Set(Array.from({ length: 64 }, () => shardOf(request(undefined, `reg-${randomUUID()}`), 4)));
     expect(shards.size).toBe(4);
   });
 
   it("a principal's batches wait on one connection only, while another principal's commit on the other", async () => {
     let a = `reg-${randomUUID()}`;
     let b = `reg-${randomUUID()}`;
-    while (shardOf(charged(a), 2) === shardOf(charged(b), 2)) b = `reg-${randomUUID()}`;
+    while (shardOf(charged(a).request, 2) === shardOf(charged(b).request, 2)) b = `reg-${randomUUID()}`;
     // A's first batch holds A's phi_usage row while its INSERT waits on a lock the test holds.
     await admin(async (c) => {
       await c.query(
@@ -543,6 +617,25 @@ describe('gathering the entries of requests still running', () => {
     const [c1, c2] = [w.expect(r1), w.expect(r2)];
     await expect(w.write(one(r1), c1)).resolves.toEqual({ outcome: 'committed' });
     expect(w.stats).toMatchObject({ batches: 2, gathers: 1, coming: 1 });
+    c2.end();
+    expect(w.stats.coming).toBe(0);
+  });
+
+  it("write() takes only its own writer's expect(): another's, or any object with end(), is not heard", async () => {
+    const w = gathering();
+    const other = gathering();
+    const [r1, r2] = [request(), request()];
+    const c1 = other.expect(r1);
+    await expect(w.write(one(r1), c1)).resolves.toEqual({ outcome: 'committed' });
+    expect(other.stats.coming).toBe(1);
+    let ended = 0;
+    await expect(w.write(one(r2), { end: () => void ended++ })).resolves.toEqual({ outcome: 'committed' });
+    expect(ended).toBe(0);
+    c1.end();
+    expect([w.stats.coming, other.stats.coming]).toEqual([0, 0]);
+    // Written, a Coming is closed: ending it after does nothing.
+    const c2 = w.expect(r2);
+    await w.write(one(r2), c2);
     c2.end();
     expect(w.stats.coming).toBe(0);
   });
