@@ -60,7 +60,7 @@ export function createAlertSweeper(deps: { pool: Pool; sweepSeconds: number; ale
   };
 
   const timer = setInterval(() => {
-    sweep().catch((err: Error & { code?: string }) => logger.warn({ err: { name: err.name, code: err.code } }, 'alert sweep failed; the next one catches up'));
+    sweep().catch((err: Error & { code?: string }) => logger.warn({ task: 'alert-sweep', err: { name: err.name, code: err.code } }, 'alert sweep failed; the next one catches up'));
   }, sweepSeconds * 1000);
   timer.unref();
 

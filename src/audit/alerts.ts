@@ -61,14 +61,14 @@ export function createAlerts({ webhookUrl, logger, attempts = 4, firstBackoffMs 
           stats.sent++;
           return;
         }
-        logger.warn({ alert: alert.kind, attempt, status: res.status }, 'alert webhook refused the alert');
+        logger.warn({ task: 'alert-webhook', alert: alert.kind, attempt, status: res.status }, 'alert webhook refused the alert');
       } catch (err) {
-        logger.warn({ alert: alert.kind, attempt, err: { name: (err as Error).name, code: (err as { code?: unknown }).code } }, 'alert webhook unreachable');
+        logger.warn({ task: 'alert-webhook', alert: alert.kind, attempt, err: { name: (err as Error).name, code: (err as { code?: unknown }).code } }, 'alert webhook unreachable');
       }
       if (attempt < attempts) await sleep(firstBackoffMs * 2 ** (attempt - 1));
     }
     stats.failed++;
-    logger.error({ alert: alert.kind, grantId: alert.grantId, attempts }, 'alert could not be delivered to the webhook');
+    logger.error({ task: 'alert-webhook', alert: alert.kind, grantId: alert.grantId, attempts }, 'alert could not be delivered to the webhook');
   }
 
   return {

@@ -142,6 +142,9 @@ const unavailable = (reason: string, cause?: unknown) =>
   new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.', { reason, cause });
 
 /** A failure of the statement (it has a SQLSTATE), not of the connection: another batch may pass. */
+/** A failed batch's line names the requests it served (at most 32 of them: a batch can hold thousands). */
+const requestIdsOf = (batch: readonly Queued[]): string[] => batch.slice(0, 32).map((q) => q.entry.request.requestId);
+
 const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown })?.code === 'string' && /^[0-9A-Z]{5}$/.test((e as { code: string }).code);
 
 /**
@@ -280,11 +283,11 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     } catch (err) {
       stats.failedBatches++;
       if (batch.length > 1 && isStatementError(err)) {
-        logger.warn({ requests: batch.length, causeCode: (err as { code?: unknown }).code }, 'audit batch failed; retrying its requests one by one');
+        logger.warn({ task: 'audit-writer', requests: batch.length, requestIds: requestIdsOf(batch), causeCode: (err as { code?: unknown }).code }, 'audit batch failed; retrying its requests one by one');
         for (const q of batch) await settle([q]);
         return;
       }
-      logger.error({ requests: batch.length, causeCode: (err as { code?: unknown }).code }, 'audit batch not committed; its requests are answered with AUDIT_UNAVAILABLE');
+      logger.error({ task: 'audit-writer', requests: batch.length, requestIds: requestIdsOf(batch), causeCode: (err as { code?: unknown }).code }, 'audit batch not committed; its requests are answered with AUDIT_UNAVAILABLE');
       const reason = (err as { code?: unknown }).code === AUDIT_ROWS_MISMATCH_SQLSTATE ? 'audit_rows_mismatch' : 'audit_write_failed';
       for (const q of batch) q.reject(unavailable(reason, err));
     }

@@ -119,7 +119,7 @@ export function createApiKeyVerifier(opts: ApiKeyVerifierOptions): ApiKeyVerifie
     const ids = [...used];
     used.clear();
     await touchApiKeys(db, ids).catch((e: unknown) =>
-      logger.warn({ err: { name: (e as Error).name, code: (e as { code?: string }).code ?? null }, keys: ids.length }, 'could not record when API keys were last used'),
+      logger.warn({ task: 'api-key-last-used', err: { name: (e as Error).name, code: (e as { code?: string }).code ?? null }, keys: ids.length }, 'could not record when API keys were last used'),
     );
   };
   const timer = setInterval(() => void flush(), opts.lastUsedFlushMs ?? 60_000);

@@ -97,7 +97,7 @@ export function createRefusalTrail(opts: RefusalTrailOptions): RefusalTrail {
   // A counted refusal is written after its request, by the next one or the sweep: its line is nobody's.
   const write = (request: AuditRequest, event: AuditEvent, log: RequestLog = opts.logger): Promise<void> => {
     const written = opts.recorder.record(request, [event]).catch((cause: unknown) => {
-      log.error({ err: errorSummary(cause), action: event.action }, 'audit of a refusal failed');
+      log.error({ task: 'refusal-trail', err: errorSummary(cause), action: event.action }, 'audit of a refusal failed');
     });
     pending.add(written);
     void written.finally(() => pending.delete(written));

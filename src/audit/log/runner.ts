@@ -71,7 +71,7 @@ export function createLogRunner(opts: LogRunnerOptions): LogRunner {
   if (opts.timer !== false) {
     timer = setInterval(() => {
       round().catch((err: Error & { code?: string }) =>
-        logger.warn({ err: { name: err.name, code: err.code } }, 'audit log round failed; the next one catches up'),
+        logger.warn({ task: 'audit-log', err: { name: err.name, code: err.code } }, 'audit log round failed; the next one catches up'),
       );
     }, settings.sealMs);
     timer.unref();
@@ -82,7 +82,7 @@ export function createLogRunner(opts: LogRunnerOptions): LogRunner {
     async stop() {
       if (timer !== null) clearInterval(timer);
       const r = await round(true);
-      logger.info({ sealed: r.sealed, checkpoint: r.checkpoint }, 'audit log sealed and signed at shutdown');
+      logger.info({ task: 'audit-log', sealed: r.sealed, checkpoint: r.checkpoint }, 'audit log sealed and signed at shutdown');
     },
   };
 }

@@ -174,7 +174,10 @@ describe('the narrow layout', () => {
 
 describe('failures', () => {
   it('a batch with one bad request is retried request by request: only that request fails', async () => {
-    const w = writer();
+    const lines: Array<Record<string, unknown>> = [];
+    const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit' });
+    pools.push(pool);
+    const w = createAuditWriter({ pool, queueLimit: 100, logger: createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) }), preparedStatements: preparedStatements() });
     const first = w.write(entry());
     // Queued while the first commits, so these three form one batch.
     const good1 = entry();
@@ -186,6 +189,12 @@ describe('failures', () => {
     expect(await rowsOf(good1.request.requestId)).toHaveLength(2);
     expect(await rowsOf(good2.request.requestId)).toHaveLength(2);
     expect(await rowsOf(bad.request.requestId)).toHaveLength(0);
+    // The batch's lines belong to no one request: they name the writer and the requests it served.
+    const batchIds = [good1, bad, good2].map((e) => e.request.requestId);
+    expect(lines.map((l) => [l.msg, l.task, l.requestIds])).toEqual([
+      ['audit batch failed; retrying its requests one by one', 'audit-writer', batchIds],
+      ['audit batch not committed; its requests are answered with AUDIT_UNAVAILABLE', 'audit-writer', [bad.request.requestId]],
+    ]);
   });
 
   // Events of one request about one patient are one row of audit_records: a trigger can drop a
