@@ -1,7 +1,7 @@
 /**
  * `npm run bench [-- --patients N --duration S --warmup S --connections C --pool-size P --targets a,b
  *   --workloads i,j|ids --seed-batch B --seed-workers W --seed-only --cpu-prof --repeat R --phigate-node M
- *   --replicas R --pgbouncer --pg-statements --phigate-variants JSON --keep-database]`
+ *   --replicas R --pgbouncer --pg-statements --phigate-variants JSON --keep-database --reuse-database NAME]`
  *
  * Seeds its own database, then measures phigate, PostGraphile v5 and a bare `pg` floor on the same
  * rows with autocannon, prints a table and writes it to bench/results/<date>.json.
@@ -22,7 +22,7 @@ import { cpuMeter, procStat, type CpuPerRequest } from './cpu.ts';
 import { STARTUP_ENV, STARTUP_FLAGS } from '../src/heap.ts';
 import { medianRun } from './median-run.ts';
 import { verdictLines, verdicts } from './verdict.ts';
-import { APP_ROLE, newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
+import { APP_ROLE, newMasterKey, openBenchDatabase, reopenBenchDatabase, saveKeptKey, seedBenchDatabase, type BenchDatabase, type SeededData } from './setup-db.ts';
 import { pgSplitMeter, type PgSplit } from './pg-split.ts';
 import { counterDelta, parseMetrics, timingFromHistogram, timingFromLog, type BenchLogStats, type Scrape, type ServerTiming } from './server-stats.ts';
 import { measureAuthCost, type AuthCost } from './auth-cost.ts';
@@ -52,6 +52,8 @@ const { values: args } = parseArgs({
     pgbouncer: { type: 'boolean', default: false },
     'pg-statements': { type: 'boolean', default: false },
     'keep-database': { type: 'boolean', default: false },
+    /** A database an earlier --keep-database run left (same cluster): no seeding; --patients is taken from it. */
+    'reuse-database': { type: 'string' },
   },
 });
 const num = (s: string | undefined, name: string): number => {
@@ -395,21 +397,28 @@ function skippedRow(target: string, w: Workload, runtime: string, why: string): 
 // ---------- main ----------
 async function main(): Promise<void> {
   const started = Date.now();
-  const db = await openBenchDatabase(log, { statementStats: args['pg-statements'], keep: args['keep-database'] });
+  const reuse = args['reuse-database'];
+  const reopened = reuse === undefined ? null : await reopenBenchDatabase(log, reuse);
+  const db: BenchDatabase = reopened?.db ?? (await openBenchDatabase(log, { statementStats: args['pg-statements'], keep: args['keep-database'] }));
   const work = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-run-'));
   const targets: Target[] = [];
   const rows: Row[] = [];
   let issuer: Awaited<ReturnType<typeof startTestIssuer>> | null = null;
   let scaledStop: (() => Promise<void>) | null = null;
   try {
-    const masterKey = newMasterKey();
-    const seeded = await seedBenchDatabase(db, { patients: N, seed: 42, masterKey, batchSize: BATCH, workers: num(args['seed-workers'], 'seed-workers'), onProgress: progressBar('seeding (phigate encrypted + bench_plain)', process.stderr) });
+    const masterKey = reopened?.masterKey ?? newMasterKey();
+    if (!reopened && args['keep-database']) log(`its master key: ${await saveKeptKey(db.name, masterKey)} (for --reuse-database ${db.name})`);
+    const seeded: SeededData =
+      reopened?.seeded ??
+      (await seedBenchDatabase(db, { patients: N, seed: 42, masterKey, batchSize: BATCH, workers: num(args['seed-workers'], 'seed-workers'), onProgress: progressBar('seeding (phigate encrypted + bench_plain)', process.stderr) }));
     const { encounters, timings } = seeded;
-    log(
-      `seeded ${N} patients, ${encounters} encounters in ${timings.totalS} s (${timings.patientsPerS} patients/s, ${timings.workers} sealing threads): ` +
-        `prepare ${timings.prepareS} s, load ${timings.loadS} s (worker busy ${timings.workerBusyS} s, INSERTs ${timings.insertS} s), ` +
-        `plaintext care team ${timings.plainCareTeamS} s, keys, indexes and row security ${timings.indexesS} s, VACUUM ANALYZE ${timings.vacuumS} s, CHECKPOINT ${timings.checkpointS} s`,
-    );
+    if (!reopened) {
+      log(
+        `seeded ${seeded.patients} patients, ${encounters} encounters in ${timings.totalS} s (${timings.patientsPerS} patients/s, ${timings.workers} sealing threads): ` +
+          `prepare ${timings.prepareS} s, load ${timings.loadS} s (worker busy ${timings.workerBusyS} s, INSERTs ${timings.insertS} s), ` +
+          `plaintext care team ${timings.plainCareTeamS} s, keys, indexes and row security ${timings.indexesS} s, VACUUM ANALYZE ${timings.vacuumS} s, CHECKPOINT ${timings.checkpointS} s`,
+      );
+    }
 
     if (args['seed-only']) return;
     postmaster = await postmasterPid(db.adminUrl);
@@ -514,12 +523,12 @@ async function main(): Promise<void> {
     const report = {
       date: new Date().toISOString(),
       machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryGb: Math.round(os.totalmem() / 2 ** 30), node: process.versions.node },
-      settings: { replicas: REPLICAS, pgbouncer: args.pgbouncer === true, repeat: REPEAT, patients: N, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
+      settings: { replicas: REPLICAS, pgbouncer: args.pgbouncer === true, repeat: REPEAT, patients: seeded.patients, encounters, durationS: DURATION, warmupS: WARMUP, connections: CONNECTIONS, poolSize: POOL_SIZE, database: db.kind, targets: TARGETS, workloads: chosen.map((w) => w.id), seedS: timings.totalS, durableCommitMs: commitMs },
       seeding: timings,
       rows,
       ratios: ratios(rows),
       authentication,
-      verdicts: verdicts(rows, N),
+      verdicts: verdicts(rows, seeded.patients),
       totalS: Math.round((Date.now() - started) / 1000),
     };
     printTable(rows, report.ratios);
@@ -534,7 +543,7 @@ async function main(): Promise<void> {
     await scaledStop?.().catch(() => undefined);
     for (const t of targets) await stopTarget(t).catch(() => undefined);
     await issuer?.close().catch(() => undefined);
-    // --keep-database: the seeded database stays for EXPLAIN and psql after the run (its master key does not: the data stays sealed).
+    // --keep-database: the seeded database stays for EXPLAIN, psql and --reuse-database after the run; a reused one stays unless not kept.
     await db.close({ keep: args['keep-database'] }).catch((e: Error) => log(`database cleanup: ${e.message}`));
     await rm(work, { recursive: true, force: true });
   }

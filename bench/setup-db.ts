@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -95,6 +95,64 @@ export function keptBenchDatabase(name: string): { adminUrl: string; appUrl: str
   if (!cluster) throw new Error('BENCH_DATABASE_URL (the cluster the database was kept on) is not set');
   if (!/^phigate_bench_\d+$/.test(name)) throw new Error(`${JSON.stringify(name)} is not a bench database's name (phigate_bench_<pid>)`);
   return { adminUrl: withDb(cluster, name), appUrl: withDb(cluster, name, APP_ROLE, APP_PASSWORD) };
+}
+
+/**
+ * Where `--keep-database` leaves a kept database's master key (mode 0600, outside the repository):
+ * without it `--reuse-database` could not open the sealed rows. Bench data only, synthetic.
+ */
+const keptKeyFile = (name: string) => path.join(os.tmpdir(), 'phigate-bench-kept', `${name}.key`);
+
+export async function saveKeptKey(name: string, masterKey: Buffer): Promise<string> {
+  const file = keptKeyFile(name);
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 });
+  await writeFile(file, masterKey.toString('hex'), { mode: 0o600 });
+  return file;
+}
+
+/**
+ * A database that an earlier `--keep-database` run seeded, opened again: its master key from
+ * saveKeptKey's file, its migrations brought up to date (a new one applies to the kept rows), and
+ * the actors rebuilt from its plaintext copy. close() keeps it.
+ */
+export async function reopenBenchDatabase(log: (s: string) => void, name: string): Promise<{ db: BenchDatabase; masterKey: Buffer; seeded: SeededData }> {
+  const { adminUrl, appUrl } = keptBenchDatabase(name);
+  const masterKey = Buffer.from((await readFile(keptKeyFile(name), 'utf8')).trim(), 'hex');
+  if (masterKey.length !== 32) throw new Error(`${keptKeyFile(name)} does not hold a 32-byte key`);
+  const t0 = performance.now();
+  await migrate(adminUrl);
+  const c = new pg.Client({ connectionString: adminUrl, application_name: 'phigate-bench-seed' });
+  await c.connect();
+  const actors = new ActorIndex();
+  let patients = 0;
+  let encounters = 0;
+  try {
+    await c.query(`ALTER ROLE ${APP_ROLE} PASSWORD '${APP_PASSWORD}'`);
+    const rows = await c.query<{ id: string; clinic_id: string; ssn: string; team: string[] }>(
+      `SELECT p.id, p.clinic_id, p.ssn, coalesce(array_agg(ct.subject ORDER BY ct.subject) FILTER (WHERE ct.subject IS NOT NULL), '{}') AS team
+         FROM bench_plain.patients p LEFT JOIN bench_plain.care_team ct ON ct.patient_id = p.id
+        GROUP BY p.id, p.clinic_id, p.ssn ORDER BY p.id`,
+    );
+    actors.addBatch({ ids: rows.rows.map((r) => r.id), clinicIds: rows.rows.map((r) => r.clinic_id), ssns: rows.rows.map((r) => r.ssn), careTeams: rows.rows.map((r) => r.team) });
+    patients = rows.rows.length;
+    encounters = Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM bench_plain.encounters')).rows[0]!.n);
+  } finally {
+    await c.end();
+  }
+  const totalS = round1((performance.now() - t0) / 1000);
+  log(`reusing ${name}: ${patients} patients, ${encounters} encounters (${totalS} s to reopen)`);
+  const db: BenchDatabase = {
+    adminUrl,
+    appUrl,
+    kind: 'external',
+    name,
+    // Reused, it stays: dropped by hand (DROP DATABASE, then the key file) once its runs are done.
+    async close() {
+      log(`database ${name} kept (drop it with: DROP DATABASE ${name} WITH (FORCE); and remove ${keptKeyFile(name)})`);
+    },
+  };
+  const timings: SeedTimings = { prepareS: 0, loadS: 0, plainCareTeamS: 0, indexesS: 0, vacuumS: 0, checkpointS: 0, totalS, workers: 0, workerBusyS: 0, insertS: 0, patientsPerS: 0 };
+  return { db, masterKey, seeded: { patients, encounters, actors, timings } };
 }
 
 const LOADED_TABLES = ['phigate.patients', 'phigate.encounters', 'phigate.care_team', 'bench_plain.patients', 'bench_plain.encounters', 'bench_plain.care_team'];
@@ -225,8 +283,9 @@ export async function seedBenchDatabase(
     const indexesS = since(t3);
     const t4 = performance.now();
     // Visibility map and hint bits now, statistics for the planner: otherwise autovacuum does
-    // this to the freshly inserted tables during the measured runs.
-    await c.query(`VACUUM (ANALYZE) ${[...LOADED_TABLES, 'phigate.clinics', 'phigate.keyring'].join(', ')}`);
+    // this to the freshly inserted tables during the measured runs. patient_keys too: a read joins
+    // its newest key from the primary key alone once the table's pages are all-visible (052).
+    await c.query(`VACUUM (ANALYZE) ${[...LOADED_TABLES, 'phigate.clinics', 'phigate.keyring', 'phigate.patient_keys'].join(', ')}`);
     const vacuumS = since(t4);
     const t5 = performance.now();
     // The load leaves its data dirty in shared buffers and the WAL long: written out now, not by
