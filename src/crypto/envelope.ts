@@ -180,27 +180,52 @@ function afterFor(key: DataKey): Buffer {
   return parts.bytes;
 }
 
+// What the scratch holds after the parts before the row id, as the last AAD written left it: the
+// row id (length-prefixed) and the parts after it, at [heldAt, heldEnd). A row's values (a
+// patient's eight fields) share both and differ in the column, so the next value of the same row
+// and key moves those bytes to follow its own parts instead of writing them again.
+let heldRowId: string | null = null;
+let heldAfter: Buffer | null = null;
+let heldAt = 0;
+let heldEnd = 0;
+
 /** Writes the AAD of one value to the start of `scratch` (which the next call overwrites): its length. */
 function aadFor(key: DataKey, column: AadColumn, rowId: string): number {
   const before = beforeFor(key, column);
   const after = afterFor(key);
+  const at = before.length;
+  if (rowId === heldRowId && after === heldAfter) {
+    const end = at + heldEnd - heldAt;
+    if (scratch.length >= end) {
+      if (at !== heldAt) scratch.copyWithin(at, heldAt, heldEnd);
+      scratch.set(before, 0);
+      heldAt = at;
+      heldEnd = end;
+      return end;
+    }
+  }
   // Row ids are UUIDs: ASCII, written here a byte a character. Buffer's UTF-8 path costs a
   // byte-length call, a write call and the lone-surrogate check per value, which ASCII cannot hold.
-  const asciiSize = before.length + 4 + rowId.length + after.length;
+  const asciiSize = at + 4 + rowId.length + after.length;
   if (scratch.length < asciiSize) scratch = Buffer.alloc(asciiSize * 2);
-  const at = before.length + 4;
+  const idAt = at + 4;
   for (let i = 0; i < rowId.length; i++) {
     const c = rowId.charCodeAt(i);
     if (c > 0x7f) return aadOfAnyRowId(before, rowId, after);
-    scratch[at + i] = c;
+    scratch[idAt + i] = c;
   }
   scratch.set(before, 0);
-  scratch.writeUInt32BE(rowId.length, before.length);
-  scratch.set(after, at + rowId.length);
+  scratch.writeUInt32BE(rowId.length, at);
+  scratch.set(after, idAt + rowId.length);
+  heldRowId = rowId;
+  heldAfter = after;
+  heldAt = at;
+  heldEnd = asciiSize;
   return asciiSize;
 }
 
 function aadOfAnyRowId(before: Buffer, rowId: string, after: Buffer): number {
+  heldRowId = null;
   const size = before.length + lengthPrefixedSize(rowId) + after.length;
   if (scratch.length < size) scratch = Buffer.alloc(size * 2);
   scratch.set(before, 0);
