@@ -97,6 +97,31 @@ const beforeParts = new Map<string, Map<string, Map<number, Map<number, Buffer>>
 const afterParts = new WeakMap<Buffer, AfterParts>();
 let scratch = Buffer.alloc(512);
 
+/**
+ * One column of one table as its values' AAD names it, made once per column (aadColumn): it keeps
+ * the parts before the row id for the key versions its last value was sealed under, so that the
+ * values of a page, nearly all under the same versions, skip the four lookups of beforeParts.
+ */
+export interface AadColumn {
+  readonly table: string;
+  readonly column: string;
+  /** The key versions `before` was encoded for (patient version 0: a clinic key). */
+  version: number;
+  patientVersion: number;
+  before: Buffer | null;
+}
+
+const aadColumns = new Map<string, Map<string, AadColumn>>();
+
+/** The AadColumn of `table`.`column`: the same object for every call with the same names. */
+export function aadColumn(table: string, column: string): AadColumn {
+  let byColumn = aadColumns.get(table);
+  if (byColumn === undefined) aadColumns.set(table, (byColumn = new Map()));
+  let found = byColumn.get(column);
+  if (found === undefined) byColumn.set(column, (found = { table, column, version: 0, patientVersion: -1, before: null }));
+  return found;
+}
+
 function headerFor(key: DataKey): Buffer {
   if (isPatientKey(key)) {
     const header = Buffer.alloc(HEADER_V2_BYTES);
@@ -111,19 +136,23 @@ function headerFor(key: DataKey): Buffer {
   return header;
 }
 
-function beforeFor(key: DataKey, aad: FieldAad): Buffer {
-  let byColumn = beforeParts.get(aad.table);
-  if (!byColumn) beforeParts.set(aad.table, (byColumn = new Map()));
-  let byVersion = byColumn.get(aad.column);
-  if (!byVersion) byColumn.set(aad.column, (byVersion = new Map()));
+function beforeFor(key: DataKey, column: AadColumn): Buffer {
+  const patientVersion = isPatientKey(key) ? key.patientVersion : 0;
+  if (column.before !== null && column.version === key.version && column.patientVersion === patientVersion) return column.before;
+  let byColumn = beforeParts.get(column.table);
+  if (!byColumn) beforeParts.set(column.table, (byColumn = new Map()));
+  let byVersion = byColumn.get(column.column);
+  if (!byVersion) byColumn.set(column.column, (byVersion = new Map()));
   let byPatientVersion = byVersion.get(key.version);
   if (!byPatientVersion) byVersion.set(key.version, (byPatientVersion = new Map()));
-  const patientVersion = isPatientKey(key) ? key.patientVersion : 0;
   let before = byPatientVersion.get(patientVersion);
   if (!before) {
-    before = lengthPrefixed([patientVersion === 0 ? AAD_LABEL : AAD_LABEL_V2, headerFor(key), aad.table, aad.column]);
+    before = lengthPrefixed([patientVersion === 0 ? AAD_LABEL : AAD_LABEL_V2, headerFor(key), column.table, column.column]);
     byPatientVersion.set(patientVersion, before);
   }
+  column.version = key.version;
+  column.patientVersion = patientVersion;
+  column.before = before;
   return before;
 }
 
@@ -151,28 +180,52 @@ function afterFor(key: DataKey): Buffer {
   return parts.bytes;
 }
 
+// What the scratch holds after the parts before the row id, as the last AAD written left it: the
+// row id (length-prefixed) and the parts after it, at [heldAt, heldEnd). A row's values (a
+// patient's eight fields) share both and differ in the column, so the next value of the same row
+// and key moves those bytes to follow its own parts instead of writing them again.
+let heldRowId: string | null = null;
+let heldAfter: Buffer | null = null;
+let heldAt = 0;
+let heldEnd = 0;
+
 /** Writes the AAD of one value to the start of `scratch` (which the next call overwrites): its length. */
-function aadFor(key: DataKey, aad: FieldAad): number {
-  const before = beforeFor(key, aad);
+function aadFor(key: DataKey, column: AadColumn, rowId: string): number {
+  const before = beforeFor(key, column);
   const after = afterFor(key);
-  const rowId = aad.rowId;
+  const at = before.length;
+  if (rowId === heldRowId && after === heldAfter) {
+    const end = at + heldEnd - heldAt;
+    if (scratch.length >= end) {
+      if (at !== heldAt) scratch.copyWithin(at, heldAt, heldEnd);
+      scratch.set(before, 0);
+      heldAt = at;
+      heldEnd = end;
+      return end;
+    }
+  }
   // Row ids are UUIDs: ASCII, written here a byte a character. Buffer's UTF-8 path costs a
   // byte-length call, a write call and the lone-surrogate check per value, which ASCII cannot hold.
-  const asciiSize = before.length + 4 + rowId.length + after.length;
+  const asciiSize = at + 4 + rowId.length + after.length;
   if (scratch.length < asciiSize) scratch = Buffer.alloc(asciiSize * 2);
-  const at = before.length + 4;
+  const idAt = at + 4;
   for (let i = 0; i < rowId.length; i++) {
     const c = rowId.charCodeAt(i);
     if (c > 0x7f) return aadOfAnyRowId(before, rowId, after);
-    scratch[at + i] = c;
+    scratch[idAt + i] = c;
   }
   scratch.set(before, 0);
-  scratch.writeUInt32BE(rowId.length, before.length);
-  scratch.set(after, at + rowId.length);
+  scratch.writeUInt32BE(rowId.length, at);
+  scratch.set(after, idAt + rowId.length);
+  heldRowId = rowId;
+  heldAfter = after;
+  heldAt = at;
+  heldEnd = asciiSize;
   return asciiSize;
 }
 
 function aadOfAnyRowId(before: Buffer, rowId: string, after: Buffer): number {
+  heldRowId = null;
   const size = before.length + lengthPrefixedSize(rowId) + after.length;
   if (scratch.length < size) scratch = Buffer.alloc(size * 2);
   scratch.set(before, 0);
@@ -196,25 +249,38 @@ export function sealField(key: DataKey, aad: FieldAad, plaintext: string): Buffe
   // without clearing: wiped once sealed, so the value's plaintext does not outlive the call there.
   const plain = Buffer.from(plaintext, 'utf8');
   try {
-    const aadLength = aadFor(key, aad);
+    const aadLength = aadFor(key, aadColumn(aad.table, aad.column), aad.rowId);
     return Buffer.concat([header, nonce, sealGcm(key.key, nonce, scratch.subarray(0, aadLength), plain)]);
   } finally {
     plain.fill(0);
   }
 }
 
-/** The keys a ciphertext was sealed under, so the caller can fetch them. */
-export function sealedUnder(ciphertext: Buffer): SealedUnder {
-  const format = ciphertext.length > 0 ? ciphertext.readUInt8(0) : -1;
+/**
+ * The length of a well-formed ciphertext's header (its format's), so that its key versions can be
+ * read at 1 and, past 5 bytes, at 5; throws KEY_UNAVAILABLE (shredded, malformed) as sealedUnder does.
+ */
+export function headerBytesOf(ciphertext: Buffer): number {
+  const format = ciphertext.length > 0 ? ciphertext[0]! : -1;
   if (format === FORMAT_SHREDDED && ciphertext.equals(SHREDDED_VALUE)) throw keyUnavailable('shredded');
   const headerBytes = format === FORMAT_V2 ? HEADER_V2_BYTES : HEADER_BYTES;
   if ((format !== FORMAT_V1 && format !== FORMAT_V2) || ciphertext.length < headerBytes + NONCE_BYTES + TAG_BYTES) {
     throw keyUnavailable('malformed_ciphertext');
   }
-  const version = ciphertext.readUInt32BE(1);
-  const patientVersion = format === FORMAT_V2 ? ciphertext.readUInt32BE(5) : null;
-  if (version < 1 || patientVersion === 0) throw keyUnavailable('malformed_ciphertext');
-  return { version, patientVersion };
+  if (ciphertext.readUInt32BE(1) < 1 || (headerBytes === HEADER_V2_BYTES && ciphertext.readUInt32BE(5) === 0)) throw keyUnavailable('malformed_ciphertext');
+  return headerBytes;
+}
+
+/** The clinic key version of a ciphertext headerBytesOf accepted. */
+export const clinicVersionOf = (ciphertext: Buffer): number => ciphertext.readUInt32BE(1);
+
+/** The patient key version of a ciphertext headerBytesOf accepted, null for one sealed under a clinic key. */
+export const patientVersionOf = (ciphertext: Buffer, headerBytes: number): number | null => (headerBytes === HEADER_V2_BYTES ? ciphertext.readUInt32BE(5) : null);
+
+/** The keys a ciphertext was sealed under, so the caller can fetch them. */
+export function sealedUnder(ciphertext: Buffer): SealedUnder {
+  const headerBytes = headerBytesOf(ciphertext);
+  return { version: clinicVersionOf(ciphertext), patientVersion: patientVersionOf(ciphertext, headerBytes) };
 }
 
 /** The clinic key version a ciphertext was sealed under. */
@@ -227,16 +293,23 @@ export function keyVersionOf(ciphertext: Buffer): number {
  * `under` is `sealedUnder(ciphertext)` when the caller has read it already to fetch the key.
  */
 export function openField(key: DataKey, aad: FieldAad, ciphertext: Buffer, under: SealedUnder = sealedUnder(ciphertext)): string {
+  return openAt(key, aadColumn(aad.table, aad.column), aad.rowId, ciphertext, under.version, under.patientVersion);
+}
+
+/**
+ * openField for a value of `column` in row `rowId`, its versions read by the caller (headerBytesOf,
+ * clinicVersionOf, patientVersionOf): a page's values make no AAD or versions object each.
+ */
+export function openAt(key: DataKey, column: AadColumn, rowId: string, ciphertext: Buffer, version: number, patientVersion: number | null): string {
   checkKey(key, false);
-  const { version, patientVersion } = under;
   // The AAD would catch these too; checking first keeps the failure cheap and explicit.
   if (version !== key.version || patientVersion !== (isPatientKey(key) ? key.patientVersion : null)) throw keyUnavailable('decrypt_failed');
   let plain: string | null;
   try {
-    // sealedUnder checked the format byte and the versions equal the key's: the header in the
-    // AAD is the ciphertext's own. One call opens, checks and decodes the value, reading the IV,
-    // body and tag in place and the AAD from the scratch.
-    const aadLength = aadFor(key, aad);
+    // The format byte was checked and the versions equal the key's: the header in the AAD is the
+    // ciphertext's own. One call opens, checks and decodes the value, reading the IV, body and tag
+    // in place and the AAD from the scratch.
+    const aadLength = aadFor(key, column, rowId);
     plain = openText(key.key, ciphertext, patientVersion === null ? HEADER_BYTES : HEADER_V2_BYTES, scratch, aadLength);
   } catch (e) {
     if (e instanceof PhigateError) throw e;

@@ -1,12 +1,11 @@
-import { openField, sealField, sealedUnder } from './envelope.ts';
-import type { FieldAad } from './envelope.ts';
+import { aadColumn, clinicVersionOf, headerBytesOf, openAt, patientVersionOf, sealField, type AadColumn, type FieldAad } from './envelope.ts';
 import type { Keyring, RowKey } from './keys/keyring.ts';
 
 export interface FieldCipherStats {
   encrypts: number;
   decrypts: number;
   /** keyed by 'table.column' */
-  decryptsByColumn: Map<string, number>;
+  readonly decryptsByColumn: Map<string, number>;
 }
 
 /** Where a value lives and whose it is: every PHI value belongs to one patient and is sealed under that patient's key. */
@@ -22,17 +21,41 @@ export interface FieldCipher {
    * lookup and a miss open the wrapped key the row's statement brought.
    */
   decrypt(scope: string, aad: PatientFieldAad, ciphertext: Buffer, row?: RowKey): string | Promise<string>;
+  /**
+   * decrypt() of the value of `table`.`column` in row `rowId` of patient `patientId`, without an
+   * AAD object: the page's path (src/records/read-phi.ts), which then makes one object per value, its event.
+   */
+  decryptAt(scope: string, table: string, column: string, rowId: string, patientId: string, ciphertext: Buffer, row?: RowKey): string | Promise<string>;
   readonly stats: FieldCipherStats;
 }
 
-// The 'table.column' key of each column, made once per column rather than once per decryption.
-const columnKeys = new Map<string, Map<string, string>>();
-function columnKey(aad: FieldAad): string {
-  let byColumn = columnKeys.get(aad.table);
-  if (byColumn === undefined) columnKeys.set(aad.table, (byColumn = new Map()));
-  let key = byColumn.get(aad.column);
-  if (key === undefined) byColumn.set(aad.column, (key = `${aad.table}.${aad.column}`));
-  return key;
+/** A column as one cipher counts and opens it: its decryptions, and the AAD parts its values share. */
+interface Column {
+  readonly name: string;
+  readonly aad: AadColumn;
+  decrypts: number;
+}
+
+/**
+ * Counts per column kept on each column, so that a value costs two lookups (table, column) rather
+ * than a name's lookup and a map's update; `decryptsByColumn` brings the map up to date when read.
+ */
+class Stats implements FieldCipherStats {
+  encrypts = 0;
+  decrypts = 0;
+  readonly #counted = new Map<string, number>();
+  readonly columns = new Map<string, Map<string, Column>>();
+  get decryptsByColumn(): Map<string, number> {
+    for (const byColumn of this.columns.values()) for (const c of byColumn.values()) if (c.decrypts > 0) this.#counted.set(c.name, c.decrypts);
+    return this.#counted;
+  }
+  column(table: string, column: string): Column {
+    let byColumn = this.columns.get(table);
+    if (byColumn === undefined) this.columns.set(table, (byColumn = new Map()));
+    let found = byColumn.get(column);
+    if (found === undefined) byColumn.set(column, (found = { name: `${table}.${column}`, aad: aadColumn(table, column), decrypts: 0 }));
+    return found;
+  }
 }
 
 /**
@@ -42,23 +65,29 @@ function columnKey(aad: FieldAad): string {
  * so a zero count proves a field was never even attempted.
  */
 export function createFieldCipher(keyring: Keyring): FieldCipher {
-  const stats: FieldCipherStats = { encrypts: 0, decrypts: 0, decryptsByColumn: new Map() };
+  const stats = new Stats();
+  const decryptAt = (scope: string, table: string, column: string, rowId: string, patientId: string, ciphertext: Buffer, row?: RowKey): string | Promise<string> => {
+    stats.decrypts++;
+    const counted = stats.column(table, column);
+    counted.decrypts++;
+    const headerBytes = headerBytesOf(ciphertext);
+    const version = clinicVersionOf(ciphertext);
+    const patientVersion = patientVersionOf(ciphertext, headerBytes);
+    const key =
+      patientVersion === null ? keyring.readKey(scope, version)
+      : row === undefined ? keyring.patientReadKey(scope, patientId, version, patientVersion)
+      : keyring.rowReadKey(row, scope, patientId, version, patientVersion);
+    return key instanceof Promise
+      ? key.then((k) => openAt(k, counted.aad, rowId, ciphertext, version, patientVersion))
+      : openAt(key, counted.aad, rowId, ciphertext, version, patientVersion);
+  };
   return {
     stats,
     async encrypt(scope, aad, plaintext) {
       stats.encrypts++;
       return sealField(await keyring.patientWriteKey(scope, aad.patientId), aad, plaintext);
     },
-    decrypt(scope, aad, ciphertext, row) {
-      stats.decrypts++;
-      const column = columnKey(aad);
-      stats.decryptsByColumn.set(column, (stats.decryptsByColumn.get(column) ?? 0) + 1);
-      const under = sealedUnder(ciphertext);
-      const key =
-        under.patientVersion === null ? keyring.readKey(scope, under.version)
-        : row === undefined ? keyring.patientReadKey(scope, aad.patientId, under.version, under.patientVersion)
-        : keyring.rowReadKey(row, scope, aad.patientId, under.version, under.patientVersion);
-      return key instanceof Promise ? key.then((k) => openField(k, aad, ciphertext, under)) : openField(key, aad, ciphertext, under);
-    },
+    decrypt: (scope, aad, ciphertext, row) => decryptAt(scope, aad.table, aad.column, aad.rowId, aad.patientId, ciphertext, row),
+    decryptAt,
   };
 }

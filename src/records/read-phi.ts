@@ -1,6 +1,5 @@
 import type { Attributes } from '@opentelemetry/api';
 import type { AuditAction, AuditEvent } from '../audit/event.ts';
-import type { PatientFieldAad } from '../crypto/field-cipher.ts';
 import type { PhiRowFacts } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { fieldVerdict, type FieldVerdict } from '../policy/decide.ts';
@@ -19,11 +18,11 @@ export interface PhiField {
 }
 
 /**
- * The one object a PHI value costs: its audit event, which also names the table, column and row
- * its ciphertext is bound to, so that it serves as the AAD too. The audit writer reads only the
- * event's fields.
+ * The one object a PHI value costs: its audit event, the contract's fields and no more (the value's
+ * AAD is handed to the cipher as the field's table and column and the row's id, not as an object),
+ * since a read's events are held until its audit batch commits.
  */
-type PhiEvent = AuditEvent & PatientFieldAad;
+type PhiEvent = AuditEvent;
 
 // Span attributes of each PHI field, made once: readPhi runs for every value of a page.
 const fieldAttributes = new Map<string, Attributes>();
@@ -44,9 +43,6 @@ function eventOf(field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, actio
     purpose: verdict.purpose,
     breakGlass: verdict.breakGlass,
     grantId: verdict.breakGlass ? (row.grant?.id ?? null) : null,
-    table: field.table,
-    column: field.column,
-    rowId: row.rowId,
   };
 }
 
@@ -112,8 +108,8 @@ export function readPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, 
       return null;
     }
     const plain = tracing()
-      ? inSpan('phigate.decrypt', attributesOf(field), () => scope.cipher.decrypt(row.clinicId, event, ciphertext, row.key))
-      : scope.cipher.decrypt(row.clinicId, event, ciphertext, row.key);
+      ? inSpan('phigate.decrypt', attributesOf(field), () => scope.cipher.decryptAt(row.clinicId, field.table, field.column, row.rowId, row.patientId, ciphertext, row.key))
+      : scope.cipher.decryptAt(row.clinicId, field.table, field.column, row.rowId, row.patientId, ciphertext, row.key);
     return plain instanceof Promise
       ? plain.then((p) => shown(scope, field, verdict, event, p)).catch((e: unknown) => unshown(scope, field, row, verdict, e))
       : shown(scope, field, verdict, event, plain);

@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
 import { auditInsert } from '../../../src/audit/insert.ts';
 
-// readPhi hands the audit buffer the same object it used as the value's AAD (table, column, row):
-// what is written must be the contract's audit fields only, whatever else the object carries.
+// An event object may carry more than AuditEvent (readPhi's did, its AAD, until the cipher took
+// the AAD as arguments): what is written must be the contract's audit fields only, whatever else it carries.
 describe('auditInsert and the fields an event object carries beyond AuditEvent', () => {
   it('writes the same statement for an event with AAD fields as for the bare event', () => {
     const request: AuditRequest = { requestId: 'req-1', actor: 'dr-a', actorKind: 'user', clientAddr: '192.0.2.1' };

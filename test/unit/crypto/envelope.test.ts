@@ -93,6 +93,36 @@ describe.each(implementations)('sealField / openField (PHIGATE_AEAD=%s)', (mode)
     expect(openField(key, aad, sealField(key, aad, secret))).toBe(secret);
   });
 
+  it('binds every value of one row to its own column when the row id and its key repeat from value to value, columns of any length in any order', () => {
+    // The AAD of consecutive values of one row and key is built by moving the row id and the
+    // parts after it: each is checked against the AAD spelt out, and against a swap of columns.
+    const rowId = '7f9c1e4a-0000-4000-8000-00000000abcd';
+    const columns = ['ssn', 'address', 'mrn', 'x', 'a-much-longer-column-name', 'ssn', 'x', 'address'];
+    const header = Buffer.from([0x01, 0, 0, 0, key.version]);
+    const spelt = (column: string) => {
+      const nonce = randomBytes(12);
+      const bound = lengthPrefixed(['phigate/field/v1', header, 'patients', column, rowId, key.scope, String(key.version)]);
+      return Buffer.concat([header, nonce, sealGcm(key.key, nonce, bound, Buffer.from(`${column} of the row`))]);
+    };
+    const sealed = columns.map(spelt);
+    for (let round = 0; round < 2; round++) {
+      columns.forEach((column, i) => {
+        expect(openField(key, { table: 'patients', column, rowId }, sealed[i]!)).toBe(`${column} of the row`);
+        // Right after a value of the same row: another column's value, and this one under another row, open nothing.
+        const other = columns[(i + 1) % columns.length]!;
+        if (other !== column) thrown(() => openField(key, { table: 'patients', column: other, rowId }, sealed[i]!), 'KEY_UNAVAILABLE', 'decrypt_failed');
+        thrown(() => openField(key, { table: 'patients', column, rowId: `${rowId.slice(0, -1)}e` }, sealed[i]!), 'KEY_UNAVAILABLE', 'decrypt_failed');
+      });
+      columns.reverse();
+      sealed.reverse();
+    }
+    // The same row under another key (other parts after the row id) right after: its own AAD.
+    const other: DataKey = { scope: 'clinic-a', version: 4, key: randomBytes(32) };
+    const under = sealField(other, { table: 'patients', column: 'ssn', rowId }, secret);
+    expect(openField(other, { table: 'patients', column: 'ssn', rowId }, under)).toBe(secret);
+    thrown(() => openField(key, { table: 'patients', column: 'ssn', rowId }, under), 'KEY_UNAVAILABLE', 'decrypt_failed');
+  });
+
   it('refuses a row id that would not encode unambiguously (a lone surrogate)', () => {
     thrown(() => openField(key, { ...aad, rowId: 'row-\uD800' }, sealField(key, aad, secret)), 'BAD_USER_INPUT', 'malformed_identifier');
   });
