@@ -4,8 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TEST_APP_ROLE } from '../support/global-setup.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { ACTORS, CLINIC_SETS, ROLE_SETS, asApp, keys, patients, seedPolicyGrid, visibleGrid } from '../support/policy-grid.ts';
 
 // 053 judges an encounter on its own (patient_id, clinic_id) with patients' policy, instead of
 // reading its patient through patients' row security, and claims the same rows for every request
@@ -22,80 +22,15 @@ const POLICY_012 = /CREATE POLICY encounters_select ON phigate\.encounters[\s\S]
 )![0];
 
 let db: TestDatabase;
-const p = Array.from({ length: 6 }, () => randomUUID());
-const clinicOf = ['c-a', 'c-a', 'c-a', 'c-b', 'c-b', 'c-c'];
-const keys = { liveA: randomUUID(), liveAB: randomUUID(), revoked: randomUUID(), expired: randomUUID() };
-
-const ROLE_SETS = [
-  [],
-  ['physician'],
-  ['nurse', 'billing'],
-  ['registrar'],
-  ['compliance'],
-  ['no_such_role'],
-  ['partner'],
-  ['partner', 'physician'],
-  ['compliance', 'physician'],
-  ['physician', 'registrar'],
-];
-const CLINIC_SETS = [[], ['c-a'], ['c-b'], ['c-a', 'c-b'], ['c-c']];
-const ACTORS = ['dr', 'nobody', '', ...Object.values(keys)];
+const p = patients;
 
 const admin = <T>(fn: (c: pg.Client) => Promise<T>): Promise<T> => withClient(db.adminUrl, fn);
 
-/**
- * What the app role sees of `sql` (one text column `v`) under the context, in `c`'s transaction:
- * one round trip (the grid asks 700 times), so the context's values go into the text, quoted.
- */
-async function asApp(c: pg.Client, context: { actor: string; roles: readonly string[]; clinics: readonly string[] }, sql: string): Promise<string> {
-  const set = (name: string, value: string) => `set_config('${name}', ${c.escapeLiteral(value)}, true)`;
-  const results = (await c.query(
-    `SELECT ${set('phigate.actor', context.actor)}, ${set('phigate.roles', context.roles.join(','))}, ${set('phigate.clinics', context.clinics.join(','))};
-     SET LOCAL ROLE ${TEST_APP_ROLE}; ${sql}; RESET ROLE`,
-  )) as unknown as pg.QueryResult<{ v: string | null }>[];
-  return results[2]!.rows[0]!.v ?? '';
-}
-
 const ENCOUNTERS = "SELECT string_agg(patient_id::text || '@' || clinic_id, ',' ORDER BY patient_id) AS v FROM phigate.encounters";
-
-/** Every context of the grid and the encounters it sees, as the app role, in `c`'s transaction. */
-async function visibleGrid(c: pg.Client): Promise<string[]> {
-  const out: string[] = [];
-  for (const actor of ACTORS) {
-    for (const roles of ROLE_SETS) {
-      for (const clinics of CLINIC_SETS) {
-        out.push(`${actor}|${roles.join(',')}|${clinics.join(',')} -> ${await asApp(c, { actor, roles, clinics }, ENCOUNTERS)}`);
-      }
-    }
-  }
-  return out;
-}
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  await admin(async (c) => {
-    await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-a', 'A'), ('c-b', 'B'), ('c-c', 'C')`);
-    for (const [i, id] of p.entries()) {
-      await c.query(`INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1, $2, $3, '\\x00')`, [id, clinicOf[i], Buffer.from(`p${i}`)]);
-      await c.query(`INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind) VALUES ($1, $2, $3, now(), '\\x00')`, [randomUUID(), id, clinicOf[i]]);
-    }
-    await c.query(`INSERT INTO phigate.care_team (patient_id, subject, clinic_id) VALUES ($1, 'dr', 'c-a'), ($2, 'dr', 'c-b')`, [p[0], p[3]]);
-    const grant = `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, granted_at, expires_at, revoked_at)
-                   VALUES ('dr', $1, $2, $3, $4, 'test', 'r', $5, $6, $7)`;
-    const hour = (h: number) => new Date(Date.now() + h * 3_600_000);
-    await c.query(grant, ['physician', p[1], 'c-a', false, hour(-1), hour(1), null]);
-    await c.query(grant, ['physician', p[4], 'c-b', true, hour(-1), hour(1), null]);
-    await c.query(grant, ['nurse', p[5], 'c-c', true, hour(-1), hour(1), null]);
-    await c.query(grant, ['physician', p[2], 'c-a', false, hour(-1), hour(1), hour(-0.5)]);
-    await c.query(grant, ['physician', p[5], 'c-c', true, hour(-3), hour(-2), null]);
-    await c.query(`INSERT INTO phigate.api_key_peppers (version, wrapped, provider, key_ref) VALUES (1, '\\x00', 'local', 'test')`);
-    const key = `INSERT INTO phigate.api_keys (id, partner, clinics, fields, purpose, secret_hash, pepper_version, rate_per_minute, burst, created_by, expires_at, revoked_at)
-                 VALUES ($1, 'lab', $2, '{Patient.mrn}', 'TREAT', $3, 1, 60, 10, 'test', $4, $5)`;
-    await c.query(key, [keys.liveA, ['c-a'], Buffer.alloc(32), null, null]);
-    await c.query(key, [keys.liveAB, ['c-a', 'c-b'], Buffer.alloc(32), hour(1), null]);
-    await c.query(key, [keys.revoked, ['c-a'], Buffer.alloc(32), null, hour(-1)]);
-    await c.query(key, [keys.expired, ['c-a'], Buffer.alloc(32), hour(-1), null]);
-  });
+  await admin((c) => seedPolicyGrid(c, { encounters: true }));
 });
 
 afterAll(async () => {
@@ -107,10 +42,10 @@ describe("053's encounters policy", () => {
     const { now, before } = await admin(async (c) => {
       await c.query('BEGIN');
       try {
-        const now = await visibleGrid(c);
+        const now = await visibleGrid(c, ENCOUNTERS);
         await c.query('DROP POLICY encounters_select ON phigate.encounters');
         await c.query(POLICY_012);
-        return { now, before: await visibleGrid(c) };
+        return { now, before: await visibleGrid(c, ENCOUNTERS) };
       } finally {
         await c.query('ROLLBACK');
       }

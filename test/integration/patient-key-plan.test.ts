@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { searchByBlindIndex } from '../../src/db/patients.ts';
-import { TEST_APP_ROLE } from '../support/global-setup.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
+import { firstStatementOf, planOfExecute, underRequestContext } from '../support/statement-plan.ts';
 
 // 052: the newest patient key that a patient read joins (src/db/patients.ts, KEY_JOIN) comes from
 // patient_keys' primary key alone, an index-only scan, not the index and then the table's page.
@@ -41,21 +41,14 @@ describe("a patient read's newest key", () => {
     const { plan, row } = await admin(async (c) => {
       await c.query('BEGIN');
       try {
-        await c.query(`SELECT set_config('phigate.actor', 'reg-a', true), set_config('phigate.roles', 'registrar', true),
-                              set_config('phigate.clinics', 'c-a', true), set_config('plan_cache_mode', 'force_generic_plan', true)`);
-        await c.query(`SET LOCAL ROLE ${TEST_APP_ROLE}`);
-        const captured: string[] = [];
-        const capture = async (text: string) => {
-          captured.push(text);
-          return { rows: [] };
-        };
+        await underRequestContext(c, { actor: 'reg-a', roles: 'registrar', clinics: 'c-a' });
         const quota = { take: async () => ({ allowed: true as const }) };
-        await searchByBlindIndex({ query: capture } as never, 'ssn_bidx', [], quota, { kind: 'user', subject: 'reg-a' }, 30);
-        await c.query(`PREPARE search(bytea[]) AS ${captured[0]!}`);
+        const search = await firstStatementOf((client) => searchByBlindIndex(client, 'ssn_bidx', [], quota, { kind: 'user', subject: 'reg-a' }, 30));
+        await c.query(`PREPARE search(bytea[]) AS ${search}`);
         const wanted = `ARRAY[convert_to('ssn-${target}', 'UTF8')]`;
-        const explained = await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE search(${wanted})`);
+        const plan = await planOfExecute(c, `search(${wanted})`);
         const found = await c.query<{ id: string; key_version: number; key_clinic_version: number; key_wrapped: Buffer }>(`EXECUTE search(${wanted})`);
-        return { plan: explained.rows.map((r) => r['QUERY PLAN']).join('\n'), row: found.rows };
+        return { plan, row: found.rows };
       } finally {
         await c.query('ROLLBACK');
       }

@@ -4,8 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { patientPage } from '../../src/db/patients.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
-import { TEST_APP_ROLE } from '../support/global-setup.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
+import { firstStatementOf, planOfExecute, underRequestContext } from '../support/statement-plan.ts';
 
 // patients(first, after) reads its candidates clinic by clinic, or a care-team reach's from its
 // care teams (src/db/patients.ts, PAGE_CANDIDATES), instead of walking every patient in id order: the pages must hold exactly the rows, in the order,
@@ -124,20 +124,9 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     const plan = await admin(async (c) => {
       await c.query('BEGIN');
       try {
-        await c.query(`SELECT set_config('phigate.actor', 'reg-a', true), set_config('phigate.roles', 'registrar', true),
-                              set_config('phigate.clinics', 'c-a', true), set_config('plan_cache_mode', 'force_generic_plan', true)`);
-        await c.query(`SET LOCAL ROLE ${TEST_APP_ROLE}`);
-        const captured: string[] = [];
-        const capture = async (text: string) => {
-          captured.push(text);
-          return { rows: [] };
-        };
-        await patientPage({ query: capture } as never, null, 11);
-        await c.query(`PREPARE page(uuid, int) AS ${captured[0]!}`);
-        const { rows } = await c.query<{ 'QUERY PLAN': string }>(
-          `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('00000000-0000-0000-0000-000000000000', 11)`,
-        );
-        return rows.map((r) => r['QUERY PLAN']).join('\n');
+        await underRequestContext(c, { actor: 'reg-a', roles: 'registrar', clinics: 'c-a' });
+        await c.query(`PREPARE page(uuid, int) AS ${await firstStatementOf((client) => patientPage(client, null, 11))}`);
+        return await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 11)`);
       } finally {
         await c.query('ROLLBACK');
       }
