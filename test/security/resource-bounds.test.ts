@@ -32,9 +32,13 @@ async function send(on: TestGateway, token: string, query: string, variables?: R
   return { ...response, requestId: response.headers.get('x-request-id') ?? '' };
 }
 
-/** Holds every decryption of `cipher` until open() is called: a request parked mid-execution, its transaction open. */
+/**
+ * Holds every decryption of `cipher` until open() is called: a request parked mid-execution, its
+ * transaction open. Both of the cipher's ways in are held (reads take decryptAt, others decrypt).
+ */
 function gateDecrypts(cipher: FieldCipher) {
   const decrypt = cipher.decrypt.bind(cipher);
+  const decryptAt = cipher.decryptAt.bind(cipher);
   let open!: () => void;
   const opened = new Promise<void>((resolve) => (open = resolve));
   let waiting = 0;
@@ -42,6 +46,11 @@ function gateDecrypts(cipher: FieldCipher) {
     waiting++;
     await opened;
     return decrypt(...args);
+  };
+  cipher.decryptAt = async (...args) => {
+    waiting++;
+    await opened;
+    return decryptAt(...args);
   };
   return {
     open,
