@@ -141,10 +141,10 @@ export function shardOf(request: AuditRequest, shards: number): number {
 const unavailable = (reason: string, cause?: unknown) =>
   new PhigateError('AUDIT_UNAVAILABLE', 'The access could not be recorded, so nothing is returned.', { reason, cause });
 
-/** A failure of the statement (it has a SQLSTATE), not of the connection: another batch may pass. */
 /** A failed batch's line names the requests it served (at most 32 of them: a batch can hold thousands). */
 const requestIdsOf = (batch: readonly Queued[]): string[] => batch.slice(0, 32).map((q) => q.entry.request.requestId);
 
+/** A failure of the statement (it has a SQLSTATE), not of the connection: another batch may pass. */
 const isStatementError = (e: unknown): boolean => typeof (e as { code?: unknown })?.code === 'string' && /^[0-9A-Z]{5}$/.test((e as { code: string }).code);
 
 /**
