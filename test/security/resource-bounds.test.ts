@@ -60,6 +60,18 @@ function gateDecrypts(cipher: FieldCipher) {
   };
 }
 
+/** What `request` answers while the administrator holds the locks `lock` takes, in a transaction it then rolls back. */
+const whileHeld = <T>(lock: string, params: unknown[], request: () => Promise<T>): Promise<T> =>
+  gw.admin(async (c) => {
+    await c.query('BEGIN');
+    await c.query(lock, params);
+    try {
+      return await request();
+    } finally {
+      await c.query('ROLLBACK');
+    }
+  });
+
 /** Waits for a condition, not for a time; the bound only ends a wait that will never be met. */
 async function until(condition: () => boolean | Promise<boolean>, what: string, ms = 30_000): Promise<void> {
   const deadline = Date.now() + ms;
@@ -420,15 +432,7 @@ describe('database failures are answered as what they are', () => {
     const strict = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction: { statementTimeoutMs: 300 } } });
     try {
       const token = await gw.tokenFor('reg-north');
-      const r = await gw.admin(async (c) => {
-        await c.query('BEGIN');
-        await c.query('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE');
-        try {
-          return await send(strict, token, READ_BY_SSN, { ssn: north()[0]!.ssn });
-        } finally {
-          await c.query('ROLLBACK');
-        }
-      });
+      const r = await whileHeld('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE', [], () => send(strict, token, READ_BY_SSN, { ssn: north()[0]!.ssn }));
       expect(r.status, r.text).toBe(503);
       expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
       expectNoPhi(r);
@@ -442,15 +446,7 @@ describe('database failures are answered as what they are', () => {
     const strict = await startTestGateway({ replicaOf: gw, gatewayOptions: { transaction: { statementTimeoutMs: 300 } } });
     try {
       const token = await gw.tokenFor('reg-north');
-      const r = await gw.admin(async (c) => {
-        await c.query('BEGIN');
-        await c.query('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE');
-        try {
-          return await send(strict, token, READ_SSN, { id: north()[0]!.id });
-        } finally {
-          await c.query('ROLLBACK');
-        }
-      });
+      const r = await whileHeld('LOCK TABLE phigate.patients IN ACCESS EXCLUSIVE MODE', [], () => send(strict, token, READ_SSN, { id: north()[0]!.id }));
       expect(r.status, r.text).toBe(503);
       expect(r.headers.get('retry-after')).toBe('1');
       expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
@@ -470,15 +466,7 @@ describe('database failures are answered as what they are', () => {
     try {
       const token = await gw.tokenFor('reg-north');
       const before = await stored();
-      const r = await gw.admin(async (c) => {
-        await c.query('BEGIN');
-        await c.query('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [patient.id]);
-        try {
-          return await send(strict, token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0190" }) { id } }`, { id: patient.id });
-        } finally {
-          await c.query('ROLLBACK');
-        }
-      });
+      const r = await whileHeld('SELECT 1 FROM phigate.patients WHERE id = $1 FOR UPDATE', [patient.id], () => send(strict, token, `mutation($id: ID!) { updatePatient(id: $id, input: { phone: "+1 555 0190" }) { id } }`, { id: patient.id }));
       expect(r.status, r.text).toBe(503);
       expect(answerOf(r)).toEqual([['INTERNAL', 'request_timeout']]);
       expect(await stored()).toEqual(before);

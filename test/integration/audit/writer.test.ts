@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CANONICAL_COLUMNS } from '../../../src/audit/canonical.ts';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
-import { createAuditWriter, shardOf, type AuditEntry, type BatchTiming } from '../../../src/audit/writer.ts';
+import { createAuditWriter, shardOf, type AuditEntry, type AuditWriter, type BatchTiming } from '../../../src/audit/writer.ts';
 import { createLogger } from '../../../src/log.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../../support/db.ts';
@@ -551,26 +551,28 @@ describe('gathering the entries of requests still running', () => {
         `CREATE CONSTRAINT TRIGGER writer_test AFTER INSERT ON phigate.audit_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.writer_test_slow_commit()`,
       );
     });
-  const gathering = (maxBatchEvents?: number) => {
+  const gathering = (opts: { maxBatchEvents?: number; onBatch?: (b: BatchTiming) => void } = {}) => {
     const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit-gather' });
     pools.push(pool);
-    return createAuditWriter({ pool, queueLimit: 100, logger, preparedStatements: preparedStatements(), gather: { percent: 100, maxMs: 60_000 }, maxBatchEvents });
+    return createAuditWriter({ pool, queueLimit: 100, logger, preparedStatements: preparedStatements(), gather: { percent: 100, maxMs: 60_000 }, ...opts });
   };
   const one = (req: AuditRequest): AuditEntry => ({ request: req, events: [read('ssn')] });
   const batchOf = async (requestId: string) => (await rowsOf(requestId)).map((r) => r.batch_id as string);
   const nextTurn = () => new Promise((r) => setImmediate(r));
+  /** `w` past one slow commit (so it has a commit's time to gather within), and two requests it expects. */
+  const twoExpected = async (w: AuditWriter, first: AuditEntry = entry()) => {
+    await w.write(first);
+    await nextTurn();
+    const [r1, r2] = [request(), request()];
+    return { r1, r2, c1: w.expect(r1), c2: w.expect(r2) };
+  };
 
   it('tells its observer each batch: the entries in it, how long it was held for them, when it left and settled', async () => {
     await slowCommits();
-    const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit-gather' });
-    pools.push(pool);
     const seen: BatchTiming[] = [];
-    const w = createAuditWriter({ pool, queueLimit: 100, logger, preparedStatements: preparedStatements(), gather: { percent: 100, maxMs: 60_000 }, onBatch: (b) => seen.push(b) });
+    const w = gathering({ onBatch: (b) => seen.push(b) });
     const lone = entry();
-    await w.write(lone);
-    await nextTurn();
-    const [r1, r2] = [request(), request()];
-    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const { r1, r2, c1, c2 } = await twoExpected(w, lone);
     const first = w.write(one(r1), c1);
     await nextTurn();
     await Promise.all([first, w.write(one(r2), c2)]);
@@ -620,10 +622,7 @@ describe('gathering the entries of requests still running', () => {
   it('a request that never comes holds the batch back no longer than the bound', async () => {
     await slowCommits();
     const w = gathering();
-    await w.write(entry());
-    await nextTurn();
-    const [r1, r2] = [request(), request()];
-    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const { r1, r2, c1, c2 } = await twoExpected(w);
     await expect(w.write(one(r1), c1)).resolves.toEqual({ outcome: 'committed' });
     expect(w.stats).toMatchObject({ batches: 2, gathers: 1, coming: 1 });
     c2.end();
@@ -651,11 +650,8 @@ describe('gathering the entries of requests still running', () => {
 
   it('a batch already at its size does not wait', async () => {
     await slowCommits();
-    const w = gathering(1);
-    await w.write(entry(['ssn']));
-    await nextTurn();
-    const [r1, r2] = [request(), request()];
-    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const w = gathering({ maxBatchEvents: 1 });
+    const { r1, c1, c2 } = await twoExpected(w, entry(['ssn']));
     const first = w.write(one(r1), c1);
     expect(w.stats.gathers).toBe(0);
     await expect(first).resolves.toEqual({ outcome: 'committed' });
@@ -666,10 +662,7 @@ describe('gathering the entries of requests still running', () => {
   it('closing while a batch waits: the batch commits, close() resolves, and a request expected meanwhile is refused', async () => {
     await slowCommits();
     const w = gathering();
-    await w.write(entry());
-    await nextTurn();
-    const [r1, r2] = [request(), request()];
-    const [c1, c2] = [w.expect(r1), w.expect(r2)];
+    const { r1, r2, c1, c2 } = await twoExpected(w);
     const first = w.write(one(r1), c1);
     expect(w.stats.gathers).toBe(1);
     const closed = w.close();
