@@ -1,4 +1,4 @@
-import { blindIndex, normaliseMrn, normaliseSsn, type BlindIndexColumn } from '../crypto/blind-index.ts';
+import { normaliseMrn, normaliseSsn, type BlindIndexColumn } from '../crypto/blind-index.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 
 const NORMALISE: Record<BlindIndexColumn, (v: string) => string> = {
@@ -11,7 +11,7 @@ export const normaliseIdentifier = (column: BlindIndexColumn, raw: string): stri
 
 /** The blind index of an identifier in one clinic under one index key version. */
 export async function identifierIndex(keyring: Keyring, column: BlindIndexColumn, clinicId: string, normalised: string, version: number): Promise<Buffer> {
-  return blindIndex(await keyring.blindIndexKeyAt(column, clinicId, version), normalised);
+  return keyring.blindIndexAt(column, clinicId, version, normalised);
 }
 
 /**

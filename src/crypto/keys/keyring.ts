@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import { PhigateError } from '../../errors.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
-import { deriveBlindIndexKey } from '../blind-index.ts';
+import { blindIndex, deriveBlindIndexKey } from '../blind-index.ts';
 import type { BlindIndexColumn } from '../blind-index.ts';
 import type { DataKey, PatientKey } from '../envelope.ts';
 import { newPatientKey, openPatientKey } from '../patient-key.ts';
@@ -120,10 +120,17 @@ export interface Keyring {
    */
   blindIndexKeyAt(column: BlindIndexColumn, scope: string, version: number): Promise<Buffer>;
   /**
+   * The blind index of an already-normalised value in a clinic under its index key `version`:
+   * synchronously when that version's key is cached. The column key is derived once per cached
+   * index key and kept with it (dropped and zero-filled with it); it never leaves the keyring.
+   */
+  blindIndexAt(column: BlindIndexColumn, scope: string, version: number, normalised: string): Buffer | Promise<Buffer>;
+  /**
    * The newest blind-index key version of a clinic (1 when it has none of its own), as cached for
    * `latestTtlMs`: lookups try it and the one before, which covers every row while a rotation runs.
+   * Synchronously while cached.
    */
-  latestIndexVersion(scope: string): Promise<number>;
+  latestIndexVersion(scope: string): number | Promise<number>;
   /** Makes sure the clinic's own index key `version` (2 or more) exists; creates it when it does not. */
   ensureIndexKey(scope: string, version: number): Promise<void>;
   /**
@@ -215,15 +222,22 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   const latestTtlMs = Math.min(opts.latestTtlMs ?? 60_000, bounds.maxAgeMs);
 
   const stats: KeyringStats = { kmsCalls: 0, cacheHits: 0, cacheMisses: 0, evictions: 0 };
+  // Blind-index column keys derived from a cached index key, by `${column}:${clinic}`: kept with
+  // the entry they came from, so that none outlives its root's age, uses or place in the cache.
+  const derivedOf = new WeakMap<CachedKey, Map<string, Buffer>>();
   const keys = new LRUCache<string, CachedKey>({
     max: bounds.maxEntries,
     ttl: bounds.maxAgeMs,
     updateAgeOnGet: false,
-    // Overwritten, deleted, expired or pushed out: the key's bytes go with the entry.
+    // Overwritten, deleted, expired or pushed out: the key's bytes, and those derived from it, go with the entry.
     dispose: (entry) => {
       stats.evictions++;
       entry.live = false;
       entry.key.key.fill(0);
+      const derived = derivedOf.get(entry);
+      if (derived === undefined) return;
+      derivedOf.delete(entry);
+      for (const k of derived.values()) k.fill(0);
     },
   });
   const latest = new LRUCache<string, { version: number; clinicId: string; clinicVersion: number; expiresAt: number }>({ max: bounds.maxEntries });
@@ -342,6 +356,53 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       rememberLatest(purpose, scope, version);
       return version;
     });
+  }
+
+  function checkIndexKey(scope: string, version: number): void {
+    checkScope(scope);
+    if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) throw unavailable('blind index key not found', 'key_not_found');
+  }
+
+  /** A clinic's column key of index key `version`, derived afresh: the caller's to keep and zero-fill. */
+  async function indexKeyAt(column: BlindIndexColumn, scope: string, version: number): Promise<Buffer> {
+    if (version === 1) return deriveBlindIndexKey(await unwrap('index', INDEX_ROOT_SCOPE, await currentVersion('index', INDEX_ROOT_SCOPE)), column, scope);
+    return deriveBlindIndexKey(await unwrap('index', scope, version), column, scope);
+  }
+
+  /** The cached 'latest version' of a scope while it is fresh, without asking the store. */
+  function knownVersion(purpose: KeyPurpose, scope: string): number | undefined {
+    const known = latest.get(idOf(purpose, scope));
+    return known && known.expiresAt > Date.now() ? known.version : undefined;
+  }
+
+  /** The index key entry a clinic's blind-index `version` derives from, when it is cached (one use of it). */
+  function cachedIndexEntry(scope: string, version: number): CachedKey | undefined {
+    if (version > 1) return cachedEntry(idOf('index', scope, version));
+    const root = knownVersion('index', INDEX_ROOT_SCOPE);
+    return root === undefined ? undefined : cachedEntry(idOf('index', INDEX_ROOT_SCOPE, root));
+  }
+
+  // At most as many column keys per index key as the cache holds keys: a flood of clinic ids
+  // cannot grow it; the ones past the bound are derived, used and zero-filled each time.
+  function indexDigest(entry: CachedKey, column: BlindIndexColumn, scope: string, normalised: string): Buffer {
+    let derived = derivedOf.get(entry);
+    if (derived === undefined) {
+      derived = new Map();
+      derivedOf.set(entry, derived);
+    }
+    const id = `${column}:${scope}`;
+    const kept = derived.get(id);
+    if (kept !== undefined) return blindIndex(kept, normalised);
+    const key = deriveBlindIndexKey(entry.key.key, column, scope);
+    if (derived.size < bounds.maxEntries) {
+      derived.set(id, key);
+      return blindIndex(key, normalised);
+    }
+    try {
+      return blindIndex(key, normalised);
+    } finally {
+      key.fill(0);
+    }
   }
 
   async function clinicKey(scope: string, version: number): Promise<DataKey> {
@@ -568,16 +629,27 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       key.fill(0);
     },
     async blindIndexKeyAt(column, scope, version) {
-      checkScope(scope);
-      if (!Number.isInteger(version) || version < 1 || version > MAX_VERSION) throw unavailable('blind index key not found', 'key_not_found');
-      if (version === 1) return deriveBlindIndexKey(await unwrap('index', INDEX_ROOT_SCOPE, await currentVersion('index', INDEX_ROOT_SCOPE)), column, scope);
-      return deriveBlindIndexKey(await unwrap('index', scope, version), column, scope);
+      checkIndexKey(scope, version);
+      return indexKeyAt(column, scope, version);
+    },
+    blindIndexAt(column, scope, version, normalised) {
+      checkIndexKey(scope, version);
+      const entry = cachedIndexEntry(scope, version);
+      if (entry !== undefined) return indexDigest(entry, column, scope, normalised);
+      // Unwrapped (or its version learnt) now; the next call finds it cached and keeps the column key.
+      return indexKeyAt(column, scope, version).then((key) => {
+        try {
+          return blindIndex(key, normalised);
+        } finally {
+          key.fill(0);
+        }
+      });
     },
     latestIndexVersion(scope) {
       checkScope(scope);
+      const known = knownVersion('index', scope);
+      if (known !== undefined) return known;
       const id = idOf('index', scope);
-      const cached = latest.get(id);
-      if (cached && cached.expiresAt > Date.now()) return Promise.resolve(cached.version);
       // Unlike data keys, none is created here: a clinic with no key of its own is at version 1.
       return singleFlight(resolving, id, async () => {
         const version = (await fromStore(store.latest('index', scope)))?.version ?? 1;
