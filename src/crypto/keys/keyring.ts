@@ -128,9 +128,8 @@ export interface Keyring {
   /**
    * The newest blind-index key version of a clinic (1 when it has none of its own), as cached for
    * `latestTtlMs`: lookups try it and the one before, which covers every row while a rotation runs.
-   * Synchronously while cached.
    */
-  latestIndexVersion(scope: string): number | Promise<number>;
+  latestIndexVersion(scope: string): Promise<number>;
   /** Makes sure the clinic's own index key `version` (2 or more) exists; creates it when it does not. */
   ensureIndexKey(scope: string, version: number): Promise<void>;
   /**
@@ -648,7 +647,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     latestIndexVersion(scope) {
       checkScope(scope);
       const known = knownVersion('index', scope);
-      if (known !== undefined) return known;
+      if (known !== undefined) return Promise.resolve(known);
       const id = idOf('index', scope);
       // Unlike data keys, none is created here: a clinic with no key of its own is at version 1.
       return singleFlight(resolving, id, async () => {

@@ -157,10 +157,4 @@ describe('blind-index column keys kept beside their index key', () => {
     const digest = s.keyring.blindIndexAt('patients.ssn', 'c-3', 1, SSN) as Buffer;
     expect(digest.equals(await expected(s, 'patients.ssn', 'c-3', 1, SSN))).toBe(true);
   });
-
-  it("the clinic's newest index version is known synchronously while cached", async () => {
-    const s = await setup();
-    expect(await s.keyring.latestIndexVersion('c-north')).toBe(1);
-    expect(s.keyring.latestIndexVersion('c-north')).toBe(1);
-  });
 });
