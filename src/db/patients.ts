@@ -198,6 +198,12 @@ const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, false);
 // policy's clinic test) to keep one: ~10% of a read's instructions (bench/README.md, abreq).
 const PATIENT_BY_ID = `${PATIENT_SELECT} WHERE p.id = $1::uuid`;
 const PATIENTS_BY_IDS = `${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`;
+// Built once: a text built per search is a new string, which each map that names or wraps the
+// statement (src/db/transaction.ts) hashes again in full, a couple of kilobytes each time.
+const SEARCH_BY = {
+  mrn_bidx: `${PATIENT_SELECT} WHERE p.mrn_bidx = ANY($1::bytea[]) LIMIT 2`,
+  ssn_bidx: `${PATIENT_SELECT} WHERE p.ssn_bidx = ANY($1::bytea[]) LIMIT 2`,
+} as const;
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
   const { rows } = ids.length === 1 ? await tx.query<FetchedPatient>(PATIENT_BY_ID, ids) : await tx.query<FetchedPatient>(PATIENTS_BY_IDS, [ids]);
@@ -272,7 +278,7 @@ export async function searchByBlindIndex(
 ): Promise<SearchResult> {
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<FetchedPatient>(`${PATIENT_SELECT} WHERE p.${column} = ANY($1::bytea[]) LIMIT 2`, [indexes]),
+    tx.query<FetchedPatient>(SEARCH_BY[column], [indexes]),
   ]);
   return allowance.allowed ? { allowed: true, rows: patientRows(found.rows) } : allowance;
 }
