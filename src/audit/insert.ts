@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Statement } from '../db/transaction.ts';
 import { MAX_RECORD_EVENTS } from './canonical.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
-import { binaryUuidArray } from './uuid-array.ts';
+import { binaryUuid, binaryUuidArray } from './uuid-array.ts';
 
 /** One request's events, as one batch writes them. */
 export interface AuditPart {
@@ -327,7 +327,7 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
       `${starts}}`,
       total,
       binaryUuidArray(recordIds, sentinel),
-      sentinel,
+      binaryUuid(sentinel),
     ],
   };
 }

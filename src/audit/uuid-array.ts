@@ -38,6 +38,13 @@ function writeUuid(out: Uint8Array, at: number, id: string): boolean {
   return true;
 }
 
+/** One uuid in binary form (uuid_send's 16 bytes); throws, naming no value, when `id` is not a uuid. */
+export function binaryUuid(id: string): Buffer {
+  const out = Buffer.alloc(16);
+  if (!writeUuid(out, 0, id)) throw new Error('audit event id is not a uuid');
+  return out;
+}
+
 /** A 4-byte big-endian integer at `at`. */
 function int32(out: Buffer, at: number, v: number): void {
   out[at] = v >>> 24;

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
 import { auditInsert, isUuid } from '../../../src/audit/insert.ts';
+import { uuidOf, uuidsOf as uuids } from '../../support/binary-uuids.ts';
 
 const request: AuditRequest = { requestId: 'req-1', actor: 'reg-north', actorKind: 'user', clientAddr: null };
 const P1 = '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b';
@@ -13,23 +14,6 @@ const ev = (patientId: string | null, field: string, extra: Partial<AuditEvent> 
 });
 const values = (events: AuditEvent[]) => auditInsert(BATCH, [{ request, events }]).values!;
 const NIL = '00000000-0000-0000-0000-000000000000';
-
-/** The elements of a binary uuid[] parameter (src/audit/uuid-array.ts), NULL as null. */
-function uuids(param: unknown): (string | null)[] {
-  const buf = param as Buffer;
-  const out: (string | null)[] = [];
-  for (let i = 0, at = 20; i < buf.readInt32BE(12); i++) {
-    if (buf.readInt32BE(at) === -1) {
-      out.push(null);
-      at += 4;
-      continue;
-    }
-    const hex = buf.subarray(at + 4, at + 20).toString('hex');
-    out.push(`${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`);
-    at += 20;
-  }
-  return out;
-}
 
 // The batch's statement is built without keys for the common case (src/audit/insert.ts): these
 // are the cases where that shortcut could go wrong.
@@ -63,9 +47,9 @@ describe('auditInsert, record and shape bookkeeping', () => {
 
   it('stands for a NULL record id with the nil uuid, or with a uuid no event carries when one carries the nil uuid', () => {
     const nulls = values([ev(P1, 'ssn'), ev(P1, 'kind', { recordId: E1 }), ev(P2, 'ssn')]);
-    expect([uuids(nulls[20]), nulls[21]]).toEqual([[NIL, E1, NIL], NIL]);
+    expect([uuids(nulls[20]), nulls[21]]).toEqual([[NIL, E1, NIL], Buffer.alloc(16)]);
     const nil = values([ev(P1, 'ssn'), ev(P1, 'kind', { recordId: NIL }), ev(P2, 'ssn')]);
-    const sentinel = nil[21] as string;
+    const sentinel = uuidOf(nil[21] as Buffer);
     expect(isUuid(sentinel) && sentinel !== NIL).toBe(true);
     expect(uuids(nil[20])).toEqual([sentinel, NIL, sentinel]);
   });

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { isUuid } from '../../../src/audit/insert.ts';
-import { binaryUuidArray } from '../../../src/audit/uuid-array.ts';
+import { binaryUuid, binaryUuidArray } from '../../../src/audit/uuid-array.ts';
 
 /** array_recv's reading of a one-dimensional uuid[]: [ndim, hasNulls, element oid, elements]. */
 function decode(buf: Buffer): [number, number, number, (string | null)[]] {
@@ -41,6 +41,10 @@ describe('binaryUuidArray', () => {
     expect(decode(binaryUuidArray([null, A, NIL], NIL))).toEqual([1, 0, 2950, [NIL, A, NIL]]);
   });
 
+  it('writes one uuid as its 16 bytes', () => {
+    expect(binaryUuid(A.toUpperCase()).toString('hex')).toBe(A.replace(/-/g, ''));
+  });
+
   it('writes an empty array with no dimensions', () => {
     expect(decode(binaryUuidArray([]))).toEqual([0, 0, 2950, []]);
   });
@@ -51,6 +55,7 @@ describe('binaryUuidArray', () => {
       expect(isUuid(bad), bad).toBe(false);
       expect(() => binaryUuidArray([A, A, bad]), bad).toThrow('not a uuid');
       expect(() => binaryUuidArray([null], bad), bad).toThrow('not a uuid');
+      expect(() => binaryUuid(bad), bad).toThrow('not a uuid');
     }
   });
 });
