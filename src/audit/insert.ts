@@ -135,15 +135,17 @@ function uuidElement(id: string | null): string {
 const NIL = '00000000-0000-0000-0000-000000000000';
 
 /**
- * A uuid that is none of `ids`, to stand for NULL in $21: the nil uuid, which no id the database
- * generates is, unless an event carries it, then a random one the batch does not hold.
+ * The record ids for $21 and the uuid standing for NULL in them ($22): the nil uuid, which no id
+ * the database generates is, unless an event carries it, then a random one no event carries.
  */
-function absentFrom(ids: readonly (string | null)[]): string {
-  if (!ids.includes(NIL)) return NIL;
-  const present = new Set(ids.map((id) => id?.toLowerCase()));
-  let candidate = randomUUID();
-  while (present.has(candidate)) candidate = randomUUID();
-  return candidate;
+function recordIdsParam(ids: readonly (string | null)[]): [Buffer, Buffer] {
+  let sentinel = NIL;
+  let encoded = binaryUuidArray(ids, sentinel);
+  while (encoded === null) {
+    sentinel = randomUUID();
+    encoded = binaryUuidArray(ids, sentinel);
+  }
+  return [encoded, binaryUuid(sentinel)];
 }
 
 const NEEDS_ESCAPE = /[\\"]/;
@@ -302,7 +304,7 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
       }
     }
   }
-  const sentinel = absentFrom(recordIds);
+  const [recordIdsBytes, sentinel] = recordIdsParam(recordIds);
   return {
     text: INSERT,
     values: [
@@ -326,8 +328,8 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
       binaryUuidArray(patients),
       `${starts}}`,
       total,
-      binaryUuidArray(recordIds, sentinel),
-      binaryUuid(sentinel),
+      recordIdsBytes,
+      sentinel,
     ],
   };
 }

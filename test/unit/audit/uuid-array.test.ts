@@ -37,8 +37,14 @@ describe('binaryUuidArray', () => {
   });
 
   it('writes nullAs in place of NULL, leaving an array without NULLs', () => {
-    expect(decode(binaryUuidArray([null, A, null], B))).toEqual([1, 0, 2950, [B, A, B]]);
-    expect(decode(binaryUuidArray([null, A, NIL], NIL))).toEqual([1, 0, 2950, [NIL, A, NIL]]);
+    expect(decode(binaryUuidArray([null, A, null], B)!)).toEqual([1, 0, 2950, [B, A, B]]);
+    expect(decode(binaryUuidArray([null, A, null], NIL)!)).toEqual([1, 0, 2950, [NIL, A, NIL]]);
+  });
+
+  it('answers null when an element is nullAs itself, which then could not stand for NULL', () => {
+    expect(binaryUuidArray([null, A, NIL], NIL)).toBeNull();
+    expect(binaryUuidArray([null, B.toUpperCase(), A], B)).toBeNull();
+    expect(binaryUuidArray([A, A, null], B)).not.toBeNull();
   });
 
   it('writes one uuid as its 16 bytes', () => {
@@ -55,6 +61,7 @@ describe('binaryUuidArray', () => {
       expect(isUuid(bad), bad).toBe(false);
       expect(() => binaryUuidArray([A, A, bad]), bad).toThrow('not a uuid');
       expect(() => binaryUuidArray([null], bad), bad).toThrow('not a uuid');
+      expect(() => binaryUuidArray([A, bad], B), bad).toThrow('not a uuid');
       expect(() => binaryUuid(bad), bad).toThrow('not a uuid');
     }
   });
