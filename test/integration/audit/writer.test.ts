@@ -159,6 +159,27 @@ describe('the narrow layout', () => {
     );
   });
 
+  // src/audit/insert.ts sends every event's record id in one flat uuid[], a sentinel for NULL, and
+  // slices each record's out of it: the slices must fall on the records' own events.
+  it("stores each record's record ids as its events carry them, NULLs and the nil uuid included", async () => {
+    const w = writer();
+    const nil = '00000000-0000-0000-0000-000000000000';
+    const [a, b] = [randomUUID(), randomUUID()];
+    const plain = request();
+    await w.record(plain, [
+      { ...read('kind'), recordId: a },
+      read('ssn'),
+      { ...read('kind'), patientId: OTHER, recordId: b.toUpperCase() },
+      { ...read('reason'), patientId: OTHER, recordId: b },
+      { ...read('notes'), patientId: OTHER },
+      { ...read('mrn'), recordId: a },
+    ]);
+    expect((await recordsOf(plain.requestId)).map((r) => r.record_ids)).toEqual([[a, null, a], [b, b, null]]);
+    const withNil = request();
+    await w.record(withNil, [read('ssn'), { ...read('kind'), recordId: nil }, { ...read('ssn'), patientId: OTHER }]);
+    expect((await recordsOf(withNil.requestId)).map((r) => r.record_ids)).toEqual([[null, nil], [null]]);
+  });
+
   it('splits a record above 65,536 events, in order', async () => {
     const w = writer();
     const req = request();

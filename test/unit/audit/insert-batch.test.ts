@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
 import { auditInsert, isUuid } from '../../../src/audit/insert.ts';
+import { uuidOf, uuidsOf as uuids } from '../../support/binary-uuids.ts';
 
 const request: AuditRequest = { requestId: 'req-1', actor: 'reg-north', actorKind: 'user', clientAddr: null };
 const P1 = '0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b';
@@ -12,6 +13,7 @@ const ev = (patientId: string | null, field: string, extra: Partial<AuditEvent> 
   action: 'read', typeName: 'Patient', field, patientId, recordId: null, role: 'registrar', purpose: 'operations', breakGlass: false, ...extra,
 });
 const values = (events: AuditEvent[]) => auditInsert(BATCH, [{ request, events }]).values!;
+const NIL = '00000000-0000-0000-0000-000000000000';
 
 // The batch's statement is built without keys for the common case (src/audit/insert.ts): these
 // are the cases where that shortcut could go wrong.
@@ -19,9 +21,10 @@ describe('auditInsert, record and shape bookkeeping', () => {
   it('keeps one record per (patient, group) when events of two groups of one patient interleave', () => {
     const v = values([ev(P1, 'ssn'), ev(P1, 'notes', { role: null, action: 'denied' }), ev(P1, 'mrn'), ev(P2, 'ssn'), ev(P1, 'phone', { role: null, action: 'denied' })]);
     // Records in the order of their first event: P1 as registrar, P1 with no role, P2.
-    expect([v[14], v[15], v[17]]).toEqual(['{1,1,1}', '{1,2,1}', `{${P1},${P1},${P2}}`]);
+    expect([v[14], v[15], uuids(v[17])]).toEqual(['{1,1,1}', '{1,2,1}', [P1, P1, P2]]);
     expect(v[12]).toBe(String.raw`{"{\"ssn\",\"mrn\"}","{\"notes\",\"phone\"}","{\"ssn\"}"}`);
-    expect(v[19]).toBe(5);
+    // Each record's first event in the flat record ids: 2 events, then 2, then 1.
+    expect([v[18], v[19]]).toEqual(['{1,3,5}', 5]);
   });
 
   it('finds a shape seen before another of the same length came between', () => {
@@ -37,9 +40,18 @@ describe('auditInsert, record and shape bookkeeping', () => {
 
   it('checks every distinct record id, also after a repeated one', () => {
     const rows = (bad: string) => [ev(P1, 'kind', { recordId: E1 }), ev(P1, 'reason', { recordId: E1 }), ev(P1, 'notes', { recordId: bad })];
-    expect(values(rows(E1.toUpperCase()))[18]).toBe(`{"{${E1},${E1},${E1.toUpperCase()}}"}`);
+    expect(uuids(values(rows(E1.toUpperCase()))[20])).toEqual([E1, E1, E1]);
     expect(() => values(rows(`${E1}}`))).toThrow('not a uuid');
     expect(() => values(rows(`${E1.slice(0, 35)}}`))).toThrow('not a uuid');
+  });
+
+  it('stands for a NULL record id with the nil uuid, or with a uuid no event carries when one carries the nil uuid', () => {
+    const nulls = values([ev(P1, 'ssn'), ev(P1, 'kind', { recordId: E1 }), ev(P2, 'ssn')]);
+    expect([uuids(nulls[20]), nulls[21]]).toEqual([[NIL, E1, NIL], Buffer.alloc(16)]);
+    const nil = values([ev(P1, 'ssn'), ev(P1, 'kind', { recordId: NIL }), ev(P2, 'ssn')]);
+    const sentinel = uuidOf(nil[21] as Buffer);
+    expect(isUuid(sentinel) && sentinel !== NIL).toBe(true);
+    expect(uuids(nil[20])).toEqual([sentinel, NIL, sentinel]);
   });
 
   it('isUuid accepts exactly 8-4-4-4-12 hex digits', () => {
