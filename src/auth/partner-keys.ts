@@ -24,7 +24,7 @@ export interface PartnerKeys {
 export async function createPartnerKeys(deps: { config: Config; db: Pool; provider: KeyProvider; logger: Logger }): Promise<PartnerKeys> {
   const { config, db, provider, logger } = deps;
   const peppers = createPeppers(db, provider);
-  // The Redis client is loaded only with REDIS_URL: ~3.8 MB of heap for the process's life otherwise (src/heap.ts).
+  // The Redis client is loaded only with REDIS_URL: otherwise ~3.8 MB of live heap for the process's life, up to 1.5x that at the old space's peak (src/heap.ts).
   const rateLimits =
     config.redisUrl === null
       ? createMemoryRateLimitStore()

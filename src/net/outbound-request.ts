@@ -6,10 +6,10 @@ import https from 'node:https';
  * the alert webhook), through node:http.
  *
  * Not fetch(): Node's fetch is undici, whose HTTP parser is WebAssembly that V8 compiles on the
- * first connection, and that compilation stays resident for the life of the process, ~15 MB on
- * Node 24.22 (the binary's Wasm compiler text and glibc's heap) and 17-35 MB on Node 20.20, for the
- * few requests a gateway makes to its issuer (bench/README.md, "Node 24's idle RSS: fetch's
- * WebAssembly parser").
+ * first connection, and what that compilation touched stays resident for the life of the process:
+ * 7-15 MB on Node 24.22 after the gateway's modules (mostly glibc's heap, ~2 MB of the binary's
+ * Wasm compiler text), 3-23 MB on Node 20.20, for the few requests a gateway makes to its issuer
+ * (bench/README.md, "Node 24's baseline: what start-up loads").
  *
  * As the callers used fetch: redirects are not followed (a 3xx is an answer like any other), and
  * when `signal` aborts the promise rejects with its reason (AbortSignal.timeout's TimeoutError).

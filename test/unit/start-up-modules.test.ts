@@ -32,7 +32,7 @@ process.exit(0);`;
 }
 
 // Each of these holds megabytes of heap for the life of the process (bench/README.md, "Node 24's
-// idle RSS"): the gateway loads one only when its configuration uses it, inside assembleApp.
+// baseline: what start-up loads"): the gateway loads one only when its configuration uses it, inside assembleApp.
 const BY_CONFIGURATION = ['/node_modules/@aws-sdk/', '/node_modules/redis/', '/node_modules/@redis/', '/node_modules/@opentelemetry/sdk-trace', '/node_modules/@opentelemetry/exporter-'];
 
 describe("the gateway's modules at start-up", () => {
