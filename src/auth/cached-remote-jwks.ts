@@ -64,6 +64,6 @@ const jwksRequest: FetchImplementation = async (url, { headers, signal }) => {
 };
 
 function isFetchFailure(e: unknown): boolean {
-  // fetch() itself rejects with a TypeError when the connection fails.
+  // A failed connection rejects with node:http's own error (src/net/outbound-request.ts), not a JOSEError.
   return !(e instanceof errors.JOSEError) || FETCH_FAILURES.has(e.code);
 }
