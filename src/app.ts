@@ -123,7 +123,7 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     // A production gateway that cannot use its master key would start and then fail every request.
     if (config.env === 'production') await assertKeyUsable(provider, config.kms.provider === 'aws' ? 'PHIGATE_KMS_KEY_ID' : 'PHIGATE_KMS');
     const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool), cache: config.keyCache });
-    const partnerKeys = createPartnerKeys({ config, db: preauthPool, provider, logger });
+    const partnerKeys = await createPartnerKeys({ config, db: preauthPool, provider, logger });
     const cipher = createFieldCipher(keyring);
     const routes = [];
     let issuer = config.oidc.issuer;

@@ -1,4 +1,5 @@
 import type { Logger, RequestLog } from '../log.ts';
+import { outboundRequest } from '../net/outbound-request.ts';
 
 /**
  * Something a person must look at soon: a break-glass grant, bulk reads, reads outside working
@@ -55,9 +56,8 @@ export function createAlerts({ webhookUrl, logger, attempts = 4, firstBackoffMs 
     const body = JSON.stringify({ ...alert, at: new Date().toISOString(), source: 'phigate' });
     for (let attempt = 1; attempt <= attempts; attempt++) {
       try {
-        const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
-        await res.body?.cancel();
-        if (res.ok) {
+        const res = await outboundRequest(new URL(url), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
+        if (res.status >= 200 && res.status < 300) {
           stats.sent++;
           return;
         }

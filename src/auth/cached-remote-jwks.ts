@@ -1,5 +1,6 @@
-import { createLocalJWKSet, createRemoteJWKSet, errors } from 'jose';
-import type { JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors } from 'jose';
+import type { FetchImplementation, JWTVerifyGetKey } from 'jose';
+import { outboundRequest } from '../net/outbound-request.ts';
 import { tokenRefused } from './token-refused.ts';
 
 /**
@@ -32,6 +33,7 @@ export function createCachedRemoteJwks(jwksUri: URL, now: () => number): JWTVeri
     cooldownDuration: COOLDOWN_MS,
     cacheMaxAge: MAX_AGE_MS,
     timeoutDuration: TIMEOUT_MS,
+    [customFetch]: jwksRequest,
   });
   let offlineUntil = -Infinity;
   let lastKnown: JWTVerifyGetKey | undefined;
@@ -54,7 +56,14 @@ export function createCachedRemoteJwks(jwksUri: URL, now: () => number): JWTVeri
   };
 }
 
+/** jose's JWKS request through node:http rather than fetch (src/net/outbound-request.ts says why). */
+const jwksRequest: FetchImplementation = async (url, { headers, signal }) => {
+  const answer = await outboundRequest(new URL(url), { headers: Object.fromEntries(headers), signal });
+  // jose reads the body of a 200 only; a Response may not carry one with some other statuses (204, 304).
+  return new Response(answer.status === 200 ? answer.text : null, { status: answer.status });
+};
+
 function isFetchFailure(e: unknown): boolean {
-  // fetch() itself rejects with a TypeError when the connection fails.
+  // A failed connection rejects with node:http's own error (src/net/outbound-request.ts), not a JOSEError.
   return !(e instanceof errors.JOSEError) || FETCH_FAILURES.has(e.code);
 }

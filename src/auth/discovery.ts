@@ -1,3 +1,4 @@
+import { outboundRequest } from '../net/outbound-request.ts';
 import { tokenRefused } from './token-refused.ts';
 
 const TIMEOUT_MS = 5_000;
@@ -27,16 +28,9 @@ export async function discoveryDocument(issuer: string): Promise<Readonly<Record
   const url = new URL(`${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`);
   let document: unknown;
   try {
-    const response = await fetch(url, {
-      redirect: 'manual',
-      signal: AbortSignal.timeout(TIMEOUT_MS),
-      headers: { accept: 'application/json' },
-    });
-    if (response.status !== 200) {
-      await response.body?.cancel();
-      throw new Error(`discovery answered HTTP ${response.status}`);
-    }
-    document = await response.json();
+    const answer = await outboundRequest(url, { headers: { accept: 'application/json' }, signal: AbortSignal.timeout(TIMEOUT_MS) });
+    if (answer.status !== 200) throw new Error(`discovery answered HTTP ${answer.status}`);
+    document = JSON.parse(answer.text);
   } catch (cause) {
     throw tokenRefused('issuer_unreachable', cause);
   }

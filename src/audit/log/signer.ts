@@ -1,7 +1,6 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, sign as signWith, type KeyObject } from 'node:crypto';
 import { link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { GetPublicKeyCommand, KMSClient, SignCommand } from '@aws-sdk/client-kms';
 import type { NoteSigner } from './note.ts';
 
 /**
@@ -85,6 +84,8 @@ export interface KmsSignerOptions {
  * it is an Ed25519 signing key; any doubt is a KmsSigningKeyError.
  */
 export async function kmsSigner(opts: KmsSignerOptions): Promise<NoteSigner> {
+  // Loaded only when KMS signs: the file signer's gateway never holds the AWS SDK (src/crypto/keys/from-config.ts).
+  const { GetPublicKeyCommand, KMSClient, SignCommand } = await import('@aws-sdk/client-kms');
   const client = new KMSClient({ region: opts.region, ...(opts.endpoint ? { endpoint: opts.endpoint } : {}), ...(opts.credentials ? { credentials: opts.credentials } : {}) });
   const got = await client.send(new GetPublicKeyCommand({ KeyId: opts.keyId })).catch((err: unknown) => {
     // The SDK's name (NotFoundException, AccessDeniedException, a network error) and nothing of its message.

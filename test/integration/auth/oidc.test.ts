@@ -411,6 +411,15 @@ describe('discovery', () => {
     }
   });
 
+  it('and the JWKS are read without fetch(), whose WebAssembly parser would stay resident (src/net/outbound-request.ts)', async () => {
+    vi.stubGlobal('fetch', () => Promise.reject(new Error('fetch() was called')));
+    try {
+      await expect(verifierFor(A.issuer).verify(await signed())).resolves.toMatchObject({ subject: SUB });
+    } finally {
+      vi.unstubAllGlobals();
+    }
+  });
+
   it('of an issuer nobody answers for is refused promptly', async () => {
     const server = await serveIssuer((url) => url);
     const { url } = server;
