@@ -58,7 +58,7 @@ describe("the gateway's alert sweep", () => {
       await c.query('LOCK TABLE phigate.alert_settings IN ACCESS EXCLUSIVE MODE');
       await vi.waitFor(
         async () => {
-          const { rows } = await gw.admin((a) => a.query(`SELECT 1 FROM pg_stat_activity WHERE query = $1 AND wait_event_type = 'Lock'`, [SWEEP_SQL]));
+          const { rows } = await gw.admin((a) => a.query(`SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND query = $1 AND wait_event_type = 'Lock'`, [SWEEP_SQL]));
           expect(rows).toHaveLength(1);
         },
         { timeout: 30_000, interval: 50 },
