@@ -2,8 +2,8 @@
  * PostgreSQL's CPU per request, split by who spent it: the request's own transaction (backends of
  * the gateway's request pool, application_name `phigate`), the audit writer's share (its pool,
  * `phigate-audit`: the batches and their commits, shared by the requests they carry), the search
- * count's (`phigate-search-quota`: one per patientBySsn or patientByMrn) and the rest
- * of the server (WAL writer, checkpointer, autovacuum, the key pool, idle targets). CPU time from
+ * count's (`phigate-search-quota`: one per patientBySsn or patientByMrn), the alert sweep's
+ * (`phigate-alert-sweep`: every 15 s, whatever the requests) and the rest of the server (WAL writer, checkpointer, autovacuum, the key pool, idle targets). CPU time from
  * /proc is what a backend really ran, so it holds up on a machine shared with other work where
  * wall times do not. With pg_stat_statements loaded (`--pg-statements`, embedded PostgreSQL only),
  * also the time per request of each statement the gateway's role ran (execution + planning: wall
@@ -33,6 +33,8 @@ export interface PgSplit {
   readonly writerMs: number;
   /** The searches' count (phigate.take_search on a connection of its own); 0 for workloads that do not search. */
   readonly searchCountMs: number;
+  /** The alert sweeps that fell in the run, on their own connection, over the run's requests: one sweep or none per 15 s. */
+  readonly sweepMs: number;
   readonly otherMs: number;
   /** Writer batches per request (its transactions over the run's requests): 1 means no sharing. */
   readonly writerBatchesPerRequest: number;
@@ -41,8 +43,8 @@ export interface PgSplit {
   readonly statements: readonly StatementCost[] | null;
 }
 
-type Group = 'request' | 'writer' | 'searchCount';
-const POOLS: Record<string, Group> = { phigate: 'request', 'phigate-audit': 'writer', 'phigate-search-quota': 'searchCount' };
+type Group = 'request' | 'writer' | 'searchCount' | 'sweep';
+const POOLS: Record<string, Group> = { phigate: 'request', 'phigate-audit': 'writer', 'phigate-search-quota': 'searchCount', 'phigate-alert-sweep': 'sweep' };
 
 interface Snapshot {
   readonly backends: Map<number, { group: Group; cpuMs: number; systemMs: number; voluntary: number; involuntary: number }>;
@@ -82,7 +84,7 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
   return async (requests) => {
     try {
       const after = await snapshot(c, postmaster, database);
-      const spent = { request: 0, writer: 0, searchCount: 0 };
+      const spent = { request: 0, writer: 0, searchCount: 0, sweep: 0 };
       const request = { systemMs: 0, voluntary: 0, involuntary: 0 };
       let newBackends = 0;
       for (const [pid, b] of after.backends) {
@@ -118,7 +120,8 @@ export async function pgSplitMeter(adminUrl: string, postmaster: number, appRole
         requestSwitches: { voluntary: round3(request.voluntary / n), involuntary: round3(request.involuntary / n) },
         writerMs: round3(spent.writer / n),
         searchCountMs: round3(spent.searchCount / n),
-        otherMs: round3((total - spent.request - spent.writer - spent.searchCount) / n),
+        sweepMs: round3(spent.sweep / n),
+        otherMs: round3((total - spent.request - spent.writer - spent.searchCount - spent.sweep) / n),
         writerBatchesPerRequest: round3((after.batches - before.batches) / n),
         newBackends,
         statements: costs,

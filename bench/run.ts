@@ -564,7 +564,7 @@ async function enableStatementStats(url: string): Promise<void> {
 }
 
 const splitText = (s: PgSplit) =>
-  `PostgreSQL CPU ms/request: request transaction ${s.requestMs} (kernel ${s.requestSystemMs}; context switches ${s.requestSwitches.voluntary} waiting, ${s.requestSwitches.involuntary} preempted) + audit writer ${s.writerMs} + search count ${s.searchCountMs} + rest ${s.otherMs}; writer batches per request ${s.writerBatchesPerRequest}; backends started during the run ${s.newBackends}`;
+  `PostgreSQL CPU ms/request: request transaction ${s.requestMs} (kernel ${s.requestSystemMs}; context switches ${s.requestSwitches.voluntary} waiting, ${s.requestSwitches.involuntary} preempted) + audit writer ${s.writerMs} + search count ${s.searchCountMs} + alert sweep ${s.sweepMs} + rest ${s.otherMs}; writer batches per request ${s.writerBatchesPerRequest}; backends started during the run ${s.newBackends}`;
 
 /** phigate's PostgreSQL split, and with --pg-statements each statement's time per request. */
 function printSplits(rows: Row[]): void {

@@ -55,6 +55,8 @@ export interface App {
   readonly partnerKeys: PartnerKeys;
   /** Sealing, checkpoints and the outside sink (docs/audit-log.md), on a pool of one connection of its own. */
   readonly logPool: Pool;
+  /** The alert sweep's one connection (src/audit/alert-sweep.ts), apart from requests'. */
+  readonly sweepPool: Pool;
   readonly auditLog: LogRunner;
 }
 
@@ -62,7 +64,7 @@ export const devIssuerUrl = (config: Config): string => `http://${config.host}:$
 
 /** Ends every connection pool of the app: the one list, so that no pool is left open at shutdown. */
 export async function endAppPools(app: App): Promise<void> {
-  await Promise.all([app.pool, app.keyPool, app.auditPool, app.preauthPool, app.quotaPool, app.logPool].map((p) => p.end()));
+  await Promise.all([app.pool, app.keyPool, app.auditPool, app.preauthPool, app.quotaPool, app.logPool, app.sweepPool].map((p) => p.end()));
 }
 
 // Before any pool is opened: PHIGATE_AEAD=native without a loadable addon stops start-up with nothing to close.
@@ -103,6 +105,10 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
   // Search counts keep out of the writer's connections: a burst of searches would delay every read's audit commit.
   const quotaPool = createPool(auxUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-search-quota' });
   const logPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-audit-log' });
+  // The alert sweep, one statement of 100 ms or more every PHIGATE_ALERT_SWEEP_SECONDS, takes none of
+  // the request pool's connections. On DATABASE_URL like the sealer, not the auxiliary URL: behind
+  // PgBouncer that entry's few server connections carry the audit commits every read waits for.
+  const sweepPool = createPool(appUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-alert-sweep' });
   // What an unauthenticated client can make the gateway ask the database (a made-up API key, a
   // token naming clinics, a /metrics scrape, a /readyz probe) goes through connections of its own:
   // a flood of it must never take, or wait behind, the connections requests run in.
@@ -192,13 +198,14 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       breakGlass: config.breakGlass,
       alerts: createAlerts({ webhookUrl: config.alertWebhookUrl, logger }),
       alertSweepSeconds: config.alertSweep.sweepSeconds,
+      sweepPool,
       clientAddress: config,
       metricsListener: config.metricsPort === null ? null : { port: config.metricsPort, host: config.metricsHost },
     });
     const auditLog = createLogRunner({ pool: logPool, signer: logSigner, settings: config.auditLog, sinks: await sinksFromConfig(config.auditLog), logger });
-    return { pool, keyPool, auditPool, preauthPool, quotaPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, auditLog };
+    return { pool, keyPool, auditPool, preauthPool, quotaPool, auditWriter, keyring, cipher, gateway, issuer, tracing, partnerKeys, logPool, sweepPool, auditLog };
   } catch (err) {
-    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), preauthPool.end(), tracing?.shutdown()]);
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), logPool.end(), sweepPool.end(), preauthPool.end(), tracing?.shutdown()]);
     throw err;
   }
 }

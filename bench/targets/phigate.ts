@@ -93,6 +93,8 @@ export async function assemblePhigate(w: PhigateWiring): Promise<AssembledPhigat
   const quotaPool = createPool(auxUrl, { max: 1, applicationName: 'phigate-search-quota', connectionTimeoutMs });
   // As src/app.ts: key lookups, the clinic list, /metrics and /readyz never take a request connection.
   const preauthPool = createPool(auxUrl, { max: 2, applicationName: 'phigate-preauth', connectionTimeoutMs });
+  // As src/app.ts: the alert sweep on a connection of its own, which the PostgreSQL split counts apart from requests.
+  const sweepPool = createPool(w.appUrl, { max: 1, applicationName: 'phigate-alert-sweep', connectionTimeoutMs });
   const { logger } = w;
   // As src/app.ts; the gathering settings from the runner's environment, so that --phigate-variants can compare them.
   const gatherConfig = loadConfig({ PHIGATE_AUDIT_GATHER_PERCENT: process.env.PHIGATE_AUDIT_GATHER_PERCENT, PHIGATE_AUDIT_GATHER_MAX_MS: process.env.PHIGATE_AUDIT_GATHER_MAX_MS }).audit;
@@ -107,6 +109,7 @@ export async function assemblePhigate(w: PhigateWiring): Promise<AssembledPhigat
   const gateway = createGateway({
     pool,
     preauthPool,
+    sweepPool,
     auditWriter: w.writer?.(auditWriter) ?? auditWriter,
     searchQuota: createSearchQuota(quotaPool, { preparedStatements }),
     policy: await loadPolicy(w.policyFile, PHI_FIELDS),
@@ -148,7 +151,7 @@ export async function assemblePhigate(w: PhigateWiring): Promise<AssembledPhigat
     close: async () => {
       await gateway.close();
       await auditWriter.close();
-      await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), preauthPool.end()]);
+      await Promise.all([pool.end(), keyPool.end(), auditPool.end(), quotaPool.end(), preauthPool.end(), sweepPool.end()]);
     },
   };
 }

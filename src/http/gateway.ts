@@ -75,6 +75,11 @@ export interface GatewayDeps {
   readonly alerts?: Alerts;
   /** How often this replica tries to sweep the audit trail for alerts (config.alertSweep); unset, the default. */
   readonly alertSweepSeconds?: number;
+  /**
+   * The alert sweep's own connection (a pool of one): a sweep is one statement of 100 ms or more,
+   * which on the request pool held a connection a request could have had. The caller ends it after the gateway.
+   */
+  readonly sweepPool: Pool;
   readonly logger: Logger;
   readonly maxPageSize: number;
   /** Searches by an identifier per principal and minute (config.searchesPerMinute); unset, the config's default. */
@@ -144,7 +149,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
   const recorder = deps.recorder ?? deps.auditWriter;
   const alerts = deps.alerts ?? createAlerts({ webhookUrl: null, logger });
   const breakGlass = deps.breakGlass ?? BREAK_GLASS_DEFAULTS;
-  const sweeper = createAlertSweeper({ pool, sweepSeconds: deps.alertSweepSeconds ?? ALERT_SWEEP_SECONDS, alerts, logger });
+  const sweeper = createAlertSweeper({ pool: deps.sweepPool, sweepSeconds: deps.alertSweepSeconds ?? ALERT_SWEEP_SECONDS, alerts, logger });
   const metrics = createGatewayMetrics({ pool, preauthPool, keyring, cipher, alerts, overdueReviewHours: breakGlass.reviewAfterHours });
   const refusals = createRefusalTrail({ recorder, logger, ...(deps.refusals ?? DEFAULT_REFUSALS) });
   const clinics = deps.clinics ?? createClinicDirectory(preauthPool);
@@ -368,7 +373,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
    * The pool is the caller's to end afterwards.
    */
   async function closeGracefully(): Promise<void> {
-    // No new alert sweep once shutdown begins; one under way finishes before the pool closes.
+    // No new alert sweep once shutdown begins; one under way finishes before its pool closes.
     const stopped = Promise.all([
       new Promise<void>((resolve) => server.close(() => resolve())),
       sweeper.stop(),

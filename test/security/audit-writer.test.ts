@@ -167,8 +167,8 @@ describe('the audit insert refused in the middle of a load: no PHI leaves', () =
 describe('a read transaction writes nothing', () => {
   it('the gateway reads in BEGIN READ ONLY transactions with no INSERT, charge or other write in them', async () => {
     const seen: string[][] = [];
-    // Each connection's open transaction: the pool's other connections carry background statements
-    // meanwhile (the alert sweep's, outside any transaction), which are no read's.
+    // Each connection's open transaction: the pool's other connections may carry statements outside
+    // any transaction meanwhile (a /readyz probe's), which are no read's.
     const open = new Map<pg.PoolClient, string[]>();
     const wrapped = new WeakSet<pg.PoolClient>();
     const observe = (client: pg.PoolClient) => {

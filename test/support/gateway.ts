@@ -102,6 +102,7 @@ export async function startTestGateway(
   const keyPool = createPool(db.auxUrl, { max: 2 });
   const auditPool = createPool(db.auxUrl, { max: loadConfig({}).audit.connections, applicationName: 'phigate-audit' });
   const preauthPool = createPool(db.auxUrl, { max: 2, applicationName: 'phigate-preauth' });
+  const sweepPool = createPool(db.appUrl, { max: 1, applicationName: 'phigate-alert-sweep' });
   const keyring = createKeyring({ provider, store: createPgKeyStore(keyPool) });
   const cipher = createFieldCipher(keyring);
 
@@ -136,6 +137,7 @@ export async function startTestGateway(
   const gateway = createGateway({
     pool,
     preauthPool,
+    sweepPool,
     auditWriter,
     searchQuota: createSearchQuota(auditPool, { preparedStatements: preparedStatements() }),
     policy: await loadPolicy(POLICY_FILE, PHI_FIELDS),
@@ -208,7 +210,7 @@ export async function startTestGateway(
       await gateway.close();
       await verifier.close();
       await auditWriter.close();
-      await Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end()]);
+      await Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end(), sweepPool.end()]);
       if (base) return;
       await issuer.close();
       await db.drop();
