@@ -10,6 +10,7 @@ import { createAuthenticator } from './auth/authenticate.ts';
 import { checkIssuer } from './auth/check-issuer.ts';
 import { createPartnerKeys, type PartnerKeys } from './auth/partner-keys.ts';
 import { createDevIssuerHandler } from './auth/dev-issuer.ts';
+import { devIssuerUrl } from './auth/dev-issuer-url.ts';
 import type { DevStaff } from './auth/dev-login.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from './auth/dev-issuer-keys.ts';
 import { mintDevToken } from './auth/dev-token.ts';
@@ -59,8 +60,6 @@ export interface App {
   readonly sweepPool: Pool;
   readonly auditLog: LogRunner;
 }
-
-export const devIssuerUrl = (config: Config): string => `http://${config.host}:${config.port}/dev-issuer`;
 
 /** Ends every connection pool of the app: the one list, so that no pool is left open at shutdown. */
 export async function endAppPools(app: App): Promise<void> {

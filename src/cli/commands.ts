@@ -2,9 +2,9 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ParseArgsConfig } from 'node:util';
-import { devIssuerUrl } from '../app.ts';
 import { applyConfiguredThresholds } from '../audit/alert-thresholds.ts';
 import { loadOrCreateDevIssuerKeys } from '../auth/dev-issuer-keys.ts';
+import { devIssuerUrl } from '../auth/dev-issuer-url.ts';
 import { mintDevToken } from '../auth/dev-token.ts';
 import type { Config } from '../config.ts';
 import { keyProviderFromConfig } from '../crypto/keys/from-config.ts';
@@ -14,7 +14,6 @@ import { ensureAppLogin, migrate } from '../db/migrate.ts';
 import { createPool } from '../db/pool.ts';
 import { RowScopeError } from '../db/row-scopes.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
-import { printSdl } from '../graphql/schema.ts';
 import { loadPolicy } from '../policy/load.ts';
 import { PHI_FIELDS } from '../policy/phi-fields.ts';
 import { seed } from '../seed/seed.ts';
@@ -200,6 +199,9 @@ export const commands: Record<string, Command> = {
   'print-schema': {
     options: { check: { type: 'boolean' }, write: { type: 'boolean' } },
     async run(v) {
+      // Loaded here: building the schema (graphql, Pothos, every type) is most of what a CLI process
+      // would otherwise spend starting, and only this verb needs it.
+      const { printSdl } = await import('../graphql/schema.ts');
       const sdl = printSdl();
       if (v.check) {
         const current = await readFile(SCHEMA_FILE, 'utf8').catch(() => '');
