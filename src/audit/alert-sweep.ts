@@ -32,6 +32,7 @@ const SEVERITY: Readonly<Record<RaisedRow['kind'], Alert['severity']>> = { bulk_
 
 export function createAlertSweeper(deps: { pool: Pool; sweepSeconds: number; alerts: Alerts; logger: Logger }): AlertSweeper {
   const { pool, sweepSeconds, alerts, logger } = deps;
+  const sweepLog = logger.child({ task: 'alert-sweep' });
   let running: Promise<readonly Alert[]> | null = null;
 
   async function sweepOnce(): Promise<readonly Alert[]> {
@@ -50,7 +51,7 @@ export function createAlertSweeper(deps: { pool: Pool; sweepSeconds: number; ale
         observed: r.observed,
       }),
     );
-    for (const alert of raised) alerts.send(alert);
+    for (const alert of raised) alerts.send(alert, sweepLog);
     return raised;
   }
 

@@ -29,10 +29,11 @@ export interface AlertStats {
 
 export interface Alerts {
   /**
-   * Logs at once, through `log` when a request raised it, and delivers in the background (whose
+   * Logs at once through `log`, which names who raised it (the request, or the sweep's task: a
+   * line no request owns names its task, README "Logs"), and delivers in the background (whose
    * lines belong to no request): it never waits, never throws, never blocks care.
    */
-  send(alert: Alert, log?: RequestLog): void;
+  send(alert: Alert, log: RequestLog): void;
   readonly stats: AlertStats;
   /** Resolves when every delivery under way has finished (shutdown, tests). */
   settled(): Promise<void>;
@@ -72,7 +73,7 @@ export function createAlerts({ webhookUrl, logger, attempts = 4, firstBackoffMs 
   }
 
   return {
-    send(alert, log = logger) {
+    send(alert, log) {
       log.warn(
         { alert: alert.kind, severity: alert.severity, actor: alert.actor, actorKind: alert.actorKind, patientId: alert.patientId, grantId: alert.grantId, expiresAt: alert.expiresAt, windowStart: alert.windowStart, observed: alert.observed },
         'alert',

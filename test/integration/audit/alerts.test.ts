@@ -4,7 +4,7 @@ import { createAlertSweeper } from '../../../src/audit/alert-sweep.ts';
 import { createAlerts, type Alerts } from '../../../src/audit/alerts.ts';
 import type { AlertThresholds } from '../../../src/config.ts';
 import { writeAlertSettings } from '../../../src/db/alert-settings.ts';
-import { createLogger } from '../../../src/log.ts';
+import { createLogger, type Logger } from '../../../src/log.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { startWebhookReceiver, type WebhookReceiver } from '../../support/webhook.ts';
 
@@ -28,12 +28,14 @@ let gw: TestGateway;
 let replica: TestGateway;
 let webhook: WebhookReceiver;
 let alerts: Alerts;
+let logger: Logger;
 const logLines: Record<string, any>[] = [];
 
 beforeAll(async () => {
   webhook = await startWebhookReceiver();
   const sink = new Writable({ write: (chunk, _e, done) => (logLines.push(JSON.parse(String(chunk))), done()) });
-  alerts = createAlerts({ webhookUrl: webhook.url, logger: createLogger('info', sink) });
+  logger = createLogger('info', sink);
+  alerts = createAlerts({ webhookUrl: webhook.url, logger });
   // The gateways' own timers never fire here: the tests sweep when they choose.
   gw = await startTestGateway({ patients: 24, gatewayOptions: { alertSweepSeconds: 3600 } });
   replica = await startTestGateway({ replicaOf: gw, gatewayOptions: { alertSweepSeconds: 3600 } });
@@ -44,7 +46,7 @@ afterAll(async () => {
   await webhook?.close();
 });
 
-const sweeper = (pool = gw.pool) => createAlertSweeper({ pool, sweepSeconds: 3600, alerts, logger: createLogger('silent') });
+const sweeper = (pool = gw.pool) => createAlertSweeper({ pool, sweepSeconds: 3600, alerts, logger });
 /** One sweep by `pool`'s gateway, after the owner set the thresholds to RULES and `rules`. */
 async function sweep(rules: Partial<AlertThresholds> = {}, pool = gw.pool) {
   await gw.admin((c) => writeAlertSettings(c, { ...RULES, ...rules }));
@@ -93,7 +95,7 @@ describe('alerts', () => {
     ]);
     await alerts.settled();
     expect(webhook.received.filter((a) => a.actor === actor)).toEqual([expect.objectContaining({ kind: 'bulk_read', observed: 4, source: 'phigate' })]);
-    expect(logLines.filter((l) => l.msg === 'alert' && l.actor === actor)).toEqual([expect.objectContaining({ alert: 'bulk_read', severity: 'high', observed: 4 })]);
+    expect(logLines.filter((l) => l.msg === 'alert' && l.actor === actor)).toEqual([expect.objectContaining({ alert: 'bulk_read', severity: 'high', observed: 4, task: 'alert-sweep' })]);
   }, 60_000);
 
   it('denied fields: more than N per actor and minute fire once', async () => {

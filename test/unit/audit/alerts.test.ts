@@ -21,8 +21,9 @@ describe('alerts', () => {
   it('retries a refusing webhook with backoff, then delivers', async () => {
     const hook = await webhook([500, 503]);
     const lines: Record<string, unknown>[] = [];
-    const alerts = createAlerts({ webhookUrl: hook.url, logger: createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) }), firstBackoffMs: 20 });
-    alerts.send(alert);
+    const logger = createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const alerts = createAlerts({ webhookUrl: hook.url, logger, firstBackoffMs: 20 });
+    alerts.send(alert, logger);
     await alerts.settled();
     expect(hook.seen).toHaveLength(3);
     expect(hook.seen[2]! - hook.seen[1]!).toBeGreaterThanOrEqual(35);
@@ -34,8 +35,9 @@ describe('alerts', () => {
   it('counts and logs a delivery that failed every attempt, without throwing or blocking the sender', async () => {
     const hook = await webhook([500, 500, 500]);
     const lines: Record<string, unknown>[] = [];
-    const alerts = createAlerts({ webhookUrl: hook.url, logger: createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) }), attempts: 3, firstBackoffMs: 5 });
-    alerts.send(alert);
+    const logger = createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) });
+    const alerts = createAlerts({ webhookUrl: hook.url, logger, attempts: 3, firstBackoffMs: 5 });
+    alerts.send(alert, logger);
     // send() has returned before any attempt was answered: the sender was not held for the delivery
     // (a bound in milliseconds on the call raced a loaded machine instead).
     expect(alerts.stats).toEqual({ sent: 0, failed: 0 });
@@ -45,9 +47,10 @@ describe('alerts', () => {
     await hook.close();
   });
 
-  it('still logs the alert when no webhook is configured', () => {
+  it('still logs the alert when no webhook is configured, through the log of whoever raised it', () => {
     const lines: Record<string, unknown>[] = [];
-    createAlerts({ webhookUrl: null, logger: createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) }) }).send(alert);
-    expect(lines).toEqual([expect.objectContaining({ msg: 'alert', alert: 'break_glass', severity: 'high', grantId: null })]);
+    const logger = createLogger('info', { write: (l: string) => void lines.push(JSON.parse(l)) });
+    createAlerts({ webhookUrl: null, logger }).send(alert, logger.child({ task: 'alert-sweep' }));
+    expect(lines).toEqual([expect.objectContaining({ msg: 'alert', alert: 'break_glass', severity: 'high', grantId: null, task: 'alert-sweep' })]);
   });
 });
