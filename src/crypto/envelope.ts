@@ -158,7 +158,8 @@ function beforeFor(key: DataKey, column: AadColumn): Buffer {
 
 // The DataKey the last value's parts after the row id were found for: a row's key is one cached
 // object (the keyring's entry, held by the row), its scope and versions read-only, so the next
-// value under the same object skips the WeakMap and the four comparisons.
+// value under the same object skips the WeakMap and the four comparisons. The one object kept here
+// outlives its cache entry at most until the next value; the keyring zero-fills its bytes on eviction.
 let lastKey: DataKey | null = null;
 let lastAfter: Buffer | null = null;
 
