@@ -90,7 +90,10 @@ for (let i = 0; i < 100; i++) {
   }
 }
 
-const facts = (rowId: string, patientId: string) => ({ clinicId: CLINIC, onCareTeam: false, grant: null, rowId, patientId });
+// Each patient's row and its encounters share one RowKey, as src/db/patients.ts makes them: the
+// row's first value finds its key in the cache, the others use the one it holds.
+type RowKey = { joined: null; held: unknown };
+const facts = (rowId: string, patientId: string, key: RowKey) => ({ clinicId: CLINIC, onCareTeam: false, grant: null, rowId, patientId, key });
 
 /** One page: parse the rows as pg would, then resolve every value as the page's query asks. */
 function page(cipher: ReturnType<typeof createFieldCipher>): number {
@@ -101,8 +104,11 @@ function page(cipher: ReturnType<typeof createFieldCipher>): number {
     audit: createAuditBuffer({ requestId: 'r-1', actor: 'registrar-1', actorKind: 'user', clientAddr: null }),
   };
   let out = 0;
+  const keys = new Map<string, RowKey>();
   for (const p of patientTexts) {
-    const row: Record<string, unknown> = { facts: facts(p.id, p.id), id: p.id, clinic_id: CLINIC, on_care_team: false, grant_id: null, grant_role: null };
+    const key: RowKey = { joined: null, held: null };
+    keys.set(p.id, key);
+    const row: Record<string, unknown> = { facts: facts(p.id, p.id, key), id: p.id, clinic_id: CLINIC, on_care_team: false, grant_id: null, grant_role: null };
     for (const column in p.cols) row[column] = parseBytea(p.cols[column]!);
     for (const column in p.cols) {
       const v = resolvePatientPhi(ctx, row, FIELD_OF[column]);
@@ -112,7 +118,7 @@ function page(cipher: ReturnType<typeof createFieldCipher>): number {
   }
   for (const e of encounterTexts) {
     const row = {
-      facts: facts(e.id, e.patientId), id: e.id, patient_id: e.patientId, clinic_id: CLINIC, on_care_team: false, grant_id: null, grant_role: null,
+      facts: facts(e.id, e.patientId, keys.get(e.patientId)!), id: e.id, patient_id: e.patientId, clinic_id: CLINIC, on_care_team: false, grant_id: null, grant_role: null,
       occurred_at: encounterDate(e.occurredAt), kind: parseBytea(e.kind), kind_legacy: null,
     };
     const date = resolveEncounterDate(ctx, row);

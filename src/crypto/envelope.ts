@@ -156,7 +156,15 @@ function beforeFor(key: DataKey, column: AadColumn): Buffer {
   return before;
 }
 
+// The DataKey the last value's parts after the row id were found for: a row's key is one cached
+// object (the keyring's entry, held by the row), its scope and versions read-only, so the next
+// value under the same object skips the WeakMap and the four comparisons. The one object kept here
+// outlives its cache entry at most until the next value; the keyring zero-fills its bytes on eviction.
+let lastKey: DataKey | null = null;
+let lastAfter: Buffer | null = null;
+
 function afterFor(key: DataKey): Buffer {
+  if (key === lastKey) return lastAfter!;
   const patient = isPatientKey(key) ? key : null;
   let parts = afterParts.get(key.key);
   if (
@@ -177,6 +185,8 @@ function afterFor(key: DataKey): Buffer {
     };
     afterParts.set(key.key, parts);
   }
+  lastKey = key;
+  lastAfter = parts.bytes;
   return parts.bytes;
 }
 

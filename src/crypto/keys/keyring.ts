@@ -212,6 +212,22 @@ interface Pending {
  * buffers are the cached ones, shared by every caller: never write to them, and use them at once
  * (a key held across an await may be zeroed by then, and is refused by the envelope if so).
  */
+// performance.now() read once per synchronous run of held-key checks (the microtasks queued
+// before its first check), not once per value: a page's values are opened in one run, which lasts
+// milliseconds against an age bound of minutes, so a held key is used at most that run's length
+// past its age. A run that has not read it yet reads it afresh.
+let runNow = -1;
+const endRun = (): void => {
+  runNow = -1;
+};
+function clockOfRun(): number {
+  if (runNow < 0) {
+    runNow = performance.now();
+    queueMicrotask(endRun);
+  }
+  return runNow;
+}
+
 export function createKeyring(opts: KeyringOptions): Keyring {
   const { provider, store } = opts;
   const bounds: KeyCacheBounds = { ...DEFAULT_KEY_CACHE, ...opts.cache };
@@ -480,7 +496,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     }
     const key = held.key as PatientKey;
     if (key.patientId !== patientId || key.patientVersion !== patientVersion || key.version !== clinicVersion || key.scope !== clinicId) return undefined;
-    if (held.expiresAt <= performance.now() || ++held.uses > bounds.maxUses) {
+    if (held.expiresAt <= clockOfRun() || ++held.uses > bounds.maxUses) {
       keys.delete(held.id);
       row.held = null;
       return undefined;

@@ -170,6 +170,26 @@ describe('fieldVerdict', () => {
     expect(fieldVerdict(countedPolicy, nurse, grantRow(7), 'Patient.givenName')).toMatchObject({ effect: 'allow', breakGlass: true, purpose: 'emergency_treatment' });
   });
 
+  it('answers each call for its own principal, policy, clinic, standing and grant role, however calls alternate', () => {
+    const principals = [principal(['registrar']), principal(['physician']), principal(['nurse']), principal(['physician', 'nurse'])];
+    const rows = [ON_TEAM, OFF_TEAM, ELSEWHERE, { ...OFF_TEAM, grant: { id: 'g-1', role: 'nurse' } }, { ...OFF_TEAM, grant: { id: 'g-2', role: 'physician' } }];
+    const fields = ['Patient.ssn', 'Encounter.notes', 'Encounter.reason'];
+    const restrictive: PolicySet = { ...policy, roles: new Map([...policy.roles].map(([name, role]) => [name, { ...role, fields: new Map() }])) };
+    // Each call is judged alone, on a copy of its policy no other call has used.
+    const alone = (p: PolicySet, who: (typeof principals)[number], row: (typeof rows)[number], name: string) =>
+      fieldVerdict({ ...p, roles: new Map(p.roles) }, who, row, name);
+    const calls = principals.flatMap((who) => rows.flatMap((row) => fields.flatMap((name) => [policy, restrictive].map((p) => ({ p, who, row, name })))));
+    const expected = calls.map(({ p, who, row, name }) => alone(p, who, row, name));
+    expect(new Set(expected.map((v) => v.effect))).toEqual(new Set(['allow', 'mask', 'deny']));
+    // Every call right after every other, so each part of the key is the only one to change in some pair.
+    for (const before of calls) {
+      for (const [i, { p, who, row, name }] of calls.entries()) {
+        fieldVerdict(before.p, before.who, before.row, before.name);
+        expect(fieldVerdict(p, who, row, name)).toEqual(expected[i]);
+      }
+    }
+  });
+
   it('keeps verdicts apart by the grant\'s role and from rows seen without one', () => {
     const physicianNurse = principal(['physician', 'nurse']);
     const asNurse = { clinicId: CLINIC, onCareTeam: false, grant: { id: 'g-1', role: 'nurse' } };
