@@ -194,9 +194,9 @@ const onCareTeamOf = (patientId: string, ids: string) =>
                                     WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id = ANY (${ids}))::uuid[]))`;
 
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
-const patientSelect = (from: string, probe: boolean) => `
+const patientSelect = (from: string, probe: boolean, careTeam = onCareTeam('p.id', probe)) => `
   SELECT ${PATIENT_STORED},
-         ${onCareTeam('p.id', probe)} AS on_care_team,
+         ${careTeam} AS on_care_team,
          g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
   FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id', probe)}${KEY_JOIN('p.id')}`;
 const PATIENT_SELECT = patientSelect('phigate.patients p', false);
@@ -244,17 +244,17 @@ const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 // (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients.
 const PAGE_CANDIDATES = `(
     WITH r AS MATERIALIZED (SELECT phigate.ctx_patient_reach() AS reach)
-    SELECT q.* FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
+    SELECT q.*, NULL::boolean AS on_team FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
     CROSS JOIN LATERAL (
       SELECT ${PATIENT_STORED} FROM phigate.patients p
       WHERE p.clinic_id = c.clinic_id AND p.id > $1::uuid ORDER BY p.id LIMIT $2) q
     WHERE (SELECT r.reach FROM r) = 'clinic'
     UNION ALL
-    (SELECT ${PATIENT_STORED} FROM phigate.care_team ct JOIN phigate.patients p ON p.id = ct.patient_id
+    (SELECT ${PATIENT_STORED}, true FROM phigate.care_team ct JOIN phigate.patients p ON p.id = ct.patient_id
      WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id > $1::uuid AND (SELECT r.reach FROM r) = 'care_team'
      ORDER BY ct.patient_id LIMIT $2)
     UNION ALL
-    SELECT ${PATIENT_STORED} FROM phigate.patients p
+    SELECT ${PATIENT_STORED}, NULL FROM phigate.patients p
     WHERE p.id IN (SELECT bg.patient_id FROM phigate.break_glass_grants bg WHERE bg.actor = phigate.ctx_actor() AND bg.revoked_at IS NULL)
       AND p.id > $1::uuid
       AND NOT CASE (SELECT r.reach FROM r)
@@ -263,7 +263,9 @@ const PAGE_CANDIDATES = `(
                 ELSE false
               END
   ) p`;
-const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true)} ORDER BY p.id LIMIT $2`;
+// A care-team candidate is on the actor's care team: its branch read that row, in the same
+// statement, under the same row security. The probe is left to the others' rows.
+const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true, `coalesce(p.on_team, ${onCareTeam('p.id', true)})`)} ORDER BY p.id LIMIT $2`;
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
