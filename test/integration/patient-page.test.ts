@@ -3,7 +3,7 @@ import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encounterById, encountersByPatientIds, patientPage, patientsByIds } from '../../src/db/patients.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
-import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
+import { openRequestTransaction, withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
 import { firstStatementOf, planOfExecute, underRequestContext } from '../support/statement-plan.ts';
 
@@ -198,5 +198,18 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     // The 40 encounters' care team in one scan, none probed per encounter.
     expect(plans.encounters).toMatch(/ on care_team ct \(actual rows=17(\.00)? loops=1\)/);
     expect(plans.encounters).not.toMatch(/ on care_team \w+ \(actual rows=\S+ loops=40\)/);
+  });
+
+  it('reads a page and its encounters in a read-only transaction that is never given a transaction id (no WAL)', async () => {
+    const tx = openRequestTransaction(pool, PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!, { preparedStatements: preparedStatements() });
+    tx.readOnly();
+    try {
+      const page = await patientPage(tx, null, 200);
+      expect(await encountersByPatientIds(tx, page.map((r) => r.id))).toHaveLength(2 * page.length);
+      const { rows } = await tx.query<{ xid: string | null; ro: string }>(`SELECT pg_current_xact_id_if_assigned()::text AS xid, current_setting('transaction_read_only') AS ro`);
+      expect(rows[0]).toEqual({ xid: null, ro: 'on' });
+    } finally {
+      await tx.rollback();
+    }
   });
 });
