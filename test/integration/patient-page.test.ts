@@ -184,6 +184,7 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
         const ids = (await c.query<{ id: string }>(`EXECUTE page('00000000-0000-0000-0000-000000000000', 201)`)).rows.map((r) => r.id);
         await c.query(`PREPARE encounters(uuid[]) AS ${await firstStatementOf((client) => encountersByPatientIds(client, ids))}`);
         return {
+          version: Number((await c.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v),
           page: await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 201)`),
           encounters: await planOfExecute(c, `encounters('{${ids.join(',')}}')`),
         };
@@ -192,12 +193,15 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
       }
     });
     // 20 rows, 4 of them under a live grant: the grant join's probe runs for those 4 only.
-    // Index or sequential scans by the tables' size; PostgreSQL 18 prints rows with two decimals.
-    expect(plans.page).toMatch(/One-Time Filter: \(p\.id = ANY \([^\n]*\)\)\s+->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=4\)/);
-    expect(plans.encounters).toMatch(/One-Time Filter: \(e\.patient_id = ANY \([^\n]*\)\)\s+->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=8\)/);
+    // Index or sequential scans by the tables' size; PostgreSQL 18 prints rows with two decimals, and buffers.
+    expect(plans.page).toMatch(/One-Time Filter: \(p\.id = ANY \([^\n]*\)\)\s+(Buffers: [^\n]*\s+)?->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=4\)/);
+    expect(plans.encounters).toMatch(/One-Time Filter: \(e\.patient_id = ANY \([^\n]*\)\)\s+(Buffers: [^\n]*\s+)?->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=8\)/);
     // The 40 encounters' care team in one scan, none probed per encounter.
     expect(plans.encounters).toMatch(/ on care_team ct \(actual rows=17(\.00)? loops=1\)/);
     expect(plans.encounters).not.toMatch(/ on care_team \w+ \(actual rows=\S+ loops=40\)/);
+    // From PostgreSQL 17 a scan of an index for an array of ids returns rows in the index's order:
+    // encounters_patient holds the statement's whole order (055), so nothing sorts them again.
+    if (plans.version >= 170000) expect(plans.encounters).not.toMatch(/Sort/);
   });
 
   it('reads a page and its encounters in a read-only transaction that is never given a transaction id (no WAL)', async () => {
