@@ -143,10 +143,18 @@ function encounterRows(rows: Fetched<EncounterRow>[], keys: ReadonlyMap<string, 
 }
 
 // The live grant, judged like row security judges it (schema/migrations/034_break_glass_clinic.sql).
-const LIVE_GRANT = (patientId: string, clinicId: string) => `
+// Over a page (`gated`) the probe runs only for a patient the actor holds a live grant on at all,
+// one InitPlan per statement, made a one-time filter of the probe: probed for every row, the join
+// was a fifth of a registrar's page transaction (bench/README.md, branch pagereq), for principals
+// who almost never hold a grant. The set is read before the rows, so it holds every grant still
+// live when a row's probe reads the clock; the probe alone decides which grant that is.
+const LIVE_GRANT_PATIENTS = `SELECT coalesce(array_agg(lg.patient_id), '{}') FROM phigate.break_glass_grants lg
+      WHERE lg.actor = phigate.ctx_actor() AND lg.revoked_at IS NULL AND lg.expires_at > clock_timestamp() AND lg.role = ANY (phigate.ctx_roles())`;
+const LIVE_GRANT = (patientId: string, clinicId: string, gated: boolean) => `
   LEFT JOIN LATERAL (
     SELECT g.id AS grant_id, g.role AS grant_role FROM phigate.break_glass_grants g
-    WHERE g.patient_id = ${patientId} AND g.clinic_id = ${clinicId} AND g.actor = phigate.ctx_actor() AND g.revoked_at IS NULL
+    WHERE ${gated ? `${patientId} = ANY ((${LIVE_GRANT_PATIENTS})::uuid[]) AND ` : ''}g.patient_id = ${patientId} AND g.clinic_id = ${clinicId}
+      AND g.actor = phigate.ctx_actor() AND g.revoked_at IS NULL
       AND g.expires_at > clock_timestamp() AND g.role = ANY (phigate.ctx_roles())
     ORDER BY g.expires_at DESC LIMIT 1) g ON true`;
 
@@ -166,7 +174,7 @@ const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_
 // Whether the actor is on the patient's care team. As a plain EXISTS, PostgreSQL makes it a hashed
 // subplan: the statement first reads the actor's whole care team into a hash table (a physician's
 // 3,334 rows at 20,000 patients, 16,667 at the bench's 100,000), then looks each row up in it.
-// Statements over a page (`probe`) probe care_team_subject per row instead (OFFSET 0 keeps
+// A page's patients (`probe`) probe care_team_subject per row instead (OFFSET 0 keeps
 // the EXISTS from becoming the hash, as in schema/migrations/043_read_plan.sql), and only when one
 // of the request's roles has a care-team row scope: the only roles the answer matters to
 // (rolesForRow, src/policy/decide.ts), so a registrar's page probes nothing. Reads by id keep the
@@ -176,21 +184,31 @@ const onCareTeam = (patientId: string, probe: boolean) =>
     ? `((SELECT phigate.ctx_has_scope('care_team', NULL))
           AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() OFFSET 0))`
     : `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
+// The same answer for rows whose patient is one of `ids`: the actor's care-team rows of those
+// patients, read once per statement (one index scan of at most as many rows as ids), and each
+// row's patient looked up in them. A page's encounters probed the team once per encounter, ~20 K
+// instructions each, a sixth of a physician's page transaction (bench/README.md, branch pagereq).
+const onCareTeamOf = (patientId: string, ids: string) =>
+  `((SELECT phigate.ctx_has_scope('care_team', NULL))
+          AND ${patientId} = ANY ((SELECT coalesce(array_agg(ct.patient_id), '{}') FROM phigate.care_team ct
+                                    WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id = ANY (${ids}))::uuid[]))`;
 
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
-const patientSelect = (from: string, probe: boolean) => `
+const patientSelect = (from: string, probe: boolean, careTeam = onCareTeam('p.id', probe)) => `
   SELECT ${PATIENT_STORED},
-         ${onCareTeam('p.id', probe)} AS on_care_team,
+         ${careTeam} AS on_care_team,
          g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
-  FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id')}${KEY_JOIN('p.id')}`;
+  FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id', probe)}${KEY_JOIN('p.id')}`;
 const PATIENT_SELECT = patientSelect('phigate.patients p', false);
 
-const encounterSelect = (columns: readonly EncounterPhiColumn[], probe: boolean) => `
+// Over a page (`ids`, the parameter holding its patients' ids), the care team and the grants are
+// asked once per statement; read by id (null), each as a probe.
+const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | null) => `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
-         ${onCareTeam('e.patient_id', probe)} AS on_care_team,
+         ${ids === null ? onCareTeam('e.patient_id', false) : onCareTeamOf('e.patient_id', ids)} AS on_care_team,
          g.grant_id, g.grant_role
-  FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id')}`;
-const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, false);
+  FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id', ids !== null)}`;
+const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, null);
 
 // One id, as a read by id asks: `p.id = $1` is planned as one index probe. The generic plan of
 // `p.id = ANY($1)` counts on ten ids, so it builds a bitmap for them, and on PostgreSQL 18 with the
@@ -232,17 +250,17 @@ const BEFORE_ALL_IDS = '00000000-0000-0000-0000-000000000000';
 // (PHIGATE_MAX_TOKEN_CLINICS), plus the actor's granted patients.
 const PAGE_CANDIDATES = `(
     WITH r AS MATERIALIZED (SELECT phigate.ctx_patient_reach() AS reach)
-    SELECT q.* FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
+    SELECT q.*, NULL::boolean AS on_team FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
     CROSS JOIN LATERAL (
       SELECT ${PATIENT_STORED} FROM phigate.patients p
       WHERE p.clinic_id = c.clinic_id AND p.id > $1::uuid ORDER BY p.id LIMIT $2) q
     WHERE (SELECT r.reach FROM r) = 'clinic'
     UNION ALL
-    (SELECT ${PATIENT_STORED} FROM phigate.care_team ct JOIN phigate.patients p ON p.id = ct.patient_id
+    (SELECT ${PATIENT_STORED}, true FROM phigate.care_team ct JOIN phigate.patients p ON p.id = ct.patient_id
      WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id > $1::uuid AND (SELECT r.reach FROM r) = 'care_team'
      ORDER BY ct.patient_id LIMIT $2)
     UNION ALL
-    SELECT ${PATIENT_STORED} FROM phigate.patients p
+    SELECT ${PATIENT_STORED}, NULL FROM phigate.patients p
     WHERE p.id IN (SELECT bg.patient_id FROM phigate.break_glass_grants bg WHERE bg.actor = phigate.ctx_actor() AND bg.revoked_at IS NULL)
       AND p.id > $1::uuid
       AND NOT CASE (SELECT r.reach FROM r)
@@ -251,7 +269,9 @@ const PAGE_CANDIDATES = `(
                 ELSE false
               END
   ) p`;
-const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true)} ORDER BY p.id LIMIT $2`;
+// A care-team candidate is on the actor's care team: its branch read that row, in the same
+// statement, under the same row security. The probe is left to the others' rows.
+const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true, `coalesce(p.on_team, ${onCareTeam('p.id', true)})`)} ORDER BY p.id LIMIT $2`;
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
@@ -302,7 +322,7 @@ export async function encountersByPatientIds(
   const key = chosen.join(',');
   let text = encountersOfPatients.get(key);
   if (text === undefined) {
-    text = `${encounterSelect(chosen, true)} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
+    text = `${encounterSelect(chosen, '$1::uuid[]')} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
     encountersOfPatients.set(key, text);
   }
   return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);

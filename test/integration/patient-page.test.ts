@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { patientPage } from '../../src/db/patients.ts';
+import { encounterById, encountersByPatientIds, patientPage, patientsByIds } from '../../src/db/patients.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
-import { withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
+import { openRequestTransaction, withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
 import { firstStatementOf, planOfExecute, underRequestContext } from '../support/statement-plan.ts';
 
@@ -87,7 +87,13 @@ beforeAll(async () => {
     // Not live: revoked, expired.
     await c.query(grant, ['physician', b1, 'c-b', true, hour(-1), hour(1), hour(-0.5)]);
     await c.query(grant, ['physician', b2, 'c-b', true, hour(-3), hour(-2), null]);
-    await c.query('ANALYZE phigate.patients, phigate.care_team, phigate.break_glass_grants');
+    // Two visits a patient, in the patient's clinic (053's key).
+    await c.query(
+      `INSERT INTO phigate.encounters (id, patient_id, clinic_id, occurred_at, kind)
+       SELECT gen_random_uuid(), id, clinic, now() - make_interval(days => n), '\\x00' FROM unnest($1::uuid[], $2::text[]) AS x(id, clinic), generate_series(1, 2) n`,
+      [patients.map((p) => p.id), patients.map((p) => p.clinic)],
+    );
+    await c.query('ANALYZE phigate.patients, phigate.care_team, phigate.break_glass_grants, phigate.encounters');
   });
 });
 
@@ -135,5 +141,79 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     // PostgreSQL 18 prints row counts with two decimals (11.00), 15 as integers.
     expect(plan).toMatch(/Index Scan using patients_clinic_id on patients \w+ \(actual rows=11(\.00)? loops=1\)/);
     expect(plan).not.toMatch(/Seq Scan on patients|patients_pkey on patients/);
+  });
+
+  // A page's statements ask the care team and the grants once per statement (src/db/patients.ts,
+  // LIVE_GRANT and onCareTeamOf); a read by id asks them per row with a probe. Both must give every
+  // row the same facts, which decide the row's roles and whether its audit rows are break-glass ones.
+  const facts = (r: { id: string; on_care_team: boolean; grant_id: string | null; grant_role: string | null }) => [r.id, r.on_care_team, r.grant_id, r.grant_role];
+  for (const [name, c] of Object.entries(PRINCIPALS)) {
+    it(`gives a page's rows and their encounters the facts a read by id gives them: ${name}`, async () => {
+      const { page, byId, encounters, encountersById } = await withRequestTransaction(
+        pool,
+        c,
+        async (tx) => {
+          const page = await patientPage(tx, null, 200);
+          const byId = (await Promise.all(page.map((r) => patientsByIds(tx, [r.id])))).flat();
+          const encounters = await encountersByPatientIds(tx, page.map((r) => r.id));
+          const encountersById = await Promise.all(encounters.map((e) => encounterById(tx, e.id)));
+          return { page, byId, encounters, encountersById };
+        },
+        { preparedStatements: preparedStatements() },
+      );
+      expect(page.map(facts)).toEqual(byId.map(facts));
+      expect(encounters.map(facts)).toEqual(encountersById.map((e) => facts(e!)));
+      expect(encounters).toHaveLength(2 * page.length);
+    });
+  }
+
+  it('holds grants and care-team rows among those facts', async () => {
+    // Guards the case above against comparing nothing but nulls and falses.
+    const c = PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!;
+    const page = await withRequestTransaction(pool, c, (tx) => patientPage(tx, null, 200), { preparedStatements: preparedStatements() });
+    expect(page.filter((r) => r.on_care_team)).toHaveLength(17);
+    expect(page.filter((r) => r.grant_id !== null).map((r) => r.grant_role)).toEqual(['physician', 'physician', 'physician', 'physician']);
+  });
+
+  it("probes a grant only for a patient the actor holds a live grant on, and reads a page's care team once", async () => {
+    const plans = await admin(async (c) => {
+      await c.query('BEGIN');
+      try {
+        await underRequestContext(c, { actor: 'dr', roles: 'physician', clinics: 'c-a' });
+        await c.query(`PREPARE page(uuid, int) AS ${await firstStatementOf((client) => patientPage(client, null, 201))}`);
+        const ids = (await c.query<{ id: string }>(`EXECUTE page('00000000-0000-0000-0000-000000000000', 201)`)).rows.map((r) => r.id);
+        await c.query(`PREPARE encounters(uuid[]) AS ${await firstStatementOf((client) => encountersByPatientIds(client, ids))}`);
+        return {
+          version: Number((await c.query<{ v: string }>('SHOW server_version_num')).rows[0]!.v),
+          page: await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 201)`),
+          encounters: await planOfExecute(c, `encounters('{${ids.join(',')}}')`),
+        };
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    // 20 rows, 4 of them under a live grant: the grant join's probe runs for those 4 only.
+    // Index or sequential scans by the tables' size; PostgreSQL 18 prints rows with two decimals, and buffers.
+    expect(plans.page).toMatch(/One-Time Filter: \(p\.id = ANY \([^\n]*\)\)\s+(Buffers: [^\n]*\s+)?->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=4\)/);
+    expect(plans.encounters).toMatch(/One-Time Filter: \(e\.patient_id = ANY \([^\n]*\)\)\s+(Buffers: [^\n]*\s+)?->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=8\)/);
+    // The 40 encounters' care team in one scan, none probed per encounter.
+    expect(plans.encounters).toMatch(/ on care_team ct \(actual rows=17(\.00)? loops=1\)/);
+    expect(plans.encounters).not.toMatch(/ on care_team \w+ \(actual rows=\S+ loops=40\)/);
+    // From PostgreSQL 17 a scan of an index for an array of ids returns rows in the index's order:
+    // encounters_patient holds the statement's whole order (055), so nothing sorts them again.
+    if (plans.version >= 170000) expect(plans.encounters).not.toMatch(/Sort/);
+  });
+
+  it('reads a page and its encounters in a read-only transaction that is never given a transaction id (no WAL)', async () => {
+    const tx = openRequestTransaction(pool, PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!, { preparedStatements: preparedStatements() });
+    tx.readOnly();
+    try {
+      const page = await patientPage(tx, null, 200);
+      expect(await encountersByPatientIds(tx, page.map((r) => r.id))).toHaveLength(2 * page.length);
+      const { rows } = await tx.query<{ xid: string | null; ro: string }>(`SELECT pg_current_xact_id_if_assigned()::text AS xid, current_setting('transaction_read_only') AS ro`);
+      expect(rows[0]).toEqual({ xid: null, ro: 'on' });
+    } finally {
+      await tx.rollback();
+    }
   });
 });
