@@ -276,8 +276,9 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const pump = (shard: Shard): void => {
     if (shard.busy) return;
     if (shard.queue.length === 0) {
-      // Nothing queued and nothing announced any more: a transaction begun ahead is not held open.
+      // Nothing queued: the next batch's transaction is begun while one is announced, and not held open past that.
       if (shard.coming === 0 || closing) dropAhead(shard);
+      else beginAhead(shard);
       return;
     }
     if (holdBack(shard)) return;
@@ -305,9 +306,10 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   };
 
   /**
-   * An idle shard told of a coming entry begins that entry's transaction now, while the request
-   * still reads: its batch then waits for the INSERT and COMMIT only. The connection is held until
-   * a batch takes it or no entry is announced any more (pump), each request bounded by its deadline.
+   * A shard with no batch in flight and an entry announced begins that entry's transaction now,
+   * while the request still reads: its batch then waits for the INSERT and COMMIT only. The
+   * connection is held until a batch takes it or no entry is announced any more (pump), each
+   * announced request bounded by its deadline.
    */
   const beginAhead = (shard: Shard): void => {
     if (opts.beginAhead === false || shard.busy || shard.ahead !== null || closing) return;
