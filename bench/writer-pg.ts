@@ -12,8 +12,9 @@
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
  * statements, the protocol, and the rounds' own events) per round, and the backend's pid (to find
  * its file when PostgreSQL runs under `valgrind --tool=callgrind`, which writes one per process).
- * `--ahead` (by-ssn): each lookup is announced (expect()) `--read-ms` (2) before its entry, as the
- * gateway announces a read at admission, so its batch's BEGIN and settings go ahead of the entry;
+ * By SSN, each lookup's entry comes `--read-ms` (2) after the round starts (the read's own time);
+ * with `--ahead` the lookup is announced (expect()) at the start, as the gateway announces a read at
+ * admission, so its batch's BEGIN and settings go ahead of the entry;
  * with `--no-entry` the announcement then ends with no entry (the transaction begun ahead is rolled
  * back), which measures what beginning ahead costs a read that writes nothing. The output's
  * `statementsAfterEntry` counts the statements sent between write() and its answer.
@@ -106,16 +107,19 @@ const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogge
 const READ_MS = Number(values['read-ms']);
 let afterEntry = 0;
 let entries = 0;
-/** A lookup, with --ahead announced READ_MS before its entry (or ending with none), as the gateway's read at admission. */
+/** By-SSN: each entry's wait, write() to its answer (the read's critical path in the writer). */
+let waits: number[] = [];
+/** A lookup whose entry comes READ_MS in; with --ahead announced at the start (or ending with none), as the gateway's read at admission. */
 async function lookupRound(): Promise<unknown> {
   const e = lookup('registrar-1');
   const coming = values.ahead ? writer.expect(e.request) : undefined;
-  if (coming !== undefined) {
-    await new Promise((r) => setTimeout(r, READ_MS));
-    if (values['no-entry']) return coming.end();
-  }
+  // The read's own time, with or without --ahead, so that both wait alike between batches.
+  await new Promise((r) => setTimeout(r, READ_MS));
+  if (coming !== undefined && values['no-entry']) return coming.end();
   const before = statements;
+  const t = performance.now();
   const written = await writer.write(e, coming);
+  waits.push(performance.now() - t);
   afterEntry += statements - before;
   entries++;
   return written;
@@ -136,11 +140,12 @@ const c0 = process.cpuUsage();
 const w0 = performance.now();
 afterEntry = 0;
 entries = 0;
+waits = [];
 for (let i = 0; i < ROUNDS; i++) await round();
 while (pool.idleCount === 0) await new Promise((r) => setTimeout(r, 1));
 const used = cpuMs(pid) - t0;
 const c1 = process.cpuUsage(c0);
 const b = writer.stats.batches - batches;
-console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, backendPid: pid, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), ahead: values.ahead, noEntry: values['no-entry'], statementsAfterEntry: entries === 0 ? null : +(afterEntry / entries).toFixed(2), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
+console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, backendPid: pid, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), ahead: values.ahead, noEntry: values['no-entry'], statementsAfterEntry: entries === 0 ? null : +(afterEntry / entries).toFixed(2), entryWaitMsMedian: waits.length === 0 ? null : +waits.sort((a, b) => a - b)[waits.length >> 1]!.toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
 await writer.close();
 await pool.end();
