@@ -413,6 +413,7 @@ describe('durability of a batch', () => {
       expect((await w.write(entry())).outcome).toBe('committed');
       expect((await w.write(charged)).outcome).toBe('committed');
       // And a batch whose transaction was begun ahead, the settings sent before its entry came.
+      await new Promise((r) => setImmediate(r));
       const ahead = entry();
       const coming = w.expect(ahead.request);
       await inTransactionAhead('phigate-audit');
@@ -707,11 +708,13 @@ describe('a batch begun ahead', () => {
   };
   const batches = (requestId: string) => admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_batches b JOIN phigate.audit_events e ON e.batch_id = b.id WHERE e.request_id = $1', [requestId])).rows[0]!.n as number);
 
-  it("leaves two statements, the INSERT and COMMIT, after the read's entry, where a batch not begun ahead sends four", async () => {
+  it("leaves two statements, the INSERT and COMMIT, after a lone read's entry, where a batch not begun ahead sends four", async () => {
     for (const beginAhead of [true, false]) {
       const name = `phigate-audit-ahead-${beginAhead}`;
       const { w, sent } = aheadWriter(name, beginAhead);
       await w.write(entry());
+      // The batch's connection given back, so the writer is idle when the read is announced.
+      await new Promise((r) => setImmediate(r));
       const e = entry();
       const coming = w.expect(e.request);
       if (beginAhead) await inTransactionAhead(name);
@@ -741,12 +744,13 @@ describe('a batch begun ahead', () => {
     expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
   });
 
-  it('one of two announcements ending keeps the transaction for the other, whose entry then uses it', async () => {
+  it('is begun for the first of reads announced together only; one of them ending keeps it for the other, whose entry then uses it', async () => {
     const name = 'phigate-audit-ahead-two';
     const { w, sent } = aheadWriter(name);
     const e = entry();
     const [c1, c2] = [w.expect(request()), w.expect(e.request)];
     await inTransactionAhead(name);
+    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings']);
     c1.end();
     expect(await backendStates(name)).toEqual(['idle in transaction']);
     sent.length = 0;
@@ -795,5 +799,27 @@ describe('a batch begun ahead', () => {
     expect(w.expect(request())).toBeDefined();
     expect(pool.totalCount).toBe(1);
     expect(sent).toHaveLength(3);
+  });
+});
+
+describe('no batch begun ahead under concurrency', () => {
+  it('a read announced while a batch is in flight, or after another read was, leaves the old path: BEGIN, settings, INSERT, COMMIT', async () => {
+    const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit-busy' });
+    pools.push(pool);
+    const sent: string[] = [];
+    pool.on('connect', (client) => {
+      const query = client.query.bind(client) as (q: { text?: string; name?: string }, ...rest: unknown[]) => unknown;
+      (client as unknown as { query: typeof query }).query = (q, ...rest) => (sent.push(q.name ?? q.text ?? String(q)), query(q, ...rest));
+    });
+    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+    const inFlight = w.write(entry());
+    const e = entry();
+    const coming = w.expect(e.request);
+    await inFlight;
+    await new Promise((r) => setImmediate(r));
+    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
+    sent.length = 0;
+    await expect(w.write(e, coming)).resolves.toEqual({ outcome: 'committed' });
+    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
   });
 });
