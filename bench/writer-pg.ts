@@ -103,7 +103,7 @@ pool.on('connect', (client) => {
   const query = client.query.bind(client) as (...a: unknown[]) => unknown;
   (client as unknown as { query: typeof query }).query = (...a) => (statements++, query(...a));
 });
-const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogger('silent') });
+const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogger('silent'), beginAhead: values.ahead });
 const READ_MS = Number(values['read-ms']);
 let afterEntry = 0;
 let entries = 0;

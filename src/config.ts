@@ -461,7 +461,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       queueLimit: int(src, 'PHIGATE_AUDIT_QUEUE_LIMIT', 1_000, 1, 100_000),
       gatherPercent: int(src, 'PHIGATE_AUDIT_GATHER_PERCENT', 50, 0, 100),
       gatherMaxMs: int(src, 'PHIGATE_AUDIT_GATHER_MAX_MS', 5, 1, 1_000),
-      beginAhead: oneOf(src, 'PHIGATE_AUDIT_BEGIN_AHEAD', ['on', 'off'] as const, 'on') === 'on',
+      beginAhead: oneOf(src, 'PHIGATE_AUDIT_BEGIN_AHEAD', ['on', 'off'] as const, 'off') === 'on',
     },
     keyCache: {
       maxAgeMs: int(src, 'PHIGATE_KEY_CACHE_MAX_AGE_SECONDS', 300, 1, 86_400) * 1000,

@@ -85,9 +85,11 @@ export interface AuditWriterOptions {
   /** Told of each batch once it settled (the bench's p99 analysis: which batch each request waited for). */
   readonly onBatch?: (batch: BatchTiming) => void;
   /**
-   * PHIGATE_AUDIT_BEGIN_AHEAD (default on): an idle shard told of a lone read's coming entry takes
+   * PHIGATE_AUDIT_BEGIN_AHEAD (default off): an idle shard told of a lone read's coming entry takes
    * its connection and sends BEGIN and the batch settings then, so that the entry's batch sends
-   * only its INSERT and COMMIT.
+   * only its INSERT and COMMIT. Off by default: on the bench's 2 cores the extra round trip cost
+   * the writer's backend and the gateway more CPU than it took off the read's wait
+   * (bench/README.md, "its transaction begun ahead").
    */
   readonly beginAhead?: boolean;
 }
@@ -313,7 +315,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
    * extra round trip per batch) and is not done.
    */
   const beginAhead = (shard: Shard): void => {
-    if (opts.beginAhead === false || shard.busy || shard.ahead !== null || closing) return;
+    if (opts.beginAhead !== true || shard.busy || shard.ahead !== null || closing) return;
     shard.ahead = pool.connect().then(
       (client): Ahead => {
         coalesceWrites(client);

@@ -31,10 +31,10 @@ afterAll(async () => db?.drop());
 
 const admin = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.adminUrl, fn);
 
-function writer(queueLimit = 100, applicationName = 'phigate-audit', connections = 1) {
+function writer(queueLimit = 100, applicationName = 'phigate-audit', connections = 1, beginAhead = false) {
   const pool = createPool(db.auxUrl, { max: connections, applicationName });
   pools.push(pool);
-  return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements() });
+  return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements(), beginAhead });
 }
 
 const request = (requestId = `w-${randomUUID()}`, actor = 'reg-north'): AuditRequest => ({ requestId, actor, actorKind: 'user', clientAddr: '127.0.0.1' });
@@ -407,7 +407,7 @@ describe('durability of a batch', () => {
       await c.query('CREATE TRIGGER writer_test AFTER INSERT ON phigate.audit_batches FOR EACH ROW EXECUTE FUNCTION public.writer_settings_seen()');
     });
     try {
-      const w = writer();
+      const w = writer(100, 'phigate-audit', 1, true);
       const actor = `reg-${randomUUID()}`;
       const charged: AuditEntry = { ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 1, cap: { rows: 100, values: 100 } } };
       expect((await w.write(entry())).outcome).toBe('committed');
@@ -779,7 +779,7 @@ describe('a batch begun ahead', () => {
     unreachable.port = '1';
     const pool = createPool(unreachable.toString(), { max: 1, applicationName: 'phigate-audit-ahead-refused' });
     pools.push(pool);
-    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements(), beginAhead: true });
     const e = entry();
     await expect(w.write(e, w.expect(e.request))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_write_failed' });
     expect(w.stats).toMatchObject({ failedBatches: 1, coming: 0 });
@@ -811,7 +811,7 @@ describe('no batch begun ahead under concurrency', () => {
       const query = client.query.bind(client) as (q: { text?: string; name?: string }, ...rest: unknown[]) => unknown;
       (client as unknown as { query: typeof query }).query = (q, ...rest) => (sent.push(q.name ?? q.text ?? String(q)), query(q, ...rest));
     });
-    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements(), beginAhead: true });
     const inFlight = w.write(entry());
     const e = entry();
     const coming = w.expect(e.request);
