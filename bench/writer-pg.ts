@@ -12,12 +12,6 @@
  * run on this machine) per round and per batch, and this process's (process.cpuUsage: building the
  * statements, the protocol, and the rounds' own events) per round, and the backend's pid (to find
  * its file when PostgreSQL runs under `valgrind --tool=callgrind`, which writes one per process).
- * By SSN, each lookup's entry comes `--read-ms` (2) after the round starts (the read's own time);
- * with `--ahead` the lookup is announced (expect()) at the start, as the gateway announces a read at
- * admission, so its batch's BEGIN and settings go ahead of the entry;
- * with `--no-entry` the announcement then ends with no entry (the transaction begun ahead is rolled
- * back), which measures what beginning ahead costs a read that writes nothing. The output's
- * `statementsAfterEntry` counts the statements sent between write() and its answer.
  * `--writer` measures another tree's writer, e.g. `git archive <commit> src | tar -x -C bench/.base`
  * (inside the checkout, so that its imports of packages resolve).
  */
@@ -41,9 +35,6 @@ const { values } = parseArgs({
     reads: { type: 'string', default: '4' },
     writer: { type: 'string' },
     migrate: { type: 'boolean', default: false },
-    ahead: { type: 'boolean', default: false },
-    'no-entry': { type: 'boolean', default: false },
-    'read-ms': { type: 'string', default: '2' },
   },
 });
 const ROUNDS = Number(values.rounds);
@@ -98,54 +89,23 @@ const writerPath = path.resolve(values.writer ?? new URL('../src/audit/writer.ts
 const { createAuditWriter } = (await import(writerPath)) as { createAuditWriter: typeof CreateAuditWriter };
 const applicationName = `phigate-bench-writer-pg-${process.pid}`;
 const pool = createPool(APP, { max: 1, applicationName });
-let statements = 0;
-pool.on('connect', (client) => {
-  const query = client.query.bind(client) as (...a: unknown[]) => unknown;
-  (client as unknown as { query: typeof query }).query = (...a) => (statements++, query(...a));
-});
-const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogger('silent'), beginAhead: values.ahead });
-const READ_MS = Number(values['read-ms']);
-let afterEntry = 0;
-let entries = 0;
-/** By-SSN: each entry's wait, write() to its answer (the read's critical path in the writer). */
-let waits: number[] = [];
-/** A lookup whose entry comes READ_MS in; with --ahead announced at the start (or ending with none), as the gateway's read at admission. */
-async function lookupRound(): Promise<unknown> {
-  const e = lookup('registrar-1');
-  const coming = values.ahead ? writer.expect(e.request) : undefined;
-  // The read's own time, with or without --ahead, so that both wait alike between batches.
-  await new Promise((r) => setTimeout(r, READ_MS));
-  if (coming !== undefined && values['no-entry']) return coming.end();
-  const before = statements;
-  const t = performance.now();
-  const written = await writer.write(e, coming);
-  waits.push(performance.now() - t);
-  afterEntry += statements - before;
-  entries++;
-  return written;
-}
+const writer = createAuditWriter({ pool, queueLimit: 10_000, logger: createLogger('silent') });
 const round = () =>
   values.kind === 'page'
     ? writer.write(entry('registrar-1', 100, 2, 0))
     : values.kind === 'by-ssn'
-      ? lookupRound()
+      ? writer.write(lookup('registrar-1'))
       : Promise.all(Array.from({ length: READS }, (_, i) => writer.write(entry(`physician-${i}`, 1, 0, 1))));
 for (let i = 0; i < 20; i++) await round();
-// The backend of the writer's one connection: asked once it is idle again (a transaction begun ahead is rolled back by then).
-while (pool.idleCount === 0) await new Promise((r) => setTimeout(r, 1));
 const pid = (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
 const batches = writer.stats.batches;
 const t0 = cpuMs(pid);
 const c0 = process.cpuUsage();
 const w0 = performance.now();
-afterEntry = 0;
-entries = 0;
-waits = [];
 for (let i = 0; i < ROUNDS; i++) await round();
-while (pool.idleCount === 0) await new Promise((r) => setTimeout(r, 1));
 const used = cpuMs(pid) - t0;
 const c1 = process.cpuUsage(c0);
 const b = writer.stats.batches - batches;
-console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, backendPid: pid, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), ahead: values.ahead, noEntry: values['no-entry'], statementsAfterEntry: entries === 0 ? null : +(afterEntry / entries).toFixed(2), entryWaitMsMedian: waits.length === 0 ? null : +waits.sort((a, b) => a - b)[waits.length >> 1]!.toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
+console.log(JSON.stringify({ db: values.db, kind: values.kind, writer: writerPath, backendPid: pid, rounds: ROUNDS, batches: b, backendMsPerRound: +(used / ROUNDS).toFixed(3), backendMsPerBatch: +(used / b).toFixed(3), nodeMsPerRound: +((c1.user + c1.system) / 1000 / ROUNDS).toFixed(3), wallMsPerRound: +((performance.now() - w0) / ROUNDS).toFixed(2), load: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ') }));
 await writer.close();
 await pool.end();

@@ -100,7 +100,6 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
     logger,
     preparedStatements: config.preparedStatements,
     gather: { percent: config.audit.gatherPercent, maxMs: config.audit.gatherMaxMs },
-    beginAhead: config.audit.beginAhead,
   });
   // Search counts keep out of the writer's connections: a burst of searches would delay every read's audit commit.
   const quotaPool = createPool(auxUrl, { max: 1, caFile: config.databaseCaFile, applicationName: 'phigate-search-quota' });

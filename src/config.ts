@@ -112,10 +112,9 @@ export interface Config {
   /**
    * The audit writer's own connections (one batch in flight on each), the requests that may wait
    * for a batch, and how long a batch may wait for the entries of reads still running
-   * (src/audit/writer.ts, GatherOptions: a share of the last commit's time, at most gatherMaxMs),
-   * and whether an idle connection begins an announced read's batch before its entry comes.
+   * (src/audit/writer.ts, GatherOptions: a share of the last commit's time, at most gatherMaxMs).
    */
-  readonly audit: { readonly connections: number; readonly queueLimit: number; readonly gatherPercent: number; readonly gatherMaxMs: number; readonly beginAhead: boolean };
+  readonly audit: { readonly connections: number; readonly queueLimit: number; readonly gatherPercent: number; readonly gatherMaxMs: number };
   /**
    * Bounds of the unwrapped-key cache (clinic data keys, patient keys, the blind-index root): a key
    * is dropped and zero-filled after maxAgeMs, after maxUses, or when maxEntries are cached. New
@@ -461,7 +460,6 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       queueLimit: int(src, 'PHIGATE_AUDIT_QUEUE_LIMIT', 1_000, 1, 100_000),
       gatherPercent: int(src, 'PHIGATE_AUDIT_GATHER_PERCENT', 50, 0, 100),
       gatherMaxMs: int(src, 'PHIGATE_AUDIT_GATHER_MAX_MS', 5, 1, 1_000),
-      beginAhead: oneOf(src, 'PHIGATE_AUDIT_BEGIN_AHEAD', ['on', 'off'] as const, 'off') === 'on',
     },
     keyCache: {
       maxAgeMs: int(src, 'PHIGATE_KEY_CACHE_MAX_AGE_SECONDS', 300, 1, 86_400) * 1000,

@@ -96,19 +96,14 @@ export async function assemblePhigate(w: PhigateWiring): Promise<AssembledPhigat
   // As src/app.ts: the alert sweep on a connection of its own, which the PostgreSQL split counts apart from requests.
   const sweepPool = createPool(w.appUrl, { max: 1, applicationName: 'phigate-alert-sweep', connectionTimeoutMs });
   const { logger } = w;
-  // As src/app.ts; the writer's settings from the runner's environment, so that --phigate-variants can compare them.
-  const gatherConfig = loadConfig({
-    PHIGATE_AUDIT_GATHER_PERCENT: process.env.PHIGATE_AUDIT_GATHER_PERCENT,
-    PHIGATE_AUDIT_GATHER_MAX_MS: process.env.PHIGATE_AUDIT_GATHER_MAX_MS,
-    PHIGATE_AUDIT_BEGIN_AHEAD: process.env.PHIGATE_AUDIT_BEGIN_AHEAD,
-  }).audit;
+  // As src/app.ts; the gathering settings from the runner's environment, so that --phigate-variants can compare them.
+  const gatherConfig = loadConfig({ PHIGATE_AUDIT_GATHER_PERCENT: process.env.PHIGATE_AUDIT_GATHER_PERCENT, PHIGATE_AUDIT_GATHER_MAX_MS: process.env.PHIGATE_AUDIT_GATHER_MAX_MS }).audit;
   const auditWriter = createAuditWriter({
     pool: auditPool,
     queueLimit: defaults.audit.queueLimit,
     logger,
     preparedStatements,
     gather: { percent: gatherConfig.gatherPercent, maxMs: gatherConfig.gatherMaxMs },
-    beginAhead: gatherConfig.beginAhead,
     ...(w.onBatch !== undefined ? { onBatch: w.onBatch } : {}),
   });
   const gateway = createGateway({

@@ -84,14 +84,6 @@ export interface AuditWriterOptions {
   readonly gather?: GatherOptions;
   /** Told of each batch once it settled (the bench's p99 analysis: which batch each request waited for). */
   readonly onBatch?: (batch: BatchTiming) => void;
-  /**
-   * PHIGATE_AUDIT_BEGIN_AHEAD (default off): an idle shard told of a lone read's coming entry takes
-   * its connection and sends BEGIN and the batch settings then, so that the entry's batch sends
-   * only its INSERT and COMMIT. Off by default: on the bench's 2 cores the extra round trip cost
-   * the writer's backend and the gateway more CPU than it took off the read's wait
-   * (bench/README.md, "its transaction begun ahead").
-   */
-  readonly beginAhead?: boolean;
 }
 
 /** One batch's moments (performance.now()): it left at `startedAt` after being held `heldMs` for entries, and settled at `settledAt`. */
@@ -108,15 +100,6 @@ interface Queued {
   resolve(w: Written): void;
   reject(e: unknown): void;
 }
-
-/**
- * A shard's next transaction, begun ahead of its batch: the connection, with BEGIN and the batch
- * settings sent on it and settled (or not yet) in `begun`; or the connection it could not get.
- */
-type Ahead = { readonly client: pg.PoolClient; readonly begun: Promise<Sent> } | { readonly client: null; readonly error: unknown };
-
-/** Pipelined statements' answers, with the first error (settleAll). */
-type Sent = Awaited<ReturnType<typeof settleAll>>;
 
 /** A wait for entries before a batch leaves: how many more requests to hear from, and its bound. */
 interface Gather {
@@ -139,8 +122,6 @@ interface Shard {
   lastCommitMs: number;
   /** How long the batch about to leave was held for entries (BatchTiming.heldMs). */
   heldMs: number;
-  /** The next batch's transaction, begun while the shard had no batch in flight; never set while busy. */
-  ahead: Promise<Ahead> | null;
 }
 
 /**
@@ -203,7 +184,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   const maxBatchEvents = opts.maxBatchEvents ?? 5_000;
   const gather = opts.gather ?? { percent: 0, maxMs: 0 };
   if (!(gather.percent >= 0 && gather.percent <= 100 && gather.maxMs >= 0)) throw new RangeError('gather: percent must be 0 to 100 and maxMs at least 0');
-  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], events: 0, busy: false, coming: 0, gather: null, lastCommitMs: 0, heldMs: 0, ahead: null }));
+  const shards: Shard[] = Array.from({ length: Math.max(1, pool.options.max ?? 1) }, () => ({ queue: [], events: 0, busy: false, coming: 0, gather: null, lastCommitMs: 0, heldMs: 0 }));
   let queued = 0;
   let inFlight = 0;
   let closing = false;
@@ -276,74 +257,28 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
   };
 
   const pump = (shard: Shard): void => {
-    if (shard.busy) return;
-    if (shard.queue.length === 0) {
-      // Nothing queued and nothing announced any more: a transaction begun ahead is not held open.
-      if (shard.coming === 0 || closing) dropAhead(shard);
-      return;
-    }
-    if (holdBack(shard)) return;
+    if (shard.busy || shard.queue.length === 0 || holdBack(shard)) return;
     const batch = takeBatch(shard);
-    const { heldMs, ahead } = shard;
+    const { heldMs } = shard;
     shard.heldMs = 0;
-    shard.ahead = null;
     shard.busy = true;
     inFlight++;
     const started = performance.now();
     // The batch serves many requests: its log lines (the writer's own logger) belong to none of them.
-    void settle(batch, ahead ?? undefined).finally(() => {
+    void settle(batch).finally(() => {
       const settledAt = performance.now();
       shard.lastCommitMs = settledAt - started;
       opts.onBatch?.({ shard: shards.indexOf(shard), entries: batch.map((q) => q.entry), heldMs, startedAt: started, settledAt });
       shard.busy = false;
-      outOfFlight();
+      inFlight--;
       pump(shard);
+      if (inFlight === 0 && queued === 0) idle?.();
     });
   };
 
-  const outOfFlight = (): void => {
-    inFlight--;
-    if (inFlight === 0 && queued === 0) idle?.();
-  };
-
-  /**
-   * A lone read (its shard idle: no batch in flight, no other read announced) has its batch's
-   * transaction begun now, while it still reads: its batch then waits for the INSERT and COMMIT
-   * only. The connection is held until a batch takes it or no entry is announced any more (pump),
-   * each announced request bounded by its deadline. Under concurrency the shard is rarely idle and
-   * its batches carry several reads: there, beginning ahead measured more writer CPU per read (an
-   * extra round trip per batch) and is not done.
-   */
-  const beginAhead = (shard: Shard): void => {
-    if (opts.beginAhead !== true || shard.busy || shard.ahead !== null || closing) return;
-    shard.ahead = pool.connect().then(
-      (client): Ahead => {
-        coalesceWrites(client);
-        return { client, begun: settleAll([submit(client, 'BEGIN'), prepared(client, 'phigate_audit_settings', SETTINGS)]) };
-      },
-      (error: unknown): Ahead => ({ client: null, error }),
-    );
-  };
-
-  /** Rolls back a transaction begun ahead that no batch will use and gives its connection back; close() waits for it. */
-  const dropAhead = (shard: Shard): void => {
-    const { ahead } = shard;
-    if (ahead === null) return;
-    shard.ahead = null;
-    inFlight++;
-    void ahead
-      .then(async (a) => {
-        if (a.client === null) return;
-        const [begun, rolledBack] = await Promise.all([a.begun, settleAll([submit(a.client, 'ROLLBACK')])]);
-        // A connection whose transaction did not end cleanly is not handed to the next batch.
-        a.client.release(begun.error !== undefined || rolledBack.error !== undefined);
-      })
-      .finally(outOfFlight);
-  };
-
-  async function settle(batch: Queued[], ahead?: Promise<Ahead>): Promise<void> {
+  async function settle(batch: Queued[]): Promise<void> {
     try {
-      const written = await commit(batch.map((q) => q.entry), ahead);
+      const written = await commit(batch.map((q) => q.entry));
       batch.forEach((q, i) => q.resolve(written[i]!));
     } catch (err) {
       stats.failedBatches++;
@@ -358,13 +293,10 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     }
   }
 
-  /** One batch, one transaction (begun `ahead`, or here); the outcome of each entry, in order. */
-  async function commit(entries: readonly AuditEntry[], ahead?: Promise<Ahead>): Promise<Written[]> {
+  /** One batch, one transaction; the outcome of each entry, in order. */
+  async function commit(entries: readonly AuditEntry[]): Promise<Written[]> {
     const batchId = randomUUID();
-    const taken = ahead === undefined ? undefined : await ahead;
-    if (taken !== undefined && taken.client === null) throw taken.error;
-    const client = taken === undefined ? await pool.connect() : taken.client;
-    const begun = taken === undefined ? false : taken.begun;
+    const client = await pool.connect();
     let released = false;
     const release = (destroy: boolean) => {
       if (!released) client.release(destroy);
@@ -373,11 +305,11 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     try {
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
       const everything = entries.reduce((n, e) => n + e.events.length, 0);
-      if (charged.length === 0) return await insertAndCommit(client, batchId, entries, 'phigate_audit_insert', auditInsert(batchId, entries), everything, new Map(), release, begun);
+      if (charged.length === 0) return await insertAndCommit(client, batchId, entries, 'phigate_audit_insert', auditInsert(batchId, entries), everything, new Map(), release);
       // Every charge accepted, the common case: charge, records and COMMIT in one round trip.
       const charges = chargeBatchStatement(charged.map((c) => c.charge));
       const optimistic = chargedAuditInsert(auditInsert(batchId, entries), charges, charged.length);
-      const allAccepted = await insertAndCommit(client, batchId, entries, 'phigate_audit_charged_insert', optimistic, everything, new Map(), release, begun).catch((err: unknown) => {
+      const allAccepted = await insertAndCommit(client, batchId, entries, 'phigate_audit_charged_insert', optimistic, everything, new Map(), release).catch((err: unknown) => {
         if ((err as { code?: unknown })?.code === CHARGE_REFUSED_SQLSTATE && !released) return null;
         throw err;
       });
@@ -404,9 +336,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
 
   /**
    * Sends `insert` (prepared as `name`) and COMMIT, after BEGIN and the batch settings unless
-   * `begun` (true: by the caller, answered; a promise: sent ahead, its answers to come), in one
-   * socket write, and checks that the batch wrote `expected` events and committed. A failure of
-   * the statements sent ahead is the batch's failure, as if they had been sent here.
+   * `begun`, in one socket write, and checks that the batch wrote `expected` events and committed.
    */
   async function insertAndCommit(
     client: pg.PoolClient,
@@ -417,26 +347,25 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     expected: number,
     verdicts: Map<number, ChargeVerdict>,
     release: (destroy: boolean) => void,
-    begun: boolean | Promise<Sent> = false,
+    begun = false,
   ): Promise<Written[]> {
     // The statements of each round trip leave in one socket write, as a request's do.
     coalesceWrites(client);
     const sent = await settleAll([
-      ...(begun === false ? [submit(client, 'BEGIN'), prepared(client, 'phigate_audit_settings', SETTINGS)] : []),
+      ...(begun ? [] : [submit(client, 'BEGIN'), prepared(client, 'phigate_audit_settings', SETTINGS)]),
       prepared(client, name, insert),
       submit(client, 'COMMIT'),
     ]);
-    const error = (typeof begun === 'boolean' ? undefined : (await begun).error) ?? sent.error;
     const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;
-    if (error !== undefined || commitResult?.command !== 'COMMIT') {
-      if (error !== undefined && !isStatementError(error)) {
+    if (sent.error !== undefined || commitResult?.command !== 'COMMIT') {
+      if (sent.error !== undefined && !isStatementError(sent.error)) {
         // The connection went while COMMIT may have reached the server: ask a new one. A batch
         // found committed had its verdicts: all accepted (the one-round-trip statement commits
         // nothing otherwise), or those given.
         release(true);
         if (await committedAlready(batchId)) return written(entries, verdicts, expected);
       }
-      throw error ?? Object.assign(new Error('the audit batch was rolled back'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
+      throw sent.error ?? Object.assign(new Error('the audit batch was rolled back'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
     }
     const count = Number((sent.values.at(-2) as pg.QueryResult).rows[0]?.events);
     if (count !== expected) throw Object.assign(new Error('audit rows written differ from events'), { code: AUDIT_ROWS_MISMATCH_SQLSTATE });
@@ -504,7 +433,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     },
     expect(request) {
       const shard = shards[shardOf(request, shards.length)]!;
-      if (shard.coming++ === 0 && shard.queue.length === 0) beginAhead(shard);
+      shard.coming++;
       return new Expected(shard);
     },
     async record(request, events) {
@@ -515,11 +444,11 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
       return queued >= opts.queueLimit;
     },
     close() {
-      closing = true;
-      // A batch held back for entries still coming leaves now; a transaction begun ahead for none is rolled back.
-      for (const shard of shards) pump(shard);
       // One promise for every caller: a second close() must not leave the first one waiting forever.
       closed ??= inFlight === 0 && queued === 0 ? Promise.resolve() : new Promise<void>((resolve) => (idle = resolve));
+      closing = true;
+      // A batch held back for entries still coming leaves now.
+      for (const shard of shards) pump(shard);
       return closed;
     },
     stats,

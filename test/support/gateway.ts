@@ -124,7 +124,6 @@ export async function startTestGateway(
     logger,
     preparedStatements: preparedStatements(),
     gather: { percent: defaults.audit.gatherPercent, maxMs: defaults.audit.gatherMaxMs },
-    beginAhead: defaults.audit.beginAhead,
   });
   const peppers = createPeppers(preauthPool, provider);
   const verifier = createApiKeyVerifier({

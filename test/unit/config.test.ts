@@ -186,12 +186,6 @@ describe('loadConfig', () => {
     for (const value of ['0', '1001', '2.5']) expect(refusal({ PHIGATE_AUDIT_GATHER_MAX_MS: value }).variable, value).toBe('PHIGATE_AUDIT_GATHER_MAX_MS');
   });
 
-  it('begins a lone read\'s audit transaction ahead only when told to, and refuses another word', () => {
-    expect(loadConfig({}).audit.beginAhead).toBe(false);
-    expect(loadConfig({ PHIGATE_AUDIT_BEGIN_AHEAD: 'on' }).audit.beginAhead).toBe(true);
-    expect(refusal({ PHIGATE_AUDIT_BEGIN_AHEAD: 'yes' }).variable).toBe('PHIGATE_AUDIT_BEGIN_AHEAD');
-  });
-
   it('never echoes a secret value in its message', () => {
     const secret = 'postgres://gw:s3cr3t-pw@db/phigate';
     const e = refusal({ ...prodBase, DATABASE_URL: secret });

@@ -31,10 +31,10 @@ afterAll(async () => db?.drop());
 
 const admin = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.adminUrl, fn);
 
-function writer(queueLimit = 100, applicationName = 'phigate-audit', connections = 1, beginAhead = false) {
+function writer(queueLimit = 100, applicationName = 'phigate-audit', connections = 1) {
   const pool = createPool(db.auxUrl, { max: connections, applicationName });
   pools.push(pool);
-  return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements(), beginAhead });
+  return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements() });
 }
 
 const request = (requestId = `w-${randomUUID()}`, actor = 'reg-north'): AuditRequest => ({ requestId, actor, actorKind: 'user', clientAddr: '127.0.0.1' });
@@ -50,19 +50,6 @@ const read = (field: string, detail: string | null = null): AuditEvent => ({
   detail,
 });
 const entry = (fields = ['ssn', 'mrn']): AuditEntry => ({ request: request(), events: fields.map((f) => read(f)) });
-
-/** The state of the writer connections named `applicationName`, as the server sees them. */
-const backendStates = (applicationName: string) =>
-  admin(async (c) => (await c.query('SELECT state FROM pg_stat_activity WHERE application_name = $1', [applicationName])).rows.map((r) => r.state as string));
-
-/** Waits until a writer connection of `applicationName` sits in a transaction begun ahead, its BEGIN and settings answered. */
-async function inTransactionAhead(applicationName: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await backendStates(applicationName)).includes('idle in transaction')) return;
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  throw new Error(`no connection of ${applicationName} began a transaction ahead`);
-}
 
 const rowsOf = (requestId: string) =>
   admin(async (c) => (await c.query('SELECT * FROM phigate.audit_events WHERE request_id = $1 ORDER BY id', [requestId])).rows);
@@ -428,20 +415,13 @@ describe('durability of a batch', () => {
       await c.query('CREATE TRIGGER writer_test AFTER INSERT ON phigate.audit_batches FOR EACH ROW EXECUTE FUNCTION public.writer_settings_seen()');
     });
     try {
-      const w = writer(100, 'phigate-audit', 1, true);
+      const w = writer();
       const actor = `reg-${randomUUID()}`;
       const charged: AuditEntry = { ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 1, cap: { rows: 100, values: 100 } } };
       expect((await w.write(entry())).outcome).toBe('committed');
       expect((await w.write(charged)).outcome).toBe('committed');
-      // And a batch whose transaction was begun ahead, the settings sent before its entry came.
-      await new Promise((r) => setImmediate(r));
-      const ahead = entry();
-      const coming = w.expect(ahead.request);
-      await inTransactionAhead('phigate-audit');
-      expect((await w.write(ahead, coming)).outcome).toBe('committed');
       const seen = await admin(async (c) => (await c.query('SELECT synchronous, plans FROM public.writer_settings')).rows);
       expect(seen).toEqual([
-        { synchronous: 'on', plans: 'force_generic_plan' },
         { synchronous: 'on', plans: 'force_generic_plan' },
         { synchronous: 'on', plans: 'force_generic_plan' },
       ]);
@@ -711,136 +691,5 @@ describe('gathering the entries of requests still running', () => {
     await expect(first).resolves.toEqual({ outcome: 'committed' });
     await closed;
     expect(w.stats).toMatchObject({ batches: 2, coming: 0 });
-  });
-});
-
-describe('a batch begun ahead', () => {
-  // An idle shard told of a coming entry (expect) takes its connection and sends BEGIN and the
-  // batch settings while the read still runs; the read's own wait is then the INSERT and COMMIT.
-  const aheadWriter = (applicationName: string, beginAhead = true) => {
-    const pool = createPool(db.auxUrl, { max: 1, applicationName });
-    pools.push(pool);
-    const sent: string[] = [];
-    pool.on('connect', (client) => {
-      const query = client.query.bind(client) as (q: { text?: string; name?: string }, ...rest: unknown[]) => unknown;
-      (client as unknown as { query: typeof query }).query = (q, ...rest) => (sent.push(q.name ?? q.text ?? String(q)), query(q, ...rest));
-    });
-    return { pool, sent, w: createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements(), beginAhead }) };
-  };
-  const batches = (requestId: string) => admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_batches b JOIN phigate.audit_events e ON e.batch_id = b.id WHERE e.request_id = $1', [requestId])).rows[0]!.n as number);
-
-  it("leaves two statements, the INSERT and COMMIT, after a lone read's entry, where a batch not begun ahead sends four", async () => {
-    for (const beginAhead of [true, false]) {
-      const name = `phigate-audit-ahead-${beginAhead}`;
-      const { w, sent } = aheadWriter(name, beginAhead);
-      await w.write(entry());
-      // The batch's connection given back, so the writer is idle when the read is announced.
-      await new Promise((r) => setImmediate(r));
-      const e = entry();
-      const coming = w.expect(e.request);
-      if (beginAhead) await inTransactionAhead(name);
-      else await new Promise((r) => setTimeout(r, 50));
-      sent.length = 0;
-      expect(await w.write(e, coming)).toEqual({ outcome: 'committed' });
-      expect(sent).toEqual(beginAhead ? ['phigate_audit_insert', 'COMMIT'] : ['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
-      expect(await rowsOf(e.request.requestId)).toHaveLength(2);
-      expect(await backendStates(name)).toEqual(['idle']);
-    }
-  });
-
-  it('an announcement that ends with no entry rolls the transaction back and gives the connection back; the next batch begins its own', async () => {
-    const name = 'phigate-audit-ahead-ended';
-    const { w, pool, sent } = aheadWriter(name);
-    const coming = w.expect(request());
-    await inTransactionAhead(name);
-    coming.end();
-    for (let i = 0; i < 200 && (pool.idleCount !== 1 || (await backendStates(name))[0] !== 'idle'); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(await backendStates(name)).toEqual(['idle']);
-    expect(pool.idleCount).toBe(1);
-    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'ROLLBACK']);
-    expect(w.stats).toMatchObject({ batches: 0, coming: 0 });
-    sent.length = 0;
-    const e = entry();
-    await expect(w.write(e)).resolves.toEqual({ outcome: 'committed' });
-    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
-  });
-
-  it('is begun for the first of reads announced together only; one of them ending keeps it for the other, whose entry then uses it', async () => {
-    const name = 'phigate-audit-ahead-two';
-    const { w, sent } = aheadWriter(name);
-    const e = entry();
-    const [c1, c2] = [w.expect(request()), w.expect(e.request)];
-    await inTransactionAhead(name);
-    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings']);
-    c1.end();
-    expect(await backendStates(name)).toEqual(['idle in transaction']);
-    sent.length = 0;
-    await expect(w.write(e, c2)).resolves.toEqual({ outcome: 'committed' });
-    expect(sent).toEqual(['phigate_audit_insert', 'COMMIT']);
-  });
-
-  it('its connection killed while it waits for the entry: that batch fails with AUDIT_UNAVAILABLE, nothing is kept, and the next batch commits on a new connection', async () => {
-    const name = 'phigate-audit-ahead-killed';
-    const { w } = aheadWriter(name);
-    const e = entry();
-    const coming = w.expect(e.request);
-    await inTransactionAhead(name);
-    const killed = await admin(async (c) => (await c.query(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1`, [name])).rows);
-    expect(killed).toEqual([{ ok: true }]);
-    await expect(w.write(e, coming)).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
-    expect(await rowsOf(e.request.requestId)).toEqual([]);
-    expect(w.stats).toMatchObject({ failedBatches: 1, coming: 0 });
-    const next = entry();
-    await expect(w.write(next, w.expect(next.request))).resolves.toEqual({ outcome: 'committed' });
-    expect(await batches(next.request.requestId)).toBe(2);
-  });
-
-  it('its connection refused: that batch fails with AUDIT_UNAVAILABLE, as a batch that cannot connect does', async () => {
-    const unreachable = new URL(db.auxUrl);
-    unreachable.port = '1';
-    const pool = createPool(unreachable.toString(), { max: 1, applicationName: 'phigate-audit-ahead-refused' });
-    pools.push(pool);
-    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements(), beginAhead: true });
-    const e = entry();
-    await expect(w.write(e, w.expect(e.request))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_write_failed' });
-    expect(w.stats).toMatchObject({ failedBatches: 1, coming: 0 });
-  });
-
-  it('closing with a transaction begun ahead and no entry: it is rolled back before close() resolves, and the entry is then refused', async () => {
-    const name = 'phigate-audit-ahead-close';
-    const { w, pool, sent } = aheadWriter(name);
-    const e = entry();
-    const coming = w.expect(e.request);
-    await inTransactionAhead(name);
-    await w.close();
-    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'ROLLBACK']);
-    expect(pool.idleCount).toBe(1);
-    expect(await backendStates(name)).toEqual(['idle']);
-    await expect(w.write(e, coming)).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE', reason: 'audit_writer_closed' });
-    expect(w.expect(request())).toBeDefined();
-    expect(pool.totalCount).toBe(1);
-    expect(sent).toHaveLength(3);
-  });
-});
-
-describe('no batch begun ahead under concurrency', () => {
-  it('a read announced while a batch is in flight, or after another read was, leaves the old path: BEGIN, settings, INSERT, COMMIT', async () => {
-    const pool = createPool(db.auxUrl, { max: 1, applicationName: 'phigate-audit-busy' });
-    pools.push(pool);
-    const sent: string[] = [];
-    pool.on('connect', (client) => {
-      const query = client.query.bind(client) as (q: { text?: string; name?: string }, ...rest: unknown[]) => unknown;
-      (client as unknown as { query: typeof query }).query = (q, ...rest) => (sent.push(q.name ?? q.text ?? String(q)), query(q, ...rest));
-    });
-    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements(), beginAhead: true });
-    const inFlight = w.write(entry());
-    const e = entry();
-    const coming = w.expect(e.request);
-    await inFlight;
-    await new Promise((r) => setImmediate(r));
-    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
-    sent.length = 0;
-    await expect(w.write(e, coming)).resolves.toEqual({ outcome: 'committed' });
-    expect(sent).toEqual(['BEGIN', 'phigate_audit_settings', 'phigate_audit_insert', 'COMMIT']);
   });
 });
