@@ -291,6 +291,14 @@ function url(src: Source, name: string, protocols: readonly string[]): string | 
   return v;
 }
 
+/** The gateway's outbound requests refuse a URL with credentials (src/net/outbound-request.ts): caught at start-up instead. */
+function withoutCredentials(name: string, v: string | null): string | null {
+  if (v === null) return null;
+  const parsed = new URL(v);
+  if (parsed.username !== '' || parsed.password !== '') throw new ConfigError(name, 'must not carry credentials (user:password@)');
+  return v;
+}
+
 /**
  * OpenTelemetry's own variables follow its specification, where an empty value means unset: an
  * operator (or compose's `${VAR:-}`) may pass one through empty.
@@ -482,7 +490,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       dailyLimit: int(src, 'PHIGATE_BREAK_GLASS_DAILY_LIMIT', BREAK_GLASS_DEFAULTS.dailyLimit, 1, 100),
       reviewAfterHours: int(src, 'PHIGATE_BREAK_GLASS_REVIEW_HOURS', BREAK_GLASS_DEFAULTS.reviewAfterHours, 1, 8_760),
     },
-    alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:']),
+    alertWebhookUrl: withoutCredentials('PHIGATE_ALERT_WEBHOOK_URL', url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:'])),
     alertSweep: alertSweepSettings(src),
     auditLog: auditLogSettings(src, cwd, dataDir, provider, production),
     auditRetentionDays: int(src, 'PHIGATE_AUDIT_RETENTION_DAYS', 2192, 1, 36_525),

@@ -57,7 +57,7 @@ export function createAlerts({ webhookUrl, logger, attempts = 4, firstBackoffMs 
     const body = JSON.stringify({ ...alert, at: new Date().toISOString(), source: 'phigate' });
     for (let attempt = 1; attempt <= attempts; attempt++) {
       try {
-        const res = await outboundRequest(new URL(url), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs) });
+        const res = await outboundRequest(new URL(url), { method: 'POST', headers: { 'content-type': 'application/json' }, body, signal: AbortSignal.timeout(timeoutMs), readBody: false });
         if (res.status >= 200 && res.status < 300) {
           stats.sent++;
           return;

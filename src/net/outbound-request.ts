@@ -21,6 +21,11 @@ export interface OutboundRequest {
   readonly signal: AbortSignal;
   /** An answer longer than this fails the request rather than filling memory. */
   readonly maxBytes?: number;
+  /**
+   * false: settle with the status once the answer's head arrives, draining its body unread (the
+   * webhook: a 2xx whose body then stalls was delivered, and retrying it would send the alert twice).
+   */
+  readonly readBody?: boolean;
 }
 
 export interface OutboundAnswer {
@@ -32,12 +37,22 @@ export interface OutboundAnswer {
 /** Far above any discovery document, JWKS or webhook reply. */
 const MAX_BYTES = 1024 * 1024;
 
-export function outboundRequest(url: URL, { method = 'GET', headers = {}, body, signal, maxBytes = MAX_BYTES }: OutboundRequest): Promise<OutboundAnswer> {
+/** Some identity providers' firewalls refuse a request that names no agent; fetch sent its own. */
+const USER_AGENT = 'phigate';
+
+export function outboundRequest(url: URL, { method = 'GET', headers = {}, body, signal, maxBytes = MAX_BYTES, readBody = true }: OutboundRequest): Promise<OutboundAnswer> {
   const transport = url.protocol === 'https:' ? https : url.protocol === 'http:' ? http : null;
   if (transport === null) return Promise.reject(new TypeError(`outbound request: ${url.protocol} is not http: or https:`));
+  // As fetch did: node:http would send them as Basic authorization; the URL is not the place for a secret.
+  if (url.username !== '' || url.password !== '') return Promise.reject(new TypeError('outbound request: a URL with credentials is refused'));
   return new Promise((resolve, reject) => {
     const fail = (err: unknown) => reject(signal.aborted ? signal.reason : err);
-    const req = transport.request(url, { method, headers, signal }, (res) => {
+    const req = transport.request(url, { method, headers: { 'user-agent': USER_AGENT, ...headers }, signal }, (res) => {
+      if (!readBody) {
+        res.on('error', () => undefined).resume();
+        resolve({ status: res.statusCode ?? 0, text: '' });
+        return;
+      }
       const chunks: Buffer[] = [];
       let size = 0;
       res.on('data', (chunk: Buffer) => {

@@ -49,6 +49,29 @@ describe('outboundRequest', () => {
     await expect(outboundRequest(url, { signal: signal(), maxBytes: 5_000 })).resolves.toMatchObject({ status: 200 });
   });
 
+  it("names phigate as the agent unless told otherwise", async () => {
+    const url = await serve((req, _body, res) => res.end(String(req.headers['user-agent'])));
+    await expect(outboundRequest(url, { signal: signal() })).resolves.toEqual({ status: 200, text: 'phigate' });
+    await expect(outboundRequest(url, { signal: signal(), headers: { 'user-agent': 'other' } })).resolves.toEqual({ status: 200, text: 'other' });
+  });
+
+  it('without readBody, settles with the status at the head while the body never ends', async () => {
+    const url = await serve((_req, _body, res) => res.writeHead(202).write('partial'));
+    await expect(outboundRequest(url, { method: 'POST', body: '{}', signal: AbortSignal.timeout(2_000), readBody: false })).resolves.toEqual({ status: 202, text: '' });
+    const err = await outboundRequest(url, { signal: AbortSignal.timeout(200) }).catch((e: unknown) => e);
+    expect((err as Error).name).toBe('TimeoutError');
+  });
+
+  it('refuses a URL carrying credentials, sending nothing', async () => {
+    let asked = 0;
+    const url = await serve((_req, _body, res) => (asked++, res.end()));
+    url.username = 'user';
+    url.password = 'secret';
+    const err = await outboundRequest(url, { signal: signal() }).catch((e: unknown) => e);
+    expect((err as Error).message).toBe('outbound request: a URL with credentials is refused');
+    expect(asked).toBe(0);
+  });
+
   it('refuses a scheme other than http: and https:', async () => {
     await expect(outboundRequest(new URL('file:///etc/passwd'), { signal: signal() })).rejects.toThrow(/file: is not http: or https:/);
   });
