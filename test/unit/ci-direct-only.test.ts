@@ -21,7 +21,8 @@ const listed = readFileSync(path.join(ROOT, '.ci/direct-only'), 'utf8')
 function withHelpers(file: string, seen = new Set<string>()): Set<string> {
   seen.add(file);
   const text = readFileSync(path.join(ROOT, file), 'utf8');
-  for (const [, spec] of text.matchAll(/from '(\.{1,2}\/[^']+)'/g)) {
+  // Static and dynamic imports, either quote (Prettier writes single; a dynamic import can hide a helper).
+  for (const [, , spec] of text.matchAll(/(?:from\s+|import\s*\(\s*)(['"])(\.{1,2}\/[^'"]+)\1/g)) {
     const target = path.relative(ROOT, path.resolve(path.dirname(path.join(ROOT, file)), spec!));
     if (target.startsWith(`${path.relative(ROOT, TEST)}/`) && !DEFINITIONS.has(target) && !seen.has(target)) withHelpers(target, seen);
   }
