@@ -278,7 +278,11 @@ function list(src: Source, name: string, fallback: readonly string[]): string[] 
   return v.split(',').map((s) => s.trim()).filter(Boolean);
 }
 
-function url(src: Source, name: string, protocols: readonly string[]): string | null {
+/**
+ * `credentials: false` for what the gateway requests over HTTP (src/net/outbound-request.ts refuses
+ * a URL with user:password@): caught at start-up, naming the variable, instead of at the first request.
+ */
+function url(src: Source, name: string, protocols: readonly string[], { credentials = true } = {}): string | null {
   const v = text(src, name);
   if (v === null) return null;
   let parsed: URL;
@@ -288,14 +292,7 @@ function url(src: Source, name: string, protocols: readonly string[]): string | 
     throw new ConfigError(name, 'is not a valid URL');
   }
   if (!protocols.includes(parsed.protocol)) throw new ConfigError(name, `must use ${protocols.join(' or ')}`);
-  return v;
-}
-
-/** The gateway's outbound requests refuse a URL with credentials (src/net/outbound-request.ts): caught at start-up instead. */
-function withoutCredentials(name: string, v: string | null): string | null {
-  if (v === null) return null;
-  const parsed = new URL(v);
-  if (parsed.username !== '' || parsed.password !== '') throw new ConfigError(name, 'must not carry credentials (user:password@)');
+  if (!credentials && (parsed.username !== '' || parsed.password !== '')) throw new ConfigError(name, 'must not carry credentials (user:password@)');
   return v;
 }
 
@@ -352,7 +349,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
   if (auxDatabaseUrl !== null && appUrl === null) throw new ConfigError('DATABASE_URL', 'must be set when PHIGATE_AUX_DATABASE_URL is');
   if (production && auxDatabaseUrl !== null) requireTls('PHIGATE_AUX_DATABASE_URL', auxDatabaseUrl);
 
-  const issuer = url(src, 'PHIGATE_OIDC_ISSUER', production ? ['https:'] : ['https:', 'http:']);
+  const issuer = url(src, 'PHIGATE_OIDC_ISSUER', production ? ['https:'] : ['https:', 'http:'], { credentials: false });
   if (production && issuer === null) throw new ConfigError('PHIGATE_OIDC_ISSUER', 'is required in production (the development issuer is refused)');
 
   const algorithms = list(src, 'PHIGATE_OIDC_ALGORITHMS', ['RS256', 'PS256', 'ES256', 'EdDSA']);
@@ -490,7 +487,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       dailyLimit: int(src, 'PHIGATE_BREAK_GLASS_DAILY_LIMIT', BREAK_GLASS_DEFAULTS.dailyLimit, 1, 100),
       reviewAfterHours: int(src, 'PHIGATE_BREAK_GLASS_REVIEW_HOURS', BREAK_GLASS_DEFAULTS.reviewAfterHours, 1, 8_760),
     },
-    alertWebhookUrl: withoutCredentials('PHIGATE_ALERT_WEBHOOK_URL', url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:'])),
+    alertWebhookUrl: url(src, 'PHIGATE_ALERT_WEBHOOK_URL', production ? ['https:'] : ['https:', 'http:'], { credentials: false }),
     alertSweep: alertSweepSettings(src),
     auditLog: auditLogSettings(src, cwd, dataDir, provider, production),
     auditRetentionDays: int(src, 'PHIGATE_AUDIT_RETENTION_DAYS', 2192, 1, 36_525),

@@ -94,6 +94,7 @@ describe('loadConfig', () => {
     [{ PHIGATE_API_KEY_CACHE_SECONDS: '61' }, 'PHIGATE_API_KEY_CACHE_SECONDS'],
     [{ PHIGATE_GRAPHIQL: 'yes' }, 'PHIGATE_GRAPHIQL'],
     [{ PHIGATE_ALERT_WEBHOOK_URL: 'https://user:secret@hooks.example.org/alerts' }, 'PHIGATE_ALERT_WEBHOOK_URL'],
+    [{ PHIGATE_OIDC_ISSUER: 'https://user:secret@idp.example.org/realms/phigate' }, 'PHIGATE_OIDC_ISSUER'],
   ])('refuses %j naming %s', (env, variable) => {
     const e = refusal(env as Record<string, string>);
     expect(e.variable).toBe(variable);
