@@ -204,14 +204,6 @@ interface Pending {
   readonly settle: Array<{ resolve: (k: PatientKey) => void; reject: (e: unknown) => void }>;
 }
 
-/**
- * Data keys and patient keys, unwrapped once and cached within bounds (age, uses, entries), so the
- * steady state makes no KMS calls and no key stays in memory unbounded: an evicted key's bytes are
- * zero-filled. Each wrapped data key's encryption context names its purpose, scope and version: a
- * wrapped key copied to another clinic's row in the key table will not unwrap. Returned key
- * buffers are the cached ones, shared by every caller: never write to them, and use them at once
- * (a key held across an await may be zeroed by then, and is refused by the envelope if so).
- */
 // performance.now() read once per synchronous run of held-key checks (the microtasks queued
 // before its first check), not once per value: a page's values are opened in one run, which lasts
 // milliseconds against an age bound of minutes, so a held key is used at most that run's length
@@ -228,6 +220,14 @@ function clockOfRun(): number {
   return runNow;
 }
 
+/**
+ * Data keys and patient keys, unwrapped once and cached within bounds (age, uses, entries), so the
+ * steady state makes no KMS calls and no key stays in memory unbounded: an evicted key's bytes are
+ * zero-filled. Each wrapped data key's encryption context names its purpose, scope and version: a
+ * wrapped key copied to another clinic's row in the key table will not unwrap. Returned key
+ * buffers are the cached ones, shared by every caller: never write to them, and use them at once
+ * (a key held across an await may be zeroed by then, and is refused by the envelope if so).
+ */
 export function createKeyring(opts: KeyringOptions): Keyring {
   const { provider, store } = opts;
   const bounds: KeyCacheBounds = { ...DEFAULT_KEY_CACHE, ...opts.cache };
