@@ -34,7 +34,9 @@ export function normaliseMrn(input: string): string {
 
 /** A 32-byte HMAC key for one column of one clinic, derived from the blind-index root key. */
 export function deriveBlindIndexKey(rootKey: Buffer, column: BlindIndexColumn, scope: string): Buffer {
-  if (rootKey.length < 32) {
+  // A root zero-filled by the keyring's cache after the caller's hit (an await apart) would give
+  // column keys, and digests of every identifier, that anyone can recompute.
+  if (rootKey.length < 32 || rootKey.every((b) => b === 0)) {
     throw new PhigateError('KEY_UNAVAILABLE', 'blind index root key is not usable', { reason: 'invalid_key' });
   }
   const info = lengthPrefixed(['phigate/blind-index-key', column, scope]);

@@ -8,6 +8,7 @@ const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const WRAPPED_BYTES = 1 + NONCE_BYTES + KEY_BYTES + TAG_BYTES;
+const ZERO_KEY = Buffer.alloc(KEY_BYTES);
 
 // Binds a wrapped patient key to its patient, its own version and the clinic key version that
 // wraps it: copied to another patient's row, or presented as another version, it does not open.
@@ -20,6 +21,12 @@ function wrapAad(clinicKey: DataKey, patientId: string, patientVersion: number):
  * computation (no KMS call), so a new patient costs microseconds, not a round trip.
  */
 export function newPatientKey(clinicKey: DataKey, patientId: string, patientVersion: number): { key: PatientKey; wrapped: Buffer } {
+  // The keyring hands out its cached Buffer and zero-fills it when the cache lets the key go, which
+  // can fall between a caller's cache hit and this call (an await apart): wrapped under thirty-two
+  // zero bytes, the stored patient key would be a key in plaintext to anyone who reads the table.
+  if (clinicKey.key.length !== KEY_BYTES || clinicKey.key.equals(ZERO_KEY)) {
+    throw new PhigateError('KEY_UNAVAILABLE', 'data key is not usable', { reason: 'invalid_key' });
+  }
   const plaintext = randomBytes(KEY_BYTES);
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', clinicKey.key, nonce, { authTagLength: TAG_BYTES });

@@ -5,6 +5,12 @@ import { thrown } from './expect-error.ts';
 
 const root = randomBytes(32);
 
+describe('deriveBlindIndexKey', () => {
+  it('derives nothing from a root the cache has zero-filled: its digests would be anyone\'s to recompute', () => {
+    thrown(() => deriveBlindIndexKey(Buffer.alloc(32), 'patients.ssn', 'clinic-a'), 'KEY_UNAVAILABLE', 'invalid_key');
+  });
+});
+
 describe('normaliseSsn', () => {
   it('gives one index for every way of writing the same number, fullwidth included', () => {
     const columnKey = deriveBlindIndexKey(root, 'patients.ssn', 'clinic-a');
