@@ -16,6 +16,12 @@ function wrapAad(clinicKey: DataKey, patientId: string, patientVersion: number):
   return lengthPrefixed(['phigate/patient-key/v1', Buffer.from([WRAP_FORMAT_V1]), clinicKey.scope, String(clinicKey.version), patientId, String(patientVersion)]);
 }
 
+function usableClinicKey(clinicKey: DataKey): void {
+  if (clinicKey.key.length !== KEY_BYTES || clinicKey.key.equals(ZERO_KEY)) {
+    throw new PhigateError('KEY_UNAVAILABLE', 'data key is not usable', { reason: 'invalid_key' });
+  }
+}
+
 /**
  * A fresh patient key and its wrapping under the clinic data key: AES-256-GCM, a local
  * computation (no KMS call), so a new patient costs microseconds, not a round trip.
@@ -24,9 +30,7 @@ export function newPatientKey(clinicKey: DataKey, patientId: string, patientVers
   // The keyring hands out its cached Buffer and zero-fills it when the cache lets the key go, which
   // can fall between a caller's cache hit and this call (an await apart): wrapped under thirty-two
   // zero bytes, the stored patient key would be a key in plaintext to anyone who reads the table.
-  if (clinicKey.key.length !== KEY_BYTES || clinicKey.key.equals(ZERO_KEY)) {
-    throw new PhigateError('KEY_UNAVAILABLE', 'data key is not usable', { reason: 'invalid_key' });
-  }
+  usableClinicKey(clinicKey);
   const plaintext = randomBytes(KEY_BYTES);
   const nonce = randomBytes(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', clinicKey.key, nonce, { authTagLength: TAG_BYTES });
@@ -40,6 +44,9 @@ export function newPatientKey(clinicKey: DataKey, patientId: string, patientVers
 
 /** The patient key `wrapped` holds; KEY_UNAVAILABLE (`unwrap_failed`) when it was moved, altered or wrapped by another key. */
 export function openPatientKey(clinicKey: DataKey, patientId: string, patientVersion: number, wrapped: Buffer): PatientKey {
+  // Zeroed by the cache after the caller's hit: said as such (invalid_key), so that the refusal's
+  // audit detail does not read as a wrapped key that was altered (unwrap_failed).
+  usableClinicKey(clinicKey);
   if (wrapped.length !== WRAPPED_BYTES || wrapped[0] !== WRAP_FORMAT_V1) {
     throw new PhigateError('KEY_UNAVAILABLE', 'wrapped patient key is malformed', { reason: 'unwrap_failed' });
   }

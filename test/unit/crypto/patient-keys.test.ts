@@ -42,8 +42,10 @@ describe('per-patient keys', () => {
     thrown(() => openPatientKey({ ...clinicKey, version: 4 }, P1, 2, wrapped), 'KEY_UNAVAILABLE', 'unwrap_failed');
   });
 
-  it('wraps nothing under a clinic key the cache has zero-filled (test/integration/keys/zeroed-key-race.test.ts)', () => {
+  it('wraps and opens nothing under a clinic key the cache has zero-filled (test/integration/keys/zeroed-key-race.test.ts)', () => {
     thrown(() => newPatientKey({ ...clinicKey, key: Buffer.alloc(32) }, P1, 2), 'KEY_UNAVAILABLE', 'invalid_key');
+    // Opening under one is refused as what it is, not as an altered wrapping (unwrap_failed).
+    thrown(() => openPatientKey({ ...clinicKey, key: Buffer.alloc(32) }, P1, 2, newPatientKey(clinicKey, P1, 2).wrapped), 'KEY_UNAVAILABLE', 'invalid_key');
   });
 
   it('wipes what a refused unwrap decrypted: update() opens the blob before final() checks its tag', () => {
