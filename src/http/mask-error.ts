@@ -36,7 +36,8 @@ export interface ErrorMasking {
 
 /**
  * What a client may learn from an error: our own PhigateErrors pass with their code and message
- * (written to be safe); GraphQL's own parse and validation errors pass (they describe the query);
+ * (written to be safe); GraphQL's own parse and validation errors pass (they describe the query,
+ * never a value it resolved);
  * a database failure is answered as what it is (src/db/failure.ts: a timeout, the database
  * unavailable), whichever resolver let it through; anything else becomes INTERNAL with no message,
  * stack, SQL or value, in every environment.
@@ -61,7 +62,11 @@ export function createErrorMasking(): ErrorMasking {
     }
     const variable = located ? invalidVariable(located) : null;
     if (variable) return variable;
-    if (located && !located.originalError) {
+    // GraphQL's own errors about the document (parse, validation, variables) have no path. One with
+    // a path and no original error is the executor's own about a value it was completing ("String
+    // cannot represent value: ...", quoting it; graphql-jit makes them so): a decrypted value, ours
+    // to hide, not the client's mistake.
+    if (located && !located.originalError && located.path === undefined) {
       return new GraphQLError(located.message, {
         nodes: located.nodes,
         extensions: { ...located.extensions, code: located.extensions?.code ?? 'BAD_USER_INPUT' },
