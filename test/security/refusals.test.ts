@@ -120,6 +120,17 @@ describe('refusals after authentication', () => {
     ]);
   });
 
+  it('names the schema field refused, never the alias the client gave it (its own text, whatever it holds)', async () => {
+    const alias = 'ssn123456789';
+    const res = await postJson(gw, { query: `{ ${alias}: patients(first: 2) { edges { node { id } } } }` }, await gw.tokenFor(physician().sub, { mfa: false }));
+    expect(res.json?.errors?.[0]?.extensions?.code).toBe('MFA_REQUIRED');
+    const requestId = res.headers.get('x-request-id') ?? '';
+    expect(await refusedRows(gw, requestId)).toEqual([expect.objectContaining({ action: 'refused', detail: 'mfa_required', field: 'patients' })]);
+    const lines = gw.logs.filter((l) => l.requestId === requestId);
+    expect(lines.some((l) => l.msg === 'request refused' && l.field === 'patients')).toBe(true);
+    expect(JSON.stringify(lines)).not.toContain(alias);
+  });
+
   it('a field denied in a write that rolls back is still a `denied` event: the write is undone, not its refusals', async () => {
     const patient = gw.data.patients.find((p) => p.clinicId === 'c-north' && p.encounters.length > 0)!;
     const stored = async () => (await gw.admin((c) => c.query('SELECT phone, updated_at FROM phigate.patients WHERE id = $1', [patient.id]))).rows[0];
