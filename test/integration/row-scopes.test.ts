@@ -172,9 +172,14 @@ describe('the database enforces the row scopes of the policy it was migrated wit
     expect(((await refusal(pool, createByBilling)) as Error).message).toMatch(
       /roles\.registrar\.operations: the policy says \[updatePatient\] but the database enforces \[createPatient, updatePatient\]/,
     );
+    const may = (roles: string[]) =>
+      withRequestTransaction(pool, ctx('desk-1', roles), async (tx) => (await tx.query<{ may: boolean }>(`SELECT phigate.ctx_may('createPatient') AS may`)).rows[0]!.may);
+    expect([await may(['billing']), await may(['registrar'])]).toEqual([false, true]);
     await migrate(db.adminUrl, { policy: createByBilling });
     await expect(createPatient(pool, ['billing'])).resolves.toBeDefined();
     await expect(createPatient(pool, ['registrar'])).rejects.toThrow(/row-level security/);
+    // ctx_may(), which the care-team and grant policies ask, is written from the same rows (056).
+    expect([await may(['billing']), await may(['registrar']), await may([])]).toEqual([true, false, false]);
   });
 
   it('a row scope the database does not implement is refused by migrate, which then changes nothing', async () => {
