@@ -14,9 +14,10 @@ import { createTestDatabase, withClient, type TestDatabase } from '../support/db
 // statement (bench/README.md, "A smaller row-security plan for a read").
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const POLICY_035 = /CREATE POLICY patients_select ON phigate\.patients[\s\S]*?\n\);/.exec(
-  readFileSync(path.join(ROOT, 'schema/migrations/035_read_cpu.sql'), 'utf8'),
-)![0];
+const MIGRATION_035 = readFileSync(path.join(ROOT, 'schema/migrations/035_read_cpu.sql'), 'utf8');
+const POLICY_035 = /CREATE POLICY patients_select ON phigate\.patients[\s\S]*?\n\);/.exec(MIGRATION_035)![0];
+// 035's ctx_patient_reach(): PL/pgSQL, a query of role_scopes on every statement.
+const REACH_035 = /CREATE FUNCTION phigate\.ctx_patient_reach\(\)[\s\S]*?\n\$\$;/.exec(MIGRATION_035)![0].replace('CREATE FUNCTION', 'CREATE OR REPLACE FUNCTION');
 
 let db: TestDatabase;
 const ids = Array.from({ length: 300 }, () => randomUUID());
@@ -33,12 +34,12 @@ async function sentFor(ids: readonly string[]): Promise<string> {
 }
 
 /** The generic plan of one of the gateway's statements for a physician on the care team. */
-async function gatewayPlan(c: pg.Client, text: string, types: string, arg: string): Promise<string> {
+async function gatewayPlan(c: pg.Client, text: string, types: string, arg: string, verbose = false): Promise<string> {
   await c.query(`SELECT set_config('phigate.actor', 'dr', true), set_config('phigate.actor_kind', 'user', true), set_config('phigate.roles', 'physician', true),
                         set_config('phigate.clinics', 'c-a', true), set_config('plan_cache_mode', 'force_generic_plan', true)`);
   await c.query(`SET LOCAL ROLE ${TEST_APP_ROLE}`);
   await c.query(`PREPARE gateway_read(${types}) AS ${text}`);
-  const { rows } = await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE gateway_read(${arg})`);
+  const { rows } = await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN (ANALYZE, VERBOSE ${verbose}, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE gateway_read(${arg})`);
   await c.query('DEALLOCATE gateway_read');
   await c.query('RESET ROLE');
   return rows.map((r) => r['QUERY PLAN']).join('\n');
@@ -122,5 +123,24 @@ describe("the gateway's read of one patient by id", () => {
     // The same check sees the bitmap scan of the statement a read of several ids still sends
     // (on PostgreSQL 18 with the bench's 2,000 patients, through patients_clinic_id).
     expect(byAny).toMatch(/Bitmap Heap Scan on patients p\b/);
+  });
+
+  it('asks how far the request reaches as an expression over its roles, not a function call with a query of its own (056)', async () => {
+    const one = await sentFor([ids[7]!]);
+    const { now, before } = await admin(async (c) => {
+      await c.query('BEGIN');
+      try {
+        const now = await gatewayPlan(c, one, 'uuid', `'${ids[7]}'`, true);
+        await c.query(REACH_035);
+        return { now, before: await gatewayPlan(c, one, 'uuid', `'${ids[7]}'`, true) };
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    expect(now).toMatch(/\(actual rows=1(\.00)? loops=1\)/);
+    expect(now).not.toMatch(/ctx_patient_reach/);
+    expect(now).toMatch(/&& '\{nurse,physician\}'::text\[\]\) THEN 'care_team'::text/);
+    // The same check sees 035's PL/pgSQL function called in the plan.
+    expect(before).toMatch(/phigate\.ctx_patient_reach\(\)/);
   });
 });

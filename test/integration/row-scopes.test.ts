@@ -136,15 +136,50 @@ describe('the database enforces the row scopes of the policy it was migrated wit
     expect(await visible(pool, 'desk-1', ['registrar'])).toEqual([]);
   });
 
+  it('a session that holds a read’s cached plan enforces the new row scopes on its next read, with no query of role_scopes at run time', async () => {
+    const { db } = await database();
+    // One server session, a named statement with a generic plan, as the gateway reads (056 inlines
+    // the reach into that plan: only the function's replacement can change what the plan enforces).
+    const one = createPool(db.directAppUrl, { max: 1 });
+    try {
+      const read = (actor: string) =>
+        withRequestTransaction(one, ctx(actor, ['registrar']), async (tx) => {
+          const { rows } = await tx.query<{ id: string; pid: number }>('SELECT id, pg_backend_pid() AS pid FROM phigate.patients WHERE clinic_id = $1 ORDER BY id', ['c-a']);
+          return { ids: rows.map((r) => r.id), pid: rows[0]?.pid ?? null };
+        });
+      const before = await read('dr-a');
+      expect(before.ids).toEqual([ids.a1, ids.a2].sort());
+      expect((await read('desk-1')).ids).toEqual([ids.a1, ids.a2].sort());
+
+      await migrate(db.adminUrl, { policy: narrowed });
+      const after = await read('dr-a');
+      expect(after.pid).toBe(before.pid);
+      expect(after.ids).toEqual([ids.a1]);
+      expect((await read('desk-1')).ids).toEqual([]);
+      const reach = await withClient(db.adminUrl, (c) => c.query<{ lang: string; src: string }>(
+        `SELECT l.lanname AS lang, p.prosrc AS src FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = 'phigate.ctx_patient_reach()'::regprocedure`,
+      ));
+      expect(reach.rows[0]!.lang).toBe('sql');
+      expect(reach.rows[0]!.src).toMatch(/&& '\{billing,clinic_admin\}'::text\[\][\s\S]*&& '\{nurse,physician,registrar\}'::text\[\]/);
+    } finally {
+      await one.end();
+    }
+  });
+
   it('operations are the policy’s too: moving createPatient to billing moves the database’s permission with it', async () => {
     const { db, pool } = await database();
     await expect(createPatient(pool, ['billing'])).rejects.toThrow(/row-level security/);
     expect(((await refusal(pool, createByBilling)) as Error).message).toMatch(
       /roles\.registrar\.operations: the policy says \[updatePatient\] but the database enforces \[createPatient, updatePatient\]/,
     );
+    const may = (roles: string[]) =>
+      withRequestTransaction(pool, ctx('desk-1', roles), async (tx) => (await tx.query<{ may: boolean }>(`SELECT phigate.ctx_may('createPatient') AS may`)).rows[0]!.may);
+    expect([await may(['billing']), await may(['registrar'])]).toEqual([false, true]);
     await migrate(db.adminUrl, { policy: createByBilling });
     await expect(createPatient(pool, ['billing'])).resolves.toBeDefined();
     await expect(createPatient(pool, ['registrar'])).rejects.toThrow(/row-level security/);
+    // ctx_may(), which the care-team and grant policies ask, is written from the same rows (056).
+    expect([await may(['billing']), await may(['registrar']), await may([])]).toEqual([true, false, false]);
   });
 
   it('a row scope the database does not implement is refused by migrate, which then changes nothing', async () => {
