@@ -182,6 +182,21 @@ describe('the database enforces the row scopes of the policy it was migrated wit
     expect([await may(['billing']), await may(['registrar']), await may([])]).toEqual([true, false, false]);
   });
 
+  it('what role_scopes holds is written into ctx_may() as data: an operation with quotes and dollar quotes neither breaks nor extends the function', async () => {
+    const { db, pool } = await database();
+    // Operations are free text in the table; the function body is made from them (056).
+    const odd = `x'$body$ SELECT true $body$'; --`;
+    await withClient(db.adminUrl, (c) => c.query(`UPDATE phigate.role_scopes SET operations = operations || $1::text WHERE role = 'billing'`, [odd]));
+    const may = (roles: string[], operation: string) =>
+      withRequestTransaction(pool, ctx('desk-1', roles), async (tx) => (await tx.query<{ may: boolean }>('SELECT phigate.ctx_may($1) AS may', [operation])).rows[0]!.may);
+    expect([await may(['billing'], odd), await may(['registrar'], odd), await may(['billing'], 'createPatient'), await may(['registrar'], 'createPatient')]).toEqual([
+      true,
+      false,
+      false,
+      true,
+    ]);
+  });
+
   it('a row scope the database does not implement is refused by migrate, which then changes nothing', async () => {
     const { db, pool } = await database();
     await expect(migrate(db.adminUrl, { policy: partnerOnCareTeams })).rejects.toThrow(
