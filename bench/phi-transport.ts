@@ -1,7 +1,7 @@
 /**
  * How a row's ciphertexts travel from PostgreSQL to Buffers in the gateway (bench/README.md, "The
  * page's ciphertexts in one value per row"): the page's 100 patient rows, their eight PHI columns,
- * read as the gateway's pools read them, in four forms, rounds rotated in one process on one
+ * read as the gateway's pools read them, in five forms, rounds rotated in one process on one
  * connection; per form, the backend's CPU (/proc) and this process's CPU (process.cpuUsage: the
  * socket, pg's parsing, the Buffers) per page, and the bytes of the rows' values.
  *
