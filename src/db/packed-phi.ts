@@ -11,9 +11,10 @@ const malformed = (reason: string) => new PhigateError('INTERNAL', 'The request 
 /**
  * A row's ciphertext columns as one value named `phi`: `array_send(ARRAY[c1, ..., cN])`, the
  * bytea array's binary form, each element its int32 length (-1 for NULL) and its bytes; a lone
- * column as itself. Sent as text, a value is a string and a Buffer on this side: one per row, not
- * one per column, for less than they cost PostgreSQL to pack (bench/README.md, branch pagebin);
- * a lone column would only pay the packing.
+ * column as itself. Each value sent as text costs this side a string and a Buffer: packed, a row
+ * costs one of each instead of one per column, which saves the gateway more than the packing
+ * costs PostgreSQL (~2 K instructions a patient row; bench/README.md, branch pagebin). A lone
+ * column would only pay the packing.
  */
 export function packPhi(columns: readonly string[]): string {
   if (columns.length === 0) throw new TypeError('packPhi: no columns');
