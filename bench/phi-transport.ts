@@ -13,6 +13,7 @@
 import { parseArgs } from 'node:util';
 import pg from 'pg';
 import { unpackPhi } from '../src/db/packed-phi.ts';
+import { PATIENT_PACKED_COLUMNS } from '../src/db/patients.ts';
 import { GATEWAY_TYPES } from '../src/db/type-parsers.ts';
 import { procStat } from './cpu.ts';
 
@@ -27,7 +28,7 @@ const { values: args } = parseArgs({
 });
 if (args.url === undefined) throw new Error('--url is required');
 
-const COLUMNS = ['mrn', 'ssn', 'given_name', 'family_name', 'birth_date', 'phone', 'email', 'address'];
+const COLUMNS = PATIENT_PACKED_COLUMNS;
 const FROM = 'FROM phigate.patients p ORDER BY p.id LIMIT 100';
 type Row = Record<string, unknown>;
 

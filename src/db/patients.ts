@@ -71,11 +71,13 @@ export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
 export type EncounterPhiColumn = (typeof ENCOUNTER_COLUMNS)[keyof typeof ENCOUNTER_COLUMNS];
 export const ENCOUNTER_PHI_COLUMNS: readonly EncounterPhiColumn[] = Object.values(ENCOUNTER_COLUMNS);
 
-// A patient row's ciphertexts, and its newest wrapped key, in the order the statements pack them
-// (unpackPhi, src/db/packed-phi.ts): one value per row, not one per column.
-const PATIENT_PACKED = ['mrn', 'ssn', 'given_name', 'family_name', 'birth_date', 'phone', 'email', 'address'] as const;
-/** The ciphertext columns a patient row packs: every encrypted column of Patient (a test holds them to PATIENT_COLUMNS). */
+// A patient row's ciphertexts in the catalogue's order, then its newest wrapped key: the order the
+// statements pack them in (unpackPhi, src/db/packed-phi.ts), one value per row, not one per column.
+type PatientPhiColumn = (typeof PATIENT_COLUMNS)[keyof typeof PATIENT_COLUMNS];
+const PATIENT_PACKED: readonly PatientPhiColumn[] = Object.values(PATIENT_COLUMNS);
+/** The ciphertext columns a patient row packs, in their order. */
 export const PATIENT_PACKED_COLUMNS: readonly string[] = PATIENT_PACKED;
+const AT = Object.fromEntries(PATIENT_PACKED.map((column, i) => [column, i])) as Readonly<Record<PatientPhiColumn, number>>;
 const KEY_AT = PATIENT_PACKED.length;
 
 /** What every read's statement returns beside the packed ciphertexts. */
@@ -125,14 +127,14 @@ const patientRow = (r: FetchedPatient): PatientRow => {
     on_care_team: r.on_care_team,
     grant_id: r.grant_id,
     grant_role: r.grant_role,
-    mrn: phi[0]!,
-    ssn: phi[1]!,
-    given_name: phi[2]!,
-    family_name: phi[3]!,
-    birth_date: phi[4]!,
-    phone: phi[5]!,
-    email: phi[6]!,
-    address: phi[7]!,
+    mrn: phi[AT.mrn]!,
+    ssn: phi[AT.ssn]!,
+    given_name: phi[AT.given_name]!,
+    family_name: phi[AT.family_name]!,
+    birth_date: phi[AT.birth_date]!,
+    phone: phi[AT.phone]!,
+    email: phi[AT.email]!,
+    address: phi[AT.address]!,
   };
 };
 
