@@ -9,6 +9,7 @@
  *   npx tsx bench/read-txn.ts serve --patients 5000 --state /tmp/x.json   # seeds, then waits (Ctrl-C ends it)
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --duration 10 --concurrency 16
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page   # `patients(first: 100)` with encounters instead
+ *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page --role registrar   # the bench's page: a registrar of the clinic, encounters' `kind` only
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -40,6 +41,7 @@ const { values: args } = parseArgs({
     'pool-size': { type: 'string', default: '4' },
     'prepared-statements': { type: 'boolean', default: true },
     read: { type: 'string', default: 'by-id' },
+    role: { type: 'string', default: 'physician' },
   },
   allowNegative: true,
 });
@@ -79,6 +81,8 @@ const PAGE_SIZE = 100;
 async function run(): Promise<void> {
   if (args.read !== 'by-id' && args.read !== 'page') throw new Error('--read must be by-id or page');
   const page = args.read === 'page';
+  if (args.role !== 'physician' && args.role !== 'registrar') throw new Error('--role must be physician or registrar');
+  const registrar = args.role === 'registrar';
   const state = JSON.parse(readFileSync(args.state, 'utf8')) as State;
   // Generous: under valgrind a new backend takes seconds to start.
   const pool = createPool(state.appUrl, { max: num('pool-size'), applicationName: APPLICATION, connectionTimeoutMs: 60_000 });
@@ -88,10 +92,11 @@ async function run(): Promise<void> {
   const readOne = async (): Promise<void> => {
     const doctor = state.physicians[Math.floor(Math.random() * state.physicians.length)]!;
     const id = doctor.ids[Math.floor(Math.random() * doctor.ids.length)]!;
-    const ctx: SecurityContext = { actor: doctor.sub, actorKind: 'user', roles: ['physician'], clinics: [doctor.clinic], requestId: randomUUID(), purpose: 'treatment' };
+    const actor = registrar ? `reg-${doctor.clinic}` : doctor.sub;
+    const ctx: SecurityContext = { actor, actorKind: 'user', roles: [args.role!], clinics: [doctor.clinic], requestId: randomUUID(), purpose: 'treatment' };
     let left: number | undefined;
     const preamble: Preamble = {
-      ...usageLeftStatement({ kind: 'user', subject: doctor.sub }, { rows: 100_000, values: 1_000_000 }),
+      ...usageLeftStatement({ kind: 'user', subject: actor }, { rows: 100_000, values: 1_000_000 }),
       onRows: (rows) => void (left = (rows[0] as { rows_left: number }).rows_left),
     };
     const tx = openRequestTransaction(pool, ctx, transaction, preamble);
@@ -99,9 +104,11 @@ async function run(): Promise<void> {
     // A page as `patients(first: 100) { encounters }` reads it: one row past the page, then the
     // page's encounters in one statement (src/graphql/types/query.ts, src/graphql/loaders.ts).
     const rows = page ? await patientPage(tx, null, PAGE_SIZE + 1) : await patientsByIds(tx, [id]);
-    if (page) await encountersByPatientIds(tx, rows.slice(0, PAGE_SIZE).map((r) => r.id), undefined, new Map(rows.map((r) => [r.id, r.facts.key])));
+    // A registrar's page reads the one encounter column it may be shown (src/graphql/phi-field.ts, encounterColumnsFor).
+    const columns = registrar ? (['kind'] as const) : undefined;
+    if (page) await encountersByPatientIds(tx, rows.slice(0, PAGE_SIZE).map((r) => r.id), columns, new Map(rows.map((r) => [r.id, r.facts.key])));
     await tx.commit();
-    if (rows.length !== (page ? PAGE_SIZE + 1 : 1) || left === undefined) throw new Error(`read ${page ? 'a page' : id} as ${doctor.sub}: ${rows.length} rows, preamble ${left}`);
+    if (rows.length !== (page ? PAGE_SIZE + 1 : 1) || left === undefined) throw new Error(`read ${page ? 'a page' : id} as ${actor}: ${rows.length} rows, preamble ${left}`);
   };
   const loop = async (until: number, count: { n: number }): Promise<void> => {
     while (performance.now() < until) {

@@ -1,6 +1,7 @@
 import type { JoinedPatientKey, RowKey } from '../crypto/keys/keyring.ts';
 import type { RowFacts } from '../policy/decide.ts';
 import { encryptedColumns } from '../policy/phi-fields.ts';
+import { packPhi, unpackPhi } from './packed-phi.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
@@ -24,13 +25,6 @@ export interface PhiRowFacts extends RowFacts {
   readonly patientId: string;
   /** The patient key the row's values are opened with: brought by the row's statement, resolved once per row. */
   readonly key: RowKey;
-}
-
-/** The patient's newest wrapped key, joined to each patient row (KEY_JOIN); all null when it has none, or only a shredded one. */
-interface KeyColumns {
-  readonly key_version: number | null;
-  readonly key_clinic_version: number | null;
-  readonly key_wrapped: Buffer | null;
 }
 
 export interface PatientRow extends GrantColumns {
@@ -77,15 +71,43 @@ export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
 export type EncounterPhiColumn = (typeof ENCOUNTER_COLUMNS)[keyof typeof ENCOUNTER_COLUMNS];
 export const ENCOUNTER_PHI_COLUMNS: readonly EncounterPhiColumn[] = Object.values(ENCOUNTER_COLUMNS);
 
-type Fetched<R> = Omit<R, 'facts'>;
-type FetchedPatient = Fetched<PatientRow> & KeyColumns;
+// A patient row's ciphertexts in the catalogue's order, then its newest wrapped key: the order the
+// statements pack them in (unpackPhi, src/db/packed-phi.ts), one value per row, not one per column.
+type PatientPhiColumn = (typeof PATIENT_COLUMNS)[keyof typeof PATIENT_COLUMNS];
+const PATIENT_PACKED: readonly PatientPhiColumn[] = Object.values(PATIENT_COLUMNS);
+/** The ciphertext columns a patient row packs, in their order. */
+export const PATIENT_PACKED_COLUMNS: readonly string[] = PATIENT_PACKED;
+const AT = Object.fromEntries(PATIENT_PACKED.map((column, i) => [column, i])) as Readonly<Record<PatientPhiColumn, number>>;
+const KEY_AT = PATIENT_PACKED.length;
 
-const joinedKey = (r: KeyColumns): JoinedPatientKey | null =>
-  r.key_wrapped !== null && r.key_version !== null && r.key_clinic_version !== null
-    ? { version: r.key_version, clinicVersion: r.key_clinic_version, wrapped: r.key_wrapped }
+/** What every read's statement returns beside the packed ciphertexts. */
+interface FetchedRow extends GrantColumns {
+  readonly id: string;
+  readonly clinic_id: string;
+  readonly on_care_team: boolean;
+}
+
+/** A patient row as the statements send it: `phi` packs PATIENT_PACKED, then the newest wrapped key (KEY_JOIN). */
+interface FetchedPatient extends FetchedRow {
+  readonly phi: Buffer;
+  readonly key_version: number | null;
+  readonly key_clinic_version: number | null;
+}
+
+/** An encounter row as the statements send it: `phi` packs the read's PHI columns, absent when it reads none. */
+interface FetchedEncounter extends FetchedRow {
+  readonly patient_id: string;
+  readonly occurred_at: string;
+  readonly kind_legacy?: string | null;
+  readonly phi?: Buffer | null;
+}
+
+const joinedKey = (r: FetchedPatient, wrapped: Buffer | null): JoinedPatientKey | null =>
+  wrapped !== null && r.key_version !== null && r.key_clinic_version !== null
+    ? { version: r.key_version, clinicVersion: r.key_clinic_version, wrapped }
     : null;
 
-const factsOf = (row: Fetched<PatientRow> | Fetched<EncounterRow>, patientId: string, key: RowKey): PhiRowFacts => ({
+const factsOf = (row: FetchedRow, patientId: string, key: RowKey): PhiRowFacts => ({
   clinicId: row.clinic_id,
   onCareTeam: row.on_care_team,
   grant: row.grant_id !== null && row.grant_role !== null ? { id: row.grant_id, role: row.grant_role } : null,
@@ -96,49 +118,74 @@ const factsOf = (row: Fetched<PatientRow> | Fetched<EncounterRow>, patientId: st
 
 // A row of our own per row pg made, of one shape with its facts: adding a property to pg's row
 // objects, or spreading them, cost several microseconds a row (a WeakMap lookup per value, before).
-const patientRow = (r: FetchedPatient): PatientRow => ({
-  facts: factsOf(r, r.id, { joined: joinedKey(r), held: null }),
-  id: r.id,
-  clinic_id: r.clinic_id,
-  on_care_team: r.on_care_team,
-  grant_id: r.grant_id,
-  grant_role: r.grant_role,
-  mrn: r.mrn,
-  ssn: r.ssn,
-  given_name: r.given_name,
-  family_name: r.family_name,
-  birth_date: r.birth_date,
-  phone: r.phone,
-  email: r.email,
-  address: r.address,
+const patientRow = (r: FetchedPatient): PatientRow => {
+  const phi = unpackPhi(r.phi, KEY_AT + 1);
+  return {
+    facts: factsOf(r, r.id, { joined: joinedKey(r, phi[KEY_AT]!), held: null }),
+    id: r.id,
+    clinic_id: r.clinic_id,
+    on_care_team: r.on_care_team,
+    grant_id: r.grant_id,
+    grant_role: r.grant_role,
+    mrn: phi[AT.mrn]!,
+    ssn: phi[AT.ssn]!,
+    given_name: phi[AT.given_name]!,
+    family_name: phi[AT.family_name]!,
+    birth_date: phi[AT.birth_date]!,
+    phone: phi[AT.phone]!,
+    email: phi[AT.email]!,
+    address: phi[AT.address]!,
+  };
+};
+
+/** Where each of an encounter read's PHI columns is in its packed value; -1 for a column it leaves out. */
+interface EncounterPacking {
+  readonly count: number;
+  readonly kind: number;
+  readonly reason: number;
+  readonly diagnosis_codes: number;
+  readonly notes: number;
+}
+const packingOf = (columns: readonly EncounterPhiColumn[]): EncounterPacking => ({
+  count: columns.length,
+  kind: columns.indexOf('kind'),
+  reason: columns.indexOf('reason'),
+  diagnosis_codes: columns.indexOf('diagnosis_codes'),
+  notes: columns.indexOf('notes'),
 });
-const encounterRow = (r: Fetched<EncounterRow>, key: RowKey): EncounterRow => ({
-  facts: factsOf(r, r.patient_id, key),
-  id: r.id,
-  patient_id: r.patient_id,
-  clinic_id: r.clinic_id,
-  on_care_team: r.on_care_team,
-  grant_id: r.grant_id,
-  grant_role: r.grant_role,
-  occurred_at: r.occurred_at,
-  kind: r.kind,
-  kind_legacy: r.kind_legacy,
-  reason: r.reason,
-  diagnosis_codes: r.diagnosis_codes,
-  notes: r.notes,
-});
+const NO_PHI: readonly (Buffer | null)[] = [];
+const column = (phi: readonly (Buffer | null)[], at: number): Buffer | null | undefined => (at < 0 ? undefined : phi[at]);
+
+const encounterRow = (r: FetchedEncounter, key: RowKey, packing: EncounterPacking): EncounterRow => {
+  const phi = packing.count === 0 ? NO_PHI : unpackPhi(r.phi ?? null, packing.count);
+  return {
+    facts: factsOf(r, r.patient_id, key),
+    id: r.id,
+    patient_id: r.patient_id,
+    clinic_id: r.clinic_id,
+    on_care_team: r.on_care_team,
+    grant_id: r.grant_id,
+    grant_role: r.grant_role,
+    occurred_at: r.occurred_at,
+    kind: column(phi, packing.kind),
+    kind_legacy: r.kind_legacy,
+    reason: column(phi, packing.reason),
+    diagnosis_codes: column(phi, packing.diagnosis_codes),
+    notes: column(phi, packing.notes),
+  };
+};
 const patientRows = (rows: FetchedPatient[]): PatientRow[] => rows.map(patientRow);
 /**
  * A patient's encounters share one RowKey, so its several visits ask the key cache once: the
  * patient row's (`keys`) when the caller has it, which also hands them the wrapped key the
  * patient's statement brought; otherwise one of their own.
  */
-function encounterRows(rows: Fetched<EncounterRow>[], keys: ReadonlyMap<string, RowKey> = new Map()): EncounterRow[] {
+function encounterRows(rows: FetchedEncounter[], packing: EncounterPacking, keys: ReadonlyMap<string, RowKey> = new Map()): EncounterRow[] {
   const own = new Map<string, RowKey>();
   return rows.map((r) => {
     let key = keys.get(r.patient_id) ?? own.get(r.patient_id);
     if (key === undefined) own.set(r.patient_id, (key = { joined: null, held: null }));
-    return encounterRow(r, key);
+    return encounterRow(r, key, packing);
   });
 }
 
@@ -193,22 +240,30 @@ const onCareTeamOf = (patientId: string, ids: string) =>
           AND ${patientId} = ANY ((SELECT coalesce(array_agg(ct.patient_id), '{}') FROM phigate.care_team ct
                                     WHERE ct.subject = phigate.ctx_actor() AND ct.patient_id = ANY (${ids}))::uuid[]))`;
 
+// The row's ciphertexts and wrapped key as one value (PATIENT_PACKED, then KEY_JOIN's).
+const PATIENT_PHI = packPhi([...PATIENT_PACKED.map((c) => `p.${c}`), 'k.key_wrapped']);
+
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
 const patientSelect = (from: string, probe: boolean, careTeam = onCareTeam('p.id', probe)) => `
-  SELECT ${PATIENT_STORED},
+  SELECT p.id, p.clinic_id, ${PATIENT_PHI},
          ${careTeam} AS on_care_team,
-         g.grant_id, g.grant_role, k.key_version, k.key_clinic_version, k.key_wrapped
+         g.grant_id, g.grant_role, k.key_version, k.key_clinic_version
   FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id', probe)}${KEY_JOIN('p.id')}`;
 const PATIENT_SELECT = patientSelect('phigate.patients p', false);
 
 // Over a page (`ids`, the parameter holding its patients' ids), the care team and the grants are
 // asked once per statement; read by id (null), each as a probe.
+// The chosen PHI columns are packed as a patient's are, in their order (packingOf); `kind` brings
+// `kind_legacy`, plaintext, as a column of its own.
 const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | null) => `
-  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.map((c) => (c === 'kind' ? ' e.kind, e.kind_legacy,' : ` e.${c},`)).join('')}
+  SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.includes('kind') ? ' e.kind_legacy,' : ''}${
+    columns.length === 0 ? '' : ` ${packPhi(columns.map((c) => `e.${c}`))},`
+  }
          ${ids === null ? onCareTeam('e.patient_id', false) : onCareTeamOf('e.patient_id', ids)} AS on_care_team,
          g.grant_id, g.grant_role
   FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id', ids !== null)}`;
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, null);
+const ENCOUNTER_PACKING = packingOf(ENCOUNTER_PHI_COLUMNS);
 
 // One id, as a read by id asks: `p.id = $1` is planned as one index probe. The generic plan of
 // `p.id = ANY($1)` counts on ten ids, so it builds a bitmap for them, and on PostgreSQL 18 with the
@@ -304,7 +359,7 @@ export async function searchByBlindIndex(
 }
 
 // One statement text per set of columns (at most 16), so each is prepared once per connection.
-const encountersOfPatients = new Map<string, string>();
+const encountersOfPatients = new Map<string, { readonly text: string; readonly packing: EncounterPacking }>();
 
 /**
  * The patients' encounters with only `columns` of their PHI columns, in the order given by
@@ -320,17 +375,20 @@ export async function encountersByPatientIds(
 ): Promise<EncounterRow[]> {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
   const key = chosen.join(',');
-  let text = encountersOfPatients.get(key);
-  if (text === undefined) {
-    text = `${encounterSelect(chosen, '$1::uuid[]')} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`;
-    encountersOfPatients.set(key, text);
+  let read = encountersOfPatients.get(key);
+  if (read === undefined) {
+    read = {
+      text: `${encounterSelect(chosen, '$1::uuid[]')} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`,
+      packing: packingOf(chosen),
+    };
+    encountersOfPatients.set(key, read);
   }
-  return encounterRows((await tx.query<Fetched<EncounterRow>>(text, [patientIds])).rows, keys);
+  return encounterRows((await tx.query<FetchedEncounter>(read.text, [patientIds])).rows, read.packing, keys);
 }
 
 export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {
-  const { rows } = await tx.query<Fetched<EncounterRow>>(`${ENCOUNTER_SELECT} WHERE e.id = $1`, [id]);
-  return encounterRows(rows)[0] ?? null;
+  const { rows } = await tx.query<FetchedEncounter>(`${ENCOUNTER_SELECT} WHERE e.id = $1`, [id]);
+  return encounterRows(rows, ENCOUNTER_PACKING)[0] ?? null;
 }
 
 const INSERTABLE = ['mrn_bidx', 'ssn_bidx', 'mrn_bidx_next', 'ssn_bidx_next', ...Object.values(PATIENT_COLUMNS)];

@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { searchByBlindIndex } from '../../src/db/patients.ts';
+import { unpackPhi } from '../../src/db/packed-phi.ts';
+import { PATIENT_PACKED_COLUMNS, searchByBlindIndex } from '../../src/db/patients.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
 import { firstStatementOf, planOfExecute, underRequestContext } from '../support/statement-plan.ts';
 
@@ -47,8 +48,9 @@ describe("a patient read's newest key", () => {
         await c.query(`PREPARE search(bytea[]) AS ${search}`);
         const wanted = `ARRAY[convert_to('ssn-${target}', 'UTF8')]`;
         const plan = await planOfExecute(c, `search(${wanted})`);
-        const found = await c.query<{ id: string; key_version: number; key_clinic_version: number; key_wrapped: Buffer }>(`EXECUTE search(${wanted})`);
-        return { plan, row: found.rows };
+        const found = await c.query<{ id: string; key_version: number; key_clinic_version: number; phi: Buffer }>(`EXECUTE search(${wanted})`);
+        // The wrapped key is packed after the row's ciphertexts.
+        return { plan, row: found.rows.map((r) => ({ ...r, key_wrapped: unpackPhi(r.phi, PATIENT_PACKED_COLUMNS.length + 1).at(-1) })) };
       } finally {
         await c.query('ROLLBACK');
       }

@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { packPhi, unpackPhi } from '../../../src/db/packed-phi.ts';
+import { PhigateError } from '../../../src/errors.ts';
+
+// array_send's layout for a one-dimensional bytea[] (PostgreSQL's arrayfuncs.c), written from its
+// definition: ndim, has-nulls flag, element type, length, lower bound, then each element's int32
+// length (-1 for NULL) and its bytes. test/integration/packed-phi.test.ts holds it to what
+// PostgreSQL sends.
+function packed(values: readonly (Buffer | null)[], header: { ndim?: number; type?: number; count?: number; lower?: number } = {}): Buffer {
+  const int = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(n);
+    return b;
+  };
+  const parts = [int(header.ndim ?? 1), int(values.includes(null) ? 1 : 0), int(header.type ?? 17), int(header.count ?? values.length), int(header.lower ?? 1)];
+  for (const v of values) parts.push(v === null ? int(-1) : Buffer.concat([int(v.length), v]));
+  return Buffer.concat(parts);
+}
+
+const refusal = (fn: () => unknown): string | undefined => {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(PhigateError);
+    expect((err as PhigateError).code).toBe('INTERNAL');
+    return (err as PhigateError).reason;
+  }
+  return undefined;
+};
+
+describe('packPhi', () => {
+  it('packs several columns with array_send and leaves a lone one as it is', () => {
+    expect(packPhi(['e.kind', 'e.notes'])).toBe('array_send(ARRAY[e.kind, e.notes]) AS phi');
+    expect(packPhi(['e.kind'])).toBe('e.kind AS phi');
+    expect(() => packPhi([])).toThrow(TypeError);
+  });
+});
+
+describe('unpackPhi', () => {
+  it('gives a lone column as it came, NULL included', () => {
+    const value = randomBytes(40);
+    expect(unpackPhi(value, 1)[0]).toBe(value);
+    expect(unpackPhi(null, 1)).toEqual([null]);
+  });
+
+  it('gives each column, NULL and empty ones included, in order', () => {
+    const values = [randomBytes(45), null, Buffer.alloc(0), randomBytes(5000), null, randomBytes(1)];
+    const out = unpackPhi(packed(values), values.length);
+    expect(out).toEqual(values);
+    expect(unpackPhi(packed([null, null]), 2)).toEqual([null, null]);
+  });
+
+  it('refuses anything but exactly the columns asked for, as bytea in one dimension', () => {
+    const values = [randomBytes(30), null, randomBytes(12)];
+    const good = packed(values);
+    expect(refusal(() => unpackPhi(packed(values), 2))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhi(packed(values), 4))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhi(packed(values, { type: 25 }), 3))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhi(packed(values, { ndim: 2 }), 3))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhi(packed(values, { lower: 0 }), 3))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhi(good.subarray(0, 19), 3))).toBe('packed_phi_short');
+    expect(refusal(() => unpackPhi(good.subarray(0, good.length - 1), 3))).toBe('packed_phi_length');
+    expect(refusal(() => unpackPhi(good.subarray(0, 20 + 4 + 30 + 2), 3))).toBe('packed_phi_short');
+    expect(refusal(() => unpackPhi(Buffer.concat([good, Buffer.from([0])]), 3))).toBe('packed_phi_trailing');
+    const negative = Buffer.from(good);
+    negative.writeInt32BE(-2, 20);
+    expect(refusal(() => unpackPhi(negative, 3))).toBe('packed_phi_length');
+    expect(refusal(() => unpackPhi(null, 3))).toBe('packed_phi_null');
+    expect(refusal(() => unpackPhi(good, 3))).toBeUndefined();
+  });
+});
