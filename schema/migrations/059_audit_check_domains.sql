@@ -13,6 +13,30 @@
 -- A CHECK or a domain's CHECK fails only on false; NULL passes, as before (credential_id).
 -- Violations keep SQLSTATE 23514; the message names the domain's constraint instead of the table's.
 
+-- A detail's shape without a regular expression: PostgreSQL's regex engine set up and ran its
+-- automaton for every detail (~30,000 instructions for one `ssn:hit`, 2% of a by-SSN batch).
+-- Between 1 and 64 characters, each one of [a-z0-9_:.-]: ltrim with that set leaves
+-- nothing exactly when every character is in it (characters, not bytes, as the regex counted), the
+-- same rule as 035's `~ '^[a-z0-9_:.-]{1,64}$'` (the test compares both over every
+-- character of the Basic Multilingual Plane and a sample of the others).
+-- Operators and functions named with their schema, as in 035, instead of a SET search_path.
+CREATE OR REPLACE FUNCTION phigate.audit_details_valid(details text[]) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  d text;
+BEGIN
+  FOREACH d IN ARRAY details LOOP
+    IF d IS NOT NULL AND NOT (
+      pg_catalog.char_length(d) OPERATOR(pg_catalog.<=) 64 AND d OPERATOR(pg_catalog.<>) ''
+      AND pg_catalog.ltrim(d, 'abcdefghijklmnopqrstuvwxyz0123456789_:.-') OPERATOR(pg_catalog.=) ''
+    ) THEN
+      RETURN false;
+    END IF;
+  END LOOP;
+  RETURN true;
+END
+$$;
+
 CREATE DOMAIN phigate.audit_actor_kind AS text
   CHECK (VALUE = ANY ('{user,partner,system,anonymous}'::text[]));
 CREATE DOMAIN phigate.audit_credential_id AS text

@@ -91,6 +91,21 @@ describe('059: audit_records_valid and phi_usage_valid through domains', () => {
     expect(Number(stored)).toBe(accepted);
   });
 
+  it('decides a detail as the regular expression of 035 did, for every character and length', async () => {
+    const differing = await withClient(db.adminUrl, async (c) =>
+      (
+        await c.query<{ n: string; d: string | null }>(
+          `WITH chars AS (SELECT chr(i) AS d FROM generate_series(1, 55295) i UNION ALL SELECT chr(i) FROM generate_series(57344, 1114111, 61) i),
+                cases AS (SELECT d FROM chars UNION ALL SELECT 'a' || d || 'b' FROM chars UNION ALL SELECT repeat('a', n) FROM generate_series(0, 70) n
+                          UNION ALL SELECT repeat('é', n) FROM generate_series(0, 3) n UNION ALL SELECT E'ab\\n' UNION ALL SELECT E'\\nab')
+           SELECT count(*) AS n, min(d) AS d FROM cases
+           WHERE (d ~ '^[a-z0-9_:.-]{1,64}$') IS DISTINCT FROM phigate.audit_details_valid(ARRAY[d])`,
+        )
+      ).rows[0]!,
+    );
+    expect(differing).toEqual({ n: '0', d: null });
+  });
+
   it('keeps the per-column rules in the domains, which the tables\' CHECKs coerce to', async () => {
     const defs = await withClient(db.adminUrl, async (c) =>
       (await c.query<{ def: string }>(`SELECT pg_get_constraintdef(oid) AS def FROM pg_constraint WHERE conname IN ('audit_records_valid', 'phi_usage_valid') ORDER BY conname`)).rows.map((r) => r.def),
