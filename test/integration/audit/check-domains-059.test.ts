@@ -91,19 +91,25 @@ describe('059: audit_records_valid and phi_usage_valid through domains', () => {
     expect(Number(stored)).toBe(accepted);
   });
 
-  it('decides a detail as the regular expression of 035 did, for every character and length', async () => {
-    const differing = await withClient(db.adminUrl, async (c) =>
-      (
-        await c.query<{ n: string; d: string | null }>(
+  it('decides a detail and a credential id as the regular expressions of 035 and 028 did, for every character and length', async () => {
+    // A value the domain refuses fails its cast; the probe turns that into false.
+    const differing = await withClient(db.adminUrl, async (c) => {
+      await c.query(`CREATE FUNCTION pg_temp.credential_ok(d text) RETURNS boolean LANGUAGE plpgsql AS $$
+        BEGIN PERFORM d::phigate.audit_credential_id; RETURN true; EXCEPTION WHEN check_violation THEN RETURN false; END $$`);
+      return (
+        await c.query<{ details: string; credentials: string; valid: string }>(
           `WITH chars AS (SELECT chr(i) AS d FROM generate_series(1, 55295) i UNION ALL SELECT chr(i) FROM generate_series(57344, 1114111, 61) i),
                 cases AS (SELECT d FROM chars UNION ALL SELECT 'a' || d || 'b' FROM chars UNION ALL SELECT repeat('a', n) FROM generate_series(0, 70) n
                           UNION ALL SELECT repeat('é', n) FROM generate_series(0, 3) n UNION ALL SELECT E'ab\\n' UNION ALL SELECT E'\\nab')
-           SELECT count(*) AS n, min(d) AS d FROM cases
-           WHERE (d ~ '^[a-z0-9_:.-]{1,64}$') IS DISTINCT FROM phigate.audit_details_valid(ARRAY[d])`,
+           SELECT count(*) FILTER (WHERE (d ~ '^[a-z0-9_:.-]{1,64}$') IS DISTINCT FROM phigate.audit_details_valid(ARRAY[d])) AS details,
+                  count(*) FILTER (WHERE (d ~ '^[A-Za-z0-9_-]{1,64}$') IS DISTINCT FROM pg_temp.credential_ok(d)) AS credentials,
+                  count(*) FILTER (WHERE d ~ '^[A-Za-z0-9_-]{1,64}$') AS valid
+           FROM cases`,
         )
-      ).rows[0]!,
-    );
-    expect(differing).toEqual({ n: '0', d: null });
+      ).rows[0]!;
+    });
+    expect(Number(differing.valid)).toBeGreaterThan(100);
+    expect(differing).toMatchObject({ details: '0', credentials: '0' });
   });
 
   it('keeps the per-column rules in the domains, which the tables\' CHECKs coerce to', async () => {
