@@ -171,7 +171,7 @@ describe('audit verify names the event a superuser with the triggers off tampere
     const events = await buildLog(1);
     await admin(async (c) => {
       const { rows } = await c.query<{ conname: string }>(
-        "SELECT conname FROM pg_constraint WHERE conrelid = 'phigate.audit_records'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%cardinality(details)%'",
+        "SELECT conname FROM pg_constraint WHERE conrelid = 'phigate.audit_records'::regclass AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%cardinality(%details%'",
       );
       await c.query(`ALTER TABLE phigate.audit_records DROP CONSTRAINT ${rows[0]!.conname}`);
     });
