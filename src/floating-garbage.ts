@@ -15,7 +15,7 @@ import vm from 'node:vm';
  * "Node 24 keeps its heap's high-water"). A second, atomic full GC right after such a cycle finds
  * only what is live, and the limit is set from that. The bounds leave alone what a page cell's
  * ordinary cycles differ by (38-51 MB kept) and the step from reads by id to pages (~35 -> ~45):
- * at 1.25 and 8 MB, three extra GCs of four in a Node 20 run found under 7 MB of garbage.
+ * at 1.25 and 8 MB, all five extra GCs of a Node 20 run found 2.5-7 MB of garbage.
  */
 export const RECHECK_RATIO = 1.4;
 export const RECHECK_MIN_BYTES = 16 * 2 ** 20;
