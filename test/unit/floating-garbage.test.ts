@@ -23,15 +23,24 @@ describe('createFloatingGarbageCheck', () => {
     expect(large.afterFullGc(120 * MB, 1_000)).toBe(false);
   });
 
-  it('collects at most once an interval, and a live set that truly grew becomes the norm', () => {
+  it('collects at most once an interval, and a live set that truly grew becomes the norm at once', () => {
     const check = createFloatingGarbageCheck();
     check.afterFullGc(40 * MB, 0);
     expect(check.afterFullGc(80 * MB, 1_000)).toBe(true);
-    // The extra GC found it all live.
+    // The extra GC found it all live: the cycles after it are measured against 78 MB, not 40.
     check.collected(78 * MB, 1_100);
-    expect(check.afterFullGc(82 * MB, 2_000)).toBe(false);
+    expect(check.afterFullGc(100 * MB, 1_100 + RECHECK_MIN_INTERVAL_MS / 2)).toBe(false);
     expect(check.afterFullGc(150 * MB, 1_100 + RECHECK_MIN_INTERVAL_MS - 1)).toBe(false);
     expect(check.afterFullGc(150 * MB, 1_100 + RECHECK_MIN_INTERVAL_MS)).toBe(true);
+  });
+
+  it('measures the cycles after an extra GC against what it found, not against the cycles before', () => {
+    const check = createFloatingGarbageCheck();
+    check.afterFullGc(36 * MB, 0);
+    expect(check.afterFullGc(52 * MB, 1_000)).toBe(true);
+    check.collected(43 * MB, 1_100);
+    // A burst: a cycle 1.3 s later keeps 70.8 MB.
+    expect(check.afterFullGc(70.8 * MB, 2_400)).toBe(true);
   });
 
   it('measures against the smallest of the recent cycles, so that steps of under the ratio do not ratchet it up', () => {
