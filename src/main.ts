@@ -1,6 +1,7 @@
 import { assembleApp, endAppPools } from './app.ts';
 import { ConfigError, loadConfig } from './config.ts';
 import { databaseUrls } from './dev/embedded-stack.ts';
+import { recheckFloatingGarbage } from './floating-garbage.ts';
 import { limitHeapGrowth } from './heap.ts';
 import { createLogger } from './log.ts';
 import { isSeeded, seed } from './seed/seed.ts';
@@ -11,6 +12,8 @@ import path from 'node:path';
 async function main(): Promise<void> {
   // Keeps the peak RSS under load near the live heap rather than up to 4x it (see src/heap.ts).
   limitHeapGrowth();
+  // ... and its limit from what is live, not from one cycle's floating garbage (src/floating-garbage.ts).
+  recheckFloatingGarbage();
   const config = loadConfig();
   const logger = createLogger(config.logLevel);
   const say = (msg: string) => logger.info(msg);

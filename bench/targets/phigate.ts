@@ -34,6 +34,7 @@ import { createPgKeyStore } from '../../src/db/key-store.ts';
 import { createSearchQuota } from '../../src/db/search-quota.ts';
 import { assertSafeAppRole, createPool } from '../../src/db/pool.ts';
 import { createGateway, type Gateway } from '../../src/http/gateway.ts';
+import { recheckFloatingGarbage } from '../../src/floating-garbage.ts';
 import { limitHeapGrowth } from '../../src/heap.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
@@ -170,8 +171,11 @@ interface PhigateTargetConfig {
 
 /** The target's process: run by bench/run.ts (compiled) with BENCH_TARGET. */
 async function target(): Promise<void> {
-  // As src/main.ts does: the gateway process caps V8's old-generation growth (src/heap.ts).
+  // As src/main.ts does: the gateway process caps V8's old-generation growth (src/heap.ts) and
+  // collects again after a full GC that kept floating garbage (src/floating-garbage.ts);
+  // BENCH_FLOATING_GARBAGE=keep in a variant's env leaves the latter out, to measure it.
   limitHeapGrowth();
+  if (process.env.BENCH_FLOATING_GARBAGE !== 'keep') recheckFloatingGarbage();
   const cfg = JSON.parse(process.env.BENCH_TARGET ?? '{}') as PhigateTargetConfig;
   // As src/app.ts: PHIGATE_AEAD, from the runner's environment, chooses the AES-GCM implementation.
   const aead = useAead(loadConfig({ PHIGATE_AEAD: process.env.PHIGATE_AEAD }).aead);
