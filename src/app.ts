@@ -82,6 +82,10 @@ function chooseAead(config: Config, logger: Logger): void {
 export async function assembleApp(config: Config, appUrl: string, logger: Logger): Promise<App> {
   chooseAead(config, logger);
   const policy = await loadPolicy(config.policyFile, PHI_FIELDS);
+  // Introspection goes by the roles a principal can act in, which are the policy's (use-no-reconnaissance.ts):
+  // a name it does not define would let nobody introspect, silently.
+  const undefinedRole = config.introspectionRoles.find((r) => r !== '*' && !policy.roles.has(r));
+  if (undefinedRole !== undefined) throw new ConfigError('PHIGATE_INTROSPECTION_ROLES', `names a role the policy does not define: ${undefinedRole}`);
   // Imported only when configured: without an endpoint the SDK is never loaded, and no provider is registered.
   const endpoint = config.otelExporterUrl;
   const tracing =

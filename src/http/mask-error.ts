@@ -23,6 +23,7 @@ function invalidVariable(located: GraphQLError): GraphQLError | null {
 /** What a masked error stands for, for its log line: a summary with no message, SQL or value. */
 export interface HiddenError {
   readonly err: Record<string, unknown>;
+  /** The masked error's own path array, not a copy: use-unexpected-error-log.ts finds its schema path by it. */
   readonly path: GraphQLError['path'];
   /** The reason it was answered as a database failure (src/db/failure.ts); unset when it was answered INTERNAL. */
   readonly refusal?: string;

@@ -41,4 +41,20 @@ describe('an executor error about a decrypted value', () => {
     expect(lines).not.toContain(SSN);
     expect(lines).toContain('unexpected error');
   });
+
+  it('logs the schema path of the error, not the aliases the client gave its fields', async () => {
+    const p = gw.data.patients.find((x) => x.clinicId === 'c-north' && x.careTeam.includes('dr-north-1') && x.encounters.length > 0)!;
+    const e = p.encounters[0]!;
+    const sealed = await gw.cipher.encrypt('c-north', { table: 'encounters', column: 'diagnosis_codes', rowId: e.id, patientId: p.id }, `"${SSN}"`);
+    await gw.admin((c) => c.query('UPDATE phigate.encounters SET diagnosis_codes = $2 WHERE id = $1', [e.id, sealed]));
+    const logged = gw.logs.length;
+    const aliased = `query($id: ID!) { clientTextA: patient(id: $id) { id ...F } } fragment F on Patient { clientTextB: encounters { id clientTextC: diagnosisCodes } }`;
+    const r = await gw.gql(await gw.tokenFor('dr-north-1'), aliased, { id: p.id });
+    expect(r.body.errors?.map((x) => x.extensions?.code), r.text).toEqual(['INTERNAL']);
+    expect(r.body.errors![0]!.path?.[0]).toBe('clientTextA');
+    const lines = gw.logs.slice(logged).filter((l) => l.msg === 'unexpected error');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]!.path).toEqual(['patient', 'encounters', 0, 'diagnosisCodes']);
+    expect(JSON.stringify(gw.logs.slice(logged))).not.toContain('clientText');
+  });
 });

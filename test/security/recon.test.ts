@@ -1,5 +1,9 @@
+import { randomBytes } from 'node:crypto';
 import { getIntrospectionQuery } from 'graphql';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { assembleApp } from '../../src/app.ts';
+import { loadConfig } from '../../src/config.ts';
+import { createLogger } from '../../src/log.ts';
 import { startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { codes, postJson, reasons, watch, type RawResponse } from './http.ts';
 
@@ -8,12 +12,12 @@ import { codes, postJson, reasons, watch, type RawResponse } from './http.ts';
 // message suggests a name the client did not already know ("Did you mean ...?").
 
 let prod: TestGateway; // production's default: nobody introspects
-let cfg: TestGateway; // an operator allows one role
+let cfg: TestGateway; // an operator allows one role of the policy (compliance, which requires MFA)
 let dev: TestGateway; // development's default: `*`
 beforeAll(async () => {
   [prod, cfg, dev] = await Promise.all([
     startTestGateway({ patients: 4, gatewayOptions: { introspectionRoles: [] } }),
-    startTestGateway({ patients: 4, gatewayOptions: { introspectionRoles: ['schema_reader'] } }),
+    startTestGateway({ patients: 4, gatewayOptions: { introspectionRoles: ['compliance'] } }),
     startTestGateway({ patients: 4 }),
   ]);
 });
@@ -56,11 +60,27 @@ describe('introspection', () => {
   });
 
   it('runs the full introspection query for a configured role', async () => {
-    const token = await cfg.issuer.token({ sub: 'schema-bot', roles: ['schema_reader'], clinics: [], mfa: true });
+    const token = await cfg.issuer.token({ sub: 'schema-bot', roles: ['compliance'], clinics: [], mfa: true });
     const r = await postJson(cfg, { query: getIntrospectionQuery() }, token);
     expect(r.status).toBe(200);
     expect(r.json?.errors).toBeUndefined();
     expect(r.json?.data?.__schema.types.map((t: { name: string }) => t.name)).toContain('Patient');
+  });
+
+  it('refuses the configured role claimed without the MFA it requires: a role it may not act in', async () => {
+    const token = await cfg.issuer.token({ sub: 'schema-bot', roles: ['compliance'], clinics: [], mfa: false });
+    expectIntrospectionRefused(await postJson(cfg, { query: '{ __schema { queryType { name } } }' }, token));
+  });
+
+  it('stops start-up, naming the variable, when a configured role is not one of the policy (nobody could act in it)', async () => {
+    const config = loadConfig({
+      PHIGATE_ENV: 'development',
+      DATABASE_URL: 'postgres://phigate@127.0.0.1:1/none',
+      PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
+      PHIGATE_INTROSPECTION_ROLES: 'compliance,schema_reader',
+    });
+    const failure = await assembleApp(config, 'postgres://phigate@127.0.0.1:1/none', createLogger('silent')).then(() => null, (err: unknown) => err as Error);
+    expect(failure?.message).toBe('PHIGATE_INTROSPECTION_ROLES: names a role the policy does not define: schema_reader');
   });
 
   it('refuses a physician where another role is the configured one', async () => {
@@ -69,7 +89,7 @@ describe('introspection', () => {
 
   it('decides by who asks each time the same document comes back: refused, allowed, refused', async () => {
     const query = '{ __schema { queryType { name } } }';
-    const reader = await cfg.issuer.token({ sub: 'schema-bot', roles: ['schema_reader'], clinics: [], mfa: true });
+    const reader = await cfg.issuer.token({ sub: 'schema-bot', roles: ['compliance'], clinics: [], mfa: true });
     expectIntrospectionRefused(await postJson(cfg, { query }, await physician(cfg)));
     expect((await postJson(cfg, { query }, reader)).json).toEqual({ data: { __schema: { queryType: { name: 'Query' } } } });
     expectIntrospectionRefused(await postJson(cfg, { query }, await physician(cfg)));

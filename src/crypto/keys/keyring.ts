@@ -82,6 +82,8 @@ export interface KeyringStats {
   cacheMisses: number;
   /** Unwrapped keys the cache let go (age, uses or room) and zero-filled. */
   evictions: number;
+  /** Keys asked again because the cache zero-filled the one handed out before a write path used it. */
+  zeroedKeyRetries: number;
 }
 
 export interface Keyring {
@@ -173,6 +175,8 @@ export interface KeyringOptions {
 
 const INDEX_ROOT_SCOPE = '*';
 const MAX_VERSION = 0xffff_ffff;
+/** How many times a write path asks for a key that keeps coming back zero-filled before it fails closed. */
+const ZEROED_KEY_ATTEMPTS = 3;
 
 function unavailable(message: string, reason: string, cause?: unknown): PhigateError {
   return new PhigateError('KEY_UNAVAILABLE', message, { reason, cause });
@@ -226,7 +230,8 @@ function clockOfRun(): number {
  * zero-filled. Each wrapped data key's encryption context names its purpose, scope and version: a
  * wrapped key copied to another clinic's row in the key table will not unwrap. Returned key
  * buffers are the cached ones, shared by every caller: never write to them, and use them at once
- * (a key held across an await may be zeroed by then, and is refused by the envelope if so).
+ * (a key held across an await may be zeroed by then, and is refused by the envelope if so; the
+ * keyring's own write paths ask again then, see withLiveKey).
  */
 export function createKeyring(opts: KeyringOptions): Keyring {
   const { provider, store } = opts;
@@ -236,7 +241,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
   }
   const latestTtlMs = Math.min(opts.latestTtlMs ?? 60_000, bounds.maxAgeMs);
 
-  const stats: KeyringStats = { kmsCalls: 0, cacheHits: 0, cacheMisses: 0, evictions: 0 };
+  const stats: KeyringStats = { kmsCalls: 0, cacheHits: 0, cacheMisses: 0, evictions: 0, zeroedKeyRetries: 0 };
   // Blind-index column keys derived from a cached index key, by `${column}:${clinic}`: kept with
   // the entry they came from, so that none outlives its root's age, uses or place in the cache.
   const derivedOf = new WeakMap<CachedKey, Map<string, Buffer>>();
@@ -380,8 +385,9 @@ export function createKeyring(opts: KeyringOptions): Keyring {
 
   /** A clinic's column key of index key `version`, derived afresh: the caller's to keep and zero-fill. */
   async function indexKeyAt(column: BlindIndexColumn, scope: string, version: number): Promise<Buffer> {
-    if (version === 1) return deriveBlindIndexKey(await unwrap('index', INDEX_ROOT_SCOPE, await currentVersion('index', INDEX_ROOT_SCOPE)), column, scope);
-    return deriveBlindIndexKey(await unwrap('index', scope, version), column, scope);
+    const derive = (root: Buffer) => deriveBlindIndexKey(root, column, scope);
+    if (version === 1) return withLiveKey(async () => unwrap('index', INDEX_ROOT_SCOPE, await currentVersion('index', INDEX_ROOT_SCOPE)), derive);
+    return withLiveKey(() => unwrap('index', scope, version), derive);
   }
 
   /** The cached 'latest version' of a scope while it is fresh, without asking the store. */
@@ -422,6 +428,22 @@ export function createKeyring(opts: KeyringOptions): Keyring {
 
   async function clinicKey(scope: string, version: number): Promise<DataKey> {
     return { scope, version, key: await unwrap('data', scope, version) };
+  }
+
+  // The key `get` gives, used by `use` in the same synchronous run as its check. The cache may have
+  // zero-filled it between its hit and the caller resuming (an await apart), which `use` refuses
+  // (invalid_key: newPatientKey, deriveBlindIndexKey); the entry is gone from the cache by then, so
+  // asking again unwraps the real key. Still refused after ZEROED_KEY_ATTEMPTS: fails closed.
+  async function withLiveKey<K, T>(get: () => Promise<K>, use: (key: K) => T): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      const key = await get();
+      try {
+        return use(key);
+      } catch (e) {
+        if (attempt >= ZEROED_KEY_ATTEMPTS || !(e instanceof PhigateError) || e.reason !== 'invalid_key') throw e;
+        stats.zeroedKeyRetries++;
+      }
+    }
   }
 
   /** Opens a stored patient key after checking it belongs where the ciphertext says it does. */
@@ -535,7 +557,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
       } else {
         const version = (record?.version ?? 0) + 1;
         checkVersion(version);
-        const made = newPatientKey(await clinicKey(clinicId, clinicVersion), patientId, version);
+        const made = await withLiveKey(() => clinicKey(clinicId, clinicVersion), (clinic) => newPatientKey(clinic, patientId, version));
         const inserted = await fromStore(store.insertPatientKey({ patientId, version, clinicId, clinicVersion, wrapped: made.wrapped }));
         if (!inserted) {
           // Another writer or a shredding took this version first: look again.
@@ -585,7 +607,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
         const version = (record?.version ?? 0) + 1;
         checkVersion(version);
         // Fetched for each: an await above may have let the cache drop (and zero) an earlier copy.
-        fresh.push(newPatientKey(await clinicKey(clinicId, clinicVersion), patientId, version));
+        fresh.push(await withLiveKey(() => clinicKey(clinicId, clinicVersion), (clinic) => newPatientKey(clinic, patientId, version)));
       }
       if (fresh.length === 0) return;
       const inserted = await fromStore(
@@ -620,7 +642,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     async blindIndexKey(column, scope) {
       checkScope(scope);
       const version = await currentVersion('index', INDEX_ROOT_SCOPE);
-      return deriveBlindIndexKey(await unwrap('index', INDEX_ROOT_SCOPE, version), column, scope);
+      return withLiveKey(() => unwrap('index', INDEX_ROOT_SCOPE, version), (root) => deriveBlindIndexKey(root, column, scope));
     },
     async probe() {
       const known = latest.get(idOf('index', INDEX_ROOT_SCOPE))?.version;

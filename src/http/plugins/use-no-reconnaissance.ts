@@ -2,15 +2,16 @@ import { BREAK, GraphQLError, Kind, visit, type DocumentNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
+import { usableRoles } from '../../policy/decide.ts';
 
 export interface NoReconnaissanceOptions {
-  /** Roles that may introspect the schema; `*` for every authenticated principal. */
+  /** Policy roles that may introspect the schema, when the principal can act in one; `*` for every authenticated principal. */
   readonly introspectionRoles: readonly string[];
 }
 
 /**
  * The schema is not a map for strangers: introspection (`__schema`, `__type`; `__typename` is
- * harmless and clients need it) runs only for a principal holding one of `introspectionRoles`,
+ * harmless and clients need it) runs only for a principal that can act in one of `introspectionRoles`,
  * and no error message suggests field, argument, type or enum names ("Did you mean ...?"), which
  * would otherwise rebuild the schema one typo at a time. (graphql-armor's block-field-suggestions
  * does not replace this: it only rewrites validation errors, not the variable errors raised during
@@ -19,6 +20,9 @@ export interface NoReconnaissanceOptions {
  * Introspection is decided at execution, once the principal is known, and not as a validation
  * rule: yoga caches validation per document, and the answer here depends on who asks. The
  * context opens no transaction until a resolver needs one, so a refusal touches no data.
+ *
+ * "Can act in" as authorisation decides it (usableRoles): a role the policy defines and whose MFA
+ * the sign-in meets. A role merely claimed, without the MFA it requires, shows nothing here either.
  */
 export function useNoReconnaissance({ introspectionRoles }: NoReconnaissanceOptions): Plugin<GraphQLContext> {
   const everyone = introspectionRoles.includes('*');
@@ -29,8 +33,8 @@ export function useNoReconnaissance({ introspectionRoles }: NoReconnaissanceOpti
       };
     },
     onExecute({ args, setResultAndStopExecution }) {
-      const { principal } = args.contextValue as GraphQLContext;
-      if (introspects(args.document) && !everyone && !principal.roles.some((r) => introspectionRoles.includes(r))) {
+      const { principal, policy } = args.contextValue as GraphQLContext;
+      if (introspects(args.document) && !everyone && !usableRoles(policy, principal).some((r) => introspectionRoles.includes(r.name))) {
         setResultAndStopExecution({ errors: [new PhigateError('FORBIDDEN', 'Introspection is not allowed for this principal.', { reason: 'introspection_disabled' })] });
         return;
       }

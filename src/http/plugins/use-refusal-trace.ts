@@ -1,8 +1,9 @@
-import { getOperationAST, Kind, type DocumentNode, type ExecutionArgs, type ExecutionResult, type FragmentDefinitionNode, type GraphQLError, type SelectionSetNode } from 'graphql';
+import { getOperationAST, type ExecutionArgs, type ExecutionResult, type GraphQLError } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { GraphQLContext } from '../../graphql/context.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
 import type { RefusalTrail } from '../refusal-trail.ts';
+import { schemaPath } from '../schema-path.ts';
 
 const TRACED = new Set(['MFA_REQUIRED', 'FORBIDDEN', 'RATE_LIMITED']);
 
@@ -30,7 +31,9 @@ export function useRefusalTrace(trail: RefusalTrail): Plugin<GraphQLContext> {
         const seen = new Set<string>();
         const traces: Promise<void>[] = [];
         for (const e of refusals) {
-          const field = typeof e.path?.[0] === 'string' && definition ? rootField(args.document, definition.selectionSet, e.path[0]) : null;
+          // The root field's name, not the client's alias for it (schema-path.ts).
+          const root = typeof e.path?.[0] === 'string' && definition ? schemaPath(args.document, definition, [e.path[0]])?.[0] : undefined;
+          const field = typeof root === 'string' ? root : null;
           const reason = typeof e.extensions?.reason === 'string' ? e.extensions.reason : undefined;
           const key = `${String(e.extensions?.code)}:${reason}:${field}`;
           if (seen.has(key)) continue;
@@ -52,33 +55,4 @@ export function useRefusalTrace(trail: RefusalTrail): Plugin<GraphQLContext> {
       });
     },
   };
-}
-
-/**
- * The schema field the root response key `key` stands for. A path names the response key, which
- * is the field's alias when the client gave one: the client's own text, whatever it holds, which
- * the audit row and the log line must not take for the name of the field refused.
- */
-function rootField(document: DocumentNode, selections: SelectionSetNode, key: string): string | null {
-  const fragments = new Map<string, FragmentDefinitionNode>();
-  for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
-  const spread = new Set<string>();
-  const find = (set: SelectionSetNode): string | null => {
-    for (const s of set.selections) {
-      if (s.kind === Kind.FIELD) {
-        if ((s.alias ?? s.name).value === key) return s.name.value;
-        continue;
-      }
-      let inner: SelectionSetNode | undefined;
-      if (s.kind === Kind.INLINE_FRAGMENT) inner = s.selectionSet;
-      else if (!spread.has(s.name.value)) {
-        spread.add(s.name.value);
-        inner = fragments.get(s.name.value)?.selectionSet;
-      }
-      const found = inner === undefined ? null : find(inner);
-      if (found !== null) return found;
-    }
-    return null;
-  };
-  return find(selections);
 }

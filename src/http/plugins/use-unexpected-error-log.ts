@@ -1,16 +1,34 @@
-import type { ExecutionResult } from 'graphql';
+import { getOperationAST, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { requestLogger, type Logger } from '../../log.ts';
 import type { ErrorMasking } from '../mask-error.ts';
 import type { RequestFacts } from '../request-id.ts';
+import { schemaPath } from '../schema-path.ts';
 
 /**
  * Logs each INTERNAL error and database failure a result carries, with what it hides (mask-error.ts), through the
  * request's logger. Result processing is the first place after masking that has the request: yoga
  * masks an execution's errors and a failed context alike without it.
+ *
+ * The line names the schema path (field names), not the response path, whose keys are the client's
+ * aliases (client text into logs). Only the execution has the document that maps one to the other,
+ * and it ends before masking (yoga's masking is the last plugin): each error's schema path is kept
+ * by its response path array, which masking passes on as it is (mask-error.ts). An error of no
+ * execution, or one whose path was not kept, is logged without one.
  */
 export function useUnexpectedErrorLog(masking: ErrorMasking, logger: Logger): Plugin {
+  const named = new WeakMap<object, (string | number)[] | null>();
   return {
+    onExecute({ args }) {
+      return {
+        onExecuteDone({ result }) {
+          if (!('errors' in result) || result.errors === undefined) return;
+          const operation = getOperationAST(args.document, args.operationName);
+          if (!operation) return;
+          for (const e of result.errors) if (e.path !== undefined) named.set(e.path, schemaPath(args.document, operation, e.path));
+        },
+      };
+    },
     onResultProcess({ result, serverContext }) {
       const results = (Array.isArray(result) ? result : [result]) as ExecutionResult[];
       for (const r of results) {
@@ -19,8 +37,9 @@ export function useUnexpectedErrorLog(masking: ErrorMasking, logger: Logger): Pl
           if (hidden === undefined) continue;
           const facts = (serverContext as { facts?: RequestFacts }).facts;
           const log = facts === undefined ? logger : requestLogger(logger, facts);
-          if (hidden.refusal === undefined) log.error({ err: hidden.err, path: hidden.path }, 'unexpected error');
-          else log.warn({ err: hidden.err, path: hidden.path, refusal: hidden.refusal }, 'database failure');
+          const path = hidden.path === undefined ? undefined : (named.get(hidden.path) ?? undefined);
+          if (hidden.refusal === undefined) log.error({ err: hidden.err, path }, 'unexpected error');
+          else log.warn({ err: hidden.err, path, refusal: hidden.refusal }, 'database failure');
         }
       }
     },

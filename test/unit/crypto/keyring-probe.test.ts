@@ -14,7 +14,7 @@ describe('keyring.probe', () => {
     const keyring = createKeyring({ provider: createLocalKeyProvider(randomBytes(32)), store });
     await keyring.probe();
     expect(store.records()).toEqual([]);
-    expect(keyring.stats).toEqual({ kmsCalls: 0, cacheHits: 0, cacheMisses: 0, evictions: 0 });
+    expect(keyring.stats).toEqual({ kmsCalls: 0, cacheHits: 0, cacheMisses: 0, evictions: 0, zeroedKeyRetries: 0 });
   });
 
   it('unwraps the blind-index root once on a cold replica, then answers from the cache without counting', async () => {
@@ -24,7 +24,7 @@ describe('keyring.probe', () => {
     const replica = createKeyring({ provider, store });
     await replica.probe();
     await replica.probe();
-    expect(replica.stats).toEqual({ kmsCalls: 1, cacheHits: 0, cacheMisses: 1, evictions: 0 });
+    expect(replica.stats).toEqual({ kmsCalls: 1, cacheHits: 0, cacheMisses: 1, evictions: 0, zeroedKeyRetries: 0 });
     expect(store.records()).toHaveLength(1);
   });
 
