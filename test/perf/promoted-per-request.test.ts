@@ -5,6 +5,8 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import { describe, it } from 'vitest';
 import { startTestGateway } from '../support/gateway.ts';
+import { openRequestTransaction } from '../../src/db/transaction.ts';
+import { submit } from '../../src/db/submit.ts';
 
 // What a request leaves in V8's old generation, one request at a time: a measurement, not a check,
 // so it runs only when its variable is set (bench/README.md, "The tail of `patient(id)`: the full
@@ -58,6 +60,20 @@ describe.skipIf(!process.env.PHIGATE_PERF_PROMOTED)('PROMOTED', () => {
         ['id only', post({ query: 'query ($id: ID!) { patient(id: $id) { id } }', variables: { id: patient.id } }, true)],
         ['typename', post({ query: '{ __typename }' }, true)],
         ['no token', post({ query: '{ __typename }' }, false)],
+        ['tx only', async () => {
+          for (let i = 0; i < n; i++) {
+            const tx = openRequestTransaction(gw.pool, { actor: 'reg-promoted', actorKind: 'user', roles: ['registrar'], clinics: ['c-north'], requestId: `r${i}`, purpose: 'treatment' }, { preparedStatements: true });
+            await tx.query('SELECT $1::text AS id', [patient.id]);
+            await tx.commit();
+          }
+        }],
+        ['pool query', async () => {
+          for (let i = 0; i < n; i++) {
+            const c = await gw.pool.connect();
+            await submit(c, 'SELECT $1::text AS id', [patient.id], 'probe_1');
+            c.release();
+          }
+        }],
         ['healthz', () => send(url, '/healthz', 'GET', {}, '', n)],
       ]);
       const order = process.env.PHIGATE_PERF_PROMOTED_ORDER?.split(',') ?? [...kinds.keys()];
