@@ -15,7 +15,8 @@ import { submit } from '../../src/db/submit.ts';
 // Each kind of request is sent PHIGATE_PERF_PROMOTED_N times (default 2,000) on one keep-alive
 // connection, once to warm up and once measured; the old space's growth across the scavenges of the
 // measured pass, per request, is what the scavenges promoted (one request in flight, so nothing of
-// it should outlive a scavenge interval). PHIGATE_PERF_PROMOTED_ORDER: the kinds, comma-separated.
+// it should outlive a scavenge interval). PHIGATE_PERF_PROMOTED_ORDER: the kinds, comma-separated
+// (`tx only` and `pool query` drive the request transaction and a pool query directly: no HTTP, no GraphQL).
 // PHIGATE_PERF_PROMOTED_PROFILE=prefix: a sampling heap profile of each measured pass without what
 // the scavenges freed (prefix-<kind>.heapprofile, for bench/heap-sites.ts).
 // PHIGATE_PERF_PROMOTED_SNAPSHOT=file: a heap snapshot once every request has ended.
