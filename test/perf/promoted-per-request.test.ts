@@ -16,7 +16,8 @@ import { submit } from '../../src/db/submit.ts';
 // connection, once to warm up and once measured; the old space's growth across the scavenges of the
 // measured pass, per request, is what the scavenges promoted (one request in flight, so nothing of
 // it should outlive a scavenge interval). PHIGATE_PERF_PROMOTED_ORDER: the kinds, comma-separated
-// (`tx only` and `pool query` drive the request transaction and a pool query directly: no HTTP, no GraphQL).
+// (`tx only`, `tx read only` and `pool query` drive the request transaction and a pool query directly:
+// no HTTP, no GraphQL).
 // PHIGATE_PERF_PROMOTED_PROFILE=prefix: a sampling heap profile of each measured pass without what
 // the scavenges freed (prefix-<kind>.heapprofile, for bench/heap-sites.ts).
 // PHIGATE_PERF_PROMOTED_SNAPSHOT=file: a heap snapshot once every request has ended.
@@ -59,11 +60,21 @@ describe.skipIf(!process.env.PHIGATE_PERF_PROMOTED)('PROMOTED', () => {
       const kinds = new Map<string, () => Promise<void>>([
         ['by id', post({ query: 'query ($id: ID!) { patient(id: $id) { id givenName familyName birthDate mrn } }', variables: { id: patient.id } }, true)],
         ['id only', post({ query: 'query ($id: ID!) { patient(id: $id) { id } }', variables: { id: patient.id } }, true)],
+        ['me', post({ query: '{ me { subject roles } }' }, true)],
+        ['missing patient', post({ query: 'query ($id: ID!) { patient(id: $id) { id } }', variables: { id: '00000000-0000-4000-8000-000000000000' } }, true)],
         ['typename', post({ query: '{ __typename }' }, true)],
         ['no token', post({ query: '{ __typename }' }, false)],
         ['tx only', async () => {
           for (let i = 0; i < n; i++) {
             const tx = openRequestTransaction(gw.pool, { actor: 'reg-promoted', actorKind: 'user', roles: ['registrar'], clinics: ['c-north'], requestId: `r${i}`, purpose: 'treatment' }, { preparedStatements: true });
+            await tx.query('SELECT $1::text AS id', [patient.id]);
+            await tx.commit();
+          }
+        }],
+        ['tx read only', async () => {
+          for (let i = 0; i < n; i++) {
+            const tx = openRequestTransaction(gw.pool, { actor: 'reg-promoted', actorKind: 'user', roles: ['registrar'], clinics: ['c-north'], requestId: `r${i}`, purpose: 'treatment' }, { preparedStatements: true });
+            tx.readOnly();
             await tx.query('SELECT $1::text AS id', [patient.id]);
             await tx.commit();
           }
