@@ -62,6 +62,11 @@ describe.skipIf(!process.env.PHIGATE_PERF_PROMOTED)('PROMOTED', () => {
         ['id only', post({ query: 'query ($id: ID!) { patient(id: $id) { id } }', variables: { id: patient.id } }, true)],
         ['me', post({ query: '{ me { subject roles } }' }, true)],
         ['missing patient', post({ query: 'query ($id: ID!) { patient(id: $id) { id } }', variables: { id: '00000000-0000-4000-8000-000000000000' } }, true)],
+        ['missing patient via yoga', () => {
+          // Chunked (no content-length): not the fast path's one shape, so yoga's own Request/Response layer answers.
+          const body = JSON.stringify({ query: 'query ($id: ID!) { patient(id: $id) { id } }', variables: { id: '00000000-0000-4000-8000-000000000000' } });
+          return send(url, '/graphql', 'POST', { 'content-type': 'application/json', authorization: `Bearer ${token}` }, body, n);
+        }],
         ['typename', post({ query: '{ __typename }' }, true)],
         ['no token', post({ query: '{ __typename }' }, false)],
         ['tx only', async () => {
