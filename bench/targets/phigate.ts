@@ -14,7 +14,8 @@
  * assemblePhigate() is that gateway's wiring, also used in process by bench/in-flight.ts, so that
  * what one measures is what the other runs; the target itself starts only as the main module.
  */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import type http from 'node:http';
 import path from 'node:path';
 import { PerformanceObserver, monitorEventLoopDelay } from 'node:perf_hooks';
@@ -223,8 +224,33 @@ async function target(): Promise<void> {
       phaseRecord(e.request.requestId).batch = { shard: b.shard, size: b.entries.length, heldMs: b.heldMs, startedAt: b.startedAt, settledAt: b.settledAt };
     }
   };
+  /**
+   * BENCH_PROMOTED_DIR (bench/heap-sites.ts): where the objects that outlived a young-generation
+   * collection were allocated. A sampling heap profile (a sample per 16 KiB allocated) that leaves
+   * out what the scavenges freed and keeps what the full GCs freed: what was promoted, or is still
+   * young and alive at the stats call. One `promoted-<label>-<n>.heapprofile` per stats call
+   * (even-numbered: the measured runs). With BENCH_PROMOTED_ALL=1, every allocation instead
+   * (`allocated-...`), the denominator of a site's promoted share.
+   */
+  const promotedDir = process.env.BENCH_PROMOTED_DIR ?? null;
+  const sampler = promotedDir === null ? null : new Session();
+  const allAllocations = process.env.BENCH_PROMOTED_ALL === '1';
+  const startSampling = (): void =>
+    sampler?.post('HeapProfiler.startSampling', { samplingInterval: 16_384, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: allAllocations } as never);
+  if (sampler !== null) {
+    sampler.connect();
+    startSampling();
+  }
+  let promotedFiles = 0;
+  const writePromoted = (): void => {
+    sampler?.post('HeapProfiler.stopSampling', (err, r) => {
+      if (err === null) writeFileSync(path.join(promotedDir!, `${allAllocations ? 'allocated' : 'promoted'}-${process.env.BENCH_LABEL ?? process.pid}-${++promotedFiles}.heapprofile`), JSON.stringify(r.profile));
+      startSampling();
+    });
+  };
   let phaseFiles = 0;
   const writePhases = (): void => {
+    writePromoted();
     if (phasesDir === null) return;
     const file = path.join(phasesDir, `phases-${process.env.BENCH_LABEL ?? process.pid}-${++phaseFiles}.jsonl`);
     const h = loopDelay;
