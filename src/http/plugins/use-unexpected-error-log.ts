@@ -1,4 +1,4 @@
-import { getOperationAST, type ExecutionResult } from 'graphql';
+import { getOperationAST, type DocumentNode, type ExecutionResult, type OperationDefinitionNode } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import { requestLogger, type Logger } from '../../log.ts';
 import type { ErrorMasking } from '../mask-error.ts';
@@ -14,10 +14,12 @@ import { schemaPath } from '../schema-path.ts';
  * aliases (client text into logs). Only the execution has the document that maps one to the other,
  * and it ends before masking (yoga's masking is the last plugin): each error's schema path is kept
  * by its response path array, which masking passes on as it is (mask-error.ts). An error of no
- * execution, or one whose path was not kept, is logged without one.
+ * execution, or one whose path was not kept, is logged without one. The path is worked out only for
+ * an error masking hid: kept for every error, it would be a walk of the document per refused field
+ * (a page's FIELD_DENIED errors run to thousands), work any principal could ask for.
  */
 export function useUnexpectedErrorLog(masking: ErrorMasking, logger: Logger): Plugin {
-  const named = new WeakMap<object, (string | number)[] | null>();
+  const executed = new WeakMap<object, { readonly document: DocumentNode; readonly operation: OperationDefinitionNode }>();
   return {
     onExecute({ args }) {
       return {
@@ -25,7 +27,8 @@ export function useUnexpectedErrorLog(masking: ErrorMasking, logger: Logger): Pl
           if (!('errors' in result) || result.errors === undefined) return;
           const operation = getOperationAST(args.document, args.operationName);
           if (!operation) return;
-          for (const e of result.errors) if (e.path !== undefined) named.set(e.path, schemaPath(args.document, operation, e.path));
+          const execution = { document: args.document, operation };
+          for (const e of result.errors) if (e.path !== undefined) executed.set(e.path, execution);
         },
       };
     },
@@ -37,7 +40,9 @@ export function useUnexpectedErrorLog(masking: ErrorMasking, logger: Logger): Pl
           if (hidden === undefined) continue;
           const facts = (serverContext as { facts?: RequestFacts }).facts;
           const log = facts === undefined ? logger : requestLogger(logger, facts);
-          const path = hidden.path === undefined ? undefined : (named.get(hidden.path) ?? undefined);
+          const at = hidden.path;
+          const execution = at === undefined ? undefined : executed.get(at);
+          const path = at === undefined || execution === undefined ? undefined : (schemaPath(execution.document, execution.operation, at) ?? undefined);
           if (hidden.refusal === undefined) log.error({ err: hidden.err, path }, 'unexpected error');
           else log.warn({ err: hidden.err, path, refusal: hidden.refusal }, 'database failure');
         }
