@@ -23,6 +23,8 @@ export interface Config {
   readonly dataDir: string;
   readonly policyFile: string;
   readonly logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
+  /** One more full GC after a full GC that kept far more than the recent ones (src/floating-garbage.ts). */
+  readonly gcRecheck: boolean;
   /** `null` for the zero-config embedded PostgreSQL under `dataDir`. */
   readonly database: { readonly appUrl: string; readonly migrateUrl: string | null } | null;
   /**
@@ -390,6 +392,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     dataDir,
     policyFile: path.resolve(cwd, text(src, 'PHIGATE_POLICY_FILE') ?? 'policies/default.yaml'),
     logLevel: oneOf(src, 'PHIGATE_LOG_LEVEL', ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const, 'info'),
+    gcRecheck: oneOf(src, 'PHIGATE_GC_RECHECK', ['on', 'off'] as const, 'on') === 'on',
     database: appUrl === null ? null : { appUrl, migrateUrl },
     auxDatabaseUrl,
     embeddedPgPort: int(src, 'PHIGATE_EMBEDDED_PG_PORT', 54329, 1024, 65535),

@@ -72,6 +72,8 @@ const oldSpaceBytes = (): number => v8.getHeapSpaceStatistics().find((s) => s.sp
 export function recheckFloatingGarbage(): void {
   v8.setFlagsFromString('--expose-gc');
   const gc = vm.runInNewContext('gc') as unknown;
+  // Off again at once: contexts made from here on (vm, workers' own) get no `gc` of their own.
+  v8.setFlagsFromString('--no-expose-gc');
   if (typeof gc !== 'function') return;
   const check = createFloatingGarbageCheck();
   // Node 20 and 24 report no entry for a GC run inside this callback; should a Node report one, an

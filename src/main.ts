@@ -12,9 +12,9 @@ import path from 'node:path';
 async function main(): Promise<void> {
   // Keeps the peak RSS under load near the live heap rather than up to 4x it (see src/heap.ts).
   limitHeapGrowth();
-  // ... and its limit from what is live, not from one cycle's floating garbage (src/floating-garbage.ts).
-  recheckFloatingGarbage();
   const config = loadConfig();
+  // ... and its limit from what is live, not from one cycle's floating garbage (src/floating-garbage.ts).
+  if (config.gcRecheck) recheckFloatingGarbage();
   const logger = createLogger(config.logLevel);
   const say = (msg: string) => logger.info(msg);
   const db = await databaseUrls(config, say);

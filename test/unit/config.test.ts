@@ -64,6 +64,7 @@ describe('loadConfig', () => {
     [{ PHIGATE_OIDC_AUDIENCE: '  ' }, 'PHIGATE_OIDC_AUDIENCE'],
     [{ REDIS_URL: 'http://cache' }, 'REDIS_URL'],
     [{ PHIGATE_LOG_LEVEL: 'verbose' }, 'PHIGATE_LOG_LEVEL'],
+    [{ PHIGATE_GC_RECHECK: 'true' }, 'PHIGATE_GC_RECHECK'],
     [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'collector:4318' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
     [{ OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: 'grpc://collector:4317' }, 'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT'],
     [{ OTEL_BSP_SCHEDULE_DELAY: '5s' }, 'OTEL_BSP_SCHEDULE_DELAY'],
@@ -121,6 +122,11 @@ describe('loadConfig', () => {
     expect(loadConfig({ PHIGATE_GRAPHIQL: 'off' }, '/srv').graphiql).toBe(false);
     expect(loadConfig(prodBase, '/srv').graphiql).toBe(false);
     expect(loadConfig({ ...prodBase, PHIGATE_GRAPHIQL: 'off' }, '/srv').graphiql).toBe(false);
+  });
+
+  it('collects one cycle\'s floating garbage again unless told not to', () => {
+    expect(loadConfig({}, '/srv').gcRecheck).toBe(true);
+    expect(loadConfig({ PHIGATE_GC_RECHECK: 'off' }, '/srv').gcRecheck).toBe(false);
   });
 
   it('allows 30 searches by identifier a minute unless told otherwise', () => {
