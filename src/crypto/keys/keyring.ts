@@ -432,7 +432,7 @@ export function createKeyring(opts: KeyringOptions): Keyring {
 
   // The key `get` gives, used by `use` in the same synchronous run as its check. The cache may have
   // zero-filled it between its hit and the caller resuming (an await apart), which `use` refuses
-  // (invalid_key: newPatientKey, deriveBlindIndexKey); the entry is gone from the cache by then, so
+  // (invalid_key: newPatientKey, openPatientKey, deriveBlindIndexKey); the entry is gone from the cache by then, so
   // asking again unwraps the real key. Still refused after ZEROED_KEY_ATTEMPTS: fails closed.
   async function withLiveKey<K, T>(get: () => Promise<K>, use: (key: K) => T): Promise<T> {
     for (let attempt = 1; ; attempt++) {
@@ -448,9 +448,10 @@ export function createKeyring(opts: KeyringOptions): Keyring {
 
   /** Opens a stored patient key after checking it belongs where the ciphertext says it does. */
   async function openRecord(record: PatientKeyRecord, clinicId: string, clinicVersion: number): Promise<PatientKey> {
-    if (record.wrapped === null) throw unavailable("the key of this patient's data was destroyed", 'shredded');
+    const wrapped = record.wrapped;
+    if (wrapped === null) throw unavailable("the key of this patient's data was destroyed", 'shredded');
     if (record.clinicId !== clinicId || record.clinicVersion !== clinicVersion) throw unavailable('encrypted field could not be decrypted', 'decrypt_failed');
-    const key = openPatientKey(await clinicKey(clinicId, clinicVersion), record.patientId, record.version, record.wrapped);
+    const key = await withLiveKey(() => clinicKey(clinicId, clinicVersion), (clinic) => openPatientKey(clinic, record.patientId, record.version, wrapped));
     return remember(idOf('patient', record.patientId, record.version), key);
   }
 
