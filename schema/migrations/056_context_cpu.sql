@@ -65,21 +65,22 @@ BEGIN
     INTO clinic, partner_key, care_team
     FROM phigate.role_scopes s;
   -- No SET and no SECURITY DEFINER on the functions written here: either would keep PostgreSQL
-  -- from inlining them. Their names are all schema-qualified; && is pg_catalog's, searched first.
+  -- from inlining them, so they run under the caller's search_path: every name and operator in them
+  -- is schema-qualified.
   -- Each body is made by format() from a constant template and handed to CREATE FUNCTION as one
   -- quoted literal (%L), so that nothing the table holds can end it early, whatever it contains.
   EXECUTE format(
     'CREATE OR REPLACE FUNCTION phigate.ctx_patient_reach() RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS %L',
     format($body$
       SELECT CASE
-               WHEN phigate.ctx_roles() && %L::text[]
-                 OR (phigate.ctx_roles() && %L::text[] AND phigate.ctx_partner_key_live()) THEN 'clinic'
-               WHEN phigate.ctx_roles() && %L::text[] THEN 'care_team'
+               WHEN phigate.ctx_roles() OPERATOR(pg_catalog.&&) %L::text[]
+                 OR (phigate.ctx_roles() OPERATOR(pg_catalog.&&) %L::text[] AND phigate.ctx_partner_key_live()) THEN 'clinic'
+               WHEN phigate.ctx_roles() OPERATOR(pg_catalog.&&) %L::text[] THEN 'care_team'
              END
     $body$, clinic, partner_key, care_team));
 
   -- One arm per operation some role may do, naming those roles; any other operation: no role.
-  SELECT string_agg(format('WHEN %L THEN %L::text[]', o.operation, o.roles), ' ' ORDER BY o.operation)
+  SELECT string_agg(format('WHEN p_operation OPERATOR(pg_catalog.=) %L THEN %L::text[]', o.operation, o.roles), ' ' ORDER BY o.operation)
     INTO may
     FROM (SELECT op AS operation, array_agg(s.role ORDER BY s.role) AS roles
             FROM phigate.role_scopes s CROSS JOIN LATERAL unnest(s.operations) AS op
@@ -87,7 +88,7 @@ BEGIN
   EXECUTE format(
     'CREATE OR REPLACE FUNCTION phigate.ctx_may(p_operation text) RETURNS boolean LANGUAGE sql STABLE PARALLEL SAFE AS %L',
     format($body$
-      SELECT phigate.ctx_roles() && CASE p_operation %s ELSE '{}'::text[] END
+      SELECT phigate.ctx_roles() OPERATOR(pg_catalog.&&) CASE %s ELSE '{}'::text[] END
     $body$, coalesce(may, 'WHEN NULL THEN ''{}''::text[]')));
 END
 $$;

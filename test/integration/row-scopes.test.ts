@@ -160,7 +160,7 @@ describe('the database enforces the row scopes of the policy it was migrated wit
         `SELECT l.lanname AS lang, p.prosrc AS src FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = 'phigate.ctx_patient_reach()'::regprocedure`,
       ));
       expect(reach.rows[0]!.lang).toBe('sql');
-      expect(reach.rows[0]!.src).toMatch(/&& '\{billing,clinic_admin\}'::text\[\][\s\S]*&& '\{nurse,physician,registrar\}'::text\[\]/);
+      expect(reach.rows[0]!.src).toMatch(/OPERATOR\(pg_catalog\.&&\) '\{billing,clinic_admin\}'::text\[\][\s\S]*OPERATOR\(pg_catalog\.&&\) '\{nurse,physician,registrar\}'::text\[\]/);
     } finally {
       await one.end();
     }
