@@ -128,13 +128,13 @@ const patientRow = (r: FetchedPatient): PatientRow => {
     grant_id: r.grant_id,
     grant_role: r.grant_role,
     mrn: phi[AT.mrn]!,
-    ssn: phi[AT.ssn]!,
-    given_name: phi[AT.given_name]!,
-    family_name: phi[AT.family_name]!,
-    birth_date: phi[AT.birth_date]!,
-    phone: phi[AT.phone]!,
-    email: phi[AT.email]!,
-    address: phi[AT.address]!,
+    ssn: phi[AT.ssn] ?? null,
+    given_name: phi[AT.given_name] ?? null,
+    family_name: phi[AT.family_name] ?? null,
+    birth_date: phi[AT.birth_date] ?? null,
+    phone: phi[AT.phone] ?? null,
+    email: phi[AT.email] ?? null,
+    address: phi[AT.address] ?? null,
   };
 };
 
