@@ -55,15 +55,17 @@ CREATE DOMAIN phigate.audit_details AS text[]
 
 -- 054's rule, term for term: the per-column terms through the domains above, the arrays' equal
 -- lengths here. num_nonnulls evaluates each of its arguments, so each coercion checks its domain;
--- the count itself decides nothing. Replacing the constraint re-checks every stored record once,
--- which passes: the rule is unchanged.
+-- the count itself decides nothing. Added NOT VALID: new rows are checked from this commit on, and
+-- the stored ones by 060's VALIDATE CONSTRAINT, which holds a lock that lets the audit writer go on
+-- inserting (SHARE UPDATE EXCLUSIVE), instead of this ALTER's ACCESS EXCLUSIVE held over a scan of
+-- the whole trail, during which every PHI read would wait for its audit rows.
 ALTER TABLE phigate.audit_records
   DROP CONSTRAINT audit_records_valid,
   ADD CONSTRAINT audit_records_valid CHECK (
     cardinality(actions::phigate.audit_actions)
       = ALL (ARRAY[cardinality(type_names::phigate.audit_type_names), cardinality(fields), cardinality(record_ids), cardinality(details::phigate.audit_details)])
     AND num_nonnulls(actor_kind::phigate.audit_actor_kind, credential_id::phigate.audit_credential_id) >= 0
-  );
+  ) NOT VALID;
 
 -- phi_usage's rule (051) as one domain over its row's four checked columns: a batch writes one row
 -- per principal, so reading the fields from the composite costs little, and the table's CHECK is
@@ -77,4 +79,4 @@ CREATE DOMAIN phigate.phi_usage_valid AS phigate.phi_usage_facts
 
 ALTER TABLE phigate.phi_usage
   DROP CONSTRAINT phi_usage_valid,
-  ADD CONSTRAINT phi_usage_valid CHECK (num_nonnulls(ROW(actor_kind, minute, rows_used, values_used)::phigate.phi_usage_valid) = 1);
+  ADD CONSTRAINT phi_usage_valid CHECK (num_nonnulls(ROW(actor_kind, minute, rows_used, values_used)::phigate.phi_usage_valid) = 1) NOT VALID;

@@ -126,6 +126,34 @@ describe('059: audit_records_valid and phi_usage_valid through domains', () => {
     expect(sizes[1]).toBeLessThan(1_500);
   });
 
+  it('checks the stored rows (060) under a lock the audit writer is not held up by', async () => {
+    const validated = await withClient(db.adminUrl, async (c) =>
+      (await c.query<{ name: string; ok: boolean }>(`SELECT conname AS name, convalidated AS ok FROM pg_constraint WHERE conname IN ('audit_records_valid', 'phi_usage_valid') ORDER BY conname`)).rows,
+    );
+    expect(validated).toEqual([
+      { name: 'audit_records_valid', ok: true },
+      { name: 'phi_usage_valid', ok: true },
+    ]);
+    // 060's statement held open in one session; a charge as the writer makes it, from another,
+    // goes in meanwhile (059's ALTER ... ADD CONSTRAINT would hold ACCESS EXCLUSIVE: lock_timeout).
+    await withClient(db.adminUrl, async (validating) => {
+      await validating.query('BEGIN');
+      try {
+        await validating.query('ALTER TABLE phigate.phi_usage VALIDATE CONSTRAINT phi_usage_valid');
+        await validating.query('ALTER TABLE phigate.audit_records VALIDATE CONSTRAINT audit_records_valid');
+        const charged = await withClient(db.directAppUrl, async (c) => {
+          await c.query(`SET lock_timeout = '2s'`);
+          return c
+            .query(`INSERT INTO phigate.phi_usage (actor_kind, actor, minute, rows_used, values_used) VALUES ('user', 'c060', '2026-12-06 11:00:00+00', 1, 1)`)
+            .then(() => 'accepted', (e: { code: string }) => e.code);
+        });
+        expect(charged).toBe('accepted');
+      } finally {
+        await validating.query('ROLLBACK');
+      }
+    });
+  });
+
   it('judges every PHI-minute row as 051 did, on insert and on update', async () => {
     const cases: ReadonlyArray<[string, string, string, number, number]> = [
       ['valid', 'user', '2026-12-06 10:00:00+00', 1, 1],
