@@ -7,6 +7,7 @@ import { minuteCapRetryAfter } from '../../db/phi-usage.ts';
 import { CommitFailed, type Statement } from '../../db/transaction.ts';
 import { PhigateError } from '../../errors.ts';
 import type { GraphQLContext } from '../../graphql/context.ts';
+import { releaseScopeCache } from '../../graphql/scope-cache.ts';
 import { flatLineWriter, requestFields, type FlatFields, type Logger } from '../../log.ts';
 import { eventsMissing } from '../../records/events-missing.ts';
 import { isCapReason } from '../../records/phi-budget.ts';
@@ -74,6 +75,7 @@ export function useRequestTransaction(logger: Logger, writer: AuditWriter, onSet
           return await settle(ctx, result as ExecutionResult, operation, summary, writer, onSettled, coming);
         } finally {
           coming?.end();
+          releaseScopeCache(ctx);
         }
       });
     },
