@@ -1,12 +1,12 @@
 import { createHmac, hkdfSync } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
 import { lengthPrefixed } from './length-prefixed.ts';
+import { isZeroFilled } from './zero-filled.ts';
 
 /** The columns searchable by exact match; each gets its own key so indexes cannot be correlated across columns. */
 export type BlindIndexColumn = 'patients.ssn' | 'patients.mrn';
 
 const HKDF_SALT = Buffer.from('phigate/blind-index/v1', 'utf8');
-const ZERO_ROOT = Buffer.alloc(32);
 
 /**
  * NFKC folds compatibility forms (fullwidth digits and separators, no-break spaces) onto ASCII.
@@ -37,7 +37,7 @@ export function normaliseMrn(input: string): string {
 export function deriveBlindIndexKey(rootKey: Buffer, column: BlindIndexColumn, scope: string): Buffer {
   // A root zero-filled by the keyring's cache after the caller's hit (an await apart) would give
   // column keys, and digests of every identifier, that anyone can recompute.
-  if (rootKey.length < 32 || rootKey.equals(ZERO_ROOT)) {
+  if (rootKey.length < 32 || isZeroFilled(rootKey)) {
     throw new PhigateError('KEY_UNAVAILABLE', 'blind index root key is not usable', { reason: 'invalid_key' });
   }
   const info = lengthPrefixed(['phigate/blind-index-key', column, scope]);

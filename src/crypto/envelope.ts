@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
 import { openText, sealGcm } from './aead.ts';
 import { lengthPrefixed, lengthPrefixedSize, writeLengthPrefixed } from './length-prefixed.ts';
+import { isZeroFilled } from './zero-filled.ts';
 
 /** A clinic's unwrapped data key. `key` is 32 bytes and must never leave the process. */
 export interface DataKey {
@@ -47,7 +48,6 @@ const TAG_BYTES = 16;
 const MAX_KEY_VERSION = 0xffff_ffff;
 const AAD_LABEL = 'phigate/field/v1';
 const AAD_LABEL_V2 = 'phigate/field/v2';
-const ZERO_KEY = Buffer.alloc(32);
 
 /** The value a shredded patient's columns hold: any read of it is KEY_UNAVAILABLE, reason `shredded`. */
 export const SHREDDED_VALUE: Buffer = Buffer.from([FORMAT_SHREDDED, ...Buffer.from('shredded', 'latin1')]);
@@ -67,7 +67,7 @@ function keyUnavailable(reason: 'decrypt_failed' | 'malformed_ciphertext' | 'inv
 // seal under (or appear to open with) thirty-two zero bytes.
 // openText refuses a zero key itself, so opening does not compare the key here once per value.
 function checkKey(key: DataKey, forSealing: boolean): void {
-  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION || (forSealing && key.key.equals(ZERO_KEY))) {
+  if (key.key.length !== 32 || !Number.isInteger(key.version) || key.version < 1 || key.version > MAX_KEY_VERSION || (forSealing && isZeroFilled(key.key))) {
     throw keyUnavailable('invalid_key');
   }
   if (isPatientKey(key) && (!Number.isInteger(key.patientVersion) || key.patientVersion < 1 || key.patientVersion > MAX_KEY_VERSION)) {
@@ -327,5 +327,5 @@ export function openAt(key: DataKey, column: AadColumn, rowId: string, ciphertex
   }
   if (plain !== null) return plain;
   // A key the keyring wiped while this caller held it opens nothing: said as such.
-  throw keyUnavailable(key.key.equals(ZERO_KEY) ? 'invalid_key' : 'decrypt_failed');
+  throw keyUnavailable(isZeroFilled(key.key) ? 'invalid_key' : 'decrypt_failed');
 }

@@ -2,13 +2,13 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { PhigateError } from '../errors.ts';
 import type { DataKey, PatientKey } from './envelope.ts';
 import { lengthPrefixed } from './length-prefixed.ts';
+import { isZeroFilled } from './zero-filled.ts';
 
 const WRAP_FORMAT_V1 = 0x01;
 const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const WRAPPED_BYTES = 1 + NONCE_BYTES + KEY_BYTES + TAG_BYTES;
-const ZERO_KEY = Buffer.alloc(KEY_BYTES);
 
 // Binds a wrapped patient key to its patient, its own version and the clinic key version that
 // wraps it: copied to another patient's row, or presented as another version, it does not open.
@@ -17,7 +17,7 @@ function wrapAad(clinicKey: DataKey, patientId: string, patientVersion: number):
 }
 
 function usableClinicKey(clinicKey: DataKey): void {
-  if (clinicKey.key.length !== KEY_BYTES || clinicKey.key.equals(ZERO_KEY)) {
+  if (clinicKey.key.length !== KEY_BYTES || isZeroFilled(clinicKey.key)) {
     throw new PhigateError('KEY_UNAVAILABLE', 'data key is not usable', { reason: 'invalid_key' });
   }
 }
