@@ -116,7 +116,8 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
 
   // A client sends the same token with every request until it expires, and checking its
   // signature each time was most of authentication's cost. Only successes are kept, under a
-  // digest of the token so the heap holds no bearer credential, and never past `exp`.
+  // digest of the token so the heap holds no bearer credential, never past `exp`, and never past
+  // the last second its sign-in is young enough for (auth_too_old would refuse it from then on).
   const ttlMs = opts.verifiedTokenTtlMs ?? 60_000;
   const verified = new LRUCache<string, { principal: UserPrincipal; until: number }>({ max: VERIFIED_TOKENS_KEPT });
   return {
@@ -129,7 +130,8 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
       const known = verified.get(digest);
       if (known !== undefined && at < known.until) return known.principal;
       const principal = await verifySignedToken(token, at);
-      verified.set(digest, { principal, until: Math.min(at + ttlMs, principal.expiresAt * 1000) });
+      const signInGoodUntil = principal.authTime === null ? Infinity : (principal.authTime + timeLimits.maxAuthAgeSeconds + 1) * 1000;
+      verified.set(digest, { principal, until: Math.min(at + ttlMs, principal.expiresAt * 1000, signInGoodUntil) });
       return principal;
     },
   };

@@ -612,6 +612,19 @@ describe('verified tokens', () => {
     await refused(token, 'token_expired', verifier);
   });
 
+  it('are never taken on trust past the sign-in age limit', async () => {
+    let clock = Date.now();
+    const verifier = verifierFor(A.issuer, { now: () => clock, verifiedTokenTtlMs: 3_600_000, maxAuthAgeSeconds: 600 });
+    const token = await signed({ auth_time: nowSeconds() - 590, exp: nowSeconds() + 900 });
+    await expect(verifier.verify(token)).resolves.toMatchObject({ subject: SUB });
+    clock += 5_000; // still within the 600 s: taken from the cache
+    const checks = signatureChecks();
+    await expect(verifier.verify(token)).resolves.toMatchObject({ subject: SUB });
+    expect(checks).not.toHaveBeenCalled();
+    clock += 20_000; // the sign-in is now 615 s old, the token still 15 minutes from exp
+    await refused(token, 'auth_too_old', verifier);
+  });
+
   it('are remembered per exact token: one with a changed signature is checked, and refused', async () => {
     const verifier = verifierFor(A.issuer);
     const token = await signed();
