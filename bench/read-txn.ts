@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { encountersByPatientIds, patientPage, patientsByIds } from '../src/db/patients.ts';
+import { ENCOUNTER_PHI_COLUMNS, patientPageWithEncounters, patientsByIds } from '../src/db/patients.ts';
 import { usageLeftStatement } from '../src/db/phi-usage.ts';
 import { createPool } from '../src/db/pool.ts';
 import { openRequestTransaction, type Preamble, type SecurityContext } from '../src/db/transaction.ts';
@@ -101,12 +101,17 @@ async function run(): Promise<void> {
     };
     const tx = openRequestTransaction(pool, ctx, transaction, preamble);
     tx.readOnly();
-    // A page as `patients(first: 100) { encounters }` reads it: one row past the page, then the
-    // page's encounters in one statement (src/graphql/types/query.ts, src/graphql/loaders.ts).
-    const rows = page ? await patientPage(tx, null, PAGE_SIZE + 1) : await patientsByIds(tx, [id]);
-    // A registrar's page reads the one encounter column it may be shown (src/graphql/phi-field.ts, encounterColumnsFor).
-    const columns = registrar ? (['kind'] as const) : undefined;
-    if (page) await encountersByPatientIds(tx, rows.slice(0, PAGE_SIZE).map((r) => r.id), columns, new Map(rows.map((r) => [r.id, r.facts.key])));
+    // A page as `patients(first: 100) { encounters }` reads it: one row past the page, each row
+    // with its encounters, in one statement (src/graphql/types/query.ts). A registrar's page reads
+    // the one encounter column it may be shown (src/graphql/phi-field.ts, encounterColumnsFor).
+    let rows;
+    if (page) {
+      const read = await patientPageWithEncounters(tx, null, PAGE_SIZE + 1, registrar ? ['kind'] : ENCOUNTER_PHI_COLUMNS);
+      for (let i = 0; i < PAGE_SIZE; i++) read.encountersOf(i);
+      rows = read.rows;
+    } else {
+      rows = await patientsByIds(tx, [id]);
+    }
     await tx.commit();
     if (rows.length !== (page ? PAGE_SIZE + 1 : 1) || left === undefined) throw new Error(`read ${page ? 'a page' : id} as ${actor}: ${rows.length} rows, preamble ${left}`);
   };

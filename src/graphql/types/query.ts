@@ -5,7 +5,7 @@ import * as v from '../../records/validate.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
 import { encounterColumnsFor } from '../phi-field.ts';
-import { selectsPath } from '../selects.ts';
+import { isOnlyRootField, selectsPath } from '../selects.ts';
 import { decodeCursor, Patient, PatientConnection } from './patient.ts';
 import { Viewer } from './viewer.ts';
 
@@ -38,6 +38,9 @@ builder.queryFields((t) => ({
       if (first < 1 || first > ctx.maxPageSize) throw new PhigateError('BAD_USER_INPUT', `first must be between 1 and ${ctx.maxPageSize}.`);
       const after = args.after == null ? null : decodeCursor(args.after);
       if (args.after != null && after === null) throw new PhigateError('BAD_USER_INPUT', 'after is not a cursor this API issued.');
+      // Alone in its operation, the page's statement is its request's last (nothing under a page
+      // reads the database again: its encounters come with it), so a read's COMMIT goes with it.
+      if (isOnlyRootField(info)) ctx.tx.endWithNext();
       // The page's encounters read in the page's own statement, in hand before its patients'
       // fields resolve: each patient's `encounters` is then a plain value, not a promise.
       let rows: PatientRow[];
