@@ -206,7 +206,7 @@ export function openRequestTransaction(
   let inFlight = 0;
   let begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
   let readOnly = false;
-  // endWithNext() was called: the next query sends COMMIT behind it, which is then `committedAhead`.
+  // endWithNext() was called: the next query sends COMMIT behind it, whose end is then `committedAhead`.
   let commitNext = false;
   let committedAhead: Promise<pg.QueryResult> | null = null;
   // BEGIN, the context and the preamble have succeeded.
@@ -329,7 +329,7 @@ export function openRequestTransaction(
     }
     let result: pg.QueryResult;
     try {
-      [, result] = await Promise.all([ready, endAhead(ahead)]);
+      [, result] = await Promise.all([ready, ahead]);
     } catch (cause) {
       throw new CommitFailed(null, cause);
     }
@@ -346,7 +346,7 @@ export function openRequestTransaction(
       }
       if (committedAhead !== null) {
         // Nothing of a read is kept whichever way its COMMIT went; the request's answer is its error.
-        await endAhead(committedAhead).catch(() => undefined);
+        await committedAhead.catch(() => undefined);
         return;
       }
       const c = await opening.catch(() => null);
@@ -373,7 +373,9 @@ export function openRequestTransaction(
     if (commitNext) {
       commitNext = false;
       ending = 'commit';
-      committedAhead = send(c, 'COMMIT');
+      // The connection goes back to the pool when this COMMIT answers, not when the request ends:
+      // the page's fields are resolved without holding it.
+      committedAhead = endAhead(send(c, 'COMMIT'));
       committedAhead.catch(() => undefined);
     }
     try {
