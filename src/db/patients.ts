@@ -372,7 +372,15 @@ const pageEncounters = (columns: readonly EncounterPhiColumn[]): PageEncounters 
                            WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
   return { text: pageSelect(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns), first: values.length - columns.length };
 };
+// One statement text per set of columns (at most 16), so each is prepared once per connection.
 const pagesWithEncounters = new Map<string, PageEncounters>();
+const pageEncountersOf = (columns: readonly EncounterPhiColumn[]): PageEncounters => {
+  const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
+  const key = chosen.join(',');
+  let read = pagesWithEncounters.get(key);
+  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen)));
+  return read;
+};
 
 const text = (value: Buffer | null): string | null => (value === null ? null : value.toString('utf8'));
 
@@ -412,14 +420,10 @@ export async function patientPageWithEncounters(
   limit: number,
   columns: readonly EncounterPhiColumn[],
 ): Promise<PatientPageRead> {
-  const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
-  const key = chosen.join(',');
-  let read = pagesWithEncounters.get(key);
-  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen)));
+  const read = pageEncountersOf(columns);
   const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
   const rows = patientRows(fetched);
-  const layout = read;
-  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, layout) };
+  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
 }
 
 /** What a search found, or that the principal's searches of this minute are used up. */
