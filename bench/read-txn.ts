@@ -10,16 +10,17 @@
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --duration 10 --concurrency 16
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page   # `patients(first: 100)` with encounters instead
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page --role registrar   # the bench's page: a registrar of the clinic, encounters' `kind` only
+ *   ... --read page --no-commit-ahead   # its COMMIT in a round trip of its own, after the page's
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
-import { encountersByPatientIds, patientPage, patientsByIds } from '../src/db/patients.ts';
+import { ENCOUNTER_PHI_COLUMNS, patientPageWithEncounters, patientsByIds } from '../src/db/patients.ts';
 import { usageLeftStatement } from '../src/db/phi-usage.ts';
 import { createPool } from '../src/db/pool.ts';
 import { openRequestTransaction, type Preamble, type SecurityContext } from '../src/db/transaction.ts';
-import { procStat } from './cpu.ts';
+import { contextSwitches, procStat } from './cpu.ts';
 import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
 
 interface State {
@@ -42,6 +43,8 @@ const { values: args } = parseArgs({
     'prepared-statements': { type: 'boolean', default: true },
     read: { type: 'string', default: 'by-id' },
     role: { type: 'string', default: 'physician' },
+    // A page sends its COMMIT behind its statement, as the gateway does when the page is its operation's only field.
+    'commit-ahead': { type: 'boolean', default: true },
   },
   allowNegative: true,
 });
@@ -65,13 +68,21 @@ async function serve(): Promise<void> {
   await db.close();
 }
 
-/** CPU ms of each backend of the request pool, by pid. */
-async function backendCpu(admin: pg.Client): Promise<Map<number, number>> {
+interface BackendUse {
+  readonly cpuMs: number;
+  readonly systemMs: number;
+  /** Times it waited to be woken (voluntary context switches): a round trip's wait is one. */
+  readonly waits: number;
+}
+
+/** What each backend of the request pool has used, by pid. */
+async function backendCpu(admin: pg.Client): Promise<Map<number, BackendUse>> {
   const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1', [APPLICATION]);
-  const out = new Map<number, number>();
+  const out = new Map<number, BackendUse>();
   for (const { pid } of rows) {
     const s = procStat(pid);
-    if (s) out.set(pid, s.cpuMs);
+    const switches = contextSwitches(pid);
+    if (s && switches) out.set(pid, { cpuMs: s.cpuMs, systemMs: s.systemMs, waits: switches.voluntary });
   }
   return out;
 }
@@ -101,12 +112,18 @@ async function run(): Promise<void> {
     };
     const tx = openRequestTransaction(pool, ctx, transaction, preamble);
     tx.readOnly();
-    // A page as `patients(first: 100) { encounters }` reads it: one row past the page, then the
-    // page's encounters in one statement (src/graphql/types/query.ts, src/graphql/loaders.ts).
-    const rows = page ? await patientPage(tx, null, PAGE_SIZE + 1) : await patientsByIds(tx, [id]);
-    // A registrar's page reads the one encounter column it may be shown (src/graphql/phi-field.ts, encounterColumnsFor).
-    const columns = registrar ? (['kind'] as const) : undefined;
-    if (page) await encountersByPatientIds(tx, rows.slice(0, PAGE_SIZE).map((r) => r.id), columns, new Map(rows.map((r) => [r.id, r.facts.key])));
+    // A page as `patients(first: 100) { encounters }` reads it: one row past the page, each row
+    // with its encounters, in one statement (src/graphql/types/query.ts). A registrar's page reads
+    // the one encounter column it may be shown (src/graphql/phi-field.ts, encounterColumnsFor).
+    let rows;
+    if (page) {
+      if (args['commit-ahead']) tx.endWithNext();
+      const read = await patientPageWithEncounters(tx, null, PAGE_SIZE + 1, registrar ? ['kind'] : ENCOUNTER_PHI_COLUMNS);
+      for (let i = 0; i < PAGE_SIZE; i++) read.encountersOf(i);
+      rows = read.rows;
+    } else {
+      rows = await patientsByIds(tx, [id]);
+    }
     await tx.commit();
     if (rows.length !== (page ? PAGE_SIZE + 1 : 1) || left === undefined) throw new Error(`read ${page ? 'a page' : id} as ${actor}: ${rows.length} rows, preamble ${left}`);
   };
@@ -131,7 +148,14 @@ async function run(): Promise<void> {
   const own = process.cpuUsage(ownBefore);
   const after = await backendCpu(admin);
   let pgMs = 0;
-  for (const [pid, ms] of after) pgMs += ms - (before.get(pid) ?? 0);
+  let systemMs = 0;
+  let waits = 0;
+  for (const [pid, use] of after) {
+    const was = before.get(pid);
+    pgMs += use.cpuMs - (was?.cpuMs ?? 0);
+    systemMs += use.systemMs - (was?.systemMs ?? 0);
+    waits += use.waits - (was?.waits ?? 0);
+  }
   const result = {
     reads,
     // Warm-up included: a backend's whole life, for instruction counts of one under valgrind.
@@ -140,6 +164,8 @@ async function run(): Promise<void> {
     readsPerS: Math.round(reads / seconds),
     backends: after.size,
     pgMsPerRead: Math.round((pgMs / reads) * 1000) / 1000,
+    pgSystemMsPerRead: Math.round((systemMs / reads) * 1000) / 1000,
+    pgWaitsPerRead: Math.round((waits / reads) * 100) / 100,
     clientMsPerRead: Math.round(((own.user + own.system) / 1000 / reads) * 1000) / 1000,
   };
   process.stdout.write(`${JSON.stringify(result)}\n`);

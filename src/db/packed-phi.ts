@@ -49,3 +49,53 @@ export function unpackPhi(packed: Buffer | null, count: number): (Buffer | null)
   if (at !== packed.length) throw malformed('trailing');
   return out;
 }
+
+// A two-dimensional array's header: the one-dimension header's fields, then the second dimension's
+// length and lower bound; an empty array (no dimensions) sends ndim, flags and element type only.
+const ROWS_HEADER_BYTES = 28;
+const EMPTY_BYTES = 12;
+
+/**
+ * Several rows of `width` bytea values each, sent as one value: `array_send` of a two-dimensional
+ * bytea array (ARRAY(SELECT ARRAY[c1, ..., cN] ...)), or of an empty one when there are no rows.
+ * Each value a view of `packed`; anything else is refused rather than read as ciphertext.
+ */
+export function unpackPhiRows(packed: Buffer | null, width: number): (Buffer | null)[][] {
+  if (packed === null) throw malformed('null');
+  if (packed.length < EMPTY_BYTES || packed.readUInt32BE(8) !== BYTEA_OID) throw malformed('header');
+  const dimensions = packed.readInt32BE(0);
+  if (dimensions === 0) {
+    if (packed.length !== EMPTY_BYTES) throw malformed('trailing');
+    return [];
+  }
+  if (dimensions !== 2 || packed.length < ROWS_HEADER_BYTES) throw malformed('header');
+  const count = packed.readInt32BE(12);
+  if (count < 1 || packed.readInt32BE(16) !== 1 || packed.readInt32BE(20) !== width || packed.readInt32BE(24) !== 1) throw malformed('header');
+  const rows = new Array<(Buffer | null)[]>(count);
+  let at = ROWS_HEADER_BYTES;
+  for (let r = 0; r < count; r++) {
+    const row = new Array<Buffer | null>(width);
+    for (let i = 0; i < width; i++) {
+      if (at + 4 > packed.length) throw malformed('short');
+      const length = packed.readInt32BE(at);
+      at += 4;
+      if (length === NULL_LENGTH) {
+        row[i] = null;
+      } else {
+        if (length < 0 || at + length > packed.length) throw malformed('length');
+        row[i] = packed.subarray(at, at + length);
+        at += length;
+      }
+    }
+    rows[r] = row;
+  }
+  if (at !== packed.length) throw malformed('trailing');
+  return rows;
+}
+
+/** A uuid as `uuid_send` sends it (16 bytes), in the text form PostgreSQL prints it in. */
+export function uuidOfSent(sent: Buffer | null): string {
+  if (sent === null || sent.length !== 16) throw malformed('uuid');
+  const hex = sent.toString('hex');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}

@@ -1,7 +1,8 @@
 import type { JoinedPatientKey, RowKey } from '../crypto/keys/keyring.ts';
+import { PhigateError } from '../errors.ts';
 import type { RowFacts } from '../policy/decide.ts';
 import { encryptedColumns } from '../policy/phi-fields.ts';
-import { packPhi, unpackPhi } from './packed-phi.ts';
+import { packPhi, unpackPhi, unpackPhiRows, uuidOfSent } from './packed-phi.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
@@ -244,10 +245,10 @@ const onCareTeamOf = (patientId: string, ids: string) =>
 const PATIENT_PHI = packPhi([...PATIENT_PACKED.map((c) => `p.${c}`), 'k.key_wrapped']);
 
 // on_care_team and the grant decide which of the principal's roles apply to the row (src/policy/decide.ts).
-const patientSelect = (from: string, probe: boolean, careTeam = onCareTeam('p.id', probe)) => `
+const patientSelect = (from: string, probe: boolean, careTeam = onCareTeam('p.id', probe), more = '') => `
   SELECT p.id, p.clinic_id, ${PATIENT_PHI},
          ${careTeam} AS on_care_team,
-         g.grant_id, g.grant_role, k.key_version, k.key_clinic_version
+         g.grant_id, g.grant_role, k.key_version, k.key_clinic_version${more}
   FROM ${from}${LIVE_GRANT('p.id', 'p.clinic_id', probe)}${KEY_JOIN('p.id')}`;
 const PATIENT_SELECT = patientSelect('phigate.patients p', false);
 
@@ -326,11 +327,105 @@ const PAGE_CANDIDATES = `(
   ) p`;
 // A care-team candidate is on the actor's care team: its branch read that row, in the same
 // statement, under the same row security. The probe is left to the others' rows.
-const PATIENT_PAGE = `${patientSelect(PAGE_CANDIDATES, true, `coalesce(p.on_team, ${onCareTeam('p.id', true)})`)} ORDER BY p.id LIMIT $2`;
+const pageSelect = (more = '') => `${patientSelect(PAGE_CANDIDATES, true, `coalesce(p.on_team, ${onCareTeam('p.id', true)})`, more)} ORDER BY p.id LIMIT $2`;
+const PATIENT_PAGE = pageSelect();
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
 export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
   return patientRows((await tx.query<FetchedPatient>(PATIENT_PAGE, [after ?? BEFORE_ALL_IDS, limit])).rows);
+}
+
+/** A page's rows and, for each, a way to its encounters. */
+export interface PatientPageRead {
+  readonly rows: PatientRow[];
+  /**
+   * The encounters of `rows[i]`, newest first, as encountersByPatientIds gives them; throws
+   * (INTERNAL, reason `packed_phi_*`) when their value is malformed, for that patient alone.
+   */
+  encountersOf(i: number): EncounterRow[];
+}
+
+/** How a page statement sends each row's encounters (pageEncounters), for one set of PHI columns. */
+interface PageEncounters {
+  readonly text: string;
+  readonly width: number;
+  /** Where `kind_legacy` is, -1 when `kind` is not read. */
+  readonly legacy: number;
+  /** Where each PHI column is, counted from `first`. */
+  readonly packing: EncounterPacking;
+  readonly first: number;
+}
+
+// A page's encounters as one more value of each patient row, read by a subquery of the same
+// statement under the same row security (encounters_select), in the order encountersByPatientIds
+// reads them: one statement and one round trip for the page instead of two, and PostgreSQL no
+// longer parses the page's ids back as a uuid[] parameter (bench/README.md, branch pagesql).
+// Each encounter is a row of a two-dimensional bytea array (unpackPhiRows): its id (uuid_send's 16
+// bytes), its time as text, `kind_legacy` when `kind` is read, then the read's PHI columns. The
+// texts by textsend, the bytes a text column sends (convert_to looked its encoding's name up per
+// value: 0.16 M instructions a registrar's page on PostgreSQL 18).
+// The encounter's clinic, care team and grant are its patient's: 053's key makes an encounter's
+// clinic its patient's, and the care team and grants are judged by patient and clinic.
+const pageEncounters = (columns: readonly EncounterPhiColumn[]): PageEncounters => {
+  const legacy = columns.includes('kind');
+  const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
+  const more = `,
+         array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
+                           WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
+  return { text: pageSelect(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns), first: values.length - columns.length };
+};
+// One statement text per set of columns (at most 16), so each is prepared once per connection.
+const pagesWithEncounters = new Map<string, PageEncounters>();
+const pageEncountersOf = (columns: readonly EncounterPhiColumn[]): PageEncounters => {
+  const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
+  const key = chosen.join(',');
+  let read = pagesWithEncounters.get(key);
+  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen)));
+  return read;
+};
+
+const text = (value: Buffer | null): string | null => (value === null ? null : value.toString('utf8'));
+
+function pageEncounterRows(patient: PatientRow, packed: Buffer | null, read: PageEncounters): EncounterRow[] {
+  const { packing, first } = read;
+  const at = (phi: readonly (Buffer | null)[], i: number): Buffer | null | undefined => (i < 0 ? undefined : phi[first + i]);
+  return unpackPhiRows(packed, read.width).map((values) => {
+    const id = uuidOfSent(values[0]!);
+    const occurredAt = text(values[1]!);
+    if (occurredAt === null) throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'packed_phi_null' });
+    return {
+      facts: { clinicId: patient.clinic_id, onCareTeam: patient.on_care_team, grant: patient.facts.grant, rowId: id, patientId: patient.id, key: patient.facts.key },
+      id,
+      patient_id: patient.id,
+      clinic_id: patient.clinic_id,
+      on_care_team: patient.on_care_team,
+      grant_id: patient.grant_id,
+      grant_role: patient.grant_role,
+      occurred_at: occurredAt,
+      kind: at(values, packing.kind),
+      kind_legacy: read.legacy < 0 ? undefined : text(values[read.legacy]!),
+      reason: at(values, packing.reason),
+      diagnosis_codes: at(values, packing.diagnosis_codes),
+      notes: at(values, packing.notes),
+    };
+  });
+}
+
+/**
+ * patientPage with each row's encounters, `columns` of their PHI columns (as encountersByPatientIds
+ * reads them), in the same statement. Each row's encounters are unpacked when asked for, so that
+ * a malformed value fails that patient's encounters only.
+ */
+export async function patientPageWithEncounters(
+  tx: RequestTransaction,
+  after: string | null,
+  limit: number,
+  columns: readonly EncounterPhiColumn[],
+): Promise<PatientPageRead> {
+  const read = pageEncountersOf(columns);
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
+  const rows = patientRows(fetched);
+  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
 }
 
 /** What a search found, or that the principal's searches of this minute are used up. */

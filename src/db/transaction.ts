@@ -76,6 +76,12 @@ export interface RequestTransaction {
    * no durable COMMIT: its audit rows go to the audit writer (src/audit/writer.ts).
    */
   readOnly(): void;
+  /**
+   * The next statement is the request's last: a read-only transaction sends its COMMIT right behind
+   * it, in the same round trip, and commit() then waits for that COMMIT's answer. A statement sent
+   * after it fails (the transaction has ended). No effect on a transaction that may write.
+   */
+  endWithNext(): void;
 }
 
 const SHREDDED_SQLSTATE = 'PH410';
@@ -200,6 +206,9 @@ export function openRequestTransaction(
   let inFlight = 0;
   let begin = 'BEGIN ISOLATION LEVEL READ COMMITTED';
   let readOnly = false;
+  // endWithNext() was called: the next query sends COMMIT behind it, whose end is then `committedAhead`.
+  let commitNext = false;
+  let committedAhead: Promise<pg.QueryResult> | null = null;
   // BEGIN, the context and the preamble have succeeded.
   let contextReady = false;
   // The pool listens for errors of idle clients only. Without this, the server ending the session
@@ -296,12 +305,48 @@ export function openRequestTransaction(
     if (result.command !== 'COMMIT') throw new CommitFailed(null, new Error('transaction was rolled back by the server'));
   };
 
+  /**
+   * The COMMIT sent ahead has answered: a read-only transaction none of whose statements failed
+   * ends with it, and one whose statement failed was rolled back by it (PostgreSQL answers COMMIT of
+   * an aborted transaction with ROLLBACK), so the connection is clean either way unless it is gone.
+   */
+  const endAhead = async (ahead: Promise<pg.QueryResult>): Promise<pg.QueryResult> => {
+    try {
+      const result = await ahead;
+      release(false);
+      return result;
+    } catch (cause) {
+      release(true);
+      throw cause;
+    }
+  };
+
+  /** commit() of a transaction whose COMMIT went ahead (endWithNext): it has nothing more to send. */
+  const commitAhead = async (ahead: Promise<pg.QueryResult>, final: readonly Statement[]): Promise<void> => {
+    if (tx.failed || final.length > 0) {
+      await rollback();
+      throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: tx.failed ? 'transaction_failed' : 'transaction_ended' });
+    }
+    let result: pg.QueryResult;
+    try {
+      [, result] = await Promise.all([ready, ahead]);
+    } catch (cause) {
+      throw new CommitFailed(null, cause);
+    }
+    if (result.command !== 'COMMIT') throw new CommitFailed(null, new Error('transaction was rolled back by the server'));
+  };
+
   const rollback = (): Promise<void> => {
     ending ??= 'rollback';
     // Once only, however many callers: a second ROLLBACK would reach the connection after release.
     rollingBack ??= (async () => {
       if (opening === null || finished) {
         finished = true;
+        return;
+      }
+      if (committedAhead !== null) {
+        // Nothing of a read is kept whichever way its COMMIT went; the request's answer is its error.
+        await committedAhead.catch(() => undefined);
         return;
       }
       const c = await opening.catch(() => null);
@@ -325,6 +370,14 @@ export function openRequestTransaction(
     if (ending) throw new PhigateError('INTERNAL', 'The request transaction has already ended.', { reason: 'transaction_ended' });
     const result = send<R>(c, text, values);
     result.catch(() => undefined);
+    if (commitNext) {
+      commitNext = false;
+      ending = 'commit';
+      // The connection goes back to the pool when this COMMIT answers, not when the request ends:
+      // the page's fields are resolved without holding it.
+      committedAhead = endAhead(send(c, 'COMMIT'));
+      committedAhead.catch(() => undefined);
+    }
     try {
       await ready;
       return await result;
@@ -340,6 +393,7 @@ export function openRequestTransaction(
       finished = true;
       return;
     }
+    if (committedAhead !== null) return commitAhead(committedAhead, final);
     const c = await open();
     if (tx.failed) {
       await rollback();
@@ -366,10 +420,14 @@ export function openRequestTransaction(
   };
   tx.rollback = rollback;
   tx.abort = async () => {
-    if (ending === 'commit') return false;
+    // A read whose COMMIT went ahead keeps nothing either way: it is ended like any read.
+    if (ending === 'commit' && committedAhead === null) return false;
     tx.failed = true;
     await rollback();
     return true;
+  };
+  tx.endWithNext = () => {
+    if (readOnly && ending === null) commitNext = true;
   };
   tx.readOnly = () => {
     if (opening !== null) return;
@@ -394,6 +452,7 @@ class Transaction implements RequestTransaction {
   rollback!: RequestTransaction['rollback'];
   abort!: RequestTransaction['abort'];
   readOnly!: RequestTransaction['readOnly'];
+  endWithNext!: RequestTransaction['endWithNext'];
 }
 
 /** For code outside GraphQL (CLI, tests): run `fn` in a request transaction, commit or roll back. */

@@ -12,12 +12,12 @@ export interface Loaders {
    */
   encountersOf(columns: readonly EncounterPhiColumn[], patient: PatientRow): EncounterRow[] | Promise<EncounterRow[]>;
   /**
-   * Reads the encounters of `patients` in one statement before their fields are resolved, so that
-   * a page's 100 `encounters` fields cost no promise, loader entry or deferred execution each. A
-   * failed read is not thrown here: it is the error of each of those patients' `encounters`, as it
-   * would have been through the loader.
+   * Takes the encounters of `patients`, read with their page (patientPageWithEncounters), as those
+   * patients' encounters with `columns`, so that a page's 100 `encounters` fields cost no promise,
+   * loader entry or deferred execution each. A patient's that cannot be read is not thrown here: it
+   * is the error of that patient's `encounters`, as it would have been through the loader.
    */
-  preloadEncounters(columns: readonly EncounterPhiColumn[], patients: readonly PatientRow[]): Promise<void>;
+  primeEncounters(columns: readonly EncounterPhiColumn[], patients: readonly PatientRow[], encountersOf: (i: number) => EncounterRow[]): void;
 }
 
 /** What one set of columns has read: by patient id, the rows or the read's failure. */
@@ -29,8 +29,8 @@ interface EncounterReads {
 
 /**
  * Per-request loaders (never shared: rows are visible only through this request's transaction).
- * A page of patients with their encounters costs one statement for the page and one for all
- * encounters, however many patients it holds.
+ * A page of patients with their encounters costs one statement, however many patients it holds;
+ * patients read otherwise, one statement for the page's patients and one for all their encounters.
  */
 export function createLoaders(tx: RequestTransaction): Loaders {
   const byColumns = new Map<string, EncounterReads>();
@@ -64,16 +64,17 @@ export function createLoaders(tx: RequestTransaction): Loaders {
       if (reads.failed.has(patient.id)) throw reads.failed.get(patient.id);
       return reads.loader.load(patient);
     },
-    async preloadEncounters(columns, patients) {
+    primeEncounters(columns, patients, encountersOf) {
       const reads = readsOf(columns);
-      const wanted = patients.filter((p) => !reads.preloaded.has(p.id) && !reads.failed.has(p.id));
-      if (wanted.length === 0) return;
-      try {
-        const found = await read(columns, wanted);
-        wanted.forEach((p, i) => reads.preloaded.set(p.id, found[i]!));
-      } catch (err) {
-        for (const p of wanted) reads.failed.set(p.id, err);
-      }
+      patients.forEach((p, i) => {
+        // The first answer a request read stands for all of its fields.
+        if (reads.preloaded.has(p.id) || reads.failed.has(p.id)) return;
+        try {
+          reads.preloaded.set(p.id, encountersOf(i));
+        } catch (err) {
+          reads.failed.set(p.id, err);
+        }
+      });
     },
   };
 }

@@ -8,6 +8,7 @@ import {
   encounterById,
   encountersByPatientIds,
   patientPage,
+  patientPageWithEncounters,
   patientsByIds,
   searchByBlindIndex,
   type EncounterPhiColumn,
@@ -153,6 +154,21 @@ describe('the reads of src/db/patients.ts', () => {
               }
               expect(row.kind_legacy).toEqual(columns.includes('kind') ? table.kind_legacy : undefined);
             }
+          }
+          // A page's encounters, read in the page's statement: every subset gives each patient the
+          // rows, in the order, with the columns and facts the statement by patients gives.
+          for (const columns of subsets) {
+            const page = await patientPageWithEncounters(tx, null, 10, columns);
+            const keys = new Map(page.rows.map((r) => [r.id, r.facts.key]));
+            const byPatients = await encountersByPatientIds(tx, ids, columns, keys);
+            expect(page.rows).toHaveLength(ids.length);
+            page.rows.forEach((patient, i) => {
+              const own = byPatients.filter((e) => e.patient_id === patient.id);
+              expect(own).toHaveLength(2);
+              const read = page.encountersOf(i);
+              // Strict: a column left out is undefined in both, never null.
+              expect(read, `encounters of [${columns.join(', ')}]`).toStrictEqual(own);
+            });
           }
           for (const table of encounters) {
             const row = await encounterById(tx, table.id as string);

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encounterById, encountersByPatientIds, patientPage, patientsByIds } from '../../src/db/patients.ts';
+import { ENCOUNTER_PHI_COLUMNS, encounterById, encountersByPatientIds, patientPage, patientPageWithEncounters, patientsByIds } from '../../src/db/patients.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { openRequestTransaction, withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
@@ -149,7 +149,7 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
   const facts = (r: { id: string; on_care_team: boolean; grant_id: string | null; grant_role: string | null }) => [r.id, r.on_care_team, r.grant_id, r.grant_role];
   for (const [name, c] of Object.entries(PRINCIPALS)) {
     it(`gives a page's rows and their encounters the facts a read by id gives them: ${name}`, async () => {
-      const { page, byId, encounters, encountersById } = await withRequestTransaction(
+      const { page, byId, encounters, encountersById, withEncounters } = await withRequestTransaction(
         pool,
         c,
         async (tx) => {
@@ -157,13 +157,22 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
           const byId = (await Promise.all(page.map((r) => patientsByIds(tx, [r.id])))).flat();
           const encounters = await encountersByPatientIds(tx, page.map((r) => r.id));
           const encountersById = await Promise.all(encounters.map((e) => encounterById(tx, e.id)));
-          return { page, byId, encounters, encountersById };
+          const withEncounters = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS);
+          return { page, byId, encounters, encountersById, withEncounters };
         },
         { preparedStatements: preparedStatements() },
       );
       expect(page.map(facts)).toEqual(byId.map(facts));
       expect(encounters.map(facts)).toEqual(encountersById.map((e) => facts(e!)));
       expect(encounters).toHaveLength(2 * page.length);
+      // The page read with its encounters in one statement: the same rows, each encounter with
+      // the facts its read by id gives it (its patient's, as 053's key makes them), and its own id.
+      expect(withEncounters.rows.map(facts)).toEqual(byId.map(facts));
+      const together = withEncounters.rows.flatMap((_, i) => withEncounters.encountersOf(i));
+      expect(together.map(facts)).toEqual(encountersById.map((e) => facts(e!)));
+      expect(together.map((e) => [e.facts.rowId, e.facts.clinicId, e.facts.onCareTeam, e.facts.grant])).toEqual(
+        encountersById.map((e) => [e!.facts.rowId, e!.facts.clinicId, e!.facts.onCareTeam, e!.facts.grant]),
+      );
     });
   }
 
@@ -204,12 +213,35 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     if (plans.version >= 170000) expect(plans.encounters).not.toMatch(/Sort/);
   });
 
+  it("reads a page's encounters in the page's statement, a patient's by its id, its grant probed once for the patient", async () => {
+    const plan = await admin(async (c) => {
+      await c.query('BEGIN');
+      try {
+        await underRequestContext(c, { actor: 'dr', roles: 'physician', clinics: 'c-a' });
+        await c.query(`PREPARE page(uuid, int) AS ${await firstStatementOf((client) => patientPageWithEncounters(client, null, 201, ENCOUNTER_PHI_COLUMNS))}`);
+        return await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 201)`);
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    // 20 rows, 4 under a live grant: the grant is probed for those 4 only, once a patient, never per encounter.
+    expect(plan).toMatch(/One-Time Filter: \(p\.id = ANY \([^\n]*\)\)\s+(Buffers: [^\n]*\s+)?->  [^\n]* on break_glass_grants g \(actual rows=1(\.00)? loops=4\)/);
+    expect(plan).not.toMatch(/ on break_glass_grants g \(actual rows=\S+ loops=(8|40)\)/);
+    // Each page row's encounters by its id on encounters_patient, once a row (the page's 20, not
+    // before its sort and limit), under encounters' row security, with no uuid[] of the page's ids.
+    expect(plan).toMatch(/ on encounters e \(actual rows=2(\.00)? loops=20\)/);
+    expect(plan).toMatch(/Index Cond: \(patient_id = p\.id\)/);
+    expect(plan).not.toMatch(/patient_id = ANY/);
+  });
+
   it('reads a page and its encounters in a read-only transaction that is never given a transaction id (no WAL)', async () => {
     const tx = openRequestTransaction(pool, PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!, { preparedStatements: preparedStatements() });
     tx.readOnly();
     try {
       const page = await patientPage(tx, null, 200);
       expect(await encountersByPatientIds(tx, page.map((r) => r.id))).toHaveLength(2 * page.length);
+      const together = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS);
+      expect(together.rows.flatMap((_, i) => together.encountersOf(i))).toHaveLength(2 * page.length);
       const { rows } = await tx.query<{ xid: string | null; ro: string }>(`SELECT pg_current_xact_id_if_assigned()::text AS xid, current_setting('transaction_read_only') AS ro`);
       expect(rows[0]).toEqual({ xid: null, ro: 'on' });
     } finally {

@@ -1,11 +1,11 @@
-import { patientPage } from '../../db/patients.ts';
+import { patientPage, patientPageWithEncounters, type PatientRow } from '../../db/patients.ts';
 import { PhigateError } from '../../errors.ts';
 import { searchPatient, type IdentifierKind } from '../../records/search.ts';
 import * as v from '../../records/validate.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
 import { encounterColumnsFor } from '../phi-field.ts';
-import { selectsPath } from '../selects.ts';
+import { isOnlyRootField, selectsPath } from '../selects.ts';
 import { decodeCursor, Patient, PatientConnection } from './patient.ts';
 import { Viewer } from './viewer.ts';
 
@@ -38,12 +38,22 @@ builder.queryFields((t) => ({
       if (first < 1 || first > ctx.maxPageSize) throw new PhigateError('BAD_USER_INPUT', `first must be between 1 and ${ctx.maxPageSize}.`);
       const after = args.after == null ? null : decodeCursor(args.after);
       if (args.after != null && after === null) throw new PhigateError('BAD_USER_INPUT', 'after is not a cursor this API issued.');
-      const rows = await patientPage(ctx.tx, after, first + 1);
+      // Alone in its operation, the page's statement is its request's last (nothing under a page
+      // reads the database again: its encounters come with it), so a read's COMMIT goes with it.
+      if (isOnlyRootField(info)) ctx.tx.endWithNext();
+      // The page's encounters read in the page's own statement, in hand before its patients'
+      // fields resolve: each patient's `encounters` is then a plain value, not a promise.
+      let rows: PatientRow[];
+      if (selectsPath(info, ENCOUNTERS_OF_PAGE)) {
+        const columns = encounterColumnsFor(ctx);
+        const read = await patientPageWithEncounters(ctx.tx, after, first + 1, columns);
+        rows = read.rows;
+        ctx.loaders.primeEncounters(columns, rows.slice(0, first), read.encountersOf);
+      } else {
+        rows = await patientPage(ctx.tx, after, first + 1);
+      }
       const page = rows.slice(0, first);
       for (const r of page) ctx.loaders.patient.prime(r.id, r);
-      // The page's encounters in hand before its patients' fields resolve: each patient's
-      // `encounters` is then a plain value, not a promise (one statement either way).
-      if (page.length > 0 && selectsPath(info, ENCOUNTERS_OF_PAGE)) await ctx.loaders.preloadEncounters(encounterColumnsFor(ctx), page);
       return { rows: page, hasNextPage: rows.length > first };
     },
   }),

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 
-// A page's encounters are read with the page (src/graphql/types/query.ts, preloadEncounters), a
+// A page's encounters are read in the page's statement (src/db/patients.ts, patientPageWithEncounters), a
 // patient's alone through the loader: both answer the same, audit the same and decrypt only what
 // the principal may see.
 
@@ -24,8 +24,9 @@ describe("a page's encounters, read with the page", () => {
     expect(nodes.length).toBe(gw.data.patients.filter((p) => p.clinicId === 'c-north').length);
     const encounters = nodes.reduce((n, p) => n + p.encounters.length, 0);
     expect(encounters).toBeGreaterThan(nodes.length);
-    // mrn, givenName per patient; occurredAt, kind per encounter.
-    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 3, auditEvents: nodes.length * 2 + encounters * 2, outcome: 'committed' });
+    // mrn, givenName per patient; occurredAt, kind per encounter. Patients and encounters in one
+    // statement, sent with BEGIN and the context, and COMMIT behind it: the page is the operation's only field.
+    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 1, auditEvents: nodes.length * 2 + encounters * 2, outcome: 'committed' });
     for (const node of nodes) {
       const alone = await gw.gql(token, BY_ID, { id: node.id });
       expect(JSON.stringify(alone.body.data!.patient)).toBe(JSON.stringify(node));
@@ -41,9 +42,23 @@ describe("a page's encounters, read with the page", () => {
     );
     expect(viaFragment.body.errors, viaFragment.text).toBeUndefined();
     expect(JSON.stringify(viaFragment.body.data).replaceAll('"visits"', '"encounters"')).toBe(JSON.stringify(plain.body.data));
-    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 3 });
+    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 1 });
     await gw.gql(token, '{ patients(first: 50) { edges { node { id mrn } } } }');
-    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 2 });
+    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 1 });
+  });
+
+  it('wait for the end of the request to COMMIT when the page is not alone in its operation', async () => {
+    const token = await gw.tokenFor('reg-north');
+    const plain = await gw.gql(token, PAGE);
+    const twice = await gw.gql(token, `{ a: patients(first: 50) { edges { node { ${NODE} } } } b: patients(first: 1) { edges { node { id } } } }`);
+    expect(twice.body.errors, twice.text).toBeUndefined();
+    expect(JSON.stringify(twice.body.data!.a)).toBe(JSON.stringify(plain.body.data!.patients));
+    expect(twice.body.data!.b.edges).toHaveLength(1);
+    // Both pages in the first round trip, COMMIT in the second.
+    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 2, outcome: 'committed' });
+    const withTypename = await gw.gql(token, `{ __typename patients(first: 50) { edges { node { ${NODE} } } } }`);
+    expect(withTypename.body.data!.patients).toEqual(plain.body.data!.patients);
+    expect(gw.lastRequestLog()).toMatchObject({ roundTrips: 1, outcome: 'committed' });
   });
 
   it('leave a denied field undecrypted and refused, for every encounter of the page', async () => {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { packPhi, unpackPhi } from '../../../src/db/packed-phi.ts';
+import { packPhi, unpackPhi, unpackPhiRows, uuidOfSent } from '../../../src/db/packed-phi.ts';
 import { PhigateError } from '../../../src/errors.ts';
 
 // array_send's layout for a one-dimensional bytea[] (PostgreSQL's arrayfuncs.c), written from its
@@ -68,5 +68,63 @@ describe('unpackPhi', () => {
     expect(refusal(() => unpackPhi(negative, 3))).toBe('packed_phi_length');
     expect(refusal(() => unpackPhi(null, 3))).toBe('packed_phi_null');
     expect(refusal(() => unpackPhi(good, 3))).toBeUndefined();
+  });
+});
+
+// The same layout in two dimensions (rows of `width` values), or an empty array: ndim 0, flags, type.
+function packedRows(rows: readonly (readonly (Buffer | null)[])[], width: number, header: { ndim?: number; lower?: number; innerLower?: number } = {}): Buffer {
+  const int = (n: number) => {
+    const b = Buffer.alloc(4);
+    b.writeInt32BE(n);
+    return b;
+  };
+  if (rows.length === 0) return Buffer.concat([int(0), int(0), int(17)]);
+  const parts = [int(header.ndim ?? 2), int(0), int(17), int(rows.length), int(header.lower ?? 1), int(width), int(header.innerLower ?? 1)];
+  for (const row of rows) for (const v of row) parts.push(v === null ? int(-1) : Buffer.concat([int(v.length), v]));
+  return Buffer.concat(parts);
+}
+
+describe('unpackPhiRows', () => {
+  it('gives each row of values, NULL and empty ones included, in order, and no rows for an empty array', () => {
+    const rows = [
+      [randomBytes(16), null, Buffer.alloc(0)],
+      [randomBytes(16), randomBytes(3000), null],
+    ];
+    expect(unpackPhiRows(packedRows(rows, 3), 3)).toEqual(rows);
+    expect(unpackPhiRows(packedRows([], 3), 3)).toEqual([]);
+  });
+
+  it('refuses anything but rows of exactly the width asked for', () => {
+    const rows = [
+      [randomBytes(16), null],
+      [randomBytes(16), randomBytes(4)],
+    ];
+    const good = packedRows(rows, 2);
+    expect(refusal(() => unpackPhiRows(null, 2))).toBe('packed_phi_null');
+    expect(refusal(() => unpackPhiRows(good, 3))).toBe('packed_phi_header');
+    // Two rows of two read as rows of one: the declared width is not the one asked for.
+    expect(refusal(() => unpackPhiRows(good, 1))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhiRows(packed([randomBytes(3), randomBytes(3)]), 2))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhiRows(packedRows(rows, 2, { ndim: 3 }), 2))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhiRows(packedRows(rows, 2, { lower: 0 }), 2))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhiRows(packedRows(rows, 2, { innerLower: 0 }), 2))).toBe('packed_phi_header');
+    const retyped = Buffer.from(good);
+    retyped.writeInt32BE(25, 8);
+    expect(refusal(() => unpackPhiRows(retyped, 2))).toBe('packed_phi_header');
+    expect(refusal(() => unpackPhiRows(good.subarray(0, good.length - 1), 2))).toBe('packed_phi_length');
+    expect(refusal(() => unpackPhiRows(good.subarray(0, 30), 2))).toBe('packed_phi_short');
+    expect(refusal(() => unpackPhiRows(Buffer.concat([good, Buffer.alloc(1)]), 2))).toBe('packed_phi_trailing');
+    expect(refusal(() => unpackPhiRows(Buffer.concat([packedRows([], 2), Buffer.alloc(1)]), 2))).toBe('packed_phi_trailing');
+    const negative = Buffer.from(good);
+    negative.writeInt32BE(-2, 28);
+    expect(refusal(() => unpackPhiRows(negative, 2))).toBe('packed_phi_length');
+  });
+});
+
+describe('uuidOfSent', () => {
+  it("prints uuid_send's 16 bytes as PostgreSQL prints the uuid, and refuses any other length", () => {
+    expect(uuidOfSent(Buffer.from('0123456789abcdef0123456789abcdef', 'hex'))).toBe('01234567-89ab-cdef-0123-456789abcdef');
+    expect(refusal(() => uuidOfSent(Buffer.alloc(15)))).toBe('packed_phi_uuid');
+    expect(refusal(() => uuidOfSent(null))).toBe('packed_phi_uuid');
   });
 });
