@@ -9,6 +9,8 @@ const { prepareValue } = createRequire(import.meta.url)('pg/lib/utils.js') as { 
 /** What the group writes through: pg's Connection (pg/lib/connection.js). */
 interface Wire {
   readonly parsedStatements: Record<string, string>;
+  /** Named statements whose Parse is on the wire and not yet answered (pg's own bookkeeping). */
+  readonly submittedNamedStatements: Record<string, string>;
   parse(config: { text: string; name: string; types?: unknown }): void;
   bind(config: { portal: string; statement: string; values: readonly unknown[] }): void;
   describe(config: { type: 'P'; name: string }): void;
@@ -31,7 +33,7 @@ export class SkippedStatement extends Error {
 
 /**
  * Several statements as one extended-protocol group: Bind, Describe and Execute for each (Parse for
- * an unnamed one) and a single Sync at the end. PostgreSQL then answers ReadyForQuery once, and
+ * an unnamed one, and for a named one this connection has not parsed yet) and a single Sync at the end. PostgreSQL then answers ReadyForQuery once, and
  * flushes its socket once, for the whole group instead of once per statement; inside a transaction
  * block a Sync ends nothing. A failed statement makes PostgreSQL skip the rest up to the Sync:
  * those are rejected with SkippedStatement, as they would have failed in the aborted transaction.
@@ -43,6 +45,8 @@ export class SkippedStatement extends Error {
 class Group extends QueryBase {
   private next = 0;
   private settled = false;
+  /** The named statements this group parses: known to the connection once their Parse is answered. */
+  private parsing: (string | undefined)[] = [];
 
   /** The statements, in the order they are sent. */
   constructor(readonly parts: readonly Part[]) {
@@ -63,11 +67,20 @@ class Group extends QueryBase {
     this.parts.forEach(({ query }, i) => {
       const name = query.name ?? '';
       if (name === '') wire.parse({ text: query.text, name: '', types: query.types });
+      else if (wire.parsedStatements[name] !== query.text && wire.submittedNamedStatements[name] !== query.text) {
+        // Parsed here, in the group, as pg's own Query would parse it alone: the group's statements
+        // then share one Sync from a connection's first use on (a read's context and lookup must:
+        // src/db/transaction.ts). Submitted now; recorded as parsed by pg (showCurrent).
+        wire.parse({ text: query.text, name, types: query.types });
+        wire.submittedNamedStatements[name] = query.text;
+        this.parsing[i] = name;
+      }
       wire.bind({ portal: '', statement: name, values: bound[i]! });
       wire.describe({ type: 'P', name: '' });
       wire.execute({ portal: '' });
     });
     wire.sync();
+    this.showCurrent();
     return null;
   }
 
@@ -86,16 +99,38 @@ class Group extends QueryBase {
   override handleCommandComplete(msg: unknown, connection: unknown): void {
     this.current?.handleCommandComplete(msg, connection);
     this.next++;
+    this.showCurrent();
   }
 
   override handleEmptyQuery(connection: unknown): void {
     this.current?.handleEmptyQuery(connection);
     this.next++;
+    this.showCurrent();
+  }
+
+  /**
+   * pg's client records a prepared statement under the name and text of the query it is driving
+   * when its ParseComplete arrives, and forgets a submitted one when an error does: the group shows
+   * it the statement whose answers come next, so that each Parse the group sent is recorded, or
+   * forgotten, exactly as pg would for that statement alone.
+   */
+  private showCurrent(): void {
+    const self = this as unknown as { name: string | undefined; text: string };
+    self.name = this.parsing[this.next];
+    self.text = self.name === undefined ? '' : this.parts[this.next]!.query.text;
   }
 
   override handleError(err: Error, connection: unknown): void {
     if (this.settled) return;
     this.settled = true;
+    // PostgreSQL skipped everything after the failure up to the Sync, Parse messages included:
+    // those statements are not prepared, and are parsed again when next sent. (The failed one's
+    // own Parse pg has recorded or forgotten already, by its ParseComplete or this error.)
+    const wire = connection as Wire;
+    for (let i = this.next + 1; i < this.parts.length; i++) {
+      const name = this.parsing[i];
+      if (name !== undefined) delete wire.submittedNamedStatements[name];
+    }
     this.parts.forEach(({ query }, i) => {
       if (i < this.next) query.handleReadyForQuery(connection);
       else if (i === this.next) query.handleError(err, connection);
@@ -119,9 +154,8 @@ const pending = new WeakMap<pg.ClientBase, Pending>();
 
 /**
  * Sends a statement on a client. Statements sent in the same tick leave in one socket write, and
- * those of them that can share a Sync (parameterised ones: a named one once this connection has
- * parsed it) as one group (Group above); a statement without parameters (COMMIT, ROLLBACK: the
- * simple protocol) goes alone, in order. process.nextTick runs after the microtasks queued
+ * those of them that can share a Sync (parameterised ones) as one group (Group above); a statement
+ * without parameters (COMMIT, ROLLBACK: the simple protocol) goes alone, in order. process.nextTick runs after the microtasks queued
  * meanwhile, so a statement sent right after an `await` that has already settled still makes it.
  */
 export function sendInTick<R extends pg.QueryResultRow = pg.QueryResultRow>(
@@ -158,7 +192,6 @@ export function sendTickNow(client: pg.ClientBase): void {
 }
 
 function flush(client: pg.ClientBase, statements: readonly Part[]): void {
-  const parsed = (client as unknown as { connection: Wire }).connection.parsedStatements;
   let run: Part[] = [];
   const send = () => {
     if (run.length === 1) client.query(run[0]!.query as unknown as pg.Submittable);
@@ -167,8 +200,7 @@ function flush(client: pg.ClientBase, statements: readonly Part[]): void {
   };
   for (const part of statements) {
     const { query } = part;
-    const groupable = query.values !== undefined && (query.name === undefined || parsed[query.name] === query.text);
-    if (groupable) {
+    if (query.values !== undefined) {
       run.push(part);
     } else {
       send();

@@ -44,15 +44,54 @@ describe('sendInTick', () => {
     });
   });
 
-  it('sends a named statement alone until the connection has parsed it, then in the group', async () => {
+  it('parses a named statement inside the group the first time, and only binds it afterwards', async () => {
     await withPipelined(async (c, ready) => {
+      const connection = (c as unknown as { connection: { parsedStatements: Record<string, string> } }).connection;
       const tick = () => Promise.all([sendInTick(c, 'SELECT $1::int AS a', [1], 'one_sync_a'), sendInTick(c, 'SELECT $1::int AS b', [2], 'one_sync_b')]);
       let before = ready();
       expect((await tick()).map((r) => r.rows[0])).toEqual([{ a: 1 }, { b: 2 }]);
-      expect(ready() - before).toBe(2);
+      expect(ready() - before).toBe(1);
+      expect(connection.parsedStatements).toMatchObject({ one_sync_a: 'SELECT $1::int AS a', one_sync_b: 'SELECT $1::int AS b' });
+      const prepared = await c.query<{ name: string }>('SELECT name FROM pg_prepared_statements ORDER BY name');
+      expect(prepared.rows.map((r) => r.name)).toEqual(['one_sync_a', 'one_sync_b']);
       before = ready();
       expect((await tick()).map((r) => r.rows[0])).toEqual([{ a: 1 }, { b: 2 }]);
       expect(ready() - before).toBe(1);
+    });
+  });
+
+  it('after a failed group, knows which of its named statements PostgreSQL prepared', async () => {
+    await withPipelined(async (c) => {
+      const connection = (c as unknown as { connection: { parsedStatements: Record<string, string>; submittedNamedStatements: Record<string, string> } }).connection;
+      // The first runs, the second is parsed and fails as it runs, the third is skipped unparsed.
+      const outcomes = await Promise.allSettled([
+        sendInTick(c, 'SELECT $1::int AS ok', [1], 'one_sync_ok'),
+        sendInTick(c, 'SELECT 1 / $1::int AS q', [0], 'one_sync_div'),
+        sendInTick(c, 'SELECT $1::int AS later', [3], 'one_sync_later'),
+      ]);
+      expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected', 'rejected']);
+      const prepared = await c.query<{ name: string }>('SELECT name FROM pg_prepared_statements ORDER BY name');
+      expect(prepared.rows.map((r) => r.name)).toEqual(['one_sync_div', 'one_sync_ok']);
+      expect(Object.keys(connection.parsedStatements).sort()).toEqual(['one_sync_div', 'one_sync_ok']);
+      expect(connection.submittedNamedStatements).toEqual({});
+      // Each is sent again as what it is: bound, bound, parsed; none refused as unknown or as already prepared.
+      const again = await Promise.all([
+        sendInTick(c, 'SELECT $1::int AS ok', [1], 'one_sync_ok'),
+        sendInTick(c, 'SELECT 1 / $1::int AS q', [1], 'one_sync_div'),
+        sendInTick(c, 'SELECT $1::int AS later', [3], 'one_sync_later'),
+      ]);
+      expect(again.map((r) => r.rows[0])).toEqual([{ ok: 1 }, { q: 1 }, { later: 3 }]);
+    });
+  });
+
+  it('forgets a named statement whose Parse PostgreSQL refused', async () => {
+    await withPipelined(async (c) => {
+      const connection = (c as unknown as { connection: { parsedStatements: Record<string, string>; submittedNamedStatements: Record<string, string> } }).connection;
+      const outcomes = await Promise.allSettled([sendInTick(c, 'SELECT $1::int AS ok', [1], 'one_sync_ok2'), sendInTick(c, 'SELECT FROM WHERE $1', [1], 'one_sync_bad')]);
+      expect(outcomes.map((o) => o.status)).toEqual(['fulfilled', 'rejected']);
+      expect((outcomes[1] as PromiseRejectedResult).reason).toMatchObject({ code: '42601' });
+      expect(Object.keys(connection.parsedStatements)).toEqual(['one_sync_ok2']);
+      expect(connection.submittedNamedStatements).toEqual({});
     });
   });
 
