@@ -131,7 +131,8 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       const profiler = new Session();
       profiler.connect();
       const counts: Record<string, { promises: number; bytes: number }> = {};
-      const sample = o.round;
+      // PHIGATE_PERF_SAMPLE: requests per side in the allocation sample (default one round's).
+      const sample = Number(process.env.PHIGATE_PERF_SAMPLE ?? o.round);
       for (const side of sides) {
         let promises = 0;
         const hook = createHook({
