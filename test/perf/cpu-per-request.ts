@@ -88,6 +88,8 @@ interface Side {
   readonly system: number[];
   /** Per round, bytes per request the scavenges moved into the old space (as promoted-per-request.test.ts counts them). */
   readonly promoted: number[];
+  /** Per round, ms per request of GC pauses on the main thread (wall time). */
+  readonly gc: number[];
 }
 
 const oldSpaceUsed = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')!.space_used_size;
@@ -108,7 +110,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       }
       for (const [name, start] of trees) {
         const gw = await start({ patients: o.patients, poolSize: 10, gatewayOptions: { policy: await loadPolicy(policyFile, PHI_FIELDS) } });
-        sides.push({ name, gw, url: new URL(gw.url), requests: await o.prepare(gw), cpu: [], system: [], promoted: [] });
+        sides.push({ name, gw, url: new URL(gw.url), requests: await o.prepare(gw), cpu: [], system: [], promoted: [], gc: [] });
       }
     }, 300_000);
     afterAll(async () => {
@@ -161,10 +163,12 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       // The old space's growth across each scavenge is what it promoted; a full GC's entry only
       // moves the baseline. Counted for the side whose round is running.
       let grown = 0;
+      let paused = 0;
       let last = oldSpaceUsed();
       const observer = new PerformanceObserver((list) => {
         for (const e of list.getEntries()) {
           const now = oldSpaceUsed();
+          paused += e.duration;
           if ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === 1) grown += Math.max(0, now - last);
           last = now;
         }
@@ -174,6 +178,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
         // The order alternates, so that neither side always follows the other.
         for (const side of r % 2 === 0 ? sides : [...sides].reverse()) {
           grown = 0;
+          paused = 0;
           last = oldSpaceUsed();
           const before = process.cpuUsage();
           await run(side.url, side.requests, o.round, o.concurrency);
@@ -181,6 +186,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
           side.cpu.push((used.user + used.system) / 1000 / o.round);
           side.system.push(used.system / 1000 / o.round);
           side.promoted.push(grown / o.round);
+          side.gc.push(paused / o.round);
         }
       }
       observer.disconnect();
@@ -191,7 +197,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       profiler.disconnect();
       const result = {
         sides: Object.fromEntries(
-          sides.map((s) => [s.name, { cpuMsPerRequest: round3(median(s.cpu)), systemMsPerRequest: round3(median(s.system)), rounds: s.cpu.map(round3), promisesPerRequest: counts[s.name]!.promises, bytesPerRequest: counts[s.name]!.bytes, promotedBytesPerRequest: Math.round(median(s.promoted)), promotedRounds: s.promoted.map((p) => Math.round(p / 1024)) }]),
+          sides.map((s) => [s.name, { cpuMsPerRequest: round3(median(s.cpu)), systemMsPerRequest: round3(median(s.system)), rounds: s.cpu.map(round3), promisesPerRequest: counts[s.name]!.promises, bytesPerRequest: counts[s.name]!.bytes, promotedBytesPerRequest: Math.round(median(s.promoted)), promotedRounds: s.promoted.map((p) => Math.round(p / 1024)), gcMsPerRequest: round3(median(s.gc)) }]),
         ),
         // Per round, this tree's CPU per request less the other's: the figure the machine's load moves least.
         ...(sides.length === 2
