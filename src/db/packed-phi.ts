@@ -27,27 +27,44 @@ export function packPhi(columns: readonly string[]): string {
  */
 export function unpackPhi(packed: Buffer | null, count: number): (Buffer | null)[] {
   if (count === 1) return [packed];
+  checkPacked(packed, count);
+  const out = new Array<Buffer | null>(count);
+  for (let i = 0; i < count; i++) out[i] = packedColumn(packed!, i);
+  return out;
+}
+
+/**
+ * Refuses, as unpackPhi does, anything but exactly `count` (more than one) bytea elements in one
+ * dimension whose lengths fill `packed` exactly; makes nothing. A row that keeps its packed value
+ * checks it once, then reads each column with packedColumn when it is asked for.
+ */
+export function checkPacked(packed: Buffer | null, count: number): asserts packed is Buffer {
   if (packed === null) throw malformed('null');
   if (packed.length < HEADER_BYTES) throw malformed('short');
   if (packed.readInt32BE(0) !== 1 || packed.readUInt32BE(8) !== BYTEA_OID || packed.readInt32BE(12) !== count || packed.readInt32BE(16) !== 1) {
     throw malformed('header');
   }
-  const out = new Array<Buffer | null>(count);
   let at = HEADER_BYTES;
   for (let i = 0; i < count; i++) {
     if (at + 4 > packed.length) throw malformed('short');
     const length = packed.readInt32BE(at);
     at += 4;
-    if (length === NULL_LENGTH) {
-      out[i] = null;
-    } else {
-      if (length < 0 || at + length > packed.length) throw malformed('length');
-      out[i] = packed.subarray(at, at + length);
-      at += length;
-    }
+    if (length === NULL_LENGTH) continue;
+    if (length < 0 || at + length > packed.length) throw malformed('length');
+    at += length;
   }
   if (at !== packed.length) throw malformed('trailing');
-  return out;
+}
+
+/** Column `i` of a packed value checkPacked accepted: a view of it, or null. */
+export function packedColumn(packed: Buffer, i: number): Buffer | null {
+  let at = HEADER_BYTES;
+  for (let j = 0; j < i; j++) {
+    const length = packed.readInt32BE(at);
+    at += 4 + (length === NULL_LENGTH ? 0 : length);
+  }
+  const length = packed.readInt32BE(at);
+  return length === NULL_LENGTH ? null : packed.subarray(at + 4, at + 4 + length);
 }
 
 // A two-dimensional array's header: the one-dimension header's fields, then the second dimension's

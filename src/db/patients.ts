@@ -2,7 +2,7 @@ import type { JoinedPatientKey, RowKey } from '../crypto/keys/keyring.ts';
 import { PhigateError } from '../errors.ts';
 import type { RowFacts } from '../policy/decide.ts';
 import { encryptedColumns } from '../policy/phi-fields.ts';
-import { packPhi, unpackPhi, unpackPhiRows, uuidOfSent } from './packed-phi.ts';
+import { checkPacked, packPhi, packedColumn, unpackPhi, unpackPhiRows, uuidOfSent } from './packed-phi.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
@@ -119,25 +119,54 @@ const factsOf = (row: FetchedRow, patientId: string, key: RowKey): PhiRowFacts =
 
 // A row of our own per row pg made, of one shape with its facts: adding a property to pg's row
 // objects, or spreading them, cost several microseconds a row (a WeakMap lookup per value, before).
-const patientRow = (r: FetchedPatient): PatientRow => {
-  const phi = unpackPhi(r.phi, KEY_AT + 1);
-  return {
-    facts: factsOf(r, r.id, { joined: joinedKey(r, phi[KEY_AT]!), held: null }),
-    id: r.id,
-    clinic_id: r.clinic_id,
-    on_care_team: r.on_care_team,
-    grant_id: r.grant_id,
-    grant_role: r.grant_role,
-    mrn: phi[AT.mrn]!,
-    ssn: phi[AT.ssn] ?? null,
-    given_name: phi[AT.given_name] ?? null,
-    family_name: phi[AT.family_name] ?? null,
-    birth_date: phi[AT.birth_date] ?? null,
-    phone: phi[AT.phone] ?? null,
-    email: phi[AT.email] ?? null,
-    address: phi[AT.address] ?? null,
-  };
-};
+// Its ciphertexts stay in the one packed value the statement sent, checked once here; each is a
+// view made when it is read, which dies with the value's decryption. A page's rows live until its
+// audit commit and are promoted to the old generation: nine views made up front were ~860 bytes a
+// row held there (bench/README.md, branch pagegc).
+class PackedPatientRow implements PatientRow {
+  readonly facts: PhiRowFacts;
+  readonly id: string;
+  readonly clinic_id: string;
+  readonly on_care_team: boolean;
+  readonly grant_id: string | null;
+  readonly grant_role: string | null;
+  readonly #phi: Buffer;
+  constructor(r: FetchedPatient) {
+    checkPacked(r.phi, KEY_AT + 1);
+    this.#phi = r.phi;
+    this.facts = factsOf(r, r.id, { joined: joinedKey(r, packedColumn(r.phi, KEY_AT)), held: null });
+    this.id = r.id;
+    this.clinic_id = r.clinic_id;
+    this.on_care_team = r.on_care_team;
+    this.grant_id = r.grant_id;
+    this.grant_role = r.grant_role;
+  }
+  get mrn(): Buffer {
+    return packedColumn(this.#phi, AT.mrn)!;
+  }
+  get ssn(): Buffer | null {
+    return packedColumn(this.#phi, AT.ssn);
+  }
+  get given_name(): Buffer | null {
+    return packedColumn(this.#phi, AT.given_name);
+  }
+  get family_name(): Buffer | null {
+    return packedColumn(this.#phi, AT.family_name);
+  }
+  get birth_date(): Buffer | null {
+    return packedColumn(this.#phi, AT.birth_date);
+  }
+  get phone(): Buffer | null {
+    return packedColumn(this.#phi, AT.phone);
+  }
+  get email(): Buffer | null {
+    return packedColumn(this.#phi, AT.email);
+  }
+  get address(): Buffer | null {
+    return packedColumn(this.#phi, AT.address);
+  }
+}
+const patientRow = (r: FetchedPatient): PatientRow => new PackedPatientRow(r);
 
 /** Where each of an encounter read's PHI columns is in its packed value; -1 for a column it leaves out. */
 interface EncounterPacking {

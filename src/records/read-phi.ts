@@ -18,11 +18,57 @@ export interface PhiField {
 }
 
 /**
- * The one object a PHI value costs: its audit event, the contract's fields and no more (the value's
- * AAD is handed to the cipher as the field's table and column and the row's id, not as an object),
- * since a read's events are held until its audit batch commits.
+ * The facts an event shares with every other value of its field under one verdict: the contract's
+ * fields but the patient and the record. Made once per (verdict, action), not once per value.
  */
-type PhiEvent = AuditEvent;
+interface PhiEventKind {
+  readonly action: AuditAction;
+  readonly typeName: string;
+  readonly field: string;
+  readonly role: string | null;
+  readonly purpose: string;
+  readonly breakGlass: boolean;
+  readonly grantId: string | null;
+}
+
+/**
+ * The one object a PHI value costs: its audit event, as its kind and the row's patient and record.
+ * A read's events are held until its audit batch commits, under load long enough to be promoted
+ * to the old generation: three fields each instead of the contract's nine halve what a page's
+ * ~1,200 events hold there (bench/README.md, branch pagegc). The contract's fields are getters,
+ * so every reader of AuditEvent reads it as it reads any other event.
+ */
+class PhiEvent implements AuditEvent {
+  readonly kind: PhiEventKind;
+  readonly patientId: string;
+  readonly recordId: string | null;
+  constructor(kind: PhiEventKind, patientId: string, recordId: string | null) {
+    this.kind = kind;
+    this.patientId = patientId;
+    this.recordId = recordId;
+  }
+  get action(): AuditAction {
+    return this.kind.action;
+  }
+  get typeName(): string {
+    return this.kind.typeName;
+  }
+  get field(): string {
+    return this.kind.field;
+  }
+  get role(): string | null {
+    return this.kind.role;
+  }
+  get purpose(): string {
+    return this.kind.purpose;
+  }
+  get breakGlass(): boolean {
+    return this.kind.breakGlass;
+  }
+  get grantId(): string | null {
+    return this.kind.grantId;
+  }
+}
 
 // Span attributes of each PHI field, made once: readPhi runs for every value of a page.
 const fieldAttributes = new Map<string, Attributes>();
@@ -32,25 +78,41 @@ function attributesOf(field: PhiField): Attributes {
   return attributes;
 }
 
+// The kinds of a verdict (itself made once per field, clinic and standing: src/policy/decide.ts),
+// by action; the field is checked on every hit, so a verdict object shared by two fields could
+// only cost a new kind, never lend one field's name to another's event.
+const kindsOf = new WeakMap<FieldVerdict, Partial<Record<AuditAction, PhiEventKind>>>();
+
+const newKind = (field: PhiField, verdict: FieldVerdict, action: AuditAction, grantId: string | null): PhiEventKind => ({
+  action,
+  typeName: field.typeName,
+  field: field.field,
+  role: verdict.recordedRole,
+  purpose: verdict.purpose,
+  breakGlass: verdict.breakGlass,
+  grantId,
+});
+
+function kindOf(field: PhiField, verdict: FieldVerdict, action: AuditAction, grantId: string | null): PhiEventKind {
+  // A grant's id is the row's: break-glass reads are rare, each gets a kind of its own.
+  if (grantId !== null) return newKind(field, verdict, action, grantId);
+  let kinds = kindsOf.get(verdict);
+  if (kinds === undefined) kindsOf.set(verdict, (kinds = {}));
+  const kind = kinds[action];
+  if (kind !== undefined && kind.field === field.field && kind.typeName === field.typeName) return kind;
+  return (kinds[action] = newKind(field, verdict, action, grantId));
+}
+
 function eventOf(field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, action: AuditAction): PhiEvent {
-  return {
-    action,
-    typeName: field.typeName,
-    field: field.field,
-    patientId: row.patientId,
-    recordId: row.rowId === row.patientId ? null : row.rowId,
-    role: verdict.recordedRole,
-    purpose: verdict.purpose,
-    breakGlass: verdict.breakGlass,
-    grantId: verdict.breakGlass ? (row.grant?.id ?? null) : null,
-  };
+  const grantId = verdict.breakGlass ? (row.grant?.id ?? null) : null;
+  return new PhiEvent(kindOf(field, verdict, action, grantId), row.patientId, row.rowId === row.patientId ? null : row.rowId);
 }
 
 const shownAs = (verdict: FieldVerdict): AuditAction => (verdict.effect === 'mask' ? 'masked' : 'read');
 
 // Recorded once shown, so that a value that failed to decrypt or mask leaves no event saying it was
 // shown (unshown() records its refusal instead).
-function shown(scope: RequestScope, field: PhiField, verdict: FieldVerdict, event: PhiEvent, plain: string): string {
+function shown(scope: RequestScope, field: PhiField, verdict: FieldVerdict, event: AuditEvent, plain: string): string {
   let value = plain;
   if (verdict.effect === 'mask') {
     const mask = MASKERS[field.name];
@@ -136,7 +198,19 @@ function refusalDetail(err: unknown): string {
  */
 function unshown(scope: RequestScope, field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, err: unknown): never {
   scope.budget.failed(row.patientId);
-  scope.audit.add({ ...eventOf(field, row, verdict, 'refused'), detail: refusalDetail(err) });
+  const e = eventOf(field, row, verdict, 'refused');
+  scope.audit.add({
+    action: e.action,
+    typeName: e.typeName,
+    field: e.field,
+    patientId: e.patientId,
+    recordId: e.recordId,
+    role: e.role,
+    purpose: e.purpose,
+    breakGlass: e.breakGlass,
+    grantId: e.grantId,
+    detail: refusalDetail(err),
+  });
   throw err;
 }
 

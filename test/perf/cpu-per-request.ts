@@ -4,6 +4,8 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
+import { PerformanceObserver } from 'node:perf_hooks';
+import v8 from 'node:v8';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { loadPolicy } from '../../src/policy/load.ts';
@@ -84,7 +86,13 @@ interface Side {
   readonly cpu: number[];
   /** Of `cpu`, the kernel's share (system time): socket writes and reads on loopback. */
   readonly system: number[];
+  /** Per round, bytes per request the scavenges moved into the old space (as promoted-per-request.test.ts counts them). */
+  readonly promoted: number[];
+  /** Per round, ms per request of GC pauses on the main thread (wall time). */
+  readonly gc: number[];
 }
+
+const oldSpaceUsed = (): number => v8.getHeapSpaceStatistics().find((s) => s.space_name === 'old_space')!.space_used_size;
 
 export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
   describe.skipIf(!process.env[o.enabledBy])(o.label, () => {
@@ -102,7 +110,7 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       }
       for (const [name, start] of trees) {
         const gw = await start({ patients: o.patients, poolSize: 10, gatewayOptions: { policy: await loadPolicy(policyFile, PHI_FIELDS) } });
-        sides.push({ name, gw, url: new URL(gw.url), requests: await o.prepare(gw), cpu: [], system: [] });
+        sides.push({ name, gw, url: new URL(gw.url), requests: await o.prepare(gw), cpu: [], system: [], promoted: [], gc: [] });
       }
     }, 300_000);
     afterAll(async () => {
@@ -125,7 +133,8 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       const profiler = new Session();
       profiler.connect();
       const counts: Record<string, { promises: number; bytes: number }> = {};
-      const sample = o.round;
+      // PHIGATE_PERF_SAMPLE: requests per side in the allocation sample (default one round's).
+      const sample = Number(process.env.PHIGATE_PERF_SAMPLE ?? o.round);
       for (const side of sides) {
         let promises = 0;
         const hook = createHook({
@@ -151,16 +160,36 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
         await profiler.post('Profiler.enable');
         await profiler.post('Profiler.start');
       }
+      // The old space's growth across each scavenge is what it promoted; a full GC's entry only
+      // moves the baseline. Counted for the side whose round is running.
+      let grown = 0;
+      let paused = 0;
+      let last = oldSpaceUsed();
+      const observer = new PerformanceObserver((list) => {
+        for (const e of list.getEntries()) {
+          const now = oldSpaceUsed();
+          paused += e.duration;
+          if ((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === 1) grown += Math.max(0, now - last);
+          last = now;
+        }
+      });
+      observer.observe({ entryTypes: ['gc'] });
       for (let r = 0; r < o.rounds; r++) {
         // The order alternates, so that neither side always follows the other.
         for (const side of r % 2 === 0 ? sides : [...sides].reverse()) {
+          grown = 0;
+          paused = 0;
+          last = oldSpaceUsed();
           const before = process.cpuUsage();
           await run(side.url, side.requests, o.round, o.concurrency);
           const used = process.cpuUsage(before);
           side.cpu.push((used.user + used.system) / 1000 / o.round);
           side.system.push(used.system / 1000 / o.round);
+          side.promoted.push(grown / o.round);
+          side.gc.push(paused / o.round);
         }
       }
+      observer.disconnect();
       if (process.env.PHIGATE_PERF_PROFILE) {
         const { profile } = await profiler.post('Profiler.stop');
         await writeFile(process.env.PHIGATE_PERF_PROFILE, JSON.stringify(profile));
@@ -168,10 +197,16 @@ export function describeCpuPerRequest(o: CpuPerRequestOptions): void {
       profiler.disconnect();
       const result = {
         sides: Object.fromEntries(
-          sides.map((s) => [s.name, { cpuMsPerRequest: round3(median(s.cpu)), systemMsPerRequest: round3(median(s.system)), rounds: s.cpu.map(round3), promisesPerRequest: counts[s.name]!.promises, bytesPerRequest: counts[s.name]!.bytes }]),
+          sides.map((s) => [s.name, { cpuMsPerRequest: round3(median(s.cpu)), systemMsPerRequest: round3(median(s.system)), rounds: s.cpu.map(round3), promisesPerRequest: counts[s.name]!.promises, bytesPerRequest: counts[s.name]!.bytes, promotedBytesPerRequest: Math.round(median(s.promoted)), promotedRounds: s.promoted.map((p) => Math.round(p / 1024)), gcMsPerRequest: round3(median(s.gc)) }]),
         ),
         // Per round, this tree's CPU per request less the other's: the figure the machine's load moves least.
-        ...(sides.length === 2 ? { differenceMs: round3(median(sides[0]!.cpu.map((c, i) => c - sides[1]!.cpu[i]!))) } : {}),
+        ...(sides.length === 2
+          ? {
+              differenceMs: round3(median(sides[0]!.cpu.map((c, i) => c - sides[1]!.cpu[i]!))),
+              lowerRounds: sides[0]!.cpu.filter((c, i) => c < sides[1]!.cpu[i]!).length,
+              promotedDifference: Math.round(median(sides[0]!.promoted.map((p, i) => p - sides[1]!.promoted[i]!))),
+            }
+          : {}),
         load: os.loadavg().map((x) => Number(x.toFixed(1))),
         node: process.version,
       };

@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { packPhi, unpackPhi, unpackPhiRows, uuidOfSent } from '../../../src/db/packed-phi.ts';
+import { PATIENT_PACKED_COLUMNS, patientsByIds, type PatientRow } from '../../../src/db/patients.ts';
+import type { RequestTransaction } from '../../../src/db/transaction.ts';
 import { PhigateError } from '../../../src/errors.ts';
 
 // array_send's layout for a one-dimensional bytea[] (PostgreSQL's arrayfuncs.c), written from its
@@ -126,5 +128,39 @@ describe('uuidOfSent', () => {
     expect(uuidOfSent(Buffer.from('0123456789abcdef0123456789abcdef', 'hex'))).toBe('01234567-89ab-cdef-0123-456789abcdef');
     expect(refusal(() => uuidOfSent(Buffer.alloc(15)))).toBe('packed_phi_uuid');
     expect(refusal(() => uuidOfSent(null))).toBe('packed_phi_uuid');
+  });
+});
+
+describe('a patient row of a packed value', () => {
+  // patientsByIds over a statement answered with `phi` as given: no database needed.
+  const rowOf = async (phi: Buffer | null): Promise<PatientRow> => {
+    const fetched = { id: '00000000-0000-4000-8000-000000000001', clinic_id: 'clinic-a', on_care_team: true, grant_id: null, grant_role: null, phi, key_version: 3, key_clinic_version: 2 };
+    const tx = { query: async () => ({ rows: [fetched] }) } as unknown as RequestTransaction;
+    return (await patientsByIds(tx, [fetched.id]))[0]!;
+  };
+  const columns = PATIENT_PACKED_COLUMNS as readonly (keyof PatientRow)[];
+
+  it('gives each ciphertext column, NULL and empty ones included, and the newest wrapped key', async () => {
+    const values = columns.map((_, i) => (i === 1 ? null : i === 4 ? Buffer.alloc(0) : randomBytes(40 + i)));
+    const wrapped = randomBytes(60);
+    const row = await rowOf(packed([...values, wrapped]));
+    columns.forEach((column, i) => expect(row[column], column).toEqual(values[i]));
+    // Asked again, the same bytes.
+    columns.forEach((column, i) => expect(row[column], column).toEqual(values[i]));
+    expect(row.facts.key.joined).toEqual({ version: 3, clinicVersion: 2, wrapped });
+  });
+
+  it('holds the packed value, not a Buffer per column, until a column is asked for', async () => {
+    const row = await rowOf(packed([...columns.map(() => randomBytes(40)), randomBytes(60)]));
+    const own = Object.values(row).filter((v) => Buffer.isBuffer(v));
+    expect(own).toEqual([]);
+    expect(row.mrn).not.toBe(row.mrn);
+  });
+
+  it('is refused when its packed value is not exactly its columns and key', async () => {
+    const values = [...columns.map(() => randomBytes(40)), randomBytes(60)];
+    await expect(rowOf(packed(values.slice(1)))).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_header' });
+    await expect(rowOf(packed(values).subarray(0, 100))).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_length' });
+    await expect(rowOf(null)).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_null' });
   });
 });

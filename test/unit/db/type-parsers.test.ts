@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomInt } from 'node:crypto';
 import pg from 'pg';
 import { describe, expect, it } from 'vitest';
@@ -61,6 +62,24 @@ describe('the gateway pools’ timestamptz parser', () => {
     }
     for (const text of inputs) expect(printed(() => isoOfTimestamptz(text)), text).toBe(printed(() => (pgTimestamptz(text) as Date).toISOString()));
   });
+
+  it('prints a date as one flat string, not a chain of its pieces, since the answer holds it until the audit commit', () => {
+    // In a child process, so that the heap measured is this alone: 20,000 dates held, after full GCs.
+    const script = `
+      import { isoOfTimestamptz } from './src/db/type-parsers.ts';
+      const used = () => { globalThis.gc(); globalThis.gc(); return process.memoryUsage().heapUsed; };
+      const held = new Array(20_000);
+      const before = used();
+      for (let i = 0; i < held.length; i++) held[i] = isoOfTimestamptz('2026-12-' + String(10 + (i % 20)) + ' 08:' + String(10 + (i % 50)) + ':30.123456+00');
+      console.log('HELD', (used() - before) / held.length, held[7]);
+    `;
+    const out = execFileSync(process.execPath, ['--expose-gc', '--import', 'tsx', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    const [, bytes, sample] = out.slice(out.indexOf('HELD')).trim().split(/\s+/);
+    expect(sample).toBe('2026-12-17T08:17:30.123Z');
+    // A flat string of 24 characters is ~40 bytes; the six-piece cons string it replaced held ~210.
+    expect(Number(bytes)).toBeGreaterThan(20);
+    expect(Number(bytes)).toBeLessThan(80);
+  }, 60_000);
 
   it('is what the gateway pools use for these two types, and pg’s parser for every other', () => {
     expect(GATEWAY_TYPES.getTypeParser(pg.types.builtins.BYTEA, 'text')).toBe(parseBytea);
