@@ -208,9 +208,13 @@ export const ALERT_SWEEP_SECONDS = 15;
 
 /**
  * PHIGATE_EXECUTION_BUDGET's default: the cost (use-query-limits' measure) of the executions that
- * may run at once. A page of 100 patients with their encounters costs ~4,600, a read by id ~11.
+ * may run at once. A page of 100 patients with their encounters costs ~4,600, a read by id ~11, so
+ * ~13 pages. Measured on Node 24 at 32 connections: the page's peak RSS 3-21 MB lower, its CPU the
+ * same; 40,000 (~8 pages) took 5-32 MB off but made the audit writer's batches a fifth smaller
+ * (fewer reads running to gather), at ~0.15-0.4 ms more of PostgreSQL's CPU a page (bench/README.md,
+ * "Node 24's page peak RSS: pages admitted by cost").
  */
-export const EXECUTION_BUDGET = 40_000;
+export const EXECUTION_BUDGET = 60_000;
 
 /** The variable that names each threshold; working hours are one variable for both ends. */
 export const ALERT_THRESHOLD_VARIABLES = Object.freeze({
