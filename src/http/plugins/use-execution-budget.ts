@@ -25,7 +25,7 @@ export interface CostGate {
   /** Resolves once `cost` fits: at once when nothing waits and it fits (or nothing runs), else in arrival order. */
   take(cost: number): Promise<void> | null;
   give(cost: number): void;
-  /** Cost running now, and executions waiting; for tests and metrics. */
+  /** Cost running now, and executions waiting. */
   readonly used: number;
   readonly waiting: number;
 }
