@@ -28,12 +28,20 @@ export interface AuditPart {
 // each record's uuid[] literal was parsed from text twice (the text[] around it, then the cast),
 // every uuid with 16 strtoul calls: a fifth of a page batch's instructions in PostgreSQL.
 //
+// A record finds its shape in one of two ways. A batch of a few shapes (a page holds one to a
+// few: patients differ in their count of encounters) scans them for each record, in the order the
+// records are inserted, which is the order of unnest's ordinality: the planner knows that order
+// and sorts nothing. Hashing the shapes instead hashed the records and sorted them again, whole
+// arrays and all, for the ORDER BY: 0.58 M instructions of a page batch's 9.9 M more (callgrind,
+// bench/README.md, branch wridx). The scan costs each record a visit of every shape, so a batch of
+// more than FEW_SHAPES shapes is hashed and sorted as before.
+//
 // The records and the batch's own row are inserted together, and the statement fails (SQLSTATE
 // PH500, audit_batch_written in schema/migrations/051_audit_batch_cost.sql) unless the records
 // that went in hold exactly as many events as were meant to be written (counted once the records
 // are in): a trigger that drops a record or trims its arrays makes the COMMIT pipelined behind it
 // roll back, and nothing of the batch is kept.
-const RECORDS = `
+const records = (join: string) => `
   s AS MATERIALIZED (
     SELECT s.shape, s.actions::text[] AS actions, s.type_names::text[] AS type_names, s.fields::text[] AS fields,
            s.details::text[] AS details
@@ -47,12 +55,16 @@ const RECORDS = `
            s.actions, s.type_names, s.fields,
            array_replace(($21::uuid[])[x.lo : x.lo + cardinality(s.actions) - 1], $22::uuid, NULL), s.details
     FROM unnest($15::int[], $16::int[], $17::int[], $18::uuid[], $19::int[]) WITH ORDINALITY AS x(req, grp, shape, patient_id, lo, n)
-    JOIN s USING (shape)
+    ${join}
     ORDER BY x.n
     RETURNING 1
   )`;
-const INSERT = `
-  WITH ${RECORDS}, b AS (
+/** At most this many shapes, a record scans them (no sort); more, they are hashed (a sort). */
+export const FEW_SHAPES = 16;
+const SCANNED = records('CROSS JOIN LATERAL (SELECT s.* FROM s WHERE s.shape = x.shape OFFSET 0) s');
+const HASHED = records('JOIN s USING (shape)');
+const insertText = (recordsCte: string) => `
+  WITH ${recordsCte}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
     SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, 0, 0) FROM (SELECT count(*) FROM ins) AS done
     RETURNING events
@@ -76,7 +88,7 @@ const INSERT = `
 // A principal's first charge of a minute (its row inserted: xmax 0) drops its past minutes as
 // charge_phi_usage does, skipping rows another transaction holds (that one is dropping them, or a
 // later minute's first charge will) so that it never waits.
-const CHARGED_INSERT = `
+const chargedText = (recordsCte: string) => `
   WITH u AS (
     INSERT INTO phigate.phi_usage AS u (actor_kind, actor, minute, rows_used, values_used)
     SELECT p.k, p.a, date_trunc('minute', clock_timestamp()), p.r, p.v
@@ -95,13 +107,34 @@ const CHARGED_INSERT = `
     SELECT count(*) FILTER (WHERE u.rows_used - c.later_rows <= c.cap_rows AND u.values_used - c.later_values <= c.cap_values) AS accepted
     FROM unnest($24::text[], $25::text[], $26::int[], $27::int[], $28::int[], $29::int[]) AS c(k, a, cap_rows, cap_values, later_rows, later_values)
     JOIN u ON u.actor_kind = c.k AND u.actor = c.a
-  ), ${RECORDS}, b AS (
+  ), ${recordsCte}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
     SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, (SELECT v.accepted FROM v), $23)
     FROM (SELECT count(*) FROM ins) AS done
     RETURNING events
   )
   SELECT events FROM b`;
+
+// The four statements, each under a prepared statement name of its own.
+const INSERT_SCANNED = insertText(SCANNED);
+const INSERT_HASHED = insertText(HASHED);
+const CHARGED = new Map([
+  [INSERT_SCANNED, chargedText(SCANNED)],
+  [INSERT_HASHED, chargedText(HASHED)],
+]);
+const NAMES = new Map([
+  [INSERT_SCANNED, 'phigate_audit_insert'],
+  [INSERT_HASHED, 'phigate_audit_insert_hashed'],
+  [CHARGED.get(INSERT_SCANNED)!, 'phigate_audit_charged_insert'],
+  [CHARGED.get(INSERT_HASHED)!, 'phigate_audit_charged_insert_hashed'],
+]);
+
+/** The prepared statement name of a statement of auditInsert or chargedAuditInsert. */
+export function auditStatementName(statement: Statement): string {
+  const name = NAMES.get(statement.text);
+  if (name === undefined) throw new Error('auditStatementName takes auditInsert and chargedAuditInsert statements');
+  return name;
+}
 
 /**
  * Whether `id` is a uuid in the form PostgreSQL reads (8-4-4-4-12 hex digits, either case): the
@@ -306,7 +339,7 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
   }
   const [recordIdsBytes, sentinel] = recordIdsParam(recordIds);
   return {
-    text: INSERT,
+    text: shapes.length <= FEW_SHAPES ? INSERT_SCANNED : INSERT_HASHED,
     values: [
       batchId,
       textArray(requests.requestId),
@@ -341,7 +374,8 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
  * charge was accepted. Per principal, its total and each charge's later charges are summed here.
  */
 export function chargedAuditInsert(insert: Statement, charges: Statement, count: number): Statement {
-  if (insert.text !== INSERT || insert.values === undefined || charges.values?.length !== 6) {
+  const text = CHARGED.get(insert.text);
+  if (text === undefined || insert.values === undefined || charges.values?.length !== 6) {
     throw new Error('chargedAuditInsert takes auditInsert and chargeBatchStatement statements');
   }
   const [kinds, actors, rows, values, capRows, capValues] = charges.values as [string[], string[], number[], number[], number[], number[]];
@@ -371,7 +405,7 @@ export function chargedAuditInsert(insert: Statement, charges: Statement, count:
   }
   const principals = [...totals.values()];
   return {
-    text: CHARGED_INSERT,
+    text,
     values: [
       ...insert.values,
       count,

@@ -9,7 +9,7 @@ import type { Statement } from '../db/transaction.ts';
 import { PhigateError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { AuditEvent, AuditRequest } from './event.ts';
-import { AUDIT_ROWS_MISMATCH_SQLSTATE, CHARGE_REFUSED_SQLSTATE, auditInsert, chargedAuditInsert, type AuditPart } from './insert.ts';
+import { AUDIT_ROWS_MISMATCH_SQLSTATE, CHARGE_REFUSED_SQLSTATE, auditInsert, auditStatementName, chargedAuditInsert, type AuditPart } from './insert.ts';
 import type { AuditRecorder } from './recorder.ts';
 
 /** One request's share of a batch. */
@@ -305,11 +305,11 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     try {
       const charged = entries.flatMap((e, i) => (e.charge ? [{ i, charge: e.charge }] : []));
       const everything = entries.reduce((n, e) => n + e.events.length, 0);
-      if (charged.length === 0) return await insertAndCommit(client, batchId, entries, 'phigate_audit_insert', auditInsert(batchId, entries), everything, new Map(), release);
+      if (charged.length === 0) return await insertAndCommit(client, batchId, entries, auditInsert(batchId, entries), everything, new Map(), release);
       // Every charge accepted, the common case: charge, records and COMMIT in one round trip.
       const charges = chargeBatchStatement(charged.map((c) => c.charge));
       const optimistic = chargedAuditInsert(auditInsert(batchId, entries), charges, charged.length);
-      const allAccepted = await insertAndCommit(client, batchId, entries, 'phigate_audit_charged_insert', optimistic, everything, new Map(), release).catch((err: unknown) => {
+      const allAccepted = await insertAndCommit(client, batchId, entries, optimistic, everything, new Map(), release).catch((err: unknown) => {
         if ((err as { code?: unknown })?.code === CHARGE_REFUSED_SQLSTATE && !released) return null;
         throw err;
       });
@@ -325,7 +325,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
         return v !== undefined && !v.accepted && e.refusal ? { request: e.request, events: [e.refusal] } : e;
       });
       const expected = parts.reduce((n, p) => n + p.events.length, 0);
-      return await insertAndCommit(client, batchId, entries, 'phigate_audit_insert', auditInsert(batchId, parts), expected, verdicts, release, true);
+      return await insertAndCommit(client, batchId, entries, auditInsert(batchId, parts), expected, verdicts, release, true);
     } catch (err) {
       release(!isStatementError(err));
       throw err;
@@ -342,7 +342,6 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     client: pg.PoolClient,
     batchId: string,
     entries: readonly AuditEntry[],
-    name: string,
     insert: Statement,
     expected: number,
     verdicts: Map<number, ChargeVerdict>,
@@ -353,7 +352,7 @@ export function createAuditWriter(opts: AuditWriterOptions): AuditWriter {
     coalesceWrites(client);
     const sent = await settleAll([
       ...(begun ? [] : [submit(client, 'BEGIN'), prepared(client, 'phigate_audit_settings', SETTINGS)]),
-      prepared(client, name, insert),
+      prepared(client, auditStatementName(insert), insert),
       submit(client, 'COMMIT'),
     ]);
     const commitResult = sent.values.at(-1) as pg.QueryResult | undefined;

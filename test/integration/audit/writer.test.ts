@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CANONICAL_COLUMNS } from '../../../src/audit/canonical.ts';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
+import { FEW_SHAPES } from '../../../src/audit/insert.ts';
 import { createAuditWriter, shardOf, type AuditEntry, type AuditWriter, type BatchTiming } from '../../../src/audit/writer.ts';
 import { createLogger } from '../../../src/log.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
@@ -178,6 +179,26 @@ describe('the narrow layout', () => {
     const withNil = request();
     await w.record(withNil, [read('ssn'), { ...read('kind'), recordId: nil }, { ...read('ssn'), patientId: OTHER }]);
     expect((await recordsOf(withNil.requestId)).map((r) => r.record_ids)).toEqual([[null, nil], [null]]);
+  });
+
+  // src/audit/insert.ts: up to FEW_SHAPES shapes a record scans them (no sort), past it they are
+  // hashed and the records sorted. Either statement must store the same records, in order.
+  it('stores the same records, in order, whether a batch holds few shapes or many', async () => {
+    const w = writer();
+    // Patient i has i + 1 fields read: every record a shape of its own.
+    const recordsFor = async (patients: number) => {
+      const req = request();
+      const ids = Array.from({ length: patients }, () => randomUUID());
+      const events = ids.flatMap((patientId, i) => Array.from({ length: i + 1 }, (_, k) => ({ ...read(`f${k}`), patientId, recordId: k % 2 ? patientId : null })));
+      const shuffled = events.filter((_, k) => k % 3 === 0).concat(events.filter((_, k) => k % 3 !== 0));
+      await w.record(req, shuffled);
+      const records = await recordsOf(req.requestId);
+      const expected = [...new Set(shuffled.map((e) => e.patientId))].map((p) => shuffled.filter((e) => e.patientId === p));
+      expect(records.map((r) => [r.patient_id, r.fields, r.record_ids])).toEqual(expected.map((es) => [es[0]!.patientId, es.map((e) => e.field), es.map((e) => e.recordId)]));
+      return records.length;
+    };
+    expect(await recordsFor(FEW_SHAPES)).toBe(FEW_SHAPES);
+    expect(await recordsFor(FEW_SHAPES + 9)).toBe(FEW_SHAPES + 9);
   });
 
   it('splits a record above 65,536 events, in order', async () => {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
-import { auditInsert, isUuid } from '../../../src/audit/insert.ts';
+import { FEW_SHAPES, auditInsert, auditStatementName, chargedAuditInsert, isUuid } from '../../../src/audit/insert.ts';
 import { uuidOf, uuidsOf as uuids } from '../../support/binary-uuids.ts';
 
 const request: AuditRequest = { requestId: 'req-1', actor: 'reg-north', actorKind: 'user', clientAddr: null };
@@ -52,6 +52,17 @@ describe('auditInsert, record and shape bookkeeping', () => {
     const sentinel = uuidOf(nil[21] as Buffer);
     expect(isUuid(sentinel) && sentinel !== NIL).toBe(true);
     expect(uuids(nil[20])).toEqual([sentinel, NIL, sentinel]);
+  });
+
+  it('scans up to FEW_SHAPES shapes per record and hashes more, each statement under a name of its own', () => {
+    const withShapes = (n: number) => auditInsert(BATCH, [{ request, events: Array.from({ length: n }, (_, i) => ev(randomUUID(), `f${i}`)) }]);
+    const [few, many] = [withShapes(FEW_SHAPES), withShapes(FEW_SHAPES + 1)];
+    expect(few.text).toMatch(/CROSS JOIN LATERAL/);
+    expect(many.text).toMatch(/JOIN s USING \(shape\)/);
+    const charges = { text: '', values: [['user'], ['reg-north'], [1], [1], [10], [10]] };
+    const names = [few, many, chargedAuditInsert(few, charges, 1), chargedAuditInsert(many, charges, 1)].map(auditStatementName);
+    expect(new Set(names).size).toBe(4);
+    expect(() => auditStatementName({ text: 'SELECT 1' })).toThrow();
   });
 
   it('isUuid accepts exactly 8-4-4-4-12 hex digits', () => {
