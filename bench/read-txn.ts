@@ -10,7 +10,7 @@
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --duration 10 --concurrency 16
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page   # `patients(first: 100)` with encounters instead
  *   npx tsx bench/read-txn.ts run --state /tmp/x.json --read page --role registrar   # the bench's page: a registrar of the clinic, encounters' `kind` only
- *   ... --read page --no-commit-ahead   # its COMMIT in a round trip of its own, after the page's
+ *   ... --no-commit-ahead   # the read's COMMIT in a round trip of its own, after its statement's (by id or page)
  */
 import { randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -43,7 +43,8 @@ const { values: args } = parseArgs({
     'prepared-statements': { type: 'boolean', default: true },
     read: { type: 'string', default: 'by-id' },
     role: { type: 'string', default: 'physician' },
-    // A page sends its COMMIT behind its statement, as the gateway does when the page is its operation's only field.
+    // The read sends its COMMIT behind its statement, as the gateway does when the page, or the
+    // patient without its encounters, is its operation's only field.
     'commit-ahead': { type: 'boolean', default: true },
   },
   allowNegative: true,
@@ -122,6 +123,7 @@ async function run(): Promise<void> {
       for (let i = 0; i < PAGE_SIZE; i++) read.encountersOf(i);
       rows = read.rows;
     } else {
+      if (args['commit-ahead']) tx.endWithNext();
       rows = await patientsByIds(tx, [id]);
     }
     await tx.commit();

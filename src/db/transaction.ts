@@ -78,8 +78,9 @@ export interface RequestTransaction {
   readOnly(): void;
   /**
    * The next statement is the request's last: a read-only transaction sends its COMMIT right behind
-   * it, in the same round trip, and commit() then waits for that COMMIT's answer. A statement sent
-   * after it fails (the transaction has ended). No effect on a transaction that may write.
+   * it, in the same round trip, and gives the connection back as that COMMIT leaves; commit() then
+   * waits for its answer. A statement sent after it fails (the transaction has ended). No effect on
+   * a transaction that may write.
    */
   endWithNext(): void;
 }
@@ -176,7 +177,8 @@ export class CommitFailed extends PhigateError {
  *
  * Statements are pipelined (the pool's clients run in pg's pipeline mode): BEGIN and the context
  * travel with the first query, and the final statements (audit rows, PHI usage) with COMMIT, so a
- * read by id costs two round trips. Those sent in one tick also share one Sync (src/db/one-sync.ts):
+ * request of one statement costs two round trips, or one when it is a read that says so
+ * (endWithNext). Those sent in one tick also share one Sync (src/db/one-sync.ts):
  * BEGIN, the context and the first query are answered with one ReadyForQuery, not three. A
  * statement that fails aborts the transaction, and every statement behind it fails too: nothing
  * sent after a failure can be committed.
@@ -305,22 +307,6 @@ export function openRequestTransaction(
     if (result.command !== 'COMMIT') throw new CommitFailed(null, new Error('transaction was rolled back by the server'));
   };
 
-  /**
-   * The COMMIT sent ahead has answered: a read-only transaction none of whose statements failed
-   * ends with it, and one whose statement failed was rolled back by it (PostgreSQL answers COMMIT of
-   * an aborted transaction with ROLLBACK), so the connection is clean either way unless it is gone.
-   */
-  const endAhead = async (ahead: Promise<pg.QueryResult>): Promise<pg.QueryResult> => {
-    try {
-      const result = await ahead;
-      release(false);
-      return result;
-    } catch (cause) {
-      release(true);
-      throw cause;
-    }
-  };
-
   /** commit() of a transaction whose COMMIT went ahead (endWithNext): it has nothing more to send. */
   const commitAhead = async (ahead: Promise<pg.QueryResult>, final: readonly Statement[]): Promise<void> => {
     if (tx.failed || final.length > 0) {
@@ -340,13 +326,13 @@ export function openRequestTransaction(
     ending ??= 'rollback';
     // Once only, however many callers: a second ROLLBACK would reach the connection after release.
     rollingBack ??= (async () => {
-      if (opening === null || finished) {
-        finished = true;
-        return;
-      }
       if (committedAhead !== null) {
         // Nothing of a read is kept whichever way its COMMIT went; the request's answer is its error.
         await committedAhead.catch(() => undefined);
+        return;
+      }
+      if (opening === null || finished) {
+        finished = true;
         return;
       }
       const c = await opening.catch(() => null);
@@ -373,10 +359,16 @@ export function openRequestTransaction(
     if (commitNext) {
       commitNext = false;
       ending = 'commit';
-      // The connection goes back to the pool when this COMMIT answers, not when the request ends:
-      // the page's fields are resolved without holding it.
-      committedAhead = endAhead(send(c, 'COMMIT'));
+      // The connection goes back to the pool as this COMMIT leaves, as commitReadOnly's does, not
+      // when it answers: a request waiting for a connection then sends its BEGIN, context and first
+      // query behind it, in the same socket write, and the read's fields are resolved without
+      // holding it. COMMIT has no parameters, so it goes after the statement's Sync: a statement
+      // that failed leaves it to answer ROLLBACK, the connection clean for that next holder; a
+      // session that ended answers it with its FATAL, and the pool drops the connection (pool.ts).
+      committedAhead = send(c, 'COMMIT');
       committedAhead.catch(() => undefined);
+      sendTickNow(c);
+      release(false);
     }
     try {
       await ready;

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { openRequestTransaction, type RequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
@@ -28,6 +29,36 @@ async function nextHolderSees(): Promise<unknown> {
 }
 const CLEAN = { actor: '', ro: 'off', xact: true };
 
+/**
+ * `statement` (one that sleeps) sent with COMMIT ahead, once PostgreSQL is running it; with where
+ * the pool's one connection was then: back in the pool (idle) or still held by the read.
+ */
+async function sentAhead(tx: RequestTransaction, statement: string, values?: unknown[]): Promise<{ pid: number; idleWhileRunning: number; result: Promise<unknown> }> {
+  tx.endWithNext();
+  const result = tx.query(statement, values);
+  result.catch(() => undefined);
+  const pid = await asAdmin(async (c) => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const { rows } = await c.query<{ pid: number }>(`SELECT pid FROM pg_stat_activity WHERE datname = $1 AND state = 'active' AND query LIKE '%pg_sleep%' AND pid <> pg_backend_pid()`, [db.name]);
+      if (rows[0]) return rows[0].pid;
+      if (Date.now() > deadline) throw new Error('the statement never ran');
+      await c.query('SELECT pg_sleep(0.01)');
+    }
+  });
+  return { pid, idleWhileRunning: pool.idleCount, result };
+}
+
+async function asAdmin<T>(fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const c = new pg.Client({ connectionString: db.adminUrl });
+  await c.connect();
+  try {
+    return await fn(c);
+  } finally {
+    await c.end();
+  }
+}
+
 beforeAll(async () => {
   db = await createTestDatabase();
   // One connection, so that the next holder is the same session.
@@ -44,7 +75,7 @@ describe('a read that sends its COMMIT with its last statement', () => {
     tx.endWithNext();
     const { rows } = await tx.query<{ ro: string; actor: string }>(`SELECT current_setting('transaction_read_only') AS ro, current_setting('phigate.actor') AS actor`);
     expect(rows).toEqual([{ ro: 'on', actor: 'reg-a' }]);
-    // The one connection is back in the pool before commit() is called: it went back when the COMMIT answered.
+    // The one connection is back in the pool before commit() is called: it went back as the COMMIT left.
     expect(await nextHolderSees()).toEqual(CLEAN);
     await tx.commit();
     expect(tx.roundTrips).toBe(1);
@@ -85,5 +116,38 @@ describe('a read that sends its COMMIT with its last statement', () => {
     await tx.commit();
     expect(tx.roundTrips).toBe(3);
     expect(await nextHolderSees()).toEqual(CLEAN);
+  });
+
+  it('gives its connection back as its COMMIT leaves, before its statement answers: the next holder runs behind that COMMIT', async () => {
+    const tx = open();
+    const sent = await sentAhead(tx, `SELECT pg_sleep(0.5), current_setting('phigate.actor') AS actor`);
+    expect(sent.idleWhileRunning).toBe(1);
+    // Behind the read's statement and COMMIT on the same session: outside its transaction, none of its context.
+    expect(await nextHolderSees()).toEqual(CLEAN);
+    await expect(sent.result).resolves.toMatchObject({ rows: [{ actor: 'reg-a' }] });
+    await tx.commit();
+    expect(tx.roundTrips).toBe(1);
+  });
+
+  it('whose statement fails with the next holder already behind it: that COMMIT answers ROLLBACK and the next holder finds the session clean', async () => {
+    const tx = open();
+    const sent = await sentAhead(tx, 'SELECT pg_sleep(0.5), 1 / $1::int', [0]);
+    expect(sent.idleWhileRunning).toBe(1);
+    const next = nextHolderSees();
+    await expect(sent.result).rejects.toMatchObject({ code: '22012' });
+    await expect(tx.commit()).rejects.toMatchObject({ reason: 'transaction_failed' });
+    expect(await next).toEqual(CLEAN);
+  });
+
+  it('whose session ends before its COMMIT answers fails, and the next holder gets a fresh connection', async () => {
+    const tx = open();
+    const sent = await sentAhead(tx, 'SELECT pg_sleep(30)');
+    const { pid } = sent;
+    await asAdmin((c) => c.query('SELECT pg_terminate_backend($1)', [pid]));
+    await expect(sent.result).rejects.toBeDefined();
+    await expect(tx.commit()).rejects.toMatchObject({ code: 'INTERNAL' });
+    // A new session: the context's setting was never defined in it.
+    expect(await nextHolderSees()).toEqual({ ...CLEAN, actor: null });
+    expect((await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid).not.toBe(pid);
   });
 });

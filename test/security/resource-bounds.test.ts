@@ -25,6 +25,10 @@ afterAll(async () => gw?.close());
 
 const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');
 const READ_SSN = `query($id: ID!) { patient(id: $id) { id ssn } }`;
+// The same read beside another root field: it keeps its transaction, and its connection, until it
+// settles. Alone, a read by id sends its COMMIT behind its lookup and gives the connection back
+// before its fields are decrypted (src/graphql/types/query.ts), so nothing would be held at the gate.
+const HELD_READ_SSN = `query($id: ID!) { patient(id: $id) { id ssn } me { subject } }`;
 
 async function send(on: TestGateway, token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
   const response = await on.gql(token, query, variables);
@@ -526,7 +530,7 @@ describe('database failures are answered as what they are', () => {
       // A cold key cache would want connections of its own mid-request.
       expect((await send(ending, token, READ_SSN, { id: north()[1]!.id })).status).toBe(200);
       const gate = gateDecrypts(ending.cipher);
-      const answer = send(ending, token, READ_SSN, { id: north()[1]!.id });
+      const answer = send(ending, token, HELD_READ_SSN, { id: north()[1]!.id });
       await until(() => gate.waiting === 1, 'the request to hold its transaction open');
       // The read's own session, not the audit writer's transaction begun ahead for it.
       const idle = `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'phigate' AND state LIKE 'idle in transaction%'`;
@@ -563,9 +567,9 @@ describe('saturation', () => {
       expect((await send(busy, token, READ_SSN, { id: a!.id })).status).toBe(200);
 
       const gate = gateDecrypts(busy.cipher);
-      const running = [send(busy, token, READ_SSN, { id: a!.id }), send(busy, token, READ_SSN, { id: b!.id })];
+      const running = [send(busy, token, HELD_READ_SSN, { id: a!.id }), send(busy, token, HELD_READ_SSN, { id: b!.id })];
       await until(() => gate.waiting === 2, 'two requests holding both connections');
-      running.push(send(busy, token, READ_SSN, { id: c!.id }));
+      running.push(send(busy, token, HELD_READ_SSN, { id: c!.id }));
       await until(() => busy.pool.waitingCount === 1, 'a third request queued for a connection');
 
       // Refused by admission, not after a wait: a queued request could only end when the gate opens
@@ -603,7 +607,7 @@ describe('saturation', () => {
       const before = await patients();
 
       const gate = gateDecrypts(busy.cipher);
-      const holder = send(busy, token, READ_SSN, { id: a!.id });
+      const holder = send(busy, token, HELD_READ_SSN, { id: a!.id });
       await until(() => gate.waiting === 1, 'a request holding the only connection');
       const read = await send(busy, token, READ_SSN, { id: b!.id });
       const write = await send(busy, token, `mutation { createPatient(input: { clinicId: "c-north", mrn: "POOL-WAIT-1", givenName: "Waited" }) { id } }`);
