@@ -192,7 +192,6 @@ export async function assembleApp(config: Config, appUrl: string, logger: Logger
       refusals: config.refusals,
       maxTokenClinics: config.oidc.maxTokenClinics,
       queueLimit: config.pool.queueLimit,
-      executionBudget: config.pool.executionBudget,
       routes,
       limits: config.limits,
       introspectionRoles: config.introspectionRoles,

@@ -110,12 +110,7 @@ export interface Config {
     readonly auditedPerSecond: number;
     readonly alertPerMinute: number;
   };
-  /**
-   * The request pool's connections; executions that may wait for one (past it, 503); and the summed
-   * cost of the executions that may run at once, the rest waiting in arrival order
-   * (src/http/plugins/use-execution-budget.ts).
-   */
-  readonly pool: { readonly size: number; readonly queueLimit: number; readonly executionBudget: number };
+  readonly pool: { readonly size: number; readonly queueLimit: number };
   /**
    * The audit writer's own connections (one batch in flight on each), the requests that may wait
    * for a batch, and how long a batch may wait for the entries of reads still running
@@ -205,16 +200,6 @@ export const ALERT_DEFAULTS: AlertThresholds = Object.freeze({
 });
 
 export const ALERT_SWEEP_SECONDS = 15;
-
-/**
- * PHIGATE_EXECUTION_BUDGET's default: the cost (use-query-limits' measure) of the executions that
- * may run at once. A page of 100 patients with their encounters costs ~4,600, a read by id ~11, so
- * ~13 pages. Measured on Node 24 at 32 connections: the page's peak RSS 3-21 MB lower, its CPU the
- * same; 40,000 (~8 pages) took 5-32 MB off but made the audit writer's batches a fifth smaller
- * (fewer reads running to gather), at ~0.15-0.4 ms more of PostgreSQL's CPU a page (bench/README.md,
- * "Node 24's page peak RSS: pages admitted by cost").
- */
-export const EXECUTION_BUDGET = 60_000;
 
 /** The variable that names each threshold; working hours are one variable for both ends. */
 export const ALERT_THRESHOLD_VARIABLES = Object.freeze({
@@ -477,7 +462,6 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     pool: {
       size: int(src, 'PHIGATE_POOL_SIZE', 10, 1, 500),
       queueLimit: int(src, 'PHIGATE_POOL_QUEUE_LIMIT', 100, 0, 100_000),
-      executionBudget: int(src, 'PHIGATE_EXECUTION_BUDGET', EXECUTION_BUDGET, 1, 1_000_000_000),
     },
     audit: {
       connections: int(src, 'PHIGATE_AUDIT_CONNECTIONS', 2, 1, 16),

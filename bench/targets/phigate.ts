@@ -78,13 +78,9 @@ export interface AssembledPhigate {
 export async function assemblePhigate(w: PhigateWiring): Promise<AssembledPhigate> {
   const defaults = loadConfig({});
   const connectionTimeoutMs = w.connectionTimeoutMs;
-  // PHIGATE_POOL_SIZE, PHIGATE_AUDIT_CONNECTIONS and PHIGATE_EXECUTION_BUDGET from the runner's environment (or a --phigate-variants
+  // PHIGATE_POOL_SIZE and PHIGATE_AUDIT_CONNECTIONS from the runner's environment (or a --phigate-variants
   // entry's), as src/app.ts reads them, so that variants can compare them; unset, poolSize and the default.
-  const sized = loadConfig({
-    PHIGATE_POOL_SIZE: process.env.PHIGATE_POOL_SIZE,
-    PHIGATE_AUDIT_CONNECTIONS: process.env.PHIGATE_AUDIT_CONNECTIONS,
-    PHIGATE_EXECUTION_BUDGET: process.env.PHIGATE_EXECUTION_BUDGET,
-  });
+  const sized = loadConfig({ PHIGATE_POOL_SIZE: process.env.PHIGATE_POOL_SIZE, PHIGATE_AUDIT_CONNECTIONS: process.env.PHIGATE_AUDIT_CONNECTIONS });
   const pool = createPool(w.appUrl, { max: process.env.PHIGATE_POOL_SIZE === undefined ? w.poolSize : sized.pool.size, connectionTimeoutMs });
   await assertSafeAppRole(pool);
   const auxUrl = w.auxUrl ?? w.appUrl;
@@ -147,7 +143,6 @@ export async function assemblePhigate(w: PhigateWiring): Promise<AssembledPhigat
     corsOrigins: defaults.corsOrigins,
     issuer: w.issuer,
     queueLimit: 1000,
-    executionBudget: sized.pool.executionBudget,
     transaction: { preparedStatements },
     routes: w.routes,
     phaseTimings: w.phaseTimings ?? false,

@@ -12,7 +12,7 @@ import { claimedSubject } from '../auth/claimed-subject.ts';
 import { withKnownClinics } from '../auth/clinic-claims.ts';
 import { discoverJwksUri } from '../auth/discovery.ts';
 import type { Principal } from '../auth/principal.ts';
-import { ALERT_SWEEP_SECONDS, BREAK_GLASS_DEFAULTS, EXECUTION_BUDGET, type BreakGlassSettings, type Config } from '../config.ts';
+import { ALERT_SWEEP_SECONDS, BREAK_GLASS_DEFAULTS, type BreakGlassSettings, type Config } from '../config.ts';
 import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { createClinicDirectory, type ClinicDirectory } from '../db/clinics.ts';
@@ -41,7 +41,6 @@ import { useMetrics } from './plugins/use-metrics.ts';
 import { useNoReconnaissance } from './plugins/use-no-reconnaissance.ts';
 import { useQueryLimits } from './plugins/use-query-limits.ts';
 import { useFairShare } from './plugins/use-fair-share.ts';
-import { useExecutionBudget } from './plugins/use-execution-budget.ts';
 import { useNoEcho } from './plugins/use-no-echo.ts';
 import { useRefusalTrace } from './plugins/use-refusal-trace.ts';
 import { useRequestTimeout } from './plugins/use-request-timeout.ts';
@@ -101,8 +100,6 @@ export interface GatewayDeps {
   readonly shutdownGraceMs?: number;
   /** Executions that may wait for a connection when the pool is busy; past that, 503 at once. */
   readonly queueLimit?: number;
-  /** The summed cost of the executions that may run at once (config.pool.executionBudget); unset, the config's default. */
-  readonly executionBudget?: number;
   /** The issuer whose discovery document /readyz fetches; unset, readiness does not check one. */
   readonly issuer?: string;
   /** Settings of the same names in config.ts; unset, their defaults. */
@@ -219,12 +216,11 @@ export function createGateway(deps: GatewayDeps): Gateway {
       // Sets the execute function, so it must come before the plugins that wrap it.
       useGraphQlJitExecution(logger),
       // From here each plugin's execution wrapper wraps the one before it, so a request meets, in
-      // order: admission, the deadline, the principal's share, the execution budget, the transaction.
+      // order: admission, the deadline, the transaction.
       useRequestTransaction(logger, deps.auditWriter, (ctx, outcome, operation) => {
         metrics.settled(ctx, outcome, operation);
         if (outcome === 'committed') for (const fn of ctx.committed) fn();
       }),
-      useExecutionBudget({ budget: deps.executionBudget ?? EXECUTION_BUDGET, maxPageSize: deps.maxPageSize }),
       useFairShare(deps.principals ?? DEFAULT_PRINCIPALS),
       useRequestTimeout({ timeoutMs: deps.requestTimeoutMs ?? 15_000, commitWaitMs: deps.transaction?.statementTimeoutMs ?? 5_000, shutdown: shutdown.signal }),
       useSaturation({ capacity: (pool.options.max ?? 10) + (deps.queueLimit ?? 100) }),
