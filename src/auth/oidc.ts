@@ -130,7 +130,7 @@ export function createOidcVerifier(opts: OidcVerifierOptions): OidcVerifier {
       const known = verified.get(digest);
       if (known !== undefined && at < known.until) return known.principal;
       const principal = await verifySignedToken(token, at);
-      const signInGoodUntil = principal.authTime === null ? Infinity : (principal.authTime + timeLimits.maxAuthAgeSeconds + 1) * 1000;
+      const signInGoodUntil = principal.authTime === null ? Infinity : (Math.floor(principal.authTime + timeLimits.maxAuthAgeSeconds) + 1) * 1000;
       verified.set(digest, { principal, until: Math.min(at + ttlMs, principal.expiresAt * 1000, signInGoodUntil) });
       return principal;
     },

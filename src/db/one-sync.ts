@@ -182,6 +182,15 @@ export function sendInTick<R extends pg.QueryResultRow = pg.QueryResultRow>(
 }
 
 /**
+ * Whether PostgreSQL has answered the Parse of statement `name` with this text on the client's
+ * session. Until it has, a failure earlier in the Parse's group makes PostgreSQL skip it while pg
+ * already counts it as submitted, and a next holder of the client would only Bind it.
+ */
+export function isParsed(client: pg.ClientBase, name: string, text: string): boolean {
+  return (client as unknown as { readonly connection: Wire }).connection.parsedStatements[name] === text;
+}
+
+/**
  * Hands what this tick has sent on the client to pg now, still unwritten until the tick ends:
  * before the client goes back to its pool, where its next holder may query it directly (pool.query
  * does), and that query must come after them, not inside their transaction.

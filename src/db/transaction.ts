@@ -5,7 +5,7 @@ import { inSpan, tracing } from '../telemetry/tracing.ts';
 import { CONTEXT_NAME as IDENT } from './context-name.ts';
 import { dbUnavailable } from './failure.ts';
 import type { Pool } from './pool.ts';
-import { sendInTick, sendTickNow } from './one-sync.ts';
+import { isParsed, sendInTick, sendTickNow } from './one-sync.ts';
 
 /** One statement and its parameters, for a caller that wants it sent in a later round trip. */
 export interface Statement {
@@ -211,6 +211,8 @@ export function openRequestTransaction(
   // endWithNext() was called: the next query sends COMMIT behind it, whose end is then `committedAhead`.
   let commitNext = false;
   let committedAhead: Promise<pg.QueryResult> | null = null;
+  // A named statement was sent whose Parse PostgreSQL had not answered on this session (see endWithNext's release).
+  let parseUnanswered = false;
   // BEGIN, the context and the preamble have succeeded.
   let contextReady = false;
   // The pool listens for errors of idle clients only. Without this, the server ending the session
@@ -222,6 +224,7 @@ export function openRequestTransaction(
   const send = <R extends pg.QueryResultRow>(c: pg.PoolClient, text: string, values?: readonly unknown[]): Promise<pg.QueryResult<R>> => {
     if (inFlight++ === 0) tx.roundTrips++;
     const name = values !== undefined && opts.preparedStatements !== false ? nameFor(text) : undefined;
+    if (name !== undefined && !isParsed(c, name, text)) parseUnanswered = true;
     const run = () => sendInTick<R>(c, text, values, name);
     // Traced by the first keyword only: statement text can carry escaped values.
     const sent = tracing() ? inSpan('phigate.sql', { 'db.system.name': 'postgresql', 'db.operation.name': /^\s*(\w+)/.exec(text)?.[1]?.toUpperCase() ?? 'UNKNOWN' }, run) : run();
@@ -365,10 +368,20 @@ export function openRequestTransaction(
       // holding it. COMMIT has no parameters, so it goes after the statement's Sync: a statement
       // that failed leaves it to answer ROLLBACK, the connection clean for that next holder; a
       // session that ended answers it with its FATAL, and the pool drops the connection (pool.ts).
+      //
+      // Unless a Parse of this transaction may still be unanswered: had its group failed before it,
+      // PostgreSQL would skip it while pg counts it as submitted, and a next holder sending the same
+      // statement behind this COMMIT would only Bind it and fail (26000) for this request's failure.
+      // Such a connection goes back when the COMMIT answers (a connection's first uses only).
       committedAhead = send(c, 'COMMIT');
       committedAhead.catch(() => undefined);
       sendTickNow(c);
-      release(false);
+      if (!parseUnanswered) release(false);
+      else
+        void committedAhead.then(
+          () => release(false),
+          () => release(true),
+        );
     }
     try {
       await ready;
