@@ -103,9 +103,11 @@ function kindOf(field: PhiField, verdict: FieldVerdict, action: AuditAction, gra
   return (kinds[action] = newKind(field, verdict, action, grantId));
 }
 
+const grantIdOf = (row: PhiRowFacts, verdict: FieldVerdict): string | null => (verdict.breakGlass ? (row.grant?.id ?? null) : null);
+const recordIdOf = (row: PhiRowFacts): string | null => (row.rowId === row.patientId ? null : row.rowId);
+
 function eventOf(field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, action: AuditAction): PhiEvent {
-  const grantId = verdict.breakGlass ? (row.grant?.id ?? null) : null;
-  return new PhiEvent(kindOf(field, verdict, action, grantId), row.patientId, row.rowId === row.patientId ? null : row.rowId);
+  return new PhiEvent(kindOf(field, verdict, action, grantIdOf(row, verdict)), row.patientId, recordIdOf(row));
 }
 
 const shownAs = (verdict: FieldVerdict): AuditAction => (verdict.effect === 'mask' ? 'masked' : 'read');
@@ -198,19 +200,9 @@ function refusalDetail(err: unknown): string {
  */
 function unshown(scope: RequestScope, field: PhiField, row: PhiRowFacts, verdict: FieldVerdict, err: unknown): never {
   scope.budget.failed(row.patientId);
-  const e = eventOf(field, row, verdict, 'refused');
-  scope.audit.add({
-    action: e.action,
-    typeName: e.typeName,
-    field: e.field,
-    patientId: e.patientId,
-    recordId: e.recordId,
-    role: e.role,
-    purpose: e.purpose,
-    breakGlass: e.breakGlass,
-    grantId: e.grantId,
-    detail: refusalDetail(err),
-  });
+  // A plain event: its detail is its own (kinds are shared), and refusals are rare.
+  const kind = kindOf(field, verdict, 'refused', grantIdOf(row, verdict));
+  scope.audit.add({ ...kind, patientId: row.patientId, recordId: recordIdOf(row), detail: refusalDetail(err) });
   throw err;
 }
 
