@@ -1,37 +1,17 @@
-import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from '../../../src/audit/event.ts';
-import { createAuditBuffer } from '../../../src/audit/buffer.ts';
 import { auditInsert } from '../../../src/audit/insert.ts';
-import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
-import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../../../src/crypto/keys/local.ts';
 import type { PhiRowFacts } from '../../../src/db/patients.ts';
 import { fieldVerdict } from '../../../src/policy/decide.ts';
-import { loadPolicy } from '../../../src/policy/load.ts';
-import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
-import { createPhiBudget } from '../../../src/records/phi-budget.ts';
 import { readPhi, type PhiField } from '../../../src/records/read-phi.ts';
 import type { RequestScope } from '../../../src/records/scope.ts';
-import { createMemoryKeyStore } from '../crypto/keyring-contract.ts';
-import { CLINIC, DEFAULT_POLICY_FILE, principal } from '../policy/fixtures.ts';
+import { CLINIC } from '../policy/fixtures.ts';
+import { readScope } from './read-scope.ts';
 
 // A PHI value's audit event is held until its read's audit batch commits: it shares what every
 // value of its field and verdict has in common, and reads as the contract's event all the same.
 describe('the audit events of PHI values', () => {
-  const setup = async (roles: readonly string[]) => {
-    const keyring = createKeyring({ provider: createLocalKeyProvider(randomBytes(32)), store: createMemoryKeyStore() });
-    const budget = createPhiBudget();
-    budget.allow({ rows: 100, values: 1000, rowsReason: 'phi_request_cap', valuesReason: 'phi_request_cap' });
-    return {
-      principal: principal(roles),
-      policy: await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS),
-      cipher: createFieldCipher(keyring),
-      keyring,
-      budget,
-      audit: createAuditBuffer({ requestId: 'r-1', actor: 'user-1', actorKind: 'user', clientAddr: null }),
-    } as unknown as RequestScope;
-  };
+  const setup = (roles: readonly string[]) => readScope(roles, 1000);
   const field = (typeName: 'Patient' | 'Encounter', name: string, column: string): PhiField => ({
     typeName,
     field: name,

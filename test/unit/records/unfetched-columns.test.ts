@@ -1,19 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { createAuditBuffer } from '../../../src/audit/buffer.ts';
-import { createFieldCipher } from '../../../src/crypto/field-cipher.ts';
-import { createKeyring } from '../../../src/crypto/keys/keyring.ts';
-import { createLocalKeyProvider } from '../../../src/crypto/keys/local.ts';
 import { encountersByPatientIds } from '../../../src/db/patients.ts';
 import type { RequestTransaction } from '../../../src/db/transaction.ts';
 import { PhigateError } from '../../../src/errors.ts';
-import { loadPolicy } from '../../../src/policy/load.ts';
-import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
-import { createPhiBudget } from '../../../src/records/phi-budget.ts';
 import { readPhi, type PhiField } from '../../../src/records/read-phi.ts';
-import type { RequestScope } from '../../../src/records/scope.ts';
-import { createMemoryKeyStore } from '../crypto/keyring-contract.ts';
-import { CLINIC, DEFAULT_POLICY_FILE, principal } from '../policy/fixtures.ts';
+import { CLINIC } from '../policy/fixtures.ts';
+import { readScope } from './read-scope.ts';
 
 // What the encounters statement asks PostgreSQL for: captured, no database needed.
 async function encounterSql(columns?: Parameters<typeof encountersByPatientIds>[2]): Promise<string> {
@@ -41,20 +32,7 @@ describe('encountersByPatientIds', () => {
 });
 
 describe('readPhi of a column the read left out', () => {
-  const setup = async (roles: readonly string[]) => {
-    const keyring = createKeyring({ provider: createLocalKeyProvider(randomBytes(32)), store: createMemoryKeyStore() });
-    const budget = createPhiBudget();
-    budget.allow({ rows: 100, values: 100, rowsReason: 'phi_request_cap', valuesReason: 'phi_request_cap' });
-    const scope = {
-      principal: principal(roles),
-      policy: await loadPolicy(DEFAULT_POLICY_FILE, PHI_FIELDS),
-      cipher: createFieldCipher(keyring),
-      keyring,
-      budget,
-      audit: createAuditBuffer({ requestId: 'r-1', actor: 'user-1', actorKind: 'user', clientAddr: null }),
-    } as unknown as RequestScope;
-    return scope;
-  };
+  const setup = (roles: readonly string[]) => readScope(roles, 100);
   const notes: PhiField = { typeName: 'Encounter', field: 'notes', name: 'Encounter.notes', table: 'encounters', column: 'notes' };
   const row = { clinicId: CLINIC, onCareTeam: true, grant: null, rowId: 'encounter-1', patientId: 'patient-1', key: { joined: null, held: null } };
 
