@@ -4,6 +4,7 @@ import type { Keyring } from '../crypto/keys/keyring.ts';
 import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin, type KeyEvent } from './key-admin.ts';
+import { pendingGrantTexts, reencryptGrantBatch } from './reencrypt-grants.ts';
 
 export interface ReencryptOptions {
   readonly admin: KeyAdmin;
@@ -25,7 +26,11 @@ export interface ReencryptResult {
   readonly values: number;
   /** Patients still holding an older value (locked by a writer on every pass, stopped, or unreadable). */
   readonly remaining: number;
-  /** Rows left as they were because a value in them did not open (KEY_UNAVAILABLE). */
+  /** Break-glass grants whose reason or review comment was sealed (legacy plaintext) or re-encrypted. */
+  readonly grants: number;
+  /** Grants still holding plaintext or an older value. */
+  readonly remainingGrants: number;
+  /** Rows (and grants) left as they were because a value in them did not open (KEY_UNAVAILABLE). */
   readonly unreadable: number;
 }
 
@@ -51,14 +56,17 @@ type Row = Record<string, Buffer | string | null> & { id: string };
  * is ever unreadable. Killed or stopped, a run leaves only committed batches, and the next run
  * finds just what is still old. Each rewritten value is a `key` audit event in its batch.
  */
-/** The clinic's current data key version, and how many of its patients still hold a value under an older one. */
-export async function pendingReencryption(admin: KeyAdmin, clinicId: string): Promise<{ target: number; patients: number }> {
+/**
+ * The clinic's current data key version, how many of its patients still hold a value under an
+ * older one, and how many of its break-glass grants a text in plaintext (066) or under an older one.
+ */
+export async function pendingReencryption(admin: KeyAdmin, clinicId: string): Promise<{ target: number; patients: number; grants: number }> {
   return inKeyTransaction(admin, async (c) => {
     const r = await c.query<{ v: number | null }>(`SELECT max(version) AS v FROM phigate.keyring WHERE purpose = 'data' AND scope = $1`, [clinicId]);
     const target = r.rows[0]?.v ?? null;
     if (target === null) throw new PhigateError('BAD_USER_INPUT', `clinic ${clinicId} has no data key`);
     const n = await c.query<{ n: string }>(`SELECT count(*) AS n FROM phigate.patients p WHERE ${STALE}`, [clinicId, target]);
-    return { target, patients: Number(n.rows[0]!.n) };
+    return { target, patients: Number(n.rows[0]!.n), grants: await pendingGrantTexts(c, clinicId, target) };
   });
 }
 
@@ -66,8 +74,12 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
   const { admin, keyring, clinicId } = opts;
   const cipher = createFieldCipher(keyring);
   const batchSize = opts.batchSize ?? 100;
-  const { target, patients: total } = await pendingReencryption(admin, clinicId);
+  const pending = await pendingReencryption(admin, clinicId);
+  const { target } = pending;
+  // Progress counts patients, then grants.
+  const total = pending.patients + pending.grants;
   let patients = 0;
+  let grants = 0;
   let values = 0;
   let unreadable = 0;
   opts.onProgress?.(0, total);
@@ -87,9 +99,25 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
     }
     if (doneThisPass === 0) break;
   }
-  const remaining = (await pendingReencryption(admin, clinicId)).patients;
-  opts.onProgress?.(total - Math.min(remaining, total), total);
-  return { target, patients, values, remaining, unreadable };
+  for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
+    let cursor = '00000000-0000-0000-0000-000000000000';
+    let doneThisPass = 0;
+    for (;;) {
+      if (opts.signal?.aborted) break;
+      const batch = await inKeyTransaction(admin, (c, record) => reencryptGrantBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize));
+      if (batch.seen === 0) break;
+      cursor = batch.last;
+      grants += batch.grants;
+      values += batch.values;
+      unreadable += batch.unreadable;
+      doneThisPass += batch.grants;
+      opts.onProgress?.(Math.min(Math.min(patients, pending.patients) + grants, total), total);
+    }
+    if (doneThisPass === 0) break;
+  }
+  const left = await pendingReencryption(admin, clinicId);
+  opts.onProgress?.(total - Math.min(left.patients + left.grants, total), total);
+  return { target, patients, values, remaining: left.patients, grants, remainingGrants: left.grants, unreadable };
 }
 
 async function reencryptBatch(
