@@ -24,9 +24,11 @@ ALTER TABLE phigate.break_glass_grants
 
 -- Every grant has a reason by the time its transaction commits. The opening request inserts the
 -- grant first (the database binds its clinic, whose key seals the reason: 034) and then writes the
--- sealed reason, so the check waits for the commit.
+-- sealed reason, so the check waits for the commit and reads the row as it is then. As the owner
+-- (grants_owner_count shows it every grant): under the caller's row security a grant it could not
+-- see would pass unchecked.
 CREATE FUNCTION phigate.check_grant_has_reason() RETURNS trigger
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
 BEGIN
   IF EXISTS (SELECT 1 FROM phigate.break_glass_grants g WHERE g.id = NEW.id AND g.reason IS NULL AND g.reason_sealed IS NULL) THEN
     RAISE EXCEPTION 'a break-glass grant needs a reason' USING ERRCODE = 'check_violation';
@@ -34,6 +36,7 @@ BEGIN
   RETURN NULL;
 END
 $$;
+REVOKE ALL ON FUNCTION phigate.check_grant_has_reason() FROM PUBLIC;
 CREATE CONSTRAINT TRIGGER break_glass_has_reason AFTER INSERT OR UPDATE OF reason, reason_sealed ON phigate.break_glass_grants
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION phigate.check_grant_has_reason();
 
