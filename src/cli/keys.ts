@@ -24,7 +24,8 @@ export class KeysCommandError extends Error {}
 
 export const KEYS_USAGE = `  keys rotate [--clinic C] [--reencrypt] [--batch N]
                                 new data-key version (every clinic, or C); --reencrypt then moves old
-                                rows onto it in batches (run again after a stop: it resumes)
+                                rows onto it in batches, and seals break-glass reasons kept in plaintext
+                                (run again after a stop: it resumes)
   keys shred --patient ID --confirm
                                 destroy the keys of one patient's PHI (irreversible; audited)
   keys retire --clinic C --version N
