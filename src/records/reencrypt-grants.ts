@@ -24,8 +24,8 @@ type GrantTexts = { id: string; patient_id: string } & Record<string, Buffer | s
 export interface GrantBatch {
   readonly seen: number;
   readonly last: string;
-  /** Grants whose texts were all written. */
-  readonly grants: number;
+  /** Grants whose texts were written. */
+  readonly done: number;
   readonly values: number;
   /** Grants left as they were because a sealed text did not open (KEY_UNAVAILABLE). */
   readonly unreadable: number;
@@ -60,7 +60,7 @@ export async function reencryptGrantBatch(
       [clinicId, target, cursor, batchSize],
     )
   ).rows;
-  if (rows.length === 0) return { seen: 0, last: cursor, grants: 0, values: 0, unreadable: 0 };
+  if (rows.length === 0) return { seen: 0, last: cursor, done: 0, values: 0, unreadable: 0 };
   await keyring.preparePatientWriteKeys(clinicId, [...new Set(rows.map((r) => r.patient_id))]);
   const stale = (b: unknown): b is Buffer => Buffer.isBuffer(b) && b.length >= 5 && (b[0] === 1 || (b[0] === 2 && b.readUInt32BE(1) < target));
   let grants = 0;
@@ -112,5 +112,5 @@ export async function reencryptGrantBatch(
     values += events.length;
     grants++;
   }
-  return { seen: rows.length, last: rows.at(-1)!.id, grants, values, unreadable };
+  return { seen: rows.length, last: rows.at(-1)!.id, done: grants, values, unreadable };
 }

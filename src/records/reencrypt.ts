@@ -46,6 +46,15 @@ const MAX_PASSES = 5;
 
 type Row = Record<string, Buffer | string | null> & { id: string };
 
+/** One batch's outcome: rows seen (0: the pass is over), the last id, rows written, values written, rows unreadable. */
+interface Batch {
+  readonly seen: number;
+  readonly last: string;
+  readonly done: number;
+  readonly values: number;
+  readonly unreadable: number;
+}
+
 /**
  * Online re-encryption of one clinic: every value sealed under an older clinic key version (or
  * directly under a clinic key, before per-patient keys) is opened and sealed again under the
@@ -78,43 +87,40 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
   const { target } = pending;
   // Progress counts patients, then grants.
   const total = pending.patients + pending.grants;
-  let patients = 0;
-  let grants = 0;
   let values = 0;
   let unreadable = 0;
   opts.onProgress?.(0, total);
-  for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
-    let cursor = '00000000-0000-0000-0000-000000000000';
-    let doneThisPass = 0;
-    for (;;) {
-      if (opts.signal?.aborted) break;
-      const batch = await inKeyTransaction(admin, (c, record) => reencryptBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize));
-      if (batch.seen === 0) break;
-      cursor = batch.last;
-      patients += batch.patients;
-      values += batch.values;
-      unreadable += batch.unreadable;
-      doneThisPass += batch.patients;
-      opts.onProgress?.(Math.min(patients, total), total);
+  // Passes over the rows in id order, batch after batch, until a pass writes nothing (what is
+  // left is locked by a writer or unreadable) or the run is stopped. `counted` is the progress
+  // before this kind of row; the result is how many rows were written.
+  async function inPasses(run: (cursor: string) => Promise<Batch>, counted: number): Promise<number> {
+    let done = 0;
+    for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
+      let cursor = '00000000-0000-0000-0000-000000000000';
+      let doneThisPass = 0;
+      for (;;) {
+        if (opts.signal?.aborted) break;
+        const batch = await run(cursor);
+        if (batch.seen === 0) break;
+        cursor = batch.last;
+        values += batch.values;
+        unreadable += batch.unreadable;
+        doneThisPass += batch.done;
+        done += batch.done;
+        opts.onProgress?.(Math.min(counted + done, total), total);
+      }
+      if (doneThisPass === 0) break;
     }
-    if (doneThisPass === 0) break;
+    return done;
   }
-  for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
-    let cursor = '00000000-0000-0000-0000-000000000000';
-    let doneThisPass = 0;
-    for (;;) {
-      if (opts.signal?.aborted) break;
-      const batch = await inKeyTransaction(admin, (c, record) => reencryptGrantBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize));
-      if (batch.seen === 0) break;
-      cursor = batch.last;
-      grants += batch.grants;
-      values += batch.values;
-      unreadable += batch.unreadable;
-      doneThisPass += batch.grants;
-      opts.onProgress?.(Math.min(Math.min(patients, pending.patients) + grants, total), total);
-    }
-    if (doneThisPass === 0) break;
-  }
+  const patients = await inPasses(
+    (cursor) => inKeyTransaction(admin, (c, record) => reencryptBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize)),
+    0,
+  );
+  const grants = await inPasses(
+    (cursor) => inKeyTransaction(admin, (c, record) => reencryptGrantBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize)),
+    Math.min(patients, pending.patients),
+  );
   const left = await pendingReencryption(admin, clinicId);
   opts.onProgress?.(total - Math.min(left.patients + left.grants, total), total);
   return { target, patients, values, remaining: left.patients, grants, remainingGrants: left.grants, unreadable };
@@ -129,7 +135,7 @@ async function reencryptBatch(
   target: number,
   cursor: string,
   batchSize: number,
-): Promise<{ seen: number; last: string; patients: number; values: number; unreadable: number }> {
+): Promise<Batch> {
   const rows = (
     await c.query<Row>(
       `SELECT p.id, ${PATIENT_FIELDS.map(({ column }) => `p.${column}`).join(', ')} FROM phigate.patients p
@@ -137,7 +143,7 @@ async function reencryptBatch(
       [clinicId, target, cursor, batchSize],
     )
   ).rows;
-  if (rows.length === 0) return { seen: 0, last: cursor, patients: 0, values: 0, unreadable: 0 };
+  if (rows.length === 0) return { seen: 0, last: cursor, done: 0, values: 0, unreadable: 0 };
   const encounters = (
     await c.query<Row & { patient_id: string; kind_legacy: string | null }>(
       `SELECT e.id, e.patient_id, e.kind_legacy, ${ENCOUNTER_FIELDS.map(({ column }) => `e.${column}`).join(', ')} FROM phigate.encounters e
@@ -220,7 +226,7 @@ async function reencryptBatch(
       return { changes, events };
     });
   }
-  return { seen: rows.length, last: rows.at(-1)!.id, patients, values, unreadable };
+  return { seen: rows.length, last: rows.at(-1)!.id, done: patients, values, unreadable };
 }
 
 /** Writes the new values only where every column still holds what was read; false when something changed. */
