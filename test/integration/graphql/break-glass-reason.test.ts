@@ -5,6 +5,7 @@ import { createPgKeyStore } from '../../../src/db/key-store.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import type { KeyAdmin } from '../../../src/records/key-admin.ts';
 import { pendingReencryption, reencryptClinic } from '../../../src/records/reencrypt.ts';
+import { retireDataKey } from '../../../src/records/retire-key.ts';
 import { shredPatient } from '../../../src/records/shred-patient.ts';
 import type { SeedPatient } from '../../../src/seed/dataset.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
@@ -226,5 +227,33 @@ describe('grants from before reasons were sealed', () => {
     });
     const reads = (await textEvents(legacy.id)).filter((e) => e.action === 'read');
     expect(reads.filter((e) => e.detail === null).map((e) => e.field).sort()).toEqual(['reason', 'reviewComment']);
+  });
+
+  it('after a clinic key rotation, re-encryption moves a sealed reason onto the new version, and retiring the old waits for it', async () => {
+    const clinic = 'c-south';
+    const patient = inClinic(clinic)[0]!;
+    const token = await gw.issuer.token({ sub: 'dr-reason-rotate', roles: ['physician'], clinics: [clinic], mfa: true });
+    const r = await gw.gql(token, BREAK, { id: patient.id, reason: REASON });
+    expect(r.body.errors, r.text).toBeUndefined();
+    const id: string = r.body.data!.breakGlass.id;
+    const keyring = createKeyring({ provider: gw.keyProvider, store: createPgKeyStore(adminPool) });
+    const sealedBefore: Buffer = (await stored(id)).reason_sealed;
+    const version = sealedBefore.readUInt32BE(1);
+    expect(await keyring.rotate('data', clinic)).toBe(version + 1);
+    expect((await pendingReencryption(admin, clinic)).grants).toBe(1);
+    await reencryptClinic({ admin, keyring, clinicId: clinic, batchSize: 50 });
+    expect((await pendingReencryption(admin, clinic)).grants).toBe(0);
+
+    // Every patient value moved and the grant's old reason put back (a restore, say): retiring the old version is refused for it alone.
+    await gw.admin((c) => c.query(`UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1`, [id, sealedBefore]));
+    await expect(retireDataKey(admin, clinic, version, 0)).rejects.toThrow(/1 rows of c-south still use data key version/);
+    await reencryptClinic({ admin, keyring, clinicId: clinic, batchSize: 50 });
+    expect((await stored(id)).reason_sealed.readUInt32BE(1)).toBe(version + 1);
+    const keyEvents = await gw.auditRows("action = 'key' AND type_name = 'BreakGlassGrant' AND record_id = $1", [id]);
+    expect(keyEvents.map((e) => e.detail)).toContain('reencrypted');
+    const listed = await gw.gql(token, GRANTS, {});
+    expect(listed.body.data!.breakGlassGrants.find((g: { id: string }) => g.id === id)).toMatchObject({ reason: REASON });
+    await retireDataKey(admin, clinic, version, 0);
+    expect((await gw.gql(token, GRANTS, {})).body.data!.breakGlassGrants.find((g: { id: string }) => g.id === id)).toMatchObject({ reason: REASON });
   });
 });
