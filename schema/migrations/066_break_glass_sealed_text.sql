@@ -87,3 +87,21 @@ CREATE POLICY grants_keys_select ON phigate.break_glass_grants FOR SELECT TO phi
 CREATE POLICY grants_keys_update ON phigate.break_glass_grants FOR UPDATE TO phigate_keys USING (true) WITH CHECK (true);
 -- The grants of a clinic still holding plaintext: what re-encryption seals first.
 CREATE INDEX break_glass_legacy_text ON phigate.break_glass_grants (clinic_id, id) WHERE reason IS NOT NULL OR review_comment IS NOT NULL;
+
+-- A shredded patient takes no new sealed text (as 027 refuses its PHI): a replica that still has
+-- the destroyed patient key cached must not seal a reason or comment under it. Only a text being
+-- written counts, so a grant of a shredded patient can still be reviewed (without a comment) or
+-- ended. The key role writes the shredded marker itself.
+CREATE FUNCTION phigate.refuse_shredded_grant_text() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF ((NEW.reason_sealed IS DISTINCT FROM OLD.reason_sealed AND NEW.reason_sealed IS NOT NULL)
+      OR (NEW.review_comment_sealed IS DISTINCT FROM OLD.review_comment_sealed AND NEW.review_comment_sealed IS NOT NULL))
+     AND NOT (pg_has_role(current_user, 'phigate_keys', 'USAGE') OR pg_has_role(current_user, 'phigate_owner', 'USAGE'))
+     AND EXISTS (SELECT 1 FROM phigate.patient_keys WHERE patient_id = NEW.patient_id AND wrapped IS NULL) THEN
+    RAISE EXCEPTION 'the patient''s keys were destroyed' USING ERRCODE = 'PH410';
+  END IF;
+  RETURN NEW;
+END $$;
+CREATE TRIGGER break_glass_refuse_shredded BEFORE UPDATE OF reason_sealed, review_comment_sealed ON phigate.break_glass_grants
+  FOR EACH ROW EXECUTE FUNCTION phigate.refuse_shredded_grant_text();

@@ -495,6 +495,23 @@ describe('break-glass texts are written sealed, once (schema/migrations/066_brea
     }
   });
 
+  it("no sealed text is written for a shredded patient (a replica's cached key must not seal under a destroyed one)", async () => {
+    const shredded = randomUUID();
+    await admin(async (c) => {
+      await c.query(`INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1::uuid, 'c-a', convert_to($1::text, 'UTF8'), '\\x00')`, [shredded]);
+      await c.query(`INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped, shredded_at) VALUES ($1, 1, 'c-a', 0, NULL, now())`, [shredded]);
+    });
+    const opening = withRequestTransaction(pool, doctor('dr-text-5'), async (tx) => {
+      const { rows } = await tx.query<{ id: string }>(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at)
+         VALUES (phigate.ctx_actor(), 'physician', $1, false, 'r', clock_timestamp() + interval '1 hour') RETURNING id`,
+        [shredded],
+      );
+      await tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [rows[0]!.id, SEALED]);
+    });
+    await expect(opening).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE', reason: 'shredded' });
+  });
+
   it('a grant commits only with a reason, and its sealed reason is written once', async () => {
     // The check waits for COMMIT (the opening request seals the reason after the insert binds the clinic).
     await expect(withRequestTransaction(pool, doctor('dr-text-3'), (tx) => insert(tx, false))).rejects.toMatchObject({
