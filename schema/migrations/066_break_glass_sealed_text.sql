@@ -41,8 +41,8 @@ CREATE CONSTRAINT TRIGGER break_glass_has_reason AFTER INSERT OR UPDATE OF reaso
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION phigate.check_grant_has_reason();
 
 -- What may change after the insert (034's rules, plus the texts): the clinic never; the end and the
--- review once each; the sealed reason once, by its opening request; the sealed comment with the
--- review. The plaintext columns only ever lose their value. The key role (phigate_keys: sealing
+-- review once each; the sealed reason once, by its opening request; the sealed comment only in
+-- the update that records the review. The plaintext columns only ever lose their value. The key role (phigate_keys: sealing
 -- legacy rows, re-encryption onto a new key version, shredding) may rewrite the sealed texts and
 -- nothing else its column privileges do not already deny.
 CREATE OR REPLACE FUNCTION phigate.guard_break_glass_update() RETURNS trigger
@@ -67,8 +67,9 @@ BEGIN
   IF NOT v_keys AND OLD.reason_sealed IS NOT NULL AND NEW.reason_sealed IS DISTINCT FROM OLD.reason_sealed THEN
     RAISE EXCEPTION 'a grant''s reason is written once' USING ERRCODE = 'insufficient_privilege';
   END IF;
-  IF NOT v_keys AND OLD.reviewed_at IS NOT NULL AND NEW.review_comment_sealed IS DISTINCT FROM OLD.review_comment_sealed THEN
-    RAISE EXCEPTION 'a grant is reviewed once' USING ERRCODE = 'insufficient_privilege';
+  IF NOT v_keys AND NEW.review_comment_sealed IS DISTINCT FROM OLD.review_comment_sealed
+     AND NOT (OLD.reviewed_at IS NULL AND NEW.reviewed_at IS NOT NULL) THEN
+    RAISE EXCEPTION 'a review comment is written with its review, once' USING ERRCODE = 'insufficient_privilege';
   END IF;
   RETURN NEW;
 END

@@ -498,10 +498,12 @@ describe('break-glass texts are written sealed, once (schema/migrations/066_brea
   it("no sealed text is written for a shredded patient (a replica's cached key must not seal under a destroyed one)", async () => {
     const shredded = randomUUID();
     await admin(async (c) => {
-      await c.query(`INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1::uuid, 'c-a', convert_to($1::text, 'UTF8'), '\\x00')`, [shredded]);
-      await c.query(`INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped, shredded_at) VALUES ($1, 1, 'c-a', 0, NULL, now())`, [shredded]);
+      // A clinic of its own, so that no other test here counts this patient.
+      await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-shred', 'Shred')`);
+      await c.query(`INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1::uuid, 'c-shred', convert_to($1::text, 'UTF8'), '\\x00')`, [shredded]);
+      await c.query(`INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped, shredded_at) VALUES ($1, 1, 'c-shred', 0, NULL, now())`, [shredded]);
     });
-    const opening = withRequestTransaction(pool, doctor('dr-text-5'), async (tx) => {
+    const opening = withRequestTransaction(pool, ctx({ actor: 'dr-text-5', roles: ['physician'], clinics: ['c-shred'] }), async (tx) => {
       const { rows } = await tx.query<{ id: string }>(
         `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at)
          VALUES (phigate.ctx_actor(), 'physician', $1, false, 'r', clock_timestamp() + interval '1 hour') RETURNING id`,
@@ -527,6 +529,10 @@ describe('break-glass texts are written sealed, once (schema/migrations/066_brea
       withRequestTransaction(pool, doctor('dr-text-4'), (tx) =>
         tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [id, Buffer.concat([SEALED, Buffer.from([1])])]),
       ),
+    ).rejects.toMatchObject({ code: '42501' });
+    // A review comment goes in with its review only: its actor cannot put one on its own grant.
+    await expect(
+      withRequestTransaction(pool, doctor('dr-text-4'), (tx) => tx.query('UPDATE phigate.break_glass_grants SET review_comment_sealed = $2 WHERE id = $1', [id, SEALED])),
     ).rejects.toMatchObject({ code: '42501' });
     // Plaintext only ever goes: nobody, not even the owner, writes it back over a sealed reason.
     await expect(admin((c) => c.query(`UPDATE phigate.break_glass_grants SET reason = 'plain', reason_sealed = NULL WHERE id = $1`, [id]))).rejects.toMatchObject({
