@@ -17,6 +17,15 @@ export function onSessionEnd(handler) {
 
 /** Runs one operation; throws an ApiError with the gateway's extensions.code on any error. */
 export async function gql(endpoint, query, variables = {}) {
+  return (await gqlPartial(endpoint, query, variables, false)).data;
+}
+
+/**
+ * Runs one operation whose answer may stand with some fields withheld (null, with an error naming
+ * the field's path: a value denied, or whose key was destroyed): gives the data and those errors.
+ * Any other error throws as gql() does.
+ */
+export async function gqlPartial(endpoint, query, variables = {}, partial = true) {
   const token = accessToken();
   if (token === null) throw ended();
   const res = await fetch(endpoint, {
@@ -26,11 +35,13 @@ export async function gql(endpoint, query, variables = {}) {
     cache: 'no-store',
   });
   const body = await res.json().catch(() => ({}));
-  const first = body.errors?.[0];
+  const errors = body.errors ?? [];
+  const first = errors[0];
   if (res.status === 401 || first?.extensions?.code === 'UNAUTHENTICATED') throw ended();
-  if (first) throw new ApiError(first.message, first.extensions?.code ?? 'ERROR');
+  const withheld = partial && body.data != null && errors.every((e) => Array.isArray(e.path) && e.path.length > 1);
+  if (first && !withheld) throw new ApiError(first.message, first.extensions?.code ?? 'ERROR');
   if (!res.ok) throw new ApiError(`The gateway answered ${res.status}.`, 'ERROR');
-  return body.data;
+  return { data: body.data, errors };
 }
 
 function ended() {

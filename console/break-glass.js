@@ -1,5 +1,5 @@
 // The break-glass review queue: unreviewed grants first, oldest first (the gateway's order).
-import { gql } from './api.js';
+import { gql, gqlPartial } from './api.js';
 import { age, announce, field, h, table } from './dom.js';
 
 const GRANTS = `query ConsoleGrants { breakGlassGrants { id actor role patientId clinicId reason grantedAt expiresAt active revokedAt reviewedAt reviewedBy reviewOutcome reviewComment } }`;
@@ -10,16 +10,26 @@ const OUTCOMES = [
   ['needs_follow_up', 'Needs follow-up'],
 ];
 
+// A grant's reason and comment are PHI: null with an error when withheld (the patient's key
+// destroyed, or not the reader's to see); the rest of the grant still shows.
+const withheld = (errors, i, name) => {
+  const e = errors.find((x) => x.path[1] === i && x.path[2] === name);
+  return e ? `(not shown: ${e.extensions?.reason ?? e.extensions?.code ?? 'error'})` : '';
+};
+
 export async function breakGlassPage(main, endpoint) {
-  const { breakGlassGrants: grants } = await gql(endpoint, GRANTS);
+  const { data, errors } = await gqlPartial(endpoint, GRANTS);
+  const grants = data.breakGlassGrants;
   const waiting = grants.filter((g) => g.reviewedAt === null).length;
-  const rows = grants.map((g) => [
-    g.reviewedAt === null ? h('strong', {}, 'Unreviewed') : `${g.reviewOutcome} by ${g.reviewedBy}${g.reviewComment ? `: ${g.reviewComment}` : ''}`,
+  const rows = grants.map((g, i) => [
+    g.reviewedAt === null
+      ? h('strong', {}, 'Unreviewed')
+      : `${g.reviewOutcome} by ${g.reviewedBy}${g.reviewComment ? `: ${g.reviewComment}` : withheld(errors, i, 'reviewComment') ? ` ${withheld(errors, i, 'reviewComment')}` : ''}`,
     h('time', { datetime: g.grantedAt, title: g.grantedAt }, age(g.grantedAt)),
     `${g.actor} (${g.role})`,
     g.patientId,
     g.clinicId ?? '',
-    g.reason,
+    g.reason ?? withheld(errors, i, 'reason'),
     g.active ? 'live' : g.revokedAt ? 'revoked' : 'expired',
     h('a', { href: `#/audit?${new URLSearchParams({ patientId: g.patientId, actor: g.actor, breakGlassOnly: 'on' })}`, 'aria-label': `Reads under grant ${g.id}` }, 'Reads'),
     g.reviewedAt === null ? reviewForm(g, main, endpoint) : '',

@@ -8,12 +8,14 @@ export type { Logger };
  * Structured JSON logs. Call sites log ids, codes and counts, never values; the redaction list
  * is the second line of defence for anything that slips through: credentials, GraphQL documents
  * and variables (a document can spell a PHI value inline), SQL text and parameters, and every
- * field, input and column name of the PHI catalogue (src/policy/phi-fields.ts). Pino matches a wildcard at one level only, so call sites log flat summaries (see
+ * field, input and column name of the PHI catalogue (src/policy/phi-fields.ts) and of a
+ * break-glass grant's texts. Pino matches a wildcard at one level only, so call sites log flat summaries (see
  * errorSummary), never whole error or request objects.
  */
 export const REDACT_PATHS = [
   ...['headers.authorization', 'headers.cookie'].flatMap((p) => [p, `*.${p}`]),
-  ...['authorization', 'cookie', 'token', 'password', 'secret', 'key', 'apiKey', 'query', 'document', 'variables', 'sql', 'values', ...PHI_LOG_KEYS].flatMap(
+  // A break-glass grant's reason and review comment are PHI too (src/records/grant-text.ts); `reason` is in the catalogue.
+  ...['authorization', 'cookie', 'token', 'password', 'secret', 'key', 'apiKey', 'query', 'document', 'variables', 'sql', 'values', 'comment', 'reviewComment', 'review_comment', 'reason_sealed', ...PHI_LOG_KEYS].flatMap(
     (f) => [f, `*.${f}`],
   ),
 ];

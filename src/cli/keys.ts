@@ -24,7 +24,8 @@ export class KeysCommandError extends Error {}
 
 export const KEYS_USAGE = `  keys rotate [--clinic C] [--reencrypt] [--batch N]
                                 new data-key version (every clinic, or C); --reencrypt then moves old
-                                rows onto it in batches (run again after a stop: it resumes)
+                                rows onto it in batches, and seals break-glass reasons kept in plaintext
+                                (run again after a stop: it resumes)
   keys shred --patient ID --confirm
                                 destroy the keys of one patient's PHI (irreversible; audited)
   keys retire --clinic C --version N
@@ -164,18 +165,22 @@ async function rotateClinic(
   const reencrypt = (label: string) =>
     reencryptClinic({ admin, keyring, clinicId, batchSize: opts.batchSize, signal: opts.signal, onProgress: progressBar(label, process.stderr) });
   const report = (r: ReencryptResult) =>
-    out(`${clinicId}: ${r.patients} patients, ${r.values} values re-encrypted onto version ${r.target}; ${r.remaining} patients left${r.unreadable ? `, ${r.unreadable} rows unreadable` : ''}`);
+    out(
+      `${clinicId}: ${r.patients} patients, ${r.grants} break-glass grants, ${r.values} values re-encrypted onto version ${r.target}; ${r.remaining} patients, ${r.remainingGrants} grants left${r.unreadable ? `, ${r.unreadable} rows unreadable` : ''}`,
+    );
   if (opts.reencrypt) {
     // A clinic without a data key yet has nothing to resume: it gets its first version below.
     const pending = await pendingReencryption(admin, clinicId).catch((e: unknown) => {
       if (isPhigateError(e) && e.code === 'BAD_USER_INPUT') return null;
       throw e;
     });
-    if (pending && pending.patients > 0) {
-      out(`${clinicId}: a re-encryption onto version ${pending.target} is unfinished (${pending.patients} patients); resuming it, no new version made`);
+    if (pending && pending.patients + pending.grants > 0) {
+      out(
+        `${clinicId}: a re-encryption onto version ${pending.target} is unfinished (${pending.patients} patients, ${pending.grants} break-glass grants); resuming it, no new version made`,
+      );
       const r = await reencrypt(`${clinicId} re-encrypting`);
       report(r);
-      return r.remaining;
+      return r.remaining + r.remainingGrants;
     }
   }
   const version = await keyring.rotate('data', clinicId);
@@ -184,5 +189,5 @@ async function rotateClinic(
   if (!opts.reencrypt) return 0;
   const r = await reencrypt(`${clinicId} re-encrypting`);
   report(r);
-  return r.remaining;
+  return r.remaining + r.remainingGrants;
 }

@@ -1,3 +1,4 @@
+import { PhigateError } from '../errors.ts';
 import type { RequestTransaction } from './transaction.ts';
 
 /**
@@ -11,7 +12,10 @@ export interface GrantRow {
   readonly patient_id: string;
   readonly clinic_id: string | null;
   readonly cross_clinic: boolean;
-  readonly reason: string;
+  /** The legacy plaintext reason of a grant opened before reasons were sealed (066); null once sealed. */
+  readonly reason: string | null;
+  /** The reason sealed under the patient's key (AAD: break_glass_grants, reason, the grant's id). */
+  readonly reason_sealed: Buffer | null;
   readonly granted_at: Date;
   readonly expires_at: Date;
   readonly revoked_at: Date | null;
@@ -19,13 +23,15 @@ export interface GrantRow {
   readonly reviewed_at: Date | null;
   readonly reviewed_by: string | null;
   readonly review_outcome: string | null;
+  /** Legacy plaintext, as `reason`. */
   readonly review_comment: string | null;
+  readonly review_comment_sealed: Buffer | null;
   /** Live by the database clock at the time of the statement. */
   readonly active: boolean;
 }
 
-const GRANT_COLUMNS = `id, actor, role, patient_id, clinic_id, cross_clinic, reason, granted_at, expires_at, revoked_at, revoked_by,
-  reviewed_at, reviewed_by, review_outcome, review_comment, (revoked_at IS NULL AND expires_at > clock_timestamp()) AS active`;
+const GRANT_COLUMNS = `id, actor, role, patient_id, clinic_id, cross_clinic, reason, reason_sealed, granted_at, expires_at, revoked_at, revoked_by,
+  reviewed_at, reviewed_by, review_outcome, review_comment, review_comment_sealed, (revoked_at IS NULL AND expires_at > clock_timestamp()) AS active`;
 
 /** Serialises one actor's grant openings across replicas for the rest of the transaction, so a daily limit holds. */
 export async function grantsInLastDay(tx: RequestTransaction): Promise<number> {
@@ -46,7 +52,6 @@ export interface NewGrant {
   readonly role: string;
   readonly patientId: string;
   readonly crossClinic: boolean;
-  readonly reason: string;
   readonly requestId: string;
   readonly minutes: number;
 }
@@ -55,13 +60,24 @@ export interface NewGrant {
  * The grant's times come from the database clock, the one clock every replica shares; its clinic
  * is the patient's, bound by the database at insert (schema/migrations/034_break_glass_clinic.sql).
  * Row security refuses (42501) a patient that does not exist and one beyond reach alike.
+ * The reason follows (sealReason): it is sealed under the key of the clinic the database binds here.
  */
 export async function insertGrant(tx: RequestTransaction, g: NewGrant): Promise<GrantRow> {
   const { rows } = await tx.query<GrantRow>(
-    `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
-     VALUES (phigate.ctx_actor(), $1, $2, $3, $4, $5, clock_timestamp() + make_interval(mins => $6::int)) RETURNING ${GRANT_COLUMNS}`,
-    [g.role, g.patientId, g.crossClinic, g.reason, g.requestId, g.minutes],
+    `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at)
+     VALUES (phigate.ctx_actor(), $1, $2, $3, $4, clock_timestamp() + make_interval(mins => $5::int)) RETURNING ${GRANT_COLUMNS}`,
+    [g.role, g.patientId, g.crossClinic, g.requestId, g.minutes],
   );
+  return rows[0]!;
+}
+
+/** Writes the sealed reason of a grant this transaction just opened (once: schema/migrations/066_break_glass_sealed_text.sql). */
+export async function sealReason(tx: RequestTransaction, id: string, sealed: Buffer): Promise<GrantRow> {
+  const { rows } = await tx.query<GrantRow>(
+    `UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1 AND reason_sealed IS NULL RETURNING ${GRANT_COLUMNS}`,
+    [id, sealed],
+  );
+  if (rows.length !== 1) throw new PhigateError('INTERNAL', 'The grant could not be recorded.', { reason: 'grant_reason_unwritten' });
   return rows[0]!;
 }
 
@@ -81,10 +97,10 @@ export async function endGrant(tx: RequestTransaction, id: string): Promise<Gran
 }
 
 /** Records a review; null when there is no such grant this request may review, or it was reviewed already. */
-export async function reviewGrant(tx: RequestTransaction, id: string, outcome: string, comment: string | null): Promise<GrantRow | null> {
+export async function reviewGrant(tx: RequestTransaction, id: string, outcome: string, comment: Buffer | null): Promise<GrantRow | null> {
   const { rows } = await tx.query<GrantRow>(
     `UPDATE phigate.break_glass_grants
-     SET reviewed_at = clock_timestamp(), reviewed_by = phigate.ctx_actor(), review_outcome = $2, review_comment = $3
+     SET reviewed_at = clock_timestamp(), reviewed_by = phigate.ctx_actor(), review_outcome = $2, review_comment_sealed = $3
      WHERE id = $1 AND reviewed_at IS NULL RETURNING ${GRANT_COLUMNS}`,
     [id, outcome, comment],
   );

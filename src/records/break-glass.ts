@@ -1,10 +1,11 @@
 import type { AuditEvent, AuditRequest } from '../audit/event.ts';
 import type { Alerts } from '../audit/alerts.ts';
 import type { BreakGlassSettings } from '../config.ts';
-import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
+import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGrant, sealReason, visiblePatientClinic, type GrantRow } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
 import { EMERGENCY_PURPOSE, roleFor } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
+import { GRANT_TABLE, GRANT_TEXTS } from './grant-text.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
 
@@ -99,7 +100,6 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
       role: role.name,
       patientId,
       crossClinic: policy.breakGlass.reach === 'all_clinics',
-      reason,
       requestId: scope.requestId,
       minutes: settings.grantMinutes,
     });
@@ -107,8 +107,11 @@ export async function openBreakGlass(scope: BreakGlassScope, rawPatientId: strin
     if ((err as { code?: string }).code !== INSUFFICIENT_PRIVILEGE) throw err;
     return refuse(scope, new PhigateError('BREAK_GLASS_DENIED', UNAVAILABLE, { reason: 'patient_unavailable' }), patientId, role.name);
   }
-  // In place, the grant shows its patient, in the grant's clinic, which the database took from the patient.
+  // In place, the grant shows its patient, in the grant's clinic, which the database took from the
+  // patient (never null: grants_insert refuses a grant without one). The reason is PHI: sealed
+  // under that patient's key, bound to this grant, in the same transaction.
   const { id } = grant;
+  grant = await sealReason(scope.tx, id, await sealGrantText(scope, grant, 'reason', reason));
   scope.audit.add(event('break_glass', 'granted', { id, patientId, role: role.name }));
   scope.afterCommit(() =>
     scope.alerts.send({
@@ -136,6 +139,12 @@ export async function endBreakGlass(scope: RequestScope, rawId: string): Promise
   return ended;
 }
 
+/** A grant's text sealed under its patient's key, bound to the grant's row and the text's column. */
+function sealGrantText(scope: RequestScope, grant: GrantRow, column: (typeof GRANT_TEXTS)[keyof typeof GRANT_TEXTS]['column'], text: string): Promise<Buffer> {
+  if (grant.clinic_id === null) throw new PhigateError('INTERNAL', 'The grant has no clinic.', { reason: 'grant_without_clinic' });
+  return scope.cipher.encrypt(grant.clinic_id, { table: GRANT_TABLE, column, rowId: grant.id, patientId: grant.patient_id }, text);
+}
+
 function reviewerRole(scope: RequestScope): RolePolicy {
   const { role, held } = roleFor(scope.policy, scope.principal, (r) => r.operations.has('reviewBreakGlass'));
   if (role) return role;
@@ -151,9 +160,16 @@ export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOu
   const outcome = REVIEW_OUTCOMES.find((o) => o === rawOutcome);
   if (outcome === undefined) throw new PhigateError('BAD_USER_INPUT', `outcome must be one of ${REVIEW_OUTCOMES.join(', ')}.`);
   const comment = rawComment == null ? null : v.text('comment', rawComment, MAX_COMMENT);
+  let sealed: Buffer | null = null;
+  if (comment !== null) {
+    // Sealed under the key of the grant's patient, so the grant must be one this request sees.
+    const grant = await grantById(scope.tx, id);
+    if (!grant) throw new PhigateError('BAD_USER_INPUT', 'There is no grant with this id that you may review.');
+    sealed = await sealGrantText(scope, grant, 'review_comment', comment);
+  }
   let reviewed: GrantRow | null;
   try {
-    reviewed = await reviewGrant(scope.tx, id, outcome, comment);
+    reviewed = await reviewGrant(scope.tx, id, outcome, sealed);
   } catch (err) {
     if ((err as { code?: string }).code === CHECK_VIOLATION) throw new PhigateError('FORBIDDEN', 'Nobody reviews their own emergency access.');
     throw err;
@@ -167,8 +183,9 @@ export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOu
 }
 
 /**
- * Grants this request may see: a reviewer's clinics' grants, a clinician's own. Grant facts
- * only, no PHI value; the listing is itself an audit event.
+ * Grants this request may see: a reviewer's clinics' grants, a clinician's own. The listing is
+ * itself an audit event; the reason and review comment (PHI) are decided, decrypted and audited
+ * one value at a time, when selected (src/records/grant-text.ts).
  */
 export async function listBreakGlass(scope: RequestScope, unreviewedOnly: boolean): Promise<GrantRow[]> {
   const { role, held } = roleFor(scope.policy, scope.principal, (r) => r.operations.has('reviewBreakGlass') || r.operations.has('breakGlass'));

@@ -42,7 +42,14 @@ export interface PhiBudget {
    */
   take(patientId: string): CapReason | null;
   /**
-   * A value of `patientId` that take() counted and that then failed (its key unavailable): it
+   * Counts one value of `patientId` that the policy's row limits do not govern: a break-glass
+   * grant's reason or review comment, which its own rule decides (src/policy/grant-text.ts) and the
+   * listing's bound caps (a compliance reviewer sees no rows and has no limits). It is owed its
+   * read event like every value, and charged to the principal's minute when it has one.
+   */
+  disclose(patientId: string): void;
+  /**
+   * A value of `patientId` that take() or disclose() counted and that then failed (its key unavailable): it
    * shows nothing and leaves its error in the answer instead of an event. It stays charged.
    */
   failed(patientId: string): void;
@@ -87,6 +94,13 @@ class Budget implements PhiBudget {
     else row.fields++;
     this.values++;
     return null;
+  }
+  disclose(patientId: string): void {
+    this.assertOpen();
+    const row = this.owed.get(patientId);
+    if (row === undefined) this.owed.set(patientId, { fields: 1 });
+    else row.fields++;
+    this.values++;
   }
   failed(patientId: string): void {
     const row = this.owed.get(patientId);

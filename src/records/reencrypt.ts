@@ -4,6 +4,7 @@ import type { Keyring } from '../crypto/keys/keyring.ts';
 import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin, type KeyEvent } from './key-admin.ts';
+import { pendingGrantTexts, reencryptGrantBatch } from './reencrypt-grants.ts';
 
 export interface ReencryptOptions {
   readonly admin: KeyAdmin;
@@ -25,7 +26,11 @@ export interface ReencryptResult {
   readonly values: number;
   /** Patients still holding an older value (locked by a writer on every pass, stopped, or unreadable). */
   readonly remaining: number;
-  /** Rows left as they were because a value in them did not open (KEY_UNAVAILABLE). */
+  /** Break-glass grants whose reason or review comment was sealed (legacy plaintext) or re-encrypted. */
+  readonly grants: number;
+  /** Grants still holding plaintext or an older value. */
+  readonly remainingGrants: number;
+  /** Rows (and grants) left as they were because a value in them did not open (KEY_UNAVAILABLE). */
   readonly unreadable: number;
 }
 
@@ -41,6 +46,15 @@ const MAX_PASSES = 5;
 
 type Row = Record<string, Buffer | string | null> & { id: string };
 
+/** One batch's outcome: rows seen (0: the pass is over), the last id, rows written, values written, rows unreadable. */
+interface Batch {
+  readonly seen: number;
+  readonly last: string;
+  readonly done: number;
+  readonly values: number;
+  readonly unreadable: number;
+}
+
 /**
  * Online re-encryption of one clinic: every value sealed under an older clinic key version (or
  * directly under a clinic key, before per-patient keys) is opened and sealed again under the
@@ -51,14 +65,17 @@ type Row = Record<string, Buffer | string | null> & { id: string };
  * is ever unreadable. Killed or stopped, a run leaves only committed batches, and the next run
  * finds just what is still old. Each rewritten value is a `key` audit event in its batch.
  */
-/** The clinic's current data key version, and how many of its patients still hold a value under an older one. */
-export async function pendingReencryption(admin: KeyAdmin, clinicId: string): Promise<{ target: number; patients: number }> {
+/**
+ * The clinic's current data key version, how many of its patients still hold a value under an
+ * older one, and how many of its break-glass grants a text in plaintext (066) or under an older one.
+ */
+export async function pendingReencryption(admin: KeyAdmin, clinicId: string): Promise<{ target: number; patients: number; grants: number }> {
   return inKeyTransaction(admin, async (c) => {
     const r = await c.query<{ v: number | null }>(`SELECT max(version) AS v FROM phigate.keyring WHERE purpose = 'data' AND scope = $1`, [clinicId]);
     const target = r.rows[0]?.v ?? null;
     if (target === null) throw new PhigateError('BAD_USER_INPUT', `clinic ${clinicId} has no data key`);
     const n = await c.query<{ n: string }>(`SELECT count(*) AS n FROM phigate.patients p WHERE ${STALE}`, [clinicId, target]);
-    return { target, patients: Number(n.rows[0]!.n) };
+    return { target, patients: Number(n.rows[0]!.n), grants: await pendingGrantTexts(c, clinicId, target) };
   });
 }
 
@@ -66,30 +83,47 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
   const { admin, keyring, clinicId } = opts;
   const cipher = createFieldCipher(keyring);
   const batchSize = opts.batchSize ?? 100;
-  const { target, patients: total } = await pendingReencryption(admin, clinicId);
-  let patients = 0;
+  const pending = await pendingReencryption(admin, clinicId);
+  const { target } = pending;
+  // Progress counts patients, then grants.
+  const total = pending.patients + pending.grants;
   let values = 0;
   let unreadable = 0;
   opts.onProgress?.(0, total);
-  for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
-    let cursor = '00000000-0000-0000-0000-000000000000';
-    let doneThisPass = 0;
-    for (;;) {
-      if (opts.signal?.aborted) break;
-      const batch = await inKeyTransaction(admin, (c, record) => reencryptBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize));
-      if (batch.seen === 0) break;
-      cursor = batch.last;
-      patients += batch.patients;
-      values += batch.values;
-      unreadable += batch.unreadable;
-      doneThisPass += batch.patients;
-      opts.onProgress?.(Math.min(patients, total), total);
+  // Passes over the rows in id order, batch after batch, until a pass writes nothing (what is
+  // left is locked by a writer or unreadable) or the run is stopped. `counted` is the progress
+  // before this kind of row; the result is how many rows were written.
+  async function inPasses(run: (cursor: string) => Promise<Batch>, counted: number): Promise<number> {
+    let done = 0;
+    for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
+      let cursor = '00000000-0000-0000-0000-000000000000';
+      let doneThisPass = 0;
+      for (;;) {
+        if (opts.signal?.aborted) break;
+        const batch = await run(cursor);
+        if (batch.seen === 0) break;
+        cursor = batch.last;
+        values += batch.values;
+        unreadable += batch.unreadable;
+        doneThisPass += batch.done;
+        done += batch.done;
+        opts.onProgress?.(Math.min(counted + done, total), total);
+      }
+      if (doneThisPass === 0) break;
     }
-    if (doneThisPass === 0) break;
+    return done;
   }
-  const remaining = (await pendingReencryption(admin, clinicId)).patients;
-  opts.onProgress?.(total - Math.min(remaining, total), total);
-  return { target, patients, values, remaining, unreadable };
+  const patients = await inPasses(
+    (cursor) => inKeyTransaction(admin, (c, record) => reencryptBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize)),
+    0,
+  );
+  const grants = await inPasses(
+    (cursor) => inKeyTransaction(admin, (c, record) => reencryptGrantBatch(c, record, keyring, cipher, clinicId, target, cursor, batchSize)),
+    Math.min(patients, pending.patients),
+  );
+  const left = await pendingReencryption(admin, clinicId);
+  opts.onProgress?.(total - Math.min(left.patients + left.grants, total), total);
+  return { target, patients, values, remaining: left.patients, grants, remainingGrants: left.grants, unreadable };
 }
 
 async function reencryptBatch(
@@ -101,7 +135,7 @@ async function reencryptBatch(
   target: number,
   cursor: string,
   batchSize: number,
-): Promise<{ seen: number; last: string; patients: number; values: number; unreadable: number }> {
+): Promise<Batch> {
   const rows = (
     await c.query<Row>(
       `SELECT p.id, ${PATIENT_FIELDS.map(({ column }) => `p.${column}`).join(', ')} FROM phigate.patients p
@@ -109,7 +143,7 @@ async function reencryptBatch(
       [clinicId, target, cursor, batchSize],
     )
   ).rows;
-  if (rows.length === 0) return { seen: 0, last: cursor, patients: 0, values: 0, unreadable: 0 };
+  if (rows.length === 0) return { seen: 0, last: cursor, done: 0, values: 0, unreadable: 0 };
   const encounters = (
     await c.query<Row & { patient_id: string; kind_legacy: string | null }>(
       `SELECT e.id, e.patient_id, e.kind_legacy, ${ENCOUNTER_FIELDS.map(({ column }) => `e.${column}`).join(', ')} FROM phigate.encounters e
@@ -192,7 +226,7 @@ async function reencryptBatch(
       return { changes, events };
     });
   }
-  return { seen: rows.length, last: rows.at(-1)!.id, patients, values, unreadable };
+  return { seen: rows.length, last: rows.at(-1)!.id, done: patients, values, unreadable };
 }
 
 /** Writes the new values only where every column still holds what was read; false when something changed. */

@@ -1,7 +1,10 @@
 import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
+import { GRANT_TEXTS } from './grant-text.ts';
 import { inKeyTransaction, type KeyAdmin } from './key-admin.ts';
 
+// A break-glass grant's reason and review comment are sealed under its patient's key as well (066).
+const GRANT_SEALED = Object.values(GRANT_TEXTS).map((t) => t.sealed);
 const USES = (alias: string, columns: readonly string[]) => columns.map((c) => `phigate.sealed_version(${alias}.${c}) = $2`).join(' OR ');
 
 /**
@@ -24,12 +27,13 @@ export async function retireDataKey(admin: KeyAdmin, clinicId: string, version: 
       const wait = Math.ceil((writeBoundMs - current!.age_ms) / 1000);
       throw new PhigateError('BAD_USER_INPUT', `replicas may still write under version ${version} for ${wait} s (until every one has picked up version ${current!.version}); retry then`);
     }
-    const used = await c.query<{ patients: string; encounters: string }>(
+    const used = await c.query<{ patients: string; encounters: string; grants: string }>(
       `SELECT (SELECT count(*) FROM phigate.patients p WHERE p.clinic_id = $1 AND (${USES('p', Object.values(PATIENT_COLUMNS))})) AS patients,
-              (SELECT count(*) FROM phigate.encounters e WHERE e.clinic_id = $1 AND (${USES('e', Object.values(ENCOUNTER_COLUMNS))})) AS encounters`,
+              (SELECT count(*) FROM phigate.encounters e WHERE e.clinic_id = $1 AND (${USES('e', Object.values(ENCOUNTER_COLUMNS))})) AS encounters,
+              (SELECT count(*) FROM phigate.break_glass_grants g WHERE g.clinic_id = $1 AND (${USES('g', GRANT_SEALED)})) AS grants`,
       [clinicId, version],
     );
-    const rows = Number(used.rows[0]!.patients) + Number(used.rows[0]!.encounters);
+    const rows = Number(used.rows[0]!.patients) + Number(used.rows[0]!.encounters) + Number(used.rows[0]!.grants);
     if (rows > 0) {
       throw new PhigateError('BAD_USER_INPUT', `${rows} rows of ${clinicId} still use data key version ${version}; run keys rotate --clinic ${clinicId} --reencrypt first`);
     }

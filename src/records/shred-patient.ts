@@ -13,7 +13,8 @@ const marked = (column: string) => `${column} = CASE WHEN ${column} IS NULL THEN
 /**
  * Crypto-shredding of one patient, in one transaction: every wrapped key of the patient is
  * destroyed and a tombstone version added (no writer can make a new key for it afterwards); the
- * live rows get the shredded marker instead of their ciphertext, so every replica answers
+ * live rows (and the patient's break-glass reasons and review comments) get the shredded marker
+ * instead of their ciphertext, so every replica answers
  * KEY_UNAVAILABLE (`shredded`) at once, cached key or not; the blind indexes stop matching; one
  * `key` event is recorded. Copies of the ciphertext elsewhere (backups, WAL, replicas) stay
  * ciphertext whose key no longer exists. Audit rows of past reads are not touched.
@@ -49,6 +50,13 @@ export async function shredPatient(admin: KeyAdmin, rawId: string): Promise<'shr
     );
     await c.query(
       `UPDATE phigate.encounters SET kind = $2::bytea, kind_legacy = NULL, ${ENCOUNTER_SEALED.map(marked).join(', ')} WHERE patient_id = $1`,
+      [patientId, SHREDDED_VALUE],
+    );
+    // The break-glass texts about the patient are its PHI too (066): marked, legacy plaintext gone.
+    await c.query(
+      `UPDATE phigate.break_glass_grants SET reason = NULL, reason_sealed = $2::bytea, review_comment = NULL,
+         review_comment_sealed = CASE WHEN review_comment IS NULL AND review_comment_sealed IS NULL THEN NULL ELSE $2::bytea END
+       WHERE patient_id = $1`,
       [patientId, SHREDDED_VALUE],
     );
     const outcome = already ? 'already_shredded' : 'shredded';

@@ -165,6 +165,22 @@ describe('compliance officer', () => {
     expect(await page.getByLabel('Break-glass only').isChecked()).toBe(true);
   });
 
+  it("shows a reason the gateway withholds (its patient's key destroyed) as not shown, and the rest of the queue", async () => {
+    const dr = 'dr-north-2';
+    const patient = cg.gw.data.patients.filter((p) => p.clinicId === 'c-north' && !p.careTeam.includes(dr)).at(-1)!;
+    const opened = await cg.gw.gql(await cg.devToken(dr), `mutation($id: ID!, $r: String!) { breakGlass(patientId: $id, reason: $r) { id } }`, { id: patient.id, r: REASON });
+    const grantId: string = opened.body.data?.breakGlass.id;
+    expect(grantId).toBeTruthy();
+    // What keys shred writes over the grant's sealed reason (src/crypto/envelope.ts SHREDDED_VALUE).
+    await cg.gw.admin((c) => c.query(`UPDATE phigate.break_glass_grants SET reason_sealed = '\\x00'::bytea || convert_to('shredded', 'UTF8') WHERE id = $1`, [grantId]));
+
+    await signInAs(page, cg.origin, 'compliance-1');
+    const row = page.locator(`tr[data-grant="${grantId}"]`);
+    await expect.poll(() => row.textContent()).toContain('not shown: shredded');
+    expect(await row.textContent()).toContain(patient.id);
+    expect(await page.locator('tr[data-grant]').count()).toBeGreaterThan(1);
+  });
+
   it('finds its own review in the audit search', async () => {
     await signInAs(page, cg.origin, 'compliance-1');
     await page.getByRole('link', { name: 'Audit search' }).click();

@@ -375,18 +375,23 @@ describe('the partner scope (schema/migrations/011_api_keys.sql)', () => {
   });
 });
 
+/** Bytes standing for a sealed reason: the database checks its size, the gateway its tag. */
+const SEALED = Buffer.concat([Buffer.from([2]), Buffer.alloc(40, 7)]);
+
 describe('break-glass grants are bound to their patient\'s clinic (schema/migrations/034_break_glass_clinic.sql)', () => {
   const doctor = (actor: string, clinics = ['c-a']) => ctx({ actor, roles: ['physician'], clinics });
   const openGrant = (c: SecurityContext, patientId: string, crossClinic = false) =>
-    withRequestTransaction(pool, c, async (tx) =>
-      (
+    withRequestTransaction(pool, c, async (tx) => {
+      const grant = (
         await tx.query<{ id: string; clinic_id: string }>(
-          `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
-           VALUES (phigate.ctx_actor(), 'physician', $1, $2, 'emergency', 'r', clock_timestamp() + interval '1 hour') RETURNING id, clinic_id`,
+          `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at)
+           VALUES (phigate.ctx_actor(), 'physician', $1, $2, 'r', clock_timestamp() + interval '1 hour') RETURNING id, clinic_id`,
           [patientId, crossClinic],
         )
-      ).rows[0]!,
-    );
+      ).rows[0]!;
+      await tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [grant.id, SEALED]);
+      return grant;
+    });
   /** A grant row as it could have been left before 034 (or by hand): triggers off, any clinic. */
   const plantGrant = (actor: string, patientId: string, clinicId: string | null, crossClinic: boolean) =>
     admin(async (c) => {
@@ -426,13 +431,14 @@ describe('break-glass grants are bound to their patient\'s clinic (schema/migrat
 
   it('a grant opens reading only: the database refuses its actor every write to the patient', async () => {
     const nurse = ctx({ actor: 'rn-bind-1', roles: ['nurse'], clinics: ['c-a'] });
-    await withRequestTransaction(pool, nurse, (tx) =>
-      tx.query(
-        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, expires_at)
-         VALUES (phigate.ctx_actor(), 'nurse', $1, false, 'emergency', 'r', clock_timestamp() + interval '1 hour')`,
+    await withRequestTransaction(pool, nurse, async (tx) => {
+      const { rows } = await tx.query<{ id: string }>(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at)
+         VALUES (phigate.ctx_actor(), 'nurse', $1, false, 'r', clock_timestamp() + interval '1 hour') RETURNING id`,
         [ids.a2],
-      ),
-    );
+      );
+      await tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [rows[0]!.id, SEALED]);
+    });
     expect(await visiblePatients(nurse)).toEqual([ids.a2]);
     const physician = doctor('dr-bind-9');
     await openGrant(physician, ids.a2);
@@ -463,6 +469,75 @@ describe('break-glass grants are bound to their patient\'s clinic (schema/migrat
     expect(await visiblePatients(doctor('dr-bind-6', ['c-a', 'c-b']))).toEqual([]);
     expect(await visiblePatients(doctor('dr-bind-7', ['c-a', 'c-b']))).toEqual([]);
     expect(await visiblePatients(doctor('dr-bind-8'))).toEqual([]);
+  });
+});
+
+describe('break-glass texts are written sealed, once (schema/migrations/066_break_glass_sealed_text.sql)', () => {
+  const doctor = (actor: string) => ctx({ actor, roles: ['physician'], clinics: ['c-a'] });
+  const insert = (tx: { query: (text: string, values?: unknown[]) => Promise<{ rows: { id: string }[] }> }, withPlaintext: boolean) =>
+    tx.query(
+      `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at${withPlaintext ? ', reason' : ''})
+       VALUES (phigate.ctx_actor(), 'physician', $1, false, 'r', clock_timestamp() + interval '1 hour'${withPlaintext ? ", 'plain'" : ''}) RETURNING id`,
+      [ids.a2],
+    );
+
+  it('the gateway role writes no plaintext reason or comment', async () => {
+    await expect(withRequestTransaction(pool, doctor('dr-text-1'), (tx) => insert(tx, true))).rejects.toMatchObject({ code: '42501' });
+    const id = await withRequestTransaction(pool, doctor('dr-text-2'), async (tx) => {
+      const { rows } = await insert(tx, false);
+      await tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [rows[0]!.id, SEALED]);
+      return rows[0]!.id;
+    });
+    for (const column of ['reason', 'review_comment']) {
+      await expect(
+        withRequestTransaction(pool, doctor('dr-text-2'), (tx) => tx.query(`UPDATE phigate.break_glass_grants SET ${column} = 'plain' WHERE id = $1`, [id])),
+      ).rejects.toMatchObject({ code: '42501' });
+    }
+  });
+
+  it("no sealed text is written for a shredded patient (a replica's cached key must not seal under a destroyed one)", async () => {
+    const shredded = randomUUID();
+    await admin(async (c) => {
+      // A clinic of its own, so that no other test here counts this patient.
+      await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-shred', 'Shred')`);
+      await c.query(`INSERT INTO phigate.patients (id, clinic_id, mrn_bidx, mrn) VALUES ($1::uuid, 'c-shred', convert_to($1::text, 'UTF8'), '\\x00')`, [shredded]);
+      await c.query(`INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped, shredded_at) VALUES ($1, 1, 'c-shred', 0, NULL, now())`, [shredded]);
+    });
+    const opening = withRequestTransaction(pool, ctx({ actor: 'dr-text-5', roles: ['physician'], clinics: ['c-shred'] }), async (tx) => {
+      const { rows } = await tx.query<{ id: string }>(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, request_id, expires_at)
+         VALUES (phigate.ctx_actor(), 'physician', $1, false, 'r', clock_timestamp() + interval '1 hour') RETURNING id`,
+        [shredded],
+      );
+      await tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [rows[0]!.id, SEALED]);
+    });
+    await expect(opening).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE', reason: 'shredded' });
+  });
+
+  it('a grant commits only with a reason, and its sealed reason is written once', async () => {
+    // The check waits for COMMIT (the opening request seals the reason after the insert binds the clinic).
+    await expect(withRequestTransaction(pool, doctor('dr-text-3'), (tx) => insert(tx, false))).rejects.toMatchObject({
+      reason: 'commit_failed',
+      cause: expect.objectContaining({ code: '23514' }),
+    });
+    const id = await withRequestTransaction(pool, doctor('dr-text-4'), async (tx) => {
+      const { rows } = await insert(tx, false);
+      await tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [rows[0]!.id, SEALED]);
+      return rows[0]!.id;
+    });
+    await expect(
+      withRequestTransaction(pool, doctor('dr-text-4'), (tx) =>
+        tx.query('UPDATE phigate.break_glass_grants SET reason_sealed = $2 WHERE id = $1', [id, Buffer.concat([SEALED, Buffer.from([1])])]),
+      ),
+    ).rejects.toMatchObject({ code: '42501' });
+    // A review comment goes in with its review only: its actor cannot put one on its own grant.
+    await expect(
+      withRequestTransaction(pool, doctor('dr-text-4'), (tx) => tx.query('UPDATE phigate.break_glass_grants SET review_comment_sealed = $2 WHERE id = $1', [id, SEALED])),
+    ).rejects.toMatchObject({ code: '42501' });
+    // Plaintext only ever goes: nobody, not even the owner, writes it back over a sealed reason.
+    await expect(admin((c) => c.query(`UPDATE phigate.break_glass_grants SET reason = 'plain', reason_sealed = NULL WHERE id = $1`, [id]))).rejects.toMatchObject({
+      code: '42501',
+    });
   });
 });
 

@@ -1,18 +1,24 @@
 import type { GrantRow } from '../../db/break-glass.ts';
 import { endBreakGlass, listBreakGlass, openBreakGlass, reviewBreakGlass } from '../../records/break-glass.ts';
+import { readGrantText } from '../../records/grant-text.ts';
 import { builder } from '../builder.ts';
 
 const iso = (d: Date | null) => (d === null ? null : d.toISOString());
 
 export const BreakGlassGrant = builder.objectRef<GrantRow>('BreakGlassGrant').implement({
-  description: 'Emergency access by one clinician to one patient, for a limited time. Grant facts only: no PHI value.',
+  description:
+    "Emergency access by one clinician to one patient, for a limited time. `reason` and `reviewComment` are PHI: shown only to the grant's clinician and the reviewers of its clinic, each value audited.",
   fields: (t) => ({
     id: t.exposeID('id'),
     actor: t.exposeString('actor'),
     role: t.exposeString('role'),
     patientId: t.exposeID('patient_id'),
     clinicId: t.exposeID('clinic_id', { nullable: true }),
-    reason: t.exposeString('reason', { description: "The clinician's justification, for the reviewers." }),
+    reason: t.string({
+      nullable: true,
+      description: "The clinician's justification, for the reviewers. Null with FIELD_DENIED for anyone else, with KEY_UNAVAILABLE once the patient's key is shredded.",
+      resolve: (g, _a, ctx) => readGrantText(ctx, g, 'reason'),
+    }),
     grantedAt: t.string({ resolve: (g) => g.granted_at.toISOString() }),
     expiresAt: t.string({ resolve: (g) => g.expires_at.toISOString() }),
     active: t.exposeBoolean('active', { description: 'Live now, by the database clock.' }),
@@ -21,7 +27,7 @@ export const BreakGlassGrant = builder.objectRef<GrantRow>('BreakGlassGrant').im
     reviewedAt: t.string({ nullable: true, resolve: (g) => iso(g.reviewed_at) }),
     reviewedBy: t.exposeString('reviewed_by', { nullable: true }),
     reviewOutcome: t.exposeString('review_outcome', { nullable: true, description: 'justified, unjustified or needs_follow_up' }),
-    reviewComment: t.exposeString('review_comment', { nullable: true }),
+    reviewComment: t.string({ nullable: true, description: 'As reason.', resolve: (g, _a, ctx) => readGrantText(ctx, g, 'reviewComment') }),
   }),
 });
 

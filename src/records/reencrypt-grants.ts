@@ -1,0 +1,116 @@
+import type pg from 'pg';
+import { SHREDDED_VALUE } from '../crypto/envelope.ts';
+import type { FieldCipher, PatientFieldAad } from '../crypto/field-cipher.ts';
+import type { Keyring } from '../crypto/keys/keyring.ts';
+import { PhigateError } from '../errors.ts';
+import { GRANT_TABLE, GRANT_TEXTS, type GrantTextField } from './grant-text.ts';
+import type { KeyEvent } from './key-admin.ts';
+
+const TEXTS = Object.entries(GRANT_TEXTS) as [GrantTextField, (typeof GRANT_TEXTS)[GrantTextField]][];
+
+/**
+ * A clinic's grants ($1) whose texts need the key role: legacy plaintext to seal (066), or a
+ * sealed text under a clinic key version older than $2.
+ */
+export const STALE_GRANTS = `g.clinic_id = $1 AND (${TEXTS.map(({ 1: t }) => `g.${t.column} IS NOT NULL OR phigate.sealed_stale(g.${t.sealed}, $2)`).join(' OR ')})`;
+
+export async function pendingGrantTexts(c: pg.ClientBase, clinicId: string, target: number): Promise<number> {
+  const { rows } = await c.query<{ n: string }>(`SELECT count(*) AS n FROM phigate.break_glass_grants g WHERE ${STALE_GRANTS}`, [clinicId, target]);
+  return Number(rows[0]!.n);
+}
+
+type GrantTexts = { id: string; patient_id: string } & Record<string, Buffer | string | null>;
+
+export interface GrantBatch {
+  readonly seen: number;
+  readonly last: string;
+  /** Grants whose texts were written. */
+  readonly done: number;
+  readonly values: number;
+  /** Grants left as they were because a sealed text did not open (KEY_UNAVAILABLE). */
+  readonly unreadable: number;
+}
+
+const isKeyUnavailable = (e: unknown, reason?: string): e is PhigateError =>
+  e instanceof PhigateError && e.code === 'KEY_UNAVAILABLE' && (reason === undefined || e.reason === reason);
+
+/**
+ * One batch of a clinic's grants, in the caller's key transaction (src/records/reencrypt.ts): a
+ * legacy plaintext text is sealed under the patient's key and its plaintext column emptied in the
+ * same update; a sealed one under an older clinic key version is opened and sealed again. A
+ * shredded patient's legacy text gets the shredded marker (its plaintext must not outlive the
+ * key). Each update compares what it read, so a text changed meanwhile (a review) is never
+ * overwritten; the grant is taken on the next run. One `key` event per text written.
+ */
+export async function reencryptGrantBatch(
+  c: pg.PoolClient,
+  record: (e: KeyEvent) => void,
+  keyring: Keyring,
+  cipher: FieldCipher,
+  clinicId: string,
+  target: number,
+  cursor: string,
+  batchSize: number,
+): Promise<GrantBatch> {
+  const columns = TEXTS.flatMap(({ 1: t }) => [`g.${t.column}`, `g.${t.sealed}`]).join(', ');
+  const rows = (
+    await c.query<GrantTexts>(
+      `SELECT g.id, g.patient_id, ${columns} FROM phigate.break_glass_grants g
+       WHERE ${STALE_GRANTS} AND g.id > $3 ORDER BY g.id LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED`,
+      [clinicId, target, cursor, batchSize],
+    )
+  ).rows;
+  if (rows.length === 0) return { seen: 0, last: cursor, done: 0, values: 0, unreadable: 0 };
+  await keyring.preparePatientWriteKeys(clinicId, [...new Set(rows.map((r) => r.patient_id))]);
+  const stale = (b: unknown): b is Buffer => Buffer.isBuffer(b) && b.length >= 5 && (b[0] === 1 || (b[0] === 2 && b.readUInt32BE(1) < target));
+  let grants = 0;
+  let values = 0;
+  let unreadable = 0;
+  for (const g of rows) {
+    const set: string[] = [];
+    const where: string[] = [];
+    const params: unknown[] = [g.id];
+    const events: KeyEvent[] = [];
+    let skipped = false;
+    for (const [field, t] of TEXTS) {
+      const legacy = g[t.column] as string | null;
+      const old = g[t.sealed];
+      const aad: PatientFieldAad = { table: GRANT_TABLE, column: t.column, rowId: g.id, patientId: g.patient_id };
+      let sealed: Buffer;
+      let detail: string;
+      try {
+        if (legacy !== null) {
+          detail = 'sealed';
+          sealed = await cipher.encrypt(clinicId, aad, legacy).catch((e: unknown) => {
+            if (!isKeyUnavailable(e, 'shredded')) throw e;
+            detail = 'shredded';
+            return SHREDDED_VALUE;
+          });
+        } else if (stale(old)) {
+          detail = 'reencrypted';
+          sealed = await cipher.encrypt(clinicId, aad, await cipher.decrypt(clinicId, aad, old));
+        } else continue;
+      } catch (e) {
+        if (!isKeyUnavailable(e)) throw e;
+        skipped = true;
+        break;
+      }
+      // The plaintext column only ever loses its value.
+      if (legacy !== null) set.push(`${t.column} = NULL`);
+      set.push(`${t.sealed} = $${params.push(sealed)}`);
+      where.push(`${t.column} IS NOT DISTINCT FROM $${params.push(legacy)}`, `${t.sealed} IS NOT DISTINCT FROM $${params.push(old)}`);
+      events.push({ typeName: 'BreakGlassGrant', field, patientId: g.patient_id, recordId: g.id, grantId: g.id, detail });
+    }
+    if (skipped) {
+      unreadable++;
+      continue;
+    }
+    if (set.length === 0) continue;
+    const r = await c.query(`UPDATE phigate.break_glass_grants SET ${set.join(', ')} WHERE id = $1 AND ${where.join(' AND ')}`, params);
+    if (r.rowCount !== 1) continue;
+    events.forEach(record);
+    values += events.length;
+    grants++;
+  }
+  return { seen: rows.length, last: rows.at(-1)!.id, done: grants, values, unreadable };
+}
