@@ -234,6 +234,25 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     expect(plan).not.toMatch(/patient_id = ANY/);
   });
 
+  // Written from the fixture, not from what row security shows: a policy made looser (another
+  // clinic's rows, a patient off the care team, a revoked or expired grant) fails here.
+  it.each([
+    ['physician on a care team, with grants inside and outside the clinic', ctx('dr', ['physician'], ['c-a']), 'team and live grants'],
+    ['the same physician with a token of another clinic', ctx('dr', ['physician'], ['c-b']), 'cross-clinic grants'],
+    ['the same physician with no clinics', ctx('dr', ['physician'], []), 'cross-clinic grants'],
+    ['another physician of the clinic, on no team and holding no grant', ctx('dr-2', ['physician'], ['c-a']), 'nothing'],
+    ['a registrar of the clinic', ctx('reg-a', ['registrar'], ['c-a']), 'the clinic'],
+  ] as const)('a page with its encounters shows %s exactly the patients it may see', async (_, c, sees) => {
+    const a = inClinic('c-a');
+    const [b0] = inClinic('c-b');
+    const [c0] = inClinic('c-c');
+    const team = a.filter((_, i) => i % 3 === 0);
+    const expected = { 'team and live grants': [...team, a[1]!, b0!, c0!], 'cross-clinic grants': [b0!, c0!], nothing: [], 'the clinic': a }[sees];
+    const read = await withRequestTransaction(pool, c, (tx) => patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS), { preparedStatements: preparedStatements() });
+    expect(read.rows.map((r) => r.id)).toEqual([...expected].sort());
+    read.rows.forEach((r, i) => expect(read.encountersOf(i).map((e) => e.patient_id)).toEqual([r.id, r.id]));
+  });
+
   it('reads a page and its encounters in a read-only transaction that is never given a transaction id (no WAL)', async () => {
     const tx = openRequestTransaction(pool, PRINCIPALS['physician on a care team, with grants inside and outside the clinic']!, { preparedStatements: preparedStatements() });
     tx.readOnly();
