@@ -251,7 +251,7 @@ const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_
 // Whether the actor is on the patient's care team. As a plain EXISTS, PostgreSQL makes it a hashed
 // subplan: the statement first reads the actor's whole care team into a hash table (a physician's
 // 3,334 rows at 20,000 patients, 16,667 at the bench's 100,000), then looks each row up in it.
-// A page's patients (`probe`) probe care_team_subject per row instead (OFFSET 0 keeps
+// A page's patients (`probe`) probe the care team per row instead, on care_team_pkey (064) (OFFSET 0 keeps
 // the EXISTS from becoming the hash, as in schema/migrations/043_read_plan.sql), and only when one
 // of the request's roles has a care-team row scope: the only roles the answer matters to
 // (rolesForRow, src/policy/decide.ts), so a registrar's page probes nothing. Reads by id keep the
