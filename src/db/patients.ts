@@ -251,15 +251,17 @@ const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_
 // Whether the actor is on the patient's care team. As a plain EXISTS, PostgreSQL makes it a hashed
 // subplan: the statement first reads the actor's whole care team into a hash table (a physician's
 // 3,334 rows at 20,000 patients, 16,667 at the bench's 100,000), then looks each row up in it.
-// A page's patients (`probe`) probe the care team per row instead, on care_team_pkey (064) (OFFSET 0 keeps
-// the EXISTS from becoming the hash, as in schema/migrations/043_read_plan.sql), and only when one
+// A page's patients (`probe`) probe the care team per row instead (OFFSET 0 keeps the EXISTS from
+// becoming the hash, as in schema/migrations/043_read_plan.sql), by the patient on care_team_pkey:
+// the actor compared under COLLATE "C", byte equality as under the column's own collation, which
+// no index on the subject can take as its condition (schema/migrations/065), and only when one
 // of the request's roles has a care-team row scope: the only roles the answer matters to
 // (rolesForRow, src/policy/decide.ts), so a registrar's page probes nothing. Reads by id keep the
 // plain EXISTS.
 const onCareTeam = (patientId: string, probe: boolean) =>
   probe
     ? `((SELECT phigate.ctx_has_scope('care_team', NULL))
-          AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() OFFSET 0))`
+          AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() COLLATE "C" OFFSET 0))`
     : `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
 // The same answer for rows whose patient is one of `ids`: the actor's care-team rows of those
 // patients, read once per statement (one index scan of at most as many rows as ids), and each
@@ -350,7 +352,7 @@ const PAGE_CANDIDATES = `(
       AND p.id > $1::uuid
       AND NOT CASE (SELECT r.reach FROM r)
                 WHEN 'clinic' THEN p.clinic_id = ANY (phigate.ctx_clinics())
-                WHEN 'care_team' THEN EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor() OFFSET 0)
+                WHEN 'care_team' THEN EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor() COLLATE "C" OFFSET 0)
                 ELSE false
               END
   ) p`;
