@@ -10,7 +10,8 @@
 -- under the database's collation (strcoll for C.UTF-8 and most others), ~300 probes a physician's
 -- 100-patient page. The primary key now carries the clinic, so the probe descends by the patient's
 -- uuid (a memcmp) and is answered from the index: -10% of a physician's page transaction in
--- PostgreSQL 15, the same rows. care_team_subject stays: a care-team page walks it in subject order.
+-- PostgreSQL 15, the same rows (PostgreSQL 18's planner still preferred care_team_subject: 065).
+-- care_team_subject stays: a care-team page walks it in subject order.
 --
 -- The key's columns, uniqueness and name are unchanged, so ON CONFLICT and every reader see the same
 -- constraint. The index is built beside the key, which is then dropped and replaced by it, in this
