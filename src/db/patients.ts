@@ -251,15 +251,17 @@ const PATIENT_STORED = 'p.id, p.clinic_id, p.mrn, p.ssn, p.given_name, p.family_
 // Whether the actor is on the patient's care team. As a plain EXISTS, PostgreSQL makes it a hashed
 // subplan: the statement first reads the actor's whole care team into a hash table (a physician's
 // 3,334 rows at 20,000 patients, 16,667 at the bench's 100,000), then looks each row up in it.
-// A page's patients (`probe`) probe care_team_subject per row instead (OFFSET 0 keeps
-// the EXISTS from becoming the hash, as in schema/migrations/043_read_plan.sql), and only when one
+// A page's patients (`probe`) probe the care team per row instead (OFFSET 0 keeps the EXISTS from
+// becoming the hash, as in schema/migrations/043_read_plan.sql), by the patient on care_team_pkey:
+// the actor compared under COLLATE "C", byte equality as under the column's own collation, which
+// no index on the subject can take as its condition (schema/migrations/065), and only when one
 // of the request's roles has a care-team row scope: the only roles the answer matters to
 // (rolesForRow, src/policy/decide.ts), so a registrar's page probes nothing. Reads by id keep the
 // plain EXISTS.
 const onCareTeam = (patientId: string, probe: boolean) =>
   probe
     ? `((SELECT phigate.ctx_has_scope('care_team', NULL))
-          AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() OFFSET 0))`
+          AND EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor() COLLATE "C" OFFSET 0))`
     : `EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = ${patientId} AND ct.subject = phigate.ctx_actor())`;
 // The same answer for rows whose patient is one of `ids`: the actor's care-team rows of those
 // patients, read once per statement (one index scan of at most as many rows as ids), and each
@@ -350,18 +352,49 @@ const PAGE_CANDIDATES = `(
       AND p.id > $1::uuid
       AND NOT CASE (SELECT r.reach FROM r)
                 WHEN 'clinic' THEN p.clinic_id = ANY (phigate.ctx_clinics())
-                WHEN 'care_team' THEN EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor() OFFSET 0)
+                WHEN 'care_team' THEN EXISTS (SELECT 1 FROM phigate.care_team ct WHERE ct.patient_id = p.id AND ct.subject = phigate.ctx_actor() COLLATE "C" OFFSET 0)
                 ELSE false
               END
   ) p`;
+// The same page walked through the request's clinics alone, whatever its reach: each clinic's
+// first $2 rows past the cursor that row security shows, and the granted patients outside those
+// clinics. It holds the same rows for every principal, since every row row security shows is either
+// in one of the request's clinics, and then among its clinic's first $2 whenever it is among the
+// first $2 of all, or outside them and shown through a grant (an unrevoked grant of the actor's).
+// For a care-team reach it walks and judges every patient of the clinics, which the reach's own
+// branch avoids; for a clinic reach (a registrar's, billing's, a partner's page) it leaves out the
+// care-team branch, the reach's test and their policies' plan nodes, which a generic plan sets up
+// on every execution though none runs: -0.41 M instructions of a registrar's 8.17 M page
+// (bench/README.md, branch pgpage). The walk the gateway picks changes the cost, never the rows.
+const PAGE_CANDIDATES_BY_CLINIC = `(
+    SELECT q.*, NULL::boolean AS on_team FROM (SELECT DISTINCT c.clinic_id FROM unnest(phigate.ctx_clinics()) AS c(clinic_id)) c
+    CROSS JOIN LATERAL (
+      SELECT ${PATIENT_STORED} FROM phigate.patients p
+      WHERE p.clinic_id = c.clinic_id AND p.id > $1::uuid ORDER BY p.id LIMIT $2) q
+    UNION ALL
+    SELECT ${PATIENT_STORED}, NULL FROM phigate.patients p
+    WHERE p.id IN (SELECT bg.patient_id FROM phigate.break_glass_grants bg WHERE bg.actor = phigate.ctx_actor() AND bg.revoked_at IS NULL)
+      AND p.id > $1::uuid
+      AND NOT p.clinic_id = ANY (phigate.ctx_clinics())
+  ) p`;
+
+/**
+ * How a page finds its candidates: `reach` by how far the request reaches (PAGE_CANDIDATES), `clinics`
+ * through the request's clinics alone (PAGE_CANDIDATES_BY_CLINIC), cheaper where the reach is its
+ * clinics. Both give the rows row security shows, in the same order.
+ */
+export type PageWalk = 'reach' | 'clinics';
+const CANDIDATES: Readonly<Record<PageWalk, string>> = { reach: PAGE_CANDIDATES, clinics: PAGE_CANDIDATES_BY_CLINIC };
+
 // A care-team candidate is on the actor's care team: its branch read that row, in the same
 // statement, under the same row security. The probe is left to the others' rows.
-const pageSelect = (more = '') => `${patientSelect(PAGE_CANDIDATES, true, `coalesce(p.on_team, ${onCareTeam('p.id', true)})`, more)} ORDER BY p.id LIMIT $2`;
-const PATIENT_PAGE = pageSelect();
+const pageSelect = (walk: PageWalk, more = '') =>
+  `${patientSelect(CANDIDATES[walk], true, `coalesce(p.on_team, ${onCareTeam('p.id', true)})`, more)} ORDER BY p.id LIMIT $2`;
+const PATIENT_PAGE: Readonly<Record<PageWalk, string>> = { reach: pageSelect('reach'), clinics: pageSelect('clinics') };
 
 /** Keyset page ordered by id; asks for one extra row to know whether there is a next page. */
-export async function patientPage(tx: RequestTransaction, after: string | null, limit: number): Promise<PatientRow[]> {
-  return patientRows((await tx.query<FetchedPatient>(PATIENT_PAGE, [after ?? BEFORE_ALL_IDS, limit])).rows);
+export async function patientPage(tx: RequestTransaction, after: string | null, limit: number, walk: PageWalk = 'reach'): Promise<PatientRow[]> {
+  return patientRows((await tx.query<FetchedPatient>(PATIENT_PAGE[walk], [after ?? BEFORE_ALL_IDS, limit])).rows);
 }
 
 /** A page's rows and, for each, a way to its encounters. */
@@ -395,21 +428,21 @@ interface PageEncounters {
 // value: 0.16 M instructions a registrar's page on PostgreSQL 18).
 // The encounter's clinic, care team and grant are its patient's: 053's key makes an encounter's
 // clinic its patient's, and the care team and grants are judged by patient and clinic.
-const pageEncounters = (columns: readonly EncounterPhiColumn[]): PageEncounters => {
+const pageEncounters = (columns: readonly EncounterPhiColumn[], walk: PageWalk): PageEncounters => {
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
   const more = `,
          array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
                            WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
-  return { text: pageSelect(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns), first: values.length - columns.length };
+  return { text: pageSelect(walk, more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns), first: values.length - columns.length };
 };
-// One statement text per set of columns (at most 16), so each is prepared once per connection.
+// One statement text per walk and set of columns (at most 32), so each is prepared once per connection.
 const pagesWithEncounters = new Map<string, PageEncounters>();
-const pageEncountersOf = (columns: readonly EncounterPhiColumn[]): PageEncounters => {
+const pageEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk): PageEncounters => {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
-  const key = chosen.join(',');
+  const key = `${walk}:${chosen.join(',')}`;
   let read = pagesWithEncounters.get(key);
-  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen)));
+  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen, walk)));
   return read;
 };
 
@@ -450,8 +483,9 @@ export async function patientPageWithEncounters(
   after: string | null,
   limit: number,
   columns: readonly EncounterPhiColumn[],
+  walk: PageWalk = 'reach',
 ): Promise<PatientPageRead> {
-  const read = pageEncountersOf(columns);
+  const read = pageEncountersOf(columns, walk);
   const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
   const rows = patientRows(fetched);
   return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ENCOUNTER_PHI_COLUMNS, encounterById, encountersByPatientIds, patientPage, patientPageWithEncounters, patientsByIds } from '../../src/db/patients.ts';
+import { ENCOUNTER_PHI_COLUMNS, encounterById, encountersByPatientIds, patientPage, patientPageWithEncounters, patientsByIds, type PageWalk } from '../../src/db/patients.ts';
 import { createPool, type Pool } from '../../src/db/pool.ts';
 import { openRequestTransaction, withRequestTransaction, type SecurityContext } from '../../src/db/transaction.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
@@ -41,12 +41,15 @@ const PRINCIPALS: Record<string, SecurityContext> = {
   'registrar of an unknown clinic': ctx('reg-x', ['registrar'], ['c-x']),
 };
 
+// Both walks give every principal the same rows, whichever its reach: the gateway picks one by cost.
+const WALKS: readonly PageWalk[] = ['reach', 'clinics'];
+
 /** The pages of `c` at page size `size`, each as its ids, following the cursor to the end. */
-async function pagesOf(c: SecurityContext, size: number): Promise<string[][]> {
+async function pagesOf(c: SecurityContext, size: number, walk: PageWalk): Promise<string[][]> {
   const pages: string[][] = [];
   let after: string | null = null;
   for (;;) {
-    const rows = await withRequestTransaction(pool, c, (tx) => patientPage(tx, after, size + 1), { preparedStatements: preparedStatements() });
+    const rows = await withRequestTransaction(pool, c, (tx) => patientPage(tx, after, size + 1, walk), { preparedStatements: preparedStatements() });
     const page = rows.slice(0, size).map((r) => r.id);
     pages.push(page);
     if (rows.length <= size) return pages;
@@ -103,11 +106,11 @@ afterAll(async () => {
 });
 
 describe('patients(first, after) reads its candidates clinic by clinic', () => {
-  for (const [name, c] of Object.entries(PRINCIPALS)) {
-    it(`pages exactly the rows row security shows, in id order: ${name}`, async () => {
+  for (const [name, c] of Object.entries(PRINCIPALS)) for (const walk of WALKS) {
+    it(`pages exactly the rows row security shows, in id order, walking by ${walk}: ${name}`, async () => {
       const visible = await visibleInOrder(c);
       for (const size of [1, 7, 50, 200]) {
-        const pages = await pagesOf(c, size);
+        const pages = await pagesOf(c, size, walk);
         expect(pages.flat()).toEqual(visible);
         for (const page of pages.slice(0, -1)) expect(page).toHaveLength(size);
       }
@@ -126,38 +129,54 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     expect(await visibleInOrder(PRINCIPALS['compliance (no rows)']!)).toEqual([]);
   });
 
-  it("walks the request's clinics on patients_clinic_id, never the rows of the others", async () => {
-    const plan = await admin(async (c) => {
+  const registrarPlan = (walk: PageWalk) =>
+    admin(async (c) => {
       await c.query('BEGIN');
       try {
         await underRequestContext(c, { actor: 'reg-a', roles: 'registrar', clinics: 'c-a' });
-        await c.query(`PREPARE page(uuid, int) AS ${await firstStatementOf((client) => patientPage(client, null, 11))}`);
+        await c.query(`PREPARE page(uuid, int) AS ${await firstStatementOf((client) => patientPage(client, null, 11, walk))}`);
         return await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 11)`);
       } finally {
         await c.query('ROLLBACK');
       }
     });
-    // The clinic's first 11 rows and no more; no scan of patients in id order across clinics.
-    // PostgreSQL 18 prints row counts with two decimals (11.00), 15 as integers.
-    expect(plan).toMatch(/Index Scan using patients_clinic_id on patients \w+ \(actual rows=11(\.00)? loops=1\)/);
-    expect(plan).not.toMatch(/Seq Scan on patients|patients_pkey on patients/);
+
+  for (const walk of WALKS) {
+    it(`walks the request's clinics on patients_clinic_id, never the rows of the others, walking by ${walk}`, async () => {
+      const plan = await registrarPlan(walk);
+      // The clinic's first 11 rows and no more; no scan of patients in id order across clinics.
+      // PostgreSQL 18 prints row counts with two decimals (11.00), 15 as integers.
+      expect(plan).toMatch(/Index Scan using patients_clinic_id on patients \w+ \(actual rows=11(\.00)? loops=1\)/);
+      expect(plan).not.toMatch(/Seq Scan on patients|patients_pkey on patients/);
+    });
+  }
+
+  it('leaves the care-team branch out of the plan when walking by clinics', async () => {
+    // The reach's plan holds the reach (CTE r) and the care-team branch behind its test, set up on
+    // every execution though a registrar's never runs it; the clinics' plan holds neither.
+    // PostgreSQL 15 names an InitPlan's value $n, 18 (InitPlan n).col1.
+    const careTeamBranch = /One-Time Filter: \((\$\d+|\(InitPlan \d+\)\.col1) = 'care_team'::text\)/;
+    expect(await registrarPlan('reach')).toMatch(careTeamBranch);
+    expect(await registrarPlan('reach')).toMatch(/CTE r\b/);
+    expect(await registrarPlan('clinics')).not.toMatch(careTeamBranch);
+    expect(await registrarPlan('clinics')).not.toMatch(/CTE r\b/);
   });
 
   // A page's statements ask the care team and the grants once per statement (src/db/patients.ts,
   // LIVE_GRANT and onCareTeamOf); a read by id asks them per row with a probe. Both must give every
   // row the same facts, which decide the row's roles and whether its audit rows are break-glass ones.
   const facts = (r: { id: string; on_care_team: boolean; grant_id: string | null; grant_role: string | null }) => [r.id, r.on_care_team, r.grant_id, r.grant_role];
-  for (const [name, c] of Object.entries(PRINCIPALS)) {
-    it(`gives a page's rows and their encounters the facts a read by id gives them: ${name}`, async () => {
+  for (const [name, c] of Object.entries(PRINCIPALS)) for (const walk of WALKS) {
+    it(`gives a page's rows and their encounters the facts a read by id gives them, walking by ${walk}: ${name}`, async () => {
       const { page, byId, encounters, encountersById, withEncounters } = await withRequestTransaction(
         pool,
         c,
         async (tx) => {
-          const page = await patientPage(tx, null, 200);
+          const page = await patientPage(tx, null, 200, walk);
           const byId = (await Promise.all(page.map((r) => patientsByIds(tx, [r.id])))).flat();
           const encounters = await encountersByPatientIds(tx, page.map((r) => r.id));
           const encountersById = await Promise.all(encounters.map((e) => encounterById(tx, e.id)));
-          const withEncounters = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS);
+          const withEncounters = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, walk);
           return { page, byId, encounters, encountersById, withEncounters };
         },
         { preparedStatements: preparedStatements() },
@@ -232,6 +251,29 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     expect(plan).toMatch(/ on encounters e \(actual rows=2(\.00)? loops=20\)/);
     expect(plan).toMatch(/Index Cond: \(patient_id = p\.id\)/);
     expect(plan).not.toMatch(/patient_id = ANY/);
+  });
+
+  // Written from the fixture, not from what row security shows: a policy made looser (another
+  // clinic's rows, a patient off the care team, a revoked or expired grant) fails here.
+  it.each([
+    ['physician on a care team, with grants inside and outside the clinic', ctx('dr', ['physician'], ['c-a']), 'team and live grants'],
+    ['the same physician with a token of another clinic', ctx('dr', ['physician'], ['c-b']), 'cross-clinic grants'],
+    ['the same physician with no clinics', ctx('dr', ['physician'], []), 'cross-clinic grants'],
+    ['another physician of the clinic, on no team and holding no grant', ctx('dr-2', ['physician'], ['c-a']), 'nothing'],
+    ['a registrar of the clinic', ctx('reg-a', ['registrar'], ['c-a']), 'the clinic'],
+  ] as const)('a page with its encounters shows %s exactly the patients it may see, by either walk', async (_, c, sees) => {
+    const a = inClinic('c-a');
+    const [b0] = inClinic('c-b');
+    const [c0] = inClinic('c-c');
+    const team = a.filter((_, i) => i % 3 === 0);
+    const expected = { 'team and live grants': [...team, a[1]!, b0!, c0!], 'cross-clinic grants': [b0!, c0!], nothing: [], 'the clinic': a }[sees];
+    for (const walk of WALKS) {
+      const read = await withRequestTransaction(pool, c, (tx) => patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, walk), {
+        preparedStatements: preparedStatements(),
+      });
+      expect(read.rows.map((r) => r.id)).toEqual([...expected].sort());
+      read.rows.forEach((r, i) => expect(read.encountersOf(i).map((e) => e.patient_id)).toEqual([r.id, r.id]));
+    }
   });
 
   it('reads a page and its encounters in a read-only transaction that is never given a transaction id (no WAL)', async () => {

@@ -1,6 +1,7 @@
 import type { GraphQLResolveInfo } from 'graphql';
-import { patientPage, patientPageWithEncounters, type PatientRow } from '../../db/patients.ts';
+import { patientPage, patientPageWithEncounters, type PageWalk, type PatientRow } from '../../db/patients.ts';
 import { PhigateError } from '../../errors.ts';
+import { usableRoles } from '../../policy/decide.ts';
 import { searchPatient, type IdentifierKind } from '../../records/search.ts';
 import * as v from '../../records/validate.ts';
 import { builder } from '../builder.ts';
@@ -9,6 +10,11 @@ import { encounterColumnsFor } from '../phi-field.ts';
 import { isOnlyRootField, selectsPath } from '../selects.ts';
 import { decodeCursor, Patient, PatientConnection } from './patient.ts';
 import { Viewer } from './viewer.ts';
+
+// A principal one of whose roles reaches all rows of its clinics (a registrar, billing, a partner)
+// walks its page through its clinics: the same rows as any walk (src/db/patients.ts, PageWalk),
+// from a plan without the care-team branch. Row security decides the rows either way.
+const pageWalkFor = (ctx: GraphQLContext): PageWalk => (usableRoles(ctx.policy, ctx.principal).some((role) => role.rows === 'clinic') ? 'clinics' : 'reach');
 
 const ENCOUNTERS_OF_PAGE = ['edges', 'node', 'encounters'];
 const ENCOUNTERS = ['encounters'];
@@ -61,11 +67,11 @@ builder.queryFields((t) => ({
       let rows: PatientRow[];
       if (selectsPath(info, ENCOUNTERS_OF_PAGE)) {
         const columns = encounterColumnsFor(ctx);
-        const read = await patientPageWithEncounters(ctx.tx, after, first + 1, columns);
+        const read = await patientPageWithEncounters(ctx.tx, after, first + 1, columns, pageWalkFor(ctx));
         rows = read.rows;
         ctx.loaders.primeEncounters(columns, rows.slice(0, first), read.encountersOf);
       } else {
-        rows = await patientPage(ctx.tx, after, first + 1);
+        rows = await patientPage(ctx.tx, after, first + 1, pageWalkFor(ctx));
       }
       const page = rows.slice(0, first);
       for (const r of page) ctx.loaders.patient.prime(r.id, r);
