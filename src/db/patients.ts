@@ -2,7 +2,7 @@ import type { JoinedPatientKey, RowKey } from '../crypto/keys/keyring.ts';
 import { PhigateError } from '../errors.ts';
 import type { RowFacts } from '../policy/decide.ts';
 import { encryptedColumns } from '../policy/phi-fields.ts';
-import { checkPacked, packPhi, packedColumn, unpackPhi, unpackPhiRows, uuidOfSent } from './packed-phi.ts';
+import { checkPacked, PackedRows, packPhi, packedColumn, unpackPhi } from './packed-phi.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
@@ -413,9 +413,8 @@ interface PageEncounters {
   readonly width: number;
   /** Where `kind_legacy` is, -1 when `kind` is not read. */
   readonly legacy: number;
-  /** Where each PHI column is, counted from `first`. */
+  /** Where each PHI column is among the read's PHI columns, which come last. */
   readonly packing: EncounterPacking;
-  readonly first: number;
 }
 
 // A page's encounters as one more value of each patient row, read by a subquery of the same
@@ -434,7 +433,7 @@ const pageEncounters = (columns: readonly EncounterPhiColumn[], walk: PageWalk):
   const more = `,
          array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
                            WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
-  return { text: pageSelect(walk, more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns), first: values.length - columns.length };
+  return { text: pageSelect(walk, more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
 };
 // One statement text per walk and set of columns (at most 32), so each is prepared once per connection.
 const pagesWithEncounters = new Map<string, PageEncounters>();
@@ -446,16 +445,30 @@ const pageEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk
   return read;
 };
 
-const text = (value: Buffer | null): string | null => (value === null ? null : value.toString('utf8'));
-
+// Read in the packing's order: the id, the time, `kind_legacy` when `kind` is read, then the PHI
+// columns (pageEncounters). The id and texts are made straight from the packed value; only the
+// ciphertexts are views, as their decryption takes them (PackedRows, src/db/packed-phi.ts).
 function pageEncounterRows(patient: PatientRow, packed: Buffer | null, read: PageEncounters): EncounterRow[] {
-  const { packing, first } = read;
-  const at = (phi: readonly (Buffer | null)[], i: number): Buffer | null | undefined => (i < 0 ? undefined : phi[first + i]);
-  return unpackPhiRows(packed, read.width).map((values) => {
-    const id = uuidOfSent(values[0]!);
-    const occurredAt = text(values[1]!);
+  const { packing } = read;
+  const values = new PackedRows(packed, read.width);
+  const rows = new Array<EncounterRow>(values.count);
+  for (let r = 0; r < values.count; r++) {
+    const id = values.nextUuid();
+    const occurredAt = values.nextText();
     if (occurredAt === null) throw new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'packed_phi_null' });
-    return {
+    const legacy = read.legacy < 0 ? undefined : values.nextText();
+    let kind: Buffer | null | undefined;
+    let reason: Buffer | null | undefined;
+    let diagnosisCodes: Buffer | null | undefined;
+    let notes: Buffer | null | undefined;
+    for (let i = 0; i < packing.count; i++) {
+      const value = values.nextView();
+      if (i === packing.kind) kind = value;
+      else if (i === packing.reason) reason = value;
+      else if (i === packing.diagnosis_codes) diagnosisCodes = value;
+      else if (i === packing.notes) notes = value;
+    }
+    rows[r] = {
       facts: { clinicId: patient.clinic_id, onCareTeam: patient.on_care_team, grant: patient.facts.grant, rowId: id, patientId: patient.id, key: patient.facts.key },
       id,
       patient_id: patient.id,
@@ -464,13 +477,14 @@ function pageEncounterRows(patient: PatientRow, packed: Buffer | null, read: Pag
       grant_id: patient.grant_id,
       grant_role: patient.grant_role,
       occurred_at: occurredAt,
-      kind: at(values, packing.kind),
-      kind_legacy: read.legacy < 0 ? undefined : text(values[read.legacy]!),
-      reason: at(values, packing.reason),
-      diagnosis_codes: at(values, packing.diagnosis_codes),
-      notes: at(values, packing.notes),
+      kind,
+      kind_legacy: legacy,
+      reason,
+      diagnosis_codes: diagnosisCodes,
+      notes,
     };
-  });
+  }
+  return rows;
 }
 
 /**

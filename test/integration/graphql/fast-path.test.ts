@@ -59,6 +59,18 @@ describe('the fast path answers as yoga does', () => {
     await same(pair, { query: BY_ID, variables: { id: north().id } }, doctor, { 'content-type': 'application/json; charset=utf-8' });
   });
 
+  it('an answer of text beyond ASCII: its length in bytes, its bytes as yoga writes them', async () => {
+    const registrar = await pair.fast.tokenFor('reg-north');
+    const id = pair.fast.data.patients.filter((p) => p.clinicId === 'c-north')[1]!.id;
+    const name = 'Zoë Ōtsuka-Nguyễn 🌱';
+    const updated = await pair.fast.gql(registrar, 'mutation ($id: ID!, $input: UpdatePatientInput!) { updatePatient(id: $id, input: $input) { id } }', { id, input: { givenName: name } });
+    expect(updated.body.errors, updated.text).toBeUndefined();
+    const ok = await same(pair, { query: BY_ID, variables: { id } }, registrar);
+    expect(JSON.parse(ok.text).data.patient.givenName).toBe(name);
+    expect(Number(ok.headers['content-length'])).toBe(Buffer.byteLength(ok.text));
+    expect(Buffer.byteLength(ok.text)).toBeGreaterThan(ok.text.length);
+  });
+
   it('keeps the request id of the response in the request log and the audit rows', async () => {
     const res = await fetch(pair.fast.url, {
       method: 'POST',

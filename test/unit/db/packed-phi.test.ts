@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { packPhi, unpackPhi, unpackPhiRows, uuidOfSent } from '../../../src/db/packed-phi.ts';
+import { PackedRows, packPhi, unpackPhi, unpackPhiRows, uuidOfSent } from '../../../src/db/packed-phi.ts';
 import { PATIENT_PACKED_COLUMNS, patientsByIds, type PatientRow } from '../../../src/db/patients.ts';
 import type { RequestTransaction } from '../../../src/db/transaction.ts';
 import { PhigateError } from '../../../src/errors.ts';
@@ -120,6 +120,62 @@ describe('unpackPhiRows', () => {
     const negative = Buffer.from(good);
     negative.writeInt32BE(-2, 28);
     expect(refusal(() => unpackPhiRows(negative, 2))).toBe('packed_phi_length');
+  });
+});
+
+describe('PackedRows', () => {
+  const uuidText = (b: Buffer) => {
+    const hex = b.toString('hex');
+    return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  };
+
+  it('reads each row as a uuid, texts and views, in order, NULL and empty ones included', () => {
+    const rows = [
+      [randomBytes(16), Buffer.from('2026-12-07 04:05:06.789+00'), null, randomBytes(60)],
+      [randomBytes(16), Buffer.from('Zoë 🌱'), Buffer.alloc(0), null],
+      [Buffer.alloc(16, 0xff), Buffer.alloc(0), Buffer.from('legacy'), Buffer.alloc(0)],
+    ];
+    const values = new PackedRows(packedRows(rows, 4), 4);
+    expect(values.count).toBe(3);
+    for (const row of rows) {
+      expect(values.nextUuid()).toBe(uuidText(row[0]!));
+      expect(values.nextText()).toBe(row[1]!.toString('utf8'));
+      expect(values.nextText()).toBe(row[2] === null ? null : row[2]!.toString('utf8'));
+      expect(values.nextView()).toEqual(row[3]);
+    }
+    expect(new PackedRows(packedRows([], 4), 4).count).toBe(0);
+  });
+
+  it('prints every byte of a uuid as PostgreSQL does', () => {
+    for (let i = 0; i < 64; i++) {
+      const bytes = Buffer.from(Array.from({ length: 16 }, (_, j) => (i * 16 + j) % 256));
+      const values = new PackedRows(packedRows([[bytes]], 1), 1);
+      expect(values.nextUuid()).toBe(uuidText(bytes));
+    }
+  });
+
+  it('refuses a uuid of NULL or of another length than 16 bytes', () => {
+    expect(refusal(() => new PackedRows(packedRows([[null]], 1), 1).nextUuid())).toBe('packed_phi_uuid');
+    expect(refusal(() => new PackedRows(packedRows([[randomBytes(15)]], 1), 1).nextUuid())).toBe('packed_phi_uuid');
+    expect(refusal(() => new PackedRows(packedRows([[randomBytes(17)]], 1), 1).nextUuid())).toBe('packed_phi_uuid');
+  });
+
+  it('refuses, whole and before any value is read, what unpackPhiRows refuses', () => {
+    const good = packedRows([[randomBytes(16), null], [randomBytes(16), randomBytes(4)]], 2);
+    const bad: Array<[Buffer | null, number]> = [
+      [null, 2],
+      [good, 3],
+      [good, 1],
+      [good.subarray(0, good.length - 1), 2],
+      [good.subarray(0, 30), 2],
+      [Buffer.concat([good, Buffer.alloc(1)]), 2],
+      [Buffer.concat([packedRows([], 2), Buffer.alloc(1)]), 2],
+    ];
+    for (const [value, width] of bad) {
+      const expected = refusal(() => unpackPhiRows(value, width));
+      expect(expected).toBeDefined();
+      expect(refusal(() => new PackedRows(value, width))).toBe(expected);
+    }
   });
 });
 
