@@ -44,8 +44,12 @@ export function checkPacked(packed: Buffer | null, count: number): asserts packe
   if (packed.readInt32BE(0) !== 1 || packed.readUInt32BE(8) !== BYTEA_OID || packed.readInt32BE(12) !== count || packed.readInt32BE(16) !== 1) {
     throw malformed('header');
   }
-  let at = HEADER_BYTES;
-  for (let i = 0; i < count; i++) {
+  checkElements(packed, HEADER_BYTES, count);
+}
+
+/** Refuses unless exactly `count` elements (int32 length, -1 for NULL, then the bytes) fill `packed` from `at` on. */
+function checkElements(packed: Buffer, at: number, count: number): void {
+  for (let n = count; n > 0; n--) {
     if (at + 4 > packed.length) throw malformed('short');
     const length = packed.readInt32BE(at);
     at += 4;
@@ -100,16 +104,7 @@ function checkPackedRows(packed: Buffer | null, width: number): number {
   if (dimensions !== 2 || packed.length < ROWS_HEADER_BYTES) throw malformed('header');
   const count = packed.readInt32BE(12);
   if (count < 1 || packed.readInt32BE(16) !== 1 || packed.readInt32BE(20) !== width || packed.readInt32BE(24) !== 1) throw malformed('header');
-  let at = ROWS_HEADER_BYTES;
-  for (let n = count * width; n > 0; n--) {
-    if (at + 4 > packed.length) throw malformed('short');
-    const length = packed.readInt32BE(at);
-    at += 4;
-    if (length === NULL_LENGTH) continue;
-    if (length < 0 || at + length > packed.length) throw malformed('length');
-    at += length;
-  }
-  if (at !== packed.length) throw malformed('trailing');
+  checkElements(packed, ROWS_HEADER_BYTES, count * width);
   return count;
 }
 
