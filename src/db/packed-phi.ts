@@ -77,22 +77,10 @@ const ROWS_HEADER_BYTES = 28;
 const EMPTY_BYTES = 12;
 
 /**
- * Several rows of `width` bytea values each, sent as one value: `array_send` of a two-dimensional
- * bytea array (ARRAY(SELECT ARRAY[c1, ..., cN] ...)), or of an empty one when there are no rows.
- * Each value a view of `packed`; anything else is refused rather than read as ciphertext.
+ * The number of rows of a two-dimensional packed value: `array_send` of a two-dimensional bytea
+ * array (ARRAY(SELECT ARRAY[c1, ..., cN] ...)) of rows of `width` values, or of an empty one when
+ * there are no rows. Anything else is refused rather than read as ciphertext.
  */
-export function unpackPhiRows(packed: Buffer | null, width: number): (Buffer | null)[][] {
-  const values = new PackedRows(packed, width);
-  const rows = new Array<(Buffer | null)[]>(values.count);
-  for (let r = 0; r < values.count; r++) {
-    const row = new Array<Buffer | null>(width);
-    for (let i = 0; i < width; i++) row[i] = values.nextView();
-    rows[r] = row;
-  }
-  return rows;
-}
-
-/** The number of rows of a two-dimensional packed value (unpackPhiRows'), refusing what it refuses. */
 function checkPackedRows(packed: Buffer | null, width: number): number {
   if (packed === null) throw malformed('null');
   if (packed.length < EMPTY_BYTES || packed.readUInt32BE(8) !== BYTEA_OID) throw malformed('header');
@@ -109,7 +97,7 @@ function checkPackedRows(packed: Buffer | null, width: number): number {
 }
 
 /**
- * The values of a two-dimensional packed value, checked whole as unpackPhiRows checks it, then read
+ * The values of a two-dimensional packed value, checked whole (checkPackedRows), then read
  * one after another, row by row: each as the text, uuid or view its reader asks for, so that a
  * value read as text or as a uuid costs its string alone, not a Buffer view and a row array
  * besides (a page's encounters: ~1,600 views and 400 arrays, bench/README.md, branch gw24).
@@ -171,10 +159,4 @@ function uuidAt(bytes: Buffer, start: number): string {
     UUID_TEXT[at + 1] = HEX_LOW[b]!;
   }
   return UUID_TEXT.toString('latin1', 0, 36);
-}
-
-/** A uuid as `uuid_send` sends it (16 bytes), in the text form PostgreSQL prints it in. */
-export function uuidOfSent(sent: Buffer | null): string {
-  if (sent === null || sent.length !== 16) throw malformed('uuid');
-  return uuidAt(sent, 0);
 }

@@ -421,7 +421,7 @@ interface PageEncounters {
 // statement under the same row security (encounters_select), in the order encountersByPatientIds
 // reads them: one statement and one round trip for the page instead of two, and PostgreSQL no
 // longer parses the page's ids back as a uuid[] parameter (bench/README.md, branch pagesql).
-// Each encounter is a row of a two-dimensional bytea array (unpackPhiRows): its id (uuid_send's 16
+// Each encounter is a row of a two-dimensional bytea array (PackedRows): its id (uuid_send's 16
 // bytes), its time as text, `kind_legacy` when `kind` is read, then the read's PHI columns. The
 // texts by textsend, the bytes a text column sends (convert_to looked its encoding's name up per
 // value: 0.16 M instructions a registrar's page on PostgreSQL 18).
