@@ -15,7 +15,7 @@ export type { Logger };
 export const REDACT_PATHS = [
   ...['headers.authorization', 'headers.cookie'].flatMap((p) => [p, `*.${p}`]),
   // A break-glass grant's reason and review comment are PHI too (src/records/grant-text.ts); `reason` is in the catalogue.
-  ...['authorization', 'cookie', 'token', 'password', 'secret', 'key', 'apiKey', 'query', 'document', 'variables', 'sql', 'values', 'comment', 'reviewComment', 'review_comment', 'reason_sealed', ...PHI_LOG_KEYS].flatMap(
+  ...['authorization', 'cookie', 'token', 'password', 'secret', 'key', 'apiKey', 'query', 'document', 'variables', 'sql', 'values', 'comment', 'reviewComment', 'review_comment', 'reason_sealed', 'review_comment_sealed', ...PHI_LOG_KEYS].flatMap(
     (f) => [f, `*.${f}`],
   ),
 ];

@@ -16,7 +16,12 @@
 -- The key's columns, uniqueness and name are unchanged, so ON CONFLICT and every reader see the same
 -- constraint. The index is built beside the key, which is then dropped and replaced by it, in this
 -- migration's transaction: a reader never lacks an index; building it reads the table once and
--- blocks writes to care_team meanwhile. Nothing references care_team's key.
+-- blocks writes to care_team meanwhile, and from the DROP to the commit (moments) reads wait too,
+-- physicians' and nurses' included (row security reads care_team). The lock is asked for with a
+-- bound: behind a long transaction on care_team the DROP would make every new reader queue behind
+-- it; instead the migration fails (55P03) and can be run again when the table is quiet.
+-- Nothing references care_team's key.
+SET LOCAL lock_timeout = '5s';
 CREATE UNIQUE INDEX care_team_pkey_next ON phigate.care_team (patient_id, subject) INCLUDE (clinic_id);
 ALTER TABLE phigate.care_team DROP CONSTRAINT care_team_pkey;
 ALTER INDEX phigate.care_team_pkey_next RENAME TO care_team_pkey;

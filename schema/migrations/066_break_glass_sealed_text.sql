@@ -9,7 +9,8 @@
 -- SQL cannot encrypt: rows written before this migration keep their text in the plaintext columns
 -- `reason` and `review_comment`, now legacy, shown through the same rule and audit until
 -- `npx phigate keys rotate --clinic C --reencrypt` seals them (src/records/reencrypt-grants.ts)
--- and empties the plaintext column. The gateway's role can no longer write either plaintext column.
+-- and empties the plaintext column. The gateway's role can no longer write either plaintext column,
+-- so gateways older than this migration must be stopped before it runs (README, "Upgrading through 066").
 ALTER TABLE phigate.break_glass_grants
   ALTER COLUMN reason DROP NOT NULL,
   ADD COLUMN reason_sealed bytea,
@@ -86,8 +87,9 @@ GRANT SELECT (id, patient_id, clinic_id, reason, reason_sealed, review_comment, 
   ON phigate.break_glass_grants TO phigate_keys;
 CREATE POLICY grants_keys_select ON phigate.break_glass_grants FOR SELECT TO phigate_keys USING (true);
 CREATE POLICY grants_keys_update ON phigate.break_glass_grants FOR UPDATE TO phigate_keys USING (true) WITH CHECK (true);
--- The grants of a clinic still holding plaintext: what re-encryption seals first.
-CREATE INDEX break_glass_legacy_text ON phigate.break_glass_grants (clinic_id, id) WHERE reason IS NOT NULL OR review_comment IS NOT NULL;
+-- A clinic's grants in id order, as re-encryption walks them (src/records/reencrypt-grants.ts): its
+-- test (plaintext left, or sealed under an older key version) is no index's predicate.
+CREATE INDEX break_glass_clinic_id ON phigate.break_glass_grants (clinic_id, id);
 
 -- A shredded patient takes no new sealed text (as 027 refuses its PHI): a replica that still has
 -- the destroyed patient key cached must not seal a reason or comment under it. Only a text being
