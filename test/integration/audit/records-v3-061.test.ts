@@ -161,6 +161,38 @@ describe('061: records of several patients (v3)', () => {
     expect(plan).toContain('audit_records_patient');
   });
 
+  it('pages compliance_audit_events and compliance_disclosures over v3 records, only the patients of the reader\'s clinics', async () => {
+    // Patients 0 and 3 in clinic c-a, 1 and 2 in c-b, 4 in none (kept, as the v2 rows always were).
+    await admin((c) => c.query(`INSERT INTO phigate.patient_clinics (patient_id, clinic_id) VALUES ($1, 'c-a'), ($2, 'c-b'), ($3, 'c-b'), ($4, 'c-a')`, patients.slice(0, 4)));
+    const asCompliance = (sql: string, params: unknown[]) =>
+      admin(async (c) => {
+        await c.query('BEGIN');
+        await c.query(`SELECT set_config('phigate.roles', 'compliance', true), set_config('phigate.clinics', 'c-a', true)`);
+        return (await c.query(sql, params)).rows;
+      });
+    const inScope = (p: string | null) => p === null || p === patients[0] || p === patients[3] || p === patients[4];
+    const all = (await admin(async (c) => (await c.query(`SELECT id, patient_id FROM phigate.audit_events ORDER BY id DESC`)).rows)) as { id: string; patient_id: string | null }[];
+    const pages = async (patient: string | null) => {
+      const ids: string[] = [];
+      let before: string | null = null;
+      for (;;) {
+        const rows = (await asCompliance('SELECT id FROM phigate.compliance_audit_events($1, NULL, NULL, false, NULL, NULL, $2, 5)', [patient, before])) as { id: string }[];
+        ids.push(...rows.map((r) => r.id));
+        if (rows.length < 5) return ids;
+        before = rows.at(-1)!.id;
+      }
+    };
+    expect(await pages(null)).toEqual(all.filter((e) => inScope(e.patient_id)).map((e) => e.id));
+    expect(await pages(patients[0]!)).toEqual(all.filter((e) => e.patient_id === patients[0]).map((e) => e.id));
+    expect(await pages(patients[1]!)).toEqual([]);
+    const disclosed = (await asCompliance('SELECT request_id, fields, masked_fields, events FROM phigate.compliance_disclosures($1, NULL, NULL, 100)', [patients[0]])) as {
+      request_id: string; fields: string[]; masked_fields: string[]; events: number;
+    }[];
+    expect(disclosed.find((d) => d.request_id === pageId)).toEqual({
+      request_id: pageId, fields: ['Encounter.kind', 'Patient.familyName', 'Patient.givenName', 'Patient.mrn'], masked_fields: ['Patient.ssn'], events: 5,
+    });
+  });
+
   it('seals, delivers, verifies and proves a log of v1, v2 and v3 leaves, and names a changed v3 record', async () => {
     await sealAll(pool, 1000);
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
