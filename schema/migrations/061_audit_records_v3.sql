@@ -499,9 +499,11 @@ BEGIN
       WHERE r.tx >= from_tx AND r.tx < pg_snapshot_xmax(pg_current_snapshot()) AND NOT pg_visible_in_snapshot(r.tx, s.seen)
         AND r.occurred_at >= floor_ts AND r.actor_kind IN ('user', 'partner')
       UNION ALL
-      -- A v3 record (061) is its shape's events about each of its patients: a row per patient.
-      SELECT r.actor_kind, r.actor, p.patient_id, r.occurred_at, r.actions, r.actions <@ '{read,masked}'::text[]
-      FROM phigate.audit_records_v3 r CROSS JOIN LATERAL unnest(r.patient_ids) AS p(patient_id)
+      -- A v3 record (061) is its shape's events about each of its patients: a row per patient,
+      -- unnest in the select list (a lateral join would be a nested loop, which this function
+      -- turns off).
+      SELECT r.actor_kind, r.actor, unnest(r.patient_ids), r.occurred_at, r.actions, r.actions <@ '{read,masked}'::text[]
+      FROM phigate.audit_records_v3 r
       WHERE r.tx >= from_tx AND r.tx < pg_snapshot_xmax(pg_current_snapshot()) AND NOT pg_visible_in_snapshot(r.tx, s.seen)
         AND r.occurred_at >= floor_ts AND r.actor_kind IN ('user', 'partner')
       OFFSET 0

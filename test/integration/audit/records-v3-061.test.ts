@@ -193,6 +193,23 @@ describe('061: records of several patients (v3)', () => {
     });
   });
 
+  it('counts each patient of a v3 record in the alert sweep, as the view\'s events would', async () => {
+    // Patients read in a v3 record only.
+    await writer.record(request(`v3-sweep-${randomUUID()}`), page([randomUUID(), randomUUID(), randomUUID()], () => 1));
+    const expected = await admin(async (c) =>
+      (await c.query(`SELECT date_trunc('minute', occurred_at) AS minute, count(DISTINCT patient_id)::int AS patients
+                      FROM phigate.audit_events WHERE actor = 'reg-v3' AND action IN ('read', 'masked') AND patient_id IS NOT NULL
+                      GROUP BY 1 HAVING count(DISTINCT patient_id) > 6 ORDER BY 1`)).rows,
+    );
+    expect(expected.length).toBeGreaterThan(0);
+    const raised = await admin(async (c) => {
+      await c.query(`UPDATE phigate.alert_sweep SET swept_until = clock_timestamp() - interval '30 minutes'`);
+      return (await c.query(`SELECT window_start AS minute, observed AS patients FROM phigate.sweep_alerts_unchecked(6, 1000000, '00:00', '23:59', 'UTC', 0)
+                             WHERE kind = 'bulk_read' AND actor = 'reg-v3' ORDER BY 1`)).rows;
+    });
+    expect(raised).toEqual(expected);
+  });
+
   it('seals, delivers, verifies and proves a log of v1, v2 and v3 leaves, and names a changed v3 record', async () => {
     await sealAll(pool, 1000);
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
