@@ -22,8 +22,8 @@
  * is left out, as v1 leaves it out: it is the sealer's ordering key, not a fact of the events,
  * and the leaf's place in the signed tree already binds the order (verify checks it apart).
  *
- * Version 3 (`phigate.audit_record.v3`), one row of phigate.audit_records holding several patients
- * (migration 061: patient_ids set, patient_id NULL): the record's columns in the order of
+ * Version 3 (`phigate.audit_record.v3`), one row of phigate.audit_records_v3 (migration 061), a
+ * request's patients that share a group and a shape: the record's columns in the order of
  * RECORD_COLUMNS but patient_id, then the number P of its patients and each patient's id, then
  * the length L of its shape and, for each of the shape's events, the values of SHAPE_FACTS, then
  * its P x L record ids. Event i (from 0) is shape event i % L about patient i / L, record id i,
