@@ -18,9 +18,11 @@
 -- column and a GIN index added to audit_records cost a read by id +7% in PostgreSQL, mostly in
 -- what every INSERT compiles: bench/README.md).
 --
--- Readers by patient find a v3 record through audit_records_v3_patients, a GIN index of
--- patient_ids (fastupdate off: a pending list would move its cost to whichever insert or read
--- meets it, and every read of a patient would scan it). record_ids and patient_ids are stored
+-- Readers by patient find a v3 record through phigate.audit_record_patients, one row per (patient,
+-- record) that a trigger writes beside each v3 record, and its btree (patient_id, record_id): the
+-- view's rows by patient_id, an auditor's plain SQL included, are found through it in record
+-- order, as audit_records_patient finds v2 records. A GIN index of patient_ids cost 0.7 M
+-- instructions a page less, but no condition on patient_id reaches it (bench/README.md). record_ids and patient_ids are stored
 -- EXTERNAL: a page's record ids are past the TOAST threshold, and pglz, trying to compress random
 -- uuids, cost 0.7 M instructions a page batch for nothing (callgrind, bench/README.md).
 
@@ -57,8 +59,7 @@ ALTER TABLE phigate.audit_records_v3
   ALTER COLUMN record_ids SET STORAGE EXTERNAL,
   ALTER COLUMN patient_ids SET STORAGE EXTERNAL;
 
--- audit_records' readers' indexes, the patient's a GIN of the array.
-CREATE INDEX audit_records_v3_patients ON phigate.audit_records_v3 USING gin (patient_ids) WITH (fastupdate = off);
+-- audit_records' readers' indexes but the patient's (audit_record_patients below).
 CREATE INDEX audit_records_v3_actor ON phigate.audit_records_v3 (actor, id);
 CREATE INDEX audit_records_v3_tx ON phigate.audit_records_v3 (tx, id);
 CREATE INDEX audit_records_v3_rare_action ON phigate.audit_records_v3 (id)
@@ -72,6 +73,37 @@ CREATE TRIGGER audit_records_v3_append_only BEFORE UPDATE OR DELETE ON phigate.a
 CREATE TRIGGER audit_records_v3_no_truncate BEFORE TRUNCATE ON phigate.audit_records_v3
   FOR EACH STATEMENT EXECUTE FUNCTION phigate.refuse_audit_rewrite();
 
+-- The patients of each v3 record, written with it by a trigger of the owner (the gateway may not
+-- read a record's id back). Its slot is the patient's place in patient_ids (from 1). A BRIN of
+-- record_id serves retention, which removes the rows of the records it removes.
+CREATE TABLE phigate.audit_record_patients (
+  patient_id uuid NOT NULL,
+  record_id  bigint NOT NULL,
+  slot       integer NOT NULL
+);
+CREATE INDEX audit_record_patients_patient ON phigate.audit_record_patients (patient_id, record_id);
+CREATE INDEX audit_record_patients_record_brin ON phigate.audit_record_patients USING brin (record_id)
+  WITH (pages_per_range = 16, autosummarize = on);
+
+CREATE FUNCTION phigate.audit_record_patients_add() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
+BEGIN
+  INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot)
+  SELECT u.patient_id, NEW.id, u.slot FROM unnest(NEW.patient_ids) WITH ORDINALITY AS u(patient_id, slot);
+  RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION phigate.audit_record_patients_add() FROM PUBLIC;
+CREATE TRIGGER audit_records_v3_patients AFTER INSERT ON phigate.audit_records_v3
+  FOR EACH ROW EXECUTE FUNCTION phigate.audit_record_patients_add();
+
+CREATE TRIGGER audit_record_patients_append_only BEFORE UPDATE OR DELETE ON phigate.audit_record_patients
+  FOR EACH ROW EXECUTE FUNCTION phigate.refuse_audit_rewrite();
+CREATE TRIGGER audit_record_patients_no_truncate BEFORE TRUNCATE ON phigate.audit_record_patients
+  FOR EACH STATEMENT EXECUTE FUNCTION phigate.refuse_audit_rewrite();
+REVOKE ALL ON phigate.audit_record_patients FROM PUBLIC;
+GRANT SELECT ON phigate.audit_record_patients TO phigate_auditor;
+
 REVOKE ALL ON phigate.audit_records_v3 FROM PUBLIC;
 -- As for audit_records: the gateway names neither a record's id, time nor transaction. The id's
 -- default draws from audit_records' sequence, which an inserting role must be allowed to use.
@@ -81,10 +113,19 @@ GRANT INSERT (batch_id, request_id, actor, actor_kind, client_addr, credential_i
 GRANT USAGE ON SEQUENCE phigate.audit_records_id_seq TO phigate_app;
 GRANT SELECT ON phigate.audit_records_v3 TO phigate_auditor;
 
--- 030's append-only rule, with v3 records: one leaves only with its retention run.
+-- 030's append-only rule, with v3 records: one leaves only with its retention run, and a row of
+-- its patients only once its record has left.
 CREATE OR REPLACE FUNCTION phigate.refuse_audit_rewrite() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog AS $$
 BEGIN
+  IF TG_OP = 'DELETE' AND TG_WHEN = 'BEFORE' AND TG_LEVEL = 'ROW' AND TG_TABLE_SCHEMA = 'phigate'
+     AND TG_TABLE_NAME = 'audit_record_patients' THEN
+    IF NOT EXISTS (SELECT 1 FROM phigate.audit_records_v3 r WHERE r.id = OLD.record_id) THEN
+      RETURN OLD;
+    END IF;
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+      USING ERRCODE = 'insufficient_privilege', HINT = 'events leave only through phigate audit retain';
+  END IF;
   -- Nested: the query is planned only where OLD is an event or record row.
   IF TG_OP = 'DELETE' AND TG_WHEN = 'BEFORE' AND TG_LEVEL = 'ROW' AND TG_TABLE_SCHEMA = 'phigate'
      AND TG_TABLE_NAME IN ('audit_events_v1', 'audit_records', 'audit_records_v3') THEN
@@ -129,12 +170,10 @@ $$;
 REVOKE ALL ON FUNCTION phigate.audit_batch_written_v3(uuid, integer, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION phigate.audit_batch_written_v3(uuid, integer, bigint, integer) TO phigate_app;
 
--- The view, with v3 records patient by patient, each patient's slice of record_ids beside the
--- shape. Patients first, so that a filter on patient_id drops the other patients of a record
--- before their events are made; but no index serves it (the GIN's condition is on the array):
--- by patient, audit_events_of_patient below is the indexed path. A slice walks record_ids from
--- its start (it has a NULL bitmap), ~100 slices a page's record, where subscripting it per
--- event walked ~1,200 times.
+-- The view, with v3 records patient by patient from audit_record_patients, each patient's slice
+-- of record_ids beside the shape: a filter on patient_id is an index condition of
+-- audit_record_patients_patient. A slice walks record_ids from its start (it has a NULL
+-- bitmap), ~100 slices a page's record, where subscripting it per event walked ~1,200 times.
 CREATE OR REPLACE VIEW phigate.audit_events AS
   SELECT v.id, v.occurred_at, v.request_id, v.actor, v.actor_kind, v.role, v.purpose, v.break_glass, v.client_addr,
          v.action, v.type_name, v.field, v.patient_id, v.record_id, v.detail, v.grant_id, v.credential_id,
@@ -148,83 +187,17 @@ CREATE OR REPLACE VIEW phigate.audit_events AS
   CROSS JOIN LATERAL unnest(r.actions, r.type_names, r.fields, r.record_ids, r.details)
     WITH ORDINALITY AS e(action, type_name, field, record_id, detail, n)
   UNION ALL
-  SELECT (r.id << 16) + (p.k - 1) * cardinality(r.actions) + e.n - 1, r.occurred_at, r.request_id, r.actor, r.actor_kind,
+  SELECT (r.id << 16) + (p.slot - 1) * cardinality(r.actions) + e.n - 1, r.occurred_at, r.request_id, r.actor, r.actor_kind,
          r.role, r.purpose, r.break_glass, r.client_addr, e.action, e.type_name, e.field, p.patient_id, e.record_id, e.detail,
          r.grant_id, r.credential_id, r.batch_id, r.tx
-  FROM phigate.audit_records_v3 r
-  CROSS JOIN LATERAL unnest(r.patient_ids) WITH ORDINALITY AS p(patient_id, k)
+  FROM phigate.audit_record_patients p
+  JOIN phigate.audit_records_v3 r ON r.id = p.record_id
   CROSS JOIN LATERAL unnest(r.actions, r.type_names, r.fields,
-                            r.record_ids[(p.k - 1) * cardinality(r.actions) + 1 : p.k * cardinality(r.actions)], r.details)
+                            r.record_ids[(p.slot - 1) * cardinality(r.actions) + 1 : p.slot * cardinality(r.actions)], r.details)
     WITH ORDINALITY AS e(action, type_name, field, record_id, detail, n);
 
--- The events about one patient, each kind of row through its own index (audit_events_v1's by
--- patient, audit_records_patient, audit_records_v3_patients): the view filtered by patient_id
--- cannot reach the GIN index, whose condition is on the array. A v3 record gives only its
--- events about the patient. For compliance_disclosures, and for auditors' own SQL. No SET clause
--- and SECURITY INVOKER, so that PostgreSQL inlines it into the caller's query (a function with a
--- SET is planned apart, and the patient's indexes are used all the same, but a filter of the
--- caller's, e.g. on time, is not pushed into it). Its tables are schema-qualified; its callers of
--- definer rights (compliance_disclosures) set search_path to pg_catalog.
-CREATE FUNCTION phigate.audit_events_of_patient(p_patient_id uuid)
-RETURNS SETOF phigate.audit_events
-LANGUAGE sql STABLE AS $$
-  SELECT v.id, v.occurred_at, v.request_id, v.actor, v.actor_kind, v.role, v.purpose, v.break_glass, v.client_addr,
-         v.action, v.type_name, v.field, v.patient_id, v.record_id, v.detail, v.grant_id, v.credential_id,
-         v.batch_id, v.tx
-  FROM phigate.audit_events_v1 v WHERE v.patient_id = p_patient_id
-  UNION ALL
-  SELECT (r.id << 16) + e.n - 1, r.occurred_at, r.request_id, r.actor, r.actor_kind, r.role, r.purpose, r.break_glass,
-         r.client_addr, e.action, e.type_name, e.field, r.patient_id, e.record_id, e.detail, r.grant_id,
-         r.credential_id, r.batch_id, r.tx
-  FROM phigate.audit_records r
-  CROSS JOIN LATERAL unnest(r.actions, r.type_names, r.fields, r.record_ids, r.details)
-    WITH ORDINALITY AS e(action, type_name, field, record_id, detail, n)
-  WHERE r.patient_id = p_patient_id
-  UNION ALL
-  SELECT (r.id << 16) + (s.slot - 1) * cardinality(r.actions) + e.n - 1, r.occurred_at, r.request_id, r.actor,
-         r.actor_kind, r.role, r.purpose, r.break_glass, r.client_addr, e.action, e.type_name, e.field, p_patient_id,
-         r.record_ids[(s.slot - 1) * cardinality(r.actions) + e.n], e.detail, r.grant_id, r.credential_id, r.batch_id, r.tx
-  FROM phigate.audit_records_v3 r
-  CROSS JOIN LATERAL unnest(array_positions(r.patient_ids, p_patient_id)) AS s(slot)
-  CROSS JOIN LATERAL unnest(r.actions, r.type_names, r.fields, r.details) WITH ORDINALITY AS e(action, type_name, field, detail, n)
-  WHERE r.patient_ids @> ARRAY[p_patient_id]
-$$;
-REVOKE ALL ON FUNCTION phigate.audit_events_of_patient(uuid) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION phigate.audit_events_of_patient(uuid) TO phigate_auditor;
-
--- 015's disclosures, reading the patient's events through audit_events_of_patient.
-CREATE OR REPLACE FUNCTION phigate.compliance_disclosures(p_patient_id uuid, p_since timestamptz, p_until timestamptz, p_limit integer)
-RETURNS TABLE (disclosed_at timestamptz, request_id text, actor text, actor_kind text, credential_id text, role text,
-               purpose text, break_glass boolean, grant_id uuid, client_addr text, fields text[], masked_fields text[],
-               searches text[], events integer)
-LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog AS $$
-BEGIN
-  IF NOT phigate.ctx_audit_reader() THEN
-    RAISE EXCEPTION 'the request may not read the audit trail' USING ERRCODE = 'insufficient_privilege';
-  END IF;
-  IF NOT phigate.compliance_patient_in_scope(p_patient_id) THEN
-    RETURN;
-  END IF;
-  RETURN QUERY
-    SELECT min(e.occurred_at), e.request_id, e.actor, e.actor_kind, e.credential_id, e.role, e.purpose, e.break_glass,
-           e.grant_id, min(e.client_addr),
-           coalesce(array_agg(DISTINCT e.type_name || '.' || e.field) FILTER (WHERE e.action = 'read'), '{}'),
-           coalesce(array_agg(DISTINCT e.type_name || '.' || e.field) FILTER (WHERE e.action = 'masked'), '{}'),
-           coalesce(array_agg(DISTINCT e.detail) FILTER (WHERE e.action = 'search'), '{}'),
-           count(*)::integer
-    FROM phigate.audit_events_of_patient(p_patient_id) e
-    WHERE e.action IN ('read', 'masked', 'search', 'break_glass')
-      AND (e.action <> 'break_glass' OR e.detail = 'granted')
-      AND (p_since IS NULL OR e.occurred_at >= p_since)
-      AND (p_until IS NULL OR e.occurred_at < p_until)
-    GROUP BY e.request_id, e.actor, e.actor_kind, e.credential_id, e.role, e.purpose, e.break_glass, e.grant_id
-    ORDER BY 1 DESC, 2
-    LIMIT p_limit;
-END
-$$;
-
 -- 029's compliance_audit_events with v3 records: the newest matching records of each table,
--- a v3 record found by patient through audit_records_v3_patients and kept when one of its
+-- a v3 record found by patient through audit_record_patients and kept when one of its
 -- patients (the one asked for, if one is) is in the reader's clinics; it gives only those
 -- patients' events.
 CREATE OR REPLACE FUNCTION phigate.compliance_audit_events(
@@ -278,7 +251,9 @@ BEGIN
                        LEFT JOIN phigate.patient_clinics upc ON upc.patient_id = u.patient_id
                        WHERE (upc.clinic_id IS NULL OR upc.clinic_id = ANY ($9))'
         || CASE WHEN p_patient_id IS NOT NULL THEN ' AND u.patient_id = $1' ELSE '' END || ')' || filters;
-  IF p_patient_id IS NOT NULL THEN q3 := q3 || ' AND e.patient_ids @> ARRAY[$1]'; END IF;
+  IF p_patient_id IS NOT NULL THEN
+    q3 := q3 || ' AND e.id IN (SELECT ap.record_id FROM phigate.audit_record_patients ap WHERE ap.patient_id = $1)';
+  END IF;
   -- A v2 record's events unnested; a v3 record's patient by patient (each one's clinic looked up
   -- once), its shape for each: event (k - 1) x L + n.
   q := 'SELECT (r.id << 16) + v.n - 1, r.occurred_at, r.request_id, r.actor, r.actor_kind, r.role, r.purpose,
@@ -420,6 +395,8 @@ DECLARE
   v_v1 bigint;
   v_records bigint;
   v_records3 bigint;
+  v_first3 bigint;
+  v_last3 bigint;
 BEGIN
   IF p_before IS NULL OR p_before > clock_timestamp() THEN
     RAISE EXCEPTION 'retention cutoff must be in the past' USING ERRCODE = 'invalid_parameter_value';
@@ -460,9 +437,16 @@ BEGIN
   DELETE FROM phigate.audit_records r USING phigate.audit_log l
     WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0 AND l.leaf_index >= v_from AND l.leaf_index < v_to;
   GET DIAGNOSTICS v_records = ROW_COUNT;
-  DELETE FROM phigate.audit_records_v3 r USING phigate.audit_log l
-    WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0 AND l.leaf_index >= v_from AND l.leaf_index < v_to;
-  GET DIAGNOSTICS v_records3 = ROW_COUNT;
+  WITH gone AS (
+    DELETE FROM phigate.audit_records_v3 r USING phigate.audit_log l
+      WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0 AND l.leaf_index >= v_from AND l.leaf_index < v_to
+      RETURNING r.id
+  )
+  SELECT count(*), min(g.id), max(g.id) INTO v_records3, v_first3, v_last3 FROM gone g;
+  -- Their patients' rows, which may leave once their records have (refuse_audit_rewrite).
+  DELETE FROM phigate.audit_record_patients ap
+    WHERE ap.record_id BETWEEN v_first3 AND v_last3
+      AND NOT EXISTS (SELECT 1 FROM phigate.audit_records_v3 r WHERE r.id = ap.record_id);
   -- Every leaf of the range has its event or record (a missing one ends the range above).
   IF v_v1 + v_records + v_records3 <> v_to - v_from THEN
     RAISE EXCEPTION 'retention found % events and % records for % leaves', v_v1, v_records + v_records3, v_to - v_from
