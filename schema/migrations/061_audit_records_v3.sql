@@ -22,9 +22,11 @@
 -- record) that a trigger writes beside each v3 record, and its btree (patient_id, record_id): the
 -- view's rows by patient_id, an auditor's plain SQL included, are found through it in record
 -- order, as audit_records_patient finds v2 records. A GIN index of patient_ids cost 0.7 M
--- instructions a page less, but no condition on patient_id reaches it (bench/README.md). record_ids and patient_ids are stored
--- EXTERNAL: a page's record ids are past the TOAST threshold, and pglz, trying to compress random
--- uuids, cost 0.7 M instructions a page batch for nothing (callgrind, bench/README.md).
+-- instructions a page less, but no condition on patient_id reaches it (bench/README.md).
+--
+-- record_ids and patient_ids are stored EXTERNAL: a page's record ids are past the TOAST
+-- threshold, and pglz, trying to compress random uuids, cost 0.7 M instructions a page batch for
+-- nothing (callgrind, bench/README.md).
 
 CREATE TABLE phigate.audit_records_v3 (
   id            bigint PRIMARY KEY DEFAULT nextval('phigate.audit_records_id_seq'),
