@@ -90,13 +90,13 @@ const HASHED_V3 = recordsV3(HASH);
 /** Where the statement's parameters past the records' own start: 23 for v2 records only, 30 with v3 records. */
 const V2_PARAMS = 22;
 const V3_PARAMS = 29;
-const written = (recordsCte: string) => (recordsCte === SCANNED || recordsCte === HASHED ? 'audit_batch_written' : 'audit_batch_written_v3');
+const checkedBy = (recordsCte: string) => (recordsCte === SCANNED || recordsCte === HASHED ? 'audit_batch_written' : 'audit_batch_written_v3');
 const done = (recordsCte: string) =>
   recordsCte === SCANNED || recordsCte === HASHED ? '(SELECT count(*) FROM ins) AS done' : '(SELECT count(*) FROM ins) AS done, (SELECT count(*) FROM ins3) AS done3';
 const insertText = (recordsCte: string) => `
   WITH ${recordsCte}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.${written(recordsCte)}($1::uuid, $20, 0, 0) FROM ${done(recordsCte)}
+    SELECT $1::uuid, phigate.${checkedBy(recordsCte)}($1::uuid, $20, 0, 0) FROM ${done(recordsCte)}
     RETURNING events
   )
   SELECT events FROM b`;
@@ -143,7 +143,7 @@ const chargedText = (recordsCte: string, first: number) => {
     JOIN u ON u.actor_kind = c.k AND u.actor = c.a
   ), ${recordsCte}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.${written(recordsCte)}($1::uuid, $20, (SELECT v.accepted FROM v), ${p(1)})
+    SELECT $1::uuid, phigate.${checkedBy(recordsCte)}($1::uuid, $20, (SELECT v.accepted FROM v), ${p(1)})
     FROM ${done(recordsCte)}
     RETURNING events
   )
@@ -378,7 +378,7 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
     }
     // The request's records as written: per (group, shape), the patients that have it, in the
     // order of each one's first event; a shape of one patient (or of none) is a v2 record.
-    const written = new Map<string, Written>();
+    const byShape = new Map<string, Written>();
     const out: Written[] = [];
     for (const record of pending) {
       for (let start = 0; start < record.events.length; start += MAX_RECORD_EVENTS) {
@@ -396,12 +396,12 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
           lastShapeOfLength.set(events.length, shape);
         }
         const key = record.patientId === null ? null : `${record.group.n}\u0000${shape.n}`;
-        let w = key === null ? undefined : written.get(key);
+        let w = key === null ? undefined : byShape.get(key);
         // A record holds at most MAX_RECORD_EVENTS events: past that, the next patients start another.
         if (w === undefined || (w.patients.length + 1) * events.length > MAX_RECORD_EVENTS) {
           w = { group: record.group, shape, patients: [], events: [] };
           out.push(w);
-          if (key !== null) written.set(key, w);
+          if (key !== null) byShape.set(key, w);
         }
         w.patients.push(record.patientId);
         w.events.push(events);
@@ -437,28 +437,28 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
   const [recordIdsBytes, sentinel] = recordIdsParam(recordIds);
   const few = shapes.length <= FEW_SHAPES;
   const values = [
-      batchId,
-      textArray(requests.requestId),
-      textArray(requests.actor),
-      textArray(requests.actorKind),
-      textArray(requests.clientAddr),
-      textArray(requests.credentialId),
-      textArray(groups.map((g) => g.role)),
-      textArray(groups.map((g) => g.purpose)),
-      `{${groups.map((g) => g.breakGlass).join(',')}}`,
-      `{${groups.map((g) => uuidElement(g.grantId)).join(',')}}`,
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.action)))),
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.typeName)))),
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.field)))),
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.detail ?? null)))),
-      `${v2.req}}`,
-      `${v2.grp}}`,
-      `${v2.shp}}`,
-      binaryUuidArray(patients),
-      `${v2.starts}}`,
-      total,
-      recordIdsBytes,
-      sentinel,
+    batchId,
+    textArray(requests.requestId),
+    textArray(requests.actor),
+    textArray(requests.actorKind),
+    textArray(requests.clientAddr),
+    textArray(requests.credentialId),
+    textArray(groups.map((g) => g.role)),
+    textArray(groups.map((g) => g.purpose)),
+    `{${groups.map((g) => g.breakGlass).join(',')}}`,
+    `{${groups.map((g) => uuidElement(g.grantId)).join(',')}}`,
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.action)))),
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.typeName)))),
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.field)))),
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.detail ?? null)))),
+    `${v2.req}}`,
+    `${v2.grp}}`,
+    `${v2.shp}}`,
+    binaryUuidArray(patients),
+    `${v2.starts}}`,
+    total,
+    recordIdsBytes,
+    sentinel,
   ];
   if (v3.n === 0) return { text: few ? INSERT_SCANNED : INSERT_HASHED, values };
   values.push(`${v3.req}}`, `${v3.grp}}`, `${v3.shp}}`, `${v3.starts}}`, `${v3.pstarts}}`, binaryUuidArray(v3Patients), `${v3.counts}}`);
