@@ -1,21 +1,28 @@
 import {
+  CANONICAL_RECORD_V3_VERSION,
   CANONICAL_RECORD_VERSION,
   CANONICAL_VERSION,
   canonicalBytes,
   canonicalRecordBytes,
+  canonicalRecordV3Bytes,
   MAX_RECORD_EVENTS,
   type CommittedAuditEvent,
   type CommittedAuditRecord,
+  type CommittedAuditRecordV3,
   type RecordEvent,
+  type ShapeEvent,
 } from './canonical.ts';
 
 /**
- * Reads canonical bytes (v1 or v2) back into what they encode, so that whoever holds a proof can
+ * Reads canonical bytes (v1, v2 or v3) back into what they encode, so that whoever holds a proof can
  * see which event or record it is about. Null unless the bytes are exactly what the encoder would
  * make of that value: a decoder that accepted more than the encoder makes would let two byte
  * strings stand for one leaf.
  */
-export type DecodedLeaf = { readonly version: 1; readonly event: CommittedAuditEvent } | { readonly version: 2; readonly record: CommittedAuditRecord };
+export type DecodedLeaf =
+  | { readonly version: 1; readonly event: CommittedAuditEvent }
+  | { readonly version: 2; readonly record: CommittedAuditRecord }
+  | { readonly version: 3; readonly record: CommittedAuditRecordV3 };
 
 type Value = bigint | boolean | string | null;
 
@@ -121,10 +128,59 @@ export function decodeCanonicalRecord(bytes: Buffer): CommittedAuditRecord | nul
   return canonicalRecordBytes(record).equals(bytes) ? record : null;
 }
 
-/** Either version; null for anything the encoders do not make. */
+const V3_HEADER = 13;
+
+/** Version 3 only: one record of several patients and its shape. */
+export function decodeCanonicalRecordV3(bytes: Buffer): CommittedAuditRecordV3 | null {
+  const v = values(bytes, CANONICAL_RECORD_V3_VERSION);
+  if (v === null || v.length < V3_HEADER + 1) return null;
+  const [id, occurredAt, batchId, requestId, actor, actorKind, clientAddr, credentialId, role, purpose, breakGlass, grantId, patients] = v;
+  if (typeof id !== 'bigint' || typeof occurredAt !== 'bigint' || typeof breakGlass !== 'boolean' || typeof patients !== 'bigint') return null;
+  if (!str(requestId) || !str(actor) || !str(actorKind) || !str(purpose)) return null;
+  if (!opt(batchId) || !opt(clientAddr) || !opt(credentialId) || !opt(role) || !opt(grantId)) return null;
+  if (patients < 2n || patients > BigInt(MAX_RECORD_EVENTS)) return null;
+  const p = Number(patients);
+  const shapeAt = V3_HEADER + p;
+  const length = v[shapeAt];
+  if (typeof length !== 'bigint' || length < 1n || patients * length > BigInt(MAX_RECORD_EVENTS)) return null;
+  const l = Number(length);
+  if (v.length !== shapeAt + 1 + l * 4 + p * l) return null;
+  const patientIds = v.slice(V3_HEADER, shapeAt);
+  if (!patientIds.every(str)) return null;
+  const shape: ShapeEvent[] = [];
+  for (let at = shapeAt + 1; at < shapeAt + 1 + l * 4; at += 4) {
+    const [action, typeName, field, detail] = v.slice(at, at + 4);
+    if (!str(action) || !str(typeName) || !opt(field) || !opt(detail)) return null;
+    shape.push({ action, typeName, field, detail });
+  }
+  const recordIds = v.slice(shapeAt + 1 + l * 4);
+  if (!recordIds.every(opt)) return null;
+  const record: CommittedAuditRecordV3 = {
+    id,
+    occurredAtMicros: occurredAt,
+    batchId,
+    requestId,
+    actor,
+    actorKind,
+    clientAddr,
+    credentialId,
+    role,
+    purpose,
+    breakGlass,
+    grantId,
+    patientIds: patientIds as string[],
+    shape,
+    recordIds: recordIds as (string | null)[],
+  };
+  return canonicalRecordV3Bytes(record).equals(bytes) ? record : null;
+}
+
+/** Any version; null for anything the encoders do not make. */
 export function decodeLeaf(bytes: Buffer): DecodedLeaf | null {
   const event = decodeCanonical(bytes);
   if (event !== null) return { version: 1, event };
   const record = decodeCanonicalRecord(bytes);
-  return record === null ? null : { version: 2, record };
+  if (record !== null) return { version: 2, record };
+  const v3 = decodeCanonicalRecordV3(bytes);
+  return v3 === null ? null : { version: 3, record: v3 };
 }

@@ -21,9 +21,17 @@
  * the record id and the ordinal name every event without repeating its id. The record's `tx`
  * is left out, as v1 leaves it out: it is the sealer's ordering key, not a fact of the events,
  * and the leaf's place in the signed tree already binds the order (verify checks it apart).
+ *
+ * Version 3 (`phigate.audit_record.v3`), one row of phigate.audit_records_v3 (migration 061), a
+ * request's patients that share a group and a shape: the record's columns in the order of
+ * RECORD_COLUMNS but patient_id, then the number P of its patients and each patient's id, then
+ * the length L of its shape and, for each of the shape's events, the values of SHAPE_FACTS, then
+ * its P x L record ids. Event i (from 0) is shape event i % L about patient i / L, record id i,
+ * with id (r << 16) + i.
  */
 export const CANONICAL_VERSION = 'phigate.audit_event.v1';
 export const CANONICAL_RECORD_VERSION = 'phigate.audit_record.v2';
+export const CANONICAL_RECORD_V3_VERSION = 'phigate.audit_record.v3';
 
 /** Bits of an event id that hold its ordinal inside its record (028_audit_records.sql). */
 export const EVENT_ORDINAL_BITS = 16n;
@@ -78,6 +86,33 @@ export interface CommittedAuditRecord {
   readonly events: readonly RecordEvent[];
 }
 
+/** The facts of one event of a v3 record's shape, the same for each of its patients. */
+export interface ShapeEvent {
+  readonly action: string;
+  readonly typeName: string;
+  readonly field: string | null;
+  readonly detail: string | null;
+}
+
+/** A record of several patients sharing one shape (061): event i is shape[i % L] about patientIds[i / L]. */
+export interface CommittedAuditRecordV3 extends Omit<CommittedAuditRecord, 'patientId' | 'events'> {
+  readonly patientIds: readonly string[];
+  readonly shape: readonly ShapeEvent[];
+  /** One per event, P x L. */
+  readonly recordIds: readonly (string | null)[];
+}
+
+/** The events of a v3 record in ordinal order, each with its patient. */
+export function recordV3Events(r: CommittedAuditRecordV3): (RecordEvent & { readonly patientId: string })[] {
+  const out: (RecordEvent & { readonly patientId: string })[] = [];
+  const l = r.shape.length;
+  for (let i = 0; i < r.recordIds.length; i++) {
+    const s = r.shape[i % l]!;
+    out.push({ action: s.action, typeName: s.typeName, field: s.field, detail: s.detail, recordId: r.recordIds[i] ?? null, patientId: r.patientIds[Math.floor(i / l)]! });
+  }
+  return out;
+}
+
 export type Part = { readonly int: bigint } | { readonly bool: boolean } | string | null;
 
 export const CANONICAL_COLUMNS = [
@@ -118,6 +153,7 @@ export const RECORD_COLUMNS = [
 ] as const;
 
 export const EVENT_FACTS = ['action', 'type_name', 'field', 'record_id', 'detail'] as const;
+export const SHAPE_FACTS = ['action', 'type_name', 'field', 'detail'] as const;
 
 const uuid = (id: string | null): string | null => (id === null ? null : id.toLowerCase());
 
@@ -165,6 +201,29 @@ function recordParts(r: CommittedAuditRecord): Part[] {
   return out;
 }
 
+function recordV3Parts(r: CommittedAuditRecordV3): Part[] {
+  const out: Part[] = [
+    { int: r.id },
+    { int: r.occurredAtMicros },
+    uuid(r.batchId),
+    r.requestId,
+    r.actor,
+    r.actorKind,
+    r.clientAddr,
+    r.credentialId,
+    r.role,
+    r.purpose,
+    { bool: r.breakGlass },
+    uuid(r.grantId),
+    { int: BigInt(r.patientIds.length) },
+  ];
+  for (const p of r.patientIds) out.push(uuid(p));
+  out.push({ int: BigInt(r.shape.length) });
+  for (const e of r.shape) out.push(e.action, e.typeName, e.field, e.detail);
+  for (const id of r.recordIds) out.push(uuid(id));
+  return out;
+}
+
 const sizeOf = (p: Part): number => (p === null ? 1 : typeof p === 'string' ? 5 + Buffer.byteLength(p, 'utf8') : 'int' in p ? 9 : 2);
 
 function encode(version: string, all: readonly Part[]): Buffer {
@@ -200,6 +259,18 @@ export function canonicalRecordBytes(record: CommittedAuditRecord): Buffer {
     throw new RangeError(`an audit record holds 1 to ${MAX_RECORD_EVENTS} events, not ${record.events.length}`);
   }
   return encode(CANONICAL_RECORD_VERSION, recordParts(record));
+}
+
+/**
+ * Version 3: one record of 2 or more patients sharing a shape of 1 or more events, 65,536 events
+ * at most (061's CHECK), a record id for each.
+ */
+export function canonicalRecordV3Bytes(record: CommittedAuditRecordV3): Buffer {
+  const events = record.patientIds.length * record.shape.length;
+  if (record.patientIds.length < 2 || record.shape.length < 1 || events > MAX_RECORD_EVENTS || record.recordIds.length !== events) {
+    throw new RangeError(`a v3 audit record holds 2 or more patients of one shape, 1 to ${MAX_RECORD_EVENTS} events with a record id each`);
+  }
+  return encode(CANONICAL_RECORD_V3_VERSION, recordV3Parts(record));
 }
 
 /** The id of the first event of a record: the key of its leaf in the log. */

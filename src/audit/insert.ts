@@ -59,20 +59,52 @@ const records = (join: string) => `
     ORDER BY x.n
     RETURNING 1
   )`;
+// A batch that holds records of several patients (a page: schema/migrations/061_audit_records_v3.sql)
+// also writes phigate.audit_records_v3, one row per (request, group, shape) of two or more
+// patients: its patients a slice of $28 from $27 ($29 of them), its record ids a slice of $21 as
+// above, L per patient. The v2 records' arrays ($15-$19) stay as they were. Such a batch checks
+// its count with audit_batch_written_v3, which counts both tables; a batch of v2 records only
+// sends the statement it sent before 061, so a read by id or by SSN costs what it did.
+const recordsV3 = (join: string) => `
+  ${records(join)}, ins3 AS (
+    INSERT INTO phigate.audit_records_v3
+      (batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass, grant_id,
+       patient_ids, actions, type_names, fields, record_ids, details)
+    SELECT $1::uuid, ($2::text[])[y.req], ($3::text[])[y.req], ($4::text[])[y.req], ($5::text[])[y.req], ($6::text[])[y.req],
+           ($7::text[])[y.grp], ($8::text[])[y.grp], ($9::boolean[])[y.grp], ($10::uuid[])[y.grp],
+           ($28::uuid[])[y.plo : y.plo + y.np - 1], s.actions, s.type_names, s.fields,
+           array_replace(($21::uuid[])[y.lo : y.lo + cardinality(s.actions) * y.np - 1], $22::uuid, NULL), s.details
+    FROM unnest($23::int[], $24::int[], $25::int[], $26::int[], $27::int[], $29::int[]) WITH ORDINALITY AS y(req, grp, shape, lo, plo, np, n)
+    ${join.replaceAll('x.shape', 'y.shape')}
+    ORDER BY y.n
+    RETURNING 1
+  )`;
 /** At most this many shapes, a record scans them (no sort); more, they are hashed (a sort). */
 export const FEW_SHAPES = 16;
-const SCANNED = records('CROSS JOIN LATERAL (SELECT s.* FROM s WHERE s.shape = x.shape OFFSET 0) s');
-const HASHED = records('JOIN s USING (shape)');
+const SCAN = 'CROSS JOIN LATERAL (SELECT s.* FROM s WHERE s.shape = x.shape OFFSET 0) s';
+const HASH = 'JOIN s USING (shape)';
+const SCANNED = records(SCAN);
+const HASHED = records(HASH);
+const SCANNED_V3 = recordsV3(SCAN);
+const HASHED_V3 = recordsV3(HASH);
+/** Where the statement's parameters past the records' own start: 23 for v2 records only, 30 with v3 records. */
+const V2_PARAMS = 22;
+const V3_PARAMS = 29;
+const checkedBy = (recordsCte: string) => (recordsCte === SCANNED || recordsCte === HASHED ? 'audit_batch_written' : 'audit_batch_written_v3');
+const done = (recordsCte: string) =>
+  recordsCte === SCANNED || recordsCte === HASHED ? '(SELECT count(*) FROM ins) AS done' : '(SELECT count(*) FROM ins) AS done, (SELECT count(*) FROM ins3) AS done3';
 const insertText = (recordsCte: string) => `
   WITH ${recordsCte}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, 0, 0) FROM (SELECT count(*) FROM ins) AS done
+    SELECT $1::uuid, phigate.${checkedBy(recordsCte)}($1::uuid, $20, 0, 0) FROM ${done(recordsCte)}
     RETURNING events
   )
   SELECT events FROM b`;
 
 // The same INSERT with the batch's PHI charges made in the statement, for the common case where
-// every charge is accepted: the batch row is written only when all $23 charges were
+// every charge is accepted. Its parameters are the INSERT's, then (numbered from there, p(n)): 1
+// the count of charges, 2-7 each charge's principal, caps and later charges, 8-11 each
+// principal's batch totals. The batch row is written only when all the charges were
 // (audit_batch_written, 051), else the statement fails with PH430, nothing of the batch is kept,
 // and the writer sends the batch again, charge_phi_usage first, for each charge's verdict.
 //
@@ -80,19 +112,21 @@ const insertText = (recordsCte: string) => `
 // per principal): a principal's charges are accepted in order while its minute stays within each
 // charge's cap, so all of them are accepted exactly when, for each charge, the minute's total
 // before the batch plus the principal's charges up to and including it is within that charge's
-// cap. Each principal's row is added its batch total ($30-$33) by one INSERT ... ON CONFLICT DO
+// cap. Each principal's row is added its batch total (8-11) by one INSERT ... ON CONFLICT DO
 // UPDATE, which locks the rows in charge_phi_usage's global order (actor_kind, actor in "C"), so
 // writers still never deadlock. A charge then fits when the row's new total less the principal's
-// charges after it in the batch ($28, $29) is within its cap ($26, $27). Totals stay far inside
+// charges after it in the batch (6, 7) is within its cap (4, 5). Totals stay far inside
 // integer: minutes are capped at 1e9 (src/policy/load.ts) and a batch shows a few thousand values.
 // A principal's first charge of a minute (its row inserted: xmax 0) drops its past minutes as
 // charge_phi_usage does, skipping rows another transaction holds (that one is dropping them, or a
 // later minute's first charge will) so that it never waits.
-const chargedText = (recordsCte: string) => `
+const chargedText = (recordsCte: string, first: number) => {
+  const p = (n: number) => `$${first + n}`;
+  return `
   WITH u AS (
     INSERT INTO phigate.phi_usage AS u (actor_kind, actor, minute, rows_used, values_used)
     SELECT p.k, p.a, date_trunc('minute', clock_timestamp()), p.r, p.v
-    FROM unnest($30::text[], $31::text[], $32::int[], $33::int[]) AS p(k, a, r, v)
+    FROM unnest(${p(8)}::text[], ${p(9)}::text[], ${p(10)}::int[], ${p(11)}::int[]) AS p(k, a, r, v)
     ORDER BY p.k COLLATE "C", p.a COLLATE "C"
     ON CONFLICT (actor_kind, actor, minute) DO UPDATE SET rows_used = u.rows_used + excluded.rows_used, values_used = u.values_used + excluded.values_used
     RETURNING u.actor_kind, u.actor, u.minute, u.rows_used, u.values_used, u.xmax = 0 AS fresh
@@ -105,28 +139,37 @@ const chargedText = (recordsCte: string) => `
     WHERE o.ctid = gone.row
   ), v AS MATERIALIZED (
     SELECT count(*) FILTER (WHERE u.rows_used - c.later_rows <= c.cap_rows AND u.values_used - c.later_values <= c.cap_values) AS accepted
-    FROM unnest($24::text[], $25::text[], $26::int[], $27::int[], $28::int[], $29::int[]) AS c(k, a, cap_rows, cap_values, later_rows, later_values)
+    FROM unnest(${p(2)}::text[], ${p(3)}::text[], ${p(4)}::int[], ${p(5)}::int[], ${p(6)}::int[], ${p(7)}::int[]) AS c(k, a, cap_rows, cap_values, later_rows, later_values)
     JOIN u ON u.actor_kind = c.k AND u.actor = c.a
   ), ${recordsCte}, b AS (
     INSERT INTO phigate.audit_batches (id, events)
-    SELECT $1::uuid, phigate.audit_batch_written($1::uuid, $20, (SELECT v.accepted FROM v), $23)
-    FROM (SELECT count(*) FROM ins) AS done
+    SELECT $1::uuid, phigate.${checkedBy(recordsCte)}($1::uuid, $20, (SELECT v.accepted FROM v), ${p(1)})
+    FROM ${done(recordsCte)}
     RETURNING events
   )
   SELECT events FROM b`;
+};
 
-// The four statements, each under a prepared statement name of its own.
+// The eight statements, each under a prepared statement name of its own.
 const INSERT_SCANNED = insertText(SCANNED);
 const INSERT_HASHED = insertText(HASHED);
+const INSERT_SCANNED_V3 = insertText(SCANNED_V3);
+const INSERT_HASHED_V3 = insertText(HASHED_V3);
 const CHARGED = new Map([
-  [INSERT_SCANNED, chargedText(SCANNED)],
-  [INSERT_HASHED, chargedText(HASHED)],
+  [INSERT_SCANNED, chargedText(SCANNED, V2_PARAMS)],
+  [INSERT_HASHED, chargedText(HASHED, V2_PARAMS)],
+  [INSERT_SCANNED_V3, chargedText(SCANNED_V3, V3_PARAMS)],
+  [INSERT_HASHED_V3, chargedText(HASHED_V3, V3_PARAMS)],
 ]);
 const NAMES = new Map([
   [INSERT_SCANNED, 'phigate_audit_insert'],
   [INSERT_HASHED, 'phigate_audit_insert_hashed'],
+  [INSERT_SCANNED_V3, 'phigate_audit_insert_v3'],
+  [INSERT_HASHED_V3, 'phigate_audit_insert_hashed_v3'],
   [CHARGED.get(INSERT_SCANNED)!, 'phigate_audit_charged_insert'],
   [CHARGED.get(INSERT_HASHED)!, 'phigate_audit_charged_insert_hashed'],
+  [CHARGED.get(INSERT_SCANNED_V3)!, 'phigate_audit_charged_insert_v3'],
+  [CHARGED.get(INSERT_HASHED_V3)!, 'phigate_audit_charged_insert_hashed_v3'],
 ]);
 
 /** The prepared statement name of a statement of auditInsert or chargedAuditInsert. */
@@ -214,6 +257,33 @@ interface Pending {
   next: Pending | null;
 }
 
+/** A record as written: one group and shape, one patient's events (v2) or several patients' in turn (v3). */
+interface Written {
+  readonly group: Group;
+  readonly shape: Shape;
+  readonly patients: (string | null)[];
+  readonly events: (readonly AuditEvent[])[];
+}
+
+/** The int[] literals of one kind of record, built as the records are: request, group, shape, first event, first patient, patients. */
+class Literals {
+  n = 0;
+  req = '{';
+  grp = '{';
+  shp = '{';
+  starts = '{';
+  pstarts = '{';
+  counts = '{';
+  sep(): void {
+    this.req += ',';
+    this.grp += ',';
+    this.shp += ',';
+    this.starts += ',';
+    this.pstarts += ',';
+    this.counts += ',';
+  }
+}
+
 /** The per-event arrays of a record, sent once per batch; `n` is its subscript in $11-$14. */
 interface Shape {
   readonly n: number;
@@ -255,11 +325,11 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
   const shapeOf = new Map<string, Shape>();
   const lastShapeOfLength = new Map<number, Shape>();
   const shapes: Shape[] = [];
-  let req = '{';
-  let grp = '{';
-  let shp = '{';
-  let starts = '{';
+  // The per-record arrays, as literals, of the v2 records and of the v3 records.
+  const v2 = new Literals();
+  const v3 = new Literals();
   const patients: (string | null)[] = [];
+  const v3Patients: (string | null)[] = [];
   const recordIds: (string | null)[] = [];
   let total = 0;
   for (const part of parts) {
@@ -306,6 +376,10 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
       }
       record.events.push(e);
     }
+    // The request's records as written: per (group, shape), the patients that have it, in the
+    // order of each one's first event; a shape of one patient (or of none) is a v2 record.
+    const byShape = new Map<string, Written>();
+    const out: Written[] = [];
     for (const record of pending) {
       for (let start = 0; start < record.events.length; start += MAX_RECORD_EVENTS) {
         const events = record.events.length <= MAX_RECORD_EVENTS ? record.events : record.events.slice(start, start + MAX_RECORD_EVENTS);
@@ -321,50 +395,74 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
           }
           lastShapeOfLength.set(events.length, shape);
         }
-        if (total > 0) {
-          req += ',';
-          grp += ',';
-          shp += ',';
-          starts += ',';
+        const key = record.patientId === null ? null : `${record.group.n}\u0000${shape.n}`;
+        let w = key === null ? undefined : byShape.get(key);
+        // A record holds at most MAX_RECORD_EVENTS events: past that, the next patients start another.
+        if (w === undefined || (w.patients.length + 1) * events.length > MAX_RECORD_EVENTS) {
+          w = { group: record.group, shape, patients: [], events: [] };
+          out.push(w);
+          if (key !== null) byShape.set(key, w);
         }
-        req += r;
-        grp += record.group.n;
-        shp += shape.n;
-        starts += total + 1;
-        patients.push(record.patientId);
+        w.patients.push(record.patientId);
+        w.events.push(events);
+      }
+    }
+    for (const w of out) {
+      const first = total + 1;
+      for (const events of w.events) {
         for (let i = 0; i < events.length; i++) recordIds.push(events[i]!.recordId);
         total += events.length;
+      }
+      if (w.patients.length === 1) {
+        if (v2.n > 0) v2.sep();
+        v2.n++;
+        v2.req += r;
+        v2.grp += w.group.n;
+        v2.shp += w.shape.n;
+        v2.starts += first;
+        patients.push(w.patients[0]!);
+      } else {
+        if (v3.n > 0) v3.sep();
+        v3.n++;
+        v3.req += r;
+        v3.grp += w.group.n;
+        v3.shp += w.shape.n;
+        v3.starts += first;
+        v3.pstarts += v3Patients.length + 1;
+        v3.counts += w.patients.length;
+        for (const p of w.patients) v3Patients.push(p);
       }
     }
   }
   const [recordIdsBytes, sentinel] = recordIdsParam(recordIds);
-  return {
-    text: shapes.length <= FEW_SHAPES ? INSERT_SCANNED : INSERT_HASHED,
-    values: [
-      batchId,
-      textArray(requests.requestId),
-      textArray(requests.actor),
-      textArray(requests.actorKind),
-      textArray(requests.clientAddr),
-      textArray(requests.credentialId),
-      textArray(groups.map((g) => g.role)),
-      textArray(groups.map((g) => g.purpose)),
-      `{${groups.map((g) => g.breakGlass).join(',')}}`,
-      `{${groups.map((g) => uuidElement(g.grantId)).join(',')}}`,
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.action)))),
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.typeName)))),
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.field)))),
-      textArray(shapes.map((s) => textArray(s.events.map((e) => e.detail ?? null)))),
-      `${req}}`,
-      `${grp}}`,
-      `${shp}}`,
-      binaryUuidArray(patients),
-      `${starts}}`,
-      total,
-      recordIdsBytes,
-      sentinel,
-    ],
-  };
+  const few = shapes.length <= FEW_SHAPES;
+  const values = [
+    batchId,
+    textArray(requests.requestId),
+    textArray(requests.actor),
+    textArray(requests.actorKind),
+    textArray(requests.clientAddr),
+    textArray(requests.credentialId),
+    textArray(groups.map((g) => g.role)),
+    textArray(groups.map((g) => g.purpose)),
+    `{${groups.map((g) => g.breakGlass).join(',')}}`,
+    `{${groups.map((g) => uuidElement(g.grantId)).join(',')}}`,
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.action)))),
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.typeName)))),
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.field)))),
+    textArray(shapes.map((s) => textArray(s.events.map((e) => e.detail ?? null)))),
+    `${v2.req}}`,
+    `${v2.grp}}`,
+    `${v2.shp}}`,
+    binaryUuidArray(patients),
+    `${v2.starts}}`,
+    total,
+    recordIdsBytes,
+    sentinel,
+  ];
+  if (v3.n === 0) return { text: few ? INSERT_SCANNED : INSERT_HASHED, values };
+  values.push(`${v3.req}}`, `${v3.grp}}`, `${v3.shp}}`, `${v3.starts}}`, `${v3.pstarts}}`, binaryUuidArray(v3Patients), `${v3.counts}}`);
+  return { text: few ? INSERT_SCANNED_V3 : INSERT_HASHED_V3, values };
 }
 
 /**

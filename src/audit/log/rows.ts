@@ -1,10 +1,19 @@
-import { canonicalBytes, canonicalRecordBytes, EVENT_ORDINAL_BITS, type CommittedAuditEvent, type CommittedAuditRecord } from '../canonical.ts';
+import {
+  canonicalBytes,
+  canonicalRecordBytes,
+  canonicalRecordV3Bytes,
+  EVENT_ORDINAL_BITS,
+  type CommittedAuditEvent,
+  type CommittedAuditRecord,
+  type CommittedAuditRecordV3,
+} from '../canonical.ts';
 
 /**
  * A leaf's row as phigate.audit_leaves_to_seal / phigate.audit_log_leaves (030) return it, `pg`
  * giving bigints as strings so that ids and microseconds keep every digit. One shape for both
  * kinds of leaf: a v1 event (version 1) reads as a record of one event, keyed by its own id; a
- * record (version 2) is keyed by its first event's id, (record id << 16).
+ * record (version 2, or 3 when it holds several patients: 061) is keyed by its first event's id,
+ * (record id << 16).
  */
 export interface LeafRow {
   readonly key: string;
@@ -26,10 +35,12 @@ export interface LeafRow {
   readonly fields: (string | null)[];
   readonly record_ids: (string | null)[];
   readonly details: (string | null)[];
+  /** A v3 record's patients (patient_id is then null); null for v1 and v2. */
+  readonly patient_ids?: string[] | null;
 }
 
 export const LEAF_COLUMNS =
-  'key, version, occurred_at_us, batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass, grant_id, patient_id, actions, type_names, fields, record_ids, details';
+  'key, version, occurred_at_us, batch_id, request_id, actor, actor_kind, client_addr, credential_id, role, purpose, break_glass, grant_id, patient_id, actions, type_names, fields, record_ids, details, patient_ids';
 
 export class LeafRowError extends Error {}
 
@@ -87,18 +98,48 @@ export function committedRecord(r: LeafRow): CommittedAuditRecord {
   };
 }
 
-/** The canonical bytes the leaf's hash is over: v1 for a frozen event, v2 for a record. */
-export const leafBytes = (r: LeafRow): Buffer => (r.version === 1 ? canonicalBytes(committedEvent(r)) : canonicalRecordBytes(committedRecord(r)));
+export function committedRecordV3(r: LeafRow): CommittedAuditRecordV3 {
+  if (r.version !== 3 || !r.patient_ids) throw new LeafRowError(`leaf ${r.key} is not a record of several patients`);
+  const l = r.actions.length;
+  if (r.type_names.length !== l || r.fields.length !== l || r.details.length !== l || r.record_ids.length !== l * r.patient_ids.length) {
+    throw new LeafRowError(`record of leaf ${r.key}: its shape or record ids differ in length`);
+  }
+  return {
+    id: BigInt(r.key) >> EVENT_ORDINAL_BITS,
+    occurredAtMicros: BigInt(r.occurred_at_us),
+    batchId: r.batch_id,
+    requestId: r.request_id,
+    actor: r.actor,
+    actorKind: r.actor_kind,
+    clientAddr: r.client_addr,
+    credentialId: r.credential_id,
+    role: r.role,
+    purpose: r.purpose,
+    breakGlass: r.break_glass,
+    grantId: r.grant_id,
+    patientIds: r.patient_ids,
+    shape: r.actions.map((action, i) => ({ action, typeName: r.type_names[i]!, field: r.fields[i] ?? null, detail: r.details[i] ?? null })),
+    recordIds: r.record_ids,
+  };
+}
+
+/** The canonical bytes the leaf's hash is over: v1 for a frozen event, v2 for a record, v3 for a record of several patients. */
+export const leafBytes = (r: LeafRow): Buffer =>
+  r.version === 1 ? canonicalBytes(committedEvent(r)) : r.version === 3 ? canonicalRecordV3Bytes(committedRecordV3(r)) : canonicalRecordBytes(committedRecord(r));
 
 /**
  * The leaf columns (LEAF_COLUMNS, and `tx` as text) of a v1 event aliased `e` and of a record
- * aliased `r`, for the readers that go to the tables themselves (verify, prove) rather than
+ * of phigate.audit_records aliased `r`, for the readers that go to the tables themselves (verify, prove) rather than
  * through the gateway's definer functions.
  */
 export const V1_LEAF_SELECT = `e.id AS key, 1 AS version, e.tx::text AS tx, (extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_at_us,
   e.batch_id, e.request_id, e.actor, e.actor_kind, e.client_addr, e.credential_id, e.role, e.purpose, e.break_glass, e.grant_id,
   e.patient_id, ARRAY[e.action] AS actions, ARRAY[e.type_name] AS type_names, ARRAY[e.field] AS fields,
-  ARRAY[e.record_id] AS record_ids, ARRAY[e.detail] AS details, e.occurred_at`;
+  ARRAY[e.record_id] AS record_ids, ARRAY[e.detail] AS details, NULL::uuid[] AS patient_ids, e.occurred_at`;
 export const RECORD_LEAF_SELECT = `r.id << 16 AS key, 2 AS version, r.tx::text AS tx, (extract(epoch FROM r.occurred_at) * 1000000)::bigint AS occurred_at_us,
   r.batch_id, r.request_id, r.actor, r.actor_kind, r.client_addr, r.credential_id, r.role, r.purpose, r.break_glass, r.grant_id,
-  r.patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, r.occurred_at`;
+  r.patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, NULL::uuid[] AS patient_ids, r.occurred_at`;
+/** The same of a record of several patients (phigate.audit_records_v3, 061) aliased `r`. */
+export const V3_LEAF_SELECT = `r.id << 16 AS key, 3 AS version, r.tx::text AS tx, (extract(epoch FROM r.occurred_at) * 1000000)::bigint AS occurred_at_us,
+  r.batch_id, r.request_id, r.actor, r.actor_kind, r.client_addr, r.credential_id, r.role, r.purpose, r.break_glass, r.grant_id,
+  NULL::uuid AS patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, r.patient_ids, r.occurred_at`;

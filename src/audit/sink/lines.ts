@@ -1,11 +1,13 @@
-import { leafBytes, committedEvent, committedRecord, type LeafRow } from '../log/rows.ts';
+import { recordV3Events } from '../canonical.ts';
+import { leafBytes, committedEvent, committedRecord, committedRecordV3, type LeafRow } from '../log/rows.ts';
 
 /**
  * The sink's lines (docs/audit-log.md): one JSON object per line, `audit` saying which kind. A
  * leaf's line carries its leaf index and the id of its first event, which make a redelivered line
  * recognisable, and the canonical bytes the leaf hash is over, so the sink alone can recompute the
  * tree: an `event` line for a leaf of one v1 event, a `record` line for a leaf of one audit record
- * (canonical v2), its events listed with their ids.
+ * (canonical v2, or v3 with its `patientIds`), its events listed with their ids (and, in v3, each
+ * one's patient).
  */
 interface LeafLineBase {
   readonly leaf: number;
@@ -47,8 +49,24 @@ function leafLineOf(leaf: number, r: LeafRow): LeafLine {
     const { id, occurredAtMicros, ...facts } = committedEvent(r);
     return { audit: 'event', leaf, id: r.key, canonical, event: { id: String(id), occurredAt: isoMicros(occurredAtMicros), ...facts } };
   }
-  const { id, occurredAtMicros, events, ...facts } = committedRecord(r);
   const first = BigInt(r.key);
+  if (r.version === 3) {
+    const record = committedRecordV3(r);
+    const { id, occurredAtMicros, shape: _shape, recordIds: _recordIds, ...facts } = record;
+    return {
+      audit: 'record',
+      leaf,
+      id: r.key,
+      canonical,
+      record: {
+        id: String(id),
+        occurredAt: isoMicros(occurredAtMicros),
+        ...facts,
+        events: recordV3Events(record).map((e, i) => ({ id: String(first + BigInt(i)), ...e })),
+      },
+    };
+  }
+  const { id, occurredAtMicros, events, ...facts } = committedRecord(r);
   return {
     audit: 'record',
     leaf,

@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { decodeLeaf } from '../canonical-decode.ts';
-import { EVENT_ORDINAL_BITS, type RecordEvent } from '../canonical.ts';
-import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
+import { EVENT_ORDINAL_BITS, recordV3Events, type RecordEvent } from '../canonical.ts';
+import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, V3_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { parseCheckpoint } from '../log/checkpoint.ts';
 import { consistencyRanges, verifyConsistency } from '../log/consistency.ts';
 import { inclusionRanges, verifyInclusion, type Range } from '../log/inclusion.ts';
@@ -176,8 +176,8 @@ async function checkpointAt(db: pg.ClientBase, size: number | null): Promise<Che
 }
 
 /**
- * The leaf holding event `eventId`: the v1 event of that id, else the record `eventId >> 16` when
- * it has an event of that ordinal. Read from the tables as verify reads them.
+ * The leaf holding event `eventId`: the v1 event of that id, else the record `eventId >> 16` (of
+ * either table) when it has an event of that ordinal. Read from the tables as verify reads them.
  */
 const HOLDER = `
   SELECT l.leaf_index, l.leaf_hash, x.* FROM (
@@ -185,6 +185,9 @@ const HOLDER = `
     UNION ALL
     SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r
     WHERE r.id = $1::bigint >> 16 AND ($1::bigint & 65535) < cardinality(r.actions)
+    UNION ALL
+    SELECT ${V3_LEAF_SELECT} FROM phigate.audit_records_v3 r
+    WHERE r.id = $1::bigint >> 16 AND ($1::bigint & 65535) < cardinality(r.record_ids)
     ORDER BY version
     LIMIT 1
   ) x LEFT JOIN phigate.audit_log l ON l.event_id = x.key`;
@@ -255,7 +258,7 @@ export type LeafDescription = { readonly ok: true; readonly text: string } | { r
  */
 export function describeLeaf(leaf: Buffer, eventId: bigint | null = null): LeafDescription {
   const d = decodeLeaf(leaf);
-  if (d === null) return { ok: false, problem: 'the entry is not a phigate audit event (canonical v1) nor record (canonical v2)' };
+  if (d === null) return { ok: false, problem: 'the entry is not a phigate audit event (canonical v1) nor record (canonical v2 or v3)' };
   if (d.version === 1) {
     const e = d.event;
     if (eventId !== null && eventId !== e.id) return { ok: false, problem: `event ${eventId} is not the entry the proof is about (event ${e.id})` };
@@ -266,14 +269,16 @@ export function describeLeaf(leaf: Buffer, eventId: bigint | null = null): LeafD
     };
   }
   const r = d.record;
+  // A v2 record is about one patient (or none); a v3 record's event i is about patient i / L.
+  const events = d.version === 2 ? d.record.events.map((e) => ({ ...e, patientId: d.record.patientId })) : recordV3Events(d.record);
   const first = r.id << EVENT_ORDINAL_BITS;
-  const last = first + BigInt(r.events.length - 1);
+  const last = first + BigInt(events.length - 1);
   const by = `by ${r.actorKind} ${r.actor}${r.role ? ` (${r.role})` : ''}, purpose ${r.purpose}${r.breakGlass ? ', break-glass' : ''}, at ${iso(r.occurredAtMicros)}, request ${r.requestId}`;
   if (eventId === null) {
-    const patient = r.patientId === null ? '' : ` about patient ${r.patientId}`;
-    return { ok: true, text: `record ${r.id} (events ${first} to ${last}): ${r.events.length} event${r.events.length === 1 ? '' : 's'}${patient} ${by}` };
+    const patient = d.version === 3 ? ` about ${d.record.patientIds.length} patients` : d.record.patientId === null ? '' : ` about patient ${d.record.patientId}`;
+    return { ok: true, text: `record ${r.id} (events ${first} to ${last}): ${events.length} event${events.length === 1 ? '' : 's'}${patient} ${by}` };
   }
   if (eventId < first || eventId > last) return { ok: false, problem: `event ${eventId} is not in the entry the proof is about (record ${r.id}, events ${first} to ${last})` };
-  const e = r.events[Number(eventId - first)]!;
-  return { ok: true, text: `event ${eventId}: ${fact(e, r.patientId)} ${by}, in record ${r.id} (events ${first} to ${last})` };
+  const e = events[Number(eventId - first)]!;
+  return { ok: true, text: `event ${eventId}: ${fact(e, e.patientId)} ${by}, in record ${r.id} (events ${first} to ${last})` };
 }

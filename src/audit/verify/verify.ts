@@ -1,7 +1,7 @@
 import type pg from 'pg';
 import { parseCheckpoint } from '../log/checkpoint.ts';
 import { openNote, type Verifier } from '../log/note.ts';
-import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
+import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, V3_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { growingTree, leafHash } from '../log/tree.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
 import { retentionDetail } from './retain.ts';
@@ -87,6 +87,8 @@ const LEAVES = `
     SELECT ${V1_LEAF_SELECT} FROM phigate.audit_events_v1 e WHERE e.id = l.event_id
     UNION ALL
     SELECT ${RECORD_LEAF_SELECT} FROM phigate.audit_records r WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0
+    UNION ALL
+    SELECT ${V3_LEAF_SELECT} FROM phigate.audit_records_v3 r WHERE r.id = l.event_id >> 16 AND l.event_id & 65535 = 0
     LIMIT 1
   ) x ON true
   ORDER BY l.leaf_index`;
@@ -95,7 +97,9 @@ const LEAVES = `
 const ENTRIES = `
   SELECT e.tx, e.id AS key FROM phigate.audit_events_v1 e
   UNION ALL
-  SELECT r.tx, r.id << 16 FROM phigate.audit_records r`;
+  SELECT r.tx, r.id << 16 FROM phigate.audit_records r
+  UNION ALL
+  SELECT r.tx, r.id << 16 FROM phigate.audit_records_v3 r`;
 
 /** The bytes of a leaf's row; null when the row cannot be a record (arrays of different lengths, none at all). */
 function bytesOf(r: LeafRow): Buffer | null {

@@ -10,6 +10,7 @@ import { createTestDatabase, type TestDatabase } from '../../support/db.ts';
 
 const EVENTS = 200_000;
 const V1_EVENTS = 20_000;
+const V3_RECORDS = 500;
 const CLINICS = ['c-north', 'c-south', 'c-east'];
 
 let db: TestDatabase;
@@ -46,9 +47,18 @@ beforeAll(async () => {
            array_fill(NULL::uuid, ARRAY[CASE WHEN ${search('q')} THEN 1 ELSE 9 END]),
            CASE WHEN ${search('q')} THEN '{ssn:hit}'::text[] ELSE array_fill(NULL::text, ARRAY[9]) END
     FROM generate_series(${Math.floor(V1_EVENTS / 9) + 1}, ${Math.floor(EVENTS / 9)}) q`);
+  // Pages since 061: records of 40 patients sharing a shape of 3 events (audit_records_v3), over the
+  // same month, 60,000 events more.
+  await admin.query(`INSERT INTO phigate.audit_records_v3 (occurred_at, request_id, actor, actor_kind, role, purpose, break_glass, patient_ids,
+                                                            actions, type_names, fields, record_ids, details)
+    SELECT ${at('(q * 120)')}, 'page-' || q, 'user-' || (q % 300), 'user', 'registrar', 'treatment', false,
+           ARRAY(SELECT md5('p' || (1 + (q * 40 + k) % 3000))::uuid FROM generate_series(0, 39) k),
+           '{read,masked,read}', '{Patient,Patient,Patient}', '{mrn,ssn,givenName}', array_fill(NULL::uuid, ARRAY[120]), '{NULL,NULL,NULL}'
+    FROM generate_series(0, ${V3_RECORDS - 1}) q`);
   // What autovacuum does behind a production log (autosummarize), done at once here.
-  await admin.query(`SELECT brin_summarize_new_values('phigate.audit_events_occurred_brin'), brin_summarize_new_values('phigate.audit_records_occurred_brin')`);
-  await admin.query('ANALYZE phigate.audit_events_v1; ANALYZE phigate.audit_records; ANALYZE phigate.patient_clinics');
+  await admin.query(`SELECT brin_summarize_new_values('phigate.audit_events_occurred_brin'), brin_summarize_new_values('phigate.audit_records_occurred_brin'),
+                            brin_summarize_new_values('phigate.audit_records_v3_occurred_brin')`);
+  await admin.query('ANALYZE phigate.audit_events_v1; ANALYZE phigate.audit_records; ANALYZE phigate.audit_records_v3; ANALYZE phigate.audit_record_patients; ANALYZE phigate.patient_clinics');
   await admin.query(`LOAD 'auto_explain'`);
   await admin.query(`SET auto_explain.log_min_duration = 0; SET auto_explain.log_nested_statements = on; SET auto_explain.log_level = notice; SET auto_explain.log_analyze = on; SET auto_explain.log_timing = off`);
 }, 120_000);
@@ -66,7 +76,7 @@ async function asCompliance(sql: string, params: unknown[], clinics = CLINICS) {
     const started = performance.now();
     const { rows } = await admin.query(sql, params);
     const ms = performance.now() - started;
-    const plan = plans.filter((p) => /phigate\.audit_(records|events|events_v1) e\b/.test(p)).join('\n') || plans.join('\n');
+    const plan = plans.filter((p) => /phigate\.audit_(records|records_v3|events|events_v1) e\b/.test(p)).join('\n') || plans.join('\n');
     return { rows, ms, plan };
   } finally {
     await admin.query('ROLLBACK');
@@ -116,6 +126,8 @@ describe(`compliance views on about ${EVENTS.toLocaleString('en')} events`, () =
       expect(got.every((id, i) => i === 0 || id < got[i - 1]!), name).toBe(true);
     }
     expect(cases.patientId.plan).toMatch(/audit_records_patient/);
+    expect(cases.patientId.plan).toMatch(/audit_record_patients_patient/);
+    expect(cases.patientId.rows.some((row) => row.request_id.startsWith('page-'))).toBe(true);
     expect(cases.actor.plan).toMatch(/audit_records_actor/);
     expect(cases['action (rare)'].plan).toMatch(/audit_records_rare_action/);
     expect(cases.breakGlassOnly.plan).toMatch(/audit_records_break_glass/);
@@ -141,6 +153,8 @@ describe(`compliance views on about ${EVENTS.toLocaleString('en')} events`, () =
     console.log(`disclosures: ${r.rows.length} rows, ${r.ms.toFixed(1)} ms\n${r.plan}`);
     expect(r.rows.length).toBeGreaterThan(0);
     expect(r.plan).toMatch(/audit_records_patient/);
+    expect(r.plan).toMatch(/audit_record_patients_patient/);
+    expect(r.rows.some((row) => row.request_id.startsWith('page-'))).toBe(true);
   });
 
   it('sweeps a minute of a busy log for alerts in milliseconds', async () => {

@@ -271,11 +271,14 @@ describe('audit cannot be written: nothing leaves, nothing changes', () => {
     gw.admin(async (c) => {
       await c.query(`CREATE OR REPLACE FUNCTION public.${TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN RAISE EXCEPTION 'audit sink refused by test (%)', TG_OP; END $$`);
-      await c.query(`CREATE TRIGGER ${TRIGGER} BEFORE INSERT ON phigate.audit_records FOR EACH ROW EXECUTE FUNCTION public.${TRIGGER}()`);
+      // Both tables the writer inserts into: a record of one patient, and of several (061).
+      for (const table of ['audit_records', 'audit_records_v3']) {
+        await c.query(`CREATE TRIGGER ${TRIGGER} BEFORE INSERT ON phigate.${table} FOR EACH ROW EXECUTE FUNCTION public.${TRIGGER}()`);
+      }
     });
   const removeTrigger = () =>
     gw.admin(async (c) => {
-      await c.query(`DROP TRIGGER IF EXISTS ${TRIGGER} ON phigate.audit_records`);
+      for (const table of ['audit_records', 'audit_records_v3']) await c.query(`DROP TRIGGER IF EXISTS ${TRIGGER} ON phigate.${table}`);
       await c.query(`DROP FUNCTION IF EXISTS public.${TRIGGER}()`);
     });
   afterEach(removeTrigger);

@@ -43,6 +43,11 @@ CREATE TRIGGER isolation_fault_audit BEFORE INSERT ON phigate.audit_records
 CREATE CONSTRAINT TRIGGER isolation_fault_commit AFTER INSERT ON phigate.audit_records
   DEFERRABLE INITIALLY DEFERRED
   FOR EACH ROW WHEN (NEW.actor LIKE 'fault-commit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
+CREATE TRIGGER isolation_fault_audit BEFORE INSERT ON phigate.audit_records_v3
+  FOR EACH ROW WHEN (NEW.actor LIKE 'fault-audit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
+CREATE CONSTRAINT TRIGGER isolation_fault_commit AFTER INSERT ON phigate.audit_records_v3
+  DEFERRABLE INITIALLY DEFERRED
+  FOR EACH ROW WHEN (NEW.actor LIKE 'fault-commit-%') EXECUTE FUNCTION phigate.isolation_test_fault();
 CREATE TRIGGER isolation_fault_encounter BEFORE INSERT ON phigate.encounters
   FOR EACH ROW WHEN (NEW.occurred_at < '1902-01-01') EXECUTE FUNCTION phigate.isolation_test_fault();
 `;

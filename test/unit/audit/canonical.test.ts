@@ -1,13 +1,17 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { decodeCanonical, decodeCanonicalRecord, decodeLeaf } from '../../../src/audit/canonical-decode.ts';
+import { decodeCanonical, decodeCanonicalRecord, decodeCanonicalRecordV3, decodeLeaf } from '../../../src/audit/canonical-decode.ts';
 import {
+  CANONICAL_RECORD_V3_VERSION,
   CANONICAL_RECORD_VERSION,
   CANONICAL_VERSION,
   canonicalBytes,
   canonicalRecordBytes,
+  canonicalRecordV3Bytes,
+  recordV3Events,
   type CommittedAuditEvent,
   type CommittedAuditRecord,
+  type CommittedAuditRecordV3,
   type RecordEvent,
 } from '../../../src/audit/canonical.ts';
 
@@ -173,5 +177,66 @@ describe('canonical bytes of an audit record (v2)', () => {
     // Uppercase uuids are not what the encoder writes.
     const upper = Buffer.from(bytes.toString('latin1').replace(record.patientId!, record.patientId!.toUpperCase()), 'latin1');
     expect(decodeCanonicalRecord(upper)).toBeNull();
+  });
+});
+
+const { patientId: _one, events: _events, ...shared } = record;
+const v3: CommittedAuditRecordV3 = {
+  ...shared,
+  patientIds: ['0b6f7a3e-2c1d-4e5f-8a9b-0c1d2e3f4a5b', '3e9c0d6b-5f4a-4b82-9d2e-3f4a5b6c7d8e'],
+  shape: [
+    { action: 'read', typeName: 'Patient', field: 'ssn', detail: null },
+    { action: 'read', typeName: 'Encounter', field: 'kind', detail: 'hit' },
+  ],
+  recordIds: [null, '2d8b9c5a-4e3f-4a71-8c1d-2e3f4a5b6c7d', null, '4fad0e7c-6a5b-4c93-ae3f-4a5b6c7d8e9f'],
+};
+
+describe('canonical bytes of an audit record of several patients (v3)', () => {
+  it('are stable, start with their own tag, and decode back to the record, whose events are the shape for each patient', () => {
+    const bytes = canonicalRecordV3Bytes(v3);
+    expect(bytes.subarray(1, 1 + bytes[0]!).toString('ascii')).toBe(CANONICAL_RECORD_V3_VERSION);
+    expect(CANONICAL_RECORD_V3_VERSION).toBe('phigate.audit_record.v3');
+    // Pinned: a change here breaks every hash already in a log, so it must be a new version.
+    expect(createHash('sha256').update(bytes).digest('hex')).toMatchInlineSnapshot(`"21efa985d904f364fb3997237599479967dccad61a98b20c0e31c8c9e644ce1b"`);
+    expect(decodeCanonicalRecordV3(bytes)).toEqual(v3);
+    expect(decodeLeaf(bytes)).toEqual({ version: 3, record: v3 });
+    expect(decodeCanonicalRecord(bytes)).toBeNull();
+    expect(decodeCanonicalRecordV3(canonicalRecordBytes(record))).toBeNull();
+    expect(recordV3Events(v3).map((e) => [e.patientId, e.field, e.recordId])).toEqual([
+      [v3.patientIds[0], 'ssn', null],
+      [v3.patientIds[0], 'kind', v3.recordIds[1]],
+      [v3.patientIds[1], 'ssn', null],
+      [v3.patientIds[1], 'kind', v3.recordIds[3]],
+    ]);
+  });
+
+  it('differ whenever a patient, a shape fact or a record id differs, or moves', () => {
+    const variants: Partial<CommittedAuditRecordV3>[] = [
+      { id: 8n },
+      { patientIds: [v3.patientIds[1]!, v3.patientIds[0]!] },
+      { shape: [v3.shape[1]!, v3.shape[0]!] },
+      { shape: [v3.shape[0]!, { ...v3.shape[1]!, detail: null }] },
+      { recordIds: [v3.recordIds[1]!, null, null, v3.recordIds[3]!] },
+      { grantId: record.batchId },
+      // The same events as one patient of four shape events: a different record.
+      { patientIds: [v3.patientIds[0]!, v3.patientIds[0]!] },
+    ];
+    const seen = new Set([canonicalRecordV3Bytes(v3).toString('hex')]);
+    for (const v of variants) {
+      const hex = canonicalRecordV3Bytes({ ...v3, ...v }).toString('hex');
+      expect(seen.has(hex), JSON.stringify(v, (_, x) => (typeof x === 'bigint' ? String(x) : x))).toBe(false);
+      seen.add(hex);
+    }
+  });
+
+  it('are refused for fewer than two patients or record ids that are not one per event, and decoding refuses what the encoder does not make', () => {
+    expect(() => canonicalRecordV3Bytes({ ...v3, patientIds: [v3.patientIds[0]!], recordIds: v3.recordIds.slice(0, 2) })).toThrow(RangeError);
+    expect(() => canonicalRecordV3Bytes({ ...v3, recordIds: v3.recordIds.slice(0, 3) })).toThrow(RangeError);
+    expect(() => canonicalRecordV3Bytes({ ...v3, shape: [] , recordIds: [] })).toThrow(RangeError);
+    const bytes = canonicalRecordV3Bytes(v3);
+    expect(decodeCanonicalRecordV3(bytes.subarray(0, bytes.length - 1))).toBeNull();
+    expect(decodeCanonicalRecordV3(Buffer.concat([bytes, Buffer.from([0x00])]))).toBeNull();
+    const upper = Buffer.from(bytes.toString('latin1').replace(v3.patientIds[1]!, v3.patientIds[1]!.toUpperCase()), 'latin1');
+    expect(decodeCanonicalRecordV3(upper)).toBeNull();
   });
 });

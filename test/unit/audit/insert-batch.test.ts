@@ -27,15 +27,33 @@ describe('auditInsert, record and shape bookkeeping', () => {
     expect([v[18], v[19]]).toEqual(['{1,3,5}', 5]);
   });
 
-  it('finds a shape seen before another of the same length came between', () => {
+  it('finds a shape seen before another of the same length came between: its patients share one v3 record', () => {
     const v = values([ev(P1, 'ssn'), ev(P2, 'mrn'), ev(E1, 'ssn')]);
-    expect(v[16]).toBe('{1,2,1}');
+    // P2 alone in its shape: a v2 record of shape 2; P1 and E1: one v3 record of shape 1.
+    expect([v[16], v[24], uuids(v[27]), v[28]]).toEqual(['{2}', '{1}', [P1, E1], '{2}']);
     expect(v[12]).toBe(String.raw`{"{\"ssn\"}","{\"mrn\"}"}`);
   });
 
   it('tells shapes apart by action and detail, not by field alone', () => {
-    const v = values([ev(P1, 'ssn'), ev(P2, 'ssn', { action: 'masked' }), ev(E1, 'ssn', { detail: 'hit' }), ev(randomUUID(), 'ssn', { detail: null })]);
-    expect(v[16]).toBe('{1,2,3,1}');
+    const R = randomUUID();
+    const v = values([ev(P1, 'ssn'), ev(P2, 'ssn', { action: 'masked' }), ev(E1, 'ssn', { detail: 'hit' }), ev(R, 'ssn', { detail: null })]);
+    expect([v[16], v[24], uuids(v[27])]).toEqual(['{2,3}', '{1}', [P1, R]]);
+  });
+
+  it('writes the patients of one group and shape as one v3 record, their record ids patient by patient, and batches of one patient per record as before', () => {
+    const page = [ev(P1, 'ssn'), ev(P2, 'ssn'), ev(P1, 'kind', { recordId: E1 }), ev(P2, 'kind', { recordId: null }), ev(null, 'patients', { action: 'search' })];
+    const statement = auditInsert(BATCH, [{ request, events: page }]);
+    expect(auditStatementName(statement)).toBe('phigate_audit_insert_v3');
+    const v = statement.values!;
+    // v2: the search about no patient (events 5); v3: P1's two events then P2's (events 1-4).
+    expect([v[14], v[16], uuids(v[17]), v[18]]).toEqual(['{1}', '{2}', [null], '{5}']);
+    expect([v[22], v[23], v[24], v[25], v[26], uuids(v[27]), v[28], v[19]]).toEqual(['{1}', '{1}', '{1}', '{1}', '{1}', [P1, P2], '{2}', 5]);
+    expect(uuids(v[20])).toEqual([NIL, E1, NIL, NIL, NIL]);
+    expect(statement.text).toContain('audit_batch_written_v3');
+    const single = auditInsert(BATCH, [{ request, events: [ev(P1, 'ssn'), ev(P1, 'mrn')] }]);
+    expect(auditStatementName(single)).toBe('phigate_audit_insert');
+    expect(single.values).toHaveLength(22);
+    expect(single.text).not.toContain('audit_records_v3');
   });
 
   it('checks every distinct record id, also after a repeated one', () => {
