@@ -398,7 +398,8 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
         const key = record.patientId === null ? null : `${record.group.n}\u0000${shape.n}`;
         let w = key === null ? undefined : byShape.get(key);
         // A record holds at most MAX_RECORD_EVENTS events: past that, the next patients start another.
-        if (w === undefined || (w.patients.length + 1) * events.length > MAX_RECORD_EVENTS) {
+        // It lists a patient once (061's unique key): a patient's next slice of that many starts another too.
+        if (w === undefined || (w.patients.length + 1) * events.length > MAX_RECORD_EVENTS || w.patients.at(-1) === record.patientId) {
           w = { group: record.group, shape, patients: [], events: [] };
           out.push(w);
           if (key !== null) byShape.set(key, w);

@@ -300,6 +300,36 @@ describe('061: records of several patients (v3)', () => {
     expect(await eventsOf(trimmed)).toHaveLength(18);
   });
 
+  it('fails the whole batch when a trigger drops the rows that list a v3 record\'s patients', async () => {
+    // The view and the disclosures reach a v3 record's events only through audit_record_patients.
+    await admin((c) =>
+      c.query(`CREATE FUNCTION phigate.drop_listing() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+               CREATE TRIGGER drop_listing BEFORE INSERT ON phigate.audit_record_patients FOR EACH ROW EXECUTE FUNCTION phigate.drop_listing()`),
+    );
+    const dropped = `v3-unlisted-${randomUUID()}`;
+    const three = Array.from({ length: 3 }, () => randomUUID());
+    await expect(writer.record(request(dropped), page(three, () => 1))).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+    expect(await eventsOf(dropped)).toEqual([]);
+    expect(await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_records_v3 WHERE request_id = $1', [dropped])).rows[0].n)).toBe(0);
+    await admin((c) => c.query('DROP TRIGGER drop_listing ON phigate.audit_record_patients'));
+    await writer.record(request(dropped), page(three, () => 1));
+    expect(await eventsOf(dropped)).toHaveLength(18);
+  });
+
+  it('shows a v3 record\'s events only for the patient its slot lists, and lists a patient once a record', async () => {
+    const listed = await admin(async (c) => (await c.query<{ record_id: string; patient_id: string; slot: number }>('SELECT record_id, patient_id, slot FROM phigate.audit_record_patients LIMIT 1')).rows[0]!);
+    const before = await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_events')).rows[0].n);
+    // A row beside the writer's naming another patient at a listed slot attributes nothing to it.
+    const stranger = randomUUID();
+    await admin((c) => c.query('INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot) VALUES ($1, $2, $3)', [stranger, listed.record_id, listed.slot]));
+    expect(await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_events WHERE patient_id = $1', [stranger])).rows[0].n)).toBe(0);
+    expect(await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_events')).rows[0].n)).toBe(before);
+    // Nor can a second row double the listed patient's events.
+    await expect(
+      admin((c) => c.query('INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot) VALUES ($1, $2, $3)', [listed.patient_id, listed.record_id, listed.slot])),
+    ).rejects.toMatchObject({ code: '23505' });
+  });
+
   it('keeps v3 records append-only and the app role to INSERT', async () => {
     await expect(admin((c) => c.query('DELETE FROM phigate.audit_records_v3'))).rejects.toMatchObject({ code: '42501' });
     await expect(admin((c) => c.query('UPDATE phigate.audit_records_v3 SET actor = actor'))).rejects.toMatchObject({ code: '42501' });
