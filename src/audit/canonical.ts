@@ -180,8 +180,9 @@ function eventParts(e: CommittedAuditEvent): Part[] {
   ];
 }
 
-function recordParts(r: CommittedAuditRecord): Part[] {
-  const out: Part[] = [
+// What a v2 and a v3 record both begin with: the record's own facts, then the request's and the group's.
+function recordFactParts(r: CommittedAuditRecord | CommittedAuditRecordV3): Part[] {
+  return [
     { int: r.id },
     { int: r.occurredAtMicros },
     uuid(r.batchId),
@@ -194,6 +195,12 @@ function recordParts(r: CommittedAuditRecord): Part[] {
     r.purpose,
     { bool: r.breakGlass },
     uuid(r.grantId),
+  ];
+}
+
+function recordParts(r: CommittedAuditRecord): Part[] {
+  const out: Part[] = [
+    ...recordFactParts(r),
     uuid(r.patientId),
     { int: BigInt(r.events.length) },
   ];
@@ -203,18 +210,7 @@ function recordParts(r: CommittedAuditRecord): Part[] {
 
 function recordV3Parts(r: CommittedAuditRecordV3): Part[] {
   const out: Part[] = [
-    { int: r.id },
-    { int: r.occurredAtMicros },
-    uuid(r.batchId),
-    r.requestId,
-    r.actor,
-    r.actorKind,
-    r.clientAddr,
-    r.credentialId,
-    r.role,
-    r.purpose,
-    { bool: r.breakGlass },
-    uuid(r.grantId),
+    ...recordFactParts(r),
     { int: BigInt(r.patientIds.length) },
   ];
   for (const p of r.patientIds) out.push(uuid(p));
