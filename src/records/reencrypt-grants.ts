@@ -5,6 +5,7 @@ import type { Keyring } from '../crypto/keys/keyring.ts';
 import { PhigateError } from '../errors.ts';
 import { GRANT_TABLE, GRANT_TEXTS, type GrantTextField } from './grant-text.ts';
 import type { KeyEvent } from './key-admin.ts';
+import { compareAndSwap, staleSealed, type Change, type ReencryptBatch } from './rewrite-sealed.ts';
 
 const TEXTS = Object.entries(GRANT_TEXTS) as [GrantTextField, (typeof GRANT_TEXTS)[GrantTextField]][];
 
@@ -20,16 +21,6 @@ export async function pendingGrantTexts(c: pg.ClientBase, clinicId: string, targ
 }
 
 type GrantTexts = { id: string; patient_id: string } & Record<string, Buffer | string | null>;
-
-export interface GrantBatch {
-  readonly seen: number;
-  readonly last: string;
-  /** Grants whose texts were written. */
-  readonly done: number;
-  readonly values: number;
-  /** Grants left as they were because a sealed text did not open (KEY_UNAVAILABLE). */
-  readonly unreadable: number;
-}
 
 const isKeyUnavailable = (e: unknown, reason?: string): e is PhigateError =>
   e instanceof PhigateError && e.code === 'KEY_UNAVAILABLE' && (reason === undefined || e.reason === reason);
@@ -51,7 +42,7 @@ export async function reencryptGrantBatch(
   target: number,
   cursor: string,
   batchSize: number,
-): Promise<GrantBatch> {
+): Promise<ReencryptBatch> {
   const columns = TEXTS.flatMap(({ 1: t }) => [`g.${t.column}`, `g.${t.sealed}`]).join(', ');
   const rows = (
     await c.query<GrantTexts>(
@@ -62,19 +53,17 @@ export async function reencryptGrantBatch(
   ).rows;
   if (rows.length === 0) return { seen: 0, last: cursor, done: 0, values: 0, unreadable: 0 };
   await keyring.preparePatientWriteKeys(clinicId, [...new Set(rows.map((r) => r.patient_id))]);
-  const stale = (b: unknown): b is Buffer => Buffer.isBuffer(b) && b.length >= 5 && (b[0] === 1 || (b[0] === 2 && b.readUInt32BE(1) < target));
+  const stale = staleSealed(target);
   let grants = 0;
   let values = 0;
   let unreadable = 0;
   for (const g of rows) {
-    const set: string[] = [];
-    const where: string[] = [];
-    const params: unknown[] = [g.id];
+    const changes: Change[] = [];
     const events: KeyEvent[] = [];
     let skipped = false;
     for (const [field, t] of TEXTS) {
       const legacy = g[t.column] as string | null;
-      const old = g[t.sealed];
+      const old = g[t.sealed] ?? null;
       const aad: PatientFieldAad = { table: GRANT_TABLE, column: t.column, rowId: g.id, patientId: g.patient_id };
       let sealed: Buffer;
       let detail: string;
@@ -95,19 +84,15 @@ export async function reencryptGrantBatch(
         skipped = true;
         break;
       }
-      // The plaintext column only ever loses its value.
-      if (legacy !== null) set.push(`${t.column} = NULL`);
-      set.push(`${t.sealed} = $${params.push(sealed)}`);
-      where.push(`${t.column} IS NOT DISTINCT FROM $${params.push(legacy)}`, `${t.sealed} IS NOT DISTINCT FROM $${params.push(old)}`);
+      // The plaintext column only ever loses its value; both are compared with what was read.
+      changes.push({ column: t.column, old: legacy, sealed: null }, { column: t.sealed, old, sealed });
       events.push({ typeName: 'BreakGlassGrant', field, patientId: g.patient_id, recordId: g.id, grantId: g.id, detail });
     }
     if (skipped) {
       unreadable++;
       continue;
     }
-    if (set.length === 0) continue;
-    const r = await c.query(`UPDATE phigate.break_glass_grants SET ${set.join(', ')} WHERE id = $1 AND ${where.join(' AND ')}`, params);
-    if (r.rowCount !== 1) continue;
+    if (changes.length === 0 || !(await compareAndSwap(c, 'phigate.break_glass_grants', g.id, changes))) continue;
     events.forEach(record);
     values += events.length;
     grants++;

@@ -5,6 +5,7 @@ import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin, type KeyEvent } from './key-admin.ts';
 import { pendingGrantTexts, reencryptGrantBatch } from './reencrypt-grants.ts';
+import { compareAndSwap, staleSealed, type Change, type ReencryptBatch } from './rewrite-sealed.ts';
 
 export interface ReencryptOptions {
   readonly admin: KeyAdmin;
@@ -46,15 +47,6 @@ const MAX_PASSES = 5;
 
 type Row = Record<string, Buffer | string | null> & { id: string };
 
-/** One batch's outcome: rows seen (0: the pass is over), the last id, rows written, values written, rows unreadable. */
-interface Batch {
-  readonly seen: number;
-  readonly last: string;
-  readonly done: number;
-  readonly values: number;
-  readonly unreadable: number;
-}
-
 /**
  * Online re-encryption of one clinic: every value sealed under an older clinic key version (or
  * directly under a clinic key, before per-patient keys) is opened and sealed again under the
@@ -93,7 +85,7 @@ export async function reencryptClinic(opts: ReencryptOptions): Promise<Reencrypt
   // Passes over the rows in id order, batch after batch, until a pass writes nothing (what is
   // left is locked by a writer or unreadable) or the run is stopped. `counted` is the progress
   // before this kind of row; the result is how many rows were written.
-  async function inPasses(run: (cursor: string) => Promise<Batch>, counted: number): Promise<number> {
+  async function inPasses(run: (cursor: string) => Promise<ReencryptBatch>, counted: number): Promise<number> {
     let done = 0;
     for (let pass = 0; pass < MAX_PASSES && !opts.signal?.aborted; pass++) {
       let cursor = '00000000-0000-0000-0000-000000000000';
@@ -135,7 +127,7 @@ async function reencryptBatch(
   target: number,
   cursor: string,
   batchSize: number,
-): Promise<Batch> {
+): Promise<ReencryptBatch> {
   const rows = (
     await c.query<Row>(
       `SELECT p.id, ${PATIENT_FIELDS.map(({ column }) => `p.${column}`).join(', ')} FROM phigate.patients p
@@ -154,7 +146,7 @@ async function reencryptBatch(
   let values = 0;
   let patients = 0;
   let unreadable = 0;
-  const stale = (b: unknown): b is Buffer => Buffer.isBuffer(b) && b.length >= 5 && (b[0] === 1 || (b[0] === 2 && b.readUInt32BE(1) < target));
+  const stale = staleSealed(target);
 
   // Round trips, not cryptography, are the cost: the batch's new patient keys are made in one
   // insert, and every old value is opened at once, so the old patient keys it misses come in one query.
@@ -227,26 +219,4 @@ async function reencryptBatch(
     });
   }
   return { seen: rows.length, last: rows.at(-1)!.id, done: patients, values, unreadable };
-}
-
-/** Writes the new values only where every column still holds what was read; false when something changed. */
-interface Change {
-  readonly column: string;
-  readonly old: Buffer | string | null;
-  /** null only for kind_legacy, which is cleared. */
-  readonly sealed: Buffer | null;
-}
-
-async function compareAndSwap(c: pg.PoolClient, table: string, id: string, changes: readonly Change[]): Promise<boolean> {
-  const params: unknown[] = [id];
-  const set: string[] = [];
-  const where: string[] = [];
-  for (const ch of changes) {
-    // kind_legacy is cleared, never written: the plaintext column only ever loses values.
-    if (ch.column === 'kind_legacy') set.push('kind_legacy = NULL');
-    else set.push(`${ch.column} = $${params.push(ch.sealed)}`);
-    where.push(`${ch.column} IS NOT DISTINCT FROM $${params.push(ch.old)}`);
-  }
-  const r = await c.query(`UPDATE ${table} SET ${set.join(', ')} WHERE id = $1 AND ${where.join(' AND ')}`, params);
-  return r.rowCount === 1;
 }
