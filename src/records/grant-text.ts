@@ -2,6 +2,7 @@ import type { AuditEvent } from '../audit/event.ts';
 import type { GrantRow } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
 import { grantTextVerdict } from '../policy/grant-text.ts';
+import { refusalDetail } from './read-phi.ts';
 import type { RequestScope } from './scope.ts';
 
 /** The table a grant's texts are sealed in, as their AAD names it. */
@@ -14,10 +15,6 @@ export const GRANT_TEXTS = {
 } as const satisfies Record<string, { column: keyof GrantRow; sealed: keyof GrantRow }>;
 
 export type GrantTextField = keyof typeof GRANT_TEXTS;
-
-// The code of a refusal, never its message: the audit detail's closed vocabulary.
-const refusalDetail = (err: unknown): string =>
-  err instanceof PhigateError ? `${err.code.toLowerCase()}${err.reason ? `:${err.reason}` : ''}` : 'internal';
 
 /**
  * A grant's reason or review comment, shown only to those policies/default.yaml names (the

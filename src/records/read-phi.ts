@@ -185,7 +185,7 @@ export function readPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, 
 // Error codes and reasons are ours (src/errors.ts and the throwers'), never a client's or a
 // cause's text; the pattern is the audit table's for details, so nothing else can reach it.
 const DETAIL = /^[a-z0-9_:.-]{1,64}$/;
-function refusalDetail(err: unknown): string {
+export function refusalDetail(err: unknown): string {
   if (!(err instanceof PhigateError)) return 'internal';
   const detail = `${err.code.toLowerCase()}${err.reason ? `:${err.reason}` : ''}`;
   return DETAIL.test(detail) ? detail : err.code.toLowerCase();
