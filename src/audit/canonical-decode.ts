@@ -9,6 +9,7 @@ import {
   type CommittedAuditEvent,
   type CommittedAuditRecord,
   type CommittedAuditRecordV3,
+  type CommittedRecordFacts,
   type RecordEvent,
   type ShapeEvent,
 } from './canonical.ts';
@@ -94,37 +95,31 @@ export function decodeCanonical(bytes: Buffer): CommittedAuditEvent | null {
 
 const HEADER = 14;
 
+/** The facts a v2 and a v3 record begin with (values 0-11), each of its kind; null otherwise. */
+function recordFacts(v: readonly Value[]): CommittedRecordFacts | null {
+  const [id, occurredAt, batchId, requestId, actor, actorKind, clientAddr, credentialId, role, purpose, breakGlass, grantId] = v;
+  if (typeof id !== 'bigint' || typeof occurredAt !== 'bigint' || typeof breakGlass !== 'boolean') return null;
+  if (!str(requestId) || !str(actor) || !str(actorKind) || !str(purpose)) return null;
+  if (!opt(batchId) || !opt(clientAddr) || !opt(credentialId) || !opt(role) || !opt(grantId)) return null;
+  return { id, occurredAtMicros: occurredAt, batchId, requestId, actor, actorKind, clientAddr, credentialId, role, purpose, breakGlass, grantId };
+}
+
 /** Version 2 only: one record and its events. */
 export function decodeCanonicalRecord(bytes: Buffer): CommittedAuditRecord | null {
   const v = values(bytes, CANONICAL_RECORD_VERSION);
   if (v === null || v.length < HEADER) return null;
-  const [id, occurredAt, batchId, requestId, actor, actorKind, clientAddr, credentialId, role, purpose, breakGlass, grantId, patientId, count] = v;
-  if (typeof id !== 'bigint' || typeof occurredAt !== 'bigint' || typeof breakGlass !== 'boolean' || typeof count !== 'bigint') return null;
+  const facts = recordFacts(v);
+  const patientId = v[12];
+  const count = v[13];
+  if (facts === null || typeof count !== 'bigint' || !opt(patientId)) return null;
   if (count < 1n || count > BigInt(MAX_RECORD_EVENTS) || v.length !== HEADER + Number(count) * 5) return null;
-  if (!str(requestId) || !str(actor) || !str(actorKind) || !str(purpose)) return null;
-  if (!opt(batchId) || !opt(clientAddr) || !opt(credentialId) || !opt(role) || !opt(grantId) || !opt(patientId)) return null;
   const events: RecordEvent[] = [];
   for (let at = HEADER; at < v.length; at += 5) {
     const [action, typeName, field, recordId, detail] = v.slice(at, at + 5);
     if (!str(action) || !str(typeName) || !opt(field) || !opt(recordId) || !opt(detail)) return null;
     events.push({ action, typeName, field, recordId, detail });
   }
-  const record: CommittedAuditRecord = {
-    id,
-    occurredAtMicros: occurredAt,
-    batchId,
-    requestId,
-    actor,
-    actorKind,
-    clientAddr,
-    credentialId,
-    role,
-    purpose,
-    breakGlass,
-    grantId,
-    patientId,
-    events,
-  };
+  const record: CommittedAuditRecord = { ...facts, patientId, events };
   return canonicalRecordBytes(record).equals(bytes) ? record : null;
 }
 
@@ -134,10 +129,9 @@ const V3_HEADER = 13;
 export function decodeCanonicalRecordV3(bytes: Buffer): CommittedAuditRecordV3 | null {
   const v = values(bytes, CANONICAL_RECORD_V3_VERSION);
   if (v === null || v.length < V3_HEADER + 1) return null;
-  const [id, occurredAt, batchId, requestId, actor, actorKind, clientAddr, credentialId, role, purpose, breakGlass, grantId, patients] = v;
-  if (typeof id !== 'bigint' || typeof occurredAt !== 'bigint' || typeof breakGlass !== 'boolean' || typeof patients !== 'bigint') return null;
-  if (!str(requestId) || !str(actor) || !str(actorKind) || !str(purpose)) return null;
-  if (!opt(batchId) || !opt(clientAddr) || !opt(credentialId) || !opt(role) || !opt(grantId)) return null;
+  const facts = recordFacts(v);
+  const patients = v[12];
+  if (facts === null || typeof patients !== 'bigint') return null;
   if (patients < 2n || patients > BigInt(MAX_RECORD_EVENTS)) return null;
   const p = Number(patients);
   const shapeAt = V3_HEADER + p;
@@ -155,23 +149,7 @@ export function decodeCanonicalRecordV3(bytes: Buffer): CommittedAuditRecordV3 |
   }
   const recordIds = v.slice(shapeAt + 1 + l * 4);
   if (!recordIds.every(opt)) return null;
-  const record: CommittedAuditRecordV3 = {
-    id,
-    occurredAtMicros: occurredAt,
-    batchId,
-    requestId,
-    actor,
-    actorKind,
-    clientAddr,
-    credentialId,
-    role,
-    purpose,
-    breakGlass,
-    grantId,
-    patientIds: patientIds as string[],
-    shape,
-    recordIds: recordIds as (string | null)[],
-  };
+  const record: CommittedAuditRecordV3 = { ...facts, patientIds: patientIds as string[], shape, recordIds: recordIds as (string | null)[] };
   return canonicalRecordV3Bytes(record).equals(bytes) ? record : null;
 }
 

@@ -95,7 +95,10 @@ export interface ShapeEvent {
 }
 
 /** A record of several patients sharing one shape (061): event i is shape[i % L] about patientIds[i / L]. */
-export interface CommittedAuditRecordV3 extends Omit<CommittedAuditRecord, 'patientId' | 'events'> {
+/** What a v2 and a v3 record both hold: the record's id and time, then its request's and group's facts. */
+export type CommittedRecordFacts = Omit<CommittedAuditRecord, 'patientId' | 'events'>;
+
+export interface CommittedAuditRecordV3 extends CommittedRecordFacts {
   readonly patientIds: readonly string[];
   readonly shape: readonly ShapeEvent[];
   /** One per event, P x L. */
@@ -181,7 +184,7 @@ function eventParts(e: CommittedAuditEvent): Part[] {
 }
 
 // What a v2 and a v3 record both begin with: the record's own facts, then the request's and the group's.
-function recordFactParts(r: CommittedAuditRecord | CommittedAuditRecordV3): Part[] {
+function recordFactParts(r: CommittedRecordFacts): Part[] {
   return [
     { int: r.id },
     { int: r.occurredAtMicros },

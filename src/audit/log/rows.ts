@@ -6,6 +6,7 @@ import {
   type CommittedAuditEvent,
   type CommittedAuditRecord,
   type CommittedAuditRecordV3,
+  type CommittedRecordFacts,
 } from '../canonical.ts';
 
 /**
@@ -68,6 +69,22 @@ export function committedEvent(r: LeafRow): CommittedAuditEvent {
   };
 }
 
+/** A v2 or v3 leaf row's record facts, its id from the leaf's key (its first event's id). */
+const recordFactsOf = (r: LeafRow): CommittedRecordFacts => ({
+  id: BigInt(r.key) >> EVENT_ORDINAL_BITS,
+  occurredAtMicros: BigInt(r.occurred_at_us),
+  batchId: r.batch_id,
+  requestId: r.request_id,
+  actor: r.actor,
+  actorKind: r.actor_kind,
+  clientAddr: r.client_addr,
+  credentialId: r.credential_id,
+  role: r.role,
+  purpose: r.purpose,
+  breakGlass: r.break_glass,
+  grantId: r.grant_id,
+});
+
 export function committedRecord(r: LeafRow): CommittedAuditRecord {
   if (r.version !== 2) throw new LeafRowError(`leaf ${r.key} is not a record`);
   const n = r.actions.length;
@@ -75,18 +92,7 @@ export function committedRecord(r: LeafRow): CommittedAuditRecord {
     throw new LeafRowError(`record of leaf ${r.key}: its event arrays differ in length`);
   }
   return {
-    id: BigInt(r.key) >> EVENT_ORDINAL_BITS,
-    occurredAtMicros: BigInt(r.occurred_at_us),
-    batchId: r.batch_id,
-    requestId: r.request_id,
-    actor: r.actor,
-    actorKind: r.actor_kind,
-    clientAddr: r.client_addr,
-    credentialId: r.credential_id,
-    role: r.role,
-    purpose: r.purpose,
-    breakGlass: r.break_glass,
-    grantId: r.grant_id,
+    ...recordFactsOf(r),
     patientId: r.patient_id,
     events: r.actions.map((action, i) => ({
       action,
@@ -105,18 +111,7 @@ export function committedRecordV3(r: LeafRow): CommittedAuditRecordV3 {
     throw new LeafRowError(`record of leaf ${r.key}: its shape or record ids differ in length`);
   }
   return {
-    id: BigInt(r.key) >> EVENT_ORDINAL_BITS,
-    occurredAtMicros: BigInt(r.occurred_at_us),
-    batchId: r.batch_id,
-    requestId: r.request_id,
-    actor: r.actor,
-    actorKind: r.actor_kind,
-    clientAddr: r.client_addr,
-    credentialId: r.credential_id,
-    role: r.role,
-    purpose: r.purpose,
-    breakGlass: r.break_glass,
-    grantId: r.grant_id,
+    ...recordFactsOf(r),
     patientIds: r.patient_ids,
     shape: r.actions.map((action, i) => ({ action, typeName: r.type_names[i]!, field: r.fields[i] ?? null, detail: r.details[i] ?? null })),
     recordIds: r.record_ids,
