@@ -274,13 +274,16 @@ class Literals {
   starts = '{';
   pstarts = '{';
   counts = '{';
-  sep(): void {
-    this.req += ',';
-    this.grp += ',';
-    this.shp += ',';
-    this.starts += ',';
-    this.pstarts += ',';
-    this.counts += ',';
+  /** One record's request, group, shape and first event; a v3 record's first patient and count of patients too. */
+  add(req: number, grp: number, shp: number, start: number, patients?: { readonly first: number; readonly count: number }): void {
+    const sep = this.n++ === 0 ? '' : ',';
+    this.req += sep + req;
+    this.grp += sep + grp;
+    this.shp += sep + shp;
+    this.starts += sep + start;
+    if (patients === undefined) return;
+    this.pstarts += sep + patients.first;
+    this.counts += sep + patients.count;
   }
 }
 
@@ -415,22 +418,10 @@ export function auditInsert(batchId: string, parts: readonly AuditPart[]): State
         total += events.length;
       }
       if (w.patients.length === 1) {
-        if (v2.n > 0) v2.sep();
-        v2.n++;
-        v2.req += r;
-        v2.grp += w.group.n;
-        v2.shp += w.shape.n;
-        v2.starts += first;
+        v2.add(r, w.group.n, w.shape.n, first);
         patients.push(w.patients[0]!);
       } else {
-        if (v3.n > 0) v3.sep();
-        v3.n++;
-        v3.req += r;
-        v3.grp += w.group.n;
-        v3.shp += w.shape.n;
-        v3.starts += first;
-        v3.pstarts += v3Patients.length + 1;
-        v3.counts += w.patients.length;
+        v3.add(r, w.group.n, w.shape.n, first, { first: v3Patients.length + 1, count: w.patients.length });
         for (const p of w.patients) v3Patients.push(p);
       }
     }
