@@ -5,7 +5,7 @@ import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGr
 import { PhigateError } from '../errors.ts';
 import { EMERGENCY_PURPOSE, roleFor } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
-import { GRANT_TABLE, GRANT_TEXTS } from './grant-text.ts';
+import { grantTextAad, GRANT_TEXTS } from './grant-text.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
 
@@ -142,7 +142,7 @@ export async function endBreakGlass(scope: RequestScope, rawId: string): Promise
 /** A grant's text sealed under its patient's key, bound to the grant's row and the text's column. */
 function sealGrantText(scope: RequestScope, grant: GrantRow, column: (typeof GRANT_TEXTS)[keyof typeof GRANT_TEXTS]['column'], text: string): Promise<Buffer> {
   if (grant.clinic_id === null) throw new PhigateError('INTERNAL', 'The grant has no clinic.', { reason: 'grant_without_clinic' });
-  return scope.cipher.encrypt(grant.clinic_id, { table: GRANT_TABLE, column, rowId: grant.id, patientId: grant.patient_id }, text);
+  return scope.cipher.encrypt(grant.clinic_id, grantTextAad(grant.id, grant.patient_id, column), text);
 }
 
 function reviewerRole(scope: RequestScope): RolePolicy {

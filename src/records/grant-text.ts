@@ -1,4 +1,5 @@
 import type { AuditEvent } from '../audit/event.ts';
+import type { PatientFieldAad } from '../crypto/field-cipher.ts';
 import type { GrantRow } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
 import { grantTextVerdict } from '../policy/grant-text.ts';
@@ -6,7 +7,7 @@ import { refusalDetail } from './read-phi.ts';
 import type { RequestScope } from './scope.ts';
 
 /** The table a grant's texts are sealed in, as their AAD names it. */
-export const GRANT_TABLE = 'break_glass_grants';
+const GRANT_TABLE = 'break_glass_grants';
 
 /** A grant's free-text fields: each PHI, sealed under the grant's patient's key. */
 export const GRANT_TEXTS = {
@@ -15,6 +16,14 @@ export const GRANT_TEXTS = {
 } as const satisfies Record<string, { column: keyof GrantRow; sealed: keyof GrantRow }>;
 
 export type GrantTextField = keyof typeof GRANT_TEXTS;
+
+/** What a grant's text is bound to when sealed (AAD): this table, the text's column, the grant's row and its patient. */
+export const grantTextAad = (grantId: string, patientId: string, column: (typeof GRANT_TEXTS)[GrantTextField]['column']): PatientFieldAad => ({
+  table: GRANT_TABLE,
+  column,
+  rowId: grantId,
+  patientId,
+});
 
 /**
  * A grant's reason or review comment, shown only to those policies/default.yaml names (the

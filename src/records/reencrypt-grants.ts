@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import { SHREDDED_VALUE } from '../crypto/envelope.ts';
-import type { FieldCipher, PatientFieldAad } from '../crypto/field-cipher.ts';
+import type { FieldCipher } from '../crypto/field-cipher.ts';
 import type { Keyring } from '../crypto/keys/keyring.ts';
 import { PhigateError } from '../errors.ts';
-import { GRANT_TABLE, GRANT_TEXTS, type GrantTextField } from './grant-text.ts';
+import { grantTextAad, GRANT_TEXTS, type GrantTextField } from './grant-text.ts';
 import type { KeyEvent } from './key-admin.ts';
 import { compareAndSwap, staleSealed, type Change, type ReencryptBatch } from './rewrite-sealed.ts';
 
@@ -64,7 +64,7 @@ export async function reencryptGrantBatch(
     for (const [field, t] of TEXTS) {
       const legacy = g[t.column] as string | null;
       const old = g[t.sealed] ?? null;
-      const aad: PatientFieldAad = { table: GRANT_TABLE, column: t.column, rowId: g.id, patientId: g.patient_id };
+      const aad = grantTextAad(g.id, g.patient_id, t.column);
       let sealed: Buffer;
       let detail: string;
       try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { GrantRow } from '../../../src/db/break-glass.ts';
 import { SHREDDED_VALUE } from '../../../src/crypto/envelope.ts';
-import { GRANT_TABLE, readGrantText } from '../../../src/records/grant-text.ts';
+import { grantTextAad, readGrantText } from '../../../src/records/grant-text.ts';
 import type { RequestScope } from '../../../src/records/scope.ts';
 import { CLINIC } from '../policy/fixtures.ts';
 import { readScope } from './read-scope.ts';
@@ -18,7 +18,7 @@ const grantRow = (over: Partial<GrantRow>): GrantRow => ({
   ...over,
 });
 const seal = (scope: RequestScope, text: string, rowId = GRANT) =>
-  scope.cipher.encrypt(CLINIC, { table: GRANT_TABLE, column: 'reason', rowId, patientId: PATIENT }, text);
+  scope.cipher.encrypt(CLINIC, grantTextAad(rowId, PATIENT, 'reason'), text);
 const events = (scope: RequestScope) => scope.audit.events.map((e) => [e.action, e.typeName, e.field, e.patientId, e.recordId, e.grantId, e.role, e.detail ?? null]);
 
 describe('readGrantText', () => {
