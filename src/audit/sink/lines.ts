@@ -49,24 +49,10 @@ function leafLineOf(leaf: number, r: LeafRow): LeafLine {
     const { id, occurredAtMicros, ...facts } = committedEvent(r);
     return { audit: 'event', leaf, id: r.key, canonical, event: { id: String(id), occurredAt: isoMicros(occurredAtMicros), ...facts } };
   }
+  // A v3 record lists its events from its shape and patients, each with its patient.
+  const record = r.version === 3 ? recordOfPatients(r) : committedRecord(r);
+  const { id, occurredAtMicros, events, ...facts } = record;
   const first = BigInt(r.key);
-  if (r.version === 3) {
-    const record = committedRecordV3(r);
-    const { id, occurredAtMicros, shape: _shape, recordIds: _recordIds, ...facts } = record;
-    return {
-      audit: 'record',
-      leaf,
-      id: r.key,
-      canonical,
-      record: {
-        id: String(id),
-        occurredAt: isoMicros(occurredAtMicros),
-        ...facts,
-        events: recordV3Events(record).map((e, i) => ({ id: String(first + BigInt(i)), ...e })),
-      },
-    };
-  }
-  const { id, occurredAtMicros, events, ...facts } = committedRecord(r);
   return {
     audit: 'record',
     leaf,
@@ -79,6 +65,12 @@ function leafLineOf(leaf: number, r: LeafRow): LeafLine {
       events: events.map((e, i) => ({ id: String(first + BigInt(i)), ...e })),
     },
   };
+}
+
+function recordOfPatients(r: LeafRow) {
+  const record = committedRecordV3(r);
+  const { shape: _shape, recordIds: _recordIds, ...facts } = record;
+  return { ...facts, events: recordV3Events(record) };
 }
 
 export const leafLine = (leaf: number, r: LeafRow): string => `${JSON.stringify(leafLineOf(leaf, r))}\n`;
