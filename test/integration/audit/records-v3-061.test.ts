@@ -215,8 +215,9 @@ describe('061: records of several patients (v3)', () => {
   });
 
   it('counts each patient of a v3 record in the alert sweep, as the view\'s events would', async () => {
-    // Patients read in a v3 record only.
-    await writer.record(request(`v3-sweep-${randomUUID()}`), page([randomUUID(), randomUUID(), randomUUID()], () => 1));
+    // Seven patients read in one v3 record only: one record has one time, so its minute crosses the
+    // sweep's threshold of six whatever minute the earlier tests' records fell in.
+    await writer.record(request(`v3-sweep-${randomUUID()}`), page(Array.from({ length: 7 }, () => randomUUID()), () => 1));
     const expected = await admin(async (c) =>
       (await c.query(`SELECT date_trunc('minute', occurred_at) AS minute, count(DISTINCT patient_id)::int AS patients
                       FROM phigate.audit_events WHERE actor = 'reg-v3' AND action IN ('read', 'masked') AND patient_id IS NOT NULL
