@@ -60,7 +60,11 @@ export function breakGlassPage(main, endpoint, params = new URLSearchParams()) {
       g.clinicId ?? '',
       g.active ? 'live' : g.revokedAt ? 'revoked' : 'expired',
       h('a', { href: `#/audit?${new URLSearchParams({ patientId: g.patientId, actor: g.actor, breakGlassOnly: 'on' })}`, 'aria-label': `Reads under grant ${g.id}` }, 'Reads'),
-      h('button', { type: 'button', 'aria-label': `${g.reviewedAt === null ? 'Review' : 'Open'} grant ${g.id}`, onclick: () => void openLater(g) }, g.reviewedAt === null ? 'Review' : 'Open'),
+      h(
+        'button',
+        { type: 'button', 'aria-label': `${g.reviewedAt === null ? 'Review' : 'Open'} grant ${g.id}`, 'aria-controls': 'grant-detail', onclick: () => void openLater(g) },
+        g.reviewedAt === null ? 'Review' : 'Open',
+      ),
     ]);
     detail.replaceChildren();
     results.replaceChildren(
@@ -98,11 +102,17 @@ export function breakGlassPage(main, endpoint, params = new URLSearchParams()) {
       ...(reviewed
         ? [h('h3', {}, 'Review'), h('p', { class: 'grant-review' }, `${grant.reviewOutcome} by ${grant.reviewedBy}${commentOf(texts, errors)}`)]
         : [reviewForm(grant)]),
-      h('button', { type: 'button', onclick: () => (detail.replaceChildren(), announce(`Grant ${grant.id} closed.`)) }, 'Close'),
+      h('button', { type: 'button', onclick: () => close(grant) }, 'Close'),
     );
     heading.focus();
   };
   const openLater = (grant) => open(grant).catch(failed('The grant could not open'));
+  // Back to the grant's row, its texts gone from the page.
+  const close = (grant) => {
+    detail.replaceChildren();
+    results.querySelector(`tr[data-grant="${grant.id}"] button`)?.focus();
+    announce(`Grant ${grant.id} closed.`);
+  };
 
   function reviewForm(grant) {
     const outcome = h('select', { name: 'outcome', required: true }, OUTCOMES.map(([v, t]) => h('option', { value: v }, t)));

@@ -197,6 +197,9 @@ describe('compliance officer', () => {
     expect(await page.locator('tr[data-grant]').count()).toBeGreaterThan(1);
     await row.getByRole('button', { name: `Review grant ${grantId}` }).click();
     await expect.poll(() => page.locator('#grant-detail').textContent()).toContain('not shown: shredded');
+    await page.locator('#grant-detail').getByRole('button', { name: 'Close' }).click();
+    expect(await page.locator('#grant-detail').textContent()).toBe('');
+    expect(await page.evaluate(() => document.activeElement?.getAttribute('aria-label'))).toBe(`Review grant ${grantId}`);
   });
 
   it('pages through the queue, one grant a page, forward and back, in the gateway\'s order', async () => {
