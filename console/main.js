@@ -10,7 +10,7 @@ import { announce, h } from './dom.js';
 
 /** Which role opens which page. The gateway enforces the same: a page here is only a convenience. */
 const PAGES = [
-  { id: 'break-glass', title: 'Break-glass review', role: 'compliance', render: (main, ctx) => breakGlassPage(main, ctx.endpoint) },
+  { id: 'break-glass', title: 'Break-glass review', role: 'compliance', render: (main, ctx, params) => breakGlassPage(main, ctx.endpoint, params) },
   { id: 'alerts', title: 'Alerts', role: 'compliance', render: (main, ctx, params) => alertsPage(main, ctx.endpoint, params) },
   { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx, params) => auditPage(main, ctx.endpoint, params) },
   { id: 'disclosures', title: 'Accounting of disclosures', role: 'compliance', render: (main, ctx) => disclosuresPage(main, ctx.endpoint) },

@@ -28,10 +28,13 @@ export interface GrantRow {
   readonly review_comment_sealed: Buffer | null;
   /** Live by the database clock at the time of the statement. */
   readonly active: boolean;
+  /** granted_at in microseconds since the epoch, exact (a Date keeps milliseconds): the grant's place in the queue. */
+  readonly granted_us: string;
 }
 
 const GRANT_COLUMNS = `id, actor, role, patient_id, clinic_id, cross_clinic, reason, reason_sealed, granted_at, expires_at, revoked_at, revoked_by,
-  reviewed_at, reviewed_by, review_outcome, review_comment, review_comment_sealed, (revoked_at IS NULL AND expires_at > clock_timestamp()) AS active`;
+  reviewed_at, reviewed_by, review_outcome, review_comment, review_comment_sealed, (revoked_at IS NULL AND expires_at > clock_timestamp()) AS active,
+  (extract(epoch FROM granted_at) * 1000000)::bigint::text AS granted_us`;
 
 /** Serialises one actor's grant openings across replicas for the rest of the transaction, so a daily limit holds. */
 export async function grantsInLastDay(tx: RequestTransaction): Promise<number> {
@@ -107,12 +110,50 @@ export async function reviewGrant(tx: RequestTransaction, id: string, outcome: s
   return rows[0] ?? null;
 }
 
-/** Unreviewed first, oldest first: the review queue. */
-export async function listGrants(tx: RequestTransaction, unreviewedOnly: boolean, limit: number): Promise<GrantRow[]> {
+/** A grant's place in the review queue: reviewed or not, then granted_at (microseconds since the epoch), then id. */
+export interface QueuePosition {
+  readonly reviewed: boolean;
+  readonly grantedUs: string;
+  readonly id: string;
+}
+
+export interface QueueRead {
+  readonly unreviewedOnly: boolean;
+  /** Grants strictly after this place, or (backward) strictly before it; null: from the start. */
+  readonly from: QueuePosition | null;
+  readonly backward: boolean;
+  readonly limit: number;
+}
+
+// The queue's order as one row value, so a keyset bound is one comparison and the order one list:
+// unreviewed first (false sorts before true), then oldest first, the id breaking ties.
+const QUEUE_KEY = '(reviewed_at IS NOT NULL, granted_at, id)';
+const queueOrder = (direction: 'ASC' | 'DESC') => ['(reviewed_at IS NOT NULL)', 'granted_at', 'id'].map((c) => `${c} ${direction}`).join(', ');
+// `reviewed_at IS NULL` in the form of the queue index's second column, so the index answers it.
+const UNREVIEWED = '(reviewed_at IS NOT NULL) < true';
+const POSITION = `($2::boolean, timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::uuid)`;
+
+/**
+ * One page of the review queue in queue order, whichever way it was read. Row security shows a
+ * request the grants of its actor and, to a reviewer, those of its clinics; the statement asks for
+ * the same two parts itself, each in queue order from the cursor through the queue index (068),
+ * and merges them, so a page never sorts a whole clinic's grants. Row security still decides every
+ * row. A backward read takes the `limit` grants just before `from`, then turns them round.
+ */
+export async function listGrants(tx: RequestTransaction, q: QueueRead): Promise<GrantRow[]> {
+  const direction = q.backward ? 'DESC' : 'ASC';
+  const conditions = [q.unreviewedOnly ? UNREVIEWED : null, q.from === null ? null : `${QUEUE_KEY} ${q.backward ? '<' : '>'} ${POSITION}`].filter((c) => c !== null);
+  const where = conditions.map((c) => ` AND ${c}`).join('');
+  const part = (test: string) => `SELECT * FROM phigate.break_glass_grants WHERE ${test}${where} ORDER BY ${queueOrder(direction)} LIMIT $1`;
+  const params: unknown[] = [q.limit];
+  if (q.from !== null) params.push(q.from.reviewed, q.from.grantedUs, q.from.id);
+  // UNION: a reviewer's own grant in one of its clinics, or a clinic named twice, comes once.
   const { rows } = await tx.query<GrantRow>(
-    `SELECT ${GRANT_COLUMNS} FROM phigate.break_glass_grants WHERE ($1::boolean IS FALSE OR reviewed_at IS NULL)
-     ORDER BY (reviewed_at IS NULL) DESC, granted_at, id LIMIT $2`,
-    [unreviewedOnly, limit],
+    `SELECT ${GRANT_COLUMNS} FROM (
+       SELECT g.* FROM unnest(phigate.ctx_clinics()) AS c(id) CROSS JOIN LATERAL (${part('phigate.ctx_reviewer() AND clinic_id = c.id')}) g
+       UNION (${part('actor = phigate.ctx_actor()')})
+     ) g ORDER BY ${queueOrder(direction)} LIMIT $1`,
+    params,
   );
-  return rows;
+  return q.backward ? rows.reverse() : rows;
 }

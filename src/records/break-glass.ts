@@ -5,6 +5,7 @@ import { endGrant, grantById, grantsInLastDay, insertGrant, listGrants, reviewGr
 import { PhigateError } from '../errors.ts';
 import { EMERGENCY_PURPOSE, roleFor } from '../policy/decide.ts';
 import type { RolePolicy } from '../policy/types.ts';
+import { grantQueueQuery, type GrantQueueArgs } from './grant-queue.ts';
 import { grantTextAad, GRANT_TEXTS } from './grant-text.ts';
 import type { RequestScope } from './scope.ts';
 import * as v from './validate.ts';
@@ -21,7 +22,6 @@ export interface BreakGlassScope extends RequestScope {
 export const REVIEW_OUTCOMES = ['justified', 'unjustified', 'needs_follow_up'] as const;
 const MAX_REASON = 1000;
 const MAX_COMMENT = 2000;
-const MAX_LISTED = 500;
 // Row security refusing the grant: the patient does not exist, or lies beyond the policy's reach.
 const INSUFFICIENT_PRIVILEGE = '42501';
 const CHECK_VIOLATION = '23514';
@@ -183,18 +183,26 @@ export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOu
 }
 
 /**
- * Grants this request may see: a reviewer's clinics' grants, a clinician's own. The listing is
- * itself an audit event; the reason and review comment (PHI) are decided, decrypted and audited
- * one value at a time, when selected (src/records/grant-text.ts).
+ * Grants this request may see, a page of the review queue at a time or one by id: a reviewer's
+ * clinics' grants, a clinician's own. The listing is itself an audit event; the reason and review
+ * comment (PHI) are decided, decrypted and audited one value at a time, when selected
+ * (src/records/grant-text.ts), so a list that does not select them discloses none.
  */
-export async function listBreakGlass(scope: RequestScope, unreviewedOnly: boolean): Promise<GrantRow[]> {
+export async function listBreakGlass(scope: RequestScope, args: GrantQueueArgs, maxPageSize: number): Promise<GrantRow[]> {
   const { role, held } = roleFor(scope.policy, scope.principal, (r) => r.operations.has('reviewBreakGlass') || r.operations.has('breakGlass'));
   if (!role) {
     throw held.length > 0
       ? new PhigateError('MFA_REQUIRED', 'This requires a sign-in with multi-factor authentication.')
       : new PhigateError('FORBIDDEN', 'You may not list emergency access grants.');
   }
-  const rows = await listGrants(scope.tx, unreviewedOnly, MAX_LISTED);
+  const q = grantQueueQuery(args, maxPageSize);
+  let rows: GrantRow[];
+  if (q.kind === 'one') {
+    const grant = await grantById(scope.tx, q.id);
+    rows = grant === null || (q.unreviewedOnly && grant.reviewed_at !== null) ? [] : [grant];
+  } else {
+    rows = await listGrants(scope.tx, q);
+  }
   scope.audit.add({ ...event('break_glass', 'listed', { id: null, patientId: null, role: role.name }), action: 'view', breakGlass: false, purpose: 'healthcare_operations' });
   return rows;
 }

@@ -55,7 +55,8 @@ it('takes a screenshot of every console page', async () => {
   });
 
   const compliance = await openAs('compliance-1');
-  await compliance.locator('tr[data-grant]').first().waitFor();
+  await compliance.locator('tr[data-grant]').first().getByRole('button', { name: /^Review grant/ }).click();
+  await compliance.locator('#grant-detail form').waitFor();
   await shot(compliance, 'break-glass-review');
   await compliance.getByRole('link', { name: 'Alerts' }).click();
   await compliance.locator('tr[data-alert]').first().waitFor();

@@ -137,26 +137,43 @@ describe('compliance officer', () => {
     const grantId: string = opened.body.data?.breakGlass.id;
     expect(grantId).toBeTruthy();
 
+    // The queue lists grants without their reasons: opening it discloses no patient's reason.
+    const reasonReads = () => cg.gw.auditRows("actor = 'compliance-1' AND type_name = 'BreakGlassGrant' AND field IS NOT NULL AND action = 'read'");
+    const readsBefore = (await reasonReads()).length;
     await signInAs(page, cg.origin, 'compliance-1');
     const row = page.locator(`tr[data-grant="${grantId}"]`);
-    await expect.poll(() => row.textContent()).toContain(REASON);
+    await expect.poll(() => row.textContent()).toContain('Unreviewed');
     const text = (await row.textContent()) ?? '';
-    expect(text).toContain('Unreviewed');
     expect(text).toContain(patient.id);
     expect(text).toContain(dr);
+    expect(await page.content()).not.toContain(REASON);
+    expect(await reasonReads()).toHaveLength(readsBefore);
+
+    // Reviewing the grant shows its reason, that one grant's, audited once.
+    await row.getByRole('button', { name: `Review grant ${grantId}` }).click();
+    const detail = page.locator('#grant-detail');
+    await expect.poll(() => detail.textContent()).toContain(REASON);
+    const reads = (await reasonReads()).slice(readsBefore);
+    expect(reads.map((e) => [e.field, e.record_id, e.patient_id])).toEqual([['reason', grantId, patient.id]]);
     // No PHI value on the page: the patient is named by id only.
     for (const value of [patient.givenName, patient.familyName, patient.ssn, patient.mrn]) expect(await page.content()).not.toContain(value);
     expect(await axeViolations(page)).toEqual([]);
     await readableAtDoubleZoom(page);
 
-    await row.getByLabel('Outcome').selectOption('justified');
-    await row.getByLabel('Comment').fill('Confirmed with the ED charge nurse');
-    await row.getByRole('button', { name: 'Record review' }).click();
+    await detail.getByLabel('Outcome').selectOption('justified');
+    await detail.getByLabel('Comment').fill('Confirmed with the ED charge nurse');
+    await detail.getByRole('button', { name: 'Record review' }).click();
     await expect.poll(() => page.locator('#status').textContent()).toContain(`Review recorded for grant ${grantId}`);
-    expect(await page.locator(`tr[data-grant="${grantId}"]`).textContent()).toContain('justified by compliance-1: Confirmed with the ED charge nurse');
+    expect(await page.locator(`tr[data-grant="${grantId}"]`).textContent()).toContain('justified by compliance-1');
+    expect(await page.content()).not.toContain(REASON);
 
     const events = await cg.gw.auditRows("action = 'review' AND grant_id = $1", [grantId]);
     expect(events).toEqual([expect.objectContaining({ actor: 'compliance-1', detail: 'justified' })]);
+
+    // Opening the reviewed grant shows its reason and the review's comment.
+    await page.locator(`tr[data-grant="${grantId}"]`).getByRole('button', { name: `Open grant ${grantId}` }).click();
+    await expect.poll(() => detail.textContent()).toContain('justified by compliance-1: Confirmed with the ED charge nurse');
+    expect(await detail.textContent()).toContain(REASON);
 
     // What was read under the grant: the audit search, filtered to the grant's patient and clinician.
     await page.locator(`tr[data-grant="${grantId}"]`).getByRole('link', { name: `Reads under grant ${grantId}` }).click();
@@ -176,9 +193,35 @@ describe('compliance officer', () => {
 
     await signInAs(page, cg.origin, 'compliance-1');
     const row = page.locator(`tr[data-grant="${grantId}"]`);
-    await expect.poll(() => row.textContent()).toContain('not shown: shredded');
-    expect(await row.textContent()).toContain(patient.id);
+    await expect.poll(() => row.textContent()).toContain(patient.id);
     expect(await page.locator('tr[data-grant]').count()).toBeGreaterThan(1);
+    await row.getByRole('button', { name: `Review grant ${grantId}` }).click();
+    await expect.poll(() => page.locator('#grant-detail').textContent()).toContain('not shown: shredded');
+    await page.locator('#grant-detail').getByRole('button', { name: 'Close' }).click();
+    expect(await page.locator('#grant-detail').textContent()).toBe('');
+    expect(await page.evaluate(() => document.activeElement?.getAttribute('aria-label'))).toBe(`Review grant ${grantId}`);
+  });
+
+  it('pages through the queue, one grant a page, forward and back, in the gateway\'s order', async () => {
+    const listed = await cg.gw.gql(await cg.devToken('compliance-1'), `query { breakGlassGrants(first: 100) { id } }`, {});
+    const order: string[] = listed.body.data?.breakGlassGrants.map((g: { id: string }) => g.id);
+    expect(order.length).toBeGreaterThan(1);
+
+    await signInAs(page, cg.origin, 'compliance-1');
+    await page.goto(`${cg.origin}/console/#/break-glass?first=1`);
+    const shown = () => page.locator('tr[data-grant]').getAttribute('data-grant');
+    await expect.poll(shown).toBe(order[0]);
+    expect(await page.getByRole('button', { name: 'Previous page' }).count()).toBe(0);
+    const forward = [await shown()];
+    for (const id of order.slice(1)) {
+      await page.getByRole('button', { name: 'Next page' }).click();
+      await expect.poll(shown).toBe(id);
+      forward.push(id);
+    }
+    expect(forward).toEqual(order);
+    expect(await page.getByRole('button', { name: 'Next page' }).count()).toBe(0);
+    await page.getByRole('button', { name: 'Previous page' }).click();
+    await expect.poll(shown).toBe(order.at(-2));
   });
 
   it('finds its own review in the audit search', async () => {

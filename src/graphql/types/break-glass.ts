@@ -1,5 +1,6 @@
 import type { GrantRow } from '../../db/break-glass.ts';
 import { endBreakGlass, listBreakGlass, openBreakGlass, reviewBreakGlass } from '../../records/break-glass.ts';
+import { DEFAULT_QUEUE_PAGE, encodeGrantCursor } from '../../records/grant-queue.ts';
 import { readGrantText } from '../../records/grant-text.ts';
 import { builder } from '../builder.ts';
 
@@ -28,15 +29,26 @@ export const BreakGlassGrant = builder.objectRef<GrantRow>('BreakGlassGrant').im
     reviewedBy: t.exposeString('reviewed_by', { nullable: true }),
     reviewOutcome: t.exposeString('review_outcome', { nullable: true, description: 'justified, unjustified or needs_follow_up' }),
     reviewComment: t.string({ nullable: true, description: 'As reason.', resolve: (g, _a, ctx) => readGrantText(ctx, g, 'reviewComment') }),
+    cursor: t.string({
+      description: "The grant's place in the review queue as it was listed: pass it to breakGlassGrants as `after` (the grants after it) or `before` (those before it).",
+      resolve: (g) => encodeGrantCursor(g),
+    }),
   }),
 });
 
 builder.queryFields((t) => ({
   breakGlassGrants: t.field({
     type: [BreakGlassGrant],
-    description: "Reviewers: the grants of their clinics, unreviewed first; clinicians: their own.",
-    args: { unreviewedOnly: t.arg.boolean() },
-    resolve: (_r, args, ctx) => listBreakGlass(ctx, args.unreviewedOnly ?? false),
+    description:
+      `Reviewers: the grants of their clinics; clinicians: their own. The review queue's order, unreviewed first, oldest first, a page of \`first\` grants (default ${DEFAULT_QUEUE_PAGE}) at a time; or the one grant \`id\` names. Select \`reason\` and \`reviewComment\` only for the grant being reviewed: each value shown is a disclosure of its patient, audited.`,
+    args: {
+      unreviewedOnly: t.arg.boolean(),
+      id: t.arg.id({ description: 'Only this grant (an empty list when it is not one you may see); not with first, after or before.' }),
+      first: t.arg.int({ description: `How many grants, 1 to the gateway's page limit (PHIGATE_MAX_PAGE_SIZE, default 100); default ${DEFAULT_QUEUE_PAGE}.` }),
+      after: t.arg.string({ description: 'A BreakGlassGrant.cursor: the grants after that one in the queue.' }),
+      before: t.arg.string({ description: 'A BreakGlassGrant.cursor: the grants just before that one, still in queue order; not with after.' }),
+    },
+    resolve: (_r, args, ctx) => listBreakGlass(ctx, { ...args, id: args.id == null ? null : String(args.id) }, ctx.maxPageSize),
   }),
 }));
 

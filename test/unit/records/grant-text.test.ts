@@ -14,7 +14,7 @@ const REASON = 'Unconscious, suspected overdose';
 const grantRow = (over: Partial<GrantRow>): GrantRow => ({
   id: GRANT, actor: 'dr-other', role: 'physician', patient_id: PATIENT, clinic_id: CLINIC, cross_clinic: false,
   reason: null, reason_sealed: null, granted_at: new Date(), expires_at: new Date(), revoked_at: null, revoked_by: null,
-  reviewed_at: null, reviewed_by: null, review_outcome: null, review_comment: null, review_comment_sealed: null, active: false,
+  reviewed_at: null, reviewed_by: null, review_outcome: null, review_comment: null, review_comment_sealed: null, active: false, granted_us: '0',
   ...over,
 });
 const seal = (scope: RequestScope, text: string, rowId = GRANT) =>
