@@ -12,7 +12,7 @@ import { verifyLog } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
 import { pgConnection } from '../db/tls.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
-import { progressBar } from './progress.ts';
+import { phaseProgressBar, progressBar } from './progress.ts';
 
 /**
  * `phigate audit verify | prove | check-proof | retain` (docs/audit-log.md): the verbs that turn
@@ -111,7 +111,7 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
       since: from,
       sinkDir,
       onProgress: progressBar('audit verify', process.stderr),
-      onListingProgress: progressBar('audit verify: patient listings', process.stderr),
+      onListingProgress: phaseProgressBar('audit verify: patient listings', process.stderr),
     }),
   ).catch((e: unknown) => {
     if (e instanceof SinkFormatError) throw new AuditEvidenceError(e.message);
