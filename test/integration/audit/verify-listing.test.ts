@@ -120,6 +120,17 @@ describe('audit verify and the patient listing of v3 records', () => {
     expect(problem!.message).toContain(`record ${records[2]} (first event ${firstEvent(records[2]!)}), slot 2`);
   });
 
+  it('with --since T, checks the listing from the first v3 record of T on', async () => {
+    const records = await buildTrail(new Date(Date.now() - 86_400_000).toISOString());
+    const recent = await admin((c) => addV3Record(c, 'page-recent', 3, null));
+    await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 1', [records[3]]);
+    const since = new Date(Date.now() - 3_600_000);
+    expect(await verify(since)).toMatchObject({ problem: null, listed: 1 });
+    await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 3', [recent]);
+    expect((await verify(since)).problem).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(recent) });
+    expect((await verify()).problem).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(records[3]!) });
+  });
+
   it('names the record of an extra listing row: another patient at a listed slot, at a slot past its patients, or its patient twice', async () => {
     for (const [extra, slot] of [
       ['SELECT gen_random_uuid(), id, 2 FROM phigate.audit_records_v3 WHERE id = $1', 2],
