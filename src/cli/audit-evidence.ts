@@ -12,7 +12,7 @@ import { verifyLog } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
 import { pgConnection } from '../db/tls.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
-import { progressBar } from './progress.ts';
+import { phaseProgressBar, progressBar } from './progress.ts';
 
 /**
  * `phigate audit verify | prove | check-proof | retain` (docs/audit-log.md): the verbs that turn
@@ -38,8 +38,9 @@ export const auditEvidenceOptions = {
 } as const;
 
 export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR] [--key VKEY | --key-file F]
-                                recompute the log from the database, check every checkpoint and the sink;
-                                exit 0 clean, 1 naming the first bad event
+                                recompute the log from the database, check every checkpoint, the sink and the
+                                patient listing of records of several patients; exit 0 clean, 1 naming the first
+                                bad event
   audit prove --event ID [--checkpoint N]
                                 an inclusion proof of the entry (event or record) holding event ID against the latest
                                 signed checkpoint (or that of size N); the proof carries the entry's canonical bytes
@@ -104,7 +105,14 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
   const sinkDir = typeof v['sink-dir'] === 'string' ? v['sink-dir'] : config.auditLog.sinkDir;
   const from = since(v.since);
   const report = await withMigrator(config, io, (client) =>
-    verifyLog({ client, verifier, since: from, sinkDir, onProgress: progressBar('audit verify', process.stderr) }),
+    verifyLog({
+      client,
+      verifier,
+      since: from,
+      sinkDir,
+      onProgress: progressBar('audit verify', process.stderr),
+      onListingProgress: phaseProgressBar('audit verify: patient listings', process.stderr),
+    }),
   ).catch((e: unknown) => {
     if (e instanceof SinkFormatError) throw new AuditEvidenceError(e.message);
     throw e;
@@ -118,7 +126,8 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
     `audit log verified: ${report.leaves} leaves (${report.rehashed} recomputed from their records or events, ${report.retired} removed by retention), ` +
       `${report.checkpoints} signed checkpoints by ${verifier.name}` +
       `${sinkDir ? `, ${report.sinkCompared} leaves matched the sink` : ', no sink compared'}` +
-      `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} records or events`,
+      `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} records or events` +
+      `; ${report.listed} records of several patients matched their patient listing`,
   );
   return 0;
 }

@@ -38,3 +38,9 @@ export function duration(seconds: number): string {
   const ss = String(s % 60).padStart(2, '0');
   return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
 }
+
+/** A progress bar made at its first report: for a phase that starts long after the bar is handed out. */
+export function phaseProgressBar(label: string, stream: NodeJS.WriteStream, now: () => number = Date.now): (done: number, total: number) => void {
+  let bar: ((done: number, total: number) => void) | null = null;
+  return (done, total) => (bar ??= progressBar(label, stream, now))(done, total);
+}

@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { blindIndex, normaliseSsn } from '../../src/crypto/blind-index.ts';
 import { openField } from '../../src/crypto/envelope.ts';
 import { openPatientKey } from '../../src/crypto/patient-key.ts';
-import { progressBar } from '../../src/cli/progress.ts';
+import { phaseProgressBar, progressBar } from '../../src/cli/progress.ts';
 import { generateDataset, patientsOf } from '../../src/seed/dataset.ts';
 import { arrayLiteral, sealBatch, type SeedKeys } from '../../src/seed/write.ts';
 
@@ -97,5 +97,19 @@ describe('progressBar', () => {
     t = 100_000;
     bar(10_000, 10_000);
     expect(lines).toEqual(['seeding: 1000/10000 100/s ETA 1:30\n', 'seeding: 10000/10000 100/s in 1:40\n']);
+  });
+});
+
+describe('phaseProgressBar', () => {
+  it('counts its rate from its first report, not from when it was made', () => {
+    const lines: string[] = [];
+    let t = 0;
+    const stream = { isTTY: false, write: (s: string) => lines.push(s) } as unknown as NodeJS.WriteStream;
+    const bar = phaseProgressBar('listing', stream, () => t);
+    t = 50_000;
+    bar(0, 1000);
+    t = 60_000;
+    bar(1000, 1000);
+    expect(lines).toEqual(['listing: 0/1000 -/s ETA ?\n', 'listing: 1000/1000 100/s in 0:10\n']);
   });
 });

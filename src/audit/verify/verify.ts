@@ -3,6 +3,7 @@ import { parseCheckpoint } from '../log/checkpoint.ts';
 import { openNote, type Verifier } from '../log/note.ts';
 import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, V3_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { growingTree, leafHash } from '../log/tree.ts';
+import { checkPatientListings, type ListingProblemKind } from './listing.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
 import { retentionDetail } from './retain.ts';
 
@@ -13,8 +14,10 @@ import { retentionDetail } from './retain.ts';
  * each checkpoint's (and each head's) at its size, so successive checkpoints are consistent by
  * construction; leaves removed by retention count by their kept hashes; the file sink, when
  * given, must hold the same bytes. A leaf is one v1 event (before migration 028) or one audit
- * record with all its events (canonical v2), named by its key: the id of its (first) event. The
- * first problem stops it, named by an event id and codes, never by an event's values.
+ * record with all its events (canonical v2, or v3 for several patients), named by its key: the id
+ * of its (first) event. Last, the v3 records' patient listing (listing.ts), which the leaves do not
+ * cover, must be exactly their slots. The first problem stops it, named by an event id and codes,
+ * never by an event's values.
  */
 export type ProblemKind =
   | 'checkpoint_signature'
@@ -30,7 +33,8 @@ export type ProblemKind =
   | 'retention'
   | 'sink_differs'
   | 'sink_ahead'
-  | 'sink_checkpoint';
+  | 'sink_checkpoint'
+  | ListingProblemKind;
 
 export interface VerifyProblem {
   readonly kind: ProblemKind;
@@ -52,6 +56,8 @@ export interface VerifyReport {
   readonly unsealed: number;
   /** Leaves compared with the sink's copy. */
   readonly sinkCompared: number;
+  /** Records of several patients (v3) whose patient listing matched their slots. */
+  readonly listed: number;
 }
 
 export interface VerifyOptions {
@@ -63,6 +69,8 @@ export interface VerifyOptions {
   readonly sinkDir?: string | null;
   readonly batch?: number;
   readonly onProgress?: (done: number, total: number) => void;
+  /** Progress of the patient listing's check, in v3 records, after the leaves'. */
+  readonly onListingProgress?: (done: number, total: number) => void;
 }
 
 interface WalkRow extends Omit<LeafRow, 'key' | 'version'> {
@@ -142,7 +150,7 @@ interface Mark {
 export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
   const db = opts.client;
   const batch = opts.batch ?? 5000;
-  const counts = { leaves: 0, rehashed: 0, retired: 0, checkpoints: 0, unsigned: 0, unsealed: 0, sinkCompared: 0 };
+  const counts = { leaves: 0, rehashed: 0, retired: 0, checkpoints: 0, unsigned: 0, unsealed: 0, sinkCompared: 0, listed: 0 };
   // The sink's extent before the snapshot: lines the replicas deliver while the walk runs are
   // newer than the snapshot and would otherwise look like leaves the database lacks.
   const sink: SinkReader | null = opts.sinkDir ? await openSink(opts.sinkDir) : null;
@@ -337,6 +345,10 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
         }
       }
     }
+
+    const listing = await checkPatientListings(db, { since: opts.since ?? null, onProgress: opts.onListingProgress });
+    counts.listed = listing.records;
+    if (listing.problem !== null) fail(listing.problem.kind, listing.problem.eventId, listing.problem.message);
     return { problem: null, ...counts };
   } catch (e) {
     if (e instanceof Found) return { problem: e.problem, ...counts };

@@ -146,6 +146,30 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     expect(await cli(['audit', 'prove'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('--event ID or --from N') });
   });
 
+  it('audit verify exits 1 on a v3 record\'s listing row deleted, naming the record and slot, not the patient; 0 once it is back', async () => {
+    const { id, patient } = await withClient(db.adminUrl, async (c) =>
+      (await c.query<{ id: string; patient: string }>(
+        `INSERT INTO phigate.audit_records_v3 (request_id, actor, actor_kind, role, purpose, patient_ids, actions, type_names, fields, record_ids, details)
+         VALUES ('req-prove-page', 'dr-prove', 'user', 'physician', 'treatment', ARRAY[gen_random_uuid(), gen_random_uuid()], '{read}', '{Patient}', '{mrn}',
+                 ARRAY[NULL, NULL]::uuid[], '{NULL}')
+         RETURNING id::text AS id, patient_ids[2]::text AS patient`,
+      )).rows[0]!,
+    );
+    const listed = await cli(['audit', 'verify'], operator());
+    expect(listed).toMatchObject({ code: 0, stdout: expect.stringContaining('; 1 records of several patients matched their patient listing\n') });
+    await withClient(db.adminUrl, async (c) => {
+      await c.query('SET session_replication_role = replica');
+      await c.query('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 2', [id]);
+    });
+    const first = String(BigInt(id) << 16n);
+    const bad = await cli(['audit', 'verify'], operator());
+    expect(bad).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${first}: listing_missing\n` });
+    expect(bad.stderr).toContain(`record ${id} (first event ${first}), slot 2:`);
+    expect(bad.stdout + bad.stderr).not.toContain(patient);
+    await withClient(db.adminUrl, (c) => c.query('INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot) VALUES ($1, $2, 2)', [patient, id]));
+    expect(await cli(['audit', 'verify'], operator())).toMatchObject({ code: 0 });
+  });
+
   it('audit verify exits 0 on the untouched log and 1 naming the tampered event', async () => {
     const clean = await cli(['audit', 'verify'], operator());
     expect(clean).toMatchObject({ code: 0, stdout: expect.stringContaining('audit log verified: 13 leaves (13 recomputed') });
