@@ -6,6 +6,7 @@ import { parsePolicy } from '../../src/policy/load.ts';
 import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import type { SeedPatient } from '../../src/seed/dataset.ts';
 import { POLICY_FILE, startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
+import { inOneWindow, MINUTE } from '../support/one-window.ts';
 
 // PHI minimum necessary (policies/default.yaml, `limits`): per request, past the cap, further PHI
 // fields come back null with RATE_LIMITED and are never decrypted; per principal and minute, in
@@ -62,14 +63,10 @@ const usageOf = async (sub: string) =>
 const capErrors = (r: GqlResponse) => (r.body.errors ?? []).filter((e) => e.extensions?.code === 'RATE_LIMITED');
 
 /**
- * Tests that spend a principal's minute must not straddle two minutes: wait for a fresh one when
- * the current (by the database clock, which the gateway uses too) has less than 15 s left.
+ * Tests that spend a principal's minute must not straddle two minutes (by the database clock, which
+ * the gateway charges by): a run that did is run again with a fresh principal.
  */
-async function withinOneMinute(): Promise<void> {
-  const { rows } = await gw.admin((c) => c.query<{ left: number }>(`SELECT extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8 AS left`));
-  const left = rows[0]!.left;
-  if (left < 15) await new Promise((resolve) => setTimeout(resolve, left * 1000 + 250));
-}
+const inOneMinute = <T>(attempt: () => Promise<T>): Promise<T> => inOneWindow(gw.db.adminUrl, MINUTE, attempt);
 
 /** Spends a fresh registrar's whole minute of rows: two full pages of SSNs. */
 async function exhaust(on: TestGateway, token: string): Promise<void> {
@@ -155,30 +152,32 @@ describe('per-request caps', () => {
   });
 
   it('the minute is charged what was shown, not what was reserved', async () => {
-    const { sub, token } = await freshRegistrar();
-    await withinOneMinute();
-    const r = await send(gw, token, SSN_PAGE(3));
-    expect(r.body.errors, r.text).toBeUndefined();
-    expect(await usageOf(sub)).toEqual({ rows_used: 3, values_used: 3 });
+    await inOneMinute(async () => {
+      const { sub, token } = await freshRegistrar();
+      const r = await send(gw, token, SSN_PAGE(3));
+      expect(r.body.errors, r.text).toBeUndefined();
+      expect(await usageOf(sub)).toEqual({ rows_used: 3, values_used: 3 });
+    });
   });
 
   it('an answer withheld whole (a mutation rolled back) charges nothing to the minute', async () => {
-    const { sub, token } = await freshRegistrar();
-    const [p] = north();
-    await withinOneMinute();
-    const before = (await gw.admin((c) => c.query('SELECT phone FROM phigate.patients WHERE id = $1', [p!.id]))).rows[0];
-    const r = await send(
-      gw,
-      token,
-      `mutation($id: ID!) {
-        a: updatePatient(id: $id, input: { phone: "+1 555 0100" }) { id givenName phone }
-        b: updatePatient(id: "00000000-0000-4000-8000-000000000000", input: { phone: "+1 555 0101" }) { id }
-      }`,
-      { id: p!.id },
-    );
-    expect(r.body.data ?? null, r.text).toBeNull();
-    expect(await usageOf(sub)).toBeNull();
-    expect((await gw.admin((c) => c.query('SELECT phone FROM phigate.patients WHERE id = $1', [p!.id]))).rows[0]).toEqual(before);
+    await inOneMinute(async () => {
+      const { sub, token } = await freshRegistrar();
+      const [p] = north();
+      const before = (await gw.admin((c) => c.query('SELECT phone FROM phigate.patients WHERE id = $1', [p!.id]))).rows[0];
+      const r = await send(
+        gw,
+        token,
+        `mutation($id: ID!) {
+          a: updatePatient(id: $id, input: { phone: "+1 555 0100" }) { id givenName phone }
+          b: updatePatient(id: "00000000-0000-4000-8000-000000000000", input: { phone: "+1 555 0101" }) { id }
+        }`,
+        { id: p!.id },
+      );
+      expect(r.body.data ?? null, r.text).toBeNull();
+      expect(await usageOf(sub)).toBeNull();
+      expect((await gw.admin((c) => c.query('SELECT phone FROM phigate.patients WHERE id = $1', [p!.id]))).rows[0]).toEqual(before);
+    });
   });
 
   it('a mutation whose answer is cut by the cap still stands, with its limited fields audited', async () => {
@@ -206,121 +205,128 @@ describe('per-request caps', () => {
 
 describe('per-minute caps', () => {
   it('past the per-minute cap the whole request is refused: 429, Retry-After, nothing decrypted, one audit row limited', async () => {
-    const { sub, token } = await freshRegistrar();
-    await withinOneMinute();
-    await exhaust(gw, token);
-    const decrypts = gw.cipher.stats.decrypts;
+    await inOneMinute(async () => {
+      const { sub, token } = await freshRegistrar();
+      await exhaust(gw, token);
+      const decrypts = gw.cipher.stats.decrypts;
 
-    const r = await send(gw, token, SSN_PAGE(1));
-    expectMinuteRefusal(r);
-    expect(gw.cipher.stats.decrypts).toBe(decrypts);
-    const audit = await auditOf(r.requestId);
-    expect(audit).toHaveLength(1);
-    expect(audit[0]).toMatchObject({ action: 'limited', actor: sub, type_name: 'Query', field: null, patient_id: null });
-    // The refusal itself takes nothing from the minute.
-    expect(await usageOf(sub)).toEqual({ rows_used: REGISTRAR_LIMITS.rowsPerMinute, values_used: REGISTRAR_LIMITS.rowsPerMinute });
+      const r = await send(gw, token, SSN_PAGE(1));
+      expectMinuteRefusal(r);
+      expect(gw.cipher.stats.decrypts).toBe(decrypts);
+      const audit = await auditOf(r.requestId);
+      expect(audit).toHaveLength(1);
+      expect(audit[0]).toMatchObject({ action: 'limited', actor: sub, type_name: 'Query', field: null, patient_id: null });
+      // The refusal itself takes nothing from the minute.
+      expect(await usageOf(sub)).toEqual({ rows_used: REGISTRAR_LIMITS.rowsPerMinute, values_used: REGISTRAR_LIMITS.rowsPerMinute });
+    });
   });
 
   it('a used-up minute refuses mutations too, and the database is unchanged', async () => {
-    const { token } = await freshRegistrar();
-    await withinOneMinute();
-    await exhaust(gw, token);
-    const count = async () => Number((await gw.admin((c) => c.query('SELECT count(*) AS n FROM phigate.patients'))).rows[0].n);
-    const before = await count();
-    const r = await send(gw, token, `mutation { createPatient(input: { clinicId: "c-north", mrn: "CAP-REFUSED-1" }) { id } }`);
-    expectMinuteRefusal(r);
-    expect(await count()).toBe(before);
-    expect((await auditOf(r.requestId)).map((a) => [a.action, a.type_name])).toEqual([['limited', 'Mutation']]);
+    await inOneMinute(async () => {
+      const { token } = await freshRegistrar();
+      await exhaust(gw, token);
+      const count = async () => Number((await gw.admin((c) => c.query('SELECT count(*) AS n FROM phigate.patients'))).rows[0].n);
+      const before = await count();
+      const r = await send(gw, token, `mutation { createPatient(input: { clinicId: "c-north", mrn: "CAP-REFUSED-1" }) { id } }`);
+      expectMinuteRefusal(r);
+      expect(await count()).toBe(before);
+      expect((await auditOf(r.requestId)).map((a) => [a.action, a.type_name])).toEqual([['limited', 'Mutation']]);
+    });
   });
 
   it('what is left of the minute caps a request below its own cap (reason phi_minute_cap)', async () => {
-    const { token } = await freshRegistrar();
-    await withinOneMinute();
-    const first = await send(gw, token, NAME_PAGE(2)); // 6 values of the minute's 10
-    expect(first.body.errors, first.text).toBeUndefined();
-    const second = await send(gw, token, NAME_PAGE(2)); // 6 asked, 4 left
-    expect(second.status).toBe(200);
-    const errors = capErrors(second);
-    expect(errors).toHaveLength(2);
-    expect(errors.every((e) => e.extensions!.reason === 'phi_minute_cap')).toBe(true);
+    await inOneMinute(async () => {
+      const { token } = await freshRegistrar();
+      const first = await send(gw, token, NAME_PAGE(2)); // 6 values of the minute's 10
+      expect(first.body.errors, first.text).toBeUndefined();
+      const second = await send(gw, token, NAME_PAGE(2)); // 6 asked, 4 left
+      expect(second.status).toBe(200);
+      const errors = capErrors(second);
+      expect(errors).toHaveLength(2);
+      expect(errors.every((e) => e.extensions!.reason === 'phi_minute_cap')).toBe(true);
+    });
   });
 
   it('caps are per principal: another registrar of the same clinic is unaffected', async () => {
-    const a = await freshRegistrar();
-    const b = await freshRegistrar();
-    await withinOneMinute();
-    await exhaust(gw, a.token);
-    expectMinuteRefusal(await send(gw, a.token, SSN_PAGE(1)));
+    await inOneMinute(async () => {
+      const a = await freshRegistrar();
+      const b = await freshRegistrar();
+      await exhaust(gw, a.token);
+      expectMinuteRefusal(await send(gw, a.token, SSN_PAGE(1)));
 
-    const r = await send(gw, b.token, SSN_PAGE(4));
-    expect(r.status, r.text).toBe(200);
-    expect(r.body.errors, r.text).toBeUndefined();
-    expect(r.body.data!.patients.edges.every((e: { node: { ssn: string | null } }) => e.node.ssn !== null)).toBe(true);
+      const r = await send(gw, b.token, SSN_PAGE(4));
+      expect(r.status, r.text).toBe(200);
+      expect(r.body.errors, r.text).toBeUndefined();
+      expect(r.body.data!.patients.edges.every((e: { node: { ssn: string | null } }) => e.node.ssn !== null)).toBe(true);
+    });
   });
 
   it('the minute is shared by two gateway replicas on one database', async () => {
-    const { sub, token } = await freshRegistrar();
-    await withinOneMinute();
-    // Half the minute on each replica, then neither has anything left.
-    const onA = await send(gw, token, SSN_PAGE(4));
-    const onB = await send(replica, token, SSN_PAGE(4));
-    expect([onA.body.errors, onB.body.errors]).toEqual([undefined, undefined]);
-    expectMinuteRefusal(await send(replica, token, SSN_PAGE(1)));
-    expectMinuteRefusal(await send(gw, token, SSN_PAGE(1)));
-    expect(await usageOf(sub)).toEqual({ rows_used: 8, values_used: 8 });
+    await inOneMinute(async () => {
+      const { sub, token } = await freshRegistrar();
+      // Half the minute on each replica, then neither has anything left.
+      const onA = await send(gw, token, SSN_PAGE(4));
+      const onB = await send(replica, token, SSN_PAGE(4));
+      expect([onA.body.errors, onB.body.errors]).toEqual([undefined, undefined]);
+      expectMinuteRefusal(await send(replica, token, SSN_PAGE(1)));
+      expectMinuteRefusal(await send(gw, token, SSN_PAGE(1)));
+      expect(await usageOf(sub)).toEqual({ rows_used: 8, values_used: 8 });
+    });
   });
 
   it('concurrent requests of one principal together never exceed its minute', async () => {
-    const { sub, token } = await freshRegistrar();
-    await withinOneMinute();
-    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => send(i % 2 ? replica : gw, token, SSN_PAGE(4))));
-    const shown = answers.flatMap((r) => r.body.data?.patients.edges ?? []).filter((e: { node: { ssn: string | null } }) => e.node.ssn !== null);
-    expect(shown.length).toBeLessThanOrEqual(REGISTRAR_LIMITS.rowsPerMinute);
-    expect(answers.some((r) => r.status === 429)).toBe(true);
-    expect((await usageOf(sub))!.rows_used).toBe(shown.length);
-    // A request refused at its commit (the others took the minute meanwhile) keeps none of its
-    // read rows, only the refusal; one that committed keeps its reads.
-    for (const r of answers) {
-      const actions = (await auditOf(r.requestId)).map((a) => a.action);
-      if (r.status === 429) {
-        expectMinuteRefusal(r);
-        expect(actions).toEqual(['limited']);
-      } else {
-        expect(actions.filter((a) => a === 'read').length, r.text).toBeGreaterThan(0);
-        expect(actions).not.toContain('limited');
+    await inOneMinute(async () => {
+      const { sub, token } = await freshRegistrar();
+      const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => send(i % 2 ? replica : gw, token, SSN_PAGE(4))));
+      const shown = answers.flatMap((r) => r.body.data?.patients.edges ?? []).filter((e: { node: { ssn: string | null } }) => e.node.ssn !== null);
+      expect(shown.length).toBeLessThanOrEqual(REGISTRAR_LIMITS.rowsPerMinute);
+      expect(answers.some((r) => r.status === 429)).toBe(true);
+      expect((await usageOf(sub))!.rows_used).toBe(shown.length);
+      // A request refused at its commit (the others took the minute meanwhile) keeps none of its
+      // read rows, only the refusal; one that committed keeps its reads.
+      for (const r of answers) {
+        const actions = (await auditOf(r.requestId)).map((a) => a.action);
+        if (r.status === 429) {
+          expectMinuteRefusal(r);
+          expect(actions).toEqual(['limited']);
+        } else {
+          expect(actions.filter((a) => a === 'read').length, r.text).toBeGreaterThan(0);
+          expect(actions).not.toContain('limited');
+        }
       }
-    }
+    });
   });
 
   it('the charge at commit refuses past the cap with SQLSTATE PH429 and the seconds left, and keeps nothing', async () => {
-    const sub = `reg-cap-${randomBytes(4).toString('hex')}`;
-    const charge = (rows: number) =>
-      gw.admin(async (c) => {
-        await c.query('BEGIN');
-        try {
-          await c.query('SELECT phigate.consume_phi_usage($1, $2, $3, $3, 8, 10)', ['user', sub, rows]);
-          await c.query('COMMIT');
-          return null;
-        } catch (err) {
-          await c.query('ROLLBACK');
-          return err as { code: string; detail: string };
-        }
-      });
-    await withinOneMinute();
-    await gw.admin((c) =>
-      c.query(`INSERT INTO phigate.phi_usage VALUES ('user', $1, date_trunc('minute', now()) - interval '2 minutes', 8, 10)`, [sub]),
-    );
-    expect(await charge(5)).toBeNull();
-    // The first charge of a minute drops the principal's past minutes.
-    const minutes = await gw.admin((c) => c.query('SELECT minute FROM phigate.phi_usage WHERE actor = $1', [sub]));
-    expect(minutes.rowCount).toBe(1);
-    const refused = await charge(4);
-    expect(refused?.code).toBe('PH429');
-    expect(Number(refused?.detail)).toBeGreaterThanOrEqual(1);
-    expect(Number(refused?.detail)).toBeLessThanOrEqual(60);
-    expect(await usageOf(sub)).toEqual({ rows_used: 5, values_used: 5 });
-    expect(await charge(3)).toBeNull();
-    expect(await usageOf(sub)).toEqual({ rows_used: 8, values_used: 8 });
+    await inOneMinute(async () => {
+      const sub = `reg-cap-${randomBytes(4).toString('hex')}`;
+      const charge = (rows: number) =>
+        gw.admin(async (c) => {
+          await c.query('BEGIN');
+          try {
+            await c.query('SELECT phigate.consume_phi_usage($1, $2, $3, $3, 8, 10)', ['user', sub, rows]);
+            await c.query('COMMIT');
+            return null;
+          } catch (err) {
+            await c.query('ROLLBACK');
+            return err as { code: string; detail: string };
+          }
+        });
+      await gw.admin((c) =>
+        c.query(`INSERT INTO phigate.phi_usage VALUES ('user', $1, date_trunc('minute', now()) - interval '2 minutes', 8, 10)`, [sub]),
+      );
+      expect(await charge(5)).toBeNull();
+      // The first charge of a minute drops the principal's past minutes.
+      const minutes = await gw.admin((c) => c.query('SELECT minute FROM phigate.phi_usage WHERE actor = $1', [sub]));
+      expect(minutes.rowCount).toBe(1);
+      const refused = await charge(4);
+      expect(refused?.code).toBe('PH429');
+      expect(Number(refused?.detail)).toBeGreaterThanOrEqual(1);
+      expect(Number(refused?.detail)).toBeLessThanOrEqual(60);
+      expect(await usageOf(sub)).toEqual({ rows_used: 5, values_used: 5 });
+      expect(await charge(3)).toBeNull();
+      expect(await usageOf(sub)).toEqual({ rows_used: 8, values_used: 8 });
+    });
   });
 
   it('a principal with a second role gets the larger caps of the two (registrar + billing)', async () => {

@@ -1,6 +1,6 @@
 import { KeyObject, sign } from 'node:crypto';
 import { SignJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createOidcVerifier, type OidcVerifierOptions } from '../../src/auth/oidc.ts';
 import { hasDuplicateMember } from '../../src/auth/token-hygiene.ts';
 import { expectRefusal } from '../integration/auth/refusal.ts';
@@ -15,6 +15,12 @@ let issuer: TestIssuer;
 
 beforeAll(async () => {
   issuer = await startTestIssuer();
+});
+// Each test's tokens and its verifier read one instant: a margin such as "5 s past the clock
+// skew" then holds however long a loaded machine takes between signing and verifying.
+let at = 0;
+beforeEach(() => {
+  at = Math.floor(Date.now() / 1000);
 });
 afterAll(async () => {
   await issuer.close();
@@ -32,14 +38,12 @@ const verifier = (over: Partial<OidcVerifierOptions> = {}) =>
     verifiedTokenTtlMs: 0,
     maxLifetimeSeconds: DAY,
     maxAuthAgeSeconds: DAY / 2,
+    now: () => at * 1000,
     ...over,
   });
 
-const now = () => Math.floor(Date.now() / 1000);
-
-/** A token of the issuer with these times (seconds relative to now); `authAge: null` leaves auth_time out. */
+/** A token of the issuer with these times (seconds relative to the test's instant `at`); `authAge: null` leaves auth_time out. */
 async function timed(t: { iat?: number; exp: number; authAge?: number | null }): Promise<string> {
-  const at = now();
   const payload: Record<string, unknown> = { roles: ['physician'], clinics: ['c-north'], amr: ['pwd', 'otp'] };
   if (t.authAge !== null) payload.auth_time = at - (t.authAge ?? 60);
   return new SignJWT(payload)
@@ -60,14 +64,12 @@ function raw(headerJson: string, payloadJson: string): string {
 }
 
 const header = (extra = '') => `{"alg":"ES256","typ":"at+jwt","kid":"${issuer.keys.kid}"${extra}}`;
-const payload = (extra = '', sub = `"sub":"${SUB}"`) => {
-  const at = now();
-  return `{"iss":"${issuer.issuer}","aud":"phigate",${sub},"iat":${at},"exp":${at + 600},"auth_time":${at - 60},"roles":["nurse"],"clinics":["c-north"]${extra}}`;
-};
+const payload = (extra = '', sub = `"sub":"${SUB}"`) =>
+  `{"iss":"${issuer.issuer}","aud":"phigate",${sub},"iat":${at},"exp":${at + 600},"auth_time":${at - 60},"roles":["nurse"],"clinics":["c-north"]${extra}}`;
 
 describe('a maximum token lifetime', () => {
   it.each([
-    ['exp in the year 2100', { exp: 4_102_444_800 - now() }],
+    ['exp in the year 2100', { exp: 4_102_444_800 - Math.floor(Date.now() / 1000) }],
     ['exp - iat one second over a day', { exp: DAY + 1 }],
     ['issued long ago, expiring soon, but a lifetime over the maximum', { iat: -3 * DAY, exp: 600 }],
     ['exp a week from now', { exp: 7 * DAY }],

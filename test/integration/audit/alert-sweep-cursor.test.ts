@@ -25,13 +25,18 @@ interface Raised {
 }
 const sweep = () => admin(async (c) => (await c.query<Raised>(`SELECT * FROM phigate.sweep_alerts(3, 100, '00:00', '24:00', 'UTC', 0)`)).rows);
 // One request per patient, stored as the audit writer stores it: a record of audit_records (028).
-const reads = (c: pg.Client, actor: string, patients: number, at = 'clock_timestamp()') =>
+// All of a call's rows at one time (`at`, else the statement's), never clock_timestamp() per row,
+// whose rows a minute boundary could part.
+const reads = (c: pg.Client, actor: string, patients: number, at: Date | null = null) =>
   c.query(
     `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
-     SELECT ${at}, 'r-' || g, $1, 'user', 'registrar', 'healthcare_operations', gen_random_uuid(), '{read}', '{Patient}', '{mrn}', '{NULL}', '{NULL}'
+     SELECT coalesce($3, statement_timestamp()), 'r-' || g, $1, 'user', 'registrar', 'healthcare_operations', gen_random_uuid(), '{read}', '{Patient}', '{mrn}', '{NULL}', '{NULL}'
      FROM generate_series(1, $2) g`,
-    [actor, patients],
+    [actor, patients, at],
   );
+/** The database clock's minute now, `back` minutes ago: read once, so that every call given it shares it. */
+const minuteAgo = (back: number) =>
+  admin(async (c) => (await c.query<{ m: Date }>(`SELECT date_trunc('minute', clock_timestamp()) - make_interval(mins => $1) AS m`, [back])).rows[0]!.m);
 const mine = (rows: Raised[], actor: string) => rows.filter((r) => r.actor === actor);
 
 describe('the incremental alert sweep', () => {
@@ -40,9 +45,10 @@ describe('the incremental alert sweep', () => {
     const late = new pg.Client({ connectionString: db.adminUrl });
     await late.connect();
     try {
-      await late.query('BEGIN');
       // Two minutes ago: a sweep that counted by time up to a settle point would have passed it.
-      await reads(late, actor, 4, "date_trunc('minute', clock_timestamp()) - interval '2 minutes'");
+      const twoMinutesAgo = await minuteAgo(2);
+      await late.query('BEGIN');
+      await reads(late, actor, 4, twoMinutesAgo);
       expect(mine(await sweep(), actor)).toEqual([]);
       await late.query('COMMIT');
     } finally {
@@ -55,9 +61,9 @@ describe('the incremental alert sweep', () => {
 
   it('counts each row once: a minute adds up across sweeps, and a sweep with nothing new changes nothing', async () => {
     const actor = `reg-${randomUUID()}`;
+    // Pinned to one minute, read once, whichever minute the sweeps run in.
+    const minute = await minuteAgo(0);
     await admin(async (c) => {
-      // Pinned to one minute, whichever minute the sweeps run in.
-      const minute = "date_trunc('minute', clock_timestamp())";
       await reads(c, actor, 2, minute);
       expect(mine(await sweep(), actor)).toEqual([]);
       await reads(c, actor, 1, minute);

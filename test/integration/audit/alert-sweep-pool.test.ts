@@ -19,11 +19,14 @@ afterAll(async () => gw?.close());
 
 const sweepingReplica = (poolSize = 4) => startTestGateway({ replicaOf: gw, poolSize, gatewayOptions: { alertSweepSeconds: 0.2 } });
 
-/** Four patients read by `actor` in one minute, stored as the audit writer stores them: past the threshold of 3. */
+/**
+ * Four patients read by `actor` in one minute, stored as the audit writer stores them: past the
+ * threshold of 3. The statement's time, not clock_timestamp() per row, which a minute boundary could part.
+ */
 const bulkRead = (c: pg.Client, actor: string) =>
   c.query(
     `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
-     SELECT date_trunc('minute', clock_timestamp()), 'r-' || g, $1, 'user', 'registrar', 'healthcare_operations', gen_random_uuid(),
+     SELECT date_trunc('minute', statement_timestamp()), 'r-' || g, $1, 'user', 'registrar', 'healthcare_operations', gen_random_uuid(),
             '{read}', '{Patient}', '{mrn}', '{NULL}', '{NULL}'
      FROM generate_series(1, 4) g`,
     [actor],

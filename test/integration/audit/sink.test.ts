@@ -32,6 +32,11 @@ beforeAll(async () => {
   db = await createTestDatabase();
   pool = createPool(db.appUrl, { max: 2 });
   dir = await mkdtemp(path.join(tmpdir(), 'phigate-sink-'));
+  // A sealed, signed log every test stands on, whatever order they run in: without it, a test run
+  // before the ones that write leaves found nothing to deliver (a redelivery "from leaf 40" needs 41).
+  await addRecords(45, 'base');
+  await sealEverything();
+  await checkpoint(pool, await fileSigner(path.join(dir, 'key.pem'), 'phigate.test/audit'), { seconds: 3600, events: 1, force: true });
 });
 afterAll(async () => {
   await pool?.end();
@@ -117,6 +122,9 @@ describe('file sink', () => {
     const vkey = verifierKey(signer.name, signer.publicKey);
     const sinkDir = path.join(dir, 'files');
     const sink = await fileSink(sinkDir, 8192);
+    // The leaves other tests of this file wrote before this one, whatever order they ran in: a new
+    // sink delivers the log from its start, so this test's leaves are counted from there.
+    const base = await leafTotal();
 
     // Two events of before the narrow layout (v1, written here by the superuser as a migration would), then records.
     await admin((c) =>
@@ -125,7 +133,7 @@ describe('file sink', () => {
     await addRecords(28, 'a');
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 3600, events: 1, force: true });
-    expect(await deliver(pool, sink, 7)).toBe(30);
+    expect(await deliver(pool, sink, 7)).toBe(base + 30);
     expect(await deliver(pool, sink, 7)).toBe(0);
 
     await addRecords(25, 'b');
@@ -134,14 +142,14 @@ describe('file sink', () => {
     // A crash in the middle of a write leaves part of a line; a new process (a new sink) cuts it.
     const files = (await readdir(sinkDir)).sort();
     expect(files.length).toBeGreaterThan(1);
-    await appendFile(path.join(sinkDir, files.at(-1)!), '{"audit":"event","leaf":30,"id":"3');
+    await appendFile(path.join(sinkDir, files.at(-1)!), `{"audit":"event","leaf":${base + 30},"id":"3`);
     expect(await deliver(pool, await fileSink(sinkDir, 8192), 10)).toBe(25);
     const lines = await sinkLines(sinkDir);
     const events = await checkAgainstLog(lines, vkey);
-    expect(events.size).toBe(55);
+    expect(events.size).toBe(base + 55);
     // The v1 events as event lines, each record as one line with its events and their ids.
-    expect([...events.values()].slice(0, 2).map((e) => e.audit)).toEqual(['event', 'event']);
-    const record = events.get(2)!;
+    expect([base, base + 1].map((leaf) => events.get(leaf)!.audit)).toEqual(['event', 'event']);
+    const record = events.get(base + 2)!;
     expect(record.audit).toBe('record');
     if (record.audit === 'record') {
       const n = BigInt(record.id) >> 16n;
@@ -150,7 +158,7 @@ describe('file sink', () => {
     // Exactly once on this path: no line twice.
     expect(new Set(lines).size).toBe(lines.length);
     // A new process reads its position back from the record lines of its files: after the last leaf.
-    expect(await (await fileSink(sinkDir, 8192)).position(undefined as never)).toMatchObject({ nextLeaf: 55 });
+    expect(await (await fileSink(sinkDir, 8192)).position(undefined as never)).toMatchObject({ nextLeaf: base + 55 });
     // Each file is named by its first leaf, record lines or not.
     for (const f of await readdir(sinkDir)) {
       const first = (await readFile(path.join(sinkDir, f), 'utf8')).split('\n').map((l) => parseSinkLine(l)).find((p): p is LeafLine => p !== null && p.audit !== 'checkpoint');
@@ -199,6 +207,8 @@ describe('file sink', () => {
   it("lets the gateway role move a cursor only forward, only within the log, and never write or delete a row directly", async () => {
     const sinkDir = path.join(dir, 'cursor-guard');
     const name = `file:${sinkDir}`;
+    // Leaves of its own: run before the tests that add theirs, an empty log left "backwards" no room.
+    await addRecords(3, 'cursor-guard-log');
     const total = await sealEverything();
     expect(await deliver(pool, await fileSink(sinkDir, 1 << 20), 1000)).toBe(total);
     const other = 'stdout-elsewhere';

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { CANONICAL_COLUMNS } from '../../../src/audit/canonical.ts';
 import type { AuditEvent, AuditRequest } from '../../../src/audit/event.ts';
 import { FEW_SHAPES } from '../../../src/audit/insert.ts';
@@ -272,7 +272,8 @@ describe('failures', () => {
   it('a connection lost during COMMIT: the batch is looked up by its id, and not found, its requests fail', async () => {
     // A deferred constraint trigger runs inside COMMIT: it holds the commit long enough to kill the session.
     await admin(async (c) => {
-      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$`);
+      // Long enough that no loaded run can see the COMMIT end before the kill; the kill ends it.
+      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$`);
       await c.query(
         `CREATE CONSTRAINT TRIGGER writer_test AFTER INSERT ON phigate.audit_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.writer_test_slow()`,
       );
@@ -281,7 +282,10 @@ describe('failures', () => {
     const e = entry();
     const writing = w.write(e);
     writing.catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 700));
+    // Killed once it is inside the COMMIT (the deferred trigger's sleep), not after a guessed delay
+    // that a slow run might spend before the COMMIT or a fast one after it.
+    const inCommit = `SELECT pid FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active' AND wait_event = 'PgSleep'`;
+    await vi.waitFor(async () => expect((await admin((c) => c.query(inCommit))).rows).toHaveLength(1), { timeout: 30_000, interval: 20 });
     const killed = await admin(
       async (c) => (await c.query(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active'`)).rows,
     );

@@ -110,10 +110,13 @@ describe('break-glass', () => {
     expect(codesOf(await gw.gql(compliance, REVIEW, { id: grant.id, o: 'unjustified' }))).toEqual(['BAD_USER_INPUT']);
     expect((await gw.gql(compliance, GRANTS, { u: true })).body.data!.breakGlassGrants.map((g: { id: string }) => g.id)).not.toContain(grant.id);
 
-    // The grant lapses by the database clock: a second from now, then refused again.
-    await gw.admin((c) => c.query("UPDATE phigate.break_glass_grants SET expires_at = clock_timestamp() + interval '1 second' WHERE id = $1", [grant.id]));
+    // The grant lapses by the database clock: live while its end is ahead of it, refused again once
+    // the end has passed. The end is moved, not waited for: a read that had to land inside a
+    // second's life would fail whenever a loaded machine took longer to answer.
+    const endsIn = (sql: string) => gw.admin((c) => c.query(`UPDATE phigate.break_glass_grants SET expires_at = clock_timestamp() + interval '${sql}' WHERE id = $1`, [grant.id]));
+    await endsIn('1 hour');
     expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient?.id).toBe(patient.id);
-    await new Promise((resolve) => setTimeout(resolve, 1_300));
+    await endsIn('-1 millisecond');
     expect((await gw.gql(token, READ, { id: patient.id })).body.data?.patient).toBeNull();
   });
 

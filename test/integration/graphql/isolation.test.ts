@@ -261,11 +261,12 @@ async function appSessionStates(): Promise<string[]> {
 /**
  * The app's sessions that are not idle once they have had a moment to finish: a read gives its
  * connection back as soon as its COMMIT is sent (src/db/transaction.ts), so right after the last
- * answer a session may still be 'active' running that COMMIT. One left in a transaction, or still
- * busy after 5 s, is a leak.
+ * answer a session may still be 'active' running that COMMIT. One left in a transaction is a leak
+ * at once; one still busy after 30 s is too (the bound only ends a hang: a COMMIT on CI's loaded
+ * 2 cores can take seconds, and a healthy session answers at its first idle poll).
  */
 async function busyAppSessions(): Promise<string[]> {
-  for (const deadline = Date.now() + 5_000; ; await new Promise((r) => setTimeout(r, 50))) {
+  for (const deadline = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 50))) {
     const busy = (await appSessionStates()).filter((s) => s !== 'idle');
     if (busy.length === 0 || busy.some((s) => s !== 'active') || Date.now() > deadline) return busy;
   }

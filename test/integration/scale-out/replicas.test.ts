@@ -8,6 +8,7 @@ import { parse, stringify } from 'yaml';
 import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../../../src/db/patients.ts';
 import { withClient } from '../../support/db.ts';
 import { POLICY_FILE } from '../../support/gateway.ts';
+import { inOneWindow, MINUTE } from '../../support/one-window.ts';
 import { ROOT, startGatewayProcess, type GatewayProcess } from '../../support/gateway-process.ts';
 import { startProcessStack, type ProcessStack } from '../../support/process-stack.ts';
 
@@ -113,22 +114,22 @@ const bearer = async (sub: string, roles: string[], clinics = ['c-north']) => `B
 
 describe.skipIf(SKIP !== null)('two replicas, one database, one Redis', () => {
   it('the PHI-per-minute cap is one count across both replicas', { timeout: 60_000 }, async () => {
-    const auth = await bearer(`reg-${randomBytes(4).toString('hex')}`, ['registrar']);
     const page = '{ patients(first: 2) { edges { node { id givenName } } } }';
     // The minute is the database's clock minute: five requests straddling two would find the cap
-    // lifted by the second (a CI run saw the fourth answered 200).
-    const [minute] = await sql<{ left: number }>("SELECT extract(epoch FROM date_trunc('minute', now()) + interval '1 minute' - now())::float8 AS left");
-    if (minute!.left < 15) await sleep(minute!.left * 1000 + 250);
-    const answers = [];
-    for (let i = 0; i < 5; i++) answers.push(await gql(auth, page));
-    // 2 rows a request, 6 a minute: three requests (on replicas 0, 1, 0) use the minute up, whichever answered.
-    expect(answers.slice(0, 3).map((a) => [a.status, a.body.data?.patients.edges.length])).toEqual([[200, 2], [200, 2], [200, 2]]);
-    expect(new Set(answers.slice(0, 3).map((a) => a.replica)).size).toBe(2);
-    for (const refused of answers.slice(3)) {
-      expect(refused.status).toBe(429);
-      expect(codes(refused)).toEqual(['RATE_LIMITED']);
-    }
-    expect(new Set(answers.slice(3).map((a) => a.replica)).size).toBe(2);
+    // lifted by the second (a CI run saw the fourth answered 200), so such a run is run again.
+    await inOneWindow(stack.db.adminUrl, MINUTE, async () => {
+      const auth = await bearer(`reg-${randomBytes(4).toString('hex')}`, ['registrar']);
+      const answers = [];
+      for (let i = 0; i < 5; i++) answers.push(await gql(auth, page));
+      // 2 rows a request, 6 a minute: three requests (on replicas 0, 1, 0) use the minute up, whichever answered.
+      expect(answers.slice(0, 3).map((a) => [a.status, a.body.data?.patients.edges.length])).toEqual([[200, 2], [200, 2], [200, 2]]);
+      expect(new Set(answers.slice(0, 3).map((a) => a.replica)).size).toBe(2);
+      for (const refused of answers.slice(3)) {
+        expect(refused.status).toBe(429);
+        expect(codes(refused)).toEqual(['RATE_LIMITED']);
+      }
+      expect(new Set(answers.slice(3).map((a) => a.replica)).size).toBe(2);
+    });
   });
 
   it('a break-glass grant opened on one replica opens the chart on the other; revoked there, it is closed on the first', async () => {
