@@ -11,4 +11,8 @@
 -- (52-148 ms), of a clinic of 5 grants 0.2-0.4 ms (1.0 ms), a clinician with 400 grants of its own
 -- 1.2-1.4 ms (15-16 ms). One index over the queue order alone walked every clinic's grants for a
 -- reviewer of a small clinic (430 ms for 5 grants among 200,000, by EXPLAIN ANALYZE).
+-- The build holds a SHARE lock on break_glass_grants: behind a long transaction that writes grants it
+-- would make every new breakGlass, review and revoke queue behind it (emergency access stalled for a
+-- deploy); bounded, the migration fails (55P03) instead and can be run again when the table is quiet.
+SET LOCAL lock_timeout = '5s';
 CREATE INDEX break_glass_queue ON phigate.break_glass_grants (clinic_id, (reviewed_at IS NOT NULL), granted_at, id);

@@ -2,8 +2,15 @@ import type { GrantRow, QueuePosition, QueueRead } from '../db/break-glass.ts';
 import { PhigateError } from '../errors.ts';
 import * as v from './validate.ts';
 
-/** Grants a page of the review queue holds unless `first` says otherwise. */
+/** Grants a page of the review queue holds when it pages (`after` or `before`) without `first`. */
 export const DEFAULT_QUEUE_PAGE = 50;
+
+/**
+ * Grants the contract's own call (`breakGlassGrants(unreviewedOnly:)`, no paging argument) answers,
+ * as it did before the queue paged: a client written to the contract keeps its list. The page limit
+ * bounds `first`, not this: listing grants discloses nothing; each `reason` selected is audited.
+ */
+export const UNPAGED_LIST = 500;
 
 /** The arguments of `breakGlassGrants`, as they came. */
 export interface GrantQueueArgs {
@@ -49,6 +56,7 @@ export function grantQueueQuery(args: GrantQueueArgs, maxPageSize: number): Gran
     if (args.first != null || args.after != null || args.before != null) throw bad('id names one grant: give it without first, after or before.');
     return { kind: 'one', id: v.id('id', args.id), unreviewedOnly };
   }
+  if (args.first == null && args.after == null && args.before == null) return { kind: 'page', unreviewedOnly, from: null, backward: false, limit: UNPAGED_LIST };
   const first = args.first ?? Math.min(DEFAULT_QUEUE_PAGE, maxPageSize);
   if (!Number.isInteger(first) || first < 1 || first > maxPageSize) throw bad(`first must be between 1 and ${maxPageSize}.`);
   if (args.after != null && args.before != null) throw bad('Give after or before, not both.');

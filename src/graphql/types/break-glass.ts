@@ -1,6 +1,6 @@
 import type { GrantRow } from '../../db/break-glass.ts';
 import { endBreakGlass, listBreakGlass, openBreakGlass, reviewBreakGlass } from '../../records/break-glass.ts';
-import { DEFAULT_QUEUE_PAGE, encodeGrantCursor } from '../../records/grant-queue.ts';
+import { DEFAULT_QUEUE_PAGE, encodeGrantCursor, UNPAGED_LIST } from '../../records/grant-queue.ts';
 import { readGrantText } from '../../records/grant-text.ts';
 import { builder } from '../builder.ts';
 
@@ -40,11 +40,11 @@ builder.queryFields((t) => ({
   breakGlassGrants: t.field({
     type: [BreakGlassGrant],
     description:
-      `Reviewers: the grants of their clinics; clinicians: their own. The review queue's order, unreviewed first, oldest first, a page of \`first\` grants (default ${DEFAULT_QUEUE_PAGE}) at a time; or the one grant \`id\` names. Select \`reason\` and \`reviewComment\` only for the grant being reviewed: each value shown is a disclosure of its patient, audited.`,
+      `Reviewers: the grants of their clinics; clinicians: their own. The review queue's order, unreviewed first, oldest first: without paging arguments the first ${UNPAGED_LIST}; with \`first\`, \`after\` or \`before\` a page of \`first\` grants (default ${DEFAULT_QUEUE_PAGE}) at a time; or the one grant \`id\` names. Select \`reason\` and \`reviewComment\` only for the grant being reviewed: each value shown is a disclosure of its patient, audited.`,
     args: {
       unreviewedOnly: t.arg.boolean(),
       id: t.arg.id({ description: 'Only this grant (an empty list when it is not one you may see); not with first, after or before.' }),
-      first: t.arg.int({ description: `How many grants, 1 to the gateway's page limit (PHIGATE_MAX_PAGE_SIZE, default 100); default ${DEFAULT_QUEUE_PAGE}.` }),
+      first: t.arg.int({ description: `How many grants, 1 to the gateway's page limit (PHIGATE_MAX_PAGE_SIZE, default 100); default ${DEFAULT_QUEUE_PAGE} when paging with after or before.` }),
       after: t.arg.string({ description: 'A BreakGlassGrant.cursor: the grants after that one in the queue.' }),
       before: t.arg.string({ description: 'A BreakGlassGrant.cursor: the grants just before that one, still in queue order; not with after.' }),
     },

@@ -154,6 +154,45 @@ describe('paging the review queue', () => {
   });
 });
 
+describe("the contract's call and another clinic's cursor", () => {
+  // c-south's queue: more grants than a page, so the unpaged call shows it answers past 50.
+  const south: string[] = [];
+
+  beforeAll(async () => {
+    const [patient] = inClinic('c-south');
+    await gw.admin(async (c) => {
+      const { rows } = await c.query<{ id: string }>(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, cross_clinic, reason, request_id, granted_at, expires_at)
+         SELECT 'dr-south-' || g, 'physician', $1, false, 'legacy reason (queue test)', 'queue-test',
+                timestamptz '2026-01-06T00:00:00Z' + g * interval '1 second', timestamptz '2026-01-06T01:00:00Z'
+         FROM generate_series(1, 60) g ORDER BY g RETURNING id`,
+        [patient!.id],
+      );
+      south.push(...rows.map((r) => r.id));
+    });
+  });
+
+  it('without paging arguments answers the whole queue up to 500, as before the queue paged', async () => {
+    const reviewer = await compliance('compliance-queue-south-all', ['c-south']);
+    const r = await gw.gql(reviewer, `{ breakGlassGrants { id } }`);
+    expect(r.body.errors, r.text).toBeUndefined();
+    expect(r.body.data!.breakGlassGrants.map((g: { id: string }) => g.id)).toEqual(south);
+    const [head] = await list(reviewer, { first: 1 });
+    expect((await list(reviewer, { after: head!.cursor })).map((g) => g.id)).toEqual(south.slice(1, 51));
+  });
+
+  it("a cursor of another clinic's grant reaches none of that clinic's grants", async () => {
+    const east = await compliance('compliance-queue-east-3', ['c-east']);
+    const [eastGrant] = await list(east, { first: 1 });
+    const reviewer = await compliance('compliance-queue-south-cursor', ['c-south']);
+    for (const vars of [{ first: 100, after: eastGrant!.cursor }, { first: 100, before: eastGrant!.cursor }]) {
+      const ids = (await list(reviewer, vars)).map((g) => g.id);
+      expect(ids.every((id) => south.includes(id)), JSON.stringify(vars)).toBe(true);
+    }
+    expect((await list(reviewer, { first: 100, after: eastGrant!.cursor })).map((g) => g.id)).toEqual(south);
+  });
+});
+
 describe('the arguments', () => {
   it.each([
     [{ first: 0 }, 'first must be between 1 and 100.'],

@@ -18,9 +18,12 @@ describe('the review queue arguments', () => {
     expect(decodeGrantCursor(encodeGrantCursor({ reviewed_at: new Date(), granted_us: '1', id: ID }))?.reviewed).toBe(true);
   });
 
-  it('reads forward from the start by default, 50 or the page limit if lower', () => {
-    expect(grantQueueQuery({}, 100)).toEqual({ kind: 'page', unreviewedOnly: false, from: null, backward: false, limit: 50 });
-    expect(grantQueueQuery({ unreviewedOnly: true }, 20)).toMatchObject({ unreviewedOnly: true, limit: 20 });
+  it("answers the contract's unpaged call as before paging (500 from the start), and pages of 50 or the page limit if lower", () => {
+    expect(grantQueueQuery({}, 100)).toEqual({ kind: 'page', unreviewedOnly: false, from: null, backward: false, limit: 500 });
+    expect(grantQueueQuery({ unreviewedOnly: true }, 20)).toMatchObject({ unreviewedOnly: true, limit: 500 });
+    const after = encodeGrantCursor({ reviewed_at: null, granted_us: '5', id: ID });
+    expect(grantQueueQuery({ after }, 100)).toMatchObject({ from: { id: ID }, limit: 50 });
+    expect(grantQueueQuery({ after, unreviewedOnly: true }, 20)).toMatchObject({ unreviewedOnly: true, limit: 20 });
   });
 
   it('before reads backward from the cursor; id reads one grant', () => {
