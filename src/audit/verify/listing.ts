@@ -11,8 +11,8 @@ import { firstEventId } from '../canonical.ts';
  * The records and the listing are walked together by record id in consecutive ranges that cover
  * every bigint, so a listing row naming an id that is not a v3 record (a v2 record, one removed by
  * retention, which takes its listing with it, or none at all) falls in some range. A range holds
- * about ROWS_PER_RANGE patient slots, so that PostgreSQL joins it in memory; nothing but the first
- * problem and counts comes back.
+ * at most ROWS_PER_RANGE patient slots (or one record, when that record alone holds more), so that
+ * PostgreSQL joins it in memory; nothing but the first problem and counts comes back.
  */
 export type ListingProblemKind = 'listing_missing' | 'listing_extra';
 
@@ -33,6 +33,8 @@ export interface ListingOptions {
   /** Records before this and listing rows below the first record at or after it are not checked. */
   readonly since: Date | null;
   readonly onProgress?: (done: number, total: number) => void;
+  /** Patient slots compared in one query at most (ROWS_PER_RANGE); smaller in tests, to walk many ranges. */
+  readonly rowsPerRange?: number;
 }
 
 const MIN_ID = -(2n ** 63n);
@@ -45,10 +47,17 @@ const ROWS_PER_RANGE = 40_000;
 const FIRST_RANGE_RECORDS = 500;
 const MAX_RANGE_RECORDS = 5_000;
 
-/** The next `$2` v3 records from id `$1`: how many, their slots, the last id. */
+/**
+ * Of the next `$2` v3 records from id `$1`, those whose slots add up to at most `$3` (the first one
+ * always): how many, their slots, the last id; and how many of the `$2` there were, so that fewer
+ * than `$2` all taken says the records end here. A run of small records followed by large ones
+ * would otherwise make one range of far more slots than the last one measured.
+ */
 const NEXT_RECORDS = `
-  SELECT count(*) AS records, coalesce(sum(cardinality(r.patient_ids)), 0) AS slots, max(r.id) AS last
-  FROM (SELECT id, patient_ids FROM phigate.audit_records_v3 WHERE id >= $1 ORDER BY id LIMIT $2) r`;
+  SELECT count(*) FILTER (WHERE w.kept) AS records, coalesce(sum(w.n) FILTER (WHERE w.kept), 0) AS slots,
+         max(w.id) FILTER (WHERE w.kept) AS last, count(*) AS fetched
+  FROM (SELECT r.id, r.n, (sum(r.n) OVER (ORDER BY r.id) <= $3 OR row_number() OVER (ORDER BY r.id) = 1) AS kept
+        FROM (SELECT id, cardinality(patient_ids) AS n FROM phigate.audit_records_v3 WHERE id >= $1 ORDER BY id LIMIT $2) r) w`;
 
 /**
  * The records' slots and the listing rows of ids $1 to $2, fully joined on (record, slot,
@@ -108,12 +117,13 @@ export async function checkPatientListings(db: pg.ClientBase, opts: ListingOptio
   const total = Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_records_v3 WHERE id >= $1', [String(from)])).rows[0]!.n);
   opts.onProgress?.(0, total);
   let done = 0;
+  const rowsPerRange = opts.rowsPerRange ?? ROWS_PER_RANGE;
   let take = FIRST_RANGE_RECORDS;
   for (;;) {
-    const next = (await db.query<{ records: string; slots: string; last: string | null }>(NEXT_RECORDS, [String(from), take])).rows[0]!;
+    const next = (await db.query<{ records: string; slots: string; last: string | null; fetched: string }>(NEXT_RECORDS, [String(from), take, rowsPerRange])).rows[0]!;
     const records = Number(next.records);
     // The last range runs to the end of the id space: listing rows past the last record are in it.
-    const to = records < take || next.last === null ? MAX_ID : BigInt(next.last);
+    const to = records === Number(next.fetched) && records < take ? MAX_ID : BigInt(next.last!);
     const compared = (await db.query<{ listed: string; first: string[] | null }>(COMPARE, [String(from), String(to)])).rows[0]!;
     if (compared.first !== null) {
       const [recordId, slot, side] = compared.first;
@@ -128,6 +138,6 @@ export async function checkPatientListings(db: pg.ClientBase, opts: ListingOptio
     if (to === MAX_ID) return { problem: null, records: done };
     from = to + 1n;
     // Records differ in size (2 to 65,536 patients): the next range is sized by this one's slots.
-    take = Math.max(1, Math.min(MAX_RANGE_RECORDS, Math.floor((records * ROWS_PER_RANGE) / Math.max(1, Number(next.slots)))));
+    take = Math.max(1, Math.min(MAX_RANGE_RECORDS, Math.floor((records * rowsPerRange) / Math.max(1, Number(next.slots)))));
   }
 }

@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseVerifierKey, verifierKey, type NoteSigner, type Verifier } from '../../../src/audit/log/note.ts';
 import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
+import { checkPatientListings } from '../../../src/audit/verify/listing.ts';
 import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
 import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
@@ -166,6 +167,36 @@ describe('audit verify and the patient listing of v3 records', () => {
       await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1', [recordId]);
     }
     expect((await verify()).problem).toBeNull();
+  });
+
+  it('walks ranges of at most the slots asked (one record alone when larger) and finds a row missing or extra at every edge', async () => {
+    await dropTrail();
+    db = await createTestDatabase();
+    const sizes = [2, 2, 2, 9, 2, 2];
+    const [records, v2] = await admin(async (c) => {
+      const ids: string[] = [];
+      for (const [i, n] of sizes.entries()) ids.push(await addV3Record(c, `range-${i}`, n, null));
+      return [ids, await addV2Record(c, 'by-id', null)] as const;
+    });
+    const check = () => {
+      const steps: number[] = [];
+      return admin((c) => checkPatientListings(c, { since: null, rowsPerRange: 4, onProgress: (done) => steps.push(done) })).then((r) => ({ ...r, steps }));
+    };
+    // Ranges: records 1-2 (4 slots), 3 (the 9-slot record 4 would pass 4), 4 alone, 5, then 6 to the end.
+    expect(await check()).toEqual({ problem: null, records: 6, steps: [0, 2, 3, 4, 5, 6] });
+    for (const [i, record] of records.entries()) {
+      for (const slot of [1, sizes[i]!]) {
+        await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = $2', [record, slot]);
+        expect((await check()).problem, `record ${i + 1}, slot ${slot}`).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(record) });
+        await tamper('INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot) SELECT patient_ids[$2], id, $2 FROM phigate.audit_records_v3 WHERE id = $1', [record, slot]);
+      }
+    }
+    for (const id of [v2, String(BigInt(records.at(-1)!) + 1000n), String(2n ** 63n - 1n), String(-(2n ** 63n))]) {
+      await tamper('INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot) VALUES (gen_random_uuid(), $1, 1)', [id]);
+      expect((await check()).problem, id).toMatchObject({ kind: 'listing_extra', eventId: null });
+      await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1', [id]);
+    }
+    expect((await check()).problem).toBeNull();
   });
 
   it('passes after retention took records and their listing, and names a listing row of a removed record', async () => {
