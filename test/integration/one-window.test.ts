@@ -60,6 +60,7 @@ describe('inOneWindow', () => {
       (e: unknown) => e,
     );
     expect(error).toBeInstanceOf(WindowStraddledError);
+    expect(error).toMatchObject({ code: 'WINDOW_STRADDLED' });
     expect((error as WindowStraddledError).straddles).toHaveLength(4);
     expect((error as Error).message).toMatch(/straddled/);
     expect(((error as Error).cause as Error).message).toBe('attempt 4');

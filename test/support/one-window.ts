@@ -14,6 +14,8 @@ const ATTEMPTS = 4;
 
 /** Every attempt straddled a boundary: the test proved nothing, so it fails whatever the last attempt did. */
 export class WindowStraddledError extends Error {
+  readonly code = 'WINDOW_STRADDLED';
+
   constructor(
     readonly straddles: readonly string[],
     cause: unknown,
