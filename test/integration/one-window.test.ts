@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
-import { inOneWindow } from '../support/one-window.ts';
+import { inOneWindow, WindowStraddledError } from '../support/one-window.ts';
 
 // The helper that keeps a per-minute test inside one minute of the database clock
 // (test/support/one-window.ts): it must judge a run that stayed in its window, and only that one.
@@ -48,14 +48,39 @@ describe('inOneWindow', () => {
     expect(attempts).toBe(3);
   });
 
-  it('gives up after a few straddling runs and reports the last one as it ended', async () => {
+  it('gives up after a few straddling runs, naming the straddles, with the last failure as the cause', async () => {
     let attempts = 0;
     const run = inOneWindow(db.adminUrl, WINDOW, async () => {
       attempts++;
       await crossBoundary();
       throw new Error(`attempt ${attempts}`);
     });
-    await expect(run).rejects.toThrow('attempt 4');
+    const error = await run.then(
+      () => expect.unreachable('four straddled runs proved nothing'),
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(WindowStraddledError);
+    expect(error).toMatchObject({ code: 'WINDOW_STRADDLED' });
+    expect((error as WindowStraddledError).straddles).toHaveLength(4);
+    expect((error as Error).message).toMatch(/straddled/);
+    expect(((error as Error).cause as Error).message).toBe('attempt 4');
+    expect(attempts).toBe(4);
+  });
+
+  it('fails when every run straddled even though the last one passed: a straddled pass proves nothing', async () => {
+    let attempts = 0;
+    const run = inOneWindow(db.adminUrl, WINDOW, async () => {
+      attempts++;
+      await crossBoundary();
+      return `passed across two windows (${attempts})`;
+    });
+    const error = await run.then(
+      () => expect.unreachable('a straddled pass was reported as a pass'),
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(WindowStraddledError);
+    expect((error as WindowStraddledError).straddles).toHaveLength(4);
+    expect((error as Error).cause).toBe('passed across two windows (4)');
     expect(attempts).toBe(4);
   });
 });

@@ -46,6 +46,16 @@ async function freshRegistrar(roles: string[] = ['registrar']): Promise<{ sub: s
 
 const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');
 
+/** Patients this file's tests created, by id: a page of c-north may show them in any test order. */
+const created = new Map<string, { ssn: string }>();
+
+/** The SSN of a patient a page shows: seeded, or created by a test of this file. */
+const ssnOf = (id: string): string => {
+  const ssn = north().find((p) => p.id === id)?.ssn ?? created.get(id)?.ssn;
+  if (ssn === undefined) throw new Error(`patient ${id} is neither seeded in c-north nor created by this file`);
+  return ssn;
+};
+
 async function send(on: TestGateway, token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
   const response = await on.gql(token, query, variables);
   // The gateway's own id, the one its audit rows carry (a client's X-Request-Id never replaces it).
@@ -100,9 +110,9 @@ describe('per-request caps', () => {
     const shown = nodes.filter((n: { ssn: string | null }) => n.ssn !== null);
     const withheld = nodes.filter((n: { ssn: string | null }) => n.ssn === null);
     expect(shown).toHaveLength(REGISTRAR_LIMITS.rowsPerRequest);
-    for (const n of shown) expect(n.ssn).toBe(north().find((p) => p.id === n.id)!.ssn);
+    for (const n of shown) expect(n.ssn).toBe(ssnOf(n.id));
     // The withheld SSNs appear nowhere in the answer, and were not even decrypted.
-    for (const n of withheld) expect(r.text).not.toContain(north().find((p) => p.id === n.id)!.ssn);
+    for (const n of withheld) expect(r.text).not.toContain(ssnOf(n.id));
     expect(ssnDecrypts() - decryptsBefore).toBe(REGISTRAR_LIMITS.rowsPerRequest);
 
     const errors = capErrors(r);
@@ -183,17 +193,19 @@ describe('per-request caps', () => {
   it('a mutation whose answer is cut by the cap still stands, with its limited fields audited', async () => {
     const { token } = await freshRegistrar();
     const mrn = `CAP-${randomBytes(4).toString('hex').toUpperCase()}`;
+    const ssn = '900-55-0123';
     const r = await send(
       gw,
       token,
       `mutation($input: CreatePatientInput!) { createPatient(input: $input) { id mrn ssn givenName familyName birthDate phone email address } }`,
-      { input: { clinicId: 'c-north', mrn, ssn: '900-55-0123', givenName: 'Capped', familyName: 'Answer', birthDate: '1990-01-02', phone: '+1 555 0199', email: 'capped@example.invalid', address: '1 Limit Road' } },
+      { input: { clinicId: 'c-north', mrn, ssn, givenName: 'Capped', familyName: 'Answer', birthDate: '1990-01-02', phone: '+1 555 0199', email: 'capped@example.invalid', address: '1 Limit Road' } },
     );
     expect(r.status, r.text).toBe(200);
-    const created = r.body.data!.createPatient;
-    expect(Object.values(created).filter((v) => v === null)).toHaveLength(8 - REGISTRAR_LIMITS.phiValuesPerRequest);
+    const patient = r.body.data!.createPatient;
+    created.set(patient.id, { ssn });
+    expect(Object.values(patient).filter((v) => v === null)).toHaveLength(8 - REGISTRAR_LIMITS.phiValuesPerRequest);
     expect(capErrors(r)).toHaveLength(8 - REGISTRAR_LIMITS.phiValuesPerRequest);
-    const stored = await gw.admin((c) => c.query('SELECT id FROM phigate.patients WHERE id = $1', [created.id]));
+    const stored = await gw.admin((c) => c.query('SELECT id FROM phigate.patients WHERE id = $1', [patient.id]));
     expect(stored.rowCount).toBe(1);
     const actions = (await auditOf(r.requestId)).map((a) => a.action);
     expect(actions.filter((a) => a === 'create').length).toBeGreaterThan(0);
@@ -338,7 +350,12 @@ describe('per-minute caps', () => {
   });
 
   it('the usage table holds counts only: no PHI, and the same actor as the audit trail', async () => {
+    // A charge of this test's own, so that the table is never judged empty whatever ran before.
+    const { sub, token } = await freshRegistrar();
+    const r = await send(gw, token, SSN_PAGE(1));
+    expect(r.body.errors, r.text).toBeUndefined();
     const { rows, fields } = await gw.admin((c) => c.query('SELECT * FROM phigate.phi_usage'));
+    expect(rows.filter((row) => row.actor === sub).length).toBeGreaterThanOrEqual(1);
     expect(fields.map((f) => f.name)).toEqual(['actor_kind', 'actor', 'minute', 'rows_used', 'values_used']);
     const text = JSON.stringify(rows);
     for (const p of gw.data.patients) for (const v of [p.ssn, p.mrn, p.givenName, p.familyName]) expect(text).not.toContain(v);

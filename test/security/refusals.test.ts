@@ -95,25 +95,35 @@ describe('refusals after authentication', () => {
     await gw.close();
   });
 
-  const physician = () => gw.data.staff.find((s) => s.roles.includes('physician') && s.clinics.includes('c-north'))!;
-  const admin = () => gw.data.staff.find((s) => s.roles.includes('clinic_admin'))!;
+  /**
+   * A principal of c-north with `role` that no other test uses: with the shares' clock stopped, the
+   * burst a test spends never comes back, so a principal shared by tests would be limited by
+   * whichever tests ran before it.
+   */
+  let principals = 0;
+  const fresh = (role: string) => {
+    const sub = `${role}-refusals-${++principals}`;
+    return { sub, token: (over: { mfa?: boolean; roles?: string[] } = {}) => gw.tokenFor(sub, { roles: [role], clinics: ['c-north'], ...over }) };
+  };
 
   it('MFA_REQUIRED is a `refused` event of the user, with the field refused', async () => {
-    const res = await postJson(gw, { query: QUERY }, await gw.tokenFor(physician().sub, { mfa: false }));
+    const physician = fresh('physician');
+    const res = await postJson(gw, { query: QUERY }, await physician.token({ mfa: false }));
     expect(res.json?.errors?.[0]?.extensions?.code).toBe('MFA_REQUIRED');
     const rows = await refusedRows(gw, res.headers.get('x-request-id') ?? '');
-    expect(rows).toEqual([expect.objectContaining({ action: 'refused', detail: 'mfa_required', actor: physician().sub, actor_kind: 'user', client_addr: '127.0.0.1', type_name: 'Query', field: 'patients' })]);
-    expect(gw.logs.some((l) => l.msg === 'request refused' && l.refusal === 'mfa_required' && l.subject === physician().sub)).toBe(true);
+    expect(rows).toEqual([expect.objectContaining({ action: 'refused', detail: 'mfa_required', actor: physician.sub, actor_kind: 'user', client_addr: '127.0.0.1', type_name: 'Query', field: 'patients' })]);
+    expect(gw.logs.some((l) => l.msg === 'request refused' && l.refusal === 'mfa_required' && l.subject === physician.sub)).toBe(true);
   });
 
   it('FORBIDDEN is one; a mutation refused is one of type Mutation', async () => {
-    const read = await postJson(gw, { query: QUERY }, await gw.tokenFor(admin().sub, { roles: ['visitor'] }));
+    const [admin, physician] = [fresh('clinic_admin'), fresh('physician')];
+    const read = await postJson(gw, { query: QUERY }, await admin.token({ roles: ['visitor'] }));
     expect(read.json?.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect(await refusedRows(gw, read.headers.get('x-request-id') ?? '')).toEqual([
-      expect.objectContaining({ action: 'refused', detail: 'forbidden', actor: admin().sub, actor_kind: 'user', field: 'patients' }),
+      expect.objectContaining({ action: 'refused', detail: 'forbidden', actor: admin.sub, actor_kind: 'user', field: 'patients' }),
     ]);
     const patient = gw.data.patients.find((p) => p.clinicId === 'c-north')!;
-    const write = await postJson(gw, { query: 'mutation($id: ID!) { setCareTeam(patientId: $id, subjects: ["x"]) { id } }', variables: { id: patient.id } }, await gw.tokenFor(physician().sub));
+    const write = await postJson(gw, { query: 'mutation($id: ID!) { setCareTeam(patientId: $id, subjects: ["x"]) { id } }', variables: { id: patient.id } }, await physician.token());
     expect(write.json?.errors?.[0]?.extensions?.code).toBe('FORBIDDEN');
     expect(await refusedRows(gw, write.headers.get('x-request-id') ?? '')).toEqual([
       expect.objectContaining({ action: 'refused', detail: 'forbidden', type_name: 'Mutation', field: 'setCareTeam' }),
@@ -122,7 +132,7 @@ describe('refusals after authentication', () => {
 
   it('names the schema field refused, never the alias the client gave it (its own text, whatever it holds)', async () => {
     const alias = 'ssn123456789';
-    const res = await postJson(gw, { query: `{ ${alias}: patients(first: 2) { edges { node { id } } } }` }, await gw.tokenFor(physician().sub, { mfa: false }));
+    const res = await postJson(gw, { query: `{ ${alias}: patients(first: 2) { edges { node { id } } } }` }, await fresh('physician').token({ mfa: false }));
     expect(res.json?.errors?.[0]?.extensions?.code).toBe('MFA_REQUIRED');
     const requestId = res.headers.get('x-request-id') ?? '';
     expect(await refusedRows(gw, requestId)).toEqual([expect.objectContaining({ action: 'refused', detail: 'mfa_required', field: 'patients' })]);
@@ -153,22 +163,22 @@ describe('refusals after authentication', () => {
   });
 
   it('RATE_LIMITED is one, with its reason', async () => {
-    // A principal of its own: with the shares' clock stopped, the burst it spends here never comes
-    // back, and a test after this one (in whatever order) would find its principal limited.
-    const token = await gw.tokenFor('nurse-rate-limited', { roles: ['nurse'], clinics: ['c-north'] });
+    const token = await fresh('nurse').token();
     const answers = [];
     for (let i = 0; i < 5; i++) answers.push(await postJson(gw, { query: '{ me { subject } }' }, token));
+    // A burst of 3 and a stopped clock: the first three pass, the other two are limited.
+    expect(answers.map((a) => a.status)).toEqual([200, 200, 200, 429, 429]);
     const limited = answers.filter((a) => a.status === 429);
-    expect(limited.length).toBeGreaterThan(0);
     expect(limited[0]!.headers.get('retry-after')).toMatch(/^[1-9]\d*$/);
     const rows = await refusedRows(gw, limited[0]!.headers.get('x-request-id') ?? '');
     expect(rows).toEqual([expect.objectContaining({ action: 'refused', detail: 'request_rate', actor_kind: 'user' })]);
   });
 
   it('request log lines carry the subject, the client address and the id of the response', async () => {
-    const res = await postJson(gw, { query: '{ me { subject } }' }, await gw.tokenFor(admin().sub));
+    const admin = fresh('clinic_admin');
+    const res = await postJson(gw, { query: '{ me { subject } }' }, await admin.token());
     expect(res.status).toBe(200);
-    expect(gw.lastRequestLog()).toMatchObject({ requestId: res.headers.get('x-request-id'), subject: admin().sub, clientAddr: '127.0.0.1' });
+    expect(gw.lastRequestLog()).toMatchObject({ requestId: res.headers.get('x-request-id'), subject: admin.sub, clientAddr: '127.0.0.1' });
   });
 });
 

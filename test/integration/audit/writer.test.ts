@@ -7,6 +7,7 @@ import { createAuditWriter, shardOf, type AuditEntry, type AuditWriter, type Bat
 import { createLogger } from '../../../src/log.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../../support/db.ts';
+import { inOneWindow, MINUTE } from '../../support/one-window.ts';
 
 // The audit writer against a real PostgreSQL: group commit on its own connection, every batch's
 // row count checked, a failed batch retried request by request, a bounded queue, a connection lost
@@ -31,6 +32,12 @@ afterEach(async () => {
 afterAll(async () => db?.drop());
 
 const admin = <T>(fn: (c: import('pg').Client) => Promise<T>) => withClient(db.adminUrl, fn);
+
+/**
+ * The writer charges PHI by the database clock's minute (src/audit/insert.ts): a test that counts a
+ * principal's minute runs inside one, a straddling run again with fresh actors.
+ */
+const inOneMinute = <T>(attempt: () => Promise<T>): Promise<T> => inOneWindow(db.adminUrl, MINUTE, attempt);
 
 function writer(queueLimit = 100, applicationName = 'phigate-audit', connections = 1) {
   const pool = createPool(db.auxUrl, { max: connections, applicationName });
@@ -92,26 +99,28 @@ describe('group commit', () => {
   });
 
   it('a batch whose PHI charges are all accepted also leaves in one socket write: the charge rides in the INSERT', async () => {
-    const pool = createPool(db.auxUrl, { max: 1 });
-    pools.push(pool);
-    let writes = 0;
-    pool.on('connect', (client) => {
-      const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
-      const { _write, _writev } = stream;
-      stream._write = (...a) => void (writes++, _write.apply(stream, a));
-      stream._writev = (...a) => void (writes++, _writev.apply(stream, a));
+    await inOneMinute(async () => {
+      const pool = createPool(db.auxUrl, { max: 1 });
+      pools.push(pool);
+      let writes = 0;
+      pool.on('connect', (client) => {
+        const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+        const { _write, _writev } = stream;
+        stream._write = (...a) => void (writes++, _write.apply(stream, a));
+        stream._writev = (...a) => void (writes++, _writev.apply(stream, a));
+      });
+      const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+      const actor = `reg-${randomUUID()}`;
+      const charged = (): AuditEntry => ({ ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 2, cap: { rows: 100, values: 100 } } });
+      await w.write(charged());
+      writes = 0;
+      const e = charged();
+      expect(await w.write(e)).toEqual({ outcome: 'committed' });
+      expect(writes).toBe(1);
+      expect(await rowsOf(e.request.requestId)).toHaveLength(2);
+      const usage = await admin(async (c) => (await c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [actor])).rows);
+      expect(usage).toEqual([{ rows_used: 2, values_used: 4 }]);
     });
-    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
-    const actor = `reg-${randomUUID()}`;
-    const charged = (): AuditEntry => ({ ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 2, cap: { rows: 100, values: 100 } } });
-    await w.write(charged());
-    writes = 0;
-    const e = charged();
-    expect(await w.write(e)).toEqual({ outcome: 'committed' });
-    expect(writes).toBe(1);
-    expect(await rowsOf(e.request.requestId)).toHaveLength(2);
-    const usage = await admin(async (c) => (await c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [actor])).rows);
-    expect(usage).toEqual([{ rows_used: 2, values_used: 4 }]);
   });
 
   it('implements AuditRecorder: record() resolves once the events are committed', async () => {
@@ -270,33 +279,39 @@ describe('failures', () => {
   });
 
   it('a connection lost during COMMIT: the batch is looked up by its id, and not found, its requests fail', async () => {
-    // A deferred constraint trigger runs inside COMMIT: it holds the commit long enough to kill the session.
+    // A deferred constraint trigger runs inside COMMIT and waits there on an advisory lock the test
+    // holds: the commit cannot end before the kill, and should the test fail first, its lock goes
+    // with its connection and the commit ends at once (a sleep would outlive the test by its length).
     await admin(async (c) => {
-      // Long enough that no loaded run can see the COMMIT end before the kill; the kill ends it.
-      await c.query(`CREATE OR REPLACE FUNCTION public.writer_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$`);
       await c.query(
-        `CREATE CONSTRAINT TRIGGER writer_test AFTER INSERT ON phigate.audit_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.writer_test_slow()`,
+        `CREATE OR REPLACE FUNCTION public.writer_test_held() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4243); RETURN NULL; END $$`,
+      );
+      await c.query(
+        `CREATE CONSTRAINT TRIGGER writer_test AFTER INSERT ON phigate.audit_batches DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.writer_test_held()`,
       );
     });
-    const w = writer(100, 'phigate-audit-killed');
-    const e = entry();
-    const writing = w.write(e);
-    writing.catch(() => undefined);
-    // Killed once it is inside the COMMIT (the deferred trigger's sleep), not after a guessed delay
-    // that a slow run might spend before the COMMIT or a fast one after it.
-    const inCommit = `SELECT pid FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active' AND wait_event = 'PgSleep'`;
-    await vi.waitFor(async () => expect((await admin((c) => c.query(inCommit))).rows).toHaveLength(1), { timeout: 30_000, interval: 20 });
-    const killed = await admin(
-      async (c) => (await c.query(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active'`)).rows,
-    );
-    expect(killed).toEqual([{ ok: true }]);
-    await expect(writing).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
-    expect(await rowsOf(e.request.requestId)).toEqual([]);
-    await admin((c) => c.query('DROP TRIGGER writer_test ON phigate.audit_batches'));
-    // The writer carries on, on a new connection.
-    const next = entry();
-    await expect(w.write(next)).resolves.toEqual({ outcome: 'committed' });
-    expect(await rowsOf(next.request.requestId)).toHaveLength(2);
+    await withClient(db.adminUrl, async (holder) => {
+      await holder.query('SELECT pg_advisory_lock(4243)');
+      const w = writer(100, 'phigate-audit-killed');
+      const e = entry();
+      const writing = w.write(e);
+      writing.catch(() => undefined);
+      // Killed once it is inside the COMMIT (waiting on the test's lock), not after a guessed delay
+      // that a slow run might spend before the COMMIT or a fast one after it.
+      const inCommit = `SELECT pid FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active' AND wait_event_type = 'Lock'`;
+      await vi.waitFor(async () => expect((await admin((c) => c.query(inCommit))).rows).toHaveLength(1), { timeout: 30_000, interval: 20 });
+      const killed = await admin(
+        async (c) => (await c.query(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'phigate-audit-killed' AND state = 'active'`)).rows,
+      );
+      expect(killed).toEqual([{ ok: true }]);
+      await expect(writing).rejects.toMatchObject({ code: 'AUDIT_UNAVAILABLE' });
+      expect(await rowsOf(e.request.requestId)).toEqual([]);
+      await admin((c) => c.query('DROP TRIGGER writer_test ON phigate.audit_batches'));
+      // The writer carries on, on a new connection.
+      const next = entry();
+      await expect(w.write(next)).resolves.toEqual({ outcome: 'committed' });
+      expect(await rowsOf(next.request.requestId)).toHaveLength(2);
+    });
   });
 
   it('closed twice while a batch is in flight: both callers are answered once it commits', async () => {
@@ -320,34 +335,36 @@ describe('failures', () => {
 
 describe('PHI charged per batch', () => {
   it('accepts each principal\'s reads in order while the minute stays within the cap; a refused one writes its refusal only', async () => {
-    const w = writer();
-    const cap = { rows: 5, values: 100 };
-    const sub = `reg-${randomUUID()}`;
-    const other = `reg-${randomUUID()}`;
-    const limited: AuditEvent = { action: 'limited', typeName: 'Query', field: null, patientId: null, recordId: null, role: null, purpose: 'unspecified', breakGlass: false };
-    const charged = (actor: string, rows: number): AuditEntry => ({
-      request: request(undefined, actor),
-      events: [read('ssn')],
-      charge: { owner: { kind: 'user', subject: actor }, rows, values: rows, cap },
-      refusal: limited,
+    await inOneMinute(async () => {
+      const w = writer();
+      const cap = { rows: 5, values: 100 };
+      const sub = `reg-${randomUUID()}`;
+      const other = `reg-${randomUUID()}`;
+      const limited: AuditEvent = { action: 'limited', typeName: 'Query', field: null, patientId: null, recordId: null, role: null, purpose: 'unspecified', breakGlass: false };
+      const charged = (actor: string, rows: number): AuditEntry => ({
+        request: request(undefined, actor),
+        events: [read('ssn')],
+        charge: { owner: { kind: 'user', subject: actor }, rows, values: rows, cap },
+        refusal: limited,
+      });
+      const first = w.write(entry());
+      const batch = [charged(sub, 3), charged(other, 5), charged(sub, 3), charged(sub, 2)];
+      const outcomes = await Promise.all([first, ...batch.map((e) => w.write(e))]);
+      expect(outcomes.slice(1).map((o) => o.outcome)).toEqual(['committed', 'committed', 'limited', 'committed']);
+      const refused = outcomes[3]!;
+      expect(refused.outcome === 'limited' && refused.retryAfterSeconds >= 1 && refused.retryAfterSeconds <= 60).toBe(true);
+      expect((await rowsOf(batch[2]!.request.requestId)).map((r) => r.action)).toEqual(['limited']);
+      expect((await rowsOf(batch[3]!.request.requestId)).map((r) => r.action)).toEqual(['read']);
+      const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[sub, other]])).rows);
+      expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [sub]: 5, [other]: 5 });
+      // The first attempt, every event as if accepted, left nothing: each request's rows are in one batch, counted once.
+      const batches = await admin(
+        async (c) =>
+          (await c.query('SELECT b.events, count(*)::int AS written FROM phigate.audit_events e JOIN phigate.audit_batches b ON b.id = e.batch_id WHERE e.request_id = ANY($1) GROUP BY b.id, b.events', [batch.map((e) => e.request.requestId)])).rows,
+      );
+      expect(batches).toHaveLength(1);
+      expect(batches[0]).toEqual({ events: 4, written: 4 });
     });
-    const first = w.write(entry());
-    const batch = [charged(sub, 3), charged(other, 5), charged(sub, 3), charged(sub, 2)];
-    const outcomes = await Promise.all([first, ...batch.map((e) => w.write(e))]);
-    expect(outcomes.slice(1).map((o) => o.outcome)).toEqual(['committed', 'committed', 'limited', 'committed']);
-    const refused = outcomes[3]!;
-    expect(refused.outcome === 'limited' && refused.retryAfterSeconds >= 1 && refused.retryAfterSeconds <= 60).toBe(true);
-    expect((await rowsOf(batch[2]!.request.requestId)).map((r) => r.action)).toEqual(['limited']);
-    expect((await rowsOf(batch[3]!.request.requestId)).map((r) => r.action)).toEqual(['read']);
-    const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[sub, other]])).rows);
-    expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [sub]: 5, [other]: 5 });
-    // The first attempt, every event as if accepted, left nothing: each request's rows are in one batch, counted once.
-    const batches = await admin(
-      async (c) =>
-        (await c.query('SELECT b.events, count(*)::int AS written FROM phigate.audit_events e JOIN phigate.audit_batches b ON b.id = e.batch_id WHERE e.request_id = ANY($1) GROUP BY b.id, b.events', [batch.map((e) => e.request.requestId)])).rows,
-    );
-    expect(batches).toHaveLength(1);
-    expect(batches[0]).toEqual({ events: 4, written: 4 });
   });
 
   // The one-round-trip statement charges in plain SQL (src/audit/insert.ts, CHARGED_INSERT): the
@@ -373,36 +390,40 @@ describe('PHI charged per batch', () => {
     admin(async (c) => (await c.query('SELECT actor, rows_used, values_used FROM phigate.phi_usage WHERE actor = ANY($1) ORDER BY actor, minute', [actors])).rows);
 
   it("charges a batch that fills a minute to each charge's own cap in its one round trip, several principals at once", async () => {
-    const { w, counter } = socketWrites();
-    const [a, b] = [`reg-${randomUUID()}`, `reg-${randomUUID()}`];
-    await w.write(entry());
-    const before = w.stats.batches;
-    counter.writes = 0;
-    const batch = [chargedTo(a, 2, 9), chargedTo(b, 4, 4), chargedTo(a, 3, 5), chargedTo(b, 0, 4)];
-    expect(await Promise.all(batch.map((e) => w.write(e)))).toEqual(batch.map(() => ({ outcome: 'committed' })));
-    // a: 2 then 2 + 3 = 5 within the second charge's cap of 5; b: 4 of 4, then 4 + 0. However the
-    // writer grouped them, each batch went in one socket write: no charge was refused.
-    expect(counter.writes).toBe(w.stats.batches - before);
-    expect(await usageOf([a, b])).toEqual(
-      [
-        { actor: a, rows_used: 5, values_used: 5 },
-        { actor: b, rows_used: 4, values_used: 4 },
-      ].sort((x, y) => (x.actor < y.actor ? -1 : 1)),
-    );
+    await inOneMinute(async () => {
+      const { w, counter } = socketWrites();
+      const [a, b] = [`reg-${randomUUID()}`, `reg-${randomUUID()}`];
+      await w.write(entry());
+      const before = w.stats.batches;
+      counter.writes = 0;
+      const batch = [chargedTo(a, 2, 9), chargedTo(b, 4, 4), chargedTo(a, 3, 5), chargedTo(b, 0, 4)];
+      expect(await Promise.all(batch.map((e) => w.write(e)))).toEqual(batch.map(() => ({ outcome: 'committed' })));
+      // a: 2 then 2 + 3 = 5 within the second charge's cap of 5; b: 4 of 4, then 4 + 0. However the
+      // writer grouped them, each batch went in one socket write: no charge was refused.
+      expect(counter.writes).toBe(w.stats.batches - before);
+      expect(await usageOf([a, b])).toEqual(
+        [
+          { actor: a, rows_used: 5, values_used: 5 },
+          { actor: b, rows_used: 4, values_used: 4 },
+        ].sort((x, y) => (x.actor < y.actor ? -1 : 1)),
+      );
+    });
   });
 
   it("a charge past its own cap, the principal's total counted up to it, sends the batch again for the verdicts", async () => {
-    const { w, counter } = socketWrites();
-    const a = `reg-${randomUUID()}`;
-    await w.write(entry());
-    const before = w.stats.batches;
-    counter.writes = 0;
-    // 2 + 3 = 5 is past the second charge's cap of 4: refused, and the third is counted without it.
-    const batch = [chargedTo(a, 2, 9), { ...chargedTo(a, 3, 4), refusal: { ...read('ssn'), action: 'limited' as const, field: null } }, chargedTo(a, 1, 9)];
-    expect((await Promise.all(batch.map((e) => w.write(e)))).map((o) => o.outcome)).toEqual(['committed', 'limited', 'committed']);
-    // The batch holding the refused charge went twice more: the charge on its own, then its INSERT with COMMIT.
-    expect(counter.writes).toBe(w.stats.batches - before + 2);
-    expect(await usageOf([a])).toEqual([{ actor: a, rows_used: 3, values_used: 3 }]);
+    await inOneMinute(async () => {
+      const { w, counter } = socketWrites();
+      const a = `reg-${randomUUID()}`;
+      await w.write(entry());
+      const before = w.stats.batches;
+      counter.writes = 0;
+      // 2 + 3 = 5 is past the second charge's cap of 4: refused, and the third is counted without it.
+      const batch = [chargedTo(a, 2, 9), { ...chargedTo(a, 3, 4), refusal: { ...read('ssn'), action: 'limited' as const, field: null } }, chargedTo(a, 1, 9)];
+      expect((await Promise.all(batch.map((e) => w.write(e)))).map((o) => o.outcome)).toEqual(['committed', 'limited', 'committed']);
+      // The batch holding the refused charge went twice more: the charge on its own, then its INSERT with COMMIT.
+      expect(counter.writes).toBe(w.stats.batches - before + 2);
+      expect(await usageOf([a])).toEqual([{ actor: a, rows_used: 3, values_used: 3 }]);
+    });
   });
 
   it("a principal's first charge of a minute drops its past minutes; a later one leaves others' rows alone", async () => {
@@ -483,30 +504,34 @@ describe('one shard per principal', () => {
   });
 
   it("a principal's batches wait on one connection only, while another principal's commit on the other", async () => {
-    let a = `reg-${randomUUID()}`;
-    let b = `reg-${randomUUID()}`;
-    while (shardOf(charged(a).request, 2) === shardOf(charged(b).request, 2)) b = `reg-${randomUUID()}`;
-    // A's first batch holds A's phi_usage row while its INSERT waits on a lock the test holds.
-    await admin(async (c) => {
-      await c.query(
-        `CREATE OR REPLACE FUNCTION public.writer_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$`,
-      );
-      await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_records FOR EACH ROW WHEN (NEW.actor = '${a}') EXECUTE FUNCTION public.writer_test_hold()`);
+    await inOneMinute(async () => {
+      let a = `reg-${randomUUID()}`;
+      let b = `reg-${randomUUID()}`;
+      while (shardOf(charged(a).request, 2) === shardOf(charged(b).request, 2)) b = `reg-${randomUUID()}`;
+      // A's first batch holds A's phi_usage row while its INSERT waits on a lock the test holds.
+      await admin(async (c) => {
+        await c.query(
+          `CREATE OR REPLACE FUNCTION public.writer_test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NEW; END $$`,
+        );
+        // A straddled attempt left its trigger for the actor it had: this one holds the new actor.
+        await c.query('DROP TRIGGER IF EXISTS writer_test ON phigate.audit_records');
+        await c.query(`CREATE TRIGGER writer_test BEFORE INSERT ON phigate.audit_records FOR EACH ROW WHEN (NEW.actor = '${a}') EXECUTE FUNCTION public.writer_test_hold()`);
+      });
+      await withClient(db.adminUrl, async (holder) => {
+        await holder.query('SELECT pg_advisory_lock(4242)');
+        const w = writer(100, 'phigate-audit-shards', 2);
+        const a1 = w.write(charged(a));
+        await until(async () => (await backends('phigate-audit-shards')).some((r) => r.wait_event_type === 'Lock'));
+        const a2 = w.write(charged(a));
+        // Two connections sharing one queue would send a2 with b, and b would wait on A's row.
+        await expect(w.write(charged(b))).resolves.toEqual({ outcome: 'committed' });
+        expect(await backends('phigate-audit-shards')).toEqual([{ state: 'active', wait_event_type: 'Lock' }]);
+        await holder.query('SELECT pg_advisory_unlock(4242)');
+        await expect(Promise.all([a1, a2])).resolves.toEqual([{ outcome: 'committed' }, { outcome: 'committed' }]);
+      });
+      const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[a, b]])).rows);
+      expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [a]: 2, [b]: 1 });
     });
-    await withClient(db.adminUrl, async (holder) => {
-      await holder.query('SELECT pg_advisory_lock(4242)');
-      const w = writer(100, 'phigate-audit-shards', 2);
-      const a1 = w.write(charged(a));
-      await until(async () => (await backends('phigate-audit-shards')).some((r) => r.wait_event_type === 'Lock'));
-      const a2 = w.write(charged(a));
-      // Two connections sharing one queue would send a2 with b, and b would wait on A's row.
-      await expect(w.write(charged(b))).resolves.toEqual({ outcome: 'committed' });
-      expect(await backends('phigate-audit-shards')).toEqual([{ state: 'active', wait_event_type: 'Lock' }]);
-      await holder.query('SELECT pg_advisory_unlock(4242)');
-      await expect(Promise.all([a1, a2])).resolves.toEqual([{ outcome: 'committed' }, { outcome: 'committed' }]);
-    });
-    const usage = await admin(async (c) => (await c.query('SELECT actor, rows_used FROM phigate.phi_usage WHERE actor = ANY($1)', [[a, b]])).rows);
-    expect(Object.fromEntries(usage.map((u) => [u.actor, u.rows_used]))).toEqual({ [a]: 2, [b]: 1 });
   });
 });
 
