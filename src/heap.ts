@@ -43,10 +43,10 @@ export const MALLOC_ARENA_MAX = 2;
  * it on free (MALLOC_MMAP_THRESHOLD_). Left to itself glibc starts at 128 KB and raises the threshold
  * to the largest block freed so far, so blocks of up to 32 MB end up inside its heaps, where one
  * live block above them keeps every free page below resident. At Node 24's page peak glibc's brk
- * heap and second arena held 36-57 MB, 10-20 MB apart from one process to the next. From 32 KB up
- * (socket reads, Buffers, the blocks V8's threads malloc) each block is a mapping of its own, given
- * back when freed (bench/README.md, "Node 24's page peak: an 8 MB semi-space and glibc's mmap
- * threshold"), for one mmap and one munmap and a page fault per 4 KB touched, per block.
+ * heap and second arena held 36-70 MB, 16-27 MB apart between processes of one run; from 32 KB up
+ * each block is a mapping of its own, unmapped when freed, and they held 24-30 MB: the memory
+ * outside V8's heap at the page's peak fell by 16 MB on average (bench/README.md, "Node 24's page
+ * peak: glibc's mmap threshold"), for 1-3 mmap/munmap pairs and 15-46 page faults per page.
  * A fixed value also turns glibc's raising of it off. glibc reads it only when a process starts.
  */
 export const MALLOC_MMAP_THRESHOLD_BYTES = 32 * 1024;
