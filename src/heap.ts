@@ -44,7 +44,7 @@ export const MALLOC_ARENA_MAX = 2;
  * to the largest block freed so far, so blocks of up to 32 MB end up inside its heaps, where one
  * live block above them keeps every free page below resident. At Node 24's page peak glibc's brk
  * heap and second arena held 36-70 MB, 16-27 MB apart between processes of one run; from 32 KB up
- * each block is a mapping of its own, unmapped when freed, and they held 24-30 MB: the memory
+ * each block is a mapping of its own, unmapped when freed, and they held 23-30 MB: the memory
  * outside V8's heap at the page's peak fell by 16 MB on average (bench/README.md, "Node 24's page
  * peak: glibc's mmap threshold"), for 1-3 mmap/munmap pairs and 15-46 page faults per page.
  * A fixed value also turns glibc's raising of it off. glibc reads it only when a process starts.
@@ -87,8 +87,9 @@ export function startupRelaunch(
  * Replaces this process, keeping its pid, with one started with STARTUP_FLAGS and STARTUP_ENV, when
  * they are not in effect and Node can (`process.execve`: Node 22.15 and 23.11 on; Node 20 runs as
  * started: its semi-space default is the cap already, and glibc's settings are then its own
- * defaults). Call it first thing in an entry point, before anything is listening or open: nothing of this process survives, and the same pid means no launcher stands
- * between a signal and the gateway. Returns when nothing needs doing, or when the restart is refused.
+ * defaults). Call it first thing in an entry point, before anything is listening or open: nothing
+ * of this process survives, and the same pid means no launcher stands between a signal and the
+ * gateway. Returns when nothing needs doing, or when the restart is refused.
  */
 export function relaunchWithStartupSettings(): void {
   const node = process as NodeJS.Process & { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never };
