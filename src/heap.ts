@@ -44,8 +44,9 @@ export const MALLOC_ARENA_MAX = 2;
  * to the largest block freed so far, so blocks of up to 32 MB end up inside its heaps, where one
  * live block above them keeps every free page below resident. At Node 24's page peak glibc's brk
  * heap and second arena held 36-70 MB, 16-27 MB apart between processes of one run; from 32 KB up
- * each block is a mapping of its own, unmapped when freed, and they held 23-30 MB: the memory
- * outside V8's heap at the page's peak fell by 16 MB on average (bench/README.md, "Node 24's page
+ * each block is a mapping of its own, unmapped when freed, and they held 23-36 MB. Live blocks of
+ * that size take part of it back as mappings, so the page's peak RSS fell by 10 MB on the mean of
+ * three runs near the quiet rate, and by none in the quietest (bench/README.md, "Node 24's page
  * peak: glibc's mmap threshold"), for 1-3 mmap/munmap pairs and 15-46 page faults per page.
  * A fixed value also turns glibc's raising of it off. glibc reads it only when a process starts.
  */
