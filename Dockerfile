@@ -35,6 +35,9 @@ ENV NODE_ENV=production
 # At most 2 glibc malloc arenas instead of one per thread: Node 24's V8 threads otherwise keep 25-37 MB
 # in them at the page's peak (src/heap.ts, MALLOC_ARENA_MAX). glibc reads it only at start.
 ENV MALLOC_ARENA_MAX=2
+# Every malloc of 32 KB or more its own mapping, unmapped when freed: glibc otherwise raises that
+# threshold as large blocks are freed and keeps them in heaps it cannot shrink (src/heap.ts).
+ENV MALLOC_MMAP_THRESHOLD_=32768
 WORKDIR /app
 COPY --from=deps /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist

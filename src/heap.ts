@@ -38,17 +38,37 @@ export const MAX_SEMI_SPACE_MB = 16;
  */
 export const MALLOC_ARENA_MAX = 2;
 
+/**
+ * The request size, in bytes, from which glibc serves a malloc with a mapping of its own and unmaps
+ * it on free (MALLOC_MMAP_THRESHOLD_). Left to itself glibc starts at 128 KB and raises the threshold
+ * to the largest block freed so far, so blocks of up to 32 MB end up inside its heaps, where one
+ * live block above them keeps every free page below resident. At Node 24's page peak glibc's brk
+ * heap and second arena held 36-70 MB, 16-27 MB apart between processes of one run; from 32 KB up
+ * each block is a mapping of its own, unmapped when freed, and they held 23-36 MB. Live blocks of
+ * that size take part of it back as mappings, so the page's peak RSS fell by 10 MB on the mean of
+ * three runs near the quiet rate, and by none in the quietest (bench/README.md, "Node 24's page
+ * peak: glibc's mmap threshold"), for 1-3 mmap/munmap pairs and 15-46 page faults per page.
+ * A fixed value also turns glibc's raising of it off. glibc reads it only when a process starts.
+ */
+export const MALLOC_MMAP_THRESHOLD_BYTES = 32 * 1024;
+
 /** The `node` flags the gateway's process starts with (V8 reads them only when it makes the heap). */
 export const STARTUP_FLAGS: readonly string[] = [`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`];
 
+/** glibc's settings the gateway starts with: each variable, and the tunable (GLIBC_TUNABLES) that sets the same. */
+const GLIBC_SETTINGS = [
+  { variable: 'MALLOC_ARENA_MAX', tunable: 'glibc.malloc.arena_max', value: MALLOC_ARENA_MAX },
+  { variable: 'MALLOC_MMAP_THRESHOLD_', tunable: 'glibc.malloc.mmap_threshold', value: MALLOC_MMAP_THRESHOLD_BYTES },
+] as const;
+
 /** The environment the gateway's process starts with (glibc reads it only at its first malloc). */
-export const STARTUP_ENV: Readonly<Record<string, string>> = { MALLOC_ARENA_MAX: String(MALLOC_ARENA_MAX) };
+export const STARTUP_ENV: Readonly<Record<string, string>> = Object.fromEntries(GLIBC_SETTINGS.map((s) => [s.variable, String(s.value)]));
 
 /**
  * The command line and environment to start this process again with, so that STARTUP_FLAGS and
  * STARTUP_ENV take effect; null when they already do. A setting the operator gave (a semi-space size
- * on the command line or in NODE_OPTIONS, MALLOC_ARENA_MAX or glibc's `arena_max` tunable) is kept
- * as given, and whatever else was on the command line stays.
+ * on the command line or in NODE_OPTIONS; a glibc variable of STARTUP_ENV, or its tunable in
+ * GLIBC_TUNABLES) is kept as given, and whatever else was on the command line stays.
  */
 export function startupRelaunch(
   execArgv: readonly string[],
@@ -57,18 +77,20 @@ export function startupRelaunch(
 ): { args: string[]; env: NodeJS.ProcessEnv } | null {
   const given = `${execArgv.join(' ')} ${env.NODE_OPTIONS ?? ''}`;
   const flags = /--max[-_]semi[-_]space[-_]size\b/.test(given) ? [] : STARTUP_FLAGS;
-  const arenasGiven = env.MALLOC_ARENA_MAX !== undefined || /\bglibc\.malloc\.arena_max=/.test(env.GLIBC_TUNABLES ?? '');
-  const extraEnv = arenasGiven ? {} : STARTUP_ENV;
+  const tunables = (env.GLIBC_TUNABLES ?? '').split(':').map((t) => t.split('=')[0]);
+  const missing = GLIBC_SETTINGS.filter((s) => env[s.variable] === undefined && !tunables.includes(s.tunable));
+  const extraEnv = Object.fromEntries(missing.map((s) => [s.variable, String(s.value)]));
   if (flags.length === 0 && Object.keys(extraEnv).length === 0) return null;
   return { args: [...flags, ...execArgv, ...argv.slice(1)], env: { ...env, ...extraEnv } };
 }
 
 /**
  * Replaces this process, keeping its pid, with one started with STARTUP_FLAGS and STARTUP_ENV, when
- * they are not in effect and Node can (`process.execve`: Node 22.15 and 23.11 on; Node 20's own
- * defaults need neither, see above). Call it first thing in an entry point, before anything is
- * listening or open: nothing of this process survives, and the same pid means no launcher stands
- * between a signal and the gateway. Returns when nothing needs doing, or when the restart is refused.
+ * they are not in effect and Node can (`process.execve`: Node 22.15 and 23.11 on; Node 20 runs as
+ * started: its semi-space default is the cap already, and glibc's settings are then its own
+ * defaults). Call it first thing in an entry point, before anything is listening or open: nothing
+ * of this process survives, and the same pid means no launcher stands between a signal and the
+ * gateway. Returns when nothing needs doing, or when the restart is refused.
  */
 export function relaunchWithStartupSettings(): void {
   const node = process as NodeJS.Process & { execve?: (file: string, args: string[], env: NodeJS.ProcessEnv) => never };
@@ -79,7 +101,7 @@ export function relaunchWithStartupSettings(): void {
     node.execve(process.execPath, [process.execPath, ...relaunch.args], relaunch.env);
   } catch (err) {
     // Refused (e.g. under `--permission` without child processes): the gateway runs as started.
-    process.stderr.write(`phigate: could not restart itself with the semi-space cap and the malloc arena limit (${(err as { code?: string }).code ?? 'error'}); running without them\n`);
+    process.stderr.write(`phigate: could not restart itself with the semi-space cap and glibc's malloc settings (${(err as { code?: string }).code ?? 'error'}); running without them\n`);
   }
 }
 

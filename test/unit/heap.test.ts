@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { MAX_SEMI_SPACE_MB, STARTUP_ENV, STARTUP_FLAGS, relaunchWithStartupSettings, startupRelaunch } from '../../src/heap.ts';
 
-// What bin/start.js starts the gateway again with: V8's semi-space cap and glibc's arena limit
+// What bin/start.js starts the gateway again with: V8's semi-space cap and glibc's malloc settings
 // apply only from a process's start (src/heap.ts).
 describe('startupRelaunch', () => {
   const argv = ['/usr/bin/node', '/app/bin/start.js', '--flag-of-the-script'];
@@ -21,10 +21,19 @@ describe('startupRelaunch', () => {
     expect(startupRelaunch(first.args.slice(0, STARTUP_FLAGS.length), argv, first.env)).toBeNull();
   });
 
+  it("starts with glibc's mmap threshold at 32 KB, unless the operator set it by variable or tunable, and adds only what is missing", () => {
+    expect(STARTUP_ENV).toEqual({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '32768' });
+    const flags = [...STARTUP_FLAGS];
+    expect(startupRelaunch(flags, argv, { MALLOC_ARENA_MAX: '2' })!.env).toEqual({ MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '32768' });
+    expect(startupRelaunch(flags, argv, { MALLOC_ARENA_MAX: '2', MALLOC_MMAP_THRESHOLD_: '131072' })).toBeNull();
+    expect(startupRelaunch(flags, argv, { GLIBC_TUNABLES: 'glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=65536' })).toBeNull();
+    expect(startupRelaunch(flags, argv, { GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=65536' })!.env).toEqual({ GLIBC_TUNABLES: 'glibc.malloc.mmap_threshold=65536', MALLOC_ARENA_MAX: '2' });
+  });
+
   it("keeps the operator's own settings, from the command line, NODE_OPTIONS or glibc's tunables", () => {
-    expect(startupRelaunch(['--max_semi_space_size=64'], argv, { MALLOC_ARENA_MAX: '8' })).toBeNull();
-    expect(startupRelaunch([], argv, { NODE_OPTIONS: '--max-semi-space-size=32', GLIBC_TUNABLES: 'glibc.malloc.arena_max=4' })).toBeNull();
-    expect(startupRelaunch([], argv, { MALLOC_ARENA_MAX: '8' })).toEqual({ args: [...STARTUP_FLAGS, '/app/bin/start.js', '--flag-of-the-script'], env: { MALLOC_ARENA_MAX: '8' } });
+    expect(startupRelaunch(['--max_semi_space_size=64'], argv, { MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '65536' })).toBeNull();
+    expect(startupRelaunch([], argv, { NODE_OPTIONS: '--max-semi-space-size=32', GLIBC_TUNABLES: 'glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=65536' })).toBeNull();
+    expect(startupRelaunch([], argv, { MALLOC_ARENA_MAX: '8' })).toEqual({ args: [...STARTUP_FLAGS, '/app/bin/start.js', '--flag-of-the-script'], env: { MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '32768' } });
     expect(startupRelaunch(['--max-semi-space-size=64'], argv, {})).toEqual({ args: ['--max-semi-space-size=64', '/app/bin/start.js', '--flag-of-the-script'], env: { ...STARTUP_ENV } });
   });
 });
@@ -43,9 +52,11 @@ describe('relaunchWithStartupSettings', () => {
     const execve = vi.fn();
     node.execve = execve;
     vi.stubEnv('MALLOC_ARENA_MAX', undefined);
+    vi.stubEnv('MALLOC_MMAP_THRESHOLD_', undefined);
     relaunchWithStartupSettings();
     const expected = startupRelaunch(process.execArgv, process.argv, process.env)!;
     expect(expected.env.MALLOC_ARENA_MAX).toBe(STARTUP_ENV.MALLOC_ARENA_MAX);
+    expect(expected.env.MALLOC_MMAP_THRESHOLD_).toBe(STARTUP_ENV.MALLOC_MMAP_THRESHOLD_);
     expect(execve).toHaveBeenCalledExactlyOnceWith(process.execPath, [process.execPath, ...expected.args], expected.env);
   });
 
