@@ -45,6 +45,20 @@ function writer(queueLimit = 100, applicationName = 'phigate-audit', connections
   return createAuditWriter({ pool, queueLimit, logger, preparedStatements: preparedStatements() });
 }
 
+/** A writer on one connection, and how many writes reached its socket (what pg corks goes out as one). */
+function socketWrites() {
+  const pool = createPool(db.auxUrl, { max: 1 });
+  pools.push(pool);
+  const counter = { writes: 0 };
+  pool.on('connect', (client) => {
+    const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+    const { _write, _writev } = stream;
+    stream._write = (...a) => void (counter.writes++, _write.apply(stream, a));
+    stream._writev = (...a) => void (counter.writes++, _writev.apply(stream, a));
+  });
+  return { w: createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() }), counter };
+}
+
 const request = (requestId = `w-${randomUUID()}`, actor = 'reg-north'): AuditRequest => ({ requestId, actor, actorKind: 'user', clientAddr: '127.0.0.1' });
 const read = (field: string, detail: string | null = null): AuditEvent => ({
   action: 'read',
@@ -81,42 +95,23 @@ describe('group commit', () => {
   });
 
   it("a batch that charges nothing leaves in one socket write: BEGIN, its settings, the INSERT and COMMIT", async () => {
-    const pool = createPool(db.auxUrl, { max: 1 });
-    pools.push(pool);
-    let writes = 0;
-    pool.on('connect', (client) => {
-      // What reaches the socket, not the messages pg hands the stream (corked, those go out together).
-      const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
-      const { _write, _writev } = stream;
-      stream._write = (...a) => void (writes++, _write.apply(stream, a));
-      stream._writev = (...a) => void (writes++, _writev.apply(stream, a));
-    });
-    const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+    const { w, counter } = socketWrites();
     await w.write(entry());
-    writes = 0;
+    counter.writes = 0;
     expect(await w.write(entry())).toEqual({ outcome: 'committed' });
-    expect(writes).toBe(1);
+    expect(counter.writes).toBe(1);
   });
 
   it('a batch whose PHI charges are all accepted also leaves in one socket write: the charge rides in the INSERT', async () => {
     await inOneMinute(async () => {
-      const pool = createPool(db.auxUrl, { max: 1 });
-      pools.push(pool);
-      let writes = 0;
-      pool.on('connect', (client) => {
-        const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
-        const { _write, _writev } = stream;
-        stream._write = (...a) => void (writes++, _write.apply(stream, a));
-        stream._writev = (...a) => void (writes++, _writev.apply(stream, a));
-      });
-      const w = createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() });
+      const { w, counter } = socketWrites();
       const actor = `reg-${randomUUID()}`;
       const charged = (): AuditEntry => ({ ...entry(), charge: { owner: { kind: 'user', subject: actor }, rows: 1, values: 2, cap: { rows: 100, values: 100 } } });
       await w.write(charged());
-      writes = 0;
+      counter.writes = 0;
       const e = charged();
       expect(await w.write(e)).toEqual({ outcome: 'committed' });
-      expect(writes).toBe(1);
+      expect(counter.writes).toBe(1);
       expect(await rowsOf(e.request.requestId)).toHaveLength(2);
       const usage = await admin(async (c) => (await c.query('SELECT rows_used, values_used FROM phigate.phi_usage WHERE actor = $1', [actor])).rows);
       expect(usage).toEqual([{ rows_used: 2, values_used: 4 }]);
@@ -369,18 +364,6 @@ describe('PHI charged per batch', () => {
 
   // The one-round-trip statement charges in plain SQL (src/audit/insert.ts, CHARGED_INSERT): the
   // sums, the caps and the past minutes must come out as charge_phi_usage's would.
-  const socketWrites = () => {
-    const pool = createPool(db.auxUrl, { max: 1 });
-    pools.push(pool);
-    const counter = { writes: 0 };
-    pool.on('connect', (client) => {
-      const stream = client.connection.stream as unknown as { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
-      const { _write, _writev } = stream;
-      stream._write = (...a) => void (counter.writes++, _write.apply(stream, a));
-      stream._writev = (...a) => void (counter.writes++, _writev.apply(stream, a));
-    });
-    return { w: createAuditWriter({ pool, queueLimit: 10, logger, preparedStatements: preparedStatements() }), counter };
-  };
   const chargedTo = (actor: string, rows: number, capRows: number): AuditEntry => ({
     request: request(undefined, actor),
     events: [read('ssn')],
