@@ -99,8 +99,8 @@ async function problemAt(db: pg.ClientBase, recordId: string, slot: string, kind
       message: `${listing} lists slot ${slot} of record ${recordId}, which is not a record of several patients (v3): no record, a v2 record, or one retention removed without its listing`,
     };
   }
-  const record = `record ${recordId} (first event ${firstEventId(BigInt(recordId))}), slot ${slot}`;
   const eventId = String(firstEventId(BigInt(recordId)));
+  const record = `record ${recordId} (first event ${eventId}), slot ${slot}`;
   if (kind === 'missing') {
     return { kind: 'listing_missing', eventId, message: `${record}: ${listing} lacks its patient, so queries by that patient miss the record's events about them` };
   }
