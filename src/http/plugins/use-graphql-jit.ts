@@ -2,7 +2,6 @@ import { useGraphQlJit } from '@envelop/graphql-jit';
 import { getOperationAST, getVariableValues, type ExecutionArgs, type ExecutionResult } from 'graphql';
 import type { Plugin } from 'graphql-yoga';
 import type { GraphQLContext } from '../../graphql/context.ts';
-import { qualifies, withViews } from '../../graphql/views.ts';
 import type { Logger } from '../../log.ts';
 
 type Execute = (args: ExecutionArgs) => unknown;
@@ -19,15 +18,11 @@ type Execute = (args: ExecutionArgs) => unknown;
  * without `data` is one where execution never started (jit answers bad variables that way), and
  * only then are the variables coerced again by graphql-js, whose messages say which variable is
  * wrong and why; the hot path never pays for it.
- *
- * A document that qualifies (src/graphql/views.ts) is compiled with the views' resolvers: the
- * first execution of a document is the one that compiles it, and only it runs under the swap.
  */
 export function useGraphQlJitExecution(logger: Logger): Plugin {
   // graphql-jit compiles a document within the execute call that first meets it, synchronously:
   // while one runs, this holds its arguments, so that a failure's line names that request.
   let compiling: ExecutionArgs | null = null;
-  const met = new WeakSet<ExecutionArgs['document']>();
   const jit = useGraphQlJit(
     {},
     {
@@ -45,11 +40,7 @@ export function useGraphQlJitExecution(logger: Logger): Plugin {
         let result: ReturnType<Execute>;
         compiling = args;
         try {
-          if (met.has(args.document)) result = run(args);
-          else {
-            met.add(args.document);
-            result = qualifies(args.schema, args.document) ? withViews(args.schema, () => run(args)) : run(args);
-          }
+          result = run(args);
         } finally {
           compiling = null;
         }
