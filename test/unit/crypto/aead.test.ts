@@ -230,6 +230,47 @@ describe('openText: an envelope opened to its text in one call', () => {
     expect(() => openText(key.subarray(1), envelope, 0, aad, aad.length)).toThrow(RangeError);
   });
 
+  // The addon sets a key only when it differs from the last value's (native/aead.c, open_init):
+  // whichever key came before, a value opens under its own key only.
+  it.each(implementations)('%s: opens each value under its own key, whatever key the value before it was under', (mode) => {
+    useAead(mode);
+    const aad = randomBytes(40);
+    const a = randomBytes(32);
+    // Keys one bit from a in the first and in the last byte: a comparison of part of the key would take them for a.
+    const first = Buffer.from(a);
+    first[0]! ^= 1;
+    const last = Buffer.from(a);
+    last[31]! ^= 0x80;
+    const values = [a, first, last].map((key, i) => ({ key, ...envelopeOf(key, aad, Buffer.from(`value ${i}`)) }));
+    const [va, vFirst, vLast] = values;
+    const opened = (key: Buffer, v: { envelope: Buffer; nonceAt: number }) => openText(key, v.envelope, v.nonceAt, aad, aad.length);
+    for (let round = 0; round < 2; round++) {
+      expect(opened(a, va!)).toBe('value 0');
+      expect(opened(a, va!)).toBe('value 0');
+      // The key of the value before, the wrong one for these: refused, each then opens under its own.
+      expect(opened(a, vFirst!)).toBeNull();
+      expect(opened(a, vLast!)).toBeNull();
+      expect(opened(first, vFirst!)).toBe('value 1');
+      expect(opened(first, va!)).toBeNull();
+      expect(opened(last, vLast!)).toBe('value 2');
+      expect(opened(last, vLast!)).toBe('value 2');
+      // A forged tag under the key in place, then a good value under it; a wiped key, then the key.
+      const forged = Buffer.from(vLast!.envelope);
+      forged[forged.length - 1]! ^= 1;
+      expect(openText(last, forged, vLast!.nonceAt, aad, aad.length)).toBeNull();
+      expect(opened(last, vLast!)).toBe('value 2');
+      expect(opened(Buffer.alloc(32), vLast!)).toBeNull();
+      expect(opened(last, vLast!)).toBe('value 2');
+      // openGcm shares the addon's context: a value under another key between two under `last`.
+      const iv = randomBytes(12);
+      const sealed = sealGcm(a, iv, aad, Buffer.from('between'));
+      expect(openGcm(a, iv, aad, sealed.subarray(0, -16), sealed.subarray(-16))?.toString()).toBe('between');
+      expect(openGcm(last, iv, aad, sealed.subarray(0, -16), sealed.subarray(-16))).toBeNull();
+      expect(opened(a, vLast!)).toBeNull();
+      expect(opened(last, vLast!)).toBe('value 2');
+    }
+  });
+
   it.runIf(native)('the addon refuses offsets that are not unsigned integers and arguments that are not bytes', () => {
     const addon = createRequire(import.meta.url)(path.resolve('native/build/Release/aead.node')) as Record<'openText', (...args: unknown[]) => unknown>;
     const key = randomBytes(32);
