@@ -565,12 +565,23 @@ export async function encounterById(tx: RequestTransaction, id: string): Promise
 
 const INSERTABLE = ['mrn_bidx', 'ssn_bidx', 'mrn_bidx_next', 'ssn_bidx_next', ...Object.values(PATIENT_COLUMNS)];
 
-/** `columns` keys are column names produced by our code (PATIENT_COLUMNS and the blind indexes). */
-export async function insertPatient(tx: RequestTransaction, id: string, clinicId: string, columns: Readonly<Record<string, Buffer | null>>): Promise<void> {
+/**
+ * The patient and its first key, in one statement of the request's transaction: a request that
+ * fails after it, or a statement that fails on either row, leaves neither. `columns` keys are
+ * column names produced by our code (PATIENT_COLUMNS and the blind indexes).
+ */
+export async function insertPatient(
+  tx: RequestTransaction,
+  id: string,
+  clinicId: string,
+  key: { readonly version: number; readonly clinicVersion: number; readonly wrapped: Buffer },
+  columns: Readonly<Record<string, Buffer | null>>,
+): Promise<void> {
   const names = INSERTABLE.filter((c) => c in columns);
   await tx.query(
-    `INSERT INTO phigate.patients (id, clinic_id, ${names.join(', ')}) VALUES ($1, $2, ${names.map((_, i) => `$${i + 3}`).join(', ')})`,
-    [id, clinicId, ...names.map((n) => columns[n])],
+    `WITH key AS (INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped) VALUES ($1, $3, $2, $4, $5))
+     INSERT INTO phigate.patients (id, clinic_id, ${names.join(', ')}) VALUES ($1, $2, ${names.map((_, i) => `$${i + 6}`).join(', ')})`,
+    [id, clinicId, key.version, key.clinicVersion, key.wrapped, ...names.map((n) => columns[n])],
   );
 }
 
