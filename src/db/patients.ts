@@ -427,21 +427,25 @@ interface PageEncounters {
 // value: 0.16 M instructions a registrar's page on PostgreSQL 18).
 // The encounter's clinic, care team and grant are its patient's: 053's key makes an encounter's
 // clinic its patient's, and the care team and grants are judged by patient and clinic.
-const pageEncounters = (columns: readonly EncounterPhiColumn[], walk: PageWalk): PageEncounters => {
+// A read by id that asks for the encounters takes them the same way (patientWithEncounters).
+const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string): PageEncounters => {
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
   const more = `,
          array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
                            WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
-  return { text: pageSelect(walk, more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
+  return { text: select(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
 };
-// One statement text per walk and set of columns (at most 32), so each is prepared once per connection.
-const pagesWithEncounters = new Map<string, PageEncounters>();
-const pageEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk): PageEncounters => {
+// One statement text per walk (or read by id) and set of columns (at most 32), so each is prepared once per connection.
+const readsWithEncounters = new Map<string, PageEncounters>();
+const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | 'id'): PageEncounters => {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
   const key = `${walk}:${chosen.join(',')}`;
-  let read = pagesWithEncounters.get(key);
-  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen, walk)));
+  let read = readsWithEncounters.get(key);
+  if (read === undefined) {
+    const select = walk === 'id' ? (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE p.id = $1::uuid` : (more: string) => pageSelect(walk, more);
+    readsWithEncounters.set(key, (read = withEncounters(chosen, select)));
+  }
   return read;
 };
 
@@ -499,8 +503,20 @@ export async function patientPageWithEncounters(
   columns: readonly EncounterPhiColumn[],
   walk: PageWalk = 'reach',
 ): Promise<PatientPageRead> {
-  const read = pageEncountersOf(columns, walk);
+  const read = withEncountersOf(columns, walk);
   const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
+  const rows = patientRows(fetched);
+  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
+}
+
+/**
+ * A patient by id (as patientsByIds reads it) with its encounters, `columns` of their PHI columns,
+ * in one statement: a read by id that asks for them costs one round trip, not two. No row (it does
+ * not exist, or row security hides it) is an empty page.
+ */
+export async function patientWithEncounters(tx: RequestTransaction, id: string, columns: readonly EncounterPhiColumn[]): Promise<PatientPageRead> {
+  const read = withEncountersOf(columns, 'id');
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [id])).rows;
   const rows = patientRows(fetched);
   return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
 }

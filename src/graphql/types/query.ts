@@ -1,5 +1,5 @@
 import type { GraphQLResolveInfo } from 'graphql';
-import { patientPage, patientPageWithEncounters, type PageWalk, type PatientRow } from '../../db/patients.ts';
+import { patientPage, patientPageWithEncounters, patientWithEncounters, type PageWalk, type PatientRow } from '../../db/patients.ts';
 import { PhigateError } from '../../errors.ts';
 import { usableRoles } from '../../policy/decide.ts';
 import { searchPatient, type IdentifierKind } from '../../records/search.ts';
@@ -42,11 +42,23 @@ builder.queryFields((t) => ({
     description: 'null where the patient does not exist or row security hides it.',
     authScopes: { patientReader: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, args, ctx, info) => {
+    resolve: async (_r, args, ctx, info) => {
       const id = v.id('id', String(args.id));
-      // The read's COMMIT goes with its lookup: one round trip instead of two.
-      if (lookupIsLast(info)) ctx.tx.endWithNext();
-      return ctx.loaders.patient.load(id);
+      if (!selectsPath(info, ENCOUNTERS)) {
+        // The read's COMMIT goes with its lookup: one round trip instead of two.
+        if (lookupIsLast(info)) ctx.tx.endWithNext();
+        return ctx.loaders.patient.load(id);
+      }
+      // Its encounters read in the patient's own statement, as a page's are: then that statement
+      // is the last, and, alone in its operation, its COMMIT goes with it.
+      if (isOnlyRootField(info)) ctx.tx.endWithNext();
+      const columns = encounterColumnsFor(ctx);
+      const read = await patientWithEncounters(ctx.tx, id, columns);
+      const row = read.rows[0] ?? null;
+      if (row === null) return null;
+      ctx.loaders.primeEncounters(columns, read.rows, read.encountersOf);
+      ctx.loaders.patient.prime(row.id, row);
+      return row;
     },
   }),
 
