@@ -301,13 +301,19 @@ const ENCOUNTER_PACKING = packingOf(ENCOUNTER_PHI_COLUMNS);
 // `p.id = ANY($1)` counts on ten ids, so it builds a bitmap for them, and on PostgreSQL 18 with the
 // bench's 2,000 patients it read the request's whole clinic through patients_clinic_id (the
 // policy's clinic test) to keep one: ~10% of a read's instructions (bench/README.md, abreq).
-const PATIENT_BY_ID = `${PATIENT_SELECT} WHERE p.id = $1::uuid`;
+// How a read of one patient finds it: by id, or by a blind index (LIMIT 2: a second row is an ambiguous search).
+const ONE_PATIENT_BY = {
+  id: 'p.id = $1::uuid',
+  mrn_bidx: 'p.mrn_bidx = ANY($1::bytea[]) LIMIT 2',
+  ssn_bidx: 'p.ssn_bidx = ANY($1::bytea[]) LIMIT 2',
+} as const;
+const PATIENT_BY_ID = `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.id}`;
 const PATIENTS_BY_IDS = `${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`;
 // Built once: a text built per search is a new string, which each map that names or wraps the
 // statement (src/db/transaction.ts) hashes again in full, a couple of kilobytes each time.
 const SEARCH_BY = {
-  mrn_bidx: `${PATIENT_SELECT} WHERE p.mrn_bidx = ANY($1::bytea[]) LIMIT 2`,
-  ssn_bidx: `${PATIENT_SELECT} WHERE p.ssn_bidx = ANY($1::bytea[]) LIMIT 2`,
+  mrn_bidx: `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.mrn_bidx}`,
+  ssn_bidx: `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.ssn_bidx}`,
 } as const;
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
@@ -438,12 +444,14 @@ const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: s
 };
 // One statement text per walk (or read by id) and set of columns (at most 32), so each is prepared once per connection.
 const readsWithEncounters = new Map<string, PageEncounters>();
-const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | 'id'): PageEncounters => {
+const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | keyof typeof ONE_PATIENT_BY): PageEncounters => {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
   const key = `${walk}:${chosen.join(',')}`;
   let read = readsWithEncounters.get(key);
   if (read === undefined) {
-    const select = walk === 'id' ? (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE p.id = $1::uuid` : (more: string) => pageSelect(walk, more);
+    const select =
+      walk === 'reach' || walk === 'clinics' ? (more: string) => pageSelect(walk, more)
+      : (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE ${ONE_PATIENT_BY[walk]}`;
     readsWithEncounters.set(key, (read = withEncounters(chosen, select)));
   }
   return read;
@@ -521,15 +529,19 @@ export async function patientWithEncounters(tx: RequestTransaction, id: string, 
   return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
 }
 
-/** What a search found, or that the principal's searches of this minute are used up. */
+/**
+ * What a search found, or that the principal's searches of this minute are used up. `encountersOf`
+ * is there when the search read the rows' encounters with them (as patientPageWithEncounters does).
+ */
 export type SearchResult =
-  | { readonly allowed: true; readonly rows: PatientRow[] }
+  | { readonly allowed: true; readonly rows: PatientRow[]; readonly encountersOf: PatientPageRead['encountersOf'] | null }
   | { readonly allowed: false; readonly retryAfterSeconds: number };
 
 /**
  * Counts the search against the owner's minute and looks the indexes up, side by side: the count
  * runs on its own connection (reads are read-only), and rows found past the quota are dropped
- * unseen, so a search still costs one round trip of the request's.
+ * unseen, so a search still costs one round trip of the request's. With `encounters`, the rows'
+ * encounters (those of their PHI columns) come in the same statement, as a page's do.
  */
 export async function searchByBlindIndex(
   tx: RequestTransaction,
@@ -538,12 +550,16 @@ export async function searchByBlindIndex(
   quota: SearchQuota,
   owner: SearchOwner,
   perMinute: number,
+  encounters: readonly EncounterPhiColumn[] | null = null,
 ): Promise<SearchResult> {
+  const read = encounters === null ? null : withEncountersOf(encounters, column);
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<FetchedPatient>(SEARCH_BY[column], [indexes]),
+    tx.query<FetchedPatient & { readonly encounters?: Buffer | null }>(read === null ? SEARCH_BY[column] : read.text, [indexes]),
   ]);
-  return allowance.allowed ? { allowed: true, rows: patientRows(found.rows) } : allowance;
+  if (!allowance.allowed) return allowance;
+  const rows = patientRows(found.rows);
+  return { allowed: true, rows, encountersOf: read === null ? null : (i) => pageEncounterRows(rows[i]!, found.rows[i]!.encounters ?? null, read) };
 }
 
 // One statement text per set of columns (at most 16), so each is prepared once per connection.

@@ -19,18 +19,19 @@ const pageWalkFor = (ctx: GraphQLContext): PageWalk => (usableRoles(ctx.policy, 
 const ENCOUNTERS_OF_PAGE = ['edges', 'node', 'encounters'];
 const ENCOUNTERS = ['encounters'];
 
-/**
- * Whether a lookup of one patient (by id or identifier) is its request's last statement: alone in
- * its operation, nothing else reads the database, and under the patient only `encounters` does
- * (the loader's second statement). Keys, the search quota and audit use pools of their own.
- */
-const lookupIsLast = (info: GraphQLResolveInfo): boolean => isOnlyRootField(info) && !selectsPath(info, ENCOUNTERS);
+// A lookup of one patient (by id or identifier) is one statement, its encounters read in it when
+// the selection asks for them (as a page's are); nothing under a patient reads the database again.
+// Alone in its operation, that statement is its request's last, so a read's COMMIT goes with it:
+// one round trip. Keys, the search quota and audit use pools of their own.
 
 async function byIdentifier(ctx: GraphQLContext, info: GraphQLResolveInfo, kind: IdentifierKind, raw: string) {
-  if (lookupIsLast(info)) ctx.tx.endWithNext();
-  const row = await searchPatient(ctx, kind, raw);
-  if (row) ctx.loaders.patient.prime(row.id, row);
-  return row;
+  const columns = selectsPath(info, ENCOUNTERS) ? encounterColumnsFor(ctx) : null;
+  if (isOnlyRootField(info)) ctx.tx.endWithNext();
+  const hit = await searchPatient(ctx, kind, raw, columns);
+  if (hit === null) return null;
+  if (columns !== null && hit.encounters !== null) ctx.loaders.primeEncounters(columns, hit.encounters.rows, hit.encounters.encountersOf);
+  ctx.loaders.patient.prime(hit.row.id, hit.row);
+  return hit.row;
 }
 
 builder.queryFields((t) => ({
@@ -44,14 +45,8 @@ builder.queryFields((t) => ({
     args: { id: t.arg.id({ required: true }) },
     resolve: async (_r, args, ctx, info) => {
       const id = v.id('id', String(args.id));
-      if (!selectsPath(info, ENCOUNTERS)) {
-        // The read's COMMIT goes with its lookup: one round trip instead of two.
-        if (lookupIsLast(info)) ctx.tx.endWithNext();
-        return ctx.loaders.patient.load(id);
-      }
-      // Its encounters read in the patient's own statement, as a page's are: then that statement
-      // is the last, and, alone in its operation, its COMMIT goes with it.
       if (isOnlyRootField(info)) ctx.tx.endWithNext();
+      if (!selectsPath(info, ENCOUNTERS)) return ctx.loaders.patient.load(id);
       const columns = encounterColumnsFor(ctx);
       const read = await patientWithEncounters(ctx.tx, id, columns);
       const row = read.rows[0] ?? null;

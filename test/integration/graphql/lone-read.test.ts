@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FieldCipher } from '../../../src/crypto/field-cipher.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../../support/gateway.ts';
 
-// A read of one patient alone in its operation, whose selection asks for no encounters, sends one
-// statement in its request transaction, so its COMMIT goes right behind that statement
+// A read of one patient alone in its operation sends one statement in its request transaction
+// (its encounters, when asked for, read in that statement), so its COMMIT goes right behind it
 // (src/graphql/types/query.ts, RequestTransaction.endWithNext): one round trip, not two. The same
 // read beside another root field commits at the end of the request, as every read did before; each
 // case below reads both ways and expects the same answer and the same audit trail.
@@ -184,11 +184,19 @@ describe('a lone lookup by identifier', () => {
     expect(hit.r.body.data!.patientBySsn).toEqual({ id: p.id, ssn: p.ssn });
   });
 
-  it('that asks for the encounters keeps its COMMIT for the end', async () => {
-    const p = north().find((x) => x.encounters.length > 0)!;
-    const r = await read(await gw.tokenFor('reg-north'), 'query($v: String!) { patientByMrn(mrn: $v) { id encounters { id } } }', { v: p.mrn });
-    expect(r.r.body.data!.patientByMrn.encounters).toHaveLength(p.encounters.length);
-    expect([r.roundTrips, r.outcome]).toEqual([3, 'committed']);
+  it('that asks for the encounters reads them in the search\'s statement: one round trip, answered and audited as beside another field (two)', async () => {
+    const token = await gw.tokenFor('reg-north');
+    const p = north().find((x) => x.encounters.length > 1)!;
+    for (const [field, variables] of [['patientByMrn(mrn: $v)', { v: p.mrn }], ['patientBySsn(ssn: $v)', { v: p.ssn }], ['patientBySsn(ssn: $v)', { v: '219-09-9999' }]] as const) {
+      const { lone, beside } = await bothWays(token, field, '$v: String!', 'id mrn encounters { id occurredAt kind }', variables);
+      expect(lone.r.body.errors, lone.r.text).toBeUndefined();
+      const found = Object.values(lone.r.body.data!)[0] as { encounters: { id: string }[] } | null;
+      if (variables.v === '219-09-9999') expect(found).toBeNull();
+      else expect(found!.encounters.map((e) => e.id)).toEqual([...p.encounters].sort((a, b) => b.occurredAt.localeCompare(a.occurredAt) || a.id.localeCompare(b.id)).map((e) => e.id));
+      expect(lone.audit.filter((e) => e.action === 'search')).toHaveLength(1);
+      // BEGIN + context + the search with the encounters + COMMIT (it was three: the encounters in a statement of their own).
+      expect([lone.roundTrips, beside.roundTrips, lone.outcome]).toEqual([1, 2, 'committed']);
+    }
   });
 });
 
