@@ -297,16 +297,16 @@ const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | n
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, null);
 const ENCOUNTER_PACKING = packingOf(ENCOUNTER_PHI_COLUMNS);
 
-// One id, as a read by id asks: `p.id = $1` is planned as one index probe. The generic plan of
-// `p.id = ANY($1)` counts on ten ids, so it builds a bitmap for them, and on PostgreSQL 18 with the
-// bench's 2,000 patients it read the request's whole clinic through patients_clinic_id (the
-// policy's clinic test) to keep one: ~10% of a read's instructions (bench/README.md, abreq).
 // How a read of one patient finds it: by id, or by a blind index (LIMIT 2: a second row is an ambiguous search).
 const ONE_PATIENT_BY = {
   id: 'p.id = $1::uuid',
   mrn_bidx: 'p.mrn_bidx = ANY($1::bytea[]) LIMIT 2',
   ssn_bidx: 'p.ssn_bidx = ANY($1::bytea[]) LIMIT 2',
 } as const;
+// One id, as a read by id asks: `p.id = $1` is planned as one index probe. The generic plan of
+// `p.id = ANY($1)` counts on ten ids, so it builds a bitmap for them, and on PostgreSQL 18 with the
+// bench's 2,000 patients it read the request's whole clinic through patients_clinic_id (the
+// policy's clinic test) to keep one: ~10% of a read's instructions (bench/README.md, abreq).
 const PATIENT_BY_ID = `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.id}`;
 const PATIENTS_BY_IDS = `${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`;
 // Built once: a text built per search is a new string, which each map that names or wraps the
@@ -433,7 +433,8 @@ interface PageEncounters {
 // value: 0.16 M instructions a registrar's page on PostgreSQL 18).
 // The encounter's clinic, care team and grant are its patient's: 053's key makes an encounter's
 // clinic its patient's, and the care team and grants are judged by patient and clinic.
-// A read by id that asks for the encounters takes them the same way (patientWithEncounters).
+// A read of one patient, by id or by a search, that asks for its encounters takes them the same
+// way (patientWithEncounters, searchByBlindIndex).
 const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string): PageEncounters => {
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
