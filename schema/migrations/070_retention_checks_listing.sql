@@ -6,7 +6,11 @@
 -- `audit verify`, which reports such a row (listing_extra), never saw it again. The run now looks at
 -- those rows first, in its own transaction and before it writes or deletes anything, and refuses
 -- (data_corrupted, naming the record and the slot, never the patient) unless each is a slot of a
--- record it removes, with that slot's patient. Otherwise the function is 061's.
+-- record it removes, with that slot's patient. The check reads the rows as they are when it runs;
+-- the delete, a later statement, must then take exactly as many rows as the removed records have
+-- slots, or the run is refused too: a row forged between the two, or one deleted before the run
+-- (listing_missing, which the records' removal would also hide), is not taken away unseen either.
+-- Otherwise the function is 061's.
 
 CREATE OR REPLACE FUNCTION phigate.retain_audit_events(p_before timestamptz, p_request_id text, p_sink_bound bigint)
 RETURNS TABLE (run_id bigint, from_leaf bigint, to_leaf bigint, events bigint, event_id bigint, held_back bigint)
@@ -26,6 +30,8 @@ DECLARE
   v_last3 bigint;
   v_bad_record bigint;
   v_bad_slot integer;
+  v_slots bigint;
+  v_listed bigint;
 BEGIN
   IF p_before IS NULL OR p_before > clock_timestamp() THEN
     RAISE EXCEPTION 'retention cutoff must be in the past' USING ERRCODE = 'invalid_parameter_value';
@@ -64,15 +70,17 @@ BEGIN
     FROM phigate.audit_log l JOIN phigate.audit_records_v3 r ON r.id = l.event_id >> 16 AND l.event_id & 65535 = 0
     WHERE l.leaf_index >= v_from AND l.leaf_index < v_to
   ), span AS (
-    SELECT min(m.id) AS lo, max(m.id) AS hi FROM removed m
-  )
-  SELECT ap.record_id, ap.slot INTO v_bad_record, v_bad_slot
+    SELECT min(m.id) AS lo, max(m.id) AS hi, coalesce(sum(cardinality(m.patient_ids)), 0) AS slots FROM removed m
+  ), bad AS (
+    SELECT ap.record_id, ap.slot
     FROM span s
     JOIN phigate.audit_record_patients ap ON ap.record_id BETWEEN s.lo AND s.hi
     LEFT JOIN removed m ON m.id = ap.record_id
     WHERE CASE WHEN m.id IS NULL THEN NOT EXISTS (SELECT 1 FROM phigate.audit_records_v3 r WHERE r.id = ap.record_id)
                ELSE m.patient_ids[ap.slot] IS DISTINCT FROM ap.patient_id END
-    ORDER BY ap.record_id, ap.slot LIMIT 1;
+    ORDER BY ap.record_id, ap.slot LIMIT 1
+  )
+  SELECT s.slots, b.record_id, b.slot INTO v_slots, v_bad_record, v_bad_slot FROM span s LEFT JOIN bad b ON true;
   IF v_bad_record IS NOT NULL THEN
     RAISE EXCEPTION 'retention refused: phigate.audit_record_patients lists slot % of record %, which no v3 record this run removes holds', v_bad_slot, v_bad_record
       USING ERRCODE = 'data_corrupted';
@@ -99,6 +107,11 @@ BEGIN
   DELETE FROM phigate.audit_record_patients ap
     WHERE ap.record_id BETWEEN v_first3 AND v_last3
       AND NOT EXISTS (SELECT 1 FROM phigate.audit_records_v3 r WHERE r.id = ap.record_id);
+  GET DIAGNOSTICS v_listed = ROW_COUNT;
+  IF v_listed <> v_slots THEN
+    RAISE EXCEPTION 'retention refused: phigate.audit_record_patients held % rows for the % patient slots of the v3 records this run removes; run audit verify', v_listed, v_slots
+      USING ERRCODE = 'data_corrupted';
+  END IF;
   -- Every leaf of the range has its event or record (a missing one ends the range above).
   IF v_v1 + v_records + v_records3 <> v_to - v_from THEN
     RAISE EXCEPTION 'retention found % events and % records for % leaves', v_v1, v_records + v_records3, v_to - v_from

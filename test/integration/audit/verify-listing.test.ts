@@ -236,6 +236,22 @@ describe('audit verify and the patient listing of v3 records', () => {
     expect(await state()).toEqual({ v3: 0, v2: 1, listed: 0, runs: 1, events: 1 });
   });
 
+  it("retention refuses when a removed record's listing lacks a slot (the rows it would take are fewer than the slots), removing nothing", async () => {
+    const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
+    await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 2', [records[3]]);
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-missing', [])).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(refused).toMatchObject({
+      code: 'XX001',
+      message: 'retention refused: phigate.audit_record_patients held 11 rows for the 12 patient slots of the v3 records this run removes; run audit verify',
+    });
+    expect(await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_records_v3')).rows[0].n)).toBe(4);
+    expect((await verify()).problem).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(records[3]!) });
+  });
+
   it('passes after retention took records and their listing, and names a listing row of a removed record', async () => {
     const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
     await admin((c) => retainAuditEvents(c, new Date(Date.now() - 6 * 365 * 86_400_000), 'retain-listing', []));
