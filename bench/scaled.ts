@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from '../test/support/free-port.ts';
+import { onFreePort } from '../test/support/free-port.ts';
 import { startPgBouncer, type PgBouncer } from '../test/support/pgbouncer.ts';
 
 export interface ScaledOptions {
@@ -74,7 +74,10 @@ export async function startScaled(opts: ScaledOptions): Promise<Scaled> {
 
 async function startHaproxy(backends: string[]): Promise<{ url: string; child: ChildProcess; dir: string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-haproxy-'));
-  const port = await freePort();
+  return onFreePort((port) => startHaproxyOn(dir, port, backends));
+}
+
+async function startHaproxyOn(dir: string, port: number, backends: string[]): Promise<{ url: string; child: ChildProcess; dir: string }> {
   const cfg = path.join(dir, 'haproxy.cfg');
   await writeFile(
     cfg,
@@ -96,13 +99,23 @@ async function startHaproxy(backends: string[]): Promise<{ url: string; child: C
       '',
     ].join('\n'),
   );
-  const child = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'inherit', 'inherit'] });
+  // Its output still goes to the terminal, and is kept for the error when it does not start (a port in use).
+  const child = spawn('haproxy', ['-db', '-f', cfg], { stdio: ['ignore', 'inherit', 'pipe'] });
+  let output = '';
+  child.stderr!.on('data', (c: Buffer) => {
+    output += c.toString('utf8');
+    process.stderr.write(c);
+  });
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 15_000;
   for (;;) {
     const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
-    if (ok) return { url, child, dir };
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error('haproxy did not start (apt-get install haproxy)');
+    // Answered while haproxy still runs: not some other process that took the port before haproxy bound it.
+    if (ok && child.exitCode === null) return { url, child, dir };
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`haproxy did not start (apt-get install haproxy):\n${output}`);
+    }
     await new Promise((r) => setTimeout(r, 100));
   }
 }

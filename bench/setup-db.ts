@@ -13,7 +13,7 @@ import { ensureAppLogin, migrate } from '../src/db/migrate.ts';
 import { createPool } from '../src/db/pool.ts';
 import { CLINICS } from '../src/seed/dataset.ts';
 import { insertClinics, insertSealed, SEED_PHI, seedKeys, unnestInsert } from '../src/seed/write.ts';
-import { freePort } from '../test/support/free-port.ts';
+import { onFreePort } from '../test/support/free-port.ts';
 import type { SeedWorkerInput, SeedWorkerMessage } from './seed-worker.ts';
 import { ActorIndex } from './workloads.ts';
 
@@ -49,12 +49,14 @@ export async function openBenchDatabase(log: (s: string) => void, opts: { statem
     adminBase = external;
   } else {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'phigate-bench-'));
-    const embedded = await startEmbeddedPostgres({
-      dataDir: dir,
-      port: await freePort(),
-      persistent: false,
-      ...(opts.statementStats ? { settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_planning': 'on' } } : {}),
-    });
+    const embedded = await onFreePort((port) =>
+      startEmbeddedPostgres({
+        dataDir: dir,
+        port,
+        persistent: false,
+        ...(opts.statementStats ? { settings: { shared_preload_libraries: 'pg_stat_statements', 'pg_stat_statements.track_planning': 'on' } } : {}),
+      }),
+    );
     adminBase = embedded.superuserUrl;
     stop = async () => {
       await embedded.stop();

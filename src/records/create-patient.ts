@@ -23,8 +23,13 @@ export async function createPatient(scope: RequestScope, input: CreatePatientInp
   // Only a clinic that exists (and, through the request context, valid clinic claims) gets a data key created for it.
   if (!(await scope.tx.query('SELECT 1 FROM phigate.clinics WHERE id = $1', [clinicId])).rowCount) throw new PhigateError('FORBIDDEN', 'You may not create patients in that clinic.');
   const id = randomUUID();
-  const columns = await encryptPatient(scope, clinicId, id, values);
-  await insertPatient(scope.tx, id, clinicId, columns).catch((e: unknown) => rethrowIdentifierConflict(scope, 'createPatient', null, e));
+  const { key, record } = await scope.keyring.firstPatientKey(clinicId, id);
+  try {
+    const columns = await encryptPatient(scope, clinicId, id, values, key);
+    await insertPatient(scope.tx, id, clinicId, record, columns).catch((e: unknown) => rethrowIdentifierConflict(scope, 'createPatient', null, e));
+  } finally {
+    key.key.fill(0);
+  }
   auditWrites(scope, 'create', 'Patient', id, null, grants);
   return id;
 }

@@ -1,3 +1,4 @@
+import type { PatientKey } from '../crypto/envelope.ts';
 import { indexVersionsForWrite } from '../db/blind-index-versions.ts';
 import { PATIENT_COLUMNS } from '../db/patients.ts';
 import { identifierIndex, normaliseMrn, normaliseSsn } from './identifiers.ts';
@@ -7,13 +8,17 @@ import type { RequestScope } from './scope.ts';
 /**
  * Column values for the given patient fields: ciphertext bound to (patients, column, id), plus
  * the blind indexes of mrn and ssn when those change, under the clinic's index version and, while
- * a rotation runs, its next one too. Column names come from PATIENT_COLUMNS only.
+ * a rotation runs, its next one too. Column names come from PATIENT_COLUMNS only. Sealed under
+ * `key` when given (a patient being created, whose key is not stored yet), else under the
+ * patient's stored write key.
  */
-export async function encryptPatient(scope: RequestScope, clinicId: string, id: string, values: CheckedValues): Promise<Record<string, Buffer | null>> {
+export async function encryptPatient(scope: RequestScope, clinicId: string, id: string, values: CheckedValues, key?: PatientKey): Promise<Record<string, Buffer | null>> {
   const out: Record<string, Buffer | null> = {};
   for (const [field, value] of Object.entries(values) as [PatientField, string | null][]) {
     const column = PATIENT_COLUMNS[field];
-    out[column] = value === null ? null : await scope.cipher.encrypt(clinicId, { table: 'patients', column, rowId: id, patientId: id }, value);
+    if (value === null) out[column] = null;
+    else if (key !== undefined) out[column] = scope.cipher.sealWith(key, { table: 'patients', column, rowId: id }, value);
+    else out[column] = await scope.cipher.encrypt(clinicId, { table: 'patients', column, rowId: id, patientId: id }, value);
   }
   if (!values.mrn && values.ssn === undefined) return out;
   const { version, next } = await indexVersionsForWrite(scope.tx, clinicId);

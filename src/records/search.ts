@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../audit/event.ts';
 import type { BlindIndexColumn } from '../crypto/blind-index.ts';
-import { searchByBlindIndex, type PatientRow, type SearchResult } from '../db/patients.ts';
+import { searchByBlindIndex, type EncounterPhiColumn, type PatientPageRead, type PatientRow, type SearchResult } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { knownRoles, purposeFor, searchRole } from '../policy/decide.ts';
 import { identifierIndexes, normaliseIdentifier } from './identifiers.ts';
@@ -22,14 +22,21 @@ const DISCLOSED = /:(hit|miss|ambiguous)$/;
 /** Whether `event` is the audit event of a search that was charged and answered (not refused or limited). */
 export const disclosesSearch = (event: AuditEvent): boolean => event.action === 'search' && typeof event.detail === 'string' && DISCLOSED.test(event.detail);
 
+/** The patient a search found and, when the search was asked to read them, its encounters (a page of that one row). */
+export interface SearchHit {
+  readonly row: PatientRow;
+  readonly encounters: PatientPageRead | null;
+}
+
 /**
  * Finds a patient by an identifier. Confirming that someone is a patient is itself a disclosure, so
  * every search leaves one `search` audit row with its outcome (never the identifier), whether it
  * found the patient, nothing, or was refused; it needs a role that sees the identifier in full; it
  * counts as a PHI value against the principal's caps, and against the principal's searches per
  * minute. No refusal depends on what the search found, so none says anything about the identifier.
+ * With `encounters` (PHI columns), the patient's encounters are read in the search's statement.
  */
-export async function searchPatient(scope: RequestScope, kind: IdentifierKind, raw: string): Promise<PatientRow | null> {
+export async function searchPatient(scope: RequestScope, kind: IdentifierKind, raw: string, encounters: readonly EncounterPhiColumn[] | null = null): Promise<SearchHit | null> {
   const search = SEARCHES[kind];
   const normalised = normaliseIdentifier(search.column, raw);
   const { policy, principal } = scope;
@@ -58,7 +65,7 @@ export async function searchPatient(scope: RequestScope, kind: IdentifierKind, r
   let result: SearchResult;
   try {
     const indexes = await identifierIndexes(scope.keyring, search.column, principal.clinics, normalised);
-    result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute);
+    result = await searchByBlindIndex(scope.tx, search.index, indexes, scope.searchQuota, { kind: principal.kind, subject: principal.subject }, scope.searchesPerMinute, encounters);
   } catch (err) {
     // A search that could not be counted or run (its quota's database, the lookup, a key) was
     // still asked for: it is traced like any other, and the answer is the failure's.
@@ -92,5 +99,5 @@ export async function searchPatient(scope: RequestScope, kind: IdentifierKind, r
   }
   scope.budget.found(row.id);
   audit('hit', row.id);
-  return row;
+  return { row, encounters: result.encountersOf === null ? null : { rows: result.rows, encountersOf: result.encountersOf } };
 }

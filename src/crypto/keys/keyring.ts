@@ -76,6 +76,12 @@ export interface KeyStore {
   insertPatientKeys(records: readonly (PatientKeyRecord & { readonly wrapped: Buffer })[]): Promise<Set<string>>;
 }
 
+/** A patient key made for a store the caller chooses, with the record that stores it. */
+export interface NewPatientKey {
+  readonly key: PatientKey;
+  readonly record: PatientKeyRecord & { readonly wrapped: Buffer };
+}
+
 export interface KeyringStats {
   kmsCalls: number;
   cacheHits: number;
@@ -97,6 +103,13 @@ export interface Keyring {
    * (`shredded`) for a shredded patient.
    */
   patientWriteKey(clinicId: string, patientId: string): Promise<PatientKey>;
+  /**
+   * The first key of a patient being created, wrapped by the clinic's current data key, and
+   * neither stored nor cached: the caller writes `record` in the transaction that writes the
+   * patient, so that a request which rolls back leaves no key of a patient who does not exist,
+   * seals with `key` and zero-fills it. Reads open the stored record as any other.
+   */
+  firstPatientKey(clinicId: string, patientId: string): Promise<NewPatientKey>;
   /**
    * patientWriteKey for many patients at once, into the cache: one store lookup and at most one
    * insert for all of them (a re-encryption batch). A shredded patient is left out: its own
@@ -590,6 +603,12 @@ export function createKeyring(opts: KeyringOptions): Keyring {
     patientWriteKey(clinicId, patientId) {
       checkScope(clinicId);
       return singleFlight(patientWriting, `${clinicId}:${patientId}`, () => writablePatientKey(clinicId, patientId));
+    },
+    async firstPatientKey(clinicId, patientId) {
+      checkScope(clinicId);
+      const clinicVersion = await currentVersion('data', clinicId);
+      const made = await withLiveKey(() => clinicKey(clinicId, clinicVersion), (clinic) => newPatientKey(clinic, patientId, 1));
+      return { key: made.key, record: { patientId, version: 1, clinicId, clinicVersion, wrapped: made.wrapped } };
     },
     async preparePatientWriteKeys(clinicId, patientIds) {
       checkScope(clinicId);

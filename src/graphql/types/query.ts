@@ -1,5 +1,5 @@
 import type { GraphQLResolveInfo } from 'graphql';
-import { patientPage, patientPageWithEncounters, type PageWalk, type PatientRow } from '../../db/patients.ts';
+import { patientPage, patientPageWithEncounters, patientWithEncounters, type PageWalk, type PatientRow } from '../../db/patients.ts';
 import { PhigateError } from '../../errors.ts';
 import { usableRoles } from '../../policy/decide.ts';
 import { searchPatient, type IdentifierKind } from '../../records/search.ts';
@@ -19,18 +19,19 @@ const pageWalkFor = (ctx: GraphQLContext): PageWalk => (usableRoles(ctx.policy, 
 const ENCOUNTERS_OF_PAGE = ['edges', 'node', 'encounters'];
 const ENCOUNTERS = ['encounters'];
 
-/**
- * Whether a lookup of one patient (by id or identifier) is its request's last statement: alone in
- * its operation, nothing else reads the database, and under the patient only `encounters` does
- * (the loader's second statement). Keys, the search quota and audit use pools of their own.
- */
-const lookupIsLast = (info: GraphQLResolveInfo): boolean => isOnlyRootField(info) && !selectsPath(info, ENCOUNTERS);
+// A lookup of one patient (by id or identifier) is one statement, its encounters read in it when
+// the selection asks for them (as a page's are); nothing under a patient reads the database again.
+// Alone in its operation, that statement is its request's last, so a read's COMMIT goes with it:
+// one round trip. Keys, the search quota and audit use pools of their own.
 
 async function byIdentifier(ctx: GraphQLContext, info: GraphQLResolveInfo, kind: IdentifierKind, raw: string) {
-  if (lookupIsLast(info)) ctx.tx.endWithNext();
-  const row = await searchPatient(ctx, kind, raw);
-  if (row) ctx.loaders.patient.prime(row.id, row);
-  return row;
+  const columns = selectsPath(info, ENCOUNTERS) ? encounterColumnsFor(ctx) : null;
+  if (isOnlyRootField(info)) ctx.tx.endWithNext();
+  const hit = await searchPatient(ctx, kind, raw, columns);
+  if (hit === null) return null;
+  if (columns !== null && hit.encounters !== null) ctx.loaders.primeEncounters(columns, hit.encounters.rows, hit.encounters.encountersOf);
+  ctx.loaders.patient.prime(hit.row.id, hit.row);
+  return hit.row;
 }
 
 builder.queryFields((t) => ({
@@ -42,11 +43,17 @@ builder.queryFields((t) => ({
     description: 'null where the patient does not exist or row security hides it.',
     authScopes: { patientReader: true },
     args: { id: t.arg.id({ required: true }) },
-    resolve: (_r, args, ctx, info) => {
+    resolve: async (_r, args, ctx, info) => {
       const id = v.id('id', String(args.id));
-      // The read's COMMIT goes with its lookup: one round trip instead of two.
-      if (lookupIsLast(info)) ctx.tx.endWithNext();
-      return ctx.loaders.patient.load(id);
+      if (isOnlyRootField(info)) ctx.tx.endWithNext();
+      if (!selectsPath(info, ENCOUNTERS)) return ctx.loaders.patient.load(id);
+      const columns = encounterColumnsFor(ctx);
+      const read = await patientWithEncounters(ctx.tx, id, columns);
+      const row = read.rows[0] ?? null;
+      if (row === null) return null;
+      ctx.loaders.primeEncounters(columns, read.rows, read.encountersOf);
+      ctx.loaders.patient.prime(row.id, row);
+      return row;
     },
   }),
 

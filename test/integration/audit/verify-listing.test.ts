@@ -199,6 +199,59 @@ describe('audit verify and the patient listing of v3 records', () => {
     expect((await check()).problem).toBeNull();
   });
 
+  // 070: the rows retention takes with its records are checked first, so a forged one is refused, not deleted unseen.
+  const ADD = 'INSERT INTO phigate.audit_record_patients (patient_id, record_id, slot) VALUES (gen_random_uuid(), $1, $2)';
+  const TAKE_BACK = 'DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = $2 AND patient_id <> ALL (SELECT unnest(patient_ids) FROM phigate.audit_records_v3 WHERE id = $1)';
+  it.each([
+    { name: 'naming the v2 record between the removed ones', at: (_r: string[], v2: string) => [v2, 1], forge: ADD, undo: TAKE_BACK },
+    { name: "listing another patient at a removed record's slot", at: (r: string[]) => [r[1]!, 2], forge: ADD, undo: TAKE_BACK },
+    {
+      name: "moving a removed record's patient to a slot it does not have",
+      at: (r: string[]) => [r[2]!, 9],
+      forge: 'UPDATE phigate.audit_record_patients SET slot = $2 WHERE record_id = $1 AND slot = 3',
+      undo: 'UPDATE phigate.audit_record_patients SET slot = 3 WHERE record_id = $1 AND slot = $2',
+    },
+  ])('retention refuses a listing row $name before removing anything; without it, the same run passes', async ({ at, forge, undo }) => {
+    const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
+    const v2 = await admin(async (c) => (await c.query<{ id: string }>('SELECT id::text AS id FROM phigate.audit_records')).rows[0]!.id);
+    const [record, slot] = at(records, v2);
+    await tamper(forge, [record, slot]);
+    const state = () =>
+      admin(async (c) =>
+        (await c.query(`SELECT (SELECT count(*)::int FROM phigate.audit_records_v3) AS v3, (SELECT count(*)::int FROM phigate.audit_records) AS v2,
+                               (SELECT count(*)::int FROM phigate.audit_record_patients) AS listed, (SELECT count(*)::int FROM phigate.audit_retention_runs) AS runs,
+                               (SELECT count(*)::int FROM phigate.audit_events WHERE action = 'retention') AS events`)).rows[0],
+      );
+    const before = await state();
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-forged', [])).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(refused).toMatchObject({ code: 'XX001', message: `retention refused: phigate.audit_record_patients lists slot ${slot} of record ${record}, which no v3 record this run removes holds` });
+    expect(await state()).toEqual(before);
+    await tamper(undo, [record, slot]);
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-clean', []))).toMatchObject({ fromLeaf: 0, toLeaf: 5 });
+    // The one record left is the run's own event.
+    expect(await state()).toEqual({ v3: 0, v2: 1, listed: 0, runs: 1, events: 1 });
+  });
+
+  it("retention refuses when a removed record's listing lacks a slot (the rows it would take are fewer than the slots), removing nothing", async () => {
+    const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
+    await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 2', [records[3]]);
+    const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
+    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-missing', [])).then(
+      () => null,
+      (e: unknown) => e,
+    );
+    expect(refused).toMatchObject({
+      code: 'XX001',
+      message: 'retention refused: phigate.audit_record_patients held 11 rows for the 12 patient slots of the v3 records this run removes; run audit verify',
+    });
+    expect(await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_records_v3')).rows[0].n)).toBe(4);
+    expect((await verify()).problem).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(records[3]!) });
+  });
+
   it('passes after retention took records and their listing, and names a listing row of a removed record', async () => {
     const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
     await admin((c) => retainAuditEvents(c, new Date(Date.now() - 6 * 365 * 86_400_000), 'retain-listing', []));

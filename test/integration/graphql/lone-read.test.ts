@@ -3,8 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FieldCipher } from '../../../src/crypto/field-cipher.ts';
 import { startTestGateway, type GqlResponse, type TestGateway } from '../../support/gateway.ts';
 
-// A read of one patient alone in its operation, whose selection asks for no encounters, sends one
-// statement in its request transaction, so its COMMIT goes right behind that statement
+// A read of one patient alone in its operation sends one statement in its request transaction
+// (its encounters, when asked for, read in that statement), so its COMMIT goes right behind it
 // (src/graphql/types/query.ts, RequestTransaction.endWithNext): one round trip, not two. The same
 // read beside another root field commits at the end of the request, as every read did before; each
 // case below reads both ways and expects the same answer and the same audit trail.
@@ -98,8 +98,8 @@ describe('a lone read by id', () => {
     expect([lone.roundTrips, beside.roundTrips]).toEqual([1, 2]);
   });
 
-  it('that asks for the encounters keeps its COMMIT for the end: the loader reads them in a statement of its own', async () => {
-    const p = onTeam('dr-north-1').find((x) => x.encounters.length > 0)!;
+  it('that asks for the encounters reads them in the patient\'s statement: one round trip, answered and audited as beside another field (two)', async () => {
+    const p = onTeam('dr-north-1').find((x) => x.encounters.length > 1)!;
     const token = await gw.tokenFor('dr-north-1');
     // Through a fragment and an alias too: decided from the selection, not from the field's name.
     for (const selection of ['id encounters { id }', 'id ... on Patient { visits: encounters { id } }', 'id ...E']) {
@@ -108,9 +108,36 @@ describe('a lone read by id', () => {
       expect(r.r.body.errors, r.r.text).toBeUndefined();
       const encounters = (r.r.body.data!.patient.encounters ?? r.r.body.data!.patient.visits) as { id: string }[];
       expect(encounters.map((e) => e.id).sort()).toEqual(p.encounters.map((e) => e.id).sort());
-      // BEGIN + context + the patient; its encounters; COMMIT.
-      expect([r.roundTrips, r.outcome]).toEqual([3, 'committed']);
+      // BEGIN + context + the patient with its encounters + COMMIT (it was three: the encounters in a statement of their own).
+      expect([r.roundTrips, r.outcome]).toEqual([1, 'committed']);
     }
+    // Every PHI field of the encounters, in the order a read of them alone gives, and their audit rows.
+    const { lone, beside } = await bothWays(token, BY_ID, ID, 'id ssn encounters { id patientId occurredAt kind reason diagnosisCodes notes }', { id: p.id });
+    expect(lone.r.body.errors, lone.r.text).toBeUndefined();
+    expect(lone.r.body.data!.patient.encounters.map((e: { id: string }) => e.id)).toEqual(
+      [...p.encounters].sort((a, b) => b.occurredAt.localeCompare(a.occurredAt) || a.id.localeCompare(b.id)).map((e) => e.id),
+    );
+    expect(lone.audit.filter((e) => e.type_name === 'Encounter').length).toBe(p.encounters.length * 5);
+    expect([lone.roundTrips, beside.roundTrips]).toEqual([1, 2]);
+  });
+
+  it('with its encounters, of a patient that does not exist or that row security hides: null in one round trip', async () => {
+    const hidden = north().find((x) => !x.careTeam.includes('dr-north-1'))!;
+    for (const id of [randomUUID(), hidden.id]) {
+      const { lone, beside } = await bothWays(await gw.tokenFor('dr-north-1'), BY_ID, ID, 'id encounters { id notes }', { id });
+      expect(lone.r.body).toEqual({ data: { patient: null } });
+      expect(lone.audit).toEqual([]);
+      expect([lone.roundTrips, beside.roundTrips]).toEqual([1, 2]);
+    }
+  });
+
+  it('two patients with their encounters in one operation: their statements share a round trip', async () => {
+    const [a, b] = onTeam('dr-north-1').filter((x) => x.encounters.length > 0);
+    const r = await read(await gw.tokenFor('dr-north-1'), 'query($a: ID!, $b: ID!) { a: patient(id: $a) { encounters { id } } b: patient(id: $b) { encounters { id } } }', { a: a!.id, b: b!.id });
+    expect(r.r.body.errors, r.r.text).toBeUndefined();
+    expect(r.r.body.data!.a.encounters).toHaveLength(a!.encounters.length);
+    expect(r.r.body.data!.b.encounters).toHaveLength(b!.encounters.length);
+    expect([r.roundTrips, r.outcome]).toEqual([2, 'committed']);
   });
 
   it('gives its connection back when its COMMIT answers, before its fields are decrypted', async () => {
@@ -157,11 +184,19 @@ describe('a lone lookup by identifier', () => {
     expect(hit.r.body.data!.patientBySsn).toEqual({ id: p.id, ssn: p.ssn });
   });
 
-  it('that asks for the encounters keeps its COMMIT for the end', async () => {
-    const p = north().find((x) => x.encounters.length > 0)!;
-    const r = await read(await gw.tokenFor('reg-north'), 'query($v: String!) { patientByMrn(mrn: $v) { id encounters { id } } }', { v: p.mrn });
-    expect(r.r.body.data!.patientByMrn.encounters).toHaveLength(p.encounters.length);
-    expect([r.roundTrips, r.outcome]).toEqual([3, 'committed']);
+  it('that asks for the encounters reads them in the search\'s statement: one round trip, answered and audited as beside another field (two)', async () => {
+    const token = await gw.tokenFor('reg-north');
+    const p = north().find((x) => x.encounters.length > 1)!;
+    for (const [field, variables] of [['patientByMrn(mrn: $v)', { v: p.mrn }], ['patientBySsn(ssn: $v)', { v: p.ssn }], ['patientBySsn(ssn: $v)', { v: '219-09-9999' }]] as const) {
+      const { lone, beside } = await bothWays(token, field, '$v: String!', 'id mrn encounters { id occurredAt kind }', variables);
+      expect(lone.r.body.errors, lone.r.text).toBeUndefined();
+      const found = Object.values(lone.r.body.data!)[0] as { encounters: { id: string }[] } | null;
+      if (variables.v === '219-09-9999') expect(found).toBeNull();
+      else expect(found!.encounters.map((e) => e.id)).toEqual([...p.encounters].sort((a, b) => b.occurredAt.localeCompare(a.occurredAt) || a.id.localeCompare(b.id)).map((e) => e.id));
+      expect(lone.audit.filter((e) => e.action === 'search')).toHaveLength(1);
+      // BEGIN + context + the search with the encounters + COMMIT (it was three: the encounters in a statement of their own).
+      expect([lone.roundTrips, beside.roundTrips, lone.outcome]).toEqual([1, 2, 'committed']);
+    }
   });
 });
 

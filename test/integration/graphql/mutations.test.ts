@@ -66,7 +66,8 @@ const auditOf = (requestId: string) => gw.auditRows(`request_id = $1 AND action 
 const writesOf = async (requestId: string) => (await auditOf(requestId)).filter((r) => r.action === 'create' || r.action === 'update');
 
 /**
- * Row counts and every stored byte of the given patients: compare before and after a refused change.
+ * Row counts (patient keys too: a new patient's key is written with it, so a refused create leaves
+ * none) and every stored byte of the given patients: compare before and after a refused change.
  * A write refused for a taken identifier leaves one `search` audit row (the refusal disclosed that
  * the identifier is taken); those are checked where they happen, not counted here.
  */
@@ -74,7 +75,8 @@ const snapshot = (ids: readonly string[]) =>
   gw.admin(async (c) => {
     const counts = (
       await c.query(`SELECT (SELECT count(*) FROM phigate.patients) AS patients, (SELECT count(*) FROM phigate.encounters) AS encounters,
-                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action NOT IN ('refused', 'search', 'alert')) AS audit`)
+                            (SELECT count(*) FROM phigate.care_team) AS care_team, (SELECT count(*) FROM phigate.audit_events WHERE action NOT IN ('refused', 'search', 'alert')) AS audit,
+                            (SELECT count(*) FROM phigate.patient_keys) AS patient_keys`)
     ).rows[0];
     const rows = (await c.query('SELECT * FROM phigate.patients WHERE id = ANY($1::uuid[]) ORDER BY id', [ids])).rows;
     return { counts, rows };

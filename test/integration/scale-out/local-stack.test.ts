@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TEST_APP_PASSWORD, TEST_APP_ROLE } from '../../support/global-setup.ts';
-import { freePort } from '../../support/free-port.ts';
+import { onFreePorts } from '../../support/free-port.ts';
 import { ROOT } from '../../support/gateway-process.ts';
 import { pgbouncerBinary } from '../../support/pgbouncer.ts';
 import { startProcessStack, type ProcessStack } from '../../support/process-stack.ts';
@@ -35,10 +35,16 @@ beforeAll(async () => {
   if (!installed) return;
   stack = await startProcessStack({ patients: 12, seed: 21 });
   workdir = await mkdtemp(path.join(tmpdir(), 'phigate-scale-out-'));
+  // The script is told its four ports: one taken meanwhile by another process ends the stack
+  // (its log says the address is in use), which then starts again on others.
+  script = await onFreePorts(4, startStack);
+});
+
+async function startStack([lb, gw1, gw2, pgb]: number[]): Promise<ChildProcess> {
+  lbPort = lb!;
+  gatewayPorts = [gw1!, gw2!];
+  output = '';
   const pg = new URL(stack.db.adminUrl);
-  const [lb, gw1, gw2, pgb] = [await freePort(), await freePort(), await freePort(), await freePort()];
-  lbPort = lb;
-  gatewayPorts = [gw1, gw2];
   const env = {
     ...stack.env,
     REDIS_URL,
@@ -54,19 +60,26 @@ beforeAll(async () => {
     PGBOUNCER_POOL_SIZE: '2',
     LB_SOURCE: HAPROXY,
   };
-  script = spawn('bash', [path.join(ROOT, 'deploy/local/scale-out.sh')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  script.stdout!.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  script.stderr!.on('data', (c: Buffer) => (output += c.toString('utf8')));
-  // Ready once both gateways answer /readyz themselves and haproxy passes requests on.
+  const child = spawn('bash', [path.join(ROOT, 'deploy/local/scale-out.sh')], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString('utf8')));
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString('utf8')));
+  // Ready once both gateways answer /readyz themselves and haproxy passes requests on, the script still running.
   const deadline = Date.now() + 150_000;
   for (;;) {
     const direct = await Promise.all(gatewayPorts.map((p) => fetch(`http://127.0.0.1:${p}/readyz`).then((r) => r.status, () => 0)));
     const status = await request('GET', '/readyz').then((r) => r.status, () => 0);
-    if (status === 200 && direct.every((s) => s === 200)) break;
-    if (script.exitCode !== null || Date.now() > deadline) throw new Error(`the stack did not start:\n${output}\n${await logs()}`);
+    if (status === 200 && direct.every((s) => s === 200) && child.exitCode === null) return child;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      throw new Error(`the stack did not start:\n${output}\n${await logs()}`);
+    }
     await new Promise((r) => setTimeout(r, 250));
   }
-});
+}
 afterAll(async () => {
   if (script && script.exitCode === null) {
     const exited = new Promise((r) => script.once('exit', r));

@@ -83,6 +83,19 @@ describe('per-patient keys', () => {
     expect(await cipher.decrypt('c-north', aad, legacy)).toBe('sealed under the clinic key');
   });
 
+  it("a new patient's first key is left to the caller to store: none in the store, none cached; once stored it opens what it sealed", async () => {
+    const { store, keyring, cipher } = setup();
+    const { key, record } = await keyring.firstPatientKey('c-north', P1);
+    expect(record).toMatchObject({ patientId: P1, version: 1, clinicId: 'c-north', clinicVersion: 1 });
+    const sealed = cipher.sealWith(key, aad, 'created');
+    expect(sealedUnder(sealed)).toEqual({ version: 1, patientVersion: 1 });
+    expect(await store.latestPatientKey(P1)).toBeNull();
+    // Not cached: a request that rolled back leaves nothing a later read could open the value with.
+    await failed(() => cipher.decrypt('c-north', aad, sealed), 'KEY_UNAVAILABLE', 'key_not_found');
+    expect(await store.insertPatientKey(record)).toBe(true);
+    expect(await cipher.decrypt('c-north', aad, sealed)).toBe('created');
+  });
+
   it('after a rotation a patient gets a new key version under the new clinic key; both stay readable', async () => {
     const { keyring, cipher } = setup();
     const before = await cipher.encrypt('c-north', aad, 'old');
