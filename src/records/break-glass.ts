@@ -31,17 +31,20 @@ const CHECK_VIOLATION = '23514';
 const UNAVAILABLE = 'There is no patient with this id that you may break the glass for.';
 
 function event(action: 'break_glass' | 'review', detail: string, grant: { id: string | null; patientId: string | null; role: string | null }): AuditEvent {
+  const breakGlass = action === 'break_glass';
   return {
     action,
     typeName: 'BreakGlassGrant',
     field: null,
     patientId: grant.patientId,
-    recordId: null,
+    // grant_id is set on break-glass events alone (the grant's opening, refusal and end); a review
+    // is about the grant, which it names as its record (docs/audit-log.md, "grant_id").
+    recordId: breakGlass ? null : grant.id,
     role: grant.role,
-    purpose: action === 'review' ? 'healthcare_operations' : EMERGENCY_PURPOSE,
-    breakGlass: action === 'break_glass',
+    purpose: breakGlass ? EMERGENCY_PURPOSE : 'healthcare_operations',
+    breakGlass,
     detail,
-    grantId: grant.id,
+    grantId: breakGlass ? grant.id : null,
   };
 }
 
@@ -178,7 +181,7 @@ export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOu
     const seen = await grantById(scope.tx, id);
     throw new PhigateError('BAD_USER_INPUT', seen ? 'This grant has already been reviewed.' : 'There is no grant with this id that you may review.');
   }
-  scope.audit.add({ ...event('review', outcome, { id, patientId: reviewed.patient_id, role: role.name }), breakGlass: false });
+  scope.audit.add(event('review', outcome, { id, patientId: reviewed.patient_id, role: role.name }));
   return reviewed;
 }
 

@@ -44,9 +44,10 @@ export function readGrantText(scope: RequestScope, grant: GrantRow, field: Grant
     recordId: grant.id,
     role: verdict.role,
     purpose: verdict.purpose,
+    // A disclosure of the grant's text, not an access under the grant: the grant is the record
+    // read, and grant_id stays null as on every event that is not break-glass (docs/audit-log.md).
     breakGlass: false,
     detail,
-    grantId: grant.id,
   });
   if (!verdict.allowed) {
     scope.audit.add(event('denied', null));

@@ -167,7 +167,7 @@ describe('compliance officer', () => {
     expect(await page.locator(`tr[data-grant="${grantId}"]`).textContent()).toContain('justified by compliance-1');
     expect(await page.content()).not.toContain(REASON);
 
-    const events = await cg.gw.auditRows("action = 'review' AND grant_id = $1", [grantId]);
+    const events = await cg.gw.auditRows("action = 'review' AND record_id = $1", [grantId]);
     expect(events).toEqual([expect.objectContaining({ actor: 'compliance-1', detail: 'justified' })]);
 
     // Opening the reviewed grant shows its reason and the review's comment.
