@@ -64,7 +64,7 @@ export function breakGlassPage(main, endpoint, params, limit) {
       h('time', { datetime: g.grantedAt, title: g.grantedAt }, age(g.grantedAt)),
       `${g.actor} (${g.role})`,
       g.patientId,
-      g.clinicId ?? '',
+      g.clinicId,
       g.active ? 'live' : g.revokedAt ? 'revoked' : 'expired',
       h('a', { href: `#/audit?${new URLSearchParams({ patientId: g.patientId, actor: g.actor, breakGlassOnly: 'on' })}`, 'aria-label': `Reads under grant ${g.id}` }, 'Reads'),
       h(
@@ -103,7 +103,7 @@ export function breakGlassPage(main, endpoint, params, limit) {
     const heading = h('h2', { tabindex: -1 }, `Grant ${grant.id}`);
     detail.replaceChildren(
       heading,
-      h('p', {}, `${grant.actor} (${grant.role}), patient ${grant.patientId}, clinic ${grant.clinicId ?? ''}.`),
+      h('p', {}, `${grant.actor} (${grant.role}), patient ${grant.patientId}, clinic ${grant.clinicId}.`),
       h('h3', {}, 'Reason'),
       h('p', { class: 'grant-reason' }, texts.reason ?? withheld(errors, 'reason')),
       ...(reviewed

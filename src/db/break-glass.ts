@@ -10,7 +10,8 @@ export interface GrantRow {
   readonly actor: string;
   readonly role: string;
   readonly patient_id: string;
-  readonly clinic_id: string | null;
+  /** The patient's clinic, bound at insert (034) and required (069). */
+  readonly clinic_id: string;
   readonly cross_clinic: boolean;
   /** The legacy plaintext reason of a grant opened before reasons were sealed (066); null once sealed. */
   readonly reason: string | null;

@@ -144,7 +144,6 @@ export async function endBreakGlass(scope: RequestScope, rawId: string): Promise
 
 /** A grant's text sealed under its patient's key, bound to the grant's row and the text's column. */
 function sealGrantText(scope: RequestScope, grant: GrantRow, column: (typeof GRANT_TEXTS)[keyof typeof GRANT_TEXTS]['column'], text: string): Promise<Buffer> {
-  if (grant.clinic_id === null) throw new PhigateError('INTERNAL', 'The grant has no clinic.', { reason: 'grant_without_clinic' });
   return scope.cipher.encrypt(grant.clinic_id, grantTextAad(grant.id, grant.patient_id, column), text);
 }
 
