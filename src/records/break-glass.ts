@@ -38,7 +38,7 @@ function event(action: 'break_glass' | 'review', detail: string, grant: { id: st
     field: null,
     patientId: grant.patientId,
     // grant_id is set on break-glass events alone (the grant's opening, refusal and end); a review
-    // is about the grant, which it names as its record (docs/audit-log.md, "grant_id").
+    // is about the grant, which it names as its record (docs/audit-log.md, "`break_glass` and `grant_id`").
     recordId: breakGlass ? null : grant.id,
     role: grant.role,
     purpose: breakGlass ? EMERGENCY_PURPOSE : 'healthcare_operations',
