@@ -2,6 +2,7 @@
 // newest first. Who and how many, never a value.
 import { gql } from './api.js';
 import { announce, field, formValues, h, table } from './dom.js';
+import { pageSize } from './paging.js';
 
 const ALERTS = `query ConsoleAlerts($since: String, $until: String, $first: Int, $after: String) {
   auditEvents(action: "alert", since: $since, until: $until, first: $first, after: $after) {
@@ -28,10 +29,9 @@ export function describeAlert(detail) {
 
 const isoOrNull = (v) => (v ? new Date(v).toISOString() : null);
 
-/** `params.first`: page size (1 to 100), so a short list can still be paged. */
-export function alertsPage(main, endpoint, params = new URLSearchParams()) {
-  const asked = Number(params.get('first'));
-  const first = Number.isInteger(asked) && asked >= 1 && asked <= 100 ? asked : PAGE;
+/** `params.first`: page size (1 to the gateway's `limit`), so a short list can still be paged. */
+export function alertsPage(main, endpoint, params, limit) {
+  const first = pageSize(params, PAGE, limit);
   const results = h('div', { id: 'alert-results' });
   // The cursors of the pages before this one: keyset paging only goes forward, so back is a stack.
   let trail = [];

@@ -17,8 +17,12 @@ const PAGE = 50;
 
 const isoOrNull = (v) => (v ? new Date(v).toISOString() : null);
 
-/** `prefill`: filter values to start with and search at once (the review queue's "Reads" link). */
-export function auditPage(main, endpoint, prefill = new URLSearchParams()) {
+/**
+ * `prefill`: filter values to start with and search at once (the review queue's "Reads" link);
+ * `limit`: the gateway's page limit.
+ */
+export function auditPage(main, endpoint, prefill, limit) {
+  const first = Math.min(PAGE, limit);
   const results = h('div', { id: 'audit-results' });
   const form = h(
     'form',
@@ -41,7 +45,7 @@ export function auditPage(main, endpoint, prefill = new URLSearchParams()) {
         breakGlassOnly: v.breakGlassOnly === 'on',
         since: isoOrNull(v.since),
         until: isoOrNull(v.until),
-        first: PAGE,
+        first,
         after,
       });
       const events = auditEvents.edges.map((e) => e.node);

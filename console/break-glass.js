@@ -4,6 +4,7 @@
 // reviewer opens that grant, to review it or read its review.
 import { gql, gqlPartial } from './api.js';
 import { age, announce, field, h, table } from './dom.js';
+import { pageSize } from './paging.js';
 
 const GRANTS = `query ConsoleGrants($first: Int, $after: String, $before: String) {
   breakGlassGrants(first: $first, after: $after, before: $before) { id cursor actor role patientId clinicId grantedAt expiresAt active revokedAt reviewedAt reviewedBy reviewOutcome }
@@ -32,21 +33,27 @@ const commentOf = (texts, errors) => {
 };
 
 /**
- * `params.first`: page size (1 to 100), so a short queue can still be paged. Each page is read
- * one grant past its size, in the direction it was read, to know whether there is more that way.
+ * `params.first`: page size (1 to the gateway's `limit`), so a short queue can still be paged.
+ * Whether there is more in the direction a page was read is learnt from one grant past it: read
+ * with the page when the limit leaves room for it, else asked for after the page came back full.
  */
-export function breakGlassPage(main, endpoint, params = new URLSearchParams()) {
-  const asked = Number(params.get('first'));
-  const first = Number.isInteger(asked) && asked >= 1 && asked <= 99 ? asked : PAGE;
+export function breakGlassPage(main, endpoint, params, limit) {
+  const first = pageSize(params, PAGE, limit);
+  const grantsFrom = async (at, n) => (await gql(endpoint, GRANTS, { first: n, ...at })).breakGlassGrants;
   const results = h('div', { id: 'grant-results' });
   const detail = h('section', { id: 'grant-detail', 'aria-label': 'Opened grant' });
   // Where the page shown was read from: null (the start), or after / before a grant's cursor.
   let from = { after: null, before: null };
 
   const load = async (at) => {
-    const { breakGlassGrants } = await gql(endpoint, GRANTS, { first: first + 1, ...at });
-    from = at;
     const backward = at.before !== null;
+    const peek = Math.min(first + 1, limit);
+    let breakGlassGrants = await grantsFrom(at, peek);
+    if (peek === first && breakGlassGrants.length === first) {
+      const beyond = await grantsFrom(backward ? { after: null, before: breakGlassGrants[0].cursor } : { after: breakGlassGrants.at(-1).cursor, before: null }, 1);
+      breakGlassGrants = backward ? [...beyond, ...breakGlassGrants] : [...breakGlassGrants, ...beyond];
+    }
+    from = at;
     const more = breakGlassGrants.length > first;
     const grants = backward ? breakGlassGrants.slice(-first) : breakGlassGrants.slice(0, first);
     const hasPrevious = backward ? more : at.after !== null;
@@ -57,7 +64,7 @@ export function breakGlassPage(main, endpoint, params = new URLSearchParams()) {
       h('time', { datetime: g.grantedAt, title: g.grantedAt }, age(g.grantedAt)),
       `${g.actor} (${g.role})`,
       g.patientId,
-      g.clinicId ?? '',
+      g.clinicId,
       g.active ? 'live' : g.revokedAt ? 'revoked' : 'expired',
       h('a', { href: `#/audit?${new URLSearchParams({ patientId: g.patientId, actor: g.actor, breakGlassOnly: 'on' })}`, 'aria-label': `Reads under grant ${g.id}` }, 'Reads'),
       h(
@@ -96,7 +103,7 @@ export function breakGlassPage(main, endpoint, params = new URLSearchParams()) {
     const heading = h('h2', { tabindex: -1 }, `Grant ${grant.id}`);
     detail.replaceChildren(
       heading,
-      h('p', {}, `${grant.actor} (${grant.role}), patient ${grant.patientId}, clinic ${grant.clinicId ?? ''}.`),
+      h('p', {}, `${grant.actor} (${grant.role}), patient ${grant.patientId}, clinic ${grant.clinicId}.`),
       h('h3', {}, 'Reason'),
       h('p', { class: 'grant-reason' }, texts.reason ?? withheld(errors, 'reason')),
       ...(reviewed

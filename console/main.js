@@ -10,9 +10,9 @@ import { announce, h } from './dom.js';
 
 /** Which role opens which page. The gateway enforces the same: a page here is only a convenience. */
 const PAGES = [
-  { id: 'break-glass', title: 'Break-glass review', role: 'compliance', render: (main, ctx, params) => breakGlassPage(main, ctx.endpoint, params) },
-  { id: 'alerts', title: 'Alerts', role: 'compliance', render: (main, ctx, params) => alertsPage(main, ctx.endpoint, params) },
-  { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx, params) => auditPage(main, ctx.endpoint, params) },
+  { id: 'break-glass', title: 'Break-glass review', role: 'compliance', render: (main, ctx, params) => breakGlassPage(main, ctx.endpoint, params, ctx.me.maxPageSize) },
+  { id: 'alerts', title: 'Alerts', role: 'compliance', render: (main, ctx, params) => alertsPage(main, ctx.endpoint, params, ctx.me.maxPageSize) },
+  { id: 'audit', title: 'Audit search', role: 'compliance', render: (main, ctx, params) => auditPage(main, ctx.endpoint, params, ctx.me.maxPageSize) },
   { id: 'disclosures', title: 'Accounting of disclosures', role: 'compliance', render: (main, ctx) => disclosuresPage(main, ctx.endpoint) },
   { id: 'charts', title: 'Charts', role: 'compliance', render: (main, ctx) => chartsPage(main, ctx.endpoint) },
   { id: 'api-keys', title: 'Partner API keys', role: 'clinic_admin', render: (main, ctx) => apiKeysPage(main, ctx.endpoint, ctx.me.clinics) },
@@ -76,7 +76,7 @@ async function start() {
   const endpoint = config.graphql;
   let me;
   try {
-    ({ me } = await gql(endpoint, 'query ConsoleMe { me { subject roles clinics mfa } }'));
+    ({ me } = await gql(endpoint, 'query ConsoleMe { me { subject roles clinics mfa maxPageSize } }'));
   } catch (err) {
     return signedOut(config, `The gateway refused the sign-in: ${err.message}`);
   }

@@ -10,7 +10,8 @@ export interface GrantRow {
   readonly actor: string;
   readonly role: string;
   readonly patient_id: string;
-  readonly clinic_id: string | null;
+  /** The patient's clinic, bound at insert (034) and required (069). */
+  readonly clinic_id: string;
   readonly cross_clinic: boolean;
   /** The legacy plaintext reason of a grant opened before reasons were sealed (066); null once sealed. */
   readonly reason: string | null;
@@ -132,6 +133,9 @@ const queueOrder = (direction: 'ASC' | 'DESC') => ['(reviewed_at IS NOT NULL)', 
 // `reviewed_at IS NULL` in the form of the queue index's second column, so the index answers it.
 const UNREVIEWED = '(reviewed_at IS NOT NULL) < true';
 const POSITION = `($2::boolean, timestamptz 'epoch' + $3::bigint * interval '1 microsecond', $4::uuid)`;
+// Past either end of the queue: the bound of a page when fewer clinics than the page's size have a grant.
+const QUEUE_END = `true, timestamptz 'infinity', uuid 'ffffffff-ffff-ffff-ffff-ffffffffffff'`;
+const QUEUE_START = `false, timestamptz '-infinity', uuid '00000000-0000-0000-0000-000000000000'`;
 
 /**
  * One page of the review queue in queue order, whichever way it was read. Row security shows a
@@ -139,21 +143,52 @@ const POSITION = `($2::boolean, timestamptz 'epoch' + $3::bigint * interval '1 m
  * the same two parts itself, each in queue order from the cursor through the queue index (068),
  * and merges them, so a page never sorts a whole clinic's grants. Row security still decides every
  * row. A backward read takes the `limit` grants just before `from`, then turns them round.
+ *
+ * The reviewer's part is bounded before it is read: reading `limit` grants of every clinic in the
+ * token made a page of a reviewer of 1,000 clinics read 51,000 rows, each costing row security an
+ * ANY over the 1,000 clinics (2.2 s of PostgreSQL's CPU; bench/README.md, "left1"). First each clinic's first grant
+ * (one row a clinic); the `limit`-th of those in queue order bounds the page, since `limit` grants
+ * of distinct clinics lie at or before it (past the queue's end when fewer clinics have a grant).
+ * Only clinics whose first grant is at or before that bound have a grant on the page (at most
+ * `limit` clinics), and only their grants up to it are read.
  */
 export async function listGrants(tx: RequestTransaction, q: QueueRead): Promise<GrantRow[]> {
+  const { text, params } = listGrantsStatement(q);
+  // The planner prices the statement by clinics it cannot count (a generic plan), at times over
+  // jit_above_cost: compiling it then took 35-70 ms of a page that reads in 1-57 (bench/README.md,
+  // "left1"). Off for the rest of this transaction only.
+  await tx.query(`SELECT set_config('jit', 'off', true)`);
+  const { rows } = await tx.query<GrantRow>(text, params);
+  return q.backward ? rows.reverse() : rows;
+}
+
+/** listGrants' statement and parameters. */
+export function listGrantsStatement(q: QueueRead): { text: string; params: unknown[] } {
   const direction = q.backward ? 'DESC' : 'ASC';
   const conditions = [q.unreviewedOnly ? UNREVIEWED : null, q.from === null ? null : `${QUEUE_KEY} ${q.backward ? '<' : '>'} ${POSITION}`].filter((c) => c !== null);
   const where = conditions.map((c) => ` AND ${c}`).join('');
   const part = (test: string) => `SELECT * FROM phigate.break_glass_grants WHERE ${test}${where} ORDER BY ${queueOrder(direction)} LIMIT $1`;
+  // At or before the bound, in the direction read: one row comparison, so the queue index reads
+  // each clinic's part only up to it.
+  const within = (key: string) => `${key} ${q.backward ? '>=' : '<='} (SELECT b.reviewed, b.granted_at, b.id FROM bound b)`;
+  const firstsOrder = ['reviewed', 'granted_at', 'id'].map((c) => `${c} ${direction}`).join(', ');
   const params: unknown[] = [q.limit];
   if (q.from !== null) params.push(q.from.reviewed, q.from.grantedUs, q.from.id);
-  // UNION: a reviewer's own grant in one of its clinics, or a clinic named twice, comes once.
-  const { rows } = await tx.query<GrantRow>(
-    `SELECT ${GRANT_COLUMNS} FROM (
-       SELECT g.* FROM unnest(phigate.ctx_clinics()) AS c(id) CROSS JOIN LATERAL (${part('phigate.ctx_reviewer() AND clinic_id = c.id')}) g
+  // DISTINCT: a clinic named twice must count once towards the bound. UNION: a reviewer's own
+  // grant in one of its clinics comes once.
+  const text = `WITH firsts AS (
+       SELECT c.id AS clinic, f.* FROM (SELECT DISTINCT unnest(phigate.ctx_clinics())) AS c(id) CROSS JOIN LATERAL (
+         SELECT (reviewed_at IS NOT NULL) AS reviewed, granted_at, id FROM phigate.break_glass_grants
+         WHERE phigate.ctx_reviewer() AND clinic_id = c.id${where} ORDER BY ${queueOrder(direction)} LIMIT 1) f
+     ), bound AS (
+       (SELECT reviewed, granted_at, id FROM firsts ORDER BY ${firstsOrder} OFFSET $1 - 1 LIMIT 1)
+       UNION ALL SELECT ${q.backward ? QUEUE_START : QUEUE_END}
+       ORDER BY ${firstsOrder} LIMIT 1
+     )
+     SELECT ${GRANT_COLUMNS} FROM (
+       SELECT g.* FROM firsts f CROSS JOIN LATERAL (${part(`phigate.ctx_reviewer() AND clinic_id = f.clinic AND ${within(QUEUE_KEY)}`)}) g
+       WHERE ${within('(f.reviewed, f.granted_at, f.id)')}
        UNION (${part('actor = phigate.ctx_actor()')})
-     ) g ORDER BY ${queueOrder(direction)} LIMIT $1`,
-    params,
-  );
-  return q.backward ? rows.reverse() : rows;
+     ) g ORDER BY ${queueOrder(direction)} LIMIT $1`;
+  return { text, params };
 }

@@ -6,8 +6,8 @@ import type { PolicySet } from './types.ts';
 export interface GrantTextFacts {
   /** The clinician who opened it. */
   readonly actor: string;
-  /** The grant's clinic: its patient's (schema/migrations/034_break_glass_clinic.sql). */
-  readonly clinicId: string | null;
+  /** The grant's clinic: its patient's (schema/migrations/034_break_glass_clinic.sql), never null (069). */
+  readonly clinicId: string;
 }
 
 /** Whether a grant's reason and review comment are shown, and the role and purpose its audit rows carry. */
@@ -29,7 +29,7 @@ export function grantTextVerdict(policy: PolicySet, principal: Principal, grant:
     const { role } = roleFor(policy, principal, (r) => r.operations.has('breakGlass'));
     if (role) return { allowed: true, role: role.name, purpose: purposeFor(policy, principal, role.name) };
   }
-  if (grant.clinicId !== null && principal.clinics.includes(grant.clinicId)) {
+  if (principal.clinics.includes(grant.clinicId)) {
     const { role } = roleFor(policy, principal, (r) => r.operations.has('reviewBreakGlass'));
     if (role) return { allowed: true, role: role.name, purpose: purposeFor(policy, principal, role.name) };
   }

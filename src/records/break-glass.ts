@@ -31,17 +31,20 @@ const CHECK_VIOLATION = '23514';
 const UNAVAILABLE = 'There is no patient with this id that you may break the glass for.';
 
 function event(action: 'break_glass' | 'review', detail: string, grant: { id: string | null; patientId: string | null; role: string | null }): AuditEvent {
+  const breakGlass = action === 'break_glass';
   return {
     action,
     typeName: 'BreakGlassGrant',
     field: null,
     patientId: grant.patientId,
-    recordId: null,
+    // grant_id is set on break-glass events alone (the grant's opening, refusal and end); a review
+    // is about the grant, which it names as its record (docs/audit-log.md, "`break_glass` and `grant_id`").
+    recordId: breakGlass ? null : grant.id,
     role: grant.role,
-    purpose: action === 'review' ? 'healthcare_operations' : EMERGENCY_PURPOSE,
-    breakGlass: action === 'break_glass',
+    purpose: breakGlass ? EMERGENCY_PURPOSE : 'healthcare_operations',
+    breakGlass,
     detail,
-    grantId: grant.id,
+    grantId: breakGlass ? grant.id : null,
   };
 }
 
@@ -141,7 +144,6 @@ export async function endBreakGlass(scope: RequestScope, rawId: string): Promise
 
 /** A grant's text sealed under its patient's key, bound to the grant's row and the text's column. */
 function sealGrantText(scope: RequestScope, grant: GrantRow, column: (typeof GRANT_TEXTS)[keyof typeof GRANT_TEXTS]['column'], text: string): Promise<Buffer> {
-  if (grant.clinic_id === null) throw new PhigateError('INTERNAL', 'The grant has no clinic.', { reason: 'grant_without_clinic' });
   return scope.cipher.encrypt(grant.clinic_id, grantTextAad(grant.id, grant.patient_id, column), text);
 }
 
@@ -178,7 +180,7 @@ export async function reviewBreakGlass(scope: RequestScope, rawId: string, rawOu
     const seen = await grantById(scope.tx, id);
     throw new PhigateError('BAD_USER_INPUT', seen ? 'This grant has already been reviewed.' : 'There is no grant with this id that you may review.');
   }
-  scope.audit.add({ ...event('review', outcome, { id, patientId: reviewed.patient_id, role: role.name }), breakGlass: false });
+  scope.audit.add(event('review', outcome, { id, patientId: reviewed.patient_id, role: role.name }));
   return reviewed;
 }
 

@@ -86,7 +86,7 @@ export async function reencryptGrantBatch(
       }
       // The plaintext column only ever loses its value; both are compared with what was read.
       changes.push({ column: t.column, old: legacy, sealed: null }, { column: t.sealed, old, sealed });
-      events.push({ typeName: 'BreakGlassGrant', field, patientId: g.patient_id, recordId: g.id, grantId: g.id, detail });
+      events.push({ typeName: 'BreakGlassGrant', field, patientId: g.patient_id, recordId: g.id, detail });
     }
     if (skipped) {
       unreadable++;

@@ -15,8 +15,10 @@ let cg: ConsoleGateway;
 let browser: Browser;
 let context: BrowserContext;
 let page: Page;
-/** Requests the page made to any other origin, and CSP refusals it reported: both must stay empty. */
+/** Requests the page made to any origin but `home`'s, and CSP refusals it reported: both must stay empty. */
 let foreign: string[];
+/** The gateway the test at hand drives (a describe may start one of its own). */
+let home: () => ConsoleGateway = () => cg;
 let refused: string[];
 
 beforeAll(async () => {
@@ -31,7 +33,7 @@ beforeEach(async () => {
   page = await context.newPage();
   foreign = [];
   refused = [];
-  page.on('request', (r) => void (new URL(r.url()).origin !== cg.origin && !r.url().startsWith('blob:') && foreign.push(r.url())));
+  page.on('request', (r) => void (new URL(r.url()).origin !== home().origin && !r.url().startsWith('blob:') && foreign.push(r.url())));
   page.on('console', (m) => void (/Content Security Policy|Refused to/.test(m.text()) && refused.push(m.text())));
 });
 afterEach(async () => {
@@ -167,7 +169,7 @@ describe('compliance officer', () => {
     expect(await page.locator(`tr[data-grant="${grantId}"]`).textContent()).toContain('justified by compliance-1');
     expect(await page.content()).not.toContain(REASON);
 
-    const events = await cg.gw.auditRows("action = 'review' AND grant_id = $1", [grantId]);
+    const events = await cg.gw.auditRows("action = 'review' AND record_id = $1", [grantId]);
     expect(events).toEqual([expect.objectContaining({ actor: 'compliance-1', detail: 'justified' })]);
 
     // Opening the reviewed grant shows its reason and the review's comment.
@@ -555,5 +557,62 @@ describe('physician', () => {
     await page.goto(`${cg.origin}/console/#/break-glass`);
     expect(await page.getByText('Break-glass review').count()).toBe(0);
     expect(await axeViolations(page)).toEqual([]);
+  });
+});
+
+// PHIGATE_MAX_PAGE_SIZE under the console's own page sizes (25 grants, 25 alerts, 50 events): every
+// page sizes itself by the limit the gateway states (`me { maxPageSize }`), and the review queue,
+// with no room to read one grant past a page, learns whether there is a next page by asking for it.
+describe('a gateway whose page limit is 2', () => {
+  const LIMIT = 2;
+  let small: ConsoleGateway;
+  beforeAll(async () => {
+    small = await startConsoleGateway({ maxPageSize: LIMIT });
+    home = () => small;
+  }, 120_000);
+  afterAll(async () => {
+    home = () => cg;
+    await small?.close();
+  });
+
+  it("pages the review queue two grants at a time, forward to the end and back, in the gateway's order; the audit search and alerts load", async () => {
+    // Five grants, each by its own physician on a patient of its clinic outside its care team.
+    const used = new Set<string>();
+    const physicians = small.gw.data.staff.filter((s) => s.roles.includes('physician')).slice(0, 5);
+    expect(physicians).toHaveLength(5);
+    for (const dr of physicians) {
+      const patient = small.gw.data.patients.find((p) => dr.clinics.includes(p.clinicId) && !p.careTeam.includes(dr.sub) && !used.has(p.id))!;
+      used.add(patient.id);
+      const opened = await small.gw.gql(await small.devToken(dr.sub), `mutation($id: ID!, $r: String!) { breakGlass(patientId: $id, reason: $r) { id } }`, { id: patient.id, r: REASON });
+      expect(opened.body.errors, opened.text).toBeUndefined();
+    }
+    // The contract's own call, unpaged: the whole queue in order.
+    const listed = await small.gw.gql(await small.devToken('compliance-1'), `query { breakGlassGrants { id } }`, {});
+    const order: string[] = listed.body.data?.breakGlassGrants.map((g: { id: string }) => g.id);
+    expect(order.length).toBeGreaterThan(2 * LIMIT);
+    const pages = Array.from({ length: Math.ceil(order.length / LIMIT) }, (_, i) => order.slice(i * LIMIT, (i + 1) * LIMIT));
+
+    await signInAs(page, small.origin, 'compliance-1');
+    const shown = () => page.locator('tr[data-grant]').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-grant')));
+    await expect.poll(shown).toEqual(pages[0]);
+    expect(await page.getByRole('button', { name: 'Previous page' }).count()).toBe(0);
+    for (const expected of pages.slice(1)) {
+      await page.getByRole('button', { name: 'Next page' }).click();
+      await expect.poll(shown).toEqual(expected);
+    }
+    expect(await page.getByRole('button', { name: 'Next page' }).count()).toBe(0);
+    await page.getByRole('button', { name: 'Previous page' }).click();
+    await expect.poll(shown).toEqual(pages.at(-2));
+    expect(await page.getByRole('button', { name: 'Next page' }).count()).toBe(1);
+
+    await page.getByRole('link', { name: 'Audit search' }).click();
+    await page.getByLabel('Actor').fill('compliance-1');
+    await page.getByRole('button', { name: 'Search' }).click();
+    await expect.poll(() => page.locator('#audit-results tbody tr').count()).toBe(LIMIT);
+    expect(await page.getByRole('button', { name: 'Next page' }).count()).toBe(1);
+
+    await page.getByRole('link', { name: 'Alerts' }).click();
+    await expect.poll(() => page.locator('#alert-results').textContent()).toMatch(/No alerts in this range|Alerts, page 1/);
+    expect(await page.locator('[role="alert"]').count()).toBe(0);
   });
 });

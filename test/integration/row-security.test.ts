@@ -462,10 +462,10 @@ describe('break-glass grants are bound to their patient\'s clinic (schema/migrat
     });
   });
 
-  it('a grant filed under another clinic than its patient\'s, or under none, opens nothing, even one reaching across clinics', async () => {
+  it('a grant filed under another clinic than its patient\'s opens nothing, even one reaching across clinics; one under none cannot be written (069)', async () => {
     await plantGrant('dr-bind-6', ids.b1, 'c-a', true);
     await plantGrant('dr-bind-7', ids.a2, 'c-b', false);
-    await plantGrant('dr-bind-8', ids.a2, null, false);
+    await expect(plantGrant('dr-bind-8', ids.a2, null, false)).rejects.toMatchObject({ code: '23502' });
     expect(await visiblePatients(doctor('dr-bind-6', ['c-a', 'c-b']))).toEqual([]);
     expect(await visiblePatients(doctor('dr-bind-7', ['c-a', 'c-b']))).toEqual([]);
     expect(await visiblePatients(doctor('dr-bind-8'))).toEqual([]);

@@ -28,7 +28,7 @@ export interface ConsoleGateway {
  * discovery document and JWKS over HTTP (the gateway's other credentials, such as partner keys,
  * as in any test gateway). The port is chosen first because the issuer's URL names it (onFreePort).
  */
-export async function startConsoleGateway(opts: { patients?: number } = {}): Promise<ConsoleGateway> {
+export async function startConsoleGateway(opts: { patients?: number; maxPageSize?: number } = {}): Promise<ConsoleGateway> {
   const dataDir = await mkdtemp(path.join(tmpdir(), 'phigate-console-test-'));
   const keys: DevIssuerKeys = await loadOrCreateDevIssuerKeys(dataDir);
   let staff: TestGateway['data']['staff'] = [];
@@ -42,6 +42,7 @@ export async function startConsoleGateway(opts: { patients?: number } = {}): Pro
       gatewayOptions: {
         // The tests raise alerts when they choose (phigate.sweep_alerts), so none appears mid-assertion.
         alertSweepSeconds: 3600,
+        ...(opts.maxPageSize === undefined ? {} : { maxPageSize: opts.maxPageSize }),
         routes: [
           createDevIssuerHandler({
             issuer: () => issuer,

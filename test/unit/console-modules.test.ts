@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 const load = (name: string) => import(String(new URL(`../../console/${name}`, import.meta.url)));
 const { textPdf, wrap, LINE_CHARS } = await load('pdf.js');
 const { bucketize, stepFor } = await load('charts.js');
+const { pageSize } = await load('paging.js');
 
 const HOUR = 3_600_000;
 const latin1 = (bytes: Uint8Array) => Buffer.from(bytes).toString('latin1');
@@ -55,5 +56,14 @@ describe('console chart buckets', () => {
 
   it('chooses hours up to two days, days up to two months, then weeks', () => {
     expect([stepFor(48 * HOUR), stepFor(48 * HOUR + 1), stepFor(62 * 24 * HOUR + 1)]).toEqual([HOUR, 24 * HOUR, 7 * 24 * HOUR]);
+  });
+});
+
+describe('console page size', () => {
+  const asked = (first: string | null) => new URLSearchParams(first === null ? '' : { first });
+  it("takes the size asked for within the gateway's limit, else its own size, never above the limit", () => {
+    expect([pageSize(asked('7'), 25, 100), pageSize(asked('100'), 25, 100), pageSize(asked(null), 25, 100)]).toEqual([7, 100, 25]);
+    expect([pageSize(asked(null), 25, 10), pageSize(asked('11'), 25, 10), pageSize(asked('0'), 25, 10), pageSize(asked('2.5'), 25, 10)]).toEqual([10, 10, 10, 10]);
+    expect(pageSize(asked(null), 25, 1)).toBe(1);
   });
 });

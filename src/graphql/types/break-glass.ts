@@ -14,7 +14,7 @@ export const BreakGlassGrant = builder.objectRef<GrantRow>('BreakGlassGrant').im
     actor: t.exposeString('actor'),
     role: t.exposeString('role'),
     patientId: t.exposeID('patient_id'),
-    clinicId: t.exposeID('clinic_id', { nullable: true }),
+    clinicId: t.exposeID('clinic_id', { description: "The patient's clinic, whose reviewers review the grant." }),
     reason: t.string({
       nullable: true,
       description: "The clinician's justification, for the reviewers. Null with FIELD_DENIED for anyone else, with KEY_UNAVAILABLE once the patient's key is shredded.",

@@ -9,5 +9,9 @@ export const Viewer = builder.objectRef<Principal>('Viewer').implement({
     roles: t.stringList({ resolve: (p, _a, ctx) => ctx.principal.roles.filter((r) => ctx.policy.roles.has(r)) }),
     clinics: t.exposeStringList('clinics'),
     mfa: t.exposeBoolean('mfa'),
+    maxPageSize: t.int({
+      description: "The most items a page may hold here (`first`, PHIGATE_MAX_PAGE_SIZE): a client sizes its pages by it rather than by a number of its own, which this gateway's limit could refuse.",
+      resolve: (_p, _a, ctx) => ctx.maxPageSize,
+    }),
   }),
 });

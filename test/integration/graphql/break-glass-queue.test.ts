@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { listGrantsStatement } from '../../../src/db/break-glass.ts';
 import type { SeedPatient } from '../../../src/seed/dataset.ts';
 import { startTestGateway, type TestGateway } from '../../support/gateway.ts';
 import { codesOf } from '../../support/gql-expect.ts';
+import { planOfExecute, underRequestContext } from '../../support/statement-plan.ts';
 
 // The review queue a page at a time, and a grant's reason disclosed only when that grant is
 // opened: a list that does not select `reason` decrypts nothing and writes no `read` event, and
@@ -74,7 +76,7 @@ describe('opening the review queue', () => {
     expect(r.body.data!.breakGlassGrants).toEqual([{ id: target.id, patientId: target.patientId, reason: REASON }]);
     expect(decrypts()).toBe(before + 1);
     const reads = await textReads('compliance-queue-open');
-    expect(reads.map((e) => [e.action, e.field, e.record_id, e.grant_id, e.patient_id])).toEqual([['read', 'reason', target.id, target.id, target.patientId]]);
+    expect(reads.map((e) => [e.action, e.field, e.record_id, e.grant_id, e.patient_id])).toEqual([['read', 'reason', target.id, null, target.patientId]]);
   });
 
   it('an id the reader may not see answers an empty list and decrypts nothing', async () => {
@@ -151,6 +153,95 @@ describe('paging the review queue', () => {
     const unreviewed = expected.slice(0, 6);
     const next = await list(reviewer, { first: 10, after: first[1]!.cursor, u: true });
     expect(next.map((g) => g.id)).toEqual(unreviewed.slice(2));
+  });
+});
+
+describe('a reviewer of many clinics', () => {
+  // 20 clinics of 5 grants, their times interleaved clinic by clinic, every third reviewed, and two
+  // grants of the reviewer's own in a clinic outside its token; its token names the 20, one of them twice.
+  const sub = 'compliance-queue-many';
+  const clinics = Array.from({ length: 20 }, (_, i) => `c-qm-${i}`);
+  const token = () => compliance(sub, [...clinics, clinics[7]!]);
+  const expected = async (unreviewedOnly: boolean) =>
+    gw.admin(async (c) =>
+      (await c.query<{ id: string }>(
+        `SELECT id FROM phigate.break_glass_grants WHERE (clinic_id = ANY ($1) OR actor = $2) AND ($3 IS FALSE OR reviewed_at IS NULL)
+         ORDER BY reviewed_at IS NOT NULL, granted_at, id`,
+        [clinics, sub, unreviewedOnly],
+      )).rows.map((r) => r.id),
+    );
+
+  beforeAll(async () => {
+    await gw.admin(async (c) => {
+      await c.query('BEGIN');
+      // As the bench writes grants: with their clinic, no patient row needed.
+      await c.query('SET LOCAL session_replication_role = replica');
+      await c.query(`INSERT INTO phigate.clinics (id, name) SELECT 'c-qm-' || i, 'Queue clinic ' || i FROM generate_series(0, 19) i`);
+      await c.query(`INSERT INTO phigate.clinics (id, name) VALUES ('c-qm-own', 'Queue clinic of the reviewer''s own grants')`);
+      await c.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, granted_at, expires_at, reviewed_at, reviewed_by, review_outcome)
+         SELECT 'dr-qm-' || i, 'physician', gen_random_uuid(), 'c-qm-' || i, false, 'legacy reason (queue test)', 'queue-test', t, t + interval '1 hour',
+                CASE WHEN (j * 20 + i) % 3 = 0 THEN t + interval '2 hours' END, CASE WHEN (j * 20 + i) % 3 = 0 THEN 'compliance-old' END,
+                CASE WHEN (j * 20 + i) % 3 = 0 THEN 'justified' END
+         FROM generate_series(0, 19) i, generate_series(0, 4) j, LATERAL (SELECT timestamptz '2026-01-07T00:00:00Z' + (j * 20 + i) * interval '1 second' AS t) x`,
+      );
+      await c.query(
+        `INSERT INTO phigate.break_glass_grants (actor, role, patient_id, clinic_id, cross_clinic, reason, request_id, granted_at, expires_at)
+         SELECT $1, 'physician', gen_random_uuid(), 'c-qm-own', false, 'legacy reason (queue test)', 'queue-test', t, t + interval '1 hour'
+         FROM (VALUES (timestamptz '2026-01-07T00:00:10.5Z'), (timestamptz '2026-01-07T00:01:10.5Z')) v(t)`,
+        [sub],
+      );
+      await c.query('COMMIT');
+    });
+  });
+
+  it('pages forward, backward and unreviewed only through the same queue as its whole, each grant once', async () => {
+    const reviewer = await token();
+    // The gateway learns of clinics created since it loaded their list within 5 s (src/db/clinics.ts).
+    await expect.poll(async () => (await list(reviewer, { first: 100 })).length, { timeout: 15_000, interval: 500 }).toBe(100);
+    for (const unreviewedOnly of [false, true]) {
+      const all = await expected(unreviewedOnly);
+      expect(all.length).toBeGreaterThan(40);
+      const forward: Listed[] = [];
+      let after: string | null = null;
+      for (let n = 0; n < 100; n++) {
+        const page = await list(reviewer, { first: 4, after, u: unreviewedOnly });
+        forward.push(...page);
+        if (page.length < 4) break;
+        after = page.at(-1)!.cursor;
+      }
+      expect(forward.map((g) => g.id)).toEqual(all);
+      const last = forward.at(-1)!;
+      const backward: string[] = [];
+      let before: string | null = last.cursor;
+      for (let n = 0; n < 100 && before !== null; n++) {
+        const page = await list(reviewer, { first: 3, before, u: unreviewedOnly });
+        if (page.length === 0) break;
+        backward.unshift(...page.map((g) => g.id));
+        before = page[0]!.cursor;
+      }
+      expect([...backward, last.id]).toEqual(all);
+    }
+  });
+
+  it('reads one grant a clinic and then only the clinics and grants up to the page\'s bound, not a page of every clinic', async () => {
+    const { text, params } = listGrantsStatement({ unreviewedOnly: false, from: null, backward: false, limit: 4 });
+    const plan = await gw.admin(async (c) => {
+      await c.query('BEGIN READ ONLY');
+      try {
+        await underRequestContext(c, { actor: sub, roles: 'compliance', clinics: [...clinics, clinics[7]!].join(',') });
+        await c.query(`PREPARE many_clinics AS ${text}`);
+        return await planOfExecute(c, `many_clinics(${params.join(', ')})`);
+      } finally {
+        await c.query('ROLLBACK');
+      }
+    });
+    // Every row a scan of the grants returned: the 20 clinics' first grants, then the grants up to
+    // the 4th of those (clinics 0 to 3, one each), and the reviewer's own: at most 20 + 4 x 4 + 4.
+    // Reading 4 grants of each clinic named, as before, returned 84.
+    const scanned = [...plan.matchAll(/Scan (?:using \S+ )?on break_glass_grants.*actual rows=(\d+) loops=(\d+)/g)].reduce((n, m) => n + Number(m[1]) * Number(m[2]), 0);
+    expect(scanned, plan).toBeGreaterThanOrEqual(20);
+    expect(scanned, plan).toBeLessThanOrEqual(20 + 4 * 4 + 4);
   });
 });
 

@@ -85,7 +85,7 @@ describe('a break-glass reason is sealed PHI', () => {
     const [actorRead] = await textEvents(grant.id);
     expect(actorRead).toMatchObject({
       actor: grant.actor, action: 'read', type_name: 'BreakGlassGrant', field: 'reason', patient_id: grant.patient.id, record_id: grant.id,
-      grant_id: grant.id, role: 'physician', purpose: 'treatment', break_glass: false, detail: null,
+      grant_id: null, role: 'physician', purpose: 'treatment', break_glass: false, detail: null,
     });
 
     // A reviewer of the clinic: reason and comment, one read event per value.
@@ -102,7 +102,7 @@ describe('a break-glass reason is sealed PHI', () => {
     expect(decrypts('reason')).toBeGreaterThan(before);
     const reads = (await textEvents(grant.id)).filter((e) => e.actor === 'compliance-north' && e.action === 'read');
     expect(reads.map((e) => e.field).sort()).toEqual(['reason', 'reviewComment', 'reviewComment']);
-    for (const e of reads) expect(e).toMatchObject({ role: 'compliance', purpose: 'healthcare_operations', patient_id: grant.patient.id, grant_id: grant.id, break_glass: false, detail: null });
+    for (const e of reads) expect(e).toMatchObject({ role: 'compliance', purpose: 'healthcare_operations', patient_id: grant.patient.id, grant_id: null, break_glass: false, detail: null });
 
     // Nothing of either text in the audit trail or the logs.
     const everything = JSON.stringify(await gw.auditRows()) + JSON.stringify(gw.logs);
@@ -217,7 +217,7 @@ describe('grants from before reasons were sealed', () => {
     expect(sealed.reason_sealed.includes(Buffer.from('waiting room'))).toBe(false);
     expect(await stored(shreddedLegacy.id)).toMatchObject({ reason: null, reason_sealed: SHREDDED_VALUE });
     const keyEvents = await gw.auditRows("action = 'key' AND type_name = 'BreakGlassGrant' AND record_id = $1", [legacy.id]);
-    expect(keyEvents.map((e) => [e.field, e.detail]).sort()).toEqual([['reason', 'sealed'], ['reviewComment', 'sealed']]);
+    expect(keyEvents.map((e) => [e.field, e.detail, e.grant_id, e.break_glass]).sort()).toEqual([['reason', 'sealed', null, false], ['reviewComment', 'sealed', null, false]]);
 
     // The same text, now from the ciphertext, not marked legacy.
     const after = await gw.gql(reviewer, GRANTS, {});

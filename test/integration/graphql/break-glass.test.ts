@@ -106,7 +106,10 @@ describe('break-glass', () => {
     expect(badOutcome.body.errors![0]!.message).toMatch(/justified, unjustified, needs_follow_up/);
     const review = await gw.gql(compliance, REVIEW, { id: grant.id, o: 'justified', c: 'Confirmed with the ED charge nurse.' });
     expect(review.body.data?.reviewBreakGlass).toMatchObject({ reviewOutcome: 'justified', reviewedBy: 'compliance-1' });
-    expect(await auditOf("action = 'review' AND grant_id = $1", [grant.id])).toEqual([expect.objectContaining({ actor: 'compliance-1', detail: 'justified' })]);
+    // A review is about the grant, its record; it is no break-glass, so it names no grant_id.
+    expect(await auditOf("action = 'review' AND record_id = $1", [grant.id])).toEqual([
+      expect.objectContaining({ actor: 'compliance-1', detail: 'justified', type_name: 'BreakGlassGrant', break_glass: false, grant_id: null }),
+    ]);
     expect(codesOf(await gw.gql(compliance, REVIEW, { id: grant.id, o: 'unjustified' }))).toEqual(['BAD_USER_INPUT']);
     expect((await gw.gql(compliance, GRANTS, { u: true })).body.data!.breakGlassGrants.map((g: { id: string }) => g.id)).not.toContain(grant.id);
 

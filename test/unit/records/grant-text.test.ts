@@ -19,14 +19,17 @@ const grantRow = (over: Partial<GrantRow>): GrantRow => ({
 });
 const seal = (scope: RequestScope, text: string, rowId = GRANT) =>
   scope.cipher.encrypt(CLINIC, grantTextAad(rowId, PATIENT, 'reason'), text);
-const events = (scope: RequestScope) => scope.audit.events.map((e) => [e.action, e.typeName, e.field, e.patientId, e.recordId, e.grantId, e.role, e.detail ?? null]);
+// A reader of a grant's text is shown the grant's record, under no grant: break_glass false and
+// no grant_id, as every event that is not break-glass (docs/audit-log.md).
+const events = (scope: RequestScope) =>
+  scope.audit.events.map((e) => [e.action, e.typeName, e.field, e.patientId, e.recordId, e.breakGlass, e.grantId ?? null, e.role, e.detail ?? null]);
 
 describe('readGrantText', () => {
   it('opens the sealed reason for a reviewer of the clinic, with one read event', async () => {
     const scope = await readScope(['compliance'], 0);
     const grant = grantRow({ reason_sealed: await seal(scope, REASON) });
     expect(await readGrantText(scope, grant, 'reason')).toBe(REASON);
-    expect(events(scope)).toEqual([['read', 'BreakGlassGrant', 'reason', PATIENT, GRANT, GRANT, 'compliance', null]]);
+    expect(events(scope)).toEqual([['read', 'BreakGlassGrant', 'reason', PATIENT, GRANT, false, null, 'compliance', null]]);
     expect(scope.budget.charges.owed.get(PATIENT)).toEqual({ fields: 1 });
   });
 
@@ -36,7 +39,7 @@ describe('readGrantText', () => {
       const grant = grantRow({ reason_sealed: await seal(scope, REASON) });
       expect(() => readGrantText(scope, grant, 'reason'), roles.join()).toThrow(expect.objectContaining({ code: 'FIELD_DENIED' }));
       expect(scope.cipher.stats.decrypts).toBe(0);
-      expect(events(scope)).toEqual([['denied', 'BreakGlassGrant', 'reason', PATIENT, GRANT, GRANT, null, null]]);
+      expect(events(scope)).toEqual([['denied', 'BreakGlassGrant', 'reason', PATIENT, GRANT, false, null, null, null]]);
       expect(scope.budget.charges.values).toBe(0);
     }
   });
@@ -46,7 +49,7 @@ describe('readGrantText', () => {
     const moved = grantRow({ reason_sealed: await seal(scope, REASON, '20000000-0000-4000-8000-000000000002') });
     await expect(async () => readGrantText(scope, moved, 'reason')).rejects.toMatchObject({ code: 'KEY_UNAVAILABLE', reason: 'decrypt_failed' });
     expect(() => readGrantText(scope, grantRow({ reason_sealed: SHREDDED_VALUE }), 'reason')).toThrow(expect.objectContaining({ code: 'KEY_UNAVAILABLE', reason: 'shredded' }));
-    expect(scope.audit.events.map((e) => [e.action, e.detail])).toEqual([['refused', 'key_unavailable:decrypt_failed'], ['refused', 'key_unavailable:shredded']]);
+    expect(scope.audit.events.map((e) => [e.action, e.detail, e.grantId ?? null])).toEqual([['refused', 'key_unavailable:decrypt_failed', null], ['refused', 'key_unavailable:shredded', null]]);
     // A failed value is excused from its read event, not charged as shown.
     expect(scope.budget.charges.failed).toBe(2);
   });
