@@ -12,11 +12,13 @@
 -- in the clear after every clinic was done, and one filed elsewhere was sealed under another
 -- clinic's key (and its patient given a key wrapped by that clinic).
 --
--- Each such grant none of whose texts is sealed yet goes to its patient's clinic (patient_clinics,
--- 015: a patient never changes clinic), as 034 files a new one; its reviewers then see it and that
--- clinic's re-encryption seals it. One with a sealed text stays where it is, since its ciphertext
--- opens only under the clinic it was sealed for; no grant without a clinic has one (sealing needs a
--- clinic), so after this every grant has a clinic and every plaintext text is in its patient's.
+-- Each such grant goes to its patient's clinic (patient_clinics, 015: a patient never changes
+-- clinic), as 034 files a new one; its reviewers then see it and that clinic's re-encryption seals
+-- it. One filed under another clinic with a sealed text stays where it is, since its ciphertext
+-- opens only under the clinic it was sealed for. One with no clinic always moves: what it may hold
+-- in a sealed column is tied to no clinic (`keys shred` writes its marker into every grant of the
+-- patient, whatever the grant's clinic), so after this every grant has a clinic and every
+-- plaintext text is in its patient's.
 SET LOCAL lock_timeout = '5s';
 
 -- As 015's backfill: a policy that exists only inside this transaction lets the owner (under FORCE
@@ -27,7 +29,7 @@ ALTER TABLE phigate.break_glass_grants DISABLE TRIGGER break_glass_guard;
 UPDATE phigate.break_glass_grants g SET clinic_id = pc.clinic_id
 FROM phigate.patient_clinics pc
 WHERE pc.patient_id = g.patient_id AND g.clinic_id IS DISTINCT FROM pc.clinic_id
-  AND g.reason_sealed IS NULL AND g.review_comment_sealed IS NULL;
+  AND (g.clinic_id IS NULL OR (g.reason_sealed IS NULL AND g.review_comment_sealed IS NULL));
 ALTER TABLE phigate.break_glass_grants ENABLE TRIGGER break_glass_guard;
 DROP POLICY grants_file_under_patient_clinic ON phigate.break_glass_grants;
 

@@ -14,6 +14,7 @@ import { createPool, type Pool } from '../../../src/db/pool.ts';
 import type { KeyAdmin } from '../../../src/records/key-admin.ts';
 import { grantTextAad } from '../../../src/records/grant-text.ts';
 import { reencryptClinic } from '../../../src/records/reencrypt.ts';
+import { shredPatient } from '../../../src/records/shred-patient.ts';
 import { generateDataset, type SeedPatient } from '../../../src/seed/dataset.ts';
 import { writeDataset } from '../../../src/seed/write.ts';
 import { withClient } from '../../support/db.ts';
@@ -91,18 +92,25 @@ describe('069: every grant in a clinic', { shuffle: false }, () => {
   let withoutClinic: string;
   let elsewhere: string;
   let sealedElsewhere: string;
+  let shreddedWithoutClinic: string;
 
-  it('files the unsealed grants under their patient clinic, leaves a sealed one where it was sealed, and makes the clinic required', async () => {
+  it('files the unsealed grants and every clinic-less one under their patient clinic, leaves a sealed one where it was sealed, and makes the clinic required', async () => {
     await migrateTo(68);
     await sql((c) => writeDataset(c, keyring, data));
     withoutClinic = await oldGrant(ofClinic(north!.id)[0]!, null, { reason: REASON });
     elsewhere = await oldGrant(ofClinic(north!.id)[1]!, south!.id, { reason: `${REASON}, filed elsewhere` });
     sealedElsewhere = await oldGrant(ofClinic(north!.id)[2]!, south!.id, { reasonSealed: SHREDDED_VALUE });
+    // A lawful operator command at 068: `keys shred` writes its marker into every grant of the
+    // patient, a clinic-less one too, which must not keep 069 from making the clinic required.
+    shreddedWithoutClinic = await oldGrant(ofClinic(south!.id)[0]!, null, { reason: REASON });
+    expect(await shredPatient(admin, ofClinic(south!.id)[0]!.id)).toBe('shredded');
+    expect(await grant(shreddedWithoutClinic)).toMatchObject({ clinic_id: null, reason: null });
 
     await migrateTo(null);
     expect(await grant(withoutClinic)).toMatchObject({ clinic_id: north!.id, reason: REASON });
     expect(await grant(elsewhere)).toMatchObject({ clinic_id: north!.id });
     expect(await grant(sealedElsewhere)).toMatchObject({ clinic_id: south!.id, reason_sealed: SHREDDED_VALUE });
+    expect(await grant(shreddedWithoutClinic)).toMatchObject({ clinic_id: south!.id, reason_sealed: SHREDDED_VALUE });
     await expect(oldGrant(ofClinic(north!.id)[0]!, null, { reason: REASON })).rejects.toMatchObject({ code: '23502' });
   });
 
