@@ -62,9 +62,10 @@ export const MALLOC_MMAP_THRESHOLD_BYTES = 32 * 1024;
  * the page's peak with a 16 MB cap, at the moment the old space is at its largest, since marking
  * starts near its limit; V8's page pool keeps those pages resident after. With scavenges during
  * marking, new space stays at its two semi-spaces (32.0 MB in every run) and the heap's largest size
- * under the page's load went from 105.7-128.2 MB (mean 115.7) to 106.4-112.7 (mean 109.0), ten runs
- * each, for ~5% more scavenges and the same CPU per page within the noise (bench/README.md, "Node
- * 24's young generation above its cap"). Node 20 and 22 scavenge during marking by default.
+ * under the page's load went from 105.7-128.2 MB (mean 115.6) to 106.4-112.7 (mean 108.9), 14 runs
+ * each, for ~5% more scavenges, shorter full-GC pauses and the same CPU per page within the noise
+ * (bench/README.md, "Node 24's young generation above its cap"). Node 20 and 22 scavenge during
+ * marking by default.
  */
 export const SCAVENGE_DURING_MARKING_FLAG = '--no-separate-gc-phases';
 
