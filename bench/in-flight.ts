@@ -1,5 +1,5 @@
 /**
- * `npx tsx --expose-gc bench/in-flight.ts [--patients N --parked K --workloads by-id,page --snapshot DIR | --load R]`
+ * `npx tsx --expose-gc bench/in-flight.ts [--patients N | --keep-database | --reuse-database NAME] [--parked K --workloads by-id,page --snapshot DIR | --load R]`
  *
  * What a read holds on the gateway's heap while it waits for its audit batch (issue 10, RSS on
  * Node 24). The gateway is bench/targets/phigate.ts's (assemblePhigate), in process, on a
@@ -14,13 +14,17 @@
  * to warm up) and prints the process's peak RSS, heapTotal and old space (with every heap space,
  * external memory and heapTotal's high-water at that peak), and its CPU per request:
  * counted by requests rather than by time, so a shared machine changes the rate, not what is measured.
- * Run it on the image's Node with its flags (`--max-semi-space-size=16`, MALLOC_ARENA_MAX=2).
+ * Run it on the image's Node with its flags (src/heap.ts's STARTUP_FLAGS and STARTUP_ENV). Seeding in
+ * the measured process leaves its heap's high-water and glibc's heaps behind it: for --load, seed
+ * once with --keep-database (BENCH_DATABASE_URL) and measure with --reuse-database NAME. It also
+ * prints the largest heapTotal and new space while the measured requests ran, and their GCs by kind.
  */
 import { fork } from 'node:child_process';
 import http from 'node:http';
 import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import v8 from 'node:v8';
 import type { AuditEntry, AuditWriter, Coming, Written } from '../src/audit/writer.ts';
@@ -29,7 +33,7 @@ import { useAead } from '../src/crypto/aead.ts';
 import { limitHeapGrowth } from '../src/heap.ts';
 import { createLogger } from '../src/log.ts';
 import { startTestIssuer } from '../test/support/oidc-issuer.ts';
-import { newMasterKey, openBenchDatabase, seedBenchDatabase } from './setup-db.ts';
+import { newMasterKey, openBenchDatabase, reopenBenchDatabase, saveKeptKey, seedBenchDatabase } from './setup-db.ts';
 import { assemblePhigate } from './targets/phigate.ts';
 import { actorsFrom, workloads, type BenchRequest } from './workloads.ts';
 
@@ -79,16 +83,21 @@ async function main(): Promise<void> {
       snapshot: { type: 'string' },
       workloads: { type: 'string', default: 'by-id,page' },
       load: { type: 'string' },
+      'keep-database': { type: 'boolean', default: false },
+      'reuse-database': { type: 'string' },
     },
   });
   const gc = (globalThis as { gc?: () => void }).gc;
   if (!gc) throw new Error('run with node --expose-gc (npx tsx --expose-gc bench/in-flight.ts)');
   const K = Number(args.parked);
   const log = (s: string) => process.stderr.write(`${s}\n`);
-  const db = await openBenchDatabase(log);
+  const reuse = args['reuse-database'];
+  const reopened = reuse === undefined ? null : await reopenBenchDatabase(log, reuse);
+  const db = reopened?.db ?? (await openBenchDatabase(log, { keep: args['keep-database'] }));
   const work = await mkdtemp(path.join(os.tmpdir(), 'phigate-in-flight-'));
-  const masterKey = newMasterKey();
-  const seeded = await seedBenchDatabase(db, { patients: Number(args.patients), seed: 42, masterKey });
+  const masterKey = reopened?.masterKey ?? newMasterKey();
+  if (!reopened && args['keep-database']) log(`its master key: ${await saveKeptKey(db.name, masterKey)} (for --reuse-database ${db.name})`);
+  const seeded = reopened?.seeded ?? (await seedBenchDatabase(db, { patients: Number(args.patients), seed: 42, masterKey }));
   const policyFile = path.join(work, 'policy.yaml');
   const policy = (await readFile(path.join(import.meta.dirname, '../policies/default.yaml'), 'utf8')).replace(
     /limits: \{[^}]*\}/g,
@@ -173,8 +182,15 @@ async function main(): Promise<void> {
     // Node 24's V8 keeps freed heap pages resident until a memory-reducing GC: its heap's share
     // of RSS is the largest heapTotal so far (bench/targets/phigate.ts).
     let heapTotalHighWater = 0;
+    // The largest heapTotal and new space while the measured requests run: the warm-up's first full
+    // GCs under load can leave a higher high-water (kept by the pool) than the steady state's, and
+    // on Node 24 new space outgrows its two semi-spaces while a full GC marks, not only at the RSS peak.
+    let measured = { heapTotal: 0, newSpace: 0 };
     setInterval(() => {
-      heapTotalHighWater = Math.max(heapTotalHighWater, v8.getHeapStatistics().total_heap_size / MB);
+      const heapTotal = v8.getHeapStatistics().total_heap_size / MB;
+      const newSpace = v8.getHeapSpaceStatistics().find((x) => x.space_name === 'new_space')!.space_size / MB;
+      heapTotalHighWater = Math.max(heapTotalHighWater, heapTotal);
+      measured = { heapTotal: Math.max(measured.heapTotal, heapTotal), newSpace: Math.max(measured.newSpace, newSpace) };
       const rss = process.memoryUsage.rss() / MB;
       if (rss <= peak.rss) return;
       const spaces = v8.getHeapSpaceStatistics();
@@ -184,12 +200,24 @@ async function main(): Promise<void> {
       peakDetail = { heapUsed: m.heapUsed / MB, external: m.external / MB, arrayBuffers: m.arrayBuffers / MB };
       for (const x of spaces) peakDetail[x.space_name] = x.space_size / MB;
     }, 20).unref();
+    // Which collections the measured requests cost: a scavenge, and a full GC, are counted by kind.
+    const gcs = { minor: 0, major: 0 };
+    new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) {
+        const kind = (e as { detail?: { kind?: number } }).detail?.kind;
+        if (kind === perfConstants.NODE_PERFORMANCE_GC_MINOR) gcs.minor++;
+        if (kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR) gcs.major++;
+      }
+    }).observe({ entryTypes: ['gc'] });
     for (const id of args.workloads.split(',')) {
       const w = all.find((x) => x.id === id)!;
       const requests = Array.from({ length: K }, () => w.next('phigate'));
       await batch(requests, false, null, Number(args.load) / 4);
       peak = { rss: 0, heapTotal: 0, oldSpace: 0 };
       peakDetail = {};
+      measured = { heapTotal: 0, newSpace: 0 };
+      gcs.minor = 0;
+      gcs.major = 0;
       const cpu = process.cpuUsage();
       const t0 = performance.now();
       await batch(requests, false, null, Number(args.load));
@@ -197,9 +225,12 @@ async function main(): Promise<void> {
       const s = (performance.now() - t0) / 1000;
       log(
         `${w.name}: ${args.load} requests at ${K} connections, ${(Number(args.load) / s).toFixed(0)}/s: peak RSS ${peak.rss.toFixed(0)} MB (heapTotal ${peak.heapTotal.toFixed(0)}, old space ${peak.oldSpace.toFixed(0)}), ` +
-          `CPU ${((used.user + used.system) / 1000 / Number(args.load)).toFixed(2)} ms per request`,
+          `CPU ${((used.user + used.system) / 1000 / Number(args.load)).toFixed(2)} ms per request; ${gcs.minor} scavenges, ${gcs.major} full GCs`,
       );
-      log(`  at the peak, MB: ${Object.entries(peakDetail).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}; heapTotal's high-water so far ${heapTotalHighWater.toFixed(1)}`);
+      log(
+        `  at the peak, MB: ${Object.entries(peakDetail).map(([k, v]) => `${k} ${v.toFixed(1)}`).join(', ')}; heapTotal's high-water so far ${heapTotalHighWater.toFixed(1)}, ` +
+          `while measured ${measured.heapTotal.toFixed(1)}; new space's largest while measured ${measured.newSpace.toFixed(1)}`,
+      );
     }
   }
   for (const id of args.load === undefined ? args.workloads.split(',') : []) {
@@ -219,7 +250,7 @@ async function main(): Promise<void> {
   }
   await phigate.close();
   await issuer.close();
-  await db.close();
+  await db.close({ keep: args['keep-database'] });
   process.exit(0);
 }
 

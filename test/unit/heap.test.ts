@@ -1,14 +1,16 @@
+import { execFileSync } from 'node:child_process';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { MAX_SEMI_SPACE_MB, STARTUP_ENV, STARTUP_FLAGS, relaunchWithStartupSettings, startupRelaunch } from '../../src/heap.ts';
+import { MAX_SEMI_SPACE_MB, SCAVENGE_DURING_MARKING_FLAG, STARTUP_ENV, STARTUP_FLAGS, relaunchWithStartupSettings, startupRelaunch } from '../../src/heap.ts';
 
 // What bin/start.js starts the gateway again with: V8's semi-space cap and glibc's malloc settings
 // apply only from a process's start (src/heap.ts).
 describe('startupRelaunch', () => {
   const argv = ['/usr/bin/node', '/app/bin/start.js', '--flag-of-the-script'];
 
-  it('adds the semi-space cap and the arena limit, keeping the command line and the environment', () => {
+  it('adds the semi-space cap, scavenges during marking and the arena limit, keeping the command line and the environment', () => {
     const relaunch = startupRelaunch(['--enable-source-maps'], argv, { PHIGATE_PORT: '4000' });
-    expect(STARTUP_FLAGS).toEqual([`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`]);
+    expect(STARTUP_FLAGS).toEqual([`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`, '--no-separate-gc-phases']);
+    expect(SCAVENGE_DURING_MARKING_FLAG).toBe('--no-separate-gc-phases');
     expect(relaunch).toEqual({
       args: [...STARTUP_FLAGS, '--enable-source-maps', '/app/bin/start.js', '--flag-of-the-script'],
       env: { PHIGATE_PORT: '4000', ...STARTUP_ENV },
@@ -31,10 +33,26 @@ describe('startupRelaunch', () => {
   });
 
   it("keeps the operator's own settings, from the command line, NODE_OPTIONS or glibc's tunables", () => {
-    expect(startupRelaunch(['--max_semi_space_size=64'], argv, { MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '65536' })).toBeNull();
-    expect(startupRelaunch([], argv, { NODE_OPTIONS: '--max-semi-space-size=32', GLIBC_TUNABLES: 'glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=65536' })).toBeNull();
+    expect(startupRelaunch(['--max_semi_space_size=64', '--separate-gc-phases'], argv, { MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '65536' })).toBeNull();
+    // Node refuses --separate-gc-phases in NODE_OPTIONS: that one goes on the command line.
+    const tunables = { NODE_OPTIONS: '--max-semi-space-size=32', GLIBC_TUNABLES: 'glibc.malloc.arena_max=4:glibc.malloc.mmap_threshold=65536' };
+    expect(startupRelaunch([], argv, tunables)).toEqual({ args: [SCAVENGE_DURING_MARKING_FLAG, '/app/bin/start.js', '--flag-of-the-script'], env: tunables });
+    expect(startupRelaunch([SCAVENGE_DURING_MARKING_FLAG], argv, tunables)).toBeNull();
     expect(startupRelaunch([], argv, { MALLOC_ARENA_MAX: '8' })).toEqual({ args: [...STARTUP_FLAGS, '/app/bin/start.js', '--flag-of-the-script'], env: { MALLOC_ARENA_MAX: '8', MALLOC_MMAP_THRESHOLD_: '32768' } });
-    expect(startupRelaunch(['--max-semi-space-size=64'], argv, {})).toEqual({ args: ['--max-semi-space-size=64', '/app/bin/start.js', '--flag-of-the-script'], env: { ...STARTUP_ENV } });
+    expect(startupRelaunch(['--max-semi-space-size=64'], argv, {})).toEqual({
+      args: [SCAVENGE_DURING_MARKING_FLAG, '--max-semi-space-size=64', '/app/bin/start.js', '--flag-of-the-script'],
+      env: { ...STARTUP_ENV },
+    });
+    expect(startupRelaunch(['--max-semi-space-size=64', '--separate-gc-phases'], argv, { ...STARTUP_ENV })).toBeNull();
+    expect(startupRelaunch(['--no-separate_gc_phases'], argv, { ...STARTUP_ENV })).toEqual({
+      args: [`--max-semi-space-size=${MAX_SEMI_SPACE_MB}`, '--no-separate_gc_phases', '/app/bin/start.js', '--flag-of-the-script'],
+      env: { ...STARTUP_ENV },
+    });
+  });
+
+  // Node exits with "bad option" on a V8 flag its V8 does not know: every Node of `engines` must know them.
+  it('starts a process on this Node with the flags', () => {
+    expect(() => execFileSync(process.execPath, [...STARTUP_FLAGS, '-e', '0'], { stdio: 'pipe' })).not.toThrow();
   });
 });
 
