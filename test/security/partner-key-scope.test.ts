@@ -65,3 +65,28 @@ describe('a partner key searches only by an identifier it may read in full', () 
     expect(search.body.data?.patientByMrn?.id).toBe(target().id);
   });
 });
+
+describe("a partner key's view of encounters tells nothing of a field it lacks", () => {
+  const ENCOUNTERS = `query($id: ID!) { patient(id: $id) { encounters { id kind } } }`;
+  const DATED = `query($id: ID!) { patient(id: $id) { encounters { id occurredAt } } }`;
+
+  // The list's order is the dates' order: without Encounter.occurredAt a key would still learn
+  // which visit came first and which is the latest. It gets them by id instead.
+  it('without Encounter.occurredAt, encounters come in an order that is not the dates', async () => {
+    const dated = await keyFor('dated', ['occurredAt']);
+    const kinds = await keyFor('kinds-only', ['kind']);
+    let compared = 0;
+    for (const p of gw.data.patients.filter((q) => q.clinicId === 'c-north')) {
+      const byDate = await asKey(dated, DATED, { id: p.id });
+      const ids = (byDate.body.data!.patient.encounters as { id: string; occurredAt: string }[]).map((e) => e.id);
+      const byKind = await asKey(kinds, ENCOUNTERS, { id: p.id });
+      expect(byKind.body.errors).toBeUndefined();
+      const shown = (byKind.body.data!.patient.encounters as { id: string }[]).map((e) => e.id);
+      expect(shown).toEqual([...ids].sort());
+      if (ids.join() !== shown.join()) compared++;
+    }
+    // The seeded data has patients whose visits' date order differs from their ids' order.
+    expect(compared).toBeGreaterThan(0);
+  });
+});
+
