@@ -9,8 +9,9 @@
 --
 -- A database where the race already happened cannot take the index: the migration stops and names
 -- the remedy rather than choosing which partner key to end. The build holds a SHARE lock on
--- api_keys, which every key's revocation, rotation and once-a-minute last_used_at touch writes:
--- bounded, behind a long transaction the migration fails (55P03) and can be run again.
+-- api_keys, which every key's creation, revocation, rotation and once-a-minute last_used_at
+-- touch writes: bounded, behind a long transaction the migration fails (55P03) and can be run
+-- again.
 SET LOCAL lock_timeout = '5s';
 
 DO $$
