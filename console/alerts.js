@@ -12,12 +12,14 @@ const ALERTS = `query ConsoleAlerts($since: String, $until: String, $first: Int,
 }`;
 const PAGE = 25;
 
-/** What each sweep rule counted, in the reviewer's words (src/audit/alert-sweep.ts). */
+/** What each sweep rule counted, in the reviewer's words (src/audit/alert-sweep.ts), and the retention override. */
 const plural = (n, one, many) => `${n} ${n === '1' ? one : many}`;
 const KINDS = {
   bulk_read: ['Bulk reads', (n) => `${plural(n, 'patient', 'patients')} read in one minute`],
   denied_spike: ['Denied-field spike', (n) => `${plural(n, 'field', 'fields')} denied in one minute`],
   off_hours: ['Reads outside working hours', (n) => `${plural(n, 'read', 'reads')} that day`],
+  // Not the sweep's: `phigate audit retain --below-six-years` (src/cli/audit-evidence.ts).
+  retention_below_floor: ['Audit retention under six years', (n) => `audit events older than ${plural(n, 'day', 'days')} removed`],
 };
 
 /** `detail` as the sweep writes it; an unknown kind is shown as it came, not hidden. */

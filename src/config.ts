@@ -495,6 +495,11 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
     auditLog: auditLogSettings(src, cwd, dataDir, provider, production),
     auditRetentionDays: int(src, 'PHIGATE_AUDIT_RETENTION_DAYS', 2192, 1, 36_525),
   };
+  // The console's ID tokens carry its client id as `aud`: were it also the API's audience, any ID
+  // token the issuer gave the console would pass as an access token.
+  if (config.oidc.audience === config.oidc.consoleClientId) {
+    throw new ConfigError('PHIGATE_OIDC_AUDIENCE', "must differ from PHIGATE_CONSOLE_CLIENT_ID: the console's ID tokens name its client id as their audience, and would pass as access tokens");
+  }
   if (config.timeouts.headersMs > config.timeouts.bodyMs) throw new ConfigError('PHIGATE_HEADERS_TIMEOUT_MS', 'must not exceed PHIGATE_BODY_TIMEOUT_MS');
   if (config.principals.concurrency >= config.pool.size && config.pool.size > 1) {
     throw new ConfigError('PHIGATE_PRINCIPAL_CONCURRENCY', 'must be below PHIGATE_POOL_SIZE, or one principal could take every connection');

@@ -23,6 +23,15 @@ type Values = Record<string, string | boolean | undefined>;
 
 export class AuditEvidenceError extends Error {}
 
+/**
+ * The shortest retention `audit retain` applies unasked: six years (2192 days, leap days
+ * included), HIPAA's retention of required documentation (45 CFR 164.316(b)(2)(i)), which audit
+ * records are kept for. A shorter period, from --days or PHIGATE_AUDIT_RETENTION_DAYS, needs
+ * SHORT_RETENTION_FLAG, and the run then writes an `alert` event saying so next to its own.
+ */
+export const RETENTION_FLOOR_DAYS = 2192;
+const SHORT_RETENTION_FLAG = 'below-six-years';
+
 export const auditEvidenceOptions = {
   since: { type: 'string' },
   key: { type: 'string' },
@@ -35,6 +44,7 @@ export const auditEvidenceOptions = {
   proof: { type: 'string' },
   days: { type: 'string' },
   confirm: { type: 'boolean' },
+  [SHORT_RETENTION_FLAG]: { type: 'boolean' },
 } as const;
 
 export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR] [--key VKEY | --key-file F]
@@ -48,10 +58,11 @@ export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR]
   audit check-proof [--proof FILE] [--event ID] (--key VKEY | --key-file F)
                                 check a proof (stdin without --proof) with the public key alone, offline;
                                 with --event, also that event ID is inside the proven entry
-  audit retain [--days N] --confirm
+  audit retain [--days N] [--below-six-years] --confirm
                                 remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves,
                                 and none a sink has not delivered yet (the configured ones, PHIGATE_AUDIT_SINK_DIR
-                                and _STDOUT, and every one a gateway delivers to)`;
+                                and _STDOUT, and every one a gateway delivers to); a period under six years
+                                (${RETENTION_FLOOR_DAYS} days) is refused without --below-six-years, and audited as an alert with it`;
 
 export type Io = { readonly out: (s: string) => void; readonly err: (s: string) => void };
 
@@ -187,19 +198,52 @@ async function checkProofVerb(v: Values, io: Io): Promise<number> {
 async function retain(v: Values, config: Config, io: Io): Promise<number> {
   const days = v.days === undefined ? config.auditRetentionDays : whole('days', v.days);
   if (days < 1) throw new AuditEvidenceError('--days must be at least 1');
+  const short = days < RETENTION_FLOOR_DAYS;
+  if (short && v[SHORT_RETENTION_FLAG] !== true) {
+    const source = v.days === undefined ? `PHIGATE_AUDIT_RETENTION_DAYS=${days}` : `--days ${days}`;
+    throw new AuditEvidenceError(
+      `retention refused: ${source} is under six years (${RETENTION_FLOOR_DAYS} days), which audit records are kept for (HIPAA 164.316(b)(2)); nothing was removed. To remove younger events anyway, add --${SHORT_RETENTION_FLAG} (the run is then audited as an alert)`,
+    );
+  }
   const before = new Date(Date.now() - days * 86_400_000);
   const sinks = { sinkDir: config.auditLog.sinkDir, sinkStdout: config.auditLog.sinkStdout };
   if (v.confirm !== true) {
     io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers and every sink has delivered; run again with --confirm`);
     return 2;
   }
-  const r = await withMigrator(config, io, async (c) => retainAuditEvents(c, before, `retain-${randomUUID()}`, await sinkPositions(sinks, c))).catch((e: unknown) => {
+  const requestId = `retain-${randomUUID()}`;
+  if (short) io.err(`warning: retention of ${days} days, under six years (${RETENTION_FLOOR_DAYS} days), as --${SHORT_RETENTION_FLAG} asks; audited as an alert (request ${requestId})`);
+  const r = await withMigrator(config, io, async (c) => {
+    const positions = await sinkPositions(sinks, c);
+    if (!short) return retainAuditEvents(c, before, requestId, positions);
+    // The alert commits with the run or not at all: no short run goes unrecorded, and no alert
+    // stands for a run that did not happen.
+    await c.query('BEGIN');
+    try {
+      await recordShortRetention(c, requestId, days);
+      const run = await retainAuditEvents(c, before, requestId, positions);
+      await c.query('COMMIT');
+      return run;
+    } catch (e) {
+      await c.query('ROLLBACK').catch(() => undefined);
+      throw e;
+    }
+  }).catch((e: unknown) => {
     if (e instanceof SinkUnreadableError) throw new AuditEvidenceError(`retention refused: ${e.message}`);
     throw e;
   });
   const range = r.events === 0 ? 'no events' : `${r.events} events (leaves ${r.fromLeaf} to ${r.toLeaf - 1})`;
   io.out(`retention: removed ${range} older than ${before.toISOString()}; ${heldBack(r)}; their leaf hashes and every checkpoint stay; audited as event ${r.eventId}`);
   return 0;
+}
+
+/** An `alert` event beside the run's `retention` one, with the same request id: who ran it, and how short the period was. */
+async function recordShortRetention(c: pg.Client, requestId: string, days: number): Promise<void> {
+  await c.query(
+    `INSERT INTO phigate.audit_events (request_id, actor, actor_kind, purpose, action, type_name, detail)
+     VALUES ($1, session_user, 'system', 'HSYSADMIN', 'alert', 'AuditLog', $2)`,
+    [requestId, `retention_below_floor:${days}`],
+  );
 }
 
 function heldBack(r: RetentionRun): string {

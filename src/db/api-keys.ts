@@ -98,9 +98,15 @@ export async function revokeApiKeyRow(db: Queryable, id: string): Promise<ApiKey
 
 /**
  * Ends a rotated-out key at the end of the overlap, never later than it would have ended anyway;
- * locks the row so two rotations of one key cannot both succeed.
+ * null when the key is revoked, expired or already rotated. The row is locked by a statement of its
+ * own first: under READ COMMITTED a second rotation waits there for the first to end, and only then
+ * takes the snapshot in which the UPDATE looks for a successor, so it sees the first one's. In one
+ * statement it would wait on the UPDATE's row lock and re-check the row alone, its NOT EXISTS
+ * still reading the snapshot from before the first committed (both minted a successor). The
+ * unique index of migration 071 refuses a second successor whatever path writes it.
  */
 export async function cutApiKeyExpiry(db: Queryable, id: string, overlapSeconds: number): Promise<ApiKeyRow | null> {
+  await db.query('SELECT 1 FROM phigate.api_keys WHERE id = $1::uuid FOR UPDATE', [id]);
   const { rows } = await q(
     db,
     `UPDATE phigate.api_keys

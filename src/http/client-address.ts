@@ -60,12 +60,20 @@ function forwardedFor(value: string): string[] {
   return hops;
 }
 
-/** An IP address without port, brackets or IPv4-mapped prefix; null when it is none. */
+/**
+ * An IP address without port, brackets, IPv6 zone id or IPv4-mapped prefix; null when it is none.
+ * The zone (`fe80::1%eth0`, `%25eth0` in a URI) is dropped, not refused: it names an interface of
+ * the host that wrote it, not the client, and it is the one part `isIP` lets through as free text
+ * of any length, which would otherwise be stored as the audit's address and split one client's
+ * rows across made-up "addresses".
+ */
 function plainAddress(value: string): string | null {
   let v = value.trim();
   const bracketed = /^\[([^\]]+)\](?::\d+)?$/.exec(v);
   if (bracketed) v = bracketed[1]!;
   else if (/^[\d.]+:\d+$/.test(v)) v = v.slice(0, v.lastIndexOf(':'));
+  const zone = v.indexOf('%');
+  if (zone !== -1) v = v.slice(0, zone);
   if (v.toLowerCase().startsWith('::ffff:') && net.isIPv4(v.slice(7))) v = v.slice(7);
   return net.isIP(v) === 0 ? null : v;
 }
@@ -74,6 +82,7 @@ function plainAddress(value: string): string | null {
 export function cidrProblem(cidr: string): string | null {
   const [address, bits, extra] = cidr.split('/');
   if (extra !== undefined || address === undefined) return `${cidr} is not a CIDR`;
+  if (address.includes('%')) return `${cidr} has an IPv6 zone id (%...): give the address alone`;
   const family = net.isIP(address);
   if (family === 0) return `${cidr} does not start with an IPv4 or IPv6 address`;
   if (bits === undefined) return null;

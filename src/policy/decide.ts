@@ -193,9 +193,7 @@ export function mayEverSee(policy: PolicySet, principal: Principal, name: string
   const seen = memoFor(seenMemo, policy, principal);
   let may = seen.get(name);
   if (may === undefined) {
-    may =
-      (principal.kind !== 'partner' || principal.fields.has(name)) &&
-      usableRoles(policy, principal).some((role) => (role.fields.get(name) ?? 'deny') !== 'deny');
+    may = usableRoles(policy, principal).some((role) => effectOf(role, principal, name) !== 'deny');
     seen.set(name, may);
   }
   return may;
@@ -265,11 +263,12 @@ function decide(policy: PolicySet, principal: Principal, row: RowFacts, name: st
 
 /**
  * The role under which the principal may find patients by an identifier (`Patient.ssn`, ...): one
- * that sees patients and sees the identifier in full, its MFA met. A masked view is not enough: a
- * search confirms the whole value, which is what the mask withholds. null: the search is refused.
+ * that sees patients and sees the identifier in full, its MFA met, and for a partner only when its
+ * key names the identifier (effectOf, as for reading it). A masked view is not enough: a search
+ * confirms the whole value, which is what the mask withholds. null: the search is refused.
  */
 export function searchRole(policy: PolicySet, principal: Principal, name: string): RolePolicy | null {
-  return usableRoles(policy, principal).find((role) => role.rows !== 'none' && role.fields.get(name) === 'allow') ?? null;
+  return usableRoles(policy, principal).find((role) => role.rows !== 'none' && effectOf(role, principal, name) === 'allow') ?? null;
 }
 
 export function canPerform(policy: PolicySet, principal: Principal, operation: string): boolean {

@@ -34,6 +34,14 @@ const MAX_RATE = 1_000_000;
 
 const bad = (message: string) => new PhigateError('BAD_USER_INPUT', message);
 const notFound = () => bad('There is no such API key among the keys you manage.');
+const notRotatable = () => bad('The API key is revoked, expired or already rotated: rotate its newest key, or create one.');
+
+// schema/migrations/071_api_key_one_successor.sql: a key has at most one successor.
+const ONE_SUCCESSOR = 'api_keys_one_successor';
+const isSecondSuccessor = (err: unknown): boolean => {
+  const e = err as { code?: string; constraint?: string };
+  return e.code === '23505' && e.constraint === ONE_SUCCESSOR;
+};
 
 /** Who asks for the change, and within which clinics (null: every clinic, the operator's command line). */
 export interface KeyManager {
@@ -189,8 +197,10 @@ export async function rotateApiKey(db: Queryable, peppers: Peppers, manager: Key
   const row = await managed(db, manager, rawId, true);
   const lifetime = row.expires_at === null ? KEY_LIFETIME.defaultSeconds : Math.round((row.expires_at.getTime() - row.created_at.getTime()) / 1000);
   const old = await cutApiKeyExpiry(db, row.id, overlap);
-  if (!old) throw bad('The API key is revoked, expired or already rotated: rotate its newest key, or create one.');
+  if (!old) throw notRotatable();
   manager.audit(event(manager, old.id, 'rotated_out'));
+  // cutApiKeyExpiry's lock makes a concurrent rotation see this one's successor; should another
+  // path still race it, the database refuses the second successor and the loser is told the same.
   return issue(
     db,
     peppers,
@@ -206,7 +216,9 @@ export async function rotateApiKey(db: Queryable, peppers: Peppers, manager: Key
       replaces: old.id,
     },
     'rotated',
-  );
+  ).catch((err: unknown) => {
+    throw isSecondSuccessor(err) ? notRotatable() : err;
+  });
 }
 
 export const apiKeysOf = (db: Queryable, manager: Pick<KeyManager, 'clinics'>): Promise<ApiKeyRow[]> => listApiKeys(db, manager.clinics);

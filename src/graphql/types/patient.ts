@@ -1,7 +1,7 @@
 import type { PatientRow } from '../../db/patients.ts';
 import { PHI_FIELDS } from '../../policy/phi-fields.ts';
 import { builder } from '../builder.ts';
-import { encounterColumnsFor, PHI_EXTENSION, resolvePatientPhi } from '../phi-field.ts';
+import { encounterColumnsFor, encountersInShownOrder, PHI_EXTENSION, resolvePatientPhi } from '../phi-field.ts';
 import { Encounter } from './encounter.ts';
 
 export const Patient = builder.objectRef<PatientRow>('Patient').implement({
@@ -16,7 +16,7 @@ export const Patient = builder.objectRef<PatientRow>('Patient').implement({
       encounters: t.field({
         type: [Encounter],
         nullable: true,
-        resolve: (p, _a, ctx) => ctx.loaders.encountersOf(encounterColumnsFor(ctx), p),
+        resolve: (p, _a, ctx) => encountersInShownOrder(ctx, p, ctx.loaders.encountersOf(encounterColumnsFor(ctx), p)),
       }),
     };
   },

@@ -189,11 +189,77 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
 describe('phigate audit retain', { timeout: 120_000 }, () => {
   it('asks for --confirm, then removes what is past the period (here nothing) and is audited either way', async () => {
     expect(await cli(['audit', 'retain'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('run again with --confirm') });
-    const r = await cli(['audit', 'retain', '--days', '1', '--confirm'], operator());
-    expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^retention: removed no events older than .*; no sink configured or delivered to, so none bounds the run; .*audited as event \d+\n$/) });
+    const r = await cli(['audit', 'retain', '--confirm'], operator());
+    expect(r).toMatchObject({ code: 0, stderr: '', stdout: expect.stringMatching(/^retention: removed no events older than .*; no sink configured or delivered to, so none bounds the run; .*audited as event \d+\n$/) });
     const id = /event (\d+)\n$/.exec(r.stdout)![1];
     const row = await withClient(db.adminUrl, async (c) => (await c.query('SELECT action, actor_kind, detail FROM phigate.audit_events WHERE id = $1', [id])).rows[0]);
     expect(row).toEqual({ action: 'retention', actor_kind: 'system', detail: 'leaves:0-0' });
+  });
+
+  // HIPAA keeps audit records six years: a shorter period, by mistake or on purpose, must be asked for by name.
+  it('refuses a period under six years, from --days or the setting, removing nothing', async () => {
+    const runs = () => withClient(db.adminUrl, async (c) => (await c.query<{ n: number }>('SELECT count(*)::int AS n FROM phigate.audit_retention_runs')).rows[0]!.n);
+    const before = await runs();
+    const byOption = await cli(['audit', 'retain', '--days', '1', '--confirm'], operator());
+    expect(byOption).toMatchObject({ code: 2, stdout: '' });
+    expect(byOption.stderr).toBe(
+      'phigate: retention refused: --days 1 is under six years (2192 days), which audit records are kept for (HIPAA 164.316(b)(2)); nothing was removed. To remove younger events anyway, add --below-six-years (the run is then audited as an alert)\n',
+    );
+    const bySetting = await cli(['audit', 'retain', '--confirm'], { ...operator(), PHIGATE_AUDIT_RETENTION_DAYS: '2191' });
+    expect(bySetting).toMatchObject({ code: 2, stderr: expect.stringContaining('retention refused: PHIGATE_AUDIT_RETENTION_DAYS=2191 is under six years') });
+    // The dry run says so too, before asking for --confirm.
+    expect(await cli(['audit', 'retain', '--days', '30'], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('--below-six-years') });
+    expect(await runs()).toBe(before);
+  });
+
+  it('runs a shorter period when told by name, audits it as an alert beside the run, and the log still verifies', async () => {
+    // A database of its own: two records from two days ago, sealed and signed.
+    const young = await createTestDatabase();
+    const youngPool = createPool(young.appUrl, { max: 2, applicationName: 'phigate-audit' });
+    try {
+      const signer = await fileSigner(keyFile, ORIGIN);
+      await withClient(young.adminUrl, (c) =>
+        c.query(
+          `INSERT INTO phigate.audit_records (occurred_at, request_id, actor, actor_kind, role, purpose, patient_id, actions, type_names, fields, record_ids, details)
+           SELECT now() - interval '2 days', 'req-young-' || g, 'dr-young', 'user', 'physician', 'treatment', gen_random_uuid(), ARRAY['read'],
+                  ARRAY['Patient'], ARRAY['mrn'], ARRAY[NULL]::uuid[], ARRAY[NULL]::text[]
+           FROM generate_series(1, 2) g`,
+        ),
+      );
+      const sealEverything = async (n: number) => {
+        for (let sealed = 0; sealed < n; ) {
+          sealed += await sealAll(youngPool, 1000);
+          if (sealed < n) await new Promise((r) => setTimeout(r, 50));
+        }
+        await checkpoint(youngPool, signer, { seconds: 0, events: 1, force: true });
+      };
+      await sealEverything(2);
+      const env = { ...operator(), DATABASE_URL: young.appUrl, PHIGATE_MIGRATE_URL: young.adminUrl };
+
+      const r = await cli(['audit', 'retain', '--days', '1', '--below-six-years', '--confirm'], env);
+      expect(r).toMatchObject({ code: 0, stdout: expect.stringMatching(/^retention: removed 2 events \(leaves 0 to 1\) older than .*audited as event \d+\n$/) });
+      expect(r.stderr).toMatch(/^warning: retention of 1 days, under six years \(2192 days\), as --below-six-years asks; audited as an alert \(request retain-[0-9a-f-]+\)\n$/);
+      const id = /event (\d+)\n$/.exec(r.stdout)![1];
+      const rows = await withClient(young.adminUrl, async (c) =>
+        (
+          await c.query(
+            `SELECT action, actor_kind, type_name, detail FROM phigate.audit_events
+              WHERE request_id = (SELECT request_id FROM phigate.audit_events WHERE id = $1) ORDER BY id`,
+            [id],
+          )
+        ).rows,
+      );
+      expect(rows).toEqual([
+        { action: 'alert', actor_kind: 'system', type_name: 'AuditLog', detail: 'retention_below_floor:1' },
+        { action: 'retention', actor_kind: 'system', type_name: 'AuditLog', detail: 'leaves:0-2' },
+      ]);
+      // The alert and the retention event are sealed like any others, and the log verifies.
+      await sealEverything(1);
+      expect(await cli(['audit', 'verify'], env)).toMatchObject({ code: 0 });
+    } finally {
+      await youngPool.end();
+      await young.drop();
+    }
   });
 
   it('stays behind the file sink and says how far; refuses, removing nothing, when the sink cannot be read', async () => {

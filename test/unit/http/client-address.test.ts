@@ -40,6 +40,20 @@ describe('the client address an audit row records', () => {
     expect(addr('10.0.0.5', { forwarded: 'for=1.1.1.1, for="[2001:db8:cafe::17]:4711"' })).toBe('2001:db8:cafe::17');
     expect(addr('10.0.0.5', { forwarded: 'for=_hidden' })).toBe('10.0.0.5');
   });
+
+  // A zone id passes isIP as free text of any length: the audit keeps the address without it.
+  it('drops an IPv6 zone id, from a hop or the socket peer, whatever its length', () => {
+    const addr = behind(['10.0.0.0/8', 'fe80::/10']);
+    expect(addr('10.0.0.5', { 'x-forwarded-for': 'fe80::1%anything' })).toBe('fe80::1');
+    expect(addr('10.0.0.5', { 'x-forwarded-for': `2001:db8::7%${'a'.repeat(5000)}` })).toBe('2001:db8::7');
+    expect(addr('10.0.0.5', { 'x-forwarded-for': '[2001:db8::7%25eth0]:443' })).toBe('2001:db8::7');
+    expect(addr('10.0.0.5', { 'x-forwarded-for': '::ffff:198.51.100.7%x' })).toBe('198.51.100.7');
+    expect(addr('10.0.0.5', { 'x-forwarded-for': '198.51.100.7, fe80::9%eth0' })).toBe('198.51.100.7');
+    expect(behind(['10.0.0.0/8'], 'forwarded')('10.0.0.5', { forwarded: 'for="[2001:db8::7%25eth0]:4711"' })).toBe('2001:db8::7');
+    expect(behind([])('fe80::1%eth0', {})).toBe('fe80::1');
+    // Nothing but a zone is no address.
+    expect(addr('10.0.0.5', { 'x-forwarded-for': '%eth0' })).toBe('10.0.0.5');
+  });
 });
 
 describe('PHIGATE_TRUSTED_PROXIES', () => {
@@ -48,7 +62,7 @@ describe('PHIGATE_TRUSTED_PROXIES', () => {
     expect(cidrProblem('::1/128')).toBeNull();
   });
 
-  it.each(['10.0.0.0/33', 'fd00::/129', 'balancer.internal', '10.0.0.0/8/1', '10.0.0/8'])('refuses %s, naming the variable', (v) => {
+  it.each(['10.0.0.0/33', 'fd00::/129', 'balancer.internal', '10.0.0.0/8/1', '10.0.0/8', 'fe80::1%eth0/64', 'fe80::1%eth0'])('refuses %s, naming the variable', (v) => {
     expect(() => loadConfig({ PHIGATE_TRUSTED_PROXIES: v })).toThrow(/^PHIGATE_TRUSTED_PROXIES: /);
   });
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { canPerform, purposeFor, rolesForRow } from '../../../src/policy/decide.ts';
+import { canPerform, mayEverSee, purposeFor, rolesForRow, searchRole } from '../../../src/policy/decide.ts';
 import { loadPolicy } from '../../../src/policy/load.ts';
 import { OPERATIONS } from '../../../src/policy/operations.ts';
 import { PHI_FIELDS } from '../../../src/policy/phi-fields.ts';
@@ -111,6 +111,23 @@ describe('partner keys within the partner role', () => {
     // Allowed by the role, but not in the key.
     expect(decisionOf(policy, key, row, 'Patient', 'givenName')).toEqual({ effect: 'deny', role: null, viaGrant: false });
     expect(decisionOf(policy, key, { clinicId: OTHER_CLINIC, onCareTeam: false }, 'Patient', 'mrn')).toEqual({ effect: 'deny', role: null, viaGrant: false });
+  });
+
+  // A search confirms the identifier it was given: a key finds patients by an identifier only when
+  // it may read that identifier in full, as for a user's role.
+  it("search by an identifier only when the key names it and the role shows it whole", () => {
+    expect(searchRole(policy, partner(['Patient.mrn']), 'Patient.mrn')?.name).toBe('partner');
+    expect(searchRole(policy, partner(['Patient.givenName']), 'Patient.mrn')).toBeNull();
+    expect(searchRole(policy, partner([]), 'Patient.mrn')).toBeNull();
+    // In the key, but the role masks it.
+    expect(searchRole(policy, partner(['Patient.ssn', 'Patient.mrn']), 'Patient.ssn')).toBeNull();
+  });
+
+  it("may ever see only the fields in both the key and the role", () => {
+    const key = partner(['Patient.mrn', 'Encounter.notes']);
+    expect(mayEverSee(policy, key, 'Patient.mrn')).toBe(true);
+    expect(mayEverSee(policy, key, 'Patient.givenName')).toBe(false);
+    expect(mayEverSee(policy, key, 'Encounter.notes')).toBe(false);
   });
 
   it("audit the key's purpose of use, not the role's", () => {
