@@ -40,7 +40,7 @@ const RANDOM_ID = 'a random id the gateway made, derived from nothing about the 
 const CLINIC = 'which clinic held the record: what row security and the compliance views file it under';
 const PATIENT_REF = 'the random id of the patient';
 
-// The audit trail is kept whole: it holds no value by design (README, "Audit"), it is the record
+// The audit trail is kept whole: it holds no value by design (docs/audit-log.md), it is the record
 // of access HIPAA requires kept for six years (164.312(b), 164.316(b)(2)), and it is hash-linked
 // and signed, so a changed row fails `audit verify`. What it tells of a shredded patient: that a
 // random id was read, which fields, by whom and when.
@@ -92,7 +92,7 @@ export const SHRED_TABLES: Readonly<Record<string, ShredTable>> = {
       clinic_id: kept(CLINIC),
       ...sealedAll(encryptedColumns('Patient')),
       mrn_bidx: column('unlinked', 'random bytes: the column is unique per clinic and not null'),
-      ssn_bidx: column('unlinked', 'emptied'),
+      ssn_bidx: column('unlinked', 'emptied: no digest matches a lookup'),
       mrn_bidx_next: column('unlinked', 'emptied: a blind-index rotation\'s next digest'),
       ssn_bidx_next: column('unlinked', 'emptied: a blind-index rotation\'s next digest'),
       created_at: column('erased', 'when the patient was registered'),
