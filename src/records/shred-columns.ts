@@ -2,9 +2,10 @@ import { encryptedColumns } from '../policy/phi-fields.ts';
 
 /**
  * What `keys shred` (shred-patient.ts) leaves in each column of every table that holds a row about
- * a patient: the answer to "what does a shred erase", read by the shred itself (the times it
- * erases), by docs/shredding.md, and by test/security/shred-erases-plaintext.test.ts, which fails
- * when the database has a table naming a patient, or a column of one, that this does not list.
+ * a patient: the answer to "what does a shred erase". The shred takes the times it erases from it;
+ * docs/shredding.md writes it out for operators (test/unit/records/shred-columns.test.ts keeps the
+ * two together); test/security/shred-erases-plaintext.test.ts fails when the database has a table
+ * naming a patient, or a column of one, that it does not list.
  */
 export type ShredFate =
   /** Ciphertext under the patient's key: the shredded marker replaces it (an empty one stays empty). */
@@ -166,7 +167,13 @@ export const SHRED_TABLES: Readonly<Record<string, ShredTable>> = {
   alert_minute_patients: audit('patient_id', ['actor_kind', 'actor', 'minute', 'patient_id']),
 };
 
-/** The tables with times the shred erases, each with the columns to erase. */
-export const ERASED_TIMES: readonly { readonly table: string; readonly patientColumn: string; readonly columns: readonly string[] }[] = Object.entries(SHRED_TABLES)
+/** One table's times the shred erases. */
+export interface ErasedTimes {
+  readonly table: string;
+  readonly patientColumn: string;
+  readonly columns: readonly string[];
+}
+
+export const ERASED_TIMES: readonly ErasedTimes[] = Object.entries(SHRED_TABLES)
   .map(([table, t]) => ({ table, patientColumn: t.patientColumn, columns: Object.keys(t.columns).filter((c) => t.columns[c]!.fate === 'erased') }))
   .filter((t) => t.columns.length > 0);
