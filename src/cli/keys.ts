@@ -63,7 +63,7 @@ export async function runKeys(positionals: readonly string[], v: Values, config:
   if (action === 'shred') {
     if (typeof v.patient !== 'string') throw new KeysCommandError('keys shred needs --patient ID');
     if (v.confirm !== true) {
-      throw new KeysCommandError(`keys shred destroys the keys of patient ${v.patient}: its PHI becomes unreadable for good, backups included. Add --confirm to do it.`);
+      throw new KeysCommandError(`keys shred destroys the keys of patient ${v.patient}: its PHI becomes unreadable in this database for good and its visit dates are erased; backups taken before keep them until they expire (docs/shredding.md). Add --confirm to do it.`);
     }
   }
   if (action === 'retire' && typeof v.clinic !== 'string') throw new KeysCommandError('keys retire needs --clinic C and --version N');
@@ -80,7 +80,7 @@ export async function runKeys(positionals: readonly string[], v: Values, config:
   try {
     if (action === 'shred') {
       const outcome = await shredPatient(admin, v.patient as string);
-      out(outcome === 'shredded' ? `shredded patient ${v.patient}: its keys are destroyed` : `patient ${v.patient} was already shredded; its rows are marked again`);
+      out(outcome === 'shredded' ? `shredded patient ${v.patient}: its keys are destroyed and its times in the clear erased` : `patient ${v.patient} was already shredded; its rows are marked again`);
       return 0;
     }
     if (from !== null) {

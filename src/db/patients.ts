@@ -51,7 +51,8 @@ export interface EncounterRow extends GrantColumns {
   readonly on_care_team: boolean;
   /**
    * Plaintext, so that encounters can be ordered by time in the database (README, "Visit dates"):
-   * PostgreSQL's text of the timestamptz, which is only ever printed (isoOfTimestamptz), so never made a Date.
+   * PostgreSQL's text of the timestamptz, which is only ever printed (isoOfTimestamptz), so never made a Date;
+   * ERASED_TIME once the patient is shredded.
    */
   readonly occurred_at: string;
   // The PHI columns below are absent (undefined, never null) when the read left them out: see
@@ -63,6 +64,13 @@ export interface EncounterRow extends GrantColumns {
   readonly diagnosis_codes?: Buffer | null;
   readonly notes?: Buffer | null;
 }
+
+/**
+ * What a shredded patient's times in the clear hold (its encounters' dates among them), as
+ * PostgreSQL prints it: no writer can give it (dates are taken from 1880 on), so it reads as
+ * erased, never as a date; it sorts below every date, so the indexes stay valid (migration 072).
+ */
+export const ERASED_TIME = '-infinity';
 
 /** Column name of each encrypted GraphQL field, from the PHI catalogue (src/policy/phi-fields.ts). */
 export const PATIENT_COLUMNS = encryptedColumns('Patient');

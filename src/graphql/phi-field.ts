@@ -1,8 +1,8 @@
-import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, ENCOUNTER_PHI_COLUMNS, type EncounterPhiColumn, type EncounterRow, type PatientRow } from '../db/patients.ts';
+import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, ENCOUNTER_PHI_COLUMNS, ERASED_TIME, type EncounterPhiColumn, type EncounterRow, type PatientRow } from '../db/patients.ts';
 import { isoOfTimestamptz } from '../db/type-parsers.ts';
 import { fieldVerdict, mayEverSee } from '../policy/decide.ts';
 import { PHI_CATALOGUE } from '../policy/phi-fields.ts';
-import { readPhi, readPlainPhi, type PhiField } from '../records/read-phi.ts';
+import { ERASED, readPhi, readPlainPhi, type PhiField } from '../records/read-phi.ts';
 import type { GraphQLContext } from './context.ts';
 
 /** Marks a field as PHI in the schema; start-up checks the marks against src/policy/phi-fields.ts. */
@@ -66,6 +66,7 @@ export function encountersInShownOrder(ctx: GraphQLContext, patient: PatientRow,
   return Array.isArray(rows) ? byId(rows) : rows.then(byId);
 }
 
+/** The date in the clear, or for a shredded patient's encounter, KEY_UNAVAILABLE `shredded` as its sealed fields. */
 export function resolveEncounterDate(ctx: GraphQLContext, row: EncounterRow): string | null {
-  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, isoOfTimestamptz(row.occurred_at));
+  return readPlainPhi(ctx, ENCOUNTER_DATE, row.facts, row.occurred_at === ERASED_TIME ? ERASED : isoOfTimestamptz(row.occurred_at));
 }

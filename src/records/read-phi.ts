@@ -206,15 +206,19 @@ function unshown(scope: RequestScope, field: PhiField, row: PhiRowFacts, verdict
   throw err;
 }
 
+/** A plaintext PHI value the shred erased (src/records/shred-patient.ts): answered as a shredded ciphertext is. */
+export const ERASED: unique symbol = Symbol('erased');
+
 /**
  * A PHI value the database holds in plaintext (an encounter's date, which it must order by; a kind
  * written before kinds were encrypted): the same decision, limits and audit as readPhi, with
  * nothing to decrypt.
  */
-export function readPlainPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, value: string | null | undefined): string | null {
+export function readPlainPhi(scope: RequestScope, field: PhiField, row: PhiRowFacts, value: string | null | undefined | typeof ERASED): string | null {
   const verdict = admit(scope, field, row);
   try {
     if (value === undefined) throw notFetched();
+    if (value === ERASED) throw new PhigateError('KEY_UNAVAILABLE', "The key of this patient's data was destroyed.", { reason: 'shredded' });
     const event = eventOf(field, row, verdict, shownAs(verdict));
     if (value === null) {
       scope.audit.add(event);

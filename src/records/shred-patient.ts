@@ -1,8 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { SHREDDED_VALUE } from '../crypto/envelope.ts';
-import { ENCOUNTER_COLUMNS, PATIENT_COLUMNS } from '../db/patients.ts';
+import { ENCOUNTER_COLUMNS, ERASED_TIME, PATIENT_COLUMNS } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { inKeyTransaction, type KeyAdmin } from './key-admin.ts';
+import { ERASED_TIMES } from './shred-columns.ts';
 import * as v from './validate.ts';
 
 const PATIENT_SEALED = Object.values(PATIENT_COLUMNS);
@@ -15,9 +16,10 @@ const marked = (column: string) => `${column} = CASE WHEN ${column} IS NULL THEN
  * destroyed and a tombstone version added (no writer can make a new key for it afterwards); the
  * live rows (and the patient's break-glass reasons and review comments) get the shredded marker
  * instead of their ciphertext, so every replica answers
- * KEY_UNAVAILABLE (`shredded`) at once, cached key or not; the blind indexes stop matching; one
- * `key` event is recorded. Copies of the ciphertext elsewhere (backups, WAL, replicas) stay
- * ciphertext whose key no longer exists. Audit rows of past reads are not touched.
+ * KEY_UNAVAILABLE (`shredded`) at once, cached key or not; the blind indexes stop matching; the
+ * times held in the clear (visit dates among them) are erased; one `key` event is recorded.
+ * Column by column: shred-columns.ts. What copies elsewhere (backups, WAL) keep: docs/shredding.md.
+ * Audit rows of past reads are not touched.
  */
 export async function shredPatient(admin: KeyAdmin, rawId: string): Promise<'shredded' | 'already_shredded'> {
   const patientId = v.id('--patient', rawId);
@@ -59,6 +61,14 @@ export async function shredPatient(admin: KeyAdmin, rawId: string): Promise<'shr
        WHERE patient_id = $1`,
       [patientId, SHREDDED_VALUE],
     );
+    // The times in the clear (an encounter's date is PHI, README "Visit dates and kinds"): no key
+    // stands between them and a reader of the table, so destroying one cannot erase them.
+    for (const t of ERASED_TIMES) {
+      await c.query(`UPDATE phigate.${t.table} SET ${t.columns.map((column) => `${column} = $2::timestamptz`).join(', ')} WHERE ${t.patientColumn} = $1`, [
+        patientId,
+        ERASED_TIME,
+      ]);
+    }
     const outcome = already ? 'already_shredded' : 'shredded';
     record({ typeName: 'Patient', field: null, patientId, recordId: null, detail: outcome });
     return outcome;
