@@ -8,7 +8,7 @@ import { checkProof } from '../audit/log/proof.ts';
 import { describeLeaf, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
 import { retainAuditEvents, type RetentionRun } from '../audit/verify/retain.ts';
 import { sinkPositions, SinkUnreadableError } from '../audit/verify/sink-positions.ts';
-import { verifyLog } from '../audit/verify/verify.ts';
+import { verifyLog, type VerifyReport } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
 import { pgConnection } from '../db/tls.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
@@ -100,6 +100,22 @@ function whole(name: string, raw: string | boolean | undefined): number {
   return Number(raw);
 }
 
+/**
+ * Which leaves a verify recomputed, said exactly: with --since, a partial verify's range comes
+ * from the signed checkpoints, not from the events' own times (docs/audit-log.md).
+ */
+export function rangeLine(report: VerifyReport, since: Date | null): string {
+  if (since === null) return 'every leaf recomputed';
+  const at = `--since ${since.toISOString()}`;
+  const { fromLeaf, checkpoint, listingFrom } = report.range;
+  if (checkpoint === null) return `${at}: no checkpoint carries a signed time at or before it, so every leaf was recomputed`;
+  const listing = listingFrom === null ? '' : `; patient listings from record ${listingFrom}`;
+  return (
+    `${at}: leaves ${fromLeaf} to the end recomputed (checkpoint ${checkpoint.size}, signed at ${new Date(checkpoint.time).toISOString()}, is the last signed at or before it); ` +
+    `leaves 0 to ${fromLeaf - 1} counted by their stored hashes under the signed roots${listing}`
+  );
+}
+
 async function verify(v: Values, config: Config, io: Io): Promise<number> {
   const verifier = await verifierOf(v, config);
   const sinkDir = typeof v['sink-dir'] === 'string' ? v['sink-dir'] : config.auditLog.sinkDir;
@@ -120,6 +136,7 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
   if (report.problem !== null) {
     io.out(`audit log: NOT VERIFIED: ${report.problem.eventId === null ? '' : `event ${report.problem.eventId}: `}${report.problem.kind}`);
     io.err(report.problem.message);
+    if (from !== null) io.err(rangeLine(report, from));
     return 1;
   }
   io.out(
@@ -127,7 +144,8 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
       `${report.checkpoints} signed checkpoints by ${verifier.name}` +
       `${sinkDir ? `, ${report.sinkCompared} leaves matched the sink` : ', no sink compared'}` +
       `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} records or events` +
-      `; ${report.listed} records of several patients matched their patient listing`,
+      `; ${report.listed} records of several patients matched their patient listing` +
+      `${from === null ? '' : `; ${rangeLine(report, from)}`}`,
   );
   return 0;
 }
