@@ -40,7 +40,8 @@ export const auditEvidenceOptions = {
 export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR] [--key VKEY | --key-file F]
                                 recompute the log from the database, check every checkpoint, the sink and the
                                 patient listing of records of several patients; exit 0 clean, 1 naming the first
-                                bad event
+                                bad event; --since T recomputes the leaves after the last checkpoint signed (by its
+                                signed time) at or before T, and says which
   audit prove --event ID [--checkpoint N]
                                 an inclusion proof of the entry (event or record) holding event ID against the latest
                                 signed checkpoint (or that of size N); the proof carries the entry's canonical bytes
