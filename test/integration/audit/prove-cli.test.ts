@@ -173,12 +173,18 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
   it('audit verify exits 0 on the untouched log and 1 naming the tampered event', async () => {
     const clean = await cli(['audit', 'verify'], operator());
     expect(clean).toMatchObject({ code: 0, stdout: expect.stringContaining('audit log verified: 13 leaves (13 recomputed') });
+    // --since says which leaves it recomputed: those past the last checkpoint signed by then.
+    const later = await cli(['audit', 'verify', '--since', '2100-01-01'], operator());
+    expect(later).toMatchObject({ code: 0, stdout: expect.stringMatching(/; --since 2100-01-01T00:00:00\.000Z: leaves (\d+) to the end recomputed \(checkpoint \1, signed at \S+Z, is the last signed at or before it\); leaves 0 to \d+ counted by their stored hashes under the signed roots/) });
     await withClient(db.adminUrl, async (c) => {
       await c.query('SET session_replication_role = replica');
       await c.query("UPDATE phigate.audit_records SET role = 'nurse' WHERE id = $1::bigint >> 16", [events[9]]);
     });
     const bad = await cli(['audit', 'verify'], operator());
     expect(bad).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${events[9]}: event_altered\n` });
+    const before = await cli(['audit', 'verify', '--since', '2001-01-01'], operator());
+    expect(before).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${events[9]}: event_altered\n` });
+    expect(before.stderr).toContain('--since 2001-01-01T00:00:00.000Z: no checkpoint carries a signed time at or before it, so every leaf was recomputed');
     // The proof of an altered event is refused at the source.
     expect(await cli(['audit', 'prove', '--event', events[9]!], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('differs from the event that was logged') });
     // Never a value of the event in what verify prints.
