@@ -196,7 +196,8 @@ async function checkProofVerb(v: Values, io: Io): Promise<number> {
       io.out(`proof: NOT VALID: ${about.problem}`);
       return 1;
     }
-    io.out(`proof: valid. ${about.text}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} entries, signed`);
+    const at = r.checkpoint.time === undefined ? '' : ` at ${new Date(r.checkpoint.time).toISOString()}`;
+    io.out(`proof: valid. ${about.text}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} entries, signed${at}`);
   } else {
     io.out(`proof: valid. the log ${r.newer.origin} of ${r.newer.size} entries extends its signed tree of ${r.older.size} entries unchanged`);
   }

@@ -105,7 +105,7 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     const ok = await checked(proved.stdout, id);
     expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. event ${id}: masked Patient.mrn patient `) });
     expect(ok.stdout).toContain(`in record ${BigInt(events[6]!) >> 16n} (events ${events[6]} to ${BigInt(events[6]!) + 2n})`);
-    expect(ok.stdout).toContain(`entry 6 of the log ${ORIGIN} of 13 entries`);
+    expect(ok.stdout).toMatch(new RegExp(`entry 6 of the log ${ORIGIN} of 13 entries, signed at \\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z\\n$`));
     // Without --event: the whole entry.
     expect(await checked(proved.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. record ${BigInt(events[6]!) >> 16n} (events ${events[6]} to`) });
     // A valid proof, but not of the event named: an event of the next record, or past the record's last.
