@@ -8,7 +8,7 @@ import { checkProof } from '../audit/log/proof.ts';
 import { describeLeaf, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
 import { retainAuditEvents, type RetentionRun } from '../audit/verify/retain.ts';
 import { sinkPositions, SinkUnreadableError } from '../audit/verify/sink-positions.ts';
-import { verifyLog } from '../audit/verify/verify.ts';
+import { verifyLog, type VerifyReport } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
 import { pgConnection } from '../db/tls.ts';
 import { databaseUrls } from '../dev/embedded-stack.ts';
@@ -50,7 +50,8 @@ export const auditEvidenceOptions = {
 export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR] [--key VKEY | --key-file F]
                                 recompute the log from the database, check every checkpoint, the sink and the
                                 patient listing of records of several patients; exit 0 clean, 1 naming the first
-                                bad event
+                                bad event; --since T recomputes the leaves after the last checkpoint signed (by its
+                                signed time) at or before T, and says which
   audit prove --event ID [--checkpoint N]
                                 an inclusion proof of the entry (event or record) holding event ID against the latest
                                 signed checkpoint (or that of size N); the proof carries the entry's canonical bytes
@@ -111,6 +112,22 @@ function whole(name: string, raw: string | boolean | undefined): number {
   return Number(raw);
 }
 
+/**
+ * Which leaves a verify recomputed, said exactly: with --since, a partial verify's range comes
+ * from the signed checkpoints, not from the events' own times (docs/audit-log.md).
+ */
+export function rangeLine(report: VerifyReport, since: Date | null): string {
+  if (since === null) return 'every leaf recomputed';
+  const at = `--since ${since.toISOString()}`;
+  const { fromLeaf, checkpoint, listingFrom } = report.range;
+  if (checkpoint === null) return `${at}: no checkpoint carries a signed time at or before it, so every leaf was recomputed`;
+  const listing = listingFrom === null ? '' : `; patient listings from record ${listingFrom}`;
+  return (
+    `${at}: leaves ${fromLeaf} to the end recomputed (checkpoint ${checkpoint.size}, signed at ${new Date(checkpoint.time).toISOString()}, is the last signed at or before it); ` +
+    `leaves 0 to ${fromLeaf - 1} counted by their stored hashes under the signed roots${listing}`
+  );
+}
+
 async function verify(v: Values, config: Config, io: Io): Promise<number> {
   const verifier = await verifierOf(v, config);
   const sinkDir = typeof v['sink-dir'] === 'string' ? v['sink-dir'] : config.auditLog.sinkDir;
@@ -131,6 +148,7 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
   if (report.problem !== null) {
     io.out(`audit log: NOT VERIFIED: ${report.problem.eventId === null ? '' : `event ${report.problem.eventId}: `}${report.problem.kind}`);
     io.err(report.problem.message);
+    if (from !== null) io.err(rangeLine(report, from));
     return 1;
   }
   io.out(
@@ -138,7 +156,8 @@ async function verify(v: Values, config: Config, io: Io): Promise<number> {
       `${report.checkpoints} signed checkpoints by ${verifier.name}` +
       `${sinkDir ? `, ${report.sinkCompared} leaves matched the sink` : ', no sink compared'}` +
       `; not yet signed: ${report.unsigned} leaves; not yet sealed: ${report.unsealed} records or events` +
-      `; ${report.listed} records of several patients matched their patient listing`,
+      `; ${report.listed} records of several patients matched their patient listing` +
+      `${from === null ? '' : `; ${rangeLine(report, from)}`}`,
   );
   return 0;
 }
@@ -188,7 +207,8 @@ async function checkProofVerb(v: Values, io: Io): Promise<number> {
       io.out(`proof: NOT VALID: ${about.problem}`);
       return 1;
     }
-    io.out(`proof: valid. ${about.text}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} entries, signed`);
+    const at = r.checkpoint.time === undefined ? '' : ` at ${new Date(r.checkpoint.time).toISOString()}`;
+    io.out(`proof: valid. ${about.text}; entry ${r.leafIndex} of the log ${r.checkpoint.origin} of ${r.checkpoint.size} entries, signed${at}`);
   } else {
     io.out(`proof: valid. the log ${r.newer.origin} of ${r.newer.size} entries extends its signed tree of ${r.older.size} entries unchanged`);
   }

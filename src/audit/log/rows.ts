@@ -130,11 +130,11 @@ export const leafBytes = (r: LeafRow): Buffer =>
 export const V1_LEAF_SELECT = `e.id AS key, 1 AS version, e.tx::text AS tx, (extract(epoch FROM e.occurred_at) * 1000000)::bigint AS occurred_at_us,
   e.batch_id, e.request_id, e.actor, e.actor_kind, e.client_addr, e.credential_id, e.role, e.purpose, e.break_glass, e.grant_id,
   e.patient_id, ARRAY[e.action] AS actions, ARRAY[e.type_name] AS type_names, ARRAY[e.field] AS fields,
-  ARRAY[e.record_id] AS record_ids, ARRAY[e.detail] AS details, NULL::uuid[] AS patient_ids, e.occurred_at`;
+  ARRAY[e.record_id] AS record_ids, ARRAY[e.detail] AS details, NULL::uuid[] AS patient_ids`;
 export const RECORD_LEAF_SELECT = `r.id << 16 AS key, 2 AS version, r.tx::text AS tx, (extract(epoch FROM r.occurred_at) * 1000000)::bigint AS occurred_at_us,
   r.batch_id, r.request_id, r.actor, r.actor_kind, r.client_addr, r.credential_id, r.role, r.purpose, r.break_glass, r.grant_id,
-  r.patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, NULL::uuid[] AS patient_ids, r.occurred_at`;
+  r.patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, NULL::uuid[] AS patient_ids`;
 /** The same of a record of several patients (phigate.audit_records_v3, 061) aliased `r`. */
 export const V3_LEAF_SELECT = `r.id << 16 AS key, 3 AS version, r.tx::text AS tx, (extract(epoch FROM r.occurred_at) * 1000000)::bigint AS occurred_at_us,
   r.batch_id, r.request_id, r.actor, r.actor_kind, r.client_addr, r.credential_id, r.role, r.purpose, r.break_glass, r.grant_id,
-  NULL::uuid AS patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, r.patient_ids, r.occurred_at`;
+  NULL::uuid AS patient_id, r.actions, r.type_names, r.fields, r.record_ids, r.details, r.patient_ids`;

@@ -108,7 +108,11 @@ export async function checkpoint(pool: Pool, signer: NoteSigner, policy: Checkpo
     if (head.size === 0 || head.size <= lastSize) return { signed: false };
     const due = policy.force || last === undefined || head.size - lastSize >= policy.events || last.age >= policy.seconds;
     if (!due) return { signed: false };
-    const note = await signNote(formatCheckpoint({ origin: signer.name, size: head.size, root: head.root }), signer);
+    // The database's clock, read after the head (rounded up): every leaf under it was committed,
+    // so stamped occurred_at, before this time. A partial verify relies on exactly that.
+    const { rows: clock } = await client.query<{ ms: string }>('SELECT ceil(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text AS ms');
+    const time = Number(clock[0]!.ms);
+    const note = await signNote(formatCheckpoint({ origin: signer.name, size: head.size, root: head.root, time }), signer);
     await client.query('INSERT INTO phigate.audit_checkpoints (tree_size, origin, root, note) VALUES ($1, $2, $3, $4)', [
       String(head.size),
       signer.name,

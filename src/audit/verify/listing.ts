@@ -30,8 +30,11 @@ export interface ListingReport {
 }
 
 export interface ListingOptions {
-  /** Records before this and listing rows below the first record at or after it are not checked. */
-  readonly since: Date | null;
+  /**
+   * Records and listing rows of lower ids are not checked (null: all are). A record id, chosen by
+   * the caller from leaves it verified (verify.ts), never from a column a tamperer could rewrite.
+   */
+  readonly fromRecord: bigint | null;
   readonly onProgress?: (done: number, total: number) => void;
   /** Patient slots compared in one query at most (ROWS_PER_RANGE); smaller in tests, to walk many ranges. */
   readonly rowsPerRange?: number;
@@ -82,11 +85,6 @@ const REPEATED = `
   GROUP BY p.record_id, p.slot, p.patient_id HAVING count(*) > 1
   ORDER BY p.record_id, p.slot LIMIT 1`;
 
-/** Where the check starts: the first record at or after `since` (past the last record when none is). */
-const FROM_SINCE = `
-  SELECT coalesce((SELECT min(id) FROM phigate.audit_records_v3 WHERE occurred_at >= $1),
-                  (SELECT max(id) + 1 FROM phigate.audit_records_v3), $2::bigint) AS id`;
-
 const isV3 = async (db: pg.ClientBase, recordId: string) =>
   (await db.query('SELECT 1 FROM phigate.audit_records_v3 WHERE id = $1', [recordId])).rowCount === 1;
 
@@ -112,8 +110,7 @@ async function problemAt(db: pg.ClientBase, recordId: string, slot: string, kind
 
 /** Runs inside verify's snapshot (a v3 record and its listing rows commit in one transaction). */
 export async function checkPatientListings(db: pg.ClientBase, opts: ListingOptions): Promise<ListingReport> {
-  let from = MIN_ID;
-  if (opts.since !== null) from = BigInt((await db.query<{ id: string }>(FROM_SINCE, [opts.since, String(MIN_ID)])).rows[0]!.id);
+  let from = opts.fromRecord ?? MIN_ID;
   const total = Number((await db.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_records_v3 WHERE id >= $1', [String(from)])).rows[0]!.n);
   opts.onProgress?.(0, total);
   let done = 0;

@@ -18,6 +18,10 @@ import { retentionDetail } from './retain.ts';
  * of its (first) event. Last, the v3 records' patient listing (listing.ts), which the leaves do not
  * cover, must be exactly their slots. The first problem stops it, named by an event id and codes,
  * never by an event's values.
+ *
+ * A partial verify (`since`) recomputes a range of leaves chosen by the signed checkpoints alone:
+ * from the size of the largest checkpoint whose signed time is at or before `since`, to the end.
+ * Never by a column of the rows: a tamperer who rewrites a record can rewrite its time too.
  */
 export type ProblemKind =
   | 'checkpoint_signature'
@@ -43,10 +47,21 @@ export interface VerifyProblem {
   readonly message: string;
 }
 
+/** What was recomputed: with `since`, a range chosen by signed checkpoints only. */
+export interface VerifyRange {
+  /** Every leaf from this one to the end was recomputed from its row (unless retired); 0 for a whole verify. */
+  readonly fromLeaf: number;
+  /** The checkpoint fromLeaf is the size of: the largest whose signed time is at or before `since`. Null when none is. */
+  readonly checkpoint: { readonly size: number; readonly time: number } | null;
+  /** The first record id whose patient listing was checked: the lowest of the range's records and the unsealed ones. Null: every record. */
+  readonly listingFrom: string | null;
+}
+
 export interface VerifyReport {
   readonly problem: VerifyProblem | null;
+  readonly range: VerifyRange;
   readonly leaves: number;
-  /** Leaves recomputed from their event's or record's bytes (the others: retired, or before --since). */
+  /** Leaves recomputed from their event's or record's bytes (the others: retired, or before range.fromLeaf). */
   readonly rehashed: number;
   readonly retired: number;
   readonly checkpoints: number;
@@ -64,7 +79,11 @@ export interface VerifyOptions {
   /** A connection that may read the audit tables (the migrator, or a member of phigate_auditor). */
   readonly client: pg.ClientBase;
   readonly verifier: Verifier;
-  /** Events before this are counted by their stored leaf hashes (still bound by the signed roots). */
+  /**
+   * Leaves under the largest checkpoint signed at or before this time count by their stored hashes
+   * (still bound by the signed roots); every later leaf is recomputed. So is every leaf whose
+   * true time is at or after `since`, whatever its row says now.
+   */
   readonly since?: Date | null;
   readonly sinkDir?: string | null;
   readonly batch?: number;
@@ -81,7 +100,6 @@ interface WalkRow extends Omit<LeafRow, 'key' | 'version'> {
   readonly key: string | null;
   readonly version: number | null;
   readonly tx: string | null;
-  readonly before_since: boolean | null;
 }
 
 /**
@@ -89,7 +107,7 @@ interface WalkRow extends Omit<LeafRow, 'key' | 'version'> {
  * it is. Read straight from the tables, not through the definer functions the gateway uses.
  */
 const LEAVES = `
-  SELECT l.leaf_index, l.event_id, l.leaf_hash, x.*, x.occurred_at < $3 AS before_since
+  SELECT l.leaf_index, l.event_id, l.leaf_hash, x.*
   FROM (SELECT a.leaf_index, a.event_id, a.leaf_hash FROM phigate.audit_log a WHERE a.leaf_index >= $1 ORDER BY a.leaf_index LIMIT $2) l
   LEFT JOIN LATERAL (
     SELECT ${V1_LEAF_SELECT} FROM phigate.audit_events_v1 e WHERE e.id = l.event_id
@@ -101,13 +119,13 @@ const LEAVES = `
   ) x ON true
   ORDER BY l.leaf_index`;
 
-/** Every leaf's key with its (tx, key) order, over both kinds: what the sealer seals from. */
+/** Every leaf's key with its (tx, key) order, over both kinds: what the sealer seals from; `record` is the record's id. */
 const ENTRIES = `
-  SELECT e.tx, e.id AS key FROM phigate.audit_events_v1 e
+  SELECT e.tx, e.id AS key, NULL::bigint AS record FROM phigate.audit_events_v1 e
   UNION ALL
-  SELECT r.tx, r.id << 16 FROM phigate.audit_records r
+  SELECT r.tx, r.id << 16, r.id FROM phigate.audit_records r
   UNION ALL
-  SELECT r.tx, r.id << 16 FROM phigate.audit_records_v3 r`;
+  SELECT r.tx, r.id << 16, r.id FROM phigate.audit_records_v3 r`;
 
 /** The bytes of a leaf's row; null when the row cannot be a record (arrays of different lengths, none at all). */
 function bytesOf(r: LeafRow): Buffer | null {
@@ -147,10 +165,33 @@ interface Mark {
   readonly kind: 'checkpoint' | 'head';
 }
 
+/**
+ * The range a partial verify recomputes: from the size of the largest checkpoint whose signed time
+ * is at or before `since`. Every leaf under it was committed before that time (checkpoint.ts), so
+ * every leaf truly written at or after `since` is at or past it. None signed by then (or none
+ * carrying a time: signed before the time line existed): the whole log.
+ */
+export function rangeSince(timed: readonly { readonly size: number; readonly time: number }[], since: Date): Pick<VerifyRange, 'fromLeaf' | 'checkpoint'> {
+  let best: { size: number; time: number } | null = null;
+  for (const c of timed) if (c.time <= since.getTime() && (best === null || c.size > best.size)) best = { size: c.size, time: c.time };
+  return { fromLeaf: best?.size ?? 0, checkpoint: best };
+}
+
+const lowest = (a: bigint | null, b: bigint): bigint => (a === null || b < a ? b : a);
+
+/** Past every record: a range without records checks only listing rows that name ids no record has yet. */
+async function nextRecordId(db: pg.ClientBase): Promise<bigint> {
+  const { rows } = await db.query<{ id: string }>(
+    'SELECT greatest((SELECT max(id) FROM phigate.audit_records), (SELECT max(id) FROM phigate.audit_records_v3), 0) + 1 AS id',
+  );
+  return BigInt(rows[0]!.id);
+}
+
 export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
   const db = opts.client;
   const batch = opts.batch ?? 5000;
   const counts = { leaves: 0, rehashed: 0, retired: 0, checkpoints: 0, unsigned: 0, unsealed: 0, sinkCompared: 0, listed: 0 };
+  let range: VerifyRange = { fromLeaf: 0, checkpoint: null, listingFrom: null };
   // The sink's extent before the snapshot: lines the replicas deliver while the walk runs are
   // newer than the snapshot and would otherwise look like leaves the database lacks.
   const sink: SinkReader | null = opts.sinkDir ? await openSink(opts.sinkDir) : null;
@@ -167,6 +208,7 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       )
     ).rows;
     const checkpointNotes = new Map<number, string>();
+    const timed: { size: number; time: number }[] = [];
     for (const c of cps) {
       const size = Number(c.tree_size);
       const last = size > 0 ? await eventAtLeaf(size - 1) : null;
@@ -179,7 +221,10 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
         fail('checkpoint_row', last, `checkpoint ${size}: the row's size, root or origin differ from its signed note${covers}`);
       }
       checkpointNotes.set(size, c.note);
+      if (body!.time !== undefined) timed.push({ size, time: body!.time });
     }
+    if (opts.since != null) range = { ...range, ...rangeSince(timed, opts.since) };
+    const start = range.fromLeaf;
     counts.checkpoints = cps.length;
     const heads = (await db.query<{ tree_size: string; root: Buffer }>('SELECT tree_size, root FROM phigate.audit_log_heads ORDER BY tree_size')).rows;
     const marks: Mark[] = [
@@ -217,13 +262,14 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       if (pending !== null && leaf >= pending.end) throw new Found(pending.problem);
       return fail(kind, eventId, message);
     };
-    const since = opts.since ?? new Date(0);
+    // The lowest record id among the range's leaves: where its patient listing's check starts.
+    let lowestRecord: bigint | null = null;
     // Whether the sink has held a leaf before the current one.
     let sinkHeld = false;
     opts.onProgress?.(0, total);
 
     for (let i = 0; ; ) {
-      const { rows } = await db.query<WalkRow>(LEAVES, [i, batch, since]);
+      const { rows } = await db.query<WalkRow>(LEAVES, [i, batch]);
       if (rows.length === 0) break;
       for (const r of rows) {
         if (pending !== null && i > pending.end) throw new Found(pending.problem);
@@ -245,7 +291,8 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
             leafFail(i - 1, 'event_out_of_order', prevEvent, `event ${prevEvent} (leaf ${i - 1}) is out of order: event ${r.key} of leaf ${i} sorts before it`);
           }
           prevKey = key;
-          if (r.before_since !== true) {
+          if (i >= start) {
+            if (r.version !== 1) lowestRecord = lowest(lowestRecord, BigInt(r.key) >> 16n);
             const bytes = bytesOf({ ...r, key: r.key, version: r.version! });
             if (bytes === null) leafFail(i, 'event_altered', r.key, `event ${r.key} (leaf ${i}) differs from what was logged: its event arrays are not a record's`);
             hash = leafHash(bytes!);
@@ -323,13 +370,22 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
         [String(prevKey[0]), String(prevKey[1])],
       );
       if (rows[0]) fail('event_unlogged', rows[0].key, `event ${rows[0].key} is not in the log, yet sorts before its last leaf: it was inserted after the log was sealed`);
-      counts.unsealed = Number(
-        (await db.query<{ n: string }>(`SELECT count(*) AS n FROM (${ENTRIES}) x WHERE (x.tx, x.key) > ($1::xid8, $2::bigint)`, [String(prevKey[0]), String(prevKey[1])])).rows[0]!.n,
-      );
+      const unsealed = (
+        await db.query<{ n: string; record: string | null }>(
+          `SELECT count(*) AS n, min(x.record) AS record FROM (${ENTRIES}) x WHERE (x.tx, x.key) > ($1::xid8, $2::bigint)`,
+          [String(prevKey[0]), String(prevKey[1])],
+        )
+      ).rows[0]!;
+      counts.unsealed = Number(unsealed.n);
+      if (unsealed.record !== null) lowestRecord = lowest(lowestRecord, BigInt(unsealed.record));
     } else {
-      counts.unsealed = Number(
-        (await db.query<{ n: string }>(`SELECT count(*) AS n FROM (${ENTRIES}) x WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = x.key)`)).rows[0]!.n,
-      );
+      const unsealed = (
+        await db.query<{ n: string; record: string | null }>(
+          `SELECT count(*) AS n, min(x.record) AS record FROM (${ENTRIES}) x WHERE NOT EXISTS (SELECT 1 FROM phigate.audit_log l WHERE l.event_id = x.key)`,
+        )
+      ).rows[0]!;
+      counts.unsealed = Number(unsealed.n);
+      if (unsealed.record !== null) lowestRecord = lowest(lowestRecord, BigInt(unsealed.record));
     }
     counts.unsigned = tree.size - (cps.length ? Number(cps[cps.length - 1]!.tree_size) : 0);
 
@@ -346,12 +402,18 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       }
     }
 
-    const listing = await checkPatientListings(db, { since: opts.since ?? null, onProgress: opts.onListingProgress });
+    // A whole verify checks every listing row; a partial one those of the range's records and later
+    // ids (unsealed records, and rows naming ids no record has), the same records it rehashed.
+    if (start > 0) range = { ...range, listingFrom: String(lowestRecord ?? (await nextRecordId(db))) };
+    const listing = await checkPatientListings(db, {
+      fromRecord: range.listingFrom === null ? null : BigInt(range.listingFrom),
+      onProgress: opts.onListingProgress,
+    });
     counts.listed = listing.records;
     if (listing.problem !== null) fail(listing.problem.kind, listing.problem.eventId, listing.problem.message);
-    return { problem: null, ...counts };
+    return { problem: null, range, ...counts };
   } catch (e) {
-    if (e instanceof Found) return { problem: e.problem, ...counts };
+    if (e instanceof Found) return { problem: e.problem, range, ...counts };
     throw e;
   } finally {
     await db.query('ROLLBACK').catch(() => undefined);

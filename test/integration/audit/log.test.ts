@@ -238,7 +238,10 @@ describe('checkpoints', () => {
     await sealUntil(p, async () => (await sealedIds()).size === (await leafCount()));
     // Grown, but neither old enough nor enough events.
     expect((await checkpoint(p, signer, policy)).signed).toBe(false);
+    const clock = () => admin(async (c) => Number((await c.query<{ ms: string }>('SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::text AS ms')).rows[0]!.ms));
+    const before = await clock();
     expect((await checkpoint(p, signer, { ...policy, events: 1 })).signed).toBe(true);
+    const after = await clock();
 
     const head = await latestHead(p);
     const row = await admin(async (c) => (await c.query<{ tree_size: string; note: string; root: Buffer; origin: string }>(
@@ -246,7 +249,11 @@ describe('checkpoints', () => {
     )).rows[0]!);
     const verifier = parseVerifierKey(verifierKey(signer.name, signer.publicKey))!;
     const body = parseCheckpoint(openNote(row.note, verifier)!)!;
-    expect(body).toEqual({ origin: 'phigate.test/audit', size: head.size, root: head.root });
+    expect(body).toEqual({ origin: 'phigate.test/audit', size: head.size, root: head.root, time: expect.any(Number) });
+    // Signed with the database's time of signing (rounded up), the clock occurred_at is stamped by.
+    expect(body.time).toBeGreaterThanOrEqual(before);
+    expect(body.time).toBeLessThanOrEqual(after + 1);
+    expect(row.note).toContain(`\ntime ${new Date(body.time!).toISOString()}\n\n`);
     expect(row.root.equals(head.root)).toBe(true);
     // An edited note no longer verifies.
     expect(openNote(row.note.replace(`\n${head.size}\n`, `\n${head.size + 1}\n`), verifier)).toBeNull();

@@ -105,7 +105,7 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
     const ok = await checked(proved.stdout, id);
     expect(ok).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. event ${id}: masked Patient.mrn patient `) });
     expect(ok.stdout).toContain(`in record ${BigInt(events[6]!) >> 16n} (events ${events[6]} to ${BigInt(events[6]!) + 2n})`);
-    expect(ok.stdout).toContain(`entry 6 of the log ${ORIGIN} of 13 entries`);
+    expect(ok.stdout).toMatch(new RegExp(`entry 6 of the log ${ORIGIN} of 13 entries, signed at \\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}\\.\\d{3}Z\\n$`));
     // Without --event: the whole entry.
     expect(await checked(proved.stdout)).toMatchObject({ code: 0, stdout: expect.stringContaining(`proof: valid. record ${BigInt(events[6]!) >> 16n} (events ${events[6]} to`) });
     // A valid proof, but not of the event named: an event of the next record, or past the record's last.
@@ -173,12 +173,18 @@ describe('phigate audit prove and check-proof', { timeout: 120_000 }, () => {
   it('audit verify exits 0 on the untouched log and 1 naming the tampered event', async () => {
     const clean = await cli(['audit', 'verify'], operator());
     expect(clean).toMatchObject({ code: 0, stdout: expect.stringContaining('audit log verified: 13 leaves (13 recomputed') });
+    // --since says which leaves it recomputed: those past the last checkpoint signed by then.
+    const later = await cli(['audit', 'verify', '--since', '2100-01-01'], operator());
+    expect(later).toMatchObject({ code: 0, stdout: expect.stringMatching(/; --since 2100-01-01T00:00:00\.000Z: leaves (\d+) to the end recomputed \(checkpoint \1, signed at \S+Z, is the last signed at or before it\); leaves 0 to \d+ counted by their stored hashes under the signed roots/) });
     await withClient(db.adminUrl, async (c) => {
       await c.query('SET session_replication_role = replica');
       await c.query("UPDATE phigate.audit_records SET role = 'nurse' WHERE id = $1::bigint >> 16", [events[9]]);
     });
     const bad = await cli(['audit', 'verify'], operator());
     expect(bad).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${events[9]}: event_altered\n` });
+    const before = await cli(['audit', 'verify', '--since', '2001-01-01'], operator());
+    expect(before).toMatchObject({ code: 1, stdout: `audit log: NOT VERIFIED: event ${events[9]}: event_altered\n` });
+    expect(before.stderr).toContain('--since 2001-01-01T00:00:00.000Z: no checkpoint carries a signed time at or before it, so every leaf was recomputed');
     // The proof of an altered event is refused at the source.
     expect(await cli(['audit', 'prove', '--event', events[9]!], operator())).toMatchObject({ code: 2, stderr: expect.stringContaining('differs from the event that was logged') });
     // Never a value of the event in what verify prints.

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { parseVerifierKey, verifierKey, type NoteSigner, type Verifier } from '../../../src/audit/log/note.ts';
+import { parseCheckpoint } from '../../../src/audit/log/checkpoint.ts';
+import { openNote, parseVerifierKey, verifierKey, type NoteSigner, type Verifier } from '../../../src/audit/log/note.ts';
 import { checkpoint, sealAll } from '../../../src/audit/log/seal.ts';
 import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { checkPatientListings } from '../../../src/audit/verify/listing.ts';
@@ -104,6 +105,13 @@ async function buildTrail(occurredAt: string | null = null): Promise<string[]> {
   return records;
 }
 
+/** The signed time of the latest checkpoint, read from its note. */
+const signedTime = () =>
+  admin(async (c) => {
+    const { rows } = await c.query<{ note: string }>('SELECT note FROM phigate.audit_checkpoints ORDER BY tree_size DESC LIMIT 1');
+    return parseCheckpoint(openNote(rows[0]!.note, verifier)!)!.time!;
+  });
+
 const verify = (since: Date | null = null): Promise<VerifyReport> => admin((client) => verifyLog({ client, verifier, since }));
 const firstEvent = (recordId: string) => String(BigInt(recordId) << 16n);
 
@@ -121,12 +129,14 @@ describe('audit verify and the patient listing of v3 records', () => {
     expect(problem!.message).toContain(`record ${records[2]} (first event ${firstEvent(records[2]!)}), slot 2`);
   });
 
-  it('with --since T, checks the listing from the first v3 record of T on', async () => {
-    const records = await buildTrail(new Date(Date.now() - 86_400_000).toISOString());
+  it('with --since T, checks the listing of the records past the last checkpoint signed by T, whatever their rows\' times say', async () => {
+    const records = await buildTrail();
+    const since = new Date(await signedTime());
     const recent = await admin((c) => addV3Record(c, 'page-recent', 3, null));
     await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 1', [records[3]]);
-    const since = new Date(Date.now() - 3_600_000);
-    expect(await verify(since)).toMatchObject({ problem: null, listed: 1 });
+    expect(await verify(since)).toMatchObject({ problem: null, listed: 1, range: { fromLeaf: 5, listingFrom: recent } });
+    // Not sealed yet, so no leaf to rehash: its time back-dated before T hides nothing from the listing's check.
+    await tamper("UPDATE phigate.audit_records_v3 SET occurred_at = '2001-01-01' WHERE id = $1", [recent]);
     await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 3', [recent]);
     expect((await verify(since)).problem).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(recent) });
     expect((await verify()).problem).toMatchObject({ kind: 'listing_missing', eventId: firstEvent(records[3]!) });
@@ -180,7 +190,7 @@ describe('audit verify and the patient listing of v3 records', () => {
     });
     const check = () => {
       const steps: number[] = [];
-      return admin((c) => checkPatientListings(c, { since: null, rowsPerRange: 4, onProgress: (done) => steps.push(done) })).then((r) => ({ ...r, steps }));
+      return admin((c) => checkPatientListings(c, { fromRecord: null, rowsPerRange: 4, onProgress: (done) => steps.push(done) })).then((r) => ({ ...r, steps }));
     };
     // Ranges: records 1-2 (4 slots), 3 (the 9-slot record 4 would pass 4), 4 alone, 5, then 6 to the end.
     expect(await check()).toEqual({ problem: null, records: 6, steps: [0, 2, 3, 4, 5, 6] });
