@@ -7,6 +7,7 @@
  *
  *   npx tsx bench/page-transport.ts --url postgres://postgres@127.0.0.1:55464/postgres --rounds 12 --pages 500
  *   npx tsx bench/page-transport.ts --url ... --only 1 --pages 220      # one form alone, for callgrind
+ *   npx tsx bench/page-transport.ts --url ... --limit 1                 # one row, as a read by id
  *
  * `--url` is a superuser's on a database holding `phigate.patients` (the 8 ciphertext columns and
  * `key_wrapped`, the newest wrapped key) and `phigate.encounters` as the page reads them; the rows
@@ -26,6 +27,8 @@ const { values: args } = parseArgs({
     pages: { type: 'string', default: '500' },
     only: { type: 'string' },
     warmup: { type: 'string', default: '300' },
+    // Rows a page: 1 is a read by id's patient row and its encounters.
+    limit: { type: 'string', default: '100' },
   },
 });
 if (args.url === undefined) throw new Error('--url is required');
@@ -34,7 +37,7 @@ const PHI = `array_send(ARRAY[${[...PATIENT_PACKED_COLUMNS.map((c) => `p.${c}`),
 const WIDTH = 4;
 const ENCOUNTERS = `array_send(ARRAY(SELECT ARRAY[uuid_send(e.id), textsend(e.occurred_at::text), textsend(e.kind_legacy), e.kind] FROM phigate.encounters e
                                     WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id))`;
-const FROM = 'FROM phigate.patients p ORDER BY p.id LIMIT 100';
+const FROM = `FROM phigate.patients p ORDER BY p.id LIMIT ${Number(args.limit)}`;
 type Row = Record<string, unknown>;
 
 // What the gateway does with a row's two values: checks the packed values whole, makes a view of
