@@ -15,7 +15,7 @@ const malformed = (reason: string) => new PhigateError('INTERNAL', 'The request 
  * costs one of each instead of one per column, which saves the gateway more than the packing
  * costs PostgreSQL (~2 K instructions a patient row; bench/README.md, branch pagebin). A lone
  * column would only pay the packing. The value travels as base64 (fromPgBase64,
- * src/db/pg-base64.ts), not bytea's hex: Node decodes it for a sixth of the instructions its hex
+ * src/db/pg-base64.ts), not bytea's hex: Node decodes it for a seventh of the instructions its hex
  * takes, which saves the gateway about twice what PostgreSQL's base64 costs over its hex
  * (bench/README.md, branch b64).
  */
