@@ -2,7 +2,8 @@ import type { JoinedPatientKey, RowKey } from '../crypto/keys/keyring.ts';
 import { PhigateError } from '../errors.ts';
 import type { RowFacts } from '../policy/decide.ts';
 import { encryptedColumns } from '../policy/phi-fields.ts';
-import { checkPacked, PackedRows, packPhi, packedColumn, unpackPhi } from './packed-phi.ts';
+import { asBase64, checkPacked, PackedRows, packPhi, packedColumn, unpackPhi } from './packed-phi.ts';
+import { fromPgBase64 } from './pg-base64.ts';
 import type { SearchOwner, SearchQuota } from './search-quota.ts';
 import type { RequestTransaction } from './transaction.ts';
 
@@ -96,19 +97,19 @@ interface FetchedRow extends GrantColumns {
   readonly on_care_team: boolean;
 }
 
-/** A patient row as the statements send it: `phi` packs PATIENT_PACKED, then the newest wrapped key (KEY_JOIN). */
+/** A patient row as the statements send it: `phi` packs PATIENT_PACKED, then the newest wrapped key (KEY_JOIN), in base64. */
 interface FetchedPatient extends FetchedRow {
-  readonly phi: Buffer;
+  readonly phi: string;
   readonly key_version: number | null;
   readonly key_clinic_version: number | null;
 }
 
-/** An encounter row as the statements send it: `phi` packs the read's PHI columns, absent when it reads none. */
+/** An encounter row as the statements send it: `phi` packs the read's PHI columns in base64, absent when it reads none. */
 interface FetchedEncounter extends FetchedRow {
   readonly patient_id: string;
   readonly occurred_at: string;
   readonly kind_legacy?: string | null;
-  readonly phi?: Buffer | null;
+  readonly phi?: string | null;
 }
 
 const joinedKey = (r: FetchedPatient, wrapped: Buffer | null): JoinedPatientKey | null =>
@@ -140,9 +141,10 @@ class PackedPatientRow implements PatientRow {
   readonly grant_role: string | null;
   readonly #phi: Buffer;
   constructor(r: FetchedPatient) {
-    checkPacked(r.phi, KEY_AT + 1);
-    this.#phi = r.phi;
-    this.facts = factsOf(r, r.id, { joined: joinedKey(r, packedColumn(r.phi, KEY_AT)), held: null });
+    const phi = fromPgBase64(r.phi);
+    checkPacked(phi, KEY_AT + 1);
+    this.#phi = phi;
+    this.facts = factsOf(r, r.id, { joined: joinedKey(r, packedColumn(phi, KEY_AT)), held: null });
     this.id = r.id;
     this.clinic_id = r.clinic_id;
     this.on_care_team = r.on_care_team;
@@ -195,7 +197,7 @@ const NO_PHI: readonly (Buffer | null)[] = [];
 const column = (phi: readonly (Buffer | null)[], at: number): Buffer | null | undefined => (at < 0 ? undefined : phi[at]);
 
 const encounterRow = (r: FetchedEncounter, key: RowKey, packing: EncounterPacking): EncounterRow => {
-  const phi = packing.count === 0 ? NO_PHI : unpackPhi(r.phi ?? null, packing.count);
+  const phi = packing.count === 0 ? NO_PHI : unpackPhi(fromPgBase64(r.phi ?? null), packing.count);
   return {
     facts: factsOf(r, r.patient_id, key),
     id: r.id,
@@ -435,8 +437,9 @@ interface PageEncounters {
 // statement under the same row security (encounters_select), in the order encountersByPatientIds
 // reads them: one statement and one round trip for the page instead of two, and PostgreSQL no
 // longer parses the page's ids back as a uuid[] parameter (bench/README.md, branch pagesql).
-// Each encounter is a row of a two-dimensional bytea array (PackedRows): its id (uuid_send's 16
-// bytes), its time as text, `kind_legacy` when `kind` is read, then the read's PHI columns. The
+// Each encounter is a row of a two-dimensional bytea array (PackedRows), sent in base64 as a
+// patient row's `phi` is (packPhi): its id (uuid_send's 16 bytes), its time as text,
+// `kind_legacy` when `kind` is read, then the read's PHI columns. The
 // texts by textsend, the bytes a text column sends (convert_to looked its encoding's name up per
 // value: 0.16 M instructions a registrar's page on PostgreSQL 18).
 // The encounter's clinic, care team and grant are its patient's: 053's key makes an encounter's
@@ -447,8 +450,8 @@ const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: s
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
   const more = `,
-         array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
-                           WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id)) AS encounters`;
+         ${asBase64(`array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
+                           WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id))`)} AS encounters`;
   return { text: select(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
 };
 // One statement text per walk (or read by id) and set of columns (at most 32), so each is prepared once per connection.
@@ -521,9 +524,9 @@ export async function patientPageWithEncounters(
   walk: PageWalk = 'reach',
 ): Promise<PatientPageRead> {
   const read = withEncountersOf(columns, walk);
-  const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: string | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
   const rows = patientRows(fetched);
-  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
+  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fromPgBase64(fetched[i]!.encounters), read) };
 }
 
 /**
@@ -533,9 +536,9 @@ export async function patientPageWithEncounters(
  */
 export async function patientWithEncounters(tx: RequestTransaction, id: string, columns: readonly EncounterPhiColumn[]): Promise<PatientPageRead> {
   const read = withEncountersOf(columns, 'id');
-  const fetched = (await tx.query<FetchedPatient & { readonly encounters: Buffer | null }>(read.text, [id])).rows;
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: string | null }>(read.text, [id])).rows;
   const rows = patientRows(fetched);
-  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fetched[i]!.encounters, read) };
+  return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fromPgBase64(fetched[i]!.encounters), read) };
 }
 
 /**
@@ -564,11 +567,11 @@ export async function searchByBlindIndex(
   const read = encounters === null ? null : withEncountersOf(encounters, column);
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<FetchedPatient & { readonly encounters?: Buffer | null }>(read === null ? SEARCH_BY[column] : read.text, [indexes]),
+    tx.query<FetchedPatient & { readonly encounters?: string | null }>(read === null ? SEARCH_BY[column] : read.text, [indexes]),
   ]);
   if (!allowance.allowed) return allowance;
   const rows = patientRows(found.rows);
-  return { allowed: true, rows, encountersOf: read === null ? null : (i) => pageEncounterRows(rows[i]!, found.rows[i]!.encounters ?? null, read) };
+  return { allowed: true, rows, encountersOf: read === null ? null : (i) => pageEncounterRows(rows[i]!, fromPgBase64(found.rows[i]!.encounters ?? null), read) };
 }
 
 // One statement text per set of columns (at most 16), so each is prepared once per connection.

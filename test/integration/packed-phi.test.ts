@@ -2,6 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unpackPhi } from '../../src/db/packed-phi.ts';
+import { fromPgBase64 } from '../../src/db/pg-base64.ts';
 import {
   ENCOUNTER_PHI_COLUMNS,
   PATIENT_COLUMNS,
@@ -18,8 +19,8 @@ import { withRequestTransaction, type SecurityContext } from '../../src/db/trans
 import { GATEWAY_TYPES } from '../../src/db/type-parsers.ts';
 import { createTestDatabase, preparedStatements, withClient, type TestDatabase } from '../support/db.ts';
 
-// The reads pack a row's ciphertexts as `array_send(ARRAY[...])` (src/db/patients.ts): what
-// unpackPhi makes of PostgreSQL's own bytes must be, column for column, what the columns read one
+// The reads pack a row's ciphertexts as `encode(array_send(ARRAY[...]), 'base64')` (src/db/patients.ts):
+// what fromPgBase64 and unpackPhi make of PostgreSQL's own text must be, column for column, what the columns read one
 // by one give, through the gateway pools' parsers; for NULL, empty, long and stored (toasted,
 // compressed) values alike.
 describe('a packed row read from PostgreSQL', () => {
@@ -35,6 +36,14 @@ describe('a packed row read from PostgreSQL', () => {
     await db?.drop();
   });
 
+  it("decodes PostgreSQL's base64 of every length around its lines' ends", async () => {
+    const { rows } = await c.query<{ n: number; bytes: Buffer; text: string }>(
+      "SELECT n, b AS bytes, encode(b, 'base64') AS text FROM (SELECT n, decode(md5(n::text) || repeat(md5((n * 7)::text), n), 'hex') AS b FROM generate_series(0, 130) n) s",
+    );
+    for (const r of rows) expect(fromPgBase64(r.text)).toEqual(r.bytes);
+    expect(rows.some((r) => r.text.endsWith('\n'))).toBe(true);
+  });
+
   it('unpacks to the columns read one by one', async () => {
     const rows: (Buffer | null)[][] = [
       [randomBytes(45), null, Buffer.alloc(0), randomBytes(70)],
@@ -43,12 +52,12 @@ describe('a packed row read from PostgreSQL', () => {
     ];
     await c.query('CREATE TEMP TABLE t (n int, a bytea, b bytea, c bytea, d bytea)');
     for (const [n, row] of rows.entries()) await c.query('INSERT INTO t VALUES ($1, $2, $3, $4, $5)', [n, ...row]);
-    const { rows: read } = await c.query<{ a: Buffer | null; b: Buffer | null; c: Buffer | null; d: Buffer | null; phi: Buffer }>(
-      'SELECT a, b, c, d, array_send(ARRAY[a, b, c, d]) AS phi FROM t ORDER BY n',
+    const { rows: read } = await c.query<{ a: Buffer | null; b: Buffer | null; c: Buffer | null; d: Buffer | null; phi: string }>(
+      "SELECT a, b, c, d, encode(array_send(ARRAY[a, b, c, d]), 'base64') AS phi FROM t ORDER BY n",
     );
     expect(read).toHaveLength(rows.length);
     for (const [n, r] of read.entries()) {
-      expect(unpackPhi(r.phi, 4)).toEqual([r.a, r.b, r.c, r.d]);
+      expect(unpackPhi(fromPgBase64(r.phi), 4)).toEqual([r.a, r.b, r.c, r.d]);
       expect([r.a, r.b, r.c, r.d]).toEqual(rows[n]);
     }
   });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { unpackPhi } from '../../src/db/packed-phi.ts';
+import { fromPgBase64 } from '../../src/db/pg-base64.ts';
 import { PATIENT_PACKED_COLUMNS, searchByBlindIndex } from '../../src/db/patients.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../support/db.ts';
 import { firstStatementOf, planOfExecute, underRequestContext } from '../support/statement-plan.ts';
@@ -48,9 +49,9 @@ describe("a patient read's newest key", () => {
         await c.query(`PREPARE search(bytea[]) AS ${search}`);
         const wanted = `ARRAY[convert_to('ssn-${target}', 'UTF8')]`;
         const plan = await planOfExecute(c, `search(${wanted})`);
-        const found = await c.query<{ id: string; key_version: number; key_clinic_version: number; phi: Buffer }>(`EXECUTE search(${wanted})`);
+        const found = await c.query<{ id: string; key_version: number; key_clinic_version: number; phi: string }>(`EXECUTE search(${wanted})`);
         // The wrapped key is packed after the row's ciphertexts.
-        return { plan, row: found.rows.map((r) => ({ ...r, key_wrapped: unpackPhi(r.phi, PATIENT_PACKED_COLUMNS.length + 1).at(-1) })) };
+        return { plan, row: found.rows.map((r) => ({ ...r, key_wrapped: unpackPhi(fromPgBase64(r.phi), PATIENT_PACKED_COLUMNS.length + 1).at(-1) })) };
       } finally {
         await c.query('ROLLBACK');
       }

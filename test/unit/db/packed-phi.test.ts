@@ -4,6 +4,7 @@ import { PackedRows, packPhi, unpackPhi } from '../../../src/db/packed-phi.ts';
 import { PATIENT_PACKED_COLUMNS, patientsByIds, type PatientRow } from '../../../src/db/patients.ts';
 import type { RequestTransaction } from '../../../src/db/transaction.ts';
 import { PhigateError } from '../../../src/errors.ts';
+import { pgBase64 } from '../../support/pg-base64.ts';
 
 // array_send's layout for a one-dimensional bytea[] (PostgreSQL's arrayfuncs.c), written from its
 // definition: ndim, has-nulls flag, element type, length, lower bound, then each element's int32
@@ -32,9 +33,9 @@ const refusal = (fn: () => unknown): string | undefined => {
 };
 
 describe('packPhi', () => {
-  it('packs several columns with array_send and leaves a lone one as it is', () => {
-    expect(packPhi(['e.kind', 'e.notes'])).toBe('array_send(ARRAY[e.kind, e.notes]) AS phi');
-    expect(packPhi(['e.kind'])).toBe('e.kind AS phi');
+  it('packs several columns with array_send and leaves a lone one as it is, either in base64', () => {
+    expect(packPhi(['e.kind', 'e.notes'])).toBe("encode(array_send(ARRAY[e.kind, e.notes]), 'base64') AS phi");
+    expect(packPhi(['e.kind'])).toBe("encode(e.kind, 'base64') AS phi");
     expect(() => packPhi([])).toThrow(TypeError);
   });
 });
@@ -168,9 +169,10 @@ describe('PackedRows', () => {
 });
 
 describe('a patient row of a packed value', () => {
-  // patientsByIds over a statement answered with `phi` as given: no database needed.
-  const rowOf = async (phi: Buffer | null): Promise<PatientRow> => {
-    const fetched = { id: '00000000-0000-4000-8000-000000000001', clinic_id: 'clinic-a', on_care_team: true, grant_id: null, grant_role: null, phi, key_version: 3, key_clinic_version: 2 };
+  // patientsByIds over a statement answered with `phi` as given, in PostgreSQL's base64: no database needed.
+  const rowOf = async (phi: Buffer | string | null): Promise<PatientRow> => {
+    const text = Buffer.isBuffer(phi) ? pgBase64(phi) : phi;
+    const fetched = { id: '00000000-0000-4000-8000-000000000001', clinic_id: 'clinic-a', on_care_team: true, grant_id: null, grant_role: null, phi: text, key_version: 3, key_clinic_version: 2 };
     const tx = { query: async () => ({ rows: [fetched] }) } as unknown as RequestTransaction;
     return (await patientsByIds(tx, [fetched.id]))[0]!;
   };
@@ -198,5 +200,13 @@ describe('a patient row of a packed value', () => {
     await expect(rowOf(packed(values.slice(1)))).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_header' });
     await expect(rowOf(packed(values).subarray(0, 100))).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_length' });
     await expect(rowOf(null)).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_null' });
+  });
+
+  it('is refused when its base64 is not what PostgreSQL sends, though Node would decode it', async () => {
+    const text = pgBase64(packed([...columns.map(() => randomBytes(40)), randomBytes(60)]));
+    await expect(rowOf(text)).resolves.toBeDefined();
+    for (const bad of [`${text.slice(0, 10)}*${text.slice(10)}`, text.replaceAll('\n', ''), text.replace('\n', ' '), `${text} `]) {
+      await expect(rowOf(bad)).rejects.toMatchObject({ code: 'INTERNAL', reason: 'packed_phi_base64' });
+    }
   });
 });

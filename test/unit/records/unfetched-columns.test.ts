@@ -23,11 +23,11 @@ describe('encountersByPatientIds', () => {
   it('leaves out the PHI columns it is not given, whatever their order', async () => {
     const sql = await encounterSql(['notes', 'kind']);
     expect(sql).toContain('e.kind_legacy,');
-    expect(sql).toContain('array_send(ARRAY[e.kind, e.notes]) AS phi');
+    expect(sql).toContain("encode(array_send(ARRAY[e.kind, e.notes]), 'base64') AS phi");
     expect(sql).not.toContain('e.reason');
     expect(sql).not.toContain('e.diagnosis_codes');
     expect(await encounterSql(['kind', 'notes'])).toBe(sql);
-    expect(await encounterSql([])).not.toMatch(/e\.(kind|reason|diagnosis_codes|notes)\b|array_send/);
+    expect(await encounterSql([])).not.toMatch(/e\.(kind|reason|diagnosis_codes|notes)\b|array_send|encode/);
   });
 });
 
