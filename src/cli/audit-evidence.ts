@@ -274,7 +274,8 @@ async function recordShortRetention(c: pg.Client, requestId: string, days: numbe
 
 /** Which signed checkpoint ended the run, and which could not: said, since a run that removes nothing otherwise looks like one with nothing to remove. */
 function signedBound(r: Pick<RetentionRun, 'checkpoint' | 'untimed'>): string {
-  const untimed = r.untimed === 0 ? '' : `; ${r.untimed} later checkpoint${r.untimed === 1 ? ' carries' : 's carry'} no signed time and bound nothing (retention stops before them)`;
+  const untimed =
+    r.untimed === 0 ? '' : `; ${r.untimed} later checkpoint${r.untimed === 1 ? ' carries no signed time and bounds' : 's carry no signed time and bound'} nothing (retention stops before ${r.untimed === 1 ? 'it' : 'them'})`;
   if (r.checkpoint === null) return `no checkpoint whose signature checks out was signed (by its signed time) before then, so nothing could go${untimed}`;
   return `bounded by checkpoint ${r.checkpoint.size}, signed at ${new Date(r.checkpoint.time).toISOString()}${untimed}`;
 }

@@ -145,7 +145,7 @@ it('an old-format checkpoint without a time line, over back-dated events: it bou
   await checkpointSignedAt(pool, signer, null);
   const r = await retain();
   expect(r).toMatchObject({ code: 0, stderr: '' });
-  expect(r.stdout).toContain('so nothing could go; 1 later checkpoint carries no signed time and bound nothing (retention stops before them); ');
+  expect(r.stdout).toContain('so nothing could go; 1 later checkpoint carries no signed time and bounds nothing (retention stops before it); ');
   await expectAllKept();
 });
 
