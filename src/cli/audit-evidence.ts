@@ -7,6 +7,7 @@ import { parseVerifierKey, verifierKey, type Verifier } from '../audit/log/note.
 import { checkProof } from '../audit/log/proof.ts';
 import { describeLeaf, proveConsistency, proveEvent, ProveError } from '../audit/verify/prove.ts';
 import { retainAuditEvents, type RetentionRun } from '../audit/verify/retain.ts';
+import { CheckpointUnverifiedError } from '../audit/verify/retention-bound.ts';
 import { sinkPositions, SinkUnreadableError } from '../audit/verify/sink-positions.ts';
 import { verifyLog, type VerifyReport } from '../audit/verify/verify.ts';
 import { SinkFormatError } from '../audit/verify/sink-reader.ts';
@@ -59,8 +60,10 @@ export const AUDIT_EVIDENCE_USAGE = `  audit verify [--since T] [--sink-dir DIR]
   audit check-proof [--proof FILE] [--event ID] (--key VKEY | --key-file F)
                                 check a proof (stdin without --proof) with the public key alone, offline;
                                 with --event, also that event ID is inside the proven entry
-  audit retain [--days N] [--below-six-years] --confirm
-                                remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves,
+  audit retain [--days N] [--below-six-years] [--key VKEY | --key-file F] --confirm
+                                remove events past retention (PHIGATE_AUDIT_RETENTION_DAYS), keeping their leaves:
+                                only those under a checkpoint whose signature checks out with the public key and
+                                whose signed time is before the cutoff (one without a time bounds nothing),
                                 and none a sink has not delivered yet (the configured ones, PHIGATE_AUDIT_SINK_DIR
                                 and _STDOUT, and every one a gateway delivers to); a period under six years
                                 (${RETENTION_FLOOR_DAYS} days) is refused without --below-six-years, and audited as an alert with it`;
@@ -228,20 +231,23 @@ async function retain(v: Values, config: Config, io: Io): Promise<number> {
   const before = new Date(Date.now() - days * 86_400_000);
   const sinks = { sinkDir: config.auditLog.sinkDir, sinkStdout: config.auditLog.sinkStdout };
   if (v.confirm !== true) {
-    io.err(`would remove the audit events older than ${before.toISOString()} (${days} days) that a signed checkpoint covers and every sink has delivered; run again with --confirm`);
+    io.err(
+      `would remove the audit events older than ${before.toISOString()} (${days} days) under the last checkpoint signed before then (by its signed time) that every sink has delivered; run again with --confirm`,
+    );
     return 2;
   }
+  const verifier = await verifierOf(v, config);
   const requestId = `retain-${randomUUID()}`;
   if (short) io.err(`warning: retention of ${days} days, under six years (${RETENTION_FLOOR_DAYS} days), as --${SHORT_RETENTION_FLAG} asks; audited as an alert (request ${requestId})`);
   const r = await withMigrator(config, io, async (c) => {
     const positions = await sinkPositions(sinks, c);
-    if (!short) return retainAuditEvents(c, before, requestId, positions);
+    if (!short) return retainAuditEvents(c, before, requestId, positions, verifier);
     // The alert commits with the run or not at all: no short run goes unrecorded, and no alert
     // stands for a run that did not happen.
     await c.query('BEGIN');
     try {
       await recordShortRetention(c, requestId, days);
-      const run = await retainAuditEvents(c, before, requestId, positions);
+      const run = await retainAuditEvents(c, before, requestId, positions, verifier);
       await c.query('COMMIT');
       return run;
     } catch (e) {
@@ -249,11 +255,11 @@ async function retain(v: Values, config: Config, io: Io): Promise<number> {
       throw e;
     }
   }).catch((e: unknown) => {
-    if (e instanceof SinkUnreadableError) throw new AuditEvidenceError(`retention refused: ${e.message}`);
+    if (e instanceof SinkUnreadableError || e instanceof CheckpointUnverifiedError) throw new AuditEvidenceError(`retention refused: ${e.message}`);
     throw e;
   });
   const range = r.events === 0 ? 'no events' : `${r.events} events (leaves ${r.fromLeaf} to ${r.toLeaf - 1})`;
-  io.out(`retention: removed ${range} older than ${before.toISOString()}; ${heldBack(r)}; their leaf hashes and every checkpoint stay; audited as event ${r.eventId}`);
+  io.out(`retention: removed ${range} older than ${before.toISOString()}; ${signedBound(r)}; ${heldBack(r)}; their leaf hashes and every checkpoint stay; audited as event ${r.eventId}`);
   return 0;
 }
 
@@ -264,6 +270,14 @@ async function recordShortRetention(c: pg.Client, requestId: string, days: numbe
      VALUES ($1, session_user, 'system', 'HSYSADMIN', 'alert', 'AuditLog', $2)`,
     [requestId, `retention_below_floor:${days}`],
   );
+}
+
+/** Which signed checkpoint ended the run, and which could not: said, since a run that removes nothing otherwise looks like one with nothing to remove. */
+function signedBound(r: Pick<RetentionRun, 'checkpoint' | 'untimed'>): string {
+  const untimed =
+    r.untimed === 0 ? '' : `; ${r.untimed} later checkpoint${r.untimed === 1 ? ' carries no signed time and bounds' : 's carry no signed time and bound'} nothing (retention stops before ${r.untimed === 1 ? 'it' : 'them'})`;
+  if (r.checkpoint === null) return `no checkpoint whose signature checks out was signed (by its signed time) before then, so nothing could go${untimed}`;
+  return `bounded by checkpoint ${r.checkpoint.size}, signed at ${new Date(r.checkpoint.time).toISOString()}${untimed}`;
 }
 
 function heldBack(r: RetentionRun): string {

@@ -1,11 +1,13 @@
 /**
  * The C2SP tlog-checkpoint body: the log's origin, its size and its root, one per line, each line
  * ending in a newline; then phigate's one extension line, `time <RFC 3339 UTC, milliseconds>`:
- * when the checkpointer signed it, by the database's clock (the clock that stamps `occurred_at`).
+ * when the checkpointer signed it, by the database's clock (the clock that stamps `occurred_at`),
+ * or by the checkpointer's own when that is later (seal.ts).
  * It is what the signed note signs; a verifier needs only these bytes and the public key.
  *
- * The time is what a partial `audit verify --since T` chooses its range by (docs/audit-log.md):
- * signed, so nobody without the signing key can move it, unlike any column of the database.
+ * The time is what a partial `audit verify --since T` chooses its range by, and where `audit
+ * retain` may end (docs/audit-log.md): signed, so nobody without the signing key can move it,
+ * unlike any column of the database.
  */
 export interface Checkpoint {
   readonly origin: string;

@@ -109,9 +109,12 @@ export async function checkpoint(pool: Pool, signer: NoteSigner, policy: Checkpo
     const due = policy.force || last === undefined || head.size - lastSize >= policy.events || last.age >= policy.seconds;
     if (!due) return { signed: false };
     // The database's clock, read after the head (rounded up): every leaf under it was committed,
-    // so stamped occurred_at, before this time. A partial verify relies on exactly that.
-    const { rows: clock } = await client.query<{ ms: string }>('SELECT ceil(extract(epoch FROM clock_timestamp()) * 1000)::bigint::text AS ms');
-    const time = Number(clock[0]!.ms);
+    // so stamped occurred_at, before this time. A partial verify and retention rely on exactly
+    // that, so the time is never earlier than this process's clock either: a database whose clock
+    // was set back, or whose search_path puts another clock_timestamp first, cannot date a
+    // signature early (a late time only keeps more events, and recomputes more leaves).
+    const { rows: clock } = await client.query<{ ms: string }>('SELECT ceil(extract(epoch FROM pg_catalog.clock_timestamp()) * 1000)::bigint::text AS ms');
+    const time = Math.max(Number(clock[0]!.ms), Date.now());
     const note = await signNote(formatCheckpoint({ origin: signer.name, size: head.size, root: head.root, time }), signer);
     await client.query('INSERT INTO phigate.audit_checkpoints (tree_size, origin, root, note) VALUES ($1, $2, $3, $4)', [
       String(head.size),

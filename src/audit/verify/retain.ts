@@ -1,12 +1,15 @@
 import type pg from 'pg';
+import type { Verifier } from '../log/note.ts';
+import { retentionBound, type RetentionCheckpoint } from './retention-bound.ts';
 import type { SinkAt } from './sink-positions.ts';
 
 /**
- * The one path by which audit events leave (017_audit_append_only.sql, 036): the events of the
- * leaves after the last run, up to the first event younger than `before` (or the last signed
- * leaf, or the first leaf a configured sink has not delivered), in one transaction with the run's
- * record and its own audit event. Leaf hashes, heads and checkpoints stay, so `audit verify`
- * still checks every signed root.
+ * The one path by which audit events leave (017_audit_append_only.sql, 036, 073): the events of
+ * the leaves after the last run, up to the largest checkpoint whose signature this process checked
+ * with the log's public key and whose signed time is before `before` (retention-bound.ts), and
+ * sooner: at the first event whose own time is not before `before`, or the first leaf a configured
+ * sink has not delivered; in one transaction with the run's record and its own audit event. Leaf
+ * hashes, heads and checkpoints stay, so `audit verify` still checks every signed root.
  */
 export interface RetentionRun {
   readonly runId: string;
@@ -19,6 +22,10 @@ export interface RetentionRun {
   readonly bound: SinkAt | null;
   /** Leaves past retention that the bound kept, because that sink has not delivered them yet. */
   readonly heldBack: number;
+  /** The signed checkpoint the run could go no further than; null when none qualified (nothing removed). */
+  readonly checkpoint: RetentionCheckpoint | null;
+  /** Checkpoints past that one signed without a time line, which bound nothing. */
+  readonly untimed: number;
 }
 
 /** The retention event's detail, as 036's function writes it; verify expects exactly this. */
@@ -34,13 +41,16 @@ function furthestBehind(sinks: readonly SinkAt[]): SinkAt | null {
 
 /**
  * `sinks` are the positions of every configured sink (sink-positions.ts), none left out: an empty
- * list says there is no sink, and only then may events go that no sink holds.
+ * list says there is no sink, and only then may events go that no sink holds. `verifier` is the
+ * log's public key, from outside the database. Throws CheckpointUnverifiedError, removing nothing,
+ * when a stored checkpoint does not check out with it.
  */
-export async function retainAuditEvents(db: pg.ClientBase, before: Date, requestId: string, sinks: readonly SinkAt[]): Promise<RetentionRun> {
+export async function retainAuditEvents(db: pg.ClientBase, before: Date, requestId: string, sinks: readonly SinkAt[], verifier: Verifier): Promise<RetentionRun> {
   const bound = furthestBehind(sinks);
+  const { checkpoint, untimed } = await retentionBound(db, verifier, before);
   const { rows } = await db.query<{ run_id: string; from_leaf: string; to_leaf: string; events: string; event_id: string; held_back: string }>(
-    'SELECT run_id, from_leaf, to_leaf, events, event_id, held_back FROM phigate.retain_audit_events($1, $2, $3)',
-    [before, requestId, bound === null ? null : String(bound.nextLeaf)],
+    'SELECT run_id, from_leaf, to_leaf, events, event_id, held_back FROM phigate.retain_audit_events($1, $2, $3, $4, $5)',
+    [before, requestId, bound === null ? null : String(bound.nextLeaf), checkpoint === null ? null : String(checkpoint.size), checkpoint?.note ?? null],
   );
   const r = rows[0]!;
   return {
@@ -51,5 +61,7 @@ export async function retainAuditEvents(db: pg.ClientBase, before: Date, request
     eventId: r.event_id,
     bound,
     heldBack: Number(r.held_back),
+    checkpoint,
+    untimed,
   };
 }

@@ -1,11 +1,11 @@
 import type pg from 'pg';
-import { parseCheckpoint } from '../log/checkpoint.ts';
-import { openNote, type Verifier } from '../log/note.ts';
+import type { Verifier } from '../log/note.ts';
 import { leafBytes, RECORD_LEAF_SELECT, V1_LEAF_SELECT, V3_LEAF_SELECT, type LeafRow } from '../log/rows.ts';
 import { growingTree, leafHash } from '../log/tree.ts';
 import { checkPatientListings, type ListingProblemKind } from './listing.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
 import { retentionDetail } from './retain.ts';
+import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
 
 /**
  * `phigate audit verify` (docs/audit-log.md, "Verifying the log"): trusts nothing the database
@@ -203,7 +203,7 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
 
     // Checkpoints: each note signed by the key, its body the row's size and root, of this log.
     const cps = (
-      await db.query<{ tree_size: string; origin: string; root: Buffer; note: string }>(
+      await db.query<CheckpointRow>(
         'SELECT tree_size, origin, root, note FROM phigate.audit_checkpoints ORDER BY tree_size',
       )
     ).rows;
@@ -213,15 +213,10 @@ export async function verifyLog(opts: VerifyOptions): Promise<VerifyReport> {
       const size = Number(c.tree_size);
       const last = size > 0 ? await eventAtLeaf(size - 1) : null;
       const covers = last === null ? '' : ` (the checkpoint over events up to ${last})`;
-      const text = openNote(c.note, opts.verifier);
-      if (text === null) fail('checkpoint_signature', last, `checkpoint ${size}: its signature does not verify with the public key${covers}`);
-      const body = parseCheckpoint(text!);
-      if (body === null || body.origin !== opts.verifier.name) fail('checkpoint_signature', last, `checkpoint ${size}: the signed note is not a checkpoint of log ${opts.verifier.name}${covers}`);
-      if (body!.size !== size || !body!.root.equals(c.root) || c.origin !== body!.origin) {
-        fail('checkpoint_row', last, `checkpoint ${size}: the row's size, root or origin differ from its signed note${covers}`);
-      }
+      const checked = checkCheckpointRow(c, opts.verifier);
+      if (!checked.ok) return fail(checked.kind, last, `checkpoint ${size}: ${checked.reason}${covers}`);
       checkpointNotes.set(size, c.note);
-      if (body!.time !== undefined) timed.push({ size, time: body!.time });
+      if (checked.body.time !== undefined) timed.push({ size, time: checked.body.time });
     }
     if (opts.since != null) range = { ...range, ...rangeSince(timed, opts.since) };
     const start = range.fromLeaf;

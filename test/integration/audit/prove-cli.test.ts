@@ -10,6 +10,7 @@ import { fileSigner } from '../../../src/audit/log/signer.ts';
 import { deliver } from '../../../src/audit/sink/deliver.ts';
 import { fileSink } from '../../../src/audit/sink/file.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { checkpointSignedAt } from '../../support/audit-checkpoint.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
 
 // `phigate audit prove | check-proof | verify` as an operator and a regulator run them: proofs
@@ -219,7 +220,7 @@ describe('phigate audit retain', { timeout: 120_000 }, () => {
   });
 
   it('runs a shorter period when told by name, audits it as an alert beside the run, and the log still verifies', async () => {
-    // A database of its own: two records from two days ago, sealed and signed.
+    // A database of its own: two records from two days ago, sealed and signed then.
     const young = await createTestDatabase();
     const youngPool = createPool(young.appUrl, { max: 2, applicationName: 'phigate-audit' });
     try {
@@ -232,14 +233,15 @@ describe('phigate audit retain', { timeout: 120_000 }, () => {
            FROM generate_series(1, 2) g`,
         ),
       );
-      const sealEverything = async (n: number) => {
+      const sealEverything = async (n: number, signedAt: Date | null = null) => {
         for (let sealed = 0; sealed < n; ) {
           sealed += await sealAll(youngPool, 1000);
           if (sealed < n) await new Promise((r) => setTimeout(r, 50));
         }
-        await checkpoint(youngPool, signer, { seconds: 0, events: 1, force: true });
+        if (signedAt === null) await checkpoint(youngPool, signer, { seconds: 0, events: 1, force: true });
+        else await checkpointSignedAt(youngPool, signer, signedAt);
       };
-      await sealEverything(2);
+      await sealEverything(2, new Date(Date.now() - 2 * 86_400_000 + 60_000));
       const env = { ...operator(), DATABASE_URL: young.appUrl, PHIGATE_MIGRATE_URL: young.adminUrl };
 
       const r = await cli(['audit', 'retain', '--days', '1', '--below-six-years', '--confirm'], env);
@@ -288,7 +290,7 @@ describe('phigate audit retain', { timeout: 120_000 }, () => {
           sealed += await sealAll(oldPool, 1000);
           if (sealed < 2) await new Promise((r) => setTimeout(r, 50));
         }
-        await checkpoint(oldPool, signer, { seconds: 0, events: 1, force: true });
+        await checkpointSignedAt(oldPool, signer, new Date(Date.now() - 7 * 365 * 86_400_000));
         if (round === 0) await deliver(oldPool, await fileSink(sinkDir, 1 << 20), 1000);
       }
       const env = { ...operator(), DATABASE_URL: old.appUrl, PHIGATE_MIGRATE_URL: old.adminUrl };

@@ -11,6 +11,7 @@ import { checkPatientListings } from '../../../src/audit/verify/listing.ts';
 import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
 import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { checkpointSignedAt } from '../../support/audit-checkpoint.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
 
 // `audit verify` checks the patient listing of v3 records (061), phigate.audit_record_patients,
@@ -89,7 +90,7 @@ async function sealEverything(): Promise<void> {
   }
 }
 
-/** A fresh database with four v3 records of 3 patients and a v2 record among them, sealed and signed; the v3 records' ids. */
+/** A fresh database with four v3 records of 3 patients and a v2 record among them, sealed and signed (as of `occurredAt` when given); the v3 records' ids. */
 async function buildTrail(occurredAt: string | null = null): Promise<string[]> {
   await dropTrail();
   db = await createTestDatabase();
@@ -101,7 +102,8 @@ async function buildTrail(occurredAt: string | null = null): Promise<string[]> {
     return ids;
   });
   await sealEverything();
-  await checkpoint(pool!, signer, { seconds: 0, events: 1, force: true });
+  if (occurredAt === null) await checkpoint(pool!, signer, { seconds: 0, events: 1, force: true });
+  else await checkpointSignedAt(pool!, signer, new Date(Date.parse(occurredAt) + 1000));
   return records;
 }
 
@@ -234,14 +236,14 @@ describe('audit verify and the patient listing of v3 records', () => {
       );
     const before = await state();
     const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
-    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-forged', [])).then(
+    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-forged', [], verifier)).then(
       () => null,
       (e: unknown) => e,
     );
     expect(refused).toMatchObject({ code: 'XX001', message: `retention refused: phigate.audit_record_patients lists slot ${slot} of record ${record}, which no v3 record this run removes holds` });
     expect(await state()).toEqual(before);
     await tamper(undo, [record, slot]);
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-clean', []))).toMatchObject({ fromLeaf: 0, toLeaf: 5 });
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-clean', [], verifier))).toMatchObject({ fromLeaf: 0, toLeaf: 5 });
     // The one record left is the run's own event.
     expect(await state()).toEqual({ v3: 0, v2: 1, listed: 0, runs: 1, events: 1 });
   });
@@ -250,7 +252,7 @@ describe('audit verify and the patient listing of v3 records', () => {
     const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
     await tamper('DELETE FROM phigate.audit_record_patients WHERE record_id = $1 AND slot = 2', [records[3]]);
     const cutoff = new Date(Date.now() - 6 * 365 * 86_400_000);
-    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-missing', [])).then(
+    const refused = await admin((c) => retainAuditEvents(c, cutoff, 'retain-missing', [], verifier)).then(
       () => null,
       (e: unknown) => e,
     );
@@ -264,7 +266,7 @@ describe('audit verify and the patient listing of v3 records', () => {
 
   it('passes after retention took records and their listing, and names a listing row of a removed record', async () => {
     const records = await buildTrail(new Date(Date.now() - 7 * 365 * 86_400_000).toISOString());
-    await admin((c) => retainAuditEvents(c, new Date(Date.now() - 6 * 365 * 86_400_000), 'retain-listing', []));
+    await admin((c) => retainAuditEvents(c, new Date(Date.now() - 6 * 365 * 86_400_000), 'retain-listing', [], verifier));
     expect(await admin(async (c) => (await c.query('SELECT count(*)::int AS n FROM phigate.audit_record_patients')).rows[0].n)).toBe(0);
     await sealEverything();
     await checkpoint(pool!, signer, { seconds: 0, events: 1, force: true });

@@ -13,9 +13,11 @@ import { fileSink } from '../../../src/audit/sink/file.ts';
 import { checkProof } from '../../../src/audit/log/proof.ts';
 import { proveConsistency, proveEvent } from '../../../src/audit/verify/prove.ts';
 import { retainAuditEvents } from '../../../src/audit/verify/retain.ts';
+import { CheckpointUnverifiedError } from '../../../src/audit/verify/retention-bound.ts';
 import { sinkPositions, SinkUnreadableError } from '../../../src/audit/verify/sink-positions.ts';
 import { verifyLog, type VerifyReport } from '../../../src/audit/verify/verify.ts';
 import { createPool, type Pool } from '../../../src/db/pool.ts';
+import { checkpointSignedAt } from '../../support/audit-checkpoint.ts';
 import { createTestDatabase, withClient, type TestDatabase } from '../../support/db.ts';
 
 // `audit verify` against a real PostgreSQL: a superuser who disables the triggers edits the trail
@@ -79,14 +81,19 @@ async function addV1Events(n: number, occurredAt: string | null = null): Promise
   });
 }
 
-/** Records of 3 events in several transactions, sealed and signed in three rounds: checkpoints at 3 sizes; the leaf keys. */
+/**
+ * Records of 3 events in several transactions, sealed and signed in three rounds: checkpoints at 3
+ * sizes; the leaf keys. Records dated `occurredAt` are signed as of then too, as the log of that
+ * time was (retention goes by the signed time).
+ */
 async function buildLog(rounds = 3, perRound = 4, occurredAt: string | null = null): Promise<string[]> {
   for (let r = 0; r < rounds; r++) {
     await admin(async (c) => {
       for (let i = 0; i < perRound; i++) await addRecord(c, `req-${r}-${i}`, occurredAt);
     });
     await sealEverything();
-    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    if (occurredAt === null) await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    else await checkpointSignedAt(pool, signer, new Date(Date.parse(occurredAt) + 1000));
   }
   return ids();
 }
@@ -489,7 +496,7 @@ describe('retention', () => {
     const recent = (await buildLog(1, 3)).slice(old.length);
     const checkpointsBefore = await admin(async (c) => (await c.query('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows);
 
-    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1', []));
+    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-1', [], verifier));
     // 2 v1 events and 6 records of 3 events: 8 leaves, 20 events.
     expect(run).toMatchObject({ fromLeaf: 0, toLeaf: old.length, events: 2 + 6 * 3 });
     const left = await admin(async (c) => (await c.query<{ key: string }>('SELECT (id << 16)::text AS key FROM phigate.audit_records ORDER BY id')).rows.map((r) => r.key));
@@ -510,7 +517,7 @@ describe('retention', () => {
     expect(await verify(sinkDir)).toMatchObject({ problem: null, sinkCompared: recent.length + 1 });
 
     // A second run finds nothing more to remove, and is audited all the same.
-    const again = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-2', []));
+    const again = await admin((c) => retainAuditEvents(c, cutoff, 'retain-test-2', [], verifier));
     expect(again).toMatchObject({ fromLeaf: old.length, toLeaf: old.length, events: 0 });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
@@ -521,20 +528,98 @@ describe('retention', () => {
     expect(err).toMatchObject({ code: '42501' });
   });
 
-  it('stops at the last signed checkpoint, and at the first record inside the retention period', async () => {
+  it('stops at the last checkpoint signed before the cutoff, by its signed time, and sooner at the first record inside the period', async () => {
     await fresh();
     const signed = await buildLog(2, 3, longAgo);
-    // An old record sealed but under no checkpoint yet: it stays, for now.
+    // An old record sealed but under no checkpoint yet: it stays.
     await admin((c) => addRecord(c, 'unsigned', longAgo, 2));
     await sealEverything();
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-1', []))).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length * 3 });
-    // Now signed, followed by recent records, then old ones again: the next run ends at the first recent one.
-    await buildLog(1, 2);
-    await buildLog(1, 2, longAgo);
-    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2', []))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length + 1, events: 2 });
+    const first = await admin((c) => retainAuditEvents(c, cutoff, 'retain-1', [], verifier));
+    expect(first).toMatchObject({ fromLeaf: 0, toLeaf: signed.length, events: signed.length * 3, checkpoint: { size: signed.length }, untimed: 0 });
+    // Signed now, it stays all the same: its row says seven years, its checkpoint says today.
+    await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-2', [], verifier))).toMatchObject({ fromLeaf: signed.length, toLeaf: signed.length, events: 0, checkpoint: { size: signed.length } });
+    // A checkpoint after today's that claims an old time moves no bound past today's.
+    await admin((c) => addRecord(c, 'old-again', longAgo, 2));
+    await sealEverything();
+    await checkpointSignedAt(pool, signer, new Date(longAgo));
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-3', [], verifier))).toMatchObject({ toLeaf: signed.length, events: 0, checkpoint: { size: signed.length } });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
-    expect(await verify()).toMatchObject({ problem: null, retired: signed.length + 1 });
+    expect(await verify()).toMatchObject({ problem: null, retired: signed.length });
+  });
+
+  it("ends sooner at a record whose own time is inside the period, even under an old signed checkpoint: a row's time only ever keeps events", async () => {
+    await fresh();
+    const old = await buildLog(1, 2, longAgo);
+    await admin(async (c) => {
+      await addRecord(c, 'recent');
+      await addRecord(c, 'old', longAgo);
+    });
+    await sealEverything();
+    await checkpointSignedAt(pool, signer, new Date(Date.parse(longAgo) + 2000));
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-row-time', [], verifier))).toMatchObject({ fromLeaf: 0, toLeaf: old.length, heldBack: 0, checkpoint: { size: old.length + 2 } });
+  });
+
+  it('takes no bound from a checkpoint without a signed time, and goes on under a later timed one', async () => {
+    await fresh();
+    await addV1Events(2, longAgo);
+    await buildLog(1, 2, longAgo);
+    await tamper('DELETE FROM phigate.audit_checkpoints');
+    const untimed = await checkpointSignedAt(pool, signer, null);
+    const none = await admin((c) => retainAuditEvents(c, cutoff, 'retain-untimed', [], verifier));
+    expect(none).toMatchObject({ fromLeaf: 0, toLeaf: 0, events: 0, checkpoint: null, untimed: 1 });
+    await admin((c) => addRecord(c, 'old-timed', longAgo));
+    await sealEverything();
+    const timed = await checkpointSignedAt(pool, signer, new Date(Date.parse(longAgo) + 5000));
+    // The range ends at the first run's own event (leaf 4, today), sealed before the old record.
+    expect(timed).toBe(untimed + 2);
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-timed', [], verifier))).toMatchObject({ fromLeaf: 0, toLeaf: untimed, checkpoint: { size: timed }, untimed: 0 });
+  });
+
+  it('refuses, removing nothing, when a stored checkpoint does not check out with the public key', async () => {
+    await fresh();
+    await buildLog(2, 2, longAgo);
+    const other = await fileSigner(path.join(dir, `other-${db.name}.pem`), ORIGIN);
+    const runs = () => admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_retention_runs')).rows[0]!.n));
+    // A checkpoint signed by another key, or an edited note: no run at all, and the error names the checkpoint.
+    await tamper('DELETE FROM phigate.audit_checkpoints WHERE tree_size = 4');
+    await checkpointSignedAt(pool, other, new Date(longAgo));
+    const forged = await admin((c) => retainAuditEvents(c, cutoff, 'retain-forged-key', [], verifier)).then(() => null, (e: unknown) => e);
+    expect(forged).toBeInstanceOf(CheckpointUnverifiedError);
+    expect(forged).toMatchObject({ size: 4, kind: 'checkpoint_signature', code: 'CHECKPOINT_UNVERIFIED' });
+    await tamper('DELETE FROM phigate.audit_checkpoints WHERE tree_size = 4');
+    await checkpointSignedAt(pool, signer, new Date(longAgo));
+    await tamper("UPDATE phigate.audit_checkpoints SET note = replace(note, E'\\n4\\n', E'\\n3\\n') WHERE tree_size = 4");
+    expect(await admin((c) => retainAuditEvents(c, cutoff, 'retain-edited', [], verifier)).then(() => null, (e: unknown) => e)).toMatchObject({ size: 4, kind: 'checkpoint_signature' });
+    expect(await runs()).toBe(0);
+  });
+
+  it('the database function refuses a bound it cannot check itself: no stored checkpoint of that size and note, no time line, or a time not before the cutoff', async () => {
+    await fresh();
+    await buildLog(1, 2, longAgo);
+    const cps = await admin(async (c) => (await c.query<{ tree_size: string; note: string }>('SELECT tree_size, note FROM phigate.audit_checkpoints ORDER BY tree_size')).rows);
+    const old = cps[0]!;
+    await buildLog(1, 2);
+    const today = (await admin(async (c) => (await c.query<{ tree_size: string; note: string }>('SELECT tree_size, note FROM phigate.audit_checkpoints WHERE tree_size > $1', [old.tree_size])).rows))[0]!;
+    const call = (size: string | null, note: string | null, before = cutoff) =>
+      admin((c) => c.query('SELECT * FROM phigate.retain_audit_events($1, $2, NULL, $3, $4)', [before, 'retain-direct', size, note])).then(
+        () => null,
+        (e: { code?: string; message?: string }) => ({ code: e.code, message: e.message }),
+      );
+    expect(await call('4', old.note)).toMatchObject({ code: '22023', message: expect.stringContaining('no stored checkpoint of size 4') });
+    expect(await call(old.tree_size, old.note.replace('time ', 'time  '))).toMatchObject({ code: '22023' });
+    expect(await call(today.tree_size, today.note)).toMatchObject({ code: '22023', message: expect.stringContaining('not before the cutoff') });
+    expect(await call(old.tree_size, null)).toMatchObject({ code: '22023' });
+    // A stored note without a time line (signed before it existed, here by the test's key).
+    await tamper('DELETE FROM phigate.audit_checkpoints');
+    await checkpointSignedAt(pool, signer, null);
+    const untimed = (await admin(async (c) => (await c.query<{ tree_size: string; note: string }>('SELECT tree_size, note FROM phigate.audit_checkpoints')).rows))[0]!;
+    expect(await call(untimed.tree_size, untimed.note, new Date(Date.now() - 1000))).toMatchObject({ code: '22023', message: expect.stringContaining('carries no signed time') });
+    expect(await admin(async (c) => Number((await c.query<{ n: string }>('SELECT count(*) AS n FROM phigate.audit_retention_runs')).rows[0]!.n))).toBe(0);
+    // Given none, the run removes nothing and is still recorded and audited.
+    await admin((c) => c.query('SELECT * FROM phigate.retain_audit_events($1, $2, NULL, NULL, NULL)', [cutoff, 'retain-nothing']));
+    expect(await admin(async (c) => (await c.query('SELECT from_leaf, to_leaf, events FROM phigate.audit_retention_runs')).rows)).toEqual([{ from_leaf: '0', to_leaf: '0', events: '0' }]);
   });
 
   it('lets a record go only under a run that covers its leaf, and only whole', async () => {
@@ -570,7 +655,7 @@ describe('retention', () => {
     await appendFile(file, '{"audit":"record","leaf":3,"id":"');
     const size = (await stat(file)).size;
 
-    const run = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-behind', await sinkPositions(sinks, c)));
+    const run = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-behind', await sinkPositions(sinks, c), verifier));
     expect((await stat(file)).size).toBe(size);
     expect(run).toMatchObject({ fromLeaf: 0, toLeaf: first.length, events: first.length * 3, heldBack: all.length - first.length, bound: { sink: `file:${sinkDir}`, nextLeaf: first.length } });
     // What the sink has not got stays in the database, whole.
@@ -585,7 +670,7 @@ describe('retention', () => {
 
     // Once the sink has caught up (and is ahead of what retention may take), it bounds nothing.
     await writeSink(sinkDir);
-    const next = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-caught-up', await sinkPositions(sinks, c)));
+    const next = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-caught-up', await sinkPositions(sinks, c), verifier));
     expect(next).toMatchObject({ fromLeaf: first.length, toLeaf: all.length, heldBack: 0, bound: { nextLeaf: all.length + 1 } });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
@@ -600,15 +685,15 @@ describe('retention', () => {
     await writeSink(sinkDir);
     const both = { sinkDir, sinkStdout: true };
     // stdout has delivered nothing yet (no cursor row): nothing goes, and the run says why.
-    const none = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-0', await sinkPositions(both, c)));
+    const none = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-0', await sinkPositions(both, c), verifier));
     expect(none).toMatchObject({ fromLeaf: 0, toLeaf: 0, events: 0, heldBack: old.length, bound: { sink: 'stdout', nextLeaf: 0 } });
     await admin((c) => c.query("INSERT INTO phigate.audit_sink_cursors (sink, next_leaf, next_checkpoint) VALUES ('stdout', 2, 0)"));
-    const two = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-2', await sinkPositions(both, c)));
+    const two = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-stdout-2', await sinkPositions(both, c), verifier));
     expect(two).toMatchObject({ fromLeaf: 0, toLeaf: 2, heldBack: old.length - 2, bound: { sink: 'stdout', nextLeaf: 2 } });
     // A job whose environment leaves both off still stays behind the rows the gateways' deliverers keep.
     expect(await admin((c) => sinkPositions({ sinkDir: null, sinkStdout: false }, c))).toEqual([{ sink: `file:${sinkDir}`, nextLeaf: old.length }, { sink: 'stdout', nextLeaf: 2 }]);
     // Given no sink position at all nothing bounds the run (the event says no bound either).
-    const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', []));
+    const free = await admin((c) => retainAuditEvents(c, cutoff, 'retain-no-sink', [], verifier));
     expect(free).toMatchObject({ fromLeaf: 2, toLeaf: old.length, heldBack: 0, bound: null });
     expect(await admin(async (c) => (await c.query('SELECT detail FROM phigate.audit_events WHERE id = $1', [free.eventId])).rows[0])).toEqual({ detail: `leaves:2-${old.length}` });
     await sealEverything();
@@ -629,7 +714,7 @@ describe('retention', () => {
     // The job's environment names no sink: the deliverer's row alone bounds it.
     const none = { sinkDir: null, sinkStdout: false };
     expect(await admin((c) => sinkPositions(none, c))).toEqual([row(first.length)]);
-    const run = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-by-row', await sinkPositions(none, c)));
+    const run = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-by-row', await sinkPositions(none, c), verifier));
     expect(run).toMatchObject({ fromLeaf: 0, toLeaf: first.length, heldBack: all.length - first.length, bound: row(first.length) });
     // Configured, the sink stands at the lower of its files and its row: files behind a row (moved, restored) win.
     await admin((c) => c.query('UPDATE phigate.audit_sink_cursors SET next_leaf = $2 WHERE sink = $1', [`file:${sinkDir}`, all.length + 5]));
@@ -639,7 +724,7 @@ describe('retention', () => {
     // The owner retires the sink by deleting its row: nothing bounds the next run.
     await admin((c) => c.query('DELETE FROM phigate.audit_sink_cursors WHERE sink = $1', [`file:${sinkDir}`]));
     expect(await admin((c) => sinkPositions(none, c))).toEqual([]);
-    const free = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-retired', await sinkPositions(none, c)));
+    const free = await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-retired', await sinkPositions(none, c), verifier));
     expect(free).toMatchObject({ fromLeaf: first.length, toLeaf: all.length, heldBack: 0, bound: null });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
@@ -654,7 +739,7 @@ describe('retention', () => {
     const all = await buildLog(1, 3, longAgo);
     // The gateways deliver to sinkDir, but this run is given no sink (as a job without the sink in
     // its settings was before the deliverer kept the file sink's row): nothing bounds it.
-    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-unbounded', []));
+    const run = await admin((c) => retainAuditEvents(c, cutoff, 'retain-unbounded', [], verifier));
     expect(run).toMatchObject({ fromLeaf: 0, toLeaf: all.length, bound: null });
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
@@ -669,7 +754,7 @@ describe('retention', () => {
     const oldSink = path.join(dir, `sink-old-${db.name}`);
     await buildLog(1, 3, longAgo);
     await writeSink(oldSink);
-    await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-rotated', await sinkPositions({ sinkDir: oldSink, sinkStdout: false }, c)));
+    await admin(async (c) => retainAuditEvents(c, cutoff, 'retain-rotated', await sinkPositions({ sinkDir: oldSink, sinkStdout: false }, c), verifier));
     await buildLog(1, 2);
     await sealEverything();
     await checkpoint(pool, signer, { seconds: 0, events: 1, force: true });
