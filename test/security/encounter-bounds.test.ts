@@ -62,6 +62,13 @@ describe('Patient.encounters is bounded and priced by its bound', () => {
     expect(ids(res.body.data!.patient.encounters)).toEqual(order.slice(0, BOUNDS.maxEncounters));
   });
 
+  it('the same fan-out writes a bounded number of audit events (an outside tester saw 40,004 for one request)', async () => {
+    const res = await byId(`query($id: ID!) { patient(id: $id) { encounters { occurredAt kind } } }`);
+    expect(res.body.errors, res.text).toBeUndefined();
+    const events = await gw.auditRows('request_id = $1', [res.headers.get('x-request-id')]);
+    expect(events.length).toBeLessThanOrEqual(2 * BOUNDS.maxEncounters);
+  });
+
   it('pages newest first with `after`, through visits at one instant, as the database orders them', async () => {
     // Start two before the tied visits, so the pages cross them.
     const tied = await gw.admin(async (c) =>
