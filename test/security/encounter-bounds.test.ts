@@ -142,6 +142,11 @@ describe('Patient.encounters is bounded and priced by its bound', () => {
     expect(ids(updated.body.data!.updatePatient.encounters)).toEqual(order.slice(0, 4));
   });
 
+  it('the bound is told to clients as `me { maxEncounters }`', async () => {
+    const res = await gw.gql(await gw.tokenFor(physician), '{ me { maxEncounters } }');
+    expect(res.body).toEqual({ data: { me: { maxEncounters: BOUNDS.maxEncounters } } });
+  });
+
   it('is priced by its `first`: a literal at its value, a variable or none at the bound', () => {
     const schema = buildSchema();
     const cost = (q: string) => measureDocument(schema, parse(q), BOUNDS).cost;
