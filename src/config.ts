@@ -72,6 +72,8 @@ export interface Config {
     readonly maxFields: number;
     /** Query cost, where a list field multiplies its selection by its `first`. */
     readonly maxCost: number;
+    /** The default and largest `first` of Patient.encounters: a patient's encounters per request, bounded in SQL and priced by it. */
+    readonly maxEncounters: number;
     /** 0: batching off; N: at most N operations per HTTP request. */
     readonly maxBatch: number;
     readonly maxBodyBytes: number;
@@ -430,6 +432,7 @@ export function loadConfig(src: Source = process.env, cwd: string = process.cwd(
       maxTokens: int(src, 'PHIGATE_MAX_TOKENS', 2000, 50, 100_000),
       maxFields: int(src, 'PHIGATE_MAX_FIELDS', 300, 10, 100_000),
       maxCost: int(src, 'PHIGATE_MAX_COST', 20_000, 10, 10_000_000),
+      maxEncounters: int(src, 'PHIGATE_MAX_ENCOUNTERS', 10, 1, 1000),
       maxBatch: int(src, 'PHIGATE_MAX_BATCH', 0, 0, 50),
       maxBodyBytes: int(src, 'PHIGATE_MAX_BODY_BYTES', 100_000, 1_000, 10_000_000),
     },

@@ -80,10 +80,10 @@ export async function insertApiKey(db: Queryable, k: NewApiKey): Promise<ApiKeyR
 
 /**
  * Keys an administrator of `clinics` answers for: those that can read any of its clinics (null:
- * every key, for the operator's command line), newest first.
+ * every key, for the operator's command line), newest first; at most `limit` of them (null: all).
  */
-export async function listApiKeys(db: Queryable, clinics: readonly string[] | null): Promise<ApiKeyRow[]> {
-  return (await q(db, `SELECT ${COLUMNS} FROM phigate.api_keys WHERE $1::text[] IS NULL OR clinics && $1::text[] ORDER BY created_at DESC, id`, [clinics])).rows;
+export async function listApiKeys(db: Queryable, clinics: readonly string[] | null, limit: number | null): Promise<ApiKeyRow[]> {
+  return (await q(db, `SELECT ${COLUMNS} FROM phigate.api_keys WHERE $1::text[] IS NULL OR clinics && $1::text[] ORDER BY created_at DESC, id LIMIT $2`, [clinics, limit])).rows;
 }
 
 /** Revokes now; a key already revoked keeps its first revocation time. null when no such key. */

@@ -73,6 +73,17 @@ export interface EncounterRow extends GrantColumns {
  */
 export const ERASED_TIME = '-infinity';
 
+/**
+ * Which of a patient's encounters a read takes, newest first: the first `first` of them, or when
+ * `after` names one of the patient's encounters (its id), the first `first` older than it. Every
+ * statement applies it in SQL (LIMIT), so a patient's history costs no more than the query limits
+ * priced (PHIGATE_MAX_ENCOUNTERS).
+ */
+export interface EncounterWindow {
+  readonly first: number;
+  readonly after: string | null;
+}
+
 /** Column name of each encrypted GraphQL field, from the PHI catalogue (src/policy/phi-fields.ts). */
 export const PATIENT_COLUMNS = encryptedColumns('Patient');
 export const ENCOUNTER_COLUMNS = encryptedColumns('Encounter');
@@ -297,13 +308,29 @@ const PATIENT_SELECT = patientSelect('phigate.patients p', false);
 // asked once per statement; read by id (null), each as a probe.
 // The chosen PHI columns are packed as a patient's are, in their order (packingOf); `kind` brings
 // `kind_legacy`, plaintext, as a column of its own.
-const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | null) => `
+const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | null, from = 'phigate.encounters e') => `
   SELECT e.id, e.patient_id, e.clinic_id, e.occurred_at::text AS occurred_at,${columns.includes('kind') ? ' e.kind_legacy,' : ''}${
     columns.length === 0 ? '' : ` ${packPhi(columns.map((c) => `e.${c}`))},`
   }
          ${ids === null ? onCareTeam('e.patient_id', false) : onCareTeamOf('e.patient_id', ids)} AS on_care_team,
          g.grant_id, g.grant_role
-  FROM phigate.encounters e${LIVE_GRANT('e.patient_id', 'e.clinic_id', ids !== null)}`;
+  FROM ${from}${LIVE_GRANT('e.patient_id', 'e.clinic_id', ids !== null)}`;
+
+/**
+ * One patient's encounters in a window (EncounterWindow), newest first, as the FROM and WHERE of a
+ * read of `phigate.encounters e`: the patient's id is `patientId` (an expression of the enclosing
+ * statement), the window's `first` the parameter `first`, its `after` the parameter `after` (null:
+ * from the newest). The cursor's time is read from its row, under the same row security and for the
+ * same patient, never from the client: a visit's date is PHI, so no cursor carries it. A cursor that
+ * is not one of the patient's encounters shown to the request selects nothing. The time bound is
+ * the index condition (encounters_patient: patient_id, occurred_at DESC, id), the id the tie-break.
+ */
+const encounterWindow = (patientId: string, first: string, after: string | null) =>
+  after === null
+    ? `phigate.encounters e WHERE e.patient_id = ${patientId} ORDER BY e.occurred_at DESC, e.id LIMIT ${first}`
+    : `phigate.encounters e, (SELECT a.occurred_at AS at, a.id FROM phigate.encounters a WHERE a.id = ${after}::uuid AND a.patient_id = ${patientId}) c
+       WHERE e.patient_id = ${patientId} AND e.occurred_at <= c.at AND (e.occurred_at < c.at OR e.id > c.id)
+       ORDER BY e.occurred_at DESC, e.id LIMIT ${first}`;
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, null);
 const ENCOUNTER_PACKING = packingOf(ENCOUNTER_PHI_COLUMNS);
 
@@ -446,28 +473,30 @@ interface PageEncounters {
 // clinic its patient's, and the care team and grants are judged by patient and clinic.
 // A read of one patient, by id or by a search, that asks for its encounters takes them the same
 // way (patientWithEncounters, searchByBlindIndex).
-const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string): PageEncounters => {
+// The window's parameters follow the statement's own (`params` of them): its `first`, then its `after` when it has one.
+const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string, params: number, after: boolean): PageEncounters => {
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
   const more = `,
-         ${asBase64(`array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM phigate.encounters e
-                           WHERE e.patient_id = p.id ORDER BY e.occurred_at DESC, e.id))`)} AS encounters`;
+         ${asBase64(`array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM ${encounterWindow('p.id', `$${params + 1}::int`, after ? `$${params + 2}` : null)}))`)} AS encounters`;
   return { text: select(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
 };
-// One statement text per walk (or read by id) and set of columns (at most 32), so each is prepared once per connection.
+// One statement text per walk (or read by id), set of columns (at most 16) and whether the window
+// has a cursor, so each is prepared once per connection.
 const readsWithEncounters = new Map<string, PageEncounters>();
-const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | keyof typeof ONE_PATIENT_BY): PageEncounters => {
+const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | keyof typeof ONE_PATIENT_BY, window: EncounterWindow): PageEncounters => {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
-  const key = `${walk}:${chosen.join(',')}`;
+  const after = window.after !== null;
+  const key = `${walk}:${chosen.join(',')}:${after}`;
   let read = readsWithEncounters.get(key);
   if (read === undefined) {
-    const select =
-      walk === 'reach' || walk === 'clinics' ? (more: string) => pageSelect(walk, more)
-      : (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE ${ONE_PATIENT_BY[walk]}`;
-    readsWithEncounters.set(key, (read = withEncounters(chosen, select)));
+    const page = walk === 'reach' || walk === 'clinics';
+    const select = page ? (more: string) => pageSelect(walk, more) : (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE ${ONE_PATIENT_BY[walk]}`;
+    readsWithEncounters.set(key, (read = withEncounters(chosen, select, page ? 2 : 1, after)));
   }
   return read;
 };
+const windowParams = (window: EncounterWindow): unknown[] => (window.after === null ? [window.first] : [window.first, window.after]);
 
 // Read in the packing's order: the id, the time, `kind_legacy` when `kind` is read, then the PHI
 // columns (pageEncounters). The id and texts are made straight from the packed value; only the
@@ -521,10 +550,11 @@ export async function patientPageWithEncounters(
   after: string | null,
   limit: number,
   columns: readonly EncounterPhiColumn[],
+  window: EncounterWindow,
   walk: PageWalk = 'reach',
 ): Promise<PatientPageRead> {
-  const read = withEncountersOf(columns, walk);
-  const fetched = (await tx.query<FetchedPatient & { readonly encounters: string | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit])).rows;
+  const read = withEncountersOf(columns, walk, window);
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: string | null }>(read.text, [after ?? BEFORE_ALL_IDS, limit, ...windowParams(window)])).rows;
   const rows = patientRows(fetched);
   return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fromPgBase64(fetched[i]!.encounters), read) };
 }
@@ -534,9 +564,9 @@ export async function patientPageWithEncounters(
  * in one statement: a read by id that asks for them costs one round trip, not two. No row (it does
  * not exist, or row security hides it) is an empty page.
  */
-export async function patientWithEncounters(tx: RequestTransaction, id: string, columns: readonly EncounterPhiColumn[]): Promise<PatientPageRead> {
-  const read = withEncountersOf(columns, 'id');
-  const fetched = (await tx.query<FetchedPatient & { readonly encounters: string | null }>(read.text, [id])).rows;
+export async function patientWithEncounters(tx: RequestTransaction, id: string, columns: readonly EncounterPhiColumn[], window: EncounterWindow): Promise<PatientPageRead> {
+  const read = withEncountersOf(columns, 'id', window);
+  const fetched = (await tx.query<FetchedPatient & { readonly encounters: string | null }>(read.text, [id, ...windowParams(window)])).rows;
   const rows = patientRows(fetched);
   return { rows, encountersOf: (i) => pageEncounterRows(rows[i]!, fromPgBase64(fetched[i]!.encounters), read) };
 }
@@ -562,44 +592,44 @@ export async function searchByBlindIndex(
   quota: SearchQuota,
   owner: SearchOwner,
   perMinute: number,
-  encounters: readonly EncounterPhiColumn[] | null = null,
+  encounters: { readonly columns: readonly EncounterPhiColumn[]; readonly window: EncounterWindow } | null = null,
 ): Promise<SearchResult> {
-  const read = encounters === null ? null : withEncountersOf(encounters, column);
+  const read = encounters === null ? null : withEncountersOf(encounters.columns, column, encounters.window);
   const [allowance, found] = await Promise.all([
     quota.take(owner, perMinute),
-    tx.query<FetchedPatient & { readonly encounters?: string | null }>(read === null ? SEARCH_BY[column] : read.text, [indexes]),
+    tx.query<FetchedPatient & { readonly encounters?: string | null }>(read === null ? SEARCH_BY[column] : read.text, encounters === null ? [indexes] : [indexes, ...windowParams(encounters.window)]),
   ]);
   if (!allowance.allowed) return allowance;
   const rows = patientRows(found.rows);
   return { allowed: true, rows, encountersOf: read === null ? null : (i) => pageEncounterRows(rows[i]!, fromPgBase64(found.rows[i]!.encounters ?? null), read) };
 }
 
-// One statement text per set of columns (at most 16), so each is prepared once per connection.
+// One statement text per set of columns (at most 16) and whether the window has a cursor, so each is prepared once per connection.
 const encountersOfPatients = new Map<string, { readonly text: string; readonly packing: EncounterPacking }>();
 
 /**
  * The patients' encounters with only `columns` of their PHI columns, in the order given by
- * ENCOUNTER_PHI_COLUMNS. A column the request cannot show in any row is worth neither its
- * output in PostgreSQL nor its parsing here: a registrar's page of 100 patients left 600
- * ciphertexts of clinical fields unread.
+ * ENCOUNTER_PHI_COLUMNS, each patient's in `window` (at most its `first`, read with LIMIT per
+ * patient). A column the request cannot show in any row is worth neither its output in PostgreSQL
+ * nor its parsing here: a registrar's page of 100 patients left 600 ciphertexts of clinical fields unread.
  */
 export async function encountersByPatientIds(
   tx: RequestTransaction,
   patientIds: readonly string[],
+  window: EncounterWindow,
   columns: readonly EncounterPhiColumn[] = ENCOUNTER_PHI_COLUMNS,
   keys?: ReadonlyMap<string, RowKey>,
 ): Promise<EncounterRow[]> {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
-  const key = chosen.join(',');
+  const key = `${chosen.join(',')}:${window.after !== null}`;
   let read = encountersOfPatients.get(key);
   if (read === undefined) {
-    read = {
-      text: `${encounterSelect(chosen, '$1::uuid[]')} WHERE e.patient_id = ANY($1::uuid[]) ORDER BY e.patient_id, e.occurred_at DESC, e.id`,
-      packing: packingOf(chosen),
-    };
+    const from = `unnest($1::uuid[]) AS q(patient_id)
+    CROSS JOIN LATERAL (SELECT e.* FROM ${encounterWindow('q.patient_id', '$2::int', window.after === null ? null : '$3')}) e`;
+    read = { text: `${encounterSelect(chosen, '$1::uuid[]', from)} ORDER BY e.patient_id, e.occurred_at DESC, e.id`, packing: packingOf(chosen) };
     encountersOfPatients.set(key, read);
   }
-  return encounterRows((await tx.query<FetchedEncounter>(read.text, [patientIds])).rows, read.packing, keys);
+  return encounterRows((await tx.query<FetchedEncounter>(read.text, [patientIds, ...windowParams(window)])).rows, read.packing, keys);
 }
 
 export async function encounterById(tx: RequestTransaction, id: string): Promise<EncounterRow | null> {

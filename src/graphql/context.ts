@@ -7,6 +7,8 @@ import type { Loaders } from './loaders.ts';
 export interface GraphQLContext extends BreakGlassScope {
   readonly loaders: Loaders;
   readonly maxPageSize: number;
+  /** The default and largest `first` of Patient.encounters (PHIGATE_MAX_ENCOUNTERS). */
+  readonly maxEncounters: number;
   /** performance.now() when the request's context was made: its `durationMs` counts from here. */
   readonly startedAt: number;
   /** The moments the request passed each seam (GatewayDeps.phaseTimings); null when not kept. */

@@ -1,4 +1,4 @@
-import type { GraphQLResolveInfo, SelectionSetNode } from 'graphql';
+import type { FieldNode, GraphQLResolveInfo, SelectionSetNode } from 'graphql';
 
 /**
  * Whether the field being resolved selects, below it, the field at `path` (field names, through
@@ -6,16 +6,18 @@ import type { GraphQLResolveInfo, SelectionSetNode } from 'graphql';
  * field under `@skip` counts as selected, so an answer of `true` means "may be asked for".
  */
 export function selectsPath(info: Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragments'>, path: readonly string[]): boolean {
-  let sets = info.fieldNodes.flatMap((f) => (f.selectionSet ? [f.selectionSet] : []));
+  return selectedAt(info, path).length > 0;
+}
+
+/** Every node of the field at `path` below the field being resolved (as selectsPath finds them); none when it is not selected. */
+export function selectedAt(info: Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragments'>, path: readonly string[]): FieldNode[] {
+  let nodes: readonly FieldNode[] = info.fieldNodes;
   for (const name of path) {
-    const next: SelectionSetNode[] = [];
-    let found = false;
+    const next: FieldNode[] = [];
     const visit = (set: SelectionSetNode, spread: Set<string>): void => {
       for (const s of set.selections) {
         if (s.kind === 'Field') {
-          if (s.name.value !== name) continue;
-          found = true;
-          if (s.selectionSet) next.push(s.selectionSet);
+          if (s.name.value === name) next.push(s);
         } else if (s.kind === 'InlineFragment') {
           visit(s.selectionSet, spread);
         } else if (!spread.has(s.name.value)) {
@@ -24,11 +26,11 @@ export function selectsPath(info: Pick<GraphQLResolveInfo, 'fieldNodes' | 'fragm
         }
       }
     };
-    for (const set of sets) visit(set, new Set());
-    if (!found) return false;
-    sets = next;
+    for (const node of nodes) if (node.selectionSet) visit(node.selectionSet, new Set());
+    if (next.length === 0) return [];
+    nodes = next;
   }
-  return true;
+  return [...nodes];
 }
 
 /**

@@ -267,6 +267,7 @@ export function createGateway(deps: GatewayDeps): Gateway {
         budget,
         minute,
         maxPageSize: deps.maxPageSize,
+        maxEncounters: deps.limits.maxEncounters,
         searchesPerMinute: deps.searchesPerMinute ?? 30,
         searchQuota: deps.searchQuota,
         apiKeys: deps.apiKeys ?? null,

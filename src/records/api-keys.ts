@@ -221,4 +221,19 @@ export async function rotateApiKey(db: Queryable, peppers: Peppers, manager: Key
   });
 }
 
-export const apiKeysOf = (db: Queryable, manager: Pick<KeyManager, 'clinics'>): Promise<ApiKeyRow[]> => listApiKeys(db, manager.clinics);
+/** Every key the manager answers for, for the operator's command line. */
+export const apiKeysOf = (db: Queryable, manager: Pick<KeyManager, 'clinics'>): Promise<ApiKeyRow[]> => listApiKeys(db, manager.clinics, null);
+
+/**
+ * The most keys one answer of Query.apiKeys lists, read with LIMIT and priced at it by the query
+ * limits (src/http/plugins/use-query-limits.ts, LIST_SIZES): an answer of a known size, never one
+ * that grows with the table.
+ */
+export const MAX_LISTED_KEYS = 1_000;
+
+/** The keys the manager answers for, as Query.apiKeys lists them: refused, never cut short, past MAX_LISTED_KEYS. */
+export async function listedApiKeys(db: Queryable, manager: Pick<KeyManager, 'clinics'>): Promise<ApiKeyRow[]> {
+  const rows = await listApiKeys(db, manager.clinics, MAX_LISTED_KEYS + 1);
+  if (rows.length > MAX_LISTED_KEYS) throw bad(`More than ${MAX_LISTED_KEYS} API keys match; list them with \`npx phigate apikey list\`.`);
+  return rows;
+}

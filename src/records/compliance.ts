@@ -17,7 +17,7 @@ const ACTIONS: readonly AuditAction[] = [
 const MAX_ACTOR = 200;
 const DEFAULT_PAGE = 50;
 // A patient's accounting is answered whole or not at all: past this, the reader narrows the dates.
-const MAX_DISCLOSURES = 1000;
+export const MAX_DISCLOSURES = 1000;
 
 const bad = (message: string) => new PhigateError('BAD_USER_INPUT', message);
 

@@ -37,8 +37,9 @@ export interface PhiBudget {
   allow(allowance: Allowance): void;
   /**
    * Counts one value of `patientId`, to be called before it is decrypted. Returns the limit that
-   * withholds it, or null. Throws once the request has ended, so that an execution abandoned on
-   * timeout or shutdown decrypts nothing more.
+   * withholds it, or null. Once one value is withheld, every later one is too (`over`): the request
+   * is refused whole, so nothing more is worth decrypting. Throws once the request has ended, so
+   * that an execution abandoned on timeout or shutdown decrypts nothing more.
    */
   take(patientId: string): CapReason | null;
   /**
@@ -61,6 +62,14 @@ export interface PhiBudget {
   /** The patient a search found, counted as a row shown (its fields count as usual). */
   found(patientId: string): void;
   end(): void;
+  /**
+   * The limit the request went past, when a value or search was withheld: the request is then
+   * refused whole (src/http/plugins/use-request-transaction.ts), with `withheld` in its one
+   * `limited` event. Null while the request stays within its limits.
+   */
+  readonly over: CapReason | null;
+  /** Values and searches withheld since the request went past its limit. */
+  readonly withheld: number;
   readonly used: { readonly rows: number; readonly values: number };
   readonly charges: Charges;
 }
@@ -79,6 +88,8 @@ class Budget implements PhiBudget {
   values = 0;
   searches = 0;
   failures = 0;
+  over: CapReason | null = null;
+  withheld = 0;
   private ended = false;
   readonly charges: Charges = new LiveCharges(this);
 
@@ -87,9 +98,10 @@ class Budget implements PhiBudget {
   }
   take(patientId: string): CapReason | null {
     this.assertOpen();
+    if (this.over !== null) return this.withhold(this.over);
     const row = this.owed.get(patientId);
-    if (row === undefined && this.owed.size >= this.allowance.rows) return this.allowance.rowsReason;
-    if (this.values >= this.allowance.values) return this.allowance.valuesReason;
+    if (row === undefined && this.owed.size >= this.allowance.rows) return this.withhold(this.allowance.rowsReason);
+    if (this.values >= this.allowance.values) return this.withhold(this.allowance.valuesReason);
     if (row === undefined) this.owed.set(patientId, { fields: 1 });
     else row.fields++;
     this.values++;
@@ -111,8 +123,9 @@ class Budget implements PhiBudget {
   }
   search(): CapReason | null {
     this.assertOpen();
-    if (this.owed.size >= this.allowance.rows) return this.allowance.rowsReason;
-    if (this.values >= this.allowance.values) return this.allowance.valuesReason;
+    if (this.over !== null) return this.withhold(this.over);
+    if (this.owed.size >= this.allowance.rows) return this.withhold(this.allowance.rowsReason);
+    if (this.values >= this.allowance.values) return this.withhold(this.allowance.valuesReason);
     this.values++;
     this.searches++;
     return null;
@@ -125,6 +138,11 @@ class Budget implements PhiBudget {
   }
   get used(): { readonly rows: number; readonly values: number } {
     return { rows: this.owed.size, values: this.values };
+  }
+  private withhold(reason: CapReason): CapReason {
+    this.over ??= reason;
+    this.withheld++;
+    return this.over;
   }
   private assertOpen(): void {
     if (this.ended) throw new PhigateError('INTERNAL', 'The request has ended.', { reason: 'request_ended' });

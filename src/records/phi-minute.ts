@@ -17,6 +17,8 @@ export interface PhiMinute {
   readonly preamble: Preamble | undefined;
   /** Seconds until the minute ends when it was used up before the request began, else null. */
   usedUp(): number | null;
+  /** Seconds until the minute read with BEGIN ends; null when none was read. */
+  endsIn(): number | null;
   /** The statement that charges `shown` in a write's transaction; null when there is nothing to charge. */
   charge(shown: RowsAndValues): Statement | null;
   /** `shown` for the audit writer to charge with a read's events; null when there is nothing to charge. */
@@ -25,9 +27,10 @@ export interface PhiMinute {
 
 /** `limits` null: no role of the principal reads PHI, so the budget stays at nothing. */
 export function phiMinuteFor(principal: Principal, limits: PhiLimits | null, budget: PhiBudget): PhiMinute {
-  if (limits === null) return { preamble: undefined, usedUp: () => null, charge: () => null, usage: () => null };
+  if (limits === null) return { preamble: undefined, usedUp: () => null, endsIn: () => null, charge: () => null, usage: () => null };
   const cap = { rows: limits.rowsPerMinute, values: limits.phiValuesPerMinute };
   let usedUp: number | null = null;
+  let endsIn: number | null = null;
   // Named, not spread: on Node 20 a key added after a spread (`{ ...statement, onRows }`) takes
   // V8 11.3's slow path, ~1-1.5 us a key, once a request.
   const { text, values } = usageLeftStatement(principal, cap);
@@ -37,6 +40,7 @@ export function phiMinuteFor(principal: Principal, limits: PhiLimits | null, bud
       values,
       onRows(rows) {
         const left = usageLeftFrom(rows);
+        endsIn = left.retryAfterSeconds;
         if (left.rows === 0 || left.values === 0) {
           usedUp = left.retryAfterSeconds;
           budget.allow({ rows: 0, values: 0, rowsReason: 'phi_minute_cap', valuesReason: 'phi_minute_cap' });
@@ -51,6 +55,7 @@ export function phiMinuteFor(principal: Principal, limits: PhiLimits | null, bud
       },
     },
     usedUp: () => usedUp,
+    endsIn: () => endsIn,
     charge: (shown) => (shown.rows === 0 && shown.values === 0 ? null : consumeStatement(principal, shown, cap)),
     usage: (shown) => (shown.rows === 0 && shown.values === 0 ? null : { owner: { kind: principal.kind, subject: principal.subject }, rows: shown.rows, values: shown.values, cap }),
   };

@@ -127,8 +127,9 @@ function shown(scope: RequestScope, field: PhiField, verdict: FieldVerdict, even
 }
 
 /**
- * Decide, then count against the principal's PHI limits: the refusals of both are audited and
- * thrown here, so that nothing past this point is shown that was not allowed and counted.
+ * Decide, then count against the principal's PHI limits: a denial is audited and thrown here, a
+ * value past the limits counted and thrown, so that nothing past this point is shown that was not
+ * allowed and counted.
  */
 function admit(scope: RequestScope, field: PhiField, row: PhiRowFacts): FieldVerdict {
   const verdict = tracing()
@@ -140,9 +141,9 @@ function admit(scope: RequestScope, field: PhiField, row: PhiRowFacts): FieldVer
   }
   const capped = scope.budget.take(row.patientId);
   if (capped !== null) {
-    scope.audit.add(eventOf(field, row, verdict, 'limited'));
+    // Not an event per value withheld: the budget counts them, and the request is refused whole
+    // with one `limited` event that says how many (src/http/plugins/use-request-transaction.ts).
     const per = capped === 'phi_minute_cap' ? 'minute' : 'request';
-    // No HTTP status: the rest of the answer stands, as it does around a denied field.
     throw new PhigateError('RATE_LIMITED', `Your limit of PHI per ${per} is reached; ${field.name} is withheld.`, { reason: capped, http: null });
   }
   return verdict;

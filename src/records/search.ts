@@ -1,6 +1,6 @@
 import type { AuditEvent } from '../audit/event.ts';
 import type { BlindIndexColumn } from '../crypto/blind-index.ts';
-import { searchByBlindIndex, type EncounterPhiColumn, type PatientPageRead, type PatientRow, type SearchResult } from '../db/patients.ts';
+import { searchByBlindIndex, type EncounterPhiColumn, type EncounterWindow, type PatientPageRead, type PatientRow, type SearchResult } from '../db/patients.ts';
 import { PhigateError } from '../errors.ts';
 import { knownRoles, purposeFor, searchRole } from '../policy/decide.ts';
 import { identifierIndexes, normaliseIdentifier } from './identifiers.ts';
@@ -34,9 +34,9 @@ export interface SearchHit {
  * found the patient, nothing, or was refused; it needs a role that sees the identifier in full; it
  * counts as a PHI value against the principal's caps, and against the principal's searches per
  * minute. No refusal depends on what the search found, so none says anything about the identifier.
- * With `encounters` (PHI columns), the patient's encounters are read in the search's statement.
+ * With `encounters` (PHI columns and a window), the patient's encounters are read in the search's statement.
  */
-export async function searchPatient(scope: RequestScope, kind: IdentifierKind, raw: string, encounters: readonly EncounterPhiColumn[] | null = null): Promise<SearchHit | null> {
+export async function searchPatient(scope: RequestScope, kind: IdentifierKind, raw: string, encounters: { readonly columns: readonly EncounterPhiColumn[]; readonly window: EncounterWindow } | null = null): Promise<SearchHit | null> {
   const search = SEARCHES[kind];
   const normalised = normaliseIdentifier(search.column, raw);
   const { policy, principal } = scope;

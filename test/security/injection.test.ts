@@ -117,6 +117,27 @@ describe('lookups: BAD_USER_INPUT or null, never data, nothing decrypted', () =>
     expect(await auditOf(r.requestId)).toEqual([]);
     expect(await dbState(gw)).toEqual(before);
   });
+
+  // A patient's encounters page on with `after`, an encounter's id: the same cursor payloads are
+  // refused before any statement, the patient's own fields standing.
+  const ENCOUNTER_PAGE = `query($id: ID!, $v: String) { patient(id: $id) { id encounters(first: 2, after: $v) { id } } }`;
+  it.each(cursorCases)('Patient.encounters(after) <- $payload: BAD_USER_INPUT, no encounters', async ({ value }) => {
+    const p = north()[2]!;
+    const before = await dbState(gw);
+    const decrypts = gw.cipher.stats.decrypts;
+    const r = await sendTracked(gw, registrar, ENCOUNTER_PAGE, { id: p.id, v: value });
+    expect(r.status, r.text).toBe(200);
+    expect(codesOf(r), r.text).toEqual(['BAD_USER_INPUT']);
+    expect(r.body.data!.patient).toEqual({ id: p.id, encounters: null });
+    const message = r.body.errors![0]!.message;
+    expect(message).toContain('after');
+    if (value.trim().length >= 2) expect(message).not.toContain(value.trim());
+    expectNoneOf(r.text, others(p));
+    expectNoSqlOrStack(r.text);
+    expect(gw.cipher.stats.decrypts).toBe(decrypts);
+    expect(await auditOf(r.requestId)).toEqual([]);
+    expect(await dbState(gw)).toEqual(before);
+  });
 });
 
 // ---- createPatient ---------------------------------------------------------------------------------
@@ -242,9 +263,8 @@ describe('addEncounter(patientId, input): a hostile value is refused or stored v
       // Every other patient's rows, the patient's own row and its earlier encounters: unchanged.
       expect({ ...(await dbState(gw, [p.id])), encounters: others0.encounters }).toEqual(others0);
       expect((await encountersOf(p.id)).filter((x) => !x.includes(e.id))).toEqual(ownBefore);
-      const back = await gw.gql(token, `query($id: ID!) { patient(id: $id) { encounters { id reason notes } } }`, { id: p.id });
-      expect(back.body.errors, back.text).toBeUndefined();
-      expect(back.body.data!.patient.encounters.find((x: any) => x.id === e.id)[arg]).toBe(value);
+      const back = await readBack(token, p.id, e.id);
+      expect(back.encounter[arg]).toBe(value);
       expectNoneOf(r.text, others(p));
       expectNoSqlOrStack(r.text + back.text, STORED);
     } else {
@@ -254,6 +274,25 @@ describe('addEncounter(patientId, input): a hostile value is refused or stored v
     }
   });
 });
+
+/**
+ * An encounter as the API shows it, found by paging its patient's encounters (newest first, at most
+ * PHIGATE_MAX_ENCOUNTERS a page): the cases add many at one instant, so a new one may be on any page.
+ */
+async function readBack(token: string, patientId: string, id: string): Promise<{ encounter: Record<string, unknown>; text: string }> {
+  let after: string | null = null;
+  let text = '';
+  for (;;) {
+    const r = await gw.gql(token, `query($id: ID!, $after: String) { patient(id: $id) { encounters(after: $after) { id reason notes } } }`, { id: patientId, after });
+    expect(r.body.errors, r.text).toBeUndefined();
+    text += r.text;
+    const page: Record<string, unknown>[] = r.body.data!.patient.encounters;
+    const found = page.find((x) => x.id === id);
+    if (found) return { encounter: found, text };
+    expect(page.length, `encounter ${id} is not among its patient's`).toBeGreaterThan(0);
+    after = String(page.at(-1)!.id);
+  }
+}
 
 const encountersOf = async (patientId: string): Promise<string[]> =>
   (await gw.admin((c) => c.query<{ t: string }>('SELECT t::text AS t FROM phigate.encounters t WHERE patient_id = $1 ORDER BY id', [patientId]))).rows.map((r) => r.t);

@@ -8,10 +8,11 @@ import type { SeedPatient } from '../../src/seed/dataset.ts';
 import { POLICY_FILE, startTestGateway, type GqlResponse, type TestGateway } from '../support/gateway.ts';
 import { inOneWindow, MINUTE } from '../support/one-window.ts';
 
-// PHI minimum necessary (policies/default.yaml, `limits`): per request, past the cap, further PHI
-// fields come back null with RATE_LIMITED and are never decrypted; per principal and minute, in
-// the database so every replica shares it, a used-up minute refuses the whole request (429,
-// Retry-After). Every cap hit leaves an audit row 'limited'.
+// PHI minimum necessary (policies/default.yaml, `limits`): a request that would show more than its
+// cap is refused whole (429, RATE_LIMITED, no data), nothing past the cap decrypted, with one
+// `limited` audit row that counts what was withheld; per principal and minute, in the database so
+// every replica shares it, a used-up minute refuses the whole request (429, Retry-After). The audit
+// and the answer of a refusal stay the same size however much the request asked for.
 //
 // The registrar's limits are made small here so a 30-patient data set reaches them: 4 rows and
 // 6 values a request, 8 rows and 10 values a minute. Billing keeps the default policy's.
@@ -45,16 +46,6 @@ async function freshRegistrar(roles: string[] = ['registrar']): Promise<{ sub: s
 }
 
 const north = (): SeedPatient[] => gw.data.patients.filter((p) => p.clinicId === 'c-north');
-
-/** Patients this file's tests created, by id: a page of c-north may show them in any test order. */
-const created = new Map<string, { ssn: string }>();
-
-/** The SSN of a patient a page shows: seeded, or created by a test of this file. */
-const ssnOf = (id: string): string => {
-  const ssn = north().find((p) => p.id === id)?.ssn ?? created.get(id)?.ssn;
-  if (ssn === undefined) throw new Error(`patient ${id} is neither seeded in c-north nor created by this file`);
-  return ssn;
-};
 
 async function send(on: TestGateway, token: string, query: string, variables?: Record<string, unknown>): Promise<GqlResponse & { requestId: string }> {
   const response = await on.gql(token, query, variables);
@@ -96,58 +87,61 @@ function expectMinuteRefusal(r: GqlResponse): void {
   for (const p of gw.data.patients) expect(r.text).not.toContain(p.ssn);
 }
 
+/** A request past its own cap: 429 with no Retry-After (the same request would be refused again), no data. */
+function expectRequestRefusal(r: GqlResponse, reason: string): void {
+  expect(r.status, r.text).toBe(429);
+  expect(r.headers.get('retry-after')).toBeNull();
+  expect(r.body.errors!.map((e) => [e.extensions?.code, e.extensions?.reason])).toEqual([['RATE_LIMITED', reason]]);
+  expect(r.body.data ?? null).toBeNull();
+}
+
 // ---- per request ---------------------------------------------------------------------------------
 
 describe('per-request caps', () => {
-  it('a registrar paging SSNs past the row cap gets 4 SSNs; the rest are null, RATE_LIMITED, never decrypted, audited as limited', async () => {
-    const { token } = await freshRegistrar();
-    const decryptsBefore = ssnDecrypts();
-    const r = await send(gw, token, SSN_PAGE(10));
-
-    expect(r.status, r.text).toBe(200);
-    const nodes = r.body.data!.patients.edges.map((e: { node: { id: string; ssn: string | null } }) => e.node);
-    expect(nodes).toHaveLength(10);
-    const shown = nodes.filter((n: { ssn: string | null }) => n.ssn !== null);
-    const withheld = nodes.filter((n: { ssn: string | null }) => n.ssn === null);
-    expect(shown).toHaveLength(REGISTRAR_LIMITS.rowsPerRequest);
-    for (const n of shown) expect(n.ssn).toBe(ssnOf(n.id));
-    // The withheld SSNs appear nowhere in the answer, and were not even decrypted.
-    for (const n of withheld) expect(r.text).not.toContain(ssnOf(n.id));
-    expect(ssnDecrypts() - decryptsBefore).toBe(REGISTRAR_LIMITS.rowsPerRequest);
-
-    const errors = capErrors(r);
-    expect(errors).toHaveLength(6);
-    for (const e of errors) {
-      expect(e.extensions!.reason).toBe('phi_request_cap');
-      expect(e.path!.at(-1)).toBe('ssn');
-    }
-
-    const audit = await auditOf(r.requestId);
-    expect(audit.filter((a) => a.action === 'read').map((a) => a.patient_id).sort()).toEqual(shown.map((n: { id: string }) => n.id).sort());
-    expect(audit.filter((a) => a.action === 'limited').map((a) => a.patient_id).sort()).toEqual(withheld.map((n: { id: string }) => n.id).sort());
-    expect(audit.filter((a) => a.action === 'limited').every((a) => a.field === 'ssn' && a.role === 'registrar')).toBe(true);
+  it('a registrar paging SSNs past the row cap is refused whole: 429, no SSN in the body, none past the cap decrypted, one limited row', async () => {
+    await inOneMinute(async () => {
+      const { sub, token } = await freshRegistrar();
+      const decryptsBefore = ssnDecrypts();
+      const r = await send(gw, token, SSN_PAGE(10));
+      expectRequestRefusal(r, 'phi_request_cap');
+      for (const p of north()) expect(r.text).not.toContain(p.ssn);
+      // Those within the cap were opened before the cap was reached, and are not shown either.
+      expect(ssnDecrypts() - decryptsBefore).toBe(REGISTRAR_LIMITS.rowsPerRequest);
+      // One row for the request, with the number withheld; no read, since nothing was shown.
+      const audit = await auditOf(r.requestId);
+      expect(audit.map((a) => [a.action, a.type_name, a.field, a.patient_id, a.detail])).toEqual([['limited', 'Query', null, null, 'phi_request_cap:6']]);
+      expect(await usageOf(sub)).toBeNull();
+    });
   });
 
-  it('past the value cap, the fields beyond it are withheld even within rows already shown', async () => {
+  it('past the value cap, within rows already shown, the request is refused whole', async () => {
     const { token } = await freshRegistrar();
     const before = gw.cipher.stats.decrypts;
     const r = await send(gw, token, NAME_PAGE(3)); // 3 rows x 3 fields = 9 values, cap 6
-    expect(r.status, r.text).toBe(200);
-    const values = r.body.data!.patients.edges.flatMap((e: { node: Record<string, string | null> }) => [e.node.givenName, e.node.familyName, e.node.birthDate]);
-    expect(values.filter((v: string | null) => v !== null)).toHaveLength(REGISTRAR_LIMITS.phiValuesPerRequest);
-    expect(capErrors(r)).toHaveLength(3);
+    expectRequestRefusal(r, 'phi_request_cap');
     expect(gw.cipher.stats.decrypts - before).toBe(REGISTRAR_LIMITS.phiValuesPerRequest);
-    expect((await auditOf(r.requestId)).filter((a) => a.action === 'limited')).toHaveLength(3);
+    expect((await auditOf(r.requestId)).map((a) => [a.action, a.detail])).toEqual([['limited', 'phi_request_cap:3']]);
   });
 
-  it('a withheld field does not spoil the answer: HTTP 200, non-PHI fields of every row stand', async () => {
+  it('a request within the cap is answered whole; one value more refuses it, non-PHI fields and all', async () => {
     const { token } = await freshRegistrar();
-    const r = await send(gw, token, `{ patients(first: 8) { edges { node { id clinicId ssn } } } }`);
-    expect(r.status).toBe(200);
-    const nodes: { id: string; clinicId: string; ssn: string | null }[] = r.body.data!.patients.edges.map((e: { node: unknown }) => e.node);
-    expect(nodes).toHaveLength(8);
-    expect(nodes.every((n) => n.clinicId === 'c-north' && /^[0-9a-f-]{36}$/.test(n.id))).toBe(true);
-    expect(nodes.filter((n) => n.ssn !== null)).toHaveLength(REGISTRAR_LIMITS.rowsPerRequest);
+    const within = await send(gw, token, `{ patients(first: 4) { edges { node { id clinicId ssn } } } }`);
+    expect(within.status, within.text).toBe(200);
+    expect(within.body.errors, within.text).toBeUndefined();
+    expect(within.body.data!.patients.edges.every((e: { node: { ssn: string | null } }) => e.node.ssn !== null)).toBe(true);
+    const over = await send(gw, token, `{ patients(first: 5) { edges { node { id clinicId ssn } } } }`);
+    expectRequestRefusal(over, 'phi_request_cap');
+  });
+
+  it('however much is withheld, the answer is one error and the audit one limited row', async () => {
+    // 30 patients x 3 fields against a cap of 6: 84 values withheld.
+    const { token } = await freshRegistrar();
+    const r = await send(gw, token, `{ a: patients(first: 30) { edges { node { givenName familyName birthDate } } } b: patients(first: 30) { edges { node { givenName } } } }`);
+    expectRequestRefusal(r, 'phi_request_cap');
+    const audit = await auditOf(r.requestId);
+    expect(audit).toHaveLength(1);
+    expect(audit[0]).toMatchObject({ action: 'limited', type_name: 'Query', patient_id: null });
+    expect(Number(audit[0]!.detail.split(':')[1])).toBeGreaterThan(30);
   });
 
   it('denied fields count against nothing: a registrar asking for clinical notes uses none of its minute', async () => {
@@ -190,26 +184,20 @@ describe('per-request caps', () => {
     });
   });
 
-  it('a mutation whose answer is cut by the cap still stands, with its limited fields audited', async () => {
+  it('a mutation whose answer would pass the cap is rolled back whole: 429, nothing written, one limited row', async () => {
     const { token } = await freshRegistrar();
     const mrn = `CAP-${randomBytes(4).toString('hex').toUpperCase()}`;
-    const ssn = '900-55-0123';
+    const count = async () => Number((await gw.admin((c) => c.query('SELECT count(*) AS n FROM phigate.patients'))).rows[0].n);
+    const before = await count();
     const r = await send(
       gw,
       token,
       `mutation($input: CreatePatientInput!) { createPatient(input: $input) { id mrn ssn givenName familyName birthDate phone email address } }`,
-      { input: { clinicId: 'c-north', mrn, ssn, givenName: 'Capped', familyName: 'Answer', birthDate: '1990-01-02', phone: '+1 555 0199', email: 'capped@example.invalid', address: '1 Limit Road' } },
+      { input: { clinicId: 'c-north', mrn, ssn: '900-55-0123', givenName: 'Capped', familyName: 'Answer', birthDate: '1990-01-02', phone: '+1 555 0199', email: 'capped@example.invalid', address: '1 Limit Road' } },
     );
-    expect(r.status, r.text).toBe(200);
-    const patient = r.body.data!.createPatient;
-    created.set(patient.id, { ssn });
-    expect(Object.values(patient).filter((v) => v === null)).toHaveLength(8 - REGISTRAR_LIMITS.phiValuesPerRequest);
-    expect(capErrors(r)).toHaveLength(8 - REGISTRAR_LIMITS.phiValuesPerRequest);
-    const stored = await gw.admin((c) => c.query('SELECT id FROM phigate.patients WHERE id = $1', [patient.id]));
-    expect(stored.rowCount).toBe(1);
-    const actions = (await auditOf(r.requestId)).map((a) => a.action);
-    expect(actions.filter((a) => a === 'create').length).toBeGreaterThan(0);
-    expect(actions.filter((a) => a === 'limited')).toHaveLength(8 - REGISTRAR_LIMITS.phiValuesPerRequest);
+    expectRequestRefusal(r, 'phi_request_cap');
+    expect(await count()).toBe(before);
+    expect((await auditOf(r.requestId)).map((a) => [a.action, a.type_name, a.detail])).toEqual([['limited', 'Mutation', `phi_request_cap:${8 - REGISTRAR_LIMITS.phiValuesPerRequest}`]]);
   });
 });
 
@@ -252,10 +240,11 @@ describe('per-minute caps', () => {
       const first = await send(gw, token, NAME_PAGE(2)); // 6 values of the minute's 10
       expect(first.body.errors, first.text).toBeUndefined();
       const second = await send(gw, token, NAME_PAGE(2)); // 6 asked, 4 left
-      expect(second.status).toBe(200);
-      const errors = capErrors(second);
-      expect(errors).toHaveLength(2);
-      expect(errors.every((e) => e.extensions!.reason === 'phi_minute_cap')).toBe(true);
+      expectMinuteRefusal(second);
+      expect((await auditOf(second.requestId)).map((a) => [a.action, a.detail])).toEqual([['limited', 'phi_minute_cap:2']]);
+      // Refused whole, it took nothing: the 4 left still answer a request within them.
+      const third = await send(gw, token, NAME_PAGE(1));
+      expect(third.body.errors, third.text).toBeUndefined();
     });
   });
 

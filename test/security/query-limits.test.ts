@@ -160,14 +160,14 @@ describe('query limits', () => {
   });
 
   it('cost model: a page without `first` counts as the largest page, `encounters` as a list of 10', () => {
-    const m = measureDocument(buildSchema(), parse('{ patients { edges { node { encounters { id } } } } }'), 100);
+    const m = measureDocument(buildSchema(), parse('{ patients { edges { node { encounters { id } } } } }'), { maxPageSize: 100, maxEncounters: 10 });
     // patients 1 + 100 x (edges 1 + node 1 + encounters (1 + 10 x id 1))
     expect(m.cost).toBe(1 + 100 * (1 + 1 + (1 + 10 * 1)));
     expect(m.depth).toBe(5);
   });
 
   it("the standard introspection query fits the default limits (GraphiQL works where introspection is allowed)", () => {
-    const m = measureDocument(buildSchema(), parse(getIntrospectionQuery()), 100);
+    const m = measureDocument(buildSchema(), parse(getIntrospectionQuery()), { maxPageSize: 100, maxEncounters: 10 });
     expect(m.depth).toBeLessThanOrEqual(LIMITS.maxDepth);
     expect(m.fields).toBeLessThanOrEqual(LIMITS.maxFields);
     expect(m.cost).toBe(0);

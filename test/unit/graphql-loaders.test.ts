@@ -9,6 +9,7 @@ import { createLoaders } from '../../src/graphql/loaders.ts';
 
 const patient = (id: string) => ({ id, facts: { key: { joined: null, held: null } } }) as unknown as PatientRow;
 const encounter = (id: string) => ({ id }) as EncounterRow;
+const W = { first: 10, after: null };
 
 describe('primeEncounters', () => {
   it("gives each patient its primed encounters without a statement, and a patient's failure to that patient alone", async () => {
@@ -17,19 +18,19 @@ describe('primeEncounters', () => {
     const loaders = createLoaders(tx);
     const [a, b, c] = [patient('a'), patient('b'), patient('c')];
     const broken = new PhigateError('INTERNAL', 'The request could not be completed.', { reason: 'packed_phi_header' });
-    loaders.primeEncounters(['kind'], [a, b, c], (i) => {
+    loaders.primeEncounters(['kind'], W, [a, b, c], (i) => {
       if (i === 1) throw broken;
       return i === 0 ? [encounter('a1'), encounter('a2')] : [];
     });
-    expect(loaders.encountersOf(['kind'], a)).toEqual([encounter('a1'), encounter('a2')]);
-    expect(() => loaders.encountersOf(['kind'], b)).toThrow(broken);
-    expect(loaders.encountersOf(['kind'], c)).toEqual([]);
+    expect(loaders.encountersOf(['kind'], W, a)).toEqual([encounter('a1'), encounter('a2')]);
+    expect(() => loaders.encountersOf(['kind'], W, b)).toThrow(broken);
+    expect(loaders.encountersOf(['kind'], W, c)).toEqual([]);
     // A second page holding the same patient does not replace what the request has already answered.
-    loaders.primeEncounters(['kind'], [a], () => [encounter('other')]);
-    expect(loaders.encountersOf(['kind'], a)).toEqual([encounter('a1'), encounter('a2')]);
+    loaders.primeEncounters(['kind'], W, [a], () => [encounter('other')]);
+    expect(loaders.encountersOf(['kind'], W, a)).toEqual([encounter('a1'), encounter('a2')]);
     expect(sent).toEqual([]);
     // Other columns were not primed: those are read by the loader.
-    await loaders.encountersOf(['kind', 'notes'], a);
+    await loaders.encountersOf(['kind', 'notes'], W, a);
     expect(sent).toHaveLength(1);
   });
 });

@@ -1,7 +1,7 @@
 import type { ApiKeyRow } from '../../db/api-keys.ts';
 import { PhigateError } from '../../errors.ts';
 import { purposeFor, usableRoles } from '../../policy/decide.ts';
-import { apiKeysOf, createApiKey, revokeApiKey, rotateApiKey, type ApiKeyService, type KeyManager } from '../../records/api-keys.ts';
+import { createApiKey, listedApiKeys, revokeApiKey, rotateApiKey, type ApiKeyService, type KeyManager } from '../../records/api-keys.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
 
@@ -68,7 +68,7 @@ builder.queryFields((t) => ({
     type: [ApiKey],
     description: 'Keys that can read any of your clinics, newest first; never their secrets.',
     authScopes: { operation: 'revokeApiKey' },
-    resolve: (_r, _a, ctx) => apiKeysOf(ctx.tx, managerOf(ctx, 'revokeApiKey').manager),
+    resolve: (_r, _a, ctx) => listedApiKeys(ctx.tx, managerOf(ctx, 'revokeApiKey').manager),
   }),
 }));
 

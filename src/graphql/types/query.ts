@@ -6,6 +6,7 @@ import { searchPatient, type IdentifierKind } from '../../records/search.ts';
 import * as v from '../../records/validate.ts';
 import { builder } from '../builder.ts';
 import type { GraphQLContext } from '../context.ts';
+import { encounterWindowAt } from '../encounter-window.ts';
 import { encounterColumnsFor } from '../phi-field.ts';
 import { isOnlyRootField, selectsPath } from '../selects.ts';
 import { decodeCursor, Patient, PatientConnection } from './patient.ts';
@@ -24,12 +25,15 @@ const ENCOUNTERS = ['encounters'];
 // Alone in its operation, that statement is its request's last, so a read's COMMIT goes with it:
 // one round trip. Keys, the search quota and audit use pools of their own.
 
+// When the encounters asked for under it differ in window (aliases with other `first` or `after`),
+// they are read through the loader, a statement per window, and the patient's statement reads none.
 async function byIdentifier(ctx: GraphQLContext, info: GraphQLResolveInfo, kind: IdentifierKind, raw: string) {
-  const columns = selectsPath(info, ENCOUNTERS) ? encounterColumnsFor(ctx) : null;
-  if (isOnlyRootField(info)) ctx.tx.endWithNext();
-  const hit = await searchPatient(ctx, kind, raw, columns);
+  const window = encounterWindowAt(ctx, info, ENCOUNTERS);
+  const encounters = window === null ? null : { columns: encounterColumnsFor(ctx), window };
+  if (isOnlyRootField(info) && (window !== null || !selectsPath(info, ENCOUNTERS))) ctx.tx.endWithNext();
+  const hit = await searchPatient(ctx, kind, raw, encounters);
   if (hit === null) return null;
-  if (columns !== null && hit.encounters !== null) ctx.loaders.primeEncounters(columns, hit.encounters.rows, hit.encounters.encountersOf);
+  if (encounters !== null && hit.encounters !== null) ctx.loaders.primeEncounters(encounters.columns, encounters.window, hit.encounters.rows, hit.encounters.encountersOf);
   ctx.loaders.patient.prime(hit.row.id, hit.row);
   return hit.row;
 }
@@ -45,13 +49,14 @@ builder.queryFields((t) => ({
     args: { id: t.arg.id({ required: true }) },
     resolve: async (_r, args, ctx, info) => {
       const id = v.id('id', String(args.id));
-      if (isOnlyRootField(info)) ctx.tx.endWithNext();
-      if (!selectsPath(info, ENCOUNTERS)) return ctx.loaders.patient.load(id);
+      const window = encounterWindowAt(ctx, info, ENCOUNTERS);
+      if (isOnlyRootField(info) && (window !== null || !selectsPath(info, ENCOUNTERS))) ctx.tx.endWithNext();
+      if (window === null) return ctx.loaders.patient.load(id);
       const columns = encounterColumnsFor(ctx);
-      const read = await patientWithEncounters(ctx.tx, id, columns);
+      const read = await patientWithEncounters(ctx.tx, id, columns, window);
       const row = read.rows[0] ?? null;
       if (row === null) return null;
-      ctx.loaders.primeEncounters(columns, read.rows, read.encountersOf);
+      ctx.loaders.primeEncounters(columns, window, read.rows, read.encountersOf);
       ctx.loaders.patient.prime(row.id, row);
       return row;
     },
@@ -68,15 +73,16 @@ builder.queryFields((t) => ({
       if (args.after != null && after === null) throw new PhigateError('BAD_USER_INPUT', 'after is not a cursor this API issued.');
       // Alone in its operation, the page's statement is its request's last (nothing under a page
       // reads the database again: its encounters come with it), so a read's COMMIT goes with it.
-      if (isOnlyRootField(info)) ctx.tx.endWithNext();
+      const window = encounterWindowAt(ctx, info, ENCOUNTERS_OF_PAGE);
+      if (isOnlyRootField(info) && (window !== null || !selectsPath(info, ENCOUNTERS_OF_PAGE))) ctx.tx.endWithNext();
       // The page's encounters read in the page's own statement, in hand before its patients'
       // fields resolve: each patient's `encounters` is then a plain value, not a promise.
       let rows: PatientRow[];
-      if (selectsPath(info, ENCOUNTERS_OF_PAGE)) {
+      if (window !== null) {
         const columns = encounterColumnsFor(ctx);
-        const read = await patientPageWithEncounters(ctx.tx, after, first + 1, columns, pageWalkFor(ctx));
+        const read = await patientPageWithEncounters(ctx.tx, after, first + 1, columns, window, pageWalkFor(ctx));
         rows = read.rows;
-        ctx.loaders.primeEncounters(columns, rows.slice(0, first), read.encountersOf);
+        ctx.loaders.primeEncounters(columns, window, rows.slice(0, first), read.encountersOf);
       } else {
         rows = await patientPage(ctx.tx, after, first + 1, pageWalkFor(ctx));
       }

@@ -22,6 +22,8 @@ import {
 import type { FetchAPI, Plugin } from 'graphql-yoga';
 import type { Config } from '../../config.ts';
 import { PhigateError } from '../../errors.ts';
+import { MAX_LISTED_KEYS } from '../../records/api-keys.ts';
+import { MAX_DISCLOSURES } from '../../records/compliance.ts';
 
 export type QueryLimits = Config['limits'];
 
@@ -43,10 +45,19 @@ export interface QueryMeasure {
 }
 
 /**
- * Lists no argument bounds, sized from what they hold (a patient has a handful of encounters);
- * any other unbounded list of objects counts as the largest page.
+ * Lists without `first`, each priced at the bound its SQL applies (src/records/compliance.ts,
+ * MAX_DISCLOSURES; src/records/api-keys.ts, MAX_LISTED_KEYS). Any other list of objects without
+ * `first` counts as the largest page: a list the schema answers must be bounded in SQL by no more
+ * than its price (test/security/list-bounds.test.ts checks every one).
  */
-const LIST_SIZES: Readonly<Record<string, number>> = { 'Patient.encounters': 10 };
+export const LIST_SIZES: Readonly<Record<string, number>> = { 'Query.disclosures': MAX_DISCLOSURES, 'Query.apiKeys': MAX_LISTED_KEYS };
+
+/** The largest `first` of each list that takes one: a page's, and a patient's encounters'. */
+export interface ListBounds {
+  readonly maxPageSize: number;
+  /** Patient.encounters (PHIGATE_MAX_ENCOUNTERS): also its default, so a `first` left open is priced at it. */
+  readonly maxEncounters: number;
+}
 
 /**
  * Refuses, with QUERY_TOO_COMPLEX naming the limit, every request over one of the abuse limits,
@@ -67,6 +78,7 @@ export function useQueryLimits({ limits, maxPageSize }: QueryLimitsOptions): Plu
   // A measure depends on the document alone (and the one schema), and yoga hands every request of
   // a document the same parsed object: measured once, not on every request (~5 us of a read).
   const measured = new WeakMap<DocumentNode, QueryMeasure>();
+  const bounds: ListBounds = { maxPageSize, maxEncounters: limits.maxEncounters };
   // Likewise a text's token count depends on the text alone, and a client sends the same few
   // documents again and again: a text once found within the limit is not lexed again (~1-1.5 us
   // and ~2.8 KB of tokens a read by id). Only admitted texts are kept, short ones, a bounded number.
@@ -107,7 +119,7 @@ export function useQueryLimits({ limits, maxPageSize }: QueryLimitsOptions): Plu
     },
     onValidate({ params }) {
       let m = measured.get(params.documentAST);
-      if (m === undefined) measured.set(params.documentAST, (m = measureDocument(params.schema, params.documentAST, maxPageSize)));
+      if (m === undefined) measured.set(params.documentAST, (m = measureDocument(params.schema, params.documentAST, bounds)));
       const errors = [
         m.depth > limits.maxDepth && over('max_depth', 'depth', m.depth, limits.maxDepth),
         m.aliases > limits.maxAliases && over('max_aliases', 'alias count', m.aliases, limits.maxAliases),
@@ -194,7 +206,7 @@ const withDirectives = (m: QueryMeasure, n: number): QueryMeasure => ({ ...m, di
  * `ofType` chains, which the standard introspection query nests eight deep, add no depth; its
  * fields, aliases and directives count like any others.
  */
-export function measureDocument(schema: GraphQLSchema, document: DocumentNode, maxPageSize: number): QueryMeasure {
+export function measureDocument(schema: GraphQLSchema, document: DocumentNode, bounds: ListBounds): QueryMeasure {
   const fragments = new Map<string, FragmentDefinitionNode>();
   for (const d of document.definitions) if (d.kind === Kind.FRAGMENT_DEFINITION) fragments.set(d.name.value, d);
   const measured = new Map<string, QueryMeasure>();
@@ -223,7 +235,7 @@ export function measureDocument(schema: GraphQLSchema, document: DocumentNode, m
       aliases: (node.alias ? 1 : 0) + child.aliases,
       directives: (node.directives?.length ?? 0) + child.directives,
       fields: 1 + child.fields,
-      cost: inIntrospection ? 0 : 1 + multiplier(node, def, parent, maxPageSize) * child.cost,
+      cost: inIntrospection ? 0 : 1 + multiplier(node, def, parent, bounds) * child.cost,
     };
   };
 
@@ -259,17 +271,18 @@ function fieldDef(schema: GraphQLSchema, parent: GraphQLNamedType | undefined, n
 }
 
 /**
- * How many times a field's selection runs: a page as often as its `first` says (a variable, or
- * no `first`, counts as the largest page the resolvers accept, so that the measure depends on the
- * document alone and yoga may cache it); another list as `LIST_SIZES` says; an object once.
+ * How many times a field's selection runs: a list that takes `first` as often as its `first` says
+ * (a variable, or no `first`, counts as the largest that field accepts, so that the measure depends
+ * on the document alone and yoga may cache it); another list as `LIST_SIZES` says; an object once.
  */
-function multiplier(node: FieldNode, def: GraphQLField<unknown, unknown> | undefined, parent: GraphQLNamedType | undefined, maxPageSize: number): number {
+function multiplier(node: FieldNode, def: GraphQLField<unknown, unknown> | undefined, parent: GraphQLNamedType | undefined, bounds: ListBounds): number {
   const first = node.arguments?.find((a) => a.name.value === 'first');
   if (first || def?.args.some((a) => a.name === 'first')) {
-    return first?.value.kind === Kind.INT ? Math.max(1, Number(first.value.value)) : maxPageSize;
+    if (first?.value.kind === Kind.INT) return Math.max(1, Number(first.value.value));
+    return parent?.name === 'Patient' && node.name.value === 'encounters' ? bounds.maxEncounters : bounds.maxPageSize;
   }
   if (!def || !isListType(getNullableType(def.type))) return 1;
   // A connection's lists are as long as the `first` of the field that returned it, counted there.
   if (parent?.name.endsWith('Connection')) return 1;
-  return LIST_SIZES[`${parent?.name}.${node.name.value}`] ?? maxPageSize;
+  return LIST_SIZES[`${parent?.name}.${node.name.value}`] ?? bounds.maxPageSize;
 }

@@ -10,7 +10,7 @@ import type { GraphQLContext } from '../../graphql/context.ts';
 import { releaseScopeCache } from '../../graphql/scope-cache.ts';
 import { flatLineWriter, requestFields, type FlatFields, type Logger } from '../../log.ts';
 import { eventsMissing } from '../../records/events-missing.ts';
-import { isCapReason } from '../../records/phi-budget.ts';
+import type { CapReason } from '../../records/phi-budget.ts';
 import { disclosesSearch } from '../../records/search.ts';
 import { inSpan } from '../../telemetry/tracing.ts';
 
@@ -18,10 +18,9 @@ const isAsyncIterable = (x: unknown): x is AsyncIterable<unknown> => typeof x ==
 
 const codeOf = (e: GraphQLError): unknown => e.extensions?.code ?? (e.originalError as PhigateError | undefined)?.code;
 
-// A field withheld from the answer (denied, or past the principal's PHI limits) leaves a mutation
-// standing: the refusal is about what is shown, not about what was done.
-const withholdsField = (e: GraphQLError): boolean =>
-  codeOf(e) === 'FIELD_DENIED' || (codeOf(e) === 'RATE_LIMITED' && isCapReason(e.extensions?.reason));
+// A field denied to the principal leaves a mutation standing: the refusal is about what is shown,
+// not about what was done. (A request past its PHI limits is refused whole before this is asked.)
+const withholdsField = (e: GraphQLError): boolean => codeOf(e) === 'FIELD_DENIED';
 
 /** Told how each executed operation ended (the summary line's outcome); metrics count from it. */
 export type OnSettled = (ctx: GraphQLContext, outcome: string, operation: string | undefined) => void;
@@ -114,6 +113,11 @@ async function settle(
   if (usedUp !== null) {
     coming?.end();
     return refuseWhole(ctx, operation, usedUp, done);
+  }
+  const over = ctx.budget.over;
+  if (over !== null) {
+    coming?.end();
+    return refuseOverCap(ctx, operation, over, done);
   }
   if (operation === 'mutation' && !errors.every(withholdsField)) {
     await ctx.tx.rollback();
@@ -262,8 +266,8 @@ const refusedField = (e: AuditEvent): boolean => FIELD_REFUSALS.has(e.action) &&
  * recordAfterRollback). So is every search that disclosed nothing (refused, limited, failed:
  * search.ts): a search is traced whatever its end. The answer is an error either way.
  */
-async function recordRefusedFields(ctx: GraphQLContext): Promise<void> {
-  const refused = ctx.audit.events.filter((e) => refusedField(e) || (e.action === 'search' && !disclosesSearch(e)));
+async function recordRefusedFields(ctx: GraphQLContext, more: readonly AuditEvent[] = []): Promise<void> {
+  const refused = [...ctx.audit.events.filter((e) => refusedField(e) || (e.action === 'search' && !disclosesSearch(e))), ...more];
   if (refused.length === 0) return;
   try {
     await ctx.recorder.record(ctx.audit.request, refused);
@@ -297,6 +301,36 @@ async function refuseWhole(ctx: GraphQLContext, operation: string | undefined, r
     ctx.log.error({ err: errorSummary(cause) }, 'audit of a PHI limit refusal failed');
   }
   return limitedAnswer(ctx, retryAfterSeconds, done);
+}
+
+/**
+ * The request went past its PHI limits (phi-budget.ts, `over`): a value or a search was withheld.
+ * It is refused whole, like a request past the minute (429, no data; a write is rolled back), so
+ * that the answer never grows with what was withheld: one error, and one `limited` event for the
+ * request whose detail is the limit and the number of values and searches withheld
+ * (`phi_request_cap:38004`), never an event per value (docs/audit-log.md, "Refusals past the PHI
+ * limits"). The refusals of fields and searches it traced are kept as a rolled-back request's are.
+ * Retry-After only when what was left of the minute withheld it: past the request's own limit the
+ * same request is refused again, and must ask for less.
+ */
+async function refuseOverCap(ctx: GraphQLContext, operation: string | undefined, reason: CapReason, done: Done): Promise<ExecutionResult> {
+  await ctx.tx.rollback();
+  await recordRefusedFields(ctx, [{ ...limitedEvent(operation), detail: `${reason}:${ctx.budget.withheld}` }]);
+  ctx.log.warn({ refusal: reason, withheld: ctx.budget.withheld }, 'PHI limit reached; request refused');
+  done('limited');
+  const retryAfter = reason === 'phi_minute_cap' ? ctx.minute.endsIn() : null;
+  const message =
+    reason === 'phi_minute_cap'
+      ? 'Your limit of PHI per minute is reached; retry when the minute ends, or ask for less.'
+      : 'This request asks for more PHI than one request may show; ask for fewer patients or fields.';
+  return {
+    errors: [
+      new PhigateError('RATE_LIMITED', message, {
+        reason,
+        http: { status: 429, ...(retryAfter === null ? {} : { headers: { 'Retry-After': String(retryAfter) } }) },
+      }),
+    ],
+  };
 }
 
 function limitedAnswer(ctx: GraphQLContext, retryAfterSeconds: number, done: Done): ExecutionResult {

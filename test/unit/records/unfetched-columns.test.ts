@@ -7,10 +7,10 @@ import { CLINIC } from '../policy/fixtures.ts';
 import { readScope } from './read-scope.ts';
 
 // What the encounters statement asks PostgreSQL for: captured, no database needed.
-async function encounterSql(columns?: Parameters<typeof encountersByPatientIds>[2]): Promise<string> {
+async function encounterSql(columns?: Parameters<typeof encountersByPatientIds>[3]): Promise<string> {
   let text = '';
   const tx = { query: async (sql: string) => ((text = sql), { rows: [] }) } as unknown as RequestTransaction;
-  await encountersByPatientIds(tx, ['00000000-0000-4000-8000-000000000001'], columns);
+  await encountersByPatientIds(tx, ['00000000-0000-4000-8000-000000000001'], { first: 10, after: null }, columns);
   return text;
 }
 
