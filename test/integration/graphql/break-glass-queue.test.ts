@@ -230,6 +230,9 @@ describe('a reviewer of many clinics', () => {
       await c.query('BEGIN READ ONLY');
       try {
         await underRequestContext(c, { actor: sub, roles: 'compliance', clinics: [...clinics, clinics[7]!].join(',') });
+        // The plan a table of production size gets: with these few rows PostgreSQL 18 prefers a
+        // bitmap scan of each clinic's grants and a sort to the ordered read of index 068.
+        await c.query("SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)");
         await c.query(`PREPARE many_clinics AS ${text}`);
         return await planOfExecute(c, `many_clinics(${params.join(', ')})`);
       } finally {
@@ -239,7 +242,7 @@ describe('a reviewer of many clinics', () => {
     // Every row a scan of the grants returned: the 20 clinics' first grants, then the grants up to
     // the 4th of those (clinics 0 to 3, one each), and the reviewer's own: at most 20 + 4 x 4 + 4.
     // Reading 4 grants of each clinic named, as before, returned 84.
-    const scanned = [...plan.matchAll(/Scan (?:using \S+ )?on break_glass_grants.*actual rows=(\d+) loops=(\d+)/g)].reduce((n, m) => n + Number(m[1]) * Number(m[2]), 0);
+    const scanned = [...plan.matchAll(/Scan (?:using \S+ )?on break_glass_grants.*actual rows=(\d+(?:\.\d+)?) loops=(\d+)/g)].reduce((n, m) => n + Number(m[1]) * Number(m[2]), 0);
     expect(scanned, plan).toBeGreaterThanOrEqual(20);
     expect(scanned, plan).toBeLessThanOrEqual(20 + 4 * 4 + 4);
   });
