@@ -120,7 +120,7 @@ async function run(): Promise<void> {
     if (page) {
       if (args['commit-ahead']) tx.endWithNext();
       // A registrar's page walks its clinic, as the gateway has it do (src/graphql/types/query.ts).
-      const read = await patientPageWithEncounters(tx, null, PAGE_SIZE + 1, registrar ? ['kind'] : ENCOUNTER_PHI_COLUMNS, { first: 10, after: null }, registrar ? 'clinics' : 'reach');
+      const read = await patientPageWithEncounters(tx, null, PAGE_SIZE + 1, registrar ? ['kind'] : ENCOUNTER_PHI_COLUMNS, { first: 10, after: null, byDate: true }, registrar ? 'clinics' : 'reach');
       for (let i = 0; i < PAGE_SIZE; i++) read.encountersOf(i);
       rows = read.rows;
     } else {

@@ -74,14 +74,17 @@ export interface EncounterRow extends GrantColumns {
 export const ERASED_TIME = '-infinity';
 
 /**
- * Which of a patient's encounters a read takes, newest first: the first `first` of them, or when
- * `after` names one of the patient's encounters (its id), the first `first` older than it. Every
- * statement applies it in SQL (LIMIT), so a patient's history costs no more than the query limits
- * priced (PHIGATE_MAX_ENCOUNTERS).
+ * Which of a patient's encounters a read takes: the first `first` of them, or when `after` names an
+ * encounter (its id), the first `first` after it. `byDate`: newest first, and `after` must be one
+ * of the patient's encounters; otherwise by id (random, v4), for a principal some of whose rows
+ * deny it the visit dates, since picking the newest, or paging by date, would tell their order.
+ * Every statement applies it in SQL (LIMIT), so a patient's history costs no more than the query
+ * limits priced (PHIGATE_MAX_ENCOUNTERS).
  */
 export interface EncounterWindow {
   readonly first: number;
   readonly after: string | null;
+  readonly byDate: boolean;
 }
 
 /** Column name of each encrypted GraphQL field, from the PHI catalogue (src/policy/phi-fields.ts). */
@@ -325,12 +328,18 @@ const encounterSelect = (columns: readonly EncounterPhiColumn[], ids: string | n
  * is not one of the patient's encounters shown to the request selects nothing. The time bound is
  * the index condition (encounters_patient: patient_id, occurred_at DESC, id), the id the tie-break.
  */
-const encounterWindow = (patientId: string, first: string, after: string | null) =>
-  after === null
-    ? `phigate.encounters e WHERE e.patient_id = ${patientId} ORDER BY e.occurred_at DESC, e.id LIMIT ${first}`
-    : `phigate.encounters e, (SELECT a.occurred_at AS at, a.id FROM phigate.encounters a WHERE a.id = ${after}::uuid AND a.patient_id = ${patientId}) c
+const encounterWindow = (patientId: string, first: string, after: string | null, byDate: boolean) =>
+  !byDate
+    ? `phigate.encounters e WHERE e.patient_id = ${patientId}${after === null ? '' : ` AND e.id > ${after}::uuid`} ORDER BY e.id LIMIT ${first}`
+    : after === null
+      ? `phigate.encounters e WHERE e.patient_id = ${patientId} ORDER BY e.occurred_at DESC, e.id LIMIT ${first}`
+      : `phigate.encounters e, (SELECT a.occurred_at AS at, a.id FROM phigate.encounters a WHERE a.id = ${after}::uuid AND a.patient_id = ${patientId}) c
        WHERE e.patient_id = ${patientId} AND e.occurred_at <= c.at AND (e.occurred_at < c.at OR e.id > c.id)
        ORDER BY e.occurred_at DESC, e.id LIMIT ${first}`;
+/** The order of encounterWindow's rows, for a statement that orders what it gathered from several patients. */
+const windowOrder = (byDate: boolean) => (byDate ? 'e.occurred_at DESC, e.id' : 'e.id');
+/** What tells two windows' statement texts apart: whether they have a cursor, and their order. */
+const windowShape = (window: EncounterWindow) => `${window.after !== null}:${window.byDate}`;
 const ENCOUNTER_SELECT = encounterSelect(ENCOUNTER_PHI_COLUMNS, null);
 const ENCOUNTER_PACKING = packingOf(ENCOUNTER_PHI_COLUMNS);
 
@@ -474,25 +483,24 @@ interface PageEncounters {
 // A read of one patient, by id or by a search, that asks for its encounters takes them the same
 // way (patientWithEncounters, searchByBlindIndex).
 // The window's parameters follow the statement's own (`params` of them): its `first`, then its `after` when it has one.
-const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string, params: number, after: boolean): PageEncounters => {
+const withEncounters = (columns: readonly EncounterPhiColumn[], select: (more: string) => string, params: number, window: EncounterWindow): PageEncounters => {
   const legacy = columns.includes('kind');
   const values = ['uuid_send(e.id)', 'textsend(e.occurred_at::text)', ...(legacy ? ['textsend(e.kind_legacy)'] : []), ...columns.map((c) => `e.${c}`)];
   const more = `,
-         ${asBase64(`array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM ${encounterWindow('p.id', `$${params + 1}::int`, after ? `$${params + 2}` : null)}))`)} AS encounters`;
+         ${asBase64(`array_send(ARRAY(SELECT ARRAY[${values.join(', ')}] FROM ${encounterWindow('p.id', `$${params + 1}::int`, window.after !== null ? `$${params + 2}` : null, window.byDate)}))`)} AS encounters`;
   return { text: select(more), width: values.length, legacy: legacy ? 2 : -1, packing: packingOf(columns) };
 };
-// One statement text per walk (or read by id), set of columns (at most 16) and whether the window
-// has a cursor, so each is prepared once per connection.
+// One statement text per walk (or read by id), set of columns (at most 16) and window shape (a
+// cursor or not, by date or by id), so each is prepared once per connection.
 const readsWithEncounters = new Map<string, PageEncounters>();
 const withEncountersOf = (columns: readonly EncounterPhiColumn[], walk: PageWalk | keyof typeof ONE_PATIENT_BY, window: EncounterWindow): PageEncounters => {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
-  const after = window.after !== null;
-  const key = `${walk}:${chosen.join(',')}:${after}`;
+  const key = `${walk}:${chosen.join(',')}:${windowShape(window)}`;
   let read = readsWithEncounters.get(key);
   if (read === undefined) {
     const page = walk === 'reach' || walk === 'clinics';
     const select = page ? (more: string) => pageSelect(walk, more) : (more: string) => `${patientSelect('phigate.patients p', false, undefined, more)} WHERE ${ONE_PATIENT_BY[walk]}`;
-    readsWithEncounters.set(key, (read = withEncounters(chosen, select, page ? 2 : 1, after)));
+    readsWithEncounters.set(key, (read = withEncounters(chosen, select, page ? 2 : 1, window)));
   }
   return read;
 };
@@ -621,12 +629,12 @@ export async function encountersByPatientIds(
   keys?: ReadonlyMap<string, RowKey>,
 ): Promise<EncounterRow[]> {
   const chosen = ENCOUNTER_PHI_COLUMNS.filter((c) => columns.includes(c));
-  const key = `${chosen.join(',')}:${window.after !== null}`;
+  const key = `${chosen.join(',')}:${windowShape(window)}`;
   let read = encountersOfPatients.get(key);
   if (read === undefined) {
     const from = `unnest($1::uuid[]) AS q(patient_id)
-    CROSS JOIN LATERAL (SELECT e.* FROM ${encounterWindow('q.patient_id', '$2::int', window.after === null ? null : '$3')}) e`;
-    read = { text: `${encounterSelect(chosen, '$1::uuid[]', from)} ORDER BY e.patient_id, e.occurred_at DESC, e.id`, packing: packingOf(chosen) };
+    CROSS JOIN LATERAL (SELECT e.* FROM ${encounterWindow('q.patient_id', '$2::int', window.after === null ? null : '$3', window.byDate)}) e`;
+    read = { text: `${encounterSelect(chosen, '$1::uuid[]', from)} ORDER BY e.patient_id, ${windowOrder(window.byDate)}`, packing: packingOf(chosen) };
     encountersOfPatients.set(key, read);
   }
   return encounterRows((await tx.query<FetchedEncounter>(read.text, [patientIds, ...windowParams(window)])).rows, read.packing, keys);

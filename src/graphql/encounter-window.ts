@@ -1,5 +1,6 @@
 import { getArgumentValues, isObjectType, type GraphQLResolveInfo } from 'graphql';
 import type { EncounterWindow } from '../db/patients.ts';
+import { mayAlwaysSee } from '../policy/decide.ts';
 import { PhigateError } from '../errors.ts';
 import * as v from '../records/validate.ts';
 import type { GraphQLContext } from './context.ts';
@@ -12,18 +13,20 @@ export interface EncounterArgs {
 
 /**
  * The window `Patient.encounters(first, after)` asks for: `first` from 1 to the request's bound
- * (PHIGATE_MAX_ENCOUNTERS, also the default, which the query limits price it at), `after` one of
- * the patient's encounter ids. Anything else is BAD_USER_INPUT, before any statement.
+ * (PHIGATE_MAX_ENCOUNTERS, also the default, which the query limits price it at), `after` an
+ * encounter id. Anything else is BAD_USER_INPUT, before any statement. Newest first only for a
+ * principal every row of which shows it the visit dates; any other pages by id.
  */
-export function encounterWindow(ctx: Pick<GraphQLContext, 'maxEncounters'>, args: EncounterArgs): EncounterWindow {
+export function encounterWindow(ctx: Pick<GraphQLContext, 'maxEncounters' | 'policy' | 'principal'>, args: EncounterArgs): EncounterWindow {
   const first = args.first ?? ctx.maxEncounters;
   if (!Number.isInteger(first) || first < 1 || first > ctx.maxEncounters) {
     throw new PhigateError('BAD_USER_INPUT', `encounters: first must be between 1 and ${ctx.maxEncounters}.`);
   }
-  return { first, after: args.after == null ? null : v.id('encounters: after', args.after) };
+  const byDate = mayAlwaysSee(ctx.policy, ctx.principal, 'Encounter.occurredAt');
+  return { first, after: args.after == null ? null : v.id('encounters: after', args.after), byDate };
 }
 
-const sameWindow = (a: EncounterWindow, b: EncounterWindow): boolean => a.first === b.first && a.after === b.after;
+const sameWindow = (a: EncounterWindow, b: EncounterWindow): boolean => a.first === b.first && a.after === b.after && a.byDate === b.byDate;
 
 /**
  * The one window every `encounters` at `path` below the field being resolved asks for, so that the

@@ -43,7 +43,7 @@ export function createLoaders(tx: RequestTransaction): Loaders {
     return patientIds.map((id) => byPatient.get(id) ?? []);
   };
   const readsOf = (columns: readonly EncounterPhiColumn[], window: EncounterWindow): EncounterReads => {
-    const key = `${columns.join(',')}:${window.first}:${window.after}`;
+    const key = `${columns.join(',')}:${window.first}:${window.after}:${window.byDate}`;
     let reads = byColumns.get(key);
     if (reads === undefined) {
       reads = { loader: new DataLoader((patients) => read(columns, window, patients), { cacheKeyFn: (p) => p.id }), preloaded: new Map(), failed: new Map() };

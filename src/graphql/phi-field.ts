@@ -1,6 +1,6 @@
 import { PATIENT_COLUMNS, ENCOUNTER_COLUMNS, ENCOUNTER_PHI_COLUMNS, ERASED_TIME, type EncounterPhiColumn, type EncounterRow, type PatientRow } from '../db/patients.ts';
 import { isoOfTimestamptz } from '../db/type-parsers.ts';
-import { fieldVerdict, mayEverSee } from '../policy/decide.ts';
+import { mayEverSee } from '../policy/decide.ts';
 import { PHI_CATALOGUE } from '../policy/phi-fields.ts';
 import { ERASED, readPhi, readPlainPhi, type PhiField } from '../records/read-phi.ts';
 import type { GraphQLContext } from './context.ts';
@@ -53,17 +53,6 @@ export function encounterColumnsFor(ctx: GraphQLContext): readonly EncounterPhiC
 /** Ciphertext, or for an encounter written before kinds were encrypted, its plaintext column. */
 export function resolveEncounterKind(ctx: GraphQLContext, row: EncounterRow): string | null | Promise<string | null> {
   return row.kind === null ? readPlainPhi(ctx, LEGACY_KIND, row.facts, row.kind_legacy) : resolveEncounterPhi(ctx, row, 'kind');
-}
-
-/**
- * A patient's encounters as the principal may be shown them: newest first where it may see their
- * dates, by id (random, v4) where it may not, since the order alone would tell which visit came
- * first and which is the latest (a key without Encounter.occurredAt listing kinds or diagnoses).
- */
-export function encountersInShownOrder(ctx: GraphQLContext, patient: PatientRow, rows: EncounterRow[] | Promise<EncounterRow[]>): EncounterRow[] | Promise<EncounterRow[]> {
-  if (fieldVerdict(ctx.policy, ctx.principal, patient.facts, ENCOUNTER_DATE.name).effect !== 'deny') return rows;
-  const byId = (list: EncounterRow[]) => [...list].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return Array.isArray(rows) ? byId(rows) : rows.then(byId);
 }
 
 /** The date in the clear, or for a shredded patient's encounter, KEY_UNAVAILABLE `shredded` as its sealed fields. */

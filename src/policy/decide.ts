@@ -199,6 +199,23 @@ export function mayEverSee(policy: PolicySet, principal: Principal, name: string
   return may;
 }
 
+/**
+ * Whether `name` ('Type.field') is shown to the principal in every row it can see: each role it can
+ * act in allows or masks the field (and for a partner its key names it). A reader that orders or
+ * picks rows by a field's value does so only then: where some row's verdict denies the field, the
+ * order alone would tell that row's values.
+ */
+export function mayAlwaysSee(policy: PolicySet, principal: Principal, name: string): boolean {
+  const seen = memoFor(alwaysMemo, policy, principal);
+  let may = seen.get(name);
+  if (may === undefined) {
+    const roles = usableRoles(policy, principal);
+    may = roles.length > 0 && roles.every((role) => effectOf(role, principal, name) !== 'deny');
+    seen.set(name, may);
+  }
+  return may;
+}
+
 type Memo<V> = WeakMap<PolicySet, WeakMap<Principal, Map<string, V>>>;
 type ByStanding = [Map<string, FieldVerdict>, Map<string, FieldVerdict>];
 /** clinic -> [off the care team, on it] -> 'Type.field' -> verdict */
@@ -207,6 +224,7 @@ const verdictMemo: Memo<ByStanding> = new WeakMap();
 const grantVerdictMemo: Memo<Map<string, ByStanding>> = new WeakMap();
 const purposeMemo: Memo<string> = new WeakMap();
 const seenMemo: Memo<boolean> = new WeakMap();
+const alwaysMemo: Memo<boolean> = new WeakMap();
 
 function memoFor<V>(memo: Memo<V>, policy: PolicySet, principal: Principal): Map<string, V> {
   let byPrincipal = memo.get(policy);

@@ -48,7 +48,7 @@ async function pagePlan(c: pg.Client, actor: string): Promise<string> {
   await c.query('BEGIN');
   try {
     await underRequestContext(c, { actor, roles: 'physician', clinics: 'c-a' });
-    await c.query(`PREPARE page(uuid, int, int) AS ${await firstStatementOf((client) => patientPageWithEncounters(client, null, 101, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null }))}`);
+    await c.query(`PREPARE page(uuid, int, int) AS ${await firstStatementOf((client) => patientPageWithEncounters(client, null, 101, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null, byDate: true }))}`);
     return await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 101, 10)`);
   } finally {
     await c.query('ROLLBACK');

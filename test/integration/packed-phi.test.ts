@@ -154,7 +154,7 @@ describe('the reads of src/db/patients.ts', () => {
         physician,
         async (tx) => {
           for (const columns of subsets) {
-            const rows = await encountersByPatientIds(tx, ids, { first: 10, after: null }, columns);
+            const rows = await encountersByPatientIds(tx, ids, { first: 10, after: null, byDate: true }, columns);
             expect(rows).toHaveLength(encounters.length);
             for (const row of rows) {
               const table = encounters.find((e) => e.id === row.id)!;
@@ -167,9 +167,9 @@ describe('the reads of src/db/patients.ts', () => {
           // A page's encounters, read in the page's statement: every subset gives each patient the
           // rows, in the order, with the columns and facts the statement by patients gives.
           for (const columns of subsets) {
-            const page = await patientPageWithEncounters(tx, null, 10, columns, { first: 10, after: null });
+            const page = await patientPageWithEncounters(tx, null, 10, columns, { first: 10, after: null, byDate: true });
             const keys = new Map(page.rows.map((r) => [r.id, r.facts.key]));
-            const byPatients = await encountersByPatientIds(tx, ids, { first: 10, after: null }, columns, keys);
+            const byPatients = await encountersByPatientIds(tx, ids, { first: 10, after: null, byDate: true }, columns, keys);
             expect(page.rows).toHaveLength(ids.length);
             page.rows.forEach((patient, i) => {
               const own = byPatients.filter((e) => e.patient_id === patient.id);

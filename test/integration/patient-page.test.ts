@@ -174,9 +174,9 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
         async (tx) => {
           const page = await patientPage(tx, null, 200, walk);
           const byId = (await Promise.all(page.map((r) => patientsByIds(tx, [r.id])))).flat();
-          const encounters = await encountersByPatientIds(tx, page.map((r) => r.id), { first: 10, after: null });
+          const encounters = await encountersByPatientIds(tx, page.map((r) => r.id), { first: 10, after: null, byDate: true });
           const encountersById = await Promise.all(encounters.map((e) => encounterById(tx, e.id)));
-          const withEncounters = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null }, walk);
+          const withEncounters = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null, byDate: true }, walk);
           return { page, byId, encounters, encountersById, withEncounters };
         },
         { preparedStatements: preparedStatements() },
@@ -210,7 +210,7 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
         await underRequestContext(c, { actor: 'dr', roles: 'physician', clinics: 'c-a' });
         await c.query(`PREPARE page(uuid, int) AS ${await firstStatementOf((client) => patientPage(client, null, 201))}`);
         const ids = (await c.query<{ id: string }>(`EXECUTE page('00000000-0000-0000-0000-000000000000', 201)`)).rows.map((r) => r.id);
-        await c.query(`PREPARE encounters(uuid[], int) AS ${await firstStatementOf((client) => encountersByPatientIds(client, ids, { first: 10, after: null }))}`);
+        await c.query(`PREPARE encounters(uuid[], int) AS ${await firstStatementOf((client) => encountersByPatientIds(client, ids, { first: 10, after: null, byDate: true }))}`);
         return {
           page: await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 201)`),
           encounters: await planOfExecute(c, `encounters('{${ids.join(',')}}', 10)`),
@@ -239,7 +239,7 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
       await c.query('BEGIN');
       try {
         await underRequestContext(c, { actor: 'dr', roles: 'physician', clinics: 'c-a' });
-        await c.query(`PREPARE page(uuid, int, int) AS ${await firstStatementOf((client) => patientPageWithEncounters(client, null, 201, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null }))}`);
+        await c.query(`PREPARE page(uuid, int, int) AS ${await firstStatementOf((client) => patientPageWithEncounters(client, null, 201, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null, byDate: true }))}`);
         return await planOfExecute(c, `page('00000000-0000-0000-0000-000000000000', 201, 10)`);
       } finally {
         await c.query('ROLLBACK');
@@ -270,7 +270,7 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     const team = a.filter((_, i) => i % 3 === 0);
     const expected = { 'team and live grants': [...team, a[1]!, b0!, c0!], 'cross-clinic grants': [b0!, c0!], nothing: [], 'the clinic': a }[sees];
     for (const walk of WALKS) {
-      const read = await withRequestTransaction(pool, c, (tx) => patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null }, walk), {
+      const read = await withRequestTransaction(pool, c, (tx) => patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null, byDate: true }, walk), {
         preparedStatements: preparedStatements(),
       });
       expect(read.rows.map((r) => r.id)).toEqual([...expected].sort());
@@ -283,8 +283,8 @@ describe('patients(first, after) reads its candidates clinic by clinic', () => {
     tx.readOnly();
     try {
       const page = await patientPage(tx, null, 200);
-      expect(await encountersByPatientIds(tx, page.map((r) => r.id), { first: 10, after: null })).toHaveLength(2 * page.length);
-      const together = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null });
+      expect(await encountersByPatientIds(tx, page.map((r) => r.id), { first: 10, after: null, byDate: true })).toHaveLength(2 * page.length);
+      const together = await patientPageWithEncounters(tx, null, 200, ENCOUNTER_PHI_COLUMNS, { first: 10, after: null, byDate: true });
       expect(together.rows.flatMap((_, i) => together.encountersOf(i))).toHaveLength(2 * page.length);
       const { rows } = await tx.query<{ xid: string | null; ro: string }>(`SELECT pg_current_xact_id_if_assigned()::text AS xid, current_setting('transaction_read_only') AS ro`);
       expect(rows[0]).toEqual({ xid: null, ro: 'on' });

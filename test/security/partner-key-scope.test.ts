@@ -88,5 +88,43 @@ describe("a partner key's view of encounters tells nothing of a field it lacks",
     // The seeded data has patients whose visits' date order differs from their ids' order.
     expect(compared).toBeGreaterThan(0);
   });
+
+  // Reordering what a window picked by date is not enough: which visits a window of `first` holds,
+  // and which come after a cursor, would still tell their order (first found by an outside
+  // reviewer: a key walking `first: 1, after` got the ids in date order). The window itself goes by
+  // id for a key without the date, and for a clinic administrator, whose role never sees dates.
+  it.each([
+    ['a key without Encounter.occurredAt', 'key'],
+    ['a clinic administrator', 'admin'],
+  ])('for %s, a window and the pages after it are chosen by id, never by date', async (_who, who) => {
+    const dated = await keyFor('dated-walk', ['occurredAt']);
+    const kinds = await keyFor('kinds-walk', ['kind']);
+    const admin = await gw.tokenFor('admin-north');
+    const ask = (query: string, variables: Record<string, unknown>) => (who === 'key' ? asKey(kinds, query, variables) : gw.gql(admin, query, variables));
+    const PAGE = `query($id: ID!, $first: Int, $after: String) { patient(id: $id) { encounters(first: $first, after: $after) { id } } }`;
+    const idsOf = (r: Awaited<ReturnType<typeof ask>>) => {
+      expect(r.body.errors).toBeUndefined();
+      return (r.body.data!.patient.encounters as { id: string }[]).map((e) => e.id);
+    };
+    let telling = 0;
+    for (const p of gw.data.patients.filter((q) => q.clinicId === 'c-north')) {
+      const newestFirst = (await asKey(dated, `query($id: ID!) { patient(id: $id) { encounters { id occurredAt } } }`, { id: p.id })).body.data!.patient.encounters as { id: string }[];
+      if (newestFirst.length < 2) continue;
+      const byId = newestFirst.map((e) => e.id).sort();
+      const walked: string[] = [];
+      for (let after: string | null = null, n = 0; n <= byId.length; n++) {
+        const page = idsOf(await ask(PAGE, { id: p.id, first: 1, after }));
+        if (page.length === 0) break;
+        walked.push(...page);
+        after = page[0]!;
+      }
+      expect(walked).toEqual(byId);
+      const window = idsOf(await ask(PAGE, { id: p.id, first: byId.length - 1, after: null }));
+      expect(window).toEqual(byId.slice(0, -1));
+      // A window picked by date would have held the newest instead.
+      if (newestFirst.slice(0, -1).map((e) => e.id).sort().join() !== window.join()) telling++;
+    }
+    expect(telling).toBeGreaterThan(0);
+  });
 });
 

@@ -9,7 +9,7 @@ import { createLoaders } from '../../src/graphql/loaders.ts';
 
 const patient = (id: string) => ({ id, facts: { key: { joined: null, held: null } } }) as unknown as PatientRow;
 const encounter = (id: string) => ({ id }) as EncounterRow;
-const W = { first: 10, after: null };
+const W = { first: 10, after: null, byDate: true };
 
 describe('primeEncounters', () => {
   it("gives each patient its primed encounters without a statement, and a patient's failure to that patient alone", async () => {

@@ -2,7 +2,7 @@ import type { PatientRow } from '../../db/patients.ts';
 import { PHI_FIELDS } from '../../policy/phi-fields.ts';
 import { builder } from '../builder.ts';
 import { encounterWindow } from '../encounter-window.ts';
-import { encounterColumnsFor, encountersInShownOrder, PHI_EXTENSION, resolvePatientPhi } from '../phi-field.ts';
+import { encounterColumnsFor, PHI_EXTENSION, resolvePatientPhi } from '../phi-field.ts';
 import { Encounter } from './encounter.ts';
 
 export const Patient = builder.objectRef<PatientRow>('Patient').implement({
@@ -18,12 +18,12 @@ export const Patient = builder.objectRef<PatientRow>('Patient').implement({
         type: [Encounter],
         nullable: true,
         description:
-          'Newest first, a window of at most `first`: the gateway reads no more than that, and the query limits price the field by it.',
+          'Newest first (by id for a principal that may not see every visit date), a window of at most `first`: the gateway reads no more than that, and the query limits price the field by it.',
         args: {
           first: t.arg.int({ description: "How many, 1 to the gateway's bound (PHIGATE_MAX_ENCOUNTERS, default 10); that bound when left out." }),
-          after: t.arg.string({ description: 'The id of the last encounter of the previous page: the next page holds those older than it.' }),
+          after: t.arg.string({ description: 'The id of the last encounter of the previous page: the next page holds those after it, in the same order.' }),
         },
-        resolve: (p, args, ctx) => encountersInShownOrder(ctx, p, ctx.loaders.encountersOf(encounterColumnsFor(ctx), encounterWindow(ctx, args), p)),
+        resolve: (p, args, ctx) => ctx.loaders.encountersOf(encounterColumnsFor(ctx), encounterWindow(ctx, args), p),
       }),
     };
   },

@@ -10,7 +10,7 @@ import { readScope } from './read-scope.ts';
 async function encounterSql(columns?: Parameters<typeof encountersByPatientIds>[3]): Promise<string> {
   let text = '';
   const tx = { query: async (sql: string) => ((text = sql), { rows: [] }) } as unknown as RequestTransaction;
-  await encountersByPatientIds(tx, ['00000000-0000-4000-8000-000000000001'], { first: 10, after: null }, columns);
+  await encountersByPatientIds(tx, ['00000000-0000-4000-8000-000000000001'], { first: 10, after: null, byDate: true }, columns);
   return text;
 }
 
