@@ -5,6 +5,7 @@ import { growingTree, leafHash } from '../log/tree.ts';
 import { checkPatientListings, type ListingProblemKind } from './listing.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
 import { retentionDetail } from './retain.ts';
+import { runningTimes } from './checkpoint-times.ts';
 import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
 
 /**
@@ -166,14 +167,15 @@ interface Mark {
 }
 
 /**
- * The range a partial verify recomputes: from the size of the largest checkpoint whose signed time
- * is at or before `since`. Every leaf under it was committed before that time (checkpoint.ts), so
- * every leaf truly written at or after `since` is at or past it. None signed by then (or none
- * carrying a time: signed before the time line existed): the whole log.
+ * The range a partial verify recomputes: from the size of the largest checkpoint whose time is at
+ * or before `since`, its time counting as no earlier than any smaller checkpoint's (runningTimes).
+ * Every leaf under it was committed before that time (checkpoint.ts), so every leaf truly written
+ * at or after `since` is at or past it. None signed by then (or none carrying a time: signed before
+ * the time line existed): the whole log.
  */
 export function rangeSince(timed: readonly { readonly size: number; readonly time: number }[], since: Date): Pick<VerifyRange, 'fromLeaf' | 'checkpoint'> {
-  let best: { size: number; time: number } | null = null;
-  for (const c of timed) if (c.time <= since.getTime() && (best === null || c.size > best.size)) best = { size: c.size, time: c.time };
+  const found = runningTimes(timed).findLast((c) => c.time <= since.getTime());
+  const best = found === undefined ? null : { size: found.size, time: found.time };
   return { fromLeaf: best?.size ?? 0, checkpoint: best };
 }
 
