@@ -21,7 +21,7 @@ import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
  * never by an event's values.
  *
  * A partial verify (`since`) recomputes a range of leaves chosen by the signed checkpoints alone:
- * from the size of the largest checkpoint whose signed time is at or before `since`, to the end.
+ * from the size of the largest checkpoint whose signed time (no earlier than a smaller one's) is at or before `since`, to the end.
  * Never by a column of the rows: a tamperer who rewrites a record can rewrite its time too.
  */
 export type ProblemKind =
@@ -52,7 +52,7 @@ export interface VerifyProblem {
 export interface VerifyRange {
   /** Every leaf from this one to the end was recomputed from its row (unless retired); 0 for a whole verify. */
   readonly fromLeaf: number;
-  /** The checkpoint fromLeaf is the size of: the largest whose signed time is at or before `since`. Null when none is. */
+  /** The checkpoint fromLeaf is the size of: the largest whose time (runningTimes: no earlier than a smaller one's) is at or before `since`. Null when none is. */
   readonly checkpoint: { readonly size: number; readonly time: number } | null;
   /** The first record id whose patient listing was checked: the lowest of the range's records and the unsealed ones. Null: every record. */
   readonly listingFrom: string | null;
