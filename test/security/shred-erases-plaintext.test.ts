@@ -177,14 +177,16 @@ describe('in the database', () => {
     expect(text).not.toContain('collapsed');
   });
 
-  it('the key role may erase a time in the clear, never write one', async () => {
+  it('the key role may erase a time in the clear, never write one, and erase it only once the patient\'s keys are destroyed', async () => {
     const p = freshPatient('c-east');
-    const asKeys = async (sql: string) =>
+    const asKeys = async (...sql: string[]) =>
       gw.admin(async (c) => {
         await c.query('BEGIN');
         try {
           await c.query('SET LOCAL ROLE phigate_keys');
-          return await c.query(sql, [p.id]);
+          let last;
+          for (const statement of sql) last = await c.query(statement, [p.id]);
+          return last!;
         } finally {
           await c.query('ROLLBACK');
         }
@@ -192,7 +194,19 @@ describe('in the database', () => {
     await expect(asKeys(`UPDATE phigate.encounters SET occurred_at = '2020-01-01T00:00:00Z' WHERE patient_id = $1`)).rejects.toMatchObject({ code: '42501' });
     await expect(asKeys(`UPDATE phigate.care_team SET added_at = now() WHERE patient_id = $1`)).rejects.toMatchObject({ code: '42501' });
     await expect(asKeys(`UPDATE phigate.patients SET updated_at = now() WHERE id = $1`)).rejects.toMatchObject({ code: '42501' });
-    expect((await asKeys(`UPDATE phigate.encounters SET occurred_at = '-infinity' WHERE patient_id = $1`)).rowCount).toBe(p.encounters.length);
+    // A live patient's visit dates: erasing them is no shred (075).
+    for (const erase of [
+      `UPDATE phigate.encounters SET occurred_at = '-infinity' WHERE patient_id = $1`,
+      `UPDATE phigate.encounters SET created_at = '-infinity' WHERE patient_id = $1`,
+      `UPDATE phigate.patients SET updated_at = '-infinity' WHERE id = $1`,
+      `UPDATE phigate.care_team SET added_at = '-infinity' WHERE patient_id = $1`,
+      `UPDATE phigate.patient_keys SET created_at = '-infinity' WHERE patient_id = $1`,
+    ]) {
+      await expect(asKeys(erase), erase).rejects.toMatchObject({ code: '42501' });
+    }
+    const destroyKeys = `UPDATE phigate.patient_keys SET wrapped = NULL, shredded_at = now() WHERE patient_id = $1`;
+    const erased = await asKeys(destroyKeys, `UPDATE phigate.encounters SET occurred_at = '-infinity' WHERE patient_id = $1`);
+    expect(erased.rowCount).toBe(p.encounters.length);
   });
 
   it('migration 072 erases the times of patients shredded before it', async () => {

@@ -1,5 +1,6 @@
 import type pg from 'pg';
 import type { Verifier } from '../log/note.ts';
+import { runningTimes } from './checkpoint-times.ts';
 import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
 
 /**
@@ -10,8 +11,7 @@ import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
  * occurred_at, a checkpoint's signed_at) can move that.
  *
  * A checkpoint signed without a time line bounds nothing. A checkpoint's time counts as no earlier
- * than the time of any smaller one: a larger checkpoint signed "earlier" than a smaller one (a
- * clock set back) moves no bound back past what the smaller one allows.
+ * than the time of any smaller one (runningTimes).
  */
 export interface RetentionCheckpoint {
   readonly size: number;
@@ -39,25 +39,18 @@ export class CheckpointUnverifiedError extends Error {
 /** Chooses the bound from `rows` (every stored checkpoint); throws CheckpointUnverifiedError on the first that does not check out. */
 export function chooseRetentionBound(rows: readonly CheckpointRow[], verifier: Verifier, before: Date): RetentionBound {
   const sorted = [...rows].sort((a, b) => Number(a.tree_size) - Number(b.tree_size));
-  let bound: RetentionCheckpoint | null = null;
-  let untimed = 0;
-  let latest = -Infinity;
+  const timed: RetentionCheckpoint[] = [];
+  const untimedSizes: number[] = [];
   for (const row of sorted) {
     const size = Number(row.tree_size);
     const checked = checkCheckpointRow(row, verifier);
     if (!checked.ok) throw new CheckpointUnverifiedError(size, checked.kind, checked.reason);
     const time = checked.body.time;
-    if (time === undefined) {
-      untimed++;
-      continue;
-    }
-    latest = Math.max(latest, time);
-    if (latest < before.getTime()) {
-      bound = { size, time: latest, note: row.note };
-      untimed = 0;
-    }
+    if (time === undefined) untimedSizes.push(size);
+    else timed.push({ size, time, note: row.note });
   }
-  return { checkpoint: bound, untimed };
+  const bound = runningTimes(timed).findLast((c) => c.time < before.getTime()) ?? null;
+  return { checkpoint: bound, untimed: untimedSizes.filter((size) => bound === null || size > bound.size).length };
 }
 
 export async function retentionBound(db: pg.ClientBase, verifier: Verifier, before: Date): Promise<RetentionBound> {

@@ -5,6 +5,7 @@ import { growingTree, leafHash } from '../log/tree.ts';
 import { checkPatientListings, type ListingProblemKind } from './listing.ts';
 import { openSink, type SinkReader } from './sink-reader.ts';
 import { retentionDetail } from './retain.ts';
+import { runningTimes } from './checkpoint-times.ts';
 import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
 
 /**
@@ -20,7 +21,7 @@ import { checkCheckpointRow, type CheckpointRow } from './signed-checkpoint.ts';
  * never by an event's values.
  *
  * A partial verify (`since`) recomputes a range of leaves chosen by the signed checkpoints alone:
- * from the size of the largest checkpoint whose signed time is at or before `since`, to the end.
+ * from the size of the largest checkpoint whose signed time (no earlier than a smaller one's) is at or before `since`, to the end.
  * Never by a column of the rows: a tamperer who rewrites a record can rewrite its time too.
  */
 export type ProblemKind =
@@ -51,7 +52,7 @@ export interface VerifyProblem {
 export interface VerifyRange {
   /** Every leaf from this one to the end was recomputed from its row (unless retired); 0 for a whole verify. */
   readonly fromLeaf: number;
-  /** The checkpoint fromLeaf is the size of: the largest whose signed time is at or before `since`. Null when none is. */
+  /** The checkpoint fromLeaf is the size of: the largest whose time (runningTimes: no earlier than a smaller one's) is at or before `since`. Null when none is. */
   readonly checkpoint: { readonly size: number; readonly time: number } | null;
   /** The first record id whose patient listing was checked: the lowest of the range's records and the unsealed ones. Null: every record. */
   readonly listingFrom: string | null;
@@ -166,14 +167,15 @@ interface Mark {
 }
 
 /**
- * The range a partial verify recomputes: from the size of the largest checkpoint whose signed time
- * is at or before `since`. Every leaf under it was committed before that time (checkpoint.ts), so
- * every leaf truly written at or after `since` is at or past it. None signed by then (or none
- * carrying a time: signed before the time line existed): the whole log.
+ * The range a partial verify recomputes: from the size of the largest checkpoint whose time is at
+ * or before `since`, its time counting as no earlier than any smaller checkpoint's (runningTimes).
+ * Every leaf under it was committed before that time (checkpoint.ts), so every leaf truly written
+ * at or after `since` is at or past it. None signed by then (or none carrying a time: signed before
+ * the time line existed): the whole log.
  */
 export function rangeSince(timed: readonly { readonly size: number; readonly time: number }[], since: Date): Pick<VerifyRange, 'fromLeaf' | 'checkpoint'> {
-  let best: { size: number; time: number } | null = null;
-  for (const c of timed) if (c.time <= since.getTime() && (best === null || c.size > best.size)) best = { size: c.size, time: c.time };
+  const found = runningTimes(timed).findLast((c) => c.time <= since.getTime());
+  const best = found === undefined ? null : { size: found.size, time: found.time };
   return { fromLeaf: best?.size ?? 0, checkpoint: best };
 }
 

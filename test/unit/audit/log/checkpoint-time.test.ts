@@ -57,6 +57,16 @@ describe('the range of a partial verify', () => {
     expect(rangeSince(timed, new Date(9_999))).toEqual({ fromLeaf: 30, checkpoint: { size: 30, time: 3_000 } });
   });
 
+  it('counts a checkpoint dated back (a clock set back) as no earlier than a smaller one', () => {
+    const setBack = [
+      { size: 10, time: 1_000 },
+      { size: 20, time: 3_000 },
+      { size: 30, time: 2_000 },
+    ];
+    expect(rangeSince(setBack, new Date(2_500))).toEqual({ fromLeaf: 10, checkpoint: { size: 10, time: 1_000 } });
+    expect(rangeSince(setBack, new Date(3_000))).toEqual({ fromLeaf: 30, checkpoint: { size: 30, time: 3_000 } });
+  });
+
   it('is the whole log when no checkpoint was signed by T, or none carries a time', () => {
     expect(rangeSince(timed, new Date(999))).toEqual({ fromLeaf: 0, checkpoint: null });
     expect(rangeSince([], new Date(9_999))).toEqual({ fromLeaf: 0, checkpoint: null });
