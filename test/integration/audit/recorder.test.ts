@@ -14,7 +14,8 @@ const search = (detail: string, grantId: string | null = null): AuditEvent => ({
   recordId: null,
   role: 'partner',
   purpose: 'TREAT',
-  breakGlass: false,
+  // An event that names a grant happened under it (076).
+  breakGlass: grantId !== null,
   detail,
   grantId,
 });
